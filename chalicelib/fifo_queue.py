@@ -1,0 +1,184 @@
+"""SQS FIFO adapter: batching, per-entry retries and typed results over a boto3 client."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.records import MESSAGE_ID_ATTRIBUTE, OutboundMessage
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_ENTRIES = 10
+MAX_BATCH_BYTES = 1_048_576
+
+
+@dataclass(frozen=True)
+class SendFailure:
+    message: OutboundMessage
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """A message as the drain sees it; `message_id` is Trickle's id, not SQS's."""
+
+    message_id: str
+    group_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_sqs(cls, raw: Mapping[str, Any]) -> ReceivedMessage:
+        attrs = {
+            name: value.get("StringValue", "")
+            for name, value in (raw.get("MessageAttributes") or {}).items()
+        }
+        system = raw.get("Attributes") or {}
+        return cls(
+            message_id=attrs.get(MESSAGE_ID_ATTRIBUTE) or raw["MessageId"],
+            group_id=system.get("MessageGroupId", ""),
+            receipt_handle=raw["ReceiptHandle"],
+            body=raw["Body"],
+            receive_count=int(system.get("ApproximateReceiveCount", "1")),
+            attributes=attrs,
+        )
+
+
+def chunk_for_batch(messages: Sequence[OutboundMessage]) -> Iterator[list[OutboundMessage]]:
+    """Consecutive chunks of at most 10 entries and 1 MiB, keeping the given order."""
+    chunk: list[OutboundMessage] = []
+    size = 0
+    for message in messages:
+        message_size = message.size_bytes()
+        if chunk and (len(chunk) == MAX_BATCH_ENTRIES or size + message_size > MAX_BATCH_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(message)
+        size += message_size
+    if chunk:
+        yield chunk
+
+
+def backoff_delays(attempts: int, base_s: float = 0.05, cap_s: float = 2.0) -> list[float]:
+    """Full-jitter exponential delays between `attempts` tries."""
+    return [random.uniform(0, min(cap_s, base_s * 2**i)) for i in range(attempts - 1)]
+
+
+class FifoQueue:
+    def __init__(
+        self,
+        client: Any,
+        url: str,
+        attempts: int = 4,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._client = client
+        self.url = url
+        self._attempts = attempts
+        self._sleep = sleep
+
+    def send(self, messages: Sequence[OutboundMessage]) -> list[SendFailure]:
+        """Send in order; retry failed entries; after a chunk fails for good, send nothing later.
+
+        Stopping keeps a group's later messages from overtaking the failed one when the caller
+        retries the whole batch (deduplication then drops what was already sent).
+        """
+        chunks = list(chunk_for_batch(messages))
+        for index, chunk in enumerate(chunks):
+            failures = self._send_chunk(chunk)
+            if failures:
+                unsent = [m for later in chunks[index + 1 :] for m in later]
+                return failures + [SendFailure(m, "not sent: an earlier entry failed") for m in unsent]
+        return []
+
+    def _send_chunk(self, chunk: list[OutboundMessage]) -> list[SendFailure]:
+        pending = {str(i): m for i, m in enumerate(chunk)}
+        reasons: dict[str, str] = {}
+        for delay in [*backoff_delays(self._attempts), None]:
+            try:
+                response = self._client.send_message_batch(
+                    QueueUrl=self.url, Entries=[_entry(i, m) for i, m in pending.items()]
+                )
+            except (ClientError, BotoCoreError) as exc:
+                reasons = {i: f"SendMessageBatch failed: {exc}" for i in pending}
+            else:
+                reasons = {
+                    f["Id"]: f"{f.get('Code', 'Error')}: {f.get('Message', '')}".strip()
+                    for f in response.get("Failed", [])
+                }
+                pending = {i: m for i, m in pending.items() if i in reasons}
+            if not pending or delay is None:
+                break
+            log.warning(
+                "retrying failed queue entries",
+                extra={"queue": self.url, "entries": len(pending), "delay_s": round(delay, 3)},
+            )
+            self._sleep(delay)
+        return [SendFailure(m, reasons.get(i, "unknown failure")) for i, m in pending.items()]
+
+    def receive(self, max_messages: int, visibility_timeout_s: int, wait_s: int = 0) -> list[ReceivedMessage]:
+        response = self._client.receive_message(
+            QueueUrl=self.url,
+            MaxNumberOfMessages=max(1, min(MAX_BATCH_ENTRIES, max_messages)),
+            VisibilityTimeout=visibility_timeout_s,
+            WaitTimeSeconds=wait_s,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        return [ReceivedMessage.from_sqs(m) for m in response.get("Messages", [])]
+
+    def delete(self, messages: Sequence[ReceivedMessage]) -> list[ReceivedMessage]:
+        """Delete in batches of 10; return the messages SQS did not delete."""
+        return self._batched("delete_message_batch", [(m, {}) for m in messages])
+
+    def change_visibility(self, changes: Sequence[tuple[ReceivedMessage, int]]) -> list[ReceivedMessage]:
+        """Set each message's visibility timeout; return the ones SQS refused."""
+        return self._batched(
+            "change_message_visibility_batch",
+            [(m, {"VisibilityTimeout": seconds}) for m, seconds in changes],
+        )
+
+    def _batched(self, operation: str, items: list[tuple[ReceivedMessage, dict[str, Any]]]) -> list[ReceivedMessage]:
+        failed: list[ReceivedMessage] = []
+        for start in range(0, len(items), MAX_BATCH_ENTRIES):
+            part = items[start : start + MAX_BATCH_ENTRIES]
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m.receipt_handle, **extra} for i, (m, extra) in enumerate(part)
+            ]
+            try:
+                response = getattr(self._client, operation)(QueueUrl=self.url, Entries=entries)
+            except (ClientError, BotoCoreError) as exc:
+                log.error("queue batch call failed", extra={"operation": operation, "error": str(exc)})
+                failed.extend(m for m, _ in part)
+                continue
+            for failure in response.get("Failed", []):
+                message = part[int(failure["Id"])][0]
+                log.warning(
+                    "queue batch entry failed",
+                    extra={
+                        "operation": operation,
+                        "message_id": message.message_id,
+                        "group_id": message.group_id,
+                        "error": failure.get("Code"),
+                    },
+                )
+                failed.append(message)
+        return failed
+
+
+def _entry(entry_id: str, message: OutboundMessage) -> dict[str, Any]:
+    return {
+        "Id": entry_id,
+        "MessageBody": message.body,
+        "MessageGroupId": message.group_id,
+        "MessageDeduplicationId": message.dedup_id,
+        "MessageAttributes": {k: {"DataType": "String", "StringValue": v} for k, v in message.attributes.items()},
+    }

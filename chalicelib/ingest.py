@@ -1,0 +1,73 @@
+"""The stream handler's work: keep the relayed records, queue them in order, dead-letter the rest."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Sequence
+
+from chalicelib.fifo_queue import FifoQueue, SendFailure
+from chalicelib.records import build_messages, rejection_message
+from chalicelib.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class IngestError(RuntimeError):
+    """Raised so Lambda retries the batch; deduplication ids make the retry safe."""
+
+    def __init__(self, failures: Sequence[SendFailure]) -> None:
+        self.failures = list(failures)
+        first = self.failures[0]
+        super().__init__(
+            f"{len(self.failures)} message(s) not queued; first {first.message.message_id}: {first.reason}"
+        )
+
+
+@dataclass
+class IngestReport:
+    records: int
+    enqueued: int
+    skipped: int
+    dead_lettered: int
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Ingestor:
+    def __init__(self, queue: FifoQueue, dead_letters: FifoQueue, settings: Settings) -> None:
+        self._queue = queue
+        self._dead_letters = dead_letters
+        self._settings = settings
+
+    def handle(self, records: Sequence[Mapping[str, Any]]) -> IngestReport:
+        built = build_messages(records, self._settings)
+        for rejected in built.rejected:
+            log.error(
+                "record rejected",
+                extra={
+                    "message_id": rejected.message_id,
+                    "group_id": rejected.group_id,
+                    "keys": rejected.keys,
+                    "sequence_number": rejected.sequence_number,
+                    "reason": rejected.reason,
+                },
+            )
+        failures = self._queue.send(built.messages)
+        failures += self._dead_letters.send([rejection_message(r, self._settings) for r in built.rejected])
+        for failure in failures:
+            log.error(
+                "message not queued",
+                extra={
+                    "message_id": failure.message.message_id,
+                    "group_id": failure.message.group_id,
+                    "keys": failure.message.keys,
+                    "reason": failure.reason,
+                },
+            )
+        if failures:
+            raise IngestError(failures)
+        report = IngestReport(len(records), len(built.messages), built.skipped, len(built.rejected))
+        log.info("ingest batch queued", extra={"report": report.as_dict()})
+        return report

@@ -1,0 +1,268 @@
+"""Stream records to queue messages: pure decisions, no I/O.
+
+DynamoDB numbers carry up to 38 digits, so they never pass through a float: integers become JSON
+integers and other numbers are written with exactly the digits DynamoDB stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Iterable, Mapping
+
+from boto3.dynamodb.types import Binary, TypeDeserializer
+
+from chalicelib.settings import Settings
+
+JsonValue = Any
+ENVELOPE_VERSION = 1
+_NAMESPACE = uuid.UUID("5d0e8f0c-3f5e-4b8e-9a57-7f0e1d6c2a11")
+_GROUP_ID_SAFE = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}$")
+_DESERIALIZER = TypeDeserializer()
+MESSAGE_ID_ATTRIBUTE = "trickle-message-id"
+DESTINATION_ATTRIBUTE = "trickle-destination"
+REASON_ATTRIBUTE = "trickle-reason"
+
+
+class RecordError(ValueError):
+    """A stream record that can never become a message."""
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """One SQS FIFO entry, ready to send."""
+
+    message_id: str
+    group_id: str
+    dedup_id: str
+    body: str
+    attributes: Mapping[str, str]
+    sequence_number: str
+    keys: Mapping[str, JsonValue] = field(default_factory=dict)
+
+    def size_bytes(self) -> int:
+        """Size as SQS counts it: body plus attribute names, types and values."""
+        attrs = sum(len(k.encode()) + len("String") + len(v.encode()) for k, v in self.attributes.items())
+        return len(self.body.encode()) + attrs
+
+
+@dataclass(frozen=True)
+class RejectedRecord:
+    """A record kept out of the queue, with the reason it goes to the dead-letter queue."""
+
+    message_id: str
+    group_id: str
+    sequence_number: str
+    keys: Mapping[str, JsonValue]
+    reason: str
+
+
+@dataclass
+class BuildResult:
+    messages: list[OutboundMessage] = field(default_factory=list)
+    rejected: list[RejectedRecord] = field(default_factory=list)
+    skipped: int = 0
+
+
+def _unbase64(value: Any) -> bytes:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    return base64.b64decode(value, validate=True)
+
+
+def _lambda_to_boto(av: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Lambda events carry binary as base64 text; TypeDeserializer wants bytes."""
+    if "B" in av:
+        return {"B": _unbase64(av["B"])}
+    if "BS" in av:
+        return {"BS": [_unbase64(v) for v in av["BS"]]}
+    if "M" in av:
+        return {"M": {k: _lambda_to_boto(v) for k, v in av["M"].items()}}
+    if "L" in av:
+        return {"L": [_lambda_to_boto(v) for v in av["L"]]}
+    return av
+
+
+def _plain(value: Any) -> JsonValue:
+    """Deserialized DynamoDB value -> JSON-ready value (Decimals stay Decimal)."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else value
+    if isinstance(value, Binary):
+        return base64.b64encode(value.value).decode()
+    if isinstance(value, (set, frozenset)):
+        items = list(value)
+        if items and isinstance(items[0], Binary):
+            return [base64.b64encode(b).decode() for b in sorted(i.value for i in items)]
+        return [_plain(v) for v in sorted(items)]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def decode_image(image: Mapping[str, Any]) -> dict[str, JsonValue]:
+    """A DynamoDB image from a Lambda event -> plain JSON value, losing nothing."""
+    try:
+        return {name: _plain(_DESERIALIZER.deserialize(_lambda_to_boto(av))) for name, av in image.items()}
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise RecordError(f"undecodable attribute value: {exc}") from exc
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON in which Decimals appear as exact JSON numbers (json would need a float)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{dumps(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(dumps(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def message_id_for(table: str, event_id: str) -> str:
+    """Stable across Lambda retries and stream replays of the same record."""
+    return str(uuid.uuid5(_NAMESPACE, f"{table}/{event_id}"))
+
+
+def group_id_for(settings: Settings, keys: Mapping[str, JsonValue]) -> str:
+    """Per-item order by partition key, or one group for global order."""
+    if settings.group_by == "table":
+        return _safe_group(settings.table_name)
+    pk = settings.partition_key or ""
+    if pk not in keys:
+        raise RecordError(f"partition key {pk!r} missing from record keys {sorted(keys)}")
+    return _safe_group(f"{settings.table_name}#{dumps(keys[pk])}")
+
+
+def _safe_group(raw: str) -> str:
+    """SQS allows 128 printable ASCII characters; anything else is hashed, stably."""
+    if _GROUP_ID_SAFE.match(raw):
+        return raw
+    return "h-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+def _iso_utc(epoch: Any) -> str:
+    moment = datetime.fromtimestamp(float(epoch), tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def build_message(record: Mapping[str, Any], settings: Settings) -> OutboundMessage | RejectedRecord | None:
+    """One Lambda stream record -> a message, a rejection with its reason, or None if not relayed."""
+    ddb = record.get("dynamodb") or {}
+    event_id = str(record.get("eventID") or "")
+    sequence = str(ddb.get("SequenceNumber") or "")
+    event_name = record.get("eventName")
+    if event_name not in settings.event_names:
+        return None
+    table = settings.table_name
+    message_id = message_id_for(table, event_id or sequence)
+    raw_keys = ddb.get("Keys") or {}
+    try:
+        keys = decode_image(raw_keys)
+    except RecordError:
+        keys = {}
+    group_id = _fallback_group(settings, keys)
+    try:
+        if not event_id or not sequence:
+            raise RecordError("record has no eventID or SequenceNumber")
+        if not keys:
+            raise RecordError("record has no decodable Keys")
+        group_id = group_id_for(settings, keys)
+        new_image = ddb.get("NewImage")
+        if new_image is None and event_name != "REMOVE":
+            raise RecordError(
+                "record has no NewImage: the stream view type must be NEW_IMAGE or NEW_AND_OLD_IMAGES"
+            )
+        envelope = {
+            "version": ENVELOPE_VERSION,
+            "message_id": message_id,
+            "event_name": event_name,
+            "source": {
+                "table": table,
+                "event_id": event_id,
+                "sequence_number": sequence,
+                "approximate_creation_time": _iso_utc(ddb.get("ApproximateCreationDateTime", 0)),
+            },
+            "keys": keys,
+            "item": decode_image(new_image) if new_image is not None else None,
+        }
+    except (RecordError, ValueError, TypeError, OverflowError) as exc:
+        return RejectedRecord(message_id, group_id, sequence, keys, str(exc))
+    message = OutboundMessage(
+        message_id=message_id,
+        group_id=group_id,
+        dedup_id=message_id,
+        body=dumps(envelope),
+        attributes={
+            MESSAGE_ID_ATTRIBUTE: message_id,
+            DESTINATION_ATTRIBUTE: settings.destination.name,
+            "trickle-event": str(event_name),
+        },
+        sequence_number=sequence,
+        keys=keys,
+    )
+    if message.size_bytes() > settings.max_message_bytes:
+        return RejectedRecord(
+            message_id,
+            group_id,
+            sequence,
+            keys,
+            f"message of {message.size_bytes()} bytes exceeds the queue limit of {settings.max_message_bytes}",
+        )
+    return message
+
+
+def _fallback_group(settings: Settings, keys: Mapping[str, JsonValue]) -> str:
+    try:
+        return group_id_for(settings, keys)
+    except RecordError:
+        return _safe_group(f"{settings.table_name}#undecodable")
+
+
+def build_messages(records: Iterable[Mapping[str, Any]], settings: Settings) -> BuildResult:
+    """Stream order is kept: messages come out in the order the records came in."""
+    result = BuildResult()
+    for record in records:
+        built = build_message(record, settings)
+        if built is None:
+            result.skipped += 1
+        elif isinstance(built, RejectedRecord):
+            result.rejected.append(built)
+        else:
+            result.messages.append(built)
+    return result
+
+
+def rejection_message(rejected: RejectedRecord, settings: Settings) -> OutboundMessage:
+    """A dead-letter entry for a record that cannot be queued: its keys and reason, no item."""
+    body = dumps(
+        {
+            "version": ENVELOPE_VERSION,
+            "message_id": rejected.message_id,
+            "rejected_at": "ingest",
+            "reason": rejected.reason,
+            "source": {"table": settings.table_name, "sequence_number": rejected.sequence_number},
+            "keys": rejected.keys,
+        }
+    )
+    return OutboundMessage(
+        message_id=rejected.message_id,
+        group_id=rejected.group_id,
+        dedup_id=rejected.message_id,
+        body=body,
+        attributes={
+            MESSAGE_ID_ATTRIBUTE: rejected.message_id,
+            DESTINATION_ATTRIBUTE: settings.destination.name,
+            REASON_ATTRIBUTE: rejected.reason[:1024],
+            "trickle-rejected-at": "ingest",
+        },
+        sequence_number=rejected.sequence_number,
+        keys=rejected.keys,
+    )

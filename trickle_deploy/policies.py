@@ -1,0 +1,147 @@
+"""Least-privilege IAM policy files per function, generated from a stage's environment variables.
+
+Chalice's policy generator reads only `app.py` and skips `on_dynamodb_record` handlers, so Trickle
+turns it off (`autogen_policy: false`) and writes `.chalice/policy-<stage>-<function>.json` here.
+Run `python -m trickle_deploy.policies` after changing a stage; `--check` fails on stale files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlparse
+
+CHALICE_DIR = Path(__file__).resolve().parent.parent / ".chalice"
+
+# botocore operation -> the IAM action that authorises it (only those Trickle calls).
+ACTIONS: dict[tuple[str, str], str] = {
+    ("sqs", "SendMessage"): "sqs:SendMessage",
+    ("sqs", "SendMessageBatch"): "sqs:SendMessage",
+    ("sqs", "ReceiveMessage"): "sqs:ReceiveMessage",
+    ("sqs", "DeleteMessage"): "sqs:DeleteMessage",
+    ("sqs", "DeleteMessageBatch"): "sqs:DeleteMessage",
+    ("sqs", "ChangeMessageVisibility"): "sqs:ChangeMessageVisibility",
+    ("sqs", "ChangeMessageVisibilityBatch"): "sqs:ChangeMessageVisibility",
+    ("ssm", "GetParameter"): "ssm:GetParameter",
+}
+
+
+@dataclass(frozen=True)
+class StageResources:
+    partition: str
+    region: str
+    account: str
+    table: str
+    queue_arn: str
+    dlq_arn: str
+    parameter_arn: str
+
+    @property
+    def stream_arns(self) -> str:
+        """Any stream of the table: a re-enabled stream gets a new label."""
+        return f"arn:{self.partition}:dynamodb:{self.region}:{self.account}:table/{self.table}/stream/*"
+
+    @property
+    def log_arns(self) -> str:
+        return f"arn:{self.partition}:logs:{self.region}:{self.account}:*"
+
+
+def queue_arn(url: str, partition: str, region: str) -> str:
+    """`https://sqs.R.amazonaws.com/ACCOUNT/NAME` -> `arn:aws:sqs:R:ACCOUNT:NAME`."""
+    parsed = urlparse(url)
+    account, name = parsed.path.strip("/").split("/")[-2:]
+    host = parsed.hostname or ""
+    if host.startswith("sqs.") and host.count(".") >= 3:
+        region = host.split(".")[1]
+    return f"arn:{partition}:sqs:{region}:{account}:{name}"
+
+
+def parameter_arn(name: str, partition: str, region: str, account: str) -> str:
+    return f"arn:{partition}:ssm:{region}:{account}:parameter/{name.lstrip('/')}"
+
+
+def stage_resources(env: Mapping[str, str]) -> StageResources:
+    _, partition, _, region, account, resource = env["TRICKLE_STREAM_ARN"].split(":", 5)
+    return StageResources(
+        partition=partition,
+        region=region,
+        account=account,
+        table=resource.split("/")[1],
+        queue_arn=queue_arn(env["TRICKLE_QUEUE_URL"], partition, region),
+        dlq_arn=queue_arn(env["TRICKLE_DLQ_URL"], partition, region),
+        parameter_arn=parameter_arn(env["TRICKLE_API_KEY_PARAMETER"], partition, region, account),
+    )
+
+
+def _statement(sid: str, actions: list[str], resources: list[str]) -> dict[str, Any]:
+    return {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": resources}
+
+
+def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    r = stage_resources(env)
+    logs = _statement("Logs", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"], [r.log_arns])
+    return {
+        "ingest": {
+            "Version": "2012-10-17",
+            "Statement": [
+                logs,
+                _statement(
+                    "ReadStream",
+                    ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"],
+                    [r.stream_arns],
+                ),
+                _statement("Enqueue", ["sqs:SendMessage"], [r.queue_arn, r.dlq_arn]),
+            ],
+        },
+        "drain": {
+            "Version": "2012-10-17",
+            "Statement": [
+                logs,
+                _statement(
+                    "Drain",
+                    ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"],
+                    [r.queue_arn],
+                ),
+                _statement("ReadApiKey", ["ssm:GetParameter"], [r.parameter_arn]),
+            ],
+        },
+    }
+
+
+def policy_path(stage: str, function: str) -> Path:
+    return CHALICE_DIR / f"policy-{stage}-{function}.json"
+
+
+def render(policy: Mapping[str, Any]) -> str:
+    return json.dumps(policy, indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--check", action="store_true", help="fail if a policy file is stale")
+    args = parser.parse_args(argv)
+    config = json.loads((CHALICE_DIR / "config.json").read_text())
+    stale = []
+    for stage, stage_config in config["stages"].items():
+        for function, policy in function_policies(stage_config["environment_variables"]).items():
+            path = policy_path(stage, function)
+            text = render(policy)
+            if path.exists() and path.read_text() == text:
+                continue
+            if args.check:
+                stale.append(path.name)
+            else:
+                path.write_text(text)
+                print(f"wrote {path.relative_to(CHALICE_DIR.parent)}")
+    if stale:
+        print(f"stale policy files: {', '.join(stale)}; run python -m trickle_deploy.policies", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
