@@ -1,0 +1,156 @@
+"""A stand-in for the third-party API: a real HTTP server on loopback that records every request
+and injects the faults real APIs have (latency, 5xx, 429 with Retry-After, timeouts, poison items).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int = 200
+    body: str = '{"ok":true}'
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    path: str
+    headers: dict[str, str]
+    body: str
+    arrived_at: float
+    status: int
+    applied: bool
+
+    @property
+    def idempotency_key(self) -> str:
+        return self.headers.get("idempotency-key", "")
+
+    def json(self) -> object:
+        return json.loads(self.body)
+
+
+@dataclass
+class Faults:
+    """Fault rates are fractions of requests, drawn from a seeded generator."""
+
+    latency_s: float = 0.0
+    error_rate: float = 0.0
+    throttle_rate: float = 0.0
+    retry_after_s: int = 1
+    timeout_rate: float = 0.0
+    timeout_s: float = 5.0
+    poison: frozenset[str] = frozenset()
+    api_key: str | None = None
+    api_key_header: str = "x-api-key"
+    seed: int = 0
+
+
+Responder = Callable[[str, dict[str, str]], Reply | None]
+
+
+class StandInApi:
+    """Start with `start()`, read `requests`, stop with `stop()`; `responder` overrides faults."""
+
+    def __init__(self, faults: Faults | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.faults = faults or Faults()
+        self.responder: Responder | None = None
+        self._random = random.Random(self.faults.seed)
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def applied(self) -> list[RecordedRequest]:
+        """Requests the API acted on (2xx, or timed out after acting), in arrival order."""
+        return [r for r in self.requests if r.applied]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    def start(self) -> StandInApi:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="standin-api", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def decide(self, body: str, headers: dict[str, str]) -> tuple[Reply, bool]:
+        """The reply for one request and whether the API counts it as applied."""
+        if self.responder is not None:
+            reply = self.responder(body, headers)
+            if reply is not None:
+                return reply, 200 <= reply.status < 300
+        f = self.faults
+        if f.api_key is not None and headers.get(f.api_key_header.lower()) != f.api_key:
+            return Reply(401, '{"error":"unauthorized"}'), False
+        if any(token in body for token in f.poison):
+            return Reply(400, '{"error":"poison item rejected"}', delay_s=f.latency_s), False
+        with self._lock:
+            roll = self._random.random()
+        if roll < f.throttle_rate:
+            return Reply(429, '{"error":"slow down"}', {"Retry-After": str(f.retry_after_s)}), False
+        roll -= f.throttle_rate
+        if roll < f.error_rate:
+            return Reply(503, '{"error":"unavailable"}', delay_s=f.latency_s), False
+        roll -= f.error_rate
+        if roll < f.timeout_rate:
+            return Reply(200, '{"ok":true}', delay_s=f.timeout_s), True
+        return Reply(200, '{"ok":true}', delay_s=f.latency_s), True
+
+    def _record(self, path: str, headers: dict[str, str], body: str, status: int, applied: bool) -> None:
+        with self._lock:
+            self._requests.append(RecordedRequest(path, headers, body, time.time(), status, applied))
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length).decode()
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                reply, applied = api.decide(body, headers)
+                api._record(self.path, headers, body, reply.status, applied)
+                if reply.delay_s:
+                    time.sleep(reply.delay_s)
+                payload = reply.body.encode()
+                try:
+                    self.send_response(reply.status)
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        return Handler
