@@ -114,6 +114,7 @@ class FifoQueue:
                     f["Id"]: f"{f.get('Code', 'Error')}: {f.get('Message', '')}".strip()
                     for f in response.get("Failed", [])
                 }
+                _warn_if_overtaken(pending, reasons)
                 pending = {i: m for i, m in pending.items() if i in reasons}
             if not pending or delay is None:
                 break
@@ -172,6 +173,26 @@ class FifoQueue:
                 )
                 failed.append(message)
         return failed
+
+
+def _warn_if_overtaken(sent: Mapping[str, OutboundMessage], failed: Mapping[str, str]) -> None:
+    """A per-entry failure lets the same group's later entries in that call get ahead of it; SQS
+    cannot take them back, so say so (whole-call errors, the common case, keep order)."""
+    ids = list(sent)
+    for position, entry_id in enumerate(ids):
+        if entry_id not in failed:
+            continue
+        group = sent[entry_id].group_id
+        overtaken_by = [i for i in ids[position + 1 :] if i not in failed and sent[i].group_id == group]
+        if overtaken_by:
+            log.warning(
+                "group order at risk: later entries were accepted before a failed one",
+                extra={
+                    "message_id": sent[entry_id].message_id,
+                    "group_id": group,
+                    "overtaken_by": [sent[i].message_id for i in overtaken_by],
+                },
+            )
 
 
 def _entry(entry_id: str, message: OutboundMessage) -> dict[str, Any]:

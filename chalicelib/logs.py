@@ -25,14 +25,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at the time (Lambda's, a test's capture, a redirect)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: object) -> None:
+        return
+
+
 def configure_logging(level: str) -> None:
     """JSON to stderr for Trickle's own loggers; idempotent, as Lambda may import twice in tests."""
     for name in LOGGER_NAMES:
         logger = logging.getLogger(name)
         logger.setLevel(level)
         logger.propagate = False
-        if not any(getattr(h, "_trickle", False) for h in logger.handlers):
-            handler = logging.StreamHandler(sys.stderr)
+        if not any(isinstance(h, _CurrentStderr) for h in logger.handlers):
+            handler = _CurrentStderr()
             handler.setFormatter(JsonFormatter())
-            handler._trickle = True  # type: ignore[attr-defined]
             logger.addHandler(handler)

@@ -92,6 +92,8 @@ def _lambda_to_boto(av: Mapping[str, Any]) -> Mapping[str, Any]:
 def _plain(value: Any) -> JsonValue:
     """Deserialized DynamoDB value -> JSON-ready value (Decimals stay Decimal)."""
     if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise RecordError(f"number {value} is not a finite DynamoDB number")
         return int(value) if value == value.to_integral_value() else value
     if isinstance(value, Binary):
         return base64.b64encode(value.value).decode()

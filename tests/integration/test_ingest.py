@@ -1,0 +1,181 @@
+"""The ingest handler through `chalice.test.Client`, fed Lambda-shaped events built from records
+read off moto's DynamoDB stream, sending to moto's SQS FIFO queue over HTTP."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from botocore.client import BaseClient
+from chalice.test import Client
+from conftest import Stack
+
+from chalicelib import wiring
+from chalicelib.records import message_id_for
+
+
+def bodies(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [json.loads(m["Body"], parse_float=Decimal) for m in messages]
+
+
+def test_batch_larger_than_ten_records_is_queued_in_stream_order(stack: Stack) -> None:
+    stack.put_items([stack.item(f"p{i % 3}", f"{i:03}", n={"N": "12345678901234567890.000000001"}) for i in range(25)])
+    event = stack.stream_event()
+    assert len(event["Records"]) == 25
+
+    report = stack.ingest(event)
+
+    assert report == {"records": 25, "enqueued": 25, "skipped": 0, "dead_lettered": 0}
+    queued = stack.take_messages()
+    assert len(queued) == 25
+    by_group: dict[str, list[str]] = {}
+    for message in queued:
+        body = json.loads(message["Body"], parse_float=Decimal)
+        by_group.setdefault(message["Attributes"]["MessageGroupId"], []).append(body["keys"]["sk"])
+        assert body["item"]["n"] == Decimal("12345678901234567890.000000001")
+        assert message["Attributes"]["MessageDeduplicationId"] == body["message_id"]
+    assert sorted(by_group) == ['trickle-local-items#"p0"', 'trickle-local-items#"p1"', 'trickle-local-items#"p2"']
+    for group, sks in by_group.items():
+        pk = int(group[-2])
+        assert sks == [f"{i:03}" for i in range(25) if i % 3 == pk]
+
+
+def test_envelope_carries_source_keys_and_stable_id(stack: Stack) -> None:
+    stack.put_items([stack.item("a", "1", blob={"B": b"\x00\xff"}, tags={"SS": ["b", "a"]})])
+    record = stack.stream_event()["Records"][0]
+    stack.ingest({"Records": [record]})
+
+    (body,) = bodies(stack.take_messages())
+    assert body["message_id"] == message_id_for("trickle-local-items", record["eventID"])
+    assert body["event_name"] == "INSERT"
+    assert body["keys"] == {"pk": "a", "sk": "1"}
+    assert body["item"] == {"pk": "a", "sk": "1", "blob": "AP8=", "tags": ["a", "b"]}
+    assert body["source"]["table"] == "trickle-local-items"
+    assert body["source"]["event_id"] == record["eventID"]
+    assert body["source"]["sequence_number"] == record["dynamodb"]["SequenceNumber"]
+    assert body["source"]["approximate_creation_time"].endswith("Z")
+
+
+def test_lambda_retry_of_the_same_batch_enqueues_nothing_twice(stack: Stack) -> None:
+    stack.put_items([stack.item("a", str(i)) for i in range(12)])
+    event = stack.stream_event()
+
+    stack.ingest(event)
+    stack.ingest(event)
+
+    assert stack.queue_depth() == 12
+
+
+def test_modify_and_remove_are_not_relayed_by_default(stack: Stack) -> None:
+    stack.put_items([stack.item("a", "1")])
+    stack.put_items([stack.item("a", "1", v={"N": "2"})])
+    stack.aws["dynamodb"].delete_item(TableName="trickle-local-items", Key={"pk": {"S": "a"}, "sk": {"S": "1"}})
+    event = stack.stream_event()
+    assert [r["eventName"] for r in event["Records"]] == ["INSERT", "MODIFY", "REMOVE"]
+
+    report = stack.ingest(event)
+
+    assert report == {"records": 3, "enqueued": 1, "skipped": 2, "dead_lettered": 0}
+
+
+def test_configured_event_names_are_relayed(stack_factory: Any) -> None:
+    stack = stack_factory(TRICKLE_EVENT_NAMES="INSERT,MODIFY,REMOVE")
+    stack.put_items([stack.item("a", "1"), stack.item("a", "1", v={"N": "2"})])
+    stack.aws["dynamodb"].delete_item(TableName="trickle-local-items", Key={"pk": {"S": "a"}, "sk": {"S": "1"}})
+
+    stack.ingest(stack.stream_event())
+
+    assert [b["event_name"] for b in bodies(stack.take_messages())] == ["INSERT", "MODIFY", "REMOVE"]
+
+
+def test_oversize_and_undecodable_records_go_to_the_dead_letter_queue_with_a_reason(stack_factory: Any) -> None:
+    stack = stack_factory(TRICKLE_MAX_MESSAGE_BYTES="65536")
+    stack.put_items(
+        [stack.item("a", "1"), stack.item("a", "2", big={"S": "x" * 80_000}), stack.item("a", "3"), stack.item("a", "4")]
+    )
+    event = stack.stream_event()
+    event["Records"][2]["dynamodb"]["NewImage"]["bad"] = {"N": "not-a-number"}
+
+    report = stack.ingest(event)
+
+    assert report == {"records": 4, "enqueued": 2, "skipped": 0, "dead_lettered": 2}
+    assert [b["keys"]["sk"] for b in bodies(stack.take_messages())] == ["1", "4"]
+    dead = stack.take_messages("TRICKLE_DLQ_URL")
+    reasons = {json.loads(m["Body"])["keys"]["sk"]: m["MessageAttributes"]["trickle-reason"]["StringValue"] for m in dead}
+    assert set(reasons) == {"2", "3"}
+    assert "exceeds the queue limit of 65536" in reasons["2"]
+    assert reasons["3"]
+
+
+class DropEntries:
+    """Makes SendMessageBatch report chosen entries as failed without sending them (as SQS may under
+    throttling), for the first `times` calls that carry them."""
+
+    def __init__(self, client: BaseClient, body_marker: str, times: int) -> None:
+        self.marker = body_marker
+        self.times = times
+        self.dropped: list[str] = []
+        self.sent_ids: list[list[str]] = []
+        self._pending: list[dict[str, Any]] = []
+        client.meta.events.register("provide-client-params.sqs.SendMessageBatch", self.before)
+        client.meta.events.register("after-call.sqs.SendMessageBatch", self.after)
+
+    def before(self, params: dict[str, Any], **_: Any) -> None:
+        self._pending = []
+        if self.times > 0 and any(self.marker in e["MessageBody"] for e in params["Entries"]):
+            self.times -= 1
+            self._pending = [e for e in params["Entries"] if self.marker in e["MessageBody"]]
+            params["Entries"] = [e for e in params["Entries"] if self.marker not in e["MessageBody"]]
+        self.sent_ids.append([e["Id"] for e in params["Entries"]])
+
+    def after(self, parsed: dict[str, Any], **_: Any) -> None:
+        failed = [{"Id": e["Id"], "SenderFault": False, "Code": "InternalError", "Message": "injected"} for e in self._pending]
+        self.dropped += [e["Id"] for e in self._pending]
+        parsed.setdefault("Failed", []).extend(failed)
+
+
+def test_partial_batch_failure_retries_only_the_failed_entries(stack: Stack) -> None:
+    stack.put_items([stack.item("a", f"{i:02}", tag={"S": "flaky" if i == 3 else "ok"}) for i in range(6)])
+    event = stack.stream_event()
+    wiring.reset()
+    dropper = DropEntries(wiring.client("sqs"), '"flaky"', times=1)
+
+    report = stack.ingest(event)
+
+    assert report["enqueued"] == 6
+    assert dropper.dropped == ["3"]
+    assert dropper.sent_ids == [["0", "1", "2", "4", "5"], ["3"]]
+    assert stack.queue_depth() == 6
+
+
+def test_persistent_send_failure_raises_so_lambda_retries_and_the_retry_adds_no_duplicates(
+    stack: Stack, capfd: pytest.CaptureFixture[str]
+) -> None:
+    stack.put_items([stack.item("a", f"{i:02}", tag={"S": "flaky" if i == 12 else "ok"}) for i in range(15)])
+    stack.put_items([stack.item("b", f"{i:02}") for i in range(10)])
+    event = stack.stream_event()
+    wiring.reset()
+    DropEntries(wiring.client("sqs"), '"flaky"', times=4)  # every attempt of the first ingest
+
+    with pytest.raises(RuntimeError, match="not queued"):
+        stack.ingest(event)
+    assert stack.queue_depth() == 14 + 5  # SQS accepted the rest of that call; nothing is sent after it
+    assert "group order at risk" in capfd.readouterr().err
+
+    stack.ingest(event)
+
+    taken = bodies(stack.take_messages())
+    assert sorted(b["keys"]["sk"] for b in taken if b["keys"]["pk"] == "b") == [f"{i:02}" for i in range(10)]
+    sks = [b["keys"]["sk"] for b in taken if b["keys"]["pk"] == "a"]
+    assert sorted(sks) == [f"{i:02}" for i in range(15)]
+    assert sks[-1] == "12"  # the overtaken entry the warning named
+
+
+def test_chalice_client_runs_the_decorated_handler(stack: Stack) -> None:
+    assert isinstance(stack.client, Client)
+    stack.put_items([stack.item("a", "1")])
+    stack.ingest(stack.stream_event())
+    assert stack.invocations == ["ingest"]
+    assert stack.queue_depth() == 1

@@ -1,0 +1,102 @@
+"""Shared unit-test helpers: settings built through `load_settings`, as a deployed stage builds them.
+
+Helpers are handed out as fixtures only, so test modules never import this file by name (that keeps
+them working under any pytest import mode, beside `tests/integration/conftest.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+
+from chalicelib.settings import Settings, load_settings
+
+STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/items/stream/2026-01-01T00:00:00.000"
+TABLE = "items"
+
+BASE_ENV: Mapping[str, str] = {
+    "TRICKLE_STREAM_ARN": STREAM_ARN,
+    "TRICKLE_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/q.fifo",
+    "TRICKLE_DLQ_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/dlq.fifo",
+    "TRICKLE_API_URL": "https://api.example.com/items",
+    "TRICKLE_API_KEY_PARAMETER": "/trickle/test/api-key",
+    "TRICKLE_PARTITION_KEY": "pk",
+}
+
+MakeSettings = Callable[..., Settings]
+MakeRecord = Callable[..., dict[str, Any]]
+
+
+def env_with(**overrides: str | None) -> dict[str, str]:
+    """BASE_ENV with overrides applied; an override of None removes the variable."""
+    env = dict(BASE_ENV)
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+@pytest.fixture
+def base_env() -> dict[str, str]:
+    return dict(BASE_ENV)
+
+
+@pytest.fixture
+def make_settings() -> MakeSettings:
+    """`make_settings(TRICKLE_GROUP_BY="table", TRICKLE_PARTITION_KEY=None)` -> Settings."""
+
+    def _make(**overrides: str | None) -> Settings:
+        return load_settings(env_with(**overrides))
+
+    return _make
+
+
+@pytest.fixture
+def settings(make_settings: MakeSettings) -> Settings:
+    return make_settings()
+
+
+def stream_record(
+    *,
+    event_name: str = "INSERT",
+    event_id: str | None = "event-1",
+    sequence: str | None = "100000000000000000001",
+    keys: Mapping[str, Any] | None = None,
+    new_image: Mapping[str, Any] | None = None,
+    old_image: Mapping[str, Any] | None = None,
+    created: float | None = 1767225600,
+) -> dict[str, Any]:
+    """A record as Lambda delivers it from a DynamoDB stream (binary values as base64 text)."""
+    keys = {"pk": {"S": "user-1"}, "sk": {"N": "1"}} if keys is None else keys
+    ddb: dict[str, Any] = {"Keys": dict(keys), "StreamViewType": "NEW_AND_OLD_IMAGES", "SizeBytes": 64}
+    if sequence is not None:
+        ddb["SequenceNumber"] = sequence
+    if created is not None:
+        ddb["ApproximateCreationDateTime"] = created
+    if new_image is None and event_name != "REMOVE":
+        new_image = {**keys, "name": {"S": "widget"}}
+    if new_image is not None:
+        ddb["NewImage"] = dict(new_image)
+    if old_image is not None:
+        ddb["OldImage"] = dict(old_image)
+    record: dict[str, Any] = {
+        "eventName": event_name,
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "us-east-1",
+        "eventSourceARN": STREAM_ARN,
+        "dynamodb": ddb,
+    }
+    if event_id is not None:
+        record["eventID"] = event_id
+    return record
+
+
+@pytest.fixture
+def make_record() -> MakeRecord:
+    """`make_record(event_name="MODIFY", keys=..., new_image=...)` -> a Lambda stream record."""
+    return stream_record

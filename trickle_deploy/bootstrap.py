@@ -1,0 +1,101 @@
+"""Create (or confirm) the AWS resources a stage needs: idempotent, safe to re-run.
+
+The local runtime and the test suite provision their embedded endpoint with this same code, so
+what runs locally is what a user's account gets.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import urlparse
+
+from chalicelib.settings import table_name_from_stream_arn
+
+# The queue's own receive limit is a backstop only; Trickle counts real attempts itself.
+BACKSTOP_MAX_RECEIVE_COUNT = 100
+RETENTION_S = 14 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class StageNames:
+    """The resource names a stage's environment variables point at."""
+
+    table: str
+    partition_key: str
+    sort_key: str | None
+    queue: str
+    dead_letter_queue: str
+    api_key_parameter: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], sort_key: str | None = "sk") -> StageNames:
+        return cls(
+            table=table_name_from_stream_arn(env["TRICKLE_STREAM_ARN"]),
+            partition_key=env.get("TRICKLE_PARTITION_KEY") or "pk",
+            sort_key=sort_key,
+            queue=queue_name(env["TRICKLE_QUEUE_URL"]),
+            dead_letter_queue=queue_name(env["TRICKLE_DLQ_URL"]),
+            api_key_parameter=env["TRICKLE_API_KEY_PARAMETER"],
+        )
+
+
+def queue_name(url: str) -> str:
+    return urlparse(url).path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def ensure_table(dynamodb: Any, names: StageNames) -> str:
+    """The source table with a NEW_AND_OLD_IMAGES stream; returns the stream ARN."""
+    try:
+        table = dynamodb.describe_table(TableName=names.table)["Table"]
+    except dynamodb.exceptions.ResourceNotFoundException:
+        keys = [(names.partition_key, "HASH")] + ([(names.sort_key, "RANGE")] if names.sort_key else [])
+        table = dynamodb.create_table(
+            TableName=names.table,
+            KeySchema=[{"AttributeName": name, "KeyType": kind} for name, kind in keys],
+            AttributeDefinitions=[{"AttributeName": name, "AttributeType": "S"} for name, _ in keys],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        )["TableDescription"]
+        dynamodb.get_waiter("table_exists").wait(TableName=names.table)
+    if not table.get("LatestStreamArn"):
+        raise RuntimeError(f"table {names.table} exists without a stream; enable NEW_AND_OLD_IMAGES")
+    return str(table["LatestStreamArn"])
+
+
+def ensure_queues(sqs: Any, names: StageNames, visibility_timeout_s: int) -> tuple[str, str]:
+    """The FIFO queue and its FIFO dead-letter queue with a redrive policy; returns both URLs."""
+    dlq_url = sqs.create_queue(
+        QueueName=names.dead_letter_queue,
+        Attributes={"FifoQueue": "true", "MessageRetentionPeriod": str(RETENTION_S)},
+    )["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": BACKSTOP_MAX_RECEIVE_COUNT})
+    queue_url = sqs.create_queue(
+        QueueName=names.queue,
+        Attributes={"FifoQueue": "true", "MessageRetentionPeriod": str(RETENTION_S)},
+    )["QueueUrl"]
+    sqs.set_queue_attributes(
+        QueueUrl=queue_url,
+        Attributes={"VisibilityTimeout": str(visibility_timeout_s), "RedrivePolicy": redrive},
+    )
+    return queue_url, dlq_url
+
+
+def ensure_api_key(ssm: Any, names: StageNames, api_key: str | None) -> None:
+    """Store the key as a SecureString; with no key given, an existing one is kept."""
+    if api_key is None:
+        ssm.get_parameter(Name=names.api_key_parameter, WithDecryption=False)
+        return
+    ssm.put_parameter(Name=names.api_key_parameter, Value=api_key, Type="SecureString", Overwrite=True)
+
+
+def provision(clients: Mapping[str, Any], env: Mapping[str, str], api_key: str | None) -> dict[str, str]:
+    """Create every resource the stage names; returns the env with the real stream ARN and URLs."""
+    names = StageNames.from_env(env)
+    stream_arn = ensure_table(clients["dynamodb"], names)
+    visibility = int(env.get("TRICKLE_VISIBILITY_TIMEOUT_SECONDS", "960"))
+    queue_url, dlq_url = ensure_queues(clients["sqs"], names, visibility)
+    ensure_api_key(clients["ssm"], names, api_key)
+    return {**env, "TRICKLE_STREAM_ARN": stream_arn, "TRICKLE_QUEUE_URL": queue_url, "TRICKLE_DLQ_URL": dlq_url}

@@ -1,0 +1,71 @@
+"""A stage's environment as Chalice would set it, pointed at wherever the local run's AWS lives."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlparse, urlunparse
+
+from chalice import Chalice
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def load_config(project_dir: Path = PROJECT_DIR) -> dict[str, Any]:
+    return dict(json.loads((project_dir / ".chalice" / "config.json").read_text()))
+
+
+def stage_env(stage: str = "local", project_dir: Path = PROJECT_DIR) -> dict[str, str]:
+    stages = load_config(project_dir)["stages"]
+    if stage not in stages:
+        raise SystemExit(f"no stage {stage!r} in .chalice/config.json (have: {', '.join(stages)})")
+    return dict(stages[stage].get("environment_variables", {}))
+
+
+def with_netloc(url: str, base: str) -> str:
+    """`url` with the scheme and host:port of `base`, path kept."""
+    target = urlparse(base)
+    return urlunparse(urlparse(url)._replace(scheme=target.scheme, netloc=target.netloc))
+
+
+def rebase(env: Mapping[str, str], endpoint: str | None, api_url: str | None) -> dict[str, str]:
+    """Point the stage at a different AWS endpoint (None: real AWS) and stand-in API."""
+    out = dict(env)
+    if endpoint is None:
+        out.pop("AWS_ENDPOINT_URL", None)
+    else:
+        out["AWS_ENDPOINT_URL"] = endpoint
+        for name in ("TRICKLE_QUEUE_URL", "TRICKLE_DLQ_URL"):
+            out[name] = with_netloc(out[name], endpoint)
+    if api_url is not None:
+        out["TRICKLE_API_URL"] = with_netloc(out["TRICKLE_API_URL"], api_url)
+    return out
+
+
+def write_project(env: Mapping[str, str], dest: Path, stage: str = "local") -> Path:
+    """A copy of the project's Chalice config whose `stage` carries `env`, for `chalice.test.Client`."""
+    config = load_config()
+    config["stages"][stage]["environment_variables"] = dict(env)
+    (dest / ".chalice").mkdir(parents=True, exist_ok=True)
+    (dest / ".chalice" / "config.json").write_text(json.dumps(config, indent=2))
+    for policy in (PROJECT_DIR / ".chalice").glob("policy-*.json"):
+        shutil.copy(policy, dest / ".chalice" / policy.name)
+    return dest
+
+
+def load_app(env: Mapping[str, str]) -> Chalice:
+    """Import `app.py` the way Lambda does: the stage's variables are in place first."""
+    os.environ.update(env)
+    if str(PROJECT_DIR) not in sys.path:
+        sys.path.insert(0, str(PROJECT_DIR))
+    from chalicelib import wiring
+
+    wiring.reset()
+    module = importlib.reload(sys.modules["app"]) if "app" in sys.modules else importlib.import_module("app")
+    app: Chalice = module.app
+    return app
