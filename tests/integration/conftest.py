@@ -4,17 +4,22 @@ servers reached over HTTP, with the app invoked through `chalice.test.Client`.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from chalice import Chalice
 from chalice.test import Client
 
 from chalicelib import wiring
 from trickle_deploy.bootstrap import provision
+from trickle_deploy.iam_check import CallRecorder, denied, load_template, packaged_policies
 from trickle_local import stage
 from trickle_local.endpoint import MotoEndpoint, clients, use_local_credentials
 from trickle_local.standin_api import Faults, StandInApi
@@ -48,7 +53,31 @@ def api() -> Iterator[StandInApi]:
 
 
 @pytest.fixture(scope="session")
-def app(endpoint: MotoEndpoint, api: StandInApi) -> Chalice:
+def recorder() -> CallRecorder:
+    """Every AWS call a handler makes in any integration test, attributed to its function."""
+    boto3.setup_default_session()
+    calls = CallRecorder()
+    calls.register(boto3.DEFAULT_SESSION.events)  # type: ignore[union-attr]
+    return calls
+
+
+@pytest.fixture(scope="session")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """The roles `chalice package --stage local` really produces, per function."""
+    out = tmp_path_factory.mktemp("package")
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
+    subprocess.run(
+        [str(Path(sys.executable).parent / "chalice"), "package", "--stage", "local", str(out)],
+        cwd=stage.PROJECT_DIR,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return packaged_policies(load_template(out))
+
+
+@pytest.fixture(scope="session")
+def app(endpoint: MotoEndpoint, api: StandInApi, recorder: CallRecorder) -> Chalice:
     env = stage.rebase(stage.stage_env("local"), endpoint.url, api.url) | TEST_OVERRIDES
     return stage.load_app(provision(clients(endpoint.url), env, API_KEY))
 
@@ -59,7 +88,10 @@ class Stack:
     aws: dict[str, Any]
     api: StandInApi
     client: Client
+    recorder: CallRecorder
+    policies: dict[str, dict[str, Any]]
     invocations: list[str] = field(default_factory=list)
+    _poller: StreamPoller | None = None
 
     @staticmethod
     def item(pk: str, sk: str, **attributes: Any) -> dict[str, Any]:
@@ -69,10 +101,11 @@ class Stack:
         for item in items:
             self.aws["dynamodb"].put_item(TableName=TABLE, Item=item)
 
-    def poller(self, batch_size: int = 100) -> StreamPoller:
-        return StreamPoller(
-            self.aws["dynamodbstreams"], self.env["TRICKLE_STREAM_ARN"], self.ingest, batch_size=batch_size
-        )
+    def ingest_new(self) -> int:
+        """Hand every record not yet ingested to the handler, as Lambda's event source mapping would."""
+        if self._poller is None:
+            self._poller = StreamPoller(self.aws["dynamodbstreams"], self.env["TRICKLE_STREAM_ARN"], self.ingest)
+        return self._poller.poll()
 
     def stream_event(self) -> dict[str, Any]:
         """Every record on the table's stream so far, as one Lambda event."""
@@ -80,16 +113,27 @@ class Stack:
         StreamPoller(self.aws["dynamodbstreams"], self.env["TRICKLE_STREAM_ARN"], events.append, 1000).poll()
         return {"Records": [r for e in events for r in e["Records"]]}
 
+    def invoke(self, function: str, event: dict[str, Any]) -> Any:
+        """Run a handler as Lambda would; fail the test if it made a call its packaged role denies."""
+        self.invocations.append(function)
+        self.recorder.function = function
+        first = len(self.recorder.calls)
+        try:
+            return self.client.lambda_.invoke(function, event).payload
+        finally:
+            self.recorder.function = None
+            refused = denied(self.recorder.calls[first:], self.policies)
+            if refused:
+                pytest.fail(f"packaged IAM policy denies calls the code made: {refused}")
+
     def ingest(self, event: dict[str, Any]) -> Any:
-        self.invocations.append("ingest")
-        return self.client.lambda_.invoke("ingest", event).payload
+        return self.invoke("ingest", event)
 
     def drain(self) -> dict[str, Any]:
-        self.invocations.append("drain")
         event = self.client.events.generate_cw_event(
             source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
         )
-        return dict(self.client.lambda_.invoke("drain", event).payload)
+        return dict(self.invoke("drain", event))
 
     def take_messages(self, url_var: str = "TRICKLE_QUEUE_URL") -> list[dict[str, Any]]:
         """Receive and delete everything in a queue, each group's messages oldest first."""
@@ -118,9 +162,28 @@ class Stack:
         return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
-def make_stack(
-    endpoint: MotoEndpoint, api: StandInApi, app: Chalice, tmp_path: Path, overrides: dict[str, str]
-) -> Iterator[Stack]:
+@dataclass
+class Servers:
+    endpoint: MotoEndpoint
+    api: StandInApi
+    app: Chalice
+    recorder: CallRecorder
+    policies: dict[str, dict[str, Any]]
+
+
+@pytest.fixture(scope="session")
+def servers(
+    endpoint: MotoEndpoint,
+    api: StandInApi,
+    app: Chalice,
+    recorder: CallRecorder,
+    packaged: dict[str, dict[str, Any]],
+) -> Servers:
+    return Servers(endpoint, api, app, recorder, packaged)
+
+
+def make_stack(servers: Servers, tmp_path: Path, overrides: dict[str, str]) -> Iterator[Stack]:
+    endpoint, api, app = servers.endpoint, servers.api, servers.app
     endpoint.reset()
     api.clear()
     api.faults = Faults(api_key=API_KEY)
@@ -131,24 +194,22 @@ def make_stack(
     stage.write_project(env, tmp_path)
     wiring.reset()
     with Client(app, stage_name="local", project_dir=str(tmp_path)) as client:
-        yield Stack(env, aws, api, client)
+        yield Stack(env, aws, api, client, servers.recorder, servers.policies)
     wiring.reset()
 
 
 @pytest.fixture
-def stack(endpoint: MotoEndpoint, api: StandInApi, app: Chalice, tmp_path: Path) -> Iterator[Stack]:
-    yield from make_stack(endpoint, api, app, tmp_path, {})
+def stack(servers: Servers, tmp_path: Path) -> Iterator[Stack]:
+    yield from make_stack(servers, tmp_path, {})
 
 
 @pytest.fixture
-def stack_factory(
-    endpoint: MotoEndpoint, api: StandInApi, app: Chalice, tmp_path: Path
-) -> Iterator[Any]:
+def stack_factory(servers: Servers, tmp_path: Path) -> Iterator[Any]:
     """For tests that need different stage settings: `stack_factory(TRICKLE_X="...")`."""
     stacks: list[Iterator[Stack]] = []
 
     def build(**overrides: str) -> Stack:
-        generator = make_stack(endpoint, api, app, tmp_path, overrides)
+        generator = make_stack(servers, tmp_path, overrides)
         stacks.append(generator)
         return next(generator)
 

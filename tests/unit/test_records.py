@@ -222,6 +222,21 @@ def test_decode_image_rejects_numbers_dynamodb_cannot_hold(number: str) -> None:
         decode_image({"a": {"N": number}})
 
 
+@pytest.mark.parametrize(
+    "attribute",
+    [
+        pytest.param({"NS": ["abc"]}, id="set-of-one-nan"),
+        pytest.param({"NS": ["1", "abc"]}, id="set-with-nan"),
+        pytest.param({"NS": ["1", "1E+200"]}, id="set-with-overflow"),
+        pytest.param({"L": [{"N": "1E+200"}]}, id="overflow-in-list"),
+        pytest.param({"M": {"x": {"N": "1." + "0" * 40 + "1"}}}, id="inexact-in-map"),
+    ],
+)
+def test_decode_image_rejects_malformed_numbers_in_containers(attribute: Any) -> None:
+    with pytest.raises(RecordError):
+        decode_image({"a": attribute})
+
+
 # --- message ids and group ids ------------------------------------------------------------------------
 
 
@@ -513,6 +528,11 @@ def test_record_with_malformed_number_is_rejected(
     keys = {"pk": {"S": "user-1"}, "sk": {"N": "3"}}
     record = make_record(keys=keys, new_image={**keys, "price": {"N": number}})
     assert_rejected(build_message(record, settings), ())
+
+
+def test_record_with_malformed_number_in_keys_is_rejected(settings: Settings, make_record: MakeRecord) -> None:
+    keys = {"pk": {"S": "user-1"}, "sk": {"N": "1E+200"}}
+    assert_rejected(build_message(make_record(keys=keys, new_image=keys), settings), ("Keys",))
 
 
 def test_modify_without_new_image_is_rejected(make_settings: MakeSettings, make_record: MakeRecord) -> None:

@@ -1,0 +1,149 @@
+"""The scheduled drain through `chalice.test.Client`, against moto's SQS and SSM over HTTP and a real
+HTTP server standing in for the third-party API."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from conftest import API_KEY, Stack
+
+from chalicelib import wiring
+from trickle_local.standin_api import Reply
+
+
+def fill(stack: Stack, groups: int, per_group: int, prefix: str = "g") -> None:
+    """Interleaved inserts across groups, ingested through the handler."""
+    stack.put_items([stack.item(f"{prefix}{g}", f"{i:03}") for i in range(per_group) for g in range(groups)])
+    stack.ingest_new()
+
+
+def delivered_by_group(stack: Stack) -> dict[str, list[str]]:
+    by_group: dict[str, list[str]] = {}
+    for request in stack.api.applied():
+        keys = request.json()["keys"]  # type: ignore[index]
+        by_group.setdefault(keys["pk"], []).append(keys["sk"])
+    return by_group
+
+
+def test_drains_several_groups_in_order_and_empties_the_queue(stack: Stack) -> None:
+    fill(stack, groups=3, per_group=12)
+
+    report = stack.drain()
+
+    assert report["delivered"] == 36
+    assert report["stopped_by"] == "empty"
+    assert delivered_by_group(stack) == {f"g{g}": [f"{i:03}" for i in range(12)] for g in range(3)}
+    assert stack.queue_depth() == 0
+
+
+def test_each_request_carries_json_the_key_header_and_the_idempotency_key(stack: Stack) -> None:
+    fill(stack, groups=1, per_group=3)
+
+    stack.drain()
+
+    for request in stack.api.requests:
+        body = request.json()
+        assert request.headers["content-type"] == "application/json"
+        assert request.headers["x-api-key"] == API_KEY
+        assert request.idempotency_key == body["message_id"]  # type: ignore[index]
+        assert request.path == "/items"
+
+
+def test_a_failure_mid_group_stops_that_group_only_and_the_rest_waits_for_a_later_run(stack: Stack) -> None:
+    fill(stack, groups=3, per_group=6)
+    failing = {"g1": "003"}
+
+    def fail_g1_003(body: str, headers: dict[str, str]) -> Reply | None:
+        keys = json.loads(body)["keys"]
+        return Reply(503, '{"error":"down"}') if failing.get(keys["pk"]) == keys["sk"] else None
+
+    stack.api.responder = fail_g1_003
+
+    first = stack.drain()
+
+    assert first["retried"] == 1
+    assert first["blocked_groups"] == ['trickle-local-items#"g1"']
+    assert delivered_by_group(stack) == {
+        "g0": [f"{i:03}" for i in range(6)],
+        "g1": ["000", "001", "002"],
+        "g2": [f"{i:03}" for i in range(6)],
+    }
+    tried_g1 = [json.loads(r.body)["keys"]["sk"] for r in stack.api.requests if '"g1"' in r.body]
+    assert tried_g1 == ["000", "001", "002", "003"]  # nothing after the failure was sent
+    assert stack.queue_depth() == 3  # 003, 004, 005 stay queued
+
+    failing.clear()
+    time.sleep(1.2)  # TRICKLE_RETRY_DELAY_SECONDS=1 in tests
+    second = stack.drain()
+
+    assert second["delivered"] == 3
+    assert delivered_by_group(stack)["g1"] == [f"{i:03}" for i in range(6)]
+    assert stack.queue_depth() == 0
+
+
+def test_nothing_is_deleted_without_a_2xx(stack: Stack) -> None:
+    fill(stack, groups=2, per_group=2)
+    stack.api.responder = lambda body, headers: Reply(500, "{}")
+
+    report = stack.drain()
+
+    assert report["delivered"] == 0
+    assert report["retried"] == 2
+    assert stack.queue_depth() == 4
+
+
+def test_budget_limits_a_run(stack_factory: Any) -> None:
+    stack = stack_factory(TRICKLE_DRAIN_BUDGET="5")
+    fill(stack, groups=2, per_group=6)
+
+    report = stack.drain()
+
+    assert report["stopped_by"] == "budget"
+    assert report["received"] == 5
+    assert report["delivered"] == 5
+    assert stack.queue_depth() == 7
+
+
+def test_remaining_time_under_the_margin_ends_the_run(stack_factory: Any) -> None:
+    stack = stack_factory(TRICKLE_DRAIN_SAFETY_MARGIN_MS="2600")  # the test context allows 3000 ms
+    fill(stack, groups=1, per_group=20)
+    stack.api.faults.latency_s = 0.05
+
+    report = stack.drain()
+
+    assert report["stopped_by"] == "time"
+    assert 0 < report["delivered"] < 20
+    assert stack.queue_depth() == 20 - report["delivered"]
+
+
+def test_api_key_is_read_from_ssm_once_for_many_messages_and_runs(stack: Stack) -> None:
+    fill(stack, groups=4, per_group=10)
+    wiring.reset()
+    calls: list[dict[str, Any]] = []
+    wiring.client("ssm").meta.events.register(
+        "provide-client-params.ssm.GetParameter", lambda params, **_: calls.append(dict(params))
+    )
+
+    stack.drain()
+    fill(stack, groups=1, per_group=5, prefix="h")
+    stack.drain()
+
+    assert len(stack.api.applied()) == 45
+    assert calls == [{"Name": "/trickle/local/api-key", "WithDecryption": True}]
+
+
+def test_the_api_key_never_appears_in_logs(stack: Stack, capfd: pytest.CaptureFixture[str]) -> None:
+    fill(stack, groups=2, per_group=3)
+    stack.api.responder = lambda body, headers: Reply(401, json.dumps({"echo": headers.get("x-api-key")}))
+
+    stack.drain()
+    stack.api.responder = None
+    time.sleep(1.2)
+    stack.drain()
+
+    captured = capfd.readouterr()
+    assert '"message": "delivery"' in captured.err
+    assert API_KEY not in captured.out + captured.err

@@ -1,0 +1,64 @@
+"""The packaged roles allow every AWS call the handlers make (Chalice's generator cannot see them).
+
+Every integration test already fails on a denied call (see `Stack.invoke`); these tests make the
+coverage explicit and prove the check itself can fail."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from conftest import Stack
+
+from trickle_deploy.iam_check import AwsCall, allows, denied
+from trickle_local.standin_api import Reply
+
+
+def test_every_call_of_a_full_cycle_is_allowed_by_the_function_that_made_it(stack_factory: Any) -> None:
+    stack: Stack = stack_factory(TRICKLE_MAX_MESSAGE_BYTES="4096")
+    stack.put_items([stack.item("a", str(i)) for i in range(12)] + [stack.item("b", "1", big={"S": "x" * 5000})])
+    start = len(stack.recorder.calls)
+    stack.ingest_new()
+    stack.api.responder = lambda body, headers: Reply(503, "{}") if '"sk":"3"' in body else None
+    stack.drain()
+    stack.api.responder = None
+    time.sleep(1.2)
+    stack.drain()
+
+    calls = stack.recorder.calls[start:]
+    made = {(c.function, c.operation) for c in calls}
+    assert {
+        ("ingest", "SendMessageBatch"),
+        ("drain", "GetParameter"),
+        ("drain", "ReceiveMessage"),
+        ("drain", "DeleteMessageBatch"),
+        ("drain", "ChangeMessageVisibilityBatch"),
+    } <= made
+    assert denied(calls, stack.policies) == []
+
+
+def test_a_call_outside_the_packaged_policy_is_reported(stack: Stack) -> None:
+    queue = "arn:aws:sqs:us-east-1:123456789012:trickle-local-outbox.fifo"
+    other = "arn:aws:sqs:us-east-1:123456789012:someone-elses-queue.fifo"
+    calls = [
+        AwsCall("ingest", "sqs", "SendMessageBatch", "sqs:SendMessage", queue),
+        AwsCall("ingest", "sqs", "ReceiveMessage", "sqs:ReceiveMessage", queue),
+        AwsCall("drain", "sqs", "ReceiveMessage", "sqs:ReceiveMessage", other),
+        AwsCall("drain", "ssm", "GetParameter", "ssm:GetParameter", "arn:aws:ssm:us-east-1:123456789012:parameter/x"),
+    ]
+    assert denied(calls, stack.policies) == calls[1:]
+
+
+def test_policy_matching_follows_iam_wildcards_and_case() -> None:
+    policy = {"Statement": [{"Effect": "Allow", "Action": ["SQS:Send*"], "Resource": "arn:aws:sqs:*:1:q.fifo"}]}
+    assert allows(policy, "sqs:SendMessage", "arn:aws:sqs:us-east-1:1:q.fifo")
+    assert not allows(policy, "sqs:ReceiveMessage", "arn:aws:sqs:us-east-1:1:q.fifo")
+    assert not allows(policy, "sqs:SendMessage", "arn:aws:sqs:us-east-1:1:other.fifo")
+    assert not allows(json.loads(json.dumps(policy).replace("Allow", "Deny")), "sqs:SendMessage", "arn:aws:sqs:us-east-1:1:q.fifo")
+
+
+def test_policy_files_match_the_stage_configuration() -> None:
+    from trickle_deploy.policies import main
+
+    assert main(["--check"]) == 0

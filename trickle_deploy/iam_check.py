@@ -1,0 +1,100 @@
+"""Checks AWS calls the code really made against the IAM policies `chalice package` produced.
+
+Chalice's own policy generator cannot see calls made in `chalicelib` or in `on_dynamodb_record`
+handlers; this closes that gap by recording calls with botocore's event hooks while the handlers
+run and evaluating each against the packaged role of the function that made it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, Mapping
+
+from trickle_deploy.policies import ACTIONS, parameter_arn, queue_arn
+
+
+@dataclass(frozen=True)
+class AwsCall:
+    function: str
+    service: str
+    operation: str
+    action: str
+    resource: str
+
+
+def call_resource(service: str, params: Mapping[str, Any], region: str, account: str) -> str:
+    """The ARN a call acts on, from its parameters (only the services Trickle uses)."""
+    if service == "sqs":
+        return queue_arn(str(params["QueueUrl"]), "aws", region)
+    if service == "ssm":
+        return parameter_arn(str(params["Name"]), "aws", region, account)
+    if service == "dynamodb":
+        return f"arn:aws:dynamodb:{region}:{account}:table/{params['TableName']}"
+    raise ValueError(f"no resource rule for {service}")
+
+
+@dataclass
+class CallRecorder:
+    """Register on a boto3 session before clients are made; set `function` while a handler runs."""
+
+    region: str = "us-east-1"
+    account: str = "123456789012"
+    function: str | None = None
+    calls: list[AwsCall] = field(default_factory=list)
+
+    def register(self, events: Any) -> None:
+        events.register("provide-client-params.*.*", self._on_call)
+
+    def _on_call(self, params: Mapping[str, Any], model: Any, **_: Any) -> None:
+        if self.function is None:
+            return
+        service = model.service_model.service_name
+        action = ACTIONS.get((service, model.name), f"{service}:{model.name}")
+        resource = call_resource(service, params, self.region, self.account)
+        self.calls.append(AwsCall(self.function, service, model.name, action, resource))
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def allows(policy: Mapping[str, Any], action: str, resource: str) -> bool:
+    """Allow statements only (Trickle writes no Deny); IAM matches actions case-insensitively."""
+    for statement in _as_list(policy.get("Statement", [])):
+        if statement.get("Effect") != "Allow":
+            continue
+        actions = [str(a).lower() for a in _as_list(statement.get("Action", []))]
+        resources = [r for r in _as_list(statement.get("Resource", [])) if isinstance(r, str)]
+        if any(fnmatchcase(action.lower(), a) for a in actions) and any(fnmatchcase(resource, r) for r in resources):
+            return True
+    return False
+
+
+def packaged_policies(template: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Function handler name (`ingest`) -> the merged policy document of its role."""
+    resources = template["Resources"]
+    out: dict[str, dict[str, Any]] = {}
+    for resource in resources.values():
+        if resource["Type"] not in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
+            continue
+        props = resource["Properties"]
+        role = props.get("Role", {}).get("Fn::GetAtt", [None])[0]
+        if role is None:
+            continue
+        statements = [
+            s for p in resources[role]["Properties"].get("Policies", []) for s in _as_list(p["PolicyDocument"]["Statement"])
+        ]
+        out[props["Handler"].split(".", 1)[1]] = {"Version": "2012-10-17", "Statement": statements}
+    return out
+
+
+def load_template(package_dir: Path) -> dict[str, Any]:
+    return dict(json.loads((package_dir / "sam.json").read_text()))
+
+
+def denied(calls: list[AwsCall], policies: Mapping[str, Mapping[str, Any]]) -> list[AwsCall]:
+    """The calls whose function's packaged policy does not allow them."""
+    return [c for c in calls if not allows(policies.get(c.function, {}), c.action, c.resource)]
