@@ -25,5 +25,5 @@ def ingest(event: DynamoDBEvent) -> dict[str, Any]:
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="drain")
 def drain(event: CloudWatchEvent) -> dict[str, Any]:
-    return wiring.drainer().run(event.context.get_remaining_time_in_millis).as_dict()
-
+    context: Any = event.context
+    return wiring.drainer().run(context.get_remaining_time_in_millis).as_dict()

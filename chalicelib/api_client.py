@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import requests
 
@@ -66,7 +66,9 @@ class ApiClient:
         except requests.Timeout:
             return ApiResponse(None, error="timeout", elapsed_ms=_since(started))
         except requests.RequestException as exc:
-            return ApiResponse(None, error=f"connection error: {type(exc).__name__}", elapsed_ms=_since(started))
+            return ApiResponse(
+                None, error=f"connection error: {type(exc).__name__}", elapsed_ms=_since(started)
+            )
         text = response.text.replace(key, "[redacted]") if key else response.text
         return ApiResponse(
             status=response.status_code,

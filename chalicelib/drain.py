@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 from chalicelib.api_client import ApiClient
 from chalicelib.fifo_queue import FifoQueue, ReceivedMessage

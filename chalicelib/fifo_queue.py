@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -38,8 +39,7 @@ class ReceivedMessage:
     @classmethod
     def from_sqs(cls, raw: Mapping[str, Any]) -> ReceivedMessage:
         attrs = {
-            name: value.get("StringValue", "")
-            for name, value in (raw.get("MessageAttributes") or {}).items()
+            name: value.get("StringValue", "") for name, value in (raw.get("MessageAttributes") or {}).items()
         }
         system = raw.get("Attributes") or {}
         return cls(
@@ -147,12 +147,15 @@ class FifoQueue:
             [(m, {"VisibilityTimeout": seconds}) for m, seconds in changes],
         )
 
-    def _batched(self, operation: str, items: list[tuple[ReceivedMessage, dict[str, Any]]]) -> list[ReceivedMessage]:
+    def _batched(
+        self, operation: str, items: list[tuple[ReceivedMessage, dict[str, Any]]]
+    ) -> list[ReceivedMessage]:
         failed: list[ReceivedMessage] = []
         for start in range(0, len(items), MAX_BATCH_ENTRIES):
             part = items[start : start + MAX_BATCH_ENTRIES]
             entries = [
-                {"Id": str(i), "ReceiptHandle": m.receipt_handle, **extra} for i, (m, extra) in enumerate(part)
+                {"Id": str(i), "ReceiptHandle": m.receipt_handle, **extra}
+                for i, (m, extra) in enumerate(part)
             ]
             try:
                 response = getattr(self._client, operation)(QueueUrl=self.url, Entries=entries)
@@ -201,5 +204,7 @@ def _entry(entry_id: str, message: OutboundMessage) -> dict[str, Any]:
         "MessageBody": message.body,
         "MessageGroupId": message.group_id,
         "MessageDeduplicationId": message.dedup_id,
-        "MessageAttributes": {k: {"DataType": "String", "StringValue": v} for k, v in message.attributes.items()},
+        "MessageAttributes": {
+            k: {"DataType": "String", "StringValue": v} for k, v in message.attributes.items()
+        },
     }

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from chalicelib.fifo_queue import FifoQueue, SendFailure
 from chalicelib.records import build_messages, rejection_message

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 from chalicelib.api_client import ApiResponse
 

@@ -11,10 +11,11 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from boto3.dynamodb.types import Binary, TypeDeserializer
 
@@ -89,6 +90,10 @@ def _lambda_to_boto(av: Mapping[str, Any]) -> Mapping[str, Any]:
     return av
 
 
+def _binary_bytes(binary: Any) -> bytes:
+    return bytes(binary.value)
+
+
 def _plain(value: Any) -> JsonValue:
     """Deserialized DynamoDB value -> JSON-ready value (Decimals stay Decimal)."""
     if isinstance(value, Decimal):
@@ -96,11 +101,11 @@ def _plain(value: Any) -> JsonValue:
             raise RecordError(f"number {value} is not a finite DynamoDB number")
         return int(value) if value == value.to_integral_value() else value
     if isinstance(value, Binary):
-        return base64.b64encode(value.value).decode()
+        return base64.b64encode(_binary_bytes(value)).decode()
     if isinstance(value, (set, frozenset)):
         items = list(value)
         if items and isinstance(items[0], Binary):
-            return [base64.b64encode(b).decode() for b in sorted(i.value for i in items)]
+            return [base64.b64encode(b).decode() for b in sorted(_binary_bytes(i) for i in items)]
         return [_plain(v) for v in sorted(items)]
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -109,10 +114,15 @@ def _plain(value: Any) -> JsonValue:
     return value
 
 
+def _deserialize(av: Any) -> Any:
+    boto_shaped: Any = _lambda_to_boto(av)
+    return _DESERIALIZER.deserialize(boto_shaped)
+
+
 def decode_image(image: Mapping[str, Any]) -> dict[str, JsonValue]:
     """A DynamoDB image from a Lambda event -> plain JSON value, losing nothing."""
     try:
-        return {name: _plain(_DESERIALIZER.deserialize(_lambda_to_boto(av))) for name, av in image.items()}
+        return {name: _plain(_deserialize(av)) for name, av in image.items()}
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise RecordError(f"undecodable attribute value: {exc}") from exc
 
@@ -122,7 +132,11 @@ def dumps(value: Any) -> str:
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{dumps(v)}" for k, v in value.items()) + "}"
+        return (
+            "{"
+            + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{dumps(v)}" for k, v in value.items())
+            + "}"
+        )
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(dumps(v) for v in value) + "]"
     return json.dumps(value, ensure_ascii=False)
@@ -151,7 +165,7 @@ def _safe_group(raw: str) -> str:
 
 
 def _iso_utc(epoch: Any) -> str:
-    moment = datetime.fromtimestamp(float(epoch), tz=timezone.utc)
+    moment = datetime.fromtimestamp(float(epoch), tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -216,7 +230,8 @@ def build_message(record: Mapping[str, Any], settings: Settings) -> OutboundMess
             group_id,
             sequence,
             keys,
-            f"message of {message.size_bytes()} bytes exceeds the queue limit of {settings.max_message_bytes}",
+            f"message of {message.size_bytes()} bytes exceeds the queue limit"
+            f" of {settings.max_message_bytes}",
         )
     return message
 

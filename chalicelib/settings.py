@@ -8,8 +8,9 @@ clear message instead of a KeyError deep inside a handler.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping, TypeVar
+from typing import TypeVar
 from urllib.parse import urlparse
 
 T = TypeVar("T")

@@ -7,8 +7,9 @@ what runs locally is what a user's account gets.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 from chalicelib.settings import table_name_from_stream_arn
@@ -70,7 +71,9 @@ def ensure_queues(sqs: Any, names: StageNames, visibility_timeout_s: int) -> tup
         QueueName=names.dead_letter_queue,
         Attributes={"FifoQueue": "true", "MessageRetentionPeriod": str(RETENTION_S)},
     )["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": BACKSTOP_MAX_RECEIVE_COUNT})
     queue_url = sqs.create_queue(
         QueueName=names.queue,
@@ -98,4 +101,9 @@ def provision(clients: Mapping[str, Any], env: Mapping[str, str], api_key: str |
     visibility = int(env.get("TRICKLE_VISIBILITY_TIMEOUT_SECONDS", "960"))
     queue_url, dlq_url = ensure_queues(clients["sqs"], names, visibility)
     ensure_api_key(clients["ssm"], names, api_key)
-    return {**env, "TRICKLE_STREAM_ARN": stream_arn, "TRICKLE_QUEUE_URL": queue_url, "TRICKLE_DLQ_URL": dlq_url}
+    return {
+        **env,
+        "TRICKLE_STREAM_ARN": stream_arn,
+        "TRICKLE_QUEUE_URL": queue_url,
+        "TRICKLE_DLQ_URL": dlq_url,
+    }

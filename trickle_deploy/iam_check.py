@@ -8,10 +8,11 @@ run and evaluating each against the packaged role of the function that made it.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from trickle_deploy.policies import ACTIONS, parameter_arn, queue_arn
 
@@ -68,7 +69,9 @@ def allows(policy: Mapping[str, Any], action: str, resource: str) -> bool:
             continue
         actions = [str(a).lower() for a in _as_list(statement.get("Action", []))]
         resources = [r for r in _as_list(statement.get("Resource", [])) if isinstance(r, str)]
-        if any(fnmatchcase(action.lower(), a) for a in actions) and any(fnmatchcase(resource, r) for r in resources):
+        if any(fnmatchcase(action.lower(), a) for a in actions) and any(
+            fnmatchcase(resource, r) for r in resources
+        ):
             return True
     return False
 
@@ -85,7 +88,9 @@ def packaged_policies(template: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         if role is None:
             continue
         statements = [
-            s for p in resources[role]["Properties"].get("Policies", []) for s in _as_list(p["PolicyDocument"]["Statement"])
+            s
+            for p in resources[role]["Properties"].get("Policies", [])
+            for s in _as_list(p["PolicyDocument"]["Statement"])
         ]
         out[props["Handler"].split(".", 1)[1]] = {"Version": "2012-10-17", "Statement": statements}
     return out

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 CHALICE_DIR = Path(__file__).resolve().parent.parent / ".chalice"
@@ -83,7 +84,9 @@ def _statement(sid: str, actions: list[str], resources: list[str]) -> dict[str, 
 
 def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     r = stage_resources(env)
-    logs = _statement("Logs", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"], [r.log_arns])
+    logs = _statement(
+        "Logs", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"], [r.log_arns]
+    )
     return {
         "ingest": {
             "Version": "2012-10-17",
@@ -91,7 +94,12 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 logs,
                 _statement(
                     "ReadStream",
-                    ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"],
+                    [
+                        "dynamodb:DescribeStream",
+                        "dynamodb:GetRecords",
+                        "dynamodb:GetShardIterator",
+                        "dynamodb:ListStreams",
+                    ],
                     [r.stream_arns],
                 ),
                 _statement("Enqueue", ["sqs:SendMessage"], [r.queue_arn, r.dlq_arn]),
@@ -138,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
                 path.write_text(text)
                 print(f"wrote {path.relative_to(CHALICE_DIR.parent)}")
     if stale:
-        print(f"stale policy files: {', '.join(stale)}; run python -m trickle_deploy.policies", file=sys.stderr)
+        print(
+            f"stale policy files: {', '.join(stale)}; run python -m trickle_deploy.policies", file=sys.stderr
+        )
         return 1
     return 0
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any
 
 log = logging.getLogger("trickle.local.stream")
 
@@ -18,7 +19,7 @@ Invoke = Callable[[dict[str, Any]], Any]
 
 def _lambda_value(av: Mapping[str, Any]) -> dict[str, Any]:
     """boto3's AttributeValue (bytes for binary) -> Lambda's JSON (base64 strings)."""
-    (kind, value), = av.items()
+    ((kind, value),) = av.items()
     if kind == "B":
         return {"B": base64.b64encode(value).decode()}
     if kind == "BS":
@@ -110,7 +111,9 @@ class StreamPoller:
             kwargs["ExclusiveStartShardId"] = last
 
     def poll(self) -> int:
-        """Read each ready shard once and invoke the handler where a batch is due; returns records handed over."""
+        """Read each ready shard once and invoke the handler where a batch is due.
+
+        Returns how many records were handed over."""
         self.discover()
         handed = 0
         for shard in list(self.shards.values()):
@@ -161,7 +164,12 @@ class StreamPoller:
             self.stats.failures += 1
             log.warning(
                 "ingest batch failed; will retry from checkpoint",
-                extra={"shard": shard.shard_id, "records": len(batch), "error": str(exc), "failures": shard.failures},
+                extra={
+                    "shard": shard.shard_id,
+                    "records": len(batch),
+                    "error": str(exc),
+                    "failures": shard.failures,
+                },
             )
             return 0
         shard.failures = 0

@@ -104,7 +104,9 @@ class Stack:
     def ingest_new(self) -> int:
         """Hand every record not yet ingested to the handler, as Lambda's event source mapping would."""
         if self._poller is None:
-            self._poller = StreamPoller(self.aws["dynamodbstreams"], self.env["TRICKLE_STREAM_ARN"], self.ingest)
+            self._poller = StreamPoller(
+                self.aws["dynamodbstreams"], self.env["TRICKLE_STREAM_ARN"], self.ingest
+            )
         return self._poller.poll()
 
     def stream_event(self) -> dict[str, Any]:
@@ -159,7 +161,9 @@ class Stack:
             QueueUrl=self.env[url_var],
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
-        return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+        return int(attributes["ApproximateNumberOfMessages"]) + int(
+            attributes["ApproximateNumberOfMessagesNotVisible"]
+        )
 
 
 @dataclass

@@ -17,7 +17,9 @@ from trickle_local.standin_api import Reply
 
 def test_every_call_of_a_full_cycle_is_allowed_by_the_function_that_made_it(stack_factory: Any) -> None:
     stack: Stack = stack_factory(TRICKLE_MAX_MESSAGE_BYTES="4096")
-    stack.put_items([stack.item("a", str(i)) for i in range(12)] + [stack.item("b", "1", big={"S": "x" * 5000})])
+    stack.put_items(
+        [stack.item("a", str(i)) for i in range(12)] + [stack.item("b", "1", big={"S": "x" * 5000})]
+    )
     start = len(stack.recorder.calls)
     stack.ingest_new()
     stack.api.responder = lambda body, headers: Reply(503, "{}") if '"sk":"3"' in body else None
@@ -45,17 +47,29 @@ def test_a_call_outside_the_packaged_policy_is_reported(stack: Stack) -> None:
         AwsCall("ingest", "sqs", "SendMessageBatch", "sqs:SendMessage", queue),
         AwsCall("ingest", "sqs", "ReceiveMessage", "sqs:ReceiveMessage", queue),
         AwsCall("drain", "sqs", "ReceiveMessage", "sqs:ReceiveMessage", other),
-        AwsCall("drain", "ssm", "GetParameter", "ssm:GetParameter", "arn:aws:ssm:us-east-1:123456789012:parameter/x"),
+        AwsCall(
+            "drain",
+            "ssm",
+            "GetParameter",
+            "ssm:GetParameter",
+            "arn:aws:ssm:us-east-1:123456789012:parameter/x",
+        ),
     ]
     assert denied(calls, stack.policies) == calls[1:]
 
 
 def test_policy_matching_follows_iam_wildcards_and_case() -> None:
-    policy = {"Statement": [{"Effect": "Allow", "Action": ["SQS:Send*"], "Resource": "arn:aws:sqs:*:1:q.fifo"}]}
+    policy = {
+        "Statement": [{"Effect": "Allow", "Action": ["SQS:Send*"], "Resource": "arn:aws:sqs:*:1:q.fifo"}]
+    }
     assert allows(policy, "sqs:SendMessage", "arn:aws:sqs:us-east-1:1:q.fifo")
     assert not allows(policy, "sqs:ReceiveMessage", "arn:aws:sqs:us-east-1:1:q.fifo")
     assert not allows(policy, "sqs:SendMessage", "arn:aws:sqs:us-east-1:1:other.fifo")
-    assert not allows(json.loads(json.dumps(policy).replace("Allow", "Deny")), "sqs:SendMessage", "arn:aws:sqs:us-east-1:1:q.fifo")
+    assert not allows(
+        json.loads(json.dumps(policy).replace("Allow", "Deny")),
+        "sqs:SendMessage",
+        "arn:aws:sqs:us-east-1:1:q.fifo",
+    )
 
 
 def test_policy_files_match_the_stage_configuration() -> None:

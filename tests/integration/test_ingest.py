@@ -21,7 +21,9 @@ def bodies(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_batch_larger_than_ten_records_is_queued_in_stream_order(stack: Stack) -> None:
-    stack.put_items([stack.item(f"p{i % 3}", f"{i:03}", n={"N": "12345678901234567890.000000001"}) for i in range(25)])
+    stack.put_items(
+        [stack.item(f"p{i % 3}", f"{i:03}", n={"N": "12345678901234567890.000000001"}) for i in range(25)]
+    )
     event = stack.stream_event()
     assert len(event["Records"]) == 25
 
@@ -36,7 +38,11 @@ def test_batch_larger_than_ten_records_is_queued_in_stream_order(stack: Stack) -
         by_group.setdefault(message["Attributes"]["MessageGroupId"], []).append(body["keys"]["sk"])
         assert body["item"]["n"] == Decimal("12345678901234567890.000000001")
         assert message["Attributes"]["MessageDeduplicationId"] == body["message_id"]
-    assert sorted(by_group) == ['trickle-local-items#"p0"', 'trickle-local-items#"p1"', 'trickle-local-items#"p2"']
+    assert sorted(by_group) == [
+        'trickle-local-items#"p0"',
+        'trickle-local-items#"p1"',
+        'trickle-local-items#"p2"',
+    ]
     for group, sks in by_group.items():
         pk = int(group[-2])
         assert sks == [f"{i:03}" for i in range(25) if i % 3 == pk]
@@ -71,7 +77,9 @@ def test_lambda_retry_of_the_same_batch_enqueues_nothing_twice(stack: Stack) -> 
 def test_modify_and_remove_are_not_relayed_by_default(stack: Stack) -> None:
     stack.put_items([stack.item("a", "1")])
     stack.put_items([stack.item("a", "1", v={"N": "2"})])
-    stack.aws["dynamodb"].delete_item(TableName="trickle-local-items", Key={"pk": {"S": "a"}, "sk": {"S": "1"}})
+    stack.aws["dynamodb"].delete_item(
+        TableName="trickle-local-items", Key={"pk": {"S": "a"}, "sk": {"S": "1"}}
+    )
     event = stack.stream_event()
     assert [r["eventName"] for r in event["Records"]] == ["INSERT", "MODIFY", "REMOVE"]
 
@@ -83,17 +91,26 @@ def test_modify_and_remove_are_not_relayed_by_default(stack: Stack) -> None:
 def test_configured_event_names_are_relayed(stack_factory: Any) -> None:
     stack = stack_factory(TRICKLE_EVENT_NAMES="INSERT,MODIFY,REMOVE")
     stack.put_items([stack.item("a", "1"), stack.item("a", "1", v={"N": "2"})])
-    stack.aws["dynamodb"].delete_item(TableName="trickle-local-items", Key={"pk": {"S": "a"}, "sk": {"S": "1"}})
+    stack.aws["dynamodb"].delete_item(
+        TableName="trickle-local-items", Key={"pk": {"S": "a"}, "sk": {"S": "1"}}
+    )
 
     stack.ingest(stack.stream_event())
 
     assert [b["event_name"] for b in bodies(stack.take_messages())] == ["INSERT", "MODIFY", "REMOVE"]
 
 
-def test_oversize_and_undecodable_records_go_to_the_dead_letter_queue_with_a_reason(stack_factory: Any) -> None:
+def test_oversize_and_undecodable_records_go_to_the_dead_letter_queue_with_a_reason(
+    stack_factory: Any,
+) -> None:
     stack = stack_factory(TRICKLE_MAX_MESSAGE_BYTES="65536")
     stack.put_items(
-        [stack.item("a", "1"), stack.item("a", "2", big={"S": "x" * 80_000}), stack.item("a", "3"), stack.item("a", "4")]
+        [
+            stack.item("a", "1"),
+            stack.item("a", "2", big={"S": "x" * 80_000}),
+            stack.item("a", "3"),
+            stack.item("a", "4"),
+        ]
     )
     event = stack.stream_event()
     event["Records"][2]["dynamodb"]["NewImage"]["bad"] = {"N": "not-a-number"}
@@ -103,7 +120,10 @@ def test_oversize_and_undecodable_records_go_to_the_dead_letter_queue_with_a_rea
     assert report == {"records": 4, "enqueued": 2, "skipped": 0, "dead_lettered": 2}
     assert [b["keys"]["sk"] for b in bodies(stack.take_messages())] == ["1", "4"]
     dead = stack.take_messages("TRICKLE_DLQ_URL")
-    reasons = {json.loads(m["Body"])["keys"]["sk"]: m["MessageAttributes"]["trickle-reason"]["StringValue"] for m in dead}
+    reasons = {
+        json.loads(m["Body"])["keys"]["sk"]: m["MessageAttributes"]["trickle-reason"]["StringValue"]
+        for m in dead
+    }
     assert set(reasons) == {"2", "3"}
     assert "exceeds the queue limit of 65536" in reasons["2"]
     assert reasons["3"]
@@ -131,7 +151,10 @@ class DropEntries:
         self.sent_ids.append([e["Id"] for e in params["Entries"]])
 
     def after(self, parsed: dict[str, Any], **_: Any) -> None:
-        failed = [{"Id": e["Id"], "SenderFault": False, "Code": "InternalError", "Message": "injected"} for e in self._pending]
+        failed = [
+            {"Id": e["Id"], "SenderFault": False, "Code": "InternalError", "Message": "injected"}
+            for e in self._pending
+        ]
         self.dropped += [e["Id"] for e in self._pending]
         parsed.setdefault("Failed", []).extend(failed)
 

@@ -7,7 +7,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -79,7 +79,7 @@ def is_sqs_group_id(value: str) -> bool:
 def image(binary: Callable[[bytes], Any]) -> dict[str, Any]:
     """Every DynamoDB type; `binary` renders B/BS values (base64 text for Lambda, bytes for boto3)."""
     return {
-        "s": {"S": "héllo \"world\"\n"},
+        "s": {"S": 'héllo "world"\n'},
         "empty_s": {"S": ""},
         "n_int": {"N": "42"},
         "n_zero": {"N": "0"},
@@ -120,7 +120,7 @@ def image(binary: Callable[[bytes], Any]) -> dict[str, Any]:
 
 
 EXPECTED: dict[str, Any] = {
-    "s": "héllo \"world\"\n",
+    "s": 'héllo "world"\n',
     "empty_s": "",
     "n_int": 42,
     "n_zero": 0,
@@ -402,9 +402,7 @@ def test_creation_time_is_iso_8601_utc(
     assert isinstance(message, OutboundMessage)
     stamp = body_of(message)["source"]["approximate_creation_time"]
     assert stamp == expected
-    assert datetime.fromisoformat(stamp.replace("Z", "+00:00")) == datetime.fromtimestamp(
-        created, tz=timezone.utc
-    )
+    assert datetime.fromisoformat(stamp.replace("Z", "+00:00")) == datetime.fromtimestamp(created, tz=UTC)
 
 
 def test_message_id_and_dedup_id_follow_the_event_id(settings: Settings, make_record: MakeRecord) -> None:
@@ -486,7 +484,9 @@ def test_record_without_dynamodb_is_rejected(settings: Settings, make_record: Ma
 
 
 def test_record_without_event_id_is_rejected(settings: Settings, make_record: MakeRecord) -> None:
-    rejected = assert_rejected(build_message(make_record(event_id=None, sequence="77"), settings), ("eventID",))
+    rejected = assert_rejected(
+        build_message(make_record(event_id=None, sequence="77"), settings), ("eventID",)
+    )
     assert rejected.sequence_number == "77"
 
 
@@ -530,7 +530,9 @@ def test_record_with_malformed_number_is_rejected(
     assert_rejected(build_message(record, settings), ())
 
 
-def test_record_with_malformed_number_in_keys_is_rejected(settings: Settings, make_record: MakeRecord) -> None:
+def test_record_with_malformed_number_in_keys_is_rejected(
+    settings: Settings, make_record: MakeRecord
+) -> None:
     keys = {"pk": {"S": "user-1"}, "sk": {"N": "1E+200"}}
     assert_rejected(build_message(make_record(keys=keys, new_image=keys), settings), ("Keys",))
 
@@ -594,7 +596,9 @@ def test_build_messages_of_nothing() -> None:
     assert (result.messages, result.rejected, result.skipped) == ([], [], 0)
 
 
-def test_build_messages_many_records_stay_in_stream_order(settings: Settings, make_record: MakeRecord) -> None:
+def test_build_messages_many_records_stay_in_stream_order(
+    settings: Settings, make_record: MakeRecord
+) -> None:
     records = [make_record(event_id=f"e{i}", sequence=f"{i:021d}") for i in range(200)]
     result = build_messages(records, settings)
     assert [m.sequence_number for m in result.messages] == [f"{i:021d}" for i in range(200)]

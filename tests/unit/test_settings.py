@@ -210,9 +210,7 @@ def test_out_of_range_numbers(base_env: dict[str, str], name: str, raw: str) -> 
         ("TRICKLE_INGEST_BATCH_SIZE", "1000", 1000),
     ],
 )
-def test_range_bounds_are_inclusive(
-    make_settings: MakeSettings, name: str, raw: str, expected: int
-) -> None:
+def test_range_bounds_are_inclusive(make_settings: MakeSettings, name: str, raw: str, expected: int) -> None:
     settings = make_settings(**{name: raw})
     field = {
         "TRICKLE_SEND_ATTEMPTS": "send_attempts",
@@ -245,7 +243,9 @@ def test_urls_must_be_http(base_env: dict[str, str], name: str, url: str) -> Non
 
 
 def test_api_url_need_not_be_fifo(make_settings: MakeSettings) -> None:
-    assert make_settings(TRICKLE_API_URL="http://127.0.0.1:8080/x").destination.url == "http://127.0.0.1:8080/x"
+    assert (
+        make_settings(TRICKLE_API_URL="http://127.0.0.1:8080/x").destination.url == "http://127.0.0.1:8080/x"
+    )
 
 
 @pytest.mark.parametrize("raw", ["UPSERT", "INSERT,DELETE", ",", " , "])
@@ -321,7 +321,10 @@ def test_stream_arn_must_be_a_dynamodb_stream(base_env: dict[str, str], arn: str
     ("arn", "table"),
     [
         (STREAM_ARN, "items"),
-        ("arn:aws:dynamodb:eu-west-1:111122223333:table/My_Table.v2-x/stream/2024-05-06T07:08:09.123", "My_Table.v2-x"),
+        (
+            "arn:aws:dynamodb:eu-west-1:111122223333:table/My_Table.v2-x/stream/2024-05-06T07:08:09.123",
+            "My_Table.v2-x",
+        ),
         ("arn:aws-cn:dynamodb:cn-north-1:111122223333:table/orders/stream/label", "orders"),
         ("not-an-arn", ""),
         ("", ""),
