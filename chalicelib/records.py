@@ -123,7 +123,7 @@ def decode_image(image: Mapping[str, Any]) -> dict[str, JsonValue]:
     """A DynamoDB image from a Lambda event -> plain JSON value, losing nothing."""
     try:
         return {name: _plain(_deserialize(av)) for name, av in image.items()}
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+    except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as exc:
         raise RecordError(f"undecodable attribute value: {exc}") from exc
 
 
@@ -159,7 +159,7 @@ def group_id_for(settings: Settings, keys: Mapping[str, JsonValue]) -> str:
 
 def _safe_group(raw: str) -> str:
     """SQS allows 128 printable ASCII characters; anything else is hashed, stably."""
-    if _GROUP_ID_SAFE.match(raw):
+    if _GROUP_ID_SAFE.fullmatch(raw):
         return raw
     return "h-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
 

@@ -8,6 +8,7 @@ clear message instead of a KeyError deep inside a handler.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -18,6 +19,9 @@ T = TypeVar("T")
 EVENT_NAMES = frozenset({"INSERT", "MODIFY", "REMOVE"})
 GROUP_BY_CHOICES = ("partition_key", "table")
 SQS_MAX_MESSAGE_BYTES = 1_048_576
+
+
+_STREAM_ARN = re.compile(r"^arn:aws[\w-]*:dynamodb:[a-z0-9-]+:\d{12}:table/[A-Za-z0-9_.-]{3,255}/stream/.+$")
 
 
 class SettingsError(ValueError):
@@ -119,7 +123,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse the TRICKLE_* variables; raise SettingsError listing every problem."""
     r = _Reader(os.environ if env is None else env)
     stream_arn = r.text("TRICKLE_STREAM_ARN")
-    if stream_arn and not table_name_from_stream_arn(stream_arn):
+    if stream_arn and not _STREAM_ARN.match(stream_arn):
         r.errors.append(f"TRICKLE_STREAM_ARN={stream_arn!r} is not a DynamoDB stream ARN")
     queue_url = r.text("TRICKLE_QUEUE_URL")
     dlq_url = r.text("TRICKLE_DLQ_URL")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import random
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,7 +26,9 @@ from chalicelib.records import MESSAGE_ID_ATTRIBUTE, OutboundMessage
 URL = "https://sqs.us-east-1.amazonaws.com/123456789012/q.fifo"
 
 
-def msg(name: str, body_bytes: int = 10, group: str = "g", attributes: Mapping[str, str] | None = None) -> OutboundMessage:
+def msg(
+    name: str, body_bytes: int = 10, group: str = "g", attributes: Mapping[str, str] | None = None
+) -> OutboundMessage:
     """A message whose size_bytes() is exactly `body_bytes` when it has no attributes."""
     return OutboundMessage(
         message_id=name,
@@ -72,7 +75,9 @@ class FakeSqs:
                     {"Id": entry["Id"], "SenderFault": False, "Code": "InternalError", "Message": "boom"}
                 )
             else:
-                successful.append({"Id": entry["Id"], "MessageId": f"sqs-{entry['Id']}", "MD5OfMessageBody": "x"})
+                successful.append(
+                    {"Id": entry["Id"], "MessageId": f"sqs-{entry['Id']}", "MD5OfMessageBody": "x"}
+                )
         response: dict[str, Any] = {"Successful": successful}
         if failed:
             response["Failed"] = failed
@@ -180,7 +185,7 @@ def test_random_mixes_respect_both_limits() -> None:
         chunks = list(chunk_for_batch(messages))
         assert_valid_chunks(messages, chunks)
         # Greedy: a chunk is only closed when the next message would not fit in it.
-        for chunk, following in zip(chunks, chunks[1:], strict=False):
+        for chunk, following in itertools.pairwise(chunks):
             nxt = following[0]
             full = len(chunk) == MAX_BATCH_ENTRIES
             assert full or sum(m.size_bytes() for m in chunk) + nxt.size_bytes() > MAX_BATCH_BYTES
@@ -224,7 +229,7 @@ def test_entries_carry_group_dedup_body_and_attributes() -> None:
     q, _ = queue(fake)
     message = OutboundMessage(
         message_id="id-1",
-        group_id="items#\"a\"",
+        group_id='items#"a"',
         dedup_id="dedup-id-1",
         body='{"x":1}',
         attributes={MESSAGE_ID_ATTRIBUTE: "id-1", "trickle-event": "INSERT"},
@@ -372,7 +377,12 @@ def test_receive_parses_messages() -> None:
             attributes={MESSAGE_ID_ATTRIBUTE: "trickle-1", "trickle-event": "INSERT"},
         ),
         ReceivedMessage(
-            message_id="sqs-2", group_id="gb", receipt_handle="rh-2", body='{"n":2}', receive_count=1, attributes={}
+            message_id="sqs-2",
+            group_id="gb",
+            receipt_handle="rh-2",
+            body='{"n":2}',
+            receive_count=1,
+            attributes={},
         ),
     ]
 
@@ -395,7 +405,9 @@ def test_delete_in_batches_of_ten_and_reports_failures() -> None:
     assert [len(call["Entries"]) for _, call in fake.batch_calls] == [10, 10, 3]
     assert all(op == "delete" and call["QueueUrl"] == URL for op, call in fake.batch_calls)
     assert fake.batch_calls[1][1]["Entries"][2] == {"Id": "2", "ReceiptHandle": "rh-12"}
-    assert [e["ReceiptHandle"] for _, c in fake.batch_calls for e in c["Entries"]] == [f"rh-{i}" for i in range(23)]
+    assert [e["ReceiptHandle"] for _, c in fake.batch_calls for e in c["Entries"]] == [
+        f"rh-{i}" for i in range(23)
+    ]
     assert [m.message_id for m in failed] == ["id-3", "id-12", "id-19"]
 
 
@@ -490,7 +502,9 @@ def test_warns_when_a_later_entry_of_the_group_overtakes_a_failed_one(queue_log:
         pytest.param([client_error()], id="whole-call-error"),
     ],
 )
-def test_no_order_warning_when_nothing_overtook(queue_log: Captured, script: list[set[str] | Exception]) -> None:
+def test_no_order_warning_when_nothing_overtook(
+    queue_log: Captured, script: list[set[str] | Exception]
+) -> None:
     fake = FakeSqs(script)
     q, _ = queue(fake)
     assert q.send([msg("a1", group="A"), msg("b1", group="B"), msg("a2", group="A")]) == []

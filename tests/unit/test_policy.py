@@ -13,7 +13,9 @@ def test_2xx_is_delivered(status: int) -> None:
     assert classify(ApiResponse(status)) is Outcome.DELIVERED
 
 
-@pytest.mark.parametrize("status", [100, 199, 300, 301, 304, 400, 401, 403, 404, 409, 422, 429, 500, 502, 503, 504])
+@pytest.mark.parametrize(
+    "status", [100, 199, 300, 301, 304, 400, 401, 403, 404, 409, 422, 429, 500, 502, 503, 504]
+)
 def test_everything_else_is_retried(status: int) -> None:
     assert classify(ApiResponse(status, retry_after="5")) is Outcome.RETRY
 

@@ -51,8 +51,8 @@ def test_one_read_serves_many_gets() -> None:
 
 
 def test_refreshes_once_max_age_has_passed() -> None:
-    ssm, clock = FakeSsm("old", "new")
-    secrets = cache(ssm, clock := FakeClock(1000.0), max_age_s=300)
+    ssm, clock = FakeSsm("old", "new"), FakeClock(1000.0)
+    secrets = cache(ssm, clock, max_age_s=300)
     assert secrets.get() == "old"
     clock.now = 1299.999
     assert secrets.get() == "old"
@@ -66,7 +66,7 @@ def test_refreshes_once_max_age_has_passed() -> None:
 
 
 def test_zero_max_age_reads_every_time() -> None:
-    ssm, clock = FakeSsm("a", "b", "c")
+    ssm, clock = FakeSsm("a", "b", "c"), FakeClock()
     secrets = cache(ssm, clock, max_age_s=0)
     assert [secrets.get(), secrets.get(), secrets.get()] == ["a", "b", "c"]
     assert len(ssm.calls) == 3
@@ -74,8 +74,8 @@ def test_zero_max_age_reads_every_time() -> None:
 
 
 def test_refresh_forces_a_read_and_restarts_the_age() -> None:
-    ssm, clock = FakeSsm("old", "rotated")
-    secrets = cache(ssm, clock := FakeClock(0.0), max_age_s=100)
+    ssm, clock = FakeSsm("old", "rotated"), FakeClock(0.0)
+    secrets = cache(ssm, clock, max_age_s=100)
     assert secrets.get() == "old"
     clock.now = 90.0
     assert secrets.refresh() == "rotated"
@@ -109,8 +109,8 @@ def test_error_names_the_parameter_never_the_secret(error: Exception) -> None:
 
 
 def test_failed_refresh_after_a_good_read_does_not_leak_the_cached_value() -> None:
-    ssm, clock = FakeSsm(SECRET, RuntimeError("ssm down"))
-    secrets = cache(ssm, clock := FakeClock(0.0), max_age_s=10)
+    ssm, clock = FakeSsm(SECRET, RuntimeError("ssm down")), FakeClock(0.0)
+    secrets = cache(ssm, clock, max_age_s=10)
     assert secrets.get() == SECRET
     clock.now = 10.0
     with pytest.raises(SecretError) as caught:
@@ -120,7 +120,7 @@ def test_failed_refresh_after_a_good_read_does_not_leak_the_cached_value() -> No
 
 
 def test_first_read_failure_is_retried_on_next_get() -> None:
-    ssm, clock = FakeSsm(RuntimeError("throttled"), SECRET)
+    ssm, clock = FakeSsm(RuntimeError("throttled"), SECRET), FakeClock()
     secrets = cache(ssm, clock)
     with pytest.raises(SecretError):
         secrets.get()

@@ -1,0 +1,194 @@
+"""Runs the app's own handlers as Lambda and EventBridge would: stream batches to each
+`on_dynamodb_record` handler, every `@app.schedule` handler at its times, each with a Lambda-like
+context whose remaining time counts down from the function's configured timeout."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from chalice import Chalice
+from chalice.app import CloudWatchEventConfig, DynamoDBEventConfig, ScheduledEventConfig
+from chalice.config import Config
+from chalice.local import LambdaContext
+
+from trickle_local.schedules import Schedule, parse
+from trickle_local.stream_poller import StreamPoller
+
+log = logging.getLogger("trickle.local")
+
+
+class Invoker:
+    """Calls a handler the way the Lambda runtime does; one invocation per function at a time."""
+
+    def __init__(self, app: Chalice, config: dict[str, Any], stage: str) -> None:
+        self._app = app
+        self._config = Config(chalice_stage=stage, config_from_disk=config)
+        self._stage = stage
+        self._locks: dict[str, threading.Lock] = {}
+        self.invocations: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+
+    def timeout_s(self, function: str) -> int:
+        return int(self._config.scope(self._stage, function).lambda_timeout)
+
+    def busy(self, function: str) -> bool:
+        return self._locks.setdefault(function, threading.Lock()).locked()
+
+    def invoke(self, function: str, event: dict[str, Any]) -> Any:
+        context = LambdaContext(function, memory_size=128, max_runtime_ms=self.timeout_s(function) * 1000)
+        with self._locks.setdefault(function, threading.Lock()):
+            self.invocations[function] = self.invocations.get(function, 0) + 1
+            try:
+                return self._app.handler_map[function](event, context)
+            except Exception:
+                self.errors[function] = self.errors.get(function, 0) + 1
+                raise
+
+
+def scheduled_event(rule: str, moment: datetime, region: str) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [f"arn:aws:events:{region}:123456789012:rule/{rule}"],
+        "detail": {},
+    }
+
+
+@dataclass
+class ScheduledFunction:
+    name: str
+    schedule: Schedule
+    due: datetime | None
+
+
+@dataclass
+class Clock:
+    """Virtual time for schedules: `speed` compresses it; handlers still run in real time."""
+
+    speed: float = 1.0
+    started_real: float = field(default_factory=time.monotonic)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def now(self) -> datetime:
+        return self.started_at + timedelta(seconds=(time.monotonic() - self.started_real) * self.speed)
+
+    def real_seconds_until(self, moment: datetime) -> float:
+        return max(0.0, (moment - self.now()).total_seconds() / self.speed)
+
+
+def schedule_expressions(app: Chalice) -> dict[str, str]:
+    return {
+        source.name: source.schedule_expression
+        if isinstance(source.schedule_expression, str)
+        else source.schedule_expression.to_string()
+        for source in app.event_sources
+        if isinstance(source, ScheduledEventConfig | CloudWatchEventConfig)
+        and hasattr(source, "schedule_expression")
+    }
+
+
+def stream_sources(app: Chalice) -> list[DynamoDBEventConfig]:
+    return [s for s in app.event_sources if isinstance(s, DynamoDBEventConfig)]
+
+
+class LocalRuntime:
+    """Start with `start()`; `stop()` waits for running handlers to return."""
+
+    def __init__(
+        self,
+        app: Chalice,
+        invoker: Invoker,
+        streams: Any,
+        stream_arn: str,
+        region: str = "us-east-1",
+        speed: float = 1.0,
+        drain_every_s: float | None = None,
+        poll_interval_s: float = 0.25,
+        starting_position: str = "TRIM_HORIZON",
+    ) -> None:
+        self.invoker = invoker
+        self.clock = Clock(speed)
+        self._region = region
+        self._drain_every_s = drain_every_s
+        self._poll_interval_s = poll_interval_s
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.pollers = [
+            StreamPoller(
+                streams,
+                stream_arn,
+                self._invoker_for(source.name),
+                batch_size=source.batch_size,
+                window_s=source.maximum_batching_window_in_seconds or 0,
+                starting_position=starting_position,
+            )
+            for source in stream_sources(app)
+        ]
+        now = self.clock.now()
+        self.schedules = [
+            ScheduledFunction(name, schedule, None)
+            for name, expression in schedule_expressions(app).items()
+            for schedule in [parse(expression, now)]
+        ]
+        for scheduled in self.schedules:
+            scheduled.due = self._next(scheduled, now)
+
+    def _invoker_for(self, function: str) -> Callable[[dict[str, Any]], Any]:
+        return lambda event: self.invoker.invoke(function, event)
+
+    def _next(self, scheduled: ScheduledFunction, after: datetime) -> datetime | None:
+        if self._drain_every_s is not None:
+            return after + timedelta(seconds=self._drain_every_s * self.clock.speed)
+        return scheduled.schedule.next_after(after)
+
+    def start(self) -> LocalRuntime:
+        self._spawn("stream-poller", self._poll_loop)
+        for scheduled in self.schedules:
+            self._spawn(f"schedule-{scheduled.name}", functools.partial(self._schedule_loop, scheduled))
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            for poller in self.pollers:
+                try:
+                    poller.poll()
+                except Exception as exc:  # the endpoint hiccuped: keep the checkpoint, try again
+                    log.warning("stream poll failed", extra={"error": str(exc)})
+            self._stop.wait(self._poll_interval_s)
+
+    def _schedule_loop(self, scheduled: ScheduledFunction) -> None:
+        while not self._stop.is_set() and scheduled.due is not None:
+            if self._stop.wait(self.clock.real_seconds_until(scheduled.due)):
+                return
+            fired_at = scheduled.due
+            scheduled.due = self._next(scheduled, self.clock.now())
+            try:
+                result = self.invoker.invoke(
+                    scheduled.name, scheduled_event(scheduled.name, fired_at, self._region)
+                )
+                log.debug("scheduled run", extra={"function": scheduled.name, "result": result})
+            except Exception as exc:
+                log.error("scheduled handler failed", extra={"function": scheduled.name, "error": str(exc)})
