@@ -94,6 +94,7 @@ def start(args: argparse.Namespace) -> Session:
             poison=frozenset(p for p in args.poison.split(",") if p),
             api_key=api_key,
             api_key_header=env.get("TRICKLE_API_KEY_HEADER", "x-api-key"),
+            honour_idempotency=not args.ignore_idempotency,
             seed=args.seed,
         )
         api = StandInApi(faults, port=_port(env["TRICKLE_API_URL"], args.ephemeral_ports)).start()
@@ -236,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--timeout-s", type=float, default=3.0, help="how long a hanging request hangs")
     common.add_argument("--poison", default="", help="comma-separated strings; items containing one get 400")
+    common.add_argument(
+        "--ignore-idempotency", action="store_true", help="stand-in applies a repeated Idempotency-Key again"
+    )
     common.add_argument("--seed", type=int, default=0, help="seed for the fault draws")
     common.add_argument("--log-level", default="WARNING", help="handler log level shown (default WARNING)")
 

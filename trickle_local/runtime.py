@@ -17,6 +17,7 @@ from typing import Any
 from chalice import Chalice
 from chalice.app import CloudWatchEventConfig, DynamoDBEventConfig, ScheduledEventConfig
 from chalice.config import Config
+from chalice.constants import DEFAULT_LAMBDA_TIMEOUT
 from chalice.local import LambdaContext
 
 from trickle_local.schedules import Schedule, parse
@@ -37,7 +38,7 @@ class Invoker:
         self.errors: dict[str, int] = {}
 
     def timeout_s(self, function: str) -> int:
-        return int(self._config.scope(self._stage, function).lambda_timeout)
+        return int(self._config.scope(self._stage, function).lambda_timeout or DEFAULT_LAMBDA_TIMEOUT)
 
     def busy(self, function: str) -> bool:
         return self._locks.setdefault(function, threading.Lock()).locked()

@@ -52,6 +52,7 @@ class Faults:
     poison: frozenset[str] = frozenset()
     api_key: str | None = None
     api_key_header: str = "x-api-key"
+    honour_idempotency: bool = True
     seed: int = 0
 
 
@@ -67,6 +68,7 @@ class StandInApi:
         self._random = random.Random(self.faults.seed)
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
+        self._applied_keys: set[str] = set()
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -88,6 +90,7 @@ class StandInApi:
     def clear(self) -> None:
         with self._lock:
             self._requests.clear()
+            self._applied_keys.clear()
 
     def start(self) -> StandInApi:
         self._thread = threading.Thread(target=self._server.serve_forever, name="standin-api", daemon=True)
@@ -107,6 +110,12 @@ class StandInApi:
         f = self.faults
         if f.api_key is not None and headers.get(f.api_key_header.lower()) != f.api_key:
             return Reply(401, '{"error":"unauthorized"}'), False
+        key = headers.get("idempotency-key", "")
+        if f.honour_idempotency and key:
+            with self._lock:
+                seen = key in self._applied_keys
+            if seen:
+                return Reply(200, '{"ok":true,"replayed":true}', delay_s=f.latency_s), False
         if any(token in body for token in f.poison):
             return Reply(400, '{"error":"poison item rejected"}', delay_s=f.latency_s), False
         with self._lock:
@@ -124,6 +133,8 @@ class StandInApi:
     def _record(self, path: str, headers: dict[str, str], body: str, status: int, applied: bool) -> None:
         with self._lock:
             self._requests.append(RecordedRequest(path, headers, body, time.time(), status, applied))
+            if applied:
+                self._applied_keys.add(headers.get("idempotency-key", ""))
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         api = self

@@ -1,0 +1,61 @@
+"""The demo's audit: lost, duplicated and out-of-order deliveries are counted, not hidden."""
+
+from __future__ import annotations
+
+import json
+
+from trickle_local.demo import demo_items, summarize
+from trickle_local.standin_api import RecordedRequest
+
+
+def request(pk: str, sk: str, sequence: int, status: int = 200, applied: bool = True) -> RecordedRequest:
+    body = json.dumps({"keys": {"pk": pk, "sk": sk}, "source": {"sequence_number": str(sequence)}})
+    return RecordedRequest("/items", {}, body, 0.0, status, applied)
+
+
+KEYS = [("a", "1"), ("a", "2"), ("b", "1"), ("b", "2")]
+
+
+def test_a_clean_run_is_ok() -> None:
+    requests = [request("a", "1", 10), request("b", "1", 11), request("a", "2", 12), request("b", "2", 13)]
+    summary = summarize(KEYS, requests, dead_lettered=0, seconds=1.0)
+    assert (summary.delivered, summary.lost, summary.duplicates, summary.out_of_order) == (4, 0, 0, 0)
+    assert summary.ok
+
+
+def test_missing_items_are_lost_unless_dead_lettered() -> None:
+    requests = [request("a", "1", 10), request("b", "1", 11)]
+    assert summarize(KEYS, requests, dead_lettered=0, seconds=1.0).lost == 2
+    summary = summarize(KEYS, requests, dead_lettered=2, seconds=1.0)
+    assert summary.lost == 0
+    assert summary.ok
+
+
+def test_failed_and_replayed_requests_do_not_count_as_deliveries() -> None:
+    requests = [request("a", "1", 10, status=503, applied=False), request("a", "1", 10, applied=False)]
+    summary = summarize(KEYS, requests, dead_lettered=0, seconds=1.0)
+    assert summary.delivered == 0
+    assert summary.failed_requests == 1
+    assert summary.lost == 4
+
+
+def test_an_item_applied_twice_is_a_duplicate() -> None:
+    requests = [request("a", "1", 10), request("a", "1", 10), request("a", "2", 12)]
+    summary = summarize(KEYS[:2], requests, dead_lettered=0, seconds=1.0)
+    assert summary.duplicates == 1
+    assert not summary.ok
+
+
+def test_an_item_applied_before_an_earlier_one_of_its_group_is_out_of_order() -> None:
+    requests = [request("a", "2", 12), request("b", "1", 11), request("a", "1", 10), request("b", "2", 13)]
+    summary = summarize(KEYS, requests, dead_lettered=0, seconds=1.0)
+    assert summary.out_of_order == 1
+    assert not summary.ok
+    assert json.loads(summary.to_json())["ok"] is False
+
+
+def test_demo_items_spread_over_groups_with_every_type() -> None:
+    items = demo_items(10, 3)
+    assert [i["pk"]["S"] for i in items[:4]] == ["demo-000", "demo-001", "demo-002", "demo-000"]
+    assert len({i["sk"]["S"] for i in items}) == 10
+    assert {"S", "N", "SS", "B", "M"} <= {kind for item in items[:1] for av in item.values() for kind in av}

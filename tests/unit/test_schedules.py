@@ -1,0 +1,88 @@
+"""AWS schedule expressions evaluated as EventBridge does, including AWS-only cron syntax."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from trickle_local.schedules import ScheduleError, parse
+
+BASE = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # a Monday
+
+
+def fire_times(expression: str, count: int = 3, start: datetime = BASE) -> list[str]:
+    schedule = parse(expression, start)
+    out: list[str] = []
+    moment: datetime | None = start
+    while moment is not None and len(out) < count:
+        moment = schedule.next_after(moment)
+        if moment is not None:
+            out.append(moment.strftime("%Y-%m-%d %a %H:%M"))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("rate(1 minute)", ["2026-11-23 Mon 10:01", "2026-11-23 Mon 10:02", "2026-11-23 Mon 10:03"]),
+        ("rate(5 minutes)", ["2026-11-23 Mon 10:05", "2026-11-23 Mon 10:10", "2026-11-23 Mon 10:15"]),
+        ("rate(2 hours)", ["2026-11-23 Mon 12:00", "2026-11-23 Mon 14:00", "2026-11-23 Mon 16:00"]),
+        ("rate(1 day)", ["2026-11-24 Tue 10:00", "2026-11-25 Wed 10:00", "2026-11-26 Thu 10:00"]),
+        ("cron(0/15 * * * ? *)", ["2026-11-23 Mon 10:15", "2026-11-23 Mon 10:30", "2026-11-23 Mon 10:45"]),
+        (
+            "cron(0 12 ? * MON-FRI *)",
+            ["2026-11-23 Mon 12:00", "2026-11-24 Tue 12:00", "2026-11-25 Wed 12:00"],
+        ),
+        ("cron(0 12 ? * 2-6 *)", ["2026-11-23 Mon 12:00", "2026-11-24 Tue 12:00", "2026-11-25 Wed 12:00"]),
+        ("cron(0 8 ? * 1 *)", ["2026-11-29 Sun 08:00", "2026-12-06 Sun 08:00", "2026-12-13 Sun 08:00"]),
+        ("cron(0 12 L * ? *)", ["2026-11-30 Mon 12:00", "2026-12-31 Thu 12:00", "2027-01-31 Sun 12:00"]),
+        ("cron(0 12 15W * ? *)", ["2026-12-15 Tue 12:00", "2027-01-15 Fri 12:00", "2027-02-15 Mon 12:00"]),
+        ("cron(0 12 LW * ? *)", ["2026-11-30 Mon 12:00", "2026-12-31 Thu 12:00", "2027-01-29 Fri 12:00"]),
+        ("cron(0 12 ? * 6#3 *)", ["2026-12-18 Fri 12:00", "2027-01-15 Fri 12:00", "2027-02-19 Fri 12:00"]),
+        ("cron(0 12 ? * FRI#1 *)", ["2026-12-04 Fri 12:00", "2027-01-01 Fri 12:00", "2027-02-05 Fri 12:00"]),
+        ("cron(0 12 ? * 6L *)", ["2026-11-27 Fri 12:00", "2026-12-25 Fri 12:00", "2027-01-29 Fri 12:00"]),
+        ("cron(0 9 1 1 ? 2027)", ["2027-01-01 Fri 09:00"]),
+        (
+            "cron(0 8 ? * MON 2028-2029)",
+            ["2028-01-03 Mon 08:00", "2028-01-10 Mon 08:00", "2028-01-17 Mon 08:00"],
+        ),
+        ("cron(0 9 1 1 ? 2020)", []),
+    ],
+)
+def test_fire_times(expression: str, expected: list[str]) -> None:
+    assert fire_times(expression) == expected
+
+
+def test_w_moves_to_the_nearest_weekday() -> None:
+    # 2026-11-15 is a Sunday: 15W fires on Monday the 16th.
+    assert fire_times("cron(0 12 15W * ? *)", 1, datetime(2026, 11, 1, tzinfo=UTC)) == [
+        "2026-11-16 Mon 12:00"
+    ]
+
+
+def test_chalice_renders_what_the_parser_reads() -> None:
+    from chalice import Cron, Rate
+
+    assert fire_times(Rate(10, unit=Rate.MINUTES).to_string(), 1) == ["2026-11-23 Mon 10:10"]
+    assert fire_times(Cron(30, 9, "?", "*", "MON-FRI", "*").to_string(), 1) == ["2026-11-24 Tue 09:30"]
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "rate(1 minutes)",
+        "rate(5 minute)",
+        "rate(0 minutes)",
+        "rate(5 weeks)",
+        "cron(0 12 * * MON *)",
+        "cron(0 12 ? * ? *)",
+        "cron(0 12 * * ?)",
+        "cron(0 12 ? * 8 *)",
+        "cron(99 12 * * ? *)",
+        "every 5 minutes",
+    ],
+)
+def test_expressions_eventbridge_refuses_are_refused(expression: str) -> None:
+    with pytest.raises(ScheduleError):
+        parse(expression, BASE)
