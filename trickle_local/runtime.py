@@ -140,12 +140,9 @@ class LocalRuntime:
         ]
         now = self.clock.now()
         self.schedules = [
-            ScheduledFunction(name, schedule, None)
+            ScheduledFunction(name, parse(expression, now), None)
             for name, expression in schedule_expressions(app).items()
-            for schedule in [parse(expression, now)]
         ]
-        for scheduled in self.schedules:
-            scheduled.due = self._next(scheduled, now)
 
     def _invoker_for(self, function: str) -> Callable[[dict[str, Any]], Any]:
         return lambda event: self.invoker.invoke(function, event)
@@ -155,11 +152,18 @@ class LocalRuntime:
             return after + timedelta(seconds=self._drain_every_s * self.clock.speed)
         return scheduled.schedule.next_after(after)
 
-    def start(self) -> LocalRuntime:
+    def start(self, schedules: bool = True) -> LocalRuntime:
         self._spawn("stream-poller", self._poll_loop)
-        for scheduled in self.schedules:
-            self._spawn(f"schedule-{scheduled.name}", functools.partial(self._schedule_loop, scheduled))
+        if schedules:
+            self.start_schedules()
         return self
+
+    def start_schedules(self) -> None:
+        """Schedules count from now (a backlog run starts them once the queue is filled)."""
+        now = self.clock.now()
+        for scheduled in self.schedules:
+            scheduled.due = self._next(scheduled, now)
+            self._spawn(f"schedule-{scheduled.name}", functools.partial(self._schedule_loop, scheduled))
 
     def stop(self) -> None:
         self._stop.set()
