@@ -79,7 +79,8 @@ def start(args: argparse.Namespace) -> Session:
     endpoint_url: str | None = args.endpoint
     if not args.real_aws and endpoint_url is None:
         use_local_credentials()
-        endpoint = MotoEndpoint(port=_port(env.get("AWS_ENDPOINT_URL", ""), args.ephemeral_ports)).start()
+        port = _port(env.get("AWS_ENDPOINT_URL", ""), args.ephemeral_ports)
+        endpoint = MotoEndpoint(port=port, speed_up=not args.slow_moto).start()
         endpoint_url = endpoint.url
     api: StandInApi | None = None
     api_key: str | None = args.api_key
@@ -236,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--api-key", help="API key to store in SSM (default: a random one for the stand-in)")
     common.add_argument(
         "--ephemeral-ports", action="store_true", help="pick free ports instead of the stage's"
+    )
+    common.add_argument(
+        "--slow-moto", action="store_true", help="leave moto's SQS clock unpatched (to measure its cost)"
     )
     common.add_argument("--speed", type=float, default=1.0, help="compress schedule time by this factor")
     common.add_argument("--drain-every", type=float, help="fire each schedule every N real seconds instead")

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
+from datetime import datetime
 from typing import Any
 
 import boto3
 import requests
 from moto.server import ThreadedMotoServer
+from moto.sqs import models as sqs_models
 
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -24,9 +27,27 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def speed_up_moto_sqs() -> None:
+    """moto's SQS checks every message's visibility on every call (and on every message sent, via
+    the queue's attribute counts), reading the clock through datetime arithmetic each time; at a few
+    thousand messages that alone makes a send take tenths of a second. Same clock, same
+    milliseconds, read with `time.time()`: identical behaviour, about 25x faster at depth 1,500
+    (README, "Emulator gaps")."""
+    original = sqs_models.unix_time_millis
+    if getattr(original, "_trickle_fast", False):
+        return
+
+    def unix_time_millis(dt: datetime | None = None) -> float:
+        return time.time() * 1000.0 if dt is None else float(original(dt))
+
+    unix_time_millis._trickle_fast = True  # type: ignore[attr-defined]
+    sqs_models.unix_time_millis = unix_time_millis
+
+
 class MotoEndpoint:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, speed_up: bool = True) -> None:
         self.host = host
+        self.speed_up = speed_up
         self.port = port or free_port(host)
         self._server = ThreadedMotoServer(ip_address=host, port=self.port, verbose=False)
 
@@ -36,6 +57,8 @@ class MotoEndpoint:
 
     def start(self) -> MotoEndpoint:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        if self.speed_up:
+            speed_up_moto_sqs()
         self._server.start()
         return self
 

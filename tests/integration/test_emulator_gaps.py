@@ -85,3 +85,16 @@ def test_start_message_move_task_is_not_implemented(stack: Stack) -> None:
     with pytest.raises(ClientError) as error:
         sqs.start_message_move_task(SourceArn=dlq_arn)
     assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] >= 400
+
+
+def test_the_sqs_speed_patch_still_reaches_motos_clock_reads() -> None:
+    """`speed_up_moto_sqs` swaps the clock moto's SQS reads for visibility; it only helps while
+    moto's visibility checks read that module-level function, and it must read the same clock."""
+    from moto.sqs import models
+
+    from trickle_local.endpoint import speed_up_moto_sqs
+
+    speed_up_moto_sqs()
+    assert "unix_time_millis" in models.Message.visible.fget.__code__.co_names
+    assert "unix_time_millis" in models.Message.delayed.fget.__code__.co_names
+    assert abs(models.unix_time_millis() - time.time() * 1000) < 1000
