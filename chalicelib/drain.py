@@ -1,24 +1,36 @@
-"""The scheduled drain: receive in batches, deliver each group in order, delete only after a 2xx."""
+"""The scheduled drain: receive in batches, deliver each group in order, delete only after a 2xx
+(or once the ledger shows the message delivered), and decide per response what happens next."""
 
 from __future__ import annotations
 
 import logging
+import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from chalicelib.api_client import ApiClient
+from chalicelib.api_client import ApiClient, ApiResponse
+from chalicelib.dead_letters import dead_letter
 from chalicelib.fifo_queue import FifoQueue, ReceivedMessage
-from chalicelib.policy import HEAD_HOLD_S, Outcome, classify, release_plan
+from chalicelib.ledger import Claim, ClaimKind, Ledger, Status
+from chalicelib.policy import HEAD_HOLD_S, Decision, Outcome, backoff_s, classify, release_plan
+from chalicelib.ratelimit import RateLimiter
 from chalicelib.settings import Settings
 
 log = logging.getLogger(__name__)
+
+Releases = list[tuple[ReceivedMessage, int]]
 
 
 @dataclass
 class DrainReport:
     received: int = 0
     delivered: int = 0
+    already_delivered: int = 0
     retried: int = 0
+    saturated: int = 0
+    dead_lettered: int = 0
+    halted: int = 0
     released: int = 0
     delete_failures: int = 0
     stopped_by: str = ""
@@ -26,6 +38,56 @@ class DrainReport:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+class RunState:
+    """What every group of a run shares: why it stopped, failure streaks, counters. Thread-safe."""
+
+    def __init__(self, out_of_time: Callable[[], bool], breaker_failures: int) -> None:
+        self._out_of_time = out_of_time
+        self._breaker_failures = breaker_failures
+        self._lock = threading.Lock()
+        self.stopped_by = ""
+        self.resume_after_s = HEAD_HOLD_S
+        self.failure_streak = 0
+        self.key_refreshed = False
+        self.report = DrainReport()
+        self.blocked: set[str] = set()
+
+    def stop(self, reason: str, resume_after_s: int = HEAD_HOLD_S) -> None:
+        with self._lock:
+            if not self.stopped_by:
+                self.stopped_by, self.resume_after_s = reason, resume_after_s
+
+    def should_stop(self) -> bool:
+        if not self.stopped_by and self._out_of_time():
+            self.stop("time")
+        return bool(self.stopped_by)
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self.report, name, getattr(self.report, name) + n)
+
+    def block(self, group_id: str) -> None:
+        with self._lock:
+            self.blocked.add(group_id)
+
+    def failed_retryably(self) -> None:
+        with self._lock:
+            self.failure_streak += 1
+            tripped = self.failure_streak >= self._breaker_failures
+        if tripped:
+            self.stop("breaker")
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self.failure_streak = 0
+
+
+@dataclass
+class GroupResult:
+    delete: list[ReceivedMessage] = field(default_factory=list)
+    releases: Releases = field(default_factory=list)
 
 
 def group_in_order(batch: list[ReceivedMessage]) -> dict[str, list[ReceivedMessage]]:
@@ -37,83 +99,208 @@ def group_in_order(batch: list[ReceivedMessage]) -> dict[str, list[ReceivedMessa
 
 
 class Drainer:
-    def __init__(self, queue: FifoQueue, api: ApiClient, settings: Settings) -> None:
+    def __init__(
+        self,
+        queue: FifoQueue,
+        dead_letters: FifoQueue,
+        ledger: Ledger,
+        api: ApiClient,
+        refresh_key: Callable[[], object],
+        settings: Settings,
+    ) -> None:
         self._queue = queue
+        self._dead_letters = dead_letters
+        self._ledger = ledger
         self._api = api
+        self._refresh_key = refresh_key
         self._settings = settings
+        self._destination = settings.destination
 
     def run(self, remaining_ms: Callable[[], int]) -> DrainReport:
-        """Drain until the queue is empty, the budget is spent or time runs short."""
-        report = DrainReport()
-        blocked: set[str] = set()
+        """Drain until the queue is empty, the budget is spent, time runs short or the API says stop."""
         margin = self._settings.drain_safety_margin_ms
-        while True:
-            budget_left = self._settings.drain_budget - report.received
+        state = RunState(lambda: remaining_ms() < margin, self._settings.breaker_failures)
+        limiter = RateLimiter(self._destination.rate_limit_per_s, self._destination.rate_limit_burst)
+        owner = str(uuid.uuid4())
+        while not state.should_stop():
+            budget_left = self._settings.drain_budget - state.report.received
             if budget_left <= 0:
-                report.stopped_by = "budget"
-                break
-            if remaining_ms() < margin:
-                report.stopped_by = "time"
+                state.stop("budget")
                 break
             batch = self._queue.receive(budget_left, self._settings.visibility_timeout_s)
             if not batch:
-                report.stopped_by = "empty"
+                state.stop("empty")
                 break
-            report.received += len(batch)
-            out_of_time = self._process(batch, blocked, report, lambda: remaining_ms() < margin)
-            if out_of_time:
-                report.stopped_by = "time"
-                break
-        report.blocked_groups = sorted(blocked)
-        log.info("drain run finished", extra={"report": report.as_dict()})
+            state.count("received", len(batch))
+            results = [
+                self._deliver_group(messages, state, limiter, owner)
+                for messages in group_in_order(batch).values()
+            ]
+            self._finish(results, state)
+        report = state.report
+        report.stopped_by = state.stopped_by
+        report.blocked_groups = sorted(state.blocked)
+        log.info(
+            "drain run finished", extra={"destination": self._destination.name, "report": report.as_dict()}
+        )
         return report
 
-    def _process(
-        self,
-        batch: list[ReceivedMessage],
-        blocked: set[str],
-        report: DrainReport,
-        out_of_time: Callable[[], bool],
-    ) -> bool:
-        delivered: list[ReceivedMessage] = []
-        releases: list[tuple[ReceivedMessage, int]] = []
-        timed_out = False
-        for group_id, messages in group_in_order(batch).items():
-            if group_id in blocked:
-                releases += release_plan(messages, self._settings.retry_delay_s)
-                continue
-            for index, message in enumerate(messages):
-                if timed_out or out_of_time():
-                    timed_out = True
-                    releases += release_plan(messages[index:], HEAD_HOLD_S)
-                    break
-                if self._deliver(message) is Outcome.DELIVERED:
-                    delivered.append(message)
-                    continue
-                blocked.add(group_id)
-                report.retried += 1
-                releases += release_plan(messages[index:], self._settings.retry_delay_s)
-                break
-        report.delivered += len(delivered)
-        report.delete_failures += len(self._queue.delete(delivered))
-        report.released += len(releases)
+    def _finish(self, results: list[GroupResult], state: RunState) -> None:
+        deletes = [m for r in results for m in r.delete]
+        releases = [change for r in results for change in r.releases]
+        state.count("delete_failures", len(self._queue.delete(deletes)))
+        state.count("released", len(releases))
         self._queue.change_visibility(releases)
-        return timed_out
 
-    def _deliver(self, message: ReceivedMessage) -> Outcome:
+    def _deliver_group(
+        self, messages: list[ReceivedMessage], state: RunState, limiter: RateLimiter, owner: str
+    ) -> GroupResult:
+        """One group, strictly in order; returns what to delete and what goes back, and when."""
+        result = GroupResult()
+        group = messages[0].group_id
+        for index, message in enumerate(messages):
+            rest = messages[index:]
+            if group in state.blocked:
+                result.releases += release_plan(rest, self._settings.retry_delay_s)
+                return result
+            if state.should_stop():
+                result.releases += release_plan(rest, state.resume_after_s)
+                return result
+            claim = self._ledger.claim(
+                message.message_id, group, owner, self._settings.visibility_timeout_s, message.copy_id
+            )
+            if claim.kind in (ClaimKind.DELIVERED, ClaimKind.DEAD):
+                self._log(message, claim.attempts, f"already {claim.kind.value}", None)
+                if claim.kind is ClaimKind.DELIVERED:
+                    state.count("already_delivered")
+                result.delete.append(message)
+                continue
+            if claim.kind is ClaimKind.SKIP:
+                if self._poison(rest, "skipped by an operator", "", claim, state, result):
+                    continue
+                return result
+            if claim.kind in (ClaimKind.HALTED, ClaimKind.BUSY):
+                hold = (
+                    self._settings.retry_max_delay_s
+                    if claim.kind is ClaimKind.HALTED
+                    else self._settings.retry_delay_s
+                )
+                self._log(message, claim.attempts, claim.kind.value, None)
+                state.block(group)
+                result.releases += release_plan(rest, hold)
+                return result
+            limiter.acquire()
+            response, decision = self._attempt(message, claim, state)
+            if decision.outcome is Outcome.DELIVERED:
+                self._ledger.settle(message.message_id, Status.DELIVERED, response.status, "", counted=True)
+                state.succeeded()
+                state.count("delivered")
+                result.delete.append(message)
+                continue
+            record = self._ledger.settle(
+                message.message_id,
+                Status.FAILED,
+                response.status,
+                decision.reason,
+                counted=decision.counted,
+            )
+            if decision.outcome is Outcome.PERMANENT or (
+                decision.outcome is Outcome.RETRY and record.attempts >= self._destination.max_attempts
+            ):
+                reason = (
+                    decision.reason
+                    if decision.outcome is Outcome.PERMANENT
+                    else (f"gave up after {record.attempts} attempts; last: {decision.reason}")
+                )
+                if decision.outcome is Outcome.RETRY:
+                    state.failed_retryably()
+                if self._poison(
+                    rest, reason, response.body_excerpt, Claim(claim.kind, record), state, result
+                ):
+                    continue
+                return result
+            state.block(group)
+            if decision.outcome is Outcome.SATURATED:
+                state.count("saturated")
+                state.stop("saturated", decision.retry_after_s or HEAD_HOLD_S)
+                result.releases += release_plan(rest, decision.retry_after_s or HEAD_HOLD_S)
+            elif decision.outcome is Outcome.AUTH:
+                result.releases += release_plan(rest, HEAD_HOLD_S)
+            else:
+                state.count("retried")
+                state.failed_retryably()
+                delay = backoff_s(
+                    record.attempts, self._settings.retry_delay_s, self._settings.retry_max_delay_s
+                )
+                result.releases += release_plan(rest, delay)
+            return result
+        return result
+
+    def _attempt(
+        self, message: ReceivedMessage, claim: Claim, state: RunState
+    ) -> tuple[ApiResponse, Decision]:
+        """POST once; on 401/403 re-read the key from SSM once per run and try again."""
         response = self._api.post(message.body, idempotency_key=message.message_id)
-        outcome = classify(response)
-        log.info(
-            "delivery",
-            extra={
-                "message_id": message.message_id,
-                "group_id": message.group_id,
-                "destination": self._api.destination.name,
-                "receive_count": message.receive_count,
-                "status": response.status,
-                "error": response.error,
-                "elapsed_ms": response.elapsed_ms,
-                "outcome": outcome.value,
-            },
+        decision = classify(response)
+        if decision.outcome is Outcome.AUTH and not state.key_refreshed:
+            state.key_refreshed = True
+            self._refresh_key()
+            self._log(message, claim.attempts + 1, "auth-retry", response)
+            response = self._api.post(message.body, idempotency_key=message.message_id)
+            decision = classify(response)
+        if decision.outcome is Outcome.AUTH:
+            log.error(
+                "the API refused the key even after re-reading it from SSM; stopping the run",
+                extra={"destination": self._destination.name, "status": response.status},
+            )
+            state.stop("auth")
+        self._log(message, claim.attempts + 1, decision.outcome.value, response)
+        return response, decision
+
+    def _poison(
+        self,
+        rest: list[ReceivedMessage],
+        reason: str,
+        excerpt: str,
+        claim: Claim,
+        state: RunState,
+        result: GroupResult,
+    ) -> bool:
+        """Dead-letter `rest[0]` (skip) or halt its group (strict); True when the group may go on."""
+        message = rest[0]
+        if self._destination.ordering == "strict" and claim.kind is not ClaimKind.SKIP:
+            self._ledger.settle(message.message_id, Status.HALTED, None, reason, counted=False)
+            log.error("group halted by a poison message", extra=self._fields(message, claim.attempts, reason))
+            state.count("halted")
+            state.block(message.group_id)
+            result.releases += release_plan(rest, self._settings.retry_max_delay_s)
+            return False
+        if self._dead_letters.send([dead_letter(message, reason, excerpt, claim.record)]):
+            state.block(message.group_id)
+            result.releases += release_plan(rest, self._settings.retry_delay_s)
+            return False
+        self._ledger.settle(
+            message.message_id, Status.DEAD, None, reason, counted=False, dead_copy=message.copy_id
         )
-        return outcome
+        log.error("message dead-lettered", extra=self._fields(message, claim.attempts, reason))
+        state.count("dead_lettered")
+        result.delete.append(message)
+        return True
+
+    def _fields(self, message: ReceivedMessage, attempt: int, outcome: str) -> dict[str, object]:
+        return {
+            "message_id": message.message_id,
+            "group_id": message.group_id,
+            "destination": self._destination.name,
+            "attempt": attempt,
+            "receive_count": message.receive_count,
+            "outcome": outcome,
+        }
+
+    def _log(
+        self, message: ReceivedMessage, attempt: int, outcome: str, response: ApiResponse | None
+    ) -> None:
+        fields = self._fields(message, attempt, outcome)
+        if response is not None:
+            fields |= {"status": response.status, "error": response.error, "elapsed_ms": response.elapsed_ms}
+        log.info("delivery", extra=fields)

@@ -35,6 +35,7 @@ class ReceivedMessage:
     body: str
     receive_count: int
     attributes: Mapping[str, str] = field(default_factory=dict)
+    copy_id: str = ""  # SQS's MessageId: differs for each copy (a redriven message is a new copy)
 
     @classmethod
     def from_sqs(cls, raw: Mapping[str, Any]) -> ReceivedMessage:
@@ -49,6 +50,7 @@ class ReceivedMessage:
             body=raw["Body"],
             receive_count=int(system.get("ApproximateReceiveCount", "1")),
             attributes=attrs,
+            copy_id=raw["MessageId"],
         )
 
 

@@ -7,8 +7,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from chalicelib.fifo_queue import FifoQueue, SendFailure
-from chalicelib.records import build_messages, rejection_message
+from chalicelib.ledger import Ledger
+from chalicelib.records import OutboundMessage, build_messages, rejection_message
 from chalicelib.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,9 +40,10 @@ class IngestReport:
 
 
 class Ingestor:
-    def __init__(self, queue: FifoQueue, dead_letters: FifoQueue, settings: Settings) -> None:
+    def __init__(self, queue: FifoQueue, dead_letters: FifoQueue, ledger: Ledger, settings: Settings) -> None:
         self._queue = queue
         self._dead_letters = dead_letters
+        self._ledger = ledger
         self._settings = settings
 
     def handle(self, records: Sequence[Mapping[str, Any]]) -> IngestReport:
@@ -69,6 +73,18 @@ class Ingestor:
             )
         if failures:
             raise IngestError(failures)
+        self._record_queued(built.messages)
         report = IngestReport(len(records), len(built.messages), built.skipped, len(built.rejected))
         log.info("ingest batch queued", extra={"report": report.as_dict()})
         return report
+
+    def _record_queued(self, messages: Sequence[OutboundMessage]) -> None:
+        """Status for operators; the drain does not depend on it, so a failed write only warns."""
+        for message in messages:
+            try:
+                self._ledger.record_queued(message.message_id, message.group_id)
+            except (ClientError, BotoCoreError) as exc:
+                log.warning(
+                    "ledger write failed",
+                    extra={"message_id": message.message_id, "group_id": message.group_id, "error": str(exc)},
+                )

@@ -18,6 +18,7 @@ T = TypeVar("T")
 
 EVENT_NAMES = frozenset({"INSERT", "MODIFY", "REMOVE"})
 GROUP_BY_CHOICES = ("partition_key", "table")
+ORDERING_CHOICES = ("skip", "strict")
 SQS_MAX_MESSAGE_BYTES = 1_048_576
 
 
@@ -38,6 +39,10 @@ class Destination:
     api_key_header: str
     connect_timeout_s: float
     read_timeout_s: float
+    ordering: str
+    max_attempts: int
+    rate_limit_per_s: float
+    rate_limit_burst: int
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class Settings:
     stream_arn: str
     queue_url: str
     dlq_url: str
+    ledger_table: str
+    ledger_ttl_s: int
     destination: Destination
     event_names: frozenset[str]
     group_by: str
@@ -57,6 +64,8 @@ class Settings:
     drain_safety_margin_ms: int
     visibility_timeout_s: int
     retry_delay_s: int
+    retry_max_delay_s: int
+    breaker_failures: int
     secret_max_age_s: int
     log_level: str
 
@@ -150,11 +159,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_key_header=r.text("TRICKLE_API_KEY_HEADER", "x-api-key"),
         connect_timeout_s=r.number("TRICKLE_CONNECT_TIMEOUT_SECONDS", 3.05, float, 0.1, 60.0),
         read_timeout_s=r.number("TRICKLE_READ_TIMEOUT_SECONDS", 10.0, float, 0.1, 600.0),
+        ordering=r.choice("TRICKLE_ORDERING", "skip", ORDERING_CHOICES),
+        max_attempts=r.number("TRICKLE_MAX_ATTEMPTS", 5, int, 1, 100),
+        rate_limit_per_s=r.number("TRICKLE_RATE_LIMIT_PER_SECOND", 10.0, float, 0.01, 10_000.0),
+        rate_limit_burst=r.number("TRICKLE_RATE_LIMIT_BURST", 5, int, 1, 10_000),
     )
     settings = Settings(
         stream_arn=stream_arn,
         queue_url=queue_url,
         dlq_url=dlq_url,
+        ledger_table=r.text("TRICKLE_LEDGER_TABLE"),
+        ledger_ttl_s=r.number("TRICKLE_LEDGER_TTL_DAYS", 30, int, 1, 3650) * 86_400,
         destination=destination,
         event_names=event_names,
         group_by=group_by,
@@ -169,6 +184,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         drain_safety_margin_ms=r.number("TRICKLE_DRAIN_SAFETY_MARGIN_MS", 10_000, int, 0, 900_000),
         visibility_timeout_s=r.number("TRICKLE_VISIBILITY_TIMEOUT_SECONDS", 960, int, 1, 43_200),
         retry_delay_s=r.number("TRICKLE_RETRY_DELAY_SECONDS", 30, int, 1, 43_200),
+        retry_max_delay_s=r.number("TRICKLE_RETRY_MAX_DELAY_SECONDS", 900, int, 1, 43_200),
+        breaker_failures=r.number("TRICKLE_BREAKER_FAILURES", 5, int, 1, 10_000),
         secret_max_age_s=r.number("TRICKLE_SECRET_MAX_AGE_SECONDS", 300, int, 0, 86_400),
         log_level=r.choice("TRICKLE_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
     )

@@ -12,6 +12,7 @@ from chalicelib.api_client import ApiClient, make_session
 from chalicelib.drain import Drainer
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.ingest import Ingestor
+from chalicelib.ledger import Ledger
 from chalicelib.secrets import SecretCache
 from chalicelib.settings import Settings, load_settings
 
@@ -35,23 +36,36 @@ def api_key() -> SecretCache:
 
 
 @functools.cache
-def ingestor() -> Ingestor:
+def queue() -> FifoQueue:
     s = settings()
-    return Ingestor(
-        FifoQueue(client("sqs"), s.queue_url, attempts=s.send_attempts),
-        FifoQueue(client("sqs"), s.dlq_url, attempts=s.send_attempts),
-        s,
-    )
+    return FifoQueue(client("sqs"), s.queue_url, attempts=s.send_attempts)
+
+
+@functools.cache
+def dead_letters() -> FifoQueue:
+    s = settings()
+    return FifoQueue(client("sqs"), s.dlq_url, attempts=s.send_attempts)
+
+
+@functools.cache
+def ledger() -> Ledger:
+    s = settings()
+    return Ledger(client("dynamodb"), s.ledger_table, s.ledger_ttl_s)
+
+
+@functools.cache
+def ingestor() -> Ingestor:
+    return Ingestor(queue(), dead_letters(), ledger(), settings())
 
 
 @functools.cache
 def drainer() -> Drainer:
     s = settings()
     api = ApiClient(make_session(), s.destination, api_key().get)
-    return Drainer(FifoQueue(client("sqs"), s.queue_url, attempts=s.send_attempts), api, s)
+    return Drainer(queue(), dead_letters(), ledger(), api, api_key().refresh, s)
 
 
 def reset() -> None:
     """Forget every cached object, as a new container would (used by tests and the local runtime)."""
-    for cached in (settings, client, api_key, ingestor, drainer):
+    for cached in (settings, client, api_key, queue, dead_letters, ledger, ingestor, drainer):
         cached.cache_clear()

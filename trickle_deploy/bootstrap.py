@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 from chalicelib.settings import table_name_from_stream_arn
 
 # The queue's own receive limit is a backstop only; Trickle counts real attempts itself.
-BACKSTOP_MAX_RECEIVE_COUNT = 100
+BACKSTOP_MAX_RECEIVE_COUNT = 1000
 RETENTION_S = 14 * 24 * 3600
 
 
@@ -28,6 +28,7 @@ class StageNames:
     sort_key: str | None
     queue: str
     dead_letter_queue: str
+    ledger_table: str
     api_key_parameter: str
 
     @classmethod
@@ -38,6 +39,7 @@ class StageNames:
             sort_key=sort_key,
             queue=queue_name(env["TRICKLE_QUEUE_URL"]),
             dead_letter_queue=queue_name(env["TRICKLE_DLQ_URL"]),
+            ledger_table=env["TRICKLE_LEDGER_TABLE"],
             api_key_parameter=env["TRICKLE_API_KEY_PARAMETER"],
         )
 
@@ -63,6 +65,26 @@ def ensure_table(dynamodb: Any, names: StageNames) -> str:
     if not table.get("LatestStreamArn"):
         raise RuntimeError(f"table {names.table} exists without a stream; enable NEW_AND_OLD_IMAGES")
     return str(table["LatestStreamArn"])
+
+
+def ensure_ledger(dynamodb: Any, names: StageNames) -> None:
+    """The delivery ledger: one record per message id, expiring through DynamoDB TTL."""
+    try:
+        dynamodb.describe_table(TableName=names.ledger_table)
+    except dynamodb.exceptions.ResourceNotFoundException:
+        dynamodb.create_table(
+            TableName=names.ledger_table,
+            KeySchema=[{"AttributeName": "message_id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "message_id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        dynamodb.get_waiter("table_exists").wait(TableName=names.ledger_table)
+    ttl = dynamodb.describe_time_to_live(TableName=names.ledger_table)["TimeToLiveDescription"]
+    if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+        dynamodb.update_time_to_live(
+            TableName=names.ledger_table,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+        )
 
 
 def ensure_queues(sqs: Any, names: StageNames, visibility_timeout_s: int) -> tuple[str, str]:
@@ -98,6 +120,7 @@ def provision(clients: Mapping[str, Any], env: Mapping[str, str], api_key: str |
     """Create every resource the stage names; returns the env with the real stream ARN and URLs."""
     names = StageNames.from_env(env)
     stream_arn = ensure_table(clients["dynamodb"], names)
+    ensure_ledger(clients["dynamodb"], names)
     visibility = int(env.get("TRICKLE_VISIBILITY_TIMEOUT_SECONDS", "960"))
     queue_url, dlq_url = ensure_queues(clients["sqs"], names, visibility)
     ensure_api_key(clients["ssm"], names, api_key)

@@ -28,6 +28,9 @@ ACTIONS: dict[tuple[str, str], str] = {
     ("sqs", "ChangeMessageVisibility"): "sqs:ChangeMessageVisibility",
     ("sqs", "ChangeMessageVisibilityBatch"): "sqs:ChangeMessageVisibility",
     ("ssm", "GetParameter"): "ssm:GetParameter",
+    ("dynamodb", "GetItem"): "dynamodb:GetItem",
+    ("dynamodb", "PutItem"): "dynamodb:PutItem",
+    ("dynamodb", "UpdateItem"): "dynamodb:UpdateItem",
 }
 
 
@@ -39,6 +42,7 @@ class StageResources:
     table: str
     queue_arn: str
     dlq_arn: str
+    ledger_arn: str
     parameter_arn: str
 
     @property
@@ -74,6 +78,7 @@ def stage_resources(env: Mapping[str, str]) -> StageResources:
         table=resource.split("/")[1],
         queue_arn=queue_arn(env["TRICKLE_QUEUE_URL"], partition, region),
         dlq_arn=queue_arn(env["TRICKLE_DLQ_URL"], partition, region),
+        ledger_arn=f"arn:{partition}:dynamodb:{region}:{account}:table/{env['TRICKLE_LEDGER_TABLE']}",
         parameter_arn=parameter_arn(env["TRICKLE_API_KEY_PARAMETER"], partition, region, account),
     )
 
@@ -103,6 +108,7 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                     [r.stream_arns],
                 ),
                 _statement("Enqueue", ["sqs:SendMessage"], [r.queue_arn, r.dlq_arn]),
+                _statement("RecordQueued", ["dynamodb:PutItem"], [r.ledger_arn]),
             ],
         },
         "drain": {
@@ -114,6 +120,8 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                     ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"],
                     [r.queue_arn],
                 ),
+                _statement("DeadLetter", ["sqs:SendMessage"], [r.dlq_arn]),
+                _statement("Ledger", ["dynamodb:GetItem", "dynamodb:UpdateItem"], [r.ledger_arn]),
                 _statement("ReadApiKey", ["ssm:GetParameter"], [r.parameter_arn]),
             ],
         },

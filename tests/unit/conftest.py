@@ -22,6 +22,7 @@ BASE_ENV: Mapping[str, str] = {
     "TRICKLE_DLQ_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/dlq.fifo",
     "TRICKLE_API_URL": "https://api.example.com/items",
     "TRICKLE_API_KEY_PARAMETER": "/trickle/test/api-key",
+    "TRICKLE_LEDGER_TABLE": "trickle-test-ledger",
     "TRICKLE_PARTITION_KEY": "pk",
 }
 

@@ -1,0 +1,202 @@
+"""Dead-letter entries that say why, and redrive back to the source queue in group order.
+
+SQS allows ten message attributes; a dead-lettered message uses all ten: its three relay
+attributes and seven describing the failure.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Container
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.fifo_queue import FifoQueue, ReceivedMessage
+from chalicelib.ledger import LedgerRecord
+from chalicelib.records import MESSAGE_ID_ATTRIBUTE, REASON_ATTRIBUTE, OutboundMessage
+
+log = logging.getLogger(__name__)
+
+RELAY_ATTRIBUTES = (MESSAGE_ID_ATTRIBUTE, "trickle-destination", "trickle-event")
+STATUS_ATTRIBUTE = "trickle-status-code"
+EXCERPT_ATTRIBUTE = "trickle-response-excerpt"
+ATTEMPTS_ATTRIBUTE = "trickle-attempts"
+FIRST_ATTEMPT_ATTRIBUTE = "trickle-first-attempt-at"
+LAST_ATTEMPT_ATTRIBUTE = "trickle-last-attempt-at"
+REDRIVES_ATTRIBUTE = "trickle-redrives"
+REJECTED_AT_ATTRIBUTE = "trickle-rejected-at"
+
+
+def _iso(epoch: float | None) -> str:
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dead_letter(
+    message: ReceivedMessage, reason: str, excerpt: str, record: LedgerRecord | None
+) -> OutboundMessage:
+    """The message as it was, plus why it died; deduplicated per copy so a retried send is safe."""
+    attributes = {name: message.attributes[name] for name in RELAY_ATTRIBUTES if message.attributes.get(name)}
+    attributes |= {
+        REASON_ATTRIBUTE: reason[:1024] or "unknown",
+        ATTEMPTS_ATTRIBUTE: str(record.attempts if record else 0),
+        REDRIVES_ATTRIBUTE: message.attributes.get(REDRIVES_ATTRIBUTE, "0"),
+    }
+    optional = {
+        STATUS_ATTRIBUTE: str(record.last_status_code) if record and record.last_status_code else "",
+        EXCERPT_ATTRIBUTE: excerpt[:256],
+        FIRST_ATTEMPT_ATTRIBUTE: _iso(record.first_attempt_at if record else None),
+        LAST_ATTEMPT_ATTRIBUTE: _iso(record.last_attempt_at if record else None),
+    }
+    attributes |= {name: value for name, value in optional.items() if value}
+    return OutboundMessage(
+        message_id=message.message_id,
+        group_id=message.group_id,
+        dedup_id=f"dead-{message.copy_id}",
+        body=message.body,
+        attributes=attributes,
+        sequence_number="",
+    )
+
+
+def redrive_copy(message: ReceivedMessage) -> OutboundMessage:
+    """Back to the source queue: same body and group, failure attributes dropped, a new
+    deduplication id per redrive so SQS does not drop it as a repeat of the original."""
+    generation = int(message.attributes.get(REDRIVES_ATTRIBUTE, "0") or 0) + 1
+    attributes = {name: message.attributes[name] for name in RELAY_ATTRIBUTES if message.attributes.get(name)}
+    attributes[REDRIVES_ATTRIBUTE] = str(generation)
+    return OutboundMessage(
+        message_id=message.message_id,
+        group_id=message.group_id,
+        dedup_id=f"{message.message_id}-r{generation}",
+        body=message.body,
+        attributes=attributes,
+        sequence_number="",
+    )
+
+
+@dataclass
+class RedriveReport:
+    method: str = "copy"
+    moved: int = 0
+    skipped_not_redrivable: int = 0
+    skipped_by_filter: int = 0
+    failed: int = 0
+    groups: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RedriveFilter:
+    groups: Container[str] | None = None
+    message_ids: Container[str] | None = None
+
+    @property
+    def everything(self) -> bool:
+        return self.groups is None and self.message_ids is None
+
+    def wants(self, message: ReceivedMessage) -> bool:
+        if self.groups is not None and message.group_id not in self.groups:
+            return False
+        return self.message_ids is None or message.message_id in self.message_ids
+
+
+class Redriver:
+    """Moves dead letters back: `StartMessageMoveTask` where the endpoint has it, else an ordered copy
+    that deletes from the dead-letter queue only after the send succeeded. Interrupted midway, the
+    copy loses nothing (the original stays until its copy is queued) and duplicates nothing that
+    reaches the API (the ledger knows a redriven message that was already delivered)."""
+
+    def __init__(
+        self,
+        sqs: Any,
+        dead_letters: FifoQueue,
+        source: FifoQueue,
+        visibility_s: int = 60,
+        progress: Callable[[RedriveReport], None] | None = None,
+    ) -> None:
+        self._sqs = sqs
+        self._dead_letters = dead_letters
+        self._source = source
+        self._visibility_s = visibility_s
+        self._progress = progress
+
+    def redrive(self, wanted: RedriveFilter | None = None, use_move_task: bool = True) -> RedriveReport:
+        wanted = wanted or RedriveFilter()
+        if use_move_task and wanted.everything:
+            report = self._move_task()
+            if report is not None:
+                return report
+        return self._copy(wanted)
+
+    def _arn(self, url: str) -> str:
+        attributes = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+        return str(attributes["QueueArn"])
+
+    def _move_task(self) -> RedriveReport | None:
+        try:
+            self._sqs.start_message_move_task(
+                SourceArn=self._arn(self._dead_letters.url), DestinationArn=self._arn(self._source.url)
+            )
+        except ClientError as exc:
+            log.info("StartMessageMoveTask unavailable; copying in order", extra={"error": str(exc)})
+            return None
+        return RedriveReport(method="move_task")
+
+    def _copy(self, wanted: RedriveFilter) -> RedriveReport:
+        """Messages left in place stay hidden while the copy runs, so they cannot crowd out the
+        rest; when only they come back, they are released once to reach what their groups hid."""
+        report = RedriveReport()
+        seen: set[str] = set()
+        held: list[ReceivedMessage] = []
+        released_without_progress = False
+        while True:
+            received = self._dead_letters.receive(10, self._visibility_s)
+            fresh = [m for m in received if m.copy_id not in seen]
+            held += [m for m in received if m.copy_id in seen]
+            if not fresh:
+                if not held or released_without_progress:
+                    self._dead_letters.change_visibility([(m, 0) for m in held])
+                    return report
+                self._dead_letters.change_visibility([(m, 0) for m in held])
+                held, released_without_progress = [], True
+                continue
+            released_without_progress = False
+            seen.update(m.copy_id for m in fresh)
+            moved, keep = self._copy_batch(fresh, wanted, report)
+            self._dead_letters.delete(moved)
+            held += keep
+            if self._progress:
+                self._progress(report)
+
+    def _copy_batch(
+        self, batch: list[ReceivedMessage], wanted: RedriveFilter, report: RedriveReport
+    ) -> tuple[list[ReceivedMessage], list[ReceivedMessage]]:
+        moved: list[ReceivedMessage] = []
+        keep: list[ReceivedMessage] = []
+        stopped: set[str] = set()
+        for message in batch:
+            if message.group_id in stopped:
+                keep.append(message)
+            elif message.attributes.get(REJECTED_AT_ATTRIBUTE):
+                report.skipped_not_redrivable += 1  # a stub: the record never made it to the queue
+                keep.append(message)
+            elif not wanted.wants(message):
+                report.skipped_by_filter += 1
+                keep.append(message)
+            elif self._source.send([redrive_copy(message)]):
+                report.failed += 1
+                stopped.add(message.group_id)  # nothing later of this group may overtake it
+                keep.append(message)
+            else:
+                report.moved += 1
+                moved.append(message)
+                if message.group_id not in report.groups:
+                    report.groups.append(message.group_id)
+        return moved, keep

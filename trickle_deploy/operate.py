@@ -1,0 +1,86 @@
+"""Operator commands for a stage: redrive dead letters, and steer a group halted in strict mode.
+
+    python -m trickle_deploy.operate --stage prod redrive [--group G ...] [--message-id ID ...]
+    python -m trickle_deploy.operate --stage prod retry MESSAGE_ID   # try a halted message again
+    python -m trickle_deploy.operate --stage prod skip MESSAGE_ID    # dead-letter it, let its group go on
+
+`--endpoint URL` points at a local endpoint (the local stage's is used by default for `--stage local`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from chalicelib.dead_letters import RedriveFilter, Redriver, RedriveReport
+from chalicelib.fifo_queue import FifoQueue
+from chalicelib.ledger import Ledger, Status
+from chalicelib.settings import load_settings
+from trickle_local import stage
+from trickle_local.endpoint import clients
+
+
+def redrive(
+    sqs: Any, env: dict[str, str], wanted: RedriveFilter, use_move_task: bool = True
+) -> RedriveReport:
+    settings = load_settings(env)
+    redriver = Redriver(
+        sqs,
+        FifoQueue(sqs, settings.dlq_url, attempts=settings.send_attempts),
+        FifoQueue(sqs, settings.queue_url, attempts=settings.send_attempts),
+    )
+    return redriver.redrive(wanted, use_move_task=use_move_task)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trickle_deploy.operate", description=__doc__)
+    parser.add_argument("--stage", default="local")
+    parser.add_argument("--endpoint", help="AWS endpoint URL (default: the stage's AWS_ENDPOINT_URL, if any)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    redrive_cmd = commands.add_parser("redrive", help="move dead letters back to the queue, in group order")
+    redrive_cmd.add_argument("--group", action="append", help="only this message group (repeatable)")
+    redrive_cmd.add_argument("--message-id", action="append", help="only this message id (repeatable)")
+    redrive_cmd.add_argument(
+        "--copy", action="store_true", help="copy in order even if StartMessageMoveTask exists"
+    )
+    for name, text in (("retry", "try a halted message again, attempts reset"), ("skip", "dead-letter it")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("message_id")
+    args = parser.parse_args(argv)
+
+    env = stage.stage_env(args.stage)
+    endpoint = args.endpoint or env.get("AWS_ENDPOINT_URL")
+    if args.endpoint:
+        env = stage.rebase(env, args.endpoint, None)
+    aws = clients(endpoint)
+    sqs, dynamodb = aws["sqs"], aws["dynamodb"]
+    if args.command == "redrive":
+        wanted = RedriveFilter(
+            groups=set(args.group) if args.group else None,
+            message_ids=set(args.message_id) if args.message_id else None,
+        )
+        print(json.dumps(redrive(sqs, env, wanted, use_move_task=not args.copy).as_dict()))
+        return 0
+    settings = load_settings(env)
+    ledger = Ledger(dynamodb, settings.ledger_table, settings.ledger_ttl_s)
+    record = ledger.get(args.message_id)
+    if record is None or record.status is not Status.HALTED:
+        print(
+            f"{args.message_id}: not halted ({record.status.value if record else 'unknown id'})",
+            file=sys.stderr,
+        )
+        return 1
+    if args.command == "retry":
+        ledger.set_status(args.message_id, Status.FAILED, reset_attempts=True)
+    else:
+        ledger.set_status(args.message_id, Status.SKIP)
+    print(
+        json.dumps({"message_id": args.message_id, "status": "failed" if args.command == "retry" else "skip"})
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
