@@ -25,6 +25,7 @@ REQUIRED = (
     "TRICKLE_DLQ_URL",
     "TRICKLE_API_URL",
     "TRICKLE_API_KEY_PARAMETER",
+    "TRICKLE_LEDGER_TABLE",
 )
 
 
@@ -46,7 +47,13 @@ def test_defaults_from_the_minimal_env(settings: Settings) -> None:
         api_key_header="x-api-key",
         connect_timeout_s=3.05,
         read_timeout_s=10.0,
+        ordering="skip",
+        max_attempts=5,
+        rate_limit_per_s=10.0,
+        rate_limit_burst=5,
     )
+    assert settings.ledger_table == "trickle-test-ledger"
+    assert settings.ledger_ttl_s == 30 * 86_400
     assert settings.event_names == frozenset({"INSERT"})
     assert settings.group_by == "partition_key"
     assert settings.partition_key == "pk"
@@ -58,6 +65,8 @@ def test_defaults_from_the_minimal_env(settings: Settings) -> None:
     assert settings.drain_safety_margin_ms == 10_000
     assert settings.visibility_timeout_s == 960
     assert settings.retry_delay_s == 30
+    assert settings.retry_max_delay_s == 900
+    assert settings.breaker_failures == 5
     assert settings.secret_max_age_s == 300
     assert settings.log_level == "INFO"
 
@@ -82,6 +91,14 @@ def test_full_env_is_parsed_with_types(base_env: dict[str, str]) -> None:
         "TRICKLE_RETRY_DELAY_SECONDS": "45",
         "TRICKLE_SECRET_MAX_AGE_SECONDS": "0",
         "TRICKLE_LOG_LEVEL": "DEBUG",
+        "TRICKLE_LEDGER_TABLE": "crm-ledger",
+        "TRICKLE_LEDGER_TTL_DAYS": "7",
+        "TRICKLE_ORDERING": "strict",
+        "TRICKLE_MAX_ATTEMPTS": "8",
+        "TRICKLE_RETRY_MAX_DELAY_SECONDS": "3600",
+        "TRICKLE_BREAKER_FAILURES": "12",
+        "TRICKLE_RATE_LIMIT_PER_SECOND": "2.5",
+        "TRICKLE_RATE_LIMIT_BURST": "20",
     }
     settings = load_settings(env)
     assert settings.event_names == frozenset({"INSERT", "MODIFY", "REMOVE"})
@@ -106,6 +123,23 @@ def test_full_env_is_parsed_with_types(base_env: dict[str, str]) -> None:
     assert numbers == (250, 5, 262144, 6, 1000, 2500, 120, 45, 0)
     assert all(type(n) is int for n in numbers)
     assert settings.log_level == "DEBUG"
+    assert settings.ledger_table == "crm-ledger"
+    assert settings.ledger_ttl_s == 7 * 86_400
+    assert settings.destination.ordering == "strict"
+    assert settings.destination.max_attempts == 8
+    assert settings.retry_max_delay_s == 3600
+    assert settings.breaker_failures == 12
+    assert settings.destination.rate_limit_per_s == 2.5
+    assert isinstance(settings.destination.rate_limit_per_s, float)
+    assert settings.destination.rate_limit_burst == 20
+    new_numbers = (
+        settings.ledger_ttl_s,
+        settings.destination.max_attempts,
+        settings.retry_max_delay_s,
+        settings.breaker_failures,
+        settings.destination.rate_limit_burst,
+    )
+    assert all(type(n) is int for n in new_numbers)
 
 
 def test_values_are_stripped_and_blank_means_default(base_env: dict[str, str]) -> None:
@@ -165,6 +199,13 @@ def test_blank_required_variable_counts_as_missing(base_env: dict[str, str]) -> 
         ("TRICKLE_DRAIN_BUDGET", "0x10"),
         ("TRICKLE_READ_TIMEOUT_SECONDS", "ten"),
         ("TRICKLE_CONNECT_TIMEOUT_SECONDS", "1,5"),
+        ("TRICKLE_LEDGER_TTL_DAYS", "a month"),
+        ("TRICKLE_LEDGER_TTL_DAYS", "1.5"),
+        ("TRICKLE_MAX_ATTEMPTS", "five"),
+        ("TRICKLE_RETRY_MAX_DELAY_SECONDS", "15m"),
+        ("TRICKLE_BREAKER_FAILURES", "3.0"),
+        ("TRICKLE_RATE_LIMIT_PER_SECOND", "10/s"),
+        ("TRICKLE_RATE_LIMIT_BURST", "2.5"),
     ],
 )
 def test_malformed_numbers(base_env: dict[str, str], name: str, raw: str) -> None:
@@ -192,11 +233,48 @@ def test_malformed_numbers(base_env: dict[str, str], name: str, raw: str) -> Non
         ("TRICKLE_READ_TIMEOUT_SECONDS", "600.5"),
         ("TRICKLE_READ_TIMEOUT_SECONDS", "nan"),
         ("TRICKLE_READ_TIMEOUT_SECONDS", "inf"),
+        ("TRICKLE_LEDGER_TTL_DAYS", "0"),
+        ("TRICKLE_LEDGER_TTL_DAYS", "3651"),
+        ("TRICKLE_MAX_ATTEMPTS", "0"),
+        ("TRICKLE_MAX_ATTEMPTS", "101"),
+        ("TRICKLE_RETRY_MAX_DELAY_SECONDS", "0"),
+        ("TRICKLE_RETRY_MAX_DELAY_SECONDS", "43201"),
+        ("TRICKLE_BREAKER_FAILURES", "0"),
+        ("TRICKLE_BREAKER_FAILURES", "10001"),
+        ("TRICKLE_RATE_LIMIT_PER_SECOND", "0"),
+        ("TRICKLE_RATE_LIMIT_PER_SECOND", "0.009"),
+        ("TRICKLE_RATE_LIMIT_PER_SECOND", "-1"),
+        ("TRICKLE_RATE_LIMIT_PER_SECOND", "10000.5"),
+        ("TRICKLE_RATE_LIMIT_PER_SECOND", "nan"),
+        ("TRICKLE_RATE_LIMIT_PER_SECOND", "inf"),
+        ("TRICKLE_RATE_LIMIT_BURST", "0"),
+        ("TRICKLE_RATE_LIMIT_BURST", "10001"),
     ],
 )
 def test_out_of_range_numbers(base_env: dict[str, str], name: str, raw: str) -> None:
     message = error_of({**base_env, name: raw})
     assert f"{name}={raw!r} must be between" in message
+
+
+FIELDS = {
+    "TRICKLE_SEND_ATTEMPTS": "send_attempts",
+    "TRICKLE_MAX_MESSAGE_BYTES": "max_message_bytes",
+    "TRICKLE_SECRET_MAX_AGE_SECONDS": "secret_max_age_s",
+    "TRICKLE_INGEST_BATCH_SIZE": "ingest_batch_size",
+    "TRICKLE_LEDGER_TTL_DAYS": "ledger_ttl_s",
+    "TRICKLE_RETRY_MAX_DELAY_SECONDS": "retry_max_delay_s",
+    "TRICKLE_BREAKER_FAILURES": "breaker_failures",
+    "TRICKLE_MAX_ATTEMPTS": "destination.max_attempts",
+    "TRICKLE_RATE_LIMIT_PER_SECOND": "destination.rate_limit_per_s",
+    "TRICKLE_RATE_LIMIT_BURST": "destination.rate_limit_burst",
+}
+
+
+def field_of(settings: Settings, name: str) -> object:
+    value: object = settings
+    for part in FIELDS[name].split("."):
+        value = getattr(value, part)
+    return value
 
 
 @pytest.mark.parametrize(
@@ -208,17 +286,49 @@ def test_out_of_range_numbers(base_env: dict[str, str], name: str, raw: str) -> 
         ("TRICKLE_MAX_MESSAGE_BYTES", str(SQS_MAX_MESSAGE_BYTES), SQS_MAX_MESSAGE_BYTES),
         ("TRICKLE_SECRET_MAX_AGE_SECONDS", "0", 0),
         ("TRICKLE_INGEST_BATCH_SIZE", "1000", 1000),
+        ("TRICKLE_LEDGER_TTL_DAYS", "1", 86_400),
+        ("TRICKLE_LEDGER_TTL_DAYS", "3650", 3650 * 86_400),
+        ("TRICKLE_MAX_ATTEMPTS", "1", 1),
+        ("TRICKLE_MAX_ATTEMPTS", "100", 100),
+        ("TRICKLE_RETRY_MAX_DELAY_SECONDS", "1", 1),
+        ("TRICKLE_RETRY_MAX_DELAY_SECONDS", "43200", 43_200),
+        ("TRICKLE_BREAKER_FAILURES", "1", 1),
+        ("TRICKLE_BREAKER_FAILURES", "10000", 10_000),
+        ("TRICKLE_RATE_LIMIT_PER_SECOND", "0.01", 0.01),
+        ("TRICKLE_RATE_LIMIT_PER_SECOND", "10000", 10_000.0),
+        ("TRICKLE_RATE_LIMIT_BURST", "1", 1),
+        ("TRICKLE_RATE_LIMIT_BURST", "10000", 10_000),
     ],
 )
-def test_range_bounds_are_inclusive(make_settings: MakeSettings, name: str, raw: str, expected: int) -> None:
-    settings = make_settings(**{name: raw})
-    field = {
-        "TRICKLE_SEND_ATTEMPTS": "send_attempts",
-        "TRICKLE_MAX_MESSAGE_BYTES": "max_message_bytes",
-        "TRICKLE_SECRET_MAX_AGE_SECONDS": "secret_max_age_s",
-        "TRICKLE_INGEST_BATCH_SIZE": "ingest_batch_size",
-    }[name]
-    assert getattr(settings, field) == expected
+def test_range_bounds_are_inclusive(
+    make_settings: MakeSettings, name: str, raw: str, expected: float
+) -> None:
+    assert field_of(make_settings(**{name: raw}), name) == expected
+
+
+@pytest.mark.parametrize("ordering", ["skip", "strict", " strict "])
+def test_ordering_choices(make_settings: MakeSettings, ordering: str) -> None:
+    assert make_settings(TRICKLE_ORDERING=ordering).destination.ordering == ordering.strip()
+
+
+@pytest.mark.parametrize("ordering", ["STRICT", "fifo", "none", "skip,strict"])
+def test_bad_ordering(base_env: dict[str, str], ordering: str) -> None:
+    message = error_of({**base_env, "TRICKLE_ORDERING": ordering})
+    assert f"TRICKLE_ORDERING={ordering!r} must be one of skip, strict" in message
+
+
+def test_blank_ordering_means_skip(make_settings: MakeSettings) -> None:
+    assert make_settings(TRICKLE_ORDERING="  ").destination.ordering == "skip"
+
+
+def test_ledger_table_is_required(base_env: dict[str, str]) -> None:
+    env = {k: v for k, v in base_env.items() if k != "TRICKLE_LEDGER_TABLE"}
+    assert error_of(env) == "invalid Trickle settings: TRICKLE_LEDGER_TABLE is required"
+    assert "TRICKLE_LEDGER_TABLE is required" in error_of({**base_env, "TRICKLE_LEDGER_TABLE": " "})
+
+
+def test_ledger_ttl_is_given_in_days_and_kept_in_seconds(make_settings: MakeSettings) -> None:
+    assert make_settings(TRICKLE_LEDGER_TTL_DAYS="2").ledger_ttl_s == 172_800
 
 
 @pytest.mark.parametrize("name", ["TRICKLE_QUEUE_URL", "TRICKLE_DLQ_URL"])
@@ -310,11 +420,29 @@ def test_many_problems_reported_together(base_env: dict[str, str]) -> None:
         "arn:aws:dynamodb:us-east-1:123456789012:table/items",
         "table/items/stream/2026-01-01T00:00:00.000",
         "arn:aws:sqs:us-east-1:123456789012:table/items/stream/2026-01-01T00:00:00.000",
+        "arn:aws:dynamodb:us-east-1:12345:table/items/stream/2026-01-01T00:00:00.000",  # short account
+        "arn:aws:dynamodb:us-east-1:123456789012:table/ab/stream/label",  # table names are 3+ chars
+        "arn:aws:dynamodb:us-east-1:123456789012:table/items/stream/",  # no label
+        "arn:aws:dynamodb:us-east-1:123456789012:table/it ems/stream/label",
+        "arn:aws:dynamodb::123456789012:table/items/stream/label",  # no region
     ],
 )
 def test_stream_arn_must_be_a_dynamodb_stream(base_env: dict[str, str], arn: str) -> None:
     message = error_of({**base_env, "TRICKLE_STREAM_ARN": arn})
     assert f"TRICKLE_STREAM_ARN={arn!r} is not a DynamoDB stream ARN" in message
+
+
+@pytest.mark.parametrize(
+    "arn",
+    [
+        STREAM_ARN,
+        "arn:aws:dynamodb:eu-west-1:111122223333:table/My_Table.v2-x/stream/2024-05-06T07:08:09.123",
+        "arn:aws-cn:dynamodb:cn-north-1:111122223333:table/orders/stream/label",
+        "arn:aws-us-gov:dynamodb:us-gov-west-1:111122223333:table/abc/stream/label",
+    ],
+)
+def test_valid_stream_arns_are_accepted(make_settings: MakeSettings, arn: str) -> None:
+    assert make_settings(TRICKLE_STREAM_ARN=arn).stream_arn == arn
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,304 @@
+"""What each API response does, end to end on moto and the stand-in API (delivery guarantees)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+from conftest import API_KEY, Stack
+
+from chalicelib import wiring
+from chalicelib.dead_letters import RedriveFilter, Redriver
+from chalicelib.fifo_queue import FifoQueue
+from chalicelib.ledger import Status
+from trickle_deploy.operate import main as operate
+from trickle_deploy.operate import redrive
+from trickle_local.standin_api import Reply
+
+
+def fill(stack: Stack, groups: int, per_group: int, prefix: str = "g") -> None:
+    stack.put_items([stack.item(f"{prefix}{g}", f"{i:03}") for i in range(per_group) for g in range(groups)])
+    stack.ingest_new()
+
+
+def keyed(status: int, when: Any, body: str = "{}", headers: dict[str, str] | None = None) -> Any:
+    """A responder answering `status` for requests whose body matches `when`."""
+
+    def respond(request_body: str, request_headers: dict[str, str]) -> Reply | None:
+        return Reply(status, body, headers or {}) if when(json.loads(request_body)["keys"]) else None
+
+    return respond
+
+
+def applied_keys(stack: Stack) -> list[tuple[str, str]]:
+    return [(r.json()["keys"]["pk"], r.json()["keys"]["sk"]) for r in stack.api.applied()]  # type: ignore[index]
+
+
+def ledger(message_id: str) -> Any:
+    return wiring.ledger().get(message_id)
+
+
+def test_429_stops_the_run_and_holds_messages_until_retry_after_without_counting(stack: Stack) -> None:
+    fill(stack, groups=3, per_group=2)
+    stack.api.responder = lambda body, headers: Reply(429, "{}", {"Retry-After": "2"})
+
+    report = stack.drain()
+
+    assert report["stopped_by"] == "saturated"
+    assert report["saturated"] == 1
+    assert len(stack.api.requests) == 1  # nothing more was sent to a saturated destination
+    message_id = stack.api.requests[0].idempotency_key
+    assert ledger(message_id).attempts == 0
+    stack.api.responder = None
+    assert stack.drain()["received"] == 0  # still hidden: Retry-After not over
+    time.sleep(2.2)
+    assert stack.drain()["delivered"] == 6
+
+
+def test_503_with_an_http_date_retry_after_is_saturation_too(stack: Stack) -> None:
+    fill(stack, groups=1, per_group=2)
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)
+    stack.api.responder = lambda body, headers: Reply(503, "{}", {"Retry-After": later})
+
+    report = stack.drain()
+
+    assert report["stopped_by"] == "saturated"
+    assert ledger(stack.api.requests[0].idempotency_key).attempts == 0
+
+
+def test_5xx_is_retried_with_backoff_and_dead_lettered_after_max_attempts_with_its_reason(
+    stack_factory: Any,
+) -> None:
+    stack: Stack = stack_factory(TRICKLE_MAX_ATTEMPTS="3", TRICKLE_RETRY_MAX_DELAY_SECONDS="1")
+    fill(stack, groups=1, per_group=3)
+    stack.api.responder = keyed(500, lambda k: k["sk"] == "000", body='{"error":"boom"}')
+
+    reports = []
+    for _ in range(3):
+        reports.append(stack.drain())
+        time.sleep(1.1)
+
+    (dead,) = stack.take_messages("TRICKLE_DLQ_URL")
+    attributes = {k: v["StringValue"] for k, v in dead["MessageAttributes"].items()}
+    assert json.loads(dead["Body"])["keys"] == {"pk": "g0", "sk": "000"}
+    assert attributes["trickle-attempts"] == "3"
+    assert attributes["trickle-status-code"] == "500"
+    assert "gave up after 3 attempts" in attributes["trickle-reason"]
+    assert attributes["trickle-response-excerpt"] == '{"error":"boom"}'
+    assert attributes["trickle-first-attempt-at"] < attributes["trickle-last-attempt-at"]
+    assert applied_keys(stack) == [("g0", "001"), ("g0", "002")]  # skip mode: the group moved on
+    assert [r["retried"] for r in reports] == [1, 1, 0]
+    assert reports[2]["dead_lettered"] == 1
+
+
+def test_messages_behind_a_failing_head_are_never_dead_lettered_unattempted(stack_factory: Any) -> None:
+    stack: Stack = stack_factory(TRICKLE_MAX_ATTEMPTS="2", TRICKLE_RETRY_MAX_DELAY_SECONDS="1")
+    fill(stack, groups=1, per_group=4)
+    stack.api.responder = keyed(500, lambda k: k["sk"] == "000")
+
+    for _ in range(4):
+        stack.drain()
+        time.sleep(1.1)
+    stack.api.responder = None
+    stack.drain()
+
+    dead = stack.take_messages("TRICKLE_DLQ_URL")
+    assert [json.loads(m["Body"])["keys"]["sk"] for m in dead] == ["000"]
+    assert applied_keys(stack) == [("g0", "001"), ("g0", "002"), ("g0", "003")]
+
+
+def test_a_rotated_key_is_re_read_from_ssm_once_and_not_counted(stack: Stack) -> None:
+    fill(stack, groups=1, per_group=3)
+    stack.drain()  # caches the current key
+    fill(stack, groups=1, per_group=2, prefix="h")
+    stack.aws["ssm"].put_parameter(
+        Name="/trickle/local/api-key", Value="rotated", Type="SecureString", Overwrite=True
+    )
+    stack.api.faults.api_key = "rotated"
+
+    report = stack.drain()
+
+    assert report["delivered"] == 2
+    rejected = [r for r in stack.api.requests if r.status == 401]
+    assert len(rejected) == 1
+    assert ledger(rejected[0].idempotency_key).attempts == 1  # the 2xx only
+
+
+def test_a_key_still_refused_after_re_reading_stops_the_run(
+    stack: Stack, capfd: pytest.CaptureFixture[str]
+) -> None:
+    fill(stack, groups=2, per_group=2)
+    stack.api.faults.api_key = "something-else"
+
+    report = stack.drain()
+
+    assert report["stopped_by"] == "auth"
+    assert len(stack.api.requests) == 2  # the first message, and once more after re-reading
+    assert ledger(stack.api.requests[0].idempotency_key).attempts == 0
+    err = capfd.readouterr().err
+    assert "refused the key even after re-reading it" in err
+    assert API_KEY not in err
+
+
+def test_a_permanent_4xx_is_dead_lettered_at_once_and_the_group_moves_on(stack: Stack) -> None:
+    fill(stack, groups=2, per_group=3)
+    stack.api.faults.poison = frozenset({'"sk":"001"'})
+
+    report = stack.drain()
+
+    assert report["dead_lettered"] == 2
+    assert sorted(applied_keys(stack)) == sorted((f"g{g}", s) for g in range(2) for s in ("000", "002"))
+    dead = stack.take_messages("TRICKLE_DLQ_URL")
+    assert {m["MessageAttributes"]["trickle-status-code"]["StringValue"] for m in dead} == {"400"}
+    assert all("refused by the API" in m["MessageAttributes"]["trickle-reason"]["StringValue"] for m in dead)
+
+
+def test_strict_ordering_halts_the_group_until_an_operator_acts(stack_factory: Any) -> None:
+    stack: Stack = stack_factory(TRICKLE_ORDERING="strict", TRICKLE_RETRY_MAX_DELAY_SECONDS="1")
+    fill(stack, groups=2, per_group=3)
+    stack.api.faults.poison = frozenset({'"pk":"g0","sk":"001"'})
+
+    report = stack.drain()
+
+    assert report["halted"] == 1
+    assert applied_keys(stack).count(("g0", "002")) == 0
+    assert {k for k in applied_keys(stack) if k[0] == "g1"} == {("g1", "000"), ("g1", "001"), ("g1", "002")}
+    halted_id = next(r.idempotency_key for r in stack.api.requests if r.status == 400)
+    time.sleep(1.1)
+    stack.drain()
+    assert ledger(halted_id).status is Status.HALTED  # still halted: no operator yet
+    assert len([r for r in stack.api.requests if r.status == 400]) == 1  # and not tried again
+
+    assert operate(["--stage", "local", "--endpoint", stack.env["AWS_ENDPOINT_URL"], "skip", halted_id]) == 0
+    time.sleep(1.1)
+    stack.drain()
+
+    assert ("g0", "002") in applied_keys(stack)
+    assert stack.queue_depth("TRICKLE_DLQ_URL") == 1
+
+
+def test_the_breaker_ends_a_run_after_consecutive_retryable_failures(stack_factory: Any) -> None:
+    stack: Stack = stack_factory(TRICKLE_BREAKER_FAILURES="3")
+    fill(stack, groups=6, per_group=1)
+    stack.api.responder = lambda body, headers: Reply(502, "{}")
+
+    report = stack.drain()
+
+    assert report["stopped_by"] == "breaker"
+    assert len(stack.api.requests) == 3
+
+
+def test_the_rate_limit_spaces_requests(stack_factory: Any) -> None:
+    stack: Stack = stack_factory(TRICKLE_RATE_LIMIT_PER_SECOND="20", TRICKLE_RATE_LIMIT_BURST="2")
+    fill(stack, groups=2, per_group=6)
+
+    stack.drain()
+
+    arrivals = [r.arrived_at for r in stack.api.requests]
+    assert len(arrivals) == 12
+    assert arrivals[-1] - arrivals[0] >= (12 - 2) / 20 * 0.9
+
+
+def test_a_drain_that_dies_between_the_2xx_and_the_delete_does_not_deliver_again(stack_factory: Any) -> None:
+    stack: Stack = stack_factory(TRICKLE_VISIBILITY_TIMEOUT_SECONDS="2")
+    fill(stack, groups=2, per_group=2)
+    wiring.reset()
+
+    def die(**_: Any) -> None:
+        raise RuntimeError("Lambda timed out")
+
+    wiring.client("sqs").meta.events.register("before-call.sqs.DeleteMessageBatch", die)
+    with pytest.raises(RuntimeError):
+        stack.drain()
+    wiring.reset()
+    delivered_once = len(stack.api.applied())
+    time.sleep(2.2)
+
+    report = stack.drain()
+
+    assert report["already_delivered"] >= 1
+    assert len(stack.api.applied()) == 4
+    assert len(stack.api.requests) == 4  # nothing delivered before the crash was sent again
+    assert delivered_once >= 1
+    assert stack.queue_depth() == 0
+
+
+def test_a_stream_replay_after_delivery_is_not_delivered_again(stack: Stack) -> None:
+    stack.put_items([stack.item("a", "1"), stack.item("a", "2")])
+    event = stack.stream_event()
+    stack.ingest(event)
+    stack.drain()
+
+    stack.ingest(event)  # moto forgets deduplication ids of deleted messages (as AWS does after 5 min)
+    report = stack.drain()
+
+    assert report["already_delivered"] == 2
+    assert len(stack.api.requests) == 2
+
+
+def test_poison_fixed_then_redriven_is_delivered_with_fresh_attempts(stack: Stack) -> None:
+    fill(stack, groups=2, per_group=3)
+    stack.api.faults.poison = frozenset({'"sk":"001"'})
+    stack.drain()
+    assert stack.queue_depth("TRICKLE_DLQ_URL") == 2
+    stack.api.faults.poison = frozenset()
+
+    report = redrive(stack.aws["sqs"], stack.env, RedriveFilter())
+
+    assert report.method == "copy"  # moto has no StartMessageMoveTask
+    assert report.moved == 2
+    assert stack.queue_depth("TRICKLE_DLQ_URL") == 0
+    stack.drain()
+    assert sorted(applied_keys(stack)) == sorted((f"g{g}", f"{i:03}") for g in range(2) for i in range(3))
+    redriven = [r for r in stack.api.requests if r.status == 200 and '"sk":"001"' in r.body]
+    assert all(ledger(r.idempotency_key).attempts == 1 for r in redriven)
+
+
+def test_redrive_by_group_leaves_other_groups_and_ingest_rejections_in_place(stack_factory: Any) -> None:
+    stack: Stack = stack_factory(TRICKLE_MAX_MESSAGE_BYTES="4096")
+    stack.put_items([stack.item("g0", "000", big={"S": "x" * 5000})])
+    fill(stack, groups=2, per_group=2)
+    stack.api.faults.poison = frozenset({'"sk":"001"'})
+    stack.drain()
+    stack.api.faults.poison = frozenset()
+    assert stack.queue_depth("TRICKLE_DLQ_URL") == 3
+
+    report = redrive(stack.aws["sqs"], stack.env, RedriveFilter(groups={'trickle-local-items#"g1"'}))
+
+    assert report.moved == 1
+    assert report.skipped_by_filter == 1
+    assert report.skipped_not_redrivable == 1
+    assert stack.queue_depth("TRICKLE_DLQ_URL") == 2
+
+
+def test_an_interrupted_redrive_neither_loses_nor_duplicates(stack: Stack) -> None:
+    fill(stack, groups=1, per_group=3)
+    stack.api.faults.poison = frozenset({'"sk":"001"'})
+    stack.drain()
+    stack.api.faults.poison = frozenset()
+    sqs = stack.aws["sqs"]
+    redriver = Redriver(
+        sqs, FifoQueue(sqs, stack.env["TRICKLE_DLQ_URL"]), FifoQueue(sqs, stack.env["TRICKLE_QUEUE_URL"]), 1
+    )
+
+    def killed(**_: Any) -> None:
+        raise RuntimeError("killed after the copy was sent, before the dead letter was deleted")
+
+    sqs.meta.events.register("before-call.sqs.DeleteMessageBatch", killed)
+    with pytest.raises(RuntimeError):
+        redriver.redrive(use_move_task=False)
+    sqs.meta.events.unregister("before-call.sqs.DeleteMessageBatch", killed)
+    stack.drain()  # the copy is delivered and deleted
+    time.sleep(1.1)  # the original dead letter is visible again
+
+    second = redriver.redrive(use_move_task=False)
+    stack.drain()
+
+    assert second.moved == 1  # copied again: moto forgot the first copy's deduplication id
+    assert applied_keys(stack).count(("g0", "001")) == 1  # the ledger knew it was delivered
+    assert stack.queue_depth("TRICKLE_DLQ_URL") == 0
+    assert stack.queue_depth() == 0
