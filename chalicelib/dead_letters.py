@@ -7,6 +7,7 @@ attributes and seven describing the failure.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Container
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +31,14 @@ REDRIVES_ATTRIBUTE = "trickle-redrives"
 REJECTED_AT_ATTRIBUTE = "trickle-rejected-at"
 
 
+_NOT_SQS_TEXT = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _sqs_text(value: str, limit: int) -> str:
+    """SQS refuses attribute values with characters outside its allowed set (control characters)."""
+    return _NOT_SQS_TEXT.sub("\ufffd", value)[:limit]
+
+
 def _iso(epoch: float | None) -> str:
     if epoch is None:
         return ""
@@ -42,13 +51,13 @@ def dead_letter(
     """The message as it was, plus why it died; deduplicated per copy so a retried send is safe."""
     attributes = {name: message.attributes[name] for name in RELAY_ATTRIBUTES if message.attributes.get(name)}
     attributes |= {
-        REASON_ATTRIBUTE: reason[:1024] or "unknown",
+        REASON_ATTRIBUTE: _sqs_text(reason, 1024) or "unknown",
         ATTEMPTS_ATTRIBUTE: str(record.attempts if record else 0),
         REDRIVES_ATTRIBUTE: message.attributes.get(REDRIVES_ATTRIBUTE, "0"),
     }
     optional = {
         STATUS_ATTRIBUTE: str(record.last_status_code) if record and record.last_status_code else "",
-        EXCERPT_ATTRIBUTE: excerpt[:256],
+        EXCERPT_ATTRIBUTE: _sqs_text(excerpt, 256),
         FIRST_ATTEMPT_ATTRIBUTE: _iso(record.first_attempt_at if record else None),
         LAST_ATTEMPT_ATTRIBUTE: _iso(record.last_attempt_at if record else None),
     }

@@ -146,11 +146,13 @@ class Drainer:
         return report
 
     def _finish(self, results: list[GroupResult], state: RunState) -> None:
+        """Releases first: if the run dies before the deletes, only delivered messages are left in
+        flight, and the ledger turns their return into a delete without a second delivery."""
         deletes = [m for r in results for m in r.delete]
         releases = [change for r in results for change in r.releases]
-        state.count("delete_failures", len(self._queue.delete(deletes)))
         state.count("released", len(releases))
         self._queue.change_visibility(releases)
+        state.count("delete_failures", len(self._queue.delete(deletes)))
 
     def _deliver_group(
         self, messages: list[ReceivedMessage], state: RunState, limiter: RateLimiter, owner: str

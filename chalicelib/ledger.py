@@ -188,23 +188,27 @@ class Ledger:
         return Claim(kinds.get(current.status, ClaimKind.BUSY), current)
 
     def _restart(self, message_id: str) -> None:
-        """A redriven message: fresh attempts, queued again."""
-        self._client.update_item(
-            TableName=self.table,
-            Key=self._key(message_id),
-            UpdateExpression=(
-                "SET #status = :queued, attempts = :zero, updated_at = :now, expires_at = :expires"
-                " REMOVE dead_copy, first_attempt_at"
-            ),
-            ConditionExpression="#status = :dead",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues={
-                ":queued": {"S": Status.QUEUED.value},
-                ":dead": {"S": Status.DEAD.value},
-                ":zero": {"N": "0"},
-                **self._stamp(),
-            },
-        )
+        """A redriven message: fresh attempts, queued again (unless another drain already did it)."""
+        try:
+            self._client.update_item(
+                TableName=self.table,
+                Key=self._key(message_id),
+                UpdateExpression=(
+                    "SET #status = :queued, attempts = :zero, updated_at = :now, expires_at = :expires"
+                    " REMOVE dead_copy, first_attempt_at"
+                ),
+                ConditionExpression="#status = :dead",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":queued": {"S": Status.QUEUED.value},
+                    ":dead": {"S": Status.DEAD.value},
+                    ":zero": {"N": "0"},
+                    **self._stamp(),
+                },
+            )
+        except ClientError as exc:
+            if not _conditional(exc):
+                raise
 
     def settle(
         self,
@@ -222,10 +226,9 @@ class Ledger:
             ":one": {"N": "1" if counted else "0"},
             **self._stamp(),
         }
-        update = (
-            "SET #status = :status, last_error = :error, updated_at = :now, expires_at = :expires,"
-            " last_attempt_at = :now, first_attempt_at = if_not_exists(first_attempt_at, :now)"
-        )
+        update = "SET #status = :status, last_error = :error, updated_at = :now, expires_at = :expires"
+        if counted or status_code is not None:  # an attempt was made (decisions alone are not attempts)
+            update += ", last_attempt_at = :now, first_attempt_at = if_not_exists(first_attempt_at, :now)"
         if status_code is not None:
             values[":code"] = {"N": str(status_code)}
             update += ", last_status_code = :code"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ def retry_after_seconds(value: str | None, now: datetime | None = None, default:
         return default
     text = value.strip()
     if text.isdigit():
-        return max(1, int(text))
+        return max(1, min(MAX_VISIBILITY_S, int(text)))
     try:
         moment = parsedate_to_datetime(text)
     except (TypeError, ValueError):
@@ -81,7 +82,7 @@ def backoff_s(
     burst of failures does not retry in lockstep. Always within [1, cap_s].
     """
     ceiling = min(cap_s, base_s << min(30, max(0, attempts - 1)))
-    return max(1, min(cap_s, round(ceiling / 2 + draw(0, ceiling / 2))))
+    return max(1, min(cap_s, math.ceil(ceiling / 2 + draw(0, ceiling / 2))))
 
 
 def release_plan(held: Sequence[M], head_delay_s: int) -> list[tuple[M, int]]:

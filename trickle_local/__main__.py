@@ -92,6 +92,7 @@ def start(args: argparse.Namespace) -> Session:
             throttle_rate=args.throttle_rate,
             timeout_rate=args.timeout_rate,
             timeout_s=args.timeout_s,
+            reset_rate=args.reset_rate,
             poison=frozenset(p for p in args.poison.split(",") if p),
             api_key=api_key,
             api_key_header=env.get("TRICKLE_API_KEY_HEADER", "x-api-key"),
@@ -251,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--timeout-rate", type=float, default=0.0, help="fraction that hang past the read timeout"
     )
+    common.add_argument("--reset-rate", type=float, default=0.0, help="fraction whose connection is reset")
     common.add_argument("--timeout-s", type=float, default=3.0, help="how long a hanging request hangs")
     common.add_argument("--poison", default="", help="comma-separated strings; items containing one get 400")
     common.add_argument(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ class Reply:
     body: str = '{"ok":true}'
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    reset: bool = False  # drop the connection without an answer
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Faults:
     retry_after_s: int = 1
     timeout_rate: float = 0.0
     timeout_s: float = 5.0
+    reset_rate: float = 0.0
     poison: frozenset[str] = frozenset()
     api_key: str | None = None
     api_key_header: str = "x-api-key"
@@ -128,6 +131,9 @@ class StandInApi:
         roll -= f.error_rate
         if roll < f.timeout_rate:
             return Reply(200, '{"ok":true}', delay_s=f.timeout_s), True
+        roll -= f.timeout_rate
+        if roll < f.reset_rate:
+            return Reply(0, "", reset=True), False
         return Reply(200, '{"ok":true}', delay_s=f.latency_s), True
 
     def _record(self, path: str, headers: dict[str, str], body: str, status: int, applied: bool) -> None:
@@ -156,6 +162,11 @@ class StandInApi:
                 api._record(self.path, headers, body, reply.status, applied)
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
+                if reply.reset:
+                    self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    self.request.close()
+                    return
                 payload = reply.body.encode()
                 try:
                     self.send_response(reply.status)

@@ -375,6 +375,7 @@ def test_receive_parses_messages() -> None:
             body='{"n":1}',
             receive_count=3,
             attributes={MESSAGE_ID_ATTRIBUTE: "trickle-1", "trickle-event": "INSERT"},
+            copy_id="sqs-1",
         ),
         ReceivedMessage(
             message_id="sqs-2",
@@ -383,6 +384,7 @@ def test_receive_parses_messages() -> None:
             body='{"n":2}',
             receive_count=1,
             attributes={},
+            copy_id="sqs-2",
         ),
     ]
 

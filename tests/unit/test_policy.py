@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -218,7 +219,7 @@ BACKOFF_CASES = [
 
 
 def ceiling_of(attempts: int, base_s: int, cap_s: int) -> int:
-    return min(cap_s, base_s * 2 ** max(0, attempts - 1))
+    return min(cap_s, base_s * int(2 ** max(0, attempts - 1)))
 
 
 @pytest.mark.parametrize(("base_s", "cap_s"), BACKOFF_CASES)
@@ -252,7 +253,7 @@ def test_backoff_grows_with_attempts_until_the_cap(draw: Draw) -> None:
     delays = [backoff_s(n, 10, 700, draw) for n in range(1, 30)]
     assert delays == sorted(delays)
     rising = delays[: delays.index(max(delays)) + 1]
-    assert all(a < b for a, b in zip(rising, rising[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(rising))
     assert len(rising) >= 6  # 10, 20, 40, 80, 160, 320, then the 700 cap
     assert all(d == delays[-1] for d in delays[len(rising) :])
 

@@ -1,0 +1,207 @@
+"""The delivery guarantees under seeded faults, on the local stack (moto server, stand-in API,
+handlers through chalice.test.Client): 2,000 items over 25 groups, an API that answers 5xx, 429
+with Retry-After, times out after recording, resets connections and refuses poison items, a drain
+killed between its 2xx and its delete, and SendMessageBatch entries failing on ingest."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from typing import Any
+
+from conftest import Stack
+
+from chalicelib import wiring
+from chalicelib.dead_letters import RedriveFilter
+from trickle_deploy.operate import main as operate
+from trickle_deploy.operate import redrive
+from trickle_local.demo import demo_items, summarize
+
+SEED = 20261123
+FAULT_ENV = {
+    "TRICKLE_VISIBILITY_TIMEOUT_SECONDS": "4",
+    "TRICKLE_READ_TIMEOUT_SECONDS": "0.5",
+    "TRICKLE_RETRY_DELAY_SECONDS": "1",
+    "TRICKLE_RETRY_MAX_DELAY_SECONDS": "2",
+    "TRICKLE_MAX_ATTEMPTS": "8",
+    "TRICKLE_BREAKER_FAILURES": "25",
+    "TRICKLE_RATE_LIMIT_PER_SECOND": "1000",
+    "TRICKLE_RATE_LIMIT_BURST": "50",
+    "TRICKLE_LOG_LEVEL": "WARNING",
+}
+
+
+class FlakyIngest:
+    """SendMessageBatch entries fail now and then, as SQS may report them. FIFO model: when an entry
+    fails, the same group's later entries in that call fail with it (they cannot overtake it)."""
+
+    def __init__(self, sqs: Any, rate: float, rng: random.Random) -> None:
+        self.rate = rate
+        self.rng = rng
+        self.failed = 0
+        self._held: list[dict[str, Any]] = []
+        sqs.meta.events.register("provide-client-params.sqs.SendMessageBatch", self.before)
+        sqs.meta.events.register("after-call.sqs.SendMessageBatch", self.after)
+
+    def before(self, params: dict[str, Any], **_: Any) -> None:
+        held, sent, stopped = [], [], set()
+        for entry in params["Entries"]:
+            if entry["MessageGroupId"] in stopped or (
+                len(params["Entries"]) > 1 and self.rng.random() < self.rate
+            ):
+                stopped.add(entry["MessageGroupId"])
+                held.append(entry)
+            else:
+                sent.append(entry)
+        if not sent:  # SQS refuses an empty batch; let this call through whole
+            sent, held = params["Entries"], []
+        params["Entries"] = sent
+        self._held = held
+
+    def after(self, parsed: dict[str, Any], **_: Any) -> None:
+        self.failed += len(self._held)
+        parsed.setdefault("Failed", []).extend(
+            {"Id": e["Id"], "SenderFault": False, "Code": "ServiceUnavailable", "Message": "injected"}
+            for e in self._held
+        )
+
+
+class KilledDrains:
+    """Now and then a drain dies right before DeleteMessageBatch: its 2xx are in, its deletes are not."""
+
+    def __init__(self, sqs: Any, rate: float, rng: random.Random) -> None:
+        self.rate = rate
+        self.rng = rng
+        self.kills = 0
+        sqs.meta.events.register("before-call.sqs.DeleteMessageBatch", self.maybe_die)
+
+    def maybe_die(self, **_: Any) -> None:
+        if self.rng.random() < self.rate:
+            self.kills += 1
+            raise RuntimeError("drain killed between the 2xx and the delete")
+
+
+def run_until_settled(stack: Stack, total: int, deadline_s: float) -> dict[str, int]:
+    """Poll the stream and drain until every item is delivered or dead-lettered and the queue is empty."""
+    counts = {"drains": 0, "ingest_failures": 0, "drain_crashes": 0}
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            stack.ingest_new()
+        except Exception:
+            counts["ingest_failures"] += 1
+        try:
+            stack.drain()
+        except RuntimeError:
+            counts["drain_crashes"] += 1
+        counts["drains"] += 1
+        applied = {r.idempotency_key for r in stack.api.applied()}
+        if len(applied) + stack.queue_depth("TRICKLE_DLQ_URL") >= total and stack.queue_depth() == 0:
+            break
+        time.sleep(0.05)
+    return counts
+
+
+def test_2000_items_under_faults_are_each_applied_once_in_order_or_dead_lettered(stack_factory: Any) -> None:
+    rng = random.Random(SEED)
+    stack: Stack = stack_factory(**FAULT_ENV)
+    items = demo_items(2000, 25)
+    poison = {items[i]["sk"]["S"] for i in rng.sample(range(len(items)), 12)}
+    faults = stack.api.faults
+    faults.seed = SEED
+    faults.error_rate, faults.throttle_rate, faults.retry_after_s = 0.04, 0.01, 1
+    faults.timeout_rate, faults.timeout_s, faults.reset_rate = 0.004, 0.8, 0.01
+    faults.poison = frozenset(f'"sk":"{sk}"' for sk in poison)
+    stack.api.__init__(faults)  # type: ignore[misc]  # re-seed the fault draws
+    wiring.reset()
+    flaky = FlakyIngest(wiring.client("sqs"), 0.03, rng)
+    killed = KilledDrains(wiring.client("sqs"), 0.02, rng)
+    stack.put_items(items)
+
+    counts = run_until_settled(stack, len(items), deadline_s=420)
+
+    keys = [(i["pk"]["S"], i["sk"]["S"]) for i in items]
+    dead = stack.take_messages("TRICKLE_DLQ_URL")
+    before = summarize(keys, stack.api.requests, len(dead), 0.0)
+    statuses: dict[int, int] = {}
+    for request in stack.api.requests:
+        statuses[request.status] = statuses.get(request.status, 0) + 1
+    print(
+        f"\nfault proof: {before.inserted} items, {before.delivered} delivered, {len(dead)} dead-lettered, "
+        f"{before.lost} lost, {before.duplicates} duplicates, {before.out_of_order} out of order; "
+        f"{before.requests} API requests by status {dict(sorted(statuses.items()))}; "
+        f"{flaky.failed} SendMessageBatch entries failed, {killed.kills} drains killed before deleting, "
+        f"{counts}"
+    )
+    assert before.duplicates == 0
+    assert before.out_of_order == 0
+    assert before.lost == 0
+    assert {json.loads(m["Body"])["keys"]["sk"] for m in dead} == poison
+    assert all(m["MessageAttributes"]["trickle-status-code"]["StringValue"] == "400" for m in dead)
+    assert all(m["MessageAttributes"]["trickle-reason"]["StringValue"] for m in dead)
+    assert flaky.failed > 0 and killed.kills > 0
+    assert statuses.get(429, 0) > 0 and statuses.get(503, 0) > 0 and statuses.get(0, 0) > 0
+
+    # The poison items are fixed at the API; the dead letters are put back and redriven.
+    stack.api.faults.poison = frozenset()
+    for message in dead:
+        stack.aws["sqs"].send_message(
+            QueueUrl=stack.env["TRICKLE_DLQ_URL"],
+            MessageBody=message["Body"],
+            MessageGroupId=message["Attributes"]["MessageGroupId"],
+            MessageDeduplicationId=message["MessageId"],
+            MessageAttributes=message["MessageAttributes"],
+        )
+    report = redrive(stack.aws["sqs"], stack.env, RedriveFilter())
+    run_until_settled(stack, len(items), deadline_s=120)
+
+    after = summarize(keys, stack.api.requests, stack.queue_depth("TRICKLE_DLQ_URL"), 0.0)
+    print(f"after redrive: moved {report.moved}, {after.delivered} delivered, {after.duplicates} duplicates")
+    assert report.moved == len(poison)
+    assert after.delivered == len(items)
+    assert after.duplicates == 0
+
+
+def test_strict_ordering_under_faults_never_applies_a_group_out_of_order(stack_factory: Any) -> None:
+    rng = random.Random(SEED + 1)
+    stack: Stack = stack_factory(**FAULT_ENV, TRICKLE_ORDERING="strict")
+    items = demo_items(300, 20)
+    poison = {items[i]["sk"]["S"] for i in rng.sample(range(len(items)), 3)}
+    faults = stack.api.faults
+    faults.error_rate, faults.throttle_rate, faults.reset_rate = 0.05, 0.01, 0.01
+    faults.poison = frozenset(f'"sk":"{sk}"' for sk in poison)
+    stack.put_items(items)
+    keys = [(i["pk"]["S"], i["sk"]["S"]) for i in items]
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        stack.ingest_new()
+        stack.drain()
+        halted = [r.idempotency_key for r in stack.api.requests if r.status == 400]
+        if len(set(halted)) == len(poison) and stack.queue_depth() <= len(items) - len(stack.api.applied()):
+            held_back = len(items) - len({r.idempotency_key for r in stack.api.applied()})
+            if stack.queue_depth() == held_back:
+                break
+        time.sleep(0.05)
+    assert stack.queue_depth("TRICKLE_DLQ_URL") == 0  # strict: nothing dead-lettered, groups wait
+
+    stack.api.faults.poison = frozenset()
+    for message_id in set(halted):
+        assert (
+            operate(["--stage", "local", "--endpoint", stack.env["AWS_ENDPOINT_URL"], "retry", message_id])
+            == 0
+        )
+    deadline = time.monotonic() + 120
+    while stack.queue_depth() and time.monotonic() < deadline:
+        stack.drain()
+        time.sleep(0.2)
+
+    summary = summarize(keys, stack.api.requests, 0, 0.0)
+    print(
+        f"\nstrict: {summary.delivered} delivered, {summary.out_of_order} out of order,"
+        f" {summary.duplicates} duplicates"
+    )
+    assert summary.delivered == len(items)
+    assert summary.out_of_order == 0
+    assert summary.duplicates == 0

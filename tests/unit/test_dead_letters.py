@@ -1,0 +1,310 @@
+"""Dead-letter entries and redrive copies, pure parts (chalicelib/dead_letters.py)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import pytest
+
+from chalicelib.dead_letters import (
+    ATTEMPTS_ATTRIBUTE,
+    EXCERPT_ATTRIBUTE,
+    FIRST_ATTEMPT_ATTRIBUTE,
+    LAST_ATTEMPT_ATTRIBUTE,
+    REDRIVES_ATTRIBUTE,
+    REJECTED_AT_ATTRIBUTE,
+    RELAY_ATTRIBUTES,
+    STATUS_ATTRIBUTE,
+    RedriveFilter,
+    RedriveReport,
+    dead_letter,
+    redrive_copy,
+)
+from chalicelib.fifo_queue import ReceivedMessage
+from chalicelib.ledger import LedgerRecord, Status
+from chalicelib.records import DESTINATION_ATTRIBUTE, MESSAGE_ID_ATTRIBUTE, REASON_ATTRIBUTE, OutboundMessage
+
+SQS_MAX_ATTRIBUTES = 10
+MESSAGE_ID = "6f1c2b1e-0d57-5b8a-9d53-3a4c5e6f7a8b"
+BODY = '{"version": 1, "message_id": "6f1c2b1e", "item": {"name": "widget"}}'
+FIRST = 1_767_225_600.25  # 2026-01-01T00:00:00.250Z
+LAST = 1_767_229_200.0  # 2026-01-01T01:00:00.000Z
+# Characters SQS accepts in a message body or a String attribute value.
+SQS_TEXT = re.compile("^[\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*$")
+
+RELAY: dict[str, str] = {
+    MESSAGE_ID_ATTRIBUTE: MESSAGE_ID,
+    DESTINATION_ATTRIBUTE: "crm",
+    "trickle-event": "INSERT",
+}
+
+
+def received(
+    attributes: Mapping[str, str] | None = None,
+    copy_id: str = "sqs-copy-1",
+    group_id: str = "items#user-1",
+    message_id: str = MESSAGE_ID,
+    body: str = BODY,
+) -> ReceivedMessage:
+    return ReceivedMessage(
+        message_id=message_id,
+        group_id=group_id,
+        receipt_handle=f"rh-{copy_id}",
+        body=body,
+        receive_count=1,
+        attributes=dict(RELAY if attributes is None else attributes),
+        copy_id=copy_id,
+    )
+
+
+def as_received(message: OutboundMessage, copy_id: str) -> ReceivedMessage:
+    """What a consumer of the queue `message` was sent to receives back."""
+    return received(
+        attributes=message.attributes,
+        copy_id=copy_id,
+        group_id=message.group_id,
+        message_id=message.message_id,
+        body=message.body,
+    )
+
+
+def failed_record(**overrides: object) -> LedgerRecord:
+    fields: dict[str, object] = {
+        "message_id": MESSAGE_ID,
+        "status": Status.FAILED,
+        "attempts": 5,
+        "group_id": "items#user-1",
+        "last_status_code": 503,
+        "last_error": "HTTP 503",
+        "first_attempt_at": FIRST,
+        "last_attempt_at": LAST,
+        "updated_at": LAST,
+    }
+    fields.update(overrides)
+    return LedgerRecord(**fields)  # type: ignore[arg-type]
+
+
+# --- dead_letter ----------------------------------------------------------------------------------
+
+
+def test_dead_letter_keeps_the_message_and_says_why() -> None:
+    message = received()
+    entry = dead_letter(
+        message, "gave up after 5 attempts; last: HTTP 503", "Service Unavailable", failed_record()
+    )
+    assert entry.message_id == MESSAGE_ID
+    assert entry.group_id == "items#user-1"
+    assert entry.body == BODY
+    assert entry.dedup_id == "dead-sqs-copy-1"
+    assert entry.sequence_number == ""
+    assert dict(entry.attributes) == {
+        **RELAY,
+        REASON_ATTRIBUTE: "gave up after 5 attempts; last: HTTP 503",
+        ATTEMPTS_ATTRIBUTE: "5",
+        REDRIVES_ATTRIBUTE: "0",
+        STATUS_ATTRIBUTE: "503",
+        EXCERPT_ATTRIBUTE: "Service Unavailable",
+        FIRST_ATTEMPT_ATTRIBUTE: "2026-01-01T00:00:00.250Z",
+        LAST_ATTEMPT_ATTRIBUTE: "2026-01-01T01:00:00.000Z",
+    }
+
+
+def test_dead_letter_uses_at_most_ten_attributes() -> None:
+    crowded = {
+        **RELAY,
+        REDRIVES_ATTRIBUTE: "2",
+        REASON_ATTRIBUTE: "an older reason",
+        STATUS_ATTRIBUTE: "500",
+        "unrelated-1": "x",
+        "unrelated-2": "y",
+        "unrelated-3": "z",
+    }
+    entry = dead_letter(received(crowded), "HTTP 422: refused", "bad field", failed_record())
+    assert len(entry.attributes) == SQS_MAX_ATTRIBUTES
+    assert "unrelated-1" not in entry.attributes
+    assert entry.attributes[REASON_ATTRIBUTE] == "HTTP 422: refused"
+    assert entry.attributes[STATUS_ATTRIBUTE] == "503"  # from the ledger, not the old copy
+    assert entry.attributes[REDRIVES_ATTRIBUTE] == "2"
+
+
+def test_dead_letter_truncates_reason_and_excerpt() -> None:
+    entry = dead_letter(received(), "r" * 5000, "e" * 5000, failed_record())
+    assert entry.attributes[REASON_ATTRIBUTE] == "r" * 1024
+    assert entry.attributes[EXCERPT_ATTRIBUTE] == "e" * 256
+
+
+def test_dead_letter_without_a_ledger_record() -> None:
+    entry = dead_letter(received(), "skipped by an operator", "", None)
+    assert dict(entry.attributes) == {
+        **RELAY,
+        REASON_ATTRIBUTE: "skipped by an operator",
+        ATTEMPTS_ATTRIBUTE: "0",
+        REDRIVES_ATTRIBUTE: "0",
+    }
+
+
+def test_dead_letter_leaves_out_what_is_unknown() -> None:
+    record = failed_record(last_status_code=None, first_attempt_at=None, last_attempt_at=None, attempts=2)
+    entry = dead_letter(received(), "gave up after 2 attempts; last: timeout", "", record)
+    for absent in (STATUS_ATTRIBUTE, EXCERPT_ATTRIBUTE, FIRST_ATTEMPT_ATTRIBUTE, LAST_ATTEMPT_ATTRIBUTE):
+        assert absent not in entry.attributes
+    assert entry.attributes[ATTEMPTS_ATTRIBUTE] == "2"
+
+
+def test_dead_letter_never_sends_an_empty_reason() -> None:
+    assert dead_letter(received(), "", "", None).attributes[REASON_ATTRIBUTE] == "unknown"
+
+
+def test_dead_letter_attribute_values_are_never_empty() -> None:
+    entry = dead_letter(
+        received({**RELAY, "trickle-event": ""}), "", "", failed_record(last_status_code=None)
+    )
+    assert "trickle-event" not in entry.attributes
+    assert all(value for value in entry.attributes.values())
+
+
+def test_dead_letter_relays_only_the_relay_attributes_present() -> None:
+    entry = dead_letter(received({MESSAGE_ID_ATTRIBUTE: MESSAGE_ID}), "why", "", None)
+    assert entry.attributes[MESSAGE_ID_ATTRIBUTE] == MESSAGE_ID
+    assert DESTINATION_ATTRIBUTE not in entry.attributes
+
+
+def test_dead_letter_is_deduplicated_per_sqs_copy() -> None:
+    first = dead_letter(received(copy_id="copy-a"), "why", "", None)
+    again = dead_letter(received(copy_id="copy-a"), "another try", "", None)
+    redriven = dead_letter(received(copy_id="copy-b"), "why", "", None)
+    assert first.dedup_id == again.dedup_id == "dead-copy-a"
+    assert redriven.dedup_id == "dead-copy-b"
+
+
+def test_dead_letter_attribute_values_are_text_sqs_accepts() -> None:
+    """A response excerpt is whatever the API sent; SQS refuses control characters in attribute
+    values (InvalidParameterValue), and a dead letter that cannot be sent is never dead-lettered."""
+    excerpt = "\x1b[31merror\x1b[0m\x00\x0c\x7f page"
+    entry = dead_letter(received(), "HTTP 400: refused by the API", excerpt, failed_record())
+    for name, value in entry.attributes.items():
+        assert SQS_TEXT.match(value), (name, value)
+    assert "error" in entry.attributes[EXCERPT_ATTRIBUTE]
+
+
+def test_dead_letter_does_not_change_the_received_message() -> None:
+    message = received()
+    dead_letter(message, "why", "excerpt", failed_record())
+    assert dict(message.attributes) == RELAY
+
+
+# --- redrive_copy ---------------------------------------------------------------------------------
+
+
+def test_redrive_copy_drops_the_failure_and_counts_the_redrive() -> None:
+    dead = as_received(dead_letter(received(), "HTTP 422", "bad field", failed_record()), "dlq-copy-1")
+    copy = redrive_copy(dead)
+    assert copy.message_id == MESSAGE_ID
+    assert copy.group_id == "items#user-1"
+    assert copy.body == BODY
+    assert copy.sequence_number == ""
+    assert dict(copy.attributes) == {**RELAY, REDRIVES_ATTRIBUTE: "1"}
+    assert copy.dedup_id == f"{MESSAGE_ID}-r1"
+
+
+@pytest.mark.parametrize(("before", "after"), [(None, "1"), ("0", "1"), ("1", "2"), ("9", "10"), ("", "1")])
+def test_redrive_copy_increments_the_generation(before: str | None, after: str) -> None:
+    attributes = dict(RELAY) if before is None else {**RELAY, REDRIVES_ATTRIBUTE: before}
+    copy = redrive_copy(received(attributes))
+    assert copy.attributes[REDRIVES_ATTRIBUTE] == after
+    assert copy.dedup_id == f"{MESSAGE_ID}-r{after}"
+
+
+def test_redrive_copy_drops_every_non_relay_attribute() -> None:
+    noisy = {
+        **RELAY,
+        REASON_ATTRIBUTE: "x",
+        STATUS_ATTRIBUTE: "500",
+        EXCERPT_ATTRIBUTE: "y",
+        ATTEMPTS_ATTRIBUTE: "5",
+        FIRST_ATTEMPT_ATTRIBUTE: "t1",
+        LAST_ATTEMPT_ATTRIBUTE: "t2",
+        "something-else": "z",
+    }
+    copy = redrive_copy(received(noisy))
+    assert set(copy.attributes) == {*RELAY_ATTRIBUTES, REDRIVES_ATTRIBUTE}
+
+
+def test_redrive_copy_dedup_ids_stay_within_the_sqs_limit() -> None:
+    copy = redrive_copy(received({**RELAY, REDRIVES_ATTRIBUTE: "999"}))
+    assert len(copy.dedup_id) <= 128
+    assert re.fullmatch(r"[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]+", copy.dedup_id)
+
+
+def test_die_redrive_die_redrive_keeps_counting() -> None:
+    original = received(copy_id="src-1")
+    dlq_1 = as_received(dead_letter(original, "HTTP 500", "", failed_record()), "dlq-1")
+    back_1 = as_received(redrive_copy(dlq_1), "src-2")
+    dlq_2 = as_received(dead_letter(back_1, "HTTP 500", "", failed_record(attempts=3)), "dlq-2")
+    assert dlq_2.attributes[REDRIVES_ATTRIBUTE] == "1"
+    assert dlq_2.attributes[ATTEMPTS_ATTRIBUTE] == "3"
+    back_2 = redrive_copy(dlq_2)
+    assert back_2.attributes[REDRIVES_ATTRIBUTE] == "2"
+    assert back_2.dedup_id == f"{MESSAGE_ID}-r2"
+    assert back_2.body == original.body
+    assert back_2.group_id == original.group_id
+    assert {dead_letter(original, "", "", None).dedup_id, dead_letter(back_1, "", "", None).dedup_id} == {
+        "dead-src-1",
+        "dead-src-2",
+    }
+
+
+def test_rejected_at_ingest_is_not_a_failure_attribute_kept_on_redrive() -> None:
+    stub = received({**RELAY, REJECTED_AT_ATTRIBUTE: "ingest"})
+    assert REJECTED_AT_ATTRIBUTE not in redrive_copy(stub).attributes
+
+
+# --- RedriveFilter --------------------------------------------------------------------------------
+
+
+def test_an_empty_filter_wants_everything() -> None:
+    wanted = RedriveFilter()
+    assert wanted.everything
+    assert wanted.wants(received(group_id="a", message_id="1"))
+    assert wanted.wants(received(group_id="b", message_id="2"))
+
+
+def test_filter_by_group() -> None:
+    wanted = RedriveFilter(groups={"a", "c"})
+    assert not wanted.everything
+    assert wanted.wants(received(group_id="a"))
+    assert wanted.wants(received(group_id="c"))
+    assert not wanted.wants(received(group_id="b"))
+
+
+def test_filter_by_message_id() -> None:
+    wanted = RedriveFilter(message_ids=["m1"])
+    assert not wanted.everything
+    assert wanted.wants(received(message_id="m1", group_id="any"))
+    assert not wanted.wants(received(message_id="m2", group_id="any"))
+
+
+def test_filter_by_group_and_message_id_needs_both() -> None:
+    wanted = RedriveFilter(groups={"a"}, message_ids={"m1"})
+    assert wanted.wants(received(group_id="a", message_id="m1"))
+    assert not wanted.wants(received(group_id="a", message_id="m2"))
+    assert not wanted.wants(received(group_id="b", message_id="m1"))
+
+
+def test_empty_containers_want_nothing() -> None:
+    assert not RedriveFilter(groups=set()).wants(received())
+    assert not RedriveFilter(message_ids=()).wants(received())
+    assert not RedriveFilter(groups=set()).everything
+
+
+def test_redrive_report_as_dict() -> None:
+    report = RedriveReport(moved=3, failed=1, groups=["a"])
+    assert report.as_dict() == {
+        "method": "copy",
+        "moved": 3,
+        "skipped_not_redrivable": 0,
+        "skipped_by_filter": 0,
+        "failed": 1,
+        "groups": ["a"],
+    }
