@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -34,9 +34,14 @@ class IngestReport:
     enqueued: int
     skipped: int
     dead_lettered: int
+    failed_sequence_numbers: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+    def as_dict(self) -> dict[str, Any]:
+        """Counts, plus `batchItemFailures` for an event source mapping with ReportBatchItemFailures:
+        Lambda checkpoints before the lowest failed sequence number and retries from there."""
+        counts: dict[str, Any] = asdict(self)
+        failed = counts.pop("failed_sequence_numbers")
+        return counts | {"batchItemFailures": [{"itemIdentifier": s} for s in failed]}
 
 
 class Ingestor:
@@ -71,10 +76,19 @@ class Ingestor:
                     "reason": failure.reason,
                 },
             )
-        if failures:
+        identifiable = all(f.message.sequence_number.isdigit() for f in failures)
+        if failures and not (self._settings.partial_batch_response and identifiable):
             raise IngestError(failures)
-        self._record_queued(built.messages)
-        report = IngestReport(len(records), len(built.messages), built.skipped, len(built.rejected))
+        unsent = {f.message.message_id for f in failures}
+        queued = [m for m in built.messages if m.message_id not in unsent]
+        self._record_queued(queued)
+        report = IngestReport(
+            len(records),
+            len(queued),
+            built.skipped,
+            len(built.rejected) - len(unsent & {r.message_id for r in built.rejected}),
+            sorted({f.message.sequence_number for f in failures}, key=int),
+        )
         log.info("ingest batch queued", extra={"report": report.as_dict()})
         return report
 

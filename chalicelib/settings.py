@@ -58,6 +58,7 @@ class Settings:
     partition_key: str | None
     ingest_batch_size: int
     ingest_batch_window_s: int
+    partial_batch_response: bool
     max_message_bytes: int
     send_attempts: int
     drain_budget: int
@@ -110,6 +111,15 @@ class _Reader:
             self.errors.append(f"{name}={raw!r} must be between {low} and {high}")
             return default
         return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw not in ("true", "false"):
+            self.errors.append(f"{name}={raw!r} must be true or false")
+            return default
+        return raw == "true"
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.text(name, default)
@@ -176,6 +186,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         partition_key=partition_key,
         ingest_batch_size=r.number("TRICKLE_INGEST_BATCH_SIZE", 100, int, 1, 1000),
         ingest_batch_window_s=r.number("TRICKLE_INGEST_BATCH_WINDOW_SECONDS", 0, int, 0, 300),
+        partial_batch_response=r.flag("TRICKLE_PARTIAL_BATCH_RESPONSE", False),
         max_message_bytes=r.number(
             "TRICKLE_MAX_MESSAGE_BYTES", SQS_MAX_MESSAGE_BYTES, int, 1024, SQS_MAX_MESSAGE_BYTES
         ),

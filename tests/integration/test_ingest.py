@@ -29,7 +29,13 @@ def test_batch_larger_than_ten_records_is_queued_in_stream_order(stack: Stack) -
 
     report = stack.ingest(event)
 
-    assert report == {"records": 25, "enqueued": 25, "skipped": 0, "dead_lettered": 0}
+    assert report == {
+        "records": 25,
+        "enqueued": 25,
+        "skipped": 0,
+        "dead_lettered": 0,
+        "batchItemFailures": [],
+    }
     queued = stack.take_messages()
     assert len(queued) == 25
     by_group: dict[str, list[str]] = {}
@@ -85,7 +91,7 @@ def test_modify_and_remove_are_not_relayed_by_default(stack: Stack) -> None:
 
     report = stack.ingest(event)
 
-    assert report == {"records": 3, "enqueued": 1, "skipped": 2, "dead_lettered": 0}
+    assert report == {"records": 3, "enqueued": 1, "skipped": 2, "dead_lettered": 0, "batchItemFailures": []}
 
 
 def test_configured_event_names_are_relayed(stack_factory: Any) -> None:
@@ -117,7 +123,7 @@ def test_oversize_and_undecodable_records_go_to_the_dead_letter_queue_with_a_rea
 
     report = stack.ingest(event)
 
-    assert report == {"records": 4, "enqueued": 2, "skipped": 0, "dead_lettered": 2}
+    assert report == {"records": 4, "enqueued": 2, "skipped": 0, "dead_lettered": 2, "batchItemFailures": []}
     assert [b["keys"]["sk"] for b in bodies(stack.take_messages())] == ["1", "4"]
     dead = stack.take_messages("TRICKLE_DLQ_URL")
     reasons = {
@@ -202,3 +208,27 @@ def test_chalice_client_runs_the_decorated_handler(stack: Stack) -> None:
     stack.ingest(stack.stream_event())
     assert stack.invocations == ["ingest"]
     assert stack.queue_depth() == 1
+
+
+def test_with_partial_batch_responses_failed_records_are_reported_not_raised(stack_factory: Any) -> None:
+    stack = stack_factory(TRICKLE_PARTIAL_BATCH_RESPONSE="true")
+    stack.put_items([stack.item("a", f"{i:02}", tag={"S": "flaky" if i == 12 else "ok"}) for i in range(15)])
+    event = stack.stream_event()
+    wiring.reset()
+    DropEntries(wiring.client("sqs"), '"flaky"', times=4)
+
+    report = stack.ingest(event)
+
+    sequence = {r["dynamodb"]["SequenceNumber"]: r for r in event["Records"]}
+    failed = [f["itemIdentifier"] for f in report["batchItemFailures"]]
+    assert failed  # Lambda retries from the lowest of these
+    assert min(failed, key=int) == event["Records"][12]["dynamodb"]["SequenceNumber"]
+    assert all(s in sequence for s in failed)
+    assert report["enqueued"] == 14
+
+    retry = {
+        "Records": [r for r in event["Records"] if int(r["dynamodb"]["SequenceNumber"]) >= int(min(failed))]
+    }
+    assert stack.ingest(retry)["batchItemFailures"] == []
+    sks = [b["keys"]["sk"] for b in bodies(stack.take_messages())]
+    assert sorted(sks) == [f"{i:02}" for i in range(15)]
