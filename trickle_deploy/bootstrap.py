@@ -29,6 +29,7 @@ class StageNames:
     queue: str
     dead_letter_queue: str
     ledger_table: str
+    ingest_failure_queue: str
     api_key_parameter: str
 
     @classmethod
@@ -40,6 +41,7 @@ class StageNames:
             queue=queue_name(env["TRICKLE_QUEUE_URL"]),
             dead_letter_queue=queue_name(env["TRICKLE_DLQ_URL"]),
             ledger_table=env["TRICKLE_LEDGER_TABLE"],
+            ingest_failure_queue=queue_name(env["TRICKLE_INGEST_FAILURE_QUEUE_URL"]),
             api_key_parameter=env["TRICKLE_API_KEY_PARAMETER"],
         )
 
@@ -108,6 +110,15 @@ def ensure_queues(sqs: Any, names: StageNames, visibility_timeout_s: int) -> tup
     return queue_url, dlq_url
 
 
+def ensure_ingest_failure_queue(sqs: Any, names: StageNames) -> str:
+    """Where Lambda sends metadata of stream batches it gave up on (must be a standard queue)."""
+    return str(
+        sqs.create_queue(
+            QueueName=names.ingest_failure_queue, Attributes={"MessageRetentionPeriod": str(RETENTION_S)}
+        )["QueueUrl"]
+    )
+
+
 def ensure_api_key(ssm: Any, names: StageNames, api_key: str | None) -> None:
     """Store the key as a SecureString; with no key given, an existing one is kept."""
     if api_key is None:
@@ -123,10 +134,12 @@ def provision(clients: Mapping[str, Any], env: Mapping[str, str], api_key: str |
     ensure_ledger(clients["dynamodb"], names)
     visibility = int(env.get("TRICKLE_VISIBILITY_TIMEOUT_SECONDS", "960"))
     queue_url, dlq_url = ensure_queues(clients["sqs"], names, visibility)
+    failure_url = ensure_ingest_failure_queue(clients["sqs"], names)
     ensure_api_key(clients["ssm"], names, api_key)
     return {
         **env,
         "TRICKLE_STREAM_ARN": stream_arn,
         "TRICKLE_QUEUE_URL": queue_url,
         "TRICKLE_DLQ_URL": dlq_url,
+        "TRICKLE_INGEST_FAILURE_QUEUE_URL": failure_url,
     }

@@ -43,6 +43,7 @@ class StageResources:
     queue_arn: str
     dlq_arn: str
     ledger_arn: str
+    ingest_failure_queue_arn: str
     parameter_arn: str
 
     @property
@@ -79,6 +80,7 @@ def stage_resources(env: Mapping[str, str]) -> StageResources:
         queue_arn=queue_arn(env["TRICKLE_QUEUE_URL"], partition, region),
         dlq_arn=queue_arn(env["TRICKLE_DLQ_URL"], partition, region),
         ledger_arn=f"arn:{partition}:dynamodb:{region}:{account}:table/{env['TRICKLE_LEDGER_TABLE']}",
+        ingest_failure_queue_arn=queue_arn(env["TRICKLE_INGEST_FAILURE_QUEUE_URL"], partition, region),
         parameter_arn=parameter_arn(env["TRICKLE_API_KEY_PARAMETER"], partition, region, account),
     )
 
@@ -108,6 +110,7 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                     [r.stream_arns],
                 ),
                 _statement("Enqueue", ["sqs:SendMessage"], [r.queue_arn, r.dlq_arn]),
+                _statement("OnFailureDestination", ["sqs:SendMessage"], [r.ingest_failure_queue_arn]),
                 _statement("RecordQueued", ["dynamodb:PutItem"], [r.ledger_arn]),
             ],
         },

@@ -41,7 +41,7 @@ def rebase(env: Mapping[str, str], endpoint: str | None, api_url: str | None) ->
         out.pop("AWS_ENDPOINT_URL", None)
     else:
         out["AWS_ENDPOINT_URL"] = endpoint
-        for name in ("TRICKLE_QUEUE_URL", "TRICKLE_DLQ_URL"):
+        for name in ("TRICKLE_QUEUE_URL", "TRICKLE_DLQ_URL", "TRICKLE_INGEST_FAILURE_QUEUE_URL"):
             out[name] = with_netloc(out[name], endpoint)
     if api_url is not None:
         out["TRICKLE_API_URL"] = with_netloc(out["TRICKLE_API_URL"], api_url)
