@@ -76,3 +76,35 @@ def test_policy_files_match_the_stage_configuration() -> None:
     from trickle_deploy.policies import main
 
     assert main(["--check"]) == 0
+
+
+# Statements the Lambda service uses on the function's behalf, not the code: CloudWatch Logs, the
+# stream reads of the event source mapping, and its on-failure destination.
+SERVICE_USED = {"Logs", "ReadStream", "OnFailureDestination"}
+
+
+def test_no_statement_grants_an_action_the_code_never_uses(stack_factory: Any) -> None:
+    stack: Stack = stack_factory(TRICKLE_MAX_MESSAGE_BYTES="4096")
+    stack.put_items([stack.item("a", str(i)) for i in range(6)] + [stack.item("b", "1", big={"S": "x" * 5000})])
+    start = len(stack.recorder.calls)
+    stack.ingest_new()
+    stack.api.responder = lambda body, headers: (
+        Reply(400, "{}") if '"sk":"3"' in body else Reply(503, "{}") if '"sk":"5"' in body else None
+    )
+    stack.drain()  # deliveries, a dead letter, a release
+    stack.api.responder = None
+    stack.ingest(stack.stream_event())  # a replay: the ledger answers "already delivered" (GetItem)
+    time.sleep(2.1)  # the released message's backoff (TRICKLE_RETRY_MAX_DELAY_SECONDS=2 in tests)
+    stack.drain()
+
+    used: dict[str, set[str]] = {}
+    for call in stack.recorder.calls[start:]:
+        used.setdefault(call.function, set()).add(call.action)
+    for function, policy in stack.policies.items():
+        granted = {
+            action
+            for statement in policy["Statement"]
+            if statement.get("Sid") not in SERVICE_USED
+            for action in (statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]])
+        }
+        assert granted <= used.get(function, set()), (function, granted - used.get(function, set()))
