@@ -6,9 +6,12 @@ what runs locally is what a user's account gets.
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -119,27 +122,131 @@ def ensure_ingest_failure_queue(sqs: Any, names: StageNames) -> str:
     )
 
 
-def ensure_api_key(ssm: Any, names: StageNames, api_key: str | None) -> None:
+def ensure_kms_key(kms: Any, alias: str, description: str) -> str:
+    """A customer-managed key for the SecureString, found again by its alias; returns its ARN."""
+    try:
+        return str(kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"])
+    except kms.exceptions.NotFoundException:
+        key = kms.create_key(Description=description)["KeyMetadata"]
+        kms.enable_key_rotation(KeyId=key["KeyId"])
+        kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
+        return str(key["Arn"])
+
+
+def ensure_api_key(ssm: Any, names: StageNames, api_key: str | None, kms_key: str | None = None) -> None:
     """Store the key as a SecureString; with no key given, an existing one is kept."""
     if api_key is None:
         ssm.get_parameter(Name=names.api_key_parameter, WithDecryption=False)
         return
-    ssm.put_parameter(Name=names.api_key_parameter, Value=api_key, Type="SecureString", Overwrite=True)
+    extra = {"KeyId": kms_key} if kms_key else {}
+    ssm.put_parameter(
+        Name=names.api_key_parameter, Value=api_key, Type="SecureString", Overwrite=True, **extra
+    )
+
+
+def kms_alias(env: Mapping[str, str]) -> str:
+    return "alias/" + env["TRICKLE_API_KEY_PARAMETER"].strip("/").replace("/", "-")
 
 
 def provision(clients: Mapping[str, Any], env: Mapping[str, str], api_key: str | None) -> dict[str, str]:
     """Create every resource the stage names; returns the env with the real stream ARN and URLs."""
     names = StageNames.from_env(env)
+    key_arn = ensure_kms_key(clients["kms"], kms_alias(env), f"Trickle API key {names.api_key_parameter}")
     stream_arn = ensure_table(clients["dynamodb"], names)
     ensure_ledger(clients["dynamodb"], names)
     visibility = int(env.get("TRICKLE_VISIBILITY_TIMEOUT_SECONDS", "960"))
     queue_url, dlq_url = ensure_queues(clients["sqs"], names, visibility)
     failure_url = ensure_ingest_failure_queue(clients["sqs"], names)
-    ensure_api_key(clients["ssm"], names, api_key)
+    ensure_api_key(clients["ssm"], names, api_key, key_arn)
     return {
         **env,
         "TRICKLE_STREAM_ARN": stream_arn,
         "TRICKLE_QUEUE_URL": queue_url,
         "TRICKLE_DLQ_URL": dlq_url,
         "TRICKLE_INGEST_FAILURE_QUEUE_URL": failure_url,
+        "TRICKLE_API_KEY_KMS_KEY_ARN": key_arn,
     }
+
+
+def teardown(clients: Mapping[str, Any], env: Mapping[str, str], source_table: bool) -> list[str]:
+    """Remove what `provision` created (the source table only if asked); returns what went."""
+    names = StageNames.from_env(env)
+    gone: list[str] = []
+    sqs, dynamodb = clients["sqs"], clients["dynamodb"]
+    for queue in (names.queue, names.dead_letter_queue, names.ingest_failure_queue):
+        try:
+            sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=queue)["QueueUrl"])
+            gone.append(f"queue {queue}")
+        except sqs.exceptions.QueueDoesNotExist:
+            pass
+    for table in [names.ledger_table] + ([names.table] if source_table else []):
+        try:
+            dynamodb.delete_table(TableName=table)
+            gone.append(f"table {table}")
+        except dynamodb.exceptions.ResourceNotFoundException:
+            pass
+    try:
+        clients["ssm"].delete_parameter(Name=names.api_key_parameter)
+        gone.append(f"parameter {names.api_key_parameter}")
+    except clients["ssm"].exceptions.ParameterNotFound:
+        pass
+    kms = clients["kms"]
+    try:
+        key_id = kms.describe_key(KeyId=kms_alias(env))["KeyMetadata"]["KeyId"]
+        kms.delete_alias(AliasName=kms_alias(env))
+        kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+        gone.append(f"key {kms_alias(env)} (deletion in 7 days)")
+    except kms.exceptions.NotFoundException:
+        pass
+    return gone
+
+
+def write_stage_env(stage: str, env: Mapping[str, str], config_path: Path) -> None:
+    """Record the real ARNs and URLs in the stage, so Chalice and the policies agree with the account."""
+    config = json.loads(config_path.read_text())
+    config["stages"][stage]["environment_variables"] = dict(env)
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from trickle_deploy import policies
+    from trickle_local import stage as stages
+    from trickle_local.endpoint import clients
+
+    parser = argparse.ArgumentParser(
+        prog="python -m trickle_deploy.bootstrap",
+        description="Create (or remove) a stage's AWS resources; safe to re-run.",
+    )
+    parser.add_argument("--stage", required=True)
+    parser.add_argument("--endpoint", help="AWS endpoint URL (default: the stage's AWS_ENDPOINT_URL, if any)")
+    parser.add_argument(
+        "--api-key-env", metavar="VAR", help="read the API key from this environment variable"
+    )
+    parser.add_argument("--teardown", action="store_true", help="remove the stage's resources instead")
+    parser.add_argument(
+        "--with-source-table", action="store_true", help="teardown also deletes the source table"
+    )
+    args = parser.parse_args(argv)
+
+    env = stages.stage_env(args.stage)
+    endpoint = args.endpoint or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        env = stages.rebase(env, endpoint, None)
+    aws = clients(endpoint)
+    if args.teardown:
+        for line in teardown(aws, env, args.with_source_table):
+            print(f"removed {line}")
+        return 0
+    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    if args.api_key_env and not api_key:
+        parser.error(f"environment variable {args.api_key_env} is empty")
+    updated = provision(aws, env, api_key)
+    if not endpoint:  # a real account: record its ARNs and URLs and the policies that follow from them
+        write_stage_env(args.stage, updated, policies.CHALICE_DIR / "config.json")
+        policies.main([])
+    print(json.dumps({k: v for k, v in updated.items() if k not in env or env[k] != v}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

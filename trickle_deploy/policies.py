@@ -85,8 +85,26 @@ def stage_resources(env: Mapping[str, str]) -> StageResources:
     )
 
 
-def _statement(sid: str, actions: list[str], resources: list[str]) -> dict[str, Any]:
-    return {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": resources}
+def _statement(
+    sid: str, actions: list[str], resources: list[str], condition: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    statement = {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": resources}
+    return statement | ({"Condition": condition} if condition else {})
+
+
+def _decrypt(env: Mapping[str, str], r: StageResources) -> list[dict[str, Any]]:
+    """kms:Decrypt on the bootstrap's key, only through SSM and only for the API key parameter.
+    (A stage deployed with the merge template gets the same statement from the template.)"""
+    key = env.get("TRICKLE_API_KEY_KMS_KEY_ARN")
+    if not key:
+        return []
+    condition = {
+        "StringEquals": {
+            "kms:EncryptionContext:PARAMETER_ARN": r.parameter_arn,
+            "kms:ViaService": f"ssm.{r.region}.amazonaws.com",
+        }
+    }
+    return [_statement("DecryptApiKeyThroughSsm", ["kms:Decrypt"], [key], condition)]
 
 
 def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -126,6 +144,7 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 _statement("DeadLetter", ["sqs:SendMessage"], [r.dlq_arn]),
                 _statement("Ledger", ["dynamodb:GetItem", "dynamodb:UpdateItem"], [r.ledger_arn]),
                 _statement("ReadApiKey", ["ssm:GetParameter"], [r.parameter_arn]),
+                *_decrypt(env, r),
             ],
         },
     }

@@ -77,5 +77,6 @@ def use_local_credentials(region: str = "us-east-1") -> None:
 
 
 def clients(endpoint: str | None) -> dict[str, Any]:
-    kwargs = {"endpoint_url": endpoint} if endpoint else {}
-    return {name: boto3.client(name, **kwargs) for name in ("dynamodb", "dynamodbstreams", "sqs", "ssm")}  # type: ignore[call-overload]
+    services = ("dynamodb", "dynamodbstreams", "sqs", "ssm", "kms")
+    make: Any = boto3.client
+    return {name: make(name, endpoint_url=endpoint) for name in services}

@@ -85,7 +85,9 @@ SERVICE_USED = {"Logs", "ReadStream", "OnFailureDestination"}
 
 def test_no_statement_grants_an_action_the_code_never_uses(stack_factory: Any) -> None:
     stack: Stack = stack_factory(TRICKLE_MAX_MESSAGE_BYTES="4096")
-    stack.put_items([stack.item("a", str(i)) for i in range(6)] + [stack.item("b", "1", big={"S": "x" * 5000})])
+    stack.put_items(
+        [stack.item("a", str(i)) for i in range(6)] + [stack.item("b", "1", big={"S": "x" * 5000})]
+    )
     start = len(stack.recorder.calls)
     stack.ingest_new()
     stack.api.responder = lambda body, headers: (
@@ -105,6 +107,8 @@ def test_no_statement_grants_an_action_the_code_never_uses(stack_factory: Any) -
             action
             for statement in policy["Statement"]
             if statement.get("Sid") not in SERVICE_USED
-            for action in (statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]])
+            for action in (
+                statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            )
         }
         assert granted <= used.get(function, set()), (function, granted - used.get(function, set()))
