@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.api_client import ApiClient, ApiResponse
 from chalicelib.dead_letters import dead_letter
 from chalicelib.fifo_queue import FifoQueue, ReceivedMessage
 from chalicelib.ledger import Claim, ClaimKind, Ledger, Status
+from chalicelib.metrics import RunMetrics
 from chalicelib.policy import HEAD_HOLD_S, Decision, Outcome, backoff_s, classify, release_plan
 from chalicelib.ratelimit import RateLimiter
 from chalicelib.settings import Settings
@@ -43,7 +47,7 @@ class DrainReport:
 class RunState:
     """What every group of a run shares: why it stopped, failure streaks, counters. Thread-safe."""
 
-    def __init__(self, out_of_time: Callable[[], bool], breaker_failures: int) -> None:
+    def __init__(self, out_of_time: Callable[[], bool], breaker_failures: int, destination: str) -> None:
         self._out_of_time = out_of_time
         self._breaker_failures = breaker_failures
         self._lock = threading.Lock()
@@ -53,6 +57,7 @@ class RunState:
         self.key_refreshed = False
         self.report = DrainReport()
         self.blocked: set[str] = set()
+        self.metrics = RunMetrics({"destination": destination})
 
     def stop(self, reason: str, resume_after_s: int = HEAD_HOLD_S) -> None:
         with self._lock:
@@ -119,7 +124,9 @@ class Drainer:
     def run(self, remaining_ms: Callable[[], int]) -> DrainReport:
         """Drain until the queue is empty, the budget is spent, time runs short or the API says stop."""
         margin = self._settings.drain_safety_margin_ms
-        state = RunState(lambda: remaining_ms() < margin, self._settings.breaker_failures)
+        state = RunState(
+            lambda: remaining_ms() < margin, self._settings.breaker_failures, self._destination.name
+        )
         limiter = RateLimiter(self._destination.rate_limit_per_s, self._destination.rate_limit_burst)
         owner = str(uuid.uuid4())
         while not state.should_stop():
@@ -140,10 +147,25 @@ class Drainer:
         report = state.report
         report.stopped_by = state.stopped_by
         report.blocked_groups = sorted(state.blocked)
+        self._emit(state)
         log.info(
             "drain run finished", extra={"destination": self._destination.name, "report": report.as_dict()}
         )
         return report
+
+    def _emit(self, state: RunState) -> None:
+        report, metrics = state.report, state.metrics
+        metrics.count("Delivered", report.delivered)
+        metrics.count("AlreadyDelivered", report.already_delivered)
+        metrics.count("Retried", report.retried)
+        metrics.count("DeadLettered", report.dead_lettered)
+        metrics.count("RateLimited", report.saturated)
+        metrics.count("Halted", report.halted)
+        try:
+            metrics.count("Backlog", self._queue.depth())
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("backlog unknown", extra={"error": str(exc)})
+        metrics.flush()
 
     def _finish(self, results: list[GroupResult], state: RunState) -> None:
         """Releases first: if the run dies before the deletes, only delivered messages are left in
@@ -195,6 +217,8 @@ class Drainer:
             response, decision = self._attempt(message, claim, state)
             if decision.outcome is Outcome.DELIVERED:
                 self._ledger.settle(message.message_id, Status.DELIVERED, response.status, "", counted=True)
+                if message.sent_at_ms:
+                    state.metrics.seconds("DeliveredAge", max(0.0, time.time() - message.sent_at_ms / 1000))
                 state.succeeded()
                 state.count("delivered")
                 result.delete.append(message)
@@ -243,6 +267,7 @@ class Drainer:
     ) -> tuple[ApiResponse, Decision]:
         """POST once; on 401/403 re-read the key from SSM once per run and try again."""
         response = self._api.post(message.body, idempotency_key=message.message_id)
+        state.metrics.milliseconds("ApiLatency", response.elapsed_ms)
         decision = classify(response)
         if decision.outcome is Outcome.AUTH and not state.key_refreshed:
             state.key_refreshed = True

@@ -36,6 +36,7 @@ class ReceivedMessage:
     receive_count: int
     attributes: Mapping[str, str] = field(default_factory=dict)
     copy_id: str = ""  # SQS's MessageId: differs for each copy (a redriven message is a new copy)
+    sent_at_ms: int = 0
 
     @classmethod
     def from_sqs(cls, raw: Mapping[str, Any]) -> ReceivedMessage:
@@ -51,6 +52,7 @@ class ReceivedMessage:
             receive_count=int(system.get("ApproximateReceiveCount", "1")),
             attributes=attrs,
             copy_id=raw["MessageId"],
+            sent_at_ms=int(system.get("SentTimestamp", "0")),
         )
 
 
@@ -137,6 +139,16 @@ class FifoQueue:
             MessageAttributeNames=["All"],
         )
         return [ReceivedMessage.from_sqs(m) for m in response.get("Messages", [])]
+
+    def depth(self) -> int:
+        """Messages waiting plus in flight (SQS's approximate counts)."""
+        attributes = self._client.get_queue_attributes(
+            QueueUrl=self.url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(
+            attributes["ApproximateNumberOfMessagesNotVisible"]
+        )
 
     def delete(self, messages: Sequence[ReceivedMessage]) -> list[ReceivedMessage]:
         """Delete in batches of 10; return the messages SQS did not delete."""

@@ -11,6 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.fifo_queue import FifoQueue, SendFailure
 from chalicelib.ledger import Ledger
+from chalicelib.metrics import RunMetrics
 from chalicelib.records import OutboundMessage, build_messages, rejection_message
 from chalicelib.settings import Settings
 
@@ -78,6 +79,9 @@ class Ingestor:
             )
         identifiable = all(f.message.sequence_number.isdigit() for f in failures)
         if failures and not (self._settings.partial_batch_response and identifiable):
+            failed = RunMetrics({"table": self._settings.table_name})
+            failed.count("IngestFailures", len(failures))
+            failed.flush()
             raise IngestError(failures)
         unsent = {f.message.message_id for f in failures}
         queued = [m for m in built.messages if m.message_id not in unsent]
@@ -90,7 +94,16 @@ class Ingestor:
             sorted({f.message.sequence_number for f in failures}, key=int),
         )
         log.info("ingest batch queued", extra={"report": report.as_dict()})
+        self._emit(report, len(failures))
         return report
+
+    def _emit(self, report: IngestReport, failures: int) -> None:
+        metrics = RunMetrics({"table": self._settings.table_name})
+        metrics.count("IngestRecords", report.records)
+        metrics.count("IngestEnqueued", report.enqueued)
+        metrics.count("IngestRejected", report.dead_lettered)
+        metrics.count("IngestFailures", failures)
+        metrics.flush()
 
     def _record_queued(self, messages: Sequence[OutboundMessage]) -> None:
         """Status for operators; the drain does not depend on it, so a failed write only warns."""

@@ -27,6 +27,7 @@ ACTIONS: dict[tuple[str, str], str] = {
     ("sqs", "DeleteMessageBatch"): "sqs:DeleteMessage",
     ("sqs", "ChangeMessageVisibility"): "sqs:ChangeMessageVisibility",
     ("sqs", "ChangeMessageVisibilityBatch"): "sqs:ChangeMessageVisibility",
+    ("sqs", "GetQueueAttributes"): "sqs:GetQueueAttributes",
     ("ssm", "GetParameter"): "ssm:GetParameter",
     ("dynamodb", "GetItem"): "dynamodb:GetItem",
     ("dynamodb", "PutItem"): "dynamodb:PutItem",
@@ -138,7 +139,12 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 logs,
                 _statement(
                     "Drain",
-                    ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"],
+                    [
+                        "sqs:ChangeMessageVisibility",
+                        "sqs:DeleteMessage",
+                        "sqs:GetQueueAttributes",
+                        "sqs:ReceiveMessage",
+                    ],
                     [r.queue_arn],
                 ),
                 _statement("DeadLetter", ["sqs:SendMessage"], [r.dlq_arn]),

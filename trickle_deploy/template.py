@@ -88,20 +88,22 @@ def _dashboard(stage: str, names: StageNames, destination: str) -> dict[str, Any
             },
         }
 
-    emf = [METRICS_NAMESPACE]
+    def drain_metric(name: str) -> list[str]:
+        return [METRICS_NAMESPACE, name, "destination", destination, "service", "trickle"]
+
+    def ingest_metric(name: str) -> list[str]:
+        return [METRICS_NAMESPACE, name, "table", names.table, "service", "trickle"]
+
     body = {
         "widgets": [
             widget(
                 "Deliveries",
-                [
-                    [*emf, m, "destination", destination]
-                    for m in ("Delivered", "Retried", "DeadLettered", "RateLimited")
-                ],
+                [drain_metric(m) for m in ("Delivered", "Retried", "DeadLettered", "RateLimited")],
             ),
-            widget("API latency (ms)", [[*emf, "ApiLatency", "destination", destination]], "p90"),
+            widget("API latency (ms)", [drain_metric("ApiLatency")], "p90"),
             widget(
                 "Age of a message when delivered (s)",
-                [[*emf, "DeliveredAge", "destination", destination]],
+                [drain_metric("DeliveredAge")],
                 "Maximum",
             ),
             widget(
@@ -117,7 +119,9 @@ def _dashboard(stage: str, names: StageNames, destination: str) -> dict[str, Any
                 [["AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", names.queue]],
                 "Maximum",
             ),
-            widget("Ingest", [[*emf, "IngestRecords"], [*emf, "IngestFailures"]]),
+            widget(
+                "Ingest", [ingest_metric(m) for m in ("IngestRecords", "IngestRejected", "IngestFailures")]
+            ),
             widget("Drain errors", [["AWS/Lambda", "Errors", "FunctionName", "${Drain}"]]),
             widget(
                 "Ingest iterator age (ms)",

@@ -147,3 +147,34 @@ def test_the_api_key_never_appears_in_logs(stack: Stack, capfd: pytest.CaptureFi
     captured = capfd.readouterr()
     assert '"message": "delivery"' in captured.err
     assert API_KEY not in captured.out + captured.err
+
+
+def emf_lines(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
+
+
+def test_runs_emit_embedded_metrics(stack: Stack, capfd: pytest.CaptureFixture[str]) -> None:
+    fill(stack, groups=2, per_group=3)
+    stack.api.responder = lambda body, headers: Reply(503, "{}") if '"sk":"002"' in body else None
+    capfd.readouterr()
+
+    stack.drain()
+
+    (drain,) = emf_lines(capfd.readouterr().out)
+    assert drain["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Trickle"
+    assert drain["destination"] == "default"
+    assert drain["Delivered"] == 4.0 or drain["Delivered"] == [4.0]
+    assert drain["Retried"] in (2.0, [2.0])
+    assert len(drain["ApiLatency"]) == 6
+    assert all(age >= 0 for age in drain["DeliveredAge"])
+    assert drain["Backlog"] in (2.0, [2.0])
+
+
+def test_ingest_emits_embedded_metrics(stack: Stack, capfd: pytest.CaptureFixture[str]) -> None:
+    capfd.readouterr()
+    fill(stack, groups=1, per_group=4)
+
+    (ingest,) = emf_lines(capfd.readouterr().out)
+    assert ingest["table"] == "trickle-local-items"
+    assert ingest["IngestRecords"] in (4.0, [4.0])
+    assert ingest["IngestEnqueued"] in (4.0, [4.0])
