@@ -90,6 +90,12 @@ class StandInApi:
         """Requests the API acted on (2xx, or timed out after acting), in arrival order."""
         return [r for r in self.requests if r.applied]
 
+    def reseed(self, seed: int) -> None:
+        """Restart the fault draws, so a run with the same faults sees the same sequence."""
+        with self._lock:
+            self.faults.seed = seed
+            self._random = random.Random(seed)
+
     def clear(self) -> None:
         with self._lock:
             self._requests.clear()

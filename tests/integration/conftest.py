@@ -192,6 +192,7 @@ def make_stack(servers: Servers, tmp_path: Path, overrides: dict[str, str]) -> I
     endpoint.reset()
     api.clear()
     api.faults = Faults(api_key=API_KEY)
+    api.reseed(0)
     api.responder = None
     aws = clients(endpoint.url)
     base = stage.rebase(stage.stage_env("local"), endpoint.url, api.url) | TEST_OVERRIDES | overrides

@@ -109,11 +109,10 @@ def test_2000_items_under_faults_are_each_applied_once_in_order_or_dead_lettered
     items = demo_items(2000, 25)
     poison = {items[i]["sk"]["S"] for i in rng.sample(range(len(items)), 12)}
     faults = stack.api.faults
-    faults.seed = SEED
     faults.error_rate, faults.throttle_rate, faults.retry_after_s = 0.04, 0.01, 1
     faults.timeout_rate, faults.timeout_s, faults.reset_rate = 0.004, 0.8, 0.01
     faults.poison = frozenset(f'"sk":"{sk}"' for sk in poison)
-    stack.api.__init__(faults)  # type: ignore[misc]  # re-seed the fault draws
+    stack.api.reseed(SEED)
     wiring.reset()
     flaky = FlakyIngest(wiring.client("sqs"), 0.03, rng)
     killed = KilledDrains(wiring.client("sqs"), 0.02, rng)
