@@ -2,15 +2,34 @@
 
 from typing import Any
 
-from chalice import Chalice, Rate
-from chalice.app import CloudWatchEvent, DynamoDBEvent
+from chalice import BadRequestError, Chalice, IAMAuthorizer, NotFoundError, Rate, Response
+from chalice.app import AuthRequest, AuthResponse, CloudWatchEvent, DynamoDBEvent, Request
 
 from chalicelib import wiring
+from chalicelib.auth import token_matches
+from chalicelib.dead_letters import RedriveFilter
 from chalicelib.logs import configure_logging
+from chalicelib.submissions import SubmissionError, parse_submission
 
 settings = wiring.settings()
 configure_logging(settings.log_level)
 app = Chalice(app_name="trickle")
+REDRIVE_SLICE_S = 20.0
+
+
+@app.authorizer()
+def token_auth(auth_request: AuthRequest) -> AuthResponse:
+    allowed = token_matches(auth_request.token, wiring.auth_token().get)
+    return AuthResponse(routes=["*"] if allowed else [], principal_id="operator" if allowed else "denied")
+
+
+operator = token_auth if settings.auth == "token" else IAMAuthorizer()
+
+
+def _request() -> Request:
+    request = app.current_request
+    assert request is not None  # Chalice sets it for every route call
+    return request
 
 
 @app.on_dynamodb_record(
@@ -27,3 +46,58 @@ def ingest(event: DynamoDBEvent) -> dict[str, Any]:
 def drain(event: CloudWatchEvent) -> dict[str, Any]:
     context: Any = event.context
     return wiring.drainer().run(context.get_remaining_time_in_millis).as_dict()
+
+
+@app.route("/health", methods=["GET"])
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.route("/status", methods=["GET"], authorizer=operator)
+def status() -> dict[str, Any]:
+    return wiring.operations().status()
+
+
+@app.route("/messages", methods=["POST"], authorizer=operator, content_types=["application/json"])
+def submit() -> Response:
+    try:
+        submission = parse_submission(_request().raw_body, settings)
+    except SubmissionError as exc:
+        raise BadRequestError(str(exc)) from None
+    return Response(body=wiring.operations().submit(submission), status_code=202)
+
+
+@app.route("/messages/{message_id}", methods=["GET"], authorizer=operator)
+def message(message_id: str) -> dict[str, Any]:
+    found = wiring.operations().lookup(message_id)
+    if found is None:
+        raise NotFoundError(f"no message {message_id}")
+    return found
+
+
+@app.route("/dead-letters", methods=["GET"], authorizer=operator)
+def dead_letters() -> dict[str, Any]:
+    query: Any = _request().query_params or {}
+    try:
+        limit = int(query.get("limit", "10"))
+    except ValueError:
+        raise BadRequestError("limit must be a number") from None
+    return wiring.operations().dead_letters(limit, query.get("next"))
+
+
+@app.route("/dead-letters/redrive", methods=["POST"], authorizer=operator, content_types=["application/json"])
+def start_redrive() -> Response:
+    try:
+        wanted, description = RedriveFilter.from_request(_request().raw_body)
+    except ValueError as exc:
+        raise BadRequestError(str(exc)) from None
+    job = wiring.operations().start_redrive(wanted, description, REDRIVE_SLICE_S)
+    return Response(body=job | {"progress_url": f"/dead-letters/redrive/{job['id']}"}, status_code=202)
+
+
+@app.route("/dead-letters/redrive/{job_id}", methods=["GET"], authorizer=operator)
+def redrive_progress(job_id: str) -> dict[str, Any]:
+    job = wiring.operations().redrive_progress(job_id, REDRIVE_SLICE_S)
+    if job is None:
+        raise NotFoundError(f"no redrive {job_id}")
+    return job

@@ -22,6 +22,7 @@ class ApiResponse:
     retry_after: str | None = None
     body_excerpt: str = ""
     elapsed_ms: float = 0.0
+    body: str = ""
 
     @property
     def ok(self) -> bool:
@@ -75,6 +76,7 @@ class ApiClient:
             retry_after=response.headers.get("Retry-After"),
             body_excerpt=text[:BODY_EXCERPT_CHARS],
             elapsed_ms=_since(started),
+            body=text,
         )
 
 

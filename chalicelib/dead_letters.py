@@ -6,6 +6,7 @@ attributes and seven describing the failure.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Container
@@ -95,6 +96,7 @@ class RedriveReport:
     skipped_not_redrivable: int = 0
     skipped_by_filter: int = 0
     failed: int = 0
+    interrupted: bool = False
     groups: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -109,6 +111,27 @@ class RedriveFilter:
     @property
     def everything(self) -> bool:
         return self.groups is None and self.message_ids is None
+
+    @classmethod
+    def from_request(cls, raw: bytes | str | None) -> tuple[RedriveFilter, dict[str, Any]]:
+        """`{}` (everything), `{"groups": [...]}` or `{"message_ids": [...]}`; errors say what is wrong."""
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError as exc:
+            raise ValueError(f"the body is not valid JSON: {exc}") from exc
+        if not isinstance(body, dict) or set(body) - {"groups", "message_ids"}:
+            raise ValueError("the body may hold only 'groups' and 'message_ids', each a list of strings")
+        for name in ("groups", "message_ids"):
+            value = body.get(name)
+            if value is not None and (
+                not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value)
+            ):
+                raise ValueError(f"'{name}' must be a non-empty list of strings")
+        groups, ids = body.get("groups"), body.get("message_ids")
+        return cls(set(groups) if groups else None, set(ids) if ids else None), {
+            "groups": groups,
+            "message_ids": ids,
+        }
 
     def wants(self, message: ReceivedMessage) -> bool:
         if self.groups is not None and message.group_id not in self.groups:
@@ -136,13 +159,19 @@ class Redriver:
         self._visibility_s = visibility_s
         self._progress = progress
 
-    def redrive(self, wanted: RedriveFilter | None = None, use_move_task: bool = True) -> RedriveReport:
+    def redrive(
+        self,
+        wanted: RedriveFilter | None = None,
+        use_move_task: bool = True,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> RedriveReport:
+        """`stop` ends an ordered copy early (`interrupted`); running it again continues."""
         wanted = wanted or RedriveFilter()
         if use_move_task and wanted.everything:
             report = self._move_task()
             if report is not None:
                 return report
-        return self._copy(wanted)
+        return self._copy(wanted, stop)
 
     def _arn(self, url: str) -> str:
         attributes = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
@@ -158,7 +187,7 @@ class Redriver:
             return None
         return RedriveReport(method="move_task")
 
-    def _copy(self, wanted: RedriveFilter) -> RedriveReport:
+    def _copy(self, wanted: RedriveFilter, stop: Callable[[], bool]) -> RedriveReport:
         """Messages left in place stay hidden while the copy runs, so they cannot crowd out the
         rest; when only they come back, they are released once to reach what their groups hid."""
         report = RedriveReport()
@@ -166,6 +195,10 @@ class Redriver:
         held: list[ReceivedMessage] = []
         released_without_progress = False
         while True:
+            if stop():
+                self._dead_letters.change_visibility([(m, 0) for m in held])
+                report.interrupted = True
+                return report
             received = self._dead_letters.receive(10, self._visibility_s)
             fresh = [m for m in received if m.copy_id not in seen]
             held += [m for m in received if m.copy_id in seen]

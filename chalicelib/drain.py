@@ -13,10 +13,12 @@ from dataclasses import asdict, dataclass, field
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.api_client import ApiClient, ApiResponse
+from chalicelib.archive import ResponseArchive
 from chalicelib.dead_letters import dead_letter
 from chalicelib.fifo_queue import FifoQueue, ReceivedMessage
-from chalicelib.ledger import Claim, ClaimKind, Ledger, Status
+from chalicelib.ledger import Claim, ClaimKind, Ledger, Notes, Status
 from chalicelib.metrics import RunMetrics
+from chalicelib.operations import run_note_key
 from chalicelib.policy import HEAD_HOLD_S, Decision, Outcome, backoff_s, classify, release_plan
 from chalicelib.ratelimit import RateLimiter
 from chalicelib.settings import Settings
@@ -112,7 +114,11 @@ class Drainer:
         api: ApiClient,
         refresh_key: Callable[[], object],
         settings: Settings,
+        notes: Notes | None = None,
+        archive: ResponseArchive | None = None,
     ) -> None:
+        self._notes = notes
+        self._archive = archive
         self._queue = queue
         self._dead_letters = dead_letters
         self._ledger = ledger
@@ -148,6 +154,10 @@ class Drainer:
         report.stopped_by = state.stopped_by
         report.blocked_groups = sorted(state.blocked)
         self._emit(state)
+        if self._notes is not None:
+            self._notes.save(
+                run_note_key(self._destination.name), report.as_dict() | {"finished_at": time.time()}
+            )
         log.info(
             "drain run finished", extra={"destination": self._destination.name, "report": report.as_dict()}
         )
@@ -217,6 +227,8 @@ class Drainer:
             response, decision = self._attempt(message, claim, state)
             if decision.outcome is Outcome.DELIVERED:
                 self._ledger.settle(message.message_id, Status.DELIVERED, response.status, "", counted=True)
+                if self._archive is not None:
+                    self._archive.store(message.message_id, response.status, response.body)
                 if message.sent_at_ms:
                     state.metrics.seconds("DeliveredAge", max(0.0, time.time() - message.sent_at_ms / 1000))
                 state.succeeded()

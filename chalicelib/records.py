@@ -150,14 +150,14 @@ def message_id_for(table: str, event_id: str) -> str:
 def group_id_for(settings: Settings, keys: Mapping[str, JsonValue]) -> str:
     """Per-item order by partition key, or one group for global order."""
     if settings.group_by == "table":
-        return _safe_group(settings.table_name)
+        return safe_group_id(settings.table_name)
     pk = settings.partition_key or ""
     if pk not in keys:
         raise RecordError(f"partition key {pk!r} missing from record keys {sorted(keys)}")
-    return _safe_group(f"{settings.table_name}#{dumps(keys[pk])}")
+    return safe_group_id(f"{settings.table_name}#{dumps(keys[pk])}")
 
 
-def _safe_group(raw: str) -> str:
+def safe_group_id(raw: str) -> str:
     """SQS allows 128 printable ASCII characters; anything else is hashed, stably."""
     if _GROUP_ID_SAFE.fullmatch(raw):
         return raw
@@ -240,7 +240,7 @@ def _fallback_group(settings: Settings, keys: Mapping[str, JsonValue]) -> str:
     try:
         return group_id_for(settings, keys)
     except RecordError:
-        return _safe_group(f"{settings.table_name}#undecodable")
+        return safe_group_id(f"{settings.table_name}#undecodable")
 
 
 def build_messages(records: Iterable[Mapping[str, Any]], settings: Settings) -> BuildResult:

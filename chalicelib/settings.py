@@ -69,6 +69,10 @@ class Settings:
     breaker_failures: int
     secret_max_age_s: int
     log_level: str
+    auth: str
+    auth_token_parameter: str | None
+    archive_bucket: str | None
+    submit_max_bytes: int
 
     @property
     def table_name(self) -> str:
@@ -199,7 +203,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         breaker_failures=r.number("TRICKLE_BREAKER_FAILURES", 5, int, 1, 10_000),
         secret_max_age_s=r.number("TRICKLE_SECRET_MAX_AGE_SECONDS", 300, int, 0, 86_400),
         log_level=r.choice("TRICKLE_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        auth=r.choice("TRICKLE_AUTH", "iam", ("iam", "token")),
+        auth_token_parameter=r.env.get("TRICKLE_AUTH_TOKEN_PARAMETER", "").strip() or None,
+        archive_bucket=r.env.get("TRICKLE_ARCHIVE_BUCKET", "").strip() or None,
+        submit_max_bytes=r.number("TRICKLE_SUBMIT_MAX_BYTES", 262_144, int, 1024, SQS_MAX_MESSAGE_BYTES),
     )
+    if settings.auth == "token" and settings.auth_token_parameter is None:
+        r.errors.append("TRICKLE_AUTH_TOKEN_PARAMETER is required when TRICKLE_AUTH=token")
     if r.errors:
         raise SettingsError("invalid Trickle settings: " + "; ".join(r.errors))
     return settings

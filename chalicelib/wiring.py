@@ -9,10 +9,12 @@ import boto3
 from botocore.config import Config
 
 from chalicelib.api_client import ApiClient, make_session
+from chalicelib.archive import ResponseArchive
 from chalicelib.drain import Drainer
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.ingest import Ingestor
-from chalicelib.ledger import Ledger
+from chalicelib.ledger import Ledger, Notes
+from chalicelib.operations import Operations
 from chalicelib.secrets import SecretCache
 from chalicelib.settings import Settings, load_settings
 
@@ -54,6 +56,34 @@ def ledger() -> Ledger:
 
 
 @functools.cache
+def notes() -> Notes:
+    s = settings()
+    return Notes(client("dynamodb"), s.ledger_table, s.ledger_ttl_s)
+
+
+@functools.cache
+def archive() -> ResponseArchive | None:
+    bucket = settings().archive_bucket
+    return ResponseArchive(client("s3"), bucket) if bucket else None
+
+
+@functools.cache
+def auth_token() -> SecretCache:
+    s = settings()
+    if s.auth_token_parameter is None:
+        raise RuntimeError("token authorization needs TRICKLE_AUTH_TOKEN_PARAMETER")
+    return SecretCache(client("ssm"), s.auth_token_parameter, s.secret_max_age_s)
+
+
+@functools.cache
+def operations() -> Operations:
+    s = settings()
+    return Operations(
+        client("sqs"), queue(), dead_letters(), ledger(), notes(), archive(), s.destination.name
+    )
+
+
+@functools.cache
 def ingestor() -> Ingestor:
     return Ingestor(queue(), dead_letters(), ledger(), settings())
 
@@ -62,10 +92,23 @@ def ingestor() -> Ingestor:
 def drainer() -> Drainer:
     s = settings()
     api = ApiClient(make_session(), s.destination, api_key().get)
-    return Drainer(queue(), dead_letters(), ledger(), api, api_key().refresh, s)
+    return Drainer(queue(), dead_letters(), ledger(), api, api_key().refresh, s, notes(), archive())
 
 
 def reset() -> None:
     """Forget every cached object, as a new container would (used by tests and the local runtime)."""
-    for cached in (settings, client, api_key, queue, dead_letters, ledger, ingestor, drainer):
+    for cached in (
+        settings,
+        client,
+        api_key,
+        queue,
+        dead_letters,
+        ledger,
+        notes,
+        archive,
+        auth_token,
+        operations,
+        ingestor,
+        drainer,
+    ):
         cached.cache_clear()

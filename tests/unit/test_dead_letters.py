@@ -306,5 +306,6 @@ def test_redrive_report_as_dict() -> None:
         "skipped_not_redrivable": 0,
         "skipped_by_filter": 0,
         "failed": 1,
+        "interrupted": False,
         "groups": ["a"],
     }

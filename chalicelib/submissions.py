@@ -1,0 +1,96 @@
+"""Direct submission (the queue-based ingestion pattern): a producer that cannot write to the table
+POSTs a JSON message; it joins the same queue, ledger and drain as stream items."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from chalicelib.records import (
+    DESTINATION_ATTRIBUTE,
+    ENVELOPE_VERSION,
+    MESSAGE_ID_ATTRIBUTE,
+    OutboundMessage,
+    dumps,
+    safe_group_id,
+)
+from chalicelib.settings import Settings
+
+_SUBMIT_NAMESPACE = uuid.UUID("0b1f5a57-9d8e-4a56-9a0f-5d6c1e1a7a11")
+ALLOWED_FIELDS = frozenset({"item", "group", "idempotency_key"})
+MAX_KEY_CHARS = 128
+
+
+class SubmissionError(ValueError):
+    """A submission the API refuses with 400; the message is safe to show the caller."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    message: OutboundMessage
+    idempotency_key: str | None
+
+
+def parse_submission(raw: bytes | str | None, settings: Settings, now: datetime | None = None) -> Submission:
+    """Validate a request body and build the queue message; every refusal says what to fix."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    if data is None or not data.strip():
+        raise SubmissionError("the body must be a JSON object with an 'item'")
+    if len(data) > settings.submit_max_bytes:
+        raise SubmissionError(f"the body is {len(data)} bytes; the limit is {settings.submit_max_bytes}")
+    try:
+        body = json.loads(data, parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SubmissionError(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise SubmissionError("the body must be a JSON object")
+    unknown = sorted(set(body) - ALLOWED_FIELDS)
+    if unknown:
+        raise SubmissionError(
+            f"unknown field(s): {', '.join(unknown)}; allowed: item, group, idempotency_key"
+        )
+    item = body.get("item")
+    if not isinstance(item, dict) or not item:
+        raise SubmissionError("'item' must be a non-empty JSON object")
+    group = _optional_text(body, "group")
+    key = _optional_text(body, "idempotency_key")
+    message_id = str(uuid.uuid5(_SUBMIT_NAMESPACE, key) if key else uuid.uuid4())
+    submitted_at = (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    envelope = {
+        "version": ENVELOPE_VERSION,
+        "message_id": message_id,
+        "event_name": "SUBMIT",
+        "source": {"submitted_at": submitted_at, "idempotency_key": key},
+        "keys": {},
+        "item": item,
+    }
+    message = OutboundMessage(
+        message_id=message_id,
+        group_id=safe_group_id(f"submit#{group or 'default'}"),
+        dedup_id=message_id,
+        body=dumps(envelope),
+        attributes={
+            MESSAGE_ID_ATTRIBUTE: message_id,
+            DESTINATION_ATTRIBUTE: settings.destination.name,
+            "trickle-event": "SUBMIT",
+        },
+        sequence_number="",
+    )
+    if message.size_bytes() > settings.max_message_bytes:
+        raise SubmissionError(
+            f"the message would be {message.size_bytes()} bytes; the queue takes {settings.max_message_bytes}"
+        )
+    return Submission(message, key)
+
+
+def _optional_text(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_KEY_CHARS:
+        raise SubmissionError(f"'{name}' must be a non-empty string of at most {MAX_KEY_CHARS} characters")
+    return value
