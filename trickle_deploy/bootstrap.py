@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+from botocore.exceptions import ClientError
 
 from chalicelib.settings import table_name_from_stream_arn
 
@@ -144,11 +147,57 @@ def ensure_api_key(ssm: Any, names: StageNames, api_key: str | None, kms_key: st
     )
 
 
+ARCHIVE_RETENTION_DAYS = 30
+
+
+def ensure_archive_bucket(s3: Any, bucket: str) -> None:
+    """The response archive; its lifecycle rule expires what the drain stored."""
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError:
+        s3.create_bucket(Bucket=bucket)
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket,
+        LifecycleConfiguration={
+            "Rules": [
+                {
+                    "ID": "expire-responses",
+                    "Status": "Enabled",
+                    "Filter": {"Prefix": "responses/"},
+                    "Expiration": {"Days": ARCHIVE_RETENTION_DAYS},
+                }
+            ]
+        },
+    )
+
+
+def ensure_operator_token(ssm: Any, name: str, token: str | None, kms_key: str) -> None:
+    """The token callers outside AWS present; kept if it exists and none is given."""
+    if token is None:
+        try:
+            ssm.get_parameter(Name=name, WithDecryption=False)
+            return
+        except ssm.exceptions.ParameterNotFound:
+            token = secrets.token_urlsafe(32)
+    ssm.put_parameter(Name=name, Value=token, Type="SecureString", Overwrite=True, KeyId=kms_key)
+
+
 def kms_alias(env: Mapping[str, str]) -> str:
     return "alias/" + env["TRICKLE_API_KEY_PARAMETER"].strip("/").replace("/", "-")
 
 
-def provision(clients: Mapping[str, Any], env: Mapping[str, str], api_key: str | None) -> dict[str, str]:
+def provision(
+    clients: Mapping[str, Any], env: Mapping[str, str], api_key: str | None, operator_token: str | None = None
+) -> dict[str, str]:
     """Create every resource the stage names; returns the env with the real stream ARN and URLs."""
     names = StageNames.from_env(env)
     key_arn = ensure_kms_key(clients["kms"], kms_alias(env), f"Trickle API key {names.api_key_parameter}")
@@ -158,6 +207,10 @@ def provision(clients: Mapping[str, Any], env: Mapping[str, str], api_key: str |
     queue_url, dlq_url = ensure_queues(clients["sqs"], names, visibility)
     failure_url = ensure_ingest_failure_queue(clients["sqs"], names)
     ensure_api_key(clients["ssm"], names, api_key, key_arn)
+    if env.get("TRICKLE_ARCHIVE_BUCKET"):
+        ensure_archive_bucket(clients["s3"], env["TRICKLE_ARCHIVE_BUCKET"])
+    if env.get("TRICKLE_AUTH_TOKEN_PARAMETER"):
+        ensure_operator_token(clients["ssm"], env["TRICKLE_AUTH_TOKEN_PARAMETER"], operator_token, key_arn)
     return {
         **env,
         "TRICKLE_STREAM_ARN": stream_arn,
@@ -190,6 +243,24 @@ def teardown(clients: Mapping[str, Any], env: Mapping[str, str], source_table: b
         gone.append(f"parameter {names.api_key_parameter}")
     except clients["ssm"].exceptions.ParameterNotFound:
         pass
+    bucket = env.get("TRICKLE_ARCHIVE_BUCKET")
+    if bucket:
+        s3 = clients["s3"]
+        try:
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                for obj in page.get("Contents", []):
+                    s3.delete_object(Bucket=bucket, Key=obj["Key"])
+            s3.delete_bucket(Bucket=bucket)
+            gone.append(f"bucket {bucket}")
+        except s3.exceptions.NoSuchBucket:
+            pass
+    token = env.get("TRICKLE_AUTH_TOKEN_PARAMETER")
+    if token:
+        try:
+            clients["ssm"].delete_parameter(Name=token)
+            gone.append(f"parameter {token}")
+        except clients["ssm"].exceptions.ParameterNotFound:
+            pass
     kms = clients["kms"]
     try:
         key_id = kms.describe_key(KeyId=kms_alias(env))["KeyMetadata"]["KeyId"]

@@ -32,6 +32,8 @@ def call_resource(service: str, params: Mapping[str, Any], region: str, account:
         return queue_arn(str(params["QueueUrl"]), "aws", region)
     if service == "ssm":
         return parameter_arn(str(params["Name"]), "aws", region, account)
+    if service == "s3":
+        return f"arn:aws:s3:::{params['Bucket']}/{params['Key']}"
     if service == "dynamodb":
         return f"arn:aws:dynamodb:{region}:{account}:table/{params['TableName']}"
     raise ValueError(f"no resource rule for {service}")
@@ -92,7 +94,9 @@ def packaged_policies(template: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             for p in resources[role]["Properties"].get("Policies", [])
             for s in _as_list(p["PolicyDocument"]["Statement"])
         ]
-        out[props["Handler"].split(".", 1)[1]] = {"Version": "2012-10-17", "Statement": statements}
+        handler = props["Handler"].split(".", 1)[1]
+        name = "api_handler" if handler == "app" else handler  # Chalice's one function for all routes
+        out[name] = {"Version": "2012-10-17", "Statement": statements}
     return out
 
 

@@ -32,6 +32,9 @@ ACTIONS: dict[tuple[str, str], str] = {
     ("dynamodb", "GetItem"): "dynamodb:GetItem",
     ("dynamodb", "PutItem"): "dynamodb:PutItem",
     ("dynamodb", "UpdateItem"): "dynamodb:UpdateItem",
+    ("s3", "PutObject"): "s3:PutObject",
+    ("s3", "GetObject"): "s3:GetObject",
+    ("sqs", "StartMessageMoveTask"): "sqs:StartMessageMoveTask",
 }
 
 
@@ -46,6 +49,8 @@ class StageResources:
     ledger_arn: str
     ingest_failure_queue_arn: str
     parameter_arn: str
+    token_parameter_arn: str | None
+    archive_objects_arn: str | None
 
     @property
     def stream_arns(self) -> str:
@@ -83,6 +88,16 @@ def stage_resources(env: Mapping[str, str]) -> StageResources:
         ledger_arn=f"arn:{partition}:dynamodb:{region}:{account}:table/{env['TRICKLE_LEDGER_TABLE']}",
         ingest_failure_queue_arn=queue_arn(env["TRICKLE_INGEST_FAILURE_QUEUE_URL"], partition, region),
         parameter_arn=parameter_arn(env["TRICKLE_API_KEY_PARAMETER"], partition, region, account),
+        token_parameter_arn=(
+            parameter_arn(env["TRICKLE_AUTH_TOKEN_PARAMETER"], partition, region, account)
+            if env.get("TRICKLE_AUTH_TOKEN_PARAMETER")
+            else None
+        ),
+        archive_objects_arn=(
+            f"arn:{partition}:s3:::{env['TRICKLE_ARCHIVE_BUCKET']}/responses/*"
+            if env.get("TRICKLE_ARCHIVE_BUCKET")
+            else None
+        ),
     )
 
 
@@ -148,9 +163,55 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                     [r.queue_arn],
                 ),
                 _statement("DeadLetter", ["sqs:SendMessage"], [r.dlq_arn]),
-                _statement("Ledger", ["dynamodb:GetItem", "dynamodb:UpdateItem"], [r.ledger_arn]),
+                _statement(
+                    "Ledger", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], [r.ledger_arn]
+                ),
                 _statement("ReadApiKey", ["ssm:GetParameter"], [r.parameter_arn]),
                 *_decrypt(env, r),
+                *(
+                    [_statement("ArchiveResponses", ["s3:PutObject"], [r.archive_objects_arn])]
+                    if r.archive_objects_arn
+                    else []
+                ),
+            ],
+        },
+        "api_handler": {
+            "Version": "2012-10-17",
+            "Statement": [
+                logs,
+                _statement(
+                    "QueueStatus",
+                    ["sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage"],
+                    [r.queue_arn],
+                ),
+                _statement(
+                    "DeadLetters",
+                    [
+                        "sqs:ChangeMessageVisibility",
+                        "sqs:DeleteMessage",
+                        "sqs:GetQueueAttributes",
+                        "sqs:ReceiveMessage",
+                        "sqs:StartMessageMoveTask",
+                    ],
+                    [r.dlq_arn],
+                ),
+                _statement("Ledger", ["dynamodb:GetItem", "dynamodb:PutItem"], [r.ledger_arn]),
+                *(
+                    [_statement("PresignResponses", ["s3:GetObject"], [r.archive_objects_arn])]
+                    if r.archive_objects_arn
+                    else []
+                ),
+            ],
+        },
+        "token_auth": {
+            "Version": "2012-10-17",
+            "Statement": [
+                logs,
+                *(
+                    [_statement("ReadOperatorToken", ["ssm:GetParameter"], [r.token_parameter_arn])]
+                    if r.token_parameter_arn
+                    else []
+                ),
             ],
         },
     }

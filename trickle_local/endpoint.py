@@ -77,6 +77,6 @@ def use_local_credentials(region: str = "us-east-1") -> None:
 
 
 def clients(endpoint: str | None) -> dict[str, Any]:
-    services = ("dynamodb", "dynamodbstreams", "sqs", "ssm", "kms")
+    services = ("dynamodb", "dynamodbstreams", "sqs", "ssm", "kms", "s3")
     make: Any = boto3.client
     return {name: make(name, endpoint_url=endpoint) for name in services}

@@ -4,6 +4,7 @@ servers reached over HTTP, with the app invoked through `chalice.test.Client`.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from trickle_local.standin_api import Faults, StandInApi
 from trickle_local.stream_poller import StreamPoller
 
 API_KEY = "sk-test-6f1c2a9e-never-log-me"
+OPERATOR_TOKEN = "op-test-token-1b2c"
 TABLE = "trickle-local-items"
 
 # Tighter than the local stage: the test client's Lambda context allows 3 s per invocation.
@@ -80,7 +82,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
 @pytest.fixture(scope="session")
 def app(endpoint: MotoEndpoint, api: StandInApi, recorder: CallRecorder) -> Chalice:
     env = stage.rebase(stage.stage_env("local"), endpoint.url, api.url) | TEST_OVERRIDES
-    return stage.load_app(provision(clients(endpoint.url), env, API_KEY))
+    return stage.load_app(provision(clients(endpoint.url), env, API_KEY, OPERATOR_TOKEN))
 
 
 @dataclass
@@ -93,6 +95,15 @@ class Stack:
     policies: dict[str, dict[str, Any]]
     invocations: list[str] = field(default_factory=list)
     _poller: StreamPoller | None = None
+    _authorizer_warm: bool = False
+
+    @staticmethod
+    def authorizer_event(token: str) -> dict[str, Any]:
+        return {
+            "type": "TOKEN",
+            "authorizationToken": f"Bearer {token}",
+            "methodArn": "arn:aws:execute-api:us-east-1:123456789012:api/api/GET/status",
+        }
 
     @staticmethod
     def item(pk: str, sk: str, **attributes: Any) -> dict[str, Any]:
@@ -131,6 +142,26 @@ class Stack:
 
     def ingest(self, event: dict[str, Any]) -> Any:
         return self.invoke("ingest", event)
+
+    def http(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+        """A route call through the test client (which runs the token authorizer), recorded against
+        the API function's role; the authorizer runs once first as its own function, so its SSM
+        read is checked against its own role (the key is cached after that)."""
+        if not self._authorizer_warm:
+            self.invoke("token_auth", self.authorizer_event(OPERATOR_TOKEN))
+            self._authorizer_warm = True
+        headers = {"authorization": f"Bearer {OPERATOR_TOKEN}"} | (headers or {})
+        self.recorder.function = "api_handler"
+        first = len(self.recorder.calls)
+        try:
+            payload = json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
+            sent_headers = {"content-type": "application/json"} | (headers or {})
+            return getattr(self.client.http, method.lower())(path, body=payload, headers=sent_headers)
+        finally:
+            self.recorder.function = None
+            refused = denied(self.recorder.calls[first:], self.policies)
+            if refused:
+                pytest.fail(f"packaged IAM policy denies calls the code made: {refused}")
 
     def drain(self) -> dict[str, Any]:
         event = self.client.events.generate_cw_event(
@@ -196,7 +227,7 @@ def make_stack(servers: Servers, tmp_path: Path, overrides: dict[str, str]) -> I
     api.responder = None
     aws = clients(endpoint.url)
     base = stage.rebase(stage.stage_env("local"), endpoint.url, api.url) | TEST_OVERRIDES | overrides
-    env = provision(aws, base, API_KEY)
+    env = provision(aws, base, API_KEY, OPERATOR_TOKEN)
     stage.write_project(env, tmp_path)
     wiring.reset()
     with Client(app, stage_name="local", project_dir=str(tmp_path)) as client:

@@ -42,7 +42,7 @@ def test_bootstrap_is_idempotent_and_teardown_removes_what_it_made(endpoint: Mot
 
     removed = teardown(aws, env, source_table=False)
 
-    assert len(removed) == 6  # three queues, the ledger, the parameter, the key
+    assert len(removed) == 7  # three queues, the ledger, the parameter, the bucket, the key
     assert aws["sqs"].list_queues().get("QueueUrls", []) == []
     assert [t for t in aws["dynamodb"].list_tables()["TableNames"] if t.startswith("trickle-dev")] == [
         "trickle-dev-items"

@@ -1,0 +1,137 @@
+"""Operator and submit routes through `chalice.test.Client` (handlers only; authorization is
+exercised through chalice local in test_chalice_local.py)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import requests
+from conftest import Stack
+
+
+def submit(stack: Stack, body: Any) -> Any:
+    return stack.http("POST", "/messages", body)
+
+
+def test_health_needs_no_aws(stack: Stack) -> None:
+    stack.http("GET", "/health")  # the first call also warms the authorizer
+    start = len(stack.recorder.calls)
+    response = stack.http("GET", "/health")
+    assert response.status_code == 200
+    assert json.loads(response.body) == {"status": "ok"}
+    assert stack.recorder.calls[start:] == []
+
+
+def test_a_submitted_message_is_delivered_and_its_response_archived(stack: Stack) -> None:
+    response = submit(stack, b'{"item": {"order": 7, "price": 12.50}, "group": "orders"}')
+
+    assert response.status_code == 202
+    answer = json.loads(response.body)
+    message_id = answer["message_id"]
+    assert answer["status_url"] == f"/messages/{message_id}"
+    assert json.loads(stack.http("GET", answer["status_url"]).body)["status"] == "queued"
+
+    stack.drain()
+
+    (request,) = stack.api.requests
+    assert request.idempotency_key == message_id
+    assert json.loads(request.body)["item"] == {"order": 7, "price": 12.50}
+    assert '"price":12.50' in request.body  # decimals travel exactly
+    record = json.loads(stack.http("GET", answer["status_url"]).body)
+    assert record["status"] == "delivered"
+    assert record["attempts"] == 1
+    assert record["last_status_code"] == 200
+    archived = requests.get(record["response_url"], timeout=5)
+    assert archived.status_code == 200
+    assert archived.json()["body"] == '{"ok":true}'
+
+
+def test_a_client_idempotency_key_makes_a_repeat_the_same_message(stack: Stack) -> None:
+    first = json.loads(submit(stack, {"item": {"a": 1}, "idempotency_key": "order-7"}).body)
+    second = json.loads(submit(stack, {"item": {"a": 1}, "idempotency_key": "order-7"}).body)
+
+    stack.drain()
+
+    assert first["message_id"] == second["message_id"]
+    assert len(stack.api.applied()) == 1
+
+
+def test_bad_submissions_get_a_clear_400(stack: Stack) -> None:
+    cases = {
+        b"{not json": "not valid JSON",
+        b"[1, 2]": "must be a JSON object",
+        b'{"item": {}}': "'item' must be a non-empty JSON object",
+        b'{"item": {"a": 1}, "colour": "red"}': "unknown field(s): colour",
+        b'{"item": {"a": 1}, "group": 5}': "'group' must be a non-empty string",
+        json.dumps({"item": {"blob": "x" * 300_000}}).encode(): "the limit is 262144",
+    }
+    for body, expected in cases.items():
+        response = stack.http("POST", "/messages", body)
+        assert response.status_code == 400, body[:40]
+        message = json.loads(response.body)["Message"]
+        assert expected in message
+        assert "Traceback" not in response.body.decode()
+    assert stack.queue_depth() == 0
+
+
+def test_unknown_messages_are_404(stack: Stack) -> None:
+    assert stack.http("GET", f"/messages/{uuid.uuid4()}").status_code == 404
+    assert stack.http("GET", "/messages/run%23default").status_code == 404
+
+
+def test_status_reports_depths_and_the_last_run(stack: Stack) -> None:
+    for n in range(3):
+        submit(stack, {"item": {"n": n}})
+    before = json.loads(stack.http("GET", "/status").body)["destinations"]["default"]
+    assert before["queue"]["queued"] == 3
+    assert before["queue"]["oldest_message_age_s"] >= 0
+    assert before["last_run"] is None
+
+    stack.drain()
+
+    after = json.loads(stack.http("GET", "/status").body)["destinations"]["default"]
+    assert after["queue"] == {"queued": 0, "in_flight": 0, "oldest_message_age_s": None}
+    assert after["dead_letters"] == {"queued": 0, "in_flight": 0}
+    assert after["last_run"]["delivered"] == 3
+
+
+def poison_two(stack: Stack) -> None:
+    submit(stack, {"item": {"n": 1, "poison": True}, "group": "a"})
+    submit(stack, {"item": {"n": 2, "poison": True}, "group": "b"})
+    submit(stack, {"item": {"n": 3}, "group": "a"})
+    stack.api.faults.poison = frozenset({'"poison":true'})
+    stack.drain()
+    stack.api.faults.poison = frozenset()
+
+
+def test_dead_letters_can_be_peeked_page_by_page_without_consuming_them(stack: Stack) -> None:
+    poison_two(stack)
+
+    first = json.loads(stack.http("GET", "/dead-letters?limit=1").body)
+    second = json.loads(stack.http("GET", f"/dead-letters?limit=1&next={first['next']}").body)
+
+    assert len(first["dead_letters"]) == 1 and len(second["dead_letters"]) == 1
+    assert first["dead_letters"][0]["message_id"] != second["dead_letters"][0]["message_id"]
+    assert "refused by the API" in first["dead_letters"][0]["reason"]
+    assert second["next"] is None
+    assert stack.queue_depth("TRICKLE_DLQ_URL") == 2
+    assert stack.http("GET", "/dead-letters?limit=x").status_code == 400
+
+
+def test_a_redrive_started_by_route_reports_progress_and_delivers(stack: Stack) -> None:
+    poison_two(stack)
+
+    started = stack.http("POST", "/dead-letters/redrive", {"groups": ["submit#a"]})
+
+    assert started.status_code == 202
+    job = json.loads(started.body)
+    progress = json.loads(stack.http("GET", job["progress_url"]).body)
+    assert progress["state"] == "done"
+    assert progress["moved"] == 1
+    stack.drain()
+    assert any('"n":1' in r.body and r.status == 200 for r in stack.api.requests)
+    assert stack.queue_depth("TRICKLE_DLQ_URL") == 1
+    assert stack.http("POST", "/dead-letters/redrive", {"groups": "a"}).status_code == 400
+    assert stack.http("GET", f"/dead-letters/redrive/{uuid.uuid4()}").status_code == 404

@@ -1,0 +1,29 @@
+"""The app's routes served as `chalice local` serves them (custom authorizers included), in a thread."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from chalice import Chalice
+from chalice.config import Config
+from chalice.local import LocalDevServer, create_local_server
+
+
+class RouteServer:
+    def __init__(self, app: Chalice, config: dict[str, Any], stage: str, host: str = "127.0.0.1", port: int = 0) -> None:
+        chalice_config = Config(chalice_stage=stage, config_from_disk=config)
+        self._server: LocalDevServer = create_local_server(app, chalice_config, host, port)
+        self._thread = threading.Thread(target=self._server.server.serve_forever, name="routes", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> RouteServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
