@@ -29,6 +29,8 @@ class AwsCall:
 def call_resource(service: str, params: Mapping[str, Any], region: str, account: str) -> str:
     """The ARN a call acts on, from its parameters (only the services Trickle uses)."""
     if service == "sqs":
+        if "QueueUrl" not in params:  # StartMessageMoveTask names its source by ARN
+            return str(params["SourceArn"])
         return queue_arn(str(params["QueueUrl"]), "aws", region)
     if service == "ssm":
         return parameter_arn(str(params["Name"]), "aws", region, account)

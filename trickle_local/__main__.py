@@ -23,6 +23,7 @@ from trickle_deploy.bootstrap import provision
 from trickle_local import stage
 from trickle_local.demo import Summary, demo_items, summarize
 from trickle_local.endpoint import MotoEndpoint, clients, use_local_credentials
+from trickle_local.routes import RouteServer
 from trickle_local.runtime import Invoker, LocalRuntime
 from trickle_local.standin_api import Faults, StandInApi
 
@@ -34,6 +35,8 @@ class Session:
     runtime: LocalRuntime
     api: StandInApi | None
     endpoint: MotoEndpoint | None
+    routes: RouteServer | None = None
+    operator_token: str | None = None
 
     @property
     def table(self) -> str:
@@ -55,6 +58,8 @@ class Session:
 
     def stop(self) -> None:
         self.runtime.stop()
+        if self.routes is not None:
+            self.routes.stop()
         if self.api is not None:
             self.api.stop()
         if self.endpoint is not None:
@@ -104,8 +109,9 @@ def start(args: argparse.Namespace) -> Session:
     if args.real_aws:
         os.environ.pop("AWS_ENDPOINT_URL", None)
     aws = clients(endpoint_url)
+    operator_token = None if args.real_aws else f"op-{secrets.token_hex(12)}"
     if not args.real_aws:
-        env = provision(aws, env, api_key)
+        env = provision(aws, env, api_key, operator_token)
     app = stage.load_app(env)
     quiet_logs(args.log_level)
     invoker = Invoker(app, stage.load_config(), args.stage)
@@ -117,7 +123,13 @@ def start(args: argparse.Namespace) -> Session:
         speed=args.speed,
         drain_every_s=args.drain_every,
     ).start(schedules=not getattr(args, "backlog", False))
-    return Session(env, aws, runtime, api, endpoint)
+    routes = None
+    if app.routes:
+        routes = RouteServer(
+            app, stage.load_config(), args.stage, port=0 if args.ephemeral_ports else args.routes_port
+        )
+        routes.start()
+    return Session(env, aws, runtime, api, endpoint, routes, operator_token)
 
 
 class Progress:
@@ -160,6 +172,11 @@ def run_up(args: argparse.Namespace) -> int:
     print(f"AWS endpoint: {session.env.get('AWS_ENDPOINT_URL', 'real AWS')}", file=sys.stderr)
     print(f"API:          {session.env['TRICKLE_API_URL']}", file=sys.stderr)
     print(f"Table:        {session.table} (put items there; Ctrl-C stops)", file=sys.stderr)
+    if session.routes is not None:
+        print(
+            f"Routes:       {session.routes.url} (Authorization: Bearer {session.operator_token})",
+            file=sys.stderr,
+        )
     for scheduled in session.runtime.schedules:
         print(
             f"Schedule:     {scheduled.name} {scheduled.schedule.expression} next {scheduled.due}",
@@ -236,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--api-url", help="deliver to this API instead of the stand-in")
     common.add_argument("--api-key", help="API key to store in SSM (default: a random one for the stand-in)")
+    common.add_argument("--routes-port", type=int, default=8000, help="where the app's routes are served")
     common.add_argument(
         "--ephemeral-ports", action="store_true", help="pick free ports instead of the stage's"
     )

@@ -7,13 +7,18 @@ from typing import Any
 
 from chalice import Chalice
 from chalice.config import Config
-from chalice.local import LocalDevServer, create_local_server
+from chalice.local import LocalChalice, LocalDevServer, create_local_server
 
 
 class RouteServer:
-    def __init__(self, app: Chalice, config: dict[str, Any], stage: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, app: Chalice, config: dict[str, Any], stage: str, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         chalice_config = Config(chalice_stage=stage, config_from_disk=config)
-        self._server: LocalDevServer = create_local_server(app, chalice_config, host, port)
+        if isinstance(app, LocalChalice):  # already prepared by an earlier server in this process
+            self._server = LocalDevServer(app, chalice_config, host, port)
+        else:
+            self._server = create_local_server(app, chalice_config, host, port)
         self._thread = threading.Thread(target=self._server.server.serve_forever, name="routes", daemon=True)
 
     @property

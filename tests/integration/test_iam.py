@@ -80,7 +80,8 @@ def test_policy_files_match_the_stage_configuration() -> None:
 
 # Statements the Lambda service uses on the function's behalf, not the code: CloudWatch Logs, the
 # stream reads of the event source mapping, and its on-failure destination.
-SERVICE_USED = {"Logs", "ReadStream", "OnFailureDestination"}
+# PresignResponses: the API function signs S3 URLs with its credentials and never calls S3 itself.
+SERVICE_USED = {"Logs", "ReadStream", "OnFailureDestination", "PresignResponses"}
 
 
 def test_no_statement_grants_an_action_the_code_never_uses(stack_factory: Any) -> None:
@@ -98,6 +99,11 @@ def test_no_statement_grants_an_action_the_code_never_uses(stack_factory: Any) -
     stack.ingest(stack.stream_event())  # a replay: the ledger answers "already delivered" (GetItem)
     time.sleep(2.1)  # the released message's backoff (TRICKLE_RETRY_MAX_DELAY_SECONDS=2 in tests)
     stack.drain()
+    submitted = json.loads(stack.http("POST", "/messages", {"item": {"n": 1}}).body)
+    stack.http("GET", "/status")
+    stack.http("GET", submitted["status_url"])
+    stack.http("GET", "/dead-letters")
+    stack.http("POST", "/dead-letters/redrive", {})
 
     used: dict[str, set[str]] = {}
     for call in stack.recorder.calls[start:]:
