@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.settings import load_settings
-from trickle_deploy.bootstrap import BACKSTOP_MAX_RECEIVE_COUNT, RETENTION_S, StageNames
+from trickle_deploy.bootstrap import (
+    ARCHIVE_RETENTION_DAYS,
+    BACKSTOP_MAX_RECEIVE_COUNT,
+    RETENTION_S,
+    StageNames,
+)
 from trickle_deploy.policies import parameter_arn, stage_resources
 from trickle_local.stage import load_config
 
@@ -133,6 +138,41 @@ def _dashboard(stage: str, names: StageNames, destination: str) -> dict[str, Any
     return {
         "Type": "AWS::CloudWatch::Dashboard",
         "Properties": {"DashboardName": f"trickle-{stage}", "DashboardBody": {"Fn::Sub": json.dumps(body)}},
+    }
+
+
+def _archive_bucket(bucket: str | None) -> dict[str, Any]:
+    """The response archive: private, encrypted, expiring what the drain stores."""
+    if not bucket:
+        return {}
+    return {
+        "ResponseArchive": {
+            "Type": "AWS::S3::Bucket",
+            "Properties": {
+                "BucketName": bucket,
+                "PublicAccessBlockConfiguration": {
+                    "BlockPublicAcls": True,
+                    "BlockPublicPolicy": True,
+                    "IgnorePublicAcls": True,
+                    "RestrictPublicBuckets": True,
+                },
+                "BucketEncryption": {
+                    "ServerSideEncryptionConfiguration": [
+                        {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+                    ]
+                },
+                "LifecycleConfiguration": {
+                    "Rules": [
+                        {
+                            "Id": "expire-responses",
+                            "Status": "Enabled",
+                            "Prefix": "responses/",
+                            "ExpirationInDays": ARCHIVE_RETENTION_DAYS,
+                        }
+                    ]
+                },
+            },
+        }
     }
 
 
@@ -283,6 +323,7 @@ def merge_template(stage: str, create_source_table: bool = False) -> dict[str, A
                 0,
             ),
             "Dashboard": _dashboard(stage, names, settings.destination.name),
+            **_archive_bucket(settings.archive_bucket),
         },
         "Outputs": {
             "ApiKeyEncryptionKeyArn": {"Value": {"Fn::GetAtt": ["ApiKeyEncryptionKey", "Arn"]}},

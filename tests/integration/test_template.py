@@ -109,6 +109,18 @@ def test_alarms_and_dashboard_are_in_the_template(packaged: tuple[str, Path, dic
     assert len(dashboards) == 1
 
 
+def test_the_response_archive_expires_what_it_keeps(packaged: tuple[str, Path, dict[str, Any]]) -> None:
+    stage, _, template = packaged
+    bucket = template["Resources"]["ResponseArchive"]["Properties"]
+    assert (
+        bucket["BucketName"]
+        == load_config()["stages"][stage]["environment_variables"]["TRICKLE_ARCHIVE_BUCKET"]
+    )
+    (rule,) = bucket["LifecycleConfiguration"]["Rules"]
+    assert rule["Prefix"] == "responses/" and rule["ExpirationInDays"] > 0
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+
+
 def test_kms_decrypt_is_limited_to_the_key_and_the_parameter(
     packaged: tuple[str, Path, dict[str, Any]],
 ) -> None:
