@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -86,6 +88,12 @@ class RunState:
         if tripped:
             self.stop("breaker")
 
+    def first_key_refresh(self) -> bool:
+        """True for exactly one caller per run: the key is re-read from SSM once at most."""
+        with self._lock:
+            first, self.key_refreshed = not self.key_refreshed, True
+        return first
+
     def succeeded(self) -> None:
         with self._lock:
             self.failure_streak = 0
@@ -135,21 +143,16 @@ class Drainer:
         )
         limiter = RateLimiter(self._destination.rate_limit_per_s, self._destination.rate_limit_burst)
         owner = str(uuid.uuid4())
-        while not state.should_stop():
-            budget_left = self._settings.drain_budget - state.report.received
-            if budget_left <= 0:
-                state.stop("budget")
-                break
-            batch = self._queue.receive(budget_left, self._settings.visibility_timeout_s)
-            if not batch:
-                state.stop("empty")
-                break
-            state.count("received", len(batch))
-            results = [
-                self._deliver_group(messages, state, limiter, owner)
-                for messages in group_in_order(batch).values()
-            ]
-            self._finish(results, state)
+        workers = self._settings.drain_workers
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver") as pool:
+            while not state.should_stop():
+                batch = self._receive_round(state, workers)
+                if not batch:
+                    break
+                groups = list(group_in_order(batch).values())
+                deliver = functools.partial(self._deliver_group, state=state, limiter=limiter, owner=owner)
+                results = list(pool.map(deliver, groups)) if workers > 1 else [deliver(g) for g in groups]
+                self._finish(results, state)
         report = state.report
         report.stopped_by = state.stopped_by
         report.blocked_groups = sorted(state.blocked)
@@ -162,6 +165,27 @@ class Drainer:
             "drain run finished", extra={"destination": self._destination.name, "report": report.as_dict()}
         )
         return report
+
+    def _receive_round(self, state: RunState, workers: int) -> list[ReceivedMessage]:
+        """Enough messages to keep every worker busy: receives until `workers` groups are in hand
+        (10 per receive), the budget is spent or the queue has no more. A group's later messages
+        cannot arrive while its earlier ones are in flight, so each group is one worker's, in order."""
+        batch: list[ReceivedMessage] = []
+        groups: set[str] = set()
+        while len(groups) < workers:
+            budget_left = self._settings.drain_budget - state.report.received
+            if budget_left <= 0:
+                state.stop("budget")
+                break
+            received = self._queue.receive(budget_left, self._settings.visibility_timeout_s)
+            if not received:
+                if not batch:
+                    state.stop("empty")
+                break
+            state.count("received", len(received))
+            batch += received
+            groups.update(m.group_id for m in received)
+        return batch
 
     def _emit(self, state: RunState) -> None:
         report, metrics = state.report, state.metrics
@@ -187,7 +211,7 @@ class Drainer:
         state.count("delete_failures", len(self._queue.delete(deletes)))
 
     def _deliver_group(
-        self, messages: list[ReceivedMessage], state: RunState, limiter: RateLimiter, owner: str
+        self, messages: list[ReceivedMessage], *, state: RunState, limiter: RateLimiter, owner: str
     ) -> GroupResult:
         """One group, strictly in order; returns what to delete and what goes back, and when."""
         result = GroupResult()
@@ -281,8 +305,7 @@ class Drainer:
         response = self._api.post(message.body, idempotency_key=message.message_id)
         state.metrics.milliseconds("ApiLatency", response.elapsed_ms)
         decision = classify(response)
-        if decision.outcome is Outcome.AUTH and not state.key_refreshed:
-            state.key_refreshed = True
+        if decision.outcome is Outcome.AUTH and state.first_key_refresh():
             self._refresh_key()
             self._log(message, claim.attempts + 1, "auth-retry", response)
             response = self._api.post(message.body, idempotency_key=message.message_id)

@@ -62,6 +62,7 @@ class Settings:
     max_message_bytes: int
     send_attempts: int
     drain_budget: int
+    drain_workers: int
     drain_safety_margin_ms: int
     visibility_timeout_s: int
     retry_delay_s: int
@@ -196,6 +197,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         send_attempts=r.number("TRICKLE_SEND_ATTEMPTS", 4, int, 1, 10),
         drain_budget=r.number("TRICKLE_DRAIN_BUDGET", 500, int, 1, 100_000),
+        drain_workers=r.number("TRICKLE_DRAIN_WORKERS", 4, int, 1, 64),
         drain_safety_margin_ms=r.number("TRICKLE_DRAIN_SAFETY_MARGIN_MS", 10_000, int, 0, 900_000),
         visibility_timeout_s=r.number("TRICKLE_VISIBILITY_TIMEOUT_SECONDS", 960, int, 1, 43_200),
         retry_delay_s=r.number("TRICKLE_RETRY_DELAY_SECONDS", 30, int, 1, 43_200),

@@ -72,6 +72,8 @@ class StandInApi:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._applied_keys: set[str] = set()
+        self._in_flight = 0
+        self.max_in_flight = 0
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -100,6 +102,7 @@ class StandInApi:
         with self._lock:
             self._requests.clear()
             self._applied_keys.clear()
+            self.max_in_flight = 0
 
     def start(self) -> StandInApi:
         self._thread = threading.Thread(target=self._server.serve_forever, name="standin-api", daemon=True)
@@ -166,8 +169,15 @@ class StandInApi:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 reply, applied = api.decide(body, headers)
                 api._record(self.path, headers, body, reply.status, applied)
-                if reply.delay_s:
-                    time.sleep(reply.delay_s)
+                with api._lock:
+                    api._in_flight += 1
+                    api.max_in_flight = max(api.max_in_flight, api._in_flight)
+                try:
+                    if reply.delay_s:
+                        time.sleep(reply.delay_s)
+                finally:
+                    with api._lock:
+                        api._in_flight -= 1
                 if reply.reset:
                     self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.close_connection = True

@@ -1,0 +1,353 @@
+"""`python -m bench [--quick]`: throughput, AWS requests per message, parallel groups, cold start,
+package size and cost, for Trickle's drain against the seed design it grew from. Prints a table and
+writes bench/results.json. Reports figures; asserts nothing.
+
+Everything runs on loopback: moto's server (with the local runtime's clock patch) and the stand-in
+API with a fixed latency. Absolute figures are the emulator's; the ratios are the point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import boto3
+import requests
+
+from chalicelib import wiring
+from trickle_deploy.bootstrap import provision
+from trickle_local import stage
+from trickle_local.endpoint import MotoEndpoint, clients, use_local_credentials
+from trickle_local.standin_api import Faults, StandInApi
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "bench-key"
+# Public us-east-1 prices (USD), checked 2026: SQS FIFO $0.50 per million requests; DynamoDB on-demand
+# $0.625 per million write units and $0.125 per million read units; Lambda $0.20 per million requests
+# and $0.0000166667 per GB-second; SSM standard-throughput GetParameter has no charge.
+PRICE = {
+    "sqs": 0.50e-6,
+    "ddb_write": 0.625e-6,
+    "ddb_read": 0.125e-6,
+    "lambda_request": 0.20e-6,
+    "gb_s": 0.0000166667,
+}
+LAMBDA_GB = 0.125
+
+
+class Calls:
+    """Every AWS request the process makes, by operation, and the time spent waiting on them."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.seconds = 0.0
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def register(self, events: Any) -> None:
+        events.register("before-call.*.*", self._before)
+        events.register("after-call.*.*", self._after)
+
+    def _before(self, model: Any, **_: Any) -> None:
+        self._local.started = time.perf_counter()
+        with self._lock:
+            self.counts[f"{model.service_model.service_name}:{model.name}"] += 1
+
+    def _after(self, **_: Any) -> None:
+        elapsed = time.perf_counter() - getattr(self._local, "started", time.perf_counter())
+        with self._lock:
+            self.seconds += elapsed
+
+    def take(self) -> tuple[Counter[str], float]:
+        with self._lock:
+            counts, seconds = self.counts, self.seconds
+            self.counts, self.seconds = Counter(), 0.0
+        return counts, seconds
+
+
+class Bench:
+    def __init__(self, latency_s: float) -> None:
+        use_local_credentials()
+        boto3.setup_default_session()
+        self.calls = Calls()
+        self.calls.register(boto3.DEFAULT_SESSION.events)  # type: ignore[union-attr]
+        self.endpoint = MotoEndpoint().start()
+        self.api = StandInApi(Faults(latency_s=latency_s, api_key=API_KEY)).start()
+        self.base = stage.rebase(stage.stage_env("local"), self.endpoint.url, self.api.url) | {
+            "TRICKLE_LOG_LEVEL": "ERROR",
+            "TRICKLE_DRAIN_BUDGET": "100000",
+            "TRICKLE_RATE_LIMIT_PER_SECOND": "10000",
+            "TRICKLE_RATE_LIMIT_BURST": "100",
+            "TRICKLE_AUTH": "iam",
+            "TRICKLE_ARCHIVE_BUCKET": "",
+        }
+        self.env: dict[str, str] = {}
+
+    def reset(self, workers: int = 1) -> None:
+        self.endpoint.reset()
+        self.api.clear()
+        self.env = provision(clients(self.endpoint.url), self.base, API_KEY) | {
+            "TRICKLE_DRAIN_WORKERS": str(workers)
+        }
+        os.environ.update(self.env)
+        wiring.reset()
+        self.calls.take()
+
+    def fill(self, count: int, groups: int) -> dict[str, Any]:
+        """The backlog, queued by the real ingest handler's code from Lambda-shaped records."""
+        records = [
+            {
+                "eventID": f"ev-{i}",
+                "eventName": "INSERT",
+                "eventSource": "aws:dynamodb",
+                "dynamodb": {
+                    "ApproximateCreationDateTime": time.time(),
+                    "Keys": {"pk": {"S": f"g{i % groups:03d}"}, "sk": {"S": f"{i:06d}"}},
+                    "NewImage": {
+                        "pk": {"S": f"g{i % groups:03d}"},
+                        "sk": {"S": f"{i:06d}"},
+                        "n": {"N": str(i)},
+                    },
+                    "SequenceNumber": str(10**20 + i),
+                },
+            }
+            for i in range(count)
+        ]
+        started = time.perf_counter()
+        for start in range(0, count, 100):
+            wiring.ingestor().handle(records[start : start + 100])
+        counts, aws_s = self.calls.take()
+        return {"seconds": time.perf_counter() - started, "requests": dict(counts), "aws_seconds": aws_s}
+
+    def relay(self, count: int) -> dict[str, Any]:
+        started = time.perf_counter()
+        delivered = 0
+        while delivered < count:
+            report = wiring.drainer().run(lambda: 10**9)
+            delivered += report.delivered
+            if report.stopped_by == "empty" and not report.delivered:
+                break
+        return self._result(delivered, time.perf_counter() - started)
+
+    def baseline(self, count: int) -> dict[str, Any]:
+        """The seed design, literally: receive one, read SSM, new connection, POST, delete one."""
+        sqs = boto3.client("sqs", endpoint_url=self.endpoint.url)
+        ssm = boto3.client("ssm", endpoint_url=self.endpoint.url)
+        url, queue = self.env["TRICKLE_API_URL"], self.env["TRICKLE_QUEUE_URL"]
+        self.calls.take()
+        started = time.perf_counter()
+        delivered = 0
+        while True:
+            messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=1).get("Messages", [])
+            if not messages:
+                break
+            key = ssm.get_parameter(Name=self.env["TRICKLE_API_KEY_PARAMETER"], WithDecryption=True)[
+                "Parameter"
+            ]["Value"]
+            response = requests.post(url, data=messages[0]["Body"], headers={"x-api-key": key}, timeout=10)
+            if response.status_code == 200:
+                sqs.delete_message(QueueUrl=queue, ReceiptHandle=messages[0]["ReceiptHandle"])
+                delivered += 1
+        return self._result(delivered, time.perf_counter() - started)
+
+    def _result(self, delivered: int, seconds: float) -> dict[str, Any]:
+        counts, aws_s = self.calls.take()
+        return {
+            "delivered": delivered,
+            "seconds": round(seconds, 3),
+            "throughput_msgs_per_s": round(delivered / seconds, 2) if seconds else 0.0,
+            "requests_by_api": dict(sorted(counts.items())),
+            "aws_requests_per_message": round(sum(counts.values()) / max(1, delivered), 3),
+            "aws_wait_seconds": round(aws_s, 3),
+        }
+
+    def stop(self) -> None:
+        self.api.stop()
+        self.endpoint.stop()
+
+
+def per_message(requests_by_api: dict[str, int], delivered: int) -> dict[str, float]:
+    groups = {
+        "SendMessageBatch": ("sqs:SendMessageBatch", "sqs:SendMessage"),
+        "ReceiveMessage": ("sqs:ReceiveMessage",),
+        "DeleteMessageBatch": ("sqs:DeleteMessageBatch", "sqs:DeleteMessage"),
+        "ChangeMessageVisibility": ("sqs:ChangeMessageVisibilityBatch", "sqs:ChangeMessageVisibility"),
+        "GetQueueAttributes": ("sqs:GetQueueAttributes",),
+        "SSM": ("ssm:GetParameter",),
+        "DynamoDB": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    }
+    return {
+        name: round(sum(requests_by_api.get(op, 0) for op in ops) / max(1, delivered), 3)
+        for name, ops in groups.items()
+    }
+
+
+def cost_per_million(
+    requests_by_api: dict[str, int], delivered: int, lambda_seconds: float, invocations: int
+) -> float:
+    per = 1_000_000 / max(1, delivered)
+    sqs = sum(n for op, n in requests_by_api.items() if op.startswith("sqs:")) * PRICE["sqs"]
+    writes = (
+        sum(requests_by_api.get(op, 0) for op in ("dynamodb:PutItem", "dynamodb:UpdateItem"))
+        * PRICE["ddb_write"]
+    )
+    reads = requests_by_api.get("dynamodb:GetItem", 0) * PRICE["ddb_read"]
+    compute = lambda_seconds * LAMBDA_GB * PRICE["gb_s"] + invocations * PRICE["lambda_request"]
+    return round((sqs + writes + reads + compute) * per, 2)
+
+
+def import_time(module_dir: Path, module: str, env: dict[str, str], runs: int = 5) -> float:
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    samples = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code],
+                cwd=module_dir,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        for _ in range(runs)
+    ]
+    return round(statistics.median(samples) * 1000, 1)
+
+
+def cold_start_and_package() -> dict[str, Any]:
+    env = {**os.environ, **stage.stage_env("prod"), "PYTHONPATH": str(ROOT)}
+    with tempfile.TemporaryDirectory() as tmp:
+        minimal = Path(tmp) / "minimal_app.py"
+        minimal.write_text(
+            "import boto3, requests\nfrom aws_lambda_powertools.metrics import Metrics\n"
+            "from chalice import Chalice\napp = Chalice(app_name='minimal')\n"
+        )
+        app_ms = import_time(ROOT, "app", env)
+        minimal_ms = import_time(Path(tmp), "minimal_app", env)
+        out = Path(tmp) / "pkg"
+        subprocess.run(
+            [str(Path(sys.executable).parent / "chalice"), "package", "--stage", "prod", str(out)],
+            cwd=ROOT,
+            env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
+            check=True,
+            capture_output=True,
+        )
+        size = (out / "deployment.zip").stat().st_size
+    return {"import_app_ms": app_ms, "import_minimal_app_ms": minimal_ms, "package_bytes": size}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller inputs, about a minute")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    args = parser.parse_args(argv)
+    count, groups = (200, 20) if args.quick else (1000, 50)
+    scales = (100, 300) if args.quick else (100, 1000, 5000)
+    latency = 0.02
+    bench = Bench(latency)
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "inputs": {
+            "messages": count,
+            "groups": groups,
+            "api_latency_ms": latency * 1000,
+            "quick": args.quick,
+        },
+        "relay": {},
+    }
+    try:
+        for workers in (1, 4, 16):
+            bench.reset(workers)
+            ingest = bench.fill(count, groups)
+            run = bench.relay(count)
+            run["ingest_requests_per_message"] = round(sum(ingest["requests"].values()) / count, 3)
+            run["requests_per_message_by_api"] = per_message(
+                ingest["requests"] | _add(ingest["requests"], run["requests_by_api"]), count
+            )
+            run["usd_per_million"] = cost_per_million(
+                _add(ingest["requests"], run["requests_by_api"]), count, run["seconds"], 1 + count // 500
+            )
+            results["relay"][f"workers_{workers}"] = run
+            print(f"relay, {workers:2d} workers: {run['throughput_msgs_per_s']:8.1f} msg/s", file=sys.stderr)
+        bench.reset(1)
+        ingest = bench.fill(count, groups)
+        base = bench.baseline(count)
+        base["requests_per_message_by_api"] = per_message(
+            _add(ingest["requests"], base["requests_by_api"]), count
+        )
+        base["usd_per_million"] = cost_per_million(
+            _add(ingest["requests"], base["requests_by_api"]), count, base["seconds"], count
+        )
+        results["baseline"] = base
+        print(f"baseline:          {base['throughput_msgs_per_s']:8.1f} msg/s", file=sys.stderr)
+        for run in results["relay"].values():
+            run["ratio_vs_baseline"] = round(
+                run["throughput_msgs_per_s"] / max(0.001, base["throughput_msgs_per_s"]), 2
+            )
+        results["scaling"] = {}
+        for size in scales:
+            bench.reset(4)
+            bench.fill(size, groups)
+            run = bench.relay(size)
+            run["aws_wait_share"] = round(run["aws_wait_seconds"] / max(0.001, run["seconds"] * 4), 3)
+            results["scaling"][str(size)] = run
+            print(f"scaling {size:5d}: {run['throughput_msgs_per_s']:8.1f} msg/s", file=sys.stderr)
+    finally:
+        bench.stop()
+    results["lambda"] = cold_start_and_package()
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    return 0
+
+
+def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return dict(Counter(a) + Counter(b))
+
+
+def print_table(results: dict[str, Any]) -> None:
+    base = results["baseline"]
+    print(f"\n{'run':<14}{'msg/s':>9}{'x base':>8}{'AWS req/msg':>13}{'$/M msgs':>10}")
+    for name, run in results["relay"].items():
+        print(
+            f"{name:<14}{run['throughput_msgs_per_s']:>9.1f}{run['ratio_vs_baseline']:>8.2f}"
+            f"{sum(run['requests_per_message_by_api'].values()):>13.2f}{run['usd_per_million']:>10.2f}"
+        )
+    print(
+        f"{'baseline':<14}{base['throughput_msgs_per_s']:>9.1f}{1:>8.2f}"
+        f"{sum(base['requests_per_message_by_api'].values()):>13.2f}{base['usd_per_million']:>10.2f}"
+    )
+    print("\nrequests per delivered message, by API (ingest + drain):")
+    for name, run in [*results["relay"].items(), ("baseline", base)]:
+        print(f"  {name:<12} {run['requests_per_message_by_api']}")
+    print("\nscaling (4 workers):")
+    for size, run in results["scaling"].items():
+        print(
+            f"  {size:>6} msgs: {run['throughput_msgs_per_s']:.1f} msg/s,"
+            f" {run['aws_requests_per_message']:.2f} AWS req/msg (drain),"
+            f" AWS wait share {run['aws_wait_share']:.2f}"
+        )
+    lam = results["lambda"]
+    print(
+        f"\nimport app.py: {lam['import_app_ms']} ms;"
+        f" minimal Chalice app, same libraries: {lam['import_minimal_app_ms']} ms"
+    )
+    print(f"deployment package: {lam['package_bytes'] / 1e6:.2f} MB")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
