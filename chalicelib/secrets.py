@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,15 +27,22 @@ class SecretCache:
         self._max_age_s = max_age_s
         self._clock = clock
         self._value: str | None = None
+        self._lock = threading.Lock()
         self._read_at = 0.0
 
     def get(self) -> str:
-        if self._value is None or self._clock() - self._read_at >= self._max_age_s:
-            self.refresh()
-        assert self._value is not None
-        return self._value
+        """Thread-safe: parallel deliveries that find the cache cold read SSM once between them."""
+        with self._lock:
+            if self._value is None or self._clock() - self._read_at >= self._max_age_s:
+                self._read()
+            assert self._value is not None
+            return self._value
 
     def refresh(self) -> str:
+        with self._lock:
+            return self._read()
+
+    def _read(self) -> str:
         try:
             response = self._client.get_parameter(Name=self.name, WithDecryption=True)
         except Exception as exc:  # botocore raises many types; the name is what an operator needs

@@ -130,3 +130,26 @@ def test_first_read_failure_is_retried_on_next_get() -> None:
 
 def test_secret_error_is_a_runtime_error() -> None:
     assert issubclass(SecretError, RuntimeError)
+
+
+def test_parallel_first_reads_share_one_ssm_call() -> None:
+    import threading
+    import time as real_time
+
+    class SlowSsm:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def get_parameter(self, **_: object) -> dict[str, dict[str, str]]:
+            self.calls += 1
+            real_time.sleep(0.05)
+            return {"Parameter": {"Value": "k"}}
+
+    ssm = SlowSsm()
+    cache = SecretCache(ssm, "/p", max_age_s=300)
+    threads = [threading.Thread(target=cache.get) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert ssm.calls == 1
