@@ -50,8 +50,7 @@ def dead_letter(
     message: ReceivedMessage, reason: str, excerpt: str, record: LedgerRecord | None
 ) -> OutboundMessage:
     """The message as it was, plus why it died; deduplicated per copy so a retried send is safe."""
-    attributes = {name: message.attributes[name] for name in RELAY_ATTRIBUTES if message.attributes.get(name)}
-    attributes |= {
+    attributes = _relay_attributes(message) | {
         REASON_ATTRIBUTE: _sqs_text(reason, 1024) or "unknown",
         ATTEMPTS_ATTRIBUTE: str(record.attempts if record else 0),
         REDRIVES_ATTRIBUTE: message.attributes.get(REDRIVES_ATTRIBUTE, "0"),
@@ -63,26 +62,27 @@ def dead_letter(
         LAST_ATTEMPT_ATTRIBUTE: _iso(record.last_attempt_at if record else None),
     }
     attributes |= {name: value for name, value in optional.items() if value}
-    return OutboundMessage(
-        message_id=message.message_id,
-        group_id=message.group_id,
-        dedup_id=f"dead-{message.copy_id}",
-        body=message.body,
-        attributes=attributes,
-        sequence_number="",
-    )
+    return _resend(message, f"dead-{message.copy_id}", attributes)
 
 
 def redrive_copy(message: ReceivedMessage) -> OutboundMessage:
     """Back to the source queue: same body and group, failure attributes dropped, a new
     deduplication id per redrive so SQS does not drop it as a repeat of the original."""
     generation = int(message.attributes.get(REDRIVES_ATTRIBUTE, "0") or 0) + 1
-    attributes = {name: message.attributes[name] for name in RELAY_ATTRIBUTES if message.attributes.get(name)}
-    attributes[REDRIVES_ATTRIBUTE] = str(generation)
+    attributes = _relay_attributes(message) | {REDRIVES_ATTRIBUTE: str(generation)}
+    return _resend(message, f"{message.message_id}-r{generation}", attributes)
+
+
+def _relay_attributes(message: ReceivedMessage) -> dict[str, str]:
+    return {name: message.attributes[name] for name in RELAY_ATTRIBUTES if message.attributes.get(name)}
+
+
+def _resend(message: ReceivedMessage, dedup_id: str, attributes: dict[str, str]) -> OutboundMessage:
+    """The same body in the same group, under a new deduplication id and attributes."""
     return OutboundMessage(
         message_id=message.message_id,
         group_id=message.group_id,
-        dedup_id=f"{message.message_id}-r{generation}",
+        dedup_id=dedup_id,
         body=message.body,
         attributes=attributes,
         sequence_number="",

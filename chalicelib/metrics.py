@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from aws_lambda_powertools.metrics import Metrics, MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 NAMESPACE = "Trickle"
 
@@ -14,8 +14,11 @@ class RunMetrics:
     """The figures of one handler run; thread-safe so parallel deliveries can share it."""
 
     def __init__(self, dimensions: dict[str, str]) -> None:
-        self._metrics = Metrics(namespace=NAMESPACE, service="trickle")
-        self._dimensions = dimensions
+        # EphemeralMetrics: Powertools' `Metrics` shares its values and dimensions across instances,
+        # which mixes the ingest's and the drain's figures whenever both run in one process.
+        self._metrics = EphemeralMetrics(namespace=NAMESPACE, service="trickle")
+        for name, value in dimensions.items():  # set now: Powertools flushes by itself at 100 values
+            self._metrics.add_dimension(name=name, value=value)
         self._lock = threading.Lock()
         self._recorded = False
 
@@ -39,7 +42,5 @@ class RunMetrics:
         with self._lock:
             if not self._recorded:
                 return
-            for name, value in self._dimensions.items():
-                self._metrics.add_dimension(name=name, value=value)
             self._metrics.flush_metrics()
             self._recorded = False

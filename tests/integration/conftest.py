@@ -110,6 +110,21 @@ class Stack:
     def item(pk: str, sk: str, **attributes: Any) -> dict[str, Any]:
         return {"pk": {"S": pk}, "sk": {"S": sk}, **attributes}
 
+    def fill(self, groups: int, per_group: int, prefix: str = "g") -> None:
+        """Interleaved inserts across groups (`g0`..), ingested through the handler."""
+        self.put_items(
+            [self.item(f"{prefix}{g}", f"{i:03}") for i in range(per_group) for g in range(groups)]
+        )
+        self.ingest_new()
+
+    def delivered_by_group(self) -> dict[str, list[str]]:
+        """What the API applied, as sort keys per partition key, in arrival order."""
+        seen: dict[str, list[str]] = {}
+        for request in self.api.applied():
+            keys = request.json()["keys"]  # type: ignore[index]
+            seen.setdefault(keys["pk"], []).append(keys["sk"])
+        return seen
+
     def put_items(self, items: list[dict[str, Any]]) -> None:
         for item in items:
             self.aws["dynamodb"].put_item(TableName=TABLE, Item=item)

@@ -20,11 +20,6 @@ from trickle_deploy.operate import redrive
 from trickle_local.standin_api import Reply
 
 
-def fill(stack: Stack, groups: int, per_group: int, prefix: str = "g") -> None:
-    stack.put_items([stack.item(f"{prefix}{g}", f"{i:03}") for i in range(per_group) for g in range(groups)])
-    stack.ingest_new()
-
-
 def keyed(status: int, when: Any, body: str = "{}", headers: dict[str, str] | None = None) -> Any:
     """A responder answering `status` for requests whose body matches `when`."""
 
@@ -43,7 +38,7 @@ def ledger(message_id: str) -> Any:
 
 
 def test_429_stops_the_run_and_holds_messages_until_retry_after_without_counting(stack: Stack) -> None:
-    fill(stack, groups=3, per_group=2)
+    stack.fill(groups=3, per_group=2)
     stack.api.responder = lambda body, headers: Reply(429, "{}", {"Retry-After": "2"})
 
     report = stack.drain()
@@ -60,7 +55,7 @@ def test_429_stops_the_run_and_holds_messages_until_retry_after_without_counting
 
 
 def test_503_with_an_http_date_retry_after_is_saturation_too(stack: Stack) -> None:
-    fill(stack, groups=1, per_group=2)
+    stack.fill(groups=1, per_group=2)
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)
     stack.api.responder = lambda body, headers: Reply(503, "{}", {"Retry-After": later})
 
@@ -74,7 +69,7 @@ def test_5xx_is_retried_with_backoff_and_dead_lettered_after_max_attempts_with_i
     stack_factory: Any,
 ) -> None:
     stack: Stack = stack_factory(TRICKLE_MAX_ATTEMPTS="3", TRICKLE_RETRY_MAX_DELAY_SECONDS="1")
-    fill(stack, groups=1, per_group=3)
+    stack.fill(groups=1, per_group=3)
     stack.api.responder = keyed(500, lambda k: k["sk"] == "000", body='{"error":"boom"}')
 
     reports = []
@@ -97,7 +92,7 @@ def test_5xx_is_retried_with_backoff_and_dead_lettered_after_max_attempts_with_i
 
 def test_messages_behind_a_failing_head_are_never_dead_lettered_unattempted(stack_factory: Any) -> None:
     stack: Stack = stack_factory(TRICKLE_MAX_ATTEMPTS="2", TRICKLE_RETRY_MAX_DELAY_SECONDS="1")
-    fill(stack, groups=1, per_group=4)
+    stack.fill(groups=1, per_group=4)
     stack.api.responder = keyed(500, lambda k: k["sk"] == "000")
 
     for _ in range(4):
@@ -112,9 +107,9 @@ def test_messages_behind_a_failing_head_are_never_dead_lettered_unattempted(stac
 
 
 def test_a_rotated_key_is_re_read_from_ssm_once_and_not_counted(stack: Stack) -> None:
-    fill(stack, groups=1, per_group=3)
+    stack.fill(groups=1, per_group=3)
     stack.drain()  # caches the current key
-    fill(stack, groups=1, per_group=2, prefix="h")
+    stack.fill(groups=1, per_group=2, prefix="h")
     stack.aws["ssm"].put_parameter(
         Name="/trickle/local/api-key", Value="rotated", Type="SecureString", Overwrite=True
     )
@@ -131,7 +126,7 @@ def test_a_rotated_key_is_re_read_from_ssm_once_and_not_counted(stack: Stack) ->
 def test_a_key_still_refused_after_re_reading_stops_the_run(
     stack: Stack, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    fill(stack, groups=2, per_group=2)
+    stack.fill(groups=2, per_group=2)
     stack.api.faults.api_key = "something-else"
 
     report = stack.drain()
@@ -145,7 +140,7 @@ def test_a_key_still_refused_after_re_reading_stops_the_run(
 
 
 def test_a_permanent_4xx_is_dead_lettered_at_once_and_the_group_moves_on(stack: Stack) -> None:
-    fill(stack, groups=2, per_group=3)
+    stack.fill(groups=2, per_group=3)
     stack.api.faults.poison = frozenset({'"sk":"001"'})
 
     report = stack.drain()
@@ -159,7 +154,7 @@ def test_a_permanent_4xx_is_dead_lettered_at_once_and_the_group_moves_on(stack: 
 
 def test_strict_ordering_halts_the_group_until_an_operator_acts(stack_factory: Any) -> None:
     stack: Stack = stack_factory(TRICKLE_ORDERING="strict", TRICKLE_RETRY_MAX_DELAY_SECONDS="1")
-    fill(stack, groups=2, per_group=3)
+    stack.fill(groups=2, per_group=3)
     stack.api.faults.poison = frozenset({'"pk":"g0","sk":"001"'})
 
     report = stack.drain()
@@ -183,7 +178,7 @@ def test_strict_ordering_halts_the_group_until_an_operator_acts(stack_factory: A
 
 def test_the_breaker_ends_a_run_after_consecutive_retryable_failures(stack_factory: Any) -> None:
     stack: Stack = stack_factory(TRICKLE_BREAKER_FAILURES="3")
-    fill(stack, groups=6, per_group=1)
+    stack.fill(groups=6, per_group=1)
     stack.api.responder = lambda body, headers: Reply(502, "{}")
 
     report = stack.drain()
@@ -194,7 +189,7 @@ def test_the_breaker_ends_a_run_after_consecutive_retryable_failures(stack_facto
 
 def test_the_rate_limit_spaces_requests(stack_factory: Any) -> None:
     stack: Stack = stack_factory(TRICKLE_RATE_LIMIT_PER_SECOND="20", TRICKLE_RATE_LIMIT_BURST="2")
-    fill(stack, groups=2, per_group=6)
+    stack.fill(groups=2, per_group=6)
 
     stack.drain()
 
@@ -205,7 +200,7 @@ def test_the_rate_limit_spaces_requests(stack_factory: Any) -> None:
 
 def test_a_drain_that_dies_between_the_2xx_and_the_delete_does_not_deliver_again(stack_factory: Any) -> None:
     stack: Stack = stack_factory(TRICKLE_VISIBILITY_TIMEOUT_SECONDS="2")
-    fill(stack, groups=2, per_group=2)
+    stack.fill(groups=2, per_group=2)
     wiring.reset()
 
     def die(**_: Any) -> None:
@@ -241,7 +236,7 @@ def test_a_stream_replay_after_delivery_is_not_delivered_again(stack: Stack) -> 
 
 
 def test_poison_fixed_then_redriven_is_delivered_with_fresh_attempts(stack: Stack) -> None:
-    fill(stack, groups=2, per_group=3)
+    stack.fill(groups=2, per_group=3)
     stack.api.faults.poison = frozenset({'"sk":"001"'})
     stack.drain()
     assert stack.queue_depth("TRICKLE_DLQ_URL") == 2
@@ -261,7 +256,7 @@ def test_poison_fixed_then_redriven_is_delivered_with_fresh_attempts(stack: Stac
 def test_redrive_by_group_leaves_other_groups_and_ingest_rejections_in_place(stack_factory: Any) -> None:
     stack: Stack = stack_factory(TRICKLE_MAX_MESSAGE_BYTES="4096")
     stack.put_items([stack.item("g0", "000", big={"S": "x" * 5000})])
-    fill(stack, groups=2, per_group=2)
+    stack.fill(groups=2, per_group=2)
     stack.api.faults.poison = frozenset({'"sk":"001"'})
     stack.drain()
     stack.api.faults.poison = frozenset()
@@ -276,7 +271,7 @@ def test_redrive_by_group_leaves_other_groups_and_ingest_rejections_in_place(sta
 
 
 def test_an_interrupted_redrive_neither_loses_nor_duplicates(stack: Stack) -> None:
-    fill(stack, groups=1, per_group=3)
+    stack.fill(groups=1, per_group=3)
     stack.api.faults.poison = frozenset({'"sk":"001"'})
     stack.drain()
     stack.api.faults.poison = frozenset()

@@ -14,33 +14,19 @@ from chalicelib import wiring
 from trickle_local.standin_api import Reply
 
 
-def fill(stack: Stack, groups: int, per_group: int, prefix: str = "g") -> None:
-    """Interleaved inserts across groups, ingested through the handler."""
-    stack.put_items([stack.item(f"{prefix}{g}", f"{i:03}") for i in range(per_group) for g in range(groups)])
-    stack.ingest_new()
-
-
-def delivered_by_group(stack: Stack) -> dict[str, list[str]]:
-    by_group: dict[str, list[str]] = {}
-    for request in stack.api.applied():
-        keys = request.json()["keys"]  # type: ignore[index]
-        by_group.setdefault(keys["pk"], []).append(keys["sk"])
-    return by_group
-
-
 def test_drains_several_groups_in_order_and_empties_the_queue(stack: Stack) -> None:
-    fill(stack, groups=3, per_group=12)
+    stack.fill(groups=3, per_group=12)
 
     report = stack.drain()
 
     assert report["delivered"] == 36
     assert report["stopped_by"] == "empty"
-    assert delivered_by_group(stack) == {f"g{g}": [f"{i:03}" for i in range(12)] for g in range(3)}
+    assert stack.delivered_by_group() == {f"g{g}": [f"{i:03}" for i in range(12)] for g in range(3)}
     assert stack.queue_depth() == 0
 
 
 def test_each_request_carries_json_the_key_header_and_the_idempotency_key(stack: Stack) -> None:
-    fill(stack, groups=1, per_group=3)
+    stack.fill(groups=1, per_group=3)
 
     stack.drain()
 
@@ -53,7 +39,7 @@ def test_each_request_carries_json_the_key_header_and_the_idempotency_key(stack:
 
 
 def test_a_failure_mid_group_stops_that_group_only_and_the_rest_waits_for_a_later_run(stack: Stack) -> None:
-    fill(stack, groups=3, per_group=6)
+    stack.fill(groups=3, per_group=6)
     failing = {"g1": "003"}
 
     def fail_g1_003(body: str, headers: dict[str, str]) -> Reply | None:
@@ -66,7 +52,7 @@ def test_a_failure_mid_group_stops_that_group_only_and_the_rest_waits_for_a_late
 
     assert first["retried"] == 1
     assert first["blocked_groups"] == ['trickle-local-items#"g1"']
-    assert delivered_by_group(stack) == {
+    assert stack.delivered_by_group() == {
         "g0": [f"{i:03}" for i in range(6)],
         "g1": ["000", "001", "002"],
         "g2": [f"{i:03}" for i in range(6)],
@@ -80,12 +66,12 @@ def test_a_failure_mid_group_stops_that_group_only_and_the_rest_waits_for_a_late
     second = stack.drain()
 
     assert second["delivered"] == 3
-    assert delivered_by_group(stack)["g1"] == [f"{i:03}" for i in range(6)]
+    assert stack.delivered_by_group()["g1"] == [f"{i:03}" for i in range(6)]
     assert stack.queue_depth() == 0
 
 
 def test_nothing_is_deleted_without_a_2xx(stack: Stack) -> None:
-    fill(stack, groups=2, per_group=2)
+    stack.fill(groups=2, per_group=2)
     stack.api.responder = lambda body, headers: Reply(500, "{}")
 
     report = stack.drain()
@@ -97,7 +83,7 @@ def test_nothing_is_deleted_without_a_2xx(stack: Stack) -> None:
 
 def test_budget_limits_a_run(stack_factory: Any) -> None:
     stack = stack_factory(TRICKLE_DRAIN_BUDGET="5")
-    fill(stack, groups=2, per_group=6)
+    stack.fill(groups=2, per_group=6)
 
     report = stack.drain()
 
@@ -109,7 +95,7 @@ def test_budget_limits_a_run(stack_factory: Any) -> None:
 
 def test_remaining_time_under_the_margin_ends_the_run(stack_factory: Any) -> None:
     stack = stack_factory(TRICKLE_DRAIN_SAFETY_MARGIN_MS="2600")  # the test context allows 3000 ms
-    fill(stack, groups=1, per_group=20)
+    stack.fill(groups=1, per_group=20)
     stack.api.faults.latency_s = 0.05
 
     report = stack.drain()
@@ -120,7 +106,7 @@ def test_remaining_time_under_the_margin_ends_the_run(stack_factory: Any) -> Non
 
 
 def test_api_key_is_read_from_ssm_once_for_many_messages_and_runs(stack: Stack) -> None:
-    fill(stack, groups=4, per_group=10)
+    stack.fill(groups=4, per_group=10)
     wiring.reset()
     calls: list[dict[str, Any]] = []
     wiring.client("ssm").meta.events.register(
@@ -128,7 +114,7 @@ def test_api_key_is_read_from_ssm_once_for_many_messages_and_runs(stack: Stack) 
     )
 
     stack.drain()
-    fill(stack, groups=1, per_group=5, prefix="h")
+    stack.fill(groups=1, per_group=5, prefix="h")
     stack.drain()
 
     assert len(stack.api.applied()) == 45
@@ -136,7 +122,7 @@ def test_api_key_is_read_from_ssm_once_for_many_messages_and_runs(stack: Stack) 
 
 
 def test_the_api_key_never_appears_in_logs(stack: Stack, capfd: pytest.CaptureFixture[str]) -> None:
-    fill(stack, groups=2, per_group=3)
+    stack.fill(groups=2, per_group=3)
     stack.api.responder = lambda body, headers: Reply(401, json.dumps({"echo": headers.get("x-api-key")}))
 
     stack.drain()
@@ -154,7 +140,7 @@ def emf_lines(out: str) -> list[dict[str, Any]]:
 
 
 def test_runs_emit_embedded_metrics(stack: Stack, capfd: pytest.CaptureFixture[str]) -> None:
-    fill(stack, groups=2, per_group=3)
+    stack.fill(groups=2, per_group=3)
     stack.api.responder = lambda body, headers: Reply(503, "{}") if '"sk":"002"' in body else None
     capfd.readouterr()
 
@@ -172,7 +158,7 @@ def test_runs_emit_embedded_metrics(stack: Stack, capfd: pytest.CaptureFixture[s
 
 def test_ingest_emits_embedded_metrics(stack: Stack, capfd: pytest.CaptureFixture[str]) -> None:
     capfd.readouterr()
-    fill(stack, groups=1, per_group=4)
+    stack.fill(groups=1, per_group=4)
 
     (ingest,) = emf_lines(capfd.readouterr().out)
     assert ingest["table"] == "trickle-local-items"

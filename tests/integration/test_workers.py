@@ -7,34 +7,21 @@ from typing import Any
 from conftest import Stack
 
 
-def fill(stack: Stack, groups: int, per_group: int) -> None:
-    stack.put_items([stack.item(f"g{g:02}", f"{i:03}") for i in range(per_group) for g in range(groups)])
-    stack.ingest_new()
-
-
-def by_group(stack: Stack) -> dict[str, list[str]]:
-    seen: dict[str, list[str]] = {}
-    for request in stack.api.applied():
-        keys = request.json()["keys"]  # type: ignore[index]
-        seen.setdefault(keys["pk"], []).append(keys["sk"])
-    return seen
-
-
 def test_groups_go_in_parallel_and_each_stays_in_order(stack_factory: Any) -> None:
     stack: Stack = stack_factory(TRICKLE_DRAIN_WORKERS="4", TRICKLE_RATE_LIMIT_PER_SECOND="1000")
-    fill(stack, groups=8, per_group=6)
+    stack.fill(groups=8, per_group=6)
     stack.api.faults.latency_s = 0.03
 
     report = stack.drain()
 
     assert report["delivered"] == 48
-    assert by_group(stack) == {f"g{g:02}": [f"{i:03}" for i in range(6)] for g in range(8)}
+    assert stack.delivered_by_group() == {f"g{g}": [f"{i:03}" for i in range(6)] for g in range(8)}
     assert 1 < stack.api.max_in_flight <= 4
 
 
 def test_one_worker_sends_one_request_at_a_time(stack_factory: Any) -> None:
     stack: Stack = stack_factory(TRICKLE_DRAIN_WORKERS="1", TRICKLE_RATE_LIMIT_PER_SECOND="1000")
-    fill(stack, groups=4, per_group=3)
+    stack.fill(groups=4, per_group=3)
     stack.api.faults.latency_s = 0.02
 
     stack.drain()
@@ -46,7 +33,7 @@ def test_the_rate_limit_holds_across_all_workers(stack_factory: Any) -> None:
     stack: Stack = stack_factory(
         TRICKLE_DRAIN_WORKERS="4", TRICKLE_RATE_LIMIT_PER_SECOND="20", TRICKLE_RATE_LIMIT_BURST="2"
     )
-    fill(stack, groups=8, per_group=3)
+    stack.fill(groups=8, per_group=3)
 
     stack.drain()
 
@@ -57,14 +44,14 @@ def test_the_rate_limit_holds_across_all_workers(stack_factory: Any) -> None:
 
 def test_a_failing_group_does_not_hold_back_the_others_under_parallelism(stack_factory: Any) -> None:
     stack: Stack = stack_factory(TRICKLE_DRAIN_WORKERS="4", TRICKLE_RATE_LIMIT_PER_SECOND="1000")
-    fill(stack, groups=6, per_group=4)
+    stack.fill(groups=6, per_group=4)
     stack.api.faults.poison = frozenset()
     from trickle_local.standin_api import Reply
 
-    stack.api.responder = lambda body, headers: Reply(503, "{}") if '"pk":"g02","sk":"001"' in body else None
+    stack.api.responder = lambda body, headers: Reply(503, "{}") if '"pk":"g2","sk":"001"' in body else None
 
     stack.drain()
 
-    delivered = by_group(stack)
-    assert delivered["g02"] == ["000"]
-    assert all(delivered[f"g{g:02}"] == [f"{i:03}" for i in range(4)] for g in range(6) if g != 2)
+    delivered = stack.delivered_by_group()
+    assert delivered["g2"] == ["000"]
+    assert all(delivered[f"g{g}"] == [f"{i:03}" for i in range(4)] for g in range(6) if g != 2)
