@@ -108,15 +108,15 @@ def _statement(
     return statement | ({"Condition": condition} if condition else {})
 
 
-def _decrypt(env: Mapping[str, str], r: StageResources) -> list[dict[str, Any]]:
+def _decrypt(env: Mapping[str, str], r: StageResources, parameter: str | None) -> list[dict[str, Any]]:
     """kms:Decrypt on the bootstrap's key, only through SSM and only for the API key parameter.
     (A stage deployed with the merge template gets the same statement from the template.)"""
     key = env.get("TRICKLE_API_KEY_KMS_KEY_ARN")
-    if not key:
+    if not key or not parameter:
         return []
     condition = {
         "StringEquals": {
-            "kms:EncryptionContext:PARAMETER_ARN": r.parameter_arn,
+            "kms:EncryptionContext:PARAMETER_ARN": parameter,
             "kms:ViaService": f"ssm.{r.region}.amazonaws.com",
         }
     }
@@ -167,7 +167,7 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                     "Ledger", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], [r.ledger_arn]
                 ),
                 _statement("ReadApiKey", ["ssm:GetParameter"], [r.parameter_arn]),
-                *_decrypt(env, r),
+                *_decrypt(env, r, r.parameter_arn),
                 *(
                     [_statement("ArchiveResponses", ["s3:PutObject"], [r.archive_objects_arn])]
                     if r.archive_objects_arn
@@ -212,6 +212,7 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                     if r.token_parameter_arn
                     else []
                 ),
+                *_decrypt(env, r, r.token_parameter_arn),
             ],
         },
     }

@@ -141,6 +141,34 @@ def _dashboard(stage: str, names: StageNames, destination: str) -> dict[str, Any
     }
 
 
+def _decrypt_policy(name: str, role: str, parameter: str) -> dict[str, Any]:
+    """kms:Decrypt on the stage's key for one role, only through SSM and only for one parameter."""
+    return {
+        "Type": "AWS::IAM::Policy",
+        "Properties": {
+            "PolicyName": name,
+            "Roles": [{"Ref": role}],
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "DecryptThroughSsm",
+                        "Effect": "Allow",
+                        "Action": "kms:Decrypt",
+                        "Resource": {"Fn::GetAtt": ["ApiKeyEncryptionKey", "Arn"]},
+                        "Condition": {
+                            "StringEquals": {
+                                "kms:EncryptionContext:PARAMETER_ARN": parameter,
+                                "kms:ViaService": {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"},
+                            }
+                        },
+                    }
+                ],
+            },
+        },
+    }
+
+
 def _archive_bucket(bucket: str | None) -> dict[str, Any]:
     """The response archive: private, encrypted, expiring what the drain stores."""
     if not bucket:
@@ -266,30 +294,16 @@ def merge_template(stage: str, create_source_table: bool = False) -> dict[str, A
                     "TargetKeyId": {"Ref": "ApiKeyEncryptionKey"},
                 },
             },
-            "DrainDecryptApiKey": {
-                "Type": "AWS::IAM::Policy",
-                "Properties": {
-                    "PolicyName": "DecryptApiKey",
-                    "Roles": [{"Ref": "DrainRole"}],
-                    "PolicyDocument": {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {
-                                "Sid": "DecryptApiKeyThroughSsm",
-                                "Effect": "Allow",
-                                "Action": "kms:Decrypt",
-                                "Resource": {"Fn::GetAtt": ["ApiKeyEncryptionKey", "Arn"]},
-                                "Condition": {
-                                    "StringEquals": {
-                                        "kms:EncryptionContext:PARAMETER_ARN": resources.parameter_arn,
-                                        "kms:ViaService": {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"},
-                                    }
-                                },
-                            }
-                        ],
-                    },
-                },
-            },
+            "DrainDecryptApiKey": _decrypt_policy("DecryptApiKey", "DrainRole", resources.parameter_arn),
+            **(
+                {
+                    "TokenAuthDecryptToken": _decrypt_policy(
+                        "DecryptOperatorToken", "TokenAuthRole", resources.token_parameter_arn
+                    )
+                }
+                if resources.token_parameter_arn
+                else {}
+            ),
             "DeadLettersAlarm": _alarm(
                 "Trickle: messages in the dead-letter queue",
                 "AWS/SQS",
