@@ -26,10 +26,10 @@ import boto3
 import requests
 
 from chalicelib import wiring
+from chalicelib.records import build_messages
 from trickle_deploy.bootstrap import provision
 from trickle_local import stage
-from trickle_local.endpoint import MotoEndpoint, clients, use_local_credentials
-from trickle_local.standin_api import Faults, StandInApi
+from trickle_local.endpoint import clients, free_port, use_local_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key"
@@ -76,15 +76,41 @@ class Calls:
         return counts, seconds
 
 
+SERVE = {
+    "aws": "from trickle_local.endpoint import MotoEndpoint\nMotoEndpoint(port={port}).start()\n",
+    "api": (
+        "from trickle_local.standin_api import Faults, StandInApi\n"
+        "StandInApi(Faults(latency_s={latency}, api_key='{key}'), port={port}).start()\n"
+    ),
+}
+
+
+def serve(kind: str, **values: Any) -> tuple[subprocess.Popen[bytes], str]:
+    """Each server in a process of its own, so neither competes with the drain for the GIL."""
+    port = free_port()
+    code = SERVE[kind].format(port=port, **values) + "import time\nwhile True: time.sleep(3600)\n"
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            requests.get(url, timeout=1)
+            return process, url
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the {kind} server did not start")
+
+
 class Bench:
     def __init__(self, latency_s: float) -> None:
         use_local_credentials()
         boto3.setup_default_session()
         self.calls = Calls()
         self.calls.register(boto3.DEFAULT_SESSION.events)  # type: ignore[union-attr]
-        self.endpoint = MotoEndpoint().start()
-        self.api = StandInApi(Faults(latency_s=latency_s, api_key=API_KEY)).start()
-        self.base = stage.rebase(stage.stage_env("local"), self.endpoint.url, self.api.url) | {
+        self._aws, self.aws_url = serve("aws")
+        self._api, self.api_url = serve("api", latency=latency_s, key=API_KEY)
+        self.base = stage.rebase(stage.stage_env("local"), self.aws_url, self.api_url + "/items") | {
             "TRICKLE_LOG_LEVEL": "ERROR",
             "TRICKLE_DRAIN_BUDGET": "100000",
             "TRICKLE_RATE_LIMIT_PER_SECOND": "10000",
@@ -95,17 +121,17 @@ class Bench:
         self.env: dict[str, str] = {}
 
     def reset(self, workers: int = 1) -> None:
-        self.endpoint.reset()
-        self.api.clear()
-        self.env = provision(clients(self.endpoint.url), self.base, API_KEY) | {
+        requests.post(f"{self.aws_url}/moto-api/reset", timeout=10).raise_for_status()
+        self.env = provision(clients(self.aws_url), self.base, API_KEY) | {
             "TRICKLE_DRAIN_WORKERS": str(workers)
         }
         os.environ.update(self.env)
         wiring.reset()
         self.calls.take()
 
-    def fill(self, count: int, groups: int) -> dict[str, Any]:
-        """The backlog, queued by the real ingest handler's code from Lambda-shaped records."""
+    def fill(self, count: int, groups: int, ledger: bool = True) -> dict[str, Any]:
+        """The backlog from Lambda-shaped records: the relay's own ingest, or for the baseline the
+        same messages queued without the ledger the seed design does not have."""
         records = [
             {
                 "eventID": f"ev-{i}",
@@ -126,7 +152,11 @@ class Bench:
         ]
         started = time.perf_counter()
         for start in range(0, count, 100):
-            wiring.ingestor().handle(records[start : start + 100])
+            chunk = records[start : start + 100]
+            if ledger:
+                wiring.ingestor().handle(chunk)
+            else:
+                wiring.queue().send(build_messages(chunk, wiring.settings()).messages)
         counts, aws_s = self.calls.take()
         return {"seconds": time.perf_counter() - started, "requests": dict(counts), "aws_seconds": aws_s}
 
@@ -142,8 +172,8 @@ class Bench:
 
     def baseline(self, count: int) -> dict[str, Any]:
         """The seed design, literally: receive one, read SSM, new connection, POST, delete one."""
-        sqs = boto3.client("sqs", endpoint_url=self.endpoint.url)
-        ssm = boto3.client("ssm", endpoint_url=self.endpoint.url)
+        sqs = boto3.client("sqs", endpoint_url=self.aws_url)
+        ssm = boto3.client("ssm", endpoint_url=self.aws_url)
         url, queue = self.env["TRICKLE_API_URL"], self.env["TRICKLE_QUEUE_URL"]
         self.calls.take()
         started = time.perf_counter()
@@ -173,8 +203,8 @@ class Bench:
         }
 
     def stop(self) -> None:
-        self.api.stop()
-        self.endpoint.stop()
+        self._api.terminate()
+        self._aws.terminate()
 
 
 def per_message(requests_by_api: dict[str, int], delivered: int) -> dict[str, float]:
@@ -286,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             results["relay"][f"workers_{workers}"] = run
             print(f"relay, {workers:2d} workers: {run['throughput_msgs_per_s']:8.1f} msg/s", file=sys.stderr)
         bench.reset(1)
-        ingest = bench.fill(count, groups)
+        ingest = bench.fill(count, groups, ledger=False)
         base = bench.baseline(count)
         base["requests_per_message_by_api"] = per_message(
             _add(ingest["requests"], base["requests_by_api"]), count
