@@ -140,15 +140,18 @@ class FifoQueue:
         )
         return [ReceivedMessage.from_sqs(m) for m in response.get("Messages", [])]
 
-    def depth(self) -> int:
-        """Messages waiting plus in flight (SQS's approximate counts)."""
+    def counts(self) -> tuple[int, int]:
+        """(waiting, in flight), SQS's approximate counts."""
         attributes = self._client.get_queue_attributes(
             QueueUrl=self.url,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
-        return int(attributes["ApproximateNumberOfMessages"]) + int(
+        return int(attributes["ApproximateNumberOfMessages"]), int(
             attributes["ApproximateNumberOfMessagesNotVisible"]
         )
+
+    def depth(self) -> int:
+        return sum(self.counts())
 
     def delete(self, messages: Sequence[ReceivedMessage]) -> list[ReceivedMessage]:
         """Delete in batches of 10; return the messages SQS did not delete."""

@@ -57,14 +57,8 @@ class Operations:
         self._clock = clock
 
     def _depths(self, queue: FifoQueue) -> dict[str, int]:
-        attributes = self._sqs.get_queue_attributes(
-            QueueUrl=queue.url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return {
-            "queued": int(attributes["ApproximateNumberOfMessages"]),
-            "in_flight": int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-        }
+        queued, in_flight = queue.counts()
+        return {"queued": queued, "in_flight": in_flight}
 
     def _oldest_age_s(self) -> float | None:
         """The oldest visible message's age: a receive with visibility 0 leaves it where it was."""

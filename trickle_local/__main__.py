@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from chalicelib.fifo_queue import FifoQueue
 from chalicelib.logs import LOGGER_NAMES
 from trickle_deploy.bootstrap import provision
 from trickle_local import stage
@@ -43,13 +44,7 @@ class Session:
         return self.env["TRICKLE_STREAM_ARN"].split(":")[5].split("/")[1]
 
     def depth(self, url_var: str) -> tuple[int, int]:
-        attributes = self.aws["sqs"].get_queue_attributes(
-            QueueUrl=self.env[url_var],
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return int(attributes["ApproximateNumberOfMessages"]), int(
-            attributes["ApproximateNumberOfMessagesNotVisible"]
-        )
+        return FifoQueue(self.aws["sqs"], self.env[url_var]).counts()
 
     def insert(self, items: list[dict[str, Any]]) -> None:
         """One PutItem each, in order, so the stream holds them in the order given."""
