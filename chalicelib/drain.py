@@ -7,7 +7,6 @@ import functools
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,7 @@ from chalicelib.api_client import ApiClient, ApiResponse
 from chalicelib.archive import ResponseArchive
 from chalicelib.dead_letters import dead_letter
 from chalicelib.fifo_queue import FifoQueue, ReceivedMessage
-from chalicelib.ledger import Claim, ClaimKind, Ledger, Notes, Status
+from chalicelib.ledger import Ledger, LedgerRecord, Notes, Status, Verdict, delivered, verdict
 from chalicelib.metrics import RunMetrics
 from chalicelib.operations import run_note_key
 from chalicelib.policy import HEAD_HOLD_S, Decision, Outcome, backoff_s, classify, release_plan
@@ -103,6 +102,10 @@ class RunState:
 class GroupResult:
     delete: list[ReceivedMessage] = field(default_factory=list)
     releases: Releases = field(default_factory=list)
+    delivered: list[LedgerRecord] = field(default_factory=list)
+
+
+Records = dict[str, LedgerRecord]
 
 
 def group_in_order(batch: list[ReceivedMessage]) -> dict[str, list[ReceivedMessage]]:
@@ -142,7 +145,6 @@ class Drainer:
             lambda: remaining_ms() < margin, self._settings.breaker_failures, self._destination.name
         )
         limiter = RateLimiter(self._destination.rate_limit_per_s, self._destination.rate_limit_burst)
-        owner = str(uuid.uuid4())
         workers = self._settings.drain_workers
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver") as pool:
             while not state.should_stop():
@@ -150,7 +152,10 @@ class Drainer:
                 if not batch:
                     break
                 groups = list(group_in_order(batch).values())
-                deliver = functools.partial(self._deliver_group, state=state, limiter=limiter, owner=owner)
+                records = self._ledger.read({m.message_id for m in batch})
+                deliver = functools.partial(
+                    self._deliver_group, state=state, limiter=limiter, records=records
+                )
                 results = list(pool.map(deliver, groups)) if workers > 1 else [deliver(g) for g in groups]
                 self._finish(results, state)
         report = state.report
@@ -202,18 +207,21 @@ class Drainer:
         metrics.flush()
 
     def _finish(self, results: list[GroupResult], state: RunState) -> None:
-        """Releases first: if the run dies before the deletes, only delivered messages are left in
-        flight, and the ledger turns their return into a delete without a second delivery."""
+        """Releases, then the round's deliveries into the ledger, then deletes: a message is deleted
+        only once the ledger says delivered, so if the run dies before the deletes, the ledger turns
+        the return of a delivered message into a delete without a second delivery."""
         deletes = [m for r in results for m in r.delete]
         releases = [change for r in results for change in r.releases]
         state.count("released", len(releases))
         self._queue.change_visibility(releases)
+        self._ledger.write([record for r in results for record in r.delivered])
         state.count("delete_failures", len(self._queue.delete(deletes)))
 
     def _deliver_group(
-        self, messages: list[ReceivedMessage], *, state: RunState, limiter: RateLimiter, owner: str
+        self, messages: list[ReceivedMessage], *, state: RunState, limiter: RateLimiter, records: Records
     ) -> GroupResult:
-        """One group, strictly in order; returns what to delete and what goes back, and when."""
+        """One group, strictly in order; returns what to delete, what goes back and when, and the
+        ledger records of what was delivered. `records` is the round's ledger read, kept current."""
         result = GroupResult()
         group = messages[0].group_id
         for index, message in enumerate(messages):
@@ -224,33 +232,33 @@ class Drainer:
             if state.should_stop():
                 result.releases += release_plan(rest, state.resume_after_s)
                 return result
-            claim = self._ledger.claim(
-                message.message_id, group, owner, self._settings.visibility_timeout_s, message.copy_id
-            )
-            if claim.kind in (ClaimKind.DELIVERED, ClaimKind.DEAD):
-                self._log(message, claim.attempts, f"already {claim.kind.value}", None)
-                if claim.kind is ClaimKind.DELIVERED:
+            record = records.get(message.message_id)
+            seen = verdict(record, message.copy_id)
+            if seen is Verdict.REDRIVEN:
+                record = self._ledger.restart(message.message_id)
+                seen = verdict(record, message.copy_id)
+            attempts = record.attempts if record else 0
+            if seen in (Verdict.DELIVERED, Verdict.DEAD):
+                self._log(message, attempts, f"already {seen.value}", None)
+                if seen is Verdict.DELIVERED:
                     state.count("already_delivered")
                 result.delete.append(message)
                 continue
-            if claim.kind is ClaimKind.SKIP:
-                if self._poison(rest, "skipped by an operator", "", claim, state, result):
+            if seen is Verdict.SKIP:
+                if self._poison(rest, "skipped by an operator", "", record, state, result, skipped=True):
                     continue
                 return result
-            if claim.kind in (ClaimKind.HALTED, ClaimKind.BUSY):
-                hold = (
-                    self._settings.retry_max_delay_s
-                    if claim.kind is ClaimKind.HALTED
-                    else self._settings.retry_delay_s
-                )
-                self._log(message, claim.attempts, claim.kind.value, None)
+            if seen is Verdict.HALTED:
+                self._log(message, attempts, seen.value, None)
                 state.block(group)
-                result.releases += release_plan(rest, hold)
+                result.releases += release_plan(rest, self._settings.retry_max_delay_s)
                 return result
             limiter.acquire()
-            response, decision = self._attempt(message, claim, state)
+            response, decision = self._attempt(message, attempts, state)
             if decision.outcome is Outcome.DELIVERED:
-                self._ledger.settle(message.message_id, Status.DELIVERED, response.status, "", counted=True)
+                done = delivered(record, message.message_id, group, response.status, time.time())
+                records[message.message_id] = done
+                result.delivered.append(done)
                 if self._archive is not None:
                     self._archive.store(message.message_id, response.status, response.body)
                 if message.sent_at_ms:
@@ -259,8 +267,9 @@ class Drainer:
                 state.count("delivered")
                 result.delete.append(message)
                 continue
-            record = self._ledger.settle(
+            record = records[message.message_id] = self._ledger.settle(
                 message.message_id,
+                group,
                 Status.FAILED,
                 response.status,
                 decision.reason,
@@ -276,9 +285,7 @@ class Drainer:
                 )
                 if decision.outcome is Outcome.RETRY:
                     state.failed_retryably()
-                if self._poison(
-                    rest, reason, response.body_excerpt, Claim(claim.kind, record), state, result
-                ):
+                if self._poison(rest, reason, response.body_excerpt, record, state, result):
                     continue
                 return result
             state.block(group)
@@ -299,7 +306,7 @@ class Drainer:
         return result
 
     def _attempt(
-        self, message: ReceivedMessage, claim: Claim, state: RunState
+        self, message: ReceivedMessage, attempts: int, state: RunState
     ) -> tuple[ApiResponse, Decision]:
         """POST once; on 401/403 re-read the key from SSM once per run and try again."""
         response = self._api.post(message.body, idempotency_key=message.message_id)
@@ -307,7 +314,7 @@ class Drainer:
         decision = classify(response)
         if decision.outcome is Outcome.AUTH and state.first_key_refresh():
             self._refresh_key()
-            self._log(message, claim.attempts + 1, "auth-retry", response)
+            self._log(message, attempts + 1, "auth-retry", response)
             response = self._api.post(message.body, idempotency_key=message.message_id)
             decision = classify(response)
         if decision.outcome is Outcome.AUTH:
@@ -316,7 +323,7 @@ class Drainer:
                 extra={"destination": self._destination.name, "status": response.status},
             )
             state.stop("auth")
-        self._log(message, claim.attempts + 1, decision.outcome.value, response)
+        self._log(message, attempts + 1, decision.outcome.value, response)
         return response, decision
 
     def _poison(
@@ -324,27 +331,37 @@ class Drainer:
         rest: list[ReceivedMessage],
         reason: str,
         excerpt: str,
-        claim: Claim,
+        record: LedgerRecord | None,
         state: RunState,
         result: GroupResult,
+        skipped: bool = False,
     ) -> bool:
         """Dead-letter `rest[0]` (skip) or halt its group (strict); True when the group may go on."""
         message = rest[0]
-        if self._destination.ordering == "strict" and claim.kind is not ClaimKind.SKIP:
-            self._ledger.settle(message.message_id, Status.HALTED, None, reason, counted=False)
-            log.error("group halted by a poison message", extra=self._fields(message, claim.attempts, reason))
+        attempts = record.attempts if record else 0
+        if self._destination.ordering == "strict" and not skipped:
+            self._ledger.settle(
+                message.message_id, message.group_id, Status.HALTED, None, reason, counted=False
+            )
+            log.error("group halted by a poison message", extra=self._fields(message, attempts, reason))
             state.count("halted")
             state.block(message.group_id)
             result.releases += release_plan(rest, self._settings.retry_max_delay_s)
             return False
-        if self._dead_letters.send([dead_letter(message, reason, excerpt, claim.record)]):
+        if self._dead_letters.send([dead_letter(message, reason, excerpt, record)]):
             state.block(message.group_id)
             result.releases += release_plan(rest, self._settings.retry_delay_s)
             return False
         self._ledger.settle(
-            message.message_id, Status.DEAD, None, reason, counted=False, dead_copy=message.copy_id
+            message.message_id,
+            message.group_id,
+            Status.DEAD,
+            None,
+            reason,
+            counted=False,
+            dead_copy=message.copy_id,
         )
-        log.error("message dead-lettered", extra=self._fields(message, claim.attempts, reason))
+        log.error("message dead-lettered", extra=self._fields(message, attempts, reason))
         state.count("dead_lettered")
         result.delete.append(message)
         return True

@@ -1,14 +1,16 @@
-"""The delivery ledger: one DynamoDB record per message id, written conditionally so two drains
-never both deliver a message, and a message already delivered is never sent again (a drain that
-died between the 2xx and the delete, an SQS redelivery, a stream replay after SQS's 5-minute
-deduplication window)."""
+"""The delivery ledger: one DynamoDB record per message id, so attempts are counted per message (not
+per receive: messages behind a failing head are received without being tried), and a message already
+delivered is never sent again (a drain that died between the 2xx and the delete, an SQS redelivery, a
+stream replay after SQS's 5-minute deduplication window). A drain reads a round's records in one
+call and writes its deliveries in one call before deleting them; failures are written one by one."""
 
 from __future__ import annotations
 
 import enum
 import json
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +19,6 @@ from botocore.exceptions import ClientError
 
 class Status(enum.StrEnum):
     QUEUED = "queued"
-    DELIVERING = "delivering"
     DELIVERED = "delivered"
     FAILED = "failed"
     DEAD = "dead"
@@ -57,6 +58,26 @@ class LedgerRecord:
             dead_copy=item.get("dead_copy", {}).get("S", ""),
         )
 
+    def to_item(self, expires_at: int) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "message_id": {"S": self.message_id},
+            "status": {"S": self.status.value},
+            "attempts": {"N": str(self.attempts)},
+            "group_id": {"S": self.group_id},
+            "expires_at": {"N": str(expires_at)},
+        }
+        if self.last_error:
+            item["last_error"] = {"S": self.last_error}
+        if self.dead_copy:
+            item["dead_copy"] = {"S": self.dead_copy}
+        if self.last_status_code is not None:
+            item["last_status_code"] = {"N": str(self.last_status_code)}
+        for name in ("first_attempt_at", "last_attempt_at", "updated_at"):
+            value = getattr(self, name)
+            if value is not None:
+                item[name] = {"N": repr(value)}
+        return item
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "message_id": self.message_id,
@@ -71,37 +92,62 @@ class LedgerRecord:
         }
 
 
-class ClaimKind(enum.Enum):
-    CLAIMED = "claimed"  # ours to deliver now
+class Verdict(enum.Enum):
+    """What the ledger says to do with a copy of a message in hand."""
+
+    DELIVER = "deliver"  # never delivered: attempt it now
     DELIVERED = "delivered"  # already delivered: delete without calling the API
     DEAD = "dead"  # a stale copy of a message already dead-lettered: delete it
+    REDRIVEN = "redriven"  # a dead-lettered message seen under a new copy id: start over
     HALTED = "halted"  # strict ordering: the group waits for an operator
-    BUSY = "busy"  # another drain holds a live lease
     SKIP = "skip"  # an operator asked for this message to be dead-lettered
 
 
-@dataclass(frozen=True)
-class Claim:
-    kind: ClaimKind
-    record: LedgerRecord | None
+def verdict(record: LedgerRecord | None, copy_id: str) -> Verdict:
+    """No lease is needed: SQS hands a FIFO group to one consumer at a time and keeps a received copy
+    invisible for longer than a drain can live, so no two drains ever hold the same message."""
+    if record is None or record.status in (Status.QUEUED, Status.FAILED):
+        return Verdict.DELIVER
+    if record.status is Status.DEAD:
+        return Verdict.REDRIVEN if record.dead_copy and record.dead_copy != copy_id else Verdict.DEAD
+    return {
+        Status.DELIVERED: Verdict.DELIVERED,
+        Status.HALTED: Verdict.HALTED,
+        Status.SKIP: Verdict.SKIP,
+    }[record.status]
 
-    @property
-    def attempts(self) -> int:
-        return self.record.attempts if self.record else 0
 
-
-_CLAIMABLE = (
-    "attribute_not_exists(message_id) OR #status IN (:queued, :failed)"
-    " OR (#status = :delivering AND lease_until < :now)"
-)
+def delivered(
+    record: LedgerRecord | None, message_id: str, group_id: str, status_code: int | None, now: float
+) -> LedgerRecord:
+    """The record after a 2xx, computed from the one read at the start of the round (written in a
+    batch with the rest of the round's deliveries, before their deletes)."""
+    return LedgerRecord(
+        message_id=message_id,
+        status=Status.DELIVERED,
+        attempts=(record.attempts if record else 0) + 1,
+        group_id=group_id,
+        last_status_code=status_code,
+        first_attempt_at=(record.first_attempt_at if record and record.first_attempt_at is not None else now),
+        last_attempt_at=now,
+        updated_at=now,
+    )
 
 
 class Ledger:
-    def __init__(self, client: Any, table: str, ttl_s: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        ttl_s: int,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._client = client
         self.table = table
         self._ttl_s = ttl_s
         self._clock = clock
+        self._sleep = sleep
 
     def _key(self, message_id: str) -> dict[str, Any]:
         return {"message_id": {"S": message_id}}
@@ -137,61 +183,49 @@ class Ledger:
             raise
         return True
 
-    def claim(self, message_id: str, group_id: str, owner: str, lease_s: int, copy_id: str) -> Claim:
-        """Take the message for one delivery attempt, or say why not.
+    def read(self, message_ids: Collection[str]) -> dict[str, LedgerRecord]:
+        """The records of a whole receive round in one consistent BatchGetItem per 100 ids."""
+        found: dict[str, LedgerRecord] = {}
+        ids = sorted(set(message_ids))
+        for start in range(0, len(ids), _BATCH_GET):
+            keys = [self._key(i) for i in ids[start : start + _BATCH_GET]]
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            for attempt in range(_BATCH_TRIES):
+                response = self._client.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(self.table, []):
+                    record = LedgerRecord.from_item(item)
+                    found[record.message_id] = record
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                self._sleep(_backoff(attempt))
+            if request:
+                left = len(request[self.table]["Keys"])
+                raise LedgerUnavailableError(f"DynamoDB left {left} ledger reads unprocessed")
+        return found
 
-        `copy_id` is the SQS message id of the copy in hand: a dead-lettered message seen again
-        under a new copy id was redriven, and starts over with fresh attempts.
-        """
-        stamp = self._stamp()
-        values = {
-            ":queued": {"S": Status.QUEUED.value},
-            ":failed": {"S": Status.FAILED.value},
-            ":delivering": {"S": Status.DELIVERING.value},
-            ":owner": {"S": owner},
-            ":lease": {"N": repr(self._clock() + lease_s)},
-            ":group": {"S": group_id},
-            ":zero": {"N": "0"},
-            **stamp,
-        }
-        update = (
-            "SET #status = :delivering, #owner = :owner, lease_until = :lease, group_id = :group,"
-            " updated_at = :now, expires_at = :expires, attempts = if_not_exists(attempts, :zero)"
-        )
-        names = {"#status": "status", "#owner": "owner"}
+    def write(self, records: Sequence[LedgerRecord]) -> None:
+        """Whole records (a round's deliveries) in BatchWriteItem calls of 25. Unconditional, which is
+        safe: no other drain holds these messages, and ingest only ever writes absent records."""
+        expires = int(self._clock()) + self._ttl_s
+        for start in range(0, len(records), _BATCH_WRITE):
+            pending: list[dict[str, Any]] = [
+                {"PutRequest": {"Item": r.to_item(expires)}} for r in records[start : start + _BATCH_WRITE]
+            ]
+            for attempt in range(_BATCH_TRIES):
+                response = self._client.batch_write_item(RequestItems={self.table: pending})
+                pending = (response.get("UnprocessedItems") or {}).get(self.table, [])
+                if not pending:
+                    break
+                self._sleep(_backoff(attempt))
+            if pending:
+                raise LedgerUnavailableError(f"DynamoDB left {len(pending)} ledger writes unprocessed")
+
+    def restart(self, message_id: str) -> LedgerRecord | None:
+        """A redriven message: fresh attempts, queued again; a record no longer dead (or gone) is
+        returned as it is."""
         try:
             response = self._client.update_item(
-                TableName=self.table,
-                Key=self._key(message_id),
-                UpdateExpression=update,
-                ConditionExpression=_CLAIMABLE,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-            )
-            return Claim(ClaimKind.CLAIMED, LedgerRecord.from_item(response["Attributes"]))
-        except ClientError as exc:
-            if not _conditional(exc):
-                raise
-        current = self.get(message_id)
-        if current is None:  # expired between the two calls: claim afresh
-            return self.claim(message_id, group_id, owner, lease_s, copy_id)
-        if current.status is Status.DEAD and current.dead_copy and current.dead_copy != copy_id:
-            self._restart(message_id)
-            return self.claim(message_id, group_id, owner, lease_s, copy_id)
-        kinds = {
-            Status.DELIVERED: ClaimKind.DELIVERED,
-            Status.DEAD: ClaimKind.DEAD,
-            Status.HALTED: ClaimKind.HALTED,
-            Status.DELIVERING: ClaimKind.BUSY,
-            Status.SKIP: ClaimKind.SKIP,
-        }
-        return Claim(kinds.get(current.status, ClaimKind.BUSY), current)
-
-    def _restart(self, message_id: str) -> None:
-        """A redriven message: fresh attempts, queued again (unless another drain already did it)."""
-        try:
-            self._client.update_item(
                 TableName=self.table,
                 Key=self._key(message_id),
                 UpdateExpression=(
@@ -206,14 +240,20 @@ class Ledger:
                     ":zero": {"N": "0"},
                     **self._stamp(),
                 },
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if not _conditional(exc):
                 raise
+            item: dict[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
+            return LedgerRecord.from_item(item) if item else None
+        return LedgerRecord.from_item(response["Attributes"])
 
     def settle(
         self,
         message_id: str,
+        group_id: str,
         status: Status,
         status_code: int | None,
         error: str,
@@ -225,9 +265,13 @@ class Ledger:
             ":status": {"S": status.value},
             ":error": {"S": error[:500]},
             ":one": {"N": "1" if counted else "0"},
+            ":group": {"S": group_id},
             **self._stamp(),
         }
-        update = "SET #status = :status, last_error = :error, updated_at = :now, expires_at = :expires"
+        update = (
+            "SET #status = :status, group_id = :group, last_error = :error, updated_at = :now,"
+            " expires_at = :expires"
+        )
         if counted or status_code is not None:  # an attempt was made (decisions alone are not attempts)
             update += ", last_attempt_at = :now, first_attempt_at = if_not_exists(first_attempt_at, :now)"
         if status_code is not None:
@@ -236,12 +280,12 @@ class Ledger:
         if dead_copy:
             values[":copy"] = {"S": dead_copy}
             update += ", dead_copy = :copy"
-        update += " ADD attempts :one REMOVE #owner, lease_until"
+        update += " ADD attempts :one"
         response = self._client.update_item(
             TableName=self.table,
             Key=self._key(message_id),
             UpdateExpression=update,
-            ExpressionAttributeNames={"#status": "status", "#owner": "owner"},
+            ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues=values,
             ReturnValues="ALL_NEW",
         )
@@ -290,6 +334,19 @@ class Notes:
             TableName=self._table, Key={"message_id": {"S": key}}, ConsistentRead=True
         ).get("Item")
         return dict(json.loads(item["doc"]["S"])) if item and "doc" in item else None
+
+
+_BATCH_GET = 100
+_BATCH_WRITE = 25
+_BATCH_TRIES = 6
+
+
+class LedgerUnavailableError(RuntimeError):
+    """DynamoDB kept part of a batch unprocessed (throttling): the run ends before any delete."""
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random() / 2))
 
 
 def _conditional(exc: ClientError) -> bool:

@@ -37,7 +37,10 @@ def call_resource(service: str, params: Mapping[str, Any], region: str, account:
     if service == "s3":
         return f"arn:aws:s3:::{params['Bucket']}/{params['Key']}"
     if service == "dynamodb":
-        return f"arn:aws:dynamodb:{region}:{account}:table/{params['TableName']}"
+        tables = [params["TableName"]] if "TableName" in params else list(params["RequestItems"])
+        if len(tables) != 1:
+            raise ValueError(f"one table per call expected, got {tables}")
+        return f"arn:aws:dynamodb:{region}:{account}:table/{tables[0]}"
     raise ValueError(f"no resource rule for {service}")
 
 

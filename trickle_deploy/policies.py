@@ -32,6 +32,8 @@ ACTIONS: dict[tuple[str, str], str] = {
     ("dynamodb", "GetItem"): "dynamodb:GetItem",
     ("dynamodb", "PutItem"): "dynamodb:PutItem",
     ("dynamodb", "UpdateItem"): "dynamodb:UpdateItem",
+    ("dynamodb", "BatchGetItem"): "dynamodb:BatchGetItem",
+    ("dynamodb", "BatchWriteItem"): "dynamodb:BatchWriteItem",
     ("s3", "PutObject"): "s3:PutObject",
     ("s3", "GetObject"): "s3:GetObject",
     ("sqs", "StartMessageMoveTask"): "sqs:StartMessageMoveTask",
@@ -164,7 +166,14 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 ),
                 _statement("DeadLetter", ["sqs:SendMessage"], [r.dlq_arn]),
                 _statement(
-                    "Ledger", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], [r.ledger_arn]
+                    "Ledger",
+                    [
+                        "dynamodb:BatchGetItem",
+                        "dynamodb:BatchWriteItem",
+                        "dynamodb:PutItem",
+                        "dynamodb:UpdateItem",
+                    ],
+                    [r.ledger_arn],
                 ),
                 _statement("ReadApiKey", ["ssm:GetParameter"], [r.parameter_arn]),
                 *_decrypt(env, r, r.parameter_arn),

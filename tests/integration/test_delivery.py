@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -220,6 +221,65 @@ def test_a_drain_that_dies_between_the_2xx_and_the_delete_does_not_deliver_again
     assert len(stack.api.requests) == 4  # nothing delivered before the crash was sent again
     assert delivered_once >= 1
     assert stack.queue_depth() == 0
+
+
+def test_two_copies_of_one_message_in_one_round_are_delivered_once(stack: Stack) -> None:
+    """A replay after SQS's deduplication window can queue a second copy while the first still
+    waits; both come back in one receive, and the round's ledger view must see the first delivered
+    before it reaches the second."""
+    stack.put_items([stack.item("a", "1")])
+    stack.ingest_new()
+    (original,) = stack.take_messages()
+    for dedup in ("copy-1", "copy-2"):
+        stack.aws["sqs"].send_message(
+            QueueUrl=stack.env["TRICKLE_QUEUE_URL"],
+            MessageBody=original["Body"],
+            MessageGroupId=original["Attributes"]["MessageGroupId"],
+            MessageDeduplicationId=dedup,
+            MessageAttributes=original["MessageAttributes"],
+        )
+
+    report = stack.drain()
+
+    assert (report["received"], report["delivered"], report["already_delivered"]) == (2, 1, 1)
+    assert len(stack.api.requests) == 1
+    assert stack.queue_depth() == 0
+
+
+def test_a_ledger_that_cannot_record_deliveries_stops_the_run_before_any_delete(stack: Stack) -> None:
+    """A message is deleted only once the ledger says delivered; if DynamoDB refuses the round's
+    write, the messages stay queued and come back (the API's Idempotency-Key covers the resend)."""
+    stack.fill(groups=2, per_group=2)
+    wiring.reset()
+
+    def throttled(**_: Any) -> None:
+        raise RuntimeError("ProvisionedThroughputExceededException")
+
+    wiring.client("dynamodb").meta.events.register("before-call.dynamodb.BatchWriteItem", throttled)
+    with pytest.raises(RuntimeError):
+        stack.drain()
+    wiring.reset()
+
+    assert len(stack.api.applied()) >= 1
+    assert stack.queue_depth() == 4
+    statuses = {
+        json.loads(stack.http("GET", f"/messages/{r.idempotency_key}").body)["status"]
+        for r in stack.api.applied()
+    }
+    assert statuses == {"queued"}
+
+
+def test_a_clean_run_reads_and_writes_the_ledger_once_per_round(stack_factory: Any) -> None:
+    """No DynamoDB call per message on the happy path: one read and one write per receive round."""
+    stack: Stack = stack_factory(TRICKLE_DRAIN_WORKERS="1")
+    stack.fill(groups=1, per_group=10)
+    first = len(stack.recorder.calls)
+
+    report = stack.drain()
+
+    ledger_calls = Counter(c.operation for c in stack.recorder.calls[first:] if c.service == "dynamodb")
+    assert report["delivered"] == 10
+    assert ledger_calls == {"BatchGetItem": 1, "BatchWriteItem": 1, "PutItem": 1}  # PutItem: run note
 
 
 def test_a_stream_replay_after_delivery_is_not_delivered_again(stack: Stack) -> None:

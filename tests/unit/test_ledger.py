@@ -1,22 +1,28 @@
-"""The delivery ledger's conditional writes, against moto's in-process DynamoDB (chalicelib/ledger.py)."""
+"""The delivery ledger's reads, batch writes and conditional writes, and the verdict it gives a copy in hand,
+against moto's in-process DynamoDB (chalicelib/ledger.py)."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
-from moto.dynamodb.models import DynamoDBBackend
 
-from chalicelib.ledger import Claim, ClaimKind, Ledger, LedgerRecord, Status
+from chalicelib.ledger import (
+    Ledger,
+    LedgerRecord,
+    LedgerUnavailableError,
+    Status,
+    Verdict,
+    delivered,
+    verdict,
+)
 
 TABLE = "trickle-test-ledger"
 TTL_S = 7 * 86_400
-LEASE_S = 60
 START = 1_767_225_600.25
 
 
@@ -49,23 +55,6 @@ def aws_client() -> Iterator[Any]:
 
 
 @pytest.fixture
-def atomic_items(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DynamoDB applies each conditional write atomically; moto checks the condition and applies the
-    update without a lock (a new item is even visible before its attributes are set), so threads
-    racing through moto see states DynamoDB never shows. Serialize moto's item calls, as DynamoDB
-    serializes writes to one item."""
-    lock = threading.RLock()
-    for name in ("get_item", "put_item", "update_item", "delete_item"):
-        original = getattr(DynamoDBBackend, name)
-
-        def locked(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            with lock:
-                return _original(*args, **kwargs)
-
-        monkeypatch.setattr(DynamoDBBackend, name, locked)
-
-
-@pytest.fixture
 def client(aws_client: Any) -> Iterator[Any]:
     """A fresh, empty ledger table for each test."""
     aws_client.create_table(
@@ -95,8 +84,13 @@ def raw_item(client: Any, message_id: str) -> dict[str, Any]:
     return item
 
 
-def claim(ledger: Ledger, message_id: str = "m1", owner: str = "drain-a", copy_id: str = "copy-1") -> Claim:
-    return ledger.claim(message_id, "g1", owner, LEASE_S, copy_id)
+def seen(ledger: Ledger, message_id: str = "m1", copy_id: str = "copy-1") -> Verdict:
+    """What a drain holding `copy_id` would be told, from the round's read."""
+    return verdict(ledger.read([message_id]).get(message_id), copy_id)
+
+
+def settle(ledger: Ledger, status: Status, code: int | None, error: str, **kwargs: Any) -> LedgerRecord:
+    return ledger.settle("m1", "g1", status, code, error, **kwargs)
 
 
 def record_of(ledger: Ledger, message_id: str = "m1") -> LedgerRecord:
@@ -121,122 +115,200 @@ def test_record_queued_creates_the_record_once(ledger: Ledger, client: Any, cloc
 
 
 def test_record_queued_never_overwrites_a_delivered_record(ledger: Ledger) -> None:
-    assert claim(ledger).kind is ClaimKind.CLAIMED
-    ledger.settle("m1", Status.DELIVERED, 200, "", counted=True)
+    ledger.write([delivered(None, "m1", "g1", 200, START)])
     assert ledger.record_queued("m1", "g1") is False
     record = record_of(ledger)
     assert record.status is Status.DELIVERED
     assert record.attempts == 1
-    assert claim(ledger, owner="drain-b").kind is ClaimKind.DELIVERED
+    assert seen(ledger, copy_id="copy-2") is Verdict.DELIVERED
 
 
 def test_get_of_an_unknown_id_is_none(ledger: Ledger) -> None:
     assert ledger.get("nope") is None
 
 
-# --- claim ----------------------------------------------------------------------------------------
+# --- verdict (pure) -------------------------------------------------------------------------------
 
 
-def test_claim_of_a_new_id_creates_and_claims_it(ledger: Ledger, client: Any) -> None:
-    result = claim(ledger)
-    assert result.kind is ClaimKind.CLAIMED
-    assert result.attempts == 0
-    assert result.record is not None
-    assert result.record.status is Status.DELIVERING
-    assert result.record.group_id == "g1"
-    item = raw_item(client, "m1")
-    assert item["owner"] == {"S": "drain-a"}
-    assert float(item["lease_until"]["N"]) == START + LEASE_S
+def record(status: Status, **fields: Any) -> LedgerRecord:
+    return LedgerRecord(message_id="m1", status=status, **fields)
 
 
-def test_claim_of_a_queued_id_keeps_its_zero_attempts(ledger: Ledger) -> None:
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (Status.QUEUED, Verdict.DELIVER),
+        (Status.FAILED, Verdict.DELIVER),
+        (Status.DELIVERED, Verdict.DELIVERED),
+        (Status.HALTED, Verdict.HALTED),
+        (Status.SKIP, Verdict.SKIP),
+        (Status.DEAD, Verdict.DEAD),
+    ],
+)
+def test_verdict_by_status(status: Status, expected: Verdict) -> None:
+    assert verdict(record(status), "copy-1") is expected
+
+
+def test_verdict_of_no_record_is_deliver() -> None:
+    assert verdict(None, "copy-1") is Verdict.DELIVER
+
+
+def test_a_dead_message_seen_under_another_copy_was_redriven() -> None:
+    assert verdict(record(Status.DEAD, dead_copy="copy-1"), "copy-1") is Verdict.DEAD
+    assert verdict(record(Status.DEAD, dead_copy="copy-1"), "copy-2") is Verdict.REDRIVEN
+    assert verdict(record(Status.DEAD), "copy-9") is Verdict.DEAD  # no copy recorded: stays dead
+
+
+def test_every_status_has_a_verdict() -> None:
+    for status in Status:
+        assert isinstance(verdict(record(status), "copy-1"), Verdict)
+
+
+# --- delivered (pure) -----------------------------------------------------------------------------
+
+
+def test_delivered_from_nothing_is_a_first_attempt() -> None:
+    done = delivered(None, "m1", "g1", 201, START)
+    assert done == LedgerRecord(
+        message_id="m1",
+        status=Status.DELIVERED,
+        attempts=1,
+        group_id="g1",
+        last_status_code=201,
+        first_attempt_at=START,
+        last_attempt_at=START,
+        updated_at=START,
+    )
+
+
+def test_delivered_after_failures_adds_one_attempt_and_keeps_the_first() -> None:
+    prior = record(Status.FAILED, attempts=3, group_id="g1", last_error="HTTP 500", first_attempt_at=START)
+    done = delivered(prior, "m1", "g1", 200, START + 60)
+    assert (done.attempts, done.first_attempt_at, done.last_attempt_at) == (4, START, START + 60)
+    assert done.last_error == ""  # a delivered record carries no stale error
+
+
+# --- read and write (batches) ---------------------------------------------------------------------
+
+
+def test_read_returns_only_existing_records(ledger: Ledger) -> None:
     ledger.record_queued("m1", "g1")
-    result = claim(ledger)
-    assert result.kind is ClaimKind.CLAIMED
-    assert result.attempts == 0
-    assert record_of(ledger).status is Status.DELIVERING
+    ledger.write([delivered(None, "m2", "g2", 200, START)])
+    found = ledger.read(["m1", "m2", "m3", "m1"])
+    assert sorted(found) == ["m1", "m2"]
+    assert found["m1"].status is Status.QUEUED
+    assert found["m2"].status is Status.DELIVERED
+    assert ledger.read([]) == {}
 
 
-def test_a_live_lease_makes_other_claims_busy(ledger: Ledger, client: Any, clock: FakeClock) -> None:
-    assert claim(ledger, owner="drain-a").kind is ClaimKind.CLAIMED
-    clock.advance(LEASE_S - 1)
-    busy = claim(ledger, owner="drain-b")
-    assert busy.kind is ClaimKind.BUSY
-    assert busy.record is not None and busy.record.status is Status.DELIVERING
-    clock.advance(1)  # exactly at lease_until: still held
-    assert claim(ledger, owner="drain-b").kind is ClaimKind.BUSY
-    assert raw_item(client, "m1")["owner"] == {"S": "drain-a"}
+def test_read_and_write_more_than_one_batch(ledger: Ledger, client: Any) -> None:
+    calls: dict[str, int] = {"BatchGetItem": 0, "BatchWriteItem": 0}
+
+    def count(model: Any, **_: Any) -> None:
+        calls[model.name] = calls.get(model.name, 0) + 1
+
+    client.meta.events.register("before-call.dynamodb.*", count)
+    try:
+        records = [delivered(None, f"m{i:03d}", "g1", 200, START) for i in range(230)]
+        ledger.write(records)
+        found = ledger.read([r.message_id for r in records])
+    finally:
+        client.meta.events.unregister("before-call.dynamodb.*", count)
+    assert calls == {"BatchGetItem": 3, "BatchWriteItem": 10}  # 100 ids per read, 25 items per write
+    assert found == {r.message_id: r for r in records}
 
 
-def test_an_expired_lease_can_be_taken_over(ledger: Ledger, client: Any, clock: FakeClock) -> None:
-    assert claim(ledger, owner="drain-a").kind is ClaimKind.CLAIMED
-    clock.advance(LEASE_S + 0.5)
-    taken = claim(ledger, owner="drain-b")
-    assert taken.kind is ClaimKind.CLAIMED
-    assert taken.attempts == 0
-    item = raw_item(client, "m1")
-    assert item["owner"] == {"S": "drain-b"}
-    assert float(item["lease_until"]["N"]) == clock() + LEASE_S
+def test_written_records_read_back_whole_with_expiry(ledger: Ledger, client: Any, clock: FakeClock) -> None:
+    clock.advance(42.5)
+    done = delivered(record(Status.FAILED, attempts=2, first_attempt_at=START), "m1", "g1", 204, clock())
+    ledger.write([done])
+    assert record_of(ledger) == done
+    assert raw_item(client, "m1")["expires_at"] == {"N": str(int(clock()) + TTL_S)}
 
 
-def test_delivered_is_never_claimed_again(ledger: Ledger, client: Any, clock: FakeClock) -> None:
-    claim(ledger)
-    settled = ledger.settle("m1", Status.DELIVERED, 201, "", counted=True)
-    assert settled.status is Status.DELIVERED
-    assert "owner" not in raw_item(client, "m1")
-    assert "lease_until" not in raw_item(client, "m1")
-    clock.advance(10 * LEASE_S)
-    result = claim(ledger, owner="drain-b", copy_id="copy-2")
-    assert result.kind is ClaimKind.DELIVERED
-    assert result.record is not None and result.record.status is Status.DELIVERED
-    assert record_of(ledger).status is Status.DELIVERED
+class Unprocessed:
+    """Passes calls through, but leaves the first `times` batch calls' items unprocessed."""
+
+    def __init__(self, client: Any, times: int) -> None:
+        self._client = client
+        self.left = times
+        self.calls = 0
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
+        self.calls += 1
+        if self.left:
+            self.left -= 1
+            return {"Responses": {TABLE: []}, "UnprocessedKeys": RequestItems}
+        return dict(self._client.batch_get_item(RequestItems=RequestItems))
+
+    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
+        self.calls += 1
+        if self.left:
+            self.left -= 1
+            return {"UnprocessedItems": RequestItems}
+        return dict(self._client.batch_write_item(RequestItems=RequestItems))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
 
 
-def test_failed_is_claimable_again_with_its_attempts(ledger: Ledger) -> None:
-    claim(ledger)
-    ledger.settle("m1", Status.FAILED, 500, "HTTP 500", counted=True)
-    result = claim(ledger, owner="drain-b")
-    assert result.kind is ClaimKind.CLAIMED
-    assert result.attempts == 1
+def test_unprocessed_items_are_retried_with_backoff(ledger: Ledger, client: Any, clock: FakeClock) -> None:
+    slept: list[float] = []
+    flaky = Unprocessed(client, times=2)
+    throttled = Ledger(flaky, TABLE, TTL_S, clock=clock, sleep=slept.append)
+    throttled.write([delivered(None, "m1", "g1", 200, START)])
+    assert flaky.calls == 3 and len(slept) == 2
+    flaky.left = 2
+    assert throttled.read(["m1"])["m1"].status is Status.DELIVERED
+    assert flaky.calls == 6 and len(slept) == 4
+    assert all(0 < s <= 2.0 for s in slept)
+
+
+def test_a_batch_still_unprocessed_after_every_try_raises(ledger: Ledger, client: Any) -> None:
+    throttled = Ledger(Unprocessed(client, times=100), TABLE, TTL_S, sleep=lambda _: None)
+    with pytest.raises(LedgerUnavailableError, match="1 ledger writes unprocessed"):
+        throttled.write([delivered(None, "m1", "g1", 200, START)])
+    with pytest.raises(LedgerUnavailableError, match="2 ledger reads unprocessed"):
+        throttled.read(["m1", "m2"])
+    assert ledger.get("m1") is None
 
 
 # --- settle ---------------------------------------------------------------------------------------
 
 
 def test_counted_failures_add_attempts_and_uncounted_ones_do_not(ledger: Ledger) -> None:
-    claim(ledger)
-    assert ledger.settle("m1", Status.FAILED, 500, "HTTP 500", counted=True).attempts == 1
-    claim(ledger)
-    assert ledger.settle("m1", Status.FAILED, None, "timeout", counted=True).attempts == 2
-    claim(ledger)
-    assert ledger.settle("m1", Status.FAILED, 429, "HTTP 429", counted=False).attempts == 2
-    claim(ledger)
-    assert ledger.settle("m1", Status.FAILED, 401, "HTTP 401", counted=False).attempts == 2
+    assert settle(ledger, Status.FAILED, 500, "HTTP 500", counted=True).attempts == 1
+    assert settle(ledger, Status.FAILED, None, "timeout", counted=True).attempts == 2
+    assert settle(ledger, Status.FAILED, 429, "HTTP 429", counted=False).attempts == 2
+    assert settle(ledger, Status.FAILED, 401, "HTTP 401", counted=False).attempts == 2
     assert record_of(ledger).attempts == 2
+    assert seen(ledger) is Verdict.DELIVER
 
 
-def test_settle_records_the_last_status_and_error(ledger: Ledger) -> None:
-    claim(ledger)
-    record = ledger.settle("m1", Status.FAILED, 503, "x" * 600, counted=True)
-    assert record.last_status_code == 503
-    assert record.last_error == "x" * 500
-    claim(ledger)
-    record = ledger.settle("m1", Status.FAILED, None, "timeout", counted=True)
-    assert record.last_error == "timeout"
-    assert record.last_status_code == 503  # no response: the last status seen is kept
+def test_settle_records_the_group_the_last_status_and_error(ledger: Ledger) -> None:
+    first = settle(ledger, Status.FAILED, 503, "x" * 600, counted=True)
+    assert first.group_id == "g1"
+    assert first.last_status_code == 503
+    assert first.last_error == "x" * 500
+    second = settle(ledger, Status.FAILED, None, "timeout", counted=True)
+    assert second.last_error == "timeout"
+    assert second.last_status_code == 503  # no response: the last status seen is kept
 
 
 def test_first_attempt_is_kept_and_last_attempt_moves(ledger: Ledger, clock: FakeClock) -> None:
-    claim(ledger)
-    first = ledger.settle("m1", Status.FAILED, 500, "HTTP 500", counted=True)
+    first = settle(ledger, Status.FAILED, 500, "HTTP 500", counted=True)
     assert first.first_attempt_at == START
     assert first.last_attempt_at == START
     clock.advance(90)
-    claim(ledger)
-    second = ledger.settle("m1", Status.FAILED, 500, "HTTP 500", counted=True)
+    second = settle(ledger, Status.FAILED, 500, "HTTP 500", counted=True)
     assert second.first_attempt_at == START
     assert second.last_attempt_at == START + 90
     assert second.updated_at == START + 90
+
+
+def test_a_decision_without_an_attempt_leaves_attempt_times_alone(ledger: Ledger) -> None:
+    record = settle(ledger, Status.HALTED, None, "poison", counted=False)
+    assert record.first_attempt_at is None and record.last_attempt_at is None
 
 
 def test_every_write_pushes_expiry_to_now_plus_ttl(ledger: Ledger, client: Any, clock: FakeClock) -> None:
@@ -245,81 +317,72 @@ def test_every_write_pushes_expiry_to_now_plus_ttl(ledger: Ledger, client: Any, 
 
     ledger.record_queued("m1", "g1")
     assert expires() == int(START) + TTL_S
-    clock.advance(100.9)
-    claim(ledger)
-    assert expires() == int(clock()) + TTL_S
-    clock.advance(3600)
-    ledger.settle("m1", Status.FAILED, 500, "HTTP 500", counted=True)
+    clock.advance(3600.9)
+    settle(ledger, Status.FAILED, 500, "HTTP 500", counted=True)
     assert expires() == int(clock()) + TTL_S
     clock.advance(86_400)
     ledger.set_status("m1", Status.SKIP)
     assert expires() == int(clock()) + TTL_S
+    clock.advance(60)
+    ledger.write([delivered(record_of(ledger), "m1", "g1", 200, clock())])
+    assert expires() == int(clock()) + TTL_S
 
 
-# --- dead, halted, skipped ------------------------------------------------------------------------
+# --- dead, redriven, halted, skipped --------------------------------------------------------------
 
 
 def test_a_stale_copy_of_a_dead_message_is_dead(ledger: Ledger) -> None:
-    claim(ledger, copy_id="copy-1")
-    ledger.settle("m1", Status.DEAD, 422, "HTTP 422", counted=True, dead_copy="copy-1")
-    result = claim(ledger, owner="drain-b", copy_id="copy-1")
-    assert result.kind is ClaimKind.DEAD
-    assert result.record is not None and result.record.dead_copy == "copy-1"
-    assert record_of(ledger).status is Status.DEAD
+    settle(ledger, Status.DEAD, 422, "HTTP 422", counted=True, dead_copy="copy-1")
+    assert seen(ledger, copy_id="copy-1") is Verdict.DEAD
+    assert record_of(ledger).dead_copy == "copy-1"
 
 
-def test_a_redriven_copy_of_a_dead_message_starts_over(ledger: Ledger, client: Any) -> None:
+def test_a_redriven_copy_of_a_dead_message_starts_over(ledger: Ledger, clock: FakeClock) -> None:
     for _ in range(3):
-        claim(ledger, copy_id="copy-1")
-        ledger.settle("m1", Status.FAILED, 500, "HTTP 500", counted=True)
-    ledger.settle("m1", Status.DEAD, None, "gave up", counted=False, dead_copy="copy-1")
-    assert record_of(ledger).attempts == 3
-    result = claim(ledger, owner="drain-b", copy_id="copy-2")
-    assert result.kind is ClaimKind.CLAIMED
-    assert result.attempts == 0
-    assert result.record is not None
-    assert result.record.status is Status.DELIVERING
-    assert result.record.dead_copy == ""
-    assert result.record.first_attempt_at is None
-    assert raw_item(client, "m1")["owner"] == {"S": "drain-b"}
+        settle(ledger, Status.FAILED, 500, "HTTP 500", counted=True)
+    settle(ledger, Status.DEAD, None, "gave up", counted=False, dead_copy="copy-1")
+    assert seen(ledger, copy_id="copy-2") is Verdict.REDRIVEN
+    clock.advance(30)
+    restarted = ledger.restart("m1")
+    assert restarted is not None
+    assert (restarted.status, restarted.attempts, restarted.dead_copy) == (Status.QUEUED, 0, "")
+    assert restarted.first_attempt_at is None
+    assert restarted.updated_at == START + 30
+    assert seen(ledger, copy_id="copy-2") is Verdict.DELIVER
 
 
-def test_a_dead_message_without_a_recorded_copy_stays_dead(ledger: Ledger) -> None:
-    claim(ledger)
-    ledger.settle("m1", Status.DEAD, None, "skipped", counted=False)
-    assert claim(ledger, copy_id="copy-9").kind is ClaimKind.DEAD
+def test_restarting_a_record_no_longer_dead_returns_it_unchanged(ledger: Ledger) -> None:
+    ledger.write([delivered(None, "m1", "g1", 200, START)])
+    again = ledger.restart("m1")
+    assert again is not None and again.status is Status.DELIVERED and again.attempts == 1
+    assert record_of(ledger) == again
+    assert ledger.restart("missing") is None
+    assert ledger.get("missing") is None
 
 
-def test_halted_is_not_claimed(ledger: Ledger, clock: FakeClock) -> None:
-    claim(ledger)
-    ledger.settle("m1", Status.HALTED, None, "poison", counted=False)
-    clock.advance(10 * LEASE_S)
-    result = claim(ledger, owner="drain-b")
-    assert result.kind is ClaimKind.HALTED
+def test_halted_stays_halted(ledger: Ledger, clock: FakeClock) -> None:
+    settle(ledger, Status.HALTED, None, "poison", counted=False)
+    clock.advance(3600)
+    assert seen(ledger) is Verdict.HALTED
     assert record_of(ledger).status is Status.HALTED
 
 
 def test_an_operator_retry_of_a_halted_message_resets_attempts(ledger: Ledger) -> None:
-    claim(ledger)
-    ledger.settle("m1", Status.HALTED, 422, "HTTP 422", counted=True)
+    settle(ledger, Status.HALTED, 422, "HTTP 422", counted=True)
     ledger.set_status("m1", Status.QUEUED, reset_attempts=True)
-    result = claim(ledger)
-    assert result.kind is ClaimKind.CLAIMED
-    assert result.attempts == 0
+    assert seen(ledger) is Verdict.DELIVER
+    assert record_of(ledger).attempts == 0
 
 
-def test_set_status_skip_is_reported_by_claim(ledger: Ledger) -> None:
-    claim(ledger)
-    ledger.settle("m1", Status.HALTED, None, "poison", counted=False)
+def test_set_status_skip_is_reported_by_the_verdict(ledger: Ledger) -> None:
+    settle(ledger, Status.HALTED, None, "poison", counted=False)
     ledger.set_status("m1", Status.SKIP)
-    result = claim(ledger, owner="drain-b")
-    assert result.kind is ClaimKind.SKIP
+    assert seen(ledger, copy_id="copy-2") is Verdict.SKIP
     assert record_of(ledger).status is Status.SKIP
 
 
 def test_set_status_without_reset_keeps_attempts(ledger: Ledger) -> None:
-    claim(ledger)
-    ledger.settle("m1", Status.HALTED, 500, "HTTP 500", counted=True)
+    settle(ledger, Status.HALTED, 500, "HTTP 500", counted=True)
     ledger.set_status("m1", Status.SKIP)
     assert record_of(ledger).attempts == 1
 
@@ -332,8 +395,7 @@ def test_set_status_of_an_unknown_id_raises_and_creates_nothing(ledger: Ledger) 
 
 
 def test_record_as_dict(ledger: Ledger) -> None:
-    claim(ledger)
-    record = ledger.settle("m1", Status.FAILED, 500, "HTTP 500", counted=True)
+    record = settle(ledger, Status.FAILED, 500, "HTTP 500", counted=True)
     assert record.as_dict() == {
         "message_id": "m1",
         "status": "failed",
@@ -345,98 +407,3 @@ def test_record_as_dict(ledger: Ledger) -> None:
         "last_attempt_at": START,
         "updated_at": START,
     }
-
-
-# --- concurrency ----------------------------------------------------------------------------------
-
-
-def claim_concurrently(
-    make_ledger: Callable[[], Ledger], message_id: str, copy_id: str, threads: int = 2
-) -> list[ClaimKind]:
-    ledgers = [make_ledger() for _ in range(threads)]
-    start = threading.Barrier(threads)
-    kinds: list[ClaimKind] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def worker(index: int) -> None:
-        try:
-            start.wait()
-            result = ledgers[index].claim(message_id, "g1", f"drain-{index}", LEASE_S, copy_id)
-            with lock:
-                kinds.append(result.kind)
-        except BaseException as exc:
-            with lock:
-                errors.append(exc)
-
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join(timeout=10)
-    assert not errors, errors
-    return kinds
-
-
-@pytest.mark.usefixtures("atomic_items")
-def test_two_drains_claiming_a_new_id_at_once_get_exactly_one_claim(client: Any, clock: FakeClock) -> None:
-    def make() -> Ledger:
-        return Ledger(client, TABLE, TTL_S, clock=clock)
-
-    for n in range(10):
-        kinds = claim_concurrently(make, f"m{n}", "copy-1")
-        assert sorted(k.value for k in kinds) == ["busy", "claimed"], n
-
-
-@pytest.mark.usefixtures("atomic_items")
-def test_many_drains_claiming_a_queued_id_at_once_get_exactly_one_claim(
-    client: Any, clock: FakeClock
-) -> None:
-    def make() -> Ledger:
-        return Ledger(client, TABLE, TTL_S, clock=clock)
-
-    make().record_queued("m1", "g1")
-    kinds = claim_concurrently(make, "m1", "copy-1", threads=6)
-    assert sorted(k.value for k in kinds) == ["busy"] * 5 + ["claimed"]
-
-
-class RaceAfterRead:
-    """Passes calls through, but runs `meanwhile` right after the first get_item has read."""
-
-    def __init__(self, client: Any, meanwhile: Callable[[], object]) -> None:
-        self._client = client
-        self._meanwhile: Callable[[], object] | None = meanwhile
-
-    def get_item(self, **kwargs: Any) -> Any:
-        response = self._client.get_item(**kwargs)
-        if self._meanwhile is not None:
-            meanwhile, self._meanwhile = self._meanwhile, None
-            meanwhile()
-        return response
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-
-def test_losing_the_race_to_restart_a_redriven_message_is_busy_not_an_error(
-    client: Any, clock: FakeClock
-) -> None:
-    """Drain A reads the record as dead, drain B restarts and claims it, then A tries to restart it:
-    A must be told BUSY (B holds the lease), not fail with ConditionalCheckFailedException."""
-    seed = Ledger(client, TABLE, TTL_S, clock=clock)
-    seed.claim("m1", "g1", "drain-x", LEASE_S, "copy-1")
-    seed.settle("m1", Status.DEAD, None, "dead", counted=False, dead_copy="copy-1")
-    drain_b = Ledger(client, TABLE, TTL_S, clock=clock)
-    b_claims: list[Claim] = []
-    drain_a = Ledger(
-        RaceAfterRead(
-            client, lambda: b_claims.append(drain_b.claim("m1", "g1", "drain-b", LEASE_S, "copy-2"))
-        ),
-        TABLE,
-        TTL_S,
-        clock=clock,
-    )
-    result = drain_a.claim("m1", "g1", "drain-a", LEASE_S, "copy-2")
-    assert [c.kind for c in b_claims] == [ClaimKind.CLAIMED]
-    assert result.kind is ClaimKind.BUSY
-    assert raw_item(client, "m1")["owner"] == {"S": "drain-b"}
