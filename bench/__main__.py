@@ -9,6 +9,8 @@ API with a fixed latency. Absolute figures are the emulator's; the ratios are th
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import platform
@@ -34,20 +36,27 @@ from trickle_local.endpoint import clients, free_port, use_local_credentials
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key"
 # Public us-east-1 prices (USD), checked 2026: SQS FIFO $0.50 per million requests; DynamoDB on-demand
-# $0.625 per million write units and $0.125 per million read units; Lambda $0.20 per million requests
-# and $0.0000166667 per GB-second; SSM standard-throughput GetParameter has no charge.
+# $0.625 per million write units and $0.125 per million read units (items here are under 1 KB, and
+# the ledger's reads are strongly consistent: one unit each, batched or not); Lambda $0.20 per million
+# requests and $0.0000166667 per GB-second; SSM standard-throughput GetParameter has no charge, but
+# reading a SecureString makes SSM call KMS Decrypt on the account's behalf at $0.03 per 10,000.
 PRICE = {
     "sqs": 0.50e-6,
     "ddb_write": 0.625e-6,
     "ddb_read": 0.125e-6,
+    "kms_request": 0.03e-4,
     "lambda_request": 0.20e-6,
     "gb_s": 0.0000166667,
 }
+BATCH_OPERATIONS = ("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem")
 LAMBDA_GB = 0.125
+UNLIMITED = 10_000  # requests per second: no rate limit within reach of the stand-in
+RATE_LIMITED_PER_S = 100
 
 
 class Calls:
-    """Every AWS request the process makes, by operation, and the time spent waiting on them."""
+    """Every AWS request the process makes, by operation, the items its DynamoDB batch calls carry
+    (they are billed per item, not per call), and the time spent waiting on them."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
@@ -57,12 +66,18 @@ class Calls:
 
     def register(self, events: Any) -> None:
         events.register("before-call.*.*", self._before)
+        for operation in BATCH_OPERATIONS:
+            events.register(f"provide-client-params.{operation.replace(':', '.')}", self._items)
         events.register("after-call.*.*", self._after)
 
     def _before(self, model: Any, **_: Any) -> None:
         self._local.started = time.perf_counter()
         with self._lock:
             self.counts[f"{model.service_model.service_name}:{model.name}"] += 1
+
+    def _items(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        with self._lock:
+            self.counts[f"dynamodb:{model.name}/items"] += batch_items(params)
 
     def _after(self, **_: Any) -> None:
         elapsed = time.perf_counter() - getattr(self._local, "started", time.perf_counter())
@@ -74,6 +89,27 @@ class Calls:
             counts, seconds = self.counts, self.seconds
             self.counts, self.seconds = Counter(), 0.0
         return counts, seconds
+
+
+def batch_items(params: dict[str, Any]) -> int:
+    """Items in a BatchGetItem or BatchWriteItem request."""
+    return sum(
+        len(request["Keys"]) if isinstance(request, dict) else len(request)
+        for request in params.get("RequestItems", {}).values()
+    )
+
+
+def requests_only(counts: dict[str, int]) -> dict[str, int]:
+    return {op: n for op, n in counts.items() if not op.endswith("/items")}
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of another process (Linux /proc), to separate the emulator's own cost."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 SERVE = {
@@ -113,17 +149,18 @@ class Bench:
         self.base = stage.rebase(stage.stage_env("local"), self.aws_url, self.api_url + "/items") | {
             "TRICKLE_LOG_LEVEL": "ERROR",
             "TRICKLE_DRAIN_BUDGET": "100000",
-            "TRICKLE_RATE_LIMIT_PER_SECOND": "10000",
-            "TRICKLE_RATE_LIMIT_BURST": "100",
             "TRICKLE_AUTH": "iam",
             "TRICKLE_ARCHIVE_BUCKET": "",
         }
         self.env: dict[str, str] = {}
 
-    def reset(self, workers: int = 1) -> None:
+    def reset(self, workers: int = 1, rate_limit_per_s: int = UNLIMITED) -> None:
+        """A fresh account; a rate-limited run gets a burst of 10 so the limit, not the burst, shows."""
         requests.post(f"{self.aws_url}/moto-api/reset", timeout=10).raise_for_status()
         self.env = provision(clients(self.aws_url), self.base, API_KEY) | {
-            "TRICKLE_DRAIN_WORKERS": str(workers)
+            "TRICKLE_DRAIN_WORKERS": str(workers),
+            "TRICKLE_RATE_LIMIT_PER_SECOND": str(rate_limit_per_s),
+            "TRICKLE_RATE_LIMIT_BURST": str(min(100, rate_limit_per_s // 10)),
         }
         os.environ.update(self.env)
         wiring.reset()
@@ -151,23 +188,28 @@ class Bench:
             for i in range(count)
         ]
         started = time.perf_counter()
-        for start in range(0, count, 100):
-            chunk = records[start : start + 100]
-            if ledger:
-                wiring.ingestor().handle(chunk)
-            else:
-                wiring.queue().send(build_messages(chunk, wiring.settings()).messages)
+        with contextlib.redirect_stdout(io.StringIO()):  # see `relay`
+            for start in range(0, count, 100):
+                chunk = records[start : start + 100]
+                if ledger:
+                    wiring.ingestor().handle(chunk)
+                else:
+                    wiring.queue().send(build_messages(chunk, wiring.settings()).messages)
         counts, aws_s = self.calls.take()
         return {"seconds": time.perf_counter() - started, "requests": dict(counts), "aws_seconds": aws_s}
 
     def relay(self, count: int) -> dict[str, Any]:
+        self._mark()
         started = time.perf_counter()
         delivered = 0
-        while delivered < count:
-            report = wiring.drainer().run(lambda: 10**9)
-            delivered += report.delivered
-            if report.stopped_by == "empty" and not report.delivered:
-                break
+        # Powertools prints an EMF line whenever a metric reaches 100 values, even with
+        # POWERTOOLS_METRICS_DISABLED set (its overflow path skips the check): keep them off the table.
+        with contextlib.redirect_stdout(io.StringIO()):
+            while delivered < count:
+                report = wiring.drainer().run(lambda: 10**9)
+                delivered += report.delivered
+                if report.stopped_by == "empty" and not report.delivered:
+                    break
         return self._result(delivered, time.perf_counter() - started)
 
     def baseline(self, count: int) -> dict[str, Any]:
@@ -176,6 +218,7 @@ class Bench:
         ssm = boto3.client("ssm", endpoint_url=self.aws_url)
         url, queue = self.env["TRICKLE_API_URL"], self.env["TRICKLE_QUEUE_URL"]
         self.calls.take()
+        self._mark()
         started = time.perf_counter()
         delivered = 0
         while True:
@@ -191,16 +234,32 @@ class Bench:
                 delivered += 1
         return self._result(delivered, time.perf_counter() - started)
 
+    def _mark(self) -> None:
+        self._cpu_marks = (time.process_time(), cpu_seconds(self._aws.pid), cpu_seconds(self._api.pid))
+
     def _result(self, delivered: int, seconds: float) -> dict[str, Any]:
+        """Besides throughput and requests: CPU seconds spent by this process (the drain), by the
+        emulator and by the stand-in API while it ran, so the emulator's own cost can be read apart."""
         counts, aws_s = self.calls.take()
-        return {
+        own, emulator, api = self._cpu_marks
+        emulator_now, api_now = cpu_seconds(self._aws.pid), cpu_seconds(self._api.pid)
+        per = 1000 / max(1, delivered)
+        result: dict[str, Any] = {
             "delivered": delivered,
             "seconds": round(seconds, 3),
             "throughput_msgs_per_s": round(delivered / seconds, 2) if seconds else 0.0,
-            "requests_by_api": dict(sorted(counts.items())),
-            "aws_requests_per_message": round(sum(counts.values()) / max(1, delivered), 3),
+            "requests_by_api": dict(sorted(requests_only(counts).items())),
+            "dynamodb_batch_items": {op: n for op, n in sorted(counts.items()) if op.endswith("/items")},
+            "aws_requests_per_message": round(sum(requests_only(counts).values()) / max(1, delivered), 3),
             "aws_wait_seconds": round(aws_s, 3),
+            "drain_cpu_ms_per_message": round((time.process_time() - own) * per, 2),
         }
+        if emulator is not None and emulator_now is not None:
+            result["emulator_cpu_ms_per_message"] = round((emulator_now - emulator) * per, 2)
+            result["emulator_busy_share"] = round((emulator_now - emulator) / max(0.001, seconds), 3)
+        if api is not None and api_now is not None:
+            result["standin_api_cpu_ms_per_message"] = round((api_now - api) * per, 2)
+        return result
 
     def stop(self) -> None:
         self._api.terminate()
@@ -215,7 +274,13 @@ def per_message(requests_by_api: dict[str, int], delivered: int) -> dict[str, fl
         "ChangeMessageVisibility": ("sqs:ChangeMessageVisibilityBatch", "sqs:ChangeMessageVisibility"),
         "GetQueueAttributes": ("sqs:GetQueueAttributes",),
         "SSM": ("ssm:GetParameter",),
-        "DynamoDB": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+        "DynamoDB": (
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:BatchGetItem",
+            "dynamodb:BatchWriteItem",
+        ),
     }
     return {
         name: round(sum(requests_by_api.get(op, 0) for op in ops) / max(1, delivered), 3)
@@ -226,15 +291,17 @@ def per_message(requests_by_api: dict[str, int], delivered: int) -> dict[str, fl
 def cost_per_million(
     requests_by_api: dict[str, int], delivered: int, lambda_seconds: float, invocations: int
 ) -> float:
+    """`requests_by_api` may carry `<op>/items` counts for DynamoDB batch calls, billed per item."""
     per = 1_000_000 / max(1, delivered)
+    count = requests_by_api.get
     sqs = sum(n for op, n in requests_by_api.items() if op.startswith("sqs:")) * PRICE["sqs"]
-    writes = (
-        sum(requests_by_api.get(op, 0) for op in ("dynamodb:PutItem", "dynamodb:UpdateItem"))
-        * PRICE["ddb_write"]
-    )
-    reads = requests_by_api.get("dynamodb:GetItem", 0) * PRICE["ddb_read"]
+    write_units = count("dynamodb:PutItem", 0) + count("dynamodb:UpdateItem", 0)
+    write_units += count("dynamodb:BatchWriteItem/items", 0)
+    read_units = count("dynamodb:GetItem", 0) + count("dynamodb:BatchGetItem/items", 0)
+    dynamodb = write_units * PRICE["ddb_write"] + read_units * PRICE["ddb_read"]
+    kms = count("ssm:GetParameter", 0) * PRICE["kms_request"]
     compute = lambda_seconds * LAMBDA_GB * PRICE["gb_s"] + invocations * PRICE["lambda_request"]
-    return round((sqs + writes + reads + compute) * per, 2)
+    return round((sqs + dynamodb + kms + compute) * per, 2)
 
 
 def import_time(module_dir: Path, module: str, env: dict[str, str], runs: int = 5) -> float:
@@ -303,30 +370,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         for workers in (1, 4, 16):
-            bench.reset(workers)
-            ingest = bench.fill(count, groups)
-            run = bench.relay(count)
-            run["ingest_requests_per_message"] = round(sum(ingest["requests"].values()) / count, 3)
-            run["requests_per_message_by_api"] = per_message(
-                ingest["requests"] | _add(ingest["requests"], run["requests_by_api"]), count
-            )
-            run["usd_per_million"] = cost_per_million(
-                _add(ingest["requests"], run["requests_by_api"]), count, run["seconds"], 1 + count // 500
-            )
-            results["relay"][f"workers_{workers}"] = run
-            print(f"relay, {workers:2d} workers: {run['throughput_msgs_per_s']:8.1f} msg/s", file=sys.stderr)
+            results["relay"][f"workers_{workers}"] = relay_run(bench, count, groups, workers, latency)
+        rate = RATE_LIMITED_PER_S
+        results["rate_limited"] = relay_run(bench, count, groups, 16, latency, rate)
         bench.reset(1)
         ingest = bench.fill(count, groups, ledger=False)
         base = bench.baseline(count)
-        base["requests_per_message_by_api"] = per_message(
-            _add(ingest["requests"], base["requests_by_api"]), count
-        )
-        base["usd_per_million"] = cost_per_million(
-            _add(ingest["requests"], base["requests_by_api"]), count, base["seconds"], count
-        )
+        billed = _add(ingest["requests"], base["requests_by_api"])
+        base["requests_per_message_by_api"] = per_message(billed, count)
+        base["usd_per_million"] = cost_per_million(billed, count, base["seconds"], count)
         results["baseline"] = base
-        print(f"baseline:          {base['throughput_msgs_per_s']:8.1f} msg/s", file=sys.stderr)
-        for run in results["relay"].values():
+        print(f"baseline:              {base['throughput_msgs_per_s']:8.1f} msg/s", file=sys.stderr)
+        for run in [*results["relay"].values(), results["rate_limited"]]:
             run["ratio_vs_baseline"] = round(
                 run["throughput_msgs_per_s"] / max(0.001, base["throughput_msgs_per_s"]), 2
             )
@@ -337,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
             run = bench.relay(size)
             run["aws_wait_share"] = round(run["aws_wait_seconds"] / max(0.001, run["seconds"] * 4), 3)
             results["scaling"][str(size)] = run
-            print(f"scaling {size:5d}: {run['throughput_msgs_per_s']:8.1f} msg/s", file=sys.stderr)
+            print(f"scaling {size:5d}:         {run['throughput_msgs_per_s']:8.1f} msg/s", file=sys.stderr)
     finally:
         bench.stop()
     results["lambda"] = cold_start_and_package()
@@ -346,31 +401,60 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
-    return dict(Counter(a) + Counter(b))
+def relay_run(
+    bench: Bench, count: int, groups: int, workers: int, latency_s: float, rate: int = UNLIMITED
+) -> dict[str, Any]:
+    """One relay drain of a fresh backlog, with the bound it should approach: min(rate, W / L)."""
+    bench.reset(workers, rate)
+    ingest = bench.fill(count, groups)
+    run = bench.relay(count)
+    billed = _add(ingest["requests"], run["requests_by_api"], run["dynamodb_batch_items"])
+    run["workers"] = workers
+    run["rate_limit_per_s"] = rate
+    run["ingest_requests_per_message"] = round(sum(requests_only(ingest["requests"]).values()) / count, 3)
+    run["requests_per_message_by_api"] = per_message(billed, count)
+    run["usd_per_million"] = cost_per_million(billed, count, run["seconds"], 1 + count // 500)
+    run["bound_msgs_per_s"] = round(min(rate, workers / latency_s), 1)
+    run["share_of_bound"] = round(run["throughput_msgs_per_s"] / run["bound_msgs_per_s"], 3)
+    limit = f", rate limit {rate}/s" if rate != UNLIMITED else ""
+    print(
+        f"relay, {workers:2d} workers{limit}: {run['throughput_msgs_per_s']:8.1f} msg/s"
+        f" (bound {run['bound_msgs_per_s']})",
+        file=sys.stderr,
+    )
+    return run
+
+
+def _add(*counts: dict[str, int]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for c in counts:
+        total.update(c)
+    return dict(total)
 
 
 def print_table(results: dict[str, Any]) -> None:
     base = results["baseline"]
-    print(f"\n{'run':<14}{'msg/s':>9}{'x base':>8}{'AWS req/msg':>13}{'$/M msgs':>10}")
-    for name, run in results["relay"].items():
+    runs = [*results["relay"].items(), ("rate_limited", results["rate_limited"])]
+    header = f"\n{'run':<14}{'msg/s':>9}{'bound':>8}{'x base':>8}{'AWS req/msg':>13}{'$/M msgs':>10}"
+    print(header + f"{'drain CPU ms/msg':>18}{'moto CPU ms/msg':>17}{'moto busy':>11}")
+    for name, run in [*runs, ("baseline", base)]:
+        bound = f"{run['bound_msgs_per_s']:>8.0f}" if "bound_msgs_per_s" in run else f"{'-':>8}"
         print(
-            f"{name:<14}{run['throughput_msgs_per_s']:>9.1f}{run['ratio_vs_baseline']:>8.2f}"
+            f"{name:<14}{run['throughput_msgs_per_s']:>9.1f}{bound}{run.get('ratio_vs_baseline', 1):>8.2f}"
             f"{sum(run['requests_per_message_by_api'].values()):>13.2f}{run['usd_per_million']:>10.2f}"
+            f"{run['drain_cpu_ms_per_message']:>18.2f}{run.get('emulator_cpu_ms_per_message', 0):>17.2f}"
+            f"{run.get('emulator_busy_share', 0):>11.2f}"
         )
-    print(
-        f"{'baseline':<14}{base['throughput_msgs_per_s']:>9.1f}{1:>8.2f}"
-        f"{sum(base['requests_per_message_by_api'].values()):>13.2f}{base['usd_per_million']:>10.2f}"
-    )
     print("\nrequests per delivered message, by API (ingest + drain):")
-    for name, run in [*results["relay"].items(), ("baseline", base)]:
+    for name, run in [*runs, ("baseline", base)]:
         print(f"  {name:<12} {run['requests_per_message_by_api']}")
     print("\nscaling (4 workers):")
     for size, run in results["scaling"].items():
         print(
             f"  {size:>6} msgs: {run['throughput_msgs_per_s']:.1f} msg/s,"
             f" {run['aws_requests_per_message']:.2f} AWS req/msg (drain),"
-            f" AWS wait share {run['aws_wait_share']:.2f}"
+            f" AWS wait share {run['aws_wait_share']:.2f},"
+            f" moto CPU {run.get('emulator_cpu_ms_per_message', 0):.2f} ms/msg"
         )
     lam = results["lambda"]
     print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from conftest import Stack
@@ -55,3 +56,23 @@ def test_a_failing_group_does_not_hold_back_the_others_under_parallelism(stack_f
     delivered = stack.delivered_by_group()
     assert delivered["g2"] == ["000"]
     assert all(delivered[f"g{g}"] == [f"{i:03}" for i in range(4)] for g in range(6) if g != 2)
+
+
+def test_a_round_holds_five_messages_per_worker_read_and_written_in_one_ledger_call(
+    stack_factory: Any,
+) -> None:
+    """4 workers: a round gathers 20 messages over several receives, so 30 messages take at least two
+    rounds, each with one ledger read and one ledger write, and every group still arrives in order."""
+    stack: Stack = stack_factory(TRICKLE_DRAIN_WORKERS="4", TRICKLE_RATE_LIMIT_PER_SECOND="1000")
+    stack.fill(groups=10, per_group=3)
+    first = len(stack.recorder.calls)
+
+    report = stack.drain()
+
+    operations = Counter(c.operation for c in stack.recorder.calls[first:])
+    assert report["delivered"] == 30
+    rounds = operations["BatchGetItem"]
+    assert rounds >= 2
+    assert operations["ReceiveMessage"] >= 2 * rounds  # receives of at most 10 gathered into rounds of 20
+    assert operations["BatchWriteItem"] == rounds
+    assert stack.delivered_by_group() == {f"g{g}": [f"{i:03}" for i in range(3)] for g in range(10)}
