@@ -150,18 +150,25 @@ class Drainer:
         )
         limiter = RateLimiter(self._destination.rate_limit_per_s, self._destination.rate_limit_burst)
         workers = self._settings.drain_workers
+        ending = ""  # budget and empty end the receiving, not the deliveries already under way
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver") as pool:
             while not state.should_stop():
+                if state.report.received >= self._settings.drain_budget:
+                    ending = "budget"
+                    break
                 batch = self._receive_round(state, workers)
                 if not batch:
+                    ending = "empty"
                     break
-                groups = list(group_in_order(batch).values())
                 records = self._ledger.read({m.message_id for m in batch})
                 deliver = functools.partial(
                     self._deliver_group, state=state, limiter=limiter, records=records
                 )
+                groups = list(group_in_order(batch).values())
                 results = list(pool.map(deliver, groups)) if workers > 1 else [deliver(g) for g in groups]
                 self._finish(results, state)
+        if ending:
+            state.stop(ending)
         report = state.report
         report.stopped_by = state.stopped_by
         report.blocked_groups = sorted(state.blocked)
@@ -185,12 +192,9 @@ class Drainer:
         while len(batch) < target:
             budget_left = self._settings.drain_budget - state.report.received
             if budget_left <= 0:
-                state.stop("budget")
                 break
             received = self._queue.receive(budget_left, self._settings.visibility_timeout_s)
             if not received:
-                if not batch:
-                    state.stop("empty")
                 break
             state.count("received", len(received))
             batch += received

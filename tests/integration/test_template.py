@@ -147,3 +147,12 @@ def test_roles_name_their_resources_never_star(packaged: tuple[str, Path, dict[s
             if any(a.split(":")[0] in ("sqs", "ssm", "dynamodb", "kms") for a in actions):
                 assert all(r != "*" and ":*:" not in r for r in resources), (function, statement)
                 assert all(not a.endswith("*") for a in actions), (function, statement)
+
+
+def test_the_drain_runs_one_at_a_time(packaged: tuple[str, Path, dict[str, Any]]) -> None:
+    """Scheduled runs may outlast their interval; overlapping runs would each hold a rate limiter
+    and together exceed the destination's rate. Reserved concurrency 1 keeps one drain at a time."""
+    _, _, template = packaged
+    drain = template["Resources"]["Drain"]["Properties"]
+    assert drain["ReservedConcurrentExecutions"] == 1
+    assert [e["Type"] for e in drain["Events"].values()] == ["Schedule"]

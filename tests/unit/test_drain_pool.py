@@ -159,3 +159,32 @@ def test_one_rate_limit_spaces_the_requests_of_every_worker(make_settings: MakeS
     # per worker would let eight workers send their two each within 1/50 s.
     assert starts[-1] - starts[0] >= 15 / 50 * 0.9
     assert api.order_by_group() == {str(g): [0, 1] for g in range(8)}
+
+
+def test_a_spent_budget_ends_receiving_but_not_the_deliveries_under_way(make_settings: MakeSettings) -> None:
+    api, queue = SlowApi(0.002), FakeFifo(groups=8, per_group=5)
+    ledger = FakeLedger()
+    settings = make_settings(
+        TRICKLE_DRAIN_BUDGET="7", TRICKLE_DRAIN_WORKERS="4", TRICKLE_RATE_LIMIT_PER_SECOND="1000"
+    )
+    drainer = Drainer(queue, queue, ledger, api, lambda: None, settings)  # type: ignore[arg-type]
+
+    report = drainer.run(lambda: 10**9)
+
+    assert (report.received, report.delivered, report.released) == (7, 7, 0)
+    assert report.stopped_by == "budget"
+    assert len(queue.deleted) == 7 and queue.in_flight == []
+
+
+def test_a_group_longer_than_a_round_is_drained_whole_and_in_order(make_settings: MakeSettings) -> None:
+    """A receive finds nothing of a group while part of it is in flight; once the round is settled
+    the run receives the rest."""
+    api, queue = SlowApi(0.001), FakeFifo(groups=1, per_group=35)
+
+    report, _ = drain(
+        make_settings, api, queue, TRICKLE_DRAIN_WORKERS="4", TRICKLE_RATE_LIMIT_PER_SECOND="1000"
+    )
+
+    assert report.delivered == 35
+    assert report.stopped_by == "empty"
+    assert api.order_by_group() == {"0": list(range(35))}
