@@ -44,6 +44,25 @@ def speed_up_moto_sqs() -> None:
     sqs_models.unix_time_millis = unix_time_millis
 
 
+def release_at_zero_at_once() -> None:
+    """On AWS, ChangeMessageVisibility to 0 makes a message visible (its group unlocked) at once.
+    moto 5.2 sets it visible from the current millisecond on and tests `now > visible_at`, so within
+    that millisecond the message stays in flight and its group locked until some later receive walks
+    past it; when no receive comes before the group's held head reappears, moto hands out the tail
+    first (README, "Emulator gaps"). A zero timeout here means visible from the millisecond before."""
+    original = sqs_models.Message.change_visibility
+    if getattr(original, "_trickle_original", None):
+        return
+
+    def change_visibility(message: sqs_models.Message, visibility_timeout: int) -> None:
+        original(message, visibility_timeout)
+        if int(visibility_timeout) == 0:
+            message.visible_at = sqs_models.unix_time_millis() - 1
+
+    change_visibility._trickle_original = original  # type: ignore[attr-defined]
+    sqs_models.Message.change_visibility = change_visibility  # type: ignore[method-assign]
+
+
 class MotoEndpoint:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, speed_up: bool = True) -> None:
         self.host = host
@@ -59,6 +78,7 @@ class MotoEndpoint:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         if self.speed_up:
             speed_up_moto_sqs()
+        release_at_zero_at_once()
         self._server.start()
         return self
 

@@ -98,3 +98,25 @@ def test_the_sqs_speed_patch_still_reaches_motos_clock_reads() -> None:
     assert "unix_time_millis" in models.Message.visible.fget.__code__.co_names
     assert "unix_time_millis" in models.Message.delayed.fget.__code__.co_names
     assert abs(models.unix_time_millis() - time.time() * 1000) < 1000
+
+
+def test_a_message_released_at_zero_stays_in_flight_for_its_millisecond(monkeypatch: Any) -> None:
+    """Stock moto: ChangeMessageVisibility to 0 leaves the message invisible (its group locked) for
+    the rest of the millisecond, so a group's tail released while its head is held can stay locked
+    until the head reappears. `release_at_zero_at_once` makes it visible at once, as AWS does."""
+    from moto.sqs import models
+
+    from trickle_local.endpoint import release_at_zero_at_once
+
+    release_at_zero_at_once()
+    patched = models.Message.change_visibility
+    stock = patched._trickle_original  # type: ignore[attr-defined]
+    monkeypatch.setattr(models, "unix_time_millis", lambda dt=None: 1_000_000.0)
+    message = models.Message("m1", "body")
+
+    stock(message, 0)
+    assert not message.visible
+    patched(message, 0)
+    assert message.visible
+    patched(message, 5)
+    assert not message.visible
