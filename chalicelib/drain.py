@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -152,21 +152,40 @@ class Drainer:
         workers = self._settings.drain_workers
         ending = ""  # budget and empty end the receiving, not the deliveries already under way
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver") as pool:
-            while not state.should_stop():
-                if state.report.received >= self._settings.drain_budget:
-                    ending = "budget"
-                    break
-                batch = self._receive_round(state, workers)
-                if not batch:
-                    ending = "empty"
-                    break
-                records = self._ledger.read({m.message_id for m in batch})
-                deliver = functools.partial(
-                    self._deliver_group, state=state, limiter=limiter, records=records
-                )
-                groups = list(group_in_order(batch).values())
-                results = list(pool.map(deliver, groups)) if workers > 1 else [deliver(g) for g in groups]
-                self._finish(results, state)
+            # Rounds overlap: the next round is received and queued for the workers while the last
+            # one is delivered, so no worker waits for a round's slowest group or its bookkeeping.
+            # A group in flight cannot be received again, so two rounds never share a group.
+            unfinished: list[list[Future[GroupResult]]] = []
+            try:
+                while not state.should_stop():
+                    if state.report.received >= self._settings.drain_budget:
+                        ending = "budget"
+                        break
+                    received_at = time.monotonic()
+                    batch = self._receive_round(state, workers)
+                    if not batch:
+                        if not unfinished:  # a round in flight may yet free later messages of its groups
+                            ending = "empty"
+                            break
+                        self._finish_round(unfinished.pop(0), state)
+                        continue
+                    records = self._ledger.read({m.message_id for m in batch})
+                    deliver = functools.partial(
+                        self._deliver_group,
+                        state=state,
+                        limiter=limiter,
+                        records=records,
+                        deadline=received_at + self._attempt_window_s(),
+                    )
+                    groups = group_in_order(batch).values()
+                    unfinished.append([pool.submit(deliver, group) for group in groups])
+                    if len(unfinished) > 1:
+                        self._finish_round(unfinished.pop(0), state)
+                while unfinished:
+                    self._finish_round(unfinished.pop(0), state)
+            except Exception:
+                self._salvage(unfinished, state)
+                raise
         if ending:
             state.stop(ending)
         report = state.report
@@ -214,6 +233,20 @@ class Drainer:
             log.warning("backlog unknown", extra={"error": str(exc)})
         metrics.flush()
 
+    def _finish_round(self, futures: list[Future[GroupResult]], state: RunState) -> None:
+        self._finish([f.result() for f in futures], state)
+
+    def _salvage(self, unfinished: list[list[Future[GroupResult]]], state: RunState) -> None:
+        """A round could not be finished (an AWS error): stop the run and still finish the rounds
+        already handed to the workers, so their messages go back released, head first, instead of
+        all at once when their visibility ends (which moto would return out of order)."""
+        state.stop("error")
+        for futures in unfinished:
+            try:
+                self._finish_round(futures, state)
+            except Exception as exc:  # the original error is the one to raise
+                log.error("a round in flight could not be finished", extra={"error": str(exc)})
+
     def _finish(self, results: list[GroupResult], state: RunState) -> None:
         """Releases, then the round's deliveries into the ledger, then deletes: a message is deleted
         only once the ledger says delivered, so if the run dies before the deletes, the ledger turns
@@ -225,11 +258,25 @@ class Drainer:
         self._ledger.write([record for r in results for record in r.delivered])
         state.count("delete_failures", len(self._queue.delete(deletes)))
 
+    def _attempt_window_s(self) -> float:
+        """How long after its receive a message may still be attempted: its visibility timeout less
+        one attempt (connect + read) and a second to settle it. An attempt later than that could
+        outlast the visibility, and another receive would hand the message out a second time."""
+        attempt_s = self._destination.connect_timeout_s + self._destination.read_timeout_s
+        return self._settings.visibility_timeout_s - attempt_s - 1.0
+
     def _deliver_group(
-        self, messages: list[ReceivedMessage], *, state: RunState, limiter: RateLimiter, records: Records
+        self,
+        messages: list[ReceivedMessage],
+        *,
+        state: RunState,
+        limiter: RateLimiter,
+        records: Records,
+        deadline: float,
     ) -> GroupResult:
         """One group, strictly in order; returns what to delete, what goes back and when, and the
-        ledger records of what was delivered. `records` is the round's ledger read, kept current."""
+        ledger records of what was delivered. `records` is the round's ledger read, kept current;
+        past `deadline` (monotonic) nothing more is attempted and the rest goes back."""
         result = GroupResult()
         group = messages[0].group_id
         for index, message in enumerate(messages):
@@ -262,6 +309,10 @@ class Drainer:
                 result.releases += release_plan(rest, self._settings.retry_max_delay_s)
                 return result
             limiter.acquire()
+            if time.monotonic() > deadline:
+                self._log(message, attempts, "visibility running out: released", None)
+                result.releases += release_plan(rest, HEAD_HOLD_S)
+                return result
             response, decision = self._attempt(message, attempts, state)
             if decision.outcome is Outcome.DELIVERED:
                 done = delivered(record, message.message_id, group, response.status, time.time())

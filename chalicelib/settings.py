@@ -210,6 +210,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         archive_bucket=r.env.get("TRICKLE_ARCHIVE_BUCKET", "").strip() or None,
         submit_max_bytes=r.number("TRICKLE_SUBMIT_MAX_BYTES", 262_144, int, 1024, SQS_MAX_MESSAGE_BYTES),
     )
+    attempt_s = destination.connect_timeout_s + destination.read_timeout_s
+    if not r.errors and settings.visibility_timeout_s <= attempt_s + 1:
+        r.errors.append(
+            f"TRICKLE_VISIBILITY_TIMEOUT_SECONDS={settings.visibility_timeout_s} must exceed the connect and"
+            f" read timeouts ({attempt_s:g} s) by more than a second: a received message must stay"
+            " invisible for longer than one delivery attempt"
+        )
     if settings.auth == "token" and settings.auth_token_parameter is None:
         r.errors.append("TRICKLE_AUTH_TOKEN_PARAMETER is required when TRICKLE_AUTH=token")
     if r.errors:

@@ -60,7 +60,7 @@ def release_at_zero_at_once() -> None:
             message.visible_at = sqs_models.unix_time_millis() - 1
 
     change_visibility._trickle_original = original  # type: ignore[attr-defined]
-    sqs_models.Message.change_visibility = change_visibility  # type: ignore[method-assign]
+    sqs_models.Message.change_visibility = change_visibility  # type: ignore[method-assign, assignment]
 
 
 class MotoEndpoint:

@@ -200,7 +200,11 @@ def test_the_rate_limit_spaces_requests(stack_factory: Any) -> None:
 
 
 def test_a_drain_that_dies_between_the_2xx_and_the_delete_does_not_deliver_again(stack_factory: Any) -> None:
-    stack: Stack = stack_factory(TRICKLE_VISIBILITY_TIMEOUT_SECONDS="2")
+    stack: Stack = stack_factory(
+        TRICKLE_VISIBILITY_TIMEOUT_SECONDS="3",
+        TRICKLE_CONNECT_TIMEOUT_SECONDS="0.5",
+        TRICKLE_READ_TIMEOUT_SECONDS="0.5",
+    )
     stack.fill(groups=2, per_group=2)
     wiring.reset()
 
@@ -212,7 +216,7 @@ def test_a_drain_that_dies_between_the_2xx_and_the_delete_does_not_deliver_again
         stack.drain()
     wiring.reset()
     delivered_once = len(stack.api.applied())
-    time.sleep(2.2)
+    time.sleep(3.2)
 
     report = stack.drain()
 

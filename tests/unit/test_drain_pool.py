@@ -188,3 +188,27 @@ def test_a_group_longer_than_a_round_is_drained_whole_and_in_order(make_settings
     assert report.delivered == 35
     assert report.stopped_by == "empty"
     assert api.order_by_group() == {"0": list(range(35))}
+
+
+def test_messages_whose_visibility_would_lapse_mid_attempt_go_back_unattempted(
+    make_settings: MakeSettings,
+) -> None:
+    """Visibility 3 s, attempts of up to 1 s (connect + read): nothing is attempted later than 1 s
+    after its receive; the rest of the group goes back, head first, and a later round sends it."""
+    api, queue = SlowApi(0.3), FakeFifo(groups=1, per_group=6)
+
+    report, _ = drain(
+        make_settings,
+        api,
+        queue,
+        TRICKLE_DRAIN_WORKERS="1",
+        TRICKLE_RATE_LIMIT_PER_SECOND="1000",
+        TRICKLE_VISIBILITY_TIMEOUT_SECONDS="3",
+        TRICKLE_CONNECT_TIMEOUT_SECONDS="0.5",
+        TRICKLE_READ_TIMEOUT_SECONDS="0.5",
+    )
+
+    assert report.released >= 1
+    assert report.delivered == 6
+    assert api.order_by_group() == {"0": list(range(6))}
+    assert report.received == 6 + report.released

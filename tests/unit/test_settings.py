@@ -461,3 +461,15 @@ def test_valid_stream_arns_are_accepted(make_settings: MakeSettings, arn: str) -
 )
 def test_table_name_from_stream_arn(arn: str, table: str) -> None:
     assert table_name_from_stream_arn(arn) == table
+
+
+def test_visibility_must_outlast_one_delivery_attempt(base_env: dict[str, str]) -> None:
+    env = {
+        **base_env,
+        "TRICKLE_VISIBILITY_TIMEOUT_SECONDS": "5",
+        "TRICKLE_CONNECT_TIMEOUT_SECONDS": "1",
+        "TRICKLE_READ_TIMEOUT_SECONDS": "3",
+    }
+    message = error_of(env)
+    assert "TRICKLE_VISIBILITY_TIMEOUT_SECONDS=5 must exceed the connect and read timeouts (4 s)" in message
+    assert load_settings({**env, "TRICKLE_VISIBILITY_TIMEOUT_SECONDS": "6"}).visibility_timeout_s == 6
