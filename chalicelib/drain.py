@@ -155,6 +155,7 @@ class Drainer:
             # Rounds overlap: the next round is received and queued for the workers while the last
             # one is delivered, so no worker waits for a round's slowest group or its bookkeeping.
             # A group in flight cannot be received again, so two rounds never share a group.
+            target = min(ROUND_MAX_MESSAGES, workers * ROUND_MESSAGES_PER_WORKER)
             unfinished: list[list[Future[GroupResult]]] = []
             try:
                 while not state.should_stop():
@@ -162,7 +163,7 @@ class Drainer:
                         ending = "budget"
                         break
                     received_at = time.monotonic()
-                    batch = self._receive_round(state, workers)
+                    batch = self._receive_round(state, target)
                     if not batch:
                         if not unfinished:  # a round in flight may yet free later messages of its groups
                             ending = "empty"
@@ -179,7 +180,9 @@ class Drainer:
                     )
                     groups = group_in_order(batch).values()
                     unfinished.append([pool.submit(deliver, group) for group in groups])
-                    if len(unfinished) > 1:
+                    # A short round found the other groups locked or the queue empty: a receive
+                    # before it finishes would come back empty, so it finishes first.
+                    while len(unfinished) > (1 if len(batch) >= target else 0):
                         self._finish_round(unfinished.pop(0), state)
                 while unfinished:
                     self._finish_round(unfinished.pop(0), state)
@@ -201,13 +204,12 @@ class Drainer:
         )
         return report
 
-    def _receive_round(self, state: RunState, workers: int) -> list[ReceivedMessage]:
+    def _receive_round(self, state: RunState, target: int) -> list[ReceivedMessage]:
         """Enough messages to keep every worker busy for a while: receives (10 at a time) until the
         round holds ROUND_MESSAGES_PER_WORKER per worker (at most ROUND_MAX_MESSAGES, one ledger
         read), the budget is spent or nothing more comes. A group's later messages cannot arrive
         while its earlier ones are in flight, so each group is one worker's, in order."""
         batch: list[ReceivedMessage] = []
-        target = min(ROUND_MAX_MESSAGES, workers * ROUND_MESSAGES_PER_WORKER)
         while len(batch) < target:
             budget_left = self._settings.drain_budget - state.report.received
             if budget_left <= 0:

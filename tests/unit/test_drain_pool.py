@@ -28,6 +28,7 @@ class FakeFifo:
         ]
         self.in_flight: list[ReceivedMessage] = []
         self.deleted: list[str] = []
+        self.receives: list[tuple[int, int]] = []  # (in flight before, received) per call
         self._lock = threading.Lock()
 
     def receive(self, max_messages: int, visibility_s: int) -> list[ReceivedMessage]:
@@ -41,6 +42,7 @@ class FakeFifo:
                     continue
                 taken.append(message)
                 self.waiting.remove(message)
+            self.receives.append((len(self.in_flight), len(taken)))
             self.in_flight += taken
             return taken
 
@@ -212,3 +214,23 @@ def test_messages_whose_visibility_would_lapse_mid_attempt_go_back_unattempted(
     assert report.delivered == 6
     assert api.order_by_group() == {"0": list(range(6))}
     assert report.received == 6 + report.released
+
+
+def test_a_full_round_is_received_while_the_last_one_is_delivered(make_settings: MakeSettings) -> None:
+    api, queue = SlowApi(0.02), FakeFifo(groups=20, per_group=1)
+
+    report, _ = drain(make_settings, api, queue, TRICKLE_DRAIN_WORKERS="2")
+
+    assert report.delivered == 20
+    assert queue.receives[:2] == [(0, 10), (10, 10)]
+
+
+def test_a_short_round_finishes_before_the_next_receive(make_settings: MakeSettings) -> None:
+    """A round that came up short found every other group in flight or the queue empty: receiving
+    again before it finishes would cost a request that comes back empty."""
+    api, queue = SlowApi(0.02), FakeFifo(groups=2, per_group=3)
+
+    report, _ = drain(make_settings, api, queue, TRICKLE_DRAIN_WORKERS="4")
+
+    assert report.delivered == 6
+    assert queue.receives == [(0, 6), (6, 0), (0, 0)]
