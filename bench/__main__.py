@@ -307,22 +307,23 @@ def cost_per_million(
     return round((sqs + dynamodb + kms + compute) * per, 2)
 
 
-def import_time(module_dir: Path, module: str, env: dict[str, str], runs: int = 5) -> float:
-    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
-    samples = [
-        float(
-            subprocess.run(
+def import_times(modules: dict[str, Path], env: dict[str, str], runs: int = 11) -> dict[str, float]:
+    """Median import time (ms) of each module in a fresh interpreter. Runs alternate between the
+    modules so a busy or idle moment on the machine falls on both alike."""
+    samples: dict[str, list[float]] = {module: [] for module in modules}
+    for _ in range(runs):
+        for module, module_dir in modules.items():
+            code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+            result = subprocess.run(
                 [sys.executable, "-c", code],
                 cwd=module_dir,
                 env=env,
                 capture_output=True,
                 text=True,
                 check=True,
-            ).stdout
-        )
-        for _ in range(runs)
-    ]
-    return round(statistics.median(samples) * 1000, 1)
+            )
+            samples[module].append(float(result.stdout))
+    return {module: round(statistics.median(times) * 1000, 1) for module, times in samples.items()}
 
 
 def cold_start_and_package() -> dict[str, Any]:
@@ -333,8 +334,8 @@ def cold_start_and_package() -> dict[str, Any]:
             "import boto3, requests\nfrom aws_lambda_powertools.metrics import Metrics\n"
             "from chalice import Chalice\napp = Chalice(app_name='minimal')\n"
         )
-        app_ms = import_time(ROOT, "app", env)
-        minimal_ms = import_time(Path(tmp), "minimal_app", env)
+        times = import_times({"app": ROOT, "minimal_app": Path(tmp)}, env)
+        app_ms, minimal_ms = times["app"], times["minimal_app"]
         out = Path(tmp) / "pkg"
         subprocess.run(
             [str(Path(sys.executable).parent / "chalice"), "package", "--stage", "prod", str(out)],
