@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -16,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.api_client import ApiClient, ApiResponse
 from chalicelib.archive import ResponseArchive
 from chalicelib.dead_letters import dead_letter
-from chalicelib.fifo_queue import FifoQueue, ReceivedMessage
+from chalicelib.fifo_queue import MAX_BATCH_ENTRIES, FifoQueue, ReceivedMessage
 from chalicelib.ledger import Ledger, LedgerRecord, Notes, Status, Verdict, delivered, verdict
 from chalicelib.metrics import RunMetrics
 from chalicelib.operations import run_note_key
@@ -112,6 +113,46 @@ class GroupResult:
 Records = dict[str, LedgerRecord]
 
 
+class InFlight:
+    """The groups handed to the workers and not yet finished, with how many messages each holds."""
+
+    def __init__(self) -> None:
+        self._sizes: dict[Future[GroupResult], int] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._sizes)
+
+    def add(self, future: Future[GroupResult], messages: int) -> None:
+        self._sizes[future] = messages
+
+    @property
+    def messages(self) -> int:
+        return sum(self._sizes.values())
+
+    def take_done(self, at_least: int, wait: bool) -> list[GroupResult]:
+        """The results of every finished group, once they hold `at_least` messages (or all are
+        finished); without `wait`, nothing until then. A group whose worker raised raises here."""
+        at_least = min(at_least, self.messages)
+        while True:
+            done = [f for f in self._sizes if f.done()]
+            if sum(self._sizes[f] for f in done) >= at_least:
+                break
+            if not wait:
+                return []
+            futures.wait([f for f in self._sizes if not f.done()], return_when=futures.FIRST_COMPLETED)
+        results = [f.result() for f in done]
+        for future in done:
+            del self._sizes[future]
+        return results
+
+    def take_finished(self) -> list[GroupResult]:
+        """Waits for every group and returns the results of those whose worker did not raise."""
+        futures.wait(self._sizes)
+        results = [f.result() for f in self._sizes if f.exception() is None]
+        self._sizes.clear()
+        return results
+
+
 def group_in_order(batch: list[ReceivedMessage]) -> dict[str, list[ReceivedMessage]]:
     """Split a receive batch by group; SQS returns each group's messages oldest first."""
     groups: dict[str, list[ReceivedMessage]] = {}
@@ -152,11 +193,8 @@ class Drainer:
         workers = self._settings.drain_workers
         ending = ""  # budget and empty end the receiving, not the deliveries already under way
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver") as pool:
-            # Rounds overlap: the next round is received and queued for the workers while the last
-            # one is delivered, so no worker waits for a round's slowest group or its bookkeeping.
-            # A group in flight cannot be received again, so two rounds never share a group.
             target = min(ROUND_MAX_MESSAGES, workers * ROUND_MESSAGES_PER_WORKER)
-            unfinished: list[list[Future[GroupResult]]] = []
+            in_flight = InFlight()
             try:
                 while not state.should_stop():
                     if state.report.received >= self._settings.drain_budget:
@@ -164,30 +202,28 @@ class Drainer:
                         break
                     received_at = time.monotonic()
                     batch = self._receive_round(state, target)
-                    if not batch:
-                        if not unfinished:  # a round in flight may yet free later messages of its groups
-                            ending = "empty"
-                            break
-                        self._finish_round(unfinished.pop(0), state)
-                        continue
-                    records = self._ledger.read({m.message_id for m in batch})
-                    deliver = functools.partial(
-                        self._deliver_group,
-                        state=state,
-                        limiter=limiter,
-                        records=records,
-                        deadline=received_at + self._attempt_window_s(),
-                    )
-                    groups = group_in_order(batch).values()
-                    unfinished.append([pool.submit(deliver, group) for group in groups])
-                    # A short round found the other groups locked or the queue empty: a receive
-                    # before it finishes would come back empty, so it finishes first.
-                    while len(unfinished) > (1 if len(batch) >= target else 0):
-                        self._finish_round(unfinished.pop(0), state)
-                while unfinished:
-                    self._finish_round(unfinished.pop(0), state)
+                    if batch:
+                        records = self._ledger.read({m.message_id for m in batch})
+                        deliver = functools.partial(
+                            self._deliver_group,
+                            state=state,
+                            limiter=limiter,
+                            records=records,
+                            deadline=received_at + self._attempt_window_s(),
+                        )
+                        for group in group_in_order(batch).values():
+                            in_flight.add(pool.submit(deliver, group), len(group))
+                    elif not in_flight:
+                        ending = "empty"
+                        break
+                    # A full round: the next is received while it is delivered, up to two in hand.
+                    # A short one found the other groups in flight or the queue empty: wait for
+                    # groups to finish, a delete batch's worth, so they can be received again.
+                    short = len(batch) < target or in_flight.messages > 2 * target
+                    self._finish(in_flight.take_done(MAX_BATCH_ENTRIES, wait=short), state)
+                self._finish(in_flight.take_done(in_flight.messages, wait=True), state)
             except Exception:
-                self._salvage(unfinished, state)
+                self._salvage(in_flight, state)
                 raise
         if ending:
             state.stop(ending)
@@ -235,19 +271,15 @@ class Drainer:
             log.warning("backlog unknown", extra={"error": str(exc)})
         metrics.flush()
 
-    def _finish_round(self, futures: list[Future[GroupResult]], state: RunState) -> None:
-        self._finish([f.result() for f in futures], state)
-
-    def _salvage(self, unfinished: list[list[Future[GroupResult]]], state: RunState) -> None:
-        """A round could not be finished (an AWS error): stop the run and still finish the rounds
-        already handed to the workers, so their messages go back released, head first, instead of
-        all at once when their visibility ends (which moto would return out of order)."""
+    def _salvage(self, in_flight: InFlight, state: RunState) -> None:
+        """The run hit an AWS error: stop it and still finish the groups already handed to the
+        workers, so their messages go back released, head first, instead of all at once when their
+        visibility ends (which moto would return out of order)."""
         state.stop("error")
-        for futures in unfinished:
-            try:
-                self._finish_round(futures, state)
-            except Exception as exc:  # the original error is the one to raise
-                log.error("a round in flight could not be finished", extra={"error": str(exc)})
+        try:
+            self._finish(in_flight.take_finished(), state)
+        except Exception as exc:  # the original error is the one to raise
+            log.error("groups in flight could not be finished", extra={"error": str(exc)})
 
     def _finish(self, results: list[GroupResult], state: RunState) -> None:
         """Releases, then the round's deliveries into the ledger, then deletes: a message is deleted

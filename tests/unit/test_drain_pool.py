@@ -20,7 +20,8 @@ class FakeFifo:
     """SQS FIFO's contract as the drain relies on it: receive at most 10, oldest first per group,
     and no message of a group while another of that group is in flight."""
 
-    def __init__(self, groups: int, per_group: int) -> None:
+    def __init__(self, groups: int, per_group: int, one_per_group: bool = False) -> None:
+        self.one_per_group = one_per_group  # per call, as when the queue interleaves its groups
         self.waiting = [
             ReceivedMessage(f"g{g}-{i}", f"g{g}", f"rh-g{g}-{i}", f"{g}:{i}", 1, copy_id=f"c-g{g}-{i}")
             for i in range(per_group)
@@ -38,10 +39,12 @@ class FakeFifo:
             for message in list(self.waiting):
                 if len(taken) == min(10, max_messages):
                     break
-                if message.group_id in busy and not any(t.group_id == message.group_id for t in taken):
+                taken_here = any(t.group_id == message.group_id for t in taken)
+                if message.group_id in busy and (self.one_per_group or not taken_here):
                     continue
                 taken.append(message)
                 self.waiting.remove(message)
+                busy.add(message.group_id)
             self.receives.append((len(self.in_flight), len(taken)))
             self.in_flight += taken
             return taken
@@ -234,3 +237,37 @@ def test_a_short_round_finishes_before_the_next_receive(make_settings: MakeSetti
 
     assert report.delivered == 6
     assert queue.receives == [(0, 6), (6, 0), (0, 0)]
+
+
+class OneSlowGroupApi(SlowApi):
+    """Group 0 answers slowly; records when its first request ended."""
+
+    def __init__(self, latency_s: float, slow_s: float) -> None:
+        super().__init__(latency_s)
+        self.slow_s = slow_s
+        self.slow_done_at = 0.0
+
+    def post(self, body: str, idempotency_key: str) -> ApiResponse:
+        if not body.startswith("0:"):
+            return super().post(body, idempotency_key)
+        with self._lock:
+            self.started.append((time.monotonic(), body))
+        time.sleep(self.slow_s)
+        self.slow_done_at = self.slow_done_at or time.monotonic()
+        return ApiResponse(status=200)
+
+
+def test_groups_that_finish_are_received_again_while_a_slow_one_is_in_flight(
+    make_settings: MakeSettings,
+) -> None:
+    api, queue = OneSlowGroupApi(0.01, slow_s=0.5), FakeFifo(groups=21, per_group=2, one_per_group=True)
+
+    report, _ = drain(
+        make_settings, api, queue, TRICKLE_DRAIN_WORKERS="4", TRICKLE_RATE_LIMIT_PER_SECOND="1000"
+    )
+
+    assert report.delivered == 42
+    second_sends = [at for at, body in api.started if body.endswith(":1") and not body.startswith("0:")]
+    assert len(second_sends) == 20
+    assert min(second_sends) < api.slow_done_at
+    assert api.order_by_group() == {str(g): [0, 1] for g in range(21)}
