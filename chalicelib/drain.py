@@ -28,8 +28,8 @@ from chalicelib.settings import Settings
 log = logging.getLogger(__name__)
 
 Releases = list[tuple[ReceivedMessage, int]]
-# A round's size trades per-round overhead (receives, one ledger read and write, deletes, and the
-# wait for its slowest group) against how long received messages wait; measured with `python -m bench`.
+# A round's size trades per-round overhead (its receives and one ledger read) against how long
+# received messages wait for a worker; measured with `python -m bench`.
 ROUND_MESSAGES_PER_WORKER = 5
 ROUND_MAX_MESSAGES = 100
 
@@ -282,7 +282,7 @@ class Drainer:
             log.error("groups in flight could not be finished", extra={"error": str(exc)})
 
     def _finish(self, results: list[GroupResult], state: RunState) -> None:
-        """Releases, then the round's deliveries into the ledger, then deletes: a message is deleted
+        """Releases, then the finished groups' deliveries into the ledger, then deletes: a message is deleted
         only once the ledger says delivered, so if the run dies before the deletes, the ledger turns
         the return of a delivered message into a delete without a second delivery."""
         deletes = [m for r in results for m in r.delete]
