@@ -209,7 +209,7 @@ class Drainer:
                             state=state,
                             limiter=limiter,
                             records=records,
-                            deadline=received_at + self._attempt_window_s(),
+                            deadline=received_at + self._settings.attempt_window_s,
                         )
                         for group in group_in_order(batch).values():
                             in_flight.add(pool.submit(deliver, group), len(group))
@@ -291,13 +291,6 @@ class Drainer:
         self._queue.change_visibility(releases)
         self._ledger.write([record for r in results for record in r.delivered])
         state.count("delete_failures", len(self._queue.delete(deletes)))
-
-    def _attempt_window_s(self) -> float:
-        """How long after its receive a message may still be attempted: its visibility timeout less
-        one attempt (connect + read) and a second to settle it. An attempt later than that could
-        outlast the visibility, and another receive would hand the message out a second time."""
-        attempt_s = self._destination.connect_timeout_s + self._destination.read_timeout_s
-        return self._settings.visibility_timeout_s - attempt_s - 1.0
 
     def _deliver_group(
         self,

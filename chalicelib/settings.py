@@ -76,6 +76,14 @@ class Settings:
     submit_max_bytes: int
 
     @property
+    def attempt_window_s(self) -> float:
+        """How long after its receive a message may still be attempted: its visibility timeout less
+        one attempt (connect + read) and a second to settle it. An attempt later than that could
+        outlast the visibility, and another receive would hand the message out a second time."""
+        attempt_s = self.destination.connect_timeout_s + self.destination.read_timeout_s
+        return self.visibility_timeout_s - attempt_s - 1.0
+
+    @property
     def table_name(self) -> str:
         return table_name_from_stream_arn(self.stream_arn)
 
@@ -210,8 +218,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         archive_bucket=r.env.get("TRICKLE_ARCHIVE_BUCKET", "").strip() or None,
         submit_max_bytes=r.number("TRICKLE_SUBMIT_MAX_BYTES", 262_144, int, 1024, SQS_MAX_MESSAGE_BYTES),
     )
-    attempt_s = destination.connect_timeout_s + destination.read_timeout_s
-    if not r.errors and settings.visibility_timeout_s <= attempt_s + 1:
+    if not r.errors and settings.attempt_window_s <= 0:
+        attempt_s = destination.connect_timeout_s + destination.read_timeout_s
         r.errors.append(
             f"TRICKLE_VISIBILITY_TIMEOUT_SECONDS={settings.visibility_timeout_s} must exceed the connect and"
             f" read timeouts ({attempt_s:g} s) by more than a second: a received message must stay"
