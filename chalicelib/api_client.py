@@ -4,29 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import requests
 
+from chalicelib.ports import ApiResponse
 from chalicelib.settings import Destination
 
 BODY_EXCERPT_CHARS = 256
-
-
-@dataclass(frozen=True)
-class ApiResponse:
-    """What the API said, or why it said nothing (`status` None: timeout or connection error)."""
-
-    status: int | None
-    error: str | None = None
-    retry_after: str | None = None
-    body_excerpt: str = ""
-    elapsed_ms: float = 0.0
-    body: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
 
 
 def make_session() -> requests.Session:

@@ -1,12 +1,13 @@
-"""The scheduled drain: receive in batches, deliver each group in order, delete only after a 2xx
-(or once the ledger shows the message delivered), and decide per response what happens next."""
+"""The scheduled drain: receive in rounds, deliver each group in order on a worker pool, delete only
+after a 2xx (or once the ledger shows the message delivered). What happens to each message is
+decided by `policy.decide`; this module carries the actions out."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -14,14 +15,33 @@ from dataclasses import asdict, dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.api_client import ApiClient, ApiResponse
-from chalicelib.archive import ResponseArchive
 from chalicelib.dead_letters import dead_letter
-from chalicelib.fifo_queue import MAX_BATCH_ENTRIES, FifoQueue, ReceivedMessage
-from chalicelib.ledger import Ledger, LedgerRecord, Notes, Status, Verdict, delivered, verdict
+from chalicelib.fifo_queue import MAX_BATCH_ENTRIES, ReceivedMessage
+from chalicelib.ledger import LedgerRecord, Status, Verdict, delivered, run_note_key, verdict
 from chalicelib.metrics import RunMetrics
-from chalicelib.operations import run_note_key
-from chalicelib.policy import HEAD_HOLD_S, Decision, Outcome, backoff_s, classify, release_plan
+from chalicelib.policy import (
+    HEAD_HOLD_S,
+    Action,
+    Backoff,
+    Move,
+    Outcome,
+    Rules,
+    Situation,
+    Tally,
+    classify,
+    decide,
+    release_plan,
+)
+from chalicelib.ports import (
+    Api,
+    ApiKey,
+    ApiResponse,
+    Archive,
+    DeadLetterQueue,
+    DeliveryLedger,
+    RunNotes,
+    SourceQueue,
+)
 from chalicelib.ratelimit import RateLimiter
 from chalicelib.settings import Settings
 
@@ -53,7 +73,8 @@ class DrainReport:
 
 
 class RunState:
-    """What every group of a run shares: why it stopped, failure streaks, counters. Thread-safe."""
+    """What every group of a run shares: why it stopped, the breaker's streak, counters, the groups
+    held. Thread-safe."""
 
     def __init__(self, out_of_time: Callable[[], bool], breaker_failures: int, destination: str) -> None:
         self._out_of_time = out_of_time
@@ -63,7 +84,10 @@ class RunState:
         self.resume_after_s = HEAD_HOLD_S
         self.failure_streak = 0
         self.key_refreshed = False
-        self.report = DrainReport()
+        self.received = 0
+        self.tallies: Counter[Tally] = Counter()
+        self.released = 0
+        self.delete_failures = 0
         self.blocked: set[str] = set()
         self.metrics = RunMetrics({"destination": destination})
 
@@ -77,30 +101,47 @@ class RunState:
             self.stop("time")
         return bool(self.stopped_by)
 
-    def count(self, name: str, n: int = 1) -> None:
+    def note(self, action: Action, group_id: str) -> None:
+        """An action's effect on the run: the breaker's streak, a held group, a stop."""
         with self._lock:
-            setattr(self.report, name, getattr(self.report, name) + n)
-
-    def block(self, group_id: str) -> None:
-        with self._lock:
-            self.blocked.add(group_id)
-
-    def failed_retryably(self) -> None:
-        with self._lock:
-            self.failure_streak += 1
-            tripped = self.failure_streak >= self._breaker_failures
+            if action.block:
+                self.blocked.add(group_id)
+            if action.success:
+                self.failure_streak = 0
+            if action.failure:
+                self.failure_streak += 1
+            tripped = action.failure and self.failure_streak >= self._breaker_failures
+        if action.stop:
+            self.stop(action.stop, action.resume_after_s)
         if tripped:
             self.stop("breaker")
 
-    def first_key_refresh(self) -> bool:
+    def tally(self, tally: Tally | None) -> None:
+        if tally is not None:
+            with self._lock:
+                self.tallies[tally] += 1
+
+    def claim_key_refresh(self) -> bool:
         """True for exactly one caller per run: the key is re-read from SSM once at most."""
         with self._lock:
             first, self.key_refreshed = not self.key_refreshed, True
         return first
 
-    def succeeded(self) -> None:
-        with self._lock:
-            self.failure_streak = 0
+    def report(self) -> DrainReport:
+        t = self.tallies
+        return DrainReport(
+            received=self.received,
+            delivered=t[Tally.DELIVERED],
+            already_delivered=t[Tally.ALREADY_DELIVERED],
+            retried=t[Tally.RETRIED],
+            saturated=t[Tally.SATURATED],
+            dead_lettered=t[Tally.DEAD_LETTERED],
+            halted=t[Tally.HALTED],
+            released=self.released,
+            delete_failures=self.delete_failures,
+            stopped_by=self.stopped_by,
+            blocked_groups=sorted(self.blocked),
+        )
 
 
 @dataclass
@@ -161,17 +202,27 @@ def group_in_order(batch: list[ReceivedMessage]) -> dict[str, list[ReceivedMessa
     return groups
 
 
+@dataclass
+class GroupRun:
+    """What one group's worker shares with the rest of the run."""
+
+    state: RunState
+    limiter: RateLimiter
+    records: Records  # the round's ledger read, kept current as the worker goes
+    deadline: float  # monotonic: no attempt after this (the messages' visibility would run out)
+
+
 class Drainer:
     def __init__(
         self,
-        queue: FifoQueue,
-        dead_letters: FifoQueue,
-        ledger: Ledger,
-        api: ApiClient,
-        refresh_key: Callable[[], object],
+        queue: SourceQueue,
+        dead_letters: DeadLetterQueue,
+        ledger: DeliveryLedger,
+        api: Api,
+        key: ApiKey,
         settings: Settings,
-        notes: Notes | None = None,
-        archive: ResponseArchive | None = None,
+        notes: RunNotes | None = None,
+        archive: Archive | None = None,
     ) -> None:
         self._notes = notes
         self._archive = archive
@@ -179,9 +230,10 @@ class Drainer:
         self._dead_letters = dead_letters
         self._ledger = ledger
         self._api = api
-        self._refresh_key = refresh_key
+        self._key = key
         self._settings = settings
         self._destination = settings.destination
+        self._rules = rules_for(settings)
 
     def run(self, remaining_ms: Callable[[], int]) -> DrainReport:
         """Drain until the queue is empty, the budget is spent, time runs short or the API says stop."""
@@ -197,22 +249,20 @@ class Drainer:
             in_flight = InFlight()
             try:
                 while not state.should_stop():
-                    if state.report.received >= self._settings.drain_budget:
+                    if state.received >= self._settings.drain_budget:
                         ending = "budget"
                         break
                     received_at = time.monotonic()
                     batch = self._receive_round(state, target)
                     if batch:
-                        records = self._ledger.read({m.message_id for m in batch})
-                        deliver = functools.partial(
-                            self._deliver_group,
-                            state=state,
-                            limiter=limiter,
-                            records=records,
-                            deadline=received_at + self._settings.attempt_window_s,
+                        run = GroupRun(
+                            state,
+                            limiter,
+                            self._ledger.read({m.message_id for m in batch}),
+                            received_at + self._settings.attempt_window_s,
                         )
                         for group in group_in_order(batch).values():
-                            in_flight.add(pool.submit(deliver, group), len(group))
+                            in_flight.add(pool.submit(self._deliver_group, group, run), len(group))
                     elif not in_flight:
                         ending = "empty"
                         break
@@ -227,10 +277,8 @@ class Drainer:
                 raise
         if ending:
             state.stop(ending)
-        report = state.report
-        report.stopped_by = state.stopped_by
-        report.blocked_groups = sorted(state.blocked)
-        self._emit(state)
+        report = state.report()
+        self._emit(state, report)
         if self._notes is not None:
             self._notes.save(
                 run_note_key(self._destination.name), report.as_dict() | {"finished_at": time.time()}
@@ -247,18 +295,18 @@ class Drainer:
         while its earlier ones are in flight, so each group is one worker's, in order."""
         batch: list[ReceivedMessage] = []
         while len(batch) < target:
-            budget_left = self._settings.drain_budget - state.report.received
+            budget_left = self._settings.drain_budget - state.received
             if budget_left <= 0:
                 break
             received = self._queue.receive(budget_left, self._settings.visibility_timeout_s)
             if not received:
                 break
-            state.count("received", len(received))
+            state.received += len(received)
             batch += received
         return batch
 
-    def _emit(self, state: RunState) -> None:
-        report, metrics = state.report, state.metrics
+    def _emit(self, state: RunState, report: DrainReport) -> None:
+        metrics = state.metrics
         metrics.count("Delivered", report.delivered)
         metrics.count("AlreadyDelivered", report.already_delivered)
         metrics.count("Retried", report.retried)
@@ -287,170 +335,129 @@ class Drainer:
         the return of a delivered message into a delete without a second delivery."""
         deletes = [m for r in results for m in r.delete]
         releases = [change for r in results for change in r.releases]
-        state.count("released", len(releases))
+        state.released += len(releases)
         self._queue.change_visibility(releases)
         self._ledger.write([record for r in results for record in r.delivered])
-        state.count("delete_failures", len(self._queue.delete(deletes)))
+        state.delete_failures += len(self._queue.delete(deletes))
 
-    def _deliver_group(
-        self,
-        messages: list[ReceivedMessage],
-        *,
-        state: RunState,
-        limiter: RateLimiter,
-        records: Records,
-        deadline: float,
-    ) -> GroupResult:
-        """One group, strictly in order; returns what to delete, what goes back and when, and the
-        ledger records of what was delivered. `records` is the round's ledger read, kept current;
-        past `deadline` (monotonic) nothing more is attempted and the rest goes back."""
+    def _deliver_group(self, messages: list[ReceivedMessage], run: GroupRun) -> GroupResult:
+        """One group, strictly in order: decide, then carry the action out, message by message,
+        until an action holds the group."""
         result = GroupResult()
-        group = messages[0].group_id
         for index, message in enumerate(messages):
-            rest = messages[index:]
-            if group in state.blocked:
-                result.releases += release_plan(rest, self._settings.retry_delay_s)
-                return result
-            if state.should_stop():
-                result.releases += release_plan(rest, state.resume_after_s)
-                return result
-            record = records.get(message.message_id)
-            seen = verdict(record, message.copy_id)
-            if seen is Verdict.REDRIVEN:
+            record = run.records.get(message.message_id)
+            action = self._decide(message, record, run.state)
+            if action.move is Move.RESTART:
                 record = self._ledger.restart(message.message_id)
-                seen = verdict(record, message.copy_id)
-            attempts = record.attempts if record else 0
-            if seen in (Verdict.DELIVERED, Verdict.DEAD):
-                self._log(message, attempts, f"already {seen.value}", None)
-                if seen is Verdict.DELIVERED:
-                    state.count("already_delivered")
-                result.delete.append(message)
-                continue
-            if seen is Verdict.SKIP:
-                if self._poison(rest, "skipped by an operator", "", record, state, result, skipped=True):
-                    continue
-                return result
-            if seen is Verdict.HALTED:
-                self._log(message, attempts, seen.value, None)
-                state.block(group)
-                result.releases += release_plan(rest, self._settings.retry_max_delay_s)
-                return result
-            limiter.acquire()
-            if time.monotonic() > deadline:
-                self._log(message, attempts, "visibility running out: released", None)
-                result.releases += release_plan(rest, HEAD_HOLD_S)
-                return result
-            response, decision = self._attempt(message, attempts, state)
-            if decision.outcome is Outcome.DELIVERED:
-                done = delivered(record, message.message_id, group, response.status, time.time())
-                records[message.message_id] = done
-                result.delivered.append(done)
-                if self._archive is not None:
-                    self._archive.store(message.message_id, response.status, response.body)
-                if message.sent_at_ms:
-                    state.metrics.seconds("DeliveredAge", max(0.0, time.time() - message.sent_at_ms / 1000))
-                state.succeeded()
-                state.count("delivered")
-                result.delete.append(message)
-                continue
-            record = records[message.message_id] = self._ledger.settle(
-                message.message_id,
-                group,
-                Status.FAILED,
-                response.status,
-                decision.reason,
-                counted=decision.counted,
-            )
-            if decision.outcome is Outcome.PERMANENT or (
-                decision.outcome is Outcome.RETRY and record.attempts >= self._destination.max_attempts
-            ):
-                reason = (
-                    decision.reason
-                    if decision.outcome is Outcome.PERMANENT
-                    else (f"gave up after {record.attempts} attempts; last: {decision.reason}")
-                )
-                if decision.outcome is Outcome.RETRY:
-                    state.failed_retryably()
-                if self._poison(rest, reason, response.body_excerpt, record, state, result):
-                    continue
-                return result
-            state.block(group)
-            if decision.outcome is Outcome.SATURATED:
-                state.count("saturated")
-                state.stop("saturated", decision.retry_after_s or HEAD_HOLD_S)
-                result.releases += release_plan(rest, decision.retry_after_s or HEAD_HOLD_S)
-            elif decision.outcome is Outcome.AUTH:
-                result.releases += release_plan(rest, HEAD_HOLD_S)
-            else:
-                state.count("retried")
-                state.failed_retryably()
-                delay = backoff_s(
-                    record.attempts, self._settings.retry_delay_s, self._settings.retry_max_delay_s
-                )
-                result.releases += release_plan(rest, delay)
-            return result
+                if record is not None:
+                    run.records[message.message_id] = record
+                action = self._decide(message, record, run.state)
+            response = None
+            if action.move is Move.ATTEMPT:
+                action, record, response = self._attempt(message, record, run)
+            if not self._apply(action, messages[index:], record, response, run, result):
+                break
         return result
 
+    def _decide(self, message: ReceivedMessage, record: LedgerRecord | None, state: RunState) -> Action:
+        situation = Situation(
+            verdict(record, message.copy_id),
+            attempts=record.attempts if record else 0,
+            blocked=message.group_id in state.blocked,
+            stopped=state.stopped_by if state.should_stop() else "",
+            resume_after_s=state.resume_after_s,
+        )
+        return decide(situation, self._rules)
+
     def _attempt(
-        self, message: ReceivedMessage, attempts: int, state: RunState
-    ) -> tuple[ApiResponse, Decision]:
-        """POST once; on 401/403 re-read the key from SSM once per run and try again."""
+        self, message: ReceivedMessage, record: LedgerRecord | None, run: GroupRun
+    ) -> tuple[Action, LedgerRecord | None, ApiResponse | None]:
+        """Wait for the rate limit, POST once (on 401/403 re-read the key once per run and POST
+        again), write a failure to the ledger, and decide on the answer."""
+        run.limiter.acquire()
+        if time.monotonic() > run.deadline:
+            return decide(Situation(Verdict.DELIVER, late=True), self._rules), record, None
+        attempts = record.attempts if record else 0
         response = self._api.post(message.body, idempotency_key=message.message_id)
-        state.metrics.milliseconds("ApiLatency", response.elapsed_ms)
-        decision = classify(response)
-        if decision.outcome is Outcome.AUTH and state.first_key_refresh():
-            self._refresh_key()
+        answer = classify(response)
+        if answer.outcome is Outcome.AUTH and run.state.claim_key_refresh():
+            self._key.refresh()
             self._log(message, attempts + 1, "auth-retry", response)
             response = self._api.post(message.body, idempotency_key=message.message_id)
-            decision = classify(response)
-        if decision.outcome is Outcome.AUTH:
-            log.error(
-                "the API refused the key even after re-reading it from SSM; stopping the run",
-                extra={"destination": self._destination.name, "status": response.status},
+            answer = classify(response)
+        run.state.metrics.milliseconds("ApiLatency", response.elapsed_ms)
+        self._log(message, attempts + 1, answer.outcome.value, response)
+        if answer.outcome is Outcome.DELIVERED:
+            done = delivered(record, message.message_id, message.group_id, response.status, time.time())
+        else:
+            done = self._ledger.settle(
+                message.message_id,
+                message.group_id,
+                Status.FAILED,
+                response.status,
+                answer.reason,
+                counted=answer.counted,
             )
-            state.stop("auth")
-        self._log(message, attempts + 1, decision.outcome.value, response)
-        return response, decision
+        run.records[message.message_id] = done
+        situation = Situation(Verdict.DELIVER, answer=answer, attempts=done.attempts)
+        return decide(situation, self._rules), done, response
 
-    def _poison(
+    def _apply(
         self,
+        action: Action,
         rest: list[ReceivedMessage],
-        reason: str,
-        excerpt: str,
         record: LedgerRecord | None,
-        state: RunState,
+        response: ApiResponse | None,
+        run: GroupRun,
         result: GroupResult,
-        skipped: bool = False,
     ) -> bool:
-        """Dead-letter `rest[0]` (skip) or halt its group (strict); True when the group may go on."""
+        """Carry out one action for `rest[0]`, the effects of every decision in one place; True
+        when the group goes on to its next message."""
         message = rest[0]
         attempts = record.attempts if record else 0
-        if self._destination.ordering == "strict" and not skipped:
+        if action.move is Move.DEAD_LETTER:
+            excerpt = response.body_excerpt if response else ""
+            if self._dead_letters.send([dead_letter(message, action.reason, excerpt, record)]):
+                refused = decide(Situation(Verdict.DELIVER, dead_letter_refused=True), self._rules)
+                return self._apply(refused, rest, record, response, run, result)
             self._ledger.settle(
-                message.message_id, message.group_id, Status.HALTED, None, reason, counted=False
+                message.message_id,
+                message.group_id,
+                Status.DEAD,
+                None,
+                action.reason,
+                counted=False,
+                dead_copy=message.copy_id,
             )
-            log.error("group halted by a poison message", extra=self._fields(message, attempts, reason))
-            state.count("halted")
-            state.block(message.group_id)
-            result.releases += release_plan(rest, self._settings.retry_max_delay_s)
-            return False
-        if self._dead_letters.send([dead_letter(message, reason, excerpt, record)]):
-            state.block(message.group_id)
-            result.releases += release_plan(rest, self._settings.retry_delay_s)
-            return False
-        self._ledger.settle(
-            message.message_id,
-            message.group_id,
-            Status.DEAD,
-            None,
-            reason,
-            counted=False,
-            dead_copy=message.copy_id,
-        )
-        log.error("message dead-lettered", extra=self._fields(message, attempts, reason))
-        state.count("dead_lettered")
-        result.delete.append(message)
-        return True
+            log.error("message dead-lettered", extra=self._fields(message, attempts, action.reason))
+        elif action.move is Move.HALT:
+            self._ledger.settle(
+                message.message_id, message.group_id, Status.HALTED, None, action.reason, counted=False
+            )
+            fields = self._fields(message, attempts, action.reason)
+            log.error("group halted by a poison message", extra=fields)
+        elif action.move is Move.DELIVERED:
+            assert record is not None and response is not None  # an attempt was made and recorded
+            result.delivered.append(record)
+            if self._archive is not None:
+                self._archive.store(message.message_id, response.status, response.body)
+            if message.sent_at_ms:
+                age = max(0.0, time.time() - message.sent_at_ms / 1000)
+                run.state.metrics.seconds("DeliveredAge", age)
+        elif action.move is Move.DELETE or response is None:  # nothing logged yet for this step
+            self._log(message, attempts, action.reason, None)
+        if action.move in (Move.HALT, Move.RELEASE):
+            result.releases += release_plan(rest, action.hold_s)
+        else:
+            result.delete.append(message)
+        run.state.note(action, message.group_id)
+        run.state.tally(action.tally)
+        if action.stop == "auth":
+            log.error(
+                "the API refused the key even after re-reading it from SSM this run; stopping the run",
+                extra=self._fields(message, attempts, action.reason),
+            )
+        return action.group_goes_on
 
     def _fields(self, message: ReceivedMessage, attempt: int, outcome: str) -> dict[str, object]:
         return {
@@ -469,3 +476,14 @@ class Drainer:
         if response is not None:
             fields |= {"status": response.status, "error": response.error, "elapsed_ms": response.elapsed_ms}
         log.info("delivery", extra=fields)
+
+
+def rules_for(settings: Settings) -> Rules:
+    """The failure rules of the settings' destination."""
+    return Rules(
+        ordering=settings.destination.ordering,
+        max_attempts=settings.destination.max_attempts,
+        backoff=Backoff(settings.retry_delay_s, settings.retry_max_delay_s),
+        wait_s=settings.retry_delay_s,
+        halt_s=settings.retry_max_delay_s,
+    )

@@ -308,6 +308,14 @@ class Ledger:
         )
 
 
+def run_note_key(destination: str) -> str:
+    return f"run#{destination}"
+
+
+def redrive_note_key(job_id: str) -> str:
+    return f"redrive#{job_id}"
+
+
 class Notes:
     """Small JSON documents beside the message records (the last run per destination, redrive jobs),
     kept in the ledger table under keys that cannot be message ids."""

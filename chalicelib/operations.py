@@ -12,19 +12,11 @@ from typing import Any
 from chalicelib.archive import ResponseArchive
 from chalicelib.dead_letters import RedriveFilter, Redriver
 from chalicelib.fifo_queue import FifoQueue, ReceivedMessage
-from chalicelib.ledger import Ledger, Notes, Status
+from chalicelib.ledger import Ledger, Notes, Status, redrive_note_key, run_note_key
 from chalicelib.submissions import Submission
 
 PEEK_VISIBILITY_S = 5
 MAX_PAGE = 50
-
-
-def run_note_key(destination: str) -> str:
-    return f"run#{destination}"
-
-
-def redrive_note_key(job_id: str) -> str:
-    return f"redrive#{job_id}"
 
 
 def is_message_id(value: str) -> bool:

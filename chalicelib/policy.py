@@ -1,4 +1,5 @@
-"""Pure delivery decisions: what a response means, how long to wait, how held messages go back."""
+"""Pure delivery decisions: what a response means, how long to wait, what happens to a message and
+its group next (`decide`), and how held messages go back. No I/O: the drain applies the actions."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-from chalicelib.api_client import ApiResponse
+from chalicelib.ledger import Verdict
+from chalicelib.ports import ApiResponse
 
 M = TypeVar("M")
 
@@ -96,3 +98,141 @@ def release_plan(held: Sequence[M], head_delay_s: int) -> list[tuple[M, int]]:
     if not held:
         return []
     return [(held[0], min(MAX_VISIBILITY_S, head_delay_s)), *((m, 0) for m in held[1:])]
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """A destination's retry delays as an object (sqs-workers style), so tests can fix the jitter."""
+
+    base_s: int
+    cap_s: int
+    draw: Callable[[float, float], float] = random.uniform
+
+    def delay_s(self, attempts: int) -> int:
+        return backoff_s(attempts, self.base_s, self.cap_s, self.draw)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What a destination's settings say about failures."""
+
+    ordering: str  # "skip": dead-letter poison and go on; "strict": halt the group for an operator
+    max_attempts: int
+    backoff: Backoff
+    wait_s: int  # a group held behind a failure elsewhere in the run waits this long
+    halt_s: int  # a halted group looks again after this long
+
+
+class Move(enum.Enum):
+    ATTEMPT = "attempt"  # call the API now
+    DELIVERED = "delivered"  # the API took it: record, archive, delete; the group goes on
+    DELETE = "delete"  # a copy needing nothing more (already delivered or dead): delete it
+    RESTART = "restart"  # a redriven copy: fresh attempts in the ledger, then decide again
+    DEAD_LETTER = "dead_letter"  # to the dead-letter queue with its reason, then delete
+    HALT = "halt"  # strict ordering: mark it halted; the group waits for an operator
+    RELEASE = "release"  # the group waits: its head goes back after `hold_s`, the rest at once
+
+
+class Tally(enum.Enum):
+    """The run report's counters an action adds to."""
+
+    DELIVERED = "delivered"
+    ALREADY_DELIVERED = "already_delivered"
+    RETRIED = "retried"
+    SATURATED = "saturated"
+    DEAD_LETTERED = "dead_lettered"
+    HALTED = "halted"
+
+
+@dataclass(frozen=True)
+class Action:
+    move: Move
+    reason: str = ""
+    hold_s: int = 0  # RELEASE and HALT: how long the group's head stays invisible
+    block: bool = False  # nothing more of the group is attempted in this run
+    stop: str = ""  # the whole run stops, and why
+    resume_after_s: int = HEAD_HOLD_S  # with `stop`: how long the rest of the run's groups wait
+    tally: Tally | None = None
+    failure: bool = False  # a retryable failure: counts toward the circuit breaker
+    success: bool = False  # resets the breaker's streak
+
+    @property
+    def group_goes_on(self) -> bool:
+        return self.move in (Move.DELIVERED, Move.DELETE, Move.DEAD_LETTER)
+
+
+@dataclass(frozen=True)
+class Situation:
+    """Everything `decide` looks at for the message at the head of a group's remaining messages."""
+
+    verdict: Verdict
+    answer: Decision | None = None  # the API's classified answer to the attempt just made
+    attempts: int = 0  # the message's counted attempts in the ledger, the one just made included
+    blocked: bool = False  # a failure earlier in the run holds this group
+    stopped: str = ""  # the run has stopped, and why
+    resume_after_s: int = HEAD_HOLD_S
+    late: bool = False  # too close to the end of its visibility for another attempt
+    dead_letter_refused: bool = False  # SQS did not take it on the dead-letter queue
+
+
+def decide(situation: Situation, rules: Rules) -> Action:
+    """The one place that says what happens next; the drain only carries it out."""
+    s = situation
+    if s.dead_letter_refused:  # never delete what the dead-letter queue did not take
+        return Action(Move.RELEASE, "dead-letter queue refused it", hold_s=rules.wait_s, block=True)
+    if s.blocked:
+        return Action(Move.RELEASE, "group held by an earlier failure", hold_s=rules.wait_s)
+    if s.stopped:
+        return Action(Move.RELEASE, f"run stopped: {s.stopped}", hold_s=s.resume_after_s)
+    if s.verdict is Verdict.REDRIVEN:
+        return Action(Move.RESTART, "redriven")
+    if s.verdict is Verdict.DELIVERED:
+        return Action(Move.DELETE, "already delivered", tally=Tally.ALREADY_DELIVERED)
+    if s.verdict is Verdict.DEAD:
+        return Action(Move.DELETE, "already dead")
+    if s.verdict is Verdict.SKIP:  # the operator's choice holds in strict mode too
+        return Action(Move.DEAD_LETTER, "skipped by an operator", tally=Tally.DEAD_LETTERED)
+    if s.verdict is Verdict.HALTED:
+        return Action(Move.RELEASE, "halted", hold_s=rules.halt_s, block=True)
+    if s.answer is None:
+        if s.late:
+            return Action(Move.RELEASE, "visibility running out: released", hold_s=HEAD_HOLD_S)
+        return Action(Move.ATTEMPT)
+    return _after_answer(s.answer, s.attempts, rules)
+
+
+def _after_answer(answer: Decision, attempts: int, rules: Rules) -> Action:
+    outcome = answer.outcome
+    if outcome is Outcome.DELIVERED:
+        return Action(Move.DELIVERED, answer.reason, tally=Tally.DELIVERED, success=True)
+    if outcome is Outcome.PERMANENT:
+        return _poison(answer.reason, rules, failure=False)
+    if outcome is Outcome.RETRY and attempts >= rules.max_attempts:
+        return _poison(f"gave up after {attempts} attempts; last: {answer.reason}", rules, failure=True)
+    if outcome is Outcome.SATURATED:
+        wait = answer.retry_after_s or HEAD_HOLD_S
+        return Action(
+            Move.RELEASE,
+            answer.reason,
+            hold_s=wait,
+            block=True,
+            stop="saturated",
+            resume_after_s=wait,
+            tally=Tally.SATURATED,
+        )
+    if outcome is Outcome.AUTH:
+        return Action(Move.RELEASE, answer.reason, hold_s=HEAD_HOLD_S, block=True, stop="auth")
+    return Action(
+        Move.RELEASE,
+        answer.reason,
+        hold_s=rules.backoff.delay_s(attempts),
+        block=True,
+        tally=Tally.RETRIED,
+        failure=True,
+    )
+
+
+def _poison(reason: str, rules: Rules, failure: bool) -> Action:
+    if rules.ordering == "strict":
+        return Action(Move.HALT, reason, hold_s=rules.halt_s, block=True, tally=Tally.HALTED, failure=failure)
+    return Action(Move.DEAD_LETTER, reason, tally=Tally.DEAD_LETTERED, failure=failure)

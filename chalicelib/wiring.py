@@ -92,7 +92,7 @@ def ingestor() -> Ingestor:
 def drainer() -> Drainer:
     s = settings()
     api = ApiClient(make_session(), s.destination, api_key().get)
-    return Drainer(queue(), dead_letters(), ledger(), api, api_key().refresh, s, notes(), archive())
+    return Drainer(queue(), dead_letters(), ledger(), api, api_key(), s, notes(), archive())
 
 
 def reset() -> None:

@@ -10,6 +10,7 @@ from email.utils import format_datetime
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from conftest import API_KEY, Stack
 
 from chalicelib import wiring
@@ -361,3 +362,50 @@ def test_an_interrupted_redrive_neither_loses_nor_duplicates(stack: Stack) -> No
     assert applied_keys(stack).count(("g0", "001")) == 1  # the ledger knew it was delivered
     assert stack.queue_depth("TRICKLE_DLQ_URL") == 0
     assert stack.queue_depth() == 0
+
+
+def test_a_redrive_whose_copy_cannot_be_queued_keeps_the_dead_letter(stack: Stack) -> None:
+    """Issue 18 (2): the source queue refuses the copy; deleting the dead letter would lose it."""
+    stack.fill(groups=1, per_group=2)
+    stack.api.faults.poison = frozenset({'"sk":"000"'})
+    stack.drain()
+    stack.api.faults.poison = frozenset()
+    assert stack.queue_depth("TRICKLE_DLQ_URL") == 1
+    sqs, source = stack.aws["sqs"], stack.env["TRICKLE_QUEUE_URL"]
+
+    def refuse_source(params: dict[str, Any], **_: Any) -> None:
+        if params["QueueUrl"] == source:
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "refused"}}, "SendMessageBatch")
+
+    sqs.meta.events.register("before-parameter-build.sqs.SendMessageBatch", refuse_source)
+    try:
+        failed = redrive(sqs, stack.env, RedriveFilter(), use_move_task=False)
+    finally:
+        sqs.meta.events.unregister("before-parameter-build.sqs.SendMessageBatch", refuse_source)
+
+    assert (failed.moved, failed.failed) == (0, 1)
+    assert stack.queue_depth("TRICKLE_DLQ_URL") == 1
+    assert stack.queue_depth() == 0
+
+    moved = redrive(sqs, stack.env, RedriveFilter(), use_move_task=False)
+    stack.drain()
+
+    assert (moved.moved, stack.queue_depth("TRICKLE_DLQ_URL")) == (1, 0)
+    assert applied_keys(stack).count(("g0", "000")) == 1
+
+
+def test_an_operator_retry_gives_a_halted_message_fresh_attempts(stack_factory: Any) -> None:
+    """Issue 18 (7): `operate retry` resets the attempts, so the message gets max-attempts tries again."""
+    stack: Stack = stack_factory(
+        TRICKLE_ORDERING="strict", TRICKLE_MAX_ATTEMPTS="2", TRICKLE_RETRY_DELAY_SECONDS="1"
+    )
+    stack.fill(groups=1, per_group=1)
+    stack.api.faults.poison = frozenset({'"sk":"000"'})
+    stack.drain()
+    halted_id = next(r.idempotency_key for r in stack.api.requests if r.status == 400)
+    assert (ledger(halted_id).status, ledger(halted_id).attempts) == (Status.HALTED, 1)
+
+    endpoint = stack.env["AWS_ENDPOINT_URL"]
+    assert operate(["--stage", "local", "--endpoint", endpoint, "retry", halted_id]) == 0
+
+    assert (ledger(halted_id).status, ledger(halted_id).attempts) == (Status.FAILED, 0)

@@ -13,7 +13,7 @@ import pytest
 import requests
 from requests.structures import CaseInsensitiveDict
 
-from chalicelib.api_client import BODY_EXCERPT_CHARS, ApiClient, ApiResponse, make_session
+from chalicelib.api_client import BODY_EXCERPT_CHARS, ApiClient, make_session
 from chalicelib.settings import Settings
 
 MakeSettings = Callable[..., Settings]
@@ -56,17 +56,6 @@ def client(
     return ApiClient(cast(requests.Session, session), settings.destination, KeySource(key)), session
 
 
-@pytest.mark.parametrize(
-    ("status", "ok"), [(200, True), (204, True), (299, True), (199, False), (300, False)]
-)
-def test_ok_means_2xx(status: int, ok: bool) -> None:
-    assert ApiResponse(status).ok is ok
-
-
-def test_no_status_is_not_ok() -> None:
-    assert ApiResponse(None, error="timeout").ok is False
-
-
 def test_request_shape(make_settings: MakeSettings) -> None:
     settings = make_settings(
         TRICKLE_API_KEY_HEADER="X-Partner-Token",
@@ -76,7 +65,6 @@ def test_request_shape(make_settings: MakeSettings) -> None:
     api, session = client(settings, FakeResponse(201, "created"))
     response = api.post('{"name":"café"}', idempotency_key="msg-1")
     assert response.status == 201
-    assert response.ok
     assert response.error is None
     assert response.body_excerpt == "created"
     assert response.elapsed_ms >= 0
@@ -102,7 +90,7 @@ def test_key_is_asked_for_on_every_post(settings: Settings) -> None:
 def test_retry_after_is_kept(settings: Settings) -> None:
     api, _ = client(settings, FakeResponse(429, "slow down", {"retry-after": "12"}))
     response = api.post("{}", "m")
-    assert (response.status, response.retry_after, response.ok) == (429, "12", False)
+    assert (response.status, response.retry_after) == (429, "12")
 
 
 def test_echoed_key_is_redacted(settings: Settings) -> None:
@@ -139,7 +127,7 @@ def test_empty_key_redacts_nothing(settings: Settings) -> None:
 def test_timeouts_have_no_status(settings: Settings, exc: Exception) -> None:
     api, _ = client(settings, exc)
     response = api.post("{}", "m")
-    assert (response.status, response.error, response.ok) == (None, "timeout", False)
+    assert (response.status, response.error) == (None, "timeout")
 
 
 @pytest.mark.parametrize(

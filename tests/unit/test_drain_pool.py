@@ -3,125 +3,19 @@ parallel, each strictly in order, and one rate limit holds for every worker."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Sequence
 from typing import Any
 
 from conftest import MakeSettings
 
-from chalicelib.api_client import ApiResponse
 from chalicelib.drain import Drainer
-from chalicelib.fifo_queue import ReceivedMessage
-from chalicelib.ledger import LedgerRecord, Status
-
-
-class FakeFifo:
-    """SQS FIFO's contract as the drain relies on it: receive at most 10, oldest first per group,
-    and no message of a group while another of that group is in flight."""
-
-    def __init__(self, groups: int, per_group: int, one_per_group: bool = False) -> None:
-        self.one_per_group = one_per_group  # per call, as when the queue interleaves its groups
-        self.waiting = [
-            ReceivedMessage(f"g{g}-{i}", f"g{g}", f"rh-g{g}-{i}", f"{g}:{i}", 1, copy_id=f"c-g{g}-{i}")
-            for i in range(per_group)
-            for g in range(groups)
-        ]
-        self.in_flight: list[ReceivedMessage] = []
-        self.deleted: list[str] = []
-        self.receives: list[tuple[int, int]] = []  # (in flight before, received) per call
-        self._lock = threading.Lock()
-
-    def receive(self, max_messages: int, visibility_s: int) -> list[ReceivedMessage]:
-        with self._lock:
-            busy = {m.group_id for m in self.in_flight}
-            taken: list[ReceivedMessage] = []
-            for message in list(self.waiting):
-                if len(taken) == min(10, max_messages):
-                    break
-                taken_here = any(t.group_id == message.group_id for t in taken)
-                if message.group_id in busy and (self.one_per_group or not taken_here):
-                    continue
-                taken.append(message)
-                self.waiting.remove(message)
-                busy.add(message.group_id)
-            self.receives.append((len(self.in_flight), len(taken)))
-            self.in_flight += taken
-            return taken
-
-    def change_visibility(self, changes: Sequence[tuple[ReceivedMessage, int]]) -> list[Any]:
-        with self._lock:
-            for message, _ in reversed(changes):
-                self.in_flight.remove(message)
-                self.waiting.insert(0, message)
-        return []
-
-    def delete(self, messages: Sequence[ReceivedMessage]) -> list[Any]:
-        with self._lock:
-            for message in messages:
-                self.in_flight.remove(message)
-                self.deleted.append(message.message_id)
-        return []
-
-    def depth(self) -> int:
-        return len(self.waiting) + len(self.in_flight)
-
-
-class FakeLedger:
-    def __init__(self) -> None:
-        self.records: dict[str, LedgerRecord] = {}
-
-    def read(self, message_ids: Sequence[str]) -> dict[str, LedgerRecord]:
-        return {i: self.records[i] for i in message_ids if i in self.records}
-
-    def write(self, records: Sequence[LedgerRecord]) -> None:
-        self.records.update((r.message_id, r) for r in records)
-
-    def settle(self, message_id: str, group_id: str, status: Status, *_: Any, **__: Any) -> LedgerRecord:
-        prior = self.records.get(message_id)
-        record = LedgerRecord(message_id, status, (prior.attempts if prior else 0) + 1, group_id)
-        self.records[message_id] = record
-        return record
-
-
-class SlowApi:
-    """Answers 200 after `latency_s`, recording when each request started and ended and how many
-    overlapped."""
-
-    def __init__(self, latency_s: float) -> None:
-        self.latency_s = latency_s
-        self.started: list[tuple[float, str]] = []
-        self.ended: list[tuple[float, str]] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._lock = threading.Lock()
-
-    def post(self, body: str, idempotency_key: str) -> ApiResponse:
-        with self._lock:
-            self.started.append((time.monotonic(), body))
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        time.sleep(self.latency(body))
-        with self._lock:
-            self.in_flight -= 1
-            self.ended.append((time.monotonic(), body))
-        return ApiResponse(status=200)
-
-    def latency(self, body: str) -> float:
-        return self.latency_s
-
-    def order_by_group(self) -> dict[str, list[int]]:
-        seen: dict[str, list[int]] = {}
-        for _, body in self.started:
-            group, index = body.split(":")
-            seen.setdefault(group, []).append(int(index))
-        return seen
+from chalicelib.ledger import Status
+from tests.fakes import FakeDeadLetters, FakeFifo, FakeKey, FakeLedger, SlowApi
 
 
 def drain(make_settings: MakeSettings, api: SlowApi, queue: FakeFifo, **env: str) -> tuple[Any, FakeLedger]:
     ledger = FakeLedger()
     settings = make_settings(TRICKLE_DRAIN_BUDGET="1000", **env)
-    drainer = Drainer(queue, queue, ledger, api, lambda: None, settings)  # type: ignore[arg-type]
+    drainer = Drainer(queue, FakeDeadLetters(), ledger, api, FakeKey(), settings)
     return drainer.run(lambda: 10**9), ledger
 
 
@@ -178,7 +72,7 @@ def test_a_spent_budget_ends_receiving_but_not_the_deliveries_under_way(make_set
     settings = make_settings(
         TRICKLE_DRAIN_BUDGET="7", TRICKLE_DRAIN_WORKERS="4", TRICKLE_RATE_LIMIT_PER_SECOND="1000"
     )
-    drainer = Drainer(queue, queue, ledger, api, lambda: None, settings)  # type: ignore[arg-type]
+    drainer = Drainer(queue, FakeDeadLetters(), ledger, api, FakeKey(), settings)
 
     report = drainer.run(lambda: 10**9)
 
@@ -253,7 +147,7 @@ class OneSlowGroupApi(SlowApi):
         self.slow_s = slow_s
 
     def latency(self, body: str) -> float:
-        return self.slow_s if body.startswith("0:") else self.latency_s
+        return self.slow_s if body.startswith("g0:") else self.latency_s
 
 
 def test_groups_that_finish_are_received_again_while_a_slow_one_is_in_flight(
@@ -266,8 +160,8 @@ def test_groups_that_finish_are_received_again_while_a_slow_one_is_in_flight(
     )
 
     assert report.delivered == 42
-    second_sends = [at for at, body in api.started if body.endswith(":1") and not body.startswith("0:")]
+    second_sends = [at for at, body in api.started if body.endswith(":1") and not body.startswith("g0:")]
     assert len(second_sends) == 20
-    slow_head_done_at = next(at for at, body in api.ended if body == "0:0")
+    slow_head_done_at = next(at for at, body in api.ended if body == "g0:0")
     assert min(second_sends) < slow_head_done_at
     assert api.order_by_group() == {str(g): [0, 1] for g in range(21)}

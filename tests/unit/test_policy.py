@@ -10,7 +10,6 @@ from email.utils import format_datetime
 
 import pytest
 
-from chalicelib.api_client import ApiResponse
 from chalicelib.policy import (
     HEAD_HOLD_S,
     MAX_VISIBILITY_S,
@@ -21,6 +20,7 @@ from chalicelib.policy import (
     release_plan,
     retry_after_seconds,
 )
+from chalicelib.ports import ApiResponse
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 

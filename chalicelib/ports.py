@@ -1,0 +1,81 @@
+"""The drain's ports: what it needs from the queue, the ledger, the API and the key, as `Protocol`s.
+
+The AWS and HTTP adapters (`FifoQueue`, `Ledger`, `ApiClient`, `SecretCache`, `ResponseArchive`)
+satisfy them structurally; the in-memory fakes under `tests/fakes.py` do too, so every branch of
+the drain runs in unit tests without an emulator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from chalicelib.fifo_queue import ReceivedMessage, SendFailure
+from chalicelib.ledger import LedgerRecord, Status
+from chalicelib.records import OutboundMessage
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    """What the API said, or why it said nothing (`status` None: timeout or connection error)."""
+
+    status: int | None
+    error: str | None = None
+    retry_after: str | None = None
+    body_excerpt: str = ""
+    elapsed_ms: float = 0.0
+    body: str = ""
+
+
+class SourceQueue(Protocol):
+    """The destination's FIFO queue as the drain uses it."""
+
+    def receive(self, max_messages: int, visibility_timeout_s: int) -> list[ReceivedMessage]: ...
+
+    def change_visibility(self, changes: Sequence[tuple[ReceivedMessage, int]]) -> list[ReceivedMessage]: ...
+
+    def delete(self, messages: Sequence[ReceivedMessage]) -> list[ReceivedMessage]: ...
+
+    def depth(self) -> int: ...
+
+
+class DeadLetterQueue(Protocol):
+    def send(self, messages: Sequence[OutboundMessage]) -> list[SendFailure]: ...
+
+
+class DeliveryLedger(Protocol):
+    def read(self, message_ids: Collection[str]) -> dict[str, LedgerRecord]: ...
+
+    def write(self, records: Sequence[LedgerRecord]) -> None: ...
+
+    def restart(self, message_id: str) -> LedgerRecord | None: ...
+
+    def settle(
+        self,
+        message_id: str,
+        group_id: str,
+        status: Status,
+        status_code: int | None,
+        error: str,
+        counted: bool,
+        dead_copy: str = "",
+    ) -> LedgerRecord: ...
+
+
+class Api(Protocol):
+    def post(self, body: str, idempotency_key: str) -> ApiResponse: ...
+
+
+class ApiKey(Protocol):
+    """The destination's key; `refresh` re-reads it after the API refused it (a rotated key)."""
+
+    def refresh(self) -> str: ...
+
+
+class RunNotes(Protocol):
+    def save(self, key: str, document: dict[str, Any]) -> None: ...
+
+
+class Archive(Protocol):
+    def store(self, message_id: str, status: int | None, body: str) -> None: ...

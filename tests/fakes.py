@@ -1,0 +1,244 @@
+"""In-memory fakes of the drain's ports (`chalicelib.ports`), shared by every unit test.
+
+Each keeps the part of the real service's contract the drain relies on (FIFO group locking, the
+ledger's attempt counting) and records what was done to it, so tests assert on effects.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
+from typing import Any
+
+from chalicelib.fifo_queue import ReceivedMessage, SendFailure
+from chalicelib.ledger import LedgerRecord, Status
+from chalicelib.ports import ApiResponse
+from chalicelib.records import OutboundMessage
+
+
+def message(group: str, index: int, copy: str = "") -> ReceivedMessage:
+    """The `index`th message of `group`; its body is `group:index`."""
+    return ReceivedMessage(
+        f"{group}-{index}",
+        group,
+        f"rh-{group}-{index}",
+        f"{group}:{index}",
+        1,
+        copy_id=copy or f"c-{group}-{index}",
+    )
+
+
+class FakeFifo:
+    """SQS FIFO's contract as the drain relies on it: receive at most 10, oldest first per group,
+    no message of a group while another of that group is in flight. With `hold_delays`, a message
+    released with a delay stays invisible (and holds its group) until `tick` makes it visible;
+    without, every release is visible at once (a run that receives again sees it)."""
+
+    def __init__(
+        self, groups: int = 0, per_group: int = 0, one_per_group: bool = False, hold_delays: bool = False
+    ) -> None:
+        self.one_per_group = one_per_group  # per call, as when the queue interleaves its groups
+        self.hold_delays = hold_delays
+        self.waiting = [message(f"g{g}", i) for i in range(per_group) for g in range(groups)]
+        self.in_flight: list[ReceivedMessage] = []
+        self.delayed: list[tuple[ReceivedMessage, int]] = []  # released with a visibility delay
+        self.deleted: list[str] = []
+        self.visibility_changes: list[tuple[str, int]] = []
+        self.receives: list[tuple[int, int]] = []  # (in flight before, received) per call
+        self._lock = threading.Lock()
+
+    def put(self, *messages: ReceivedMessage) -> None:
+        self.waiting += messages
+
+    def receive(self, max_messages: int, visibility_timeout_s: int) -> list[ReceivedMessage]:
+        with self._lock:
+            busy = {m.group_id for m in self.in_flight} | {m.group_id for m, _ in self.delayed}
+            taken: list[ReceivedMessage] = []
+            for waiting in list(self.waiting):
+                if len(taken) == min(10, max_messages):
+                    break
+                taken_here = any(t.group_id == waiting.group_id for t in taken)
+                if waiting.group_id in busy and (self.one_per_group or not taken_here):
+                    continue
+                taken.append(waiting)
+                self.waiting.remove(waiting)
+                busy.add(waiting.group_id)
+            self.receives.append((len(self.in_flight), len(taken)))
+            self.in_flight += taken
+            return taken
+
+    def change_visibility(self, changes: Sequence[tuple[ReceivedMessage, int]]) -> list[ReceivedMessage]:
+        with self._lock:
+            for changed, seconds in reversed(changes):
+                self.visibility_changes.append((changed.message_id, seconds))
+                self.in_flight.remove(changed)
+                if seconds and self.hold_delays:
+                    self.delayed.insert(0, (changed, seconds))
+                else:
+                    self.waiting.insert(0, changed)
+        return []
+
+    def tick(self) -> None:
+        """Every delayed message becomes visible again, head of its group first."""
+        with self._lock:
+            self.waiting[:0] = [m for m, _ in self.delayed]
+            self.delayed.clear()
+
+    def delete(self, messages: Sequence[ReceivedMessage]) -> list[ReceivedMessage]:
+        with self._lock:
+            for deleted in messages:
+                self.in_flight.remove(deleted)
+                self.deleted.append(deleted.message_id)
+        return []
+
+    def depth(self) -> int:
+        return len(self.waiting) + len(self.in_flight) + len(self.delayed)
+
+    def holds(self, message_id: str) -> bool:
+        return any(m.message_id == message_id for m in self.waiting + self.in_flight) or any(
+            m.message_id == message_id for m, _ in self.delayed
+        )
+
+
+class FakeDeadLetters:
+    """A dead-letter queue that takes everything, or refuses while `refuse` is set."""
+
+    def __init__(self) -> None:
+        self.sent: list[OutboundMessage] = []
+        self.refuse = False
+
+    def send(self, messages: Sequence[OutboundMessage]) -> list[SendFailure]:
+        if self.refuse:
+            return [SendFailure(m, "InternalError: refused") for m in messages]
+        self.sent += messages
+        return []
+
+
+class FakeLedger:
+    """The ledger's counting rules: only `counted` settles add an attempt; a dead record knows its
+    copy; `restart` gives a redriven message fresh attempts."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, LedgerRecord] = {}
+        self.settles: list[tuple[str, Status, bool]] = []
+
+    def read(self, message_ids: Collection[str]) -> dict[str, LedgerRecord]:
+        return {i: self.records[i] for i in message_ids if i in self.records}
+
+    def write(self, records: Sequence[LedgerRecord]) -> None:
+        self.records.update((r.message_id, r) for r in records)
+
+    def restart(self, message_id: str) -> LedgerRecord | None:
+        prior = self.records.get(message_id)
+        if prior is None or prior.status is not Status.DEAD:
+            return prior
+        record = self.records[message_id] = replace(prior, status=Status.QUEUED, attempts=0, dead_copy="")
+        return record
+
+    def settle(
+        self,
+        message_id: str,
+        group_id: str,
+        status: Status,
+        status_code: int | None,
+        error: str,
+        counted: bool,
+        dead_copy: str = "",
+    ) -> LedgerRecord:
+        prior = self.records.get(message_id)
+        attempts = (prior.attempts if prior else 0) + (1 if counted else 0)
+        record = LedgerRecord(
+            message_id,
+            status,
+            attempts,
+            group_id,
+            last_status_code=status_code if status_code is not None else (prior and prior.last_status_code),
+            last_error=error,
+            dead_copy=dead_copy or (prior.dead_copy if prior else ""),
+        )
+        self.records[message_id] = record
+        self.settles.append((message_id, status, counted))
+        return record
+
+    def status(self, message_id: str) -> Status | None:
+        record = self.records.get(message_id)
+        return record.status if record else None
+
+
+class ScriptedApi:
+    """Answers each request from `script(body, nth request for that body)`, recording what it got."""
+
+    def __init__(self, script: Callable[[str, int], ApiResponse] | None = None) -> None:
+        self._script = script or (lambda body, n: ApiResponse(200, body="ok"))
+        self.requests: list[tuple[float, str, str]] = []  # (monotonic time, body, idempotency key)
+        self._lock = threading.Lock()
+
+    def post(self, body: str, idempotency_key: str) -> ApiResponse:
+        with self._lock:
+            nth = sum(1 for _, b, _ in self.requests if b == body)
+            self.requests.append((time.monotonic(), body, idempotency_key))
+        return self._script(body, nth)
+
+    def bodies(self) -> list[str]:
+        return [body for _, body, _ in self.requests]
+
+
+class SlowApi:
+    """Answers 200 after `latency_s`, recording when each request started and ended and how many
+    overlapped."""
+
+    def __init__(self, latency_s: float) -> None:
+        self.latency_s = latency_s
+        self.started: list[tuple[float, str]] = []
+        self.ended: list[tuple[float, str]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+
+    def post(self, body: str, idempotency_key: str) -> ApiResponse:
+        with self._lock:
+            self.started.append((time.monotonic(), body))
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        time.sleep(self.latency(body))
+        with self._lock:
+            self.in_flight -= 1
+            self.ended.append((time.monotonic(), body))
+        return ApiResponse(status=200)
+
+    def latency(self, body: str) -> float:
+        return self.latency_s
+
+    def order_by_group(self) -> dict[str, list[int]]:
+        seen: dict[str, list[int]] = {}
+        for _, body in self.started:
+            group, index = body.split(":")
+            seen.setdefault(group.removeprefix("g"), []).append(int(index))
+        return seen
+
+
+class FakeKey:
+    def __init__(self) -> None:
+        self.refreshes = 0
+
+    def refresh(self) -> str:
+        self.refreshes += 1
+        return "key"
+
+
+class FakeNotes:
+    def __init__(self) -> None:
+        self.saved: dict[str, dict[str, Any]] = {}
+
+    def save(self, key: str, document: dict[str, Any]) -> None:
+        self.saved[key] = document
+
+
+class FakeArchive:
+    def __init__(self) -> None:
+        self.stored: dict[str, tuple[int | None, str]] = {}
+
+    def store(self, message_id: str, status: int | None, body: str) -> None:
+        self.stored[message_id] = (status, body)

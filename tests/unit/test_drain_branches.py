@@ -1,0 +1,322 @@
+"""Every branch of the drain against the in-memory fakes of its ports: what reaches the API, what is
+deleted, what goes back and for how long, what the ledger and the dead-letter queue hold after."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from conftest import MakeSettings
+
+from chalicelib.drain import Drainer, DrainReport
+from chalicelib.ledger import LedgerRecord, Status
+from chalicelib.ports import ApiResponse
+from chalicelib.records import REASON_ATTRIBUTE
+from tests.fakes import (
+    FakeArchive,
+    FakeDeadLetters,
+    FakeFifo,
+    FakeKey,
+    FakeLedger,
+    FakeNotes,
+    ScriptedApi,
+    message,
+)
+
+FAST = {"TRICKLE_RATE_LIMIT_PER_SECOND": "10000", "TRICKLE_RATE_LIMIT_BURST": "100"}
+
+
+class Rig:
+    """A drainer wired to fakes; `run()` is one scheduled drain."""
+
+    def __init__(self, make_settings: MakeSettings, api: ScriptedApi, *messages: Any, **env: str) -> None:
+        self.queue = FakeFifo(hold_delays=True)
+        self.queue.put(*messages)
+        self.ledger = FakeLedger()
+        self.dead_letters = FakeDeadLetters()
+        self.key = FakeKey()
+        self.notes = FakeNotes()
+        self.archive = FakeArchive()
+        self.api = api
+        self.settings = make_settings(**(FAST | {"TRICKLE_DRAIN_WORKERS": "1"} | env))
+
+    def run(self) -> DrainReport:
+        drainer = Drainer(
+            self.queue,
+            self.dead_letters,
+            self.ledger,
+            self.api,
+            self.key,
+            self.settings,
+            self.notes,
+            self.archive,
+        )
+        return drainer.run(lambda: 10**9)
+
+    def holds(self, message_id: str) -> list[int]:
+        return [seconds for mid, seconds in self.queue.visibility_changes if mid == message_id]
+
+
+def answers(**by_body: int | ApiResponse) -> ScriptedApi:
+    """An API answering the given bodies with the given status (or response), and 200 otherwise."""
+
+    def script(body: str, nth: int) -> ApiResponse:
+        answer = by_body.get(body.replace(":", "_"), 200)
+        if isinstance(answer, ApiResponse):
+            return answer
+        return ApiResponse(answer, body=f"answer {answer}", body_excerpt=f"answer {answer}")
+
+    return ScriptedApi(script)
+
+
+def test_a_clean_run_delivers_archives_and_deletes_everything(make_settings: MakeSettings) -> None:
+    rig = Rig(make_settings, answers(), message("g0", 0), message("g0", 1), message("g1", 0))
+
+    report = rig.run()
+
+    assert (report.delivered, report.stopped_by) == (3, "empty")
+    assert rig.api.bodies() == ["g0:0", "g0:1", "g1:0"]
+    assert sorted(rig.queue.deleted) == ["g0-0", "g0-1", "g1-0"]
+    assert {rig.ledger.status(i) for i in rig.queue.deleted} == {Status.DELIVERED}
+    assert rig.archive.stored["g0-0"] == (200, "answer 200")
+    assert rig.notes.saved["run#default"]["delivered"] == 3
+    assert [key for _, _, key in rig.api.requests] == ["g0-0", "g0-1", "g1-0"]
+
+
+def test_poison_is_dead_lettered_with_its_reason_and_its_group_goes_on(make_settings: MakeSettings) -> None:
+    rig = Rig(make_settings, answers(g0_0=400), message("g0", 0), message("g0", 1))
+
+    report = rig.run()
+
+    assert (report.dead_lettered, report.delivered) == (1, 1)
+    (dead,) = rig.dead_letters.sent
+    assert dead.message_id == "g0-0" and dead.attributes[REASON_ATTRIBUTE] == "HTTP 400: refused by the API"
+    assert dead.attributes["trickle-response-excerpt"] == "answer 400"
+    assert rig.ledger.status("g0-0") is Status.DEAD
+    assert rig.ledger.records["g0-0"].dead_copy == "c-g0-0"
+    assert rig.queue.deleted == ["g0-0", "g0-1"]
+
+
+def test_strict_poison_halts_the_group_without_trying_the_rest(make_settings: MakeSettings) -> None:
+    rig = Rig(
+        make_settings,
+        answers(g0_0=400),
+        message("g0", 0),
+        message("g0", 1),
+        message("g1", 0),
+        TRICKLE_ORDERING="strict",
+    )
+
+    report = rig.run()
+
+    assert (report.halted, report.dead_lettered, report.delivered) == (1, 0, 1)
+    assert rig.api.bodies() == ["g0:0", "g1:0"]
+    assert rig.ledger.status("g0-0") is Status.HALTED
+    assert rig.holds("g0-0") == [rig.settings.retry_max_delay_s] and rig.holds("g0-1") == [0]
+    assert rig.dead_letters.sent == [] and rig.queue.holds("g0-0") and rig.queue.holds("g0-1")
+    assert report.blocked_groups == ["g0"]
+
+
+def test_a_halted_group_is_not_attempted_until_an_operator_acts(make_settings: MakeSettings) -> None:
+    rig = Rig(make_settings, answers(), message("g0", 0))
+    rig.ledger.records["g0-0"] = LedgerRecord("g0-0", Status.HALTED, 1, "g0")
+
+    report = rig.run()
+
+    assert rig.api.requests == [] and report.blocked_groups == ["g0"]
+    assert rig.holds("g0-0") == [rig.settings.retry_max_delay_s]
+
+
+def test_an_operator_skip_dead_letters_without_a_request(make_settings: MakeSettings) -> None:
+    rig = Rig(make_settings, answers(), message("g0", 0), message("g0", 1), TRICKLE_ORDERING="strict")
+    rig.ledger.records["g0-0"] = LedgerRecord("g0-0", Status.SKIP, 2, "g0")
+
+    report = rig.run()
+
+    assert rig.api.bodies() == ["g0:1"]
+    assert [m.message_id for m in rig.dead_letters.sent] == ["g0-0"]
+    assert rig.dead_letters.sent[0].attributes[REASON_ATTRIBUTE] == "skipped by an operator"
+    assert (report.dead_lettered, report.delivered) == (1, 1)
+
+
+def test_a_refused_dead_letter_keeps_the_message_and_holds_its_group(make_settings: MakeSettings) -> None:
+    """Issue 18 (1): if the dead-letter queue does not take a poison message, deleting it would lose it."""
+    rig = Rig(make_settings, answers(g0_0=400), message("g0", 0), message("g0", 1))
+    rig.dead_letters.refuse = True
+
+    report = rig.run()
+
+    assert rig.queue.deleted == []
+    assert rig.queue.holds("g0-0") and rig.queue.holds("g0-1")
+    assert rig.ledger.status("g0-0") is Status.FAILED
+    assert rig.api.bodies() == ["g0:0"]  # the rest of the group waits behind it
+    assert rig.holds("g0-0") == [rig.settings.retry_delay_s] and report.dead_lettered == 0
+
+    rig.dead_letters.refuse = False
+    rig.queue.tick()
+    rig.run()
+
+    assert rig.ledger.status("g0-0") is Status.DEAD and rig.queue.deleted == ["g0-0", "g0-1"]
+
+
+def test_retry_after_holds_the_throttled_group_and_stops_the_run(make_settings: MakeSettings) -> None:
+    """Issue 18 (3): a 429 with Retry-After: 3 keeps the group's head away for 3 s, not 1 s."""
+    throttled = ApiResponse(429, retry_after="3")
+    rig = Rig(make_settings, answers(g0_0=throttled), message("g0", 0), message("g0", 1), message("g1", 0))
+
+    report = rig.run()
+
+    assert (report.stopped_by, report.saturated) == ("saturated", 1)
+    assert rig.holds("g0-0") == [3] and rig.holds("g0-1") == [0]
+    assert rig.holds("g1-0") == [3]  # the run stopped: other groups wait as long
+    assert rig.ledger.records["g0-0"].attempts == 0  # the destination's state, not the message's fault
+
+
+def test_backoff_grows_with_each_failure_until_the_cap(make_settings: MakeSettings) -> None:
+    """Issue 18 (4): a head failing run after run is held longer each time, up to the cap."""
+    rig = Rig(
+        make_settings,
+        answers(g0_0=503),
+        message("g0", 0),
+        TRICKLE_RETRY_DELAY_SECONDS="2",
+        TRICKLE_RETRY_MAX_DELAY_SECONDS="16",
+        TRICKLE_MAX_ATTEMPTS="100",
+    )
+
+    for _ in range(6):
+        rig.run()
+        rig.queue.tick()
+
+    holds = rig.holds("g0-0")
+    ceilings = [2, 4, 8, 16, 16, 16]
+    assert all(c / 2 <= h <= c for h, c in zip(holds, ceilings, strict=True)), holds
+    assert rig.ledger.records["g0-0"].attempts == 6
+
+
+def test_attempts_are_counted_by_the_ledger_not_by_receives(make_settings: MakeSettings) -> None:
+    """Issue 18 (5): a message received many times behind a failing head has not been attempted."""
+    received_often = replace(message("g0", 1), receive_count=12)
+    rig = Rig(make_settings, answers(g0_1=503), received_often, TRICKLE_MAX_ATTEMPTS="3")
+
+    report = rig.run()
+
+    assert (report.retried, report.dead_lettered) == (1, 0)
+    assert rig.dead_letters.sent == [] and rig.ledger.records["g0-1"].attempts == 1
+
+
+def test_out_of_attempts_is_dead_lettered_with_the_count(make_settings: MakeSettings) -> None:
+    rig = Rig(make_settings, answers(g0_0=503), message("g0", 0), TRICKLE_MAX_ATTEMPTS="2")
+
+    first = rig.run()
+    rig.queue.tick()
+    second = rig.run()
+
+    assert (first.retried, second.dead_lettered) == (1, 1)
+    assert rig.dead_letters.sent[0].attributes[REASON_ATTRIBUTE] == "gave up after 2 attempts; last: HTTP 503"
+    assert rig.ledger.status("g0-0") is Status.DEAD
+
+
+def test_consecutive_failures_trip_the_breaker(make_settings: MakeSettings) -> None:
+    rig = Rig(
+        make_settings,
+        answers(g0_0=503, g1_0=503, g2_0=503),
+        message("g0", 0),
+        message("g1", 0),
+        message("g2", 0),
+        TRICKLE_BREAKER_FAILURES="2",
+    )
+
+    report = rig.run()
+
+    assert report.stopped_by == "breaker"
+    assert rig.api.bodies() == ["g0:0", "g1:0"]
+
+
+def test_a_success_resets_the_breakers_streak(make_settings: MakeSettings) -> None:
+    """Issue 18 (6): failures alternating with successes never trip a breaker of two."""
+    failing = {f"g{g}_0": 503 for g in range(0, 8, 2)}
+    rig = Rig(
+        make_settings,
+        answers(**failing),
+        *(message(f"g{g}", 0) for g in range(8)),
+        TRICKLE_BREAKER_FAILURES="2",
+    )
+
+    report = rig.run()
+
+    assert report.stopped_by == "empty"
+    assert (report.retried, report.delivered) == (4, 4)
+
+
+def test_a_refused_key_is_read_again_once_per_run_across_workers(make_settings: MakeSettings) -> None:
+    """Issue 18 (7): two workers meeting 401s at once make one SSM re-read between them; the run stops."""
+    both_refused = threading.Barrier(2)
+
+    def script(body: str, nth: int) -> ApiResponse:
+        if nth == 0:  # both first requests are answered together, so both workers see a 401
+            both_refused.wait(timeout=10)
+        return ApiResponse(401)
+
+    rig = Rig(
+        make_settings, ScriptedApi(script), message("g0", 0), message("g1", 0), TRICKLE_DRAIN_WORKERS="2"
+    )
+
+    report = rig.run()
+
+    bodies = rig.api.bodies()
+    assert len(bodies) == 3 and set(bodies) == {"g0:0", "g1:0"}  # one of them tried again with the new key
+    assert rig.key.refreshes == 1
+    assert report.stopped_by == "auth"
+    assert rig.ledger.records["g0-0"].attempts == 0 and rig.ledger.records["g1-0"].attempts == 0
+    assert rig.queue.deleted == []
+
+
+def test_a_rotated_key_is_picked_up_and_the_message_delivered(make_settings: MakeSettings) -> None:
+    def script(body: str, nth: int) -> ApiResponse:
+        return ApiResponse(401 if nth == 0 else 200)
+
+    rig = Rig(make_settings, ScriptedApi(script), message("g0", 0))
+
+    report = rig.run()
+
+    assert (report.delivered, rig.key.refreshes, report.stopped_by) == (1, 1, "empty")
+
+
+def test_an_already_delivered_copy_is_deleted_without_a_request(make_settings: MakeSettings) -> None:
+    rig = Rig(make_settings, answers(), message("g0", 0))
+    rig.ledger.records["g0-0"] = LedgerRecord("g0-0", Status.DELIVERED, 1, "g0")
+
+    report = rig.run()
+
+    assert rig.api.requests == [] and rig.queue.deleted == ["g0-0"]
+    assert report.already_delivered == 1
+
+
+def test_a_redriven_copy_starts_over_and_a_stale_dead_copy_is_dropped(make_settings: MakeSettings) -> None:
+    rig = Rig(make_settings, answers(), message("g0", 0, copy="new"), message("g1", 0, copy="old"))
+    rig.ledger.records["g0-0"] = LedgerRecord("g0-0", Status.DEAD, 5, "g0", dead_copy="old")
+    rig.ledger.records["g1-0"] = LedgerRecord("g1-0", Status.DEAD, 5, "g1", dead_copy="old")
+
+    report = rig.run()
+
+    assert rig.api.bodies() == ["g0:0"]
+    assert rig.ledger.records["g0-0"].attempts == 1 and rig.ledger.status("g0-0") is Status.DELIVERED
+    assert rig.ledger.status("g1-0") is Status.DEAD and sorted(rig.queue.deleted) == ["g0-0", "g1-0"]
+    assert report.delivered == 1
+
+
+@pytest.mark.parametrize("status", [None, 500, 502, 503])
+def test_a_retryable_failure_holds_its_group_behind_the_head(
+    make_settings: MakeSettings, status: int | None
+) -> None:
+    answer = ApiResponse(status, error="timeout" if status is None else None)
+    rig = Rig(make_settings, answers(g0_0=answer), message("g0", 0), message("g0", 1), message("g1", 0))
+
+    report = rig.run()
+
+    assert rig.api.bodies() == ["g0:0", "g1:0"]
+    assert rig.holds("g0-1") == [0] and rig.holds("g0-0")[0] >= 1
+    assert report.blocked_groups == ["g0"] and report.retried == 1
+    assert rig.ledger.records["g0-0"].attempts == 1
