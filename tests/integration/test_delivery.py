@@ -46,10 +46,10 @@ def test_429_stops_the_run_and_holds_messages_until_retry_after_without_counting
     report = stack.drain()
 
     assert report["stopped_by"] == "saturated"
-    assert report["saturated"] == 1
-    assert len(stack.api.requests) == 1  # nothing more was sent to a saturated destination
-    message_id = stack.api.requests[0].idempotency_key
-    assert ledger(message_id).attempts == 0
+    # nothing more was sent to a saturated destination than the workers had under way (2)
+    assert 1 <= len(stack.api.requests) <= 2
+    assert report["saturated"] == len(stack.api.requests)
+    assert all(ledger(r.idempotency_key).attempts == 0 for r in stack.api.requests)
     stack.api.responder = None
     assert stack.drain()["received"] == 0  # still hidden: Retry-After not over
     time.sleep(2.2)
@@ -134,8 +134,10 @@ def test_a_key_still_refused_after_re_reading_stops_the_run(
     report = stack.drain()
 
     assert report["stopped_by"] == "auth"
-    assert len(stack.api.requests) == 2  # the first message, and once more after re-reading
-    assert ledger(stack.api.requests[0].idempotency_key).attempts == 0
+    # one message twice (before and after re-reading the key), and at most one from the other worker
+    tries = Counter(r.idempotency_key for r in stack.api.requests)
+    assert sorted(tries.values()) in ([2], [1, 2])
+    assert all(ledger(message_id).attempts == 0 for message_id in tries)
     err = capfd.readouterr().err
     assert "refused the key even after re-reading it" in err
     assert API_KEY not in err
@@ -186,7 +188,9 @@ def test_the_breaker_ends_a_run_after_consecutive_retryable_failures(stack_facto
     report = stack.drain()
 
     assert report["stopped_by"] == "breaker"
-    assert len(stack.api.requests) == 3
+    assert (
+        3 <= len(stack.api.requests) <= 4
+    )  # the third failure trips it; the other worker may have one under way
 
 
 def test_the_rate_limit_spaces_requests(stack_factory: Any) -> None:
