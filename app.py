@@ -17,13 +17,15 @@ app = Chalice(app_name="trickle")
 REDRIVE_SLICE_S = 20.0
 
 
-@app.authorizer()
-def token_auth(auth_request: AuthRequest) -> AuthResponse:
-    allowed = token_matches(auth_request.token, wiring.auth_token().get)
-    return AuthResponse(routes=["*"] if allowed else [], principal_id="operator" if allowed else "denied")
+operator: Any = IAMAuthorizer()
+if settings.auth == "token":  # Chalice deploys every registered authorizer: only token stages get one
 
+    @app.authorizer()
+    def token_auth(auth_request: AuthRequest) -> AuthResponse:
+        allowed = token_matches(auth_request.token, wiring.auth_token().get)
+        return AuthResponse(routes=["*"] if allowed else [], principal_id="operator" if allowed else "denied")
 
-operator = token_auth if settings.auth == "token" else IAMAuthorizer()
+    operator = token_auth
 
 
 def _request() -> Request:
@@ -45,7 +47,7 @@ def ingest(event: DynamoDBEvent) -> dict[str, Any]:
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="drain")
 def drain(event: CloudWatchEvent) -> dict[str, Any]:
     context: Any = event.context
-    return wiring.drainer().run(context.get_remaining_time_in_millis).as_dict()
+    return wiring.run_lease().run(context.get_remaining_time_in_millis, wiring.drainer().run).as_dict()
 
 
 @app.route("/health", methods=["GET"])

@@ -30,6 +30,7 @@ import requests
 from chalicelib import wiring
 from chalicelib.records import build_messages
 from trickle_deploy.bootstrap import provision
+from trickle_deploy.template import PACKAGING_ENV
 from trickle_local import stage
 from trickle_local.endpoint import clients, free_port, use_local_credentials
 
@@ -327,7 +328,8 @@ def import_times(modules: dict[str, Path], env: dict[str, str], runs: int = 11) 
 
 
 def cold_start_and_package() -> dict[str, Any]:
-    env = {**os.environ, **stage.stage_env("prod"), "PYTHONPATH": str(ROOT)}
+    # prod is a template stage: its resource names come from the stack, placeholders stand in here
+    env = {**os.environ, **stage.stage_env("prod"), **PACKAGING_ENV, "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory() as tmp:
         minimal = Path(tmp) / "minimal_app.py"
         minimal.write_text(
@@ -340,7 +342,7 @@ def cold_start_and_package() -> dict[str, Any]:
         subprocess.run(
             [str(Path(sys.executable).parent / "chalice"), "package", "--stage", "prod", str(out)],
             cwd=ROOT,
-            env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
+            env={**os.environ, **PACKAGING_ENV, "AWS_DEFAULT_REGION": "us-east-1"},
             check=True,
             capture_output=True,
         )

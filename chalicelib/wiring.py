@@ -15,10 +15,13 @@ from chalicelib.fifo_queue import FifoQueue
 from chalicelib.ingest import Ingestor
 from chalicelib.ledger import Ledger, Notes
 from chalicelib.operations import Operations
+from chalicelib.run_lease import RunLease
 from chalicelib.secrets import SecretCache
 from chalicelib.settings import Settings, load_settings
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30)
+# Presigned archive URLs: SigV4 (SigV2 URLs are refused in newer regions and deprecated everywhere).
+_SERVICE_CONFIG = {"s3": Config(signature_version="s3v4")}
 
 
 @functools.cache
@@ -28,7 +31,8 @@ def settings() -> Settings:
 
 @functools.cache
 def client(service: str) -> Any:
-    return boto3.client(service, config=_BOTO_CONFIG)  # type: ignore[call-overload]
+    config = _BOTO_CONFIG.merge(_SERVICE_CONFIG[service]) if service in _SERVICE_CONFIG else _BOTO_CONFIG
+    return boto3.client(service, config=config)  # type: ignore[call-overload]
 
 
 @functools.cache
@@ -95,6 +99,12 @@ def drainer() -> Drainer:
     return Drainer(queue(), dead_letters(), ledger(), api, api_key(), s, notes(), archive())
 
 
+@functools.cache
+def run_lease() -> RunLease:
+    s = settings()
+    return RunLease(client("dynamodb"), s.ledger_table, s.destination.name)
+
+
 def reset() -> None:
     """Forget every cached object, as a new container would (used by tests and the local runtime)."""
     for cached in (
@@ -110,5 +120,6 @@ def reset() -> None:
         operations,
         ingestor,
         drainer,
+        run_lease,
     ):
         cached.cache_clear()

@@ -136,26 +136,53 @@ def ensure_kms_key(kms: Any, alias: str, description: str) -> str:
         return str(key["Arn"])
 
 
-def ensure_api_key(ssm: Any, names: StageNames, api_key: str | None, kms_key: str | None = None) -> None:
-    """Store the key as a SecureString; with no key given, an existing one is kept."""
+def ensure_api_key(ssm: Any, names: StageNames, api_key: str | None, kms_key: str | None = None) -> bool:
+    """Store the key as a SecureString; with no key given, an existing one is kept. False when
+    there is none yet (the drain cannot deliver until an operator stores it)."""
     if api_key is None:
-        ssm.get_parameter(Name=names.api_key_parameter, WithDecryption=False)
-        return
+        try:
+            ssm.get_parameter(Name=names.api_key_parameter, WithDecryption=False)
+        except ssm.exceptions.ParameterNotFound:
+            return False
+        return True
     extra = {"KeyId": kms_key} if kms_key else {}
     ssm.put_parameter(
         Name=names.api_key_parameter, Value=api_key, Type="SecureString", Overwrite=True, **extra
+    )
+    return True
+
+
+def put_api_key_command(names: StageNames, region: str, kms_key: str) -> str:
+    """What an operator runs to store the key the bootstrap was not given."""
+    return (
+        f"aws ssm put-parameter --region {region} --name {names.api_key_parameter} --type SecureString"
+        f' --key-id {kms_key} --value "$API_KEY" --overwrite'
     )
 
 
 ARCHIVE_RETENTION_DAYS = 30
 
 
+def unique_bucket_name(base: str, key_arn: str) -> str:
+    """S3 names are global: `<base>-<account>-<region>` (from the stage's key ARN), kept as is if
+    `base` already ends so (a re-run on a stage whose config the bootstrap wrote)."""
+    _, _, _, region, account, _ = key_arn.split(":", 5)
+    suffix = f"-{account}-{region}"
+    return base if base.endswith(suffix) else base + suffix
+
+
 def ensure_archive_bucket(s3: Any, bucket: str) -> None:
     """The response archive; its lifecycle rule expires what the drain stored."""
     try:
         s3.head_bucket(Bucket=bucket)
-    except ClientError:
-        s3.create_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+            raise RuntimeError(
+                f"bucket {bucket} exists and is not this account's; choose another name"
+            ) from exc
+        region = s3.meta.region_name
+        where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        s3.create_bucket(Bucket=bucket, **where)
     s3.put_public_access_block(
         Bucket=bucket,
         PublicAccessBlockConfiguration={
@@ -196,9 +223,15 @@ def kms_alias(env: Mapping[str, str]) -> str:
 
 
 def provision(
-    clients: Mapping[str, Any], env: Mapping[str, str], api_key: str | None, operator_token: str | None = None
+    clients: Mapping[str, Any],
+    env: Mapping[str, str],
+    api_key: str | None,
+    operator_token: str | None = None,
+    unique_bucket: bool = False,
 ) -> dict[str, str]:
-    """Create every resource the stage names; returns the env with the real stream ARN and URLs."""
+    """Create every resource the stage names; returns the env with the real stream ARN and URLs.
+    `unique_bucket` makes the archive bucket's name unique to the account and region (the
+    command does; an emulator of one's own has no global namespace to share)."""
     names = StageNames.from_env(env)
     key_arn = ensure_kms_key(clients["kms"], kms_alias(env), f"Trickle API key {names.api_key_parameter}")
     stream_arn = ensure_table(clients["dynamodb"], names)
@@ -207,8 +240,10 @@ def provision(
     queue_url, dlq_url = ensure_queues(clients["sqs"], names, visibility)
     failure_url = ensure_ingest_failure_queue(clients["sqs"], names)
     ensure_api_key(clients["ssm"], names, api_key, key_arn)
-    if env.get("TRICKLE_ARCHIVE_BUCKET"):
-        ensure_archive_bucket(clients["s3"], env["TRICKLE_ARCHIVE_BUCKET"])
+    bucket = env.get("TRICKLE_ARCHIVE_BUCKET")
+    if bucket:
+        bucket = unique_bucket_name(bucket, key_arn) if unique_bucket else bucket
+        ensure_archive_bucket(clients["s3"], bucket)
     if env.get("TRICKLE_AUTH_TOKEN_PARAMETER"):
         ensure_operator_token(clients["ssm"], env["TRICKLE_AUTH_TOKEN_PARAMETER"], operator_token, key_arn)
     return {
@@ -218,6 +253,7 @@ def provision(
         "TRICKLE_DLQ_URL": dlq_url,
         "TRICKLE_INGEST_FAILURE_QUEUE_URL": failure_url,
         "TRICKLE_API_KEY_KMS_KEY_ARN": key_arn,
+        **({"TRICKLE_ARCHIVE_BUCKET": bucket} if bucket else {}),
     }
 
 
@@ -272,6 +308,20 @@ def teardown(clients: Mapping[str, Any], env: Mapping[str, str], source_table: b
     return gone
 
 
+def left_behind(app_name: str, stage: str, env: Mapping[str, str], source_table: bool) -> list[str]:
+    """What a teardown does not remove, so the operator knows what is still there."""
+    prefix = f"{app_name}-{stage}"
+    left = [
+        f"chalice delete --stage {stage} removes what chalice deploy made: the functions {prefix}-*,"
+        " their roles, the REST API, the drain's schedule rule and the stream's event source mapping",
+        f"log groups /aws/lambda/{prefix}-* (Lambda makes them; aws logs delete-log-group removes them)",
+        f"key {kms_alias(env)}: pending deletion for 7 days (aws kms cancel-key-deletion keeps it)",
+    ]
+    if not source_table:
+        left.append(f"table {StageNames.from_env(env).table} (the source; --with-source-table removes it)")
+    return left
+
+
 def write_stage_env(stage: str, env: Mapping[str, str], config_path: Path) -> None:
     """Record the real ARNs and URLs in the stage, so Chalice and the policies agree with the account."""
     config = json.loads(config_path.read_text())
@@ -286,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m trickle_deploy.bootstrap",
-        description="Create (or remove) a stage's AWS resources; safe to re-run.",
+        description="Create (or remove) a stage's AWS resources in the configured region; safe to re-run.",
     )
     parser.add_argument("--stage", required=True)
     parser.add_argument("--endpoint", help="AWS endpoint URL (default: the stage's AWS_ENDPOINT_URL, if any)")
@@ -297,9 +347,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--with-source-table", action="store_true", help="teardown also deletes the source table"
     )
+    parser.add_argument("--project-dir", type=Path, default=stages.PROJECT_DIR, help="the Chalice project")
     args = parser.parse_args(argv)
 
-    env = stages.stage_env(args.stage)
+    config_path = args.project_dir / ".chalice" / "config.json"
+    env = stages.stage_env(args.stage, args.project_dir)
+    if policies.is_template_stage(env):
+        parser.error(
+            f"stage {args.stage} names no resources: deploy it with python -m trickle_deploy.template"
+        )
+    # The local stage provisions its own endpoint on every run; any other stage is recorded.
+    record = not (env.get("AWS_ENDPOINT_URL") and not args.endpoint)
     endpoint = args.endpoint or env.get("AWS_ENDPOINT_URL")
     if endpoint:
         env = stages.rebase(env, endpoint, None)
@@ -307,15 +365,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.teardown:
         for line in teardown(aws, env, args.with_source_table):
             print(f"removed {line}")
+        for line in left_behind(
+            stages.load_config(args.project_dir)["app_name"], args.stage, env, args.with_source_table
+        ):
+            print(f"left: {line}")
+        if record:  # the key is gone: nothing may still name it
+            env.pop("TRICKLE_API_KEY_KMS_KEY_ARN", None)
+            write_stage_env(args.stage, env, config_path)
+            policies.refresh(config_path.parent)
         return 0
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not api_key:
         parser.error(f"environment variable {args.api_key_env} is empty")
-    updated = provision(aws, env, api_key)
-    if not endpoint:  # a real account: record its ARNs and URLs and the policies that follow from them
-        write_stage_env(args.stage, updated, policies.CHALICE_DIR / "config.json")
-        policies.main([])
+    updated = provision(aws, env, api_key, unique_bucket=True)
+    if record:  # record the account's ARNs and URLs, and the policies that follow from them
+        write_stage_env(args.stage, updated, config_path)
+        policies.refresh(config_path.parent)
     print(json.dumps({k: v for k, v in updated.items() if k not in env or env[k] != v}, indent=2))
+    names = StageNames.from_env(updated)
+    if not ensure_api_key(aws["ssm"], names, None):
+        key = updated["TRICKLE_API_KEY_KMS_KEY_ARN"]
+        command = put_api_key_command(names, key.split(":")[3], key)
+        print(f"Everything else is in place. Store the API key to finish:\n  {command}")
     return 0
 
 

@@ -5,6 +5,8 @@
     python -m trickle_deploy.operate --stage prod skip MESSAGE_ID    # dead-letter it, let its group go on
 
 `--endpoint URL` points at a local endpoint (the local stage's is used by default for `--stage local`).
+A stage deployed with the merge template names no resources in its config: `--stack-name NAME` reads
+them from the stack's drain function, so the commands act on exactly what the functions use.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import json
 import sys
 from typing import Any
 
+import boto3
+
 from chalicelib.dead_letters import RedriveFilter, Redriver, RedriveReport
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.ledger import Ledger, Status
 from chalicelib.settings import load_settings
+from trickle_deploy.policies import is_template_stage
 from trickle_local import stage
 from trickle_local.endpoint import clients
 
@@ -34,10 +39,24 @@ def redrive(
     return redriver.redrive(wanted, use_move_task=use_move_task)
 
 
+def stack_env(cloudformation: Any, lambda_client: Any, stack: str) -> dict[str, str]:
+    """The environment the stack gave its drain function (every function gets the same)."""
+    pages = cloudformation.get_paginator("list_stack_resources").paginate(StackName=stack)
+    (name,) = [
+        r["PhysicalResourceId"]
+        for page in pages
+        for r in page["StackResourceSummaries"]
+        if r["LogicalResourceId"] == "Drain"
+    ]
+    variables = lambda_client.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
+    return dict(variables)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trickle_deploy.operate", description=__doc__)
     parser.add_argument("--stage", default="local")
     parser.add_argument("--endpoint", help="AWS endpoint URL (default: the stage's AWS_ENDPOINT_URL, if any)")
+    parser.add_argument("--stack-name", help="the stack of a stage deployed with the merge template")
     commands = parser.add_subparsers(dest="command", required=True)
     redrive_cmd = commands.add_parser("redrive", help="move dead letters back to the queue, in group order")
     redrive_cmd.add_argument("--group", action="append", help="only this message group (repeatable)")
@@ -52,7 +71,16 @@ def main(argv: list[str] | None = None) -> int:
 
     env = stage.stage_env(args.stage)
     endpoint = args.endpoint or env.get("AWS_ENDPOINT_URL")
-    if args.endpoint:
+    if args.stack_name:
+        make: Any = boto3.client
+        env = stack_env(
+            make("cloudformation", endpoint_url=endpoint),
+            make("lambda", endpoint_url=endpoint),
+            args.stack_name,
+        )
+    elif is_template_stage(env):
+        parser.error(f"stage {args.stage} is deployed with the merge template: give its --stack-name")
+    elif args.endpoint:
         env = stage.rebase(env, args.endpoint, None)
     aws = clients(endpoint)
     sqs, dynamodb = aws["sqs"], aws["dynamodb"]

@@ -32,6 +32,7 @@ ACTIONS: dict[tuple[str, str], str] = {
     ("dynamodb", "GetItem"): "dynamodb:GetItem",
     ("dynamodb", "PutItem"): "dynamodb:PutItem",
     ("dynamodb", "UpdateItem"): "dynamodb:UpdateItem",
+    ("dynamodb", "DeleteItem"): "dynamodb:DeleteItem",
     ("dynamodb", "BatchGetItem"): "dynamodb:BatchGetItem",
     ("dynamodb", "BatchWriteItem"): "dynamodb:BatchWriteItem",
     ("s3", "PutObject"): "s3:PutObject",
@@ -40,28 +41,22 @@ ACTIONS: dict[tuple[str, str], str] = {
 }
 
 
+# An ARN, or (in a stage deployed with the merge template) a CloudFormation expression giving one.
+Arn = str | dict[str, Any]
+
+
 @dataclass(frozen=True)
 class StageResources:
-    partition: str
-    region: str
-    account: str
-    table: str
-    queue_arn: str
-    dlq_arn: str
-    ledger_arn: str
-    ingest_failure_queue_arn: str
-    parameter_arn: str
-    token_parameter_arn: str | None
-    archive_objects_arn: str | None
-
-    @property
-    def stream_arns(self) -> str:
-        """Any stream of the table: a re-enabled stream gets a new label."""
-        return f"arn:{self.partition}:dynamodb:{self.region}:{self.account}:table/{self.table}/stream/*"
-
-    @property
-    def log_arns(self) -> str:
-        return f"arn:{self.partition}:logs:{self.region}:{self.account}:*"
+    stream_arns: Arn
+    log_arns: Arn
+    queue_arn: Arn
+    dlq_arn: Arn
+    ledger_arn: Arn
+    ingest_failure_queue_arn: Arn
+    parameter_arn: Arn
+    ssm_service: Arn
+    token_parameter_arn: Arn | None
+    archive_objects_arn: Arn | None
 
 
 def queue_arn(url: str, partition: str, region: str) -> str:
@@ -78,18 +73,59 @@ def parameter_arn(name: str, partition: str, region: str, account: str) -> str:
     return f"arn:{partition}:ssm:{region}:{account}:parameter/{name.lstrip('/')}"
 
 
-def stage_resources(env: Mapping[str, str]) -> StageResources:
-    _, partition, _, region, account, resource = env["TRICKLE_STREAM_ARN"].split(":", 5)
+def is_template_stage(env: Mapping[str, str]) -> bool:
+    """A stage whose environment names no queue is deployed with the merge template: the stack
+    creates its resources and hands their names to the functions, so the config holds no ARNs."""
+    return "TRICKLE_QUEUE_URL" not in env
+
+
+def _sub(text: str) -> dict[str, str]:
+    return {"Fn::Sub": text}
+
+
+def _arn(service: str, resource: str) -> dict[str, str]:
+    return _sub(f"arn:${{AWS::Partition}}:{service}:${{AWS::Region}}:${{AWS::AccountId}}:{resource}")
+
+
+def template_resources(env: Mapping[str, str]) -> StageResources:
+    """The stage's resources as the merge template names them (`trickle_deploy.template`)."""
+    token = env.get("TRICKLE_AUTH_TOKEN_PARAMETER")
     return StageResources(
-        partition=partition,
-        region=region,
-        account=account,
-        table=resource.split("/")[1],
+        stream_arns={
+            "Fn::If": [
+                "CreatesSourceTable",
+                {"Fn::GetAtt": ["SourceTable", "StreamArn"]},
+                {"Ref": "SourceStreamArn"},
+            ]
+        },
+        log_arns=_arn("logs", "*"),
+        queue_arn={"Fn::GetAtt": ["OutboxQueue", "Arn"]},
+        dlq_arn={"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+        ledger_arn={"Fn::GetAtt": ["LedgerTable", "Arn"]},
+        ingest_failure_queue_arn={"Fn::GetAtt": ["IngestFailureQueue", "Arn"]},
+        parameter_arn=_arn("ssm", "parameter/" + env["TRICKLE_API_KEY_PARAMETER"].lstrip("/")),
+        ssm_service=_sub("ssm.${AWS::Region}.amazonaws.com"),
+        token_parameter_arn=_arn("ssm", "parameter/" + token.lstrip("/")) if token else None,
+        archive_objects_arn=_sub("${ResponseArchive.Arn}/responses/*"),
+    )
+
+
+def stage_resources(env: Mapping[str, str]) -> StageResources:
+    """The resources a stage's environment names (bootstrapped stages and the local stage)."""
+    if is_template_stage(env):
+        return template_resources(env)
+    _, partition, _, region, account, resource = env["TRICKLE_STREAM_ARN"].split(":", 5)
+    table = resource.split("/")[1]
+    return StageResources(
+        # Any stream of the table: a re-enabled stream gets a new label.
+        stream_arns=f"arn:{partition}:dynamodb:{region}:{account}:table/{table}/stream/*",
+        log_arns=f"arn:{partition}:logs:{region}:{account}:*",
         queue_arn=queue_arn(env["TRICKLE_QUEUE_URL"], partition, region),
         dlq_arn=queue_arn(env["TRICKLE_DLQ_URL"], partition, region),
         ledger_arn=f"arn:{partition}:dynamodb:{region}:{account}:table/{env['TRICKLE_LEDGER_TABLE']}",
         ingest_failure_queue_arn=queue_arn(env["TRICKLE_INGEST_FAILURE_QUEUE_URL"], partition, region),
         parameter_arn=parameter_arn(env["TRICKLE_API_KEY_PARAMETER"], partition, region, account),
+        ssm_service=f"ssm.{region}.amazonaws.com",
         token_parameter_arn=(
             parameter_arn(env["TRICKLE_AUTH_TOKEN_PARAMETER"], partition, region, account)
             if env.get("TRICKLE_AUTH_TOKEN_PARAMETER")
@@ -104,33 +140,31 @@ def stage_resources(env: Mapping[str, str]) -> StageResources:
 
 
 def _statement(
-    sid: str, actions: list[str], resources: list[str], condition: dict[str, Any] | None = None
+    sid: str, actions: list[str], resources: list[Arn], condition: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     statement = {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": resources}
     return statement | ({"Condition": condition} if condition else {})
 
 
-def _decrypt(env: Mapping[str, str], r: StageResources, parameter: str | None) -> list[dict[str, Any]]:
+def _decrypt(env: Mapping[str, str], r: StageResources, parameter: Arn | None) -> list[dict[str, Any]]:
     """kms:Decrypt on the bootstrap's key, only through SSM and only for the API key parameter.
     (A stage deployed with the merge template gets the same statement from the template.)"""
     key = env.get("TRICKLE_API_KEY_KMS_KEY_ARN")
     if not key or not parameter:
         return []
     condition = {
-        "StringEquals": {
-            "kms:EncryptionContext:PARAMETER_ARN": parameter,
-            "kms:ViaService": f"ssm.{r.region}.amazonaws.com",
-        }
+        "StringEquals": {"kms:EncryptionContext:PARAMETER_ARN": parameter, "kms:ViaService": r.ssm_service}
     }
     return [_statement("DecryptApiKeyThroughSsm", ["kms:Decrypt"], [key], condition)]
 
 
 def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """One policy per function of the stage; `token_auth` exists only in stages with token auth."""
     r = stage_resources(env)
     logs = _statement(
         "Logs", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"], [r.log_arns]
     )
-    return {
+    policies: dict[str, dict[str, Any]] = {
         "ingest": {
             "Version": "2012-10-17",
             "Statement": [
@@ -170,6 +204,7 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                     [
                         "dynamodb:BatchGetItem",
                         "dynamodb:BatchWriteItem",
+                        "dynamodb:DeleteItem",
                         "dynamodb:PutItem",
                         "dynamodb:UpdateItem",
                     ],
@@ -212,7 +247,9 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 ),
             ],
         },
-        "token_auth": {
+    }
+    if env.get("TRICKLE_AUTH") == "token":
+        policies["token_auth"] = {
             "Version": "2012-10-17",
             "Statement": [
                 logs,
@@ -223,8 +260,8 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 ),
                 *_decrypt(env, r, r.token_parameter_arn),
             ],
-        },
-    }
+        }
+    return policies
 
 
 def policy_path(stage: str, function: str) -> Path:
@@ -235,28 +272,41 @@ def render(policy: Mapping[str, Any]) -> str:
     return json.dumps(policy, indent=2) + "\n"
 
 
+def refresh(chalice_dir: Path = CHALICE_DIR, check: bool = False) -> list[str]:
+    """Write every stage's policy files (or, with `check`, list those that are stale); a file no
+    function of its stage needs any more is removed (or listed)."""
+    config = json.loads((chalice_dir / "config.json").read_text())
+    stale = []
+    for stage, stage_config in config["stages"].items():
+        wanted = function_policies(stage_config["environment_variables"])
+        for function, policy in wanted.items():
+            path = chalice_dir / policy_path(stage, function).name
+            text = render(policy)
+            if path.exists() and path.read_text() == text:
+                continue
+            stale.append(path.name)
+            if not check:
+                path.write_text(text)
+        for path in sorted(chalice_dir.glob(f"policy-{stage}-*.json")):
+            if path.name[len(f"policy-{stage}-") : -len(".json")] not in wanted:
+                stale.append(path.name)
+                if not check:
+                    path.unlink()
+    return stale
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--check", action="store_true", help="fail if a policy file is stale")
     args = parser.parse_args(argv)
-    config = json.loads((CHALICE_DIR / "config.json").read_text())
-    stale = []
-    for stage, stage_config in config["stages"].items():
-        for function, policy in function_policies(stage_config["environment_variables"]).items():
-            path = policy_path(stage, function)
-            text = render(policy)
-            if path.exists() and path.read_text() == text:
-                continue
-            if args.check:
-                stale.append(path.name)
-            else:
-                path.write_text(text)
-                print(f"wrote {path.relative_to(CHALICE_DIR.parent)}")
-    if stale:
+    stale = refresh(check=args.check)
+    if args.check and stale:
         print(
             f"stale policy files: {', '.join(stale)}; run python -m trickle_deploy.policies", file=sys.stderr
         )
         return 1
+    for name in stale:
+        print(f"updated .chalice/{name}")
     return 0
 
 

@@ -1,35 +1,35 @@
 """The CloudFormation resources `chalice package --merge-template` adds beside Chalice's functions.
 
-    python -m trickle_deploy.template --stage prod [--create-source-table] --out build/merge-prod.json
-    chalice package --stage prod --merge-template build/merge-prod.json build/prod
+    python -m trickle_deploy.template --stage prod --package build/prod
 
-Names come from the stage's environment variables, so the functions' settings and the resources
-agree. The stream event source gets what Chalice's decorator cannot set.
+writes `build/prod/merge.json` and runs `chalice package --stage prod --merge-template` into
+`build/prod/pkg`. The template names no account and no region: every name, ARN and URL comes from
+the stack (`AWS::StackName`, `AWS::AccountId`, `AWS::Region`, `AWS::Partition`, `Ref`, `GetAtt`),
+and the functions get their resources' names from it, so the stage's config holds none and the
+same template deploys unchanged into any account and region. Leave the `SourceStreamArn`
+parameter empty to create the source table, or give an existing table's stream ARN. Stateful
+resources are retained when the stack goes away or replaces them. The stream event source gets
+what Chalice's decorator cannot set.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from chalicelib.settings import load_settings
-from trickle_deploy.bootstrap import (
-    ARCHIVE_RETENTION_DAYS,
-    BACKSTOP_MAX_RECEIVE_COUNT,
-    RETENTION_S,
-    StageNames,
-)
-from trickle_deploy.policies import parameter_arn, stage_resources
-from trickle_local.stage import load_config
+from chalicelib.settings import Settings, load_settings
+from trickle_deploy.bootstrap import ARCHIVE_RETENTION_DAYS, BACKSTOP_MAX_RECEIVE_COUNT, RETENTION_S
+from trickle_deploy.policies import is_template_stage, template_resources
+from trickle_deploy.stream_settings import MAX_RECORD_AGE_S, STREAM_RETRY_ATTEMPTS
+from trickle_local.stage import PROJECT_DIR, load_config
 
 METRICS_NAMESPACE = "Trickle"
-# Stream records live 24 hours; retries beyond that only meet expired records.
-MAX_RECORD_AGE_S = 86_400
-STREAM_RETRY_ATTEMPTS = 10
 
 
 def visibility_for(drain_timeout_s: int) -> int:
@@ -44,7 +44,40 @@ def drain_timeout(config: Mapping[str, Any], stage: str) -> int:
     return int(functions.get("drain", {}).get("lambda_timeout") or stage_config.get("lambda_timeout") or 60)
 
 
-def _queue(name: str, fifo: bool, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+# Kept when the stack is deleted or a change replaces them: they hold data (README, "Deleting a stage").
+RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
+# What `chalice package` imports `app.py` with for a template stage: the settings need values, the
+# merge template replaces every one of them in the functions and the stream event source, and a
+# test checks that none of them is left in the packaged template.
+PACKAGING_ENV = {
+    "TRICKLE_STREAM_ARN": "arn:aws:dynamodb:packaging:000000000000:table/packaging/stream/packaging",
+    "TRICKLE_QUEUE_URL": "https://sqs.packaging.invalid/000000000000/packaging-outbox.fifo",
+    "TRICKLE_DLQ_URL": "https://sqs.packaging.invalid/000000000000/packaging-dead-letters.fifo",
+    "TRICKLE_INGEST_FAILURE_QUEUE_URL": "https://sqs.packaging.invalid/000000000000/packaging-failures",
+    "TRICKLE_LEDGER_TABLE": "packaging-ledger",
+    "TRICKLE_ARCHIVE_BUCKET": "packaging-archive",
+}
+STREAM_ARN_PATTERN = (
+    r"^$|^arn:aws[a-z-]*:dynamodb:[a-z0-9-]+:[0-9]{12}:table/[A-Za-z0-9_.-]{3,255}/stream/.+$"
+)
+
+
+def _named(suffix: str) -> dict[str, str]:
+    """A name unique per stack, account and region (queue, table and alias names are regional)."""
+    return {"Fn::Sub": "${AWS::StackName}-" + suffix}
+
+
+def _stream_arn() -> dict[str, Any]:
+    return {
+        "Fn::If": [
+            "CreatesSourceTable",
+            {"Fn::GetAtt": ["SourceTable", "StreamArn"]},
+            {"Ref": "SourceStreamArn"},
+        ]
+    }
+
+
+def _queue(name: dict[str, str], fifo: bool, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     properties: dict[str, Any] = {
         "QueueName": name,
         "MessageRetentionPeriod": RETENTION_S,
@@ -52,11 +85,11 @@ def _queue(name: str, fifo: bool, extra: Mapping[str, Any] | None = None) -> dic
     }
     if fifo:
         properties["FifoQueue"] = True
-    return {"Type": "AWS::SQS::Queue", "Properties": properties | dict(extra or {})}
+    return {"Type": "AWS::SQS::Queue", **RETAIN, "Properties": properties | dict(extra or {})}
 
 
 def _alarm(
-    description: str, namespace: str, metric: str, dimensions: dict[str, Any], statistic: str, threshold: int
+    description: str, namespace: str, metric: str, dimensions: dict[str, Any], statistic: str, threshold: Any
 ) -> dict[str, Any]:
     return {
         "Type": "AWS::CloudWatch::Alarm",
@@ -78,7 +111,7 @@ def _alarm(
     }
 
 
-def _dashboard(stage: str, names: StageNames, destination: str) -> dict[str, Any]:
+def _dashboard(destination: str) -> dict[str, Any]:
     def widget(title: str, metrics: list[list[Any]], stat: str = "Sum") -> dict[str, Any]:
         return {
             "type": "metric",
@@ -97,7 +130,7 @@ def _dashboard(stage: str, names: StageNames, destination: str) -> dict[str, Any
         return [METRICS_NAMESPACE, name, "destination", destination, "service", "trickle"]
 
     def ingest_metric(name: str) -> list[str]:
-        return [METRICS_NAMESPACE, name, "table", names.table, "service", "trickle"]
+        return [METRICS_NAMESPACE, name, "table", "${SourceTableName}", "service", "trickle"]
 
     body = {
         "widgets": [
@@ -114,14 +147,24 @@ def _dashboard(stage: str, names: StageNames, destination: str) -> dict[str, Any
             widget(
                 "Backlog",
                 [
-                    ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", names.queue],
-                    ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", names.dead_letter_queue],
+                    [
+                        "AWS/SQS",
+                        "ApproximateNumberOfMessagesVisible",
+                        "QueueName",
+                        "${OutboxQueue.QueueName}",
+                    ],
+                    [
+                        "AWS/SQS",
+                        "ApproximateNumberOfMessagesVisible",
+                        "QueueName",
+                        "${DeadLetterQueue.QueueName}",
+                    ],
                 ],
                 "Maximum",
             ),
             widget(
                 "Oldest message (s)",
-                [["AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", names.queue]],
+                [["AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", "${OutboxQueue.QueueName}"]],
                 "Maximum",
             ),
             widget(
@@ -135,13 +178,18 @@ def _dashboard(stage: str, names: StageNames, destination: str) -> dict[str, Any
             ),
         ]
     }
+    table_name = {"Fn::Select": [1, {"Fn::Split": ["/", _stream_arn()]}]}
     return {
         "Type": "AWS::CloudWatch::Dashboard",
-        "Properties": {"DashboardName": f"trickle-{stage}", "DashboardBody": {"Fn::Sub": json.dumps(body)}},
+        "Properties": {
+            # Dashboards are global per account: the region keeps two regions' stacks apart.
+            "DashboardName": {"Fn::Sub": "${AWS::StackName}-${AWS::Region}"},
+            "DashboardBody": {"Fn::Sub": [json.dumps(body), {"SourceTableName": table_name}]},
+        },
     }
 
 
-def _decrypt_policy(name: str, role: str, parameter: str) -> dict[str, Any]:
+def _decrypt_policy(name: str, role: str, parameter: Any, ssm_service: Any) -> dict[str, Any]:
     """kms:Decrypt on the stage's key for one role, only through SSM and only for one parameter."""
     return {
         "Type": "AWS::IAM::Policy",
@@ -159,7 +207,7 @@ def _decrypt_policy(name: str, role: str, parameter: str) -> dict[str, Any]:
                         "Condition": {
                             "StringEquals": {
                                 "kms:EncryptionContext:PARAMETER_ARN": parameter,
-                                "kms:ViaService": {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"},
+                                "kms:ViaService": ssm_service,
                             }
                         },
                     }
@@ -169,49 +217,125 @@ def _decrypt_policy(name: str, role: str, parameter: str) -> dict[str, Any]:
     }
 
 
-def _archive_bucket(bucket: str | None) -> dict[str, Any]:
-    """The response archive: private, encrypted, expiring what the drain stores."""
-    if not bucket:
-        return {}
+def _archive_bucket() -> dict[str, Any]:
+    """The response archive: private, encrypted, expiring what the drain stores. S3 names are
+    global, so CloudFormation generates this one (unique, lowercase) and the functions get it."""
     return {
-        "ResponseArchive": {
-            "Type": "AWS::S3::Bucket",
-            "Properties": {
-                "BucketName": bucket,
-                "PublicAccessBlockConfiguration": {
-                    "BlockPublicAcls": True,
-                    "BlockPublicPolicy": True,
-                    "IgnorePublicAcls": True,
-                    "RestrictPublicBuckets": True,
-                },
-                "BucketEncryption": {
-                    "ServerSideEncryptionConfiguration": [
-                        {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
-                    ]
-                },
-                "LifecycleConfiguration": {
-                    "Rules": [
-                        {
-                            "Id": "expire-responses",
-                            "Status": "Enabled",
-                            "Prefix": "responses/",
-                            "ExpirationInDays": ARCHIVE_RETENTION_DAYS,
-                        }
-                    ]
-                },
+        "Type": "AWS::S3::Bucket",
+        **RETAIN,
+        "Properties": {
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
             },
-        }
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+                ]
+            },
+            "LifecycleConfiguration": {
+                "Rules": [
+                    {
+                        "Id": "expire-responses",
+                        "Status": "Enabled",
+                        "Prefix": "responses/",
+                        "ExpirationInDays": ARCHIVE_RETENTION_DAYS,
+                    }
+                ]
+            },
+        },
     }
 
 
-def merge_template(stage: str, create_source_table: bool = False) -> dict[str, Any]:
+def _source_table(settings: Settings) -> dict[str, Any]:
+    keys = [(settings.partition_key or "pk", "HASH"), ("sk", "RANGE")]
+    return {
+        "Type": "AWS::DynamoDB::Table",
+        **RETAIN,
+        "Condition": "CreatesSourceTable",
+        "Properties": {
+            "TableName": _named("items"),
+            "BillingMode": "PAY_PER_REQUEST",
+            "KeySchema": [{"AttributeName": n, "KeyType": k} for n, k in keys],
+            "AttributeDefinitions": [{"AttributeName": n, "AttributeType": "S"} for n, _ in keys],
+            "StreamSpecification": {"StreamViewType": "NEW_AND_OLD_IMAGES"},
+            "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+        },
+    }
+
+
+def _destination_resources(settings: Settings, visibility: int) -> dict[str, Any]:
+    """What one destination needs: its FIFO queue and FIFO dead-letter queue, their alarms, and
+    the drain's right to decrypt its key (one destination today; several later)."""
+    resources = template_resources({"TRICKLE_API_KEY_PARAMETER": settings.destination.api_key_parameter})
+    return {
+        "DeadLetterQueue": _queue(_named("dead-letters.fifo"), fifo=True),
+        "OutboxQueue": _queue(
+            _named("outbox.fifo"),
+            fifo=True,
+            extra={
+                "VisibilityTimeout": visibility,
+                "RedrivePolicy": {
+                    "deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+                    "maxReceiveCount": BACKSTOP_MAX_RECEIVE_COUNT,
+                },
+            },
+        ),
+        "DrainDecryptApiKey": _decrypt_policy(
+            "DecryptApiKey", "DrainRole", resources.parameter_arn, resources.ssm_service
+        ),
+        "DeadLettersAlarm": _alarm(
+            "Trickle: messages in the dead-letter queue",
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            {"QueueName": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}},
+            "Maximum",
+            0,
+        ),
+        "OldestMessageAlarm": _alarm(
+            "Trickle: the oldest queued message is too old",
+            "AWS/SQS",
+            "ApproximateAgeOfOldestMessage",
+            {"QueueName": {"Fn::GetAtt": ["OutboxQueue", "QueueName"]}},
+            "Maximum",
+            {"Ref": "OldestMessageAlarmSeconds"},
+        ),
+    }
+
+
+def function_environment() -> dict[str, Any]:
+    """The variables naming the stack's resources, set on every function (each imports `app.py`,
+    which reads them all)."""
+    return {
+        "TRICKLE_STREAM_ARN": _stream_arn(),
+        "TRICKLE_QUEUE_URL": {"Ref": "OutboxQueue"},
+        "TRICKLE_DLQ_URL": {"Ref": "DeadLetterQueue"},
+        "TRICKLE_INGEST_FAILURE_QUEUE_URL": {"Ref": "IngestFailureQueue"},
+        "TRICKLE_LEDGER_TABLE": {"Ref": "LedgerTable"},
+        "TRICKLE_ARCHIVE_BUCKET": {"Ref": "ResponseArchive"},
+    }
+
+
+def stage_functions(settings: Settings) -> list[str]:
+    """The logical ids Chalice gives the stage's functions."""
+    return ["Ingest", "Drain", "APIHandler"] + (["TokenAuth"] if settings.auth == "token" else [])
+
+
+def merge_template(stage: str) -> dict[str, Any]:
     config = load_config()
     env = config["stages"][stage]["environment_variables"]
-    settings = load_settings(env)
-    names = StageNames.from_env(env)
-    resources = stage_resources(env)
+    if not is_template_stage(env):
+        raise SystemExit(
+            f"stage {stage!r} names its resources (TRICKLE_QUEUE_URL is set): deploy it with the"
+            " bootstrap and chalice deploy, or remove its resource variables to deploy it with this template"
+        )
+    settings = load_settings(env | PACKAGING_ENV)
+    resources = template_resources(env)
     visibility = visibility_for(drain_timeout(config, stage))
     event_source: dict[str, Any] = {
+        "Stream": _stream_arn(),
         "BisectBatchOnFunctionError": True,
         "MaximumRetryAttempts": {"Ref": "StreamRetryAttempts"},
         "MaximumRecordAgeInSeconds": MAX_RECORD_AGE_S,
@@ -221,10 +345,28 @@ def merge_template(stage: str, create_source_table: bool = False) -> dict[str, A
     }
     if settings.partial_batch_response:
         event_source["FunctionResponseTypes"] = ["ReportBatchItemFailures"]
-    if create_source_table:
-        event_source["Stream"] = {"Fn::GetAtt": ["SourceTable", "StreamArn"]}
-    template: dict[str, Any] = {
+    environment = {"Environment": {"Variables": function_environment()}}
+    functions: dict[str, Any] = {name: {"Properties": environment} for name in stage_functions(settings)}
+    functions["Ingest"] = {
+        "Properties": environment | {"Events": {"IngestDynamodbEventSource": {"Properties": event_source}}}
+    }
+    token_decrypt = (
+        {
+            "TokenAuthDecryptToken": _decrypt_policy(
+                "DecryptOperatorToken", "TokenAuthRole", resources.token_parameter_arn, resources.ssm_service
+            )
+        }
+        if settings.auth == "token" and resources.token_parameter_arn
+        else {}
+    )
+    return {
         "Parameters": {
+            "SourceStreamArn": {
+                "Type": "String",
+                "Default": "",
+                "AllowedPattern": STREAM_ARN_PATTERN,
+                "Description": "Stream ARN of an existing table to relay; empty: create the table",
+            },
             "AlarmTopicArn": {
                 "Type": "String",
                 "Default": "",
@@ -239,26 +381,20 @@ def merge_template(stage: str, create_source_table: bool = False) -> dict[str, A
                 "MaxValue": 10000,
             },
         },
-        "Conditions": {"HasAlarmTopic": {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}},
+        "Conditions": {
+            "HasAlarmTopic": {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]},
+            "CreatesSourceTable": {"Fn::Equals": [{"Ref": "SourceStreamArn"}, ""]},
+        },
         "Resources": {
-            "Ingest": {"Properties": {"Events": {"IngestDynamodbEventSource": {"Properties": event_source}}}},
-            "DeadLetterQueue": _queue(names.dead_letter_queue, fifo=True),
-            "OutboxQueue": _queue(
-                names.queue,
-                fifo=True,
-                extra={
-                    "VisibilityTimeout": visibility,
-                    "RedrivePolicy": {
-                        "deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
-                        "maxReceiveCount": BACKSTOP_MAX_RECEIVE_COUNT,
-                    },
-                },
-            ),
-            "IngestFailureQueue": _queue(names.ingest_failure_queue, fifo=False),
+            **functions,
+            "SourceTable": _source_table(settings),
+            **_destination_resources(settings, visibility),
+            "IngestFailureQueue": _queue(_named("ingest-failures"), fifo=False),
             "LedgerTable": {
                 "Type": "AWS::DynamoDB::Table",
+                **RETAIN,
                 "Properties": {
-                    "TableName": names.ledger_table,
+                    "TableName": _named("ledger"),
                     "BillingMode": "PAY_PER_REQUEST",
                     "KeySchema": [{"AttributeName": "message_id", "KeyType": "HASH"}],
                     "AttributeDefinitions": [{"AttributeName": "message_id", "AttributeType": "S"}],
@@ -268,6 +404,7 @@ def merge_template(stage: str, create_source_table: bool = False) -> dict[str, A
             },
             "ApiKeyEncryptionKey": {
                 "Type": "AWS::KMS::Key",
+                **RETAIN,
                 "Properties": {
                     "Description": f"Encrypts Trickle's {stage} API key in SSM Parameter Store",
                     "EnableKeyRotation": True,
@@ -290,36 +427,11 @@ def merge_template(stage: str, create_source_table: bool = False) -> dict[str, A
             "ApiKeyEncryptionKeyAlias": {
                 "Type": "AWS::KMS::Alias",
                 "Properties": {
-                    "AliasName": f"alias/trickle-{stage}-api-key",
+                    "AliasName": {"Fn::Sub": "alias/${AWS::StackName}-api-key"},
                     "TargetKeyId": {"Ref": "ApiKeyEncryptionKey"},
                 },
             },
-            "DrainDecryptApiKey": _decrypt_policy("DecryptApiKey", "DrainRole", resources.parameter_arn),
-            **(
-                {
-                    "TokenAuthDecryptToken": _decrypt_policy(
-                        "DecryptOperatorToken", "TokenAuthRole", resources.token_parameter_arn
-                    )
-                }
-                if resources.token_parameter_arn
-                else {}
-            ),
-            "DeadLettersAlarm": _alarm(
-                "Trickle: messages in the dead-letter queue",
-                "AWS/SQS",
-                "ApproximateNumberOfMessagesVisible",
-                {"QueueName": names.dead_letter_queue},
-                "Maximum",
-                0,
-            ),
-            "OldestMessageAlarm": _alarm(
-                "Trickle: the oldest queued message is too old",
-                "AWS/SQS",
-                "ApproximateAgeOfOldestMessage",
-                {"QueueName": names.queue},
-                "Maximum",
-                0,
-            ),
+            **token_decrypt,
             "DrainErrorsAlarm": _alarm(
                 "Trickle: the drain failed",
                 "AWS/Lambda",
@@ -334,50 +446,64 @@ def merge_template(stage: str, create_source_table: bool = False) -> dict[str, A
                 "IteratorAge",
                 {"FunctionName": {"Ref": "Ingest"}},
                 "Maximum",
-                0,
+                {"Ref": "IteratorAgeAlarmMilliseconds"},
             ),
-            "Dashboard": _dashboard(stage, names, settings.destination.name),
-            **_archive_bucket(settings.archive_bucket),
+            "Dashboard": _dashboard(settings.destination.name),
+            "ResponseArchive": _archive_bucket(),
         },
         "Outputs": {
             "ApiKeyEncryptionKeyArn": {"Value": {"Fn::GetAtt": ["ApiKeyEncryptionKey", "Arn"]}},
-            "ApiKeyParameterArn": {
-                "Value": parameter_arn(
-                    names.api_key_parameter, resources.partition, resources.region, resources.account
-                )
+            "ApiKeyParameterArn": {"Value": resources.parameter_arn},
+            "PutApiKeyCommand": {
+                "Description": "Stores the destination's API key (run once after the first deploy)",
+                "Value": {
+                    "Fn::Sub": "aws ssm put-parameter --region ${AWS::Region} --name "
+                    + settings.destination.api_key_parameter
+                    + " --type SecureString --key-id alias/${AWS::StackName}-api-key"
+                    ' --value "$API_KEY" --overwrite'
+                },
             },
+            "QueueUrl": {"Value": {"Ref": "OutboxQueue"}},
+            "DeadLetterQueueUrl": {"Value": {"Ref": "DeadLetterQueue"}},
+            "LedgerTableName": {"Value": {"Ref": "LedgerTable"}},
+            "SourceStreamArn": {"Value": _stream_arn()},
+            "ResponseArchiveBucket": {"Value": {"Ref": "ResponseArchive"}},
         },
     }
-    alarms = template["Resources"]
-    alarms["OldestMessageAlarm"]["Properties"]["Threshold"] = {"Ref": "OldestMessageAlarmSeconds"}
-    alarms["IngestIteratorAgeAlarm"]["Properties"]["Threshold"] = {"Ref": "IteratorAgeAlarmMilliseconds"}
-    if create_source_table:
-        keys = [(names.partition_key, "HASH")] + ([(names.sort_key, "RANGE")] if names.sort_key else [])
-        alarms["SourceTable"] = {
-            "Type": "AWS::DynamoDB::Table",
-            "Properties": {
-                "TableName": names.table,
-                "BillingMode": "PAY_PER_REQUEST",
-                "KeySchema": [{"AttributeName": n, "KeyType": k} for n, k in keys],
-                "AttributeDefinitions": [{"AttributeName": n, "AttributeType": "S"} for n, _ in keys],
-                "StreamSpecification": {"StreamViewType": "NEW_AND_OLD_IMAGES"},
-            },
-        }
-    return template
+
+
+def package(stage: str, out: Path, region: str = "us-east-1") -> Path:
+    """Write `out/merge.json` and run `chalice package` with it; returns the packaged template.
+    (`region` only fills botocore's need for one: nothing regional reaches the template.)"""
+    out.mkdir(parents=True, exist_ok=True)
+    merge = out / "merge.json"
+    merge.write_text(json.dumps(merge_template(stage), indent=2) + "\n")
+    chalice = Path(sys.executable).parent / "chalice"
+    env = {"AWS_DEFAULT_REGION": region} | dict(os.environ) | PACKAGING_ENV
+    subprocess.run(
+        [str(chalice), "package", "--stage", stage, "--merge-template", str(merge), str(out / "pkg")],
+        cwd=PROJECT_DIR,
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    return out / "pkg" / "sam.json"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trickle_deploy.template", description=__doc__)
     parser.add_argument("--stage", required=True)
-    parser.add_argument("--create-source-table", action="store_true", help="also create the source table")
-    parser.add_argument("--out", type=Path, help="write here (default: stdout)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", type=Path, help="only write the merge template here")
+    target.add_argument(
+        "--package", type=Path, metavar="DIR", help="write DIR/merge.json, package into DIR/pkg"
+    )
     args = parser.parse_args(argv)
-    text = json.dumps(merge_template(args.stage, args.create_source_table), indent=2) + "\n"
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    else:
-        sys.stdout.write(text)
+    if args.package:
+        print(package(args.stage, args.package))
+        return 0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(merge_template(args.stage), indent=2) + "\n")
     return 0
 
 

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from trickle_deploy.bootstrap import main as bootstrap_main
 from trickle_deploy.bootstrap import provision, teardown
 from trickle_deploy.policies import function_policies
 from trickle_local import stage
@@ -48,3 +55,72 @@ def test_bootstrap_is_idempotent_and_teardown_removes_what_it_made(endpoint: Mot
         "trickle-dev-items"
     ]
     assert teardown(aws, env, source_table=True) == ["table trickle-dev-items"]
+
+
+REGION = "eu-west-3"
+
+
+def project_copy(dest: Path) -> Path:
+    """The Chalice project's config and policies, for commands that write them."""
+    (dest / ".chalice").mkdir(parents=True)
+    for path in (stage.PROJECT_DIR / ".chalice").glob("*.json"):
+        shutil.copy(path, dest / ".chalice" / path.name)
+    return dest
+
+
+def test_bootstrap_in_another_region_without_a_key_finishes_with_the_command_to_store_it(
+    endpoint: MotoEndpoint,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    endpoint.reset()
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    project = project_copy(tmp_path)
+    args = ["--stage", "dev", "--endpoint", endpoint.url, "--project-dir", str(project)]
+
+    assert bootstrap_main(args) == 0
+    first = capsys.readouterr().out
+    env = stage.stage_env("dev", project)
+    assert bootstrap_main(args) == 0  # idempotent: same resources, same config
+    assert stage.stage_env("dev", project) == env
+    assert "put-parameter" in capsys.readouterr().out  # still no key: still told how to finish
+
+    key = env["TRICKLE_API_KEY_KMS_KEY_ARN"]
+    assert key.startswith(f"arn:aws:kms:{REGION}:123456789012:key/")
+    assert (
+        f"aws ssm put-parameter --region {REGION} --name /trickle/dev/api-key --type SecureString"
+        f' --key-id {key} --value "$API_KEY" --overwrite'
+    ) in first
+    assert env["TRICKLE_STREAM_ARN"].startswith(
+        f"arn:aws:dynamodb:{REGION}:123456789012:table/trickle-dev-items/"
+    )
+    bucket = env["TRICKLE_ARCHIVE_BUCKET"]
+    assert bucket == f"trickle-dev-responses-123456789012-{REGION}"
+    aws = clients(endpoint.url)
+    assert aws["s3"].get_bucket_location(Bucket=bucket)["LocationConstraint"] == REGION
+    drain = json.loads((project / ".chalice" / "policy-dev-drain.json").read_text())
+    (archive,) = [s for s in drain["Statement"] if s["Sid"] == "ArchiveResponses"]
+    assert archive["Resource"] == [f"arn:aws:s3:::{bucket}/responses/*"]
+    assert not (project / ".chalice" / "policy-dev-token_auth.json").exists()  # IAM auth: no authorizer
+
+    # The operator stores the key as told; the drain's role may decrypt it through SSM.
+    aws["ssm"].put_parameter(Name="/trickle/dev/api-key", Value="k", Type="SecureString", KeyId=key)
+    assert bootstrap_main(args) == 0
+    assert "put-parameter" not in capsys.readouterr().out
+
+    assert bootstrap_main([*args, "--teardown"]) == 0
+    said = capsys.readouterr().out
+    assert "removed bucket " + bucket in said
+    assert "left: chalice delete --stage dev removes" in said
+    assert "left: table trickle-dev-items" in said
+    after = stage.stage_env("dev", project)
+    assert "TRICKLE_API_KEY_KMS_KEY_ARN" not in after  # nothing names the deleted key
+    drain = json.loads((project / ".chalice" / "policy-dev-drain.json").read_text())
+    assert [s for s in drain["Statement"] if s["Sid"] == "DecryptApiKeyThroughSsm"] == []
+    assert aws["sqs"].list_queues().get("QueueUrls", []) == []
+
+
+def test_a_template_stage_is_not_bootstrapped(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        bootstrap_main(["--stage", "prod", "--project-dir", str(project_copy(tmp_path))])

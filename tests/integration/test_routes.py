@@ -43,6 +43,8 @@ def test_a_submitted_message_is_delivered_and_its_response_archived(stack: Stack
     assert record["status"] == "delivered"
     assert record["attempts"] == 1
     assert record["last_status_code"] == 200
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in record["response_url"]  # SigV4, never SigV2
+    assert "Signature=" not in record["response_url"].replace("X-Amz-Signature=", "")
     archived = requests.get(record["response_url"], timeout=5)
     assert archived.status_code == 200
     assert archived.json()["body"] == '{"ok":true}'

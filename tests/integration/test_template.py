@@ -1,102 +1,178 @@
-"""The packaged deployment artifact: `chalice package --merge-template` output, checked as a real
-SAM template (cfn-lint) and for what Trickle promises about it."""
+"""The packaged deployment artifacts: `chalice package` output of every stage (with the merge template
+for prod), and what CloudFormation's SAM transform makes of it, checked as real templates (cfn-lint
+with its informational checks) and for what Trickle promises about them."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from deployment import BIN, package_stage, sam_transform, write
 
 from trickle_deploy.iam_check import packaged_policies
-from trickle_deploy.template import drain_timeout, visibility_for
-from trickle_local.stage import PROJECT_DIR, load_config
+from trickle_deploy.template import PACKAGING_ENV, drain_timeout, visibility_for
+from trickle_local.stage import load_config
 
-BIN = Path(sys.executable).parent
-
-
-def package(stage: str, out: Path, *flags: str) -> dict[str, Any]:
-    merge = out / "merge.json"
-    subprocess.run(
-        [sys.executable, "-m", "trickle_deploy.template", "--stage", stage, "--out", str(merge), *flags],
-        cwd=PROJECT_DIR,
-        check=True,
-    )
-    subprocess.run(
-        [str(BIN / "chalice"), "package", "--stage", stage, "--merge-template", str(merge), str(out / "pkg")],
-        cwd=PROJECT_DIR,
-        check=True,
-        capture_output=True,
-        env={"AWS_DEFAULT_REGION": "us-east-1", "PATH": str(BIN)},
-    )
-    return dict(json.loads((out / "pkg" / "sam.json").read_text()))
+# Only the translator's session sees this region; it must not leak into any template.
+TRANSFORM_REGION = "eu-south-2"
+ACCOUNT_LITERAL = re.compile(r"(?<!\d)\d{12}(?!\d)")
+REGION_LITERAL = re.compile(r"\b(?:us|eu|ap|sa|ca|me|af|il|mx|cn)-[a-z]+-\d\b")
+STATEFUL = ("AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::KMS::Key", "AWS::S3::Bucket")
 
 
-@pytest.fixture(
-    scope="module", params=[("prod", ("--create-source-table",)), ("dev", ())], ids=["prod", "dev"]
-)
-def packaged(
+@pytest.fixture(scope="module", params=["prod", "dev", "local"])
+def artifacts(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[str, Path, dict[str, Any]]:
-    stage, flags = request.param
+) -> Iterator[tuple[str, Path, dict[str, Any], dict[str, Any]]]:
+    """(stage, directory, packaged SAM template, transformed CloudFormation template)."""
+    stage = request.param
     out = tmp_path_factory.mktemp(stage)
-    return stage, out, package(stage, out, *flags)
+    sam = json.loads(package_stage(stage, out).read_text())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_DEFAULT_REGION", TRANSFORM_REGION)
+        cfn = sam_transform(sam)
+    write(cfn, out / "cfn.json")
+    yield stage, out, sam, cfn
 
 
-def test_cfn_lint_passes(packaged: tuple[str, Path, dict[str, Any]]) -> None:
-    _, out, _ = packaged
-    done = subprocess.run(
-        [str(BIN / "cfn-lint"), str(out / "pkg" / "sam.json")], capture_output=True, text=True
+@pytest.fixture(scope="module")
+def prod(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
+    out = tmp_path_factory.mktemp("prod-only")
+    sam = json.loads(package_stage("prod", out).read_text())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_DEFAULT_REGION", TRANSFORM_REGION)
+        return sam, sam_transform(sam)
+
+
+def test_cfn_lint_with_informational_checks_passes_both_templates(
+    artifacts: tuple[str, Path, dict[str, Any], dict[str, Any]],
+) -> None:
+    _, out, _, _ = artifacts
+    for path in (out / "pkg" / "sam.json", out / "cfn.json"):
+        done = subprocess.run(
+            [str(BIN / "cfn-lint"), "--include-checks", "I", "--", str(path)], capture_output=True, text=True
+        )
+        assert done.returncode == 0, (path.name, done.stdout + done.stderr)
+        assert "I3011" not in done.stdout
+
+
+def test_the_prod_templates_name_no_account_no_region_and_no_packaging_placeholder(
+    prod: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    for template in prod:
+        text = json.dumps(template)
+        assert ACCOUNT_LITERAL.findall(text) == []
+        assert REGION_LITERAL.findall(text) == []
+        assert "arn:aws:" not in text  # the partition comes from AWS::Partition
+        assert "amazonaws.com/" not in text  # queue URLs come from Ref
+        for value in PACKAGING_ENV.values():
+            assert value not in text
+
+
+def test_the_prod_stage_config_holds_no_resource_arn_or_url() -> None:
+    env = load_config()["stages"]["prod"]["environment_variables"]
+    assert [
+        k for k, v in env.items() if "arn:" in v or "amazonaws.com" in v or ACCOUNT_LITERAL.search(v)
+    ] == []
+    assert not set(env) & set(PACKAGING_ENV)
+
+
+def test_every_function_gets_its_resources_from_the_stack(
+    prod: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    sam, _ = prod
+    functions = {k: r for k, r in sam["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
+    assert set(functions) == {"Ingest", "Drain", "APIHandler"}  # IAM auth: no token authorizer
+    for name, function in functions.items():
+        variables = function["Properties"]["Environment"]["Variables"]
+        assert variables["TRICKLE_QUEUE_URL"] == {"Ref": "OutboxQueue"}, name
+        assert variables["TRICKLE_DLQ_URL"] == {"Ref": "DeadLetterQueue"}, name
+        assert variables["TRICKLE_LEDGER_TABLE"] == {"Ref": "LedgerTable"}, name
+        assert variables["TRICKLE_INGEST_FAILURE_QUEUE_URL"] == {"Ref": "IngestFailureQueue"}, name
+        assert variables["TRICKLE_ARCHIVE_BUCKET"] == {"Ref": "ResponseArchive"}, name
+        assert variables["TRICKLE_STREAM_ARN"]["Fn::If"][0] == "CreatesSourceTable", name
+    assert sam["Parameters"]["SourceStreamArn"]["Default"] == ""
+    assert re.match(sam["Parameters"]["SourceStreamArn"]["AllowedPattern"], "")
+    assert re.match(
+        sam["Parameters"]["SourceStreamArn"]["AllowedPattern"],
+        "arn:aws-cn:dynamodb:cn-north-1:111122223333:table/orders/stream/2026-01-01T00:00:00.000",
     )
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert sam["Resources"]["SourceTable"]["Condition"] == "CreatesSourceTable"
 
 
-def test_stream_event_source_has_what_chalice_cannot_set(packaged: tuple[str, Path, dict[str, Any]]) -> None:
-    stage, _, template = packaged
-    properties = template["Resources"]["Ingest"]["Properties"]["Events"]["IngestDynamodbEventSource"][
-        "Properties"
-    ]
+def test_stateful_resources_survive_the_stack(
+    artifacts: tuple[str, Path, dict[str, Any], dict[str, Any]],
+) -> None:
+    stage, _, sam, cfn = artifacts
+    for template in (sam, cfn):
+        stateful = {k: r for k, r in template["Resources"].items() if r["Type"] in STATEFUL}
+        if stage == "prod":
+            assert set(stateful) == {
+                "SourceTable",
+                "LedgerTable",
+                "OutboxQueue",
+                "DeadLetterQueue",
+                "IngestFailureQueue",
+                "ApiKeyEncryptionKey",
+                "ResponseArchive",
+            }
+        for name, resource in stateful.items():
+            assert resource.get("DeletionPolicy") == "Retain", name
+            assert resource.get("UpdateReplacePolicy") == "Retain", name
+
+
+def test_globally_named_resources_are_unique_per_account_and_region(
+    prod: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    sam, _ = prod
+    resources = sam["Resources"]
+    assert "BucketName" not in resources["ResponseArchive"]["Properties"]  # CloudFormation generates it
+    assert resources["Dashboard"]["Properties"]["DashboardName"] == {
+        "Fn::Sub": "${AWS::StackName}-${AWS::Region}"
+    }
+    for name in ("OutboxQueue", "DeadLetterQueue", "IngestFailureQueue"):
+        assert resources[name]["Properties"]["QueueName"]["Fn::Sub"].startswith("${AWS::StackName}-")
+
+
+def test_stream_event_source_has_what_chalice_cannot_set(prod: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    sam, cfn = prod
+    properties = sam["Resources"]["Ingest"]["Properties"]["Events"]["IngestDynamodbEventSource"]["Properties"]
     assert properties["BisectBatchOnFunctionError"] is True
     assert properties["MaximumRetryAttempts"] == {"Ref": "StreamRetryAttempts"}
     assert properties["MaximumRecordAgeInSeconds"] == 86_400
     destination = properties["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
-    assert (
-        "FifoQueue" not in template["Resources"][destination]["Properties"]
-    )  # Lambda needs a standard queue
-    env = load_config()["stages"][stage]["environment_variables"]
+    assert "FifoQueue" not in sam["Resources"][destination]["Properties"]  # Lambda needs a standard queue
+    env = load_config()["stages"]["prod"]["environment_variables"]
     partial = env.get("TRICKLE_PARTIAL_BATCH_RESPONSE", "false") == "true"
     assert ("FunctionResponseTypes" in properties) is partial
-    if stage == "prod":
-        assert properties["Stream"] == {"Fn::GetAtt": ["SourceTable", "StreamArn"]}
-    else:
-        assert properties["Stream"] == env["TRICKLE_STREAM_ARN"]
+    (mapping,) = [r for r in cfn["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    assert mapping["Properties"]["EventSourceArn"]["Fn::If"][0] == "CreatesSourceTable"
+    assert mapping["Properties"]["BisectBatchOnFunctionError"] is True
 
 
-def test_resources_carry_the_stage_names_and_a_derived_visibility(
-    packaged: tuple[str, Path, dict[str, Any]],
-) -> None:
-    stage, _, template = packaged
-    resources = template["Resources"]
+def test_the_queue_outlives_a_drain_holding_its_messages(prod: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    sam, _ = prod
     config = load_config()
-    env = config["stages"][stage]["environment_variables"]
-    outbox = resources["OutboxQueue"]["Properties"]
-    assert env["TRICKLE_QUEUE_URL"].endswith("/" + outbox["QueueName"])
-    assert env["TRICKLE_DLQ_URL"].endswith("/" + resources["DeadLetterQueue"]["Properties"]["QueueName"])
-    assert resources["LedgerTable"]["Properties"]["TableName"] == env["TRICKLE_LEDGER_TABLE"]
-    assert resources["LedgerTable"]["Properties"]["TimeToLiveSpecification"]["Enabled"] is True
-    assert outbox["VisibilityTimeout"] == visibility_for(drain_timeout(config, stage))
-    assert int(env["TRICKLE_VISIBILITY_TIMEOUT_SECONDS"]) == outbox["VisibilityTimeout"]
+    outbox = sam["Resources"]["OutboxQueue"]["Properties"]
+    assert outbox["VisibilityTimeout"] == visibility_for(drain_timeout(config, "prod"))
+    assert outbox["VisibilityTimeout"] > sam["Resources"]["Drain"]["Properties"]["Timeout"]
+    assert (
+        int(config["stages"]["prod"]["environment_variables"]["TRICKLE_VISIBILITY_TIMEOUT_SECONDS"])
+        == (outbox["VisibilityTimeout"])
+    )
     assert outbox["RedrivePolicy"]["maxReceiveCount"] >= 100
 
 
-def test_alarms_and_dashboard_are_in_the_template(packaged: tuple[str, Path, dict[str, Any]]) -> None:
-    _, _, template = packaged
+def test_alarms_and_dashboard_are_in_the_template(prod: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    sam, _ = prod
     alarms = {
         p["Properties"]["MetricName"]
-        for p in template["Resources"].values()
+        for p in sam["Resources"].values()
         if p.get("Type") == "AWS::CloudWatch::Alarm"
     }
     assert alarms == {
@@ -105,54 +181,69 @@ def test_alarms_and_dashboard_are_in_the_template(packaged: tuple[str, Path, dic
         "Errors",
         "IteratorAge",
     }
-    dashboards = [p for p in template["Resources"].values() if p.get("Type") == "AWS::CloudWatch::Dashboard"]
+    dashboards = [p for p in sam["Resources"].values() if p.get("Type") == "AWS::CloudWatch::Dashboard"]
     assert len(dashboards) == 1
 
 
-def test_the_response_archive_expires_what_it_keeps(packaged: tuple[str, Path, dict[str, Any]]) -> None:
-    stage, _, template = packaged
-    bucket = template["Resources"]["ResponseArchive"]["Properties"]
-    assert (
-        bucket["BucketName"]
-        == load_config()["stages"][stage]["environment_variables"]["TRICKLE_ARCHIVE_BUCKET"]
-    )
+def test_the_response_archive_expires_what_it_keeps(prod: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    sam, _ = prod
+    bucket = sam["Resources"]["ResponseArchive"]["Properties"]
     (rule,) = bucket["LifecycleConfiguration"]["Rules"]
     assert rule["Prefix"] == "responses/" and rule["ExpirationInDays"] > 0
     assert all(bucket["PublicAccessBlockConfiguration"].values())
 
 
 def test_kms_decrypt_is_limited_to_the_key_and_the_parameter(
-    packaged: tuple[str, Path, dict[str, Any]],
+    prod: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:
-    stage, _, template = packaged
-    policy = template["Resources"]["DrainDecryptApiKey"]["Properties"]
+    sam, _ = prod
+    policy = sam["Resources"]["DrainDecryptApiKey"]["Properties"]
     assert policy["Roles"] == [{"Ref": "DrainRole"}]
     (statement,) = policy["PolicyDocument"]["Statement"]
     assert statement["Action"] == "kms:Decrypt"
     assert statement["Resource"] == {"Fn::GetAtt": ["ApiKeyEncryptionKey", "Arn"]}
-    parameter = load_config()["stages"][stage]["environment_variables"]["TRICKLE_API_KEY_PARAMETER"]
-    assert statement["Condition"]["StringEquals"]["kms:EncryptionContext:PARAMETER_ARN"].endswith(
-        ":parameter" + parameter
-    )
+    parameter = load_config()["stages"]["prod"]["environment_variables"]["TRICKLE_API_KEY_PARAMETER"]
+    condition = statement["Condition"]["StringEquals"]
+    assert condition["kms:EncryptionContext:PARAMETER_ARN"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter" + parameter
+    }
+    assert condition["kms:ViaService"] == {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"}
 
 
-def test_roles_name_their_resources_never_star(packaged: tuple[str, Path, dict[str, Any]]) -> None:
-    _, _, template = packaged
-    for function, policy in packaged_policies(template).items():
+def test_roles_name_their_resources_never_star(
+    artifacts: tuple[str, Path, dict[str, Any], dict[str, Any]],
+) -> None:
+    _, _, sam, _ = artifacts
+    for function, policy in packaged_policies(sam).items():
         for statement in policy["Statement"]:
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             resources = (
                 statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
             )
             if any(a.split(":")[0] in ("sqs", "ssm", "dynamodb", "kms") for a in actions):
-                assert all(r != "*" and ":*:" not in r for r in resources), (function, statement)
+                assert all(json.dumps(r) != '"*"' and ":*:" not in json.dumps(r) for r in resources), (
+                    function,
+                    statement,
+                )
                 assert all(not a.endswith("*") for a in actions), (function, statement)
 
 
-def test_the_drain_runs_one_at_a_time(packaged: tuple[str, Path, dict[str, Any]]) -> None:
-    """Scheduled runs may outlast their interval; overlapping runs would each hold a rate limiter
-    and together exceed the destination's rate. Reserved concurrency 1 keeps one drain at a time."""
-    _, _, template = packaged
-    drain = template["Resources"]["Drain"]["Properties"]
-    assert drain["ReservedConcurrentExecutions"] == 1
+def test_token_auth_exists_only_in_stages_with_token_auth(
+    artifacts: tuple[str, Path, dict[str, Any], dict[str, Any]],
+) -> None:
+    stage, _, sam, _ = artifacts
+    token = load_config()["stages"][stage]["environment_variables"].get("TRICKLE_AUTH") == "token"
+    assert ("TokenAuth" in sam["Resources"]) is token
+    assert ("TokenAuthRole" in sam["Resources"]) is token
+
+
+def test_reserved_concurrency_is_an_option_not_a_requirement(
+    artifacts: tuple[str, Path, dict[str, Any], dict[str, Any]],
+) -> None:
+    """New accounts may have a concurrency quota of 10, all of it unreserved: a stage that reserves
+    any fails there. The run lease keeps drains from overlapping without it (test_run_lease.py)."""
+    stage, _, sam, _ = artifacts
+    drain = sam["Resources"]["Drain"]["Properties"]
+    assert "reserved_concurrency" not in load_config()["stages"][stage]["lambda_functions"]["drain"]
+    assert "ReservedConcurrentExecutions" not in drain
     assert [e["Type"] for e in drain["Events"].values()] == ["Schedule"]
