@@ -9,6 +9,7 @@ from chalicelib import wiring
 from chalicelib.auth import token_matches
 from chalicelib.dead_letters import RedriveFilter
 from chalicelib.logs import configure_logging
+from chalicelib.operations import dead_letter_query
 from chalicelib.submissions import SubmissionError, parse_submission
 
 settings = wiring.settings()
@@ -79,12 +80,10 @@ def message(message_id: str) -> dict[str, Any]:
 
 @app.route("/dead-letters", methods=["GET"], authorizer=operator)
 def dead_letters() -> dict[str, Any]:
-    query: Any = _request().query_params or {}
     try:
-        limit = int(query.get("limit", "10"))
-    except ValueError:
-        raise BadRequestError("limit must be a number") from None
-    return wiring.operations().dead_letters(limit, query.get("next"))
+        return wiring.operations().dead_letters(*dead_letter_query(_request().query_params or {}))
+    except ValueError as exc:
+        raise BadRequestError(str(exc)) from None
 
 
 @app.route("/dead-letters/redrive", methods=["POST"], authorizer=operator, content_types=["application/json"])

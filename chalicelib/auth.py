@@ -7,10 +7,12 @@ from collections.abc import Callable
 
 
 def token_matches(presented: str | None, expected: Callable[[], str]) -> bool:
-    """`Authorization: Bearer <token>` or the bare token; any failure to read the secret denies."""
+    """`Authorization: Bearer <token>` (the scheme in any case, RFC 7235) or the bare token; any
+    failure to read the secret denies."""
     if not presented:
         return False
-    token = presented.removeprefix("Bearer ").strip()
+    scheme, _, rest = presented.strip().partition(" ")
+    token = rest.strip() if scheme.lower() == "bearer" else presented.strip()
     try:
         secret = expected()
     except Exception:  # an unreadable secret must deny, never open the door or leak why

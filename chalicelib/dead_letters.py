@@ -16,9 +16,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from chalicelib import strict_json
 from chalicelib.fifo_queue import FifoQueue, ReceivedMessage
 from chalicelib.ledger import LedgerRecord
 from chalicelib.records import MESSAGE_ID_ATTRIBUTE, REASON_ATTRIBUTE, OutboundMessage
+from chalicelib.strict_json import sqs_text
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +32,14 @@ FIRST_ATTEMPT_ATTRIBUTE = "trickle-first-attempt-at"
 LAST_ATTEMPT_ATTRIBUTE = "trickle-last-attempt-at"
 REDRIVES_ATTRIBUTE = "trickle-redrives"
 REJECTED_AT_ATTRIBUTE = "trickle-rejected-at"
-
-
-_NOT_SQS_TEXT = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+MAX_FILTER_BYTES = 65_536
+MAX_FILTER_ENTRIES = 500
+GROUP_ID = re.compile(r"[!-~]{1,128}")  # what SQS accepts as a MessageGroupId
+MESSAGE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _sqs_text(value: str, limit: int) -> str:
-    """SQS refuses attribute values with characters outside its allowed set (control characters)."""
-    return _NOT_SQS_TEXT.sub("\ufffd", value)[:limit]
+    return sqs_text(value)[:limit]
 
 
 def _iso(epoch: float | None) -> str:
@@ -114,23 +116,38 @@ class RedriveFilter:
 
     @classmethod
     def from_request(cls, raw: bytes | str | None) -> tuple[RedriveFilter, dict[str, Any]]:
-        """`{}` (everything), `{"groups": [...]}` or `{"message_ids": [...]}`; errors say what is wrong."""
+        """`{}` (everything), `{"groups": [...]}` or `{"message_ids": [...]}`; errors say what is wrong.
+        Bounded, so the job note that keeps the filter always fits a DynamoDB item."""
+        data = (raw.encode() if isinstance(raw, str) else raw) or b"{}"
+        if len(data) > MAX_FILTER_BYTES:
+            raise ValueError(f"the body is {len(data)} bytes; the limit is {MAX_FILTER_BYTES}")
         try:
-            body = json.loads(raw or b"{}")
-        except ValueError as exc:
-            raise ValueError(f"the body is not valid JSON: {exc}") from exc
+            body = strict_json.loads(data)
+        except strict_json.JsonInputError as exc:
+            raise ValueError(str(exc)) from None
         if not isinstance(body, dict) or set(body) - {"groups", "message_ids"}:
             raise ValueError("the body may hold only 'groups' and 'message_ids', each a list of strings")
-        for name in ("groups", "message_ids"):
+        for name, valid, what in (
+            ("groups", GROUP_ID.fullmatch, "a message group id (1-128 printable ASCII characters)"),
+            ("message_ids", MESSAGE_ID.fullmatch, "a message id (a lowercase UUID)"),
+        ):
             value = body.get(name)
-            if value is not None and (
-                not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value)
-            ):
-                raise ValueError(f"'{name}' must be a non-empty list of strings")
+            if value is None:
+                continue
+            if not isinstance(value, list) or not 1 <= len(value) <= MAX_FILTER_ENTRIES:
+                raise ValueError(f"'{name}' must be a list of 1 to {MAX_FILTER_ENTRIES} strings")
+            for index, entry in enumerate(value):
+                if not isinstance(entry, str) or not valid(entry):
+                    shown = (
+                        json.dumps(entry, default=str)[:60]
+                        if isinstance(entry, str)
+                        else type(entry).__name__
+                    )
+                    raise ValueError(f"'{name}'[{index}] ({shown}) is not {what}")
         groups, ids = body.get("groups"), body.get("message_ids")
         return cls(set(groups) if groups else None, set(ids) if ids else None), {
-            "groups": groups,
-            "message_ids": ids,
+            "groups": sorted(set(groups)) if groups else None,
+            "message_ids": sorted(set(ids)) if ids else None,
         }
 
     def wants(self, message: ReceivedMessage) -> bool:

@@ -85,6 +85,9 @@ class Ingestor:
             raise IngestError(failures)
         unsent = {f.message.message_id for f in failures}
         queued = [m for m in built.messages if m.message_id not in unsent]
+        for rejected in built.rejected:  # listed like every dead letter; a failed write fails the batch
+            if rejected.message_id not in unsent:
+                self._ledger.record_dead(rejected.message_id, rejected.group_id, rejected.reason)
         self._record_queued(queued)
         report = IngestReport(
             len(records),

@@ -2,7 +2,11 @@
 per receive: messages behind a failing head are received without being tried), and a message already
 delivered is never sent again (a drain that died between the 2xx and the delete, an SQS redelivery, a
 stream replay after SQS's 5-minute deduplication window). A drain reads a round's records in one
-call and writes its deliveries in one call before deleting them; failures are written one by one."""
+call and writes its deliveries in one call before deleting them; failures are written one by one.
+
+Dead records carry `dead_destination` and `dead_key` (`<dead at, ISO UTC>#<message id>`), the keys of
+the sparse index `dead-letters`: operators page through a destination's dead letters from there, in
+the order they died, without touching the dead-letter queue."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import random
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -38,6 +43,8 @@ class LedgerRecord:
     last_attempt_at: float | None = None
     updated_at: float | None = None
     dead_copy: str = ""
+    dead_key: str = ""
+    rejected_at_ingest: bool = False
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> LedgerRecord:
@@ -56,6 +63,8 @@ class LedgerRecord:
             last_attempt_at=number("last_attempt_at"),
             updated_at=number("updated_at"),
             dead_copy=item.get("dead_copy", {}).get("S", ""),
+            dead_key=item.get(DEAD_SORT_KEY, {}).get("S", ""),
+            rejected_at_ingest=item.get("dead_origin", {}).get("S") == "ingest",
         )
 
     def to_item(self, expires_at: int) -> dict[str, Any]:
@@ -89,7 +98,44 @@ class LedgerRecord:
             "first_attempt_at": self.first_attempt_at,
             "last_attempt_at": self.last_attempt_at,
             "updated_at": self.updated_at,
+            "dead_at": dead_at(self.dead_key),
         }
+
+
+DEAD_INDEX = "dead-letters"
+DEAD_PARTITION_KEY = "dead_destination"
+DEAD_SORT_KEY = "dead_key"
+
+
+def table_definition() -> dict[str, Any]:
+    """The ledger's key and its dead-letter index, as both CreateTable and CloudFormation take them."""
+    return {
+        "KeySchema": [{"AttributeName": "message_id", "KeyType": "HASH"}],
+        "AttributeDefinitions": [
+            {"AttributeName": name, "AttributeType": "S"}
+            for name in ("message_id", DEAD_PARTITION_KEY, DEAD_SORT_KEY)
+        ],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": DEAD_INDEX,
+                "KeySchema": [
+                    {"AttributeName": DEAD_PARTITION_KEY, "KeyType": "HASH"},
+                    {"AttributeName": DEAD_SORT_KEY, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    }
+
+
+def dead_key(now: float, message_id: str) -> str:
+    """Sorts by the time a message died; the message id makes it unique."""
+    moment = datetime.fromtimestamp(now, tz=UTC).isoformat(timespec="milliseconds")
+    return f"{moment.replace('+00:00', 'Z')}#{message_id}"
+
+
+def dead_at(key: str) -> str | None:
+    return key.split("#", 1)[0] if key else None
 
 
 class Verdict(enum.Enum):
@@ -140,12 +186,16 @@ class Ledger:
         client: Any,
         table: str,
         ttl_s: int,
+        *,
+        destination: str,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """`destination` is the one whose messages this ledger settles: dead records are indexed under it."""
         self._client = client
         self.table = table
         self._ttl_s = ttl_s
+        self._destination = destination
         self._clock = clock
         self._sleep = sleep
 
@@ -230,7 +280,7 @@ class Ledger:
                 Key=self._key(message_id),
                 UpdateExpression=(
                     "SET #status = :queued, attempts = :zero, updated_at = :now, expires_at = :expires"
-                    " REMOVE dead_copy, first_attempt_at"
+                    f" REMOVE dead_copy, first_attempt_at, {DEAD_PARTITION_KEY}, {DEAD_SORT_KEY}"
                 ),
                 ConditionExpression="#status = :dead",
                 ExpressionAttributeNames={"#status": "status"},
@@ -280,6 +330,10 @@ class Ledger:
         if dead_copy:
             values[":copy"] = {"S": dead_copy}
             update += ", dead_copy = :copy"
+        if status is Status.DEAD:
+            values[":dest"] = {"S": self._destination}
+            values[":dead"] = {"S": dead_key(float(values[":now"]["N"]), message_id)}
+            update += f", {DEAD_PARTITION_KEY} = :dest, {DEAD_SORT_KEY} = :dead"
         update += " ADD attempts :one"
         response = self._client.update_item(
             TableName=self.table,
@@ -290,6 +344,56 @@ class Ledger:
             ReturnValues="ALL_NEW",
         )
         return LedgerRecord.from_item(response["Attributes"])
+
+    def record_dead(self, message_id: str, group_id: str, reason: str) -> None:
+        """A record rejected at ingest (undecodable, oversize): never queued, so it has no record yet;
+        this one makes its dead letter listable. A record that exists already is left alone."""
+        stamp = self._stamp()
+        try:
+            self._client.put_item(
+                TableName=self.table,
+                Item={
+                    **self._key(message_id),
+                    "status": {"S": Status.DEAD.value},
+                    "group_id": {"S": group_id},
+                    "attempts": {"N": "0"},
+                    "last_error": {"S": reason[:500] or "rejected at ingest"},
+                    "dead_origin": {"S": "ingest"},
+                    DEAD_PARTITION_KEY: {"S": self._destination},
+                    DEAD_SORT_KEY: {"S": dead_key(float(stamp[":now"]["N"]), message_id)},
+                    "updated_at": stamp[":now"],
+                    "expires_at": stamp[":expires"],
+                },
+                ConditionExpression="attribute_not_exists(message_id)",
+            )
+        except ClientError as exc:
+            if not _conditional(exc):
+                raise
+
+    def dead_page(self, destination: str, limit: int, after: str | None) -> tuple[list[LedgerRecord], bool]:
+        """Up to `limit` dead records of `destination` in the order they died, starting after the
+        dead key `after`; and whether more follow. Reads the sparse index only (eventually
+        consistent: a message dead-lettered a moment ago may show on the next call)."""
+        condition = f"{DEAD_PARTITION_KEY} = :dest"
+        values: dict[str, Any] = {":dest": {"S": destination}}
+        if after is not None:
+            condition += f" AND {DEAD_SORT_KEY} > :after"
+            values[":after"] = {"S": after}
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": DEAD_INDEX,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+            "Limit": limit + 1,
+        }
+        found: list[LedgerRecord] = []
+        while len(found) <= limit:
+            response = self._client.query(**request)
+            found += [LedgerRecord.from_item(item) for item in response.get("Items", [])]
+            if "LastEvaluatedKey" not in response:
+                break
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return found[:limit], len(found) > limit
 
     def set_status(self, message_id: str, status: Status, reset_attempts: bool = False) -> None:
         """An operator's decision (retry a halted message, skip it)."""

@@ -1,22 +1,76 @@
-"""What the operator routes do: status, delivery lookups, dead-letter peeks and redrive jobs, and
+"""What the operator routes do: status, delivery lookups, dead-letter pages and redrive jobs, and
 direct submissions. Returns plain dicts; app.py maps errors to HTTP answers."""
 
 from __future__ import annotations
 
 import base64
+import binascii
+import json
+import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from chalicelib.archive import ResponseArchive
 from chalicelib.dead_letters import RedriveFilter, Redriver
-from chalicelib.fifo_queue import FifoQueue, ReceivedMessage
-from chalicelib.ledger import Ledger, Notes, Status, redrive_note_key, run_note_key
+from chalicelib.fifo_queue import FifoQueue
+from chalicelib.ledger import Ledger, LedgerRecord, Notes, Status, dead_at, redrive_note_key, run_note_key
 from chalicelib.submissions import Submission
 
-PEEK_VISIBILITY_S = 5
 MAX_PAGE = 50
+_CURSOR_VERSION = 1
+_CURSOR_CHARS = re.compile(r"[A-Za-z0-9_-]{1,400}")
+_DEAD_KEY = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z#[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)
+
+
+class CursorError(ValueError):
+    """A `next` the API did not issue (or issued for another destination)."""
+
+    def __init__(self) -> None:
+        super().__init__("next is not a cursor this API issued; leave it out to start from the first page")
+
+
+def dead_letter_query(query: Mapping[str, str]) -> tuple[int, str | None, str | None]:
+    """`?limit=N&next=T&destination=D` -> (limit, next, destination); ValueError says what to fix."""
+    unknown = sorted(set(query) - {"limit", "next", "destination"})
+    if unknown:
+        shown = ", ".join(json.dumps(name)[:40] for name in unknown[:5])
+        raise ValueError(f"unknown parameter(s): {shown}; allowed: limit, next, destination")
+    limit = query.get("limit", "10")
+    if not (limit.isascii() and limit.isdigit() and len(limit) <= 3):
+        raise ValueError(f"limit must be a whole number from 1 to {MAX_PAGE}")
+    return int(limit), query.get("next"), query.get("destination")
+
+
+def encode_cursor(destination: str, after: str) -> str:
+    """Opaque to callers: base64url (unpadded) of a small JSON document naming where a page ended."""
+    document = json.dumps({"v": _CURSOR_VERSION, "d": destination, "k": after}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(document.encode()).decode().rstrip("=")
+
+
+def decode_cursor(token: str, destination: str) -> str:
+    """The dead key a page starts after; anything but a cursor `encode_cursor` made for
+    `destination` is a CursorError (checked strictly: characters, length, JSON shape, key form)."""
+    if not _CURSOR_CHARS.fullmatch(token):
+        raise CursorError()
+    try:
+        document = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError):
+        raise CursorError() from None
+    if (
+        not isinstance(document, dict)
+        or set(document) != {"v", "d", "k"}
+        or type(document["v"]) is not int
+        or document["v"] != _CURSOR_VERSION
+        or document["d"] != destination
+        or not isinstance(document["k"], str)
+        or not _DEAD_KEY.fullmatch(document["k"])
+    ):
+        raise CursorError()
+    return document["k"]
 
 
 def is_message_id(value: str) -> bool:
@@ -91,33 +145,23 @@ class Operations:
             answer["response_url"] = self._archive.url(message_id)
         return answer
 
-    def dead_letters(self, limit: int, page_token: str | None) -> dict[str, Any]:
-        """A page of dead letters, oldest groups first, without consuming them: they are read with
-        a short visibility and released at once (FIFO returns a group only while none of it is in
-        flight, so a page is read whole before anything is released)."""
-        limit = max(1, min(MAX_PAGE, limit))
-        skip = int(base64.urlsafe_b64decode(page_token.encode()).decode()) if page_token else 0
-        seen: list[ReceivedMessage] = []
-        while len(seen) < skip + limit:
-            batch = self._dead_letters.receive(10, PEEK_VISIBILITY_S)
-            if not batch:
-                break
-            seen += batch
-        self._dead_letters.change_visibility([(m, 0) for m in seen])
-        page = seen[skip : skip + limit]
-        more = len(seen) > skip + limit
+    def dead_letters(
+        self, limit: int, page_token: str | None, destination: str | None = None
+    ) -> dict[str, Any]:
+        """A page of a destination's dead letters in the order they died, from the ledger's dead-letter
+        index: the queue is not touched, so listing never hides a message from a redrive or the
+        drain, and `next` stays valid however long the caller waits."""
+        destination = destination or self._destination
+        if destination != self._destination:
+            raise ValueError(f"destination must be one of: {self._destination}")
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be a whole number from 1 to {MAX_PAGE}")
+        after = decode_cursor(page_token, destination) if page_token is not None else None
+        records, more = self._ledger.dead_page(destination, limit, after)
         return {
-            "dead_letters": [
-                {
-                    "message_id": m.message_id,
-                    "group_id": m.group_id,
-                    "reason": m.attributes.get("trickle-reason", ""),
-                    "attributes": dict(m.attributes),
-                    "body": m.body,
-                }
-                for m in page
-            ],
-            "next": base64.urlsafe_b64encode(str(skip + limit).encode()).decode() if more else None,
+            "destination": destination,
+            "dead_letters": [_dead_letter(record) for record in records],
+            "next": encode_cursor(destination, records[-1].dead_key) if more else None,
         }
 
     def start_redrive(
@@ -159,3 +203,18 @@ class Operations:
         job["state"] = "running" if report.interrupted else "done"
         self._notes.save(redrive_note_key(job["id"]), job)
         return job
+
+
+def _dead_letter(record: LedgerRecord) -> dict[str, Any]:
+    return {
+        "message_id": record.message_id,
+        "group_id": record.group_id,
+        "reason": record.last_error,
+        "dead_at": dead_at(record.dead_key),
+        "attempts": record.attempts,
+        "last_status_code": record.last_status_code,
+        "first_attempt_at": record.first_attempt_at,
+        "last_attempt_at": record.last_attempt_at,
+        "redrivable": not record.rejected_at_ingest,
+        "status_url": f"/messages/{record.message_id}",
+    }

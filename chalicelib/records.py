@@ -1,7 +1,9 @@
 """Stream records to queue messages: pure decisions, no I/O.
 
 DynamoDB numbers carry up to 38 digits, so they never pass through a float: integers become JSON
-integers and other numbers are written with exactly the digits DynamoDB stored.
+integers and other numbers are written with exactly the digits DynamoDB stored. What strict JSON
+cannot carry (NaN, Infinity, numbers beyond a double, lone surrogates, nesting deeper than DynamoDB
+allows) is refused with the path of the value, never sent.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from boto3.dynamodb.types import Binary, TypeDeserializer
 
 from chalicelib.settings import Settings
+from chalicelib.strict_json import MAX_DEPTH, JsonInputError, check_json, child_path, sqs_text
 
 JsonValue = Any
 ENVELOPE_VERSION = 1
@@ -77,16 +80,18 @@ def _unbase64(value: Any) -> bytes:
     return base64.b64decode(value, validate=True)
 
 
-def _lambda_to_boto(av: Mapping[str, Any]) -> Mapping[str, Any]:
+def _lambda_to_boto(av: Mapping[str, Any], depth: int = 0) -> Mapping[str, Any]:
     """Lambda events carry binary as base64 text; TypeDeserializer wants bytes."""
+    if depth > MAX_DEPTH:
+        raise RecordError(f"an attribute is nested more than {MAX_DEPTH} levels deep")
     if "B" in av:
         return {"B": _unbase64(av["B"])}
     if "BS" in av:
         return {"BS": [_unbase64(v) for v in av["BS"]]}
     if "M" in av:
-        return {"M": {k: _lambda_to_boto(v) for k, v in av["M"].items()}}
+        return {"M": {k: _lambda_to_boto(v, depth + 1) for k, v in av["M"].items()}}
     if "L" in av:
-        return {"L": [_lambda_to_boto(v) for v in av["L"]]}
+        return {"L": [_lambda_to_boto(v, depth + 1) for v in av["L"]]}
     return av
 
 
@@ -119,32 +124,51 @@ def _deserialize(av: Any) -> Any:
     return _DESERIALIZER.deserialize(boto_shaped)
 
 
-def decode_image(image: Mapping[str, Any]) -> dict[str, JsonValue]:
-    """A DynamoDB image from a Lambda event -> plain JSON value, losing nothing."""
+def decode_image(image: Mapping[str, Any], path: str = "item") -> dict[str, JsonValue]:
+    """A DynamoDB image from a Lambda event -> plain JSON value, losing nothing; a value strict JSON
+    cannot carry is a RecordError naming it."""
+    decoded: dict[str, JsonValue] = {}
     try:
-        return {name: _plain(_deserialize(av)) for name, av in image.items()}
-    except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as exc:
-        raise RecordError(f"undecodable attribute value: {exc}") from exc
+        attributes = list(image.items())
+    except AttributeError as exc:
+        raise RecordError(f"{path} is not a map of attributes") from exc
+    for name, av in attributes:
+        try:
+            decoded[name] = _plain(_deserialize(av))
+        except RecordError as exc:
+            raise RecordError(f"{child_path(path, name)}: {exc}") from None
+        except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as exc:
+            raise RecordError(f"{child_path(path, name)}: undecodable attribute value: {exc}") from exc
+    try:
+        check_json(decoded, path)
+    except JsonInputError as exc:
+        raise RecordError(str(exc)) from None
+    return decoded
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON in which Decimals appear as exact JSON numbers (json would need a float)."""
+    """Compact JSON in which Decimals appear as exact JSON numbers (json would need a float).
+    U+FFFE and U+FFFF, which SQS refuses in a body, are written as escapes (the same JSON value)."""
+    return _dumps(value).replace("\ufffe", "\\ufffe").replace("\uffff", "\\uffff")
+
+
+def _dumps(value: Any) -> str:
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, dict):
         return (
             "{"
-            + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{dumps(v)}" for k, v in value.items())
+            + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{_dumps(v)}" for k, v in value.items())
             + "}"
         )
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(dumps(v) for v in value) + "]"
-    return json.dumps(value, ensure_ascii=False)
+        return "[" + ",".join(_dumps(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 
 def message_id_for(table: str, event_id: str) -> str:
     """Stable across Lambda retries and stream replays of the same record."""
-    return str(uuid.uuid5(_NAMESPACE, f"{table}/{event_id}"))
+    return str(uuid.uuid5(_NAMESPACE, _valid_unicode(f"{table}/{event_id}")))
 
 
 def group_id_for(settings: Settings, keys: Mapping[str, JsonValue]) -> str:
@@ -161,7 +185,11 @@ def safe_group_id(raw: str) -> str:
     """SQS allows 128 printable ASCII characters; anything else is hashed, stably."""
     if _GROUP_ID_SAFE.fullmatch(raw):
         return raw
-    return "h-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
+    return "h-" + hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def _valid_unicode(text: str) -> str:
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def _iso_utc(epoch: Any) -> str:
@@ -172,6 +200,8 @@ def _iso_utc(epoch: Any) -> str:
 def build_message(record: Mapping[str, Any], settings: Settings) -> OutboundMessage | RejectedRecord | None:
     """One Lambda stream record -> a message, a rejection with its reason, or None if not relayed."""
     ddb = record.get("dynamodb") or {}
+    if not isinstance(ddb, Mapping):
+        ddb = {}
     event_id = str(record.get("eventID") or "")
     sequence = str(ddb.get("SequenceNumber") or "")
     event_name = record.get("eventName")
@@ -180,16 +210,18 @@ def build_message(record: Mapping[str, Any], settings: Settings) -> OutboundMess
     table = settings.table_name
     message_id = message_id_for(table, event_id or sequence)
     raw_keys = ddb.get("Keys") or {}
+    key_error = ""
     try:
-        keys = decode_image(raw_keys)
-    except RecordError:
-        keys = {}
+        keys = decode_image(raw_keys, "keys")
+    except RecordError as exc:
+        keys, key_error = {}, f": {exc}"
     group_id = _fallback_group(settings, keys)
     try:
         if not event_id or not sequence:
             raise RecordError("record has no eventID or SequenceNumber")
+        check_json([event_id, sequence], "eventID/SequenceNumber")
         if not keys:
-            raise RecordError("record has no decodable Keys")
+            raise RecordError(f"record has no decodable Keys{key_error}")
         group_id = group_id_for(settings, keys)
         new_image = ddb.get("NewImage")
         if new_image is None and event_name != "REMOVE":
@@ -209,8 +241,8 @@ def build_message(record: Mapping[str, Any], settings: Settings) -> OutboundMess
             "keys": keys,
             "item": decode_image(new_image) if new_image is not None else None,
         }
-    except (RecordError, ValueError, TypeError, OverflowError) as exc:
-        return RejectedRecord(message_id, group_id, sequence, keys, str(exc))
+    except (RecordError, ValueError, TypeError, OverflowError, OSError) as exc:
+        return RejectedRecord(message_id, group_id, _valid_unicode(sequence), keys, str(exc))
     message = OutboundMessage(
         message_id=message_id,
         group_id=group_id,
@@ -259,15 +291,17 @@ def build_messages(records: Iterable[Mapping[str, Any]], settings: Settings) -> 
 
 def rejection_message(rejected: RejectedRecord, settings: Settings) -> OutboundMessage:
     """A dead-letter entry for a record that cannot be queued: its keys and reason, no item."""
-    body = dumps(
-        {
-            "version": ENVELOPE_VERSION,
-            "message_id": rejected.message_id,
-            "rejected_at": "ingest",
-            "reason": rejected.reason,
-            "source": {"table": settings.table_name, "sequence_number": rejected.sequence_number},
-            "keys": rejected.keys,
-        }
+    body = sqs_text(
+        dumps(
+            {
+                "version": ENVELOPE_VERSION,
+                "message_id": rejected.message_id,
+                "rejected_at": "ingest",
+                "reason": rejected.reason,
+                "source": {"table": settings.table_name, "sequence_number": rejected.sequence_number},
+                "keys": rejected.keys,
+            }
+        )
     )
     return OutboundMessage(
         message_id=rejected.message_id,
@@ -277,7 +311,7 @@ def rejection_message(rejected: RejectedRecord, settings: Settings) -> OutboundM
         attributes={
             MESSAGE_ID_ATTRIBUTE: rejected.message_id,
             DESTINATION_ATTRIBUTE: settings.destination.name,
-            REASON_ATTRIBUTE: rejected.reason[:1024],
+            REASON_ATTRIBUTE: sqs_text(rejected.reason)[:1024] or "unknown",
             "trickle-rejected-at": "ingest",
         },
         sequence_number=rejected.sequence_number,

@@ -3,13 +3,12 @@ POSTs a JSON message; it joins the same queue, ledger and drain as stream items.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
+from chalicelib import strict_json
 from chalicelib.records import (
     DESTINATION_ATTRIBUTE,
     ENVELOPE_VERSION,
@@ -19,6 +18,7 @@ from chalicelib.records import (
     safe_group_id,
 )
 from chalicelib.settings import Settings
+from chalicelib.strict_json import JsonInputError
 
 _SUBMIT_NAMESPACE = uuid.UUID("0b1f5a57-9d8e-4a56-9a0f-5d6c1e1a7a11")
 ALLOWED_FIELDS = frozenset({"item", "group", "idempotency_key"})
@@ -43,9 +43,9 @@ def parse_submission(raw: bytes | str | None, settings: Settings, now: datetime 
     if len(data) > settings.submit_max_bytes:
         raise SubmissionError(f"the body is {len(data)} bytes; the limit is {settings.submit_max_bytes}")
     try:
-        body = json.loads(data, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SubmissionError(f"the body is not valid JSON: {exc}") from exc
+        body = strict_json.loads(data)
+    except JsonInputError as exc:
+        raise SubmissionError(str(exc)) from None
     if not isinstance(body, dict):
         raise SubmissionError("the body must be a JSON object")
     unknown = sorted(set(body) - ALLOWED_FIELDS)
@@ -56,6 +56,10 @@ def parse_submission(raw: bytes | str | None, settings: Settings, now: datetime 
     item = body.get("item")
     if not isinstance(item, dict) or not item:
         raise SubmissionError("'item' must be a non-empty JSON object")
+    try:
+        strict_json.check_json(body, "body")
+    except JsonInputError as exc:
+        raise SubmissionError(str(exc).removeprefix("body.")) from None
     group = _optional_text(body, "group")
     key = _optional_text(body, "idempotency_key")
     message_id = str(uuid.uuid5(_SUBMIT_NAMESPACE, key) if key else uuid.uuid4())

@@ -56,7 +56,7 @@ def dead_letters() -> FifoQueue:
 @functools.cache
 def ledger() -> Ledger:
     s = settings()
-    return Ledger(client("dynamodb"), s.ledger_table, s.ledger_ttl_s)
+    return Ledger(client("dynamodb"), s.ledger_table, s.ledger_ttl_s, destination=s.destination.name)
 
 
 @functools.cache

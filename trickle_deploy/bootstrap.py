@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 from botocore.exceptions import ClientError
 
+from chalicelib.ledger import DEAD_INDEX, table_definition
 from chalicelib.settings import table_name_from_stream_arn
 
 # The queue's own receive limit is a backstop only; Trickle counts real attempts itself.
@@ -76,17 +77,21 @@ def ensure_table(dynamodb: Any, names: StageNames) -> str:
 
 
 def ensure_ledger(dynamodb: Any, names: StageNames) -> None:
-    """The delivery ledger: one record per message id, expiring through DynamoDB TTL."""
+    """The delivery ledger: one record per message id, expiring through DynamoDB TTL, with its
+    dead-letter index (added to a ledger made before it had one)."""
+    definition = table_definition()
     try:
-        dynamodb.describe_table(TableName=names.ledger_table)
+        table = dynamodb.describe_table(TableName=names.ledger_table)["Table"]
     except dynamodb.exceptions.ResourceNotFoundException:
-        dynamodb.create_table(
-            TableName=names.ledger_table,
-            KeySchema=[{"AttributeName": "message_id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "message_id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        dynamodb.create_table(TableName=names.ledger_table, BillingMode="PAY_PER_REQUEST", **definition)
         dynamodb.get_waiter("table_exists").wait(TableName=names.ledger_table)
+    else:
+        if DEAD_INDEX not in {index["IndexName"] for index in table.get("GlobalSecondaryIndexes", [])}:
+            dynamodb.update_table(
+                TableName=names.ledger_table,
+                AttributeDefinitions=definition["AttributeDefinitions"],
+                GlobalSecondaryIndexUpdates=[{"Create": definition["GlobalSecondaryIndexes"][0]}],
+            )
     ttl = dynamodb.describe_time_to_live(TableName=names.ledger_table)["TimeToLiveDescription"]
     if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
         dynamodb.update_time_to_live(

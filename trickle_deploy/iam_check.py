@@ -40,7 +40,8 @@ def call_resource(service: str, params: Mapping[str, Any], region: str, account:
         tables = [params["TableName"]] if "TableName" in params else list(params["RequestItems"])
         if len(tables) != 1:
             raise ValueError(f"one table per call expected, got {tables}")
-        return f"arn:aws:dynamodb:{region}:{account}:table/{tables[0]}"
+        index = f"/index/{params['IndexName']}" if "IndexName" in params else ""
+        return f"arn:aws:dynamodb:{region}:{account}:table/{tables[0]}{index}"
     raise ValueError(f"no resource rule for {service}")
 
 

@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(redrive(sqs, env, wanted, use_move_task=not args.copy).as_dict()))
         return 0
     settings = load_settings(env)
-    ledger = Ledger(dynamodb, settings.ledger_table, settings.ledger_ttl_s)
+    ledger = Ledger(
+        dynamodb, settings.ledger_table, settings.ledger_ttl_s, destination=settings.destination.name
+    )
     record = ledger.get(args.message_id)
     if record is None or record.status is not Status.HALTED:
         print(

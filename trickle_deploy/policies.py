@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from chalicelib.ledger import DEAD_INDEX
+
 CHALICE_DIR = Path(__file__).resolve().parent.parent / ".chalice"
 
 # botocore operation -> the IAM action that authorises it (only those Trickle calls).
@@ -35,6 +37,7 @@ ACTIONS: dict[tuple[str, str], str] = {
     ("dynamodb", "DeleteItem"): "dynamodb:DeleteItem",
     ("dynamodb", "BatchGetItem"): "dynamodb:BatchGetItem",
     ("dynamodb", "BatchWriteItem"): "dynamodb:BatchWriteItem",
+    ("dynamodb", "Query"): "dynamodb:Query",
     ("s3", "PutObject"): "s3:PutObject",
     ("s3", "GetObject"): "s3:GetObject",
     ("sqs", "StartMessageMoveTask"): "sqs:StartMessageMoveTask",
@@ -52,6 +55,7 @@ class StageResources:
     queue_arn: Arn
     dlq_arn: Arn
     ledger_arn: Arn
+    dead_index_arn: Arn
     ingest_failure_queue_arn: Arn
     parameter_arn: Arn
     ssm_service: Arn
@@ -102,6 +106,7 @@ def template_resources(env: Mapping[str, str]) -> StageResources:
         queue_arn={"Fn::GetAtt": ["OutboxQueue", "Arn"]},
         dlq_arn={"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
         ledger_arn={"Fn::GetAtt": ["LedgerTable", "Arn"]},
+        dead_index_arn=_sub(f"${{LedgerTable.Arn}}/index/{DEAD_INDEX}"),
         ingest_failure_queue_arn={"Fn::GetAtt": ["IngestFailureQueue", "Arn"]},
         parameter_arn=_arn("ssm", "parameter/" + env["TRICKLE_API_KEY_PARAMETER"].lstrip("/")),
         ssm_service=_sub("ssm.${AWS::Region}.amazonaws.com"),
@@ -123,6 +128,9 @@ def stage_resources(env: Mapping[str, str]) -> StageResources:
         queue_arn=queue_arn(env["TRICKLE_QUEUE_URL"], partition, region),
         dlq_arn=queue_arn(env["TRICKLE_DLQ_URL"], partition, region),
         ledger_arn=f"arn:{partition}:dynamodb:{region}:{account}:table/{env['TRICKLE_LEDGER_TABLE']}",
+        dead_index_arn=(
+            f"arn:{partition}:dynamodb:{region}:{account}:table/{env['TRICKLE_LEDGER_TABLE']}/index/{DEAD_INDEX}"
+        ),
         ingest_failure_queue_arn=queue_arn(env["TRICKLE_INGEST_FAILURE_QUEUE_URL"], partition, region),
         parameter_arn=parameter_arn(env["TRICKLE_API_KEY_PARAMETER"], partition, region, account),
         ssm_service=f"ssm.{region}.amazonaws.com",
@@ -240,6 +248,7 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                     [r.dlq_arn],
                 ),
                 _statement("Ledger", ["dynamodb:GetItem", "dynamodb:PutItem"], [r.ledger_arn]),
+                _statement("ListDeadLetters", ["dynamodb:Query"], [r.dead_index_arn]),
                 *(
                     [_statement("PresignResponses", ["s3:GetObject"], [r.archive_objects_arn])]
                     if r.archive_objects_arn

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from chalicelib.ledger import table_definition
 from chalicelib.settings import Settings, load_settings
 from trickle_deploy.bootstrap import ARCHIVE_RETENTION_DAYS, BACKSTOP_MAX_RECEIVE_COUNT, RETENTION_S
 from trickle_deploy.policies import is_template_stage, template_resources
@@ -396,8 +397,7 @@ def merge_template(stage: str) -> dict[str, Any]:
                 "Properties": {
                     "TableName": _named("ledger"),
                     "BillingMode": "PAY_PER_REQUEST",
-                    "KeySchema": [{"AttributeName": "message_id", "KeyType": "HASH"}],
-                    "AttributeDefinitions": [{"AttributeName": "message_id", "AttributeType": "S"}],
+                    **table_definition(),
                     "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": True},
                     "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
                 },

@@ -133,6 +133,34 @@ def test_oversize_and_undecodable_records_go_to_the_dead_letter_queue_with_a_rea
     assert set(reasons) == {"2", "3"}
     assert "exceeds the queue limit of 65536" in reasons["2"]
     assert reasons["3"]
+    listed = json.loads(stack.http("GET", "/dead-letters").body)["dead_letters"]
+    assert sorted(d["message_id"] for d in listed) == sorted(
+        json.loads(m["Body"])["message_id"] for m in dead
+    )
+    assert all(d["redrivable"] is False and d["reason"] for d in listed)
+
+
+def test_records_strict_json_cannot_carry_are_dead_lettered_and_the_batch_goes_on(stack: Stack) -> None:
+    """Values a real table cannot hold but an event can: the batch is never crashed by them."""
+    stack.put_items([stack.item("a", str(i)) for i in range(5)])
+    event = stack.stream_event()
+    deep: dict[str, Any] = {"N": "1"}
+    for _ in range(5000):
+        deep = {"L": [deep]}
+    hostile = [{"S": "\ud800"}, {"N": "NaN"}, deep, {"S": "\uffff"}]
+    for record, value in zip(event["Records"][1:], hostile, strict=True):
+        record["dynamodb"]["NewImage"]["odd"] = value
+
+    report = stack.ingest(event)
+
+    assert (report["enqueued"], report["dead_lettered"]) == (2, 3)
+    queued = bodies(stack.take_messages())
+    assert [b["keys"]["sk"] for b in queued] == ["0", "4"]
+    assert queued[1]["item"]["odd"] == "\uffff"
+    reasons = sorted(d["reason"] for d in json.loads(stack.http("GET", "/dead-letters").body)["dead_letters"])
+    assert any("item.odd holds a lone UTF-16 surrogate" in r for r in reasons)
+    assert any("item.odd: number NaN is not a finite DynamoDB number" in r for r in reasons)
+    assert any("item.odd: an attribute is nested more than 32 levels deep" in r for r in reasons)
 
 
 class DropEntries:

@@ -108,18 +108,32 @@ def poison_two(stack: Stack) -> None:
     stack.api.faults.poison = frozenset()
 
 
-def test_dead_letters_can_be_peeked_page_by_page_without_consuming_them(stack: Stack) -> None:
+def test_dead_letters_are_listed_page_by_page_without_consuming_them(stack: Stack) -> None:
     poison_two(stack)
 
     first = json.loads(stack.http("GET", "/dead-letters?limit=1").body)
     second = json.loads(stack.http("GET", f"/dead-letters?limit=1&next={first['next']}").body)
 
     assert len(first["dead_letters"]) == 1 and len(second["dead_letters"]) == 1
-    assert first["dead_letters"][0]["message_id"] != second["dead_letters"][0]["message_id"]
-    assert "refused by the API" in first["dead_letters"][0]["reason"]
+    letter = first["dead_letters"][0]
+    assert letter["message_id"] != second["dead_letters"][0]["message_id"]
+    assert "refused by the API" in letter["reason"]
+    assert (letter["attempts"], letter["last_status_code"], letter["redrivable"]) == (1, 400, True)
+    assert letter["dead_at"].endswith("Z") and letter["status_url"] == f"/messages/{letter['message_id']}"
+    assert first["destination"] == "default"
     assert second["next"] is None
     assert stack.queue_depth("TRICKLE_DLQ_URL") == 2
-    assert stack.http("GET", "/dead-letters?limit=x").status_code == 400
+    assert json.loads(stack.http("GET", "/dead-letters?destination=default").body)["dead_letters"]
+    for query, message in (
+        ("limit=x", "limit must be a whole number from 1 to 50"),
+        ("limit=0", "limit must be a whole number from 1 to 50"),
+        ("next=abc", "next is not a cursor this API issued"),
+        ("destination=other", "destination must be one of: default"),
+        ("colour=red", "unknown parameter(s)"),
+    ):
+        refused = stack.http("GET", f"/dead-letters?{query}")
+        assert refused.status_code == 400, query
+        assert message in json.loads(refused.body)["Message"], query
 
 
 def test_a_redrive_started_by_route_reports_progress_and_delivers(stack: Stack) -> None:

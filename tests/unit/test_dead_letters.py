@@ -309,3 +309,45 @@ def test_redrive_report_as_dict() -> None:
         "interrupted": False,
         "groups": ["a"],
     }
+
+
+# --- RedriveFilter.from_request ------------------------------------------------------------------
+
+
+def test_a_redrive_request_names_groups_or_message_ids() -> None:
+    wanted, description = RedriveFilter.from_request(
+        f'{{"groups": ["submit#a", "items#\\"b\\"", "submit#a"], "message_ids": ["{MESSAGE_ID}"]}}'
+    )
+    assert wanted.wants(received(group_id="submit#a", message_id=MESSAGE_ID))
+    assert description == {"groups": ['items#"b"', "submit#a"], "message_ids": [MESSAGE_ID]}
+    assert RedriveFilter.from_request(b"")[0].everything
+    assert RedriveFilter.from_request(b"{}")[0].everything
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            b'{"message_ids": ["not-a-uuid", "../../etc"]}',
+            "'message_ids'[0] (\"not-a-uuid\") is not a message id",
+        ),
+        (MESSAGE_ID.upper().join([b'{"message_ids": ["'.decode(), '"]}']).encode(), "is not a message id"),
+        (b'{"groups": ["a b"]}', "'groups'[0] (\"a b\") is not a message group id"),
+        (b'{"groups": ["' + b"g" * 129 + b'"]}', "is not a message group id (1-128 printable ASCII"),
+        (b'{"groups": ["\\ud800"]}', "'groups'[0] (\"\\ud800\") is not a message group id"),
+        (b'{"groups": [7]}', "'groups'[0] (int) is not a message group id"),
+        (b'{"groups": "a"}', "'groups' must be a list of 1 to 500 strings"),
+        (b'{"groups": []}', "'groups' must be a list of 1 to 500 strings"),
+        (b'{"groups": [' + b",".join([b'"g"'] * 501) + b"]}", "'groups' must be a list of 1 to 500"),
+        (b'{"groups": ["' + b"g" * 70_000 + b'"]}', "the body is 70016 bytes; the limit is 65536"),
+        (b'{"groups": ["a"], "groups": ["b"]}', 'the key "groups" appears twice'),
+        (b'{"group": ["a"]}', "the body may hold only 'groups' and 'message_ids'"),
+        (b"[]", "the body may hold only 'groups' and 'message_ids'"),
+        (b"{nope", "the body is not valid JSON"),
+        (b"[" * 50_000, "the body is nested more than 32 levels deep"),
+    ],
+)
+def test_a_bad_redrive_request_says_what_to_fix(body: bytes, message: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        RedriveFilter.from_request(body)
+    assert message in str(refused.value)

@@ -18,10 +18,12 @@ from chalicelib.ledger import (
     Status,
     Verdict,
     delivered,
+    table_definition,
     verdict,
 )
 
 TABLE = "trickle-test-ledger"
+DESTINATION = "default"
 TTL_S = 7 * 86_400
 START = 1_767_225_600.25
 
@@ -59,9 +61,8 @@ def client(aws_client: Any) -> Iterator[Any]:
     """A fresh, empty ledger table for each test."""
     aws_client.create_table(
         TableName=TABLE,
-        KeySchema=[{"AttributeName": "message_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "message_id", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
+        **table_definition(),
     )
     yield aws_client
     aws_client.delete_table(TableName=TABLE)
@@ -74,7 +75,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def ledger(client: Any, clock: FakeClock) -> Ledger:
-    return Ledger(client, TABLE, TTL_S, clock=clock)
+    return Ledger(client, TABLE, TTL_S, destination=DESTINATION, clock=clock)
 
 
 def raw_item(client: Any, message_id: str) -> dict[str, Any]:
@@ -255,7 +256,7 @@ class Unprocessed:
 def test_unprocessed_items_are_retried_with_backoff(ledger: Ledger, client: Any, clock: FakeClock) -> None:
     slept: list[float] = []
     flaky = Unprocessed(client, times=2)
-    throttled = Ledger(flaky, TABLE, TTL_S, clock=clock, sleep=slept.append)
+    throttled = Ledger(flaky, TABLE, TTL_S, destination=DESTINATION, clock=clock, sleep=slept.append)
     throttled.write([delivered(None, "m1", "g1", 200, START)])
     assert flaky.calls == 3 and len(slept) == 2
     flaky.left = 2
@@ -265,7 +266,9 @@ def test_unprocessed_items_are_retried_with_backoff(ledger: Ledger, client: Any,
 
 
 def test_a_batch_still_unprocessed_after_every_try_raises(ledger: Ledger, client: Any) -> None:
-    throttled = Ledger(Unprocessed(client, times=100), TABLE, TTL_S, sleep=lambda _: None)
+    throttled = Ledger(
+        Unprocessed(client, times=100), TABLE, TTL_S, destination=DESTINATION, sleep=lambda _: None
+    )
     with pytest.raises(LedgerUnavailableError, match="1 ledger writes unprocessed"):
         throttled.write([delivered(None, "m1", "g1", 200, START)])
     with pytest.raises(LedgerUnavailableError, match="2 ledger reads unprocessed"):
@@ -406,4 +409,55 @@ def test_record_as_dict(ledger: Ledger) -> None:
         "first_attempt_at": START,
         "last_attempt_at": START,
         "updated_at": START,
+        "dead_at": None,
     }
+
+
+# --- the dead-letter index ----------------------------------------------------------------------
+
+
+def dead_ids(ledger: Ledger, limit: int, destination: str = DESTINATION) -> list[list[str]]:
+    """Every page of `destination`'s dead records, as message ids."""
+    pages: list[list[str]] = []
+    after: str | None = None
+    while True:
+        records, more = ledger.dead_page(destination, limit, after)
+        pages.append([r.message_id for r in records])
+        if not more:
+            return pages
+        after = records[-1].dead_key
+
+
+def test_a_dead_record_is_indexed_in_the_order_it_died_and_a_redrive_takes_it_out(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    for n in range(5):
+        ledger.settle(f"m{n}", "g1", Status.DEAD, None, "HTTP 400", counted=False, dead_copy=f"c{n}")
+        clock.advance(0.001 if n % 2 else 0)  # two may die within one millisecond
+    ledger.settle("alive", "g1", Status.FAILED, 500, "HTTP 500", counted=True)
+
+    assert dead_ids(ledger, 2) == [["m0", "m1"], ["m2", "m3"], ["m4"]]
+    assert dead_ids(ledger, 5) == [["m0", "m1", "m2", "m3", "m4"]]
+    assert record_of(ledger, "m0").as_dict()["dead_at"] == "2026-01-01T00:00:00.250Z"
+    assert dead_ids(ledger, 5, destination="other") == [[]]
+
+    ledger.restart("m2")
+    assert dead_ids(ledger, 10) == [["m0", "m1", "m3", "m4"]]
+    ledger.write([delivered(record_of(ledger, "m3"), "m3", "g1", 200, START)])
+    assert dead_ids(ledger, 10) == [["m0", "m1", "m4"]]
+
+
+def test_a_record_rejected_at_ingest_gets_a_dead_record_once(ledger: Ledger) -> None:
+    ledger.record_dead("r1", "g1", "undecodable attribute value")
+    ledger.record_dead("r1", "g1", "a replay of the same record")
+
+    record = record_of(ledger, "r1")
+    assert (record.status, record.rejected_at_ingest, record.last_error) == (
+        Status.DEAD,
+        True,
+        "undecodable attribute value",
+    )
+    assert dead_ids(ledger, 10) == [["r1"]]
+    ledger.record_queued("q1", "g1")
+    ledger.record_dead("q1", "g1", "never overwrites a record that exists")
+    assert record_of(ledger, "q1").status is Status.QUEUED
