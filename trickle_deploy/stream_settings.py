@@ -73,9 +73,9 @@ def apply(
     deadline_s: float = 120,
 ) -> list[dict[str, Any]]:
     """Update every mapping of the function on the stream; returns what changed per mapping."""
-    mappings = lambda_client.list_event_source_mappings(
-        FunctionName=function_name, EventSourceArn=stream_arn
-    )["EventSourceMappings"]
+    function_arn = lambda_client.get_function(FunctionName=function_name)["Configuration"]["FunctionArn"]
+    pages = lambda_client.get_paginator("list_event_source_mappings").paginate(EventSourceArn=stream_arn)
+    mappings = [m for page in pages for m in page["EventSourceMappings"] if m["FunctionArn"] == function_arn]
     if not mappings:
         raise SystemExit(
             f"no event source mapping of {function_name} on {stream_arn}: chalice deploy the stage first"
