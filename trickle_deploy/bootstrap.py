@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import boto3
 from botocore.exceptions import ClientError
 
 from chalicelib.ledger import DEAD_INDEX, table_definition
@@ -337,7 +338,7 @@ def write_stage_env(stage: str, env: Mapping[str, str], config_path: Path) -> No
 def main(argv: list[str] | None = None) -> int:
     from trickle_deploy import policies
     from trickle_local import stage as stages
-    from trickle_local.endpoint import clients
+    from trickle_local.endpoint import SERVICES
 
     parser = argparse.ArgumentParser(
         prog="python -m trickle_deploy.bootstrap",
@@ -345,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--stage", required=True)
     parser.add_argument("--endpoint", help="AWS endpoint URL (default: the stage's AWS_ENDPOINT_URL, if any)")
+    parser.add_argument("--region", help="AWS region (default: the one your AWS configuration names)")
     parser.add_argument(
         "--api-key-env", metavar="VAR", help="read the API key from this environment variable"
     )
@@ -366,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = args.endpoint or env.get("AWS_ENDPOINT_URL")
     if endpoint:
         env = stages.rebase(env, endpoint, None)
-    aws = clients(endpoint)
+    session = boto3.Session(region_name=args.region)
+    aws = {name: session.client(name, endpoint_url=endpoint) for name in SERVICES}  # type: ignore[call-overload]
     if args.teardown:
         for line in teardown(aws, env, args.with_source_table):
             print(f"removed {line}")

@@ -103,17 +103,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--endpoint", help="AWS endpoint URL (default: real AWS, or the stage's AWS_ENDPOINT_URL)"
     )
+    parser.add_argument("--region", help="AWS region (default: the one your AWS configuration names)")
     parser.add_argument("--project-dir", default=str(stages.PROJECT_DIR), help="the Chalice project")
     args = parser.parse_args(argv)
     project = Path(args.project_dir)
     env = stages.stage_env(args.stage, project)
     endpoint = args.endpoint or env.get("AWS_ENDPOINT_URL")
-    sqs = boto3.client("sqs", endpoint_url=endpoint)
+    session = boto3.Session(region_name=args.region)
+    sqs = session.client("sqs", endpoint_url=endpoint)
     failure_queue = sqs.get_queue_attributes(
         QueueUrl=env["TRICKLE_INGEST_FAILURE_QUEUE_URL"], AttributeNames=["QueueArn"]
     )["Attributes"]["QueueArn"]
     report = apply(
-        boto3.client("lambda", endpoint_url=endpoint),
+        session.client("lambda", endpoint_url=endpoint),
         function_name(stages.load_config(project), args.stage),
         env["TRICKLE_STREAM_ARN"],
         wanted_settings(env, failure_queue),

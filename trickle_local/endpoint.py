@@ -96,7 +96,9 @@ def use_local_credentials(region: str = "us-east-1") -> None:
     os.environ.setdefault("AWS_DEFAULT_REGION", region)
 
 
+SERVICES = ("dynamodb", "dynamodbstreams", "sqs", "ssm", "kms", "s3")
+
+
 def clients(endpoint: str | None) -> dict[str, Any]:
-    services = ("dynamodb", "dynamodbstreams", "sqs", "ssm", "kms", "s3")
     make: Any = boto3.client
-    return {name: make(name, endpoint_url=endpoint) for name in services}
+    return {name: make(name, endpoint_url=endpoint) for name in SERVICES}

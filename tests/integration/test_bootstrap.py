@@ -6,13 +6,14 @@ import json
 import shutil
 from pathlib import Path
 
+import boto3
 import pytest
 
 from trickle_deploy.bootstrap import main as bootstrap_main
 from trickle_deploy.bootstrap import provision, teardown
 from trickle_deploy.policies import function_policies
 from trickle_local import stage
-from trickle_local.endpoint import MotoEndpoint, clients
+from trickle_local.endpoint import SERVICES, MotoEndpoint, clients
 
 
 def test_bootstrap_is_idempotent_and_teardown_removes_what_it_made(endpoint: MotoEndpoint) -> None:
@@ -75,9 +76,8 @@ def test_bootstrap_in_another_region_without_a_key_finishes_with_the_command_to_
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     endpoint.reset()
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     project = project_copy(tmp_path)
-    args = ["--stage", "dev", "--endpoint", endpoint.url, "--project-dir", str(project)]
+    args = ["--stage", "dev", "--endpoint", endpoint.url, "--region", REGION, "--project-dir", str(project)]
 
     assert bootstrap_main(args) == 0
     first = capsys.readouterr().out
@@ -97,7 +97,7 @@ def test_bootstrap_in_another_region_without_a_key_finishes_with_the_command_to_
     )
     bucket = env["TRICKLE_ARCHIVE_BUCKET"]
     assert bucket == f"trickle-dev-responses-123456789012-{REGION}"
-    aws = clients(endpoint.url)
+    aws = {name: boto3.client(name, endpoint_url=endpoint.url, region_name=REGION) for name in SERVICES}
     assert aws["s3"].get_bucket_location(Bucket=bucket)["LocationConstraint"] == REGION
     drain = json.loads((project / ".chalice" / "policy-dev-drain.json").read_text())
     (archive,) = [s for s in drain["Statement"] if s["Sid"] == "ArchiveResponses"]
@@ -109,6 +109,7 @@ def test_bootstrap_in_another_region_without_a_key_finishes_with_the_command_to_
     assert bootstrap_main(args) == 0
     assert "put-parameter" not in capsys.readouterr().out
 
+    assert len(aws["sqs"].list_queues()["QueueUrls"]) == 3
     assert bootstrap_main([*args, "--teardown"]) == 0
     said = capsys.readouterr().out
     assert "removed bucket " + bucket in said

@@ -32,7 +32,8 @@ from trickle_deploy.operate import stack_env
 from trickle_local.endpoint import MotoEndpoint
 
 STACK = "trickle-prod"
-PLACES = [("210987654321", "eu-west-3"), ("345678901234", "ap-southeast-2")]
+# The second place relays a table it already has (the SourceStreamArn parameter).
+PLACES = [("210987654321", "eu-west-3", None), ("345678901234", "ap-southeast-2", "orders")]
 UNSUPPORTED_BY_MOTO = ("AWS::ApiGateway::Deployment", "AWS::ApiGateway::Stage")
 
 
@@ -115,8 +116,18 @@ def stacks(
     endpoint.reset()
     sam, code = packaged
     made = []
-    for account_id, region in PLACES:
+    for account_id, region, existing_table in PLACES:
         place = account(endpoint, account_id, region)
+        parameters = []
+        if existing_table:
+            stream = place.client("dynamodb").create_table(
+                TableName=existing_table,
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+                StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+            )["TableDescription"]["LatestStreamArn"]
+            parameters = [{"ParameterKey": "SourceStreamArn", "ParameterValue": stream}]
         bucket = f"artifacts-{account_id}-{region}"  # what `aws cloudformation package` uploads to
         place.client("s3").create_bucket(
             Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region}
@@ -127,7 +138,10 @@ def stacks(
             transformed = sam_transform(sam, f"s3://{bucket}/deployment.zip")
         cfn = place.client("cloudformation")
         cfn.create_stack(
-            StackName=STACK, TemplateBody=json.dumps(for_moto(transformed)), Capabilities=["CAPABILITY_IAM"]
+            StackName=STACK,
+            TemplateBody=json.dumps(for_moto(transformed)),
+            Capabilities=["CAPABILITY_IAM"],
+            Parameters=parameters,
         )
         cfn.get_waiter("stack_create_complete").wait(
             StackName=STACK, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
@@ -146,7 +160,11 @@ def test_the_stack_is_created_in_both_places_from_one_packaged_template(
         created = {r["LogicalResourceId"] for r in resources if r["ResourceStatus"] == "CREATE_COMPLETE"}
         skipped = {n for n, r in transformed["Resources"].items() if r["Type"] in UNSUPPORTED_BY_MOTO}
         alarms = {n for n, r in transformed["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
-        assert set(transformed["Resources"]) - skipped - alarms <= created, place
+        relays = {"SourceTable"} if place.id == PLACES[1][0] else set()  # its condition is false
+        assert set(transformed["Resources"]) - skipped - alarms - relays <= created, place
+        assert not relays & created
+        tables = place.client("dynamodb").list_tables()["TableNames"]
+        assert ("orders" in tables) is bool(relays) and (f"{STACK}-items" in tables) is not bool(relays)
 
 
 def test_every_function_names_only_its_own_account_and_region(
@@ -265,3 +283,27 @@ def test_gap_moto_needs_a_name_for_a_rest_api_and_cannot_deploy_a_body(endpoint:
         cfn.create_stack(
             StackName="gap-body", TemplateBody=json.dumps({"Resources": named | {"D": deployment}})
         )
+
+
+@pytest.mark.emulator_gap
+def test_gap_moto_returns_a_stack_roles_inline_policy_as_a_python_repr(endpoint: MotoEndpoint) -> None:
+    """AWS returns the policy as URL-encoded JSON (boto3 decodes it to a dict); moto returns the
+    Python repr of the document for roles CloudFormation made, so `role_documents` reads both."""
+    place = account(endpoint, "567890123456", "eu-north-1")
+    document = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "sqs:*", "Resource": "*"}],
+    }
+    role = {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": {},
+            "Policies": [{"PolicyName": "p", "PolicyDocument": document}],
+        },
+    }
+    cfn = place.client("cloudformation")
+    cfn.create_stack(StackName="gap-repr", TemplateBody=json.dumps({"Resources": {"R": role}}))
+    iam = place.client("iam")
+    (name,) = [r["RoleName"] for r in iam.list_roles()["Roles"] if r["RoleName"].startswith("gap-repr")]
+    returned = iam.get_role_policy(RoleName=name, PolicyName="p")["PolicyDocument"]
+    assert returned == repr(document)

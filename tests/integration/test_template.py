@@ -247,3 +247,34 @@ def test_reserved_concurrency_is_an_option_not_a_requirement(
     assert "reserved_concurrency" not in load_config()["stages"][stage]["lambda_functions"]["drain"]
     assert "ReservedConcurrentExecutions" not in drain
     assert [e["Type"] for e in drain["Events"].values()] == ["Schedule"]
+
+
+def test_what_the_emulator_cannot_create_is_right_in_the_transformed_template(
+    prod: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    """moto's CloudFormation skips alarms and API stages and cannot deploy a REST API body
+    (test_cloudformation.py); here they are checked as CloudFormation would get them."""
+    _, cfn = prod
+    resources = cfn["Resources"]
+    (api,) = [n for n, r in resources.items() if r["Type"] == "AWS::ApiGateway::RestApi"]
+    (deployment,) = [r for r in resources.values() if r["Type"] == "AWS::ApiGateway::Deployment"]
+    (stage,) = [r for r in resources.values() if r["Type"] == "AWS::ApiGateway::Stage"]
+    assert deployment["Properties"]["RestApiId"] == {"Ref": api}
+    assert stage["Properties"]["RestApiId"] == {"Ref": api} and stage["Properties"]["StageName"] == "api"
+    paths = resources[api]["Properties"]["Body"]["paths"]
+    assert {"/health", "/status", "/messages", "/dead-letters/redrive"} <= set(paths)
+    for path in paths.values():
+        for method in path.values():
+            uri = method["x-amazon-apigateway-integration"]["uri"]
+            assert "${AWS::Region}" in uri["Fn::Sub"] and "${AWS::Partition}" in uri["Fn::Sub"]
+    alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    dimensions = [d["Value"] for a in alarms for d in a["Dimensions"]]
+    assert sorted(json.dumps(d, sort_keys=True) for d in dimensions) == sorted(
+        json.dumps(d, sort_keys=True)
+        for d in [
+            {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]},
+            {"Fn::GetAtt": ["OutboxQueue", "QueueName"]},
+            {"Ref": "Drain"},
+            {"Ref": "Ingest"},
+        ]
+    )

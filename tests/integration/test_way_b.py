@@ -101,10 +101,9 @@ def test_bootstrap_deploy_stream_settings_delete_teardown(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     endpoint.reset()
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("TRICKLE_TEST_API_KEY", "sk-way-b")
     project = project_copy(tmp_path)
-    where = ["--stage", "dev", "--endpoint", endpoint.url, "--project-dir", str(project)]
+    where = ["--stage", "dev", "--endpoint", endpoint.url, "--region", REGION, "--project-dir", str(project)]
 
     assert bootstrap([*where, "--api-key-env", "TRICKLE_TEST_API_KEY"]) == 0
     env = stage_env("dev", project)
@@ -145,6 +144,7 @@ def test_bootstrap_deploy_stream_settings_delete_teardown(
     assert "Concurrency" not in drain  # reserved concurrency is optional, and off
     assert drain["Configuration"]["Environment"]["Variables"]["TRICKLE_QUEUE_URL"] == env["TRICKLE_QUEUE_URL"]
 
+    assert len(aws(endpoint, "sqs").list_queues()["QueueUrls"]) == 3
     chalice(project, endpoint, "delete", "--stage", "dev")
     assert bootstrap([*where, "--teardown"]) == 0
     said = capsys.readouterr().out
