@@ -32,13 +32,25 @@ def loads(data: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise JsonInputError(f"the body is not UTF-8 text (byte {exc.start})") from None
     try:
-        return json.loads(text, parse_float=Decimal, parse_constant=Decimal, object_pairs_hook=_unique_keys)
+        return json.loads(
+            text,
+            parse_float=Decimal,
+            parse_int=_integer,
+            parse_constant=Decimal,
+            object_pairs_hook=_unique_keys,
+        )
     except RecursionError:
         raise JsonInputError(f"the body is nested more than {MAX_DEPTH} levels deep") from None
     except _DuplicateKeyError as exc:
         raise JsonInputError(str(exc)) from None
     except ValueError as exc:
         raise JsonInputError(f"the body is not valid JSON: {exc}") from None
+
+
+def _integer(digits: str) -> int | Decimal:
+    """Integers past a double's range stay Decimal (Python's int refuses 4,300+ digits) so that
+    `check_json` names them like any other number out of range."""
+    return int(digits) if len(digits) <= 310 else Decimal(digits)
 
 
 class _DuplicateKeyError(ValueError):
