@@ -200,7 +200,7 @@ class Redriver:
                 SourceArn=self._arn(self._dead_letters.url), DestinationArn=self._arn(self._source.url)
             )
         except ClientError as exc:
-            log.info("StartMessageMoveTask unavailable; copying in order", extra={"error": str(exc)})
+            log.debug("StartMessageMoveTask unavailable; copying in order", extra={"error": str(exc)})
             return None
         return RedriveReport(method="move_task")
 

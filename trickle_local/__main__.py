@@ -24,6 +24,7 @@ from trickle_deploy.bootstrap import provision
 from trickle_local import stage
 from trickle_local.demo import Summary, demo_items, summarize
 from trickle_local.endpoint import MotoEndpoint, clients, use_local_credentials
+from trickle_local.ports import PortInUseError, check_free
 from trickle_local.routes import RouteServer
 from trickle_local.runtime import Invoker, LocalRuntime
 from trickle_local.standin_api import Faults, StandInApi
@@ -69,18 +70,34 @@ def quiet_logs(level: str) -> None:
         logging.getLogger(name).setLevel(level.upper())
 
 
-def _port(url: str, ephemeral: bool) -> int:
-    return 0 if ephemeral else urlparse(url).port or 0
+def _port(url: str, flag: int | None, ephemeral: bool) -> int:
+    if ephemeral:
+        return 0
+    return flag if flag is not None else urlparse(url).port or 0
+
+
+def ports(args: argparse.Namespace, env: dict[str, str]) -> dict[str, int]:
+    """The ports this run listens on, by server; all are checked before any server starts."""
+    wanted = {"routes": 0 if args.ephemeral_ports else args.routes_port}
+    if not args.real_aws and args.endpoint is None:
+        wanted["AWS endpoint"] = _port(
+            env.get("AWS_ENDPOINT_URL", ""), args.endpoint_port, args.ephemeral_ports
+        )
+    if args.api_url is None:
+        wanted["stand-in API"] = _port(env["TRICKLE_API_URL"], args.api_port, args.ephemeral_ports)
+    for role, port in wanted.items():
+        check_free("127.0.0.1", port, role)
+    return wanted
 
 
 def start(args: argparse.Namespace) -> Session:
     env = stage.stage_env(args.stage)
+    listen = ports(args, env)
     endpoint: MotoEndpoint | None = None
     endpoint_url: str | None = args.endpoint
     if not args.real_aws and endpoint_url is None:
         use_local_credentials()
-        port = _port(env.get("AWS_ENDPOINT_URL", ""), args.ephemeral_ports)
-        endpoint = MotoEndpoint(port=port, speed_up=not args.slow_moto).start()
+        endpoint = MotoEndpoint(port=listen["AWS endpoint"], speed_up=not args.slow_moto).start()
         endpoint_url = endpoint.url
     api: StandInApi | None = None
     api_key: str | None = args.api_key
@@ -99,7 +116,7 @@ def start(args: argparse.Namespace) -> Session:
             honour_idempotency=not args.ignore_idempotency,
             seed=args.seed,
         )
-        api = StandInApi(faults, port=_port(env["TRICKLE_API_URL"], args.ephemeral_ports)).start()
+        api = StandInApi(faults, port=listen["stand-in API"]).start()
     env = stage.rebase(env, endpoint_url, api.url if api else args.api_url)
     if args.real_aws:
         os.environ.pop("AWS_ENDPOINT_URL", None)
@@ -120,15 +137,14 @@ def start(args: argparse.Namespace) -> Session:
     ).start(schedules=not getattr(args, "backlog", False))
     routes = None
     if app.routes:
-        routes = RouteServer(
-            app, stage.load_config(), args.stage, port=0 if args.ephemeral_ports else args.routes_port
-        )
+        routes = RouteServer(app, stage.load_config(), args.stage, port=listen["routes"])
         routes.start()
     return Session(env, aws, runtime, api, endpoint, routes, operator_token)
 
 
 class Progress:
-    """A status line every `every_s` seconds on stderr while a run lasts."""
+    """A status line on stderr whenever the counts change (checked every `every_s` seconds), with
+    when the next drain fires and the delivery rate over the time drains actually ran."""
 
     def __init__(self, session: Session, total: int, every_s: float = 2.0) -> None:
         self._session = session
@@ -136,6 +152,7 @@ class Progress:
         self._every_s = every_s
         self._stop = threading.Event()
         self._started = time.monotonic()
+        self._last: tuple[int, ...] | None = None
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
 
     def start(self) -> Progress:
@@ -146,20 +163,53 @@ class Progress:
         self._stop.set()
         self._thread.join()
 
-    def line(self) -> str:
+    def counts(self) -> tuple[int, int, int, int]:
         queued, in_flight = self._session.depth("TRICKLE_QUEUE_URL")
         dead = sum(self._session.depth("TRICKLE_DLQ_URL"))
         delivered = len(self._session.api.applied()) if self._session.api else 0
+        return queued, in_flight, delivered, dead
+
+    def line(self, counts: tuple[int, int, int, int]) -> str:
+        queued, in_flight, delivered, dead = counts
         elapsed = time.monotonic() - self._started
-        rate = delivered / elapsed if elapsed else 0.0
+        drain_s = self._session.runtime.invoker.active_s("drain")
         return (
             f"[{elapsed:6.1f}s] queued={queued} in_flight={in_flight} delivered={delivered}"
-            f"{'/' + str(self._total) if self._total else ''} dead_lettered={dead} rate={rate:.1f}/s"
+            f"{'/' + str(self._total) if self._total else ''} dead_lettered={dead}"
+            f" {rate(delivered, drain_s)}; {next_drain(self._session)}"
         )
+
+    def tick(self) -> None:
+        counts = self.counts()
+        if counts != self._last:
+            self._last = counts
+            print(self.line(counts), file=sys.stderr, flush=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._every_s):
-            print(self.line(), file=sys.stderr, flush=True)
+            self.tick()
+
+
+def rate(delivered: int, drain_s: float) -> str:
+    return f"rate={delivered / drain_s:.1f}/s over {drain_s:.1f}s of drain time" if drain_s else "rate=-"
+
+
+def next_drain(session: Session) -> str:
+    if session.runtime.invoker.busy("drain"):
+        return "a drain is running"
+    seconds = session.runtime.seconds_to_next("drain")
+    return "no drain scheduled" if seconds is None else f"next drain in {seconds:.0f}s"
+
+
+def announce_first_drain(session: Session) -> None:
+    """At --speed 1 the first drain is up to a minute away: say so, and how to have it sooner."""
+    seconds = session.runtime.seconds_to_next("drain")
+    if seconds is not None and seconds >= 5:
+        print(
+            f"Waiting for the first scheduled drain, in {seconds:.0f}s (its schedule at --speed"
+            f" {session.runtime.clock.speed:g}); --speed 60 or --drain-every 1 runs drains sooner",
+            file=sys.stderr,
+        )
 
 
 def run_up(args: argparse.Namespace) -> int:
@@ -177,8 +227,11 @@ def run_up(args: argparse.Namespace) -> int:
             f"Schedule:     {scheduled.name} {scheduled.schedule.expression} next {scheduled.due}",
             file=sys.stderr,
         )
+    if session.api is not None:
+        print(f"Received:     GET {session.env['TRICKLE_API_URL']} lists what the API got", file=sys.stderr)
     session.insert(demo_items(args.demo_items, args.groups))
-    progress = Progress(session, 0, every_s=5.0).start()
+    announce_first_drain(session)
+    progress = Progress(session, 0, every_s=1.0).start()
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
@@ -195,6 +248,8 @@ def run_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     progress = Progress(session, len(items)).start()
     session.insert(items)
+    if not args.backlog:
+        announce_first_drain(session)
     if args.backlog:
         wait_for_backlog(session, len(items), args.timeout)
         started = time.monotonic()
@@ -214,14 +269,16 @@ def run_demo(args: argparse.Namespace) -> int:
     finally:
         progress.stop()
         session.stop()
+    drain_s = round(session.runtime.invoker.active_s("drain"), 2)
     print(
         f"inserted={summary.inserted} delivered={summary.delivered} dead_lettered={summary.dead_lettered} "
         f"lost={summary.lost} duplicates={summary.duplicates} out_of_order={summary.out_of_order} "
-        f"seconds={summary.seconds} ({summary.delivered / max(summary.seconds, 0.001):.1f} items/s, "
+        f"seconds={summary.seconds} ({rate(summary.delivered, drain_s)}, "
         f"{summary.requests} API requests, {summary.failed_requests} failed)"
     )
     if args.json:
-        print(summary.to_json())
+        received = session.api.listing() if session.api else []
+        print(summary.to_json(drain_seconds=drain_s, received=received))
     return 0 if summary.ok else 1
 
 
@@ -249,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--api-url", help="deliver to this API instead of the stand-in")
     common.add_argument("--api-key", help="API key to store in SSM (default: a random one for the stand-in)")
     common.add_argument("--routes-port", type=int, default=8000, help="where the app's routes are served")
+    common.add_argument(
+        "--endpoint-port", type=int, help="port of the embedded AWS endpoint (default: the stage's, 5050)"
+    )
+    common.add_argument("--api-port", type=int, help="port of the stand-in API (default: the stage's, 5051)")
     common.add_argument(
         "--ephemeral-ports", action="store_true", help="pick free ports instead of the stage's"
     )
@@ -295,7 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_up(args) if args.command == "up" else run_demo(args)
+    try:
+        return run_up(args) if args.command == "up" else run_demo(args)
+    except PortInUseError as exc:
+        print(f"trickle_local: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

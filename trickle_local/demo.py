@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from chalicelib.records import dumps
 from trickle_local.standin_api import RecordedRequest
 
 ItemKey = tuple[str, str]
@@ -44,8 +45,10 @@ class Summary:
     def ok(self) -> bool:
         return self.lost == 0 and self.duplicates == 0 and self.out_of_order == 0
 
-    def to_json(self) -> str:
-        return json.dumps({**asdict(self), "ok": self.ok}, sort_keys=True)
+    def to_json(self, **extra: object) -> str:
+        """One JSON object: the counts, `ok`, and `extra` (the local run adds `drain_seconds` and
+        `received`, what the stand-in API got, as its `GET` listing has it)."""
+        return dumps(dict(sorted({**asdict(self), "ok": self.ok, **extra}.items())))
 
 
 def _key_and_sequence(request: RecordedRequest) -> tuple[ItemKey, int]:

@@ -14,6 +14,8 @@ import requests
 from moto.server import ThreadedMotoServer
 from moto.sqs import models as sqs_models
 
+from trickle_local.ports import check_free
+
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -63,6 +65,15 @@ def release_at_zero_at_once() -> None:
     sqs_models.Message.change_visibility = change_visibility  # type: ignore[method-assign, assignment]
 
 
+class _NotImplementedQuietly(logging.Filter):
+    """moto answers an API it lacks (StartMessageMoveTask) with a 500 and werkzeug logs the whole
+    traceback, once per botocore retry; the caller handles the error (and logs it at debug level)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()  # werkzeug formats the traceback into the message
+        return not (text.startswith("Error on request") and "\nNotImplementedError" in text)
+
+
 class MotoEndpoint:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, speed_up: bool = True) -> None:
         self.host = host
@@ -75,7 +86,12 @@ class MotoEndpoint:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> MotoEndpoint:
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        """Raises PortInUseError if the port is taken (moto's server would print and hang)."""
+        check_free(self.host, self.port, "AWS endpoint")
+        werkzeug = logging.getLogger("werkzeug")
+        werkzeug.setLevel(logging.ERROR)
+        if not any(isinstance(f, _NotImplementedQuietly) for f in werkzeug.filters):
+            werkzeug.addFilter(_NotImplementedQuietly())
         if self.speed_up:
             speed_up_moto_sqs()
         release_at_zero_at_once()

@@ -9,16 +9,23 @@ from chalice import Chalice
 from chalice.config import Config
 from chalice.local import LocalChalice, LocalDevServer, create_local_server
 
+from trickle_local.ports import PortInUseError, in_use
+
 
 class RouteServer:
     def __init__(
         self, app: Chalice, config: dict[str, Any], stage: str, host: str = "127.0.0.1", port: int = 0
     ) -> None:
         chalice_config = Config(chalice_stage=stage, config_from_disk=config)
-        if isinstance(app, LocalChalice):  # already prepared by an earlier server in this process
-            self._server = LocalDevServer(app, chalice_config, host, port)
-        else:
-            self._server = create_local_server(app, chalice_config, host, port)
+        try:
+            if isinstance(app, LocalChalice):  # already prepared by an earlier server in this process
+                self._server = LocalDevServer(app, chalice_config, host, port)
+            else:
+                self._server = create_local_server(app, chalice_config, host, port)
+        except OSError as exc:
+            if in_use(exc):
+                raise PortInUseError(port, "routes") from None
+            raise
         self._thread = threading.Thread(target=self._server.server.serve_forever, name="routes", daemon=True)
 
     @property

@@ -36,6 +36,8 @@ class Invoker:
         self._locks: dict[str, threading.Lock] = {}
         self.invocations: dict[str, int] = {}
         self.errors: dict[str, int] = {}
+        self._busy_s: dict[str, float] = {}
+        self._running_since: dict[str, float] = {}
 
     def timeout_s(self, function: str) -> int:
         return int(self._config.scope(self._stage, function).lambda_timeout or DEFAULT_LAMBDA_TIMEOUT)
@@ -43,15 +45,25 @@ class Invoker:
     def busy(self, function: str) -> bool:
         return self._locks.setdefault(function, threading.Lock()).locked()
 
+    def active_s(self, function: str) -> float:
+        """Seconds `function` has spent running so far, the current invocation included (rates over
+        this time say how fast it works, not how long it waited for its schedule)."""
+        started = self._running_since.get(function)
+        return self._busy_s.get(function, 0.0) + (time.monotonic() - started if started is not None else 0.0)
+
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
         context = LambdaContext(function, memory_size=128, max_runtime_ms=self.timeout_s(function) * 1000)
         with self._locks.setdefault(function, threading.Lock()):
             self.invocations[function] = self.invocations.get(function, 0) + 1
+            self._running_since[function] = started = time.monotonic()
             try:
                 return self._app.handler_map[function](event, context)
             except Exception:
                 self.errors[function] = self.errors.get(function, 0) + 1
                 raise
+            finally:
+                self._busy_s[function] = self._busy_s.get(function, 0.0) + time.monotonic() - started
+                del self._running_since[function]
 
 
 def scheduled_event(rule: str, moment: datetime, region: str) -> dict[str, Any]:
@@ -143,6 +155,13 @@ class LocalRuntime:
             ScheduledFunction(name, parse(expression, now), None)
             for name, expression in schedule_expressions(app).items()
         ]
+
+    def seconds_to_next(self, function: str) -> float | None:
+        """Real seconds until `function`'s schedule fires next (None: not scheduled, or not yet)."""
+        for scheduled in self.schedules:
+            if scheduled.name == function and scheduled.due is not None:
+                return self.clock.real_seconds_until(scheduled.due)
+        return None
 
     def _invoker_for(self, function: str) -> Callable[[dict[str, Any]], Any]:
         return lambda event: self.invoker.invoke(function, event)

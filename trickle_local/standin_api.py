@@ -12,7 +12,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+from chalicelib.records import dumps
+from trickle_local.ports import PortInUseError, in_use
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,12 @@ class StandInApi:
         self._applied_keys: set[str] = set()
         self._in_flight = 0
         self.max_in_flight = 0
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        try:
+            self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        except OSError as exc:
+            if in_use(exc):
+                raise PortInUseError(port, "stand-in API") from None
+            raise
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -97,6 +107,35 @@ class StandInApi:
         with self._lock:
             self.faults.seed = seed
             self._random = random.Random(seed)
+
+    def listing(self, path: str | None = None, since: int = 0) -> list[dict[str, object]]:
+        """What the API received (to `path`, or anywhere), oldest first, from entry `since`: what
+        `GET <path>` answers, with the API key's header redacted. Serialize it with
+        `chalicelib.records.dumps`, which writes the bodies' numbers with every digit."""
+        key_header = self.faults.api_key_header.lower()
+        entries: list[dict[str, object]] = []
+        for n, request in enumerate(self.requests):
+            if n < since or (path is not None and request.path.split("?", 1)[0] != path):
+                continue
+            try:  # numbers exactly as sent (Decimal), for `chalicelib.records.dumps`
+                body: object = json.loads(request.body, parse_float=Decimal)
+            except ValueError:
+                body = request.body
+            entries.append(
+                {
+                    "n": n,
+                    "path": request.path,
+                    "arrived_at": request.arrived_at,
+                    "status": request.status,
+                    "applied": request.applied,
+                    "idempotency_key": request.idempotency_key,
+                    "headers": {
+                        k: "(redacted)" if k == key_header else v for k, v in sorted(request.headers.items())
+                    },
+                    "body": body,
+                }
+            )
+        return entries
 
     def clear(self) -> None:
         with self._lock:
@@ -194,6 +233,19 @@ class StandInApi:
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
+
+            def do_GET(self) -> None:
+                """A read-only listing of the requests POSTed to this path (`?since=N` skips the
+                first N), so a user of the local runtime can see what the API got."""
+                path, _, query = self.path.partition("?")
+                since = parse_qs(query).get("since", ["0"])[0]
+                entries = api.listing(path, int(since) if since.isdigit() else 0)
+                payload = dumps({"path": path, "received": len(entries), "requests": entries}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
 
             def log_message(self, format: str, *args: object) -> None:
                 return

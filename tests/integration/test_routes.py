@@ -4,9 +4,11 @@ exercised through chalice local in test_chalice_local.py)."""
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from typing import Any
 
+import pytest
 import requests
 from conftest import Stack
 
@@ -151,3 +153,21 @@ def test_a_redrive_started_by_route_reports_progress_and_delivers(stack: Stack) 
     assert stack.queue_depth("TRICKLE_DLQ_URL") == 1
     assert stack.http("POST", "/dead-letters/redrive", {"groups": "a"}).status_code == 400
     assert stack.http("GET", f"/dead-letters/redrive/{uuid.uuid4()}").status_code == 404
+
+
+def test_the_emulators_missing_move_task_is_one_debug_line_not_a_traceback(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    poison_two(stack)
+
+    with caplog.at_level(logging.DEBUG):
+        started = stack.http("POST", "/dead-letters/redrive", {})
+
+    assert json.loads(started.body)["method"] == "copy"
+    about_it = [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if not r.name.startswith("botocore")  # botocore's own debug lines name every operation
+        and ("MessageMoveTask" in r.getMessage() or "Traceback" in r.getMessage())
+    ]
+    assert about_it == [("DEBUG", "StartMessageMoveTask unavailable; copying in order")]

@@ -1,0 +1,159 @@
+"""What the local runtime tells its user: a taken port fails fast naming the port and its flag, the
+stand-in API lists what it received, progress lines come only on change, with the next drain and a
+rate over the time drains ran."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import requests
+from chalice import Chalice, Rate
+
+from trickle_local.__main__ import Progress, next_drain, rate
+from trickle_local.endpoint import MotoEndpoint
+from trickle_local.ports import PortInUseError
+from trickle_local.routes import RouteServer
+from trickle_local.runtime import Invoker, LocalRuntime
+from trickle_local.stage import PROJECT_DIR
+from trickle_local.standin_api import Faults, StandInApi
+
+
+@pytest.fixture
+def taken() -> Iterator[int]:
+    """A loopback port something else is listening on."""
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield int(holder.getsockname()[1])
+
+
+def test_every_server_refuses_a_taken_port_with_the_flag_that_moves_it(taken: int) -> None:
+    cases: list[tuple[Any, str]] = [
+        (lambda: MotoEndpoint(port=taken).start(), "--endpoint-port"),
+        (lambda: StandInApi(port=taken), "--api-port"),
+        (
+            lambda: RouteServer(
+                Chalice(app_name="t"), {"version": "2.0", "app_name": "t"}, "dev", port=taken
+            ),
+            "--routes-port",
+        ),
+    ]
+    for make, flag in cases:
+        with pytest.raises(PortInUseError) as refused:
+            make()
+        assert f"port {taken} (" in str(refused.value) and flag in str(refused.value)
+
+
+@pytest.mark.parametrize("command", ["up", "demo"])
+def test_the_command_exits_at_once_with_the_message_not_a_traceback(taken: int, command: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "trickle_local", command, "--routes-port", str(taken), "--endpoint-port", "0"],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"trickle_local: port {taken} (routes) is in use by another program; stop it, or pick another"
+        " port with --routes-port N (or --ephemeral-ports for free ones)"
+    )
+
+
+def test_the_stand_in_lists_what_it_received_exactly_and_without_the_key() -> None:
+    api = StandInApi(Faults(api_key="sk-secret", poison=frozenset({"bad"}))).start()
+    try:
+        body = '{"exact":12345678901234567890.123456789,"n":1}'
+        headers = {"x-api-key": "sk-secret", "idempotency-key": "m1", "content-type": "application/json"}
+        assert requests.post(f"{api.url}/items", data=body, headers=headers, timeout=10).status_code == 200
+        requests.post(
+            f"{api.url}/items", data='{"bad":1}', headers=headers | {"idempotency-key": "m2"}, timeout=10
+        )
+        requests.post(f"{api.url}/other", data="not json", headers=headers, timeout=10)
+
+        listing = requests.get(f"{api.url}/items", timeout=10)
+        later = requests.get(f"{api.url}/items?since=1", timeout=10).json()
+    finally:
+        api.stop()
+    assert listing.status_code == 200
+    assert "sk-secret" not in listing.text
+    assert '"exact":12345678901234567890.123456789' in listing.text  # digits as sent
+    answer = json.loads(listing.text, parse_float=Decimal)
+    assert answer["received"] == 2
+    first, second = answer["requests"]
+    assert (first["status"], first["applied"], first["idempotency_key"]) == (200, True, "m1")
+    assert first["headers"]["x-api-key"] == "(redacted)"
+    assert first["body"] == {"exact": Decimal("12345678901234567890.123456789"), "n": 1}
+    assert (second["status"], second["applied"]) == (400, False)
+    assert [r["idempotency_key"] for r in later["requests"]] == ["m2"]
+
+
+def test_rates_count_only_the_time_drains_ran() -> None:
+    app = Chalice(app_name="t")
+    invoker = Invoker(app, {"version": "2.0", "app_name": "t"}, "local")
+    assert invoker.active_s("drain") == 0.0
+    app.handler_map = {"drain": lambda event, context: sum(range(200_000))}  # type: ignore[assignment]
+    invoker.invoke("drain", {})
+    once = invoker.active_s("drain")
+    invoker.invoke("drain", {})
+    assert 0 < once < invoker.active_s("drain")
+    assert rate(0, 0.0) == "rate=-"
+    assert rate(30, 1.5) == "rate=20.0/s over 1.5s of drain time"
+
+
+def test_the_next_drain_is_named_in_real_seconds() -> None:
+    app = Chalice(app_name="t")
+
+    @app.schedule(Rate(1, unit=Rate.MINUTES), name="drain")
+    def drain(event: Any) -> None:
+        return None
+
+    runtime = LocalRuntime(app, Invoker(app, {"version": "2.0", "app_name": "t"}, "local"), None, "", speed=2)
+    session: Any = SimpleNamespace(runtime=runtime)
+    assert next_drain(session) == "no drain scheduled"  # schedules not started
+    runtime.start_schedules()
+    try:
+        seconds = runtime.seconds_to_next("drain")
+        assert seconds is not None and 25 < seconds <= 30  # a minute of schedule time at --speed 2
+        assert next_drain(session).startswith("next drain in ")
+    finally:
+        runtime.stop()
+
+
+class Counts:
+    """A session whose queue counts the test sets; Progress reads nothing else of it."""
+
+    def __init__(self) -> None:
+        self.queued = 5
+        self.runtime = SimpleNamespace(
+            invoker=SimpleNamespace(active_s=lambda name: 0.0, busy=lambda name: False),
+            seconds_to_next=lambda name: 12.0,
+        )
+        self.api = None
+
+    def depth(self, url_var: str) -> tuple[int, int]:
+        return (self.queued, 0) if url_var == "TRICKLE_QUEUE_URL" else (0, 0)
+
+
+def test_progress_prints_only_when_something_changed(capsys: pytest.CaptureFixture[str]) -> None:
+    session: Any = Counts()
+    progress = Progress(session, 5, every_s=0.01)
+    for queued in (5, 5, 5, 3, 3, 0, 0):
+        session.queued = queued
+        progress.tick()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split("] ")[1].split(" in_flight")[0] for line in lines] == [
+        "queued=5",
+        "queued=3",
+        "queued=0",
+    ]
+    assert all(line.endswith("rate=-; next drain in 12s") for line in lines)
