@@ -103,6 +103,7 @@ class LedgerRecord:
 
 
 DEAD_INDEX = "dead-letters"
+DEAD_LETTER_RETENTION_S = 14 * 86_400  # the longest SQS keeps a message
 DEAD_PARTITION_KEY = "dead_destination"
 DEAD_SORT_KEY = "dead_key"
 
@@ -202,9 +203,12 @@ class Ledger:
     def _key(self, message_id: str) -> dict[str, Any]:
         return {"message_id": {"S": message_id}}
 
-    def _stamp(self) -> dict[str, Any]:
+    def _stamp(self, dead: bool = False) -> dict[str, Any]:
+        """Now, and when the record expires: a dead record lives at least as long as SQS can keep
+        its dead letter, so the listing never loses one the queue still holds."""
         now = self._clock()
-        return {":now": {"N": repr(now)}, ":expires": {"N": str(int(now) + self._ttl_s)}}
+        ttl_s = max(self._ttl_s, DEAD_LETTER_RETENTION_S) if dead else self._ttl_s
+        return {":now": {"N": repr(now)}, ":expires": {"N": str(int(now) + ttl_s)}}
 
     def get(self, message_id: str) -> LedgerRecord | None:
         item = self._client.get_item(
@@ -214,16 +218,22 @@ class Ledger:
 
     def record_queued(self, message_id: str, group_id: str) -> bool:
         """First sight of a message; an existing record (any status) is left alone."""
+        return self._put_new(message_id, group_id, Status.QUEUED, {})
+
+    def _put_new(self, message_id: str, group_id: str, status: Status, extra: dict[str, Any]) -> bool:
+        """Write a first record; False (and nothing written) if the message has one already."""
+        stamp = self._stamp(dead=status is Status.DEAD)
         try:
             self._client.put_item(
                 TableName=self.table,
                 Item={
                     **self._key(message_id),
-                    "status": {"S": Status.QUEUED.value},
+                    "status": {"S": status.value},
                     "group_id": {"S": group_id},
                     "attempts": {"N": "0"},
-                    "updated_at": self._stamp()[":now"],
-                    "expires_at": self._stamp()[":expires"],
+                    "updated_at": stamp[":now"],
+                    "expires_at": stamp[":expires"],
+                    **extra,
                 },
                 ConditionExpression="attribute_not_exists(message_id)",
             )
@@ -316,7 +326,7 @@ class Ledger:
             ":error": {"S": error[:500]},
             ":one": {"N": "1" if counted else "0"},
             ":group": {"S": group_id},
-            **self._stamp(),
+            **self._stamp(dead=status is Status.DEAD),
         }
         update = (
             "SET #status = :status, group_id = :group, last_error = :error, updated_at = :now,"
@@ -348,27 +358,13 @@ class Ledger:
     def record_dead(self, message_id: str, group_id: str, reason: str) -> None:
         """A record rejected at ingest (undecodable, oversize): never queued, so it has no record yet;
         this one makes its dead letter listable. A record that exists already is left alone."""
-        stamp = self._stamp()
-        try:
-            self._client.put_item(
-                TableName=self.table,
-                Item={
-                    **self._key(message_id),
-                    "status": {"S": Status.DEAD.value},
-                    "group_id": {"S": group_id},
-                    "attempts": {"N": "0"},
-                    "last_error": {"S": reason[:500] or "rejected at ingest"},
-                    "dead_origin": {"S": "ingest"},
-                    DEAD_PARTITION_KEY: {"S": self._destination},
-                    DEAD_SORT_KEY: {"S": dead_key(float(stamp[":now"]["N"]), message_id)},
-                    "updated_at": stamp[":now"],
-                    "expires_at": stamp[":expires"],
-                },
-                ConditionExpression="attribute_not_exists(message_id)",
-            )
-        except ClientError as exc:
-            if not _conditional(exc):
-                raise
+        extra = {
+            "last_error": {"S": reason[:500] or "rejected at ingest"},
+            "dead_origin": {"S": "ingest"},
+            DEAD_PARTITION_KEY: {"S": self._destination},
+            DEAD_SORT_KEY: {"S": dead_key(self._clock(), message_id)},
+        }
+        self._put_new(message_id, group_id, Status.DEAD, extra)
 
     def dead_page(self, destination: str, limit: int, after: str | None) -> tuple[list[LedgerRecord], bool]:
         """Up to `limit` dead records of `destination` in the order they died, starting after the

@@ -461,3 +461,16 @@ def test_a_record_rejected_at_ingest_gets_a_dead_record_once(ledger: Ledger) -> 
     ledger.record_queued("q1", "g1")
     ledger.record_dead("q1", "g1", "never overwrites a record that exists")
     assert record_of(ledger, "q1").status is Status.QUEUED
+
+
+def test_a_dead_record_outlives_the_dead_letter_queue_s_retention(
+    ledger: Ledger, client: Any, clock: FakeClock
+) -> None:
+    """TTL_S is seven days; SQS keeps a dead letter up to fourteen, and the listing must too."""
+    ledger.settle("m1", "g1", Status.DEAD, None, "HTTP 400", counted=False, dead_copy="c1")
+    ledger.record_dead("r1", "g1", "undecodable")
+    ledger.settle("m2", "g1", Status.FAILED, 500, "HTTP 500", counted=True)
+    fourteen_days = int(START) + 14 * 86_400
+    assert int(raw_item(client, "m1")["expires_at"]["N"]) == fourteen_days
+    assert int(raw_item(client, "r1")["expires_at"]["N"]) == fourteen_days
+    assert int(raw_item(client, "m2")["expires_at"]["N"]) == int(START) + TTL_S
