@@ -29,6 +29,7 @@ from trickle_local.endpoint import LOCAL_CREDENTIALS, MotoEndpoint
 from trickle_local.stage import PROJECT_DIR, stage_env
 
 REGION = "eu-west-3"
+ACCOUNT = "456789012345"  # not moto's default: the emulator serves every request as this account
 
 
 @pytest.fixture
@@ -102,12 +103,23 @@ def test_bootstrap_deploy_stream_settings_delete_teardown(
 ) -> None:
     endpoint.reset()
     monkeypatch.setenv("TRICKLE_TEST_API_KEY", "sk-way-b")
+    monkeypatch.setenv("MOTO_ACCOUNT_ID", ACCOUNT)
     project = project_copy(tmp_path)
     where = ["--stage", "dev", "--endpoint", endpoint.url, "--region", REGION, "--project-dir", str(project)]
 
     assert bootstrap([*where, "--api-key-env", "TRICKLE_TEST_API_KEY"]) == 0
     env = stage_env("dev", project)
-    assert env["TRICKLE_STREAM_ARN"].startswith(f"arn:aws:dynamodb:{REGION}:")
+    assert env["TRICKLE_STREAM_ARN"].startswith(
+        f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/trickle-dev-items/"
+    )
+    written = [
+        project / ".chalice" / "config.json",
+        *sorted((project / ".chalice").glob("policy-dev-*.json")),
+    ]
+    for path in written:  # the placeholders the repository ships are all replaced
+        dev = json.loads(path.read_text())
+        text = json.dumps(dev["stages"]["dev"] if "stages" in dev else dev)
+        assert "123456789012" not in text and "us-east-1" not in text, path.name
     deployed = chalice(project, endpoint, "deploy", "--stage", "dev")
     assert "trickle-dev-ingest" in deployed.stdout + deployed.stderr
 
@@ -115,7 +127,7 @@ def test_bootstrap_deploy_stream_settings_delete_teardown(
     (mapping,) = lambda_client.list_event_source_mappings(EventSourceArn=env["TRICKLE_STREAM_ARN"])[
         "EventSourceMappings"
     ]
-    assert mapping["FunctionArn"].endswith(":function:trickle-dev-ingest")
+    assert mapping["FunctionArn"] == f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:trickle-dev-ingest"
     assert "BisectBatchOnFunctionError" not in mapping  # what chalice deploy leaves: Lambda's defaults
 
     capsys.readouterr()
