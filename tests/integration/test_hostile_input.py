@@ -255,3 +255,25 @@ def test_the_bearer_scheme_is_case_insensitive_over_http(routes: str) -> None:
         assert answer.status_code == 200, scheme
     wrong = requests.get(f"{routes}/status", headers={"Authorization": f"Basic {OPERATOR_TOKEN}"}, timeout=30)
     assert wrong.status_code == 403
+
+
+def test_routes_that_take_no_input_ignore_hostile_queries_and_headers(routes: str, stack: Stack) -> None:
+    """/health and /status read nothing from the request: odd queries and headers change nothing."""
+    before = state(stack)
+    odd_headers = {"X-Odd": "\x7f" * 100, "Accept": "*/*;q=NaN", "X-Trickle": "\u00e9" * 50}
+    for path in ("/health", "/status"):
+        for query in (
+            "",
+            "?next=%ED%A0%80",
+            "?limit=-1&limit=1e400",
+            "?" + "a=b&" * 500,
+            "?x=" + "%25" * 3000,
+        ):
+            answer = requests.get(
+                f"{routes}{path}{query}",
+                headers={"Authorization": f"bearer {OPERATOR_TOKEN}"} | odd_headers,
+                timeout=30,
+            )
+            assert answer.status_code == 200, (path, query[:40])
+            assert not [word for word in INTERNALS if word in answer.text]
+    assert state(stack) == before
