@@ -45,10 +45,16 @@ def ingest(event: DynamoDBEvent) -> dict[str, Any]:
     return wiring.ingestor().handle(event.to_dict()["Records"]).as_dict()
 
 
-@app.schedule(Rate(1, unit=Rate.MINUTES), name="drain")
-def drain(event: CloudWatchEvent) -> dict[str, Any]:
-    context: Any = event.context
-    return wiring.run_lease().run(context.get_remaining_time_in_millis, wiring.drainer().run).as_dict()
+# One drain per destination of chalicelib/routes.toml, named drain_<destination>: change a
+# destination's schedule here (Rate or Cron).
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="drain_orders")
+def drain_orders(event: CloudWatchEvent) -> dict[str, Any]:
+    return wiring.drain("orders", event.context)
+
+
+@app.schedule(Rate(2, unit=Rate.MINUTES), name="drain_crm")
+def drain_crm(event: CloudWatchEvent) -> dict[str, Any]:
+    return wiring.drain("crm", event.context)
 
 
 @app.route("/health", methods=["GET"])
@@ -78,6 +84,17 @@ def message(message_id: str) -> dict[str, Any]:
     return found
 
 
+def _query() -> dict[str, str]:
+    return dict(_request().query_params or {})
+
+
+def _destination(query: dict[str, str]) -> str:
+    try:
+        return wiring.operations().pick(query.get("destination"))
+    except ValueError as exc:
+        raise BadRequestError(str(exc)) from None
+
+
 @app.route("/dead-letters", methods=["GET"], authorizer=operator)
 def dead_letters() -> dict[str, Any]:
     try:
@@ -92,7 +109,7 @@ def start_redrive() -> Response:
         wanted, description = RedriveFilter.from_request(_request().raw_body)
     except ValueError as exc:
         raise BadRequestError(str(exc)) from None
-    job = wiring.operations().start_redrive(wanted, description, REDRIVE_SLICE_S)
+    job = wiring.operations().start_redrive(_destination(_query()), wanted, description, REDRIVE_SLICE_S)
     return Response(body=job | {"progress_url": f"/dead-letters/redrive/{job['id']}"}, status_code=202)
 
 

@@ -30,12 +30,13 @@ import requests
 from chalicelib import wiring
 from chalicelib.records import build_messages
 from trickle_deploy.bootstrap import provision
-from trickle_deploy.template import PACKAGING_ENV
+from trickle_deploy.policies import packaging_env
 from trickle_local import stage
 from trickle_local.endpoint import clients, free_port, use_local_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key"
+ROUTES_FILE = Path(__file__).with_name("routes.toml")
 # Public us-east-1 prices (USD), checked 2026: SQS FIFO $0.50 per million requests; DynamoDB on-demand
 # $0.625 per million write units and $0.125 per million read units (items here are under 1 KB, and
 # the ledger's reads are strongly consistent: one unit each, batched or not); Lambda $0.20 per million
@@ -147,7 +148,10 @@ class Bench:
         self.calls.register(boto3.DEFAULT_SESSION.events)  # type: ignore[union-attr]
         self._aws, self.aws_url = serve("aws")
         self._api, self.api_url = serve("api", latency=latency_s, key=API_KEY)
-        self.base = stage.rebase(stage.stage_env("local"), self.aws_url, self.api_url + "/items") | {
+        self.base = stage.rebase(
+            stage.stage_env("local"), self.aws_url, {"orders": self.api_url + "/items"}
+        ) | {
+            "TRICKLE_ROUTES_FILE": str(ROUTES_FILE),
             "TRICKLE_LOG_LEVEL": "ERROR",
             "TRICKLE_DRAIN_BUDGET": "100000",
             "TRICKLE_AUTH": "iam",
@@ -160,8 +164,8 @@ class Bench:
         requests.post(f"{self.aws_url}/moto-api/reset", timeout=10).raise_for_status()
         self.env = provision(clients(self.aws_url), self.base, API_KEY) | {
             "TRICKLE_DRAIN_WORKERS": str(workers),
-            "TRICKLE_RATE_LIMIT_PER_SECOND": str(rate_limit_per_s),
-            "TRICKLE_RATE_LIMIT_BURST": str(min(100, rate_limit_per_s // 10)),
+            "TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S": str(rate_limit_per_s),
+            "TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST": str(min(100, rate_limit_per_s // 10)),
         }
         os.environ.update(self.env)
         wiring.reset()
@@ -195,7 +199,7 @@ class Bench:
                 if ledger:
                     wiring.ingestor().handle(chunk)
                 else:
-                    wiring.queue().send(build_messages(chunk, wiring.settings()).messages)
+                    wiring.queue("orders").send(build_messages(chunk, wiring.settings()).messages)
         counts, aws_s = self.calls.take()
         return {"seconds": time.perf_counter() - started, "requests": dict(counts), "aws_seconds": aws_s}
 
@@ -207,7 +211,7 @@ class Bench:
         # POWERTOOLS_METRICS_DISABLED set (its overflow path skips the check): keep them off the table.
         with contextlib.redirect_stdout(io.StringIO()):
             while delivered < count:
-                report = wiring.drainer().run(lambda: 10**9)
+                report = wiring.drainer("orders").run(lambda: 10**9)
                 delivered += report.delivered
                 if report.stopped_by == "empty" and not report.delivered:
                     break
@@ -217,7 +221,7 @@ class Bench:
         """The seed design, literally: receive one, read SSM, new connection, POST, delete one."""
         sqs = boto3.client("sqs", endpoint_url=self.aws_url)
         ssm = boto3.client("ssm", endpoint_url=self.aws_url)
-        url, queue = self.env["TRICKLE_API_URL"], self.env["TRICKLE_QUEUE_URL"]
+        url, queue = self.env["TRICKLE_DEST_ORDERS_URL"], self.env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
         self.calls.take()
         self._mark()
         started = time.perf_counter()
@@ -226,7 +230,7 @@ class Bench:
             messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=1).get("Messages", [])
             if not messages:
                 break
-            key = ssm.get_parameter(Name=self.env["TRICKLE_API_KEY_PARAMETER"], WithDecryption=True)[
+            key = ssm.get_parameter(Name=self.env["TRICKLE_DEST_ORDERS_KEY_PARAMETER"], WithDecryption=True)[
                 "Parameter"
             ]["Value"]
             response = requests.post(url, data=messages[0]["Body"], headers={"x-api-key": key}, timeout=10)
@@ -329,7 +333,8 @@ def import_times(modules: dict[str, Path], env: dict[str, str], runs: int = 11) 
 
 def cold_start_and_package() -> dict[str, Any]:
     # prod is a template stage: its resource names come from the stack, placeholders stand in here
-    env = {**os.environ, **stage.stage_env("prod"), **PACKAGING_ENV, "PYTHONPATH": str(ROOT)}
+    placeholders = packaging_env(stage.stage_env("prod"))
+    env = {**os.environ, **placeholders, "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory() as tmp:
         minimal = Path(tmp) / "minimal_app.py"
         minimal.write_text(
@@ -342,7 +347,7 @@ def cold_start_and_package() -> dict[str, Any]:
         subprocess.run(
             [str(Path(sys.executable).parent / "chalice"), "package", "--stage", "prod", str(out)],
             cwd=ROOT,
-            env={**os.environ, **PACKAGING_ENV, "AWS_DEFAULT_REGION": "us-east-1"},
+            env={**os.environ, **placeholders, "AWS_DEFAULT_REGION": "us-east-1"},
             check=True,
             capture_output=True,
         )

@@ -38,7 +38,9 @@ class ApiClient:
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": idempotency_key,
-            self.destination.api_key_header: key,
+            self.destination.api_key_header: f"{scheme} {key}"
+            if (scheme := self.destination.api_key_scheme)
+            else key,
         }
         started = time.perf_counter()
         try:

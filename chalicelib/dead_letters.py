@@ -19,12 +19,18 @@ from botocore.exceptions import ClientError
 from chalicelib import strict_json
 from chalicelib.fifo_queue import FifoQueue, ReceivedMessage
 from chalicelib.ledger import LedgerRecord
-from chalicelib.records import MESSAGE_ID_ATTRIBUTE, REASON_ATTRIBUTE, OutboundMessage
+from chalicelib.records import (
+    DESTINATION_ATTRIBUTE,
+    MESSAGE_ID_ATTRIBUTE,
+    REASON_ATTRIBUTE,
+    ROUTE_ATTRIBUTE,
+    OutboundMessage,
+)
 from chalicelib.strict_json import sqs_text
 
 log = logging.getLogger(__name__)
 
-RELAY_ATTRIBUTES = (MESSAGE_ID_ATTRIBUTE, "trickle-destination", "trickle-event")
+RELAY_ATTRIBUTES = (MESSAGE_ID_ATTRIBUTE, DESTINATION_ATTRIBUTE, ROUTE_ATTRIBUTE)
 STATUS_ATTRIBUTE = "trickle-status-code"
 EXCERPT_ATTRIBUTE = "trickle-response-excerpt"
 ATTEMPTS_ATTRIBUTE = "trickle-attempts"

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.dead_letters import dead_letter
+from chalicelib.enrichers import EnrichmentError
 from chalicelib.fifo_queue import MAX_BATCH_ENTRIES, ReceivedMessage
 from chalicelib.ledger import LedgerRecord, Status, Verdict, delivered, run_note_key, verdict
 from chalicelib.metrics import RunMetrics
@@ -23,6 +24,7 @@ from chalicelib.policy import (
     HEAD_HOLD_S,
     Action,
     Backoff,
+    Decision,
     Move,
     Outcome,
     Rules,
@@ -43,7 +45,8 @@ from chalicelib.ports import (
     SourceQueue,
 )
 from chalicelib.ratelimit import RateLimiter
-from chalicelib.settings import Settings
+from chalicelib.records import ROUTE_ATTRIBUTE
+from chalicelib.settings import Destination, Settings
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +223,11 @@ class Drainer:
         ledger: DeliveryLedger,
         api: Api,
         key: ApiKey,
+        destination: Destination,
         settings: Settings,
         notes: RunNotes | None = None,
         archive: Archive | None = None,
+        enrich: Callable[[str, str], str] | None = None,
     ) -> None:
         self._notes = notes
         self._archive = archive
@@ -232,8 +237,9 @@ class Drainer:
         self._api = api
         self._key = key
         self._settings = settings
-        self._destination = settings.destination
-        self._rules = rules_for(settings)
+        self._destination = destination
+        self._rules = rules_for(destination)
+        self._enrich = enrich
 
     def run(self, remaining_ms: Callable[[], int]) -> DrainReport:
         """Drain until the queue is empty, the budget is spent, time runs short or the API says stop."""
@@ -259,7 +265,7 @@ class Drainer:
                             state,
                             limiter,
                             self._ledger.read({m.message_id for m in batch}),
-                            received_at + self._settings.attempt_window_s,
+                            received_at + self._settings.attempt_window_s(self._destination),
                         )
                         for group in group_in_order(batch).values():
                             in_flight.add(pool.submit(self._deliver_group, group, run), len(group))
@@ -378,14 +384,7 @@ class Drainer:
         if time.monotonic() > run.deadline:
             return decide(Situation(Verdict.DELIVER, late=True), self._rules), record, None
         attempts = record.attempts if record else 0
-        response = self._api.post(message.body, idempotency_key=message.message_id)
-        answer = classify(response)
-        if answer.outcome is Outcome.AUTH and run.state.claim_key_refresh():
-            self._key.refresh()
-            self._log(message, attempts + 1, "auth-retry", response)
-            response = self._api.post(message.body, idempotency_key=message.message_id)
-            answer = classify(response)
-        run.state.metrics.milliseconds("ApiLatency", response.elapsed_ms)
+        response, answer = self._call(message, attempts, run.state)
         self._log(message, attempts + 1, answer.outcome.value, response)
         if answer.outcome is Outcome.DELIVERED:
             done = delivered(record, message.message_id, message.group_id, response.status, time.time())
@@ -401,6 +400,27 @@ class Drainer:
         run.records[message.message_id] = done
         situation = Situation(Verdict.DELIVER, answer=answer, attempts=done.attempts)
         return decide(situation, self._rules), done, response
+
+    def _call(self, message: ReceivedMessage, attempts: int, state: RunState) -> tuple[ApiResponse, Decision]:
+        """Enrich the body if its route says so, POST it, and on 401/403 re-read the key (once per
+        run) and POST again. A failed enrichment is answered like the API would have: retryable
+        or refused."""
+        body = message.body
+        if self._enrich is not None:
+            try:
+                body = self._enrich(message.attributes.get(ROUTE_ATTRIBUTE, ""), body)
+            except EnrichmentError as exc:
+                outcome = Outcome.RETRY if exc.retryable else Outcome.PERMANENT
+                return ApiResponse(None, error=str(exc)), Decision(outcome, f"enrichment failed: {exc}")
+        response = self._api.post(body, idempotency_key=message.message_id)
+        answer = classify(response)
+        if answer.outcome is Outcome.AUTH and state.claim_key_refresh():
+            self._key.refresh()
+            self._log(message, attempts + 1, "auth-retry", response)
+            response = self._api.post(body, idempotency_key=message.message_id)
+            answer = classify(response)
+        state.metrics.milliseconds("ApiLatency", response.elapsed_ms)
+        return response, answer
 
     def _apply(
         self,
@@ -478,12 +498,12 @@ class Drainer:
         log.info("delivery", extra=fields)
 
 
-def rules_for(settings: Settings) -> Rules:
-    """The failure rules of the settings' destination."""
+def rules_for(destination: Destination) -> Rules:
+    """A destination's failure rules."""
     return Rules(
-        ordering=settings.destination.ordering,
-        max_attempts=settings.destination.max_attempts,
-        backoff=Backoff(settings.retry_delay_s, settings.retry_max_delay_s),
-        wait_s=settings.retry_delay_s,
-        halt_s=settings.retry_max_delay_s,
+        ordering=destination.ordering,
+        max_attempts=destination.max_attempts,
+        backoff=Backoff(destination.backoff_base_s, destination.backoff_cap_s),
+        wait_s=destination.backoff_base_s,
+        halt_s=destination.backoff_cap_s,
     )

@@ -33,7 +33,7 @@ class IngestError(RuntimeError):
 class IngestReport:
     records: int
     enqueued: int
-    skipped: int
+    unrouted: int
     dead_lettered: int
     failed_sequence_numbers: list[str] = field(default_factory=list)
 
@@ -46,11 +46,27 @@ class IngestReport:
 
 
 class Ingestor:
-    def __init__(self, queue: FifoQueue, dead_letters: FifoQueue, ledger: Ledger, settings: Settings) -> None:
-        self._queue = queue
+    """Queues each destination's messages on its own queue, in stream order."""
+
+    def __init__(
+        self,
+        queues: Mapping[str, FifoQueue],
+        dead_letters: Mapping[str, FifoQueue],
+        ledgers: Mapping[str, Ledger],
+        settings: Settings,
+    ) -> None:
+        self._queues = queues
         self._dead_letters = dead_letters
-        self._ledger = ledger
+        self._ledgers = ledgers
         self._settings = settings
+
+    def _send(
+        self, queues: Mapping[str, FifoQueue], messages: Sequence[OutboundMessage]
+    ) -> list[SendFailure]:
+        failures: list[SendFailure] = []
+        for name, queue in queues.items():
+            failures += queue.send([m for m in messages if m.destination == name])
+        return failures
 
     def handle(self, records: Sequence[Mapping[str, Any]]) -> IngestReport:
         built = build_messages(records, self._settings)
@@ -63,10 +79,14 @@ class Ingestor:
                     "keys": rejected.keys,
                     "sequence_number": rejected.sequence_number,
                     "reason": rejected.reason,
+                    "destination": rejected.destination,
                 },
             )
-        failures = self._queue.send(built.messages)
-        failures += self._dead_letters.send([rejection_message(r, self._settings) for r in built.rejected])
+        if built.unrouted:
+            log.debug("records no route takes", extra={"unrouted": built.unrouted})
+        failures = self._send(self._queues, built.messages)
+        rejections = [rejection_message(r, self._settings) for r in built.rejected]
+        failures += self._send(self._dead_letters, rejections)
         for failure in failures:
             log.error(
                 "message not queued",
@@ -75,6 +95,7 @@ class Ingestor:
                     "group_id": failure.message.group_id,
                     "keys": failure.message.keys,
                     "reason": failure.reason,
+                    "destination": failure.message.destination,
                 },
             )
         identifiable = all(f.message.sequence_number.isdigit() for f in failures)
@@ -87,12 +108,14 @@ class Ingestor:
         queued = [m for m in built.messages if m.message_id not in unsent]
         for rejected in built.rejected:  # listed like every dead letter; a failed write fails the batch
             if rejected.message_id not in unsent:
-                self._ledger.record_dead(rejected.message_id, rejected.group_id, rejected.reason)
+                self._ledgers[rejected.destination].record_dead(
+                    rejected.message_id, rejected.group_id, rejected.reason
+                )
         self._record_queued(queued)
         report = IngestReport(
             len(records),
             len(queued),
-            built.skipped,
+            built.unrouted,
             len(built.rejected) - len(unsent & {r.message_id for r in built.rejected}),
             sorted({f.message.sequence_number for f in failures}, key=int),
         )
@@ -104,6 +127,7 @@ class Ingestor:
         metrics = RunMetrics({"table": self._settings.table_name})
         metrics.count("IngestRecords", report.records)
         metrics.count("IngestEnqueued", report.enqueued)
+        metrics.count("IngestUnrouted", report.unrouted)
         metrics.count("IngestRejected", report.dead_lettered)
         metrics.count("IngestFailures", failures)
         metrics.flush()
@@ -112,7 +136,7 @@ class Ingestor:
         """Status for operators; the drain does not depend on it, so a failed write only warns."""
         for message in messages:
             try:
-                self._ledger.record_queued(message.message_id, message.group_id)
+                self._ledgers[message.destination].record_queued(message.message_id, message.group_id)
             except (ClientError, BotoCoreError) as exc:
                 log.warning(
                     "ledger write failed",

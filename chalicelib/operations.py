@@ -85,30 +85,37 @@ class Operations:
     def __init__(
         self,
         sqs: Any,
-        queue: FifoQueue,
-        dead_letters: FifoQueue,
-        ledger: Ledger,
+        queues: Mapping[str, FifoQueue],
+        dead_letters: Mapping[str, FifoQueue],
+        ledgers: Mapping[str, Ledger],
         notes: Notes,
         archive: ResponseArchive | None,
-        destination: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._sqs = sqs
-        self._queue = queue
+        self._queues = queues
         self._dead_letters = dead_letters
-        self._ledger = ledger
+        self._ledgers = ledgers
+        self._ledger = next(iter(ledgers.values()))  # for reads: every destination shares the table
         self._notes = notes
         self._archive = archive
-        self._destination = destination
         self._clock = clock
+
+    def pick(self, name: str | None) -> str:
+        """The destination a request names, or the only one; ValueError says what to send."""
+        if name is None and len(self._queues) == 1:
+            return next(iter(self._queues))
+        if name is None or name not in self._queues:
+            raise ValueError(f"destination must be one of: {', '.join(self._queues)} (?destination=NAME)")
+        return name
 
     def _depths(self, queue: FifoQueue) -> dict[str, int]:
         queued, in_flight = queue.counts()
         return {"queued": queued, "in_flight": in_flight}
 
-    def _oldest_age_s(self) -> float | None:
+    def _oldest_age_s(self, queue: FifoQueue) -> float | None:
         """The oldest visible message's age: a receive with visibility 0 leaves it where it was."""
-        messages = self._queue.receive(1, 0)
+        messages = queue.receive(1, 0)
         if not messages or not messages[0].sent_at_ms:
             return None
         return round(max(0.0, self._clock() - messages[0].sent_at_ms / 1000), 3)
@@ -116,19 +123,22 @@ class Operations:
     def status(self) -> dict[str, Any]:
         return {
             "destinations": {
-                self._destination: {
-                    "queue": self._depths(self._queue) | {"oldest_message_age_s": self._oldest_age_s()},
-                    "dead_letters": self._depths(self._dead_letters),
-                    "last_run": self._notes.load(run_note_key(self._destination)),
+                name: {
+                    "queue": self._depths(queue) | {"oldest_message_age_s": self._oldest_age_s(queue)},
+                    "dead_letters": self._depths(self._dead_letters[name]),
+                    "last_run": self._notes.load(run_note_key(name)),
                 }
+                for name, queue in self._queues.items()
             }
         }
 
     def submit(self, submission: Submission) -> dict[str, Any]:
-        failures = self._queue.send([submission.message])
+        failures = self._queues[submission.message.destination].send([submission.message])
         if failures:
             raise RuntimeError(f"message not queued: {failures[0].reason}")
-        self._ledger.record_queued(submission.message.message_id, submission.message.group_id)
+        self._ledgers[submission.message.destination].record_queued(
+            submission.message.message_id, submission.message.group_id
+        )
         return {
             "message_id": submission.message.message_id,
             "status_url": f"/messages/{submission.message.message_id}",
@@ -151,11 +161,9 @@ class Operations:
         """A page of a destination's dead letters in the order they died, from the ledger's dead-letter
         index: the queue is not touched, so listing never hides a message from a redrive or the
         drain, and `next` stays valid however long the caller waits."""
-        destination = destination or self._destination
-        if destination != self._destination:
-            raise ValueError(f"destination must be one of: {self._destination}")
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be a whole number from 1 to {MAX_PAGE}")
+        destination = self.pick(destination)
         after = decode_cursor(page_token, destination) if page_token is not None else None
         records, more = self._ledger.dead_page(destination, limit, after)
         return {
@@ -165,11 +173,12 @@ class Operations:
         }
 
     def start_redrive(
-        self, wanted: RedriveFilter, description: dict[str, Any], budget_s: float
+        self, destination: str, wanted: RedriveFilter, description: dict[str, Any], budget_s: float
     ) -> dict[str, Any]:
         job_id = str(uuid.uuid4())
         job = {
             "id": job_id,
+            "destination": destination,
             "state": "running",
             "filter": description,
             "moved": 0,
@@ -192,7 +201,8 @@ class Operations:
     def _advance(self, job: dict[str, Any], wanted: RedriveFilter, budget_s: float) -> dict[str, Any]:
         """Redrive for at most `budget_s` within this request; a GET on the job continues it."""
         deadline = self._clock() + budget_s
-        redriver = Redriver(self._sqs, self._dead_letters, self._queue)
+        destination = job["destination"]
+        redriver = Redriver(self._sqs, self._dead_letters[destination], self._queues[destination])
         report = redriver.redrive(
             wanted, use_move_task=not job["moved"], stop=lambda: self._clock() > deadline
         )

@@ -17,12 +17,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import Binary, TypeDeserializer
 
-from chalicelib.settings import Settings
+from chalicelib.routing import Route, RouteError, record_view
 from chalicelib.strict_json import MAX_DEPTH, JsonInputError, check_json, child_path, sqs_text
+
+if TYPE_CHECKING:  # settings imports the enrichers, which write bodies with `dumps`
+    from chalicelib.settings import Destination, Settings
 
 JsonValue = Any
 ENVELOPE_VERSION = 1
@@ -32,6 +35,7 @@ _DESERIALIZER = TypeDeserializer()
 MESSAGE_ID_ATTRIBUTE = "trickle-message-id"
 DESTINATION_ATTRIBUTE = "trickle-destination"
 REASON_ATTRIBUTE = "trickle-reason"
+ROUTE_ATTRIBUTE = "trickle-route"
 
 
 class RecordError(ValueError):
@@ -49,6 +53,7 @@ class OutboundMessage:
     attributes: Mapping[str, str]
     sequence_number: str
     keys: Mapping[str, JsonValue] = field(default_factory=dict)
+    destination: str = ""
 
     def size_bytes(self) -> int:
         """Size as SQS counts it: body plus attribute names, types and values."""
@@ -65,13 +70,14 @@ class RejectedRecord:
     sequence_number: str
     keys: Mapping[str, JsonValue]
     reason: str
+    destination: str
 
 
 @dataclass
 class BuildResult:
     messages: list[OutboundMessage] = field(default_factory=list)
     rejected: list[RejectedRecord] = field(default_factory=list)
-    skipped: int = 0
+    unrouted: int = 0
 
 
 def _unbase64(value: Any) -> bytes:
@@ -166,19 +172,31 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 
-def message_id_for(table: str, event_id: str) -> str:
-    """Stable across Lambda retries and stream replays of the same record."""
-    return str(uuid.uuid5(_NAMESPACE, _valid_unicode(f"{table}/{event_id}")))
+def message_id_for(table: str, event_id: str, destination: str) -> str:
+    """Stable across Lambda retries and stream replays of the same record, one per destination."""
+    return str(uuid.uuid5(_NAMESPACE, _valid_unicode(f"{table}/{event_id}/{destination}")))
 
 
-def group_id_for(settings: Settings, keys: Mapping[str, JsonValue]) -> str:
-    """Per-item order by partition key, or one group for global order."""
-    if settings.group_by == "table":
-        return safe_group_id(settings.table_name)
-    pk = settings.partition_key or ""
-    if pk not in keys:
+def group_id_for(
+    destination: Destination, table: str, keys: Mapping[str, JsonValue], view: Any, pk: str | None
+) -> str:
+    """Per-item order by partition key, by an expression over the record, or one group for the table."""
+    if destination.group_by == "table":
+        return safe_group_id(table)
+    if destination.group_by == "expression":
+        assert destination.group_expression is not None  # settings require one
+        try:
+            value = destination.group_expression.search(view)
+        except ValueError as exc:
+            raise RecordError(
+                f"group_expression {destination.group_expression.text!r} failed: {exc}"
+            ) from exc
+        if value is None:
+            raise RecordError(f"group_expression {destination.group_expression.text!r} gave null")
+        return safe_group_id(f"{table}#{dumps(value)}")
+    if pk is None or pk not in keys:
         raise RecordError(f"partition key {pk!r} missing from record keys {sorted(keys)}")
-    return safe_group_id(f"{settings.table_name}#{dumps(keys[pk])}")
+    return safe_group_id(f"{table}#{dumps(keys[pk])}")
 
 
 def safe_group_id(raw: str) -> str:
@@ -197,95 +215,195 @@ def _iso_utc(epoch: Any) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def build_message(record: Mapping[str, Any], settings: Settings) -> OutboundMessage | RejectedRecord | None:
-    """One Lambda stream record -> a message, a rejection with its reason, or None if not relayed."""
+@dataclass(frozen=True)
+class _Record:
+    """A stream record, decoded once for every route."""
+
+    event_id: str
+    sequence: str
+    event_name: str
+    keys: dict[str, JsonValue]
+    item: JsonValue
+    old_item: JsonValue
+    created: str
+
+
+def _decode(record: Mapping[str, Any]) -> _Record:
     ddb = record.get("dynamodb") or {}
     if not isinstance(ddb, Mapping):
         ddb = {}
     event_id = str(record.get("eventID") or "")
     sequence = str(ddb.get("SequenceNumber") or "")
-    event_name = record.get("eventName")
-    if event_name not in settings.event_names:
-        return None
+    event_name = str(record.get("eventName"))
+    if not event_id or not sequence:
+        raise RecordError("record has no eventID or SequenceNumber")
+    check_json([event_id, sequence], "eventID/SequenceNumber")
+    keys = decode_image(ddb.get("Keys") or {}, "keys")
+    if not keys:
+        raise RecordError("record has no decodable Keys")
+    new_image, old_image = ddb.get("NewImage"), ddb.get("OldImage")
+    if new_image is None and event_name != "REMOVE":
+        raise RecordError(
+            "record has no NewImage: the stream view type must be NEW_IMAGE or NEW_AND_OLD_IMAGES"
+        )
+    return _Record(
+        event_id,
+        sequence,
+        event_name,
+        keys,
+        decode_image(new_image, "item") if new_image is not None else None,
+        decode_image(old_image, "old_item") if old_image is not None else None,
+        _iso_utc(ddb.get("ApproximateCreationDateTime", 0)),
+    )
+
+
+def route_record(record: Mapping[str, Any], settings: Settings) -> BuildResult:
+    """One stream record -> one message per destination of every route that takes it (the first
+    route for a destination wins), or rejections naming what failed; nothing when no route takes it.
+
+    A record that cannot be decoded is rejected for every destination whose routes take its event
+    (its filters cannot be evaluated); a filter, transform or group expression that fails rejects
+    the record for that route's destinations only."""
+    result = BuildResult()
     table = settings.table_name
-    message_id = message_id_for(table, event_id or sequence)
-    raw_keys = ddb.get("Keys") or {}
-    key_error = ""
+    event_name = record.get("eventName")
+    ddb = record.get("dynamodb") or {}
+    if not isinstance(ddb, Mapping):
+        ddb = {}
+    sequence = str(ddb.get("SequenceNumber") or "")
+    event_id = str(record.get("eventID") or "") or sequence
     try:
-        keys = decode_image(raw_keys, "keys")
-    except RecordError as exc:
-        keys, key_error = {}, f": {exc}"
-    group_id = _fallback_group(settings, keys)
-    try:
-        if not event_id or not sequence:
-            raise RecordError("record has no eventID or SequenceNumber")
-        check_json([event_id, sequence], "eventID/SequenceNumber")
-        if not keys:
-            raise RecordError(f"record has no decodable Keys{key_error}")
-        group_id = group_id_for(settings, keys)
-        new_image = ddb.get("NewImage")
-        if new_image is None and event_name != "REMOVE":
-            raise RecordError(
-                "record has no NewImage: the stream view type must be NEW_IMAGE or NEW_AND_OLD_IMAGES"
-            )
-        envelope = {
-            "version": ENVELOPE_VERSION,
-            "message_id": message_id,
-            "event_name": event_name,
-            "source": {
-                "table": table,
-                "event_id": event_id,
-                "sequence_number": sequence,
-                "approximate_creation_time": _iso_utc(ddb.get("ApproximateCreationDateTime", 0)),
-            },
-            "keys": keys,
-            "item": decode_image(new_image) if new_image is not None else None,
-        }
+        decoded = _decode(record)
     except (RecordError, ValueError, TypeError, OverflowError, OSError) as exc:
-        return RejectedRecord(message_id, group_id, _valid_unicode(sequence), keys, str(exc))
+        candidates = {d for r in settings.routes if event_name in r.events for d in r.destinations}
+        if not candidates:
+            result.unrouted += 1
+        for name in sorted(candidates):
+            message_id = message_id_for(table, event_id, name)
+            group = safe_group_id(f"{table}#undecodable")
+            result.rejected.append(
+                RejectedRecord(
+                    message_id, group, _valid_unicode(sequence), _keys_or_empty(ddb), str(exc), name
+                )
+            )
+        return result
+    done: set[str] = set()
+    for route in settings.routes:
+        pending = [d for d in route.destinations if d not in done]
+        if not pending:
+            continue
+        base_view = record_view(
+            decoded.event_name,
+            decoded.keys,
+            decoded.item,
+            decoded.old_item,
+            {"source": _source(decoded, table)},
+        )
+        try:
+            if not route.accepts(base_view):
+                continue
+        except RouteError as exc:
+            done.update(pending)
+            result.rejected += [
+                _rejection(decoded, table, settings.destination(d), str(exc)) for d in pending
+            ]
+            continue
+        done.update(pending)
+        for name in pending:
+            built = _build(decoded, route, settings.destination(name), settings)
+            if isinstance(built, RejectedRecord):
+                result.rejected.append(built)
+            else:
+                result.messages.append(built)
+    if not done:
+        result.unrouted += 1
+    return result
+
+
+def _source(decoded: _Record, table: str) -> dict[str, str]:
+    return {
+        "table": table,
+        "event_id": decoded.event_id,
+        "sequence_number": decoded.sequence,
+        "approximate_creation_time": decoded.created,
+    }
+
+
+def _keys_or_empty(ddb: Mapping[str, Any]) -> dict[str, JsonValue]:
+    try:
+        return decode_image(ddb.get("Keys") or {}, "keys")
+    except RecordError:
+        return {}
+
+
+def _rejection(decoded: _Record, table: str, destination: Destination, reason: str) -> RejectedRecord:
+    message_id = message_id_for(table, decoded.event_id, destination.name)
+    return RejectedRecord(
+        message_id,
+        safe_group_id(f"{table}#unroutable"),
+        decoded.sequence,
+        decoded.keys,
+        reason,
+        destination.name,
+    )
+
+
+def _build(
+    decoded: _Record, route: Route, destination: Destination, settings: Settings
+) -> OutboundMessage | RejectedRecord:
+    table = settings.table_name
+    message_id = message_id_for(table, decoded.event_id, destination.name)
+    envelope = {
+        "version": ENVELOPE_VERSION,
+        "message_id": message_id,
+        "event_name": decoded.event_name,
+        "source": _source(decoded, table),
+        "keys": decoded.keys,
+        "item": decoded.item,
+    }
+    view = record_view(decoded.event_name, decoded.keys, decoded.item, decoded.old_item, envelope)
+    try:
+        group_id = group_id_for(destination, table, decoded.keys, view, settings.partition_key)
+        body = dumps(route.body(view, envelope))
+    except RouteError as exc:  # names its route and expression already
+        return _rejection(decoded, table, destination, str(exc))
+    except (RecordError, ValueError, TypeError) as exc:
+        return _rejection(decoded, table, destination, f"route {route.name!r}: {exc}")
     message = OutboundMessage(
         message_id=message_id,
         group_id=group_id,
         dedup_id=message_id,
-        body=dumps(envelope),
+        body=body,
         attributes={
             MESSAGE_ID_ATTRIBUTE: message_id,
-            DESTINATION_ATTRIBUTE: settings.destination.name,
-            "trickle-event": str(event_name),
+            DESTINATION_ATTRIBUTE: destination.name,
+            ROUTE_ATTRIBUTE: route.name,
         },
-        sequence_number=sequence,
-        keys=keys,
+        sequence_number=decoded.sequence,
+        keys=decoded.keys,
+        destination=destination.name,
     )
     if message.size_bytes() > settings.max_message_bytes:
         return RejectedRecord(
             message_id,
             group_id,
-            sequence,
-            keys,
+            decoded.sequence,
+            decoded.keys,
             f"message of {message.size_bytes()} bytes exceeds the queue limit"
             f" of {settings.max_message_bytes}",
+            destination.name,
         )
     return message
-
-
-def _fallback_group(settings: Settings, keys: Mapping[str, JsonValue]) -> str:
-    try:
-        return group_id_for(settings, keys)
-    except RecordError:
-        return safe_group_id(f"{settings.table_name}#undecodable")
 
 
 def build_messages(records: Iterable[Mapping[str, Any]], settings: Settings) -> BuildResult:
     """Stream order is kept: messages come out in the order the records came in."""
     result = BuildResult()
     for record in records:
-        built = build_message(record, settings)
-        if built is None:
-            result.skipped += 1
-        elif isinstance(built, RejectedRecord):
-            result.rejected.append(built)
-        else:
-            result.messages.append(built)
+        routed = route_record(record, settings)
+        result.messages += routed.messages
+        result.rejected += routed.rejected
+        result.unrouted += routed.unrouted
     return result
 
 
@@ -310,10 +428,11 @@ def rejection_message(rejected: RejectedRecord, settings: Settings) -> OutboundM
         body=body,
         attributes={
             MESSAGE_ID_ATTRIBUTE: rejected.message_id,
-            DESTINATION_ATTRIBUTE: settings.destination.name,
+            DESTINATION_ATTRIBUTE: rejected.destination,
             REASON_ATTRIBUTE: sqs_text(rejected.reason)[:1024] or "unknown",
             "trickle-rejected-at": "ingest",
         },
         sequence_number=rejected.sequence_number,
         keys=rejected.keys,
+        destination=rejected.destination,
     )

@@ -1,4 +1,4 @@
-"""Typed settings parsed once from the stage's environment variables.
+"""Typed settings parsed once from the stage's environment variables and the routes file.
 
 Chalice applies a stage's `environment_variables` before it imports `app.py`, so the decorators
 can read these values. Every problem is reported at once, so a misconfigured stage fails with one
@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+import tomllib
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
+
+from chalicelib import enrichers
+from chalicelib.routing import Expression, Route
 
 T = TypeVar("T")
 
 EVENT_NAMES = frozenset({"INSERT", "MODIFY", "REMOVE"})
-GROUP_BY_CHOICES = ("partition_key", "table")
+GROUP_BY_CHOICES = ("partition_key", "table", "expression")
 ORDERING_CHOICES = ("skip", "strict")
 SQS_MAX_MESSAGE_BYTES = 1_048_576
 
@@ -31,30 +36,41 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Destination:
-    """Where and how messages are delivered; one today, several per table later."""
+    """An API that receives messages: where, with which key, at what pace, and how it fails. The
+    pace and failure rules come from the routes file; URL, key parameter and queues from the
+    stage (`TRICKLE_DEST_<NAME>_<FIELD>`, which may also override any routes-file value)."""
 
     name: str
     url: str
     api_key_parameter: str
     api_key_header: str
+    api_key_scheme: str  # "" sends the key bare; "Bearer" sends "Bearer <key>"
+    queue_url: str
+    dlq_url: str
     connect_timeout_s: float
     read_timeout_s: float
     ordering: str
     max_attempts: int
     rate_limit_per_s: float
     rate_limit_burst: int
+    backoff_base_s: int
+    backoff_cap_s: int
+    group_by: str  # "partition_key", "table" or "expression"
+    group_expression: Expression | None
+
+    @property
+    def drain_function(self) -> str:
+        """The name of its scheduled drain in app.py (and of that function's role)."""
+        return f"drain_{self.name}"
 
 
 @dataclass(frozen=True)
 class Settings:
     stream_arn: str
-    queue_url: str
-    dlq_url: str
     ledger_table: str
     ledger_ttl_s: int
-    destination: Destination
-    event_names: frozenset[str]
-    group_by: str
+    destinations: Mapping[str, Destination]
+    routes: tuple[Route, ...]
     partition_key: str | None
     ingest_batch_size: int
     ingest_batch_window_s: int
@@ -65,8 +81,6 @@ class Settings:
     drain_workers: int
     drain_safety_margin_ms: int
     visibility_timeout_s: int
-    retry_delay_s: int
-    retry_max_delay_s: int
     breaker_failures: int
     secret_max_age_s: int
     log_level: str
@@ -75,13 +89,19 @@ class Settings:
     archive_bucket: str | None
     submit_max_bytes: int
 
-    @property
-    def attempt_window_s(self) -> float:
+    def attempt_window_s(self, destination: Destination) -> float:
         """How long after its receive a message may still be attempted: its visibility timeout less
         one attempt (connect + read) and a second to settle it. An attempt later than that could
         outlast the visibility, and another receive would hand the message out a second time."""
-        attempt_s = self.destination.connect_timeout_s + self.destination.read_timeout_s
+        attempt_s = destination.connect_timeout_s + destination.read_timeout_s
         return self.visibility_timeout_s - attempt_s - 1.0
+
+    def destination(self, name: str) -> Destination:
+        try:
+            return self.destinations[name]
+        except KeyError:
+            known = ", ".join(self.destinations)
+            raise SettingsError(f"no destination {name!r} in the routes file (it has: {known})") from None
 
     @property
     def table_name(self) -> str:
@@ -151,51 +171,254 @@ def _check_url(reader: _Reader, name: str, value: str, fifo: bool = False) -> No
         reader.errors.append(f"{name}={value!r} must name a FIFO queue (ending in .fifo)")
 
 
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")  # fullmatch
+ROUTES_FILE = Path(__file__).with_name("routes.toml")
+_DESTINATION_FIELDS = frozenset(
+    {
+        "url",
+        "key_parameter",
+        "key_header",
+        "key_scheme",
+        "queue_url",
+        "dlq_url",
+        "connect_timeout_s",
+        "read_timeout_s",
+        "ordering",
+        "max_attempts",
+        "rate_limit_per_s",
+        "rate_limit_burst",
+        "backoff_base_s",
+        "backoff_cap_s",
+        "group_by",
+        "group_expression",
+    }
+)
+_ROUTE_FIELDS = frozenset({"name", "events", "filter", "transform", "enrich", "destinations"})
+
+
+class _DestinationReader:
+    """One destination's values: the stage's `TRICKLE_DEST_<NAME>_<FIELD>` first, then the routes
+    file, then the default; errors say which of the two was wrong."""
+
+    def __init__(self, reader: _Reader, name: str, table: Mapping[str, object]) -> None:
+        self._r = reader
+        self.name = name
+        self._table = table
+        self.prefix = f"TRICKLE_DEST_{name.upper()}_"
+        for unknown in sorted(set(table) - _DESTINATION_FIELDS):
+            reader.errors.append(f"routes file: destination {name!r} has an unknown field {unknown!r}")
+
+    def _raw(self, field: str) -> tuple[str, object] | None:
+        env_name = self.prefix + field.upper()
+        value = self._r.env.get(env_name, "").strip()
+        if value:
+            return env_name, value
+        if field in self._table:
+            return f"routes file: destinations.{self.name}.{field}", self._table[field]
+        return None
+
+    def text(self, field: str, default: str | None = None) -> str:
+        raw = self._raw(field)
+        if raw is None:
+            if default is None:
+                self._r.errors.append(
+                    f"destination {self.name!r} needs {self.prefix}{field.upper()}"
+                    f" (or {field} in the routes file)"
+                )
+                return ""
+            return default
+        where, value = raw
+        if not isinstance(value, str):
+            self._r.errors.append(f"{where}={value!r} must be a string")
+            return default or ""
+        return value.strip()
+
+    def number(self, field: str, default: T, cast: Callable[[str], T], low: T, high: T) -> T:
+        raw = self._raw(field)
+        if raw is None:
+            return default
+        where, value = raw
+        try:
+            number = cast(str(value)) if not isinstance(value, bool) else None
+        except ValueError:
+            number = None
+        if number is None:
+            self._r.errors.append(f"{where}={value!r} is not a {cast.__name__}")
+            return default
+        if not low <= number <= high:  # type: ignore[operator]
+            self._r.errors.append(f"{where}={value!r} must be between {low} and {high}")
+            return default
+        return number
+
+    def where(self, field: str) -> str:
+        """The variable (or routes-file field) a value came from, for error messages."""
+        raw = self._raw(field)
+        return raw[0] if raw else self.prefix + field.upper()
+
+    def choice(self, field: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(field, default)
+        if value not in choices:
+            self._r.errors.append(f"{self.where(field)}={value!r} must be one of {', '.join(choices)}")
+        return value
+
+
+def _destination(
+    r: _Reader, name: str, table: Mapping[str, object], partition_key: str | None
+) -> Destination:
+    d = _DestinationReader(r, name, table)
+    url, queue_url, dlq_url = d.text("url"), d.text("queue_url"), d.text("dlq_url")
+    _check_url(r, d.where("url"), url)
+    _check_url(r, d.where("queue_url"), queue_url, fifo=True)
+    _check_url(r, d.where("dlq_url"), dlq_url, fifo=True)
+    group_by = d.choice("group_by", "partition_key", GROUP_BY_CHOICES)
+    expression_text = d.text("group_expression", "")
+    group_expression = _compile(r, d.where("group_expression"), expression_text)
+    if group_by == "expression" and group_expression is None:
+        r.errors.append(f"destination {name!r}: group_by = 'expression' needs a group_expression")
+    if group_by == "partition_key" and partition_key is None:
+        r.errors.append(f"destination {name!r} groups by partition key: TRICKLE_PARTITION_KEY is required")
+    destination = Destination(
+        name=name,
+        url=url,
+        api_key_parameter=d.text("key_parameter"),
+        api_key_header=d.text("key_header", "x-api-key"),
+        api_key_scheme=d.text("key_scheme", ""),
+        queue_url=queue_url,
+        dlq_url=dlq_url,
+        connect_timeout_s=d.number("connect_timeout_s", 3.05, float, 0.1, 60.0),
+        read_timeout_s=d.number("read_timeout_s", 10.0, float, 0.1, 600.0),
+        ordering=d.choice("ordering", "skip", ORDERING_CHOICES),
+        max_attempts=d.number("max_attempts", 5, int, 1, 100),
+        rate_limit_per_s=d.number("rate_limit_per_s", 10.0, float, 0.01, 10_000.0),
+        rate_limit_burst=d.number("rate_limit_burst", 5, int, 1, 10_000),
+        backoff_base_s=d.number("backoff_base_s", 30, int, 1, 43_200),
+        backoff_cap_s=d.number("backoff_cap_s", 900, int, 1, 43_200),
+        group_by=group_by,
+        group_expression=group_expression,
+    )
+    if destination.backoff_cap_s < destination.backoff_base_s:
+        r.errors.append(f"destination {name!r}: backoff_cap_s must be at least backoff_base_s")
+    return destination
+
+
+def _compile(r: _Reader, what: str, text: object) -> Expression | None:
+    if text is None or text == "":
+        return None
+    if not isinstance(text, str):
+        r.errors.append(f"{what} must be a string")
+        return None
+    try:
+        return Expression.compile(text)
+    except ValueError as exc:
+        r.errors.append(f"{what}: {exc}")
+        return None
+
+
+def _route(r: _Reader, index: int, table: Mapping[str, object], destinations: Collection[str]) -> Route:
+    name = table.get("name")
+    label = f"route {name!r}" if isinstance(name, str) and name else f"route #{index + 1}"
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        r.errors.append(f"routes file: {label} needs a name of lowercase letters, digits and _")
+    for unknown in sorted(set(table) - _ROUTE_FIELDS):
+        r.errors.append(f"routes file: {label} has an unknown field {unknown!r}")
+    events = table.get("events", ["INSERT"])
+    if (
+        not isinstance(events, list)
+        or not events
+        or not all(isinstance(e, str) for e in events)
+        or not set(events) <= EVENT_NAMES
+    ):
+        r.errors.append(f"routes file: {label}: events must list some of {', '.join(sorted(EVENT_NAMES))}")
+        events = []
+    targets = table.get("destinations")
+    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+        r.errors.append(f"routes file: {label} needs a list of destinations")
+        targets = []
+    for target in targets:
+        if target not in destinations:
+            r.errors.append(f"routes file: {label} names an unknown destination {target!r}")
+    enrich = table.get("enrich")
+    if enrich is not None and (not isinstance(enrich, str) or enrich not in enrichers.names()):
+        r.errors.append(
+            f"routes file: {label}: enrich={enrich!r} is not a registered enricher"
+            f" (registered: {', '.join(enrichers.names()) or 'none'})"
+        )
+    return Route(
+        name=str(name),
+        events=frozenset(str(e) for e in events),
+        destinations=tuple(dict.fromkeys(str(t) for t in targets)),
+        filter=_compile(r, f"routes file: {label} filter", table.get("filter")),
+        transform=_compile(r, f"routes file: {label} transform", table.get("transform")),
+        enrich=enrich if isinstance(enrich, str) else None,
+    )
+
+
+def destination_names(env: Mapping[str, str]) -> list[str]:
+    """The destinations the stage's routes file names (what a template creates queues for),
+    without reading the rest of the stage; `load_settings` reports any problem with the file."""
+    document = _routes_file(_Reader(env))
+    tables = document.get("destinations", {})
+    return [name for name in tables if _NAME.fullmatch(name)] if isinstance(tables, dict) else []
+
+
+def _routes_file(r: _Reader) -> Mapping[str, object]:
+    path = Path(r.text("TRICKLE_ROUTES_FILE", str(ROUTES_FILE)))
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        r.errors.append(f"TRICKLE_ROUTES_FILE: cannot read {path}: {exc.strerror}")
+    except UnicodeDecodeError as exc:
+        r.errors.append(f"routes file {path} is not UTF-8 text: {exc.reason}")
+    except tomllib.TOMLDecodeError as exc:
+        r.errors.append(f"routes file {path} is not valid TOML: {exc}")
+    return {}
+
+
+def _destinations_and_routes(
+    r: _Reader, partition_key: str | None
+) -> tuple[dict[str, Destination], tuple[Route, ...]]:
+    document = _routes_file(r)
+    tables = document.get("destinations", {})
+    routes = document.get("routes", [])
+    if not isinstance(tables, dict) or not tables:
+        r.errors.append("routes file: [destinations.<name>] tables are required")
+        tables = {}
+    if not isinstance(routes, list) or not routes:
+        r.errors.append("routes file: at least one [[routes]] entry is required")
+        routes = []
+    destinations: dict[str, Destination] = {}
+    for name, table in tables.items():
+        if not _NAME.fullmatch(name) or not isinstance(table, dict):
+            r.errors.append(
+                f"routes file: destination {name!r} needs a name of lowercase letters, digits and _"
+            )
+            continue
+        destinations[name] = _destination(r, name, table, partition_key)
+    parsed = tuple(_route(r, i, t, destinations) for i, t in enumerate(routes) if isinstance(t, dict))
+    names = [route.name for route in parsed]
+    for duplicate in sorted({n for n in names if names.count(n) > 1}):
+        r.errors.append(f"routes file: two routes are named {duplicate!r}")
+    routed = {d for route in parsed for d in route.destinations}
+    for unused in sorted(set(destinations) - routed):
+        r.errors.append(f"routes file: no route sends to destination {unused!r}")
+    return destinations, parsed
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Parse the TRICKLE_* variables; raise SettingsError listing every problem."""
+    """Parse the TRICKLE_* variables and the routes file; raise SettingsError listing every problem."""
     r = _Reader(os.environ if env is None else env)
+    stage = r.env.get("TRICKLE_STAGE", "").strip()
     stream_arn = r.text("TRICKLE_STREAM_ARN")
     if stream_arn and not _STREAM_ARN.match(stream_arn):
         r.errors.append(f"TRICKLE_STREAM_ARN={stream_arn!r} is not a DynamoDB stream ARN")
-    queue_url = r.text("TRICKLE_QUEUE_URL")
-    dlq_url = r.text("TRICKLE_DLQ_URL")
-    api_url = r.text("TRICKLE_API_URL")
-    _check_url(r, "TRICKLE_QUEUE_URL", queue_url, fifo=True)
-    _check_url(r, "TRICKLE_DLQ_URL", dlq_url, fifo=True)
-    _check_url(r, "TRICKLE_API_URL", api_url)
-
-    raw_events = r.text("TRICKLE_EVENT_NAMES", "INSERT")
-    event_names = frozenset(e.strip().upper() for e in raw_events.split(",") if e.strip())
-    if not event_names or not event_names <= EVENT_NAMES:
-        r.errors.append(
-            f"TRICKLE_EVENT_NAMES={raw_events!r} must list some of {', '.join(sorted(EVENT_NAMES))}"
-        )
-    group_by = r.choice("TRICKLE_GROUP_BY", "partition_key", GROUP_BY_CHOICES)
     partition_key = r.env.get("TRICKLE_PARTITION_KEY", "").strip() or None
-    if group_by == "partition_key" and partition_key is None:
-        r.errors.append("TRICKLE_PARTITION_KEY is required when TRICKLE_GROUP_BY=partition_key")
-
-    destination = Destination(
-        name=r.text("TRICKLE_DESTINATION_NAME", "default"),
-        url=api_url,
-        api_key_parameter=r.text("TRICKLE_API_KEY_PARAMETER"),
-        api_key_header=r.text("TRICKLE_API_KEY_HEADER", "x-api-key"),
-        connect_timeout_s=r.number("TRICKLE_CONNECT_TIMEOUT_SECONDS", 3.05, float, 0.1, 60.0),
-        read_timeout_s=r.number("TRICKLE_READ_TIMEOUT_SECONDS", 10.0, float, 0.1, 600.0),
-        ordering=r.choice("TRICKLE_ORDERING", "skip", ORDERING_CHOICES),
-        max_attempts=r.number("TRICKLE_MAX_ATTEMPTS", 5, int, 1, 100),
-        rate_limit_per_s=r.number("TRICKLE_RATE_LIMIT_PER_SECOND", 10.0, float, 0.01, 10_000.0),
-        rate_limit_burst=r.number("TRICKLE_RATE_LIMIT_BURST", 5, int, 1, 10_000),
-    )
+    destinations, routes = _destinations_and_routes(r, partition_key)
     settings = Settings(
         stream_arn=stream_arn,
-        queue_url=queue_url,
-        dlq_url=dlq_url,
         ledger_table=r.text("TRICKLE_LEDGER_TABLE"),
         ledger_ttl_s=r.number("TRICKLE_LEDGER_TTL_DAYS", 30, int, 1, 3650) * 86_400,
-        destination=destination,
-        event_names=event_names,
-        group_by=group_by,
+        destinations=destinations,
+        routes=routes,
         partition_key=partition_key,
         ingest_batch_size=r.number("TRICKLE_INGEST_BATCH_SIZE", 100, int, 1, 1000),
         ingest_batch_window_s=r.number("TRICKLE_INGEST_BATCH_WINDOW_SECONDS", 0, int, 0, 300),
@@ -208,8 +431,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         drain_workers=r.number("TRICKLE_DRAIN_WORKERS", 4, int, 1, 64),
         drain_safety_margin_ms=r.number("TRICKLE_DRAIN_SAFETY_MARGIN_MS", 10_000, int, 0, 900_000),
         visibility_timeout_s=r.number("TRICKLE_VISIBILITY_TIMEOUT_SECONDS", 960, int, 1, 43_200),
-        retry_delay_s=r.number("TRICKLE_RETRY_DELAY_SECONDS", 30, int, 1, 43_200),
-        retry_max_delay_s=r.number("TRICKLE_RETRY_MAX_DELAY_SECONDS", 900, int, 1, 43_200),
         breaker_failures=r.number("TRICKLE_BREAKER_FAILURES", 5, int, 1, 10_000),
         secret_max_age_s=r.number("TRICKLE_SECRET_MAX_AGE_SECONDS", 300, int, 0, 86_400),
         log_level=r.choice("TRICKLE_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
@@ -218,15 +439,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         archive_bucket=r.env.get("TRICKLE_ARCHIVE_BUCKET", "").strip() or None,
         submit_max_bytes=r.number("TRICKLE_SUBMIT_MAX_BYTES", 262_144, int, 1024, SQS_MAX_MESSAGE_BYTES),
     )
-    if not r.errors and settings.attempt_window_s <= 0:
-        attempt_s = destination.connect_timeout_s + destination.read_timeout_s
-        r.errors.append(
-            f"TRICKLE_VISIBILITY_TIMEOUT_SECONDS={settings.visibility_timeout_s} must exceed the connect and"
-            f" read timeouts ({attempt_s:g} s) by more than a second: a received message must stay"
-            " invisible for longer than one delivery attempt"
-        )
+    for destination in destinations.values() if not r.errors else ():
+        if settings.attempt_window_s(destination) <= 0:
+            attempt_s = destination.connect_timeout_s + destination.read_timeout_s
+            r.errors.append(
+                f"TRICKLE_VISIBILITY_TIMEOUT_SECONDS={settings.visibility_timeout_s} must exceed destination"
+                f" {destination.name!r}'s connect and read timeouts ({attempt_s:g} s) by more than a second:"
+                " a received message must stay invisible for longer than one delivery attempt"
+            )
     if settings.auth == "token" and settings.auth_token_parameter is None:
         r.errors.append("TRICKLE_AUTH_TOKEN_PARAMETER is required when TRICKLE_AUTH=token")
     if r.errors:
-        raise SettingsError("invalid Trickle settings: " + "; ".join(r.errors))
+        where = f" for stage {stage!r}" if stage else ""
+        raise SettingsError(f"invalid Trickle settings{where}: " + "; ".join(r.errors))
     return settings

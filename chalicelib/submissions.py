@@ -13,6 +13,7 @@ from chalicelib.records import (
     DESTINATION_ATTRIBUTE,
     ENVELOPE_VERSION,
     MESSAGE_ID_ATTRIBUTE,
+    ROUTE_ATTRIBUTE,
     OutboundMessage,
     dumps,
     safe_group_id,
@@ -21,7 +22,7 @@ from chalicelib.settings import Settings
 from chalicelib.strict_json import JsonInputError
 
 _SUBMIT_NAMESPACE = uuid.UUID("0b1f5a57-9d8e-4a56-9a0f-5d6c1e1a7a11")
-ALLOWED_FIELDS = frozenset({"item", "group", "idempotency_key"})
+ALLOWED_FIELDS = frozenset({"item", "group", "idempotency_key", "destination"})
 MAX_KEY_CHARS = 128
 
 
@@ -51,7 +52,7 @@ def parse_submission(raw: bytes | str | None, settings: Settings, now: datetime 
     unknown = sorted(set(body) - ALLOWED_FIELDS)
     if unknown:
         raise SubmissionError(
-            f"unknown field(s): {', '.join(unknown)}; allowed: item, group, idempotency_key"
+            f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(ALLOWED_FIELDS))}"
         )
     item = body.get("item")
     if not isinstance(item, dict) or not item:
@@ -62,7 +63,8 @@ def parse_submission(raw: bytes | str | None, settings: Settings, now: datetime 
         raise SubmissionError(str(exc).removeprefix("body.")) from None
     group = _optional_text(body, "group")
     key = _optional_text(body, "idempotency_key")
-    message_id = str(uuid.uuid5(_SUBMIT_NAMESPACE, key) if key else uuid.uuid4())
+    destination = _destination(body, settings)
+    message_id = str(uuid.uuid5(_SUBMIT_NAMESPACE, f"{destination}/{key}") if key else uuid.uuid4())
     submitted_at = (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     envelope = {
         "version": ENVELOPE_VERSION,
@@ -79,16 +81,27 @@ def parse_submission(raw: bytes | str | None, settings: Settings, now: datetime 
         body=dumps(envelope),
         attributes={
             MESSAGE_ID_ATTRIBUTE: message_id,
-            DESTINATION_ATTRIBUTE: settings.destination.name,
-            "trickle-event": "SUBMIT",
+            DESTINATION_ATTRIBUTE: destination,
+            ROUTE_ATTRIBUTE: "submit",
         },
         sequence_number="",
+        destination=destination,
     )
     if message.size_bytes() > settings.max_message_bytes:
         raise SubmissionError(
             f"the message would be {message.size_bytes()} bytes; the queue takes {settings.max_message_bytes}"
         )
     return Submission(message, key)
+
+
+def _destination(body: dict[str, Any], settings: Settings) -> str:
+    """The destination named in the body, or the only one there is."""
+    name = _optional_text(body, "destination")
+    if name is None and len(settings.destinations) == 1:
+        return next(iter(settings.destinations))
+    if name is None or name not in settings.destinations:
+        raise SubmissionError(f"'destination' must be one of: {', '.join(settings.destinations)}")
+    return name
 
 
 def _optional_text(body: dict[str, Any], name: str) -> str | None:

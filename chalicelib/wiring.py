@@ -11,6 +11,7 @@ from botocore.config import Config
 from chalicelib.api_client import ApiClient, make_session
 from chalicelib.archive import ResponseArchive
 from chalicelib.drain import Drainer
+from chalicelib.enrichers import EnrichContext, Enrichment
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.ingest import Ingestor
 from chalicelib.ledger import Ledger, Notes
@@ -36,27 +37,43 @@ def client(service: str) -> Any:
 
 
 @functools.cache
-def api_key() -> SecretCache:
+def api_key(destination: str) -> SecretCache:
     s = settings()
-    return SecretCache(client("ssm"), s.destination.api_key_parameter, s.secret_max_age_s)
+    return SecretCache(client("ssm"), s.destination(destination).api_key_parameter, s.secret_max_age_s)
 
 
 @functools.cache
-def queue() -> FifoQueue:
+def queue(destination: str) -> FifoQueue:
     s = settings()
-    return FifoQueue(client("sqs"), s.queue_url, attempts=s.send_attempts)
+    return FifoQueue(client("sqs"), s.destination(destination).queue_url, attempts=s.send_attempts)
 
 
 @functools.cache
-def dead_letters() -> FifoQueue:
+def dead_letters(destination: str) -> FifoQueue:
     s = settings()
-    return FifoQueue(client("sqs"), s.dlq_url, attempts=s.send_attempts)
+    return FifoQueue(client("sqs"), s.destination(destination).dlq_url, attempts=s.send_attempts)
+
+
+def queues() -> dict[str, FifoQueue]:
+    return {name: queue(name) for name in settings().destinations}
+
+
+def dead_letter_queues() -> dict[str, FifoQueue]:
+    return {name: dead_letters(name) for name in settings().destinations}
 
 
 @functools.cache
-def ledger() -> Ledger:
+def ledger(destination: str) -> Ledger:
+    """The ledger as one destination's drain and ingest write it (its dead records are indexed
+    under that destination); every destination's records share the table."""
     s = settings()
-    return Ledger(client("dynamodb"), s.ledger_table, s.ledger_ttl_s, destination=s.destination.name)
+    return Ledger(
+        client("dynamodb"), s.ledger_table, s.ledger_ttl_s, destination=s.destination(destination).name
+    )
+
+
+def ledgers() -> dict[str, Ledger]:
+    return {name: ledger(name) for name in settings().destinations}
 
 
 @functools.cache
@@ -81,28 +98,45 @@ def auth_token() -> SecretCache:
 
 @functools.cache
 def operations() -> Operations:
-    s = settings()
-    return Operations(
-        client("sqs"), queue(), dead_letters(), ledger(), notes(), archive(), s.destination.name
-    )
+    return Operations(client("sqs"), queues(), dead_letter_queues(), ledgers(), notes(), archive())
 
 
 @functools.cache
 def ingestor() -> Ingestor:
-    return Ingestor(queue(), dead_letters(), ledger(), settings())
+    return Ingestor(queues(), dead_letter_queues(), ledgers(), settings())
 
 
 @functools.cache
-def drainer() -> Drainer:
+def drainer(destination: str) -> Drainer:
     s = settings()
-    api = ApiClient(make_session(), s.destination, api_key().get)
-    return Drainer(queue(), dead_letters(), ledger(), api, api_key(), s, notes(), archive())
+    target = s.destination(destination)
+    api = ApiClient(make_session(), target, api_key(destination).get)
+    by_route = {r.name: r.enrich for r in s.routes if r.enrich and destination in r.destinations}
+    enrich = Enrichment(by_route, EnrichContext(client("dynamodb"), s.table_name, s.partition_key))
+    return Drainer(
+        queue(destination),
+        dead_letters(destination),
+        ledger(destination),
+        api,
+        api_key(destination),
+        target,
+        s,
+        notes(),
+        archive(),
+        enrich if enrich else None,
+    )
+
+
+def drain(destination: str, context: Any) -> dict[str, Any]:
+    """One scheduled run of a destination's drain, within the Lambda's remaining time, under that
+    destination's run lease (a run that finds the previous one still going does nothing)."""
+    remaining = context.get_remaining_time_in_millis
+    return run_lease(destination).run(remaining, drainer(destination).run).as_dict()
 
 
 @functools.cache
-def run_lease() -> RunLease:
-    s = settings()
-    return RunLease(client("dynamodb"), s.ledger_table, s.destination.name)
+def run_lease(destination: str) -> RunLease:
+    return RunLease(client("dynamodb"), settings().ledger_table, destination)
 
 
 def reset() -> None:

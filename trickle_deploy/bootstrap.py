@@ -20,7 +20,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from chalicelib.ledger import DEAD_INDEX, table_definition
-from chalicelib.settings import table_name_from_stream_arn
+from chalicelib.settings import load_settings, table_name_from_stream_arn
 
 # The queue's own receive limit is a backstop only; Trickle counts real attempts itself.
 BACKSTOP_MAX_RECEIVE_COUNT = 1000
@@ -28,29 +28,41 @@ RETENTION_S = 14 * 24 * 3600
 
 
 @dataclass(frozen=True)
+class DestinationNames:
+    name: str
+    queue: str
+    dead_letter_queue: str
+    api_key_parameter: str
+
+    @property
+    def env_prefix(self) -> str:
+        return f"TRICKLE_DEST_{self.name.upper()}_"
+
+
+@dataclass(frozen=True)
 class StageNames:
-    """The resource names a stage's environment variables point at."""
+    """The resource names a stage's environment variables (and its routes file) point at."""
 
     table: str
     partition_key: str
     sort_key: str | None
-    queue: str
-    dead_letter_queue: str
+    destinations: tuple[DestinationNames, ...]
     ledger_table: str
     ingest_failure_queue: str
-    api_key_parameter: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], sort_key: str | None = "sk") -> StageNames:
+        settings = load_settings(env)
         return cls(
             table=table_name_from_stream_arn(env["TRICKLE_STREAM_ARN"]),
             partition_key=env.get("TRICKLE_PARTITION_KEY") or "pk",
             sort_key=sort_key,
-            queue=queue_name(env["TRICKLE_QUEUE_URL"]),
-            dead_letter_queue=queue_name(env["TRICKLE_DLQ_URL"]),
+            destinations=tuple(
+                DestinationNames(d.name, queue_name(d.queue_url), queue_name(d.dlq_url), d.api_key_parameter)
+                for d in settings.destinations.values()
+            ),
             ledger_table=env["TRICKLE_LEDGER_TABLE"],
             ingest_failure_queue=queue_name(env["TRICKLE_INGEST_FAILURE_QUEUE_URL"]),
-            api_key_parameter=env["TRICKLE_API_KEY_PARAMETER"],
         )
 
 
@@ -101,7 +113,7 @@ def ensure_ledger(dynamodb: Any, names: StageNames) -> None:
         )
 
 
-def ensure_queues(sqs: Any, names: StageNames, visibility_timeout_s: int) -> tuple[str, str]:
+def ensure_queues(sqs: Any, names: DestinationNames, visibility_timeout_s: int) -> tuple[str, str]:
     """The FIFO queue and its FIFO dead-letter queue with a redrive policy; returns both URLs."""
     dlq_url = sqs.create_queue(
         QueueName=names.dead_letter_queue,
@@ -142,7 +154,9 @@ def ensure_kms_key(kms: Any, alias: str, description: str) -> str:
         return str(key["Arn"])
 
 
-def ensure_api_key(ssm: Any, names: StageNames, api_key: str | None, kms_key: str | None = None) -> bool:
+def ensure_api_key(
+    ssm: Any, names: DestinationNames, api_key: str | None, kms_key: str | None = None
+) -> bool:
     """Store the key as a SecureString; with no key given, an existing one is kept. False when
     there is none yet (the drain cannot deliver until an operator stores it)."""
     if api_key is None:
@@ -158,7 +172,7 @@ def ensure_api_key(ssm: Any, names: StageNames, api_key: str | None, kms_key: st
     return True
 
 
-def put_api_key_command(names: StageNames, region: str, kms_key: str) -> str:
+def put_api_key_command(names: DestinationNames, region: str, kms_key: str) -> str:
     """What an operator runs to store the key the bootstrap was not given."""
     return (
         f"aws ssm put-parameter --region {region} --name {names.api_key_parameter} --type SecureString"
@@ -225,7 +239,8 @@ def ensure_operator_token(ssm: Any, name: str, token: str | None, kms_key: str) 
 
 
 def kms_alias(env: Mapping[str, str]) -> str:
-    return "alias/" + env["TRICKLE_API_KEY_PARAMETER"].strip("/").replace("/", "-")
+    """One key per stage for its SecureStrings (every destination's API key, the operator token)."""
+    return f"alias/{env['TRICKLE_LEDGER_TABLE']}-secrets"
 
 
 def provision(
@@ -239,13 +254,17 @@ def provision(
     `unique_bucket` makes the archive bucket's name unique to the account and region (the
     command does; an emulator of one's own has no global namespace to share)."""
     names = StageNames.from_env(env)
-    key_arn = ensure_kms_key(clients["kms"], kms_alias(env), f"Trickle API key {names.api_key_parameter}")
+    key_arn = ensure_kms_key(clients["kms"], kms_alias(env), f"Trickle secrets of {names.ledger_table}")
     stream_arn = ensure_table(clients["dynamodb"], names)
     ensure_ledger(clients["dynamodb"], names)
     visibility = int(env.get("TRICKLE_VISIBILITY_TIMEOUT_SECONDS", "960"))
-    queue_url, dlq_url = ensure_queues(clients["sqs"], names, visibility)
+    urls: dict[str, str] = {}
+    for destination in names.destinations:
+        queue_url, dlq_url = ensure_queues(clients["sqs"], destination, visibility)
+        urls[destination.env_prefix + "QUEUE_URL"] = queue_url
+        urls[destination.env_prefix + "DLQ_URL"] = dlq_url
+        ensure_api_key(clients["ssm"], destination, api_key, key_arn)
     failure_url = ensure_ingest_failure_queue(clients["sqs"], names)
-    ensure_api_key(clients["ssm"], names, api_key, key_arn)
     bucket = env.get("TRICKLE_ARCHIVE_BUCKET")
     if bucket:
         bucket = unique_bucket_name(bucket, key_arn) if unique_bucket else bucket
@@ -255,8 +274,7 @@ def provision(
     return {
         **env,
         "TRICKLE_STREAM_ARN": stream_arn,
-        "TRICKLE_QUEUE_URL": queue_url,
-        "TRICKLE_DLQ_URL": dlq_url,
+        **urls,
         "TRICKLE_INGEST_FAILURE_QUEUE_URL": failure_url,
         "TRICKLE_API_KEY_KMS_KEY_ARN": key_arn,
         **({"TRICKLE_ARCHIVE_BUCKET": bucket} if bucket else {}),
@@ -268,7 +286,8 @@ def teardown(clients: Mapping[str, Any], env: Mapping[str, str], source_table: b
     names = StageNames.from_env(env)
     gone: list[str] = []
     sqs, dynamodb = clients["sqs"], clients["dynamodb"]
-    for queue in (names.queue, names.dead_letter_queue, names.ingest_failure_queue):
+    queues = [q for d in names.destinations for q in (d.queue, d.dead_letter_queue)]
+    for queue in [*queues, names.ingest_failure_queue]:
         try:
             sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=queue)["QueueUrl"])
             gone.append(f"queue {queue}")
@@ -280,11 +299,12 @@ def teardown(clients: Mapping[str, Any], env: Mapping[str, str], source_table: b
             gone.append(f"table {table}")
         except dynamodb.exceptions.ResourceNotFoundException:
             pass
-    try:
-        clients["ssm"].delete_parameter(Name=names.api_key_parameter)
-        gone.append(f"parameter {names.api_key_parameter}")
-    except clients["ssm"].exceptions.ParameterNotFound:
-        pass
+    for destination in names.destinations:
+        try:
+            clients["ssm"].delete_parameter(Name=destination.api_key_parameter)
+            gone.append(f"parameter {destination.api_key_parameter}")
+        except clients["ssm"].exceptions.ParameterNotFound:
+            pass
     bucket = env.get("TRICKLE_ARCHIVE_BUCKET")
     if bucket:
         s3 = clients["s3"]
@@ -390,11 +410,16 @@ def main(argv: list[str] | None = None) -> int:
         write_stage_env(args.stage, updated, config_path)
         policies.refresh(config_path.parent)
     print(json.dumps({k: v for k, v in updated.items() if k not in env or env[k] != v}, indent=2))
-    names = StageNames.from_env(updated)
-    if not ensure_api_key(aws["ssm"], names, None):
-        key = updated["TRICKLE_API_KEY_KMS_KEY_ARN"]
-        command = put_api_key_command(names, key.split(":")[3], key)
-        print(f"Everything else is in place. Store the API key to finish:\n  {command}")
+    key = updated["TRICKLE_API_KEY_KMS_KEY_ARN"]
+    missing = [
+        put_api_key_command(d, key.split(":")[3], key)
+        for d in StageNames.from_env(updated).destinations
+        if not ensure_api_key(aws["ssm"], d, None)
+    ]
+    if missing:
+        print("Everything else is in place. Store the API keys to finish:")
+        for command in missing:
+            print(f"  {command}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Operator commands for a stage: redrive dead letters, and steer a group halted in strict mode.
 
-    python -m trickle_deploy.operate --stage prod redrive [--group G ...] [--message-id ID ...]
+    python -m trickle_deploy.operate --stage prod redrive DESTINATION [--group G ...] [--message-id ID ...]
     python -m trickle_deploy.operate --stage prod retry MESSAGE_ID   # try a halted message again
     python -m trickle_deploy.operate --stage prod skip MESSAGE_ID    # dead-letter it, let its group go on
 
@@ -28,25 +28,26 @@ from trickle_local.endpoint import clients
 
 
 def redrive(
-    sqs: Any, env: dict[str, str], wanted: RedriveFilter, use_move_task: bool = True
+    sqs: Any, env: dict[str, str], destination: str, wanted: RedriveFilter, use_move_task: bool = True
 ) -> RedriveReport:
     settings = load_settings(env)
+    target = settings.destination(destination)
     redriver = Redriver(
         sqs,
-        FifoQueue(sqs, settings.dlq_url, attempts=settings.send_attempts),
-        FifoQueue(sqs, settings.queue_url, attempts=settings.send_attempts),
+        FifoQueue(sqs, target.dlq_url, attempts=settings.send_attempts),
+        FifoQueue(sqs, target.queue_url, attempts=settings.send_attempts),
     )
     return redriver.redrive(wanted, use_move_task=use_move_task)
 
 
 def stack_env(cloudformation: Any, lambda_client: Any, stack: str) -> dict[str, str]:
-    """The environment the stack gave its drain function (every function gets the same)."""
+    """The environment the stack gave its stream handler (every function gets the same)."""
     pages = cloudformation.get_paginator("list_stack_resources").paginate(StackName=stack)
     (name,) = [
         r["PhysicalResourceId"]
         for page in pages
         for r in page["StackResourceSummaries"]
-        if r["LogicalResourceId"] == "Drain"
+        if r["LogicalResourceId"] == "Ingest"
     ]
     variables = lambda_client.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
     return dict(variables)
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack-name", help="the stack of a stage deployed with the merge template")
     commands = parser.add_subparsers(dest="command", required=True)
     redrive_cmd = commands.add_parser("redrive", help="move dead letters back to the queue, in group order")
+    redrive_cmd.add_argument("destination", help="whose dead letters (a destination of the routes file)")
     redrive_cmd.add_argument("--group", action="append", help="only this message group (repeatable)")
     redrive_cmd.add_argument("--message-id", action="append", help="only this message id (repeatable)")
     redrive_cmd.add_argument(
@@ -89,12 +91,11 @@ def main(argv: list[str] | None = None) -> int:
             groups=set(args.group) if args.group else None,
             message_ids=set(args.message_id) if args.message_id else None,
         )
-        print(json.dumps(redrive(sqs, env, wanted, use_move_task=not args.copy).as_dict()))
+        print(json.dumps(redrive(sqs, env, args.destination, wanted, use_move_task=not args.copy).as_dict()))
         return 0
     settings = load_settings(env)
-    ledger = Ledger(
-        dynamodb, settings.ledger_table, settings.ledger_ttl_s, destination=settings.destination.name
-    )
+    # retry and skip only read and set a status: no dead record is written under a destination here
+    ledger = Ledger(dynamodb, settings.ledger_table, settings.ledger_ttl_s, destination="")
     record = ledger.get(args.message_id)
     if record is None or record.status is not Status.HALTED:
         print(

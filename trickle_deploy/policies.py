@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from chalicelib.ledger import DEAD_INDEX
+from chalicelib.settings import Settings, destination_names, load_settings
 
 CHALICE_DIR = Path(__file__).resolve().parent.parent / ".chalice"
 
@@ -49,18 +51,38 @@ Arn = str | dict[str, Any]
 
 
 @dataclass(frozen=True)
+class DestinationResources:
+    name: str
+    queue_arn: Arn
+    dlq_arn: Arn
+    parameter_arn: Arn
+    enriches: bool  # a route to it names an enricher: its drain reads the source table
+
+    @property
+    def drain_function(self) -> str:
+        return f"drain_{self.name}"
+
+
+@dataclass(frozen=True)
 class StageResources:
     stream_arns: Arn
     log_arns: Arn
-    queue_arn: Arn
-    dlq_arn: Arn
+    table_arn: Arn
+    destinations: tuple[DestinationResources, ...]
     ledger_arn: Arn
     dead_index_arn: Arn
     ingest_failure_queue_arn: Arn
-    parameter_arn: Arn
     ssm_service: Arn
     token_parameter_arn: Arn | None
     archive_objects_arn: Arn | None
+
+    @property
+    def queue_arns(self) -> list[Arn]:
+        return [d.queue_arn for d in self.destinations]
+
+    @property
+    def dlq_arns(self) -> list[Arn]:
+        return [d.dlq_arn for d in self.destinations]
 
 
 def queue_arn(url: str, partition: str, region: str) -> str:
@@ -80,7 +102,31 @@ def parameter_arn(name: str, partition: str, region: str, account: str) -> str:
 def is_template_stage(env: Mapping[str, str]) -> bool:
     """A stage whose environment names no queue is deployed with the merge template: the stack
     creates its resources and hands their names to the functions, so the config holds no ARNs."""
-    return "TRICKLE_QUEUE_URL" not in env
+    return not any(name.startswith("TRICKLE_DEST_") and name.endswith("_QUEUE_URL") for name in env)
+
+
+# What a template stage's settings are read with: the merge template replaces every one of these
+# in the functions and the stream event source (a test checks that none is left in the package).
+PACKAGING_ENV = {
+    "TRICKLE_STREAM_ARN": "arn:aws:dynamodb:packaging:000000000000:table/packaging/stream/packaging",
+    "TRICKLE_INGEST_FAILURE_QUEUE_URL": "https://sqs.packaging.invalid/000000000000/packaging-failures",
+    "TRICKLE_LEDGER_TABLE": "packaging-ledger",
+    "TRICKLE_ARCHIVE_BUCKET": "packaging-archive",
+}
+
+
+def packaging_env(env: Mapping[str, str]) -> dict[str, str]:
+    """A template stage's environment with placeholders for what the stack provides."""
+    queues = {
+        f"TRICKLE_DEST_{name.upper()}_{kind}": f"https://sqs.packaging.invalid/000000000000/packaging-{name}-{kind.lower()}.fifo"
+        for name in destination_names(env)
+        for kind in ("QUEUE_URL", "DLQ_URL")
+    }
+    return {**env, **PACKAGING_ENV, **queues}
+
+
+def stage_settings(env: Mapping[str, str]) -> Settings:
+    return load_settings(packaging_env(env) if is_template_stage(env) else env)
 
 
 def _sub(text: str) -> dict[str, str]:
@@ -91,9 +137,19 @@ def _arn(service: str, resource: str) -> dict[str, str]:
     return _sub(f"arn:${{AWS::Partition}}:{service}:${{AWS::Region}}:${{AWS::AccountId}}:{resource}")
 
 
+def logical_id(name: str) -> str:
+    """Chalice's CloudFormation name for a function or a destination: drain_orders -> DrainOrders."""
+    return "".join(part.capitalize() for part in re.split("[^A-Za-z0-9]+", name))
+
+
+def _enriches(settings: Settings, destination: str) -> bool:
+    return any(r.enrich and destination in r.destinations for r in settings.routes)
+
+
 def template_resources(env: Mapping[str, str]) -> StageResources:
     """The stage's resources as the merge template names them (`trickle_deploy.template`)."""
-    token = env.get("TRICKLE_AUTH_TOKEN_PARAMETER")
+    settings = stage_settings(env)
+    token = settings.auth_token_parameter
     return StageResources(
         stream_arns={
             "Fn::If": [
@@ -103,12 +159,26 @@ def template_resources(env: Mapping[str, str]) -> StageResources:
             ]
         },
         log_arns=_arn("logs", "*"),
-        queue_arn={"Fn::GetAtt": ["OutboxQueue", "Arn"]},
-        dlq_arn={"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+        table_arn={
+            "Fn::If": [
+                "CreatesSourceTable",
+                {"Fn::GetAtt": ["SourceTable", "Arn"]},
+                {"Fn::Select": [0, {"Fn::Split": ["/stream/", {"Ref": "SourceStreamArn"}]}]},
+            ]
+        },
+        destinations=tuple(
+            DestinationResources(
+                name=d.name,
+                queue_arn={"Fn::GetAtt": [f"{logical_id(d.name)}Queue", "Arn"]},
+                dlq_arn={"Fn::GetAtt": [f"{logical_id(d.name)}DeadLetterQueue", "Arn"]},
+                parameter_arn=_arn("ssm", "parameter/" + d.api_key_parameter.lstrip("/")),
+                enriches=_enriches(settings, d.name),
+            )
+            for d in settings.destinations.values()
+        ),
         ledger_arn={"Fn::GetAtt": ["LedgerTable", "Arn"]},
         dead_index_arn=_sub(f"${{LedgerTable.Arn}}/index/{DEAD_INDEX}"),
         ingest_failure_queue_arn={"Fn::GetAtt": ["IngestFailureQueue", "Arn"]},
-        parameter_arn=_arn("ssm", "parameter/" + env["TRICKLE_API_KEY_PARAMETER"].lstrip("/")),
         ssm_service=_sub("ssm.${AWS::Region}.amazonaws.com"),
         token_parameter_arn=_arn("ssm", "parameter/" + token.lstrip("/")) if token else None,
         archive_objects_arn=_sub("${ResponseArchive.Arn}/responses/*"),
@@ -119,30 +189,37 @@ def stage_resources(env: Mapping[str, str]) -> StageResources:
     """The resources a stage's environment names (bootstrapped stages and the local stage)."""
     if is_template_stage(env):
         return template_resources(env)
-    _, partition, _, region, account, resource = env["TRICKLE_STREAM_ARN"].split(":", 5)
+    settings = load_settings(env)
+    _, partition, _, region, account, resource = settings.stream_arn.split(":", 5)
     table = resource.split("/")[1]
     return StageResources(
         # Any stream of the table: a re-enabled stream gets a new label.
         stream_arns=f"arn:{partition}:dynamodb:{region}:{account}:table/{table}/stream/*",
         log_arns=f"arn:{partition}:logs:{region}:{account}:*",
-        queue_arn=queue_arn(env["TRICKLE_QUEUE_URL"], partition, region),
-        dlq_arn=queue_arn(env["TRICKLE_DLQ_URL"], partition, region),
-        ledger_arn=f"arn:{partition}:dynamodb:{region}:{account}:table/{env['TRICKLE_LEDGER_TABLE']}",
+        table_arn=f"arn:{partition}:dynamodb:{region}:{account}:table/{table}",
+        destinations=tuple(
+            DestinationResources(
+                name=d.name,
+                queue_arn=queue_arn(d.queue_url, partition, region),
+                dlq_arn=queue_arn(d.dlq_url, partition, region),
+                parameter_arn=parameter_arn(d.api_key_parameter, partition, region, account),
+                enriches=_enriches(settings, d.name),
+            )
+            for d in settings.destinations.values()
+        ),
+        ledger_arn=f"arn:{partition}:dynamodb:{region}:{account}:table/{settings.ledger_table}",
         dead_index_arn=(
-            f"arn:{partition}:dynamodb:{region}:{account}:table/{env['TRICKLE_LEDGER_TABLE']}/index/{DEAD_INDEX}"
+            f"arn:{partition}:dynamodb:{region}:{account}:table/{settings.ledger_table}/index/{DEAD_INDEX}"
         ),
         ingest_failure_queue_arn=queue_arn(env["TRICKLE_INGEST_FAILURE_QUEUE_URL"], partition, region),
-        parameter_arn=parameter_arn(env["TRICKLE_API_KEY_PARAMETER"], partition, region, account),
         ssm_service=f"ssm.{region}.amazonaws.com",
         token_parameter_arn=(
-            parameter_arn(env["TRICKLE_AUTH_TOKEN_PARAMETER"], partition, region, account)
-            if env.get("TRICKLE_AUTH_TOKEN_PARAMETER")
+            parameter_arn(settings.auth_token_parameter, partition, region, account)
+            if settings.auth_token_parameter
             else None
         ),
         archive_objects_arn=(
-            f"arn:{partition}:s3:::{env['TRICKLE_ARCHIVE_BUCKET']}/responses/*"
-            if env.get("TRICKLE_ARCHIVE_BUCKET")
-            else None
+            f"arn:{partition}:s3:::{settings.archive_bucket}/responses/*" if settings.archive_bucket else None
         ),
     )
 
@@ -166,6 +243,49 @@ def _decrypt(env: Mapping[str, str], r: StageResources, parameter: Arn | None) -
     return [_statement("DecryptApiKeyThroughSsm", ["kms:Decrypt"], [key], condition)]
 
 
+def _drain_policy(
+    env: Mapping[str, str], r: StageResources, d: DestinationResources, logs: dict[str, Any]
+) -> dict[str, Any]:
+    """A destination's drain reaches its own queue, dead-letter queue and key, and nothing of the
+    other destinations'."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            logs,
+            _statement(
+                "Drain",
+                [
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",
+                    "sqs:ReceiveMessage",
+                ],
+                [d.queue_arn],
+            ),
+            _statement("DeadLetter", ["sqs:SendMessage"], [d.dlq_arn]),
+            _statement(
+                "Ledger",
+                [
+                    "dynamodb:BatchGetItem",
+                    "dynamodb:BatchWriteItem",
+                    "dynamodb:DeleteItem",
+                    "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
+                ],
+                [r.ledger_arn],
+            ),
+            _statement("ReadApiKey", ["ssm:GetParameter"], [d.parameter_arn]),
+            *_decrypt(env, r, d.parameter_arn),
+            *([_statement("Enrich", ["dynamodb:GetItem"], [r.table_arn])] if d.enriches else []),
+            *(
+                [_statement("ArchiveResponses", ["s3:PutObject"], [r.archive_objects_arn])]
+                if r.archive_objects_arn
+                else []
+            ),
+        ],
+    }
+
+
 def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """One policy per function of the stage; `token_auth` exists only in stages with token auth."""
     r = stage_resources(env)
@@ -187,46 +307,12 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                     ],
                     [r.stream_arns],
                 ),
-                _statement("Enqueue", ["sqs:SendMessage"], [r.queue_arn, r.dlq_arn]),
+                _statement("Enqueue", ["sqs:SendMessage"], [*r.queue_arns, *r.dlq_arns]),
                 _statement("OnFailureDestination", ["sqs:SendMessage"], [r.ingest_failure_queue_arn]),
                 _statement("RecordQueued", ["dynamodb:PutItem"], [r.ledger_arn]),
             ],
         },
-        "drain": {
-            "Version": "2012-10-17",
-            "Statement": [
-                logs,
-                _statement(
-                    "Drain",
-                    [
-                        "sqs:ChangeMessageVisibility",
-                        "sqs:DeleteMessage",
-                        "sqs:GetQueueAttributes",
-                        "sqs:ReceiveMessage",
-                    ],
-                    [r.queue_arn],
-                ),
-                _statement("DeadLetter", ["sqs:SendMessage"], [r.dlq_arn]),
-                _statement(
-                    "Ledger",
-                    [
-                        "dynamodb:BatchGetItem",
-                        "dynamodb:BatchWriteItem",
-                        "dynamodb:DeleteItem",
-                        "dynamodb:PutItem",
-                        "dynamodb:UpdateItem",
-                    ],
-                    [r.ledger_arn],
-                ),
-                _statement("ReadApiKey", ["ssm:GetParameter"], [r.parameter_arn]),
-                *_decrypt(env, r, r.parameter_arn),
-                *(
-                    [_statement("ArchiveResponses", ["s3:PutObject"], [r.archive_objects_arn])]
-                    if r.archive_objects_arn
-                    else []
-                ),
-            ],
-        },
+        **{d.drain_function: _drain_policy(env, r, d, logs) for d in r.destinations},
         "api_handler": {
             "Version": "2012-10-17",
             "Statement": [
@@ -234,7 +320,7 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 _statement(
                     "QueueStatus",
                     ["sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage"],
-                    [r.queue_arn],
+                    r.queue_arns,
                 ),
                 _statement(
                     "DeadLetters",
@@ -245,7 +331,7 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                         "sqs:ReceiveMessage",
                         "sqs:StartMessageMoveTask",
                     ],
-                    [r.dlq_arn],
+                    r.dlq_arns,
                 ),
                 _statement("Ledger", ["dynamodb:GetItem", "dynamodb:PutItem"], [r.ledger_arn]),
                 _statement("ListDeadLetters", ["dynamodb:Query"], [r.dead_index_arn]),

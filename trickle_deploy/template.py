@@ -19,14 +19,21 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from chalicelib.ledger import table_definition
-from chalicelib.settings import Settings, load_settings
+from chalicelib.settings import Settings
 from trickle_deploy.bootstrap import ARCHIVE_RETENTION_DAYS, BACKSTOP_MAX_RECEIVE_COUNT, RETENTION_S
-from trickle_deploy.policies import is_template_stage, template_resources
+from trickle_deploy.policies import (
+    DestinationResources,
+    is_template_stage,
+    logical_id,
+    packaging_env,
+    stage_settings,
+    template_resources,
+)
 from trickle_deploy.stream_settings import MAX_RECORD_AGE_S, STREAM_RETRY_ATTEMPTS
 from trickle_local.stage import PROJECT_DIR, load_config
 
@@ -39,25 +46,14 @@ def visibility_for(drain_timeout_s: int) -> int:
     return drain_timeout_s + 60
 
 
-def drain_timeout(config: Mapping[str, Any], stage: str) -> int:
+def drain_timeout(config: Mapping[str, Any], stage: str, destination: str) -> int:
     stage_config = config["stages"][stage]
-    functions = stage_config.get("lambda_functions", {})
-    return int(functions.get("drain", {}).get("lambda_timeout") or stage_config.get("lambda_timeout") or 60)
+    function = stage_config.get("lambda_functions", {}).get(f"drain_{destination}", {})
+    return int(function.get("lambda_timeout") or stage_config.get("lambda_timeout") or 60)
 
 
 # Kept when the stack is deleted or a change replaces them: they hold data (README, "Deleting a stage").
 RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
-# What `chalice package` imports `app.py` with for a template stage: the settings need values, the
-# merge template replaces every one of them in the functions and the stream event source, and a
-# test checks that none of them is left in the packaged template.
-PACKAGING_ENV = {
-    "TRICKLE_STREAM_ARN": "arn:aws:dynamodb:packaging:000000000000:table/packaging/stream/packaging",
-    "TRICKLE_QUEUE_URL": "https://sqs.packaging.invalid/000000000000/packaging-outbox.fifo",
-    "TRICKLE_DLQ_URL": "https://sqs.packaging.invalid/000000000000/packaging-dead-letters.fifo",
-    "TRICKLE_INGEST_FAILURE_QUEUE_URL": "https://sqs.packaging.invalid/000000000000/packaging-failures",
-    "TRICKLE_LEDGER_TABLE": "packaging-ledger",
-    "TRICKLE_ARCHIVE_BUCKET": "packaging-archive",
-}
 STREAM_ARN_PATTERN = (
     r"^$|^arn:aws[a-z-]*:dynamodb:[a-z0-9-]+:[0-9]{12}:table/[A-Za-z0-9_.-]{3,255}/stream/.+$"
 )
@@ -112,7 +108,7 @@ def _alarm(
     }
 
 
-def _dashboard(destination: str) -> dict[str, Any]:
+def _dashboard(destinations: Sequence[DestinationResources]) -> dict[str, Any]:
     def widget(title: str, metrics: list[list[Any]], stat: str = "Sum") -> dict[str, Any]:
         return {
             "type": "metric",
@@ -127,58 +123,58 @@ def _dashboard(destination: str) -> dict[str, Any]:
             },
         }
 
-    def drain_metric(name: str) -> list[str]:
+    def drain_metric(name: str, destination: str) -> list[str]:
         return [METRICS_NAMESPACE, name, "destination", destination, "service", "trickle"]
 
     def ingest_metric(name: str) -> list[str]:
         return [METRICS_NAMESPACE, name, "table", "${SourceTableName}", "service", "trickle"]
 
-    body = {
-        "widgets": [
+    widgets = []
+    for d in destinations:
+        queue, dead = (
+            f"${{{logical_id(d.name)}Queue.QueueName}}",
+            f"${{{logical_id(d.name)}DeadLetterQueue.QueueName}}",
+        )
+        widgets += [
             widget(
-                "Deliveries",
-                [drain_metric(m) for m in ("Delivered", "Retried", "DeadLettered", "RateLimited")],
+                f"{d.name}: deliveries",
+                [drain_metric(m, d.name) for m in ("Delivered", "Retried", "DeadLettered", "RateLimited")],
             ),
-            widget("API latency (ms)", [drain_metric("ApiLatency")], "p90"),
+            widget(f"{d.name}: API latency (ms)", [drain_metric("ApiLatency", d.name)], "p90"),
+            widget(f"{d.name}: age when delivered (s)", [drain_metric("DeliveredAge", d.name)], "Maximum"),
             widget(
-                "Age of a message when delivered (s)",
-                [drain_metric("DeliveredAge")],
-                "Maximum",
-            ),
-            widget(
-                "Backlog",
+                f"{d.name}: backlog",
                 [
-                    [
-                        "AWS/SQS",
-                        "ApproximateNumberOfMessagesVisible",
-                        "QueueName",
-                        "${OutboxQueue.QueueName}",
-                    ],
-                    [
-                        "AWS/SQS",
-                        "ApproximateNumberOfMessagesVisible",
-                        "QueueName",
-                        "${DeadLetterQueue.QueueName}",
-                    ],
+                    ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", queue],
+                    ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", dead],
                 ],
                 "Maximum",
             ),
             widget(
-                "Oldest message (s)",
-                [["AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", "${OutboxQueue.QueueName}"]],
+                f"{d.name}: oldest message (s)",
+                [["AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", queue]],
                 "Maximum",
             ),
             widget(
-                "Ingest", [ingest_metric(m) for m in ("IngestRecords", "IngestRejected", "IngestFailures")]
-            ),
-            widget("Drain errors", [["AWS/Lambda", "Errors", "FunctionName", "${Drain}"]]),
-            widget(
-                "Ingest iterator age (ms)",
-                [["AWS/Lambda", "IteratorAge", "FunctionName", "${Ingest}"]],
-                "Maximum",
+                f"{d.name}: drain errors",
+                [["AWS/Lambda", "Errors", "FunctionName", f"${{{logical_id(d.drain_function)}}}"]],
             ),
         ]
-    }
+    widgets += [
+        widget(
+            "Ingest",
+            [
+                ingest_metric(m)
+                for m in ("IngestRecords", "IngestUnrouted", "IngestRejected", "IngestFailures")
+            ],
+        ),
+        widget(
+            "Ingest iterator age (ms)",
+            [["AWS/Lambda", "IteratorAge", "FunctionName", "${Ingest}"]],
+            "Maximum",
+        ),
+    ]
+    body = {"widgets": widgets}
     table_name = {"Fn::Select": [1, {"Fn::Split": ["/", _stream_arn()]}]}
     return {
         "Type": "AWS::CloudWatch::Dashboard",
@@ -267,52 +263,64 @@ def _source_table(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _destination_resources(settings: Settings, visibility: int) -> dict[str, Any]:
-    """What one destination needs: its FIFO queue and FIFO dead-letter queue, their alarms, and
-    the drain's right to decrypt its key (one destination today; several later)."""
-    resources = template_resources({"TRICKLE_API_KEY_PARAMETER": settings.destination.api_key_parameter})
+def _destination_resources(d: DestinationResources, ssm_service: Any, visibility: int) -> dict[str, Any]:
+    """What one destination needs: its FIFO queue and FIFO dead-letter queue, their alarms, its
+    drain's alarm, and the drain's right to decrypt its key."""
+    prefix, drain = logical_id(d.name), logical_id(d.drain_function)
     return {
-        "DeadLetterQueue": _queue(_named("dead-letters.fifo"), fifo=True),
-        "OutboxQueue": _queue(
-            _named("outbox.fifo"),
+        f"{prefix}DeadLetterQueue": _queue(_named(f"{d.name}-dead-letters.fifo"), fifo=True),
+        f"{prefix}Queue": _queue(
+            _named(f"{d.name}.fifo"),
             fifo=True,
             extra={
                 "VisibilityTimeout": visibility,
                 "RedrivePolicy": {
-                    "deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+                    "deadLetterTargetArn": {"Fn::GetAtt": [f"{prefix}DeadLetterQueue", "Arn"]},
                     "maxReceiveCount": BACKSTOP_MAX_RECEIVE_COUNT,
                 },
             },
         ),
-        "DrainDecryptApiKey": _decrypt_policy(
-            "DecryptApiKey", "DrainRole", resources.parameter_arn, resources.ssm_service
+        f"{drain}DecryptApiKey": _decrypt_policy(
+            f"{drain}DecryptApiKey", f"{drain}Role", d.parameter_arn, ssm_service
         ),
-        "DeadLettersAlarm": _alarm(
-            "Trickle: messages in the dead-letter queue",
+        f"{prefix}DeadLettersAlarm": _alarm(
+            f"Trickle: messages in {d.name}'s dead-letter queue",
             "AWS/SQS",
             "ApproximateNumberOfMessagesVisible",
-            {"QueueName": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}},
+            {"QueueName": {"Fn::GetAtt": [f"{prefix}DeadLetterQueue", "QueueName"]}},
             "Maximum",
             0,
         ),
-        "OldestMessageAlarm": _alarm(
-            "Trickle: the oldest queued message is too old",
+        f"{prefix}OldestMessageAlarm": _alarm(
+            f"Trickle: the oldest message queued for {d.name} is too old",
             "AWS/SQS",
             "ApproximateAgeOfOldestMessage",
-            {"QueueName": {"Fn::GetAtt": ["OutboxQueue", "QueueName"]}},
+            {"QueueName": {"Fn::GetAtt": [f"{prefix}Queue", "QueueName"]}},
             "Maximum",
             {"Ref": "OldestMessageAlarmSeconds"},
+        ),
+        f"{drain}ErrorsAlarm": _alarm(
+            f"Trickle: {d.name}'s drain failed",
+            "AWS/Lambda",
+            "Errors",
+            {"FunctionName": {"Ref": drain}},
+            "Sum",
+            0,
         ),
     }
 
 
-def function_environment() -> dict[str, Any]:
+def function_environment(destinations: Sequence[DestinationResources]) -> dict[str, Any]:
     """The variables naming the stack's resources, set on every function (each imports `app.py`,
     which reads them all)."""
+    queues: dict[str, Any] = {}
+    for d in destinations:
+        prefix = f"TRICKLE_DEST_{d.name.upper()}_"
+        queues[prefix + "QUEUE_URL"] = {"Ref": f"{logical_id(d.name)}Queue"}
+        queues[prefix + "DLQ_URL"] = {"Ref": f"{logical_id(d.name)}DeadLetterQueue"}
     return {
         "TRICKLE_STREAM_ARN": _stream_arn(),
-        "TRICKLE_QUEUE_URL": {"Ref": "OutboxQueue"},
-        "TRICKLE_DLQ_URL": {"Ref": "DeadLetterQueue"},
+        **queues,
         "TRICKLE_INGEST_FAILURE_QUEUE_URL": {"Ref": "IngestFailureQueue"},
         "TRICKLE_LEDGER_TABLE": {"Ref": "LedgerTable"},
         "TRICKLE_ARCHIVE_BUCKET": {"Ref": "ResponseArchive"},
@@ -321,7 +329,8 @@ def function_environment() -> dict[str, Any]:
 
 def stage_functions(settings: Settings) -> list[str]:
     """The logical ids Chalice gives the stage's functions."""
-    return ["Ingest", "Drain", "APIHandler"] + (["TokenAuth"] if settings.auth == "token" else [])
+    drains = [logical_id(d.drain_function) for d in settings.destinations.values()]
+    return ["Ingest", *drains, "APIHandler"] + (["TokenAuth"] if settings.auth == "token" else [])
 
 
 def merge_template(stage: str) -> dict[str, Any]:
@@ -329,12 +338,11 @@ def merge_template(stage: str) -> dict[str, Any]:
     env = config["stages"][stage]["environment_variables"]
     if not is_template_stage(env):
         raise SystemExit(
-            f"stage {stage!r} names its resources (TRICKLE_QUEUE_URL is set): deploy it with the"
+            f"stage {stage!r} names its resources (its TRICKLE_DEST_*_QUEUE_URL are set): deploy it with the"
             " bootstrap and chalice deploy, or remove its resource variables to deploy it with this template"
         )
-    settings = load_settings(env | PACKAGING_ENV)
+    settings = stage_settings(env)
     resources = template_resources(env)
-    visibility = visibility_for(drain_timeout(config, stage))
     event_source: dict[str, Any] = {
         "Stream": _stream_arn(),
         "BisectBatchOnFunctionError": True,
@@ -346,7 +354,7 @@ def merge_template(stage: str) -> dict[str, Any]:
     }
     if settings.partial_batch_response:
         event_source["FunctionResponseTypes"] = ["ReportBatchItemFailures"]
-    environment = {"Environment": {"Variables": function_environment()}}
+    environment = {"Environment": {"Variables": function_environment(resources.destinations)}}
     functions: dict[str, Any] = {name: {"Properties": environment} for name in stage_functions(settings)}
     functions["Ingest"] = {
         "Properties": environment | {"Events": {"IngestDynamodbEventSource": {"Properties": event_source}}}
@@ -389,7 +397,13 @@ def merge_template(stage: str) -> dict[str, Any]:
         "Resources": {
             **functions,
             "SourceTable": _source_table(settings),
-            **_destination_resources(settings, visibility),
+            **{
+                name: resource
+                for d in resources.destinations
+                for name, resource in _destination_resources(
+                    d, resources.ssm_service, visibility_for(drain_timeout(config, stage, d.name))
+                ).items()
+            },
             "IngestFailureQueue": _queue(_named("ingest-failures"), fifo=False),
             "LedgerTable": {
                 "Type": "AWS::DynamoDB::Table",
@@ -432,14 +446,6 @@ def merge_template(stage: str) -> dict[str, Any]:
                 },
             },
             **token_decrypt,
-            "DrainErrorsAlarm": _alarm(
-                "Trickle: the drain failed",
-                "AWS/Lambda",
-                "Errors",
-                {"FunctionName": {"Ref": "Drain"}},
-                "Sum",
-                0,
-            ),
             "IngestIteratorAgeAlarm": _alarm(
                 "Trickle: the stream handler is falling behind",
                 "AWS/Lambda",
@@ -448,27 +454,38 @@ def merge_template(stage: str) -> dict[str, Any]:
                 "Maximum",
                 {"Ref": "IteratorAgeAlarmMilliseconds"},
             ),
-            "Dashboard": _dashboard(settings.destination.name),
+            "Dashboard": _dashboard(resources.destinations),
             "ResponseArchive": _archive_bucket(),
         },
         "Outputs": {
             "ApiKeyEncryptionKeyArn": {"Value": {"Fn::GetAtt": ["ApiKeyEncryptionKey", "Arn"]}},
-            "ApiKeyParameterArn": {"Value": resources.parameter_arn},
-            "PutApiKeyCommand": {
-                "Description": "Stores the destination's API key (run once after the first deploy)",
-                "Value": {
-                    "Fn::Sub": "aws ssm put-parameter --region ${AWS::Region} --name "
-                    + settings.destination.api_key_parameter
-                    + " --type SecureString --key-id alias/${AWS::StackName}-api-key"
-                    ' --value "$API_KEY" --overwrite'
-                },
+            **{
+                name: output
+                for d, r in zip(settings.destinations.values(), resources.destinations, strict=True)
+                for name, output in _destination_outputs(d.name, d.api_key_parameter, r.parameter_arn).items()
             },
-            "QueueUrl": {"Value": {"Ref": "OutboxQueue"}},
-            "DeadLetterQueueUrl": {"Value": {"Ref": "DeadLetterQueue"}},
             "LedgerTableName": {"Value": {"Ref": "LedgerTable"}},
             "SourceStreamArn": {"Value": _stream_arn()},
             "ResponseArchiveBucket": {"Value": {"Ref": "ResponseArchive"}},
         },
+    }
+
+
+def _destination_outputs(name: str, key_parameter: str, parameter_arn: Any) -> dict[str, Any]:
+    prefix = logical_id(name)
+    return {
+        f"{prefix}ApiKeyParameterArn": {"Value": parameter_arn},
+        f"{prefix}PutApiKeyCommand": {
+            "Description": f"Stores {name}'s API key (run once after the first deploy)",
+            "Value": {
+                "Fn::Sub": "aws ssm put-parameter --region ${AWS::Region} --name "
+                + key_parameter
+                + " --type SecureString --key-id alias/${AWS::StackName}-api-key"
+                ' --value "$API_KEY" --overwrite'
+            },
+        },
+        f"{prefix}QueueUrl": {"Value": {"Ref": f"{prefix}Queue"}},
+        f"{prefix}DeadLetterQueueUrl": {"Value": {"Ref": f"{prefix}DeadLetterQueue"}},
     }
 
 
@@ -479,7 +496,9 @@ def package(stage: str, out: Path, region: str = "us-east-1") -> Path:
     merge = out / "merge.json"
     merge.write_text(json.dumps(merge_template(stage), indent=2) + "\n")
     chalice = Path(sys.executable).parent / "chalice"
-    env = {"AWS_DEFAULT_REGION": region} | dict(os.environ) | PACKAGING_ENV
+    env = {"AWS_DEFAULT_REGION": region} | packaging_env(
+        dict(os.environ) | load_config()["stages"][stage]["environment_variables"]
+    )
     subprocess.run(
         [str(chalice), "package", "--stage", stage, "--merge-template", str(merge), str(out / "pkg")],
         cwd=PROJECT_DIR,

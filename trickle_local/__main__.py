@@ -20,9 +20,10 @@ from urllib.parse import urlparse
 
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.logs import LOGGER_NAMES
+from chalicelib.settings import Settings, load_settings
 from trickle_deploy.bootstrap import provision
 from trickle_local import stage
-from trickle_local.demo import Summary, demo_items, summarize
+from trickle_local.demo import DemoReport, expected_by_destination, single_table_items, summarize
 from trickle_local.endpoint import MotoEndpoint, clients, use_local_credentials
 from trickle_local.ports import PortInUseError, check_free
 from trickle_local.routes import RouteServer
@@ -35,17 +36,31 @@ class Session:
     env: dict[str, str]
     aws: dict[str, Any]
     runtime: LocalRuntime
-    api: StandInApi | None
+    apis: dict[str, StandInApi]  # a stand-in per destination (none when --api-url names real ones)
     endpoint: MotoEndpoint | None
+    settings: Settings
     routes: RouteServer | None = None
     operator_token: str | None = None
 
     @property
     def table(self) -> str:
-        return self.env["TRICKLE_STREAM_ARN"].split(":")[5].split("/")[1]
+        return self.settings.table_name
 
-    def depth(self, url_var: str) -> tuple[int, int]:
-        return FifoQueue(self.aws["sqs"], self.env[url_var]).counts()
+    @property
+    def drains(self) -> list[str]:
+        return [d.drain_function for d in self.settings.destinations.values()]
+
+    def depth(self, destination: str) -> tuple[int, int]:
+        return FifoQueue(self.aws["sqs"], self.settings.destination(destination).queue_url).counts()
+
+    def dead_letters(self, destination: str) -> int:
+        return sum(FifoQueue(self.aws["sqs"], self.settings.destination(destination).dlq_url).counts())
+
+    def backlog(self) -> int:
+        return sum(sum(self.depth(name)) for name in self.settings.destinations)
+
+    def drain_seconds(self) -> float:
+        return sum(self.runtime.invoker.active_s(name) for name in self.drains)
 
     def insert(self, items: list[dict[str, Any]]) -> None:
         """One PutItem each, in order, so the stream holds them in the order given."""
@@ -56,8 +71,8 @@ class Session:
         self.runtime.stop()
         if self.routes is not None:
             self.routes.stop()
-        if self.api is not None:
-            self.api.stop()
+        for api in self.apis.values():
+            api.stop()
         if self.endpoint is not None:
             self.endpoint.stop()
 
@@ -83,8 +98,12 @@ def ports(args: argparse.Namespace, env: dict[str, str]) -> dict[str, int]:
         wanted["AWS endpoint"] = _port(
             env.get("AWS_ENDPOINT_URL", ""), args.endpoint_port, args.ephemeral_ports
         )
-    if args.api_url is None:
-        wanted["stand-in API"] = _port(env["TRICKLE_API_URL"], args.api_port, args.ephemeral_ports)
+    if not args.api_url:
+        for offset, destination in enumerate(load_settings(env).destinations.values()):
+            flag = args.api_port + offset if args.api_port is not None else None
+            wanted[f"stand-in API for {destination.name}"] = _port(
+                destination.url, flag, args.ephemeral_ports
+            )
     for role, port in wanted.items():
         check_free("127.0.0.1", port, role)
     return wanted
@@ -99,25 +118,28 @@ def start(args: argparse.Namespace) -> Session:
         use_local_credentials()
         endpoint = MotoEndpoint(port=listen["AWS endpoint"], speed_up=not args.slow_moto).start()
         endpoint_url = endpoint.url
-    api: StandInApi | None = None
+    apis: dict[str, StandInApi] = {}
     api_key: str | None = args.api_key
-    if args.api_url is None:
+    if not args.api_url:
         api_key = api_key or f"local-{secrets.token_hex(8)}"
-        faults = Faults(
-            latency_s=args.latency,
-            error_rate=args.error_rate,
-            throttle_rate=args.throttle_rate,
-            timeout_rate=args.timeout_rate,
-            timeout_s=args.timeout_s,
-            reset_rate=args.reset_rate,
-            poison=frozenset(p for p in args.poison.split(",") if p),
-            api_key=api_key,
-            api_key_header=env.get("TRICKLE_API_KEY_HEADER", "x-api-key"),
-            honour_idempotency=not args.ignore_idempotency,
-            seed=args.seed,
-        )
-        api = StandInApi(faults, port=listen["stand-in API"]).start()
-    env = stage.rebase(env, endpoint_url, api.url if api else args.api_url)
+        for name, destination in load_settings(env).destinations.items():
+            faults = Faults(
+                latency_s=args.latency,
+                error_rate=args.error_rate,
+                throttle_rate=args.throttle_rate,
+                timeout_rate=args.timeout_rate,
+                timeout_s=args.timeout_s,
+                reset_rate=args.reset_rate,
+                poison=frozenset(p for p in args.poison.split(",") if p),
+                api_key=api_key,
+                api_key_header=destination.api_key_header,
+                api_key_scheme=destination.api_key_scheme,
+                honour_idempotency=not args.ignore_idempotency,
+                seed=args.seed,
+            )
+            apis[name] = StandInApi(faults, port=listen[f"stand-in API for {name}"]).start()
+    api_urls = {name: api.url for name, api in apis.items()} or dict(args.api_url or [])
+    env = stage.rebase(env, endpoint_url, api_urls)
     if args.real_aws:
         os.environ.pop("AWS_ENDPOINT_URL", None)
     aws = clients(endpoint_url)
@@ -127,11 +149,12 @@ def start(args: argparse.Namespace) -> Session:
     app = stage.load_app(env)
     quiet_logs(args.log_level)
     invoker = Invoker(app, stage.load_config(), args.stage)
+    settings = load_settings(env)
     runtime = LocalRuntime(
         app,
         invoker,
         aws["dynamodbstreams"],
-        env["TRICKLE_STREAM_ARN"],
+        settings.stream_arn,
         speed=args.speed,
         drain_every_s=args.drain_every,
     ).start(schedules=not getattr(args, "backlog", False))
@@ -139,7 +162,7 @@ def start(args: argparse.Namespace) -> Session:
     if app.routes:
         routes = RouteServer(app, stage.load_config(), args.stage, port=listen["routes"])
         routes.start()
-    return Session(env, aws, runtime, api, endpoint, routes, operator_token)
+    return Session(env, aws, runtime, apis, endpoint, settings, routes, operator_token)
 
 
 class Progress:
@@ -163,20 +186,29 @@ class Progress:
         self._stop.set()
         self._thread.join()
 
-    def counts(self) -> tuple[int, int, int, int]:
-        queued, in_flight = self._session.depth("TRICKLE_QUEUE_URL")
-        dead = sum(self._session.depth("TRICKLE_DLQ_URL"))
-        delivered = len(self._session.api.applied()) if self._session.api else 0
-        return queued, in_flight, delivered, dead
+    def counts(self) -> tuple[int, ...]:
+        """(queued, in flight, delivered, dead-lettered) of every destination, in order."""
+        session = self._session
+        counts: list[int] = []
+        for name in session.settings.destinations:
+            delivered = len(session.apis[name].applied()) if name in session.apis else 0
+            counts += [*session.depth(name), delivered, session.dead_letters(name)]
+        return tuple(counts)
 
-    def line(self, counts: tuple[int, int, int, int]) -> str:
-        queued, in_flight, delivered, dead = counts
+    def line(self, counts: tuple[int, ...]) -> str:
+        session = self._session
+        parts = []
+        for name, at in zip(session.settings.destinations, range(0, len(counts), 4), strict=True):
+            queued, in_flight, delivered, dead = counts[at : at + 4]
+            parts.append(
+                f"{name}: queued={queued} in_flight={in_flight} delivered={delivered} dead_lettered={dead}"
+            )
+        delivered = sum(counts[2::4])
         elapsed = time.monotonic() - self._started
-        drain_s = self._session.runtime.invoker.active_s("drain")
+        total = f"/{self._total}" if self._total else ""
         return (
-            f"[{elapsed:6.1f}s] queued={queued} in_flight={in_flight} delivered={delivered}"
-            f"{'/' + str(self._total) if self._total else ''} dead_lettered={dead}"
-            f" {rate(delivered, drain_s)}; {next_drain(self._session)}"
+            f"[{elapsed:6.1f}s] {'; '.join(parts)}; delivered={delivered}{total}"
+            f" {rate(delivered, session.drain_seconds())}; {next_drain(session)}"
         )
 
     def tick(self) -> None:
@@ -195,15 +227,20 @@ def rate(delivered: int, drain_s: float) -> str:
 
 
 def next_drain(session: Session) -> str:
-    if session.runtime.invoker.busy("drain"):
+    if any(session.runtime.invoker.busy(name) for name in session.drains):
         return "a drain is running"
-    seconds = session.runtime.seconds_to_next("drain")
+    seconds = soonest_drain(session)
     return "no drain scheduled" if seconds is None else f"next drain in {seconds:.0f}s"
+
+
+def soonest_drain(session: Session) -> float | None:
+    due = [s for s in (session.runtime.seconds_to_next(name) for name in session.drains) if s is not None]
+    return min(due) if due else None
 
 
 def announce_first_drain(session: Session) -> None:
     """At --speed 1 the first drain is up to a minute away: say so, and how to have it sooner."""
-    seconds = session.runtime.seconds_to_next("drain")
+    seconds = soonest_drain(session)
     if seconds is not None and seconds >= 5:
         print(
             f"Waiting for the first scheduled drain, in {seconds:.0f}s (its schedule at --speed"
@@ -215,7 +252,8 @@ def announce_first_drain(session: Session) -> None:
 def run_up(args: argparse.Namespace) -> int:
     session = start(args)
     print(f"AWS endpoint: {session.env.get('AWS_ENDPOINT_URL', 'real AWS')}", file=sys.stderr)
-    print(f"API:          {session.env['TRICKLE_API_URL']}", file=sys.stderr)
+    for name, destination in session.settings.destinations.items():
+        print(f"API {name + ':':9} {destination.url}", file=sys.stderr)
     print(f"Table:        {session.table} (put items there; Ctrl-C stops)", file=sys.stderr)
     if session.routes is not None:
         print(
@@ -227,9 +265,10 @@ def run_up(args: argparse.Namespace) -> int:
             f"Schedule:     {scheduled.name} {scheduled.schedule.expression} next {scheduled.due}",
             file=sys.stderr,
         )
-    if session.api is not None:
-        print(f"Received:     GET {session.env['TRICKLE_API_URL']} lists what the API got", file=sys.stderr)
-    session.insert(demo_items(args.demo_items, args.groups))
+    for name in session.apis:
+        url = session.settings.destination(name).url
+        print(f"Received:     GET {url} lists what {name}'s API got", file=sys.stderr)
+    session.insert(single_table_items(args.demo_items, args.groups))
     announce_first_drain(session)
     progress = Progress(session, 0, every_s=1.0).start()
     try:
@@ -244,55 +283,74 @@ def run_up(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     session = start(args)
-    items = demo_items(args.items, args.groups)
+    items = single_table_items(args.items, args.groups)
+    expected = expected_by_destination(items, session.settings)
+    wanted = sum(len(keys) for keys in expected.values())
     started = time.monotonic()
-    progress = Progress(session, len(items)).start()
+    progress = Progress(session, wanted).start()
     session.insert(items)
     if not args.backlog:
         announce_first_drain(session)
     if args.backlog:
-        wait_for_backlog(session, len(items), args.timeout)
+        wait_for_backlog(session, wanted, args.timeout)
         started = time.monotonic()
         session.runtime.start_schedules()
-    keys = [(i["pk"]["S"], i["sk"]["S"]) for i in items]
-    summary: Summary | None = None
     try:
         while time.monotonic() - started < args.timeout:
-            summary = audit(session, keys, started)
-            if summary.delivered + summary.dead_lettered >= summary.inserted and session.depth(
-                "TRICKLE_QUEUE_URL"
-            ) == (0, 0):
+            report = audit(session, len(items), expected, started)
+            total = report.total
+            if total.delivered + total.dead_lettered >= wanted and session.backlog() == 0:
                 break
             time.sleep(0.5)
         time.sleep(args.settle)  # a late duplicate would show up here
-        summary = audit(session, keys, started)
+        report = audit(session, len(items), expected, started)
     finally:
         progress.stop()
         session.stop()
-    drain_s = round(session.runtime.invoker.active_s("drain"), 2)
+    drain_s = round(session.drain_seconds(), 2)
+    summary = report.total
     print(
         f"inserted={summary.inserted} delivered={summary.delivered} dead_lettered={summary.dead_lettered} "
         f"lost={summary.lost} duplicates={summary.duplicates} out_of_order={summary.out_of_order} "
         f"seconds={summary.seconds} ({rate(summary.delivered, drain_s)}, "
         f"{summary.requests} API requests, {summary.failed_requests} failed)"
     )
+    for name, part in report.destinations.items():
+        print(
+            f"  {name}: delivered={part.delivered}/{part.inserted} dead_lettered={part.dead_lettered}"
+            f" lost={part.lost} duplicates={part.duplicates} out_of_order={part.out_of_order}"
+        )
     if args.json:
-        received = session.api.listing() if session.api else []
-        print(summary.to_json(drain_seconds=drain_s, received=received))
-    return 0 if summary.ok else 1
+        received = {name: api.listing() for name, api in session.apis.items()}
+        print(report.to_json(drain_seconds=drain_s, received=received))
+    return 0 if report.ok else 1
 
 
 def wait_for_backlog(session: Session, count: int, timeout_s: float) -> None:
-    """Let the poller queue every item before any drain runs, to measure draining a deep queue."""
+    """Let the poller queue every message before any drain runs, to measure draining a deep queue."""
     deadline = time.monotonic() + timeout_s
-    while sum(session.depth("TRICKLE_QUEUE_URL")) < count and time.monotonic() < deadline:
+    while session.backlog() < count and time.monotonic() < deadline:
         time.sleep(0.5)
-    print(f"backlog of {sum(session.depth('TRICKLE_QUEUE_URL'))} messages queued; draining", file=sys.stderr)
+    print(f"backlog of {session.backlog()} messages queued; draining", file=sys.stderr)
 
 
-def audit(session: Session, keys: list[tuple[str, str]], started: float) -> Summary:
-    requests = session.api.requests if session.api else []
-    return summarize(keys, requests, sum(session.depth("TRICKLE_DLQ_URL")), time.monotonic() - started)
+def audit(
+    session: Session, items: int, expected: dict[str, list[tuple[str, str]]], started: float
+) -> DemoReport:
+    seconds = time.monotonic() - started
+    return DemoReport(
+        items,
+        {
+            name: summarize(
+                keys,
+                session.apis[name].requests if name in session.apis else [],
+                session.dead_letters(name),
+                seconds,
+            )
+            for name, keys in expected.items()
+        },
+        seconds,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,13 +361,23 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--real-aws", action="store_true", help="use the stage's real AWS resources as they are"
     )
-    common.add_argument("--api-url", help="deliver to this API instead of the stand-in")
+    common.add_argument(
+        "--api-url",
+        action="append",
+        type=lambda text: tuple(text.split("=", 1)),
+        metavar="DESTINATION=URL",
+        help="deliver this destination to a real API instead of stand-ins (repeatable)",
+    )
     common.add_argument("--api-key", help="API key to store in SSM (default: a random one for the stand-in)")
     common.add_argument("--routes-port", type=int, default=8000, help="where the app's routes are served")
     common.add_argument(
         "--endpoint-port", type=int, help="port of the embedded AWS endpoint (default: the stage's, 5050)"
     )
-    common.add_argument("--api-port", type=int, help="port of the stand-in API (default: the stage's, 5051)")
+    common.add_argument(
+        "--api-port",
+        type=int,
+        help="port of the first destination's stand-in API, the next ones above it (default: the stage's)",
+    )
     common.add_argument(
         "--ephemeral-ports", action="store_true", help="pick free ports instead of the stage's"
     )
@@ -339,12 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", parents=[common], help="run until interrupted")
     up.add_argument("--demo-items", type=int, default=0, help="insert this many items at start")
-    up.add_argument("--groups", type=int, default=4, help="partition keys the demo items use")
+    up.add_argument("--groups", type=int, default=4, help="customers (partition keys) the demo items use")
     demo = commands.add_parser(
         "demo", parents=[common], help="insert items, run until all are delivered, audit"
     )
-    demo.add_argument("--items", type=int, default=200)
-    demo.add_argument("--groups", type=int, default=8)
+    demo.add_argument("--items", type=int, default=200, help="items: customer profiles, orders and invoices")
+    demo.add_argument("--groups", type=int, default=8, help="customers (partition keys)")
     demo.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     demo.add_argument("--settle", type=float, default=1.0, help="seconds to watch for late duplicates")
     demo.add_argument(

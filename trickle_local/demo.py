@@ -7,10 +7,54 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from chalicelib.records import dumps
+from chalicelib.records import dumps, route_record
+from chalicelib.settings import Settings
 from trickle_local.standin_api import RecordedRequest
 
 ItemKey = tuple[str, str]
+
+
+def single_table_items(count: int, customers: int) -> list[dict[str, Any]]:
+    """A single-table demo: per customer a profile (sk PROFILE) first, then orders and invoices
+    round-robin over the customers, each with the `type` the example routes file filters on."""
+    items: list[dict[str, Any]] = [
+        {
+            "pk": {"S": f"CUSTOMER#{c:03d}"},
+            "sk": {"S": "PROFILE"},
+            "type": {"S": "customer"},
+            "name": {"S": f"Customer {c}"},
+            "email": {"S": f"c{c}@example.com"},
+        }
+        for c in range(customers)
+    ]
+    for i in range(max(0, count - customers)):
+        kind = "invoice" if i % 3 == 2 else "order"
+        items.append(
+            {
+                "pk": {"S": f"CUSTOMER#{i % customers:03d}"},
+                "sk": {"S": f"{kind.upper()}#{i:06d}"},
+                "type": {"S": kind},
+                "total": {"N": f"{i}.{i % 100:02d}"},
+                "exact": {"N": "12345678901234567890.123456789"},
+                "lines": {"L": [{"M": {"sku": {"S": f"sku-{i % 7}"}, "qty": {"N": str(1 + i % 3)}}}]},
+            }
+        )
+    return items
+
+
+def insert_record(item: dict[str, Any], sequence: int) -> dict[str, Any]:
+    """The stream record an INSERT of `item` makes, as Lambda hands it to the ingest handler."""
+    keys = {name: item[name] for name in ("pk", "sk") if name in item}
+    return {
+        "eventID": f"demo-{sequence}",
+        "eventName": "INSERT",
+        "dynamodb": {
+            "Keys": keys,
+            "NewImage": item,
+            "SequenceNumber": str(sequence),
+            "ApproximateCreationDateTime": 0,
+        },
+    }
 
 
 def demo_items(count: int, groups: int, prefix: str = "demo") -> list[dict[str, Any]]:
@@ -52,8 +96,10 @@ class Summary:
 
 
 def _key_and_sequence(request: RecordedRequest) -> tuple[ItemKey, int]:
+    """The envelope's keys and sequence number (a transformed body carries them at its top)."""
     body = json.loads(request.body)
-    return (str(body["keys"]["pk"]), str(body["keys"]["sk"])), int(body["source"]["sequence_number"])
+    sequence = body["source"]["sequence_number"] if "source" in body else body["sequence_number"]
+    return (str(body["keys"]["pk"]), str(body["keys"]["sk"])), int(sequence)
 
 
 def summarize(
@@ -90,3 +136,65 @@ def summarize(
         requests=len(requests),
         failed_requests=sum(1 for r in requests if not 200 <= r.status < 300),
     )
+
+
+@dataclass(frozen=True)
+class DemoReport:
+    """Every destination's audit, and their totals (`inserted` counts items; each destination's
+    `inserted` counts the items routed to it, so the totals' deliveries may exceed the items)."""
+
+    items: int
+    destinations: dict[str, Summary]
+    seconds: float
+
+    @property
+    def total(self) -> Summary:
+        parts = list(self.destinations.values())
+        return Summary(
+            inserted=self.items,
+            delivered=sum(p.delivered for p in parts),
+            dead_lettered=sum(p.dead_lettered for p in parts),
+            lost=sum(p.lost for p in parts),
+            duplicates=sum(p.duplicates for p in parts),
+            out_of_order=sum(p.out_of_order for p in parts),
+            seconds=round(self.seconds, 2),
+            requests=sum(p.requests for p in parts),
+            failed_requests=sum(p.failed_requests for p in parts),
+        )
+
+    @property
+    def ok(self) -> bool:
+        return all(p.ok for p in self.destinations.values())
+
+    def to_json(self, **extra: object) -> str:
+        """The totals, `ok`, `expected_deliveries`, per-destination counts, and `extra`."""
+        per = {
+            name: {
+                k: v
+                for k, v in asdict(p).items()
+                if k
+                in (
+                    "inserted",
+                    "delivered",
+                    "dead_lettered",
+                    "lost",
+                    "duplicates",
+                    "out_of_order",
+                    "requests",
+                )
+            }
+            for name, p in self.destinations.items()
+        }
+        expected = sum(p.inserted for p in self.destinations.values())
+        document = {**asdict(self.total), "expected_deliveries": expected, "ok": self.ok, "destinations": per}
+        return dumps(dict(sorted((document | extra).items())))
+
+
+def expected_by_destination(items: list[dict[str, Any]], settings: Settings) -> dict[str, list[ItemKey]]:
+    """Which destinations the routes send each inserted item to (what the audit expects there)."""
+    expected: dict[str, list[ItemKey]] = {name: [] for name in settings.destinations}
+    for sequence, item in enumerate(items, start=1):
+        routed = route_record(insert_record(item, sequence), settings)
+        for message in routed.messages:
+            expected[message.destination].append((item["pk"]["S"], item["sk"]["S"]))
+    return expected

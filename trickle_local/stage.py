@@ -34,18 +34,27 @@ def with_netloc(url: str, base: str) -> str:
     return urlunparse(urlparse(url)._replace(scheme=target.scheme, netloc=target.netloc))
 
 
-def rebase(env: Mapping[str, str], endpoint: str | None, api_url: str | None) -> dict[str, str]:
-    """Point the stage at a different AWS endpoint (None: real AWS) and stand-in API."""
+def rebase(
+    env: Mapping[str, str], endpoint: str | None, api_urls: Mapping[str, str] | None
+) -> dict[str, str]:
+    """Point the stage at a different AWS endpoint (None: real AWS) and at stand-in APIs (a base
+    URL per destination name; those not named keep theirs)."""
     out = dict(env)
     if endpoint is None:
         out.pop("AWS_ENDPOINT_URL", None)
     else:
         out["AWS_ENDPOINT_URL"] = endpoint
-        for name in ("TRICKLE_QUEUE_URL", "TRICKLE_DLQ_URL", "TRICKLE_INGEST_FAILURE_QUEUE_URL"):
-            out[name] = with_netloc(out[name], endpoint)
-    if api_url is not None:
-        out["TRICKLE_API_URL"] = with_netloc(out["TRICKLE_API_URL"], api_url)
+        for name in out:
+            if name.endswith(("_QUEUE_URL", "_DLQ_URL")) and name.startswith("TRICKLE_"):
+                out[name] = with_netloc(out[name], endpoint)
+    for destination, url in (api_urls or {}).items():
+        name = destination_url_variable(destination)
+        out[name] = with_netloc(out[name], url)
     return out
+
+
+def destination_url_variable(destination: str) -> str:
+    return f"TRICKLE_DEST_{destination.upper()}_URL"
 
 
 def write_project(env: Mapping[str, str], dest: Path, stage: str = "local") -> Path:

@@ -60,6 +60,7 @@ class Faults:
     poison: frozenset[str] = frozenset()
     api_key: str | None = None
     api_key_header: str = "x-api-key"
+    api_key_scheme: str = ""  # "Bearer": the header must read "Bearer <key>"
     honour_idempotency: bool = True
     seed: int = 0
 
@@ -159,7 +160,8 @@ class StandInApi:
             if reply is not None:
                 return reply, 200 <= reply.status < 300
         f = self.faults
-        if f.api_key is not None and headers.get(f.api_key_header.lower()) != f.api_key:
+        expected = f"{f.api_key_scheme} {f.api_key}" if f.api_key_scheme else f.api_key
+        if f.api_key is not None and headers.get(f.api_key_header.lower()) != expected:
             return Reply(401, '{"error":"unauthorized"}'), False
         key = headers.get("idempotency-key", "")
         if f.honour_idempotency and key:

@@ -28,14 +28,19 @@ from trickle_local.stream_poller import StreamPoller
 
 API_KEY = "sk-test-6f1c2a9e-never-log-me"
 OPERATOR_TOKEN = "op-test-token-1b2c"
+CRM_FAULTS = Faults(api_key=API_KEY, api_key_header="Authorization", api_key_scheme="Bearer")
 TABLE = "trickle-local-items"
 
 # Tighter than the local stage: the test client's Lambda context allows 3 s per invocation.
+ROUTES_FILE = Path(__file__).resolve().parent.parent / "routes.toml"
 TEST_OVERRIDES = {
+    "TRICKLE_ROUTES_FILE": str(ROUTES_FILE),
     "TRICKLE_DRAIN_SAFETY_MARGIN_MS": "500",
-    "TRICKLE_RETRY_DELAY_SECONDS": "1",
+    "TRICKLE_DEST_ORDERS_BACKOFF_BASE_S": "1",
+    "TRICKLE_DEST_CRM_BACKOFF_BASE_S": "1",
     "TRICKLE_VISIBILITY_TIMEOUT_SECONDS": "30",
-    "TRICKLE_RETRY_MAX_DELAY_SECONDS": "2",
+    "TRICKLE_DEST_ORDERS_BACKOFF_CAP_S": "2",
+    "TRICKLE_DEST_CRM_BACKOFF_CAP_S": "2",
     "TRICKLE_LOG_LEVEL": "DEBUG",
     "TRICKLE_DRAIN_WORKERS": "2",  # "once per run" and "across workers" promises hold only with several
 }
@@ -51,6 +56,15 @@ def endpoint() -> Iterator[MotoEndpoint]:
 
 @pytest.fixture(scope="session")
 def api() -> Iterator[StandInApi]:
+    """The `orders` destination's API."""
+    server = StandInApi().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def crm_api() -> Iterator[StandInApi]:
+    """The `crm` destination's API (Authorization: Bearer <key>)."""
     server = StandInApi().start()
     yield server
     server.stop()
@@ -81,16 +95,21 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
 
 
 @pytest.fixture(scope="session")
-def app(endpoint: MotoEndpoint, api: StandInApi, recorder: CallRecorder) -> Chalice:
-    env = stage.rebase(stage.stage_env("local"), endpoint.url, api.url) | TEST_OVERRIDES
+def app(endpoint: MotoEndpoint, api: StandInApi, crm_api: StandInApi, recorder: CallRecorder) -> Chalice:
+    env = stage.rebase(stage.stage_env("local"), endpoint.url, api_urls(api, crm_api)) | TEST_OVERRIDES
     return stage.load_app(provision(clients(endpoint.url), env, API_KEY, OPERATOR_TOKEN))
+
+
+def api_urls(orders: StandInApi, crm: StandInApi) -> dict[str, str]:
+    return {"orders": orders.url, "crm": crm.url}
 
 
 @dataclass
 class Stack:
     env: dict[str, str]
     aws: dict[str, Any]
-    api: StandInApi
+    api: StandInApi  # orders
+    crm_api: StandInApi
     client: Client
     recorder: CallRecorder
     policies: dict[str, dict[str, Any]]
@@ -179,13 +198,13 @@ class Stack:
             if refused:
                 pytest.fail(f"packaged IAM policy denies calls the code made: {refused}")
 
-    def drain(self) -> dict[str, Any]:
+    def drain(self, destination: str = "orders") -> dict[str, Any]:
         event = self.client.events.generate_cw_event(
             source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
         )
-        return dict(self.invoke("drain", event))
+        return dict(self.invoke(f"drain_{destination}", event))
 
-    def take_messages(self, url_var: str = "TRICKLE_QUEUE_URL") -> list[dict[str, Any]]:
+    def take_messages(self, url_var: str = "TRICKLE_DEST_ORDERS_QUEUE_URL") -> list[dict[str, Any]]:
         """Receive and delete everything in a queue, each group's messages oldest first."""
         sqs = self.aws["sqs"]
         url = self.env[url_var]
@@ -204,7 +223,7 @@ class Stack:
             entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
             sqs.delete_message_batch(QueueUrl=url, Entries=entries)
 
-    def queue_depth(self, url_var: str = "TRICKLE_QUEUE_URL") -> int:
+    def queue_depth(self, url_var: str = "TRICKLE_DEST_ORDERS_QUEUE_URL") -> int:
         attributes = self.aws["sqs"].get_queue_attributes(
             QueueUrl=self.env[url_var],
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
@@ -218,6 +237,7 @@ class Stack:
 class Servers:
     endpoint: MotoEndpoint
     api: StandInApi
+    crm_api: StandInApi
     app: Chalice
     recorder: CallRecorder
     policies: dict[str, dict[str, Any]]
@@ -227,27 +247,33 @@ class Servers:
 def servers(
     endpoint: MotoEndpoint,
     api: StandInApi,
+    crm_api: StandInApi,
     app: Chalice,
     recorder: CallRecorder,
     packaged: dict[str, dict[str, Any]],
 ) -> Servers:
-    return Servers(endpoint, api, app, recorder, packaged)
+    return Servers(endpoint, api, crm_api, app, recorder, packaged)
 
 
 def make_stack(servers: Servers, tmp_path: Path, overrides: dict[str, str]) -> Iterator[Stack]:
-    endpoint, api, app = servers.endpoint, servers.api, servers.app
+    endpoint, api, crm_api, app = servers.endpoint, servers.api, servers.crm_api, servers.app
     endpoint.reset()
-    api.clear()
-    api.faults = Faults(api_key=API_KEY)
-    api.reseed(0)
-    api.responder = None
+    for server, faults in ((api, Faults(api_key=API_KEY)), (crm_api, CRM_FAULTS)):
+        server.clear()
+        server.faults = faults
+        server.reseed(0)
+        server.responder = None
     aws = clients(endpoint.url)
-    base = stage.rebase(stage.stage_env("local"), endpoint.url, api.url) | TEST_OVERRIDES | overrides
+    base = (
+        stage.rebase(stage.stage_env("local"), endpoint.url, api_urls(api, crm_api))
+        | TEST_OVERRIDES
+        | overrides
+    )
     env = provision(aws, base, API_KEY, OPERATOR_TOKEN)
     stage.write_project(env, tmp_path)
     wiring.reset()
     with Client(app, stage_name="local", project_dir=str(tmp_path)) as client:
-        yield Stack(env, aws, api, client, servers.recorder, servers.policies)
+        yield Stack(env, aws, api, crm_api, client, servers.recorder, servers.policies)
     wiring.reset()
 
 

@@ -25,18 +25,21 @@ def test_bootstrap_is_idempotent_and_teardown_removes_what_it_made(endpoint: Mot
     second = provision(aws, env, None)  # re-run without a key keeps the stored one
 
     assert first == second
-    assert first["TRICKLE_QUEUE_URL"].endswith("/trickle-dev-outbox.fifo")
+    assert first["TRICKLE_DEST_ORDERS_QUEUE_URL"].endswith("/trickle-dev-orders.fifo")
+    assert first["TRICKLE_DEST_CRM_DLQ_URL"].endswith("/trickle-dev-crm-dead-letters.fifo")
     assert first["TRICKLE_STREAM_ARN"].startswith(
         "arn:aws:dynamodb:us-east-1:123456789012:table/trickle-dev-items/stream/"
     )
-    parameter = aws["ssm"].get_parameter(Name="/trickle/dev/api-key", WithDecryption=True)["Parameter"]
-    assert parameter["Type"] == "SecureString"
-    assert parameter["Value"] == "secret-1"
-    key = aws["kms"].describe_key(KeyId="alias/trickle-dev-api-key")["KeyMetadata"]
+    for name in ("/trickle/dev/orders-api-key", "/trickle/dev/crm-api-key"):
+        parameter = aws["ssm"].get_parameter(Name=name, WithDecryption=True)["Parameter"]
+        assert (parameter["Type"], parameter["Value"]) == ("SecureString", "secret-1")
+    key = aws["kms"].describe_key(KeyId="alias/trickle-dev-ledger-secrets")["KeyMetadata"]
     assert key["Arn"] == first["TRICKLE_API_KEY_KMS_KEY_ARN"]
     ttl = aws["dynamodb"].describe_time_to_live(TableName="trickle-dev-ledger")["TimeToLiveDescription"]
     assert ttl["AttributeName"] == "expires_at"
-    attributes = aws["sqs"].get_queue_attributes(QueueUrl=first["TRICKLE_QUEUE_URL"], AttributeNames=["All"])
+    attributes = aws["sqs"].get_queue_attributes(
+        QueueUrl=first["TRICKLE_DEST_ORDERS_QUEUE_URL"], AttributeNames=["All"]
+    )
     assert attributes["Attributes"]["VisibilityTimeout"] == env["TRICKLE_VISIBILITY_TIMEOUT_SECONDS"]
     assert '"maxReceiveCount": 1000' in attributes["Attributes"]["RedrivePolicy"]
     failure_queue = aws["sqs"].get_queue_attributes(
@@ -44,13 +47,15 @@ def test_bootstrap_is_idempotent_and_teardown_removes_what_it_made(endpoint: Mot
     )["Attributes"]
     assert "FifoQueue" not in failure_queue
 
-    drain = function_policies(first)["drain"]
+    drain = function_policies(first)["drain_orders"]
     (decrypt,) = [s for s in drain["Statement"] if s["Sid"] == "DecryptApiKeyThroughSsm"]
     assert decrypt["Resource"] == [key["Arn"]]
 
     removed = teardown(aws, env, source_table=False)
 
-    assert len(removed) == 7  # three queues, the ledger, the parameter, the bucket, the key
+    assert (
+        len(removed) == 10
+    )  # two queues per destination and one more, the ledger, two keys, bucket, KMS key
     assert aws["sqs"].list_queues().get("QueueUrls", []) == []
     assert [t for t in aws["dynamodb"].list_tables()["TableNames"] if t.startswith("trickle-dev")] == [
         "trickle-dev-items"
@@ -88,10 +93,11 @@ def test_bootstrap_in_another_region_without_a_key_finishes_with_the_command_to_
 
     key = env["TRICKLE_API_KEY_KMS_KEY_ARN"]
     assert key.startswith(f"arn:aws:kms:{REGION}:123456789012:key/")
-    assert (
-        f"aws ssm put-parameter --region {REGION} --name /trickle/dev/api-key --type SecureString"
-        f' --key-id {key} --value "$API_KEY" --overwrite'
-    ) in first
+    for destination in ("orders", "crm"):
+        assert (
+            f"aws ssm put-parameter --region {REGION} --name /trickle/dev/{destination}-api-key"
+            f' --type SecureString --key-id {key} --value "$API_KEY" --overwrite'
+        ) in first
     assert env["TRICKLE_STREAM_ARN"].startswith(
         f"arn:aws:dynamodb:{REGION}:123456789012:table/trickle-dev-items/"
     )
@@ -99,17 +105,19 @@ def test_bootstrap_in_another_region_without_a_key_finishes_with_the_command_to_
     assert bucket == f"trickle-dev-responses-123456789012-{REGION}"
     aws = {name: boto3.client(name, endpoint_url=endpoint.url, region_name=REGION) for name in SERVICES}
     assert aws["s3"].get_bucket_location(Bucket=bucket)["LocationConstraint"] == REGION
-    drain = json.loads((project / ".chalice" / "policy-dev-drain.json").read_text())
+    drain = json.loads((project / ".chalice" / "policy-dev-drain_orders.json").read_text())
     (archive,) = [s for s in drain["Statement"] if s["Sid"] == "ArchiveResponses"]
     assert archive["Resource"] == [f"arn:aws:s3:::{bucket}/responses/*"]
     assert not (project / ".chalice" / "policy-dev-token_auth.json").exists()  # IAM auth: no authorizer
 
     # The operator stores the key as told; the drain's role may decrypt it through SSM.
-    aws["ssm"].put_parameter(Name="/trickle/dev/api-key", Value="k", Type="SecureString", KeyId=key)
+    for destination in ("orders", "crm"):
+        name = f"/trickle/dev/{destination}-api-key"
+        aws["ssm"].put_parameter(Name=name, Value="k", Type="SecureString", KeyId=key)
     assert bootstrap_main(args) == 0
     assert "put-parameter" not in capsys.readouterr().out
 
-    assert len(aws["sqs"].list_queues()["QueueUrls"]) == 3
+    assert len(aws["sqs"].list_queues()["QueueUrls"]) == 5  # two per destination, ingest failures
     assert bootstrap_main([*args, "--teardown"]) == 0
     said = capsys.readouterr().out
     assert "removed bucket " + bucket in said
@@ -117,7 +125,7 @@ def test_bootstrap_in_another_region_without_a_key_finishes_with_the_command_to_
     assert "left: table trickle-dev-items" in said
     after = stage.stage_env("dev", project)
     assert "TRICKLE_API_KEY_KMS_KEY_ARN" not in after  # nothing names the deleted key
-    drain = json.loads((project / ".chalice" / "policy-dev-drain.json").read_text())
+    drain = json.loads((project / ".chalice" / "policy-dev-drain_orders.json").read_text())
     assert [s for s in drain["Statement"] if s["Sid"] == "DecryptApiKeyThroughSsm"] == []
     assert aws["sqs"].list_queues().get("QueueUrls", []) == []
 

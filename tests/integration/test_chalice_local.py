@@ -41,7 +41,7 @@ def test_submit_over_http_is_delivered_and_visible_with_a_working_presigned_url(
 ) -> None:
     answer = requests.post(
         f"{routes}/messages",
-        data=b'{"item": {"sku": "A-1", "qty": 3}}',
+        data=b'{"item": {"sku": "A-1", "qty": 3}, "destination": "orders"}',
         headers=auth() | {"Content-Type": "application/json"},
         timeout=10,
     )

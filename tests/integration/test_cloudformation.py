@@ -173,13 +173,14 @@ def test_every_function_names_only_its_own_account_and_region(
     for place, _ in stacks:
         sqs, dynamodb = place.client("sqs"), place.client("dynamodb")
         functions = place.client("lambda").list_functions()["Functions"]
-        assert len(functions) == 3  # ingest, drain, API handler: no token authorizer with IAM auth
+        assert len(functions) == 4  # ingest, two drains, API handler: no token authorizer with IAM auth
         for function in functions:
             env = function["Environment"]["Variables"]
             settings = load_settings(env)
             for arn in [settings.stream_arn]:
                 assert_only(place, arn)
-            for url in (settings.queue_url, settings.dlq_url, env["TRICKLE_INGEST_FAILURE_QUEUE_URL"]):
+            queues = [url for d in settings.destinations.values() for url in (d.queue_url, d.dlq_url)]
+            for url in [*queues, env["TRICKLE_INGEST_FAILURE_QUEUE_URL"]]:
                 assert url.startswith(f"https://sqs.{place.region}.amazonaws.com/{place.id}/"), url
                 sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])  # and it exists
             table = dynamodb.describe_table(TableName=settings.table_name)["Table"]
@@ -197,7 +198,7 @@ def test_every_role_statement_names_only_its_own_account_and_region(
 ) -> None:
     for place, _ in stacks:
         documents = role_documents(place.client("iam"))
-        assert len(documents) == 3
+        assert len(documents) == 4  # ingest, a drain per destination, the API handler
         for role, policies in documents.items():
             resources = [r for p in policies for s in p["Statement"] for r in arns_in(s.get("Resource"))]
             conditions = [
@@ -215,14 +216,18 @@ def test_the_queue_outlives_the_drain_and_the_stream_mapping_has_its_settings(
         lambda_client = place.client("lambda")
         env = stack_env(place.client("cloudformation"), lambda_client, STACK)
         settings = load_settings(env)
-        visibility = place.client("sqs").get_queue_attributes(
-            QueueUrl=settings.queue_url, AttributeNames=["VisibilityTimeout"]
-        )["Attributes"]["VisibilityTimeout"]
-        drain = [f for f in lambda_client.list_functions()["Functions"] if "-Drain-" in f["FunctionName"]]
-        assert int(visibility) > drain[0]["Timeout"]
-        assert "ReservedConcurrentExecutions" not in lambda_client.get_function(
-            FunctionName=drain[0]["FunctionName"]
-        )
+        for destination in settings.destinations.values():
+            visibility = place.client("sqs").get_queue_attributes(
+                QueueUrl=destination.queue_url, AttributeNames=["VisibilityTimeout"]
+            )["Attributes"]["VisibilityTimeout"]
+            logical = "Drain" + destination.name.capitalize()
+            (drain,) = [
+                f for f in lambda_client.list_functions()["Functions"] if f"-{logical}-" in f["FunctionName"]
+            ]
+            assert int(visibility) > drain["Timeout"]
+            assert "ReservedConcurrentExecutions" not in lambda_client.get_function(
+                FunctionName=drain["FunctionName"]
+            )
         (mapping,) = lambda_client.list_event_source_mappings()["EventSourceMappings"]
         assert mapping["EventSourceArn"] == settings.stream_arn
         assert mapping["BisectBatchOnFunctionError"] is True
@@ -238,14 +243,17 @@ def test_the_stack_outputs_tell_the_operator_how_to_store_the_key(
     for place, _ in stacks:
         (described,) = place.client("cloudformation").describe_stacks(StackName=STACK)["Stacks"]
         outputs = {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
-        assert outputs["PutApiKeyCommand"] == (
-            f"aws ssm put-parameter --region {place.region} --name /trickle/prod/api-key --type SecureString"
-            f' --key-id alias/{STACK}-api-key --value "$API_KEY" --overwrite'
-        )
-        assert (
-            outputs["ApiKeyParameterArn"]
-            == f"arn:aws:ssm:{place.region}:{place.id}:parameter/trickle/prod/api-key"
-        )
+        for destination in ("orders", "crm"):
+            prefix = destination.capitalize()
+            parameter = f"/trickle/prod/{destination}-api-key"
+            assert outputs[f"{prefix}PutApiKeyCommand"] == (
+                f"aws ssm put-parameter --region {place.region} --name {parameter} --type SecureString"
+                f' --key-id alias/{STACK}-api-key --value "$API_KEY" --overwrite'
+            )
+            assert (
+                outputs[f"{prefix}ApiKeyParameterArn"]
+                == f"arn:aws:ssm:{place.region}:{place.id}:parameter{parameter}"
+            )
 
 
 def test_deleting_the_stack_keeps_the_data(
@@ -260,8 +268,9 @@ def test_deleting_the_stack_keeps_the_data(
     )
     place.client("dynamodb").describe_table(TableName=settings.ledger_table)
     place.client("dynamodb").describe_table(TableName=settings.table_name)
-    place.client("sqs").get_queue_attributes(QueueUrl=settings.queue_url, AttributeNames=["QueueArn"])
-    place.client("sqs").get_queue_attributes(QueueUrl=settings.dlq_url, AttributeNames=["QueueArn"])
+    for destination in settings.destinations.values():
+        for url in (destination.queue_url, destination.dlq_url):
+            place.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
     assert settings.archive_bucket is not None
     place.client("s3").head_bucket(Bucket=settings.archive_bucket)
     assert place.client("lambda").list_functions()["Functions"] == []  # the code goes, the data stays

@@ -14,11 +14,11 @@ from conftest import OPERATOR_TOKEN, Stack
 from chalicelib import wiring
 from trickle_local.standin_api import Reply
 
-FAST = {"TRICKLE_RATE_LIMIT_PER_SECOND": "1000", "TRICKLE_RATE_LIMIT_BURST": "100"}
+FAST = {"TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S": "1000", "TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST": "100"}
 
 
 def dead_letter_queue_depth(stack: Stack) -> tuple[int, int]:
-    queued, in_flight = wiring.dead_letters().counts()
+    queued, in_flight = wiring.dead_letters("orders").counts()
     return queued, in_flight
 
 
@@ -26,7 +26,7 @@ def page(stack: Stack, query: str) -> dict[str, Any]:
     """A GET outside the IAM recorder: the drain thread's calls must not be counted against the
     routes' role (the recorder attributes calls to one function at a time)."""
     response = stack.client.http.get(
-        f"/dead-letters?{query}", headers={"authorization": f"Bearer {OPERATOR_TOKEN}"}
+        f"/dead-letters?destination=orders&{query}", headers={"authorization": f"Bearer {OPERATOR_TOKEN}"}
     )
     assert response.status_code == 200, response.body
     return dict(json.loads(response.body))
@@ -74,8 +74,8 @@ def test_200_dead_letters_over_20_groups_page_by_7_exactly_once_while_a_drain_ru
 
     def drain_until_empty() -> None:
         stop = time.monotonic() + 120
-        while sum(wiring.queue().counts()) and time.monotonic() < stop:
-            wiring.drainer().run(lambda: 60_000)
+        while sum(wiring.queue("orders").counts()) and time.monotonic() < stop:
+            wiring.drainer("orders").run(lambda: 60_000)
 
     drainer = threading.Thread(target=drain_until_empty, name="test-drain")
     drainer.start()
@@ -110,7 +110,7 @@ def test_200_dead_letters_over_20_groups_page_by_7_exactly_once_while_a_drain_ru
     assert len(everything["dead_letters"]) == 50 and everything["next"]
 
     # The listing left every group free: a redrive right after it moves all of them.
-    started = stack.http("POST", "/dead-letters/redrive", {})
+    started = stack.http("POST", "/dead-letters/redrive?destination=orders", {})
     job = json.loads(started.body)
     while job["state"] == "running":
         job = json.loads(stack.http("GET", job["progress_url"]).body)
@@ -128,7 +128,7 @@ def test_a_cursor_outlives_the_letters_it_pointed_at(stack_factory: Any) -> None
     assert len(first["dead_letters"]) == 5
 
     last_seen = first["dead_letters"][-1]
-    stack.http("POST", "/dead-letters/redrive", {"message_ids": [last_seen["message_id"]]})
+    stack.http("POST", "/dead-letters/redrive?destination=orders", {"message_ids": [last_seen["message_id"]]})
     stack.api.faults.poison = frozenset()
     stack.drain()
 

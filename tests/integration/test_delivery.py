@@ -36,7 +36,7 @@ def applied_keys(stack: Stack) -> list[tuple[str, str]]:
 
 
 def ledger(message_id: str) -> Any:
-    return wiring.ledger().get(message_id)
+    return wiring.ledger("orders").get(message_id)
 
 
 def test_429_stops_the_run_and_holds_messages_until_retry_after_without_counting(stack: Stack) -> None:
@@ -70,7 +70,7 @@ def test_503_with_an_http_date_retry_after_is_saturation_too(stack: Stack) -> No
 def test_5xx_is_retried_with_backoff_and_dead_lettered_after_max_attempts_with_its_reason(
     stack_factory: Any,
 ) -> None:
-    stack: Stack = stack_factory(TRICKLE_MAX_ATTEMPTS="3", TRICKLE_RETRY_MAX_DELAY_SECONDS="1")
+    stack: Stack = stack_factory(TRICKLE_DEST_ORDERS_MAX_ATTEMPTS="3", TRICKLE_DEST_ORDERS_BACKOFF_CAP_S="1")
     stack.fill(groups=1, per_group=3)
     stack.api.responder = keyed(500, lambda k: k["sk"] == "000", body='{"error":"boom"}')
 
@@ -79,7 +79,7 @@ def test_5xx_is_retried_with_backoff_and_dead_lettered_after_max_attempts_with_i
         reports.append(stack.drain())
         time.sleep(1.1)
 
-    (dead,) = stack.take_messages("TRICKLE_DLQ_URL")
+    (dead,) = stack.take_messages("TRICKLE_DEST_ORDERS_DLQ_URL")
     attributes = {k: v["StringValue"] for k, v in dead["MessageAttributes"].items()}
     assert json.loads(dead["Body"])["keys"] == {"pk": "g0", "sk": "000"}
     assert attributes["trickle-attempts"] == "3"
@@ -93,7 +93,7 @@ def test_5xx_is_retried_with_backoff_and_dead_lettered_after_max_attempts_with_i
 
 
 def test_messages_behind_a_failing_head_are_never_dead_lettered_unattempted(stack_factory: Any) -> None:
-    stack: Stack = stack_factory(TRICKLE_MAX_ATTEMPTS="2", TRICKLE_RETRY_MAX_DELAY_SECONDS="1")
+    stack: Stack = stack_factory(TRICKLE_DEST_ORDERS_MAX_ATTEMPTS="2", TRICKLE_DEST_ORDERS_BACKOFF_CAP_S="1")
     stack.fill(groups=1, per_group=4)
     stack.api.responder = keyed(500, lambda k: k["sk"] == "000")
 
@@ -103,7 +103,7 @@ def test_messages_behind_a_failing_head_are_never_dead_lettered_unattempted(stac
     stack.api.responder = None
     stack.drain()
 
-    dead = stack.take_messages("TRICKLE_DLQ_URL")
+    dead = stack.take_messages("TRICKLE_DEST_ORDERS_DLQ_URL")
     assert [json.loads(m["Body"])["keys"]["sk"] for m in dead] == ["000"]
     assert applied_keys(stack) == [("g0", "001"), ("g0", "002"), ("g0", "003")]
 
@@ -113,7 +113,7 @@ def test_a_rotated_key_is_re_read_from_ssm_once_and_not_counted(stack: Stack) ->
     stack.drain()  # caches the current key
     stack.fill(groups=1, per_group=2, prefix="h")
     stack.aws["ssm"].put_parameter(
-        Name="/trickle/local/api-key", Value="rotated", Type="SecureString", Overwrite=True
+        Name="/trickle/local/orders-api-key", Value="rotated", Type="SecureString", Overwrite=True
     )
     stack.api.faults.api_key = "rotated"
 
@@ -151,13 +151,13 @@ def test_a_permanent_4xx_is_dead_lettered_at_once_and_the_group_moves_on(stack: 
 
     assert report["dead_lettered"] == 2
     assert sorted(applied_keys(stack)) == sorted((f"g{g}", s) for g in range(2) for s in ("000", "002"))
-    dead = stack.take_messages("TRICKLE_DLQ_URL")
+    dead = stack.take_messages("TRICKLE_DEST_ORDERS_DLQ_URL")
     assert {m["MessageAttributes"]["trickle-status-code"]["StringValue"] for m in dead} == {"400"}
     assert all("refused by the API" in m["MessageAttributes"]["trickle-reason"]["StringValue"] for m in dead)
 
 
 def test_strict_ordering_halts_the_group_until_an_operator_acts(stack_factory: Any) -> None:
-    stack: Stack = stack_factory(TRICKLE_ORDERING="strict", TRICKLE_RETRY_MAX_DELAY_SECONDS="1")
+    stack: Stack = stack_factory(TRICKLE_DEST_ORDERS_ORDERING="strict", TRICKLE_DEST_ORDERS_BACKOFF_CAP_S="1")
     stack.fill(groups=2, per_group=3)
     stack.api.faults.poison = frozenset({'"pk":"g0","sk":"001"'})
 
@@ -177,7 +177,7 @@ def test_strict_ordering_halts_the_group_until_an_operator_acts(stack_factory: A
     stack.drain()
 
     assert ("g0", "002") in applied_keys(stack)
-    assert stack.queue_depth("TRICKLE_DLQ_URL") == 1
+    assert stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL") == 1
 
 
 def test_the_breaker_ends_a_run_after_consecutive_retryable_failures(stack_factory: Any) -> None:
@@ -194,7 +194,9 @@ def test_the_breaker_ends_a_run_after_consecutive_retryable_failures(stack_facto
 
 
 def test_the_rate_limit_spaces_requests(stack_factory: Any) -> None:
-    stack: Stack = stack_factory(TRICKLE_RATE_LIMIT_PER_SECOND="20", TRICKLE_RATE_LIMIT_BURST="2")
+    stack: Stack = stack_factory(
+        TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="20", TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST="2"
+    )
     stack.fill(groups=2, per_group=6)
 
     stack.drain()
@@ -207,8 +209,10 @@ def test_the_rate_limit_spaces_requests(stack_factory: Any) -> None:
 def test_a_drain_that_dies_between_the_2xx_and_the_delete_does_not_deliver_again(stack_factory: Any) -> None:
     stack: Stack = stack_factory(
         TRICKLE_VISIBILITY_TIMEOUT_SECONDS="3",
-        TRICKLE_CONNECT_TIMEOUT_SECONDS="0.5",
-        TRICKLE_READ_TIMEOUT_SECONDS="0.5",
+        TRICKLE_DEST_ORDERS_CONNECT_TIMEOUT_S="0.5",
+        TRICKLE_DEST_ORDERS_READ_TIMEOUT_S="0.5",
+        TRICKLE_DEST_CRM_CONNECT_TIMEOUT_S="0.5",
+        TRICKLE_DEST_CRM_READ_TIMEOUT_S="0.5",
     )
     stack.fill(groups=2, per_group=2)
     wiring.reset()
@@ -241,7 +245,7 @@ def test_two_copies_of_one_message_in_one_round_are_delivered_once(stack: Stack)
     (original,) = stack.take_messages()
     for dedup in ("copy-1", "copy-2"):
         stack.aws["sqs"].send_message(
-            QueueUrl=stack.env["TRICKLE_QUEUE_URL"],
+            QueueUrl=stack.env["TRICKLE_DEST_ORDERS_QUEUE_URL"],
             MessageBody=original["Body"],
             MessageGroupId=original["Attributes"]["MessageGroupId"],
             MessageDeduplicationId=dedup,
@@ -309,14 +313,14 @@ def test_poison_fixed_then_redriven_is_delivered_with_fresh_attempts(stack: Stac
     stack.fill(groups=2, per_group=3)
     stack.api.faults.poison = frozenset({'"sk":"001"'})
     stack.drain()
-    assert stack.queue_depth("TRICKLE_DLQ_URL") == 2
+    assert stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL") == 2
     stack.api.faults.poison = frozenset()
 
-    report = redrive(stack.aws["sqs"], stack.env, RedriveFilter())
+    report = redrive(stack.aws["sqs"], stack.env, "orders", RedriveFilter())
 
     assert report.method == "copy"  # moto has no StartMessageMoveTask
     assert report.moved == 2
-    assert stack.queue_depth("TRICKLE_DLQ_URL") == 0
+    assert stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL") == 0
     stack.drain()
     assert sorted(applied_keys(stack)) == sorted((f"g{g}", f"{i:03}") for g in range(2) for i in range(3))
     redriven = [r for r in stack.api.requests if r.status == 200 and '"sk":"001"' in r.body]
@@ -330,14 +334,16 @@ def test_redrive_by_group_leaves_other_groups_and_ingest_rejections_in_place(sta
     stack.api.faults.poison = frozenset({'"sk":"001"'})
     stack.drain()
     stack.api.faults.poison = frozenset()
-    assert stack.queue_depth("TRICKLE_DLQ_URL") == 3
+    assert stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL") == 3
 
-    report = redrive(stack.aws["sqs"], stack.env, RedriveFilter(groups={'trickle-local-items#"g1"'}))
+    report = redrive(
+        stack.aws["sqs"], stack.env, "orders", RedriveFilter(groups={'trickle-local-items#"g1"'})
+    )
 
     assert report.moved == 1
     assert report.skipped_by_filter == 1
     assert report.skipped_not_redrivable == 1
-    assert stack.queue_depth("TRICKLE_DLQ_URL") == 2
+    assert stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL") == 2
 
 
 def test_an_interrupted_redrive_neither_loses_nor_duplicates(stack: Stack) -> None:
@@ -347,7 +353,10 @@ def test_an_interrupted_redrive_neither_loses_nor_duplicates(stack: Stack) -> No
     stack.api.faults.poison = frozenset()
     sqs = stack.aws["sqs"]
     redriver = Redriver(
-        sqs, FifoQueue(sqs, stack.env["TRICKLE_DLQ_URL"]), FifoQueue(sqs, stack.env["TRICKLE_QUEUE_URL"]), 1
+        sqs,
+        FifoQueue(sqs, stack.env["TRICKLE_DEST_ORDERS_DLQ_URL"]),
+        FifoQueue(sqs, stack.env["TRICKLE_DEST_ORDERS_QUEUE_URL"]),
+        1,
     )
 
     def killed(**_: Any) -> None:
@@ -365,7 +374,7 @@ def test_an_interrupted_redrive_neither_loses_nor_duplicates(stack: Stack) -> No
 
     assert second.moved == 1  # copied again: moto forgot the first copy's deduplication id
     assert applied_keys(stack).count(("g0", "001")) == 1  # the ledger knew it was delivered
-    assert stack.queue_depth("TRICKLE_DLQ_URL") == 0
+    assert stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL") == 0
     assert stack.queue_depth() == 0
 
 
@@ -375,8 +384,8 @@ def test_a_redrive_whose_copy_cannot_be_queued_keeps_the_dead_letter(stack: Stac
     stack.api.faults.poison = frozenset({'"sk":"000"'})
     stack.drain()
     stack.api.faults.poison = frozenset()
-    assert stack.queue_depth("TRICKLE_DLQ_URL") == 1
-    sqs, source = stack.aws["sqs"], stack.env["TRICKLE_QUEUE_URL"]
+    assert stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL") == 1
+    sqs, source = stack.aws["sqs"], stack.env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
 
     def refuse_source(params: dict[str, Any], **_: Any) -> None:
         if params["QueueUrl"] == source:
@@ -384,25 +393,27 @@ def test_a_redrive_whose_copy_cannot_be_queued_keeps_the_dead_letter(stack: Stac
 
     sqs.meta.events.register("before-parameter-build.sqs.SendMessageBatch", refuse_source)
     try:
-        failed = redrive(sqs, stack.env, RedriveFilter(), use_move_task=False)
+        failed = redrive(sqs, stack.env, "orders", RedriveFilter(), use_move_task=False)
     finally:
         sqs.meta.events.unregister("before-parameter-build.sqs.SendMessageBatch", refuse_source)
 
     assert (failed.moved, failed.failed) == (0, 1)
-    assert stack.queue_depth("TRICKLE_DLQ_URL") == 1
+    assert stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL") == 1
     assert stack.queue_depth() == 0
 
-    moved = redrive(sqs, stack.env, RedriveFilter(), use_move_task=False)
+    moved = redrive(sqs, stack.env, "orders", RedriveFilter(), use_move_task=False)
     stack.drain()
 
-    assert (moved.moved, stack.queue_depth("TRICKLE_DLQ_URL")) == (1, 0)
+    assert (moved.moved, stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL")) == (1, 0)
     assert applied_keys(stack).count(("g0", "000")) == 1
 
 
 def test_an_operator_retry_gives_a_halted_message_fresh_attempts(stack_factory: Any) -> None:
     """Issue 18 (7): `operate retry` resets the attempts, so the message gets max-attempts tries again."""
     stack: Stack = stack_factory(
-        TRICKLE_ORDERING="strict", TRICKLE_MAX_ATTEMPTS="2", TRICKLE_RETRY_DELAY_SECONDS="1"
+        TRICKLE_DEST_ORDERS_ORDERING="strict",
+        TRICKLE_DEST_ORDERS_MAX_ATTEMPTS="2",
+        TRICKLE_DEST_ORDERS_BACKOFF_BASE_S="1",
     )
     stack.fill(groups=1, per_group=1)
     stack.api.faults.poison = frozenset({'"sk":"000"'})

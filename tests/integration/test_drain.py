@@ -35,7 +35,7 @@ def test_each_request_carries_json_the_key_header_and_the_idempotency_key(stack:
         assert request.headers["content-type"] == "application/json"
         assert request.headers["x-api-key"] == API_KEY
         assert request.idempotency_key == body["message_id"]  # type: ignore[index]
-        assert request.path == "/items"
+        assert request.path == "/orders"
 
 
 def test_a_failure_mid_group_stops_that_group_only_and_the_rest_waits_for_a_later_run(stack: Stack) -> None:
@@ -62,7 +62,7 @@ def test_a_failure_mid_group_stops_that_group_only_and_the_rest_waits_for_a_late
     assert stack.queue_depth() == 3  # 003, 004, 005 stay queued
 
     failing.clear()
-    time.sleep(1.2)  # TRICKLE_RETRY_DELAY_SECONDS=1 in tests
+    time.sleep(1.2)  # TRICKLE_DEST_ORDERS_BACKOFF_BASE_S=1 in tests
     second = stack.drain()
 
     assert second["delivered"] == 3
@@ -118,7 +118,7 @@ def test_api_key_is_read_from_ssm_once_for_many_messages_and_runs(stack: Stack) 
     stack.drain()
 
     assert len(stack.api.applied()) == 45
-    assert calls == [{"Name": "/trickle/local/api-key", "WithDecryption": True}]
+    assert calls == [{"Name": "/trickle/local/orders-api-key", "WithDecryption": True}]
 
 
 def test_the_api_key_never_appears_in_logs(stack: Stack, capfd: pytest.CaptureFixture[str]) -> None:
@@ -148,7 +148,7 @@ def test_runs_emit_embedded_metrics(stack: Stack, capfd: pytest.CaptureFixture[s
 
     (drain,) = emf_lines(capfd.readouterr().out)
     assert drain["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Trickle"
-    assert drain["destination"] == "default"
+    assert drain["destination"] == "orders"
     assert drain["Delivered"] == 4.0 or drain["Delivered"] == [4.0]
     assert drain["Retried"] in (2.0, [2.0])
     assert len(drain["ApiLatency"]) == 6

@@ -26,7 +26,7 @@ def send(sqs: Any, url: str, group: str, bodies: list[str]) -> None:
 
 def test_group_messages_reappearing_together_come_back_out_of_order(stack: Stack) -> None:
     """AWS returns a group oldest first; moto returns the last one that timed out first."""
-    sqs, url = stack.aws["sqs"], stack.env["TRICKLE_QUEUE_URL"]
+    sqs, url = stack.aws["sqs"], stack.env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
     send(sqs, url, "g", ["m1", "m2", "m3"])
     first = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=1)["Messages"]
     assert [m["Body"] for m in first] == ["m1", "m2", "m3"]
@@ -39,7 +39,7 @@ def test_group_messages_reappearing_together_come_back_out_of_order(stack: Stack
 
 def test_releasing_the_tail_while_the_head_is_held_keeps_order(stack: Stack) -> None:
     """The workaround Trickle uses (policy.release_plan): correct on AWS, and in order on moto."""
-    sqs, url = stack.aws["sqs"], stack.env["TRICKLE_QUEUE_URL"]
+    sqs, url = stack.aws["sqs"], stack.env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
     send(sqs, url, "g", ["m1", "m2", "m3"])
     held = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30)["Messages"]
     sqs.change_message_visibility_batch(
@@ -59,7 +59,7 @@ def test_releasing_the_tail_while_the_head_is_held_keeps_order(stack: Stack) -> 
 
 def test_deduplication_id_is_forgotten_once_the_message_is_deleted(stack: Stack) -> None:
     """AWS drops a repeated deduplication id for 5 minutes even after deletion; moto accepts it."""
-    sqs, url = stack.aws["sqs"], stack.env["TRICKLE_QUEUE_URL"]
+    sqs, url = stack.aws["sqs"], stack.env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
     send(sqs, url, "g", ["once"])
     (message,) = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
     sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
@@ -71,7 +71,7 @@ def test_deduplication_id_is_forgotten_once_the_message_is_deleted(stack: Stack)
 
 def test_deduplication_id_holds_while_the_message_is_queued(stack: Stack) -> None:
     """The part of deduplication moto does implement, which ingest retries rely on in tests."""
-    sqs, url = stack.aws["sqs"], stack.env["TRICKLE_QUEUE_URL"]
+    sqs, url = stack.aws["sqs"], stack.env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
     send(sqs, url, "g", ["once"])
     send(sqs, url, "g", ["once"])
     assert stack.queue_depth() == 1
@@ -79,9 +79,9 @@ def test_deduplication_id_holds_while_the_message_is_queued(stack: Stack) -> Non
 
 def test_start_message_move_task_is_not_implemented(stack: Stack) -> None:
     sqs = stack.aws["sqs"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=stack.env["TRICKLE_DLQ_URL"], AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
+    dlq_arn = sqs.get_queue_attributes(
+        QueueUrl=stack.env["TRICKLE_DEST_ORDERS_DLQ_URL"], AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
     with pytest.raises(ClientError) as error:
         sqs.start_message_move_task(SourceArn=dlq_arn)
     assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] >= 400

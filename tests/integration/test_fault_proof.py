@@ -10,25 +10,28 @@ import random
 import time
 from typing import Any
 
-from conftest import Stack
+from conftest import API_KEY, Stack
 
 from chalicelib import wiring
 from chalicelib.dead_letters import RedriveFilter
 from trickle_deploy.operate import main as operate
 from trickle_deploy.operate import redrive
 from trickle_local.demo import demo_items, summarize
+from trickle_local.standin_api import Reply
 
 SEED = 20261123
 FAULT_ENV = {
     "TRICKLE_VISIBILITY_TIMEOUT_SECONDS": "4",
-    "TRICKLE_READ_TIMEOUT_SECONDS": "0.5",
-    "TRICKLE_CONNECT_TIMEOUT_SECONDS": "0.5",
-    "TRICKLE_RETRY_DELAY_SECONDS": "1",
-    "TRICKLE_RETRY_MAX_DELAY_SECONDS": "2",
-    "TRICKLE_MAX_ATTEMPTS": "8",
+    "TRICKLE_DEST_ORDERS_READ_TIMEOUT_S": "0.5",
+    "TRICKLE_DEST_ORDERS_CONNECT_TIMEOUT_S": "0.5",
+    "TRICKLE_DEST_CRM_READ_TIMEOUT_S": "0.5",
+    "TRICKLE_DEST_CRM_CONNECT_TIMEOUT_S": "0.5",
+    "TRICKLE_DEST_ORDERS_BACKOFF_BASE_S": "1",
+    "TRICKLE_DEST_ORDERS_BACKOFF_CAP_S": "2",
+    "TRICKLE_DEST_ORDERS_MAX_ATTEMPTS": "8",
     "TRICKLE_BREAKER_FAILURES": "25",
-    "TRICKLE_RATE_LIMIT_PER_SECOND": "1000",
-    "TRICKLE_RATE_LIMIT_BURST": "50",
+    "TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S": "1000",
+    "TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST": "50",
     "TRICKLE_LOG_LEVEL": "WARNING",
     "TRICKLE_DRAIN_WORKERS": "4",
 }
@@ -99,7 +102,10 @@ def run_until_settled(stack: Stack, total: int, deadline_s: float) -> dict[str, 
             counts["drain_crashes"] += 1
         counts["drains"] += 1
         applied = {r.idempotency_key for r in stack.api.applied()}
-        if len(applied) + stack.queue_depth("TRICKLE_DLQ_URL") >= total and stack.queue_depth() == 0:
+        if (
+            len(applied) + stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL") >= total
+            and stack.queue_depth() == 0
+        ):
             break
         time.sleep(0.05)
     return counts
@@ -123,7 +129,7 @@ def test_2000_items_under_faults_are_each_applied_once_in_order_or_dead_lettered
     counts = run_until_settled(stack, len(items), deadline_s=420)
 
     keys = [(i["pk"]["S"], i["sk"]["S"]) for i in items]
-    dead = stack.take_messages("TRICKLE_DLQ_URL")
+    dead = stack.take_messages("TRICKLE_DEST_ORDERS_DLQ_URL")
     before = summarize(keys, stack.api.requests, len(dead), 0.0)
     statuses: dict[int, int] = {}
     for request in stack.api.requests:
@@ -148,16 +154,16 @@ def test_2000_items_under_faults_are_each_applied_once_in_order_or_dead_lettered
     stack.api.faults.poison = frozenset()
     for message in dead:
         stack.aws["sqs"].send_message(
-            QueueUrl=stack.env["TRICKLE_DLQ_URL"],
+            QueueUrl=stack.env["TRICKLE_DEST_ORDERS_DLQ_URL"],
             MessageBody=message["Body"],
             MessageGroupId=message["Attributes"]["MessageGroupId"],
             MessageDeduplicationId=message["MessageId"],
             MessageAttributes=message["MessageAttributes"],
         )
-    report = redrive(stack.aws["sqs"], stack.env, RedriveFilter())
+    report = redrive(stack.aws["sqs"], stack.env, "orders", RedriveFilter())
     run_until_settled(stack, len(items), deadline_s=120)
 
-    after = summarize(keys, stack.api.requests, stack.queue_depth("TRICKLE_DLQ_URL"), 0.0)
+    after = summarize(keys, stack.api.requests, stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL"), 0.0)
     print(f"after redrive: moved {report.moved}, {after.delivered} delivered, {after.duplicates} duplicates")
     assert report.moved == len(poison)
     assert after.delivered == len(items)
@@ -166,7 +172,7 @@ def test_2000_items_under_faults_are_each_applied_once_in_order_or_dead_lettered
 
 def test_strict_ordering_under_faults_never_applies_a_group_out_of_order(stack_factory: Any) -> None:
     rng = random.Random(SEED + 1)
-    stack: Stack = stack_factory(**FAULT_ENV, TRICKLE_ORDERING="strict")
+    stack: Stack = stack_factory(**FAULT_ENV, TRICKLE_DEST_ORDERS_ORDERING="strict")
     items = demo_items(300, 20)
     poison = {items[i]["sk"]["S"] for i in rng.sample(range(len(items)), 3)}
     faults = stack.api.faults
@@ -185,7 +191,7 @@ def test_strict_ordering_under_faults_never_applies_a_group_out_of_order(stack_f
             if stack.queue_depth() == held_back:
                 break
         time.sleep(0.05)
-    assert stack.queue_depth("TRICKLE_DLQ_URL") == 0  # strict: nothing dead-lettered, groups wait
+    assert stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL") == 0  # strict: nothing dead-lettered, groups wait
 
     stack.api.faults.poison = frozenset()
     for message_id in set(halted):
@@ -206,3 +212,63 @@ def test_strict_ordering_under_faults_never_applies_a_group_out_of_order(stack_f
     assert summary.delivered == len(items)
     assert summary.out_of_order == 0
     assert summary.duplicates == 0
+
+
+def test_two_destinations_one_failing_hard_the_other_delivers_at_its_own_pace(stack_factory: Any) -> None:
+    """Customer items go to both destinations (tests/routes.toml). The CRM answers 503 to everything
+    for a stretch; meanwhile the orders API gets every item, in order; then the CRM recovers and gets
+    every item too, nothing lost or duplicated in either."""
+    stack: Stack = stack_factory(
+        TRICKLE_DEST_CRM_BACKOFF_BASE_S="1",
+        TRICKLE_DEST_CRM_BACKOFF_CAP_S="1",
+        TRICKLE_DEST_CRM_MAX_ATTEMPTS="100",
+        TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1000",
+        TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST="50",
+        TRICKLE_DEST_CRM_RATE_LIMIT_PER_S="1000",
+        TRICKLE_DEST_CRM_RATE_LIMIT_BURST="50",
+        TRICKLE_BREAKER_FAILURES="1000",
+        TRICKLE_LOG_LEVEL="WARNING",
+    )
+    items = [
+        stack.item(f"c{i % 20:02d}", f"{i:04d}", type={"S": "customer"}, name={"S": f"n{i}"})
+        for i in range(300)
+    ]
+    keys = [(i["pk"]["S"], i["sk"]["S"]) for i in items]
+    stack.put_items(items)
+    failing = True
+    stack.crm_api.responder = lambda body, headers: Reply(503, "{}") if failing else None
+
+    deadline = time.monotonic() + 180
+    orders_done_at = crm_done_at = None
+    crm_delivered_while_failing = 0
+    while time.monotonic() < deadline and crm_done_at is None:
+        stack.ingest_new()
+        stack.drain("orders")
+        stack.drain("crm")
+        if orders_done_at is None and stack.queue_depth() == 0 and len(stack.api.applied()) >= len(items):
+            orders_done_at = time.monotonic()
+            crm_delivered_while_failing = len(stack.crm_api.applied())
+            failing = False  # the CRM comes back once the orders API has everything
+        if not failing and stack.queue_depth("TRICKLE_DEST_CRM_QUEUE_URL") == 0:
+            crm_done_at = time.monotonic()
+
+    orders = summarize(keys, stack.api.requests, stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL"), 0.0)
+    crm = summarize(keys, stack.crm_api.requests, stack.queue_depth("TRICKLE_DEST_CRM_DLQ_URL"), 0.0)
+    refused = sum(1 for r in stack.crm_api.requests if r.status == 503)
+    print(
+        f"\ntwo destinations: orders {orders.delivered}/{len(items)} delivered while the CRM failed"
+        f" ({refused} CRM requests answered 503, {crm_delivered_while_failing} delivered meanwhile);"
+        f" then CRM {crm.delivered}/{len(items)}; lost {orders.lost}/{crm.lost},"
+        f" duplicates {orders.duplicates}/{crm.duplicates},"
+        f" out of order {orders.out_of_order}/{crm.out_of_order}"
+    )
+    assert orders_done_at is not None and crm_done_at is not None
+    assert crm_delivered_while_failing == 0 and refused > 0
+    for summary in (orders, crm):
+        assert (summary.delivered, summary.lost, summary.duplicates, summary.out_of_order) == (
+            len(items),
+            0,
+            0,
+            0,
+        )
+    assert all(r.headers.get("authorization") == f"Bearer {API_KEY}" for r in stack.crm_api.applied())

@@ -51,7 +51,7 @@ def deep(depth: int) -> bytes:
 
 def issue_probes() -> list[Probe]:
     """The inputs the issue names."""
-    post, redrive = "/messages", "/dead-letters/redrive"
+    post, redrive = "/messages", "/dead-letters/redrive?destination=orders"
     return [
         Probe("POST", post, 'item.x "\\ud800"', b'{"item":{"x":"\\ud800"}}', "lone UTF-16 surrogate"),
         Probe("POST", post, "[[[…]]] 100,000 deep", deep(100_000), "nested more than 32 levels"),
@@ -59,9 +59,16 @@ def issue_probes() -> list[Probe]:
         Probe("POST", post, "item.x Infinity", b'{"item":{"x":Infinity}}', "item.x is Infinity"),
         Probe("POST", post, "item.x 1e400", b'{"item":{"x":1e400}}', "item.x is beyond the range"),
         Probe("POST", post, "duplicate key", b'{"item":{"x":1,"x":2}}', 'the key "x" appears twice'),
-        Probe("GET", "/dead-letters?next=abc", "next=abc", wanted="next is not a cursor"),
-        Probe("GET", "/dead-letters?next=eHl6", "next=eHl6", wanted="next is not a cursor"),
-        Probe("GET", "/dead-letters?next=%25%25%25", "next=%25%25%25", wanted="next is not a cursor"),
+        Probe("GET", "/dead-letters?destination=orders&next=abc", "next=abc", wanted="next is not a cursor"),
+        Probe(
+            "GET", "/dead-letters?destination=orders&next=eHl6", "next=eHl6", wanted="next is not a cursor"
+        ),
+        Probe(
+            "GET",
+            "/dead-letters?destination=orders&next=%25%25%25",
+            "next=%25%25%25",
+            wanted="next is not a cursor",
+        ),
         Probe(
             "POST",
             redrive,
@@ -81,7 +88,7 @@ def issue_probes() -> list[Probe]:
 
 def fixed_probes() -> list[Probe]:
     """Wrong types, unknown fields, oversize bodies, odd ids, malformed cursors and queries."""
-    post, redrive = "/messages", "/dead-letters/redrive"
+    post, redrive = "/messages", "/dead-letters/redrive?destination=orders"
     probes = [
         Probe("POST", post, "empty body", b"", "must be a JSON object"),
         Probe("POST", post, "not JSON", b"{item:", "not valid JSON"),
@@ -106,14 +113,51 @@ def fixed_probes() -> list[Probe]:
         Probe("POST", post, "surrogate key", b'{"item":{"\\udc00":1}}', "lone UTF-16 surrogate"),
         Probe("POST", post, "surrogate group", b'{"item":{"a":1},"group":"\\ud800"}', "group holds a lone"),
         Probe("POST", post, "text/plain", b'{"item":{"a":1}}', "", content_type="text/plain"),
-        Probe("GET", "/dead-letters?limit=0", "limit=0", wanted="limit must be a whole number"),
-        Probe("GET", "/dead-letters?limit=-3", "limit=-3", wanted="limit must be a whole number"),
-        Probe("GET", "/dead-letters?limit=51", "limit=51", wanted="limit must be a whole number"),
-        Probe("GET", "/dead-letters?limit=1e3", "limit=1e3", wanted="limit must be a whole number"),
-        Probe("GET", "/dead-letters?limit=" + "9" * 5000, "limit=9…(5000)", wanted="limit must be"),
-        Probe("GET", "/dead-letters?next=" + "A" * 20_000, "next=A…(20000)", wanted="next is not a cursor"),
-        Probe("GET", "/dead-letters?next=%ED%A0%80", "next=%ED%A0%80", wanted="next is not a cursor"),
-        Probe("GET", "/dead-letters?next=", "next= (empty)", wanted="next is not a cursor"),
+        Probe(
+            "GET",
+            "/dead-letters?destination=orders&limit=0",
+            "limit=0",
+            wanted="limit must be a whole number",
+        ),
+        Probe(
+            "GET",
+            "/dead-letters?destination=orders&limit=-3",
+            "limit=-3",
+            wanted="limit must be a whole number",
+        ),
+        Probe(
+            "GET",
+            "/dead-letters?destination=orders&limit=51",
+            "limit=51",
+            wanted="limit must be a whole number",
+        ),
+        Probe(
+            "GET",
+            "/dead-letters?destination=orders&limit=1e3",
+            "limit=1e3",
+            wanted="limit must be a whole number",
+        ),
+        Probe(
+            "GET",
+            "/dead-letters?destination=orders&limit=" + "9" * 5000,
+            "limit=9…(5000)",
+            wanted="limit must be",
+        ),
+        Probe(
+            "GET",
+            "/dead-letters?destination=orders&next=" + "A" * 20_000,
+            "next=A…(20000)",
+            wanted="next is not a cursor",
+        ),
+        Probe(
+            "GET",
+            "/dead-letters?destination=orders&next=%ED%A0%80",
+            "next=%ED%A0%80",
+            wanted="next is not a cursor",
+        ),
+        Probe(
+            "GET", "/dead-letters?destination=orders&next=", "next= (empty)", wanted="next is not a cursor"
+        ),
         Probe("GET", "/dead-letters?destination=other", "destination=other", wanted="destination must be"),
         Probe("GET", "/dead-letters?colour=red", "unknown parameter", wanted="unknown parameter(s)"),
         Probe("POST", redrive, "not JSON", b"{groups", "not valid JSON"),
@@ -172,7 +216,9 @@ def generated_probes(seed: int = 16, count: int = 60) -> list[Probe]:
             )
         if n % 3 == 2:
             body = f'{{"groups":[{wrapped}]}}'
-            probes.append(Probe("POST", "/dead-letters/redrive", f"generated #{n}", body.encode()))
+            probes.append(
+                Probe("POST", "/dead-letters/redrive?destination=orders", f"generated #{n}", body.encode())
+            )
         else:
             body = f'{{"item":{{"v":{wrapped}}},"group":"g{n}"}}'
             probes.append(Probe("POST", "/messages", f"generated #{n}", body.encode()))
@@ -198,7 +244,7 @@ def state(stack: Stack) -> dict[str, Any]:
     ledger = stack.aws["dynamodb"].scan(TableName=stack.env["TRICKLE_LEDGER_TABLE"])["Items"]
     return {
         "queue": stack.queue_depth(),
-        "dead_letters": stack.queue_depth("TRICKLE_DLQ_URL"),
+        "dead_letters": stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL"),
         "ledger": sorted(json.dumps(item, sort_keys=True) for item in ledger),
         "api_requests": len(stack.api.requests),
     }
@@ -210,7 +256,7 @@ def test_every_route_refuses_hostile_input_with_a_clear_4xx_and_changes_nothing(
     stack.api.faults.poison = frozenset({'"poison":true'})
     requests.post(
         f"{routes}/messages",
-        data=b'{"item":{"poison":true},"group":"p"}',
+        data=b'{"item":{"poison":true},"group":"p","destination":"orders"}',
         headers={"Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Type": "application/json"},
         timeout=30,
     )

@@ -11,6 +11,7 @@ from typing import Any
 
 from conftest import Stack
 
+from chalicelib.settings import ROUTES_FILE
 from trickle_deploy.iam_check import AwsCall, allows, denied
 from trickle_local.standin_api import Reply
 
@@ -32,23 +33,23 @@ def test_every_call_of_a_full_cycle_is_allowed_by_the_function_that_made_it(stac
     made = {(c.function, c.operation) for c in calls}
     assert {
         ("ingest", "SendMessageBatch"),
-        ("drain", "GetParameter"),
-        ("drain", "ReceiveMessage"),
-        ("drain", "DeleteMessageBatch"),
-        ("drain", "ChangeMessageVisibilityBatch"),
+        ("drain_orders", "GetParameter"),
+        ("drain_orders", "ReceiveMessage"),
+        ("drain_orders", "DeleteMessageBatch"),
+        ("drain_orders", "ChangeMessageVisibilityBatch"),
     } <= made
     assert denied(calls, stack.policies) == []
 
 
 def test_a_call_outside_the_packaged_policy_is_reported(stack: Stack) -> None:
-    queue = "arn:aws:sqs:us-east-1:123456789012:trickle-local-outbox.fifo"
+    queue = "arn:aws:sqs:us-east-1:123456789012:trickle-local-orders.fifo"
     other = "arn:aws:sqs:us-east-1:123456789012:someone-elses-queue.fifo"
     calls = [
         AwsCall("ingest", "sqs", "SendMessageBatch", "sqs:SendMessage", queue),
         AwsCall("ingest", "sqs", "ReceiveMessage", "sqs:ReceiveMessage", queue),
-        AwsCall("drain", "sqs", "ReceiveMessage", "sqs:ReceiveMessage", other),
+        AwsCall("drain_orders", "sqs", "ReceiveMessage", "sqs:ReceiveMessage", other),
         AwsCall(
-            "drain",
+            "drain_orders",
             "ssm",
             "GetParameter",
             "ssm:GetParameter",
@@ -85,25 +86,35 @@ SERVICE_USED = {"Logs", "ReadStream", "OnFailureDestination", "PresignResponses"
 
 
 def test_no_statement_grants_an_action_the_code_never_uses(stack_factory: Any) -> None:
-    stack: Stack = stack_factory(TRICKLE_MAX_MESSAGE_BYTES="4096")
+    """With the shipped routes: invoices go to both destinations, one order is enriched (GetItem)."""
+    stack: Stack = stack_factory(
+        TRICKLE_MAX_MESSAGE_BYTES="4096",
+        TRICKLE_ROUTES_FILE=str(ROUTES_FILE),
+        TRICKLE_DEST_CRM_ORDERING="skip",  # so its poison is dead-lettered too (strict would halt it)
+    )
+    invoice = {"type": {"S": "invoice"}}
     stack.put_items(
-        [stack.item("a", str(i)) for i in range(6)] + [stack.item("b", "1", big={"S": "x" * 5000})]
+        [stack.item("a", str(i), **invoice) for i in range(6)]
+        + [stack.item("a", "9", type={"S": "order"}), stack.item("b", "1", big={"S": "x" * 5000}, **invoice)]
     )
     start = len(stack.recorder.calls)
     stack.ingest_new()
-    stack.api.responder = lambda body, headers: (
-        Reply(400, "{}") if '"sk":"3"' in body else Reply(503, "{}") if '"sk":"5"' in body else None
-    )
-    stack.drain()  # deliveries, a dead letter, a release
-    stack.api.responder = None
-    stack.ingest(stack.stream_event())  # a replay: the ledger answers "already delivered" (GetItem)
-    time.sleep(2.1)  # the released message's backoff (TRICKLE_RETRY_MAX_DELAY_SECONDS=2 in tests)
-    stack.drain()
-    submitted = json.loads(stack.http("POST", "/messages", {"item": {"n": 1}}).body)
+    for api in (stack.api, stack.crm_api):
+        api.responder = lambda body, headers: (
+            Reply(400, "{}") if '"sk":"3"' in body else Reply(503, "{}") if '"sk":"5"' in body else None
+        )
+    stack.drain("orders")  # deliveries, a dead letter, a release, an enrichment
+    stack.drain("crm")
+    stack.api.responder = stack.crm_api.responder = None
+    stack.ingest(stack.stream_event())  # a replay: the ledger answers "already delivered"
+    time.sleep(2.1)  # the released message's backoff (the backoff caps are 2 s in tests)
+    stack.drain("orders")
+    stack.drain("crm")
+    submitted = json.loads(stack.http("POST", "/messages", {"item": {"n": 1}, "destination": "orders"}).body)
     stack.http("GET", "/status")
     stack.http("GET", submitted["status_url"])
-    stack.http("GET", "/dead-letters")
-    stack.http("POST", "/dead-letters/redrive", {})
+    stack.http("GET", "/dead-letters?destination=orders")
+    stack.http("POST", "/dead-letters/redrive?destination=orders", {})
 
     used: dict[str, set[str]] = {}
     for call in stack.recorder.calls[start:]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,7 +33,7 @@ def test_batch_larger_than_ten_records_is_queued_in_stream_order(stack: Stack) -
     assert report == {
         "records": 25,
         "enqueued": 25,
-        "skipped": 0,
+        "unrouted": 0,
         "dead_lettered": 0,
         "batchItemFailures": [],
     }
@@ -60,7 +61,7 @@ def test_envelope_carries_source_keys_and_stable_id(stack: Stack) -> None:
     stack.ingest({"Records": [record]})
 
     (body,) = bodies(stack.take_messages())
-    assert body["message_id"] == message_id_for("trickle-local-items", record["eventID"])
+    assert body["message_id"] == message_id_for("trickle-local-items", record["eventID"], "orders")
     assert body["event_name"] == "INSERT"
     assert body["keys"] == {"pk": "a", "sk": "1"}
     assert body["item"] == {"pk": "a", "sk": "1", "blob": "AP8=", "tags": ["a", "b"]}
@@ -80,7 +81,7 @@ def test_lambda_retry_of_the_same_batch_enqueues_nothing_twice(stack: Stack) -> 
     assert stack.queue_depth() == 12
 
 
-def test_modify_and_remove_are_not_relayed_by_default(stack: Stack) -> None:
+def test_events_no_route_takes_are_counted_unrouted(stack: Stack) -> None:
     stack.put_items([stack.item("a", "1")])
     stack.put_items([stack.item("a", "1", v={"N": "2"})])
     stack.aws["dynamodb"].delete_item(
@@ -91,11 +92,16 @@ def test_modify_and_remove_are_not_relayed_by_default(stack: Stack) -> None:
 
     report = stack.ingest(event)
 
-    assert report == {"records": 3, "enqueued": 1, "skipped": 2, "dead_lettered": 0, "batchItemFailures": []}
+    assert report == {"records": 3, "enqueued": 1, "unrouted": 2, "dead_lettered": 0, "batchItemFailures": []}
 
 
-def test_configured_event_names_are_relayed(stack_factory: Any) -> None:
-    stack = stack_factory(TRICKLE_EVENT_NAMES="INSERT,MODIFY,REMOVE")
+def test_a_route_that_takes_every_event_relays_them_in_order(stack_factory: Any, tmp_path: Path) -> None:
+    routes = tmp_path / "every-event.toml"
+    routes.write_text(
+        '[destinations.orders]\n[destinations.crm]\n[[routes]]\nname = "all"\n'
+        'events = ["INSERT", "MODIFY", "REMOVE"]\ndestinations = ["orders", "crm"]\n'
+    )
+    stack = stack_factory(TRICKLE_ROUTES_FILE=str(routes))
     stack.put_items([stack.item("a", "1"), stack.item("a", "1", v={"N": "2"})])
     stack.aws["dynamodb"].delete_item(
         TableName="trickle-local-items", Key={"pk": {"S": "a"}, "sk": {"S": "1"}}
@@ -103,7 +109,8 @@ def test_configured_event_names_are_relayed(stack_factory: Any) -> None:
 
     stack.ingest(stack.stream_event())
 
-    assert [b["event_name"] for b in bodies(stack.take_messages())] == ["INSERT", "MODIFY", "REMOVE"]
+    for queue in ("TRICKLE_DEST_ORDERS_QUEUE_URL", "TRICKLE_DEST_CRM_QUEUE_URL"):
+        assert [b["event_name"] for b in bodies(stack.take_messages(queue))] == ["INSERT", "MODIFY", "REMOVE"]
 
 
 def test_oversize_and_undecodable_records_go_to_the_dead_letter_queue_with_a_reason(
@@ -123,9 +130,10 @@ def test_oversize_and_undecodable_records_go_to_the_dead_letter_queue_with_a_rea
 
     report = stack.ingest(event)
 
-    assert report == {"records": 4, "enqueued": 2, "skipped": 0, "dead_lettered": 2, "batchItemFailures": []}
+    # the undecodable record cannot be filtered: it is dead-lettered for both destinations taking INSERTs
+    assert report == {"records": 4, "enqueued": 2, "unrouted": 0, "dead_lettered": 3, "batchItemFailures": []}
     assert [b["keys"]["sk"] for b in bodies(stack.take_messages())] == ["1", "4"]
-    dead = stack.take_messages("TRICKLE_DLQ_URL")
+    dead = stack.take_messages("TRICKLE_DEST_ORDERS_DLQ_URL")
     reasons = {
         json.loads(m["Body"])["keys"]["sk"]: m["MessageAttributes"]["trickle-reason"]["StringValue"]
         for m in dead
@@ -133,7 +141,9 @@ def test_oversize_and_undecodable_records_go_to_the_dead_letter_queue_with_a_rea
     assert set(reasons) == {"2", "3"}
     assert "exceeds the queue limit of 65536" in reasons["2"]
     assert reasons["3"]
-    listed = json.loads(stack.http("GET", "/dead-letters").body)["dead_letters"]
+    (crm,) = stack.take_messages("TRICKLE_DEST_CRM_DLQ_URL")
+    assert crm["MessageAttributes"]["trickle-reason"]["StringValue"] == reasons["3"]
+    listed = json.loads(stack.http("GET", "/dead-letters?destination=orders").body)["dead_letters"]
     assert sorted(d["message_id"] for d in listed) == sorted(
         json.loads(m["Body"])["message_id"] for m in dead
     )
@@ -153,11 +163,15 @@ def test_records_strict_json_cannot_carry_are_dead_lettered_and_the_batch_goes_o
 
     report = stack.ingest(event)
 
-    assert (report["enqueued"], report["dead_lettered"]) == (2, 3)
+    # undecodable records cannot be filtered: each is dead-lettered for both destinations taking INSERTs
+    assert (report["enqueued"], report["dead_lettered"]) == (2, 6)
     queued = bodies(stack.take_messages())
     assert [b["keys"]["sk"] for b in queued] == ["0", "4"]
     assert queued[1]["item"]["odd"] == "\uffff"
-    reasons = sorted(d["reason"] for d in json.loads(stack.http("GET", "/dead-letters").body)["dead_letters"])
+    reasons = sorted(
+        d["reason"]
+        for d in json.loads(stack.http("GET", "/dead-letters?destination=orders").body)["dead_letters"]
+    )
     assert any("item.odd holds a lone UTF-16 surrogate" in r for r in reasons)
     assert any("item.odd: number NaN is not a finite DynamoDB number" in r for r in reasons)
     assert any("item.odd: an attribute is nested more than 32 levels deep" in r for r in reasons)

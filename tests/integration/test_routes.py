@@ -14,6 +14,9 @@ from conftest import Stack
 
 
 def submit(stack: Stack, body: Any) -> Any:
+    """POST /messages; a JSON object without a destination is sent to `orders`."""
+    if isinstance(body, dict) and "destination" not in body:
+        body = body | {"destination": "orders"}
     return stack.http("POST", "/messages", body)
 
 
@@ -27,7 +30,9 @@ def test_health_needs_no_aws(stack: Stack) -> None:
 
 
 def test_a_submitted_message_is_delivered_and_its_response_archived(stack: Stack) -> None:
-    response = submit(stack, b'{"item": {"order": 7, "price": 12.50}, "group": "orders"}')
+    response = submit(
+        stack, b'{"item": {"order": 7, "price": 12.50}, "group": "orders", "destination": "orders"}'
+    )
 
     assert response.status_code == 202
     answer = json.loads(response.body)
@@ -82,20 +87,20 @@ def test_bad_submissions_get_a_clear_400(stack: Stack) -> None:
 
 def test_unknown_messages_are_404(stack: Stack) -> None:
     assert stack.http("GET", f"/messages/{uuid.uuid4()}").status_code == 404
-    assert stack.http("GET", "/messages/run%23default").status_code == 404
+    assert stack.http("GET", "/messages/run%23orders").status_code == 404
 
 
 def test_status_reports_depths_and_the_last_run(stack: Stack) -> None:
     for n in range(3):
         submit(stack, {"item": {"n": n}})
-    before = json.loads(stack.http("GET", "/status").body)["destinations"]["default"]
+    before = json.loads(stack.http("GET", "/status").body)["destinations"]["orders"]
     assert before["queue"]["queued"] == 3
     assert before["queue"]["oldest_message_age_s"] >= 0
     assert before["last_run"] is None
 
     stack.drain()
 
-    after = json.loads(stack.http("GET", "/status").body)["destinations"]["default"]
+    after = json.loads(stack.http("GET", "/status").body)["destinations"]["orders"]
     assert after["queue"] == {"queued": 0, "in_flight": 0, "oldest_message_age_s": None}
     assert after["dead_letters"] == {"queued": 0, "in_flight": 0}
     assert after["last_run"]["delivered"] == 3
@@ -113,8 +118,10 @@ def poison_two(stack: Stack) -> None:
 def test_dead_letters_are_listed_page_by_page_without_consuming_them(stack: Stack) -> None:
     poison_two(stack)
 
-    first = json.loads(stack.http("GET", "/dead-letters?limit=1").body)
-    second = json.loads(stack.http("GET", f"/dead-letters?limit=1&next={first['next']}").body)
+    first = json.loads(stack.http("GET", "/dead-letters?destination=orders&limit=1").body)
+    second = json.loads(
+        stack.http("GET", f"/dead-letters?destination=orders&limit=1&next={first['next']}").body
+    )
 
     assert len(first["dead_letters"]) == 1 and len(second["dead_letters"]) == 1
     letter = first["dead_letters"][0]
@@ -122,15 +129,16 @@ def test_dead_letters_are_listed_page_by_page_without_consuming_them(stack: Stac
     assert "refused by the API" in letter["reason"]
     assert (letter["attempts"], letter["last_status_code"], letter["redrivable"]) == (1, 400, True)
     assert letter["dead_at"].endswith("Z") and letter["status_url"] == f"/messages/{letter['message_id']}"
-    assert first["destination"] == "default"
+    assert first["destination"] == "orders"
     assert second["next"] is None
-    assert stack.queue_depth("TRICKLE_DLQ_URL") == 2
-    assert json.loads(stack.http("GET", "/dead-letters?destination=default").body)["dead_letters"]
+    assert stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL") == 2
+    assert json.loads(stack.http("GET", "/dead-letters?destination=orders").body)["dead_letters"]
     for query, message in (
         ("limit=x", "limit must be a whole number from 1 to 50"),
         ("limit=0", "limit must be a whole number from 1 to 50"),
-        ("next=abc", "next is not a cursor this API issued"),
-        ("destination=other", "destination must be one of: default"),
+        ("destination=orders&next=abc", "next is not a cursor this API issued"),
+        ("destination=other", "destination must be one of: orders, crm"),
+        ("limit=5", "destination must be one of: orders, crm"),
         ("colour=red", "unknown parameter(s)"),
     ):
         refused = stack.http("GET", f"/dead-letters?{query}")
@@ -141,7 +149,7 @@ def test_dead_letters_are_listed_page_by_page_without_consuming_them(stack: Stac
 def test_a_redrive_started_by_route_reports_progress_and_delivers(stack: Stack) -> None:
     poison_two(stack)
 
-    started = stack.http("POST", "/dead-letters/redrive", {"groups": ["submit#a"]})
+    started = stack.http("POST", "/dead-letters/redrive?destination=orders", {"groups": ["submit#a"]})
 
     assert started.status_code == 202
     job = json.loads(started.body)
@@ -150,8 +158,8 @@ def test_a_redrive_started_by_route_reports_progress_and_delivers(stack: Stack) 
     assert progress["moved"] == 1
     stack.drain()
     assert any('"n":1' in r.body and r.status == 200 for r in stack.api.requests)
-    assert stack.queue_depth("TRICKLE_DLQ_URL") == 1
-    assert stack.http("POST", "/dead-letters/redrive", {"groups": "a"}).status_code == 400
+    assert stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL") == 1
+    assert stack.http("POST", "/dead-letters/redrive?destination=orders", {"groups": "a"}).status_code == 400
     assert stack.http("GET", f"/dead-letters/redrive/{uuid.uuid4()}").status_code == 404
 
 
@@ -161,7 +169,7 @@ def test_the_emulators_missing_move_task_is_one_debug_line_not_a_traceback(
     poison_two(stack)
 
     with caplog.at_level(logging.DEBUG):
-        started = stack.http("POST", "/dead-letters/redrive", {})
+        started = stack.http("POST", "/dead-letters/redrive?destination=orders", {})
 
     assert json.loads(started.body)["method"] == "copy"
     about_it = [

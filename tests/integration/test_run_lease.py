@@ -54,7 +54,7 @@ def test_two_drains_started_together_deliver_once(stack: Stack) -> None:
 def test_a_held_lease_stops_a_run_before_any_other_call(stack: Stack) -> None:
     stack.fill(groups=1, per_group=2)
     table = stack.env["TRICKLE_LEDGER_TABLE"]
-    other = RunLease(stack.aws["dynamodb"], table, "default")
+    other = RunLease(stack.aws["dynamodb"], table, "orders")
     holder = other.acquire(60)
     assert holder is not None
     start = len(stack.recorder.calls)
@@ -71,8 +71,8 @@ def test_a_held_lease_stops_a_run_before_any_other_call(stack: Stack) -> None:
 def test_an_expired_lease_is_taken_over_and_its_late_holder_cannot_release_it(stack: Stack) -> None:
     table = stack.env["TRICKLE_LEDGER_TABLE"]
     now = [1_000_000.0]
-    first = RunLease(stack.aws["dynamodb"], table, "default", clock=lambda: now[0])
-    second = RunLease(stack.aws["dynamodb"], table, "default", clock=lambda: now[0])
+    first = RunLease(stack.aws["dynamodb"], table, "orders", clock=lambda: now[0])
+    second = RunLease(stack.aws["dynamodb"], table, "orders", clock=lambda: now[0])
 
     old = first.acquire(300 + LEASE_MARGIN_S)
     assert old is not None

@@ -15,8 +15,11 @@ import pytest
 from deployment import BIN, package_stage, sam_transform, write
 
 from trickle_deploy.iam_check import packaged_policies
-from trickle_deploy.template import PACKAGING_ENV, drain_timeout, visibility_for
+from trickle_deploy.policies import PACKAGING_ENV, packaging_env
+from trickle_deploy.template import drain_timeout, visibility_for
 from trickle_local.stage import load_config
+
+DESTINATIONS = ("orders", "crm")  # chalicelib/routes.toml
 
 # Only the translator's session sees this region; it must not leak into any template.
 TRANSFORM_REGION = "eu-south-2"
@@ -70,8 +73,8 @@ def test_the_prod_templates_name_no_account_no_region_and_no_packaging_placehold
         assert REGION_LITERAL.findall(text) == []
         assert "arn:aws:" not in text  # the partition comes from AWS::Partition
         assert "amazonaws.com/" not in text  # queue URLs come from Ref
-        for value in PACKAGING_ENV.values():
-            assert value not in text
+        for value in packaging_env(load_config()["stages"]["prod"]["environment_variables"]).values():
+            assert "packaging" not in value or value not in text
 
 
 def test_the_prod_stage_config_holds_no_resource_arn_or_url() -> None:
@@ -87,11 +90,16 @@ def test_every_function_gets_its_resources_from_the_stack(
 ) -> None:
     sam, _ = prod
     functions = {k: r for k, r in sam["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
-    assert set(functions) == {"Ingest", "Drain", "APIHandler"}  # IAM auth: no token authorizer
+    # IAM auth: no token authorizer; a drain per destination of the routes file
+    assert set(functions) == {"Ingest", "DrainOrders", "DrainCrm", "APIHandler"}
     for name, function in functions.items():
         variables = function["Properties"]["Environment"]["Variables"]
-        assert variables["TRICKLE_QUEUE_URL"] == {"Ref": "OutboxQueue"}, name
-        assert variables["TRICKLE_DLQ_URL"] == {"Ref": "DeadLetterQueue"}, name
+        for destination in DESTINATIONS:
+            prefix = f"TRICKLE_DEST_{destination.upper()}_"
+            assert variables[prefix + "QUEUE_URL"] == {"Ref": f"{destination.capitalize()}Queue"}, name
+            assert variables[prefix + "DLQ_URL"] == {"Ref": f"{destination.capitalize()}DeadLetterQueue"}, (
+                name
+            )
         assert variables["TRICKLE_LEDGER_TABLE"] == {"Ref": "LedgerTable"}, name
         assert variables["TRICKLE_INGEST_FAILURE_QUEUE_URL"] == {"Ref": "IngestFailureQueue"}, name
         assert variables["TRICKLE_ARCHIVE_BUCKET"] == {"Ref": "ResponseArchive"}, name
@@ -115,8 +123,10 @@ def test_stateful_resources_survive_the_stack(
             assert set(stateful) == {
                 "SourceTable",
                 "LedgerTable",
-                "OutboxQueue",
-                "DeadLetterQueue",
+                "OrdersQueue",
+                "OrdersDeadLetterQueue",
+                "CrmQueue",
+                "CrmDeadLetterQueue",
                 "IngestFailureQueue",
                 "ApiKeyEncryptionKey",
                 "ResponseArchive",
@@ -135,7 +145,13 @@ def test_globally_named_resources_are_unique_per_account_and_region(
     assert resources["Dashboard"]["Properties"]["DashboardName"] == {
         "Fn::Sub": "${AWS::StackName}-${AWS::Region}"
     }
-    for name in ("OutboxQueue", "DeadLetterQueue", "IngestFailureQueue"):
+    for name in (
+        "OrdersQueue",
+        "OrdersDeadLetterQueue",
+        "CrmQueue",
+        "CrmDeadLetterQueue",
+        "IngestFailureQueue",
+    ):
         assert resources[name]["Properties"]["QueueName"]["Fn::Sub"].startswith("${AWS::StackName}-")
 
 
@@ -158,14 +174,16 @@ def test_stream_event_source_has_what_chalice_cannot_set(prod: tuple[dict[str, A
 def test_the_queue_outlives_a_drain_holding_its_messages(prod: tuple[dict[str, Any], dict[str, Any]]) -> None:
     sam, _ = prod
     config = load_config()
-    outbox = sam["Resources"]["OutboxQueue"]["Properties"]
-    assert outbox["VisibilityTimeout"] == visibility_for(drain_timeout(config, "prod"))
-    assert outbox["VisibilityTimeout"] > sam["Resources"]["Drain"]["Properties"]["Timeout"]
-    assert (
-        int(config["stages"]["prod"]["environment_variables"]["TRICKLE_VISIBILITY_TIMEOUT_SECONDS"])
-        == (outbox["VisibilityTimeout"])
-    )
-    assert outbox["RedrivePolicy"]["maxReceiveCount"] >= 100
+    for destination in DESTINATIONS:
+        queue = sam["Resources"][f"{destination.capitalize()}Queue"]["Properties"]
+        drain = sam["Resources"][f"Drain{destination.capitalize()}"]["Properties"]
+        assert queue["VisibilityTimeout"] == visibility_for(drain_timeout(config, "prod", destination))
+        assert queue["VisibilityTimeout"] > drain["Timeout"]
+        assert (
+            int(config["stages"]["prod"]["environment_variables"]["TRICKLE_VISIBILITY_TIMEOUT_SECONDS"])
+            == queue["VisibilityTimeout"]
+        )
+        assert queue["RedrivePolicy"]["maxReceiveCount"] >= 100
 
 
 def test_alarms_and_dashboard_are_in_the_template(prod: tuple[dict[str, Any], dict[str, Any]]) -> None:
@@ -197,17 +215,20 @@ def test_kms_decrypt_is_limited_to_the_key_and_the_parameter(
     prod: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:
     sam, _ = prod
-    policy = sam["Resources"]["DrainDecryptApiKey"]["Properties"]
-    assert policy["Roles"] == [{"Ref": "DrainRole"}]
-    (statement,) = policy["PolicyDocument"]["Statement"]
-    assert statement["Action"] == "kms:Decrypt"
-    assert statement["Resource"] == {"Fn::GetAtt": ["ApiKeyEncryptionKey", "Arn"]}
-    parameter = load_config()["stages"]["prod"]["environment_variables"]["TRICKLE_API_KEY_PARAMETER"]
-    condition = statement["Condition"]["StringEquals"]
-    assert condition["kms:EncryptionContext:PARAMETER_ARN"] == {
-        "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter" + parameter
-    }
-    assert condition["kms:ViaService"] == {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"}
+    env = load_config()["stages"]["prod"]["environment_variables"]
+    for destination in DESTINATIONS:
+        drain = f"Drain{destination.capitalize()}"
+        policy = sam["Resources"][f"{drain}DecryptApiKey"]["Properties"]
+        assert policy["Roles"] == [{"Ref": f"{drain}Role"}]
+        (statement,) = policy["PolicyDocument"]["Statement"]
+        assert statement["Action"] == "kms:Decrypt"
+        assert statement["Resource"] == {"Fn::GetAtt": ["ApiKeyEncryptionKey", "Arn"]}
+        parameter = env[f"TRICKLE_DEST_{destination.upper()}_KEY_PARAMETER"]
+        condition = statement["Condition"]["StringEquals"]
+        assert condition["kms:EncryptionContext:PARAMETER_ARN"] == {
+            "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter" + parameter
+        }
+        assert condition["kms:ViaService"] == {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"}
 
 
 def test_roles_name_their_resources_never_star(
@@ -243,10 +264,12 @@ def test_reserved_concurrency_is_an_option_not_a_requirement(
     """New accounts may have a concurrency quota of 10, all of it unreserved: a stage that reserves
     any fails there. The run lease keeps drains from overlapping without it (test_run_lease.py)."""
     stage, _, sam, _ = artifacts
-    drain = sam["Resources"]["Drain"]["Properties"]
-    assert "reserved_concurrency" not in load_config()["stages"][stage]["lambda_functions"]["drain"]
-    assert "ReservedConcurrentExecutions" not in drain
-    assert [e["Type"] for e in drain["Events"].values()] == ["Schedule"]
+    for destination in DESTINATIONS:
+        drain = sam["Resources"][f"Drain{destination.capitalize()}"]["Properties"]
+        functions = load_config()["stages"][stage]["lambda_functions"]
+        assert "reserved_concurrency" not in functions[f"drain_{destination}"]
+        assert "ReservedConcurrentExecutions" not in drain
+        assert [e["Type"] for e in drain["Events"].values()] == ["Schedule"]
 
 
 def test_what_the_emulator_cannot_create_is_right_in_the_transformed_template(
@@ -272,9 +295,15 @@ def test_what_the_emulator_cannot_create_is_right_in_the_transformed_template(
     assert sorted(json.dumps(d, sort_keys=True) for d in dimensions) == sorted(
         json.dumps(d, sort_keys=True)
         for d in [
-            {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]},
-            {"Fn::GetAtt": ["OutboxQueue", "QueueName"]},
-            {"Ref": "Drain"},
+            *(
+                dimension
+                for name in DESTINATIONS
+                for dimension in (
+                    {"Fn::GetAtt": [f"{name.capitalize()}DeadLetterQueue", "QueueName"]},
+                    {"Fn::GetAtt": [f"{name.capitalize()}Queue", "QueueName"]},
+                    {"Ref": f"Drain{name.capitalize()}"},
+                )
+            ),
             {"Ref": "Ingest"},
         ]
     )

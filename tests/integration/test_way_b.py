@@ -151,12 +151,21 @@ def test_bootstrap_deploy_stream_settings_delete_teardown(
     assert json.loads(capsys.readouterr().out)[0]["changed"] == []
 
     functions = {f["FunctionName"] for f in lambda_client.list_functions()["Functions"]}
-    assert functions == {"trickle-dev-ingest", "trickle-dev-drain", "trickle-dev"}  # no token_auth: IAM auth
-    drain = lambda_client.get_function(FunctionName="trickle-dev-drain")
+    # a drain per destination; no token_auth: IAM auth
+    assert functions == {
+        "trickle-dev-ingest",
+        "trickle-dev-drain_orders",
+        "trickle-dev-drain_crm",
+        "trickle-dev",
+    }
+    drain = lambda_client.get_function(FunctionName="trickle-dev-drain_orders")
     assert "Concurrency" not in drain  # reserved concurrency is optional, and off
-    assert drain["Configuration"]["Environment"]["Variables"]["TRICKLE_QUEUE_URL"] == env["TRICKLE_QUEUE_URL"]
+    assert (
+        drain["Configuration"]["Environment"]["Variables"]["TRICKLE_DEST_ORDERS_QUEUE_URL"]
+        == env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
+    )
 
-    assert len(aws(endpoint, "sqs").list_queues()["QueueUrls"]) == 3
+    assert len(aws(endpoint, "sqs").list_queues()["QueueUrls"]) == 5  # two per destination, ingest failures
     chalice(project, endpoint, "delete", "--stage", "dev")
     assert bootstrap([*where, "--teardown"]) == 0
     said = capsys.readouterr().out
@@ -176,7 +185,7 @@ def test_bootstrap_deploy_stream_settings_delete_teardown(
     assert [aws(endpoint, "kms").describe_key(KeyId=k["KeyId"])["KeyMetadata"]["KeyState"] for k in keys] == [
         "PendingDeletion"
     ]
-    assert "left: key alias/trickle-dev-api-key: pending deletion" in said
+    assert "left: key alias/trickle-dev-ledger-secrets: pending deletion" in said
     assert "TRICKLE_API_KEY_KMS_KEY_ARN" not in stage_env("dev", project)
 
 

@@ -9,7 +9,7 @@ from conftest import Stack
 
 
 def test_groups_go_in_parallel_and_each_stays_in_order(stack_factory: Any) -> None:
-    stack: Stack = stack_factory(TRICKLE_DRAIN_WORKERS="4", TRICKLE_RATE_LIMIT_PER_SECOND="1000")
+    stack: Stack = stack_factory(TRICKLE_DRAIN_WORKERS="4", TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1000")
     stack.fill(groups=8, per_group=6)
     stack.api.faults.latency_s = 0.03
 
@@ -21,7 +21,7 @@ def test_groups_go_in_parallel_and_each_stays_in_order(stack_factory: Any) -> No
 
 
 def test_one_worker_sends_one_request_at_a_time(stack_factory: Any) -> None:
-    stack: Stack = stack_factory(TRICKLE_DRAIN_WORKERS="1", TRICKLE_RATE_LIMIT_PER_SECOND="1000")
+    stack: Stack = stack_factory(TRICKLE_DRAIN_WORKERS="1", TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1000")
     stack.fill(groups=4, per_group=3)
     stack.api.faults.latency_s = 0.02
 
@@ -32,7 +32,9 @@ def test_one_worker_sends_one_request_at_a_time(stack_factory: Any) -> None:
 
 def test_the_rate_limit_holds_across_all_workers(stack_factory: Any) -> None:
     stack: Stack = stack_factory(
-        TRICKLE_DRAIN_WORKERS="4", TRICKLE_RATE_LIMIT_PER_SECOND="20", TRICKLE_RATE_LIMIT_BURST="2"
+        TRICKLE_DRAIN_WORKERS="4",
+        TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="20",
+        TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST="2",
     )
     stack.fill(groups=8, per_group=3)
 
@@ -44,7 +46,7 @@ def test_the_rate_limit_holds_across_all_workers(stack_factory: Any) -> None:
 
 
 def test_a_failing_group_does_not_hold_back_the_others_under_parallelism(stack_factory: Any) -> None:
-    stack: Stack = stack_factory(TRICKLE_DRAIN_WORKERS="4", TRICKLE_RATE_LIMIT_PER_SECOND="1000")
+    stack: Stack = stack_factory(TRICKLE_DRAIN_WORKERS="4", TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1000")
     stack.fill(groups=6, per_group=4)
     stack.api.faults.poison = frozenset()
     from trickle_local.standin_api import Reply
@@ -63,7 +65,7 @@ def test_a_round_holds_five_messages_per_worker_read_and_written_in_one_ledger_c
 ) -> None:
     """4 workers: a round gathers 20 messages over several receives, so 30 messages take at least two
     rounds, each with one ledger read and one ledger write, and every group still arrives in order."""
-    stack: Stack = stack_factory(TRICKLE_DRAIN_WORKERS="4", TRICKLE_RATE_LIMIT_PER_SECOND="1000")
+    stack: Stack = stack_factory(TRICKLE_DRAIN_WORKERS="4", TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1000")
     stack.fill(groups=10, per_group=3)
     first = len(stack.recorder.calls)
 

@@ -7,21 +7,28 @@ them working under any pytest import mode, beside `tests/integration/conftest.py
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chalicelib.settings import Settings, load_settings
 
+ROUTES_FILE = Path(__file__).resolve().parent.parent / "routes.toml"
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/items/stream/2026-01-01T00:00:00.000"
 TABLE = "items"
 
 BASE_ENV: Mapping[str, str] = {
     "TRICKLE_STREAM_ARN": STREAM_ARN,
-    "TRICKLE_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/q.fifo",
-    "TRICKLE_DLQ_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/dlq.fifo",
-    "TRICKLE_API_URL": "https://api.example.com/items",
-    "TRICKLE_API_KEY_PARAMETER": "/trickle/test/api-key",
+    "TRICKLE_DEST_ORDERS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/q.fifo",
+    "TRICKLE_DEST_ORDERS_DLQ_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/dlq.fifo",
+    "TRICKLE_DEST_ORDERS_URL": "https://api.example.com/items",
+    "TRICKLE_DEST_ORDERS_KEY_PARAMETER": "/trickle/test/api-key",
+    "TRICKLE_DEST_CRM_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/crm.fifo",
+    "TRICKLE_DEST_CRM_DLQ_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/crm-dlq.fifo",
+    "TRICKLE_DEST_CRM_URL": "https://crm.example.com/contacts",
+    "TRICKLE_DEST_CRM_KEY_PARAMETER": "/trickle/test/crm-key",
+    "TRICKLE_ROUTES_FILE": str(ROUTES_FILE),
     "TRICKLE_LEDGER_TABLE": "trickle-test-ledger",
     "TRICKLE_PARTITION_KEY": "pk",
 }
@@ -48,7 +55,7 @@ def base_env() -> dict[str, str]:
 
 @pytest.fixture
 def make_settings() -> MakeSettings:
-    """`make_settings(TRICKLE_GROUP_BY="table", TRICKLE_PARTITION_KEY=None)` -> Settings."""
+    """`make_settings(TRICKLE_DEST_ORDERS_GROUP_BY="table", TRICKLE_PARTITION_KEY=None)` -> Settings."""
 
     def _make(**overrides: str | None) -> Settings:
         return load_settings(env_with(**overrides))
@@ -101,3 +108,30 @@ def stream_record(
 def make_record() -> MakeRecord:
     """`make_record(event_name="MODIFY", keys=..., new_image=...)` -> a Lambda stream record."""
     return stream_record
+
+
+ONE_ROUTE = """
+[destinations.orders]
+group_by = "{group_by}"
+
+[[routes]]
+name = "only"
+events = {events}
+destinations = ["orders"]
+{extra}
+"""
+
+
+@pytest.fixture
+def routes(tmp_path: Path) -> Callable[..., dict[str, str]]:
+    """`make_settings(**routes(events='["MODIFY"]', extra='filter = "..."'))`: a routes file with
+    one destination, `orders`, and one route to it."""
+
+    def _write(
+        events: str = '["INSERT"]', extra: str = "", group_by: str = "partition_key"
+    ) -> dict[str, str]:
+        path = tmp_path / "routes.toml"
+        path.write_text(ONE_ROUTE.format(events=events, extra=extra, group_by=group_by))
+        return {"TRICKLE_ROUTES_FILE": str(path)}
+
+    return _write

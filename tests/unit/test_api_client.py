@@ -53,14 +53,14 @@ def client(
     settings: Settings, outcome: FakeResponse | Exception, key: str = KEY
 ) -> tuple[ApiClient, FakeSession]:
     session = FakeSession(outcome)
-    return ApiClient(cast(requests.Session, session), settings.destination, KeySource(key)), session
+    return ApiClient(cast(requests.Session, session), settings.destination("orders"), KeySource(key)), session
 
 
 def test_request_shape(make_settings: MakeSettings) -> None:
     settings = make_settings(
-        TRICKLE_API_KEY_HEADER="X-Partner-Token",
-        TRICKLE_CONNECT_TIMEOUT_SECONDS="1.5",
-        TRICKLE_READ_TIMEOUT_SECONDS="7",
+        TRICKLE_DEST_ORDERS_KEY_HEADER="X-Partner-Token",
+        TRICKLE_DEST_ORDERS_CONNECT_TIMEOUT_S="1.5",
+        TRICKLE_DEST_ORDERS_READ_TIMEOUT_S="7",
     )
     api, session = client(settings, FakeResponse(201, "created"))
     response = api.post('{"name":"café"}', idempotency_key="msg-1")
@@ -81,7 +81,9 @@ def test_request_shape(make_settings: MakeSettings) -> None:
 
 def test_key_is_asked_for_on_every_post(settings: Settings) -> None:
     keys = KeySource()
-    api = ApiClient(cast(requests.Session, FakeSession(FakeResponse(200))), settings.destination, keys)
+    api = ApiClient(
+        cast(requests.Session, FakeSession(FakeResponse(200))), settings.destination("orders"), keys
+    )
     api.post("{}", "a")
     api.post("{}", "b")
     assert keys.calls == 2

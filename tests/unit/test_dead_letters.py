@@ -36,7 +36,7 @@ SQS_TEXT = re.compile("^[\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*$"
 RELAY: dict[str, str] = {
     MESSAGE_ID_ATTRIBUTE: MESSAGE_ID,
     DESTINATION_ATTRIBUTE: "crm",
-    "trickle-event": "INSERT",
+    "trickle-route": "everything",
 }
 
 
@@ -158,9 +158,9 @@ def test_dead_letter_never_sends_an_empty_reason() -> None:
 
 def test_dead_letter_attribute_values_are_never_empty() -> None:
     entry = dead_letter(
-        received({**RELAY, "trickle-event": ""}), "", "", failed_record(last_status_code=None)
+        received({**RELAY, "trickle-route": ""}), "", "", failed_record(last_status_code=None)
     )
-    assert "trickle-event" not in entry.attributes
+    assert "trickle-route" not in entry.attributes
     assert all(value for value in entry.attributes.values())
 
 

@@ -25,7 +25,7 @@ from tests.fakes import (
     message,
 )
 
-FAST = {"TRICKLE_RATE_LIMIT_PER_SECOND": "10000", "TRICKLE_RATE_LIMIT_BURST": "100"}
+FAST = {"TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S": "10000", "TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST": "100"}
 
 
 class Rig:
@@ -49,6 +49,7 @@ class Rig:
             self.ledger,
             self.api,
             self.key,
+            self.settings.destination("orders"),
             self.settings,
             self.notes,
             self.archive,
@@ -81,7 +82,7 @@ def test_a_clean_run_delivers_archives_and_deletes_everything(make_settings: Mak
     assert sorted(rig.queue.deleted) == ["g0-0", "g0-1", "g1-0"]
     assert {rig.ledger.status(i) for i in rig.queue.deleted} == {Status.DELIVERED}
     assert rig.archive.stored["g0-0"] == (200, "answer 200")
-    assert rig.notes.saved["run#default"]["delivered"] == 3
+    assert rig.notes.saved["run#orders"]["delivered"] == 3
     assert [key for _, _, key in rig.api.requests] == ["g0-0", "g0-1", "g1-0"]
 
 
@@ -106,7 +107,7 @@ def test_strict_poison_halts_the_group_without_trying_the_rest(make_settings: Ma
         message("g0", 0),
         message("g0", 1),
         message("g1", 0),
-        TRICKLE_ORDERING="strict",
+        TRICKLE_DEST_ORDERS_ORDERING="strict",
     )
 
     report = rig.run()
@@ -114,7 +115,9 @@ def test_strict_poison_halts_the_group_without_trying_the_rest(make_settings: Ma
     assert (report.halted, report.dead_lettered, report.delivered) == (1, 0, 1)
     assert rig.api.bodies() == ["g0:0", "g1:0"]
     assert rig.ledger.status("g0-0") is Status.HALTED
-    assert rig.holds("g0-0") == [rig.settings.retry_max_delay_s] and rig.holds("g0-1") == [0]
+    assert rig.holds("g0-0") == [rig.settings.destination("orders").backoff_cap_s] and rig.holds("g0-1") == [
+        0
+    ]
     assert rig.dead_letters.sent == [] and rig.queue.holds("g0-0") and rig.queue.holds("g0-1")
     assert report.blocked_groups == ["g0"]
 
@@ -126,11 +129,13 @@ def test_a_halted_group_is_not_attempted_until_an_operator_acts(make_settings: M
     report = rig.run()
 
     assert rig.api.requests == [] and report.blocked_groups == ["g0"]
-    assert rig.holds("g0-0") == [rig.settings.retry_max_delay_s]
+    assert rig.holds("g0-0") == [rig.settings.destination("orders").backoff_cap_s]
 
 
 def test_an_operator_skip_dead_letters_without_a_request(make_settings: MakeSettings) -> None:
-    rig = Rig(make_settings, answers(), message("g0", 0), message("g0", 1), TRICKLE_ORDERING="strict")
+    rig = Rig(
+        make_settings, answers(), message("g0", 0), message("g0", 1), TRICKLE_DEST_ORDERS_ORDERING="strict"
+    )
     rig.ledger.records["g0-0"] = LedgerRecord("g0-0", Status.SKIP, 2, "g0")
 
     report = rig.run()
@@ -152,7 +157,9 @@ def test_a_refused_dead_letter_keeps_the_message_and_holds_its_group(make_settin
     assert rig.queue.holds("g0-0") and rig.queue.holds("g0-1")
     assert rig.ledger.status("g0-0") is Status.FAILED
     assert rig.api.bodies() == ["g0:0"]  # the rest of the group waits behind it
-    assert rig.holds("g0-0") == [rig.settings.retry_delay_s] and report.dead_lettered == 0
+    assert (
+        rig.holds("g0-0") == [rig.settings.destination("orders").backoff_base_s] and report.dead_lettered == 0
+    )
 
     rig.dead_letters.refuse = False
     rig.queue.tick()
@@ -180,9 +187,9 @@ def test_backoff_grows_with_each_failure_until_the_cap(make_settings: MakeSettin
         make_settings,
         answers(g0_0=503),
         message("g0", 0),
-        TRICKLE_RETRY_DELAY_SECONDS="2",
-        TRICKLE_RETRY_MAX_DELAY_SECONDS="16",
-        TRICKLE_MAX_ATTEMPTS="100",
+        TRICKLE_DEST_ORDERS_BACKOFF_BASE_S="2",
+        TRICKLE_DEST_ORDERS_BACKOFF_CAP_S="16",
+        TRICKLE_DEST_ORDERS_MAX_ATTEMPTS="100",
     )
 
     for _ in range(6):
@@ -198,7 +205,7 @@ def test_backoff_grows_with_each_failure_until_the_cap(make_settings: MakeSettin
 def test_attempts_are_counted_by_the_ledger_not_by_receives(make_settings: MakeSettings) -> None:
     """Issue 18 (5): a message received many times behind a failing head has not been attempted."""
     received_often = replace(message("g0", 1), receive_count=12)
-    rig = Rig(make_settings, answers(g0_1=503), received_often, TRICKLE_MAX_ATTEMPTS="3")
+    rig = Rig(make_settings, answers(g0_1=503), received_often, TRICKLE_DEST_ORDERS_MAX_ATTEMPTS="3")
 
     report = rig.run()
 
@@ -207,7 +214,7 @@ def test_attempts_are_counted_by_the_ledger_not_by_receives(make_settings: MakeS
 
 
 def test_out_of_attempts_is_dead_lettered_with_the_count(make_settings: MakeSettings) -> None:
-    rig = Rig(make_settings, answers(g0_0=503), message("g0", 0), TRICKLE_MAX_ATTEMPTS="2")
+    rig = Rig(make_settings, answers(g0_0=503), message("g0", 0), TRICKLE_DEST_ORDERS_MAX_ATTEMPTS="2")
 
     first = rig.run()
     rig.queue.tick()

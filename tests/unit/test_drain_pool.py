@@ -15,7 +15,9 @@ from tests.fakes import FakeDeadLetters, FakeFifo, FakeKey, FakeLedger, SlowApi
 def drain(make_settings: MakeSettings, api: SlowApi, queue: FakeFifo, **env: str) -> tuple[Any, FakeLedger]:
     ledger = FakeLedger()
     settings = make_settings(TRICKLE_DRAIN_BUDGET="1000", **env)
-    drainer = Drainer(queue, FakeDeadLetters(), ledger, api, FakeKey(), settings)
+    drainer = Drainer(
+        queue, FakeDeadLetters(), ledger, api, FakeKey(), settings.destination("orders"), settings
+    )
     return drainer.run(lambda: 10**9), ledger
 
 
@@ -23,7 +25,7 @@ def test_groups_are_delivered_in_parallel_each_in_order(make_settings: MakeSetti
     api, queue = SlowApi(0.01), FakeFifo(groups=8, per_group=5)
 
     report, ledger = drain(
-        make_settings, api, queue, TRICKLE_DRAIN_WORKERS="4", TRICKLE_RATE_LIMIT_PER_SECOND="1000"
+        make_settings, api, queue, TRICKLE_DRAIN_WORKERS="4", TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1000"
     )
 
     assert report.delivered == 40
@@ -38,7 +40,7 @@ def test_one_worker_sends_one_request_at_a_time(make_settings: MakeSettings) -> 
     api, queue = SlowApi(0.005), FakeFifo(groups=4, per_group=3)
 
     report, _ = drain(
-        make_settings, api, queue, TRICKLE_DRAIN_WORKERS="1", TRICKLE_RATE_LIMIT_PER_SECOND="1000"
+        make_settings, api, queue, TRICKLE_DRAIN_WORKERS="1", TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1000"
     )
 
     assert report.delivered == 12
@@ -54,8 +56,8 @@ def test_one_rate_limit_spaces_the_requests_of_every_worker(make_settings: MakeS
         api,
         queue,
         TRICKLE_DRAIN_WORKERS="8",
-        TRICKLE_RATE_LIMIT_PER_SECOND="50",
-        TRICKLE_RATE_LIMIT_BURST="1",
+        TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="50",
+        TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST="1",
     )
 
     starts = sorted(t for t, _ in api.started)
@@ -70,9 +72,11 @@ def test_a_spent_budget_ends_receiving_but_not_the_deliveries_under_way(make_set
     api, queue = SlowApi(0.002), FakeFifo(groups=8, per_group=5)
     ledger = FakeLedger()
     settings = make_settings(
-        TRICKLE_DRAIN_BUDGET="7", TRICKLE_DRAIN_WORKERS="4", TRICKLE_RATE_LIMIT_PER_SECOND="1000"
+        TRICKLE_DRAIN_BUDGET="7", TRICKLE_DRAIN_WORKERS="4", TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1000"
     )
-    drainer = Drainer(queue, FakeDeadLetters(), ledger, api, FakeKey(), settings)
+    drainer = Drainer(
+        queue, FakeDeadLetters(), ledger, api, FakeKey(), settings.destination("orders"), settings
+    )
 
     report = drainer.run(lambda: 10**9)
 
@@ -87,7 +91,7 @@ def test_a_group_longer_than_a_round_is_drained_whole_and_in_order(make_settings
     api, queue = SlowApi(0.001), FakeFifo(groups=1, per_group=35)
 
     report, _ = drain(
-        make_settings, api, queue, TRICKLE_DRAIN_WORKERS="4", TRICKLE_RATE_LIMIT_PER_SECOND="1000"
+        make_settings, api, queue, TRICKLE_DRAIN_WORKERS="4", TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1000"
     )
 
     assert report.delivered == 35
@@ -107,10 +111,12 @@ def test_messages_whose_visibility_would_lapse_mid_attempt_go_back_unattempted(
         api,
         queue,
         TRICKLE_DRAIN_WORKERS="1",
-        TRICKLE_RATE_LIMIT_PER_SECOND="1000",
+        TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1000",
         TRICKLE_VISIBILITY_TIMEOUT_SECONDS="3",
-        TRICKLE_CONNECT_TIMEOUT_SECONDS="0.5",
-        TRICKLE_READ_TIMEOUT_SECONDS="0.5",
+        TRICKLE_DEST_ORDERS_CONNECT_TIMEOUT_S="0.5",
+        TRICKLE_DEST_ORDERS_READ_TIMEOUT_S="0.5",
+        TRICKLE_DEST_CRM_CONNECT_TIMEOUT_S="0.5",
+        TRICKLE_DEST_CRM_READ_TIMEOUT_S="0.5",
     )
 
     assert report.released >= 1
@@ -156,7 +162,7 @@ def test_groups_that_finish_are_received_again_while_a_slow_one_is_in_flight(
     api, queue = OneSlowGroupApi(0.01, slow_s=0.5), FakeFifo(groups=21, per_group=2, one_per_group=True)
 
     report, _ = drain(
-        make_settings, api, queue, TRICKLE_DRAIN_WORKERS="4", TRICKLE_RATE_LIMIT_PER_SECOND="1000"
+        make_settings, api, queue, TRICKLE_DRAIN_WORKERS="4", TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1000"
     )
 
     assert report.delivered == 42

@@ -118,7 +118,7 @@ def test_the_next_drain_is_named_in_real_seconds() -> None:
         return None
 
     runtime = LocalRuntime(app, Invoker(app, {"version": "2.0", "app_name": "t"}, "local"), None, "", speed=2)
-    session: Any = SimpleNamespace(runtime=runtime)
+    session: Any = SimpleNamespace(runtime=runtime, drains=["drain"])
     assert next_drain(session) == "no drain scheduled"  # schedules not started
     runtime.start_schedules()
     try:
@@ -138,10 +138,18 @@ class Counts:
             invoker=SimpleNamespace(active_s=lambda name: 0.0, busy=lambda name: False),
             seconds_to_next=lambda name: 12.0,
         )
-        self.api = None
+        self.apis: dict[str, Any] = {}
+        self.settings = SimpleNamespace(destinations={"orders": None, "crm": None})
+        self.drains = ["drain_orders", "drain_crm"]
 
-    def depth(self, url_var: str) -> tuple[int, int]:
-        return (self.queued, 0) if url_var == "TRICKLE_QUEUE_URL" else (0, 0)
+    def depth(self, destination: str) -> tuple[int, int]:
+        return (self.queued, 0) if destination == "orders" else (0, 0)
+
+    def dead_letters(self, destination: str) -> int:
+        return 0
+
+    def drain_seconds(self) -> float:
+        return 0.0
 
 
 def test_progress_prints_only_when_something_changed(capsys: pytest.CaptureFixture[str]) -> None:
@@ -152,8 +160,9 @@ def test_progress_prints_only_when_something_changed(capsys: pytest.CaptureFixtu
         progress.tick()
     lines = capsys.readouterr().err.splitlines()
     assert [line.split("] ")[1].split(" in_flight")[0] for line in lines] == [
-        "queued=5",
-        "queued=3",
-        "queued=0",
+        "orders: queued=5",
+        "orders: queued=3",
+        "orders: queued=0",
     ]
+    assert all("; crm: queued=0 in_flight=0 delivered=0 dead_lettered=0;" in line for line in lines)
     assert all(line.endswith("rate=-; next drain in 12s") for line in lines)

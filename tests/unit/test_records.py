@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,25 +19,47 @@ from chalicelib.records import (
     ENVELOPE_VERSION,
     MESSAGE_ID_ATTRIBUTE,
     REASON_ATTRIBUTE,
+    ROUTE_ATTRIBUTE,
     OutboundMessage,
     RecordError,
     RejectedRecord,
-    build_message,
     build_messages,
     decode_image,
     dumps,
-    group_id_for,
-    message_id_for,
     rejection_message,
+    route_record,
 )
+from chalicelib.records import group_id_for as destination_group_id
+from chalicelib.records import message_id_for as destination_message_id
 from chalicelib.settings import Settings
 
 MakeSettings = Callable[..., Settings]
 MakeRecord = Callable[..., dict[str, Any]]
+Routes = Callable[..., dict[str, str]]
 
 HUGE = "123456789012345678901234567890"
 PRECISE = "0.1000000000000000055511151231257827"
 SQS_GROUP_CHARS = re.compile(r"[!-~]+")  # printable ASCII without space, as SQS documents it
+
+
+def build_message(
+    record: dict[str, Any], settings: Settings, destination: str = "orders"
+) -> OutboundMessage | RejectedRecord | None:
+    """What one record becomes for one destination (the suite's routes send every INSERT to orders)."""
+    routed = route_record(record, settings)
+    outcomes: list[OutboundMessage | RejectedRecord] = [*routed.messages, *routed.rejected]
+    found = [m for m in outcomes if m.destination == destination]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def message_id_for(table: str, event_id: str) -> str:
+    return destination_message_id(table, event_id, "orders")
+
+
+def group_id_for(settings: Settings, keys: dict[str, Any]) -> str:
+    orders = settings.destination("orders")
+    return destination_group_id(orders, settings.table_name, keys, {"keys": keys}, settings.partition_key)
 
 
 def b64(raw: bytes) -> str:
@@ -246,14 +269,14 @@ def test_message_id_is_stable_and_a_uuid() -> None:
     assert str(uuid.UUID(first)) == first
 
 
-def test_message_id_differs_per_event_and_per_table() -> None:
+def test_message_id_differs_per_event_per_table_and_per_destination() -> None:
     ids = {
-        message_id_for("items", "event-1"),
-        message_id_for("items", "event-2"),
-        message_id_for("orders", "event-1"),
-        message_id_for("orders", "event-2"),
+        destination_message_id(table, event, destination)
+        for table in ("items", "orders")
+        for event in ("event-1", "event-2")
+        for destination in ("orders", "crm")
     }
-    assert len(ids) == 4
+    assert len(ids) == 8
 
 
 def test_group_by_partition_key_groups_by_partition_key_only(settings: Settings) -> None:
@@ -284,7 +307,7 @@ def test_group_ids_are_per_table(make_settings: MakeSettings) -> None:
 
 
 def test_group_by_table_is_one_group(make_settings: MakeSettings) -> None:
-    settings = make_settings(TRICKLE_GROUP_BY="table", TRICKLE_PARTITION_KEY=None)
+    settings = make_settings(TRICKLE_DEST_ORDERS_GROUP_BY="table", TRICKLE_PARTITION_KEY=None)
     groups = {group_id_for(settings, keys) for keys in ({"pk": "a"}, {"pk": "b", "sk": 2}, {"id": 3})}
     assert len(groups) == 1
     assert is_sqs_group_id(groups.pop())
@@ -350,10 +373,11 @@ def test_insert_becomes_a_complete_envelope(settings: Settings, make_record: Mak
     assert message.sequence_number == "4200000000000000000001"
     assert message.keys == {"pk": "user-1", "sk": 7}
     assert message.group_id == group_id_for(settings, {"pk": "user-1", "sk": 7})
+    assert message.destination == "orders"
     assert message.attributes == {
         MESSAGE_ID_ATTRIBUTE: expected_id,
-        DESTINATION_ATTRIBUTE: "default",
-        "trickle-event": "INSERT",
+        DESTINATION_ATTRIBUTE: "orders",
+        ROUTE_ATTRIBUTE: "everything",
     }
     assert_same(
         body_of(message),
@@ -380,10 +404,47 @@ def test_insert_becomes_a_complete_envelope(settings: Settings, make_record: Mak
     assert ENVELOPE_VERSION == 1
 
 
-def test_destination_name_comes_from_settings(make_settings: MakeSettings, make_record: MakeRecord) -> None:
-    message = build_message(make_record(), make_settings(TRICKLE_DESTINATION_NAME="crm"))
-    assert isinstance(message, OutboundMessage)
-    assert message.attributes[DESTINATION_ATTRIBUTE] == "crm"
+def test_a_customer_item_fans_out_to_both_destinations(settings: Settings, make_record: MakeRecord) -> None:
+    """The suite's routes: `everything` sends it to orders in the envelope, `customers` to the crm
+    in its transform's shape; each destination has its own message id, so neither dedups the other."""
+    customer = make_record(
+        event_id="ev-7",
+        sequence="700",
+        new_image={"pk": {"S": "user-1"}, "sk": {"N": "1"}, "type": {"S": "customer"}, "name": {"S": "Ann"}},
+    )
+    routed = route_record(customer, settings)
+    assert (routed.rejected, routed.unrouted) == ([], 0)
+    assert [m.destination for m in routed.messages] == ["orders", "crm"]
+    orders, crm = routed.messages
+    assert orders.message_id == orders.dedup_id == destination_message_id("items", "ev-7", "orders")
+    assert crm.message_id == crm.dedup_id == destination_message_id("items", "ev-7", "crm")
+    assert orders.message_id != crm.message_id
+    assert orders.attributes == {
+        MESSAGE_ID_ATTRIBUTE: orders.message_id,
+        DESTINATION_ATTRIBUTE: "orders",
+        ROUTE_ATTRIBUTE: "everything",
+    }
+    assert crm.attributes == {
+        MESSAGE_ID_ATTRIBUTE: crm.message_id,
+        DESTINATION_ATTRIBUTE: "crm",
+        ROUTE_ATTRIBUTE: "customers",
+    }
+    assert body_of(orders)["message_id"] == orders.message_id
+    assert body_of(crm) == {
+        "customer": "user-1",
+        "name": "Ann",
+        "keys": {"pk": "user-1", "sk": 1},
+        "sequence_number": "700",
+    }
+    assert crm.group_id == 'items#"user-1"'  # crm groups by its expression, keys.pk
+    assert orders.group_id == 'items#"user-1"'  # orders by the partition key
+    assert crm.sequence_number == orders.sequence_number == "700"
+
+
+def test_an_item_no_filter_takes_goes_to_one_destination(settings: Settings, make_record: MakeRecord) -> None:
+    routed = route_record(make_record(), settings)  # no `type`: the crm's filter says no
+    assert [m.destination for m in routed.messages] == ["orders"]
+    assert (routed.rejected, routed.unrouted) == ([], 0)
 
 
 @pytest.mark.parametrize(
@@ -424,21 +485,26 @@ def test_size_bytes_counts_body_and_attributes() -> None:
 
 
 @pytest.mark.parametrize("event_name", ["MODIFY", "REMOVE"])
-def test_only_insert_is_relayed_by_default(
+def test_events_no_route_takes_are_unrouted(
     settings: Settings, make_record: MakeRecord, event_name: str
 ) -> None:
-    assert settings.event_names == {"INSERT"}
-    assert build_message(make_record(event_name=event_name), settings) is None
+    record = make_record(event_name=event_name)
+    assert build_message(record, settings) is None
+    assert route_record(record, settings).unrouted == 1
 
 
-def test_unconfigured_insert_is_skipped(make_settings: MakeSettings, make_record: MakeRecord) -> None:
-    settings = make_settings(TRICKLE_EVENT_NAMES="MODIFY")
+def test_a_route_takes_only_its_events(
+    make_settings: MakeSettings, make_record: MakeRecord, routes: Routes
+) -> None:
+    settings = make_settings(**routes(events='["MODIFY"]'))
     assert build_message(make_record(event_name="INSERT"), settings) is None
     assert isinstance(build_message(make_record(event_name="MODIFY"), settings), OutboundMessage)
 
 
-def test_modify_relayed_when_configured(make_settings: MakeSettings, make_record: MakeRecord) -> None:
-    settings = make_settings(TRICKLE_EVENT_NAMES="INSERT,MODIFY")
+def test_modify_relayed_when_configured(
+    make_settings: MakeSettings, make_record: MakeRecord, routes: Routes
+) -> None:
+    settings = make_settings(**routes(events='["INSERT", "MODIFY"]'))
     record = make_record(
         event_name="MODIFY",
         new_image={"pk": {"S": "user-1"}, "sk": {"N": "1"}, "v": {"N": "2"}},
@@ -449,11 +515,14 @@ def test_modify_relayed_when_configured(make_settings: MakeSettings, make_record
     body = body_of(message)
     assert body["event_name"] == "MODIFY"
     assert body["item"] == {"pk": "user-1", "sk": 1, "v": 2}
-    assert message.attributes["trickle-event"] == "MODIFY"
+    assert message.attributes[ROUTE_ATTRIBUTE] == "only"
+    assert "old_item" not in body  # the default envelope carries the new image only
 
 
-def test_remove_relayed_when_configured(make_settings: MakeSettings, make_record: MakeRecord) -> None:
-    settings = make_settings(TRICKLE_EVENT_NAMES="REMOVE")
+def test_remove_relayed_when_configured(
+    make_settings: MakeSettings, make_record: MakeRecord, routes: Routes
+) -> None:
+    settings = make_settings(**routes(events='["REMOVE"]'))
     record = make_record(
         event_name="REMOVE", old_image={"pk": {"S": "user-1"}, "sk": {"N": "1"}, "v": {"N": "1"}}
     )
@@ -500,7 +569,10 @@ def test_record_without_keys_is_rejected(settings: Settings, make_record: MakeRe
 
 def test_record_with_undecodable_keys_is_rejected(settings: Settings, make_record: MakeRecord) -> None:
     record = make_record(keys={"pk": {"B": "not base64!"}}, new_image={"pk": {"S": "x"}})
-    assert_rejected(build_message(record, settings), ("Keys",))
+    rejected = assert_rejected(build_message(record, settings), ("undecodable",))
+    assert rejected.keys == {}
+    assert rejected.group_id == "items#undecodable"
+    assert rejected.destination == "orders"
 
 
 def test_record_without_partition_key_is_rejected(settings: Settings, make_record: MakeRecord) -> None:
@@ -517,8 +589,9 @@ def test_record_with_undecodable_item_is_rejected_with_its_keys(
     rejected = assert_rejected(build_message(record, settings), ("undecodable",))
     assert rejected.keys == {"pk": "user-1", "sk": 3}
     assert rejected.sequence_number == "66"
-    # Same group as a good record for the item, so the dead letter keeps the item's place in line.
-    assert rejected.group_id == group_id_for(settings, {"pk": "user-1"})
+    # Its routes' filters cannot run on it, so it is not known to belong to any item's group.
+    assert rejected.group_id == "items#undecodable"
+    assert rejected.message_id == message_id_for("items", "event-1")
 
 
 @pytest.mark.parametrize("number", ["not-a-number", "NaN", "1E+200", "1." + "0" * 40 + "1"])
@@ -534,11 +607,16 @@ def test_record_with_malformed_number_in_keys_is_rejected(
     settings: Settings, make_record: MakeRecord
 ) -> None:
     keys = {"pk": {"S": "user-1"}, "sk": {"N": "1E+200"}}
-    assert_rejected(build_message(make_record(keys=keys, new_image=keys), settings), ("Keys",))
+    rejected = assert_rejected(
+        build_message(make_record(keys=keys, new_image=keys), settings), ("undecodable",)
+    )
+    assert rejected.keys == {}
 
 
-def test_modify_without_new_image_is_rejected(make_settings: MakeSettings, make_record: MakeRecord) -> None:
-    settings = make_settings(TRICKLE_EVENT_NAMES="MODIFY")
+def test_modify_without_new_image_is_rejected(
+    make_settings: MakeSettings, make_record: MakeRecord, routes: Routes
+) -> None:
+    settings = make_settings(**routes(events='["MODIFY"]'))
     record = make_record(event_name="MODIFY")
     del record["dynamodb"]["NewImage"]
     assert_rejected(build_message(record, settings), ("NewImage",))
@@ -571,9 +649,9 @@ def test_size_limit_is_inclusive(make_settings: MakeSettings, make_record: MakeR
 
 
 def test_build_messages_keeps_order_and_sorts_outcomes(
-    make_settings: MakeSettings, make_record: MakeRecord
+    make_settings: MakeSettings, make_record: MakeRecord, routes: Routes
 ) -> None:
-    settings = make_settings(TRICKLE_EVENT_NAMES="INSERT,REMOVE")
+    settings = make_settings(**routes(events='["INSERT", "REMOVE"]'))
     keys = {"pk": {"S": "user-1"}, "sk": {"N": "1"}}
     records = [
         make_record(event_id="e1", sequence="1"),
@@ -588,12 +666,13 @@ def test_build_messages_keeps_order_and_sorts_outcomes(
     assert [m.sequence_number for m in result.messages] == ["1", "4", "6"]
     assert [m.message_id for m in result.messages] == [message_id_for("items", e) for e in ("e1", "e4", "e6")]
     assert [r.sequence_number for r in result.rejected] == ["3", "5"]
-    assert result.skipped == 2
+    assert all(r.destination == "orders" for r in result.rejected)
+    assert result.unrouted == 2
 
 
 def test_build_messages_of_nothing() -> None:
     result = build_messages([], None)  # type: ignore[arg-type]  # settings are never read
-    assert (result.messages, result.rejected, result.skipped) == ([], [], 0)
+    assert (result.messages, result.rejected, result.unrouted) == ([], [], 0)
 
 
 def test_build_messages_many_records_stay_in_stream_order(
@@ -605,6 +684,269 @@ def test_build_messages_many_records_stay_in_stream_order(
     assert len({m.dedup_id for m in result.messages}) == 200
 
 
+# --- routes: filters, transforms, groups --------------------------------------------------------------
+
+
+@pytest.fixture
+def toml(tmp_path: Path) -> Callable[[str], dict[str, str]]:
+    """`make_settings(**toml(text))`: settings from a routes file with that text."""
+
+    def _write(text: str) -> dict[str, str]:
+        path = tmp_path / "routes-custom.toml"
+        path.write_text(text, encoding="utf-8")
+        return {"TRICKLE_ROUTES_FILE": str(path)}
+
+    return _write
+
+
+def item_record(make_record: MakeRecord, event_id: str, sequence: str, **attributes: Any) -> dict[str, Any]:
+    keys = {"pk": {"S": f"user-{event_id}"}, "sk": {"N": "1"}}
+    return make_record(event_id=event_id, sequence=sequence, keys=keys, new_image={**keys, **attributes})
+
+
+@pytest.mark.parametrize(
+    ("expression", "words"),
+    [
+        pytest.param("length(item.size) > `1`", ("failed", "length()"), id="raises"),
+        pytest.param("item.name", ("gave str, not true/false",), id="string"),
+        pytest.param("item.size", ("gave int, not true/false",), id="number"),
+        pytest.param("item.absent", ("gave NoneType, not true/false",), id="null"),
+        pytest.param("keys", ("gave dict, not true/false",), id="object"),
+    ],
+)
+def test_a_filter_that_fails_dead_letters_the_record(
+    make_settings: MakeSettings,
+    make_record: MakeRecord,
+    routes: Routes,
+    expression: str,
+    words: tuple[str, ...],
+) -> None:
+    """A filter must answer true or false; anything else is a mistake the operator must see."""
+    settings = make_settings(**routes(extra=f"filter = {json.dumps(expression)}"))
+    record = item_record(make_record, "b", "2", name={"S": "bad"}, size={"N": "3"})
+    routed = route_record(record, settings)
+    assert (routed.messages, routed.unrouted) == ([], 0)
+    (rejected,) = routed.rejected
+    assert_rejected(rejected, ("route 'only'", f"filter {expression!r}", *words))
+    assert rejected.destination == "orders"
+    assert rejected.keys == {"pk": "user-b", "sk": 1}
+    assert rejected.sequence_number == "2"
+    assert rejected.message_id == message_id_for("items", "b")
+    assert rejected.group_id == "items#unroutable"
+
+
+@pytest.mark.parametrize(
+    ("expression", "words"),
+    [
+        pytest.param("length(item.size) > `1`", ("length()",), id="raises"),
+        pytest.param("item.size == 'big' || item.size", ("gave int, not true/false",), id="non-boolean"),
+    ],
+)
+def test_a_failing_filter_does_not_stop_the_rest_of_the_batch(
+    make_settings: MakeSettings,
+    make_record: MakeRecord,
+    routes: Routes,
+    expression: str,
+    words: tuple[str, ...],
+) -> None:
+    settings = make_settings(**routes(extra=f"filter = {json.dumps(expression)}"))
+    records = [
+        item_record(make_record, "a", "1", size={"S": "big"}),
+        item_record(make_record, "b", "2", size={"N": "3"}),
+        item_record(make_record, "c", "3", size={"S": "big"}),
+    ]
+    result = build_messages(records, settings)
+    assert [m.sequence_number for m in result.messages] == ["1", "3"]
+    assert [r.sequence_number for r in result.rejected] == ["2"]
+    assert_rejected(result.rejected[0], ("route 'only'", expression, *words))
+    assert result.unrouted == 0
+
+
+def test_a_filter_answering_false_leaves_the_record_unrouted(
+    make_settings: MakeSettings, make_record: MakeRecord, routes: Routes
+) -> None:
+    settings = make_settings(**routes(extra="filter = \"item.size == 'big'\""))
+    result = build_messages([item_record(make_record, "a", "1", size={"S": "small"})], settings)
+    assert (result.messages, result.rejected, result.unrouted) == ([], [], 1)
+
+
+def test_a_failing_filter_rejects_only_its_own_routes_destinations(
+    make_settings: MakeSettings, make_record: MakeRecord, toml: Callable[[str], dict[str, str]]
+) -> None:
+    text = """
+[destinations.orders]
+[destinations.crm]
+
+[[routes]]
+name = "picky"
+filter = "length(item.size) > `0`"
+destinations = ["orders"]
+
+[[routes]]
+name = "all"
+destinations = ["crm"]
+"""
+    routed = route_record(item_record(make_record, "a", "1", size={"N": "5"}), make_settings(**toml(text)))
+    assert [m.destination for m in routed.messages] == ["crm"]
+    assert [r.destination for r in routed.rejected] == ["orders"]
+    assert_rejected(routed.rejected[0], ("route 'picky'", "length(item.size) > `0`"))
+
+
+def test_a_transform_builds_the_body_with_exact_numbers(
+    make_settings: MakeSettings, make_record: MakeRecord, routes: Routes
+) -> None:
+    transform = (
+        "{id: keys.pk, price: item.price, count: item.count, lines: item.lines[].n,"
+        " seq: source.sequence_number, mid: message_id}"
+    )
+    settings = make_settings(**routes(extra=f"transform = {json.dumps(transform)}"))
+    record = item_record(
+        make_record,
+        "a",
+        "42",
+        price={"N": PRECISE},
+        count={"N": HUGE},
+        lines={"L": [{"M": {"n": {"N": "1.50"}}}, {"M": {"n": {"N": "-2"}}}]},
+    )
+    message = build_message(record, settings)
+    assert isinstance(message, OutboundMessage)
+    assert f'"price":{PRECISE}' in message.body
+    assert f'"count":{HUGE}' in message.body
+    assert_same(
+        body_of(message),
+        {
+            "id": "user-a",
+            "price": Decimal(PRECISE),
+            "count": int(HUGE),
+            "lines": [Decimal("1.50"), -2],
+            "seq": "42",
+            "mid": message_id_for("items", "a"),
+        },
+    )
+    assert message.attributes[ROUTE_ATTRIBUTE] == "only"
+
+
+@pytest.mark.parametrize(
+    ("transform", "words"),
+    [
+        pytest.param("item.absent", ("gave null",), id="null"),
+        pytest.param("abs(item.name)", ("failed", "abs()"), id="raises"),
+    ],
+)
+def test_a_transform_that_gives_nothing_dead_letters_the_record(
+    make_settings: MakeSettings,
+    make_record: MakeRecord,
+    routes: Routes,
+    transform: str,
+    words: tuple[str, ...],
+) -> None:
+    settings = make_settings(**routes(extra=f"transform = {json.dumps(transform)}"))
+    result = build_messages(
+        [item_record(make_record, "a", "1"), item_record(make_record, "b", "2", absent={"S": "here"})],
+        settings,
+    )
+    rejected = assert_rejected(result.rejected[0], ("route 'only'", f"transform {transform!r}", *words))
+    assert rejected.sequence_number == "1"
+    assert rejected.destination == "orders"
+    assert rejected.keys == {"pk": "user-a", "sk": 1}
+    if transform == "item.absent":  # the second record has the attribute, so it goes on
+        assert [m.sequence_number for m in result.messages] == ["2"]
+        assert body_of(result.messages[0]) == "here"
+
+
+def test_a_transform_may_send_any_json_value(
+    make_settings: MakeSettings, make_record: MakeRecord, routes: Routes
+) -> None:
+    settings = make_settings(**routes(extra='transform = "[keys.pk, item.flag, `false`]"'))
+    message = build_message(item_record(make_record, "a", "1", flag={"BOOL": True}), settings)
+    assert isinstance(message, OutboundMessage)
+    assert message.body == '["user-a",true,false]'
+
+
+def test_group_by_expression(make_settings: MakeSettings, make_record: MakeRecord, routes: Routes) -> None:
+    settings = make_settings(
+        **routes(group_by="expression"),
+        TRICKLE_DEST_ORDERS_GROUP_EXPRESSION="item.tenant",
+        TRICKLE_PARTITION_KEY=None,
+    )
+    records = [
+        item_record(make_record, "a", "1", tenant={"S": "t1"}),
+        item_record(make_record, "b", "2", tenant={"S": "t1"}),
+        item_record(make_record, "c", "3", tenant={"N": "1"}),
+        item_record(make_record, "d", "4"),
+    ]
+    result = build_messages(records, settings)
+    assert [m.group_id for m in result.messages] == ['items#"t1"', 'items#"t1"', "items#1"]
+    missing = assert_rejected(
+        result.rejected[0], ("route 'only'", "group_expression 'item.tenant' gave null")
+    )
+    assert missing.sequence_number == "4"
+
+
+def test_group_by_table(make_settings: MakeSettings, make_record: MakeRecord, routes: Routes) -> None:
+    settings = make_settings(**routes(group_by="table"), TRICKLE_PARTITION_KEY=None)
+    records = [item_record(make_record, name, str(i)) for i, name in enumerate("abc")]
+    other_keys = make_record(event_id="z", keys={"id": {"S": "x"}}, new_image={"id": {"S": "x"}})
+    result = build_messages([*records, other_keys], settings)
+    assert result.rejected == []
+    assert {m.group_id for m in result.messages} == {"items"}
+    assert len(result.messages) == 4
+
+
+def test_the_first_route_to_a_destination_wins(
+    make_settings: MakeSettings, make_record: MakeRecord, toml: Callable[[str], dict[str, str]]
+) -> None:
+    text = """
+[destinations.orders]
+
+[[routes]]
+name = "first"
+filter = "item.kind == 'a'"
+transform = "{by: 'first', id: keys.pk}"
+destinations = ["orders"]
+
+[[routes]]
+name = "second"
+transform = "{by: 'second', id: keys.pk}"
+destinations = ["orders"]
+"""
+    settings = make_settings(**toml(text))
+    kind_a = route_record(item_record(make_record, "a", "1", kind={"S": "a"}), settings)
+    kind_b = route_record(item_record(make_record, "b", "2", kind={"S": "b"}), settings)
+    assert len(kind_a.messages) == len(kind_b.messages) == 1
+    assert body_of(kind_a.messages[0]) == {"by": "first", "id": "user-a"}
+    assert kind_a.messages[0].attributes[ROUTE_ATTRIBUTE] == "first"
+    assert body_of(kind_b.messages[0]) == {"by": "second", "id": "user-b"}
+    assert kind_b.messages[0].attributes[ROUTE_ATTRIBUTE] == "second"
+    assert kind_a.messages[0].message_id == message_id_for("items", "a")
+
+
+def test_remove_sees_the_old_item(
+    make_settings: MakeSettings, make_record: MakeRecord, toml: Callable[[str], dict[str, str]]
+) -> None:
+    text = """
+[destinations.orders]
+
+[[routes]]
+name = "gone"
+events = ["REMOVE"]
+filter = "old_item.type == 'customer'"
+transform = "{gone: keys.pk, was: old_item.name, now: item, change: event_name}"
+destinations = ["orders"]
+"""
+    settings = make_settings(**toml(text))
+    keys = {"pk": {"S": "user-1"}, "sk": {"N": "1"}}
+    customer = make_record(
+        event_name="REMOVE", old_image={**keys, "type": {"S": "customer"}, "name": {"S": "Ann"}}
+    )
+    order = make_record(event_name="REMOVE", event_id="e2", old_image={**keys, "type": {"S": "order"}})
+    result = build_messages([customer, order], settings)
+    assert result.rejected == []
+    assert result.unrouted == 1
+    (message,) = result.messages
+    assert body_of(message) == {"gone": "user-1", "was": "Ann", "now": None, "change": "REMOVE"}
+
+
 # --- rejection_message -------------------------------------------------------------------------------
 
 
@@ -614,7 +956,8 @@ def test_rejection_message_carries_reason_and_keys(settings: Settings, make_reco
     dead = rejection_message(rejected, settings)
     assert dead.attributes[REASON_ATTRIBUTE] == rejected.reason
     assert dead.attributes[MESSAGE_ID_ATTRIBUTE] == rejected.message_id
-    assert dead.attributes[DESTINATION_ATTRIBUTE] == "default"
+    assert dead.attributes[DESTINATION_ATTRIBUTE] == rejected.destination == "orders"
+    assert dead.destination == "orders"
     assert dead.message_id == dead.dedup_id == rejected.message_id
     assert dead.group_id == rejected.group_id
     assert dead.sequence_number == rejected.sequence_number
@@ -630,9 +973,10 @@ def test_rejection_message_carries_reason_and_keys(settings: Settings, make_reco
 
 def test_rejection_reason_attribute_is_capped_but_body_keeps_it(settings: Settings) -> None:
     reason = "r" * 5000
-    rejected = RejectedRecord("id-1", "items#x", "9", {"pk": Decimal(PRECISE)}, reason)
+    rejected = RejectedRecord("id-1", "items#x", "9", {"pk": Decimal(PRECISE)}, reason, "crm")
     dead = rejection_message(rejected, settings)
     assert dead.attributes[REASON_ATTRIBUTE] == reason[:1024]
+    assert dead.attributes[DESTINATION_ATTRIBUTE] == "crm"
     body = strict_json(dead.body)
     assert body["reason"] == reason
     assert_same(body["keys"], {"pk": Decimal(PRECISE)})

@@ -1,13 +1,16 @@
-"""Stage settings from environment variables (chalicelib/settings.py)."""
+"""Stage settings from environment variables and the routes file (chalicelib/settings.py)."""
 
 from __future__ import annotations
 
-import re
+import itertools
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from chalicelib import enrichers
 from chalicelib.settings import (
+    ROUTES_FILE,
     SQS_MAX_MESSAGE_BYTES,
     Destination,
     Settings,
@@ -17,16 +20,29 @@ from chalicelib.settings import (
 )
 
 MakeSettings = Callable[..., Settings]
+Routes = Callable[..., dict[str, str]]
+WriteToml = Callable[[str], dict[str, str]]
 
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/items/stream/2026-01-01T00:00:00.000"
-REQUIRED = (
-    "TRICKLE_STREAM_ARN",
-    "TRICKLE_QUEUE_URL",
-    "TRICKLE_DLQ_URL",
-    "TRICKLE_API_URL",
-    "TRICKLE_API_KEY_PARAMETER",
-    "TRICKLE_LEDGER_TABLE",
+ORDERS_QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/q.fifo"
+ORDERS_DLQ = "https://sqs.us-east-1.amazonaws.com/123456789012/dlq.fifo"
+# What every destination needs from its stage, for the suite's two destinations.
+REQUIRED_PER_DESTINATION = (
+    ("orders", "url"),
+    ("orders", "queue_url"),
+    ("orders", "dlq_url"),
+    ("orders", "key_parameter"),
+    ("crm", "url"),
+    ("crm", "queue_url"),
+    ("crm", "dlq_url"),
+    ("crm", "key_parameter"),
 )
+# Destination fields whose attribute on `Destination` has another name.
+ATTRIBUTE = {
+    "key_parameter": "api_key_parameter",
+    "key_header": "api_key_header",
+    "key_scheme": "api_key_scheme",
+}
 
 
 def error_of(env: dict[str, str]) -> str:
@@ -35,142 +51,286 @@ def error_of(env: dict[str, str]) -> str:
     return str(caught.value)
 
 
-def test_defaults_from_the_minimal_env(settings: Settings) -> None:
+def variable(destination: str, field: str) -> str:
+    return f"TRICKLE_DEST_{destination.upper()}_{field.upper()}"
+
+
+@pytest.fixture
+def toml(tmp_path: Path) -> WriteToml:
+    """`toml('[destinations.orders] ...')` -> the env override that points at that routes file."""
+    counter = itertools.count()
+
+    def _write(text: str) -> dict[str, str]:
+        path = tmp_path / f"routes-{next(counter)}.toml"
+        path.write_text(text, encoding="utf-8")
+        return {"TRICKLE_ROUTES_FILE": str(path)}
+
+    return _write
+
+
+def one_destination(fields: str = "", route: str = "") -> str:
+    """A routes file with destination `orders` (with `fields`) and route `only` (with `route`)."""
+    return (
+        f'[destinations.orders]\n{fields}\n\n[[routes]]\nname = "only"\ndestinations = ["orders"]\n{route}\n'
+    )
+
+
+# --- what a good stage gets ---------------------------------------------------------------------------
+
+
+def test_defaults_from_the_suite_env(settings: Settings) -> None:
     assert settings.stream_arn == STREAM_ARN
     assert settings.table_name == "items"
-    assert settings.queue_url == "https://sqs.us-east-1.amazonaws.com/123456789012/q.fifo"
-    assert settings.dlq_url == "https://sqs.us-east-1.amazonaws.com/123456789012/dlq.fifo"
-    assert settings.destination == Destination(
-        name="default",
+    assert list(settings.destinations) == ["orders", "crm"]
+    assert settings.destination("orders") == Destination(
+        name="orders",
         url="https://api.example.com/items",
         api_key_parameter="/trickle/test/api-key",
         api_key_header="x-api-key",
+        api_key_scheme="",
+        queue_url=ORDERS_QUEUE,
+        dlq_url=ORDERS_DLQ,
         connect_timeout_s=3.05,
         read_timeout_s=10.0,
         ordering="skip",
         max_attempts=5,
         rate_limit_per_s=10.0,
         rate_limit_burst=5,
+        backoff_base_s=30,
+        backoff_cap_s=900,
+        group_by="partition_key",
+        group_expression=None,
     )
+    crm = settings.destination("crm")
+    assert (crm.url, crm.api_key_parameter) == ("https://crm.example.com/contacts", "/trickle/test/crm-key")
+    assert (crm.api_key_header, crm.api_key_scheme) == ("Authorization", "Bearer")
+    assert crm.group_by == "expression"
+    assert crm.group_expression is not None
+    assert crm.group_expression.text == "keys.pk"
+    assert crm.group_expression.search({"keys": {"pk": "user-1"}}) == "user-1"
+    assert [d.drain_function for d in settings.destinations.values()] == ["drain_orders", "drain_crm"]
     assert settings.ledger_table == "trickle-test-ledger"
     assert settings.ledger_ttl_s == 30 * 86_400
-    assert settings.event_names == frozenset({"INSERT"})
-    assert settings.group_by == "partition_key"
     assert settings.partition_key == "pk"
     assert settings.ingest_batch_size == 100
     assert settings.ingest_batch_window_s == 0
+    assert settings.partial_batch_response is False
     assert settings.max_message_bytes == SQS_MAX_MESSAGE_BYTES == 1_048_576
     assert settings.send_attempts == 4
     assert settings.drain_budget == 500
+    assert settings.drain_workers == 4
     assert settings.drain_safety_margin_ms == 10_000
     assert settings.visibility_timeout_s == 960
-    assert settings.retry_delay_s == 30
-    assert settings.retry_max_delay_s == 900
     assert settings.breaker_failures == 5
     assert settings.secret_max_age_s == 300
     assert settings.log_level == "INFO"
+    assert (settings.auth, settings.auth_token_parameter) == ("iam", None)
+    assert settings.archive_bucket is None
+    assert settings.submit_max_bytes == 262_144
 
 
-def test_full_env_is_parsed_with_types(base_env: dict[str, str]) -> None:
-    env = {
-        **base_env,
-        "TRICKLE_EVENT_NAMES": " insert , Modify,REMOVE ",
-        "TRICKLE_GROUP_BY": "table",
-        "TRICKLE_PARTITION_KEY": "  tenant  ",
-        "TRICKLE_DESTINATION_NAME": "crm",
-        "TRICKLE_API_KEY_HEADER": "Authorization",
-        "TRICKLE_CONNECT_TIMEOUT_SECONDS": "1.5",
-        "TRICKLE_READ_TIMEOUT_SECONDS": "20",
-        "TRICKLE_INGEST_BATCH_SIZE": "250",
-        "TRICKLE_INGEST_BATCH_WINDOW_SECONDS": "5",
-        "TRICKLE_MAX_MESSAGE_BYTES": "262144",
-        "TRICKLE_SEND_ATTEMPTS": "6",
-        "TRICKLE_DRAIN_BUDGET": "1000",
-        "TRICKLE_DRAIN_SAFETY_MARGIN_MS": "2500",
-        "TRICKLE_VISIBILITY_TIMEOUT_SECONDS": "120",
-        "TRICKLE_RETRY_DELAY_SECONDS": "45",
-        "TRICKLE_SECRET_MAX_AGE_SECONDS": "0",
-        "TRICKLE_LOG_LEVEL": "DEBUG",
-        "TRICKLE_LEDGER_TABLE": "crm-ledger",
-        "TRICKLE_LEDGER_TTL_DAYS": "7",
-        "TRICKLE_ORDERING": "strict",
-        "TRICKLE_MAX_ATTEMPTS": "8",
-        "TRICKLE_RETRY_MAX_DELAY_SECONDS": "3600",
-        "TRICKLE_BREAKER_FAILURES": "12",
-        "TRICKLE_RATE_LIMIT_PER_SECOND": "2.5",
-        "TRICKLE_RATE_LIMIT_BURST": "20",
-    }
-    settings = load_settings(env)
-    assert settings.event_names == frozenset({"INSERT", "MODIFY", "REMOVE"})
-    assert settings.group_by == "table"
+def test_routes_of_the_suite_file(settings: Settings) -> None:
+    everything, customers = settings.routes
+    assert (everything.name, everything.events, everything.destinations) == (
+        "everything",
+        frozenset({"INSERT"}),
+        ("orders",),
+    )
+    assert (everything.filter, everything.transform, everything.enrich) == (None, None, None)
+    assert customers.name == "customers"
+    assert customers.events == frozenset({"INSERT", "MODIFY"})
+    assert customers.destinations == ("crm",)
+    assert customers.filter is not None
+    assert customers.filter.text == "item.type == 'customer'"
+    assert customers.transform is not None
+    assert customers.transform.text.startswith("{customer: keys.pk")
+
+
+def test_the_shipped_routes_file_loads(base_env: dict[str, str]) -> None:
+    """Without TRICKLE_ROUTES_FILE the app reads the example packaged in chalicelib/."""
+    del base_env["TRICKLE_ROUTES_FILE"]
+    settings = load_settings(base_env)
+    assert ROUTES_FILE.name == "routes.toml"
+    assert ROUTES_FILE.parent.name == "chalicelib"
+    assert [r.name for r in settings.routes] == ["orders", "customers", "invoices"]
+    orders, customers, invoices = settings.routes
+    assert orders.enrich == "customer"
+    assert customers.events == frozenset({"INSERT", "MODIFY", "REMOVE"})
+    assert invoices.destinations == ("orders", "crm")
+    crm = settings.destination("crm")
+    assert (crm.ordering, crm.max_attempts, crm.rate_limit_per_s, crm.backoff_cap_s) == (
+        "strict",
+        8,
+        2.0,
+        1800,
+    )
+
+
+def test_unknown_destination_lookup_names_the_known_ones(settings: Settings) -> None:
+    with pytest.raises(SettingsError, match=r"no destination 'billing'.*orders, crm"):
+        settings.destination("billing")
+
+
+# --- a destination's values: the stage, then the routes file, then the default ----------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "in_file", "in_stage", "expected"),
+    [
+        pytest.param("max_attempts", None, None, 5, id="max_attempts-default"),
+        pytest.param("max_attempts", "7", None, 7, id="max_attempts-file"),
+        pytest.param("max_attempts", None, "3", 3, id="max_attempts-stage"),
+        pytest.param("max_attempts", "7", "3", 3, id="max_attempts-stage-over-file"),
+        pytest.param("max_attempts", "7", "   ", 7, id="max_attempts-blank-stage-is-unset"),
+        pytest.param("rate_limit_per_s", None, None, 10.0, id="rate-default"),
+        pytest.param("rate_limit_per_s", "2.5", None, 2.5, id="rate-file"),
+        pytest.param("rate_limit_per_s", "2", None, 2.0, id="rate-file-integer-is-float"),
+        pytest.param("rate_limit_per_s", "2.5", "4", 4.0, id="rate-stage-over-file"),
+        pytest.param("rate_limit_burst", "20", None, 20, id="burst-file"),
+        pytest.param("connect_timeout_s", "1.5", None, 1.5, id="connect-file"),
+        pytest.param("read_timeout_s", "20", None, 20.0, id="read-file"),
+        pytest.param("read_timeout_s", "20", " 30.5 ", 30.5, id="read-stage-stripped"),
+        pytest.param("backoff_base_s", "45", None, 45, id="base-file"),
+        pytest.param("backoff_cap_s", "3600", "1200", 1200, id="cap-stage-over-file"),
+        pytest.param("ordering", None, None, "skip", id="ordering-default"),
+        pytest.param("ordering", '"strict"', None, "strict", id="ordering-file"),
+        pytest.param("ordering", '"strict"', "skip", "skip", id="ordering-stage-over-file"),
+        pytest.param("key_header", None, None, "x-api-key", id="header-default"),
+        pytest.param("key_header", '"Authorization"', None, "Authorization", id="header-file"),
+        pytest.param("key_header", '"Authorization"', "X-Key", "X-Key", id="header-stage-over-file"),
+        pytest.param("key_scheme", None, None, "", id="scheme-default"),
+        pytest.param("key_scheme", '"Bearer"', None, "Bearer", id="scheme-file"),
+        pytest.param("group_by", '"table"', None, "table", id="group-file"),
+        pytest.param("group_by", '"table"', "partition_key", "partition_key", id="group-stage-over-file"),
+        pytest.param("url", '"https://file.example/x"', None, "https://file.example/x", id="url-file"),
+        pytest.param(
+            "url",
+            '"https://file.example/x"',
+            "https://stage.example/y",
+            "https://stage.example/y",
+            id="url-stage",
+        ),
+        pytest.param("key_parameter", '"/from/file"', None, "/from/file", id="key-file"),
+    ],
+)
+def test_destination_values_stage_over_file_over_default(
+    make_settings: MakeSettings,
+    toml: WriteToml,
+    field: str,
+    in_file: str | None,
+    in_stage: str | None,
+    expected: object,
+) -> None:
+    fields = f"{field} = {in_file}" if in_file is not None else ""
+    # None removes the stage variable (BASE_ENV sets some of them), so the file or the default speaks.
+    overrides: dict[str, str | None] = {**toml(one_destination(fields)), variable("orders", field): in_stage}
+    value = getattr(make_settings(**overrides).destination("orders"), ATTRIBUTE.get(field, field))
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+def test_stage_variables_are_per_destination(make_settings: MakeSettings) -> None:
+    settings = make_settings(TRICKLE_DEST_CRM_MAX_ATTEMPTS="9", TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1")
+    assert settings.destination("crm").max_attempts == 9
+    assert settings.destination("orders").max_attempts == 5
+    assert settings.destination("orders").rate_limit_per_s == 1.0
+    assert settings.destination("crm").rate_limit_per_s == 10.0
+
+
+def test_group_expression_can_come_from_the_stage(make_settings: MakeSettings) -> None:
+    settings = make_settings(
+        TRICKLE_DEST_ORDERS_GROUP_BY="expression", TRICKLE_DEST_ORDERS_GROUP_EXPRESSION="item.t"
+    )
+    orders = settings.destination("orders")
+    assert orders.group_by == "expression"
+    assert orders.group_expression is not None
+    assert orders.group_expression.search({"item": {"t": "x"}}) == "x"
+
+
+def test_global_values_are_parsed_with_types(make_settings: MakeSettings) -> None:
+    settings = make_settings(
+        TRICKLE_PARTITION_KEY="  tenant  ",
+        TRICKLE_DEST_ORDERS_GROUP_BY="table",
+        TRICKLE_INGEST_BATCH_SIZE="250",
+        TRICKLE_INGEST_BATCH_WINDOW_SECONDS="5",
+        TRICKLE_PARTIAL_BATCH_RESPONSE="TRUE",
+        TRICKLE_MAX_MESSAGE_BYTES="262144",
+        TRICKLE_SEND_ATTEMPTS="6",
+        TRICKLE_DRAIN_BUDGET="1000",
+        TRICKLE_DRAIN_WORKERS="8",
+        TRICKLE_DRAIN_SAFETY_MARGIN_MS="2500",
+        TRICKLE_VISIBILITY_TIMEOUT_SECONDS="120",
+        TRICKLE_SECRET_MAX_AGE_SECONDS="0",
+        TRICKLE_BREAKER_FAILURES="12",
+        TRICKLE_LOG_LEVEL="DEBUG",
+        TRICKLE_LEDGER_TABLE="crm-ledger",
+        TRICKLE_LEDGER_TTL_DAYS="7",
+        TRICKLE_ARCHIVE_BUCKET=" archive ",
+        TRICKLE_SUBMIT_MAX_BYTES="2048",
+    )
     assert settings.partition_key == "tenant"
-    assert settings.destination.name == "crm"
-    assert settings.destination.api_key_header == "Authorization"
-    assert settings.destination.connect_timeout_s == 1.5
-    assert settings.destination.read_timeout_s == 20.0
-    assert isinstance(settings.destination.read_timeout_s, float)
+    assert settings.partial_batch_response is True
     numbers = (
         settings.ingest_batch_size,
         settings.ingest_batch_window_s,
         settings.max_message_bytes,
         settings.send_attempts,
         settings.drain_budget,
+        settings.drain_workers,
         settings.drain_safety_margin_ms,
         settings.visibility_timeout_s,
-        settings.retry_delay_s,
         settings.secret_max_age_s,
-    )
-    assert numbers == (250, 5, 262144, 6, 1000, 2500, 120, 45, 0)
-    assert all(type(n) is int for n in numbers)
-    assert settings.log_level == "DEBUG"
-    assert settings.ledger_table == "crm-ledger"
-    assert settings.ledger_ttl_s == 7 * 86_400
-    assert settings.destination.ordering == "strict"
-    assert settings.destination.max_attempts == 8
-    assert settings.retry_max_delay_s == 3600
-    assert settings.breaker_failures == 12
-    assert settings.destination.rate_limit_per_s == 2.5
-    assert isinstance(settings.destination.rate_limit_per_s, float)
-    assert settings.destination.rate_limit_burst == 20
-    new_numbers = (
-        settings.ledger_ttl_s,
-        settings.destination.max_attempts,
-        settings.retry_max_delay_s,
         settings.breaker_failures,
-        settings.destination.rate_limit_burst,
+        settings.ledger_ttl_s,
+        settings.submit_max_bytes,
     )
-    assert all(type(n) is int for n in new_numbers)
+    assert numbers == (250, 5, 262144, 6, 1000, 8, 2500, 120, 0, 12, 7 * 86_400, 2048)
+    assert all(type(n) is int for n in numbers)
+    assert (settings.log_level, settings.ledger_table, settings.archive_bucket) == (
+        "DEBUG",
+        "crm-ledger",
+        "archive",
+    )
 
 
-def test_values_are_stripped_and_blank_means_default(base_env: dict[str, str]) -> None:
+def test_values_are_stripped(base_env: dict[str, str]) -> None:
     env = {k: f"  {v}  " for k, v in base_env.items()}
     env["TRICKLE_SEND_ATTEMPTS"] = "   "
-    env["TRICKLE_DESTINATION_NAME"] = ""
     settings = load_settings(env)
-    assert settings.queue_url == base_env["TRICKLE_QUEUE_URL"]
-    assert settings.destination.api_key_parameter == "/trickle/test/api-key"
+    assert settings.destination("orders").queue_url == ORDERS_QUEUE
+    assert settings.destination("orders").api_key_parameter == "/trickle/test/api-key"
     assert settings.send_attempts == 4
-    assert settings.destination.name == "default"
 
 
 def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch, base_env: dict[str, str]) -> None:
     for name, value in base_env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("TRICKLE_DRAIN_BUDGET", "7")
-    assert load_settings().drain_budget == 7
+    monkeypatch.setenv("TRICKLE_DEST_CRM_MAX_ATTEMPTS", "2")
+    settings = load_settings()
+    assert settings.drain_budget == 7
+    assert settings.destination("crm").max_attempts == 2
 
 
 def test_settings_are_immutable(settings: Settings) -> None:
     with pytest.raises(AttributeError):
-        settings.queue_url = "https://elsewhere.example/q.fifo"  # type: ignore[misc]
+        settings.ledger_table = "elsewhere"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        settings.destination("orders").queue_url = "https://elsewhere.example/q.fifo"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        settings.routes[0].destinations = ("crm",)  # type: ignore[misc]
 
 
-def test_every_missing_variable_in_one_error() -> None:
-    message = error_of({})
-    for name in REQUIRED:
-        assert f"{name} is required" in message
-    assert "TRICKLE_PARTITION_KEY" in message
-    assert message.count("invalid Trickle settings") == 1
+# --- errors name the variable, or the routes-file field, and the stage --------------------------------
+
+
+def test_error_names_the_stage(base_env: dict[str, str]) -> None:
+    env = {**base_env, "TRICKLE_STAGE": " prod ", "TRICKLE_DRAIN_BUDGET": "0"}
+    assert error_of(env) == (
+        "invalid Trickle settings for stage 'prod': TRICKLE_DRAIN_BUDGET='0' must be between 1 and 100000"
+    )
+    del env["TRICKLE_STAGE"]
+    assert error_of(env).startswith("invalid Trickle settings: TRICKLE_DRAIN_BUDGET")
 
 
 def test_error_is_a_value_error() -> None:
@@ -178,16 +338,48 @@ def test_error_is_a_value_error() -> None:
         load_settings({})
 
 
-@pytest.mark.parametrize("missing", REQUIRED)
-def test_each_required_variable(base_env: dict[str, str], missing: str) -> None:
+def test_every_missing_variable_in_one_error() -> None:
+    """An empty stage reads the shipped routes file and lists everything it lacks at once."""
+    message = error_of({})
+    assert "TRICKLE_STREAM_ARN is required" in message
+    assert "TRICKLE_LEDGER_TABLE is required" in message
+    for destination, field in REQUIRED_PER_DESTINATION:
+        assert f"destination {destination!r} needs {variable(destination, field)}" in message
+    assert "destination 'orders' groups by partition key: TRICKLE_PARTITION_KEY is required" in message
+    assert message.count("invalid Trickle settings") == 1
+
+
+@pytest.mark.parametrize(("destination", "field"), REQUIRED_PER_DESTINATION)
+def test_each_required_destination_variable(base_env: dict[str, str], destination: str, field: str) -> None:
+    missing = variable(destination, field)
+    message = error_of({k: v for k, v in base_env.items() if k != missing})
+    assert message == (
+        f"invalid Trickle settings: destination {destination!r} needs {missing}"
+        f" (or {field} in the routes file)"
+    )
+
+
+@pytest.mark.parametrize("missing", ["TRICKLE_STREAM_ARN", "TRICKLE_LEDGER_TABLE"])
+def test_each_required_global_variable(base_env: dict[str, str], missing: str) -> None:
     env = {k: v for k, v in base_env.items() if k != missing}
-    message = error_of(env)
-    assert f"{missing} is required" in message
-    assert all(f"{other} is required" not in message for other in REQUIRED if other != missing)
+    assert error_of(env) == f"invalid Trickle settings: {missing} is required"
+    assert error_of({**env, missing: "   "}) == f"invalid Trickle settings: {missing} is required"
 
 
 def test_blank_required_variable_counts_as_missing(base_env: dict[str, str]) -> None:
-    assert "TRICKLE_API_URL is required" in error_of({**base_env, "TRICKLE_API_URL": "   "})
+    message = error_of({**base_env, "TRICKLE_DEST_ORDERS_URL": "   "})
+    assert "destination 'orders' needs TRICKLE_DEST_ORDERS_URL" in message
+
+
+def test_required_values_may_come_from_the_routes_file(make_settings: MakeSettings, toml: WriteToml) -> None:
+    fields = (
+        'url = "https://file.example/in"\nkey_parameter = "/file/key"\n'
+        f'queue_url = "{ORDERS_QUEUE}"\ndlq_url = "{ORDERS_DLQ}"'
+    )
+    stage = {variable("orders", f): None for f in ("url", "key_parameter", "queue_url", "dlq_url")}
+    orders = make_settings(**toml(one_destination(fields)), **stage).destination("orders")
+    assert (orders.url, orders.api_key_parameter) == ("https://file.example/in", "/file/key")
+    assert (orders.queue_url, orders.dlq_url) == (ORDERS_QUEUE, ORDERS_DLQ)
 
 
 @pytest.mark.parametrize(
@@ -197,20 +389,21 @@ def test_blank_required_variable_counts_as_missing(base_env: dict[str, str]) -> 
         ("TRICKLE_SEND_ATTEMPTS", "2.5"),
         ("TRICKLE_INGEST_BATCH_SIZE", "1e2"),
         ("TRICKLE_DRAIN_BUDGET", "0x10"),
-        ("TRICKLE_READ_TIMEOUT_SECONDS", "ten"),
-        ("TRICKLE_CONNECT_TIMEOUT_SECONDS", "1,5"),
         ("TRICKLE_LEDGER_TTL_DAYS", "a month"),
         ("TRICKLE_LEDGER_TTL_DAYS", "1.5"),
-        ("TRICKLE_MAX_ATTEMPTS", "five"),
-        ("TRICKLE_RETRY_MAX_DELAY_SECONDS", "15m"),
         ("TRICKLE_BREAKER_FAILURES", "3.0"),
-        ("TRICKLE_RATE_LIMIT_PER_SECOND", "10/s"),
-        ("TRICKLE_RATE_LIMIT_BURST", "2.5"),
+        ("TRICKLE_DEST_ORDERS_READ_TIMEOUT_S", "ten"),
+        ("TRICKLE_DEST_ORDERS_CONNECT_TIMEOUT_S", "1,5"),
+        ("TRICKLE_DEST_ORDERS_MAX_ATTEMPTS", "five"),
+        ("TRICKLE_DEST_ORDERS_BACKOFF_CAP_S", "15m"),
+        ("TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S", "10/s"),
+        ("TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST", "2.5"),
+        ("TRICKLE_DEST_CRM_MAX_ATTEMPTS", "many"),
+        ("TRICKLE_DEST_CRM_BACKOFF_BASE_S", "1.5"),
     ],
 )
 def test_malformed_numbers(base_env: dict[str, str], name: str, raw: str) -> None:
-    message = error_of({**base_env, name: raw})
-    assert f"{name}={raw!r} is not a" in message
+    assert f"{name}={raw!r} is not a" in error_of({**base_env, name: raw})
 
 
 @pytest.mark.parametrize(
@@ -225,35 +418,73 @@ def test_malformed_numbers(base_env: dict[str, str], name: str, raw: str) -> Non
         ("TRICKLE_MAX_MESSAGE_BYTES", "1023"),
         ("TRICKLE_MAX_MESSAGE_BYTES", str(SQS_MAX_MESSAGE_BYTES + 1)),
         ("TRICKLE_DRAIN_BUDGET", "0"),
+        ("TRICKLE_DRAIN_WORKERS", "65"),
         ("TRICKLE_VISIBILITY_TIMEOUT_SECONDS", "43201"),
-        ("TRICKLE_RETRY_DELAY_SECONDS", "0"),
         ("TRICKLE_SECRET_MAX_AGE_SECONDS", "86401"),
         ("TRICKLE_DRAIN_SAFETY_MARGIN_MS", "900001"),
-        ("TRICKLE_CONNECT_TIMEOUT_SECONDS", "0.05"),
-        ("TRICKLE_READ_TIMEOUT_SECONDS", "600.5"),
-        ("TRICKLE_READ_TIMEOUT_SECONDS", "nan"),
-        ("TRICKLE_READ_TIMEOUT_SECONDS", "inf"),
         ("TRICKLE_LEDGER_TTL_DAYS", "0"),
         ("TRICKLE_LEDGER_TTL_DAYS", "3651"),
-        ("TRICKLE_MAX_ATTEMPTS", "0"),
-        ("TRICKLE_MAX_ATTEMPTS", "101"),
-        ("TRICKLE_RETRY_MAX_DELAY_SECONDS", "0"),
-        ("TRICKLE_RETRY_MAX_DELAY_SECONDS", "43201"),
         ("TRICKLE_BREAKER_FAILURES", "0"),
         ("TRICKLE_BREAKER_FAILURES", "10001"),
-        ("TRICKLE_RATE_LIMIT_PER_SECOND", "0"),
-        ("TRICKLE_RATE_LIMIT_PER_SECOND", "0.009"),
-        ("TRICKLE_RATE_LIMIT_PER_SECOND", "-1"),
-        ("TRICKLE_RATE_LIMIT_PER_SECOND", "10000.5"),
-        ("TRICKLE_RATE_LIMIT_PER_SECOND", "nan"),
-        ("TRICKLE_RATE_LIMIT_PER_SECOND", "inf"),
-        ("TRICKLE_RATE_LIMIT_BURST", "0"),
-        ("TRICKLE_RATE_LIMIT_BURST", "10001"),
+        ("TRICKLE_SUBMIT_MAX_BYTES", "1023"),
+        ("TRICKLE_DEST_ORDERS_BACKOFF_BASE_S", "0"),
+        ("TRICKLE_DEST_ORDERS_CONNECT_TIMEOUT_S", "0.05"),
+        ("TRICKLE_DEST_ORDERS_READ_TIMEOUT_S", "600.5"),
+        ("TRICKLE_DEST_ORDERS_READ_TIMEOUT_S", "nan"),
+        ("TRICKLE_DEST_ORDERS_READ_TIMEOUT_S", "inf"),
+        ("TRICKLE_DEST_ORDERS_MAX_ATTEMPTS", "0"),
+        ("TRICKLE_DEST_ORDERS_MAX_ATTEMPTS", "101"),
+        ("TRICKLE_DEST_ORDERS_BACKOFF_CAP_S", "0"),
+        ("TRICKLE_DEST_ORDERS_BACKOFF_CAP_S", "43201"),
+        ("TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S", "0"),
+        ("TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S", "0.009"),
+        ("TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S", "-1"),
+        ("TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S", "10000.5"),
+        ("TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S", "nan"),
+        ("TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S", "inf"),
+        ("TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST", "0"),
+        ("TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST", "10001"),
+        ("TRICKLE_DEST_CRM_RATE_LIMIT_BURST", "0"),
     ],
 )
 def test_out_of_range_numbers(base_env: dict[str, str], name: str, raw: str) -> None:
-    message = error_of({**base_env, name: raw})
-    assert f"{name}={raw!r} must be between" in message
+    assert f"{name}={raw!r} must be between" in error_of({**base_env, name: raw})
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ("max_attempts = 0", "routes file: destinations.orders.max_attempts=0 must be between 1 and 100"),
+        ("max_attempts = 2.5", "routes file: destinations.orders.max_attempts=2.5 is not a int"),
+        ("max_attempts = true", "routes file: destinations.orders.max_attempts=True is not a int"),
+        ('max_attempts = "five"', "routes file: destinations.orders.max_attempts='five' is not a int"),
+        ("read_timeout_s = nan", "routes file: destinations.orders.read_timeout_s=nan must be between"),
+        (
+            "rate_limit_per_s = 20000",
+            "routes file: destinations.orders.rate_limit_per_s=20000 must be between",
+        ),
+        ("backoff_cap_s = [1]", "routes file: destinations.orders.backoff_cap_s=[1] is not a int"),
+        ("key_header = 5", "routes file: destinations.orders.key_header=5 must be a string"),
+        ("key_scheme = true", "routes file: destinations.orders.key_scheme=True must be a string"),
+    ],
+)
+def test_bad_values_in_the_routes_file_name_their_field(
+    base_env: dict[str, str], toml: WriteToml, fields: str, needle: str
+) -> None:
+    assert needle in error_of({**base_env, **toml(one_destination(fields))})
+
+
+def test_the_stage_value_is_checked_not_the_file_value_it_overrides(
+    base_env: dict[str, str], toml: WriteToml
+) -> None:
+    env = {**base_env, **toml(one_destination("max_attempts = 0")), "TRICKLE_DEST_ORDERS_MAX_ATTEMPTS": "200"}
+    message = error_of(env)
+    assert "TRICKLE_DEST_ORDERS_MAX_ATTEMPTS='200' must be between 1 and 100" in message
+    assert "destinations.orders.max_attempts" not in message
+    assert (
+        load_settings({**env, "TRICKLE_DEST_ORDERS_MAX_ATTEMPTS": "2"}).destination("orders").max_attempts
+        == 2
+    )
 
 
 FIELDS = {
@@ -262,19 +493,23 @@ FIELDS = {
     "TRICKLE_SECRET_MAX_AGE_SECONDS": "secret_max_age_s",
     "TRICKLE_INGEST_BATCH_SIZE": "ingest_batch_size",
     "TRICKLE_LEDGER_TTL_DAYS": "ledger_ttl_s",
-    "TRICKLE_RETRY_MAX_DELAY_SECONDS": "retry_max_delay_s",
     "TRICKLE_BREAKER_FAILURES": "breaker_failures",
-    "TRICKLE_MAX_ATTEMPTS": "destination.max_attempts",
-    "TRICKLE_RATE_LIMIT_PER_SECOND": "destination.rate_limit_per_s",
-    "TRICKLE_RATE_LIMIT_BURST": "destination.rate_limit_burst",
+    "TRICKLE_DRAIN_WORKERS": "drain_workers",
+    "TRICKLE_DEST_ORDERS_MAX_ATTEMPTS": "orders.max_attempts",
+    "TRICKLE_DEST_ORDERS_BACKOFF_BASE_S": "orders.backoff_base_s",
+    "TRICKLE_DEST_ORDERS_BACKOFF_CAP_S": "orders.backoff_cap_s",
+    "TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S": "orders.rate_limit_per_s",
+    "TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST": "orders.rate_limit_burst",
+    "TRICKLE_DEST_CRM_MAX_ATTEMPTS": "crm.max_attempts",
 }
 
 
 def field_of(settings: Settings, name: str) -> object:
-    value: object = settings
-    for part in FIELDS[name].split("."):
-        value = getattr(value, part)
-    return value
+    path = FIELDS[name]
+    if "." in path:
+        destination, attribute = path.split(".")
+        return getattr(settings.destination(destination), attribute)
+    return getattr(settings, path)
 
 
 @pytest.mark.parametrize(
@@ -288,16 +523,18 @@ def field_of(settings: Settings, name: str) -> object:
         ("TRICKLE_INGEST_BATCH_SIZE", "1000", 1000),
         ("TRICKLE_LEDGER_TTL_DAYS", "1", 86_400),
         ("TRICKLE_LEDGER_TTL_DAYS", "3650", 3650 * 86_400),
-        ("TRICKLE_MAX_ATTEMPTS", "1", 1),
-        ("TRICKLE_MAX_ATTEMPTS", "100", 100),
-        ("TRICKLE_RETRY_MAX_DELAY_SECONDS", "1", 1),
-        ("TRICKLE_RETRY_MAX_DELAY_SECONDS", "43200", 43_200),
         ("TRICKLE_BREAKER_FAILURES", "1", 1),
         ("TRICKLE_BREAKER_FAILURES", "10000", 10_000),
-        ("TRICKLE_RATE_LIMIT_PER_SECOND", "0.01", 0.01),
-        ("TRICKLE_RATE_LIMIT_PER_SECOND", "10000", 10_000.0),
-        ("TRICKLE_RATE_LIMIT_BURST", "1", 1),
-        ("TRICKLE_RATE_LIMIT_BURST", "10000", 10_000),
+        ("TRICKLE_DRAIN_WORKERS", "64", 64),
+        ("TRICKLE_DEST_ORDERS_MAX_ATTEMPTS", "1", 1),
+        ("TRICKLE_DEST_ORDERS_MAX_ATTEMPTS", "100", 100),
+        ("TRICKLE_DEST_ORDERS_BACKOFF_BASE_S", "1", 1),
+        ("TRICKLE_DEST_ORDERS_BACKOFF_CAP_S", "43200", 43_200),
+        ("TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S", "0.01", 0.01),
+        ("TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S", "10000", 10_000.0),
+        ("TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST", "1", 1),
+        ("TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST", "10000", 10_000),
+        ("TRICKLE_DEST_CRM_MAX_ATTEMPTS", "100", 100),
     ],
 )
 def test_range_bounds_are_inclusive(
@@ -306,46 +543,39 @@ def test_range_bounds_are_inclusive(
     assert field_of(make_settings(**{name: raw}), name) == expected
 
 
-@pytest.mark.parametrize("ordering", ["skip", "strict", " strict "])
-def test_ordering_choices(make_settings: MakeSettings, ordering: str) -> None:
-    assert make_settings(TRICKLE_ORDERING=ordering).destination.ordering == ordering.strip()
-
-
 @pytest.mark.parametrize("ordering", ["STRICT", "fifo", "none", "skip,strict"])
 def test_bad_ordering(base_env: dict[str, str], ordering: str) -> None:
-    message = error_of({**base_env, "TRICKLE_ORDERING": ordering})
-    assert f"TRICKLE_ORDERING={ordering!r} must be one of skip, strict" in message
+    message = error_of({**base_env, "TRICKLE_DEST_ORDERS_ORDERING": ordering})
+    assert f"TRICKLE_DEST_ORDERS_ORDERING={ordering!r} must be one of skip, strict" in message
 
 
-def test_blank_ordering_means_skip(make_settings: MakeSettings) -> None:
-    assert make_settings(TRICKLE_ORDERING="  ").destination.ordering == "skip"
+@pytest.mark.parametrize("group_by", ["item", "PARTITION_KEY", "keys"])
+def test_bad_group_by(base_env: dict[str, str], group_by: str) -> None:
+    message = error_of({**base_env, "TRICKLE_DEST_CRM_GROUP_BY": group_by})
+    assert (
+        f"TRICKLE_DEST_CRM_GROUP_BY={group_by!r} must be one of partition_key, table, expression" in message
+    )
 
 
-def test_ledger_table_is_required(base_env: dict[str, str]) -> None:
-    env = {k: v for k, v in base_env.items() if k != "TRICKLE_LEDGER_TABLE"}
-    assert error_of(env) == "invalid Trickle settings: TRICKLE_LEDGER_TABLE is required"
-    assert "TRICKLE_LEDGER_TABLE is required" in error_of({**base_env, "TRICKLE_LEDGER_TABLE": " "})
+def test_bad_choice_in_the_routes_file(base_env: dict[str, str], toml: WriteToml) -> None:
+    message = error_of({**base_env, **toml(one_destination('ordering = "halt"'))})
+    assert "routes file: destinations.orders.ordering='halt' must be one of skip, strict" in message
 
 
-def test_ledger_ttl_is_given_in_days_and_kept_in_seconds(make_settings: MakeSettings) -> None:
-    assert make_settings(TRICKLE_LEDGER_TTL_DAYS="2").ledger_ttl_s == 172_800
-
-
-@pytest.mark.parametrize("name", ["TRICKLE_QUEUE_URL", "TRICKLE_DLQ_URL"])
+@pytest.mark.parametrize("name", ["TRICKLE_DEST_ORDERS_QUEUE_URL", "TRICKLE_DEST_CRM_DLQ_URL"])
 def test_queue_urls_must_be_fifo(base_env: dict[str, str], name: str) -> None:
     url = "https://sqs.us-east-1.amazonaws.com/123456789012/standard"
-    message = error_of({**base_env, name: url})
-    assert name in message
-    assert "FIFO" in message
+    assert f"{name}={url!r} must name a FIFO queue (ending in .fifo)" in error_of({**base_env, name: url})
 
 
 @pytest.mark.parametrize(
     ("name", "url"),
     [
-        ("TRICKLE_QUEUE_URL", "sqs.us-east-1.amazonaws.com/123456789012/q.fifo"),
-        ("TRICKLE_DLQ_URL", "ftp://sqs.example/dlq.fifo"),
-        ("TRICKLE_API_URL", "api.example.com/items"),
-        ("TRICKLE_API_URL", "https:///items"),
+        ("TRICKLE_DEST_ORDERS_QUEUE_URL", "sqs.us-east-1.amazonaws.com/123456789012/q.fifo"),
+        ("TRICKLE_DEST_ORDERS_DLQ_URL", "ftp://sqs.example/dlq.fifo"),
+        ("TRICKLE_DEST_ORDERS_URL", "api.example.com/items"),
+        ("TRICKLE_DEST_ORDERS_URL", "https:///items"),
+        ("TRICKLE_DEST_CRM_URL", "file:///etc/passwd"),
     ],
 )
 def test_urls_must_be_http(base_env: dict[str, str], name: str, url: str) -> None:
@@ -353,61 +583,115 @@ def test_urls_must_be_http(base_env: dict[str, str], name: str, url: str) -> Non
 
 
 def test_api_url_need_not_be_fifo(make_settings: MakeSettings) -> None:
-    assert (
-        make_settings(TRICKLE_API_URL="http://127.0.0.1:8080/x").destination.url == "http://127.0.0.1:8080/x"
-    )
+    settings = make_settings(TRICKLE_DEST_ORDERS_URL="http://127.0.0.1:8080/x")
+    assert settings.destination("orders").url == "http://127.0.0.1:8080/x"
 
 
-@pytest.mark.parametrize("raw", ["UPSERT", "INSERT,DELETE", ",", " , "])
-def test_bad_event_names(base_env: dict[str, str], raw: str) -> None:
-    message = error_of({**base_env, "TRICKLE_EVENT_NAMES": raw})
-    assert "TRICKLE_EVENT_NAMES" in message
+def test_ledger_table_is_required(base_env: dict[str, str]) -> None:
+    env = {k: v for k, v in base_env.items() if k != "TRICKLE_LEDGER_TABLE"}
+    assert error_of(env) == "invalid Trickle settings: TRICKLE_LEDGER_TABLE is required"
 
 
-def test_bad_group_by(base_env: dict[str, str]) -> None:
-    message = error_of({**base_env, "TRICKLE_GROUP_BY": "item"})
-    assert "TRICKLE_GROUP_BY='item' must be one of partition_key, table" in message
+def test_ledger_ttl_is_given_in_days_and_kept_in_seconds(make_settings: MakeSettings) -> None:
+    assert make_settings(TRICKLE_LEDGER_TTL_DAYS="2").ledger_ttl_s == 172_800
 
 
-def test_bad_log_level(base_env: dict[str, str]) -> None:
-    assert "TRICKLE_LOG_LEVEL" in error_of({**base_env, "TRICKLE_LOG_LEVEL": "verbose"})
+@pytest.mark.parametrize("level", ["DEBUG", "INFO", "WARNING", "ERROR"])
+def test_log_levels(make_settings: MakeSettings, level: str) -> None:
+    assert make_settings(TRICKLE_LOG_LEVEL=level).log_level == level
 
 
-@pytest.mark.parametrize("group_by", [None, "partition_key"])
-def test_group_by_partition_key_needs_the_key(base_env: dict[str, str], group_by: str | None) -> None:
+@pytest.mark.parametrize("level", ["verbose", "debug", "TRACE"])
+def test_bad_log_level(base_env: dict[str, str], level: str) -> None:
+    message = error_of({**base_env, "TRICKLE_LOG_LEVEL": level})
+    assert f"TRICKLE_LOG_LEVEL={level!r} must be one of DEBUG, INFO, WARNING, ERROR" in message
+
+
+@pytest.mark.parametrize("raw", ["yes", "1", "on"])
+def test_bad_flag(base_env: dict[str, str], raw: str) -> None:
+    message = error_of({**base_env, "TRICKLE_PARTIAL_BATCH_RESPONSE": raw})
+    assert f"TRICKLE_PARTIAL_BATCH_RESPONSE={raw!r} must be true or false" in message
+
+
+def test_token_auth_needs_its_parameter(base_env: dict[str, str], make_settings: MakeSettings) -> None:
+    message = error_of({**base_env, "TRICKLE_AUTH": "token"})
+    assert "TRICKLE_AUTH_TOKEN_PARAMETER is required when TRICKLE_AUTH=token" in message
+    settings = make_settings(TRICKLE_AUTH="token", TRICKLE_AUTH_TOKEN_PARAMETER=" /trickle/test/token ")
+    assert (settings.auth, settings.auth_token_parameter) == ("token", "/trickle/test/token")
+    assert "TRICKLE_AUTH='basic' must be one of iam, token" in error_of({**base_env, "TRICKLE_AUTH": "basic"})
+
+
+def test_group_by_partition_key_needs_the_key(base_env: dict[str, str]) -> None:
     env = {k: v for k, v in base_env.items() if k != "TRICKLE_PARTITION_KEY"}
-    if group_by is not None:
-        env["TRICKLE_GROUP_BY"] = group_by
-    assert "TRICKLE_PARTITION_KEY is required when TRICKLE_GROUP_BY=partition_key" in error_of(env)
+    message = error_of(env)
+    assert message == (
+        "invalid Trickle settings: destination 'orders' groups by partition key:"
+        " TRICKLE_PARTITION_KEY is required"
+    )  # crm groups by an expression, so only orders needs the key
 
 
 def test_group_by_table_needs_no_partition_key(make_settings: MakeSettings) -> None:
-    settings = make_settings(TRICKLE_GROUP_BY="table", TRICKLE_PARTITION_KEY=None)
-    assert settings.group_by == "table"
+    settings = make_settings(TRICKLE_DEST_ORDERS_GROUP_BY="table", TRICKLE_PARTITION_KEY=None)
+    assert settings.destination("orders").group_by == "table"
     assert settings.partition_key is None
 
 
-def test_many_problems_reported_together(base_env: dict[str, str]) -> None:
+def test_group_by_expression_needs_a_group_expression(base_env: dict[str, str], toml: WriteToml) -> None:
+    message = error_of({**base_env, **toml(one_destination('group_by = "expression"'))})
+    assert "destination 'orders': group_by = 'expression' needs a group_expression" in message
+
+
+@pytest.mark.parametrize(
+    ("fields", "stage", "ok"),
+    [
+        ("backoff_base_s = 60\nbackoff_cap_s = 30", {}, False),
+        ("backoff_base_s = 60\nbackoff_cap_s = 60", {}, True),
+        ("", {"TRICKLE_DEST_ORDERS_BACKOFF_BASE_S": "901"}, False),  # above the default cap
+        ("backoff_cap_s = 100", {"TRICKLE_DEST_ORDERS_BACKOFF_CAP_S": "20"}, False),
+        ("backoff_base_s = 600", {"TRICKLE_DEST_ORDERS_BACKOFF_CAP_S": "600"}, True),
+    ],
+)
+def test_backoff_cap_may_not_be_below_its_base(
+    base_env: dict[str, str], toml: WriteToml, fields: str, stage: dict[str, str], ok: bool
+) -> None:
+    env = {**base_env, **toml(one_destination(fields)), **stage}
+    if ok:
+        orders = load_settings(env).destination("orders")
+        assert orders.backoff_cap_s == orders.backoff_base_s
+    else:
+        assert error_of(env) == (
+            "invalid Trickle settings: destination 'orders': backoff_cap_s must be at least backoff_base_s"
+        )
+
+
+def test_many_problems_reported_together(base_env: dict[str, str], toml: WriteToml) -> None:
     env = {
         **base_env,
-        "TRICKLE_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
+        **toml(one_destination("max_attempts = 0\nretries = 2", 'filter = "item.["')),
+        "TRICKLE_STAGE": "dev",
+        "TRICKLE_DEST_ORDERS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
         "TRICKLE_SEND_ATTEMPTS": "lots",
         "TRICKLE_DRAIN_BUDGET": "0",
-        "TRICKLE_EVENT_NAMES": "CREATE",
         "TRICKLE_STREAM_ARN": "not-an-arn",
     }
-    del env["TRICKLE_API_KEY_PARAMETER"]
+    del env["TRICKLE_DEST_ORDERS_KEY_PARAMETER"]
     message = error_of(env)
+    assert message.startswith("invalid Trickle settings for stage 'dev': ")
     for needle in (
-        "TRICKLE_QUEUE_URL",
+        "TRICKLE_DEST_ORDERS_QUEUE_URL=",
         "TRICKLE_SEND_ATTEMPTS='lots'",
         "TRICKLE_DRAIN_BUDGET='0'",
-        "TRICKLE_EVENT_NAMES='CREATE'",
         "TRICKLE_STREAM_ARN='not-an-arn'",
-        "TRICKLE_API_KEY_PARAMETER is required",
+        "destination 'orders' needs TRICKLE_DEST_ORDERS_KEY_PARAMETER",
+        "routes file: destinations.orders.max_attempts=0",
+        "routes file: destination 'orders' has an unknown field 'retries'",
+        "routes file: route 'only' filter:",
     ):
         assert needle in message
-    assert len(re.findall(r"; ", message)) == 5
+    assert message.count("invalid Trickle settings") == 1
+
+
+# --- the stream ARN -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -463,13 +747,230 @@ def test_table_name_from_stream_arn(arn: str, table: str) -> None:
     assert table_name_from_stream_arn(arn) == table
 
 
-def test_visibility_must_outlast_one_delivery_attempt(base_env: dict[str, str]) -> None:
+# --- the visibility timeout against each destination's attempt ---------------------------------------
+
+
+def test_visibility_must_outlast_one_delivery_attempt(base_env: dict[str, str], routes: Routes) -> None:
     env = {
         **base_env,
+        **routes(),
         "TRICKLE_VISIBILITY_TIMEOUT_SECONDS": "5",
-        "TRICKLE_CONNECT_TIMEOUT_SECONDS": "1",
-        "TRICKLE_READ_TIMEOUT_SECONDS": "3",
+        "TRICKLE_DEST_ORDERS_CONNECT_TIMEOUT_S": "1",
+        "TRICKLE_DEST_ORDERS_READ_TIMEOUT_S": "3",
     }
     message = error_of(env)
-    assert "TRICKLE_VISIBILITY_TIMEOUT_SECONDS=5 must exceed the connect and read timeouts (4 s)" in message
-    assert load_settings({**env, "TRICKLE_VISIBILITY_TIMEOUT_SECONDS": "6"}).visibility_timeout_s == 6
+    assert (
+        "TRICKLE_VISIBILITY_TIMEOUT_SECONDS=5 must exceed destination 'orders''s"
+        " connect and read timeouts (4 s)" in message
+    )
+    settings = load_settings({**env, "TRICKLE_VISIBILITY_TIMEOUT_SECONDS": "6"})
+    assert settings.visibility_timeout_s == 6
+    assert settings.attempt_window_s(settings.destination("orders")) == pytest.approx(1.0)
+
+
+def test_visibility_is_checked_against_every_destination(base_env: dict[str, str]) -> None:
+    """The crm's default timeouts (3.05 + 10 s) are longer than the orders' set here."""
+    env = {
+        **base_env,
+        "TRICKLE_VISIBILITY_TIMEOUT_SECONDS": "10",
+        "TRICKLE_DEST_ORDERS_CONNECT_TIMEOUT_S": "1",
+        "TRICKLE_DEST_ORDERS_READ_TIMEOUT_S": "3",
+    }
+    message = error_of(env)
+    assert "destination 'crm''s connect and read timeouts (13.05 s)" in message
+    assert "'orders'" not in message
+    settings = load_settings({**env, "TRICKLE_DEST_CRM_READ_TIMEOUT_S": "5"})
+    assert settings.attempt_window_s(settings.destination("crm")) == pytest.approx(10 - 8.05 - 1)
+
+
+# --- the routes file ----------------------------------------------------------------------------------
+
+
+def test_route_defaults_and_values(make_settings: MakeSettings, toml: WriteToml) -> None:
+    text = (
+        "[destinations.orders]\n[destinations.crm]\n"
+        '[[routes]]\nname = "plain"\ndestinations = ["orders"]\n'
+        '[[routes]]\nname = "rich"\nevents = ["REMOVE", "MODIFY"]\nfilter = "item.type == \'x\'"\n'
+        'transform = "{id: keys.pk}"\nenrich = "customer"\ndestinations = ["crm", "orders", "crm"]\n'
+    )
+    plain, rich = make_settings(**toml(text)).routes
+    assert plain.events == frozenset({"INSERT"})  # the default
+    assert (plain.filter, plain.transform, plain.enrich) == (None, None, None)
+    assert rich.events == frozenset({"REMOVE", "MODIFY"})
+    assert rich.destinations == ("crm", "orders")  # in order, once each
+    assert rich.filter is not None
+    assert rich.filter.search({"item": {"type": "x"}}) is True
+    assert rich.transform is not None
+    assert rich.transform.search({"keys": {"pk": "a"}}) == {"id": "a"}
+    assert rich.enrich == "customer"
+    assert "customer" in enrichers.names()
+
+
+def test_unreadable_routes_file(base_env: dict[str, str], tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.toml"
+    message = error_of({**base_env, "TRICKLE_ROUTES_FILE": str(missing)})
+    assert f"TRICKLE_ROUTES_FILE: cannot read {missing}: No such file or directory" in message
+    message = error_of({**base_env, "TRICKLE_ROUTES_FILE": str(tmp_path)})
+    assert f"TRICKLE_ROUTES_FILE: cannot read {tmp_path}:" in message
+
+
+def test_routes_file_that_is_not_toml(base_env: dict[str, str], toml: WriteToml) -> None:
+    env = {**base_env, **toml("[destinations.orders\nurl = ")}
+    assert f"routes file {env['TRICKLE_ROUTES_FILE']} is not valid TOML:" in error_of(env)
+
+
+ROUTE = '[[routes]]\nname = "only"\ndestinations = ["orders"]\n'
+ORDERS = "[destinations.orders]\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        pytest.param(ROUTE, "routes file: [destinations.<name>] tables are required", id="no-destinations"),
+        pytest.param(
+            "destinations = 5\n" + ROUTE,
+            "routes file: [destinations.<name>] tables are required",
+            id="not-a-table",
+        ),
+        pytest.param(ORDERS, "routes file: at least one [[routes]] entry is required", id="no-routes"),
+        pytest.param(
+            ORDERS + 'routes = "orders"\n',
+            "routes file: at least one [[routes]] entry is required",
+            id="routes-str",
+        ),
+        pytest.param(
+            ORDERS + "retries = 3\n" + ROUTE,
+            "routes file: destination 'orders' has an unknown field 'retries'",
+            id="unknown-destination-field",
+        ),
+        pytest.param(
+            ORDERS + ROUTE + 'destination = "orders"\n',
+            "routes file: route 'only' has an unknown field 'destination'",
+            id="unknown-route-field",
+        ),
+        pytest.param(
+            "[destinations.Orders]\n" + ROUTE,
+            "routes file: destination 'Orders' needs a name of lowercase letters, digits and _",
+            id="destination-uppercase",
+        ),
+        pytest.param(
+            "[destinations.1st]\n" + ROUTE,
+            "routes file: destination '1st' needs a name of lowercase letters",
+            id="destination-digit-first",
+        ),
+        pytest.param(
+            "[destinations.or-ders]\n" + ROUTE,
+            "routes file: destination 'or-ders' needs a name of lowercase letters",
+            id="destination-dash",
+        ),
+        pytest.param(
+            f"[destinations.{'d' * 41}]\n" + ROUTE,
+            f"routes file: destination {'d' * 41!r} needs a name of lowercase letters",
+            id="destination-too-long",
+        ),
+        pytest.param(
+            ORDERS + '[[routes]]\ndestinations = ["orders"]\n',
+            "routes file: route #1 needs a name of lowercase letters, digits and _",
+            id="route-without-name",
+        ),
+        pytest.param(
+            ORDERS + '[[routes]]\nname = "My Route"\ndestinations = ["orders"]\n',
+            "routes file: route 'My Route' needs a name of lowercase letters, digits and _",
+            id="route-bad-name",
+        ),
+        pytest.param(
+            ORDERS + '[[routes]]\nname = 7\ndestinations = ["orders"]\n',
+            "routes file: route #1 needs a name of lowercase letters, digits and _",
+            id="route-name-not-a-string",
+        ),
+        pytest.param(
+            ORDERS + '[[routes]]\nname = "only"\ndestinations = ["orders", "billing"]\n',
+            "routes file: route 'only' names an unknown destination 'billing'",
+            id="unknown-destination",
+        ),
+        pytest.param(
+            ORDERS + "[destinations.crm]\n" + ROUTE,
+            "routes file: no route sends to destination 'crm'",
+            id="destination-without-route",
+        ),
+        pytest.param(
+            ORDERS + ROUTE + ROUTE, "routes file: two routes are named 'only'", id="duplicate-route"
+        ),
+        pytest.param(
+            ORDERS + '[[routes]]\nname = "only"\n',
+            "routes file: route 'only' needs a list of destinations",
+            id="no-targets",
+        ),
+        pytest.param(
+            ORDERS + '[[routes]]\nname = "only"\ndestinations = []\n',
+            "routes file: route 'only' needs a list of destinations",
+            id="empty-targets",
+        ),
+        pytest.param(
+            ORDERS + '[[routes]]\nname = "only"\ndestinations = "orders"\n',
+            "routes file: route 'only' needs a list of destinations",
+            id="targets-not-a-list",
+        ),
+        pytest.param(
+            ORDERS + ROUTE + 'filter = "item.["\n',
+            "routes file: route 'only' filter: 'item.[' is not a JMESPath expression",
+            id="bad-filter",
+        ),
+        pytest.param(
+            ORDERS + ROUTE + 'transform = "{a: }"\n',
+            "routes file: route 'only' transform: '{a: }' is not a JMESPath expression",
+            id="bad-transform",
+        ),
+        pytest.param(
+            ORDERS + ROUTE + "filter = 5\n",
+            "routes file: route 'only' filter must be a string",
+            id="filter-not-str",
+        ),
+        pytest.param(
+            '[destinations.orders]\ngroup_by = "expression"\ngroup_expression = "keys.[pk"\n' + ROUTE,
+            "routes file: destinations.orders.group_expression: 'keys.[pk' is not a JMESPath expression",
+            id="bad-group-expression",
+        ),
+        pytest.param(
+            ORDERS + ROUTE + 'enrich = "weather"\n',
+            "routes file: route 'only': enrich='weather' is not a registered enricher (registered: customer)",
+            id="unknown-enricher",
+        ),
+        pytest.param(
+            ORDERS + ROUTE + "enrich = 1\n",
+            "routes file: route 'only': enrich=1 is not a registered enricher",
+            id="enricher-not-a-string",
+        ),
+        pytest.param(
+            '[destinations.orders]\ngroup_by = "expression"\n' + ROUTE,
+            "destination 'orders': group_by = 'expression' needs a group_expression",
+            id="expression-without-group-expression",
+        ),
+        pytest.param(
+            "[destinations.orders]\nbackoff_base_s = 100\nbackoff_cap_s = 99\n" + ROUTE,
+            "destination 'orders': backoff_cap_s must be at least backoff_base_s",
+            id="cap-below-base",
+        ),
+    ],
+)
+def test_routes_file_errors(base_env: dict[str, str], toml: WriteToml, text: str, needle: str) -> None:
+    message = error_of({**base_env, **toml(text)})
+    assert needle in message
+    assert message.count("invalid Trickle settings") == 1
+
+
+@pytest.mark.parametrize(
+    "events",
+    ['"INSERT"', "[]", '["UPSERT"]', '["insert"]', '["INSERT", "DELETE"]', "[1]", "5"],
+)
+def test_bad_events_list(base_env: dict[str, str], routes: Routes, events: str) -> None:
+    message = error_of({**base_env, **routes(events=events)})
+    assert "routes file: route 'only': events must list some of INSERT, MODIFY, REMOVE" in message
+
+
+@pytest.mark.parametrize(
+    "events", ['["INSERT"]', '["MODIFY"]', '["REMOVE", "INSERT"]', '["INSERT", "MODIFY", "REMOVE"]']
+)
+def test_good_events_lists(make_settings: MakeSettings, routes: Routes, events: str) -> None:
+    expected = {e.strip(' "') for e in events.strip("[]").split(",")}
+    assert make_settings(**routes(events=events)).routes[0].events == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,12 +12,16 @@ from trickle_deploy.stream_settings import differences, wanted_settings
 FAILURE_QUEUE = "arn:aws:sqs:eu-west-3:111122223333:trickle-dev-ingest-failures"
 ENV = {
     "TRICKLE_STREAM_ARN": "arn:aws:dynamodb:eu-west-3:111122223333:table/items/stream/1",
-    "TRICKLE_QUEUE_URL": "https://sqs.eu-west-3.amazonaws.com/111122223333/q.fifo",
-    "TRICKLE_DLQ_URL": "https://sqs.eu-west-3.amazonaws.com/111122223333/d.fifo",
-    "TRICKLE_API_URL": "https://api.example.com/items",
-    "TRICKLE_API_KEY_PARAMETER": "/k",
+    "TRICKLE_ROUTES_FILE": str(Path(__file__).resolve().parent.parent / "routes.toml"),
     "TRICKLE_PARTITION_KEY": "pk",
     "TRICKLE_LEDGER_TABLE": "ledger",
+    **{
+        f"TRICKLE_DEST_{name}_{field}": f"https://sqs.eu-west-3.amazonaws.com/111122223333/{name}-{field}.fifo"
+        for name in ("ORDERS", "CRM")
+        for field in ("QUEUE_URL", "DLQ_URL", "URL")
+    },
+    "TRICKLE_DEST_ORDERS_KEY_PARAMETER": "/k",
+    "TRICKLE_DEST_CRM_KEY_PARAMETER": "/c",
 }
 DONE = {
     "BisectBatchOnFunctionError": True,

@@ -12,21 +12,35 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
 from hypothesis import strategies as st
 
-from chalicelib.records import OutboundMessage, RejectedRecord, build_message, rejection_message
+from chalicelib.records import OutboundMessage, RejectedRecord, rejection_message, route_record
 from chalicelib.settings import Settings
 from chalicelib.submissions import SubmissionError, parse_submission
 
 MakeRecord = Callable[..., dict[str, Any]]
 SQS_TEXT = re.compile("[\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*")
 # Settings and the record maker are immutable, so sharing the fixtures across examples is safe.
-PROPERTY = settings(
+PROPERTY = examples(
     max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], routes: Callable[..., dict[str, str]]) -> Settings:
+    """One destination taking every INSERT, so a submission needs no `destination` and each record
+    becomes exactly one message or one dead letter."""
+    return make_settings(**routes())
+
+
+def build_message(record: dict[str, Any], settings: Settings) -> OutboundMessage | RejectedRecord:
+    routed = route_record(record, settings)
+    (built,) = [*routed.messages, *routed.rejected]
+    return built
 
 
 def strict(text: str) -> Any:

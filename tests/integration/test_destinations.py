@@ -1,0 +1,104 @@
+"""The shipped routes file end to end on the emulator: a single-table design whose customers, orders
+and invoices go to two destinations, each with its own queue, drain, body shape, key header and
+enrichment, and a role that allows exactly what its drain does (checked on every invocation)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from botocore.exceptions import ClientError
+from conftest import API_KEY, Stack
+
+from chalicelib import wiring
+from chalicelib.settings import ROUTES_FILE
+
+
+def shipped(stack_factory: Any) -> Stack:
+    stack: Stack = stack_factory(TRICKLE_ROUTES_FILE=str(ROUTES_FILE))
+    return stack
+
+
+def bodies(requests: list[Any]) -> list[dict[str, Any]]:
+    return [json.loads(r.body) for r in requests]
+
+
+def test_each_item_type_reaches_its_destinations_in_their_shapes(stack_factory: Any) -> None:
+    stack = shipped(stack_factory)
+    customer = {"type": {"S": "customer"}, "name": {"S": "Ada"}, "email": {"S": "ada@example.com"}}
+    stack.put_items(
+        [
+            stack.item("CUSTOMER#1", "PROFILE", **customer),
+            stack.item("CUSTOMER#1", "ORDER#1", type={"S": "order"}, total={"N": "12.50"}),
+            stack.item("CUSTOMER#1", "INVOICE#1", type={"S": "invoice"}, amount={"N": "12.50"}),
+            stack.item("CUSTOMER#2", "ORDER#2", type={"S": "order"}, total={"N": "1"}),
+            stack.item("NOTE#1", "X", type={"S": "note"}),
+        ]
+    )
+
+    ingested = stack.ingest(stack.stream_event())
+    orders_report, crm_report = stack.drain("orders"), stack.drain("crm")
+
+    assert (ingested["enqueued"], ingested["unrouted"]) == (5, 1)  # 2 orders + invoice x2 + profile
+    assert (orders_report["delivered"], crm_report["delivered"]) == (3, 2)
+    orders = {b["keys"]["sk"]: b for b in bodies(stack.api.applied())}
+    first_customer = [b["keys"]["sk"] for b in bodies(stack.api.applied()) if b["keys"]["pk"] == "CUSTOMER#1"]
+    assert first_customer == ["ORDER#1", "INVOICE#1"] and set(orders) == {"ORDER#1", "INVOICE#1", "ORDER#2"}
+    assert orders["ORDER#1"]["customer"] == {
+        "name": "Ada",
+        "email": "ada@example.com",
+    }  # enriched at delivery
+    assert orders["ORDER#2"]["customer"] is None  # no profile for CUSTOMER#2
+    assert "customer" not in orders["INVOICE#1"]  # invoices are not enriched
+    assert any('"total":12.50' in r.body for r in stack.api.applied())  # the number exactly as stored
+    crm = bodies(stack.crm_api.applied())
+    assert crm[0] == {
+        "customer": "CUSTOMER#1",
+        "change": "INSERT",
+        "name": "Ada",
+        "email": "ada@example.com",
+        "before": None,
+        "keys": {"pk": "CUSTOMER#1", "sk": "PROFILE"},
+        "sequence_number": crm[0]["sequence_number"],
+    }
+    assert crm[1]["keys"]["sk"] == "INVOICE#1" and crm[1]["event_name"] == "INSERT"
+    assert all(r.headers["authorization"] == f"Bearer {API_KEY}" for r in stack.crm_api.requests)
+    assert all(r.headers["x-api-key"] == API_KEY for r in stack.api.requests)
+    invoice_ids = {orders["INVOICE#1"]["message_id"], crm[1]["message_id"]}
+    assert len(invoice_ids) == 2  # one message per destination
+
+
+def test_a_failing_enrichment_is_retried_like_a_5xx_without_calling_the_api(stack_factory: Any) -> None:
+    stack = shipped(stack_factory)
+    stack.put_items([stack.item("CUSTOMER#1", "ORDER#1", type={"S": "order"})])
+    stack.ingest_new()
+    wiring.reset()
+
+    def throttled(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "GetItem")
+
+    wiring.client("dynamodb").meta.events.register("before-call.dynamodb.GetItem", throttled)
+    first = stack.drain("orders")
+    wiring.client("dynamodb").meta.events.unregister("before-call.dynamodb.GetItem", throttled)
+
+    assert (first["retried"], first["delivered"]) == (1, 0)
+    assert stack.api.requests == []
+    deadline = time.monotonic() + 30
+    while not stack.api.applied() and time.monotonic() < deadline:  # after the 1 s backoff
+        stack.drain("orders")
+    assert [json.loads(r.body)["customer"] for r in stack.api.applied()] == [None]
+
+
+def test_status_and_dead_letters_are_per_destination(stack: Stack) -> None:
+    stack.fill(groups=1, per_group=2)
+    stack.drain("orders")
+
+    status = json.loads(stack.http("GET", "/status").body)["destinations"]
+    unnamed = stack.http("GET", "/dead-letters")
+    unknown = stack.http("GET", "/dead-letters?destination=nowhere")
+
+    assert set(status) == {"orders", "crm"}
+    assert status["orders"]["last_run"]["delivered"] == 2 and status["crm"]["last_run"] is None
+    assert unnamed.status_code == unknown.status_code == 400
+    assert "one of: orders, crm" in json.loads(unknown.body)["Message"]
