@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.batch_retry import retry_unprocessed
 from chalicelib.records import MESSAGE_ID_ATTRIBUTE, OutboundMessage
 
 log = logging.getLogger(__name__)
@@ -71,11 +71,6 @@ def chunk_for_batch(messages: Sequence[OutboundMessage]) -> Iterator[list[Outbou
         yield chunk
 
 
-def backoff_delays(attempts: int, base_s: float = 0.05, cap_s: float = 2.0) -> list[float]:
-    """Full-jitter exponential delays between `attempts` tries."""
-    return [random.uniform(0, min(cap_s, base_s * 2**i)) for i in range(attempts - 1)]
-
-
 class FifoQueue:
     def __init__(
         self,
@@ -104,30 +99,33 @@ class FifoQueue:
         return []
 
     def _send_chunk(self, chunk: list[OutboundMessage]) -> list[SendFailure]:
-        pending = {str(i): m for i, m in enumerate(chunk)}
+        """Entries SQS reports failed are sent again (`batch_retry`); a call that failed as a whole
+        was retried by botocore already, so its entries fail at once."""
+        entries = {str(i): m for i, m in enumerate(chunk)}
         reasons: dict[str, str] = {}
-        for delay in [*backoff_delays(self._attempts), None]:
+        refused: list[str] = []
+
+        def send(ids: Sequence[str]) -> list[str]:
             try:
                 response = self._client.send_message_batch(
-                    QueueUrl=self.url, Entries=[_entry(i, m) for i, m in pending.items()]
+                    QueueUrl=self.url, Entries=[_entry(i, entries[i]) for i in ids]
                 )
             except (ClientError, BotoCoreError) as exc:
-                reasons = {i: f"SendMessageBatch failed: {exc}" for i in pending}
-            else:
-                reasons = {
-                    f["Id"]: f"{f.get('Code', 'Error')}: {f.get('Message', '')}".strip()
-                    for f in response.get("Failed", [])
-                }
-                _warn_if_overtaken(pending, reasons)
-                pending = {i: m for i, m in pending.items() if i in reasons}
-            if not pending or delay is None:
-                break
-            log.warning(
-                "retrying failed queue entries",
-                extra={"queue": self.url, "entries": len(pending), "delay_s": round(delay, 3)},
-            )
-            self._sleep(delay)
-        return [SendFailure(m, reasons.get(i, "unknown failure")) for i, m in pending.items()]
+                reasons.update({i: f"SendMessageBatch failed: {exc}" for i in ids})
+                refused.extend(ids)
+                return []
+            failed = {
+                f["Id"]: f"{f.get('Code', 'Error')}: {f.get('Message', '')}".strip()
+                for f in response.get("Failed", [])
+            }
+            _warn_if_overtaken({i: entries[i] for i in ids}, failed)
+            reasons.update(failed)
+            if failed:
+                log.warning("queue entries failed", extra={"queue": self.url, "entries": len(failed)})
+            return [i for i in ids if i in failed]
+
+        left = [*retry_unprocessed(send, list(entries), self._attempts, self._sleep), *refused]
+        return [SendFailure(entries[i], reasons.get(i, "unknown failure")) for i in sorted(left, key=int)]
 
     def receive(self, max_messages: int, visibility_timeout_s: int, wait_s: int = 0) -> list[ReceivedMessage]:
         response = self._client.receive_message(

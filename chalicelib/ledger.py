@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import json
-import random
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
+
+from chalicelib.batch_retry import retry_unprocessed
 
 
 class Status(enum.StrEnum):
@@ -247,39 +248,38 @@ class Ledger:
         """The records of a whole receive round in one consistent BatchGetItem per 100 ids."""
         found: dict[str, LedgerRecord] = {}
         ids = sorted(set(message_ids))
+
+        def get(keys: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+            request = {self.table: {"Keys": list(keys), "ConsistentRead": True}}
+            response = self._client.batch_get_item(RequestItems=request)
+            for item in response.get("Responses", {}).get(self.table, []):
+                record = LedgerRecord.from_item(item)
+                found[record.message_id] = record
+            return list((response.get("UnprocessedKeys") or {}).get(self.table, {}).get("Keys", []))
+
         for start in range(0, len(ids), _BATCH_GET):
             keys = [self._key(i) for i in ids[start : start + _BATCH_GET]]
-            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
-            for attempt in range(_BATCH_TRIES):
-                response = self._client.batch_get_item(RequestItems=request)
-                for item in response.get("Responses", {}).get(self.table, []):
-                    record = LedgerRecord.from_item(item)
-                    found[record.message_id] = record
-                request = response.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                self._sleep(_backoff(attempt))
-            if request:
-                left = len(request[self.table]["Keys"])
-                raise LedgerUnavailableError(f"DynamoDB left {left} ledger reads unprocessed")
+            left = retry_unprocessed(get, keys, _BATCH_TRIES, self._sleep)
+            if left:
+                raise LedgerUnavailableError(f"DynamoDB left {len(left)} ledger reads unprocessed")
         return found
 
     def write(self, records: Sequence[LedgerRecord]) -> None:
         """Whole records (a round's deliveries) in BatchWriteItem calls of 25. Unconditional, which is
         safe: no other drain holds these messages, and ingest only ever writes absent records."""
         expires = int(self._clock()) + self._ttl_s
+
+        def put(requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+            response = self._client.batch_write_item(RequestItems={self.table: list(requests)})
+            return list((response.get("UnprocessedItems") or {}).get(self.table, []))
+
         for start in range(0, len(records), _BATCH_WRITE):
-            pending: list[dict[str, Any]] = [
+            requests = [
                 {"PutRequest": {"Item": r.to_item(expires)}} for r in records[start : start + _BATCH_WRITE]
             ]
-            for attempt in range(_BATCH_TRIES):
-                response = self._client.batch_write_item(RequestItems={self.table: pending})
-                pending = (response.get("UnprocessedItems") or {}).get(self.table, [])
-                if not pending:
-                    break
-                self._sleep(_backoff(attempt))
-            if pending:
-                raise LedgerUnavailableError(f"DynamoDB left {len(pending)} ledger writes unprocessed")
+            left = retry_unprocessed(put, requests, _BATCH_TRIES, self._sleep)
+            if left:
+                raise LedgerUnavailableError(f"DynamoDB left {len(left)} ledger writes unprocessed")
 
     def restart(self, message_id: str) -> LedgerRecord | None:
         """A redriven message: fresh attempts, queued again; a record no longer dead (or gone) is
@@ -451,10 +451,6 @@ _BATCH_TRIES = 6
 
 class LedgerUnavailableError(RuntimeError):
     """DynamoDB kept part of a batch unprocessed (throttling): the run ends before any delete."""
-
-
-def _backoff(attempt: int) -> float:
-    return float(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random() / 2))
 
 
 def _conditional(exc: ClientError) -> bool:

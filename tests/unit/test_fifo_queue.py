@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from chalicelib.batch_retry import full_jitter
 from chalicelib.fifo_queue import (
     MAX_BATCH_BYTES,
     MAX_BATCH_ENTRIES,
     FifoQueue,
     ReceivedMessage,
     SendFailure,
-    backoff_delays,
     chunk_for_batch,
 )
 from chalicelib.records import MESSAGE_ID_ATTRIBUTE, OutboundMessage
@@ -194,13 +194,10 @@ def test_random_mixes_respect_both_limits() -> None:
 # --- backoff -----------------------------------------------------------------------------------------
 
 
-def test_backoff_delays_count_and_caps() -> None:
-    assert backoff_delays(1) == []
+def test_full_jitter_delays_stay_under_the_capped_exponential() -> None:
     for _ in range(50):
-        delays = backoff_delays(8, base_s=0.05, cap_s=2.0)
-        assert len(delays) == 7
-        for i, delay in enumerate(delays):
-            assert 0 <= delay <= min(2.0, 0.05 * 2**i)
+        for attempt in range(8):
+            assert 0 <= full_jitter(attempt, base_s=0.05, cap_s=2.0) <= min(2.0, 0.05 * 2**attempt)
 
 
 # --- send --------------------------------------------------------------------------------------------
@@ -263,13 +260,18 @@ def test_partial_failure_resends_only_failed_entries() -> None:
     assert len(sleeps.delays) == 2
 
 
-def test_whole_call_errors_resend_the_whole_chunk() -> None:
-    fake = FakeSqs([client_error(), EndpointConnectionError(endpoint_url=URL), set()])
+@pytest.mark.parametrize("error", [client_error(), EndpointConnectionError(endpoint_url=URL)])
+def test_a_call_that_failed_whole_is_not_retried_again_on_top_of_botocore(error: Exception) -> None:
+    """botocore's standard mode retried it already: its entries fail at once, with the reason."""
+    fake = FakeSqs([error, set()])
     q, sleeps = queue(fake, attempts=3)
     messages = [msg(f"m{i}") for i in range(3)]
-    assert q.send(messages) == []
-    assert [fake.sent_ids(i) for i in range(3)] == [["m0", "m1", "m2"]] * 3
-    assert len(sleeps.delays) == 2
+
+    failures = q.send(messages)
+
+    assert len(fake.send_calls) == 1 and sleeps.delays == []
+    assert [f.message.message_id for f in failures] == ["m0", "m1", "m2"]
+    assert all(f.reason.startswith("SendMessageBatch failed: ") for f in failures)
 
 
 def test_persistent_failure_stops_later_chunks() -> None:
@@ -293,8 +295,8 @@ def test_persistent_call_error_reports_every_entry() -> None:
     q, sleeps = queue(fake, attempts=2)
     messages = [msg(f"m{i}") for i in range(12)]
     failures = q.send(messages)
-    assert len(fake.send_calls) == 2
-    assert len(sleeps.delays) == 1
+    assert len(fake.send_calls) == 1
+    assert sleeps.delays == []
     assert [f.message.message_id for f in failures] == [m.message_id for m in messages]
     assert all("AccessDenied" in f.reason for f in failures[:10])
     assert all(f.reason == "not sent: an earlier entry failed" for f in failures[10:])
@@ -509,5 +511,5 @@ def test_no_order_warning_when_nothing_overtook(
 ) -> None:
     fake = FakeSqs(script)
     q, _ = queue(fake)
-    assert q.send([msg("a1", group="A"), msg("b1", group="B"), msg("a2", group="A")]) == []
+    q.send([msg("a1", group="A"), msg("b1", group="B"), msg("a2", group="A")])
     assert overtake_warnings(queue_log) == []
