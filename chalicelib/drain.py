@@ -11,10 +11,11 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.callbacks import TASK_TOKEN_ATTRIBUTE, CallbackResult, failure_cause, success_output
 from chalicelib.dead_letters import dead_letter
 from chalicelib.enrichers import EnrichmentError
 from chalicelib.fifo_queue import MAX_BATCH_ENTRIES, ReceivedMessage
@@ -24,6 +25,7 @@ from chalicelib.policy import (
     HEAD_HOLD_S,
     Action,
     Backoff,
+    Callback,
     Decision,
     Move,
     Outcome,
@@ -39,6 +41,7 @@ from chalicelib.ports import (
     ApiKey,
     ApiResponse,
     Archive,
+    Callbacks,
     DeadLetterQueue,
     DeliveryLedger,
     RunNotes,
@@ -68,6 +71,10 @@ class DrainReport:
     halted: int = 0
     released: int = 0
     delete_failures: int = 0
+    callbacks: int = 0  # SendTaskSuccess / SendTaskFailure taken by Step Functions
+    heartbeats: int = 0
+    callbacks_rejected: int = 0  # the task no longer waited (timed out, unknown token)
+    callbacks_failed: int = 0  # Step Functions unavailable: answered on a later receive
     stopped_by: str = ""
     blocked_groups: list[str] = field(default_factory=list)
 
@@ -92,6 +99,7 @@ class RunState:
         self.released = 0
         self.delete_failures = 0
         self.blocked: set[str] = set()
+        self.callbacks: Counter[tuple[Callback, CallbackResult]] = Counter()
         self.metrics = RunMetrics({"destination": destination})
 
     def stop(self, reason: str, resume_after_s: int = HEAD_HOLD_S) -> None:
@@ -124,6 +132,10 @@ class RunState:
             with self._lock:
                 self.tallies[tally] += 1
 
+    def callback(self, kind: Callback, result: CallbackResult) -> None:
+        with self._lock:
+            self.callbacks[kind, result] += 1
+
     def claim_key_refresh(self) -> bool:
         """True for exactly one caller per run: the key is re-read from SSM once at most."""
         with self._lock:
@@ -132,6 +144,8 @@ class RunState:
 
     def report(self) -> DrainReport:
         t = self.tallies
+        answers = (Callback.SUCCESS, Callback.FAILURE)
+        c = self.callbacks
         return DrainReport(
             received=self.received,
             delivered=t[Tally.DELIVERED],
@@ -142,6 +156,10 @@ class RunState:
             halted=t[Tally.HALTED],
             released=self.released,
             delete_failures=self.delete_failures,
+            callbacks=sum(c[kind, CallbackResult.SENT] for kind in answers),
+            heartbeats=c[Callback.HEARTBEAT, CallbackResult.SENT],
+            callbacks_rejected=sum(n for (_, result), n in c.items() if result is CallbackResult.REJECTED),
+            callbacks_failed=sum(n for (_, result), n in c.items() if result is CallbackResult.FAILED),
             stopped_by=self.stopped_by,
             blocked_groups=sorted(self.blocked),
         )
@@ -228,7 +246,9 @@ class Drainer:
         notes: RunNotes | None = None,
         archive: Archive | None = None,
         enrich: Callable[[str, str], str] | None = None,
+        callbacks: Callbacks | None = None,
     ) -> None:
+        self._callbacks = callbacks
         self._notes = notes
         self._archive = archive
         self._queue = queue
@@ -319,6 +339,10 @@ class Drainer:
         metrics.count("DeadLettered", report.dead_lettered)
         metrics.count("RateLimited", report.saturated)
         metrics.count("Halted", report.halted)
+        metrics.count("Callbacks", report.callbacks)
+        metrics.count("Heartbeats", report.heartbeats)
+        metrics.count("CallbackRejected", report.callbacks_rejected)
+        metrics.count("CallbackFailed", report.callbacks_failed)
         try:
             metrics.count("Backlog", self._queue.depth())
         except (ClientError, BotoCoreError) as exc:
@@ -366,14 +390,24 @@ class Drainer:
         return result
 
     def _decide(self, message: ReceivedMessage, record: LedgerRecord | None, state: RunState) -> Action:
+        token = self._token(message)
+        retry_at = record.retry_at if record and record.retry_at else 0.0
         situation = Situation(
             verdict(record, message.copy_id),
             attempts=record.attempts if record else 0,
             blocked=message.group_id in state.blocked,
             stopped=state.stopped_by if state.should_stop() else "",
             resume_after_s=state.resume_after_s,
+            token=bool(token),
+            callback_due=bool(token) and not (record and record.callback),
+            last_error=record.last_error if record else "",
+            wait_left_s=max(0, int(retry_at - time.time() + 0.999)) if token else 0,
         )
         return decide(situation, self._rules)
+
+    def _token(self, message: ReceivedMessage) -> str:
+        """The task token a message carries, when there is a Step Functions client to answer it."""
+        return message.attributes.get(TASK_TOKEN_ATTRIBUTE, "") if self._callbacks is not None else ""
 
     def _attempt(
         self, message: ReceivedMessage, record: LedgerRecord | None, run: GroupRun
@@ -381,8 +415,9 @@ class Drainer:
         """Wait for the rate limit, POST once (on 401/403 re-read the key once per run and POST
         again), write a failure to the ledger, and decide on the answer."""
         run.limiter.acquire()
+        token = bool(self._token(message))
         if time.monotonic() > run.deadline:
-            return decide(Situation(Verdict.DELIVER, late=True), self._rules), record, None
+            return decide(Situation(Verdict.DELIVER, late=True, token=token), self._rules), record, None
         attempts = record.attempts if record else 0
         response, answer = self._call(message, attempts, run.state)
         self._log(message, attempts + 1, answer.outcome.value, response)
@@ -398,7 +433,7 @@ class Drainer:
                 counted=answer.counted,
             )
         run.records[message.message_id] = done
-        situation = Situation(Verdict.DELIVER, answer=answer, attempts=done.attempts)
+        situation = Situation(Verdict.DELIVER, answer=answer, attempts=done.attempts, token=token)
         return decide(situation, self._rules), done, response
 
     def _call(self, message: ReceivedMessage, attempts: int, state: RunState) -> tuple[ApiResponse, Decision]:
@@ -435,12 +470,14 @@ class Drainer:
         when the group goes on to its next message."""
         message = rest[0]
         attempts = record.attempts if record else 0
+        answered: CallbackResult | None = None
         if action.move is Move.DEAD_LETTER:
             excerpt = response.body_excerpt if response else ""
             if self._dead_letters.send([dead_letter(message, action.reason, excerpt, record)]):
-                refused = decide(Situation(Verdict.DELIVER, dead_letter_refused=True), self._rules)
-                return self._apply(refused, rest, record, response, run, result)
-            self._ledger.settle(
+                has_task = action.callback is not None
+                refused = Situation(Verdict.DELIVER, dead_letter_refused=True, token=has_task)
+                return self._apply(decide(refused, self._rules), rest, record, response, run, result)
+            record = self._ledger.settle(
                 message.message_id,
                 message.group_id,
                 Status.DEAD,
@@ -450,6 +487,7 @@ class Drainer:
                 dead_copy=message.copy_id,
             )
             log.error("message dead-lettered", extra=self._fields(message, attempts, action.reason))
+            answered = self._answer(action, message, record, None, run.state)[0]
         elif action.move is Move.HALT:
             self._ledger.settle(
                 message.message_id, message.group_id, Status.HALTED, None, action.reason, counted=False
@@ -458,14 +496,27 @@ class Drainer:
             log.error("group halted by a poison message", extra=fields)
         elif action.move is Move.DELIVERED:
             assert record is not None and response is not None  # an attempt was made and recorded
-            result.delivered.append(record)
             if self._archive is not None:
                 self._archive.store(message.message_id, response.status, response.body)
             if message.sent_at_ms:
                 age = max(0.0, time.time() - message.sent_at_ms / 1000)
                 run.state.metrics.seconds("DeliveredAge", age)
+            answered, output = self._answer(action, message, record, response, run.state)
+            if answered is CallbackResult.FAILED:  # the ledger keeps the output until it is taken
+                record = replace(record, callback_output=output)
+            elif answered is not None:
+                record = replace(record, callback=_state(action, answered))
+            result.delivered.append(record)
         elif action.move is Move.DELETE or response is None:  # nothing logged yet for this step
             self._log(message, attempts, action.reason, None)
+            if action.move is Move.DELETE:
+                answered = self._answer(action, message, record, None, run.state)[0]
+        if answered is CallbackResult.FAILED:
+            return self._unanswered(rest, record, run, result)
+        if answered is not None and action.move is not Move.DELIVERED:
+            self._ledger.note_callback(message.message_id, _state(action, answered))
+        if action.holds:
+            self._keep_alive(action, rest, run.state)
         if action.move in (Move.HALT, Move.RELEASE):
             result.releases += release_plan(rest, action.hold_s)
         else:
@@ -478,6 +529,65 @@ class Drainer:
                 extra=self._fields(message, attempts, action.reason),
             )
         return action.group_goes_on
+
+    def _answer(
+        self,
+        action: Action,
+        message: ReceivedMessage,
+        record: LedgerRecord | None,
+        response: ApiResponse | None,
+        state: RunState,
+    ) -> tuple[CallbackResult | None, str]:
+        """Answer the message's waiting task as the action says (success or failure), after the
+        action's effect; the result and, for a success, the output sent."""
+        token = self._token(message)
+        kind = action.callback
+        if not token or kind not in (Callback.SUCCESS, Callback.FAILURE):
+            return None, ""
+        assert self._callbacks is not None  # a token is only read when there are callbacks
+        attempts = record.attempts if record else 0
+        status_code = response.status if response else (record.last_status_code if record else None)
+        name = self._destination.name
+        if kind is Callback.SUCCESS:
+            output = (record.callback_output if record and response is None else "") or success_output(
+                message.message_id,
+                name,
+                status_code,
+                response.body if response else None,
+                attempts,
+                record.last_attempt_at if record else None,
+            )
+            result = self._callbacks.success(token, output)
+        else:
+            output = ""
+            reason = record.last_error if record and record.last_error else action.reason
+            cause = failure_cause(message.message_id, name, reason, status_code, attempts)
+            result = self._callbacks.failure(token, action.error, cause)
+        state.callback(kind, result)
+        fields = self._fields(message, attempts, f"callback {kind.value}: {result.value}")
+        log.log(logging.INFO if result is CallbackResult.SENT else logging.WARNING, "callback", extra=fields)
+        return result, output
+
+    def _unanswered(
+        self, rest: list[ReceivedMessage], record: LedgerRecord | None, run: GroupRun, result: GroupResult
+    ) -> bool:
+        """Step Functions did not take the answer: keep the message (and its token) to answer
+        when it comes back, without posting it again."""
+        kept = decide(Situation(Verdict.DELIVERED, token=True, callback_failed=True), self._rules)
+        return self._apply(kept, rest, record, None, run, result)
+
+    def _keep_alive(self, action: Action, rest: list[ReceivedMessage], state: RunState) -> None:
+        """A held group: its messages' tasks get a heartbeat; a head held short of its retry time
+        is not attempted before then."""
+        head = rest[0]
+        if action.wait_s:
+            self._ledger.hold_until(head.message_id, head.group_id, time.time() + action.wait_s)
+        if action.callback is not Callback.HEARTBEAT and self._token(head):
+            return  # Step Functions did not take the head's answer: no heartbeats either
+        for message in rest:
+            token = self._token(message)
+            if token and self._callbacks is not None:
+                state.callback(Callback.HEARTBEAT, self._callbacks.heartbeat(token))
 
     def _fields(self, message: ReceivedMessage, attempt: int, outcome: str) -> dict[str, object]:
         return {
@@ -498,6 +608,13 @@ class Drainer:
         log.info("delivery", extra=fields)
 
 
+def _state(action: Action, result: CallbackResult) -> str:
+    """What the ledger keeps about an answer Step Functions took or refused."""
+    if result is CallbackResult.REJECTED:
+        return "rejected"
+    return "success" if action.callback is Callback.SUCCESS else "failure"
+
+
 def rules_for(destination: Destination) -> Rules:
     """A destination's failure rules."""
     return Rules(
@@ -506,4 +623,5 @@ def rules_for(destination: Destination) -> Rules:
         backoff=Backoff(destination.backoff_base_s, destination.backoff_cap_s),
         wait_s=destination.backoff_base_s,
         halt_s=destination.backoff_cap_s,
+        heartbeat_s=destination.heartbeat_s,
     )

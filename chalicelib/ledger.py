@@ -46,6 +46,9 @@ class LedgerRecord:
     dead_copy: str = ""
     dead_key: str = ""
     rejected_at_ingest: bool = False
+    callback: str = ""  # the waiting task was answered: "success", "failure" or "rejected" (gone)
+    callback_output: str = ""  # a delivered message's task output, kept while it is still owed
+    retry_at: float | None = None  # not attempted again before this (a task-token message held short)
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> LedgerRecord:
@@ -66,6 +69,9 @@ class LedgerRecord:
             dead_copy=item.get("dead_copy", {}).get("S", ""),
             dead_key=item.get(DEAD_SORT_KEY, {}).get("S", ""),
             rejected_at_ingest=item.get("dead_origin", {}).get("S") == "ingest",
+            callback=item.get("callback", {}).get("S", ""),
+            callback_output=item.get("callback_output", {}).get("S", ""),
+            retry_at=number("retry_at"),
         )
 
     def to_item(self, expires_at: int) -> dict[str, Any]:
@@ -80,9 +86,13 @@ class LedgerRecord:
             item["last_error"] = {"S": self.last_error}
         if self.dead_copy:
             item["dead_copy"] = {"S": self.dead_copy}
+        if self.callback:
+            item["callback"] = {"S": self.callback}
+        if self.callback_output:
+            item["callback_output"] = {"S": self.callback_output}
         if self.last_status_code is not None:
             item["last_status_code"] = {"N": str(self.last_status_code)}
-        for name in ("first_attempt_at", "last_attempt_at", "updated_at"):
+        for name in ("first_attempt_at", "last_attempt_at", "updated_at", "retry_at"):
             value = getattr(self, name)
             if value is not None:
                 item[name] = {"N": repr(value)}
@@ -100,6 +110,7 @@ class LedgerRecord:
             "last_attempt_at": self.last_attempt_at,
             "updated_at": self.updated_at,
             "dead_at": dead_at(self.dead_key),
+            "callback": self.callback or None,
         }
 
 
@@ -290,7 +301,7 @@ class Ledger:
                 Key=self._key(message_id),
                 UpdateExpression=(
                     "SET #status = :queued, attempts = :zero, updated_at = :now, expires_at = :expires"
-                    f" REMOVE dead_copy, first_attempt_at, {DEAD_PARTITION_KEY}, {DEAD_SORT_KEY}"
+                    f" REMOVE dead_copy, first_attempt_at, retry_at, {DEAD_PARTITION_KEY}, {DEAD_SORT_KEY}"
                 ),
                 ConditionExpression="#status = :dead",
                 ExpressionAttributeNames={"#status": "status"},
@@ -354,6 +365,37 @@ class Ledger:
             ReturnValues="ALL_NEW",
         )
         return LedgerRecord.from_item(response["Attributes"])
+
+    def note_callback(self, message_id: str, state: str) -> None:
+        """The message's task was answered ("success", "failure") or is gone ("rejected"): it is
+        never answered again, whatever copy of the message comes back."""
+        self._client.update_item(
+            TableName=self.table,
+            Key=self._key(message_id),
+            UpdateExpression="SET callback = :state, updated_at = :now REMOVE callback_output",
+            ExpressionAttributeValues={":state": {"S": state}, ":now": self._stamp()[":now"]},
+        )
+
+    def hold_until(self, message_id: str, group_id: str, until: float) -> None:
+        """A held message that comes back early (to keep its task alive) is not attempted before `until`."""
+        stamp = self._stamp()
+        self._client.update_item(
+            TableName=self.table,
+            Key=self._key(message_id),
+            UpdateExpression=(
+                "SET retry_at = :until, #status = if_not_exists(#status, :queued),"
+                " group_id = :group, attempts = if_not_exists(attempts, :zero),"
+                " updated_at = :now, expires_at = :expires"
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":until": {"N": repr(until)},
+                ":queued": {"S": Status.QUEUED.value},
+                ":group": {"S": group_id},
+                ":zero": {"N": "0"},
+                **stamp,
+            },
+        )
 
     def record_dead(self, message_id: str, group_id: str, reason: str) -> None:
         """A record rejected at ingest (undecodable, oversize): never queued, so it has no record yet;

@@ -7,7 +7,7 @@ import enum
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
@@ -121,6 +121,7 @@ class Rules:
     backoff: Backoff
     wait_s: int  # a group held behind a failure elsewhere in the run waits this long
     halt_s: int  # a halted group looks again after this long
+    heartbeat_s: int = 0  # a message with a task token is never held longer (0: no limit)
 
 
 class Move(enum.Enum):
@@ -131,6 +132,28 @@ class Move(enum.Enum):
     DEAD_LETTER = "dead_letter"  # to the dead-letter queue with its reason, then delete
     HALT = "halt"  # strict ordering: mark it halted; the group waits for an operator
     RELEASE = "release"  # the group waits: its head goes back after `hold_s`, the rest at once
+
+
+class Callback(enum.Enum):
+    """What a waiting Step Functions task is told about its message (`SendTask*`)."""
+
+    SUCCESS = "success"  # delivered: the API's answer is the task's output
+    FAILURE = "failure"  # dead-lettered: the task fails with `error` and the reason
+    HEARTBEAT = "heartbeat"  # retried or held: the task is kept alive
+
+
+SKIPPED_REASON = "skipped by an operator"
+GAVE_UP = "gave up after"
+
+
+def callback_error(reason: str) -> str:
+    """The task's error name for a dead-lettered message, from the reason `decide` gave it (also
+    read back from the ledger when an earlier drain could not answer)."""
+    if reason.startswith(GAVE_UP):
+        return "Trickle.OutOfAttempts"
+    if reason == SKIPPED_REASON:
+        return "Trickle.Skipped"
+    return "Trickle.Rejected"
 
 
 class Tally(enum.Enum):
@@ -155,6 +178,13 @@ class Action:
     tally: Tally | None = None
     failure: bool = False  # a retryable failure: counts toward the circuit breaker
     success: bool = False  # resets the breaker's streak
+    callback: Callback | None = None  # what the message's waiting task is told, if it has one
+    error: str = ""  # with Callback.FAILURE: the task's error name
+    wait_s: int = 0  # the head may not be attempted before this many seconds (its hold was cut short)
+
+    @property
+    def holds(self) -> bool:
+        return self.move in (Move.HALT, Move.RELEASE)
 
     @property
     def group_goes_on(self) -> bool:
@@ -173,11 +203,45 @@ class Situation:
     resume_after_s: int = HEAD_HOLD_S
     late: bool = False  # too close to the end of its visibility for another attempt
     dead_letter_refused: bool = False  # SQS did not take it on the dead-letter queue
+    token: bool = False  # a Step Functions task waits for this message
+    callback_due: bool = False  # ... and the ledger shows no answer made to it yet
+    callback_failed: bool = False  # Step Functions did not take the answer just made (throttled, 5xx)
+    last_error: str = ""  # the ledger's reason (a dead message's, for its task's error name)
+    wait_left_s: int = 0  # seconds before the ledger lets this message be attempted again
 
 
 def decide(situation: Situation, rules: Rules) -> Action:
-    """The one place that says what happens next; the drain only carries it out."""
-    s = situation
+    """The one place that says what happens next; the drain only carries it out. A message with a
+    task token also gets what its task is told, and is never held past `rules.heartbeat_s`."""
+    action = _decide(situation, rules)
+    return _for_task(action, situation, rules) if situation.token else action
+
+
+def _for_task(action: Action, s: Situation, rules: Rules) -> Action:
+    if action.move is Move.DELIVERED:
+        return replace(action, callback=Callback.SUCCESS)
+    if action.move is Move.DEAD_LETTER:
+        return replace(action, callback=Callback.FAILURE, error=callback_error(action.reason))
+    if action.move is Move.DELETE and s.callback_due:
+        if s.verdict is Verdict.DELIVERED:
+            return replace(action, reason="already delivered; answering its task", callback=Callback.SUCCESS)
+        if s.verdict is Verdict.DEAD:
+            reason, error = "already dead; answering its task", callback_error(s.last_error)
+            return replace(action, reason=reason, callback=Callback.FAILURE, error=error)
+    if action.holds and not s.callback_failed:
+        held = replace(action, callback=Callback.HEARTBEAT)
+        if rules.heartbeat_s and held.hold_s > rules.heartbeat_s:  # back in time for the next heartbeat
+            # A retry time is recorded once (a halted message waits for an operator, not a time).
+            recorded = s.wait_left_s or s.verdict is not Verdict.DELIVER or held.move is Move.HALT
+            wait = 0 if recorded else held.hold_s
+            return replace(held, hold_s=rules.heartbeat_s, wait_s=wait)
+        return held
+    return action
+
+
+def _decide(s: Situation, rules: Rules) -> Action:
+    if s.callback_failed:  # kept, token and all, so its task can be answered when it comes back
+        return Action(Move.RELEASE, "Step Functions did not take the answer", hold_s=rules.wait_s, block=True)
     if s.dead_letter_refused:  # never delete what the dead-letter queue did not take
         return Action(Move.RELEASE, "dead-letter queue refused it", hold_s=rules.wait_s, block=True)
     if s.blocked:
@@ -191,10 +255,12 @@ def decide(situation: Situation, rules: Rules) -> Action:
     if s.verdict is Verdict.DEAD:
         return Action(Move.DELETE, "already dead")
     if s.verdict is Verdict.SKIP:  # the operator's choice holds in strict mode too
-        return Action(Move.DEAD_LETTER, "skipped by an operator", tally=Tally.DEAD_LETTERED)
+        return Action(Move.DEAD_LETTER, SKIPPED_REASON, tally=Tally.DEAD_LETTERED)
     if s.verdict is Verdict.HALTED:
         return Action(Move.RELEASE, "halted", hold_s=rules.halt_s, block=True)
     if s.answer is None:
+        if s.wait_left_s > 0:
+            return Action(Move.RELEASE, "waiting for its retry", hold_s=s.wait_left_s, block=True)
         if s.late:
             return Action(Move.RELEASE, "visibility running out: released", hold_s=HEAD_HOLD_S)
         return Action(Move.ATTEMPT)
@@ -208,7 +274,7 @@ def _after_answer(answer: Decision, attempts: int, rules: Rules) -> Action:
     if outcome is Outcome.PERMANENT:
         return _poison(answer.reason, rules, failure=False)
     if outcome is Outcome.RETRY and attempts >= rules.max_attempts:
-        return _poison(f"gave up after {attempts} attempts; last: {answer.reason}", rules, failure=True)
+        return _poison(f"{GAVE_UP} {attempts} attempts; last: {answer.reason}", rules, failure=True)
     if outcome is Outcome.SATURATED:
         wait = answer.retry_after_s or HEAD_HOLD_S
         return Action(

@@ -1,6 +1,7 @@
 """The drain's ports: what it needs from the queue, the ledger, the API and the key, as `Protocol`s.
 
-The AWS and HTTP adapters (`FifoQueue`, `Ledger`, `ApiClient`, `SecretCache`, `ResponseArchive`)
+The AWS and HTTP adapters (`FifoQueue`, `Ledger`, `ApiClient`, `SecretCache`, `ResponseArchive`,
+`StepFunctionsCallbacks`)
 satisfy them structurally; the in-memory fakes under `tests/fakes.py` do too, so every branch of
 the drain runs in unit tests without an emulator.
 """
@@ -11,6 +12,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from chalicelib.callbacks import CallbackResult
 from chalicelib.fifo_queue import ReceivedMessage, SendFailure
 from chalicelib.ledger import LedgerRecord, Status
 from chalicelib.records import OutboundMessage
@@ -61,6 +63,20 @@ class DeliveryLedger(Protocol):
         counted: bool,
         dead_copy: str = "",
     ) -> LedgerRecord: ...
+
+    def note_callback(self, message_id: str, state: str) -> None: ...
+
+    def hold_until(self, message_id: str, group_id: str, until: float) -> None: ...
+
+
+class Callbacks(Protocol):
+    """Answers to the Step Functions task waiting for a message (`chalicelib.callbacks`)."""
+
+    def success(self, token: str, output: str) -> CallbackResult: ...
+
+    def failure(self, token: str, error: str, cause: str) -> CallbackResult: ...
+
+    def heartbeat(self, token: str) -> CallbackResult: ...
 
 
 class Api(Protocol):

@@ -55,6 +55,7 @@ class Destination:
     rate_limit_burst: int
     backoff_base_s: int
     backoff_cap_s: int
+    heartbeat_s: int  # a message with a task token comes back at least this often for a heartbeat
     group_by: str  # "partition_key", "table" or "expression"
     group_expression: Expression | None
 
@@ -189,6 +190,7 @@ _DESTINATION_FIELDS = frozenset(
         "rate_limit_burst",
         "backoff_base_s",
         "backoff_cap_s",
+        "heartbeat_s",
         "group_by",
         "group_expression",
     }
@@ -293,6 +295,7 @@ def _destination(
         rate_limit_burst=d.number("rate_limit_burst", 5, int, 1, 10_000),
         backoff_base_s=d.number("backoff_base_s", 30, int, 1, 43_200),
         backoff_cap_s=d.number("backoff_cap_s", 900, int, 1, 43_200),
+        heartbeat_s=d.number("heartbeat_s", 60, int, 1, 43_200),
         group_by=group_by,
         group_expression=group_expression,
     )

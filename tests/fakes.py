@@ -12,20 +12,23 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
+from chalicelib.callbacks import TASK_TOKEN_ATTRIBUTE, CallbackResult
 from chalicelib.fifo_queue import ReceivedMessage, SendFailure
 from chalicelib.ledger import LedgerRecord, Status
 from chalicelib.ports import ApiResponse
 from chalicelib.records import OutboundMessage
 
 
-def message(group: str, index: int, copy: str = "") -> ReceivedMessage:
-    """The `index`th message of `group`; its body is `group:index`."""
+def message(group: str, index: int, copy: str = "", token: str = "") -> ReceivedMessage:
+    """The `index`th message of `group`; its body is `group:index`; with `token`, a Step Functions
+    task waits for it."""
     return ReceivedMessage(
         f"{group}-{index}",
         group,
         f"rh-{group}-{index}",
         f"{group}:{index}",
         1,
+        attributes={TASK_TOKEN_ATTRIBUTE: token} if token else {},
         copy_id=copy or f"c-{group}-{index}",
     )
 
@@ -157,10 +160,19 @@ class FakeLedger:
             last_status_code=status_code if status_code is not None else (prior and prior.last_status_code),
             last_error=error,
             dead_copy=dead_copy or (prior.dead_copy if prior else ""),
+            callback=prior.callback if prior else "",
+            retry_at=prior.retry_at if prior else None,
         )
         self.records[message_id] = record
         self.settles.append((message_id, status, counted))
         return record
+
+    def note_callback(self, message_id: str, state: str) -> None:
+        self.records[message_id] = replace(self.records[message_id], callback=state, callback_output="")
+
+    def hold_until(self, message_id: str, group_id: str, until: float) -> None:
+        prior = self.records.get(message_id) or LedgerRecord(message_id, Status.QUEUED, group_id=group_id)
+        self.records[message_id] = replace(prior, retry_at=until)
 
     def status(self, message_id: str) -> Status | None:
         record = self.records.get(message_id)
@@ -242,3 +254,31 @@ class FakeArchive:
 
     def store(self, message_id: str, status: int | None, body: str) -> None:
         self.stored[message_id] = (status, body)
+
+
+class FakeCallbacks:
+    """Step Functions' task side: records every answer per token; `script(kind, token, nth call of
+    that kind for that token)` says how it was taken (sent by default)."""
+
+    def __init__(self, script: Callable[[str, str, int], CallbackResult] | None = None) -> None:
+        self._script = script or (lambda kind, token, nth: CallbackResult.SENT)
+        self.calls: list[tuple[str, str, dict[str, str]]] = []  # (kind, token, details)
+        self._lock = threading.Lock()
+
+    def _record(self, kind: str, token: str, details: dict[str, str]) -> CallbackResult:
+        with self._lock:
+            nth = sum(1 for k, t, _ in self.calls if (k, t) == (kind, token))
+            self.calls.append((kind, token, details))
+        return self._script(kind, token, nth)
+
+    def success(self, token: str, output: str) -> CallbackResult:
+        return self._record("success", token, {"output": output})
+
+    def failure(self, token: str, error: str, cause: str) -> CallbackResult:
+        return self._record("failure", token, {"error": error, "cause": cause})
+
+    def heartbeat(self, token: str) -> CallbackResult:
+        return self._record("heartbeat", token, {})
+
+    def kinds(self, token: str) -> list[str]:
+        return [kind for kind, t, _ in self.calls if t == token]

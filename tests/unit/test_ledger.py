@@ -410,6 +410,7 @@ def test_record_as_dict(ledger: Ledger) -> None:
         "last_attempt_at": START,
         "updated_at": START,
         "dead_at": None,
+        "callback": None,
     }
 
 

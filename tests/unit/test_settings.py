@@ -98,6 +98,7 @@ def test_defaults_from_the_suite_env(settings: Settings) -> None:
         rate_limit_burst=5,
         backoff_base_s=30,
         backoff_cap_s=900,
+        heartbeat_s=60,
         group_by="partition_key",
         group_expression=None,
     )

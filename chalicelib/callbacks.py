@@ -1,0 +1,147 @@
+"""Step Functions callbacks: a message sent with a task token (`sqs:sendMessage.waitForTaskToken`,
+or `POST /messages` with `task_token`) has a task waiting for it. The drain answers that task once:
+`SendTaskSuccess` with the API's answer, `SendTaskFailure` when the message is dead-lettered, and
+`SendTaskHeartbeat` while it is retried or held.
+
+The token travels only on the destination's queue (`trickle-task-token`); dead letters never carry
+it, since their task has been answered (or is answered from the source copy) by the time they exist.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib import strict_json
+
+log = logging.getLogger(__name__)
+
+TASK_TOKEN_ATTRIBUTE = "trickle-task-token"
+MAX_TOKEN_CHARS = 2048  # SendTask*'s taskToken limit
+MAX_OUTPUT_BYTES = 262_144  # Step Functions' limit on a task's output (UTF-8)
+MAX_CAUSE_CHARS = 32_768
+# The task is gone (timed out, finished, never existed): answering again can never succeed.
+REJECTED_CODES = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
+_RETRY_DELAYS_S = (0.2, 0.5, 1.0)
+
+
+class CallbackResult(enum.Enum):
+    SENT = "sent"
+    REJECTED = "rejected"  # the task no longer waits: counted, never retried
+    FAILED = "failed"  # throttled, 5xx, unreachable after retries: answer again later
+
+
+class StepFunctionsCallbacks:
+    """`SendTask*` over a boto3 `stepfunctions` client; throttling and 5xx are retried here, so a
+    slow Step Functions never makes the drain post to the API again."""
+
+    def __init__(self, client: Any, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._client = client
+        self._sleep = sleep
+
+    def success(self, token: str, output: str) -> CallbackResult:
+        return self._call("SendTaskSuccess", self._client.send_task_success, taskToken=token, output=output)
+
+    def failure(self, token: str, error: str, cause: str) -> CallbackResult:
+        send = self._client.send_task_failure
+        return self._call("SendTaskFailure", send, taskToken=token, error=error[:256], cause=cause)
+
+    def heartbeat(self, token: str) -> CallbackResult:
+        return self._call("SendTaskHeartbeat", self._client.send_task_heartbeat, taskToken=token)
+
+    def _call(self, action: str, send: Callable[..., Any], **request: str) -> CallbackResult:
+        for attempt in range(len(_RETRY_DELAYS_S) + 1):
+            try:
+                send(**request)
+                return CallbackResult.SENT
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code in REJECTED_CODES:
+                    log.warning("task no longer waits", extra={"action": action, "error": code})
+                    return CallbackResult.REJECTED
+                status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+                if not (status >= 500 or "Throttl" in code or code == "TooManyRequestsException"):
+                    log.error("callback refused", extra={"action": action, "error": code})
+                    return CallbackResult.FAILED
+                error = code
+            except BotoCoreError as exc:
+                error = type(exc).__name__
+            if attempt < len(_RETRY_DELAYS_S):
+                self._sleep(_RETRY_DELAYS_S[attempt])
+        log.error("callback failed after retries", extra={"action": action, "error": error})
+        return CallbackResult.FAILED
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def success_output(
+    message_id: str,
+    destination: str,
+    status_code: int | None,
+    body: str | None,
+    attempts: int,
+    delivered_at: float | None,
+) -> str:
+    """The task's output: the API's answer, its body parsed when it is JSON (text otherwise), cut
+    to fit Step Functions' 256 KB with `body_truncated` set. `body` None: not known any more (an
+    earlier drain delivered it and could not answer), said by `body_unavailable`."""
+    parsed: Any = body
+    if body:
+        try:
+            parsed = strict_json.loads(body.encode())
+        except (strict_json.JsonInputError, UnicodeError):
+            parsed = body
+    document: dict[str, Any] = {
+        "message_id": message_id,
+        "destination": destination,
+        "status_code": status_code,
+        "body": parsed,
+        "attempts": attempts,
+        "delivered_at": _iso(delivered_at),
+        "body_truncated": False,
+    }
+    if body is None:
+        document["body_unavailable"] = True
+    text = json.dumps(document, ensure_ascii=False)
+    if len(text.encode()) <= MAX_OUTPUT_BYTES:
+        return text
+    document["body_truncated"] = True
+    text_body = body or ""
+
+    def cut(keep: int) -> str:
+        return json.dumps(document | {"body": text_body[:keep]}, ensure_ascii=False)
+
+    low, high = 0, len(text_body)  # the longest prefix that fits (escaping makes sizes non-linear)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(cut(middle).encode()) <= MAX_OUTPUT_BYTES:
+            low = middle
+        else:
+            high = middle - 1
+    return cut(low)
+
+
+def failure_cause(
+    message_id: str, destination: str, reason: str, status_code: int | None, attempts: int
+) -> str:
+    """Why the task fails: the reason and the last status code, never the key or the payload (the
+    API's response excerpt stays in the dead letter, where only operators read it)."""
+    cause = {
+        "message_id": message_id,
+        "destination": destination,
+        "reason": reason[:2000],
+        "status_code": status_code,
+        "attempts": attempts,
+    }
+    return json.dumps(cause, ensure_ascii=False)[:MAX_CAUSE_CHARS]

@@ -1,0 +1,548 @@
+"""Step Functions callbacks: `decide`'s rows for messages with a task token, every drain branch that
+answers a task (against the in-memory fakes), the boto3 adapter's retries and refusals (botocore's
+Stubber), and the output and cause the task receives."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from conftest import MakeSettings
+
+from chalicelib.callbacks import (
+    MAX_OUTPUT_BYTES,
+    CallbackResult,
+    StepFunctionsCallbacks,
+    failure_cause,
+    success_output,
+)
+from chalicelib.drain import Drainer, DrainReport
+from chalicelib.ledger import LedgerRecord, Status, Verdict
+from chalicelib.policy import (
+    Action,
+    Backoff,
+    Callback,
+    Decision,
+    Move,
+    Outcome,
+    Rules,
+    Situation,
+    Tally,
+    decide,
+)
+from chalicelib.ports import ApiResponse
+from tests.fakes import (
+    FakeArchive,
+    FakeCallbacks,
+    FakeDeadLetters,
+    FakeFifo,
+    FakeKey,
+    FakeLedger,
+    FakeNotes,
+    ScriptedApi,
+    message,
+)
+
+
+def fixed_draw(low: float, high: float) -> float:
+    return high
+
+
+RULES = Rules("skip", 3, Backoff(10, 100, fixed_draw), wait_s=30, halt_s=900, heartbeat_s=5)
+STRICT = replace(RULES, ordering="strict")
+D = Verdict.DELIVER
+OK = Decision(Outcome.DELIVERED, "HTTP 200")
+E503 = Decision(Outcome.RETRY, "HTTP 503")
+E400 = Decision(Outcome.PERMANENT, "HTTP 400: refused by the API")
+HB = Callback.HEARTBEAT
+
+TOKEN_TABLE: list[tuple[str, Situation, Rules, Action]] = [
+    ("fresh: attempt, nothing to tell", Situation(D, token=True), RULES, Action(Move.ATTEMPT)),
+    (
+        "2xx: success",
+        Situation(D, answer=OK, attempts=1, token=True),
+        RULES,
+        Action(Move.DELIVERED, "HTTP 200", tally=Tally.DELIVERED, success=True, callback=Callback.SUCCESS),
+    ),
+    (
+        "4xx poison: Trickle.Rejected",
+        Situation(D, answer=E400, attempts=1, token=True),
+        RULES,
+        Action(
+            Move.DEAD_LETTER,
+            "HTTP 400: refused by the API",
+            tally=Tally.DEAD_LETTERED,
+            callback=Callback.FAILURE,
+            error="Trickle.Rejected",
+        ),
+    ),
+    (
+        "out of attempts: Trickle.OutOfAttempts",
+        Situation(D, answer=E503, attempts=3, token=True),
+        RULES,
+        Action(
+            Move.DEAD_LETTER,
+            "gave up after 3 attempts; last: HTTP 503",
+            tally=Tally.DEAD_LETTERED,
+            failure=True,
+            callback=Callback.FAILURE,
+            error="Trickle.OutOfAttempts",
+        ),
+    ),
+    (
+        "operator skip: Trickle.Skipped",
+        Situation(Verdict.SKIP, token=True),
+        RULES,
+        Action(
+            Move.DEAD_LETTER,
+            "skipped by an operator",
+            tally=Tally.DEAD_LETTERED,
+            callback=Callback.FAILURE,
+            error="Trickle.Skipped",
+        ),
+    ),
+    (
+        "5xx with a backoff past the heartbeat: held short, the retry time recorded",
+        Situation(D, answer=E503, attempts=1, token=True),
+        RULES,
+        Action(
+            Move.RELEASE,
+            "HTTP 503",
+            hold_s=5,
+            block=True,
+            tally=Tally.RETRIED,
+            failure=True,
+            callback=HB,
+            wait_s=10,
+        ),
+    ),
+    (
+        "5xx within the heartbeat: held as usual, with a heartbeat",
+        Situation(D, answer=E503, attempts=1, token=True),
+        replace(RULES, heartbeat_s=60),
+        Action(
+            Move.RELEASE, "HTTP 503", hold_s=10, block=True, tally=Tally.RETRIED, failure=True, callback=HB
+        ),
+    ),
+    (
+        "back before its retry time: no attempt, heartbeat, held again",
+        Situation(D, token=True, wait_left_s=8),
+        RULES,
+        Action(Move.RELEASE, "waiting for its retry", hold_s=5, block=True, callback=HB),
+    ),
+    (
+        "back before its retry time, within a heartbeat",
+        Situation(D, token=True, wait_left_s=3),
+        RULES,
+        Action(Move.RELEASE, "waiting for its retry", hold_s=3, block=True, callback=HB),
+    ),
+    (
+        "strict poison: halted, back every heartbeat, no retry time",
+        Situation(D, answer=E400, attempts=1, token=True),
+        STRICT,
+        Action(
+            Move.HALT,
+            "HTTP 400: refused by the API",
+            hold_s=5,
+            block=True,
+            tally=Tally.HALTED,
+            callback=HB,
+        ),
+    ),
+    (
+        "halted: heartbeats until an operator acts",
+        Situation(Verdict.HALTED, token=True),
+        STRICT,
+        Action(Move.RELEASE, "halted", hold_s=5, block=True, callback=HB),
+    ),
+    (
+        "already delivered, task not answered yet: answer it, no request",
+        Situation(Verdict.DELIVERED, token=True, callback_due=True),
+        RULES,
+        Action(
+            Move.DELETE,
+            "already delivered; answering its task",
+            tally=Tally.ALREADY_DELIVERED,
+            callback=Callback.SUCCESS,
+        ),
+    ),
+    (
+        "already delivered and answered: delete only",
+        Situation(Verdict.DELIVERED, token=True),
+        RULES,
+        Action(Move.DELETE, "already delivered", tally=Tally.ALREADY_DELIVERED),
+    ),
+    (
+        "already dead, task not answered yet: its error from the ledger's reason",
+        Situation(Verdict.DEAD, token=True, callback_due=True, last_error="gave up after 3 attempts; x"),
+        RULES,
+        Action(
+            Move.DELETE,
+            "already dead; answering its task",
+            callback=Callback.FAILURE,
+            error="Trickle.OutOfAttempts",
+        ),
+    ),
+    (
+        "Step Functions did not take the answer: kept, no heartbeat",
+        Situation(Verdict.DELIVERED, token=True, callback_failed=True),
+        RULES,
+        Action(Move.RELEASE, "Step Functions did not take the answer", hold_s=30, block=True),
+    ),
+    (
+        "no token: nothing changes",
+        Situation(D, answer=E503, attempts=1),
+        RULES,
+        Action(Move.RELEASE, "HTTP 503", hold_s=10, block=True, tally=Tally.RETRIED, failure=True),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("situation", "rules", "action"), [r[1:] for r in TOKEN_TABLE], ids=[r[0] for r in TOKEN_TABLE]
+)
+def test_decide_for_a_waiting_task(situation: Situation, rules: Rules, action: Action) -> None:
+    assert decide(situation, rules) == action
+
+
+# --- the drain against fakes ---------------------------------------------------------------------
+
+FAST = {
+    "TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S": "10000",
+    "TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST": "100",
+    "TRICKLE_DRAIN_WORKERS": "1",
+}
+
+
+class Rig:
+    def __init__(
+        self, make_settings: MakeSettings, api: ScriptedApi, callbacks: FakeCallbacks, **env: str
+    ) -> None:
+        self.queue = FakeFifo(hold_delays=True)
+        self.ledger = FakeLedger()
+        self.dead_letters = FakeDeadLetters()
+        self.callbacks = callbacks
+        self.api = api
+        self.settings = make_settings(**(FAST | env))
+
+    def run(self) -> DrainReport:
+        drainer = Drainer(
+            self.queue,
+            self.dead_letters,
+            self.ledger,
+            self.api,
+            FakeKey(),
+            self.settings.destination("orders"),
+            self.settings,
+            FakeNotes(),
+            FakeArchive(),
+            callbacks=self.callbacks,
+        )
+        return drainer.run(lambda: 10**9)
+
+    def holds(self, message_id: str) -> list[int]:
+        return [seconds for mid, seconds in self.queue.visibility_changes if mid == message_id]
+
+
+def answers(**by_body: int) -> ScriptedApi:
+    def script(body: str, nth: int) -> ApiResponse:
+        status = by_body.get(body.replace(":", "_"), 200)
+        text = '{"id": 7, "ok": true}' if status == 200 else f"secret echo of {body}"
+        return ApiResponse(status, body=text, body_excerpt=text)
+
+    return ScriptedApi(script)
+
+
+def test_2xx_answers_the_task_once_with_the_apis_answer(make_settings: MakeSettings) -> None:
+    rig = Rig(make_settings, answers(), FakeCallbacks())
+    rig.queue.put(message("g0", 0, token="t0"), message("g0", 1))
+
+    report = rig.run()
+
+    ((kind, token, details),) = rig.callbacks.calls
+    output = json.loads(details["output"])
+    assert (kind, token, report.callbacks, report.delivered) == ("success", "t0", 1, 2)
+    assert output["body"] == {"id": 7, "ok": True} and output["status_code"] == 200
+    assert (output["message_id"], output["destination"], output["attempts"]) == ("g0-0", "orders", 1)
+    assert output["delivered_at"].endswith("Z") and output["body_truncated"] is False
+    assert rig.ledger.records["g0-0"].callback == "success"
+    assert rig.queue.deleted == ["g0-0", "g0-1"]
+
+
+@pytest.mark.parametrize(
+    ("env", "status", "error"),
+    [
+        ({}, 400, "Trickle.Rejected"),
+        ({"TRICKLE_DEST_ORDERS_MAX_ATTEMPTS": "1"}, 503, "Trickle.OutOfAttempts"),
+    ],
+)
+def test_a_dead_letter_fails_the_task_with_its_cause_but_not_the_payload(
+    make_settings: MakeSettings, env: dict[str, str], status: int, error: str
+) -> None:
+    rig = Rig(make_settings, answers(g0_0=status), FakeCallbacks(), **env)
+    rig.queue.put(message("g0", 0, token="t0"))
+
+    report = rig.run()
+
+    ((kind, _, details),) = rig.callbacks.calls
+    cause = json.loads(details["cause"])
+    assert (kind, details["error"], report.dead_lettered) == ("failure", error, 1)
+    assert cause["status_code"] == status and str(status) in cause["reason"]
+    assert "g0:0" not in details["cause"] and "secret echo" not in details["cause"]
+    assert rig.ledger.records["g0-0"].callback == "failure"
+    assert rig.queue.deleted == ["g0-0"] and len(rig.dead_letters.sent) == 1
+    assert "trickle-task-token" not in rig.dead_letters.sent[0].attributes
+
+
+def test_an_operator_skip_fails_the_task_as_skipped(make_settings: MakeSettings) -> None:
+    rig = Rig(make_settings, answers(), FakeCallbacks())
+    rig.queue.put(message("g0", 0, token="t0"))
+    rig.ledger.records["g0-0"] = LedgerRecord("g0-0", Status.SKIP, 1, "g0", last_status_code=400)
+
+    rig.run()
+
+    assert rig.api.requests == []
+    assert [(k, d["error"]) for k, _, d in rig.callbacks.calls] == [("failure", "Trickle.Skipped")]
+
+
+def test_backoff_longer_than_the_heartbeat_keeps_the_task_alive_until_the_retry(
+    make_settings: MakeSettings,
+) -> None:
+    rig = Rig(
+        make_settings,
+        ScriptedApi(lambda body, nth: ApiResponse(503 if (body, nth) == ("g0:0", 0) else 200, body="done")),
+        FakeCallbacks(),
+        TRICKLE_DEST_ORDERS_HEARTBEAT_S="2",
+        TRICKLE_DEST_ORDERS_BACKOFF_BASE_S="30",
+    )
+    rig.queue.put(message("g0", 0, token="t0"), message("g0", 1, token="t1"))
+
+    first = rig.run()
+    retry_at = rig.ledger.records["g0-0"].retry_at
+    rig.queue.tick()
+    second = rig.run()  # back before its retry time: heartbeat, no request
+    rig.ledger.records["g0-0"] = replace(rig.ledger.records["g0-0"], retry_at=time.time() - 1)
+    rig.queue.tick()
+    third = rig.run()
+
+    assert retry_at is not None and retry_at > time.time() + 10  # backoff 30 with equal jitter
+    assert rig.holds("g0-0")[:2] == [2, 2] and (first.retried, second.retried) == (1, 0)
+    assert len(rig.api.requests) == 3 and rig.api.bodies()[:2] == ["g0:0", "g0:0"]
+    assert rig.callbacks.kinds("t0") == ["heartbeat", "heartbeat", "success"]
+    assert rig.callbacks.kinds("t1") == ["heartbeat", "heartbeat", "success"]  # the tail, held too
+    assert (first.heartbeats, second.heartbeats, third.callbacks) == (2, 2, 2)
+    assert rig.queue.deleted == ["g0-0", "g0-1"]
+
+
+def test_a_strict_halt_heartbeats_on_every_look_until_an_operator_acts(make_settings: MakeSettings) -> None:
+    rig = Rig(
+        make_settings,
+        answers(g0_0=400),
+        FakeCallbacks(),
+        TRICKLE_DEST_ORDERS_ORDERING="strict",
+        TRICKLE_DEST_ORDERS_HEARTBEAT_S="3",
+    )
+    rig.queue.put(message("g0", 0, token="t0"))
+
+    for _ in range(3):
+        rig.run()
+        rig.queue.tick()
+
+    assert rig.ledger.status("g0-0") is Status.HALTED and len(rig.api.requests) == 1
+    assert rig.holds("g0-0") == [3, 3, 3] and rig.callbacks.kinds("t0") == ["heartbeat"] * 3
+    assert rig.ledger.records["g0-0"].retry_at is None  # an operator's retry is not delayed
+
+
+def test_a_message_received_again_after_its_answer_is_never_answered_twice(
+    make_settings: MakeSettings,
+) -> None:
+    rig = Rig(make_settings, answers(), FakeCallbacks())
+    rig.queue.put(message("g0", 0, token="t0"))
+    rig.run()
+    rig.queue.put(message("g0", 0, copy="c-again", token="t0"))  # redelivered, or the drain died
+
+    report = rig.run()
+
+    assert (report.already_delivered, report.callbacks) == (1, 0)
+    assert rig.callbacks.kinds("t0") == ["success"] and len(rig.api.requests) == 1
+
+
+def test_a_drain_that_died_after_the_ledger_write_answers_on_the_next_receive(
+    make_settings: MakeSettings,
+) -> None:
+    rig = Rig(make_settings, answers(), FakeCallbacks())
+    rig.queue.put(message("g0", 0, token="t0"))
+    rig.ledger.records["g0-0"] = LedgerRecord(
+        "g0-0", Status.DELIVERED, 1, "g0", last_status_code=201, last_attempt_at=1.0
+    )
+
+    rig.run()
+
+    ((_, _, details),) = rig.callbacks.calls
+    output = json.loads(details["output"])
+    assert rig.api.requests == [] and output["status_code"] == 201 and output["body_unavailable"] is True
+    assert rig.ledger.records["g0-0"].callback == "success" and rig.queue.deleted == ["g0-0"]
+
+
+def test_step_functions_unavailable_keeps_the_message_and_answers_later_without_a_second_post(
+    make_settings: MakeSettings,
+) -> None:
+    down = {"on": True}
+    callbacks = FakeCallbacks(
+        lambda kind, token, nth: CallbackResult.FAILED if down["on"] else CallbackResult.SENT
+    )
+    rig = Rig(make_settings, answers(), callbacks)
+    rig.queue.put(message("g0", 0, token="t0"), message("g0", 1))
+
+    first = rig.run()
+    kept = rig.ledger.records["g0-0"]
+    down["on"] = False
+    rig.queue.tick()
+    rig.run()
+
+    assert first.callbacks_failed == 1 and rig.queue.deleted[0] == "g0-0"
+    assert kept.status is Status.DELIVERED and json.loads(kept.callback_output)["body"] == {
+        "id": 7,
+        "ok": True,
+    }
+    assert rig.holds("g0-0") == [rig.settings.destination("orders").backoff_base_s]
+    assert len(rig.api.requests) == 2 and rig.api.bodies() == ["g0:0", "g0:1"]  # g0:0 posted once
+    assert [d["output"] for k, _, d in callbacks.calls] == [kept.callback_output] * 2
+    assert rig.ledger.records["g0-0"].callback == "success"
+
+
+def test_a_dead_letter_whose_failure_was_not_taken_is_answered_from_the_source_copy(
+    make_settings: MakeSettings,
+) -> None:
+    down = {"on": True}
+    callbacks = FakeCallbacks(
+        lambda kind, token, nth: CallbackResult.FAILED if down["on"] else CallbackResult.SENT
+    )
+    rig = Rig(make_settings, answers(g0_0=400), callbacks)
+    rig.queue.put(message("g0", 0, token="t0"))
+
+    rig.run()
+    down["on"] = False
+    rig.queue.tick()
+    rig.run()
+
+    assert len(rig.dead_letters.sent) == 1 and len(rig.api.requests) == 1
+    assert [(k, d["error"]) for k, _, d in callbacks.calls] == [("failure", "Trickle.Rejected")] * 2
+    assert rig.ledger.records["g0-0"].callback == "failure" and rig.queue.deleted == ["g0-0"]
+
+
+def test_a_task_that_timed_out_is_counted_and_the_message_still_deleted(make_settings: MakeSettings) -> None:
+    rig = Rig(make_settings, answers(), FakeCallbacks(lambda kind, token, nth: CallbackResult.REJECTED))
+    rig.queue.put(message("g0", 0, token="t0"))
+
+    report = rig.run()
+
+    assert (report.callbacks_rejected, report.callbacks, report.delivered) == (1, 0, 1)
+    assert rig.queue.deleted == ["g0-0"] and rig.ledger.records["g0-0"].callback == "rejected"
+
+
+def test_messages_without_a_token_make_no_callbacks(make_settings: MakeSettings) -> None:
+    rig = Rig(make_settings, answers(g0_0=400, g1_0=503), FakeCallbacks())
+    rig.queue.put(message("g0", 0), message("g1", 0), message("g2", 0))
+
+    rig.run()
+
+    assert rig.callbacks.calls == []
+
+
+# --- the boto3 adapter -----------------------------------------------------------------------------
+
+
+def sfn() -> tuple[Any, Stubber]:
+    client = boto3.client(
+        "stepfunctions", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    return client, Stubber(client)
+
+
+def test_adapter_sends_each_kind() -> None:
+    client, stub = sfn()
+    stub.add_response("send_task_success", {}, {"taskToken": "t", "output": "{}"})
+    stub.add_response("send_task_failure", {}, {"taskToken": "t", "error": "Trickle.Rejected", "cause": "c"})
+    stub.add_response("send_task_heartbeat", {}, {"taskToken": "t"})
+    callbacks = StepFunctionsCallbacks(client, sleep=lambda s: None)
+    with stub:
+        results = [
+            callbacks.success("t", "{}"),
+            callbacks.failure("t", "Trickle.Rejected", "c"),
+            callbacks.heartbeat("t"),
+        ]
+    assert results == [CallbackResult.SENT] * 3
+    stub.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("code", ["TaskTimedOut", "TaskDoesNotExist", "InvalidToken"])
+def test_adapter_a_gone_task_is_rejected_without_retry(code: str) -> None:
+    client, stub = sfn()
+    stub.add_client_error("send_task_success", code, http_status_code=400)
+    with stub:
+        assert (
+            StepFunctionsCallbacks(client, sleep=lambda s: None).success("t", "{}") is CallbackResult.REJECTED
+        )
+    stub.assert_no_pending_responses()
+
+
+def test_adapter_retries_throttling_and_5xx_then_sends() -> None:
+    client, stub = sfn()
+    stub.add_client_error("send_task_success", "ThrottlingException", http_status_code=400)
+    stub.add_client_error("send_task_success", "ServiceUnavailable", http_status_code=503)
+    stub.add_response("send_task_success", {}, {"taskToken": "t", "output": "{}"})
+    slept: list[float] = []
+    with stub:
+        assert StepFunctionsCallbacks(client, sleep=slept.append).success("t", "{}") is CallbackResult.SENT
+    assert len(slept) == 2
+
+
+def test_adapter_gives_up_after_its_retries_and_on_a_refusal() -> None:
+    client, stub = sfn()
+    for _ in range(4):
+        stub.add_client_error("send_task_heartbeat", "InternalServerError", http_status_code=500)
+    stub.add_client_error("send_task_heartbeat", "AccessDeniedException", http_status_code=400)
+    slept: list[float] = []
+    callbacks = StepFunctionsCallbacks(client, sleep=slept.append)
+    with stub:
+        assert callbacks.heartbeat("t") is CallbackResult.FAILED
+        assert callbacks.heartbeat("t") is CallbackResult.FAILED  # refused: not retried
+    assert len(slept) == 3
+    stub.assert_no_pending_responses()
+
+
+# --- what the task receives ------------------------------------------------------------------------
+
+
+def test_output_keeps_text_bodies_as_text() -> None:
+    output = json.loads(success_output("m", "orders", 200, "plain text", 2, 0.0))
+    assert output["body"] == "plain text" and output["delivered_at"] == "1970-01-01T00:00:00.000Z"
+
+
+def test_output_is_cut_to_the_step_functions_limit_with_a_flag() -> None:
+    body = json.dumps({"blob": "é\n" * 200_000})
+
+    text = success_output("m", "orders", 200, body, 1, 0.0)
+
+    output = json.loads(text)
+    assert len(text.encode()) <= MAX_OUTPUT_BYTES and output["body_truncated"] is True
+    assert (
+        isinstance(output["body"], str) and body.startswith(output["body"]) and len(output["body"]) > 100_000
+    )
+
+
+def test_cause_is_json_with_reason_and_status_only() -> None:
+    cause = json.loads(failure_cause("m", "orders", "HTTP 400: refused by the API", 400, 1))
+    assert cause == {
+        "message_id": "m",
+        "destination": "orders",
+        "reason": "HTTP 400: refused by the API",
+        "status_code": 400,
+        "attempts": 1,
+    }
