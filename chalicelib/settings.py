@@ -88,6 +88,9 @@ class Settings:
     auth: str
     auth_token_parameter: str | None
     archive_bucket: str | None
+    # Step Functions state machines whose tasks may wait for Trickle (TRICKLE_CALLBACK_STATE_MACHINES,
+    # names): the drains' roles may answer only their tasks; empty: task tokens are refused.
+    callback_state_machines: tuple[str, ...]
     submit_max_bytes: int
 
     def attempt_window_s(self, destination: Destination) -> float:
@@ -407,6 +410,21 @@ def _destinations_and_routes(
     return destinations, parsed
 
 
+_STATE_MACHINE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
+
+
+def _state_machines(r: _Reader) -> tuple[str, ...]:
+    """Names, comma-separated; an ARN is refused (the stage's account and region build it)."""
+    names = tuple(n.strip() for n in r.env.get("TRICKLE_CALLBACK_STATE_MACHINES", "").split(",") if n.strip())
+    for name in names:
+        if not _STATE_MACHINE_NAME.fullmatch(name):
+            r.errors.append(
+                f"TRICKLE_CALLBACK_STATE_MACHINES: {name!r} is not a state machine name"
+                " (1-80 letters, digits, - and _; no ARN)"
+            )
+    return names
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse the TRICKLE_* variables and the routes file; raise SettingsError listing every problem."""
     r = _Reader(os.environ if env is None else env)
@@ -441,6 +459,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         auth_token_parameter=r.env.get("TRICKLE_AUTH_TOKEN_PARAMETER", "").strip() or None,
         archive_bucket=r.env.get("TRICKLE_ARCHIVE_BUCKET", "").strip() or None,
         submit_max_bytes=r.number("TRICKLE_SUBMIT_MAX_BYTES", 262_144, int, 1024, SQS_MAX_MESSAGE_BYTES),
+        callback_state_machines=_state_machines(r),
     )
     for destination in destinations.values() if not r.errors else ():
         if settings.attempt_window_s(destination) <= 0:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib import strict_json
+from chalicelib.callbacks import MAX_TOKEN_CHARS, TASK_TOKEN_ATTRIBUTE
 from chalicelib.records import (
     DESTINATION_ATTRIBUTE,
     ENVELOPE_VERSION,
@@ -22,7 +23,7 @@ from chalicelib.settings import Settings
 from chalicelib.strict_json import JsonInputError
 
 _SUBMIT_NAMESPACE = uuid.UUID("0b1f5a57-9d8e-4a56-9a0f-5d6c1e1a7a11")
-ALLOWED_FIELDS = frozenset({"item", "group", "idempotency_key", "destination"})
+ALLOWED_FIELDS = frozenset({"item", "group", "idempotency_key", "destination", "task_token"})
 MAX_KEY_CHARS = 128
 
 
@@ -64,6 +65,7 @@ def parse_submission(raw: bytes | str | None, settings: Settings, now: datetime 
     group = _optional_text(body, "group")
     key = _optional_text(body, "idempotency_key")
     destination = _destination(body, settings)
+    token = _task_token(body, settings)
     message_id = str(uuid.uuid5(_SUBMIT_NAMESPACE, f"{destination}/{key}") if key else uuid.uuid4())
     submitted_at = (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     envelope = {
@@ -83,6 +85,7 @@ def parse_submission(raw: bytes | str | None, settings: Settings, now: datetime 
             MESSAGE_ID_ATTRIBUTE: message_id,
             DESTINATION_ATTRIBUTE: destination,
             ROUTE_ATTRIBUTE: "submit",
+            **({TASK_TOKEN_ATTRIBUTE: token} if token else {}),
         },
         sequence_number="",
         destination=destination,
@@ -102,6 +105,29 @@ def _destination(body: dict[str, Any], settings: Settings) -> str:
     if name is None or name not in settings.destinations:
         raise SubmissionError(f"'destination' must be one of: {', '.join(settings.destinations)}")
     return name
+
+
+def _task_token(body: dict[str, Any], settings: Settings) -> str | None:
+    """A Step Functions task token: its task waits for this message's answer (README, "Waiting
+    for Trickle from Step Functions")."""
+    token = body.get("task_token")
+    if token is None:
+        return None
+    if not settings.callback_state_machines:
+        raise SubmissionError(
+            "'task_token': this stage answers no Step Functions tasks (TRICKLE_CALLBACK_STATE_MACHINES)"
+        )
+    if (
+        not isinstance(token, str)
+        or not 1 <= len(token) <= MAX_TOKEN_CHARS
+        or not token.isascii()
+        or not token.isprintable()
+    ):
+        raise SubmissionError(
+            f"'task_token' must be a Step Functions task token"
+            f" (1-{MAX_TOKEN_CHARS} printable ASCII characters)"
+        )
+    return token
 
 
 def _optional_text(body: dict[str, Any], name: str) -> str | None:

@@ -10,6 +10,7 @@ from botocore.config import Config
 
 from chalicelib.api_client import ApiClient, make_session
 from chalicelib.archive import ResponseArchive
+from chalicelib.callbacks import StepFunctionsCallbacks
 from chalicelib.drain import Drainer
 from chalicelib.enrichers import EnrichContext, Enrichment
 from chalicelib.fifo_queue import FifoQueue
@@ -124,7 +125,14 @@ def drainer(destination: str) -> Drainer:
         notes(),
         archive(),
         enrich if enrich else None,
+        callbacks(),
     )
+
+
+@functools.cache
+def callbacks() -> StepFunctionsCallbacks | None:
+    """Answers to waiting Step Functions tasks, in stages that name the state machines allowed to wait."""
+    return StepFunctionsCallbacks(client("stepfunctions")) if settings().callback_state_machines else None
 
 
 def drain(destination: str, context: Any) -> dict[str, Any]:
@@ -154,6 +162,7 @@ def reset() -> None:
         operations,
         ingestor,
         drainer,
+        callbacks,
         run_lease,
     ):
         cached.cache_clear()

@@ -53,6 +53,8 @@ class CallRecorder:
     account: str = "123456789012"
     function: str | None = None
     calls: list[AwsCall] = field(default_factory=list)
+    # A task token names no resource; tests say which state machine's task each one belongs to.
+    task_tokens: dict[str, str] = field(default_factory=dict)
 
     def register(self, events: Any) -> None:
         events.register("provide-client-params.*.*", self._on_call)
@@ -62,7 +64,10 @@ class CallRecorder:
             return
         service = model.service_model.service_name
         action = ACTIONS.get((service, model.name), f"{service}:{model.name}")
-        resource = call_resource(service, params, self.region, self.account)
+        if service == "stepfunctions":
+            resource = self.task_tokens.get(str(params.get("taskToken")), "unknown task token")
+        else:
+            resource = call_resource(service, params, self.region, self.account)
         self.calls.append(AwsCall(self.function, service, model.name, action, resource))
 
 

@@ -43,7 +43,11 @@ ACTIONS: dict[tuple[str, str], str] = {
     ("s3", "PutObject"): "s3:PutObject",
     ("s3", "GetObject"): "s3:GetObject",
     ("sqs", "StartMessageMoveTask"): "sqs:StartMessageMoveTask",
+    ("stepfunctions", "SendTaskSuccess"): "states:SendTaskSuccess",
+    ("stepfunctions", "SendTaskFailure"): "states:SendTaskFailure",
+    ("stepfunctions", "SendTaskHeartbeat"): "states:SendTaskHeartbeat",
 }
+CALLBACK_ACTIONS = ["states:SendTaskFailure", "states:SendTaskHeartbeat", "states:SendTaskSuccess"]
 
 
 # An ARN, or (in a stage deployed with the merge template) a CloudFormation expression giving one.
@@ -75,6 +79,7 @@ class StageResources:
     ssm_service: Arn
     token_parameter_arn: Arn | None
     archive_objects_arn: Arn | None
+    state_machine_arns: tuple[Arn, ...]  # whose tasks the drains may answer
 
     @property
     def queue_arns(self) -> list[Arn]:
@@ -182,6 +187,9 @@ def template_resources(env: Mapping[str, str]) -> StageResources:
         ssm_service=_sub("ssm.${AWS::Region}.amazonaws.com"),
         token_parameter_arn=_arn("ssm", "parameter/" + token.lstrip("/")) if token else None,
         archive_objects_arn=_sub("${ResponseArchive.Arn}/responses/*"),
+        state_machine_arns=tuple(
+            _arn("states", f"stateMachine:{name}") for name in settings.callback_state_machines
+        ),
     )
 
 
@@ -220,6 +228,10 @@ def stage_resources(env: Mapping[str, str]) -> StageResources:
         ),
         archive_objects_arn=(
             f"arn:{partition}:s3:::{settings.archive_bucket}/responses/*" if settings.archive_bucket else None
+        ),
+        state_machine_arns=tuple(
+            f"arn:{partition}:states:{region}:{account}:stateMachine:{name}"
+            for name in settings.callback_state_machines
         ),
     )
 
@@ -280,6 +292,11 @@ def _drain_policy(
             *(
                 [_statement("ArchiveResponses", ["s3:PutObject"], [r.archive_objects_arn])]
                 if r.archive_objects_arn
+                else []
+            ),
+            *(
+                [_statement("AnswerWaitingTasks", CALLBACK_ACTIONS, list(r.state_machine_arns))]
+                if r.state_machine_arns
                 else []
             ),
         ],

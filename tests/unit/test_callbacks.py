@@ -16,6 +16,7 @@ from conftest import MakeSettings
 
 from chalicelib.callbacks import (
     MAX_OUTPUT_BYTES,
+    TASK_TOKEN_ATTRIBUTE,
     CallbackResult,
     StepFunctionsCallbacks,
     failure_cause,
@@ -36,6 +37,8 @@ from chalicelib.policy import (
     decide,
 )
 from chalicelib.ports import ApiResponse
+from chalicelib.settings import SettingsError
+from chalicelib.submissions import SubmissionError, parse_submission
 from tests.fakes import (
     FakeArchive,
     FakeCallbacks,
@@ -546,3 +549,40 @@ def test_cause_is_json_with_reason_and_status_only() -> None:
         "status_code": 400,
         "attempts": 1,
     }
+
+
+# --- POST /messages with a task token ---------------------------------------------------------------
+
+
+def test_a_submission_carries_its_task_token_on_the_queue_only(make_settings: MakeSettings) -> None:
+    settings = make_settings(TRICKLE_CALLBACK_STATE_MACHINES="wait-for-orders")
+    body = {"item": {"id": 1}, "destination": "orders", "task_token": "AAAA+token/=="}
+
+    submission = parse_submission(json.dumps(body), settings)
+
+    assert submission.message.attributes[TASK_TOKEN_ATTRIBUTE] == "AAAA+token/=="
+    assert "AAAA" not in submission.message.body
+
+
+@pytest.mark.parametrize(
+    ("env", "token", "error"),
+    [
+        ({}, "t", "answers no Step Functions tasks"),
+        ({"TRICKLE_CALLBACK_STATE_MACHINES": "w"}, "", "must be a Step Functions task token"),
+        ({"TRICKLE_CALLBACK_STATE_MACHINES": "w"}, "x" * 2049, "must be a Step Functions task token"),
+        ({"TRICKLE_CALLBACK_STATE_MACHINES": "w"}, "tab\there", "must be a Step Functions task token"),
+        ({"TRICKLE_CALLBACK_STATE_MACHINES": "w"}, 7, "must be a Step Functions task token"),
+    ],
+)
+def test_a_bad_task_token_or_a_stage_without_state_machines_is_refused(
+    make_settings: MakeSettings, env: dict[str, str], token: object, error: str
+) -> None:
+    body = {"item": {"id": 1}, "destination": "orders", "task_token": token}
+    with pytest.raises(SubmissionError, match=error):
+        parse_submission(json.dumps(body), make_settings(**env))
+
+
+def test_state_machines_are_named_not_given_as_arns(make_settings: MakeSettings) -> None:
+    with pytest.raises(SettingsError, match="TRICKLE_CALLBACK_STATE_MACHINES: 'arn:aws:states"):
+        make_settings(TRICKLE_CALLBACK_STATE_MACHINES="ok-one, arn:aws:states:us-east-1:1:stateMachine:x")
+    assert make_settings(TRICKLE_CALLBACK_STATE_MACHINES="a, b_2").callback_state_machines == ("a", "b_2")
