@@ -1,7 +1,10 @@
 """Dead-letter entries that say why, and redrive back to the source queue in group order.
 
 SQS allows ten message attributes; a dead-lettered message uses all ten: its three relay
-attributes and seven describing the failure.
+attributes and seven describing the failure. The task token (`trickle-task-token`) is not among
+them: it stays on the source queue's copy, whose task is answered when the message dies (or, if
+Step Functions could not take the answer, when that copy comes back); a redriven copy has no
+waiting task (it was failed) and is delivered without a callback.
 """
 
 from __future__ import annotations
@@ -82,7 +85,10 @@ def redrive_copy(message: ReceivedMessage) -> OutboundMessage:
 
 
 def _relay_attributes(message: ReceivedMessage) -> dict[str, str]:
-    return {name: message.attributes[name] for name in RELAY_ATTRIBUTES if message.attributes.get(name)}
+    """The relay's attributes, with the message id always set: a message a state machine sent has
+    none (its id is the SQS MessageId), and its copies must keep that id. Never the task token."""
+    relayed = {name: message.attributes[name] for name in RELAY_ATTRIBUTES if message.attributes.get(name)}
+    return relayed | {MESSAGE_ID_ATTRIBUTE: message.message_id}
 
 
 def _resend(message: ReceivedMessage, dedup_id: str, attributes: dict[str, str]) -> OutboundMessage:

@@ -95,8 +95,17 @@ class MotoEndpoint:
         if self.speed_up:
             speed_up_moto_sqs()
         release_at_zero_at_once()
+        # moto's ASL interpreter calls SQS and the rest on localhost:MOTO_PORT (one endpoint per process).
+        os.environ["MOTO_PORT"] = str(self.port)
         self._server.start()
+        self.execute_state_machines()
         return self
+
+    def execute_state_machines(self) -> None:
+        """moto only stores state machines unless its configuration says to run them (with its ASL
+        interpreter, `waitForTaskToken` included): Step Functions callbacks are tested end to end."""
+        config = {"stepfunctions": {"execute_state_machine": True}}
+        requests.post(f"{self.url}/moto-api/config", json=config, timeout=10).raise_for_status()
 
     def stop(self) -> None:
         self._server.stop()
@@ -112,7 +121,7 @@ def use_local_credentials(region: str = "us-east-1") -> None:
     os.environ.setdefault("AWS_DEFAULT_REGION", region)
 
 
-SERVICES = ("dynamodb", "dynamodbstreams", "sqs", "ssm", "kms", "s3")
+SERVICES = ("dynamodb", "dynamodbstreams", "sqs", "ssm", "kms", "s3", "stepfunctions")
 
 
 def clients(endpoint: str | None) -> dict[str, Any]:

@@ -120,3 +120,68 @@ def test_a_message_released_at_zero_stays_in_flight_for_its_millisecond(monkeypa
     assert message.visible
     patched(message, 5)
     assert not message.visible
+
+
+def wait_for_token(stack: Stack, timeout_s: int) -> tuple[Any, str, str]:
+    """A state machine whose task waits on the orders queue; (client, execution, its task token)."""
+    import json
+
+    sfn, url = stack.aws["stepfunctions"], stack.env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
+    task = {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+        "TimeoutSeconds": timeout_s,
+        "Parameters": {
+            "QueueUrl": url,
+            "MessageBody": "{}",
+            "MessageGroupId": "g",
+            "MessageDeduplicationId": "d",
+            "MessageAttributes": {"t": {"DataType": "String", "StringValue.$": "$$.Task.Token"}},
+        },
+        "End": True,
+    }
+    machine = sfn.create_state_machine(
+        name="gap",
+        definition=json.dumps({"StartAt": "T", "States": {"T": task}}),
+        roleArn="arn:aws:iam::123456789012:role/gap",
+    )["stateMachineArn"]
+    execution = sfn.start_execution(stateMachineArn=machine)["executionArn"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        got = stack.aws["sqs"].receive_message(QueueUrl=url, MessageAttributeNames=["All"]).get("Messages")
+        if got:
+            return sfn, execution, got[0]["MessageAttributes"]["t"]["StringValue"]
+        time.sleep(0.1)
+    raise AssertionError("the task sent nothing")
+
+
+def test_send_task_failure_loses_its_cause(stack: Stack) -> None:
+    """AWS keeps SendTaskFailure's cause on the execution; moto's handler drops it (Trickle's
+    integration test reads the cause from the call it made instead)."""
+    sfn, execution, token = wait_for_token(stack, 60)
+    sfn.send_task_failure(taskToken=token, error="Trickle.Rejected", cause="the reason")
+    deadline = time.monotonic() + 30
+    while (
+        sfn.describe_execution(executionArn=execution)["status"] == "RUNNING" and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+
+    described = sfn.describe_execution(executionArn=execution)
+
+    assert described["error"] == "Trickle.Rejected" and "cause" not in described
+
+
+def test_an_answer_to_a_timed_out_task_is_an_invalid_token(stack: Stack) -> None:
+    """AWS answers a late SendTask* with TaskTimedOut; moto looks only at running executions and
+    answers InvalidToken. Trickle treats both alike (counted as CallbackRejected)."""
+    sfn, execution, token = wait_for_token(stack, 1)
+    deadline = time.monotonic() + 30
+    while (
+        sfn.describe_execution(executionArn=execution)["status"] == "RUNNING" and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+
+    with pytest.raises(ClientError) as refused:
+        sfn.send_task_success(taskToken=token, output="{}")
+
+    assert refused.value.response["Error"]["Code"] == "InvalidToken"

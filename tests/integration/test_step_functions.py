@@ -1,0 +1,176 @@
+"""Step Functions waits for Trickle, on the emulator: moto runs the state machine (its
+`stepfunctions.execute_state_machine` configuration, set by `MotoEndpoint`), whose task sends the
+item to the destination's queue with `sqs:sendMessage.waitForTaskToken` and waits; the drain, run as
+Lambda would run it and checked against its packaged role, answers the task."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+from conftest import Stack
+
+from chalicelib.callbacks import TASK_TOKEN_ATTRIBUTE
+from trickle_local.standin_api import Reply
+
+STATE_MACHINE = "trickle-local-wait"  # named in the local stage's TRICKLE_CALLBACK_STATE_MACHINES
+
+
+def wait_definition(queue_url: str, heartbeat_s: int, timeout_s: int = 120) -> dict[str, Any]:
+    """The task README documents: the item as the body, a group from the input, a deduplication id
+    per execution, the token as the `trickle-task-token` attribute."""
+    return {
+        "StartAt": "Deliver",
+        "States": {
+            "Deliver": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                "HeartbeatSeconds": heartbeat_s,
+                "TimeoutSeconds": timeout_s,
+                "Parameters": {
+                    "QueueUrl": queue_url,
+                    "MessageBody.$": "$.item",
+                    "MessageGroupId.$": "$.group",
+                    "MessageDeduplicationId.$": "States.Hash($$.Execution.Id, 'SHA-256')",
+                    "MessageAttributes": {
+                        TASK_TOKEN_ATTRIBUTE: {"DataType": "String", "StringValue.$": "$$.Task.Token"}
+                    },
+                },
+                "End": True,
+            }
+        },
+    }
+
+
+def until(condition: Callable[[], Any], deadline_s: float = 30.0, every_s: float = 0.1) -> Any:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"not true within {deadline_s} s")
+
+
+class Workflow:
+    def __init__(self, stack: Stack, heartbeat_s: int = 60, timeout_s: int = 120) -> None:
+        self.stack = stack
+        self.sfn = stack.aws["stepfunctions"]
+        definition = wait_definition(stack.env["TRICKLE_DEST_ORDERS_QUEUE_URL"], heartbeat_s, timeout_s)
+        self.arn = self.sfn.create_state_machine(
+            name=STATE_MACHINE,
+            definition=json.dumps(definition),
+            roleArn="arn:aws:iam::123456789012:role/trickle-local-wait",
+        )["stateMachineArn"]
+
+    def start(self, item: dict[str, Any], group: str = "g1") -> str:
+        """Starts an execution and waits until its message is queued; its token is registered as
+        this state machine's, so the IAM check judges the drain's SendTask* calls."""
+        run = self.sfn.start_execution(
+            stateMachineArn=self.arn, input=json.dumps({"item": item, "group": group})
+        )
+        execution = str(run["executionArn"])
+        token = until(lambda: self._token(execution))
+        self.stack.recorder.task_tokens[token] = self.arn
+        return execution
+
+    def _token(self, execution: str) -> str | None:
+        """The token the task put on its message, from the execution's TaskScheduled event."""
+        for event in self.sfn.get_execution_history(executionArn=execution)["events"]:
+            details = event.get("taskScheduledEventDetails")
+            if details:
+                attributes = json.loads(details.get("parameters") or "{}").get("MessageAttributes", {})
+                return str(attributes.get(TASK_TOKEN_ATTRIBUTE, {}).get("StringValue", "")) or None
+        return None
+
+    def describe(self, execution: str) -> dict[str, Any]:
+        return dict(self.sfn.describe_execution(executionArn=execution))
+
+    def finish(self, execution: str, deadline_s: float = 60.0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Drains until the execution has ended; its description and the drains' reports."""
+        reports: list[dict[str, Any]] = []
+
+        def ended() -> dict[str, Any] | None:
+            reports.append(self.stack.drain())
+            described = self.describe(execution)
+            return described if described["status"] != "RUNNING" else None
+
+        return until(ended, deadline_s, every_s=0.2), reports
+
+
+def test_a_2xx_resumes_the_execution_with_the_apis_answer(stack: Stack) -> None:
+    flow = Workflow(stack)
+    stack.api.responder = lambda body, headers: Reply(201, '{"order":"A-17","accepted":true}')
+
+    execution = flow.start({"order": 17, "total": "9.90"})
+    described, reports = flow.finish(execution)
+
+    output = json.loads(described["output"])
+    assert described["status"] == "SUCCEEDED"
+    assert output["status_code"] == 201 and output["body"] == {"order": "A-17", "accepted": True}
+    assert (output["destination"], output["attempts"], output["body_truncated"]) == ("orders", 1, False)
+    assert [json.loads(r.body) for r in stack.api.requests] == [{"order": 17, "total": "9.90"}]
+    assert sum(r["callbacks"] for r in reports) == 1 and stack.queue_depth() == 0
+
+
+def test_a_poison_item_fails_the_execution_as_rejected_with_its_reason(stack: Stack) -> None:
+    flow = Workflow(stack)
+    stack.api.responder = lambda body, headers: Reply(400, '{"error":"bad total 4242"}')
+    sent: list[dict[str, Any]] = []  # moto drops SendTaskFailure's cause (test_emulator_gaps): read it here
+
+    def capture(params: dict[str, Any], **_: Any) -> None:
+        sent.append(dict(params))
+
+    events = boto3.DEFAULT_SESSION.events  # type: ignore[union-attr]
+    events.register("provide-client-params.stepfunctions.SendTaskFailure", capture)
+    try:
+        execution = flow.start({"order": 18, "total": "4242"})
+        described, _ = flow.finish(execution)
+    finally:
+        events.unregister("provide-client-params.stepfunctions.SendTaskFailure", capture)
+
+    (failure,) = sent
+    cause = json.loads(failure["cause"])
+    assert (described["status"], described["error"]) == ("FAILED", "Trickle.Rejected")
+    assert cause["status_code"] == 400 and "refused by the API" in cause["reason"]
+    assert "4242" not in failure["cause"]  # neither the payload nor the API's echo of it
+    dead = stack.take_messages("TRICKLE_DEST_ORDERS_DLQ_URL")
+    assert len(dead) == 1 and TASK_TOKEN_ATTRIBUTE not in dead[0]["MessageAttributes"]
+    assert stack.queue_depth() == 0
+
+
+def test_heartbeats_keep_a_task_alive_through_a_backoff_longer_than_its_heartbeat(stack_factory: Any) -> None:
+    # A backoff of 4-8 s (8 with equal jitter) against HeartbeatSeconds 3: heartbeats keep it alive.
+    stack: Stack = stack_factory(
+        TRICKLE_DEST_ORDERS_BACKOFF_BASE_S="8",
+        TRICKLE_DEST_ORDERS_BACKOFF_CAP_S="8",
+        TRICKLE_DEST_ORDERS_HEARTBEAT_S="1",
+    )
+    flow = Workflow(stack, heartbeat_s=3)
+    answers = iter([Reply(503, '{"error":"down"}'), Reply(503, '{"error":"down"}')])
+    stack.api.responder = lambda body, headers: next(answers, Reply(200, '{"ok":true}'))
+
+    execution = flow.start({"order": 19})
+    described, reports = flow.finish(execution, deadline_s=90)
+
+    times = [r.arrived_at for r in stack.api.requests]
+    assert described["status"] == "SUCCEEDED", described
+    assert [r.status for r in stack.api.requests] == [503, 503, 200]
+    assert min(b - a for a, b in itertools.pairwise(times)) > 3  # each wait outlived HeartbeatSeconds
+    assert sum(r["heartbeats"] for r in reports) >= 4 and sum(r["callbacks"] for r in reports) == 1
+
+
+def test_a_callback_to_a_timed_out_execution_is_counted_and_the_message_deleted(stack: Stack) -> None:
+    flow = Workflow(stack, heartbeat_s=1, timeout_s=60)
+
+    execution = flow.start({"order": 20})
+    described = until(lambda: flow.describe(execution)["status"] != "RUNNING" and flow.describe(execution))
+    report = stack.drain()
+
+    assert (described["status"], described["error"]) == ("FAILED", "States.Timeout")  # its heartbeat lapsed
+    assert (report["delivered"], report["callbacks_rejected"], report["callbacks"]) == (1, 1, 0)
+    assert stack.queue_depth() == 0 and len(stack.api.requests) == 1
