@@ -59,6 +59,23 @@ def test_a_call_outside_the_packaged_policy_is_reported(stack: Stack) -> None:
     assert denied(calls, stack.policies) == calls[1:]
 
 
+WAITING_STATE_MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:trickle-local-wait"
+
+
+def test_drains_answer_only_the_tasks_of_the_state_machines_the_stage_names(stack: Stack) -> None:
+    other = "arn:aws:states:us-east-1:123456789012:stateMachine:someone-elses"
+    calls = [
+        AwsCall(f"drain_{d}", "stepfunctions", op, f"states:{op}", arn)
+        for d in ("orders", "crm")
+        for arn in (WAITING_STATE_MACHINE, other)
+        for op in ("SendTaskSuccess", "SendTaskFailure", "SendTaskHeartbeat")
+    ] + [
+        AwsCall("ingest", "stepfunctions", "SendTaskSuccess", "states:SendTaskSuccess", WAITING_STATE_MACHINE)
+    ]
+    refused = denied(calls, stack.policies)
+    assert refused == [c for c in calls if c.resource == other or c.function == "ingest"]
+
+
 def test_policy_matching_follows_iam_wildcards_and_case() -> None:
     policy = {
         "Statement": [{"Effect": "Allow", "Action": ["SQS:Send*"], "Resource": "arn:aws:sqs:*:1:q.fifo"}]
@@ -99,6 +116,12 @@ def test_no_statement_grants_an_action_the_code_never_uses(stack_factory: Any) -
     )
     start = len(stack.recorder.calls)
     stack.ingest_new()
+    for destination in ("orders", "crm"):  # tasks waiting: answered (success, failure) and kept alive
+        for n, item in enumerate(({"sk": "3"}, {"sk": "5"}, {"n": 2})):
+            token = f"token-{destination}-{n}"
+            stack.recorder.task_tokens[token] = WAITING_STATE_MACHINE
+            body = {"item": item, "destination": destination, "group": f"t{n}", "task_token": token}
+            stack.http("POST", "/messages", body)
     for api in (stack.api, stack.crm_api):
         api.responder = lambda body, headers: (
             Reply(400, "{}") if '"sk":"3"' in body else Reply(503, "{}") if '"sk":"5"' in body else None
