@@ -8,6 +8,7 @@ ingest handler and a schedule runner fires every `@app.schedule` handler.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import secrets
@@ -29,6 +30,7 @@ from trickle_local.ports import PortInUseError, check_free
 from trickle_local.routes import RouteServer
 from trickle_local.runtime import Invoker, LocalRuntime
 from trickle_local.standin_api import Faults, StandInApi
+from trickle_local.workflows import Workflows, is_workflow_body
 
 
 @dataclass
@@ -281,6 +283,19 @@ def run_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def start_workflows(session: Session, count: int, groups: int) -> Workflows | None:
+    """`--executions N`: N executions that each send an item through `orders` and wait for it."""
+    if not count:
+        return None
+    names = session.settings.callback_state_machines
+    if not names:
+        raise SystemExit("--executions needs a stage with TRICKLE_CALLBACK_STATE_MACHINES")
+    destination = next(iter(session.settings.destinations.values()))
+    workflows = Workflows(session.aws["stepfunctions"], names[0], destination.queue_url)
+    workflows.start(count, groups)
+    return workflows
+
+
 def run_demo(args: argparse.Namespace) -> int:
     session = start(args)
     items = single_table_items(args.items, args.groups)
@@ -288,6 +303,7 @@ def run_demo(args: argparse.Namespace) -> int:
     wanted = sum(len(keys) for keys in expected.values())
     started = time.monotonic()
     progress = Progress(session, wanted).start()
+    workflows = start_workflows(session, args.executions, args.groups)
     session.insert(items)
     if not args.backlog:
         announce_first_drain(session)
@@ -299,11 +315,13 @@ def run_demo(args: argparse.Namespace) -> int:
         while time.monotonic() - started < args.timeout:
             report = audit(session, len(items), expected, started)
             total = report.total
-            if total.delivered + total.dead_lettered >= wanted and session.backlog() == 0:
+            waiting = workflows is not None and workflows.counts().running > 0
+            if total.delivered + total.dead_lettered >= wanted and session.backlog() == 0 and not waiting:
                 break
             time.sleep(0.5)
         time.sleep(args.settle)  # a late duplicate would show up here
         report = audit(session, len(items), expected, started)
+        executions = workflows.counts() if workflows is not None else None
     finally:
         progress.stop()
         session.stop()
@@ -320,10 +338,19 @@ def run_demo(args: argparse.Namespace) -> int:
             f"  {name}: delivered={part.delivered}/{part.inserted} dead_lettered={part.dead_lettered}"
             f" lost={part.lost} duplicates={part.duplicates} out_of_order={part.out_of_order}"
         )
+    if executions is not None:
+        print(
+            f"  executions: started={executions.started} succeeded={executions.succeeded}"
+            f" failed={executions.failed} running={executions.running}"
+        )
     if args.json:
         received = {name: api.listing() for name, api in session.apis.items()}
-        print(report.to_json(drain_seconds=drain_s, received=received))
-    return 0 if report.ok else 1
+        summary_json = json.loads(report.to_json(drain_seconds=drain_s, received=received))
+        if executions is not None:
+            summary_json["executions"] = executions.as_dict()
+            summary_json["ok"] = summary_json["ok"] and executions.running == 0
+        print(json.dumps(summary_json, sort_keys=True))
+    return 0 if report.ok and (executions is None or executions.running == 0) else 1
 
 
 def wait_for_backlog(session: Session, count: int, timeout_s: float) -> None:
@@ -343,7 +370,9 @@ def audit(
         {
             name: summarize(
                 keys,
-                session.apis[name].requests if name in session.apis else [],
+                [r for r in session.apis[name].requests if not is_workflow_body(r.body)]
+                if name in session.apis
+                else [],
                 session.dead_letters(name),
                 seconds,
             )
@@ -419,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--backlog", action="store_true", help="queue every item before the first drain; time the drain alone"
     )
     demo.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
+    demo.add_argument(
+        "--executions",
+        type=int,
+        default=0,
+        help="also run N Step Functions executions that send an item through the first destination and wait",
+    )
     return parser
 
 

@@ -59,3 +59,14 @@ def test_the_demo_fails_when_the_api_applies_retries_twice() -> None:
     assert summary["duplicates"] > 0
     assert summary["ok"] is False
     assert code == 1
+
+
+def test_executions_wait_for_the_relay_and_none_is_left_running() -> None:
+    code, summary, _ = demo(
+        "--items", "20", "--groups", "3", "--drain-every", "0.5", "--executions", "8",
+        "--poison", "execution 5", "--timeout", "180",
+    )  # fmt: skip
+
+    # execution 5's item is refused by the stand-in: that execution fails with Trickle.Rejected
+    assert summary["executions"] == {"started": 8, "succeeded": 7, "failed": 1, "running": 0}
+    assert summary["lost"] == 0 and summary["ok"] is True and code == 0
