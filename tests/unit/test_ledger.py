@@ -4,6 +4,7 @@ against moto's in-process DynamoDB (chalicelib/ledger.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -475,3 +476,37 @@ def test_a_dead_record_outlives_the_dead_letter_queue_s_retention(
     assert int(raw_item(client, "m1")["expires_at"]["N"]) == fourteen_days
     assert int(raw_item(client, "r1")["expires_at"]["N"]) == fourteen_days
     assert int(raw_item(client, "m2")["expires_at"]["N"]) == int(START) + TTL_S
+
+
+# --- Step Functions callbacks ----------------------------------------------------------------------
+
+
+def test_a_delivered_record_keeps_its_callback_and_owed_output(ledger: Ledger) -> None:
+    base = LedgerRecord("m1", Status.DELIVERED, 1, "g1", last_status_code=200, last_attempt_at=START)
+    ledger.write(
+        [
+            replace(base, callback_output='{"body": "kept"}'),
+            replace(base, message_id="m2", callback="success"),
+        ]
+    )
+
+    owed, answered = record_of(ledger, "m1"), record_of(ledger, "m2")
+    ledger.note_callback("m1", "success")
+
+    assert (owed.callback, owed.callback_output) == ("", '{"body": "kept"}')
+    assert (answered.callback, answered.callback_output) == ("success", "")
+    assert (record_of(ledger, "m1").callback, record_of(ledger, "m1").callback_output) == ("success", "")
+
+
+def test_hold_until_keeps_the_record_and_a_redrive_forgets_it(ledger: Ledger, clock: FakeClock) -> None:
+    ledger.hold_until("fresh", "g1", START + 30)  # a message never attempted yet: a queued record
+    settle(ledger, Status.FAILED, 503, "HTTP 503", counted=True)
+    ledger.hold_until("m1", "g1", START + 60)
+
+    fresh, held = record_of(ledger, "fresh"), record_of(ledger, "m1")
+    settle(ledger, Status.DEAD, None, "gave up", counted=False, dead_copy="c1")
+    restarted = ledger.restart("m1")
+
+    assert (fresh.status, fresh.attempts, fresh.retry_at) == (Status.QUEUED, 0, START + 30)
+    assert (held.status, held.attempts, held.retry_at) == (Status.FAILED, 1, START + 60)
+    assert restarted is not None and restarted.retry_at is None
