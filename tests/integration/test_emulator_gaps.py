@@ -188,12 +188,12 @@ def test_an_answer_to_a_timed_out_task_is_an_invalid_token(stack: Stack) -> None
 
 
 def test_executions_started_without_a_name_are_all_named_none(stack: Stack) -> None:
-    """AWS names an unnamed execution with a UUID; moto's interpreter names it "None", so the second
-    unnamed start of a state machine fails (the demo and the tests name their executions)."""
+    """AWS names an unnamed execution with a UUID; moto's interpreter names it "None", so a second
+    unnamed start with another input fails (the demo and the tests name their executions)."""
     sfn, execution, _ = wait_for_token(stack, 60)
     machine = sfn.describe_execution(executionArn=execution)["stateMachineArn"]
 
     with pytest.raises(ClientError) as refused:
-        sfn.start_execution(stateMachineArn=machine)
+        sfn.start_execution(stateMachineArn=machine, input='{"another": "input"}')
 
     assert execution.endswith(":None") and refused.value.response["Error"]["Code"] == "ExecutionAlreadyExists"
