@@ -16,34 +16,9 @@ from conftest import Stack
 
 from chalicelib.callbacks import TASK_TOKEN_ATTRIBUTE
 from trickle_local.standin_api import Reply
+from trickle_local.workflows import wait_definition
 
 STATE_MACHINE = "trickle-local-wait"  # named in the local stage's TRICKLE_CALLBACK_STATE_MACHINES
-
-
-def wait_definition(queue_url: str, heartbeat_s: int, timeout_s: int = 120) -> dict[str, Any]:
-    """The task README documents: the item as the body, a group from the input, a deduplication id
-    per execution, the token as the `trickle-task-token` attribute."""
-    return {
-        "StartAt": "Deliver",
-        "States": {
-            "Deliver": {
-                "Type": "Task",
-                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-                "HeartbeatSeconds": heartbeat_s,
-                "TimeoutSeconds": timeout_s,
-                "Parameters": {
-                    "QueueUrl": queue_url,
-                    "MessageBody.$": "$.item",
-                    "MessageGroupId.$": "$.group",
-                    "MessageDeduplicationId.$": "States.Hash($$.Execution.Id, 'SHA-256')",
-                    "MessageAttributes": {
-                        TASK_TOKEN_ATTRIBUTE: {"DataType": "String", "StringValue.$": "$$.Task.Token"}
-                    },
-                },
-                "End": True,
-            }
-        },
-    }
 
 
 def until(condition: Callable[[], Any], deadline_s: float = 30.0, every_s: float = 0.1) -> Any:
