@@ -8,13 +8,13 @@ from chalice.app import AuthRequest, AuthResponse, CloudWatchEvent, DynamoDBEven
 from chalicelib import wiring
 from chalicelib.auth import token_matches
 from chalicelib.dead_letters import RedriveFilter
-from chalicelib.logs import configure_logging
+from chalicelib.logs import LambdaContextKeys, configure_logging
 from chalicelib.operations import dead_letter_query
 from chalicelib.submissions import SubmissionError, parse_submission
 
 settings = wiring.settings()
-configure_logging(settings.log_level)
 app = Chalice(app_name="trickle")
+app.register_middleware(LambdaContextKeys(configure_logging(settings.log_level)), "all")
 REDRIVE_SLICE_S = 20.0
 
 

@@ -4,6 +4,7 @@ decided by `policy.decide`; this module carries the actions out."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -288,7 +289,9 @@ class Drainer:
                             received_at + self._settings.attempt_window_s(self._destination),
                         )
                         for group in group_in_order(batch).values():
-                            in_flight.add(pool.submit(self._deliver_group, group, run), len(group))
+                            # in a copy of this thread's context: log lines keep the invocation's keys
+                            task = contextvars.copy_context().run
+                            in_flight.add(pool.submit(task, self._deliver_group, group, run), len(group))
                     elif not in_flight:
                         ending = "empty"
                         break

@@ -1,11 +1,12 @@
-"""API keys from SSM Parameter Store, read once per container and cached with a max age."""
+"""API keys from SSM Parameter Store (SecureString) through Powertools' parameters provider, which
+reads with `WithDecryption` and caches each value for `max_age` seconds per container."""
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
-from typing import Any
+
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
 
 
 class SecretError(RuntimeError):
@@ -13,40 +14,40 @@ class SecretError(RuntimeError):
 
 
 class SecretCache:
-    """Powertools-style parameter cache: one SSM read per `max_age_s`, `refresh()` after a 401/403."""
+    """One parameter read through a shared `SSMProvider` (one per SSM client: each provider adds a
+    user-agent hook to the client), with `refresh()` to re-read it after the API refused it (401/403).
 
-    def __init__(
-        self,
-        client: Any,
-        name: str,
-        max_age_s: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._client = client
+    Ours on top of the provider, because it does more:
+    - a lock: `BaseProvider.get` (aws_lambda_powertools/utilities/parameters/base.py) checks
+      `has_not_expired_in_cache`, calls SSM, then `add_to_cache`, with nothing held in between, so the
+      drain's worker threads that find the value cold or expired would each call GetParameter (and KMS
+      Decrypt); under the lock they read it once between them.
+    - errors that name the parameter and the error type only: the provider wraps every failure in
+      `GetParameterError(str(exc))`, whose text is the SDK's message.
+    """
+
+    def __init__(self, provider: SSMProvider, name: str, max_age_s: int) -> None:
+        self._provider = provider
         self.name = name
         self._max_age_s = max_age_s
-        self._clock = clock
-        self._value: str | None = None
         self._lock = threading.Lock()
-        self._read_at = 0.0
 
     def get(self) -> str:
-        """Thread-safe: parallel deliveries that find the cache cold read SSM once between them."""
+        """The cached value, read from SSM when older than `max_age_s` (every time when 0)."""
         with self._lock:
-            if self._value is None or self._clock() - self._read_at >= self._max_age_s:
-                self._read()
-            assert self._value is not None
-            return self._value
+            return self._read(force=False)
 
     def refresh(self) -> str:
+        """Read SSM now (the key may have been rotated); the value's age starts again."""
         with self._lock:
-            return self._read()
+            return self._read(force=True)
 
-    def _read(self) -> str:
+    def _read(self, force: bool) -> str:
         try:
-            response = self._client.get_parameter(Name=self.name, WithDecryption=True)
-        except Exception as exc:  # botocore raises many types; the name is what an operator needs
-            raise SecretError(f"cannot read SSM parameter {self.name!r}: {type(exc).__name__}") from exc
-        self._value = str(response["Parameter"]["Value"])
-        self._read_at = self._clock()
-        return self._value
+            value = self._provider.get(self.name, max_age=self._max_age_s, decrypt=True, force_fetch=force)
+        except GetParameterError as exc:
+            cause = exc.__context__ or exc  # the provider raises it while handling the SDK's error
+            raise SecretError(f"cannot read SSM parameter {self.name!r}: {type(cause).__name__}") from cause
+        if not isinstance(value, str):  # no transform asked: SSM's string, never bytes or a dict
+            raise SecretError(f"SSM parameter {self.name!r} did not read as a string")
+        return value

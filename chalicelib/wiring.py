@@ -6,6 +6,7 @@ import functools
 from typing import Any
 
 import boto3
+from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
 from botocore.config import Config
 
 from chalicelib.api_client import ApiClient, make_session
@@ -38,9 +39,15 @@ def client(service: str) -> Any:
 
 
 @functools.cache
+def parameters() -> SSMProvider:
+    """Powertools' SSM provider on our client (its retries and timeouts), shared by every key."""
+    return SSMProvider(boto3_client=client("ssm"))
+
+
+@functools.cache
 def api_key(destination: str) -> SecretCache:
     s = settings()
-    return SecretCache(client("ssm"), s.destination(destination).api_key_parameter, s.secret_max_age_s)
+    return SecretCache(parameters(), s.destination(destination).api_key_parameter, s.secret_max_age_s)
 
 
 @functools.cache
@@ -94,7 +101,7 @@ def auth_token() -> SecretCache:
     s = settings()
     if s.auth_token_parameter is None:
         raise RuntimeError("token authorization needs TRICKLE_AUTH_TOKEN_PARAMETER")
-    return SecretCache(client("ssm"), s.auth_token_parameter, s.secret_max_age_s)
+    return SecretCache(parameters(), s.auth_token_parameter, s.secret_max_age_s)
 
 
 @functools.cache
@@ -152,6 +159,7 @@ def reset() -> None:
     for cached in (
         settings,
         client,
+        parameters,
         api_key,
         queue,
         dead_letters,

@@ -240,6 +240,27 @@ class FakeKey:
         return "key"
 
 
+class FakeSsm:
+    """An SSM client's `get_parameter`, answering with the values (or raising the exceptions) in
+    `script`, the last one repeated; `delay_s` makes each call slow, as a cold read under load is."""
+
+    def __init__(self, *script: str | Exception, delay_s: float = 0.0) -> None:
+        self.script = list(script)
+        self.delay_s = delay_s
+        self.calls: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def get_parameter(self, **kwargs: Any) -> dict[str, Any]:
+        with self._lock:
+            self.calls.append(kwargs)
+            step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if isinstance(step, Exception):
+            raise step
+        return {"Parameter": {"Name": kwargs["Name"], "Type": "SecureString", "Value": step, "Version": 1}}
+
+
 class FakeNotes:
     def __init__(self) -> None:
         self.saved: dict[str, dict[str, Any]] = {}

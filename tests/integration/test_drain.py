@@ -131,7 +131,10 @@ def test_the_api_key_never_appears_in_logs(stack: Stack, capfd: pytest.CaptureFi
     stack.drain()
 
     captured = capfd.readouterr()
-    assert '"message": "delivery"' in captured.err
+    logged = [json.loads(line) for line in captured.err.splitlines() if line.startswith("{")]
+    deliveries = [line for line in logged if line["message"] == "delivery"]
+    assert {line["status"] for line in deliveries} >= {401}
+    assert all(line["function_name"] == "drain_orders" and line["message_id"] for line in deliveries)
     assert API_KEY not in captured.out + captured.err
 
 
