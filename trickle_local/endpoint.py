@@ -7,7 +7,7 @@ import os
 import socket
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 import requests
@@ -75,6 +75,10 @@ class _NotImplementedQuietly(logging.Filter):
 
 
 class MotoEndpoint:
+    """moto in this process; an `Emulator` (trickle_local.emulators) named "moto"."""
+
+    name: Literal["moto"] = "moto"
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0, speed_up: bool = True) -> None:
         self.host = host
         self.speed_up = speed_up
@@ -84,6 +88,14 @@ class MotoEndpoint:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.url
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()
 
     def start(self) -> MotoEndpoint:
         """Raises PortInUseError if the port is taken (moto's server would print and hang)."""
@@ -98,14 +110,15 @@ class MotoEndpoint:
         # moto's ASL interpreter calls SQS and the rest on localhost:MOTO_PORT (one endpoint per process).
         os.environ["MOTO_PORT"] = str(self.port)
         self._server.start()
-        self.execute_state_machines()
+        self.configure(self.url)
         return self
 
-    def execute_state_machines(self) -> None:
+    @staticmethod
+    def configure(url: str) -> None:
         """moto only stores state machines unless its configuration says to run them (with its ASL
         interpreter, `waitForTaskToken` included): Step Functions callbacks are tested end to end."""
         config = {"stepfunctions": {"execute_state_machine": True}}
-        requests.post(f"{self.url}/moto-api/config", json=config, timeout=10).raise_for_status()
+        requests.post(f"{url}/moto-api/config", json=config, timeout=10).raise_for_status()
 
     def stop(self) -> None:
         self._server.stop()
