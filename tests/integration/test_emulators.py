@@ -12,6 +12,8 @@ import boto3
 import pytest
 
 from trickle_local.emulators import (
+    Emulator,
+    EmulatorName,
     EmulatorStartError,
     EmulatorUnavailableError,
     ProcessEmulator,
@@ -35,26 +37,38 @@ def listening(host: str, port: int) -> bool:
         return probe.connect_ex((host, port)) == 0
 
 
-@pytest.mark.parametrize(("name", "own_process"), [("moto", False), ("moto", True), ("ministack", False)])
-def test_an_emulator_serves_forgets_on_reset_and_stops(name: str, own_process: bool) -> None:
+def serves_and_forgets(emulator: Emulator) -> None:
+    sqs = boto3.client("sqs", endpoint_url=emulator.endpoint_url)
+    url = sqs.create_queue(QueueName="probe.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    assert url == f"{emulator.endpoint_url}/123456789012/probe.fifo"  # the same account on both
+    emulator.reset()
+    assert sqs.list_queues().get("QueueUrls", []) == []
+
+
+@pytest.mark.parametrize(("name", "own_process"), [("moto", True), ("ministack", False)])
+def test_an_emulator_in_its_own_process_serves_forgets_on_reset_and_stops(
+    name: EmulatorName, own_process: bool
+) -> None:
     use_local_credentials()
-    emulator = start_emulator(name, own_process=own_process)  # type: ignore[arg-type]
+    emulator = start_emulator(name, own_process=own_process)
     try:
         assert emulator.name == name
         assert emulator.endpoint_url == f"http://127.0.0.1:{emulator.port}" == emulator.url
-        separate = own_process or name == "ministack"
-        assert (emulator.pid != os.getpid()) is separate and alive(emulator.pid)
-        sqs = boto3.client("sqs", endpoint_url=emulator.endpoint_url)
-        url = sqs.create_queue(QueueName="probe.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
-        assert url.endswith("/123456789012/probe.fifo")  # the same account on both
-        emulator.reset()
-        assert sqs.list_queues().get("QueueUrls", []) == []
+        assert emulator.pid != os.getpid() and alive(emulator.pid)
+        serves_and_forgets(emulator)
     finally:
         emulator.stop()
     emulator.stop()  # idempotent
-    assert not listening("127.0.0.1", emulator.port)
-    if separate:
-        assert not alive(emulator.pid)
+    assert not listening("127.0.0.1", emulator.port) and not alive(emulator.pid)
+
+
+def test_moto_in_process_is_this_process(endpoint: Emulator) -> None:
+    """The suite's own endpoint (moto's state is per process: a second in-process moto would share
+    it, so this test uses the session's rather than starting one)."""
+    if endpoint.name != "moto":
+        pytest.skip("the suite runs on ministack (TRICKLE_EMULATOR)")
+    assert endpoint.pid == os.getpid() and endpoint.endpoint_url == endpoint.url
+    serves_and_forgets(endpoint)
 
 
 def test_ministack_binds_loopback_only() -> None:
@@ -85,9 +99,9 @@ def taken() -> Iterator[int]:
 
 
 @pytest.mark.parametrize("name", ["moto", "ministack"])
-def test_a_taken_port_is_refused_before_anything_starts(name: str, taken: int) -> None:
+def test_a_taken_port_is_refused_before_anything_starts(name: EmulatorName, taken: int) -> None:
     with pytest.raises(PortInUseError) as refused:
-        start_emulator(name, taken)  # type: ignore[arg-type]
+        start_emulator(name, taken)
     assert f"port {taken} (AWS endpoint)" in str(refused.value)
 
 
