@@ -20,8 +20,9 @@ from chalicelib.callbacks import TASK_TOKEN_ATTRIBUTE, CallbackResult, failure_c
 from chalicelib.dead_letters import dead_letter
 from chalicelib.enrichers import EnrichmentError
 from chalicelib.fifo_queue import MAX_BATCH_ENTRIES, ReceivedMessage
-from chalicelib.ledger import LedgerRecord, Status, Verdict, delivered, run_note_key, verdict
+from chalicelib.ledger import LedgerRecord, Status, Verdict, delivered, verdict
 from chalicelib.metrics import RunMetrics
+from chalicelib.notes import run_note_key
 from chalicelib.policy import (
     HEAD_HOLD_S,
     Action,

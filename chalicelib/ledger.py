@@ -11,7 +11,6 @@ the order they died, without touching the dead-letter queue."""
 from __future__ import annotations
 
 import enum
-import json
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -448,42 +447,6 @@ class Ledger:
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues=values,
         )
-
-
-def run_note_key(destination: str) -> str:
-    return f"run#{destination}"
-
-
-def redrive_note_key(job_id: str) -> str:
-    return f"redrive#{job_id}"
-
-
-class Notes:
-    """Small JSON documents beside the message records (the last run per destination, redrive jobs),
-    kept in the ledger table under keys that cannot be message ids."""
-
-    def __init__(self, client: Any, table: str, ttl_s: int, clock: Callable[[], float] = time.time) -> None:
-        self._client = client
-        self._table = table
-        self._ttl_s = ttl_s
-        self._clock = clock
-
-    def save(self, key: str, document: dict[str, Any]) -> None:
-        self._client.put_item(
-            TableName=self._table,
-            Item={
-                "message_id": {"S": key},
-                "status": {"S": "note"},
-                "doc": {"S": json.dumps(document, default=str)},
-                "expires_at": {"N": str(int(self._clock()) + self._ttl_s)},
-            },
-        )
-
-    def load(self, key: str) -> dict[str, Any] | None:
-        item = self._client.get_item(
-            TableName=self._table, Key={"message_id": {"S": key}}, ConsistentRead=True
-        ).get("Item")
-        return dict(json.loads(item["doc"]["S"])) if item and "doc" in item else None
 
 
 _BATCH_GET = 100

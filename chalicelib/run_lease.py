@@ -3,10 +3,10 @@
 Scheduled runs can outlast their interval, and a stage need not reserve concurrency (new accounts
 often cannot: AWS keeps 10 executions unreserved). Two overlapping runs would each hold a rate
 limiter and together exceed the destination's rate, so a run first takes a lease: a conditional
-PutItem in the ledger table under `lease#<destination>` (outside the message-id key space) that
-succeeds only if no lease exists or the one there has expired. It expires after the longest the run
-can live (the Lambda's remaining time) plus a margin for clock skew, so a run that dies without
-releasing blocks the next ones only until then. A run that finds the lease held does nothing else.
+PutItem in the notes table (`chalicelib.notes`) under `lease#<destination>` that succeeds only if
+no lease exists or the one there has expired. It expires after the longest the run can live (the
+Lambda's remaining time) plus a margin for clock skew, so a run that dies without releasing blocks
+the next ones only until then. A run that finds the lease held does nothing else.
 """
 
 from __future__ import annotations
@@ -18,19 +18,16 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib.drain import DrainReport
+from chalicelib.notes import NOTE_KEY, lease_key
 
 log = logging.getLogger(__name__)
 
 # Lambda clocks agree to well under a second; the margin keeps a lease alive past its holder's end.
 LEASE_MARGIN_S = 30.0
-# The item itself goes through the ledger's TTL a day after it expired (the condition reads
+# The item itself goes through the notes table's TTL a day after it expired (the condition reads
 # `lease_until`, never the lazily applied TTL).
 LEASE_RECORD_TTL_S = 86_400
 OVERLAP = "overlap"
-
-
-def lease_key(destination: str) -> str:
-    return f"lease#{destination}"
 
 
 class RunLease:
@@ -45,7 +42,7 @@ class RunLease:
         self._client = client
         self._table = table
         self._destination = destination
-        self._key = {"message_id": {"S": lease_key(destination)}}
+        self._key = {NOTE_KEY: {"S": lease_key(destination)}}
         self._clock = clock
         self._new_holder = new_holder
 
@@ -59,12 +56,11 @@ class RunLease:
                 TableName=self._table,
                 Item=self._key
                 | {
-                    "status": {"S": "lease"},
                     "holder": {"S": holder},
                     "lease_until": {"N": f"{until:.3f}"},
                     "expires_at": {"N": str(int(until) + LEASE_RECORD_TTL_S)},
                 },
-                ConditionExpression="attribute_not_exists(message_id) OR lease_until < :now",
+                ConditionExpression=f"attribute_not_exists({NOTE_KEY}) OR lease_until < :now",
                 ExpressionAttributeValues={":now": {"N": f"{now:.3f}"}},
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )

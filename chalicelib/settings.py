@@ -70,6 +70,9 @@ class Settings:
     stream_arn: str
     ledger_table: str
     ledger_ttl_s: int
+    # Run notes, redrive jobs and run leases (chalicelib.notes): not in the ledger, which holds
+    # only message records.
+    notes_table: str
     destinations: Mapping[str, Destination]
     routes: tuple[Route, ...]
     partition_key: str | None
@@ -438,6 +441,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         stream_arn=stream_arn,
         ledger_table=r.text("TRICKLE_LEDGER_TABLE"),
         ledger_ttl_s=r.number("TRICKLE_LEDGER_TTL_DAYS", 30, int, 1, 3650) * 86_400,
+        notes_table=r.text("TRICKLE_NOTES_TABLE"),
         destinations=destinations,
         routes=routes,
         partition_key=partition_key,
@@ -469,6 +473,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 f" {destination.name!r}'s connect and read timeouts ({attempt_s:g} s) by more than a second:"
                 " a received message must stay invisible for longer than one delivery attempt"
             )
+    if settings.notes_table and settings.notes_table == settings.ledger_table:
+        r.errors.append(
+            f"TRICKLE_NOTES_TABLE={settings.notes_table!r} names the ledger table: run notes, redrive jobs"
+            " and leases have a table of their own"
+        )
     if settings.auth == "token" and settings.auth_token_parameter is None:
         r.errors.append("TRICKLE_AUTH_TOKEN_PARAMETER is required when TRICKLE_AUTH=token")
     if r.errors:

@@ -16,7 +16,8 @@ from chalicelib.drain import Drainer
 from chalicelib.enrichers import EnrichContext, Enrichment
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.ingest import Ingestor
-from chalicelib.ledger import Ledger, Notes
+from chalicelib.ledger import Ledger
+from chalicelib.notes import Notes
 from chalicelib.operations import Operations
 from chalicelib.run_lease import RunLease
 from chalicelib.secrets import SecretCache
@@ -87,7 +88,7 @@ def ledgers() -> dict[str, Ledger]:
 @functools.cache
 def notes() -> Notes:
     s = settings()
-    return Notes(client("dynamodb"), s.ledger_table, s.ledger_ttl_s)
+    return Notes(client("dynamodb"), s.notes_table, s.ledger_ttl_s)
 
 
 @functools.cache
@@ -151,7 +152,7 @@ def drain(destination: str, context: Any) -> dict[str, Any]:
 
 @functools.cache
 def run_lease(destination: str) -> RunLease:
-    return RunLease(client("dynamodb"), settings().ledger_table, destination)
+    return RunLease(client("dynamodb"), settings().notes_table, destination)
 
 
 def reset() -> None:

@@ -20,6 +20,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from chalicelib.ledger import DEAD_INDEX, table_definition
+from chalicelib.notes import notes_table_definition
 from chalicelib.settings import load_settings, table_name_from_stream_arn
 
 # The queue's own receive limit is a backstop only; Trickle counts real attempts itself.
@@ -48,6 +49,7 @@ class StageNames:
     sort_key: str | None
     destinations: tuple[DestinationNames, ...]
     ledger_table: str
+    notes_table: str
     ingest_failure_queue: str
 
     @classmethod
@@ -62,6 +64,7 @@ class StageNames:
                 for d in settings.destinations.values()
             ),
             ledger_table=env["TRICKLE_LEDGER_TABLE"],
+            notes_table=settings.notes_table,
             ingest_failure_queue=queue_name(env["TRICKLE_INGEST_FAILURE_QUEUE_URL"]),
         )
 
@@ -105,12 +108,28 @@ def ensure_ledger(dynamodb: Any, names: StageNames) -> None:
                 AttributeDefinitions=definition["AttributeDefinitions"],
                 GlobalSecondaryIndexUpdates=[{"Create": definition["GlobalSecondaryIndexes"][0]}],
             )
-    ttl = dynamodb.describe_time_to_live(TableName=names.ledger_table)["TimeToLiveDescription"]
+    _ensure_ttl(dynamodb, names.ledger_table)
+
+
+def _ensure_ttl(dynamodb: Any, table: str) -> None:
+    ttl = dynamodb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
     if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
         dynamodb.update_time_to_live(
-            TableName=names.ledger_table,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+            TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
         )
+
+
+def ensure_notes(dynamodb: Any, names: StageNames) -> None:
+    """The notes table (run notes, redrive jobs, run leases), expiring through DynamoDB TTL; a
+    stage made before it had one gets it on its next bootstrap."""
+    try:
+        dynamodb.describe_table(TableName=names.notes_table)
+    except dynamodb.exceptions.ResourceNotFoundException:
+        dynamodb.create_table(
+            TableName=names.notes_table, BillingMode="PAY_PER_REQUEST", **notes_table_definition()
+        )
+        dynamodb.get_waiter("table_exists").wait(TableName=names.notes_table)
+    _ensure_ttl(dynamodb, names.notes_table)
 
 
 def ensure_queues(sqs: Any, names: DestinationNames, visibility_timeout_s: int) -> tuple[str, str]:
@@ -257,6 +276,7 @@ def provision(
     key_arn = ensure_kms_key(clients["kms"], kms_alias(env), f"Trickle secrets of {names.ledger_table}")
     stream_arn = ensure_table(clients["dynamodb"], names)
     ensure_ledger(clients["dynamodb"], names)
+    ensure_notes(clients["dynamodb"], names)
     visibility = int(env.get("TRICKLE_VISIBILITY_TIMEOUT_SECONDS", "960"))
     urls: dict[str, str] = {}
     for destination in names.destinations:
@@ -293,7 +313,7 @@ def teardown(clients: Mapping[str, Any], env: Mapping[str, str], source_table: b
             gone.append(f"queue {queue}")
         except sqs.exceptions.QueueDoesNotExist:
             pass
-    for table in [names.ledger_table] + ([names.table] if source_table else []):
+    for table in [names.ledger_table, names.notes_table] + ([names.table] if source_table else []):
         try:
             dynamodb.delete_table(TableName=table)
             gone.append(f"table {table}")

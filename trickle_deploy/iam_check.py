@@ -14,6 +14,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from chalicelib.notes import NOTE_KEY
 from trickle_deploy.policies import ACTIONS, parameter_arn, queue_arn
 
 
@@ -24,6 +25,31 @@ class AwsCall:
     operation: str
     action: str
     resource: str
+    # The partition keys of the items a DynamoDB call names (IAM's `dynamodb:LeadingKeys`); None when
+    # not known (another service, or a table whose key the recorder was not told).
+    leading_keys: tuple[str, ...] | None = None
+
+
+def partition_keys(env: Mapping[str, str]) -> dict[str, str]:
+    """Table -> partition key attribute, for the tables whose policies scope by leading key."""
+    return {env["TRICKLE_NOTES_TABLE"]: NOTE_KEY}
+
+
+def leading_keys(params: Mapping[str, Any], attribute: str) -> tuple[str, ...]:
+    """The partition key values of every item a GetItem/PutItem/UpdateItem/DeleteItem or batch call names."""
+    if "Key" in params or "Item" in params:
+        items = [params.get("Key") or params["Item"]]
+    else:
+        items = [
+            item
+            for request in params.get("RequestItems", {}).values()
+            for item in (
+                request["Keys"]
+                if isinstance(request, dict)
+                else [r.get("PutRequest", {}).get("Item") or r["DeleteRequest"]["Key"] for r in request]
+            )
+        ]
+    return tuple(str(item[attribute]["S"]) for item in items)
 
 
 def call_resource(service: str, params: Mapping[str, Any], region: str, account: str) -> str:
@@ -53,6 +79,7 @@ class CallRecorder:
     account: str = "123456789012"
     function: str | None = None
     calls: list[AwsCall] = field(default_factory=list)
+    partition_keys: Mapping[str, str] = field(default_factory=dict)  # see `partition_keys()`
     # A task token names no resource; tests say which state machine's task each one belongs to.
     task_tokens: dict[str, str] = field(default_factory=dict)
 
@@ -68,17 +95,45 @@ class CallRecorder:
             resource = self.task_tokens.get(str(params.get("taskToken")), "unknown task token")
         else:
             resource = call_resource(service, params, self.region, self.account)
-        self.calls.append(AwsCall(self.function, service, model.name, action, resource))
+        keys = None
+        if service == "dynamodb":
+            table = resource.split(":table/", 1)[1]
+            attribute = self.partition_keys.get(table)
+            keys = leading_keys(params, attribute) if attribute and "IndexName" not in params else None
+        self.calls.append(AwsCall(self.function, service, model.name, action, resource, keys))
 
 
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def allows(policy: Mapping[str, Any], action: str, resource: str) -> bool:
-    """Allow statements only (Trickle writes no Deny); IAM matches actions case-insensitively."""
+def _condition_holds(condition: Mapping[str, Any], keys: tuple[str, ...] | None) -> bool:
+    """The conditions Trickle writes on calls the code makes: `ForAllValues:StringEquals` or
+    `ForAllValues:StringLike` on `dynamodb:LeadingKeys`. Any other condition is not evaluated here,
+    so the statement is taken not to allow the call (the check errs towards "denied")."""
+    for operator, tests in condition.items():
+        if operator not in ("ForAllValues:StringEquals", "ForAllValues:StringLike") or set(tests) != {
+            "dynamodb:LeadingKeys"
+        }:
+            return False
+        allowed = _as_list(tests["dynamodb:LeadingKeys"])
+        if not keys:  # IAM's ForAllValues holds on no keys at all: this check refuses to guess
+            return False
+        like = operator.endswith("StringLike")
+        if not all(any(fnmatchcase(k, a) if like else k == a for a in allowed) for k in keys):
+            return False
+    return True
+
+
+def allows(
+    policy: Mapping[str, Any], action: str, resource: str, keys: tuple[str, ...] | None = None
+) -> bool:
+    """Allow statements only (Trickle writes no Deny); IAM matches actions case-insensitively.
+    `keys`: the call's leading keys, for statements conditioned on them."""
     for statement in _as_list(policy.get("Statement", [])):
         if statement.get("Effect") != "Allow":
+            continue
+        if "Condition" in statement and not _condition_holds(statement["Condition"], keys):
             continue
         actions = [str(a).lower() for a in _as_list(statement.get("Action", []))]
         resources = [r for r in _as_list(statement.get("Resource", [])) if isinstance(r, str)]
@@ -117,4 +172,6 @@ def load_template(package_dir: Path) -> dict[str, Any]:
 
 def denied(calls: list[AwsCall], policies: Mapping[str, Mapping[str, Any]]) -> list[AwsCall]:
     """The calls whose function's packaged policy does not allow them."""
-    return [c for c in calls if not allows(policies.get(c.function, {}), c.action, c.resource)]
+    return [
+        c for c in calls if not allows(policies.get(c.function, {}), c.action, c.resource, c.leading_keys)
+    ]

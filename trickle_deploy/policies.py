@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from chalicelib.ledger import DEAD_INDEX
+from chalicelib.notes import lease_key, redrive_note_key, run_note_key
 from chalicelib.settings import Settings, destination_names, load_settings
 
 CHALICE_DIR = Path(__file__).resolve().parent.parent / ".chalice"
@@ -74,6 +75,7 @@ class StageResources:
     table_arn: Arn
     destinations: tuple[DestinationResources, ...]
     ledger_arn: Arn
+    notes_arn: Arn
     dead_index_arn: Arn
     ingest_failure_queue_arn: Arn
     ssm_service: Arn
@@ -116,6 +118,7 @@ PACKAGING_ENV = {
     "TRICKLE_STREAM_ARN": "arn:aws:dynamodb:packaging:000000000000:table/packaging/stream/packaging",
     "TRICKLE_INGEST_FAILURE_QUEUE_URL": "https://sqs.packaging.invalid/000000000000/packaging-failures",
     "TRICKLE_LEDGER_TABLE": "packaging-ledger",
+    "TRICKLE_NOTES_TABLE": "packaging-notes",
     "TRICKLE_ARCHIVE_BUCKET": "packaging-archive",
 }
 
@@ -182,6 +185,7 @@ def template_resources(env: Mapping[str, str]) -> StageResources:
             for d in settings.destinations.values()
         ),
         ledger_arn={"Fn::GetAtt": ["LedgerTable", "Arn"]},
+        notes_arn={"Fn::GetAtt": ["NotesTable", "Arn"]},
         dead_index_arn=_sub(f"${{LedgerTable.Arn}}/index/{DEAD_INDEX}"),
         ingest_failure_queue_arn={"Fn::GetAtt": ["IngestFailureQueue", "Arn"]},
         ssm_service=_sub("ssm.${AWS::Region}.amazonaws.com"),
@@ -216,6 +220,7 @@ def stage_resources(env: Mapping[str, str]) -> StageResources:
             for d in settings.destinations.values()
         ),
         ledger_arn=f"arn:{partition}:dynamodb:{region}:{account}:table/{settings.ledger_table}",
+        notes_arn=f"arn:{partition}:dynamodb:{region}:{account}:table/{settings.notes_table}",
         dead_index_arn=(
             f"arn:{partition}:dynamodb:{region}:{account}:table/{settings.ledger_table}/index/{DEAD_INDEX}"
         ),
@@ -255,11 +260,16 @@ def _decrypt(env: Mapping[str, str], r: StageResources, parameter: Arn | None) -
     return [_statement("DecryptApiKeyThroughSsm", ["kms:Decrypt"], [key], condition)]
 
 
+def _leading_keys(operator: str, keys: list[str]) -> dict[str, Any]:
+    """Only items whose partition key is one of `keys` (every key the call names, for batch calls)."""
+    return {f"ForAllValues:{operator}": {"dynamodb:LeadingKeys": keys}}
+
+
 def _drain_policy(
     env: Mapping[str, str], r: StageResources, d: DestinationResources, logs: dict[str, Any]
 ) -> dict[str, Any]:
-    """A destination's drain reaches its own queue, dead-letter queue and key, and nothing of the
-    other destinations'."""
+    """A destination's drain reaches its own queue, dead-letter queue, key, lease and run note, and
+    nothing of the other destinations' (the notes by leading key: one table holds every drain's)."""
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -277,14 +287,14 @@ def _drain_policy(
             _statement("DeadLetter", ["sqs:SendMessage"], [d.dlq_arn]),
             _statement(
                 "Ledger",
-                [
-                    "dynamodb:BatchGetItem",
-                    "dynamodb:BatchWriteItem",
-                    "dynamodb:DeleteItem",
-                    "dynamodb:PutItem",
-                    "dynamodb:UpdateItem",
-                ],
+                ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem"],
                 [r.ledger_arn],
+            ),
+            _statement(
+                "OwnLeaseAndRunNote",
+                ["dynamodb:DeleteItem", "dynamodb:PutItem"],
+                [r.notes_arn],
+                _leading_keys("StringEquals", [lease_key(d.name), run_note_key(d.name)]),
             ),
             _statement("ReadApiKey", ["ssm:GetParameter"], [d.parameter_arn]),
             *_decrypt(env, r, d.parameter_arn),
@@ -351,6 +361,18 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                     r.dlq_arns,
                 ),
                 _statement("Ledger", ["dynamodb:GetItem", "dynamodb:PutItem"], [r.ledger_arn]),
+                _statement(
+                    "ReadRunNotes",
+                    ["dynamodb:GetItem"],
+                    [r.notes_arn],
+                    _leading_keys("StringLike", [run_note_key("*")]),
+                ),
+                _statement(
+                    "RedriveJobs",
+                    ["dynamodb:GetItem", "dynamodb:PutItem"],
+                    [r.notes_arn],
+                    _leading_keys("StringLike", [redrive_note_key("*")]),
+                ),
                 _statement("ListDeadLetters", ["dynamodb:Query"], [r.dead_index_arn]),
                 *(
                     [_statement("PresignResponses", ["s3:GetObject"], [r.archive_objects_arn])]

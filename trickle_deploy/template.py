@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.ledger import table_definition
+from chalicelib.notes import notes_table_definition
 from chalicelib.settings import Settings
 from trickle_deploy.bootstrap import ARCHIVE_RETENTION_DAYS, BACKSTOP_MAX_RECEIVE_COUNT, RETENTION_S
 from trickle_deploy.policies import (
@@ -62,6 +63,21 @@ STREAM_ARN_PATTERN = (
 def _named(suffix: str) -> dict[str, str]:
     """A name unique per stack, account and region (queue, table and alias names are regional)."""
     return {"Fn::Sub": "${AWS::StackName}-" + suffix}
+
+
+def _table(suffix: str, definition: dict[str, Any]) -> dict[str, Any]:
+    """A retained on-demand table with TTL on `expires_at` and point-in-time recovery."""
+    return {
+        "Type": "AWS::DynamoDB::Table",
+        **RETAIN,
+        "Properties": {
+            "TableName": _named(suffix),
+            "BillingMode": "PAY_PER_REQUEST",
+            **definition,
+            "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": True},
+            "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+        },
+    }
 
 
 def _stream_arn() -> dict[str, Any]:
@@ -323,6 +339,7 @@ def function_environment(destinations: Sequence[DestinationResources]) -> dict[s
         **queues,
         "TRICKLE_INGEST_FAILURE_QUEUE_URL": {"Ref": "IngestFailureQueue"},
         "TRICKLE_LEDGER_TABLE": {"Ref": "LedgerTable"},
+        "TRICKLE_NOTES_TABLE": {"Ref": "NotesTable"},
         "TRICKLE_ARCHIVE_BUCKET": {"Ref": "ResponseArchive"},
     }
 
@@ -405,17 +422,8 @@ def merge_template(stage: str) -> dict[str, Any]:
                 ).items()
             },
             "IngestFailureQueue": _queue(_named("ingest-failures"), fifo=False),
-            "LedgerTable": {
-                "Type": "AWS::DynamoDB::Table",
-                **RETAIN,
-                "Properties": {
-                    "TableName": _named("ledger"),
-                    "BillingMode": "PAY_PER_REQUEST",
-                    **table_definition(),
-                    "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": True},
-                    "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
-                },
-            },
+            "LedgerTable": _table("ledger", table_definition()),
+            "NotesTable": _table("notes", notes_table_definition()),
             "ApiKeyEncryptionKey": {
                 "Type": "AWS::KMS::Key",
                 **RETAIN,
@@ -465,6 +473,7 @@ def merge_template(stage: str) -> dict[str, Any]:
                 for name, output in _destination_outputs(d.name, d.api_key_parameter, r.parameter_arn).items()
             },
             "LedgerTableName": {"Value": {"Ref": "LedgerTable"}},
+            "NotesTableName": {"Value": {"Ref": "NotesTable"}},
             "SourceStreamArn": {"Value": _stream_arn()},
             "ResponseArchiveBucket": {"Value": {"Ref": "ResponseArchive"}},
         },

@@ -20,7 +20,7 @@ from chalice.test import Client
 
 from chalicelib import wiring
 from trickle_deploy.bootstrap import provision
-from trickle_deploy.iam_check import CallRecorder, denied, load_template, packaged_policies
+from trickle_deploy.iam_check import CallRecorder, denied, load_template, packaged_policies, partition_keys
 from trickle_local import stage
 from trickle_local.endpoint import MotoEndpoint, clients, use_local_credentials
 from trickle_local.standin_api import Faults, StandInApi
@@ -74,7 +74,7 @@ def crm_api() -> Iterator[StandInApi]:
 def recorder() -> CallRecorder:
     """Every AWS call a handler makes in any integration test, attributed to its function."""
     boto3.setup_default_session()
-    calls = CallRecorder()
+    calls = CallRecorder(partition_keys=partition_keys(stage.stage_env("local")))
     calls.register(boto3.DEFAULT_SESSION.events)  # type: ignore[union-attr]
     return calls
 

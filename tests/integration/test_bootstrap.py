@@ -35,8 +35,11 @@ def test_bootstrap_is_idempotent_and_teardown_removes_what_it_made(endpoint: Mot
         assert (parameter["Type"], parameter["Value"]) == ("SecureString", "secret-1")
     key = aws["kms"].describe_key(KeyId="alias/trickle-dev-ledger-secrets")["KeyMetadata"]
     assert key["Arn"] == first["TRICKLE_API_KEY_KMS_KEY_ARN"]
-    ttl = aws["dynamodb"].describe_time_to_live(TableName="trickle-dev-ledger")["TimeToLiveDescription"]
-    assert ttl["AttributeName"] == "expires_at"
+    for table in ("trickle-dev-ledger", "trickle-dev-notes"):
+        ttl = aws["dynamodb"].describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+        assert ttl["AttributeName"] == "expires_at"
+    notes = aws["dynamodb"].describe_table(TableName="trickle-dev-notes")["Table"]
+    assert notes["KeySchema"] == [{"AttributeName": "note_id", "KeyType": "HASH"}]
     attributes = aws["sqs"].get_queue_attributes(
         QueueUrl=first["TRICKLE_DEST_ORDERS_QUEUE_URL"], AttributeNames=["All"]
     )
@@ -53,9 +56,9 @@ def test_bootstrap_is_idempotent_and_teardown_removes_what_it_made(endpoint: Mot
 
     removed = teardown(aws, env, source_table=False)
 
-    assert (
-        len(removed) == 10
-    )  # two queues per destination and one more, the ledger, two keys, bucket, KMS key
+    # two queues per destination and one more, the ledger and notes tables, two keys, bucket, KMS key
+    assert len(removed) == 11
+    assert "table trickle-dev-notes" in removed
     assert aws["sqs"].list_queues().get("QueueUrls", []) == []
     assert [t for t in aws["dynamodb"].list_tables()["TableNames"] if t.startswith("trickle-dev")] == [
         "trickle-dev-items"

@@ -186,6 +186,8 @@ def test_every_function_names_only_its_own_account_and_region(
             table = dynamodb.describe_table(TableName=settings.table_name)["Table"]
             assert table["LatestStreamArn"] == settings.stream_arn
             dynamodb.describe_table(TableName=settings.ledger_table)
+            notes = dynamodb.describe_table(TableName=settings.notes_table)["Table"]
+            assert notes["KeySchema"] == [{"AttributeName": "note_id", "KeyType": "HASH"}]
             assert settings.archive_bucket is not None
             location = place.client("s3").get_bucket_location(Bucket=settings.archive_bucket)
             assert location["LocationConstraint"] == place.region
@@ -267,6 +269,7 @@ def test_deleting_the_stack_keeps_the_data(
         StackName=STACK, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
     )
     place.client("dynamodb").describe_table(TableName=settings.ledger_table)
+    place.client("dynamodb").describe_table(TableName=settings.notes_table)
     place.client("dynamodb").describe_table(TableName=settings.table_name)
     for destination in settings.destinations.values():
         for url in (destination.queue_url, destination.dlq_url):

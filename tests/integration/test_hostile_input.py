@@ -242,10 +242,12 @@ def send(url: str, probe: Probe, token: str = f"Bearer {OPERATOR_TOKEN}") -> req
 def state(stack: Stack) -> dict[str, Any]:
     """Everything a refused request could have changed."""
     ledger = stack.aws["dynamodb"].scan(TableName=stack.env["TRICKLE_LEDGER_TABLE"])["Items"]
+    notes = stack.aws["dynamodb"].scan(TableName=stack.env["TRICKLE_NOTES_TABLE"])["Items"]
     return {
         "queue": stack.queue_depth(),
         "dead_letters": stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL"),
         "ledger": sorted(json.dumps(item, sort_keys=True) for item in ledger),
+        "notes": sorted(json.dumps(item, sort_keys=True) for item in notes),
         "api_requests": len(stack.api.requests),
     }
 

@@ -3,13 +3,16 @@ reserved concurrency to rely on."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from typing import Any
 
 from conftest import Stack
 
-from chalicelib.run_lease import LEASE_MARGIN_S, OVERLAP, RunLease, lease_key
+from chalicelib.notes import NOTE_KEY, lease_key
+from chalicelib.operations import is_message_id
+from chalicelib.run_lease import LEASE_MARGIN_S, OVERLAP, RunLease
 from trickle_local.standin_api import Reply
 
 DEADLINE_S = 30
@@ -53,7 +56,7 @@ def test_two_drains_started_together_deliver_once(stack: Stack) -> None:
 
 def test_a_held_lease_stops_a_run_before_any_other_call(stack: Stack) -> None:
     stack.fill(groups=1, per_group=2)
-    table = stack.env["TRICKLE_LEDGER_TABLE"]
+    table = stack.env["TRICKLE_NOTES_TABLE"]
     other = RunLease(stack.aws["dynamodb"], table, "orders")
     holder = other.acquire(60)
     assert holder is not None
@@ -69,7 +72,7 @@ def test_a_held_lease_stops_a_run_before_any_other_call(stack: Stack) -> None:
 
 
 def test_an_expired_lease_is_taken_over_and_its_late_holder_cannot_release_it(stack: Stack) -> None:
-    table = stack.env["TRICKLE_LEDGER_TABLE"]
+    table = stack.env["TRICKLE_NOTES_TABLE"]
     now = [1_000_000.0]
     first = RunLease(stack.aws["dynamodb"], table, "orders", clock=lambda: now[0])
     second = RunLease(stack.aws["dynamodb"], table, "orders", clock=lambda: now[0])
@@ -88,12 +91,32 @@ def test_an_expired_lease_is_taken_over_and_its_late_holder_cannot_release_it(st
     assert second.acquire(300) is not None
 
 
-def test_the_lease_lives_outside_the_message_ids_and_per_destination(stack: Stack) -> None:
-    table = stack.env["TRICKLE_LEDGER_TABLE"]
+def test_the_lease_lives_in_the_notes_table_per_destination(stack: Stack) -> None:
+    table = stack.env["TRICKLE_NOTES_TABLE"]
     dynamodb = stack.aws["dynamodb"]
     assert RunLease(dynamodb, table, "orders").acquire(60) is not None
     assert RunLease(dynamodb, table, "invoices").acquire(60) is not None  # another destination's own
-    item = dynamodb.get_item(TableName=table, Key={"message_id": {"S": lease_key("orders")}})["Item"]
-    assert item["status"] == {"S": "lease"}
+    item = dynamodb.get_item(TableName=table, Key={NOTE_KEY: {"S": lease_key("orders")}})["Item"]
     assert float(item["lease_until"]["N"]) < int(item["expires_at"]["N"])  # TTL only cleans up later
     assert stack.http("GET", f"/messages/{lease_key('orders')}").status_code == 404  # not a message
+
+
+def test_the_ledger_holds_only_message_records(stack: Stack) -> None:
+    """Leases, run notes and redrive jobs all go to the notes table."""
+    stack.fill(groups=2, per_group=2)
+    stack.api.faults.poison = frozenset({'"sk":"001"'})
+    stack.drain()
+    stack.drain("crm")
+    started = stack.http("POST", "/dead-letters/redrive?destination=orders", {})
+    assert started.status_code == 202
+    assert stack.http("GET", "/status").status_code == 200
+
+    dynamodb = stack.aws["dynamodb"]
+    ledger = dynamodb.scan(TableName=stack.env["TRICKLE_LEDGER_TABLE"], ConsistentRead=True)["Items"]
+    assert len(ledger) == 4
+    assert all(is_message_id(item["message_id"]["S"]) for item in ledger)
+    notes = dynamodb.scan(TableName=stack.env["TRICKLE_NOTES_TABLE"], ConsistentRead=True)["Items"]
+    job = json.loads(started.body)["id"]
+    assert sorted(item[NOTE_KEY]["S"] for item in notes) == sorted(
+        ["run#orders", "run#crm", f"redrive#{job}"]
+    )  # the leases were released

@@ -30,6 +30,7 @@ BASE_ENV: Mapping[str, str] = {
     "TRICKLE_DEST_CRM_KEY_PARAMETER": "/trickle/test/crm-key",
     "TRICKLE_ROUTES_FILE": str(ROUTES_FILE),
     "TRICKLE_LEDGER_TABLE": "trickle-test-ledger",
+    "TRICKLE_NOTES_TABLE": "trickle-test-notes",
     "TRICKLE_PARTITION_KEY": "pk",
 }
 

@@ -344,6 +344,7 @@ def test_every_missing_variable_in_one_error() -> None:
     message = error_of({})
     assert "TRICKLE_STREAM_ARN is required" in message
     assert "TRICKLE_LEDGER_TABLE is required" in message
+    assert "TRICKLE_NOTES_TABLE is required" in message
     for destination, field in REQUIRED_PER_DESTINATION:
         assert f"destination {destination!r} needs {variable(destination, field)}" in message
     assert "destination 'orders' groups by partition key: TRICKLE_PARTITION_KEY is required" in message
@@ -360,7 +361,7 @@ def test_each_required_destination_variable(base_env: dict[str, str], destinatio
     )
 
 
-@pytest.mark.parametrize("missing", ["TRICKLE_STREAM_ARN", "TRICKLE_LEDGER_TABLE"])
+@pytest.mark.parametrize("missing", ["TRICKLE_STREAM_ARN", "TRICKLE_LEDGER_TABLE", "TRICKLE_NOTES_TABLE"])
 def test_each_required_global_variable(base_env: dict[str, str], missing: str) -> None:
     env = {k: v for k, v in base_env.items() if k != missing}
     assert error_of(env) == f"invalid Trickle settings: {missing} is required"
@@ -591,6 +592,15 @@ def test_api_url_need_not_be_fifo(make_settings: MakeSettings) -> None:
 def test_ledger_table_is_required(base_env: dict[str, str]) -> None:
     env = {k: v for k, v in base_env.items() if k != "TRICKLE_LEDGER_TABLE"}
     assert error_of(env) == "invalid Trickle settings: TRICKLE_LEDGER_TABLE is required"
+
+
+def test_notes_have_a_table_of_their_own(base_env: dict[str, str], make_settings: MakeSettings) -> None:
+    assert make_settings().notes_table == "trickle-test-notes"
+    same = {**base_env, "TRICKLE_STAGE": "dev", "TRICKLE_NOTES_TABLE": base_env["TRICKLE_LEDGER_TABLE"]}
+    assert error_of(same) == (
+        "invalid Trickle settings for stage 'dev': TRICKLE_NOTES_TABLE='trickle-test-ledger' names the"
+        " ledger table: run notes, redrive jobs and leases have a table of their own"
+    )
 
 
 def test_ledger_ttl_is_given_in_days_and_kept_in_seconds(make_settings: MakeSettings) -> None:

@@ -15,6 +15,7 @@ ENV = {
     "TRICKLE_ROUTES_FILE": str(Path(__file__).resolve().parent.parent / "routes.toml"),
     "TRICKLE_PARTITION_KEY": "pk",
     "TRICKLE_LEDGER_TABLE": "ledger",
+    "TRICKLE_NOTES_TABLE": "notes",
     **{
         f"TRICKLE_DEST_{name}_{field}": f"https://sqs.eu-west-3.amazonaws.com/111122223333/{name}-{field}.fifo"
         for name in ("ORDERS", "CRM")

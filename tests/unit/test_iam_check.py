@@ -1,0 +1,75 @@
+"""The recorded-call check: leading keys and `dynamodb:LeadingKeys` conditions (iam_check.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from trickle_deploy.iam_check import allows, leading_keys
+
+TABLE = "arn:aws:dynamodb:us-east-1:1:table/notes"
+
+
+def policy(operator: str, keys: list[str]) -> dict[str, Any]:
+    condition = {f"ForAllValues:{operator}": {"dynamodb:LeadingKeys": keys}}
+    return {
+        "Statement": [
+            {"Effect": "Allow", "Action": ["dynamodb:PutItem"], "Resource": [TABLE], "Condition": condition}
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "keys"),
+    [
+        ({"TableName": "notes", "Key": {"note_id": {"S": "run#orders"}}}, ("run#orders",)),
+        ({"TableName": "notes", "Item": {"note_id": {"S": "lease#crm"}, "doc": {"S": "{}"}}}, ("lease#crm",)),
+        (
+            {"RequestItems": {"notes": {"Keys": [{"note_id": {"S": "a"}}, {"note_id": {"S": "b"}}]}}},
+            ("a", "b"),
+        ),
+        (
+            {
+                "RequestItems": {
+                    "notes": [
+                        {"PutRequest": {"Item": {"note_id": {"S": "a"}}}},
+                        {"DeleteRequest": {"Key": {"note_id": {"S": "b"}}}},
+                    ]
+                }
+            },
+            ("a", "b"),
+        ),
+    ],
+)
+def test_leading_keys_are_the_partition_keys_of_every_item_named(
+    params: dict[str, Any], keys: tuple[str, ...]
+) -> None:
+    assert leading_keys(params, "note_id") == keys
+
+
+@pytest.mark.parametrize(
+    ("operator", "allowed", "keys", "expected"),
+    [
+        ("StringEquals", ["lease#orders", "run#orders"], ("lease#orders",), True),
+        ("StringEquals", ["lease#orders", "run#orders"], ("lease#crm",), False),
+        ("StringEquals", ["lease#orders"], ("lease#orders", "lease#crm"), False),  # all, not any
+        ("StringEquals", ["run#*"], ("run#orders",), False),  # no wildcards with StringEquals
+        ("StringLike", ["run#*"], ("run#orders",), True),
+        ("StringLike", ["run#*"], ("redrive#1",), False),
+        ("StringLike", ["run#*"], (), False),  # IAM would allow a call naming no key: refused here
+        ("StringLike", ["run#*"], None, False),  # keys unknown
+    ],
+)
+def test_leading_key_conditions(
+    operator: str, allowed: list[str], keys: tuple[str, ...] | None, expected: bool
+) -> None:
+    assert allows(policy(operator, allowed), "dynamodb:PutItem", TABLE, keys) is expected
+
+
+def test_a_condition_the_check_cannot_evaluate_does_not_allow() -> None:
+    statement = policy("StringEquals", ["x"])["Statement"][0]
+    statement["Condition"] = {"StringEquals": {"aws:SourceVpc": "vpc-1"}}
+    assert not allows({"Statement": [statement]}, "dynamodb:PutItem", TABLE, ("x",))
+    del statement["Condition"]
+    assert allows({"Statement": [statement]}, "dynamodb:PutItem", TABLE)
