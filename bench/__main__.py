@@ -340,7 +340,6 @@ def cold_start_and_package() -> dict[str, Any]:
         minimal.write_text(
             "import boto3, requests\nfrom aws_lambda_powertools.metrics import Metrics\n"
             "from aws_lambda_powertools.logging import Logger\n"
-            "from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider\n"
             "from chalice import Chalice\napp = Chalice(app_name='minimal')\n"
         )
         times = import_times({"app": ROOT, "minimal_app": Path(tmp)}, env)

@@ -1,12 +1,17 @@
 """API keys from SSM Parameter Store (SecureString) through Powertools' parameters provider, which
-reads with `WithDecryption` and caches each value for `max_age` seconds per container."""
+reads with `WithDecryption` and caches each value for `max_age` seconds per container.
+
+The parameters package is imported where a key is first read (`wiring.parameters()`, `_read`), never
+by `import app`: its `__init__` imports every provider (AppConfig, DynamoDB, Secrets Manager, SSM),
+a cost the ingest and the routes, which read no key, should not pay at cold start."""
 
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
-from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
 
 
 class SecretError(RuntimeError):
@@ -43,6 +48,8 @@ class SecretCache:
             return self._read(force=True)
 
     def _read(self, force: bool) -> str:
+        from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
         try:
             value = self._provider.get(self.name, max_age=self._max_age_s, decrypt=True, force_fetch=force)
         except GetParameterError as exc:

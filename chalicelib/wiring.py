@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
-from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
 from botocore.config import Config
 
 from chalicelib.api_client import ApiClient, make_session
@@ -22,6 +21,9 @@ from chalicelib.operations import Operations
 from chalicelib.run_lease import RunLease
 from chalicelib.secrets import SecretCache
 from chalicelib.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30)
 # Presigned archive URLs: SigV4 (SigV2 URLs are refused in newer regions and deprecated everywhere).
@@ -41,7 +43,10 @@ def client(service: str) -> Any:
 
 @functools.cache
 def parameters() -> SSMProvider:
-    """Powertools' SSM provider on our client (its retries and timeouts), shared by every key."""
+    """Powertools' SSM provider on our client (its retries and timeouts), shared by every key;
+    imported on first use, so only functions that read a key pay for it (`chalicelib.secrets`)."""
+    from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
+
     return SSMProvider(boto3_client=client("ssm"))
 
 

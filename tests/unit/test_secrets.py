@@ -3,8 +3,12 @@ the forced re-read after a 401/403, one read between threads, errors without the
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
@@ -12,6 +16,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from chalicelib.secrets import SecretCache, SecretError
 from tests.fakes import FakeSsm
+from trickle_deploy.policies import packaging_env
+from trickle_local import stage
 
 NAME = "/trickle/test/api-key"
 SECRET = "sk-live-7d2f9b1c-do-not-log"
@@ -126,3 +132,25 @@ def test_parallel_first_reads_share_one_ssm_call() -> None:
         thread.join()
     assert got == ["k"] * 8
     assert len(ssm.calls) == 1
+
+
+def test_importing_the_app_leaves_the_parameters_package_to_the_functions_that_read_a_key() -> None:
+    """Its `__init__` imports every Powertools provider: the ingest and the routes read no key."""
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys, app; from chalicelib import wiring; "
+        "print(sorted(m for m in sys.modules if m.startswith('aws_lambda_powertools.utilities.param'))); "
+        "wiring.parameters(); "
+        "print('aws_lambda_powertools.utilities.parameters.ssm' in sys.modules)"
+    )
+    env = {**os.environ, **packaging_env(stage.stage_env("prod")), "AWS_DEFAULT_REGION": "us-east-1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert done.stdout.splitlines() == ["[]", "True"]
