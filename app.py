@@ -9,7 +9,7 @@ from chalicelib import wiring
 from chalicelib.auth import token_matches
 from chalicelib.dead_letters import RedriveFilter
 from chalicelib.logs import LambdaContextKeys, configure_logging
-from chalicelib.operations import dead_letter_query
+from chalicelib.operations import dead_letter_query, missing_message
 from chalicelib.submissions import SubmissionError, parse_submission
 
 settings = wiring.settings()
@@ -80,7 +80,7 @@ def submit() -> Response:
 def message(message_id: str) -> dict[str, Any]:
     found = wiring.operations().lookup(message_id)
     if found is None:
-        raise NotFoundError(f"no message {message_id}")
+        raise NotFoundError(missing_message(message_id))
     return found
 
 

@@ -7,8 +7,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from chalicelib.fifo_queue import FifoQueue, SendFailure
 from chalicelib.ledger import Ledger
 from chalicelib.metrics import RunMetrics
@@ -106,12 +104,13 @@ class Ingestor:
             raise IngestError(failures)
         unsent = {f.message.message_id for f in failures}
         queued = [m for m in built.messages if m.message_id not in unsent]
+        # Queued messages get no ledger record here: the drain writes one at the first attempt (a
+        # record per message would be most of the relay's requests and cost; README, "Benchmarks").
         for rejected in built.rejected:  # listed like every dead letter; a failed write fails the batch
             if rejected.message_id not in unsent:
                 self._ledgers[rejected.destination].record_dead(
                     rejected.message_id, rejected.group_id, rejected.reason
                 )
-        self._record_queued(queued)
         report = IngestReport(
             len(records),
             len(queued),
@@ -131,14 +130,3 @@ class Ingestor:
         metrics.count("IngestRejected", report.dead_lettered)
         metrics.count("IngestFailures", failures)
         metrics.flush()
-
-    def _record_queued(self, messages: Sequence[OutboundMessage]) -> None:
-        """Status for operators; the drain does not depend on it, so a failed write only warns."""
-        for message in messages:
-            try:
-                self._ledgers[message.destination].record_queued(message.message_id, message.group_id)
-            except (ClientError, BotoCoreError) as exc:
-                log.warning(
-                    "ledger write failed",
-                    extra={"message_id": message.message_id, "group_id": message.group_id, "error": str(exc)},
-                )

@@ -82,6 +82,19 @@ def is_message_id(value: str) -> bool:
     return True
 
 
+def missing_message(message_id: str) -> str:
+    """What a 404 from `GET /messages/{id}` means. A stream item gets its ledger record at its first
+    delivery attempt (a submission when it is accepted), so an id without one may well be queued."""
+    if not is_message_id(message_id):
+        return f"no message {message_id}: message ids are UUIDs"
+    return (
+        f"no message {message_id} in the ledger: no delivery attempt is recorded for it yet. A stream"
+        " item is recorded at its first attempt, so one still waiting in its queue has no record (GET"
+        " /status shows the queues); nor does an id Trickle never queued, or one whose record expired"
+        " (TRICKLE_LEDGER_TTL_DAYS)"
+    )
+
+
 class Operations:
     def __init__(
         self,
@@ -134,6 +147,8 @@ class Operations:
         }
 
     def submit(self, submission: Submission) -> dict[str, Any]:
+        """Queue a submission and record it as queued: its caller is handed a status URL and expects
+        it to answer at once (one write per request; stream items get theirs at the first attempt)."""
         failures = self._queues[submission.message.destination].send([submission.message])
         if failures:
             raise RuntimeError(f"message not queued: {failures[0].reason}")

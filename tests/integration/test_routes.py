@@ -12,6 +12,8 @@ import pytest
 import requests
 from conftest import Stack
 
+from chalicelib.records import message_id_for
+
 
 def submit(stack: Stack, body: Any) -> Any:
     """POST /messages; a JSON object without a destination is sent to `orders`."""
@@ -87,7 +89,29 @@ def test_bad_submissions_get_a_clear_400(stack: Stack) -> None:
 
 def test_unknown_messages_are_404(stack: Stack) -> None:
     assert stack.http("GET", f"/messages/{uuid.uuid4()}").status_code == 404
-    assert stack.http("GET", "/messages/run%23orders").status_code == 404
+    response = stack.http("GET", "/messages/run%23orders")
+    assert response.status_code == 404
+    assert "message ids are UUIDs" in json.loads(response.body)["Message"]
+
+
+def test_a_stream_item_is_recorded_at_its_first_attempt_and_looked_up_before_that(stack: Stack) -> None:
+    """Ingest writes no ledger record per message (it would be most of the relay's requests): until
+    the drain attempts it, a lookup is a 404 that says no attempt is recorded yet and what that means."""
+    stack.put_items([stack.item("a", "1")])
+    event = stack.stream_event()
+    first = len(stack.recorder.calls)
+    stack.ingest(event)
+    assert [c.operation for c in stack.recorder.calls[first:] if c.service == "dynamodb"] == []
+    message_id = message_id_for("trickle-local-items", event["Records"][0]["eventID"], "orders")
+
+    before = stack.http("GET", f"/messages/{message_id}")
+
+    assert before.status_code == 404
+    message = json.loads(before.body)["Message"]
+    assert "no delivery attempt is recorded for it yet" in message and "GET /status" in message
+    stack.drain()
+    after = json.loads(stack.http("GET", f"/messages/{message_id}").body)
+    assert (after["status"], after["attempts"]) == ("delivered", 1)
 
 
 def test_status_reports_depths_and_the_last_run(stack: Stack) -> None:

@@ -1,0 +1,118 @@
+"""`python -m bench.profile_drain`: the bench's drain run, alone, for a profiler to watch.
+
+Fills a backlog through the relay's ingest, then drains it like `python -m bench` does (moto and the
+stand-in API in processes of their own) and prints the drain's own CPU per delivered message.
+`--cprofile FILE` profiles the drain's CPU time (`time.thread_time`, so waiting on a socket counts
+for nothing) in its main thread and in every worker, merged into one pstats file; read it with
+`python -m pstats FILE` (README, "Where the drain's time goes"). Reports figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import os
+import pstats
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.__main__ import Bench
+from chalicelib import wiring
+from chalicelib.drain import Drainer
+
+
+class ThreadProfiles:
+    """One CPU-time profiler per thread that runs a group's deliveries, plus the main thread's."""
+
+    def __init__(self) -> None:
+        self.profiles: list[cProfile.Profile] = []
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def _mine(self) -> cProfile.Profile:
+        profile: cProfile.Profile | None = getattr(self._local, "profile", None)
+        if profile is None:
+            profile = self._local.profile = cProfile.Profile(time.thread_time)
+            with self._lock:
+                self.profiles.append(profile)
+        return profile
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        original = Drainer._deliver_group
+
+        def deliver_group(drainer: Drainer, *args: Any) -> Any:
+            profile = self._mine()
+            profile.enable()
+            try:
+                return original(drainer, *args)
+            finally:
+                profile.disable()
+
+        Drainer._deliver_group = deliver_group  # type: ignore[method-assign,assignment]
+        main = self._mine()
+        main.enable()
+        try:
+            yield
+        finally:
+            main.disable()
+            Drainer._deliver_group = original  # type: ignore[method-assign]
+
+    def save(self, path: Path) -> None:
+        stats = pstats.Stats(self.profiles[0])
+        for profile in self.profiles[1:]:
+            stats.add(profile)
+        stats.dump_stats(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile_drain", description=__doc__)
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--groups", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--latency", type=float, default=0.02, help="the stand-in API's, in seconds")
+    parser.add_argument("--repeat", type=int, default=1, help="backlogs drained one after another")
+    parser.add_argument("--cprofile", type=Path, help="write the drain's CPU profile (pstats) here")
+    args = parser.parse_args(argv)
+    profiles = ThreadProfiles()
+    watch: Callable[[], contextlib.AbstractContextManager[None]] = (
+        profiles.watching if args.cprofile else contextlib.nullcontext
+    )
+    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
+    bench = Bench(args.latency)
+    try:
+        for _ in range(args.repeat):
+            bench.reset(args.workers)
+            bench.fill(args.messages, args.groups)
+            bench.calls.take()
+            cpu, started = time.process_time(), time.perf_counter()
+            delivered = 0
+            with contextlib.redirect_stdout(io.StringIO()), watch():
+                while delivered < args.messages:
+                    report = wiring.drainer("orders").run(lambda: 10**9)
+                    delivered += report.delivered
+                    if report.stopped_by == "empty" and not report.delivered:
+                        break
+            cpu_ms = (time.process_time() - cpu) * 1000 / max(1, delivered)
+            counts, _ = bench.calls.take()
+            calls = sum(n for op, n in counts.items() if not op.endswith("/items"))
+            print(
+                f"delivered {delivered} in {time.perf_counter() - started:.2f} s;"
+                f" drain CPU {cpu_ms:.2f} ms/msg; drain AWS requests {calls / max(1, delivered):.3f}/msg",
+                file=sys.stderr,
+            )
+    finally:
+        bench.stop()
+    if args.cprofile:
+        profiles.save(args.cprofile)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
