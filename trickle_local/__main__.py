@@ -1,13 +1,17 @@
 """`python -m trickle_local up|demo`: the relay's own handlers on one machine.
 
-moto's server stands in for AWS on loopback (or `--endpoint` points at another, `--real-aws` at AWS),
-a stand-in API receives the deliveries (or `--api-url` names a real one), a stream poller feeds the
-ingest handler and a schedule runner fires every `@app.schedule` handler.
+An embedded emulator stands in for AWS on loopback (`--emulator moto|ministack`; or `--endpoint`
+points at another, `--real-aws` at AWS), a stand-in API receives the deliveries (or `--api-url` names
+a real one), a stream poller feeds the ingest handler and a schedule runner fires every
+`@app.schedule` handler. What the handlers print (their metrics lines) goes to stderr or
+`--metrics-file`, so stdout carries only the command's own report (`demo --json`: one JSON line).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import os
@@ -15,8 +19,9 @@ import secrets
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import urlparse
 
 from chalicelib.fifo_queue import FifoQueue
@@ -25,12 +30,22 @@ from chalicelib.settings import Settings, load_settings
 from trickle_deploy.bootstrap import provision
 from trickle_local import stage
 from trickle_local.demo import DemoReport, expected_by_destination, single_table_items, summarize
-from trickle_local.endpoint import MotoEndpoint, clients, use_local_credentials
+from trickle_local.emulators import (
+    EMULATORS,
+    Emulator,
+    EmulatorName,
+    EmulatorStartError,
+    EmulatorUnavailableError,
+    start_emulator,
+)
+from trickle_local.endpoint import clients, use_local_credentials
 from trickle_local.ports import PortInUseError, check_free
 from trickle_local.routes import RouteServer
 from trickle_local.runtime import Invoker, LocalRuntime
 from trickle_local.standin_api import Faults, StandInApi
 from trickle_local.workflows import Workflows, is_workflow_body
+
+DEFAULT_EMULATOR: EmulatorName = "moto"  # the embedded one; README, "Two emulators", says why
 
 
 @dataclass
@@ -39,7 +54,7 @@ class Session:
     aws: dict[str, Any]
     runtime: LocalRuntime
     apis: dict[str, StandInApi]  # a stand-in per destination (none when --api-url names real ones)
-    endpoint: MotoEndpoint | None
+    endpoint: Emulator | None
     settings: Settings
     routes: RouteServer | None = None
     operator_token: str | None = None
@@ -114,12 +129,13 @@ def ports(args: argparse.Namespace, env: dict[str, str]) -> dict[str, int]:
 def start(args: argparse.Namespace) -> Session:
     env = stage.stage_env(args.stage)
     listen = ports(args, env)
-    endpoint: MotoEndpoint | None = None
+    endpoint: Emulator | None = None
     endpoint_url: str | None = args.endpoint
+    if not args.real_aws:
+        use_local_credentials()  # an emulator, embedded or not: test credentials and a region
     if not args.real_aws and endpoint_url is None:
-        use_local_credentials()
-        endpoint = MotoEndpoint(port=listen["AWS endpoint"], speed_up=not args.slow_moto).start()
-        endpoint_url = endpoint.url
+        endpoint = start_emulator(args.emulator, listen["AWS endpoint"], speed_up=not args.slow_moto)
+        endpoint_url = endpoint.endpoint_url
     apis: dict[str, StandInApi] = {}
     api_key: str | None = args.api_key
     if not args.api_url:
@@ -217,7 +233,8 @@ class Progress:
         counts = self.counts()
         if counts != self._last:
             self._last = counts
-            print(self.line(counts), file=sys.stderr, flush=True)
+            sys.stderr.write(self.line(counts) + "\n")  # one write: whole lines amid parallel output
+            sys.stderr.flush()
 
     def _loop(self) -> None:
         while not self._stop.wait(self._every_s):
@@ -251,9 +268,48 @@ def announce_first_drain(session: Session) -> None:
         )
 
 
+class WholeLines(io.TextIOBase):
+    """Hands `target` complete lines, one write each, so lines printed by parallel handlers (print
+    writes the text and the newline apart) never interleave mid-line with each other or the logs."""
+
+    def __init__(self, target: TextIO) -> None:
+        self._target = target
+        self._lock = threading.Lock()
+        self._pending = threading.local()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        pending: str = getattr(self._pending, "text", "") + text
+        complete, newline, rest = pending.rpartition("\n")
+        self._pending.text = rest
+        if newline:
+            with self._lock:
+                self._target.write(complete + newline)
+                self._target.flush()
+        return len(text)
+
+
+@contextlib.contextmanager
+def handler_output(metrics_file: str | None) -> Iterator[TextIO]:
+    """While the relay runs, whatever is printed (the handlers' Embedded Metric Format lines, which
+    Lambda's stdout would carry to CloudWatch) goes to stderr, or appends to `metrics_file`; the
+    command writes its own report to the stream this yields, the real stdout."""
+    out = sys.stdout
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(open(metrics_file, "a")) if metrics_file else sys.stderr
+        sys.stdout = WholeLines(sink)
+        try:
+            yield out
+        finally:
+            sys.stdout = out
+
+
 def run_up(args: argparse.Namespace) -> int:
     session = start(args)
-    print(f"AWS endpoint: {session.env.get('AWS_ENDPOINT_URL', 'real AWS')}", file=sys.stderr)
+    where = session.endpoint.name if session.endpoint is not None else "given"
+    print(f"AWS endpoint: {session.env.get('AWS_ENDPOINT_URL', 'real AWS')} ({where})", file=sys.stderr)
     for name, destination in session.settings.destinations.items():
         print(f"API {name + ':':9} {destination.url}", file=sys.stderr)
     print(f"Table:        {session.table} (put items there; Ctrl-C stops)", file=sys.stderr)
@@ -296,7 +352,8 @@ def start_workflows(session: Session, count: int, groups: int) -> Workflows | No
     return workflows
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def run_demo(args: argparse.Namespace, out: TextIO) -> int:
+    """Prints the summary to `out`: human lines, or with --json one JSON line (the lines then on stderr)."""
     session = start(args)
     items = single_table_items(args.items, args.groups)
     expected = expected_by_destination(items, session.settings)
@@ -327,21 +384,25 @@ def run_demo(args: argparse.Namespace) -> int:
         session.stop()
     drain_s = round(session.drain_seconds(), 2)
     summary = report.total
+    human = sys.stderr if args.json else out
     print(
         f"inserted={summary.inserted} delivered={summary.delivered} dead_lettered={summary.dead_lettered} "
         f"lost={summary.lost} duplicates={summary.duplicates} out_of_order={summary.out_of_order} "
         f"seconds={summary.seconds} ({rate(summary.delivered, drain_s)}, "
-        f"{summary.requests} API requests, {summary.failed_requests} failed)"
+        f"{summary.requests} API requests, {summary.failed_requests} failed)",
+        file=human,
     )
     for name, part in report.destinations.items():
         print(
             f"  {name}: delivered={part.delivered}/{part.inserted} dead_lettered={part.dead_lettered}"
-            f" lost={part.lost} duplicates={part.duplicates} out_of_order={part.out_of_order}"
+            f" lost={part.lost} duplicates={part.duplicates} out_of_order={part.out_of_order}",
+            file=human,
         )
     if executions is not None:
         print(
             f"  executions: started={executions.started} succeeded={executions.succeeded}"
-            f" failed={executions.failed} running={executions.running}"
+            f" failed={executions.failed} running={executions.running}",
+            file=human,
         )
     if args.json:
         received = {name: api.listing() for name, api in session.apis.items()}
@@ -349,7 +410,7 @@ def run_demo(args: argparse.Namespace) -> int:
         if executions is not None:
             summary_json["executions"] = executions.as_dict()
             summary_json["ok"] = summary_json["ok"] and executions.running == 0
-        print(json.dumps(summary_json, sort_keys=True))
+        print(json.dumps(summary_json, sort_keys=True), file=out, flush=True)
     return 0 if report.ok and (executions is None or executions.running == 0) else 1
 
 
@@ -386,7 +447,21 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--stage", default="local", help="stage in .chalice/config.json (default: local)")
     where = common.add_mutually_exclusive_group()
-    where.add_argument("--endpoint", help="use this AWS endpoint (e.g. LocalStack) instead of starting moto")
+    where.add_argument(
+        "--endpoint",
+        help="use this AWS endpoint (an emulator already running) instead of starting one; test"
+        " credentials and a region are set as for the embedded one",
+    )
+    common.add_argument(
+        "--emulator",
+        choices=EMULATORS,
+        default=DEFAULT_EMULATOR,
+        help=f"the embedded AWS emulator (default: {DEFAULT_EMULATOR}; README, Two emulators)",
+    )
+    common.add_argument(
+        "--metrics-file",
+        help="append the handlers' metrics lines (Embedded Metric Format) here instead of stderr",
+    )
     where.add_argument(
         "--real-aws", action="store_true", help="use the stage's real AWS resources as they are"
     )
@@ -459,9 +534,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.slow_moto and args.emulator != "moto":
+        print("trickle_local: --slow-moto applies to --emulator moto only", file=sys.stderr)
+        return 2
     try:
-        return run_up(args) if args.command == "up" else run_demo(args)
-    except PortInUseError as exc:
+        with handler_output(args.metrics_file) as out:
+            return run_up(args) if args.command == "up" else run_demo(args, out)
+    except (PortInUseError, EmulatorUnavailableError, EmulatorStartError) as exc:
         print(f"trickle_local: {exc}", file=sys.stderr)
         return 2
 

@@ -1,5 +1,8 @@
-"""The local stack for integration tests: moto's server and a stand-in API on loopback, both real
+"""The local stack for integration tests: an AWS emulator and a stand-in API on loopback, both real
 servers reached over HTTP, with the app invoked through `chalice.test.Client`.
+
+The emulator is moto unless `TRICKLE_EMULATOR=ministack` (README, "Two emulators"); a test that
+needs one emulator is marked `only_on("moto", reason=...)` and skipped on the other with that reason.
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,8 @@ from chalicelib import wiring
 from trickle_deploy.bootstrap import provision
 from trickle_deploy.iam_check import CallRecorder, denied, load_template, packaged_policies, partition_keys
 from trickle_local import stage
-from trickle_local.endpoint import MotoEndpoint, clients, use_local_credentials
+from trickle_local.emulators import Emulator, emulator_from_env, start_emulator
+from trickle_local.endpoint import clients, use_local_credentials
 from trickle_local.standin_api import Faults, StandInApi
 from trickle_local.stream_poller import StreamPoller
 
@@ -46,10 +50,22 @@ TEST_OVERRIDES = {
 }
 
 
+EMULATOR = emulator_from_env()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`only_on(name, reason=...)`: skip where the suite's emulator is another, saying why."""
+    for item in items:
+        for mark in item.iter_markers("only_on"):
+            if EMULATOR not in mark.args:
+                reason = mark.kwargs.get("reason", "")
+                item.add_marker(pytest.mark.skip(reason=f"not on {EMULATOR}: {reason}"))
+
+
 @pytest.fixture(scope="session")
-def endpoint() -> Iterator[MotoEndpoint]:
+def endpoint() -> Iterator[Emulator]:
     use_local_credentials()
-    server = MotoEndpoint().start()
+    server = start_emulator(EMULATOR)
     yield server
     server.stop()
 
@@ -95,7 +111,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
 
 
 @pytest.fixture(scope="session")
-def app(endpoint: MotoEndpoint, api: StandInApi, crm_api: StandInApi, recorder: CallRecorder) -> Chalice:
+def app(endpoint: Emulator, api: StandInApi, crm_api: StandInApi, recorder: CallRecorder) -> Chalice:
     env = stage.rebase(stage.stage_env("local"), endpoint.url, api_urls(api, crm_api)) | TEST_OVERRIDES
     return stage.load_app(provision(clients(endpoint.url), env, API_KEY, OPERATOR_TOKEN))
 
@@ -116,6 +132,7 @@ class Stack:
     invocations: list[str] = field(default_factory=list)
     _poller: StreamPoller | None = None
     _authorizer_warm: bool = False
+    cleanups: list[Callable[[], object]] = field(default_factory=list)  # run at the test's end
 
     @staticmethod
     def authorizer_event(token: str) -> dict[str, Any]:
@@ -235,7 +252,7 @@ class Stack:
 
 @dataclass
 class Servers:
-    endpoint: MotoEndpoint
+    endpoint: Emulator
     api: StandInApi
     crm_api: StandInApi
     app: Chalice
@@ -245,7 +262,7 @@ class Servers:
 
 @pytest.fixture(scope="session")
 def servers(
-    endpoint: MotoEndpoint,
+    endpoint: Emulator,
     api: StandInApi,
     crm_api: StandInApi,
     app: Chalice,
@@ -273,7 +290,12 @@ def make_stack(servers: Servers, tmp_path: Path, overrides: dict[str, str]) -> I
     stage.write_project(env, tmp_path)
     wiring.reset()
     with Client(app, stage_name="local", project_dir=str(tmp_path)) as client:
-        yield Stack(env, aws, api, crm_api, client, servers.recorder, servers.policies)
+        stack = Stack(env, aws, api, crm_api, client, servers.recorder, servers.policies)
+        try:
+            yield stack
+        finally:
+            for cleanup in stack.cleanups:
+                cleanup()
     wiring.reset()
 
 

@@ -36,6 +36,15 @@ STACK = "trickle-prod"
 PLACES = [("210987654321", "eu-west-3", None), ("345678901234", "ap-southeast-2", "orders")]
 UNSUPPORTED_BY_MOTO = ("AWS::ApiGateway::Deployment", "AWS::ApiGateway::Stage")
 
+pytestmark = pytest.mark.only_on(
+    "moto",
+    reason=(
+        "the stacks are made in accounts and regions other than the emulator's default, and ministack's "
+        "CloudFormation builds several ARNs (stream, queue, parameter, log group) with its default "
+        "account or region there (seen with ministack 1.5.33); moto's resolve them as AWS does"
+    ),
+)
+
 
 @dataclass
 class Account:

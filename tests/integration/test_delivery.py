@@ -1,4 +1,4 @@
-"""What each API response does, end to end on moto and the stand-in API (delivery guarantees)."""
+"""What each API response does, end to end on the emulator and the stand-in API (delivery guarantees)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import API_KEY, Stack
+from conftest import API_KEY, EMULATOR, Stack
 
 from chalicelib import wiring
 from chalicelib.dead_letters import RedriveFilter, Redriver
@@ -300,10 +300,16 @@ def test_a_stream_replay_after_delivery_is_not_delivered_again(stack: Stack) -> 
     stack.ingest(event)
     stack.drain()
 
-    stack.ingest(event)  # moto forgets deduplication ids of deleted messages (as AWS does after 5 min)
+    stack.ingest(event)
     report = stack.drain()
 
-    assert report["already_delivered"] == 2
+    # Within 5 minutes SQS drops the replay as a duplicate (ministack does, as AWS); after that it is
+    # queued again and the ledger knows it was delivered (moto forgets deduplication ids at delete,
+    # so it shows that case now; test_emulator_gaps pins the difference).
+    caught_by = {"moto": "ledger", "ministack": "deduplication"}[EMULATOR]
+    assert (report["received"], report["already_delivered"]) == {"ledger": (2, 2), "deduplication": (0, 0)}[
+        caught_by
+    ]
     assert len(stack.api.requests) == 2
 
 
@@ -316,7 +322,7 @@ def test_poison_fixed_then_redriven_is_delivered_with_fresh_attempts(stack: Stac
 
     report = redrive(stack.aws["sqs"], stack.env, "orders", RedriveFilter())
 
-    assert report.method == "copy"  # moto has no StartMessageMoveTask
+    assert report.method == "copy"  # neither emulator has StartMessageMoveTask (test_emulator_gaps)
     assert report.moved == 2
     assert stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL") == 0
     stack.drain()
@@ -370,7 +376,7 @@ def test_an_interrupted_redrive_neither_loses_nor_duplicates(stack: Stack) -> No
     second = redriver.redrive(use_move_task=False)
     stack.drain()
 
-    assert second.moved == 1  # copied again: moto forgot the first copy's deduplication id
+    assert second.moved == 1  # copied again (SQS drops it as a duplicate within 5 min; moto queues it)
     assert applied_keys(stack).count(("g0", "001")) == 1  # the ledger knew it was delivered
     assert stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL") == 0
     assert stack.queue_depth() == 0

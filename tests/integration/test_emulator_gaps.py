@@ -1,109 +1,349 @@
-"""Pins for the ways moto's SQS differs from AWS that shape Trickle's design (README, "Emulator
-gaps"). Each asserts moto's current behaviour: when a moto upgrade fixes a gap, its test fails, so
-the workaround and the README can be revisited."""
+"""Where the emulators differ from AWS in ways that shape Trickle (README, "Two emulators").
+
+Every test runs on both emulators, whatever TRICKLE_EMULATOR says (each in a process of its own, reset
+before each test), names the AWS behaviour Trickle relies on, and states per emulator what it does,
+as `AWS` (matches) or a description of the gap. When an upgrade changes an emulator, its case fails:
+revisit the workaround and the README's gap table. The moto patches' own pins are at the end."""
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
-from conftest import Stack
+
+from trickle_local.emulators import Emulator, EmulatorName, start_emulator
+from trickle_local.endpoint import use_local_credentials
 
 pytestmark = pytest.mark.emulator_gap
 
-
-def send(sqs: Any, url: str, group: str, bodies: list[str]) -> None:
-    sqs.send_message_batch(
-        QueueUrl=url,
-        Entries=[
-            {"Id": str(i), "MessageBody": b, "MessageGroupId": group, "MessageDeduplicationId": b}
-            for i, b in enumerate(bodies)
-        ],
-    )
+AWS = "AWS"  # the emulator behaves as AWS does here
 
 
-def test_group_messages_reappearing_together_come_back_out_of_order(stack: Stack) -> None:
-    """AWS returns a group oldest first; moto returns the last one that timed out first."""
-    sqs, url = stack.aws["sqs"], stack.env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
-    send(sqs, url, "g", ["m1", "m2", "m3"])
-    first = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=1)["Messages"]
-    assert [m["Body"] for m in first] == ["m1", "m2", "m3"]
+@pytest.fixture(scope="module", params=["moto", "ministack"])
+def emulator(request: pytest.FixtureRequest) -> Iterator[Emulator]:
+    use_local_credentials()
+    started = start_emulator(request.param, own_process=True)  # moto with Trickle's patches, as run
+    yield started
+    started.stop()
+
+
+class Aws:
+    def __init__(self, emulator: Emulator) -> None:
+        self.name: EmulatorName = emulator.name
+        make: Any = boto3.client
+        self.client: Callable[[str], Any] = lambda service: make(service, endpoint_url=emulator.endpoint_url)
+        self.sqs = self.client("sqs")
+
+    def fifo(self, name: str = "gap") -> str:
+        return str(
+            self.sqs.create_queue(QueueName=f"{name}.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+        )
+
+    def send(self, url: str, group: str, bodies: list[str]) -> None:
+        self.sqs.send_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "MessageBody": b, "MessageGroupId": group, "MessageDeduplicationId": b}
+                for i, b in enumerate(bodies)
+            ],
+        )
+
+    def receive(self, url: str, visibility: int = 30) -> list[dict[str, Any]]:
+        got = self.sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=visibility, MessageAttributeNames=["All"]
+        )
+        return list(got.get("Messages", []))
+
+    def depth(self, url: str) -> int:
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(
+            attributes["ApproximateNumberOfMessagesNotVisible"]
+        )
+
+
+@pytest.fixture
+def aws(emulator: Emulator) -> Aws:
+    emulator.reset()
+    return Aws(emulator)
+
+
+def until(condition: Callable[[], Any], deadline_s: float = 30.0) -> Any:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"not true within {deadline_s} s")
+
+
+def bodies(messages: list[dict[str, Any]]) -> list[str]:
+    return [m["Body"] for m in messages]
+
+
+# --- SQS FIFO -------------------------------------------------------------------------------------
+
+
+def test_a_group_reappearing_together_comes_back_oldest_first(aws: Aws) -> None:
+    """AWS returns a group oldest first after its messages' visibility lapses together. moto hands
+    out the one that timed out last (so Trickle never lets a group's messages reappear together:
+    `policy.release_plan` hides the head for the retry delay and releases the tail at once)."""
+    url = aws.fifo()
+    aws.send(url, "g", ["m1", "m2", "m3"])
+    assert bodies(aws.receive(url, visibility=1)) == ["m1", "m2", "m3"]
     time.sleep(1.5)
 
-    again = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30)["Messages"]
+    again = bodies(aws.receive(url))
 
-    assert [m["Body"] for m in again] != ["m1", "m2", "m3"]
+    expected = {"moto": "the last one first", "ministack": AWS}[aws.name]
+    assert (again == ["m1", "m2", "m3"]) is (expected == AWS), again
 
 
-def test_releasing_the_tail_while_the_head_is_held_keeps_order(stack: Stack) -> None:
-    """The workaround Trickle uses (policy.release_plan): correct on AWS, and in order on moto."""
-    sqs, url = stack.aws["sqs"], stack.env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
-    send(sqs, url, "g", ["m1", "m2", "m3"])
-    held = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30)["Messages"]
-    sqs.change_message_visibility_batch(
+def test_releasing_the_tail_while_the_head_is_held_keeps_order(aws: Aws) -> None:
+    """Trickle's answer to the gap above (`policy.release_plan`): correct on AWS and on both."""
+    url = aws.fifo()
+    aws.send(url, "g", ["m1", "m2", "m3"])
+    held = aws.receive(url)
+    aws.sqs.change_message_visibility_batch(
         QueueUrl=url,
         Entries=[
             {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 1 if i == 0 else 0}
             for i, m in enumerate(held)
         ],
     )
-    assert sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []) == []
+    assert aws.receive(url) == []  # the group is blocked while its head is in flight
     time.sleep(1.5)
 
-    again = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30)["Messages"]
-
-    assert [m["Body"] for m in again] == ["m1", "m2", "m3"]
+    assert bodies(aws.receive(url)) == ["m1", "m2", "m3"]
 
 
-def test_deduplication_id_is_forgotten_once_the_message_is_deleted(stack: Stack) -> None:
-    """AWS drops a repeated deduplication id for 5 minutes even after deletion; moto accepts it."""
-    sqs, url = stack.aws["sqs"], stack.env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
-    send(sqs, url, "g", ["once"])
-    (message,) = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
-    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-
-    send(sqs, url, "g", ["once"])
-
-    assert stack.queue_depth() == 1
-
-
-def test_deduplication_id_holds_while_the_message_is_queued(stack: Stack) -> None:
-    """The part of deduplication moto does implement, which ingest retries rely on in tests."""
-    sqs, url = stack.aws["sqs"], stack.env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
-    send(sqs, url, "g", ["once"])
-    send(sqs, url, "g", ["once"])
-    assert stack.queue_depth() == 1
+def test_a_message_released_at_zero_is_visible_at_once(aws: Aws) -> None:
+    """AWS: ChangeMessageVisibility to 0 makes the message (and its group) available at once. Stock
+    moto keeps it in flight for the rest of that millisecond (pinned in-process below); the moto run
+    here carries `release_at_zero_at_once`. ministack tests `visible_at <= now`, as AWS behaves."""
+    url = aws.fifo()
+    aws.send(url, "g", ["m1"])
+    (message,) = aws.receive(url)
+    for _ in range(30):
+        aws.sqs.change_message_visibility(
+            QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+        )
+        again = aws.receive(url)
+        assert bodies(again) == ["m1"], "released at 0 but still in flight"
+        message = again[0]
 
 
-def test_start_message_move_task_is_not_implemented(stack: Stack) -> None:
-    sqs = stack.aws["sqs"]
-    dlq_arn = sqs.get_queue_attributes(
-        QueueUrl=stack.env["TRICKLE_DEST_ORDERS_DLQ_URL"], AttributeNames=["QueueArn"]
-    )["Attributes"]["QueueArn"]
-    with pytest.raises(ClientError) as error:
-        sqs.start_message_move_task(SourceArn=dlq_arn)
-    assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] >= 400
+def test_a_deduplication_id_is_kept_after_the_message_is_deleted(aws: Aws) -> None:
+    """AWS drops a repeated deduplication id for 5 minutes, even once the first message is deleted.
+    moto forgets it at delete, so the suite never relies on it: its stream poller keeps a checkpoint
+    and feeds each record once, and the replay test expects the ledger to catch what moto requeues."""
+    url = aws.fifo()
+    aws.send(url, "g", ["once"])
+    (message,) = aws.receive(url)
+    aws.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+    aws.send(url, "g", ["once"])
+
+    expected = {"moto": "queued again", "ministack": AWS}[aws.name]
+    assert aws.depth(url) == (0 if expected == AWS else 1)
+
+
+def test_a_deduplication_id_holds_while_the_message_is_queued(aws: Aws) -> None:
+    """The part both implement, which ingest retries rely on."""
+    url = aws.fifo()
+    aws.send(url, "g", ["once"])
+    aws.send(url, "g", ["once"])
+    assert aws.depth(url) == 1
+
+
+def test_start_message_move_task_is_missing_on_both(aws: Aws) -> None:
+    """AWS redrives a FIFO dead-letter queue with StartMessageMoveTask; neither emulator has it, so
+    Trickle's redrive falls back to an ordered copy (`chalicelib.dead_letters.Redriver`), which the
+    delivery tests exercise on both."""
+    dlq_arn = aws.sqs.get_queue_attributes(QueueUrl=aws.fifo("dlq"), AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    with pytest.raises(ClientError) as refused:
+        aws.sqs.start_message_move_task(SourceArn=dlq_arn)
+    answer = (
+        refused.value.response["ResponseMetadata"]["HTTPStatusCode"],
+        refused.value.response["Error"]["Code"],
+    )
+    assert answer == {"moto": (500, "500"), "ministack": (400, "InvalidAction")}[aws.name]
+
+
+# --- DynamoDB -------------------------------------------------------------------------------------
+
+
+def test_a_number_comes_back_without_trailing_zeros(aws: Aws) -> None:
+    """AWS DynamoDB stores numbers normalised ("12.50" is returned as "12.5", in items and stream
+    records); moto returns the text as sent. Trickle passes the number on exactly as DynamoDB hands it
+    over, either way (the destinations test compares with what the table returns)."""
+    dynamodb = aws.client("dynamodb")
+    dynamodb.create_table(
+        TableName="gap-numbers",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.put_item(TableName="gap-numbers", Item={"pk": {"S": "a"}, "n": {"N": "12.50"}})
+
+    stored = dynamodb.get_item(TableName="gap-numbers", Key={"pk": {"S": "a"}})["Item"]["n"]["N"]
+
+    assert stored == {"moto": "12.50", "ministack": "12.5"}[aws.name]
+
+
+# --- Step Functions -------------------------------------------------------------------------------
+
+
+def waiting_task(
+    aws: Aws, name: str, timeout_s: int = 60, heartbeat_s: int | None = None
+) -> tuple[Any, str, str]:
+    """A state machine whose task waits on a queue; (client, execution ARN, its task token)."""
+    sfn, url = aws.client("stepfunctions"), aws.fifo("tasks")
+    task: dict[str, Any] = {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+        "TimeoutSeconds": timeout_s,
+        "Parameters": {
+            "QueueUrl": url,
+            "MessageBody": "{}",
+            "MessageGroupId": "g",
+            "MessageDeduplicationId.$": "$$.Execution.Name",
+            "MessageAttributes": {"t": {"DataType": "String", "StringValue.$": "$$.Task.Token"}},
+        },
+        "End": True,
+    }
+    if heartbeat_s is not None:
+        task["HeartbeatSeconds"] = heartbeat_s
+    machine = sfn.create_state_machine(
+        name=name,
+        definition=json.dumps({"StartAt": "T", "States": {"T": task}}),
+        roleArn="arn:aws:iam::123456789012:role/gap",
+    )["stateMachineArn"]
+    execution = sfn.start_execution(stateMachineArn=machine, name=f"{name}-1")["executionArn"]
+    message = until(lambda: aws.receive(url))[0]
+    return sfn, execution, message["MessageAttributes"]["t"]["StringValue"]
+
+
+def ended(sfn: Any, execution: str, deadline_s: float = 30.0) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        described = dict(sfn.describe_execution(executionArn=execution))
+        return described if described["status"] != "RUNNING" else None
+
+    return dict(until(done, deadline_s))
+
+
+def test_send_task_failure_keeps_its_cause(aws: Aws) -> None:
+    """AWS keeps SendTaskFailure's cause on the execution; moto drops it (Trickle's Step Functions
+    test reads the cause from the call the drain made instead)."""
+    sfn, execution, token = waiting_task(aws, "cause")
+    sfn.send_task_failure(taskToken=token, error="Trickle.Rejected", cause="the reason")
+
+    described = ended(sfn, execution)
+
+    assert described["error"] == "Trickle.Rejected"
+    assert described.get("cause") == {"moto": None, "ministack": "the reason"}[aws.name]
+
+
+def test_an_answer_after_the_task_timed_out_is_refused_as_timed_out(aws: Aws) -> None:
+    """AWS answers a late SendTask* with TaskTimedOut. moto answers InvalidToken, ministack
+    TaskDoesNotExist. Trickle treats every refusal alike (counted as CallbackRejected, never retried)."""
+    sfn, execution, token = waiting_task(aws, "late", timeout_s=1)
+    assert ended(sfn, execution)["error"] == "States.Timeout"
+
+    try:
+        sfn.send_task_success(taskToken=token, output="{}")
+        answer = "accepted"
+    except ClientError as refused:
+        answer = refused.response["Error"]["Code"]
+
+    assert answer == {"moto": "InvalidToken", "ministack": "TaskDoesNotExist"}[aws.name]
+
+
+def test_a_lapsed_heartbeat_times_the_task_out(aws: Aws) -> None:
+    """AWS fails a task with States.Timeout once HeartbeatSeconds pass without a heartbeat (why the
+    drain sends heartbeats through a backoff). moto does; ministack 1.5.33 enforces TimeoutSeconds
+    only, so the Step Functions test of a lapsed heartbeat runs on moto alone."""
+    sfn, execution, _ = waiting_task(aws, "heartbeat", timeout_s=300, heartbeat_s=1)
+
+    try:
+        described = ended(sfn, execution, deadline_s=10)
+    except AssertionError:
+        described = {"status": "RUNNING"}  # still waiting 10 s after its heartbeat lapsed
+
+    assert (described["status"], described.get("error")) == {
+        "moto": ("FAILED", "States.Timeout"),
+        "ministack": ("RUNNING", None),
+    }[aws.name]
+
+
+def test_an_execution_started_without_a_name_gets_a_unique_one(aws: Aws) -> None:
+    """AWS names an unnamed execution with a UUID. moto names every one "None", so a second unnamed
+    start with another input fails with ExecutionAlreadyExists (the demo and the tests name theirs)."""
+    sfn = aws.client("stepfunctions")
+    machine = sfn.create_state_machine(
+        name="unnamed",
+        definition=json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}),
+        roleArn="arn:aws:iam::123456789012:role/gap",
+    )["stateMachineArn"]
+    first = sfn.start_execution(stateMachineArn=machine, input="{}")["executionArn"]
+    try:
+        second = sfn.start_execution(stateMachineArn=machine, input='{"another": "input"}')["executionArn"]
+    except ClientError as refused:
+        second = refused.response["Error"]["Code"]
+
+    if aws.name == "moto":
+        assert first.endswith(":None") and second == "ExecutionAlreadyExists"
+    else:
+        assert second.startswith(machine.replace(":stateMachine:", ":execution:")) and second != first
+
+
+def test_the_execution_history_carries_the_tasks_parameters(aws: Aws) -> None:
+    """AWS's TaskScheduled event carries the task's parameters (its token among them). ministack's
+    names the resource only, so the Step Functions test registers tokens as the drain receives them."""
+    sfn, execution, token = waiting_task(aws, "history")
+
+    events = sfn.get_execution_history(executionArn=execution)["events"]
+    scheduled = next(e["taskScheduledEventDetails"] for e in events if "taskScheduledEventDetails" in e)
+
+    has_token = token in scheduled.get("parameters", "")
+    assert has_token is {"moto": True, "ministack": False}[aws.name]
+
+
+# --- The moto patches (trickle_local.endpoint), in this process ---------------------------------
 
 
 def test_the_sqs_speed_patch_still_reaches_motos_clock_reads() -> None:
-    """`speed_up_moto_sqs` swaps the clock moto's SQS reads for visibility; it only helps while
-    moto's visibility checks read that module-level function, and it must read the same clock."""
+    """`speed_up_moto_sqs` swaps the clock moto's SQS reads for every message on every call (stock:
+    datetime arithmetic). It only helps while moto's visibility checks read that module-level
+    function, and it must read the same clock. (ministack needs nothing like it: README, "Two
+    emulators", has the figures.)"""
+    from moto.core import utils
     from moto.sqs import models
 
     from trickle_local.endpoint import speed_up_moto_sqs
 
+    assert "unix_time" in utils.unix_time_millis.__code__.co_names  # stock: through datetime
     speed_up_moto_sqs()
     assert "unix_time_millis" in models.Message.visible.fget.__code__.co_names
     assert "unix_time_millis" in models.Message.delayed.fget.__code__.co_names
     assert abs(models.unix_time_millis() - time.time() * 1000) < 1000
 
 
-def test_a_message_released_at_zero_stays_in_flight_for_its_millisecond(monkeypatch: Any) -> None:
+def test_stock_moto_keeps_a_message_released_at_zero_in_flight_for_its_millisecond(monkeypatch: Any) -> None:
     """Stock moto: ChangeMessageVisibility to 0 leaves the message invisible (its group locked) for
     the rest of the millisecond, so a group's tail released while its head is held can stay locked
-    until the head reappears. `release_at_zero_at_once` makes it visible at once, as AWS does."""
+    until the head reappears. `release_at_zero_at_once` makes it visible at once, as AWS does (and
+    ministack, above)."""
     from moto.sqs import models
 
     from trickle_local.endpoint import release_at_zero_at_once
@@ -120,80 +360,3 @@ def test_a_message_released_at_zero_stays_in_flight_for_its_millisecond(monkeypa
     assert message.visible
     patched(message, 5)
     assert not message.visible
-
-
-def wait_for_token(stack: Stack, timeout_s: int) -> tuple[Any, str, str]:
-    """A state machine whose task waits on the orders queue; (client, execution, its task token)."""
-    import json
-
-    sfn, url = stack.aws["stepfunctions"], stack.env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
-    task = {
-        "Type": "Task",
-        "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-        "TimeoutSeconds": timeout_s,
-        "Parameters": {
-            "QueueUrl": url,
-            "MessageBody": "{}",
-            "MessageGroupId": "g",
-            "MessageDeduplicationId": "d",
-            "MessageAttributes": {"t": {"DataType": "String", "StringValue.$": "$$.Task.Token"}},
-        },
-        "End": True,
-    }
-    machine = sfn.create_state_machine(
-        name="gap",
-        definition=json.dumps({"StartAt": "T", "States": {"T": task}}),
-        roleArn="arn:aws:iam::123456789012:role/gap",
-    )["stateMachineArn"]
-    execution = sfn.start_execution(stateMachineArn=machine)["executionArn"]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        got = stack.aws["sqs"].receive_message(QueueUrl=url, MessageAttributeNames=["All"]).get("Messages")
-        if got:
-            return sfn, execution, got[0]["MessageAttributes"]["t"]["StringValue"]
-        time.sleep(0.1)
-    raise AssertionError("the task sent nothing")
-
-
-def test_send_task_failure_loses_its_cause(stack: Stack) -> None:
-    """AWS keeps SendTaskFailure's cause on the execution; moto's handler drops it (Trickle's
-    integration test reads the cause from the call it made instead)."""
-    sfn, execution, token = wait_for_token(stack, 60)
-    sfn.send_task_failure(taskToken=token, error="Trickle.Rejected", cause="the reason")
-    deadline = time.monotonic() + 30
-    while (
-        sfn.describe_execution(executionArn=execution)["status"] == "RUNNING" and time.monotonic() < deadline
-    ):
-        time.sleep(0.1)
-
-    described = sfn.describe_execution(executionArn=execution)
-
-    assert described["error"] == "Trickle.Rejected" and "cause" not in described
-
-
-def test_an_answer_to_a_timed_out_task_is_an_invalid_token(stack: Stack) -> None:
-    """AWS answers a late SendTask* with TaskTimedOut; moto looks only at running executions and
-    answers InvalidToken. Trickle treats both alike (counted as CallbackRejected)."""
-    sfn, execution, token = wait_for_token(stack, 1)
-    deadline = time.monotonic() + 30
-    while (
-        sfn.describe_execution(executionArn=execution)["status"] == "RUNNING" and time.monotonic() < deadline
-    ):
-        time.sleep(0.1)
-
-    with pytest.raises(ClientError) as refused:
-        sfn.send_task_success(taskToken=token, output="{}")
-
-    assert refused.value.response["Error"]["Code"] == "InvalidToken"
-
-
-def test_executions_started_without_a_name_are_all_named_none(stack: Stack) -> None:
-    """AWS names an unnamed execution with a UUID; moto's interpreter names it "None", so a second
-    unnamed start with another input fails (the demo and the tests name their executions)."""
-    sfn, execution, _ = wait_for_token(stack, 60)
-    machine = sfn.describe_execution(executionArn=execution)["stateMachineArn"]
-
-    with pytest.raises(ClientError) as refused:
-        sfn.start_execution(stateMachineArn=machine, input='{"another": "input"}')
-
-    assert execution.endswith(":None") and refused.value.response["Error"]["Code"] == "ExecutionAlreadyExists"

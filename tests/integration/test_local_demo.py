@@ -1,7 +1,7 @@
 """End to end on one machine: `python -m trickle_local demo` with a faulty stand-in API.
 
-Runs as a subprocess: it starts its own moto server, whose in-memory state must not mix with the
-test session's."""
+Runs as a subprocess on the suite's emulator (`--emulator`, from TRICKLE_EMULATOR): it starts its own,
+whose state must not mix with the test session's. stdout of `demo --json` is the summary line only."""
 
 from __future__ import annotations
 
@@ -9,23 +9,45 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
+from conftest import EMULATOR
+
+from trickle_local.emulators import start_emulator
 from trickle_local.stage import PROJECT_DIR
 
 
-def demo(*flags: str) -> tuple[int, dict[str, object], str]:
+def run(*flags: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The command as a user runs it: none of this test session's TRICKLE_* variables (its routes
     file among them) leak into it."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("TRICKLE_")}
-    done = subprocess.run(
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("TRICKLE_")}
+    return subprocess.run(
         [sys.executable, "-m", "trickle_local", "demo", "--ephemeral-ports", "--json", *flags],
         cwd=PROJECT_DIR,
-        env=env,
+        env=clean if env is None else env,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    return done.returncode, json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def summary_only(stdout: str) -> dict[str, Any]:
+    """stdout of `demo --json` is exactly one line, the summary object (no metrics, no progress)."""
+    lines = stdout.splitlines()
+    assert len(lines) == 1, lines[:3]
+    summary: dict[str, Any] = json.loads(lines[0])
+    assert {"ok", "delivered", "lost", "destinations"} <= set(summary)
+    return summary
+
+
+def metrics_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith('{"_aws"')]
+
+
+def demo(*flags: str) -> tuple[int, dict[str, Any], str]:
+    done = run("--emulator", EMULATOR, *flags)
+    return done.returncode, summary_only(done.stdout), done.stderr
 
 
 def test_a_few_hundred_items_under_faults_arrive_once_each_in_order() -> None:
@@ -47,7 +69,8 @@ def test_a_few_hundred_items_under_faults_arrive_once_each_in_order() -> None:
     assert (summary["lost"], summary["duplicates"], summary["out_of_order"]) == (0, 0, 0)
     assert summary["failed_requests"] > 0  # the faults really happened
     assert code == 0
-    assert "delivered=" in stderr  # live progress was shown
+    assert "delivered=" in stderr  # live progress was shown, and the summary's human lines
+    assert any(m["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Trickle" for m in metrics_lines(stderr))
 
 
 def test_the_demo_fails_when_the_api_applies_retries_twice() -> None:
@@ -70,3 +93,28 @@ def test_executions_wait_for_the_relay_and_none_is_left_running() -> None:
     # execution 5's item is refused by the stand-in: that execution fails with Trickle.Rejected
     assert summary["executions"] == {"started": 8, "succeeded": 7, "failed": 1, "running": 0}
     assert summary["lost"] == 0 and summary["ok"] is True and code == 0
+
+
+def test_an_endpoint_given_needs_no_exported_credentials_and_metrics_can_go_to_a_file(tmp_path: Path) -> None:
+    """`--endpoint URL` with no AWS variables at all (it used to stop with NoRegionError): test
+    credentials and a region are set as for the embedded emulator. `--metrics-file` takes the
+    handlers' metrics lines, so neither stdout nor stderr carries them."""
+    emulator = start_emulator(EMULATOR, own_process=True)
+    metrics = tmp_path / "metrics.jsonl"
+    bare = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TRICKLE_", "BOTO"))}
+    bare["HOME"] = str(tmp_path)  # no ~/.aws either
+    try:
+        done = run(
+            "--endpoint", emulator.endpoint_url, "--metrics-file", str(metrics),
+            "--items", "30", "--groups", "3", "--drain-every", "0.5", "--timeout", "120",
+            env=bare,
+        )  # fmt: skip
+    finally:
+        emulator.stop()
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = summary_only(done.stdout)
+    assert summary["ok"] is True and summary["delivered"] == summary["expected_deliveries"] > 0
+    assert metrics_lines(done.stderr) == []
+    written = metrics_lines(metrics.read_text())
+    assert written and all(m["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Trickle" for m in written)

@@ -31,6 +31,15 @@ from trickle_local.stage import PROJECT_DIR, stage_env
 REGION = "eu-west-3"
 ACCOUNT = "456789012345"  # not moto's default: the emulator serves every request as this account
 
+pytestmark = pytest.mark.only_on(
+    "moto",
+    reason=(
+        "the harness patches moto's API Gateway in this process (moto refuses Swagger 2.0) and the "
+        "bootstrap runs in a non-default account, where ministack's stream ARNs name its default account "
+        "(seen with ministack 1.5.33)"
+    ),
+)
+
 
 @pytest.fixture
 def accept_swagger_2() -> Iterator[None]:

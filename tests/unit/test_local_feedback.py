@@ -166,3 +166,36 @@ def test_progress_prints_only_when_something_changed(capsys: pytest.CaptureFixtu
     ]
     assert all("; crm: queued=0 in_flight=0 delivered=0 dead_lettered=0;" in line for line in lines)
     assert all(line.endswith("rate=-; next drain in 12s") for line in lines)
+
+
+def test_lines_printed_from_parallel_threads_arrive_whole() -> None:
+    """The handlers' metrics lines (print: the text, then the newline) from several threads at once
+    reach stderr as whole lines, never cut by another line."""
+    import io
+    import threading
+    import time
+
+    from trickle_local.__main__ import WholeLines
+
+    class Slow(io.StringIO):
+        def write(self, text: str) -> int:
+            time.sleep(0.0001)  # lets the other threads run between any two writes
+            return super().write(text)
+
+    target = Slow()
+    lines = WholeLines(target)
+    start = threading.Barrier(8)
+
+    def emit(n: int) -> None:
+        start.wait()
+        for i in range(100):
+            print(json.dumps({"thread": n, "i": i, "pad": "x" * 50}), file=lines)
+
+    threads = [threading.Thread(target=emit, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    received = [json.loads(line) for line in target.getvalue().splitlines()]
+    assert sorted((r["thread"], r["i"]) for r in received) == [(n, i) for n in range(8) for i in range(100)]
