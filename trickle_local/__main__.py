@@ -29,6 +29,7 @@ from chalicelib.logs import LOGGER_NAMES
 from chalicelib.settings import Settings, load_settings
 from trickle_deploy.bootstrap import provision
 from trickle_local import stage
+from trickle_local.aws import clients, use_local_credentials
 from trickle_local.demo import DemoReport, expected_by_destination, single_table_items, summarize
 from trickle_local.emulators import (
     EMULATORS,
@@ -38,14 +39,13 @@ from trickle_local.emulators import (
     EmulatorUnavailableError,
     start_emulator,
 )
-from trickle_local.endpoint import clients, use_local_credentials
 from trickle_local.ports import PortInUseError, check_free
 from trickle_local.routes import RouteServer
 from trickle_local.runtime import Invoker, LocalRuntime
 from trickle_local.standin_api import Faults, StandInApi
 from trickle_local.workflows import Workflows, is_workflow_body
 
-DEFAULT_EMULATOR: EmulatorName = "moto"  # the embedded one; README, "Two emulators", says why
+DEFAULT_EMULATOR: EmulatorName = "ministack"  # the embedded one; README, "Two emulators", says why
 
 
 @dataclass

@@ -42,7 +42,7 @@ from typing import Literal, Protocol, get_args
 
 import requests
 
-from trickle_local.endpoint import MotoEndpoint, free_port
+from trickle_local.aws import free_port
 from trickle_local.ports import check_free
 from trickle_local.stage import PROJECT_DIR
 
@@ -243,6 +243,8 @@ def _start_moto_process(host: str, port: int, deadline_s: float, speed_up: bool)
     env = _child_env({"PYTHONPATH": str(PROJECT_DIR)})
     emulator = ProcessEmulator("moto", command, env, port, "/moto-api/", "/moto-api/reset", workdir, host)
     emulator.wait_ready(deadline_s)
+    from trickle_local.endpoint import MotoEndpoint  # moto is imported only when it is used
+
     MotoEndpoint.configure(emulator.endpoint_url)  # idempotent; the child set it before serving too
     return emulator
 
@@ -266,6 +268,8 @@ def start_emulator(
         return _start_ministack(host, port or free_port(host), deadline_s, ministack_venv)
     if own_process:
         return _start_moto_process(host, port or free_port(host), deadline_s, speed_up)
+    from trickle_local.endpoint import MotoEndpoint
+
     return MotoEndpoint(host=host, port=port, speed_up=speed_up).start()
 
 

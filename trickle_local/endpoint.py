@@ -4,29 +4,28 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
-import boto3
 import requests
 from moto.server import ThreadedMotoServer
 from moto.sqs import models as sqs_models
 
+# Re-exported: the local AWS plumbing lives in trickle_local.aws (no moto import there).
+from trickle_local.aws import LOCAL_CREDENTIALS, SERVICES, clients, free_port, use_local_credentials
 from trickle_local.ports import check_free
 
-LOCAL_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-}
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+__all__ = [
+    "LOCAL_CREDENTIALS",
+    "SERVICES",
+    "MotoEndpoint",
+    "clients",
+    "free_port",
+    "release_at_zero_at_once",
+    "speed_up_moto_sqs",
+    "use_local_credentials",
+]
 
 
 def speed_up_moto_sqs() -> None:
@@ -126,17 +125,3 @@ class MotoEndpoint:
     def reset(self) -> None:
         """Forget every resource, as a fresh account would have."""
         requests.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
-
-
-def use_local_credentials(region: str = "us-east-1") -> None:
-    """Dummy credentials, so nothing aimed at the local endpoint can sign for a real account."""
-    os.environ.update(LOCAL_CREDENTIALS)
-    os.environ.setdefault("AWS_DEFAULT_REGION", region)
-
-
-SERVICES = ("dynamodb", "dynamodbstreams", "sqs", "ssm", "kms", "s3", "stepfunctions")
-
-
-def clients(endpoint: str | None) -> dict[str, Any]:
-    make: Any = boto3.client
-    return {name: make(name, endpoint_url=endpoint) for name in SERVICES}

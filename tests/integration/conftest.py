@@ -25,8 +25,8 @@ from chalicelib import wiring
 from trickle_deploy.bootstrap import provision
 from trickle_deploy.iam_check import CallRecorder, denied, load_template, packaged_policies, partition_keys
 from trickle_local import stage
+from trickle_local.aws import clients, use_local_credentials
 from trickle_local.emulators import Emulator, emulator_from_env, start_emulator
-from trickle_local.endpoint import clients, use_local_credentials
 from trickle_local.standin_api import Faults, StandInApi
 from trickle_local.stream_poller import StreamPoller
 

@@ -16,8 +16,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from trickle_local.aws import use_local_credentials
 from trickle_local.emulators import Emulator, EmulatorName, start_emulator
-from trickle_local.endpoint import use_local_credentials
 
 pytestmark = pytest.mark.emulator_gap
 

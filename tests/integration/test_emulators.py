@@ -11,6 +11,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from trickle_local.aws import use_local_credentials
 from trickle_local.emulators import (
     Emulator,
     EmulatorName,
@@ -20,7 +21,6 @@ from trickle_local.emulators import (
     emulator_from_env,
     start_emulator,
 )
-from trickle_local.endpoint import use_local_credentials
 from trickle_local.ports import PortInUseError
 
 
