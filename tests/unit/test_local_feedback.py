@@ -199,3 +199,30 @@ def test_lines_printed_from_parallel_threads_arrive_whole() -> None:
 
     received = [json.loads(line) for line in target.getvalue().splitlines()]
     assert sorted((r["thread"], r["i"]) for r in received) == [(n, i) for n in range(8) for i in range(100)]
+
+
+def test_a_missing_emulator_stops_the_command_with_what_to_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`./dev run` embeds ministack by default; without its venv the command says to run ./dev setup."""
+    import trickle_local.__main__ as cli
+    from trickle_local.emulators import ministack_command
+
+    assert cli.build_parser().parse_args(["up"]).emulator == "ministack"
+
+    def missing(name: str, *_: Any, **__: Any) -> Any:
+        assert name == "ministack"
+        ministack_command(PROJECT_DIR / "no-such-venv")
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(cli, "start_emulator", missing)
+    assert cli.main(["demo", "--ephemeral-ports", "--items", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trickle_local: ministack is not installed") and "./dev setup" in err
+
+
+def test_slow_moto_is_refused_on_ministack(capsys: pytest.CaptureFixture[str]) -> None:
+    import trickle_local.__main__ as cli
+
+    assert cli.main(["demo", "--emulator", "ministack", "--slow-moto"]) == 2
+    assert "--slow-moto applies to --emulator moto only" in capsys.readouterr().err
