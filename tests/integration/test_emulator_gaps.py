@@ -319,6 +319,52 @@ def test_the_execution_history_carries_the_tasks_parameters(aws: Aws) -> None:
     assert has_token is {"moto": True, "ministack": False}[aws.name]
 
 
+# --- Deploying ------------------------------------------------------------------------------------
+
+
+def test_api_gateway_imports_swagger_2(aws: Aws) -> None:
+    """AWS imports Swagger 2.0, which Chalice sends. moto 5.2 accepts only OpenAPI 3 (so
+    `test_way_b.py` relabels the document inside moto); ministack imports it."""
+    document = {"swagger": "2.0", "info": {"title": "gap", "version": "1"}, "paths": {}}
+    try:
+        aws.client("apigateway").import_rest_api(body=json.dumps(document).encode())
+        answer = AWS
+    except ClientError:
+        answer = "refused"
+
+    assert answer == {"moto": "refused", "ministack": AWS}[aws.name]
+
+
+def test_event_source_mappings_are_listed_by_function_name_or_arn(aws: Aws) -> None:
+    """AWS's ListEventSourceMappings takes a function's name or ARN. moto matches only the string the
+    mapping was created with (Chalice creates it with the ARN); `stream_settings` lists by stream and
+    compares function ARNs, which means the same everywhere."""
+    iam, lambda_client, dynamodb = aws.client("iam"), aws.client("lambda"), aws.client("dynamodb")
+    role = iam.create_role(RoleName="gap", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    function = lambda_client.create_function(
+        FunctionName="gap",
+        Runtime="python3.11",
+        Role=role,
+        Handler="app.f",
+        Code={"ZipFile": b"PK\x05\x06" + bytes(18)},
+    )["FunctionArn"]
+    stream = dynamodb.create_table(
+        TableName="gap-stream",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )["TableDescription"]["LatestStreamArn"]
+    lambda_client.create_event_source_mapping(
+        FunctionName=function, EventSourceArn=stream, StartingPosition="LATEST"
+    )
+
+    by_name = len(lambda_client.list_event_source_mappings(FunctionName="gap")["EventSourceMappings"])
+    by_arn = len(lambda_client.list_event_source_mappings(FunctionName=function)["EventSourceMappings"])
+
+    assert (by_name, by_arn) == {"moto": (0, 1), "ministack": (1, 1)}[aws.name]
+
+
 # --- The moto patches (trickle_local.endpoint), in this process ---------------------------------
 
 

@@ -4,7 +4,7 @@ stream-settings command, then `chalice delete` and the teardown, in a copy of th
 
 moto lacks one AWS behaviour `chalice deploy` needs: `ImportRestApi`/`PutRestApi` refuse Swagger 2.0,
 which Chalice sends and AWS accepts. The harness converts the document's version header inside the
-emulator for this test only (`accept_swagger_2`), and `test_gap_moto_refuses_swagger_2` pins the gap.
+emulator for this test only (`accept_swagger_2`); `test_emulator_gaps.py` pins the gap on both emulators.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
 from deployment import BIN
 from moto.apigateway.models import APIGatewayBackend
 
@@ -196,40 +195,3 @@ def test_bootstrap_deploy_stream_settings_delete_teardown(
     ]
     assert "left: key alias/trickle-dev-ledger-secrets: pending deletion" in said
     assert "TRICKLE_API_KEY_KMS_KEY_ARN" not in stage_env("dev", project)
-
-
-@pytest.mark.emulator_gap
-def test_gap_moto_filters_mappings_by_the_function_name_as_created(endpoint: MotoEndpoint) -> None:
-    """AWS's ListEventSourceMappings takes a function's name or ARN; moto matches only the string the
-    mapping was created with (Chalice creates it with the ARN). The stream-settings command filters by
-    stream and compares function ARNs, which means the same on both."""
-    endpoint.reset()
-    iam, lambda_client, dynamodb = aws(endpoint, "iam"), aws(endpoint, "lambda"), aws(endpoint, "dynamodb")
-    role = iam.create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    function = lambda_client.create_function(
-        FunctionName="f",
-        Runtime="python3.11",
-        Role=role,
-        Handler="app.f",
-        Code={"ZipFile": b"PK\x05\x06" + bytes(18)},
-    )["FunctionArn"]
-    stream = dynamodb.create_table(
-        TableName="t",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-    )["TableDescription"]["LatestStreamArn"]
-    lambda_client.create_event_source_mapping(
-        FunctionName=function, EventSourceArn=stream, StartingPosition="LATEST"
-    )
-    assert lambda_client.list_event_source_mappings(FunctionName="f")["EventSourceMappings"] == []
-    assert len(lambda_client.list_event_source_mappings(FunctionName=function)["EventSourceMappings"]) == 1
-
-
-@pytest.mark.emulator_gap
-def test_gap_moto_refuses_swagger_2(endpoint: MotoEndpoint) -> None:
-    """AWS imports Swagger 2.0 (what Chalice sends); moto 5.2 accepts only OpenAPI 3."""
-    document = {"swagger": "2.0", "info": {"title": "t", "version": "1"}, "paths": {}}
-    with pytest.raises(ClientError):
-        aws(endpoint, "apigateway").import_rest_api(body=json.dumps(document).encode())
