@@ -7,10 +7,10 @@ from chalice.app import AuthRequest, AuthResponse, CloudWatchEvent, DynamoDBEven
 
 from chalicelib import wiring
 from chalicelib.auth import token_matches
-from chalicelib.dead_letters import RedriveFilter
 from chalicelib.logs import LambdaContextKeys, configure_logging
-from chalicelib.operations import dead_letter_query, missing_message
-from chalicelib.submissions import SubmissionError, parse_submission
+
+# What the routes do is imported by the route that does it (and by `wiring` on first use): every
+# function imports this file at its cold start, and only the API handler needs those modules.
 
 settings = wiring.settings()
 app = Chalice(app_name="trickle")
@@ -69,6 +69,8 @@ def status() -> dict[str, Any]:
 
 @app.route("/messages", methods=["POST"], authorizer=operator, content_types=["application/json"])
 def submit() -> Response:
+    from chalicelib.submissions import SubmissionError, parse_submission
+
     try:
         submission = parse_submission(_request().raw_body, settings)
     except SubmissionError as exc:
@@ -78,6 +80,8 @@ def submit() -> Response:
 
 @app.route("/messages/{message_id}", methods=["GET"], authorizer=operator)
 def message(message_id: str) -> dict[str, Any]:
+    from chalicelib.operations import missing_message
+
     found = wiring.operations().lookup(message_id)
     if found is None:
         raise NotFoundError(missing_message(message_id))
@@ -97,6 +101,8 @@ def _destination(query: dict[str, str]) -> str:
 
 @app.route("/dead-letters", methods=["GET"], authorizer=operator)
 def dead_letters() -> dict[str, Any]:
+    from chalicelib.operations import dead_letter_query
+
     try:
         return wiring.operations().dead_letters(*dead_letter_query(_request().query_params or {}))
     except ValueError as exc:
@@ -105,6 +111,8 @@ def dead_letters() -> dict[str, Any]:
 
 @app.route("/dead-letters/redrive", methods=["POST"], authorizer=operator, content_types=["application/json"])
 def start_redrive() -> Response:
+    from chalicelib.dead_letters import RedriveFilter
+
     try:
         wanted, description = RedriveFilter.from_request(_request().raw_body)
     except ValueError as exc:

@@ -338,7 +338,7 @@ def cold_start_and_package() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         minimal = Path(tmp) / "minimal_app.py"
         minimal.write_text(
-            "import boto3, requests\nfrom aws_lambda_powertools.metrics import Metrics\n"
+            "import boto3, urllib3\nfrom aws_lambda_powertools.metrics import Metrics\n"
             "from aws_lambda_powertools.logging import Logger\n"
             "from chalice import Chalice\napp = Chalice(app_name='minimal')\n"
         )

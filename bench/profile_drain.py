@@ -25,6 +25,7 @@ from typing import Any
 from bench.__main__ import Bench
 from chalicelib import wiring
 from chalicelib.drain import Drainer
+from chalicelib.logs import configure_logging
 
 
 class ThreadProfiles:
@@ -79,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.02, help="the stand-in API's, in seconds")
     parser.add_argument("--repeat", type=int, default=1, help="backlogs drained one after another")
     parser.add_argument("--cprofile", type=Path, help="write the drain's CPU profile (pstats) here")
+    parser.add_argument(
+        "--log-level", default="ERROR", help="Trickle's log level while draining (lines go to /dev/null)"
+    )
     args = parser.parse_args(argv)
+    configure_logging(args.log_level)
     profiles = ThreadProfiles()
     watch: Callable[[], contextlib.AbstractContextManager[None]] = (
         profiles.watching if args.cprofile else contextlib.nullcontext
@@ -93,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
             bench.calls.take()
             cpu, started = time.process_time(), time.perf_counter()
             delivered = 0
-            with contextlib.redirect_stdout(io.StringIO()), watch():
+            with (
+                open(os.devnull, "w") as devnull,
+                contextlib.redirect_stdout(io.StringIO()),
+                contextlib.redirect_stderr(devnull),
+                watch(),
+            ):
                 while delivered < args.messages:
                     report = wiring.drainer("orders").run(lambda: 10**9)
                     delivered += report.delivered
@@ -102,9 +112,15 @@ def main(argv: list[str] | None = None) -> int:
             cpu_ms = (time.process_time() - cpu) * 1000 / max(1, delivered)
             counts, _ = bench.calls.take()
             calls = sum(n for op, n in counts.items() if not op.endswith("/items"))
+            by_api = {
+                op.split(":")[1]: round(n / max(1, delivered), 3)
+                for op, n in sorted(counts.items())
+                if not op.endswith("/items")
+            }
             print(
                 f"delivered {delivered} in {time.perf_counter() - started:.2f} s;"
-                f" drain CPU {cpu_ms:.2f} ms/msg; drain AWS requests {calls / max(1, delivered):.3f}/msg",
+                f" drain CPU {cpu_ms:.2f} ms/msg; drain AWS requests {calls / max(1, delivered):.3f}/msg"
+                f" {by_api}",
                 file=sys.stderr,
             )
     finally:

@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.records import dumps
-
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
@@ -93,8 +91,13 @@ class Enrichment:
     to the body parsed with exact numbers, written back as JSON."""
 
     def __init__(self, by_route: Mapping[str, str], context: EnrichContext) -> None:
+        # the records module only now: settings import this registry, and `import app` need not
+        # load what writes messages
+        from chalicelib.records import dumps
+
         self._by_route = dict(by_route)
         self._context = context
+        self._dumps = dumps
 
     def __bool__(self) -> bool:
         return bool(self._by_route)
@@ -107,4 +110,4 @@ class Enrichment:
             parsed = json.loads(body, parse_float=Decimal)
         except ValueError as exc:
             raise EnrichmentError(f"the queued body is not JSON: {exc}", retryable=False) from exc
-        return dumps(get(name)(parsed, self._context))
+        return self._dumps(get(name)(parsed, self._context))

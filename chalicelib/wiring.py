@@ -8,24 +8,33 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
-from chalicelib.api_client import ApiClient, make_session
-from chalicelib.archive import ResponseArchive
-from chalicelib.callbacks import StepFunctionsCallbacks
-from chalicelib.drain import Drainer
-from chalicelib.enrichers import EnrichContext, Enrichment
-from chalicelib.fifo_queue import FifoQueue
-from chalicelib.ingest import Ingestor
-from chalicelib.ledger import Ledger
-from chalicelib.notes import Notes
-from chalicelib.operations import Operations
-from chalicelib.run_lease import RunLease
-from chalicelib.secrets import SecretCache
 from chalicelib.settings import Settings, load_settings
 
+# Everything else is imported by the factory that needs it, on first use: `import app` (every
+# function's cold start) compiles and runs only what decorating the handlers takes, and each
+# function loads the modules of its own work (README, "Benchmarks").
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
 
-_BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30)
+    from chalicelib.archive import ResponseArchive
+    from chalicelib.callbacks import StepFunctionsCallbacks
+    from chalicelib.drain import Drainer
+    from chalicelib.fifo_queue import FifoQueue
+    from chalicelib.ingest import Ingestor
+    from chalicelib.ledger import Ledger
+    from chalicelib.notes import Notes
+    from chalicelib.operations import Operations
+    from chalicelib.run_lease import RunLease
+    from chalicelib.secrets import SecretCache
+
+# No client-side parameter validation: every request is built by Trickle's own code (and AWS
+# validates it again), and walking every batch's items was a sixth of the drain's botocore CPU.
+_BOTO_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3},
+    connect_timeout=5,
+    read_timeout=30,
+    parameter_validation=False,
+)
 # Presigned archive URLs: SigV4 (SigV2 URLs are refused in newer regions and deprecated everywhere).
 _SERVICE_CONFIG = {"s3": Config(signature_version="s3v4")}
 
@@ -52,18 +61,24 @@ def parameters() -> SSMProvider:
 
 @functools.cache
 def api_key(destination: str) -> SecretCache:
+    from chalicelib.secrets import SecretCache
+
     s = settings()
     return SecretCache(parameters(), s.destination(destination).api_key_parameter, s.secret_max_age_s)
 
 
 @functools.cache
 def queue(destination: str) -> FifoQueue:
+    from chalicelib.fifo_queue import FifoQueue
+
     s = settings()
     return FifoQueue(client("sqs"), s.destination(destination).queue_url, attempts=s.send_attempts)
 
 
 @functools.cache
 def dead_letters(destination: str) -> FifoQueue:
+    from chalicelib.fifo_queue import FifoQueue
+
     s = settings()
     return FifoQueue(client("sqs"), s.destination(destination).dlq_url, attempts=s.send_attempts)
 
@@ -80,6 +95,8 @@ def dead_letter_queues() -> dict[str, FifoQueue]:
 def ledger(destination: str) -> Ledger:
     """The ledger as one destination's drain and ingest write it (its dead records are indexed
     under that destination); every destination's records share the table."""
+    from chalicelib.ledger import Ledger
+
     s = settings()
     return Ledger(
         client("dynamodb"), s.ledger_table, s.ledger_ttl_s, destination=s.destination(destination).name
@@ -92,18 +109,24 @@ def ledgers() -> dict[str, Ledger]:
 
 @functools.cache
 def notes() -> Notes:
+    from chalicelib.notes import Notes
+
     s = settings()
     return Notes(client("dynamodb"), s.notes_table, s.ledger_ttl_s)
 
 
 @functools.cache
 def archive() -> ResponseArchive | None:
+    from chalicelib.archive import ResponseArchive
+
     bucket = settings().archive_bucket
     return ResponseArchive(client("s3"), bucket) if bucket else None
 
 
 @functools.cache
 def auth_token() -> SecretCache:
+    from chalicelib.secrets import SecretCache
+
     s = settings()
     if s.auth_token_parameter is None:
         raise RuntimeError("token authorization needs TRICKLE_AUTH_TOKEN_PARAMETER")
@@ -112,19 +135,27 @@ def auth_token() -> SecretCache:
 
 @functools.cache
 def operations() -> Operations:
+    from chalicelib.operations import Operations
+
     return Operations(client("sqs"), queues(), dead_letter_queues(), ledgers(), notes(), archive())
 
 
 @functools.cache
 def ingestor() -> Ingestor:
+    from chalicelib.ingest import Ingestor
+
     return Ingestor(queues(), dead_letter_queues(), ledgers(), settings())
 
 
 @functools.cache
 def drainer(destination: str) -> Drainer:
+    from chalicelib.api_client import ApiClient, connect
+    from chalicelib.drain import Drainer
+    from chalicelib.enrichers import EnrichContext, Enrichment
+
     s = settings()
     target = s.destination(destination)
-    api = ApiClient(make_session(), target, api_key(destination).get)
+    api = ApiClient(connect(target.url, s.drain_workers), target, api_key(destination).get)
     by_route = {r.name: r.enrich for r in s.routes if r.enrich and destination in r.destinations}
     enrich = Enrichment(by_route, EnrichContext(client("dynamodb"), s.table_name, s.partition_key))
     return Drainer(
@@ -145,6 +176,8 @@ def drainer(destination: str) -> Drainer:
 @functools.cache
 def callbacks() -> StepFunctionsCallbacks | None:
     """Answers to waiting Step Functions tasks, in stages that name the state machines allowed to wait."""
+    from chalicelib.callbacks import StepFunctionsCallbacks
+
     return StepFunctionsCallbacks(client("stepfunctions")) if settings().callback_state_machines else None
 
 
@@ -157,6 +190,8 @@ def drain(destination: str, context: Any) -> dict[str, Any]:
 
 @functools.cache
 def run_lease(destination: str) -> RunLease:
+    from chalicelib.run_lease import RunLease
+
     return RunLease(client("dynamodb"), settings().notes_table, destination)
 
 

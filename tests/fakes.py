@@ -126,11 +126,16 @@ class FakeLedger:
     def __init__(self) -> None:
         self.records: dict[str, LedgerRecord] = {}
         self.settles: list[tuple[str, Status, bool]] = []
+        self.reads: list[int] = []  # ids asked for, per call
+        self.writes: list[int] = []  # records written, per call that wrote any
 
     def read(self, message_ids: Collection[str]) -> dict[str, LedgerRecord]:
+        self.reads.append(len(message_ids))
         return {i: self.records[i] for i in message_ids if i in self.records}
 
     def write(self, records: Sequence[LedgerRecord]) -> None:
+        if records:
+            self.writes.append(len(records))
         self.records.update((r.message_id, r) for r in records)
 
     def restart(self, message_id: str) -> LedgerRecord | None:

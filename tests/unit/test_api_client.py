@@ -1,19 +1,26 @@
-"""The API adapter's decisions that need no server (chalicelib/api_client.py).
-
-A stand-in session object records the request and returns a canned response; HTTP itself is
-exercised against a real server in the integration tests.
-"""
+"""The API adapter (chalicelib/api_client.py): its decisions against a stand-in transport that records
+the request and returns a canned response, and what only real HTTP shows (redirects, proxies)
+against servers on loopback."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, cast
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
-import requests
-from requests.structures import CaseInsensitiveDict
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
 
-from chalicelib.api_client import BODY_EXCERPT_CHARS, ApiClient, make_session
+from chalicelib.api_client import BODY_EXCERPT_CHARS, ApiClient, Endpoint, charset, connect, proxy_for
 from chalicelib.settings import Settings
 
 MakeSettings = Callable[..., Settings]
@@ -22,18 +29,22 @@ KEY = "sk-live-3c9e1f0a-never-log-me"
 
 class FakeResponse:
     def __init__(self, status: int, text: str = "", headers: dict[str, str] | None = None) -> None:
-        self.status_code = status
-        self.text = text
-        self.headers = CaseInsensitiveDict(headers or {})
+        self.status = status
+        self.headers = urllib3.HTTPHeaderDict(headers or {})
+        charset_name = "utf-8"
+        for part in self.headers.get("Content-Type", "").split(";")[1:]:
+            if part.strip().lower().startswith("charset="):
+                charset_name = part.split("=", 1)[1]
+        self.data = text.encode(charset_name)
 
 
-class FakeSession:
+class FakeTransport:
     def __init__(self, outcome: FakeResponse | Exception) -> None:
         self.outcome = outcome
-        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
 
-    def post(self, url: str, **kwargs: Any) -> FakeResponse:
-        self.calls.append((url, kwargs))
+    def urlopen(self, method: str, url: str, **kw: Any) -> FakeResponse:
+        self.calls.append((method, url, kw))
         if isinstance(self.outcome, Exception):
             raise self.outcome
         return self.outcome
@@ -51,9 +62,10 @@ class KeySource:
 
 def client(
     settings: Settings, outcome: FakeResponse | Exception, key: str = KEY
-) -> tuple[ApiClient, FakeSession]:
-    session = FakeSession(outcome)
-    return ApiClient(cast(requests.Session, session), settings.destination("orders"), KeySource(key)), session
+) -> tuple[ApiClient, FakeTransport]:
+    transport = FakeTransport(outcome)
+    endpoint = Endpoint(transport, "/items")
+    return ApiClient(endpoint, settings.destination("orders"), KeySource(key)), transport
 
 
 def test_request_shape(make_settings: MakeSettings) -> None:
@@ -62,28 +74,27 @@ def test_request_shape(make_settings: MakeSettings) -> None:
         TRICKLE_DEST_ORDERS_CONNECT_TIMEOUT_S="1.5",
         TRICKLE_DEST_ORDERS_READ_TIMEOUT_S="7",
     )
-    api, session = client(settings, FakeResponse(201, "created"))
+    api, transport = client(settings, FakeResponse(201, "created"))
     response = api.post('{"name":"café"}', idempotency_key="msg-1")
     assert response.status == 201
     assert response.error is None
     assert response.body_excerpt == "created"
     assert response.elapsed_ms >= 0
-    ((url, kwargs),) = session.calls
-    assert url == "https://api.example.com/items"
-    assert kwargs["data"] == '{"name":"café"}'.encode()
+    ((method, target, kwargs),) = transport.calls
+    assert (method, target) == ("POST", "/items")
+    assert kwargs["body"] == '{"name":"café"}'.encode()
     assert kwargs["headers"] == {
         "Content-Type": "application/json",
         "Idempotency-Key": "msg-1",
         "X-Partner-Token": KEY,
     }
-    assert kwargs["timeout"] == (1.5, 7.0)
+    assert (kwargs["timeout"].connect_timeout, kwargs["timeout"].read_timeout) == (1.5, 7.0)
+    assert (kwargs["retries"], kwargs["redirect"]) == (False, False)  # one attempt, answered as it came
 
 
 def test_key_is_asked_for_on_every_post(settings: Settings) -> None:
     keys = KeySource()
-    api = ApiClient(
-        cast(requests.Session, FakeSession(FakeResponse(200))), settings.destination("orders"), keys
-    )
+    api = ApiClient(Endpoint(FakeTransport(FakeResponse(200)), "/"), settings.destination("orders"), keys)
     api.post("{}", "a")
     api.post("{}", "b")
     assert keys.calls == 2
@@ -124,7 +135,11 @@ def test_empty_key_redacts_nothing(settings: Settings) -> None:
 
 @pytest.mark.parametrize(
     "exc",
-    [requests.ConnectTimeout(f"timed out {KEY}"), requests.ReadTimeout("read timed out"), requests.Timeout()],
+    [
+        ConnectTimeoutError(f"timed out {KEY}"),
+        ReadTimeoutError(None, "/items", "read timed out"),
+        TimeoutError("timed out"),
+    ],
 )
 def test_timeouts_have_no_status(settings: Settings, exc: Exception) -> None:
     api, _ = client(settings, exc)
@@ -135,9 +150,11 @@ def test_timeouts_have_no_status(settings: Settings, exc: Exception) -> None:
 @pytest.mark.parametrize(
     ("exc", "name"),
     [
-        (requests.ConnectionError(f"refused {KEY}"), "ConnectionError"),
-        (requests.exceptions.SSLError("bad cert"), "SSLError"),
-        (requests.exceptions.InvalidURL("nope"), "InvalidURL"),
+        (NewConnectionError(None, f"refused {KEY}"), "NewConnectionError"),
+        (NameResolutionError("api.example.com", None, OSError(KEY)), "NameResolutionError"),
+        (ProtocolError("Connection aborted.", ConnectionResetError(KEY)), "ProtocolError"),
+        (SSLError("bad cert"), "SSLError"),
+        (ConnectionResetError(KEY), "ConnectionResetError"),
     ],
 )
 def test_connection_errors_name_the_type_only(settings: Settings, exc: Exception, name: str) -> None:
@@ -148,12 +165,134 @@ def test_connection_errors_name_the_type_only(settings: Settings, exc: Exception
     assert KEY not in repr(response)
 
 
-def test_session_reuses_connections_without_hidden_retries() -> None:
-    session = make_session()
+@pytest.mark.parametrize(
+    ("content_type", "codec"),
+    [
+        ("application/json", "utf-8"),
+        ("text/plain; charset=ISO-8859-1", "iso8859-1"),
+        ('text/plain; Charset="latin-1"', "iso8859-1"),
+        ("text/plain; charset=no-such-codec", "utf-8"),
+        ("text/plain; charset=", "utf-8"),
+        ("", "utf-8"),
+    ],
+)
+def test_the_body_is_read_in_the_charset_it_names(content_type: str, codec: str) -> None:
+    assert charset(content_type) == codec
+
+
+def test_a_latin_1_answer_reads_as_sent(settings: Settings) -> None:
+    api, _ = client(settings, FakeResponse(400, "refusé", {"Content-Type": "text/plain; charset=latin-1"}))
+    assert api.post("{}", "m").body_excerpt == "refusé"
+
+
+def test_bytes_that_are_not_utf_8_are_replaced_not_raised(settings: Settings) -> None:
+    response = FakeResponse(500)
+    response.data = b"bad \xff byte"
+    api, _ = client(settings, response)
+    assert api.post("{}", "m").body_excerpt == "bad \ufffd byte"
+
+
+class Recorded(BaseHTTPRequestHandler):
+    """Answers every request with the server's `reply` (status, headers) and records the request line."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        server: Any = self.server
+        server.seen.append((self.requestline, dict(self.headers), body))
+        status, headers = server.reply
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *_: Any) -> None:
+        return
+
+
+@pytest.fixture
+def server() -> Iterator[Any]:
+    httpd: Any = ThreadingHTTPServer(("127.0.0.1", 0), Recorded)
+    httpd.seen, httpd.reply = [], (200, {})
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
     try:
-        for prefix in ("https://", "http://"):
-            adapter = session.get_adapter(prefix + "api.example.com")
-            assert isinstance(adapter, requests.adapters.HTTPAdapter)
-            assert adapter.max_retries.total == 0
+        yield httpd
     finally:
-        session.close()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def url_of(server: Any, path: str) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}{path}"
+
+
+def real_client(settings: Settings, url: str) -> ApiClient:
+    return ApiClient(connect(url, 2), settings.destination("orders"), KeySource())
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+def test_connections_are_reused_and_the_query_is_kept(
+    settings: Settings, server: Any, no_proxy_env: Any
+) -> None:
+    api = real_client(settings, url_of(server, "/items?tenant=7"))
+    assert [api.post(f'{{"n":{n}}}', f"m{n}").status for n in range(3)] == [200, 200, 200]
+    assert [line for line, _, _ in server.seen] == ["POST /items?tenant=7 HTTP/1.1"] * 3
+    assert [body for _, _, body in server.seen] == [b'{"n":0}', b'{"n":1}', b'{"n":2}']
+    assert server.seen[0][1]["Idempotency-Key"] == "m0"
+
+
+def test_a_redirect_is_an_answer_not_followed(settings: Settings, server: Any, no_proxy_env: Any) -> None:
+    """Following it would turn the POST into a GET, or take the key to whatever host it names."""
+    server.reply = (302, {"Location": "http://127.0.0.1:9/elsewhere"})
+    response = real_client(settings, url_of(server, "/items")).post("{}", "m")
+    assert response.status == 302
+    assert len(server.seen) == 1
+
+
+def test_the_environments_proxy_carries_the_requests(
+    settings: Settings, server: Any, no_proxy_env: Any
+) -> None:
+    """Read once when the pool is made; plain HTTP goes to the proxy with the whole URL."""
+    no_proxy_env.setenv("HTTP_PROXY", url_of(server, ""))
+    api = real_client(settings, "http://api.invalid/items")
+    assert api.post("{}", "m").status == 200
+    ((line, headers, _),) = server.seen
+    assert line == "POST http://api.invalid/items HTTP/1.1"
+    assert headers["Host"] == "api.invalid"
+
+
+@pytest.mark.parametrize(
+    ("env", "url", "proxy"),
+    [
+        ({}, "https://api.example.com/items", None),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "https://api.example.com/items", "http://proxy:3128"),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "http://api.example.com/items", None),
+        ({"ALL_PROXY": "http://proxy:3128"}, "http://api.example.com/items", "http://proxy:3128"),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "example.com"}, "https://api.example.com/x", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "other.com"}, "https://api.example.com/x", "http://p:1"),
+    ],
+)
+def test_which_proxy_the_environment_names(
+    no_proxy_env: pytest.MonkeyPatch, env: dict[str, str], url: str, proxy: str | None
+) -> None:
+    for name, value in env.items():
+        no_proxy_env.setenv(name, value)
+    assert proxy_for(url) == proxy

@@ -3,11 +3,14 @@ parallel, each strictly in order, and one rate limit holds for every worker."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from conftest import MakeSettings
 
-from chalicelib.drain import Drainer
+from chalicelib.drain import FINISH_MESSAGES, Drainer, GroupResult, InFlight
 from chalicelib.ledger import Status
 from tests.fakes import FakeDeadLetters, FakeFifo, FakeKey, FakeLedger, SlowApi
 
@@ -135,14 +138,15 @@ def test_a_full_round_is_received_while_the_last_one_is_delivered(make_settings:
 
 
 def test_a_short_round_finishes_before_the_next_receive(make_settings: MakeSettings) -> None:
-    """A round that came up short found every other group in flight or the queue empty: receiving
-    again before it finishes would cost a request that comes back empty."""
+    """A receive that came back short found every other group in flight or the queue empty: it ends
+    the round, and receiving again before the round finishes would cost a request that comes back
+    empty."""
     api, queue = SlowApi(0.02), FakeFifo(groups=2, per_group=3)
 
     report, _ = drain(make_settings, api, queue, TRICKLE_DRAIN_WORKERS="4")
 
     assert report.delivered == 6
-    assert queue.receives == [(0, 6), (6, 0), (0, 0)]
+    assert queue.receives == [(0, 6), (0, 0)]
 
 
 class OneSlowGroupApi(SlowApi):
@@ -171,3 +175,65 @@ def test_groups_that_finish_are_received_again_while_a_slow_one_is_in_flight(
     slow_head_done_at = next(at for at, body in api.ended if body == "g0:0")
     assert min(second_sends) < slow_head_done_at
     assert api.order_by_group() == {str(g): [0, 1] for g in range(21)}
+
+
+def test_a_backlog_costs_a_ledger_read_per_round_and_a_write_per_finish(make_settings: MakeSettings) -> None:
+    """What a clean backlog costs besides its POSTs: one ledger read per round of five messages per
+    worker and one write per FINISH_MESSAGES finished (one BatchWriteItem, two delete batches)."""
+    api, queue = SlowApi(0.001), FakeFifo(groups=50, per_group=4)
+
+    report, ledger = drain(
+        make_settings, api, queue, TRICKLE_DRAIN_WORKERS="4", TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1000"
+    )
+
+    assert report.delivered == 200
+    assert sum(ledger.reads) == 200 and len(ledger.reads) <= 200 // 20 + 2
+    assert FINISH_MESSAGES == 20
+    assert sum(ledger.writes) == 200 and len(ledger.writes) <= 200 // 20 + 2
+    assert len(queue.receives) <= 200 // 10 + 3  # full receives, and few that come back short
+
+
+def test_even_one_worker_takes_a_rounds_worth_per_ledger_read(make_settings: MakeSettings) -> None:
+    api, queue = SlowApi(0.001), FakeFifo(groups=40, per_group=1)
+
+    report, ledger = drain(
+        make_settings, api, queue, TRICKLE_DRAIN_WORKERS="1", TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1000"
+    )
+
+    assert report.delivered == 40
+    assert ledger.reads == [20, 20]
+    assert api.max_in_flight == 1
+
+
+def test_finished_groups_are_taken_once_they_hold_enough_messages() -> None:
+    """`take_done` hands over finished groups a finish's worth at a time (or all that are left), in
+    the order they finished, without scanning every future in flight."""
+    gates = [threading.Event() for _ in range(3)]
+    in_flight = InFlight()
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for gate, size in zip(gates, (10, 10, 5), strict=True):
+            result = GroupResult(delivered=[])
+            in_flight.add(pool.submit(lambda g=gate, r=result: (g.wait(5), r)[1]), size)
+        gates[1].set()
+        assert in_flight.take_done(20, wait=False) == []  # 10 finished: not a finish's worth yet
+        gates[0].set()
+        assert len(in_flight.take_done(20, wait=True)) == 2
+        assert in_flight.messages == 5 and in_flight
+        gates[2].set()
+        assert len(in_flight.take_done(20, wait=True)) == 1  # all that are left
+        assert in_flight.messages == 0 and not in_flight
+
+
+def test_a_group_whose_worker_raised_raises_and_the_others_are_still_finished() -> None:
+    def fails() -> GroupResult:
+        raise RuntimeError("DynamoDB unavailable")
+
+    in_flight = InFlight()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        in_flight.add(pool.submit(GroupResult), 3)
+        in_flight.add(pool.submit(fails), 2)
+        with pytest.raises(RuntimeError, match="unavailable"):
+            in_flight.take_done(5, wait=True)
+        assert in_flight.messages == 5  # nothing was taken
+        assert len(in_flight.take_finished()) == 1
+        assert in_flight.messages == 0 and not in_flight
