@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -73,15 +74,31 @@ def call_resource(service: str, params: Mapping[str, Any], region: str, account:
 
 @dataclass
 class CallRecorder:
-    """Register on a boto3 session before clients are made; set `function` while a handler runs."""
+    """Register on a boto3 session before clients are made; set `function` while a handler runs.
+
+    `function` is held in a context variable, so only calls made in the handler's own thread, or in
+    threads running a copy of its context (the drain's workers), are attributed to it: an emulator
+    running in the same process (moto's Step Functions interpreter sending a task's message) calls
+    AWS from threads of its own while a handler runs, and those calls are not the handler's."""
 
     region: str = "us-east-1"
     account: str = "123456789012"
-    function: str | None = None
     calls: list[AwsCall] = field(default_factory=list)
     partition_keys: Mapping[str, str] = field(default_factory=dict)  # see `partition_keys()`
     # A task token names no resource; tests say which state machine's task each one belongs to.
     task_tokens: dict[str, str] = field(default_factory=dict)
+
+    _function: ContextVar[str | None] = field(
+        default_factory=lambda: ContextVar("recorded_function", default=None), repr=False
+    )
+
+    @property
+    def function(self) -> str | None:
+        return self._function.get()
+
+    @function.setter
+    def function(self, name: str | None) -> None:
+        self._function.set(name)
 
     def register(self, events: Any) -> None:
         events.register("provide-client-params.*.*", self._on_call)

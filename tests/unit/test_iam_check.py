@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from typing import Any
 
+import boto3
 import pytest
+from botocore.stub import Stubber
 
-from trickle_deploy.iam_check import allows, leading_keys
+from trickle_deploy.iam_check import CallRecorder, allows, leading_keys
 
 TABLE = "arn:aws:dynamodb:us-east-1:1:table/notes"
 
@@ -73,3 +77,34 @@ def test_a_condition_the_check_cannot_evaluate_does_not_allow() -> None:
     assert not allows({"Statement": [statement]}, "dynamodb:PutItem", TABLE, ("x",))
     del statement["Condition"]
     assert allows({"Statement": [statement]}, "dynamodb:PutItem", TABLE)
+
+
+def test_calls_are_attributed_to_the_handler_only_in_its_own_context() -> None:
+    """An in-process emulator calling AWS from a thread of its own while a handler runs (moto's Step
+    Functions interpreter) is not the handler; the drain's workers, run in a copy of the handler's
+    context, are."""
+    session = boto3.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1")
+    recorder = CallRecorder()
+    recorder.register(session.events)
+    sqs = session.client("sqs")
+    body = {"QueueUrl": "https://sqs.us-east-1.amazonaws.com/1/q.fifo", "MessageBody": "{}"}
+    stubber = Stubber(sqs)  # answers without a network; the recorder's hook runs before it
+    for _ in range(2):
+        stubber.add_response("send_message", {"MessageId": "m", "MD5OfMessageBody": "x"}, body)
+    stubber.activate()
+
+    def send() -> None:
+        sqs.send_message(**body)
+
+    recorder.function = "drain_orders"
+    try:
+        context = contextvars.copy_context()
+        emulator = threading.Thread(target=send)
+        worker = threading.Thread(target=context.run, args=(send,))
+        for thread in (emulator, worker):
+            thread.start()
+            thread.join(timeout=60)
+    finally:
+        recorder.function = None
+    stubber.assert_no_pending_responses()  # both threads made their call
+    assert [(c.function, c.operation) for c in recorder.calls] == [("drain_orders", "SendMessage")]
