@@ -56,6 +56,7 @@ from chalicelib.settings import Destination, Settings
 log = logging.getLogger(__name__)
 
 Releases = list[tuple[ReceivedMessage, int]]
+TASK_GONE = "rejected"  # the ledger's callback state for a task that refused a call
 # A round's size trades per-round overhead (its receives and one ledger read) against how long
 # received messages wait for a worker; measured with `python -m bench`.
 ROUND_MESSAGES_PER_WORKER = 5
@@ -433,7 +434,7 @@ class Drainer:
             stopped=state.stopped_by if state.should_stop() else "",
             resume_after_s=state.resume_after_s,
             token=bool(token),
-            callback_due=bool(token) and not (record and record.callback),
+            task_closed=bool(token) and bool(record and record.callback),
             last_error=record.last_error if record else "",
             wait_left_s=max(0, int(retry_at - time.time() + 0.999)) if token else 0,
         )
@@ -449,9 +450,10 @@ class Drainer:
         """Wait for the rate limit, POST once (on 401/403 re-read the key once per run and POST
         again), write a failure to the ledger, and decide on the answer."""
         run.limiter.acquire()
-        token = bool(self._token(message))
+        token, closed = bool(self._token(message)), bool(record and record.callback)
         if time.monotonic() > run.deadline:
-            return decide(Situation(Verdict.DELIVER, late=True, token=token), self._rules), record, None
+            late = Situation(Verdict.DELIVER, late=True, token=token, task_closed=closed)
+            return decide(late, self._rules), record, None
         attempts = record.attempts if record else 0
         response, answer = self._call(message, attempts, run.state)
         self._log(message, attempts + 1, answer.outcome.value, response)
@@ -467,7 +469,9 @@ class Drainer:
                 counted=answer.counted,
             )
         run.records[message.message_id] = done
-        situation = Situation(Verdict.DELIVER, answer=answer, attempts=done.attempts, token=token)
+        situation = Situation(
+            Verdict.DELIVER, answer=answer, attempts=done.attempts, token=token, task_closed=closed
+        )
         return decide(situation, self._rules), done, response
 
     def _call(self, message: ReceivedMessage, attempts: int, state: RunState) -> tuple[ApiResponse, Decision]:
@@ -546,11 +550,14 @@ class Drainer:
             if action.move is Move.DELETE:
                 answered = self._answer(action, message, record, None, run.state)[0]
         if answered is CallbackResult.FAILED:
+            if action.move is not Move.DELETE:  # delivered or dead-lettered all the same: counted so
+                run.state.note(action, message.group_id)
+                run.state.tally(action.tally)
             return self._unanswered(rest, record, run, result)
         if answered is not None and action.move is not Move.DELIVERED:
-            self._ledger.note_callback(message.message_id, _state(action, answered))
+            self._ledger.note_callback(message.message_id, message.group_id, _state(action, answered))
         if action.holds:
-            self._keep_alive(action, rest, run.state)
+            self._keep_alive(action, rest, run)
         if action.move in (Move.HALT, Move.RELEASE):
             result.releases += release_plan(rest, action.hold_s)
         else:
@@ -610,18 +617,28 @@ class Drainer:
         kept = decide(Situation(Verdict.DELIVERED, token=True, callback_failed=True), self._rules)
         return self._apply(kept, rest, record, None, run, result)
 
-    def _keep_alive(self, action: Action, rest: list[ReceivedMessage], state: RunState) -> None:
-        """A held group: its messages' tasks get a heartbeat; a head held short of its retry time
+    def _keep_alive(self, action: Action, rest: list[ReceivedMessage], run: GroupRun) -> None:
+        """A held group: the tasks still waiting for its messages get a heartbeat, and one that
+        refuses it is recorded as gone (never called again); a head held short of its retry time
         is not attempted before then."""
         head = rest[0]
         if action.wait_s:
             self._ledger.hold_until(head.message_id, head.group_id, time.time() + action.wait_s)
-        if action.callback is not Callback.HEARTBEAT and self._token(head):
+        if action.callback is not Callback.HEARTBEAT and self._waiting(head, run.records):
             return  # Step Functions did not take the head's answer: no heartbeats either
         for message in rest:
-            token = self._token(message)
-            if token and self._callbacks is not None:
-                state.callback(Callback.HEARTBEAT, self._callbacks.heartbeat(token))
+            token = self._waiting(message, run.records)
+            if not token or self._callbacks is None:
+                continue
+            result = self._callbacks.heartbeat(token)
+            run.state.callback(Callback.HEARTBEAT, result)
+            if result is CallbackResult.REJECTED:
+                self._ledger.note_callback(message.message_id, message.group_id, TASK_GONE)
+
+    def _waiting(self, message: ReceivedMessage, records: Records) -> str:
+        """The token of the task waiting for a message: none once the ledger shows it answered or gone."""
+        record = records.get(message.message_id)
+        return "" if record and record.callback else self._token(message)
 
     def _fields(self, message: ReceivedMessage, attempt: int, outcome: str) -> dict[str, object]:
         return {
@@ -651,7 +668,7 @@ class Drainer:
 def _state(action: Action, result: CallbackResult) -> str:
     """What the ledger keeps about an answer Step Functions took or refused."""
     if result is CallbackResult.REJECTED:
-        return "rejected"
+        return TASK_GONE
     return "success" if action.callback is Callback.SUCCESS else "failure"
 
 

@@ -189,6 +189,7 @@ def delivered(
         first_attempt_at=(record.first_attempt_at if record and record.first_attempt_at is not None else now),
         last_attempt_at=now,
         updated_at=now,
+        callback=record.callback if record else "",  # a task already gone stays gone
     )
 
 
@@ -365,14 +366,28 @@ class Ledger:
         )
         return LedgerRecord.from_item(response["Attributes"])
 
-    def note_callback(self, message_id: str, state: str) -> None:
+    def note_callback(self, message_id: str, group_id: str, state: str) -> None:
         """The message's task was answered ("success", "failure") or is gone ("rejected"): it is
-        never answered again, whatever copy of the message comes back."""
+        never answered again, whatever copy of the message comes back. A message never seen
+        before (sent by a state machine, its task gone at the first heartbeat) gets a queued record."""
+        stamp = self._stamp()
         self._client.update_item(
             TableName=self.table,
             Key=self._key(message_id),
-            UpdateExpression="SET callback = :state, updated_at = :now REMOVE callback_output",
-            ExpressionAttributeValues={":state": {"S": state}, ":now": self._stamp()[":now"]},
+            UpdateExpression=(
+                "SET callback = :state, updated_at = :now, #status = if_not_exists(#status, :queued),"
+                " group_id = if_not_exists(group_id, :group), attempts = if_not_exists(attempts, :zero),"
+                " expires_at = if_not_exists(expires_at, :expires)"
+                " REMOVE callback_output"
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":state": {"S": state},
+                ":queued": {"S": Status.QUEUED.value},
+                ":group": {"S": group_id},
+                ":zero": {"N": "0"},
+                **stamp,
+            },
         )
 
     def hold_until(self, message_id: str, group_id: str, until: float) -> None:

@@ -203,8 +203,10 @@ class Situation:
     resume_after_s: int = HEAD_HOLD_S
     late: bool = False  # too close to the end of its visibility for another attempt
     dead_letter_refused: bool = False  # SQS did not take it on the dead-letter queue
-    token: bool = False  # a Step Functions task waits for this message
-    callback_due: bool = False  # ... and the ledger shows no answer made to it yet
+    token: bool = False  # the message carries a Step Functions task token
+    # ... but the ledger says its task needs nothing more: answered, or it refused a call (timed
+    # out, unknown token), so no answer and no heartbeat is sent to it again
+    task_closed: bool = False
     callback_failed: bool = False  # Step Functions did not take the answer just made (throttled, 5xx)
     last_error: str = ""  # the ledger's reason (a dead message's, for its task's error name)
     wait_left_s: int = 0  # seconds before the ledger lets this message be attempted again
@@ -212,9 +214,10 @@ class Situation:
 
 def decide(situation: Situation, rules: Rules) -> Action:
     """The one place that says what happens next; the drain only carries it out. A message with a
-    task token also gets what its task is told, and is never held past `rules.heartbeat_s`."""
+    task token also gets what its task is told, and is never held past `rules.heartbeat_s`; once
+    its task is answered or has refused a call, it is handled as if it carried none."""
     action = _decide(situation, rules)
-    return _for_task(action, situation, rules) if situation.token else action
+    return _for_task(action, situation, rules) if situation.token and not situation.task_closed else action
 
 
 def _for_task(action: Action, s: Situation, rules: Rules) -> Action:
@@ -222,7 +225,7 @@ def _for_task(action: Action, s: Situation, rules: Rules) -> Action:
         return replace(action, callback=Callback.SUCCESS)
     if action.move is Move.DEAD_LETTER:
         return replace(action, callback=Callback.FAILURE, error=callback_error(action.reason))
-    if action.move is Move.DELETE and s.callback_due:
+    if action.move is Move.DELETE:  # a copy of a finished message whose task was not answered
         if s.verdict is Verdict.DELIVERED:
             return replace(action, reason="already delivered; answering its task", callback=Callback.SUCCESS)
         if s.verdict is Verdict.DEAD:

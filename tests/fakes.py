@@ -172,8 +172,9 @@ class FakeLedger:
         self.settles.append((message_id, status, counted))
         return record
 
-    def note_callback(self, message_id: str, state: str) -> None:
-        self.records[message_id] = replace(self.records[message_id], callback=state, callback_output="")
+    def note_callback(self, message_id: str, group_id: str, state: str) -> None:
+        prior = self.records.get(message_id) or LedgerRecord(message_id, Status.QUEUED, group_id=group_id)
+        self.records[message_id] = replace(prior, callback=state, callback_output="")
 
     def hold_until(self, message_id: str, group_id: str, until: float) -> None:
         prior = self.records.get(message_id) or LedgerRecord(message_id, Status.QUEUED, group_id=group_id)

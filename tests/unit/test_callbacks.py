@@ -165,7 +165,7 @@ TOKEN_TABLE: list[tuple[str, Situation, Rules, Action]] = [
     ),
     (
         "already delivered, task not answered yet: answer it, no request",
-        Situation(Verdict.DELIVERED, token=True, callback_due=True),
+        Situation(Verdict.DELIVERED, token=True),
         RULES,
         Action(
             Move.DELETE,
@@ -176,13 +176,13 @@ TOKEN_TABLE: list[tuple[str, Situation, Rules, Action]] = [
     ),
     (
         "already delivered and answered: delete only",
-        Situation(Verdict.DELIVERED, token=True),
+        Situation(Verdict.DELIVERED, token=True, task_closed=True),
         RULES,
         Action(Move.DELETE, "already delivered", tally=Tally.ALREADY_DELIVERED),
     ),
     (
         "already dead, task not answered yet: its error from the ledger's reason",
-        Situation(Verdict.DEAD, token=True, callback_due=True, last_error="gave up after 3 attempts; x"),
+        Situation(Verdict.DEAD, token=True, last_error="gave up after 3 attempts; x"),
         RULES,
         Action(
             Move.DELETE,
@@ -196,6 +196,42 @@ TOKEN_TABLE: list[tuple[str, Situation, Rules, Action]] = [
         Situation(Verdict.DELIVERED, token=True, callback_failed=True),
         RULES,
         Action(Move.RELEASE, "Step Functions did not take the answer", hold_s=30, block=True),
+    ),
+    (
+        "already dead and answered: delete only",
+        Situation(Verdict.DEAD, token=True, task_closed=True, last_error="HTTP 400"),
+        RULES,
+        Action(Move.DELETE, "already dead"),
+    ),
+    (
+        "task gone (a heartbeat refused), 5xx: the usual backoff, no heartbeat, nothing recorded",
+        Situation(D, answer=E503, attempts=1, token=True, task_closed=True),
+        RULES,
+        Action(Move.RELEASE, "HTTP 503", hold_s=10, block=True, tally=Tally.RETRIED, failure=True),
+    ),
+    (
+        "task gone, 2xx: delivered, no answer",
+        Situation(D, answer=OK, attempts=2, token=True, task_closed=True),
+        RULES,
+        Action(Move.DELIVERED, "HTTP 200", tally=Tally.DELIVERED, success=True),
+    ),
+    (
+        "task gone, poison: dead-lettered, no answer",
+        Situation(D, answer=E400, attempts=1, token=True, task_closed=True),
+        RULES,
+        Action(Move.DEAD_LETTER, "HTTP 400: refused by the API", tally=Tally.DEAD_LETTERED),
+    ),
+    (
+        "task gone, strict halt: halted for the operator, no heartbeats",
+        Situation(Verdict.HALTED, token=True, task_closed=True),
+        STRICT,
+        Action(Move.RELEASE, "halted", hold_s=900, block=True),
+    ),
+    (
+        "delivered and answered, held by a stopped run: no heartbeat to a closed task",
+        Situation(Verdict.DELIVERED, token=True, task_closed=True, stopped="time"),
+        RULES,
+        Action(Move.RELEASE, "run stopped: time", hold_s=1),
     ),
     (
         "no token: nothing changes",
@@ -406,9 +442,13 @@ def test_step_functions_unavailable_keeps_the_message_and_answers_later_without_
     kept = rig.ledger.records["g0-0"]
     down["on"] = False
     rig.queue.tick()
-    rig.run()
+    second = rig.run()
 
-    assert first.callbacks_failed == 1 and rig.queue.deleted[0] == "g0-0"
+    # The run that posted it reports it delivered (the API has it), its answer owed, the group kept.
+    assert (first.delivered, first.callbacks_failed, first.released) == (1, 1, 2)
+    assert first.blocked_groups == ["g0"]
+    assert (second.already_delivered, second.delivered, second.callbacks) == (1, 1, 1)
+    assert rig.queue.deleted[0] == "g0-0"
     assert kept.status is Status.DELIVERED and json.loads(kept.callback_output)["body"] == {
         "id": 7,
         "ok": True,
@@ -429,11 +469,13 @@ def test_a_dead_letter_whose_failure_was_not_taken_is_answered_from_the_source_c
     rig = Rig(make_settings, answers(g0_0=400), callbacks)
     rig.queue.put(message("g0", 0, token="t0"))
 
-    rig.run()
+    first = rig.run()
     down["on"] = False
     rig.queue.tick()
-    rig.run()
+    second = rig.run()
 
+    assert (first.dead_lettered, first.callbacks_failed, first.released) == (1, 1, 1)
+    assert (second.dead_lettered, second.callbacks) == (0, 1)
     assert len(rig.dead_letters.sent) == 1 and len(rig.api.requests) == 1
     assert [(k, d["error"]) for k, _, d in callbacks.calls] == [("failure", "Trickle.Rejected")] * 2
     assert rig.ledger.records["g0-0"].callback == "failure" and rig.queue.deleted == ["g0-0"]
@@ -447,6 +489,61 @@ def test_a_task_that_timed_out_is_counted_and_the_message_still_deleted(make_set
 
     assert (report.callbacks_rejected, report.callbacks, report.delivered) == (1, 0, 1)
     assert rig.queue.deleted == ["g0-0"] and rig.ledger.records["g0-0"].callback == "rejected"
+
+
+def test_a_task_that_refuses_a_heartbeat_is_recorded_gone_and_never_called_again(
+    make_settings: MakeSettings,
+) -> None:
+    callbacks = FakeCallbacks(
+        lambda kind, token, nth: CallbackResult.REJECTED if token == "t0" else CallbackResult.SENT
+    )
+    rig = Rig(
+        make_settings,
+        ScriptedApi(lambda body, nth: ApiResponse(503 if (body, nth) == ("g0:0", 0) else 200, body="done")),
+        callbacks,
+        TRICKLE_DEST_ORDERS_HEARTBEAT_S="2",
+        TRICKLE_DEST_ORDERS_BACKOFF_BASE_S="30",
+    )
+    rig.queue.put(message("g0", 0, token="t0"), message("g0", 1, token="t1"))
+
+    first = rig.run()  # 503: held short for its heartbeat, which t0's task refuses
+    gone = rig.ledger.records["g0-0"]
+    rig.queue.tick()
+    second = rig.run()  # back before its retry time: held for the rest of it, no heartbeat to t0
+    rig.ledger.records["g0-0"] = replace(rig.ledger.records["g0-0"], retry_at=time.time() - 1)
+    rig.queue.tick()
+    third = rig.run()
+
+    assert (first.callbacks_rejected, first.heartbeats, gone.callback) == (1, 1, "rejected")
+    assert (second.callbacks_rejected, second.heartbeats) == (0, 1)
+    assert rig.holds("g0-0")[0] == 2 and rig.holds("g0-0")[1] > 20  # the whole wait, not a heartbeat
+    assert rig.callbacks.kinds("t0") == ["heartbeat"]  # no second heartbeat, no answer
+    assert rig.callbacks.kinds("t1") == ["heartbeat", "heartbeat", "success"]
+    assert (third.delivered, third.callbacks, rig.ledger.records["g0-0"].callback) == (2, 1, "rejected")
+    assert rig.queue.deleted == ["g0-0", "g0-1"] and rig.api.bodies() == ["g0:0", "g0:0", "g0:1"]
+
+
+def test_a_refused_heartbeat_for_a_message_never_seen_before_is_recorded(make_settings: MakeSettings) -> None:
+    """A message a state machine sent has no ledger record until it is attempted: the tail of a
+    held group whose task refuses its heartbeat gets one, so its task is not called again."""
+    callbacks = FakeCallbacks(
+        lambda kind, token, nth: CallbackResult.REJECTED if token == "t1" else CallbackResult.SENT
+    )
+    rig = Rig(
+        make_settings,
+        ScriptedApi(lambda body, nth: ApiResponse(503 if (body, nth) == ("g0:0", 0) else 200, body="done")),
+        callbacks,
+    )
+    rig.queue.put(message("g0", 0, token="t0"), message("g0", 1, token="t1"))
+
+    rig.run()
+    tail = rig.ledger.records["g0-1"]
+    rig.queue.tick()
+    rig.run()
+
+    assert (tail.status, tail.callback, tail.group_id) == (Status.QUEUED, "rejected", "g0")
+    assert callbacks.kinds("t1") == ["heartbeat"] and callbacks.kinds("t0") == ["heartbeat", "success"]
+    assert rig.queue.deleted == ["g0-0", "g0-1"]
 
 
 def test_messages_without_a_token_make_no_callbacks(make_settings: MakeSettings) -> None:

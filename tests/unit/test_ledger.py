@@ -491,11 +491,33 @@ def test_a_delivered_record_keeps_its_callback_and_owed_output(ledger: Ledger) -
     )
 
     owed, answered = record_of(ledger, "m1"), record_of(ledger, "m2")
-    ledger.note_callback("m1", "success")
+    ledger.note_callback("m1", "g1", "success")
 
     assert (owed.callback, owed.callback_output) == ("", '{"body": "kept"}')
     assert (answered.callback, answered.callback_output) == ("success", "")
     assert (record_of(ledger, "m1").callback, record_of(ledger, "m1").callback_output) == ("success", "")
+
+
+def test_a_task_gone_before_its_message_was_attempted_leaves_a_queued_record(
+    ledger: Ledger, client: Any
+) -> None:
+    ledger.note_callback("sent-by-a-state-machine", "g1", "rejected")
+    settle(ledger, Status.DEAD, None, "gave up", counted=False, dead_copy="c1")
+    dead_expiry = raw_item(client, "m1")["expires_at"]
+    ledger.note_callback("m1", "g1", "failure")
+
+    fresh = record_of(ledger, "sent-by-a-state-machine")
+    assert (fresh.status, fresh.attempts, fresh.group_id) == (Status.QUEUED, 0, "g1")
+    assert fresh.callback == "rejected"
+    assert "expires_at" in raw_item(client, "sent-by-a-state-machine")
+    assert raw_item(client, "m1")["expires_at"] == dead_expiry  # a dead record keeps its longer life
+    assert record_of(ledger).status is Status.DEAD
+
+
+def test_a_delivery_keeps_a_gone_tasks_state() -> None:
+    gone = LedgerRecord("m1", Status.FAILED, 1, "g1", callback="rejected")
+    assert delivered(gone, "m1", "g1", 200, START).callback == "rejected"
+    assert delivered(None, "m1", "g1", 200, START).callback == ""
 
 
 def test_hold_until_keeps_the_record_and_a_redrive_forgets_it(ledger: Ledger, clock: FakeClock) -> None:
