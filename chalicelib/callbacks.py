@@ -27,6 +27,10 @@ TASK_TOKEN_ATTRIBUTE = "trickle-task-token"
 MAX_TOKEN_CHARS = 2048  # SendTask*'s taskToken limit
 MAX_OUTPUT_BYTES = 262_144  # Step Functions' limit on a task's output (UTF-8)
 MAX_CAUSE_CHARS = 32_768
+# How long a task output's `body_url` (a presigned GET of the archived answer) works: long enough
+# for the workflow's next steps, short for a bearer link; signed with the drain's temporary
+# credentials, it stops working earlier if they expire first.
+BODY_URL_EXPIRES_S = 3600
 # The task is gone (timed out, finished, never existed): answering again can never succeed.
 REJECTED_CODES = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
 _RETRY_DELAYS_S = (0.2, 0.5, 1.0)
@@ -92,10 +96,13 @@ def success_output(
     body: str | None,
     attempts: int,
     delivered_at: float | None,
+    body_url: Callable[[], str] | None = None,
 ) -> str:
-    """The task's output: the API's answer, its body parsed when it is JSON (text otherwise), cut
-    to fit Step Functions' 256 KB with `body_truncated` set. `body` None: not known any more (an
-    earlier drain delivered it and could not answer), said by `body_unavailable`."""
+    """The task's output: the API's answer, its body parsed when it is JSON (text otherwise). An
+    answer over Step Functions' 256 KB goes as `body_url`, a presigned URL of the full answer in
+    the response archive (`body_url` given: it is there), with `body` null and `body_truncated`
+    set; without an archive the body is cut to fit, with `body_truncated` set. `body` None: not
+    known any more (an earlier drain delivered it and could not answer), said by `body_unavailable`."""
     parsed: Any = body
     if body:
         try:
@@ -117,6 +124,8 @@ def success_output(
     if len(text.encode()) <= MAX_OUTPUT_BYTES:
         return text
     document["body_truncated"] = True
+    if body_url is not None:
+        return json.dumps(document | {"body": None, "body_url": body_url()}, ensure_ascii=False)
     text_body = body or ""
 
     def cut(keep: int) -> str:

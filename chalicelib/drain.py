@@ -16,7 +16,13 @@ from dataclasses import asdict, dataclass, field, replace
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.callbacks import TASK_TOKEN_ATTRIBUTE, CallbackResult, failure_cause, success_output
+from chalicelib.callbacks import (
+    BODY_URL_EXPIRES_S,
+    TASK_TOKEN_ATTRIBUTE,
+    CallbackResult,
+    failure_cause,
+    success_output,
+)
 from chalicelib.dead_letters import dead_letter
 from chalicelib.enrichers import EnrichmentError
 from chalicelib.fifo_queue import MAX_BATCH_ENTRIES, ReceivedMessage
@@ -590,6 +596,7 @@ class Drainer:
         status_code = response.status if response else (record.last_status_code if record else None)
         name = self._destination.name
         if kind is Callback.SUCCESS:
+            archive = self._archive if response is not None else None  # holds the answer just stored
             output = (record.callback_output if record and response is None else "") or success_output(
                 message.message_id,
                 name,
@@ -597,6 +604,7 @@ class Drainer:
                 response.body if response else None,
                 attempts,
                 record.last_attempt_at if record else None,
+                (lambda: archive.url(message.message_id, BODY_URL_EXPIRES_S)) if archive else None,
             )
             result = self._callbacks.success(token, output)
         else:

@@ -282,6 +282,11 @@ class FakeArchive:
     def store(self, message_id: str, status: int | None, body: str) -> None:
         self.stored[message_id] = (status, body)
 
+    def url(self, message_id: str, expires_s: int) -> str:
+        """Where the stored answer could be fetched; says what it names and for how long."""
+        assert message_id in self.stored, "a URL of an answer never stored"
+        return f"https://archive.invalid/responses/{message_id}.json?expires={expires_s}"
+
 
 class FakeCallbacks:
     """Step Functions' task side: records every answer per token; `script(kind, token, nth call of

@@ -309,6 +309,12 @@ def _drain_policy(
                 if r.state_machine_arns
                 else []
             ),
+            *(
+                # A task's answer over 256 KB goes as a presigned URL, which works only if its signer may GET.
+                [_statement("PresignLargeAnswers", ["s3:GetObject"], [r.archive_objects_arn])]
+                if r.state_machine_arns and r.archive_objects_arn
+                else []
+            ),
         ],
     }
 

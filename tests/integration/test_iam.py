@@ -116,15 +116,22 @@ def test_no_statement_grants_an_action_the_code_never_uses(stack_factory: Any) -
     )
     start = len(stack.recorder.calls)
     stack.ingest_new()
-    for destination in ("orders", "crm"):  # tasks waiting: answered (success, failure) and kept alive
+    for destination in ("orders", "crm"):  # tasks waiting: answered (success, failure, a URL), kept alive
         for n, item in enumerate(({"sk": "3"}, {"sk": "5"}, {"n": 2})):
             token = f"token-{destination}-{n}"
             stack.recorder.task_tokens[token] = WAITING_STATE_MACHINE
             body = {"item": item, "destination": destination, "group": f"t{n}", "task_token": token}
             stack.http("POST", "/messages", body)
+    big = Reply(200, json.dumps({"rows": ["x" * 1000] * 300}))  # over 256 KB: its task gets a URL
     for api in (stack.api, stack.crm_api):
         api.responder = lambda body, headers: (
-            Reply(400, "{}") if '"sk":"3"' in body else Reply(503, "{}") if '"sk":"5"' in body else None
+            Reply(400, "{}")
+            if '"sk":"3"' in body
+            else Reply(503, "{}")
+            if '"sk":"5"' in body
+            else big
+            if '"n":2' in body
+            else None
         )
     stack.drain("orders")  # deliveries, a dead letter, a release, an enrichment
     stack.drain("crm")

@@ -13,9 +13,10 @@ from typing import Any
 
 import boto3
 import pytest
+import requests
 from conftest import Stack
 
-from chalicelib.callbacks import TASK_TOKEN_ATTRIBUTE
+from chalicelib.callbacks import MAX_OUTPUT_BYTES, TASK_TOKEN_ATTRIBUTE
 from trickle_local.standin_api import Reply
 from trickle_local.workflows import wait_definition
 
@@ -94,6 +95,25 @@ def test_a_2xx_resumes_the_execution_with_the_apis_answer(stack: Stack) -> None:
     assert (output["destination"], output["attempts"], output["body_truncated"]) == ("orders", 1, False)
     assert [json.loads(r.body) for r in stack.api.requests] == [{"order": 17, "total": "9.90"}]
     assert sum(r["callbacks"] for r in reports) == 1 and stack.queue_depth() == 0
+
+
+def test_an_answer_over_the_output_limit_resumes_the_execution_with_a_url_of_the_whole_answer(
+    stack: Stack,
+) -> None:
+    answer = json.dumps({"rows": [f"row {i:06} " + "x" * 990 for i in range(300)]})  # about 300 KB
+    flow = Workflow(stack)
+    stack.api.responder = lambda body, headers: Reply(200, answer)
+
+    execution = flow.start({"order": 21})
+    described, _ = flow.finish(execution)
+
+    output = json.loads(described["output"])
+    fetched = requests.get(output["body_url"], timeout=10)
+    assert len(answer.encode()) > MAX_OUTPUT_BYTES >= len(described["output"].encode())
+    assert described["status"] == "SUCCEEDED" and output["body_truncated"] is True and output["body"] is None
+    assert "X-Amz-Expires=3600" in output["body_url"]
+    assert fetched.status_code == 200 and fetched.json()["body"] == answer
+    assert fetched.json()["status"] == 200 and fetched.json()["message_id"] == output["message_id"]
 
 
 def test_a_poison_item_fails_the_execution_as_rejected_with_its_reason(stack: Stack) -> None:

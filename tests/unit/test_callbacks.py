@@ -260,8 +260,14 @@ FAST = {
 
 class Rig:
     def __init__(
-        self, make_settings: MakeSettings, api: ScriptedApi, callbacks: FakeCallbacks, **env: str
+        self,
+        make_settings: MakeSettings,
+        api: ScriptedApi,
+        callbacks: FakeCallbacks,
+        archive: FakeArchive | None = None,
+        **env: str,
     ) -> None:
+        self.archive = archive
         self.queue = FakeFifo(hold_delays=True)
         self.ledger = FakeLedger()
         self.dead_letters = FakeDeadLetters()
@@ -279,7 +285,7 @@ class Rig:
             self.settings.destination("orders"),
             self.settings,
             FakeNotes(),
-            FakeArchive(),
+            self.archive,
             callbacks=self.callbacks,
         )
         return drainer.run(lambda: 10**9)
@@ -411,6 +417,42 @@ def test_a_message_received_again_after_its_answer_is_never_answered_twice(
     assert rig.callbacks.kinds("t0") == ["success"] and len(rig.api.requests) == 1
 
 
+BIG = json.dumps({"rows": ["x" * 1000] * 300})  # over 256 KB
+
+
+@pytest.mark.parametrize("archived", [True, False])
+def test_an_answer_over_the_output_limit_goes_as_a_url_or_is_cut(
+    make_settings: MakeSettings, archived: bool
+) -> None:
+    archive = FakeArchive() if archived else None
+    rig = Rig(
+        make_settings, ScriptedApi(lambda body, nth: ApiResponse(200, body=BIG)), FakeCallbacks(), archive
+    )
+    rig.queue.put(message("g0", 0, token="t0"))
+
+    rig.run()
+
+    ((_, _, details),) = rig.callbacks.calls
+    output = json.loads(details["output"])
+    assert len(details["output"].encode()) <= MAX_OUTPUT_BYTES and output["body_truncated"] is True
+    if archive is not None:
+        assert archive.stored["g0-0"] == (200, BIG) and output["body"] is None
+        assert output["body_url"] == "https://archive.invalid/responses/g0-0.json?expires=3600"
+        assert len(details["output"]) < 1000
+    else:
+        assert "body_url" not in output and BIG.startswith(output["body"]) and len(output["body"]) > 200_000
+
+
+def test_an_answer_within_the_limit_has_no_url(make_settings: MakeSettings) -> None:
+    rig = Rig(make_settings, answers(), FakeCallbacks(), FakeArchive())
+    rig.queue.put(message("g0", 0, token="t0"))
+
+    rig.run()
+
+    output = json.loads(rig.callbacks.calls[0][2]["output"])
+    assert output["body"] == {"id": 7, "ok": True} and "body_url" not in output
+
+
 def test_a_drain_that_died_after_the_ledger_write_answers_on_the_next_receive(
     make_settings: MakeSettings,
 ) -> None:
@@ -516,7 +558,7 @@ def test_a_task_that_refuses_a_heartbeat_is_recorded_gone_and_never_called_again
 
     assert (first.callbacks_rejected, first.heartbeats, gone.callback) == (1, 1, "rejected")
     assert (second.callbacks_rejected, second.heartbeats) == (0, 1)
-    assert rig.holds("g0-0")[0] == 2 and rig.holds("g0-0")[1] > 20  # the whole wait, not a heartbeat
+    assert rig.holds("g0-0")[0] == 2 and rig.holds("g0-0")[1] > 10  # the rest of a 15-30 s wait
     assert rig.callbacks.kinds("t0") == ["heartbeat"]  # no second heartbeat, no answer
     assert rig.callbacks.kinds("t1") == ["heartbeat", "heartbeat", "success"]
     assert (third.delivered, third.callbacks, rig.ledger.records["g0-0"].callback) == (2, 1, "rejected")
@@ -635,6 +677,15 @@ def test_output_is_cut_to_the_step_functions_limit_with_a_flag() -> None:
     assert (
         isinstance(output["body"], str) and body.startswith(output["body"]) and len(output["body"]) > 100_000
     )
+
+
+def test_output_over_the_limit_with_an_archive_names_the_archived_answer() -> None:
+    body = json.dumps({"blob": "é" * 200_000})
+
+    output = json.loads(success_output("m", "orders", 200, body, 1, 0.0, lambda: "https://signed"))
+
+    assert (output["body"], output["body_url"], output["body_truncated"]) == (None, "https://signed", True)
+    assert output["status_code"] == 200 and output["message_id"] == "m"
 
 
 def test_cause_is_json_with_reason_and_status_only() -> None:
