@@ -103,6 +103,9 @@ class CallRecorder:
     def register(self, events: Any) -> None:
         events.register("provide-client-params.*.*", self._on_call)
 
+    def unregister(self, events: Any) -> None:
+        events.unregister("provide-client-params.*.*", self._on_call)
+
     def _on_call(self, params: Mapping[str, Any], model: Any, **_: Any) -> None:
         if self.function is None:
             return

@@ -7,7 +7,8 @@ writes `build/prod/merge.json` and runs `chalice package --stage prod --merge-te
 the stack (`AWS::StackName`, `AWS::AccountId`, `AWS::Region`, `AWS::Partition`, `Ref`, `GetAtt`),
 and the functions get their resources' names from it, so the stage's config holds none and the
 same template deploys unchanged into any account and region. Leave the `SourceStreamArn`
-parameter empty to create the source table, or give an existing table's stream ARN. Stateful
+parameter empty to create the source table, or give an existing table's stream ARN; name a
+destination in `ExampleDestination` to add a state machine that waits for Trickle. Stateful
 resources are retained when the stack goes away or replaces them. The stream event source gets
 what Chalice's decorator cannot set.
 """
@@ -28,6 +29,7 @@ from chalicelib.notes import notes_table_definition
 from chalicelib.settings import Settings
 from trickle_deploy.bootstrap import ARCHIVE_RETENTION_DAYS, BACKSTOP_MAX_RECEIVE_COUNT, RETENTION_S
 from trickle_deploy.policies import (
+    CALLBACK_ACTIONS,
     DestinationResources,
     is_template_stage,
     logical_id,
@@ -37,6 +39,7 @@ from trickle_deploy.policies import (
 )
 from trickle_deploy.stream_settings import MAX_RECORD_AGE_S, STREAM_RETRY_ATTEMPTS
 from trickle_local.stage import PROJECT_DIR, load_config
+from trickle_local.workflows import wait_definition
 
 METRICS_NAMESPACE = "Trickle"
 
@@ -326,6 +329,127 @@ def _destination_resources(d: DestinationResources, ssm_service: Any, visibility
     }
 
 
+EXAMPLE_NONE = "none"
+EXAMPLE_NAME = "${AWS::StackName}-example-wait"  # the example state machine's name
+
+
+def _example_condition(destination: str) -> str:
+    return f"ExampleThrough{logical_id(destination)}"
+
+
+def _through_example(destinations: Sequence[DestinationResources], value: Any) -> Any:
+    """`value(d)` for the destination the ExampleDestination parameter names (one of them, when
+    the example exists at all)."""
+    *others, last = destinations
+    chosen: Any = value(last)
+    for d in reversed(others):
+        chosen = {"Fn::If": [_example_condition(d.name), value(d), chosen]}
+    return chosen
+
+
+_QUEUE_URL_MARK = "<queue-url>"
+
+
+def example_definition(queue_url: Any) -> dict[str, Any]:
+    """The example's state machine: the task README documents (`trickle_local.workflows`), on the
+    chosen destination's queue, its Resource in the stack's partition. Joined, not `Fn::Sub`, so no
+    template engine touches the definition's own `$` paths (moto's makes `$$.Task.Token` `$.Task.Token`)."""
+    text = json.dumps(wait_definition(_QUEUE_URL_MARK), indent=2)
+    head, tail = text.replace('"arn:aws:states:', '"arn:<partition>:states:').split(_QUEUE_URL_MARK)
+    before, after = head.split("<partition>")
+    return {"Fn::Join": ["", [before, {"Ref": "AWS::Partition"}, after, queue_url, tail]]}
+
+
+def _example_resources(destinations: Sequence[DestinationResources]) -> dict[str, Any]:
+    """The optional example (parameter ExampleDestination): a state machine that sends an item
+    through one destination's queue and waits for the API's answer, with a role that may only send
+    to that queue (SQS-managed encryption needs no KMS permission), and the right for that
+    destination's drain to answer its tasks and presign answers too large for them."""
+    queue_arn = _through_example(
+        destinations, lambda d: {"Fn::GetAtt": [f"{logical_id(d.name)}Queue", "Arn"]}
+    )
+    queue_url = _through_example(destinations, lambda d: {"Ref": f"{logical_id(d.name)}Queue"})
+    resources: dict[str, Any] = {
+        "ExampleStateMachineRole": {
+            "Type": "AWS::IAM::Role",
+            "Condition": "HasExampleStateMachine",
+            "Properties": {
+                "AssumeRolePolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "states.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                            "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}},
+                        }
+                    ],
+                },
+                "Policies": [
+                    {
+                        "PolicyName": "SendThroughTrickle",
+                        "PolicyDocument": {
+                            "Version": "2012-10-17",
+                            "Statement": [
+                                {
+                                    "Sid": "SendToTheDestinationsQueue",
+                                    "Effect": "Allow",
+                                    "Action": "sqs:SendMessage",
+                                    "Resource": queue_arn,
+                                }
+                            ],
+                        },
+                    }
+                ],
+            },
+        },
+        "ExampleStateMachine": {
+            "Type": "AWS::StepFunctions::StateMachine",
+            "Condition": "HasExampleStateMachine",
+            "Properties": {
+                "StateMachineName": {"Fn::Sub": EXAMPLE_NAME},
+                "RoleArn": {"Fn::GetAtt": ["ExampleStateMachineRole", "Arn"]},
+                "DefinitionString": example_definition(queue_url),
+            },
+        },
+    }
+    for d in destinations:
+        drain = logical_id(d.drain_function)
+        resources[f"{drain}AnswerExample"] = {
+            "Type": "AWS::IAM::Policy",
+            "Condition": _example_condition(d.name),
+            "Properties": {
+                "PolicyName": f"{drain}AnswerExample",
+                "Roles": [{"Ref": f"{drain}Role"}],
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "AnswerTheExamplesTasks",
+                            "Effect": "Allow",
+                            "Action": CALLBACK_ACTIONS,
+                            "Resource": {"Ref": "ExampleStateMachine"},
+                        },
+                        {
+                            "Sid": "PresignLargeAnswers",
+                            "Effect": "Allow",
+                            "Action": "s3:GetObject",
+                            "Resource": {"Fn::Sub": "${ResponseArchive.Arn}/responses/*"},
+                        },
+                    ],
+                },
+            },
+        }
+    return resources
+
+
+def _callback_state_machines(settings: Settings) -> dict[str, Any]:
+    """The stage's own state machines, and the example's when the stack has it."""
+    own = ",".join(settings.callback_state_machines)
+    with_example = ",".join([*settings.callback_state_machines, EXAMPLE_NAME])
+    return {"Fn::If": ["HasExampleStateMachine", {"Fn::Sub": with_example}, own]}
+
+
 def function_environment(destinations: Sequence[DestinationResources]) -> dict[str, Any]:
     """The variables naming the stack's resources, set on every function (each imports `app.py`,
     which reads them all)."""
@@ -371,7 +495,9 @@ def merge_template(stage: str) -> dict[str, Any]:
     }
     if settings.partial_batch_response:
         event_source["FunctionResponseTypes"] = ["ReportBatchItemFailures"]
-    environment = {"Environment": {"Variables": function_environment(resources.destinations)}}
+    variables = function_environment(resources.destinations)
+    variables["TRICKLE_CALLBACK_STATE_MACHINES"] = _callback_state_machines(settings)
+    environment = {"Environment": {"Variables": variables}}
     functions: dict[str, Any] = {name: {"Properties": environment} for name in stage_functions(settings)}
     functions["Ingest"] = {
         "Properties": environment | {"Events": {"IngestDynamodbEventSource": {"Properties": event_source}}}
@@ -406,10 +532,24 @@ def merge_template(stage: str) -> dict[str, Any]:
                 "MinValue": 0,
                 "MaxValue": 10000,
             },
+            "ExampleDestination": {
+                "Type": "String",
+                "Default": EXAMPLE_NONE,
+                "AllowedValues": [EXAMPLE_NONE, *settings.destinations],
+                "Description": "Add an example state machine that sends an item through this destination"
+                " and waits for the API's answer (none: no example state machine)",
+            },
         },
         "Conditions": {
             "HasAlarmTopic": {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]},
             "CreatesSourceTable": {"Fn::Equals": [{"Ref": "SourceStreamArn"}, ""]},
+            "HasExampleStateMachine": {
+                "Fn::Not": [{"Fn::Equals": [{"Ref": "ExampleDestination"}, EXAMPLE_NONE]}]
+            },
+            **{
+                _example_condition(name): {"Fn::Equals": [{"Ref": "ExampleDestination"}, name]}
+                for name in settings.destinations
+            },
         },
         "Resources": {
             **functions,
@@ -464,6 +604,7 @@ def merge_template(stage: str) -> dict[str, Any]:
             ),
             "Dashboard": _dashboard(resources.destinations),
             "ResponseArchive": _archive_bucket(),
+            **_example_resources(resources.destinations),
         },
         "Outputs": {
             "ApiKeyEncryptionKeyArn": {"Value": {"Fn::GetAtt": ["ApiKeyEncryptionKey", "Arn"]}},
@@ -476,6 +617,19 @@ def merge_template(stage: str) -> dict[str, Any]:
             "NotesTableName": {"Value": {"Ref": "NotesTable"}},
             "SourceStreamArn": {"Value": _stream_arn()},
             "ResponseArchiveBucket": {"Value": {"Ref": "ResponseArchive"}},
+            "ExampleStateMachineArn": {
+                "Condition": "HasExampleStateMachine",
+                "Value": {"Ref": "ExampleStateMachine"},
+            },
+            "ExampleStartExecutionCommand": {
+                "Condition": "HasExampleStateMachine",
+                "Description": "Starts the example, which ends with the API's answer",
+                "Value": {
+                    "Fn::Sub": "aws stepfunctions start-execution --region ${AWS::Region}"
+                    " --state-machine-arn ${ExampleStateMachine}"
+                    ' --input \'{"item": {"order": 17}, "group": "customer-42"}\''
+                },
+            },
         },
     }
 

@@ -17,19 +17,27 @@ from __future__ import annotations
 import ast
 import copy
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+import requests
 from botocore.parsers import ResponseParserError
+from conftest import API_KEY
 from deployment import package_stage, sam_transform
 
+from chalicelib import wiring
+from chalicelib.callbacks import TASK_TOKEN_ATTRIBUTE
 from chalicelib.settings import load_settings
+from trickle_deploy.iam_check import CallRecorder, denied
 from trickle_deploy.operate import stack_env
 from trickle_local.endpoint import MotoEndpoint
+from trickle_local.standin_api import Faults, Reply, StandInApi
 
 STACK = "trickle-prod"
 # The second place relays a table it already has (the SourceStreamArn parameter).
@@ -170,8 +178,9 @@ def test_the_stack_is_created_in_both_places_from_one_packaged_template(
         skipped = {n for n, r in transformed["Resources"].items() if r["Type"] in UNSUPPORTED_BY_MOTO}
         alarms = {n for n, r in transformed["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
         relays = {"SourceTable"} if place.id == PLACES[1][0] else set()  # its condition is false
-        assert set(transformed["Resources"]) - skipped - alarms - relays <= created, place
-        assert not relays & created
+        examples = {n for n, r in transformed["Resources"].items() if "Example" in r.get("Condition", "")}
+        assert set(transformed["Resources"]) - skipped - alarms - relays - examples <= created, place
+        assert examples and not (relays | examples) & created  # no example without ExampleDestination
         tables = place.client("dynamodb").list_tables()["TableNames"]
         assert ("orders" in tables) is bool(relays) and (f"{STACK}-items" in tables) is not bool(relays)
 
@@ -267,6 +276,236 @@ def test_the_stack_outputs_tell_the_operator_how_to_store_the_key(
             )
 
 
+# --- the optional example state machine ------------------------------------------------------------
+
+EXAMPLE_STACK = "trickle-example"
+# moto's state machine interpreter makes its SQS calls without naming an account, so they land in
+# moto's default account: the example's stack is created there (in a region no other test uses).
+EXAMPLE_PLACE = ("123456789012", "ca-central-1")
+
+
+@contextmanager
+def where_cloudformation_puts_state_machines(endpoint: MotoEndpoint) -> Iterator[None]:
+    """moto keeps state machines its CloudFormation creates apart from those its interpreter runs,
+    and the Step Functions API shows only the latter while executions are on (the gap test below):
+    turned off for a look at the former."""
+    config = f"{endpoint.url}/moto-api/config"
+    requests.post(
+        config, json={"stepfunctions": {"execute_state_machine": False}}, timeout=10
+    ).raise_for_status()
+    try:
+        yield
+    finally:
+        endpoint.execute_state_machines()
+
+
+def created_state_machines(endpoint: MotoEndpoint, place: Account) -> list[dict[str, Any]]:
+    """The state machines the stacks of this place created, described."""
+    sfn = place.client("stepfunctions")
+    with where_cloudformation_puts_state_machines(endpoint):
+        listed = sfn.list_state_machines()["stateMachines"]
+        return [dict(sfn.describe_state_machine(stateMachineArn=m["stateMachineArn"])) for m in listed]
+
+
+@dataclass
+class Example:
+    place: Account
+    state_machine: dict[str, Any]  # as CloudFormation made it
+    roles: dict[str, list[dict[str, Any]]]
+
+    @property
+    def arn(self) -> str:
+        return str(self.state_machine["stateMachineArn"])
+
+
+@pytest.fixture(scope="module")
+def example(
+    endpoint: MotoEndpoint,
+    packaged: tuple[dict[str, Any], Path],
+    stacks: list[tuple[Account, dict[str, Any]]],  # created (and the endpoint reset) first
+) -> Example:
+    """The packaged template created with `ExampleDestination=orders`."""
+    sam, code = packaged
+    place = account(endpoint, *EXAMPLE_PLACE)
+    bucket = f"artifacts-example-{place.region}"
+    place.client("s3").create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": place.region}
+    )
+    place.client("s3").upload_file(str(code), bucket, "deployment.zip")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_DEFAULT_REGION", place.region)
+        transformed = sam_transform(sam, f"s3://{bucket}/deployment.zip")
+    cfn = place.client("cloudformation")
+    cfn.create_stack(
+        StackName=EXAMPLE_STACK,
+        TemplateBody=json.dumps(for_moto(transformed)),
+        Capabilities=["CAPABILITY_IAM"],
+        Parameters=[{"ParameterKey": "ExampleDestination", "ParameterValue": "orders"}],
+    )
+    cfn.get_waiter("stack_create_complete").wait(
+        StackName=EXAMPLE_STACK, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+    )
+    (described,) = cfn.describe_stacks(StackName=EXAMPLE_STACK)["Stacks"]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
+    (made,) = created_state_machines(endpoint, place)
+    # The shim: the state machine, exactly as CloudFormation made it, where moto runs executions.
+    created = place.client("stepfunctions").create_state_machine(
+        name=made["name"], definition=made["definition"], roleArn=made["roleArn"]
+    )
+    assert created["stateMachineArn"] == made["stateMachineArn"] == outputs["ExampleStateMachineArn"]
+    return Example(place, made, role_documents(place.client("iam")))
+
+
+def role_of(example: Example, logical_id: str) -> list[dict[str, Any]]:
+    """The inline policy documents of the stack's role with this logical id."""
+    (documents,) = [d for name, d in example.roles.items() if f"-{logical_id}-" in name]
+    return documents
+
+
+def test_without_the_parameter_a_stack_has_no_state_machine(
+    endpoint: MotoEndpoint, stacks: list[tuple[Account, dict[str, Any]]]
+) -> None:
+    for place, _ in stacks:
+        assert created_state_machines(endpoint, place) == []
+        env = stack_env(place.client("cloudformation"), place.client("lambda"), STACK)
+        assert load_settings(env).callback_state_machines == ()
+
+
+def test_the_example_state_machine_is_named_from_the_stack_and_may_only_send_to_its_queue(
+    example: Example,
+) -> None:
+    region, account_id = example.place.region, example.place.id
+    assert example.arn == f"arn:aws:states:{region}:{account_id}:stateMachine:{EXAMPLE_STACK}-example-wait"
+    orders = f"arn:aws:sqs:{region}:{account_id}:{EXAMPLE_STACK}-orders.fifo"
+    (document,) = role_of(example, "ExampleStateMachineRole")
+    assert document["Statement"] == [
+        {
+            "Sid": "SendToTheDestinationsQueue",
+            "Effect": "Allow",
+            "Action": "sqs:SendMessage",
+            "Resource": orders,
+        }
+    ]
+    assert example.state_machine["roleArn"].startswith(f"arn:aws:iam::{account_id}:role/{EXAMPLE_STACK}-")
+    task = json.loads(example.state_machine["definition"])["States"]["Deliver"]
+    assert task["Resource"] == "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
+    assert (
+        task["Parameters"]["QueueUrl"]
+        == f"https://sqs.{region}.amazonaws.com/{account_id}/{EXAMPLE_STACK}-orders.fifo"
+    )
+    env = stack_env(example.place.client("cloudformation"), example.place.client("lambda"), EXAMPLE_STACK)
+    assert load_settings(env).callback_state_machines == (f"{EXAMPLE_STACK}-example-wait",)
+
+
+def test_only_the_examples_destination_may_answer_its_tasks(example: Example) -> None:
+    answering = [
+        s
+        for role in ("DrainOrdersRole", "DrainCrmRole")
+        for document in role_of(example, role)
+        for s in document["Statement"]
+        if any(str(a).startswith("states:") for a in s["Action"])
+    ]
+    assert answering == [
+        {
+            "Sid": "AnswerTheExamplesTasks",
+            "Effect": "Allow",
+            "Action": ["states:SendTaskFailure", "states:SendTaskHeartbeat", "states:SendTaskSuccess"],
+            "Resource": example.arn,
+        }
+    ]
+
+
+def test_the_examples_execution_succeeds_through_the_drain_with_the_apis_answer(
+    example: Example,
+    endpoint: MotoEndpoint,
+    api: StandInApi,
+    recorder: CallRecorder,  # the session's, set up on boto3's default session
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The template's definition, as the stack created it, runs: its task sends the item to the
+    orders queue and waits; the drain, on the stack's resources and held to the role the stack gave
+    it, delivers it to the stand-in API and answers the task."""
+    place = example.place
+    sfn = place.client("stepfunctions")
+    env = stack_env(place.client("cloudformation"), place.client("lambda"), EXAMPLE_STACK)
+    settings = load_settings(env)
+    place.client("ssm").put_parameter(
+        Name=settings.destination("orders").api_key_parameter,
+        Value=API_KEY,
+        Type="SecureString",
+        Overwrite=True,
+    )
+    api.clear()
+    api.faults = Faults(api_key=API_KEY)
+    api.responder = lambda body, headers: Reply(201, '{"order":"A-17","accepted":true}')
+    for name, value in (env | {"TRICKLE_DEST_ORDERS_URL": api.url, "AWS_ENDPOINT_URL": endpoint.url}).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", place.region)
+    calls = CallRecorder(region=place.region, account=place.id)
+    events = boto3.DEFAULT_SESSION.events  # type: ignore[union-attr]
+    wiring.reset()
+    calls.register(events)
+    try:
+        execution = sfn.start_execution(
+            stateMachineArn=example.arn,
+            name="example-1",
+            input=json.dumps({"item": {"order": 17}, "group": "customer-42"}),
+        )["executionArn"]
+        calls.task_tokens[until(lambda: task_token(sfn, execution))] = example.arn
+        until(lambda: queued(place, settings.destination("orders").queue_url))
+        calls.function = "drain_orders"  # from here on: moto's interpreter sent the message, not the drain
+        described = until(lambda: drained(sfn, execution), deadline_s=60)
+    finally:
+        calls.unregister(events)
+        wiring.reset()
+
+    output = json.loads(described["output"])
+    assert described["status"] == "SUCCEEDED", described
+    assert output["body"] == {"order": "A-17", "accepted": True} and output["status_code"] == 201
+    assert [json.loads(r.body) for r in api.requests] == [{"order": 17}]
+    assert {c.operation for c in calls.calls} >= {
+        "ReceiveMessage",
+        "SendTaskSuccess",
+        "DeleteMessageBatch",
+    }
+    drain_role = {"Statement": [s for d in role_of(example, "DrainOrdersRole") for s in d["Statement"]]}
+    assert denied(calls.calls, {"drain_orders": drain_role}) == []
+
+
+def task_token(sfn: Any, execution: str) -> str | None:
+    """The token the execution's task put on its message, from its TaskScheduled event."""
+    for event in sfn.get_execution_history(executionArn=execution)["events"]:
+        details = event.get("taskScheduledEventDetails")
+        if details:
+            attributes = json.loads(details.get("parameters") or "{}").get("MessageAttributes", {})
+            return str(attributes.get(TASK_TOKEN_ATTRIBUTE, {}).get("StringValue", "")) or None
+    return None
+
+
+def queued(place: Account, queue_url: str) -> bool:
+    attributes = place.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) > 0
+
+
+def drained(sfn: Any, execution: str) -> dict[str, Any] | None:
+    """One drain run; the execution's description once it has ended."""
+    wiring.drainer("orders").run(lambda: 60_000)
+    described = dict(sfn.describe_execution(executionArn=execution))
+    return described if described["status"] != "RUNNING" else None
+
+
+def until(condition: Callable[[], Any], deadline_s: float = 30.0) -> Any:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"not true within {deadline_s} s")
+
+
 def test_deleting_the_stack_keeps_the_data(
     endpoint: MotoEndpoint, stacks: list[tuple[Account, dict[str, Any]]]
 ) -> None:
@@ -304,6 +543,30 @@ def test_gap_moto_needs_a_name_for_a_rest_api_and_cannot_deploy_a_body(endpoint:
         cfn.create_stack(
             StackName="gap-body", TemplateBody=json.dumps({"Resources": named | {"D": deployment}})
         )
+
+
+@pytest.mark.emulator_gap
+def test_gap_moto_runs_no_state_machine_its_cloudformation_made(endpoint: MotoEndpoint) -> None:
+    """AWS has one set of state machines; moto's CloudFormation puts its own where the API does not
+    look while executions are on, so the example's stack is given a copy (the `example` fixture)."""
+    place = account(endpoint, "678901234567", "sa-east-1")
+    definition = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+    machine = {
+        "Type": "AWS::StepFunctions::StateMachine",
+        "Properties": {
+            "StateMachineName": "gap-machine",
+            "RoleArn": "arn:aws:iam::678901234567:role/r",
+            "DefinitionString": json.dumps(definition),
+        },
+    }
+    cfn = place.client("cloudformation")
+    cfn.create_stack(StackName="gap-sfn", TemplateBody=json.dumps({"Resources": {"M": machine}}))
+    cfn.get_waiter("stack_create_complete").wait(
+        StackName="gap-sfn", WaiterConfig={"Delay": 1, "MaxAttempts": 30}
+    )
+
+    assert place.client("stepfunctions").list_state_machines()["stateMachines"] == []
+    assert [m["name"] for m in created_state_machines(endpoint, place)] == ["gap-machine"]
 
 
 @pytest.mark.emulator_gap

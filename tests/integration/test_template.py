@@ -18,6 +18,7 @@ from trickle_deploy.iam_check import packaged_policies
 from trickle_deploy.policies import PACKAGING_ENV, packaging_env
 from trickle_deploy.template import drain_timeout, visibility_for
 from trickle_local.stage import load_config
+from trickle_local.workflows import wait_definition
 
 DESTINATIONS = ("orders", "crm")  # chalicelib/routes.toml
 
@@ -272,6 +273,53 @@ def test_reserved_concurrency_is_an_option_not_a_requirement(
         assert "reserved_concurrency" not in functions[f"drain_{destination}"]
         assert "ReservedConcurrentExecutions" not in drain
         assert [e["Type"] for e in drain["Events"].values()] == ["Schedule"]
+
+
+def test_the_example_state_machine_is_off_unless_a_destination_is_named(
+    prod: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    sam, cfn = prod
+    parameter = sam["Parameters"]["ExampleDestination"]
+    assert (parameter["Default"], parameter["AllowedValues"]) == ("none", ["none", *DESTINATIONS])
+    examples = {n: r for n, r in cfn["Resources"].items() if "Example" in n}
+    assert set(examples) == {
+        "ExampleStateMachine",
+        "ExampleStateMachineRole",
+        *(f"Drain{d.capitalize()}AnswerExample" for d in DESTINATIONS),
+    }
+    conditions = sam["Conditions"]
+    assert conditions["HasExampleStateMachine"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ExampleDestination"}, "none"]}]
+    }
+    for d in DESTINATIONS:  # each drain may answer the example only when it goes through its queue
+        answer = examples[f"Drain{d.capitalize()}AnswerExample"]
+        assert answer["Condition"] == f"ExampleThrough{d.capitalize()}"
+        assert conditions[answer["Condition"]] == {"Fn::Equals": [{"Ref": "ExampleDestination"}, d]}
+        assert answer["Properties"]["Roles"] == [{"Ref": f"Drain{d.capitalize()}Role"}]
+    for name in ("ExampleStateMachine", "ExampleStateMachineRole"):
+        assert examples[name]["Condition"] == "HasExampleStateMachine"
+    for name, function in sam["Resources"].items():
+        if function["Type"] == "AWS::Serverless::Function":  # the example's name, only with the example
+            variable = function["Properties"]["Environment"]["Variables"]["TRICKLE_CALLBACK_STATE_MACHINES"]
+            assert variable == {
+                "Fn::If": ["HasExampleStateMachine", {"Fn::Sub": "${AWS::StackName}-example-wait"}, ""]
+            }, name
+
+
+def test_the_example_runs_the_task_the_readme_documents(prod: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    sam, _ = prod
+    joined = sam["Resources"]["ExampleStateMachine"]["Properties"]["DefinitionString"]["Fn::Join"]
+    parts = [
+        "aws-cn" if part == {"Ref": "AWS::Partition"} else "<queue>" if isinstance(part, dict) else part
+        for part in joined[1]
+    ]
+    queue = joined[1][3]
+    definition = json.loads("".join(parts))
+    expected = json.loads(json.dumps(wait_definition("<queue>")).replace("arn:aws:", "arn:aws-cn:"))
+    assert definition == expected
+    assert queue == {
+        "Fn::If": ["ExampleThroughOrders", {"Ref": "OrdersQueue"}, {"Ref": "CrmQueue"}]
+    }  # the chosen destination's queue
 
 
 def test_what_the_emulator_cannot_create_is_right_in_the_transformed_template(
