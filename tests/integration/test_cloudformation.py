@@ -34,7 +34,7 @@ from deployment import package_stage, sam_transform
 from chalicelib import wiring
 from chalicelib.callbacks import TASK_TOKEN_ATTRIBUTE
 from chalicelib.settings import load_settings
-from trickle_deploy.iam_check import CallRecorder, denied
+from trickle_deploy.iam_check import CallRecorder, denied, partition_keys
 from trickle_deploy.operate import stack_env
 from trickle_local.endpoint import MotoEndpoint
 from trickle_local.standin_api import Faults, Reply, StandInApi
@@ -296,7 +296,7 @@ def where_cloudformation_puts_state_machines(endpoint: MotoEndpoint) -> Iterator
     try:
         yield
     finally:
-        endpoint.execute_state_machines()
+        MotoEndpoint.configure(endpoint.url)  # back to running them
 
 
 def created_state_machines(endpoint: MotoEndpoint, place: Account) -> list[dict[str, Any]]:
@@ -441,7 +441,7 @@ def test_the_examples_execution_succeeds_through_the_drain_with_the_apis_answer(
     for name, value in (env | {"TRICKLE_DEST_ORDERS_URL": api.url, "AWS_ENDPOINT_URL": endpoint.url}).items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_DEFAULT_REGION", place.region)
-    calls = CallRecorder(region=place.region, account=place.id)
+    calls = CallRecorder(region=place.region, account=place.id, partition_keys=partition_keys(env))
     events = boto3.DEFAULT_SESSION.events  # type: ignore[union-attr]
     wiring.reset()
     calls.register(events)
