@@ -68,6 +68,15 @@ class Faults:
 Responder = Callable[[str, dict[str, str]], Reply | None]
 
 
+class _Server(ThreadingHTTPServer):
+    """socketserver listens with a backlog of 5: when more clients than that connect at once (16
+    drain workers opening their connections), the kernel drops the surplus SYNs and those clients
+    wait a second for the retransmit, or are reset. A drain's pool of workers is expected here."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class StandInApi:
     """Start with `start()`, read `requests`, stop with `stop()`; `responder` overrides faults."""
 
@@ -81,12 +90,11 @@ class StandInApi:
         self._in_flight = 0
         self.max_in_flight = 0
         try:
-            self._server = ThreadingHTTPServer((host, port), self._handler_class())
+            self._server = _Server((host, port), self._handler_class())
         except OSError as exc:
             if in_use(exc):
                 raise PortInUseError(port, "stand-in API") from None
             raise
-        self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
     @property

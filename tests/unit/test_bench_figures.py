@@ -1,14 +1,40 @@
 """The bench's arithmetic: requests per message by API, dollars per million messages (DynamoDB batch
-calls billed per item, SecureString reads billed a KMS request), and the CPU reading of a process."""
+calls billed per item, SecureString reads billed a KMS request), the bound and shares, ingest rates,
+backlog spread, the AWS round-trip model, the goals, the bench's stream records, and the CPU reading
+of a process."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bench.__main__ import PRICE, batch_items, cost_per_million, cpu_seconds, per_message, requests_only
+from bench.figures import (
+    GOALS,
+    PRICE,
+    LatencyModel,
+    add,
+    batch_items,
+    bound,
+    cost_per_million,
+    goal_figures,
+    ingest_figures,
+    per_message,
+    requests_only,
+    share,
+    spread,
+)
+from bench.harness import Calls, cpu_seconds
+from bench.stream import batches, mixed_records, order_records
+from chalicelib.records import build_messages
+from chalicelib.settings import Settings
+
+BENCH_ROUTES = Path(__file__).resolve().parents[2] / "bench" / "routes.toml"
+ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/items/stream/2026-01-01T00:00:00.000"
 
 
 def test_requests_are_grouped_by_api_per_delivered_message() -> None:
@@ -71,10 +97,205 @@ def test_batch_items_counts_keys_and_write_requests() -> None:
     assert batch_items({}) == 0
 
 
-def test_requests_only_drops_item_counts() -> None:
+def test_requests_only_drops_item_counts_and_add_sums_counters() -> None:
     assert requests_only({"dynamodb:BatchGetItem": 2, "dynamodb:BatchGetItem/items": 150}) == {
         "dynamodb:BatchGetItem": 2
     }
+    assert add({"a": 1, "b": 2}, {"b": 3}, {}) == {"a": 1, "b": 5}
+
+
+@pytest.mark.parametrize(
+    ("rate", "workers", "latency_s", "expected"),
+    [
+        (10_000, 1, 0.02, 50.0),  # one worker always waiting on a 20 ms API
+        (10_000, 16, 0.02, 800.0),
+        (100, 16, 0.02, 100.0),  # the rate limit is the lower of the two
+        (100, 1, 0.02, 50.0),
+    ],
+)
+def test_bound_is_the_rate_limit_or_workers_over_latency(
+    rate: int, workers: int, latency_s: float, expected: float
+) -> None:
+    assert bound(rate, workers, latency_s) == expected
+
+
+def test_share_of_a_bound_and_of_nothing() -> None:
+    assert share(560.0, 800.0) == 0.7
+    assert share(101.9, 100.0) == 1.019
+    assert share(5.0, 0.0) == 0.0
+
+
+def test_ingest_figures_are_per_record_and_ignore_batch_item_counts() -> None:
+    counted = {
+        "sqs:SendMessageBatch": 11,
+        "dynamodb:BatchWriteItem": 4,
+        "dynamodb:BatchWriteItem/items": 100,
+    }
+    figures = ingest_figures(records=100, seconds=0.5, requests_by_api=counted)
+    assert figures["records_per_s"] == 200.0
+    assert figures["aws_requests_per_record"] == 0.15
+    assert figures["requests_per_record_by_operation"] == {
+        "dynamodb:BatchWriteItem": 0.04,
+        "sqs:SendMessageBatch": 0.11,
+    }
+    assert ingest_figures(0, 0.0, {})["records_per_s"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([150.0, 150.0, 150.0], 0.0),
+        ([150.0, 135.0, 120.0], 0.2),  # the slowest 20% below the fastest: the edge of "flat"
+        ([135.1, 150.6, 73.8], 0.51),
+        ([0.0, 100.0], 0.0),  # a run that delivered nothing has no rate to compare
+        ([], 0.0),
+    ],
+)
+def test_spread_is_the_slowest_below_the_fastest(values: list[float], expected: float) -> None:
+    assert spread(values) == pytest.approx(expected, abs=0.001)
+
+
+def test_latency_model_by_service_and_operation() -> None:
+    model = LatencyModel()
+    assert model.milliseconds("sqs", "ReceiveMessage") == 20.0
+    assert model.milliseconds("dynamodb", "PutItem") == 5.0
+    assert model.milliseconds("dynamodb", "BatchWriteItem") == 10.0
+    assert model.milliseconds("ssm", "GetParameter") == 25.0
+    assert model.milliseconds("cloudwatch", "PutMetricData") == model.other_ms
+
+
+def test_latency_overrides_name_a_service_or_one_operation() -> None:
+    model = LatencyModel().with_overrides("sqs=30, dynamodb.GetItem=2.5")
+    assert model.milliseconds("sqs", "DeleteMessageBatch") == 30.0
+    assert model.milliseconds("dynamodb", "GetItem") == 2.5
+    assert model.milliseconds("dynamodb", "PutItem") == 5.0
+    whole = LatencyModel().with_overrides("dynamodb=8")  # the service's operation figures go too
+    assert whole.milliseconds("dynamodb", "BatchGetItem") == 8.0
+    assert LatencyModel().with_overrides("") == LatencyModel()
+
+
+@pytest.mark.parametrize("text", ["sqs", "sqs=", "=20", "sqs=fast", "sqs=-1"])
+def test_latency_overrides_that_are_not_name_equals_milliseconds_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="NAME=MILLISECONDS"):
+        LatencyModel().with_overrides(text)
+
+
+class Operation:
+    """What botocore hands a before-call handler: the operation model."""
+
+    def __init__(self, service: str, name: str) -> None:
+        self.name = name
+        self.service_model = type("ServiceModel", (), {"service_name": service})()
+
+
+def test_calls_count_requests_and_batch_items_and_account_the_modelled_round_trips() -> None:
+    calls = Calls()
+    calls.model = LatencyModel(services={"sqs": 0.0, "dynamodb": 0.0}, operations={}, other_ms=0.0)
+    calls._before(Operation("sqs", "ReceiveMessage"))
+    calls._round_trip("before-send.sqs.ReceiveMessage")
+    calls._after()
+    calls._before(Operation("dynamodb", "BatchWriteItem"))
+    calls._items({"RequestItems": {"t": [{"PutRequest": {}}] * 7}}, Operation("dynamodb", "BatchWriteItem"))
+    calls._round_trip("before-send.dynamodb.BatchWriteItem")
+    calls._after()
+    taken = calls.take()
+    assert taken.counts == {
+        "sqs:ReceiveMessage": 1,
+        "dynamodb:BatchWriteItem": 1,
+        "dynamodb:BatchWriteItem/items": 7,
+    }
+    assert taken.modelled_seconds == 0.0
+    assert calls.take().counts == {}  # a take starts afresh
+
+
+def test_the_modelled_time_is_the_models_figure_per_http_attempt() -> None:
+    calls = Calls()
+    calls.model = LatencyModel(services={"sqs": 1.0}, operations={}, other_ms=2.0)
+    for event in (
+        "before-send.sqs.SendMessageBatch",
+        "before-send.sqs.SendMessageBatch",
+        "before-send.sts.X",
+    ):
+        calls._round_trip(event)
+    assert calls.take().modelled_seconds == pytest.approx(0.004)
+    calls.model = None  # without a model nothing is slept or accounted
+    calls._round_trip("before-send.sqs.SendMessageBatch")
+    assert calls.take().modelled_seconds == 0.0
+
+
+def relay_run(**figures: float) -> dict[str, float]:
+    return {
+        "ratio_vs_baseline": 1.0,
+        "share_of_bound": 0.5,
+        "drain_cpu_ms_per_message": 1.0,
+        "requests_per_message": 0.4,
+        "usd_per_million": 0.9,
+    } | figures
+
+
+def test_goal_figures_take_the_named_runs_and_the_worst_of_every_relay_run() -> None:
+    suite = {
+        "relay": {
+            "workers_1": relay_run(drain_cpu_ms_per_message=2.5),
+            "workers_4": relay_run(share_of_bound=0.82),
+            "workers_16": relay_run(ratio_vs_baseline=11.5, share_of_bound=0.71, usd_per_million=0.95),
+            "rate_limited": relay_run(requests_per_message=0.62),
+        }
+    }
+    lam = {"import_app_ms": 290.0, "import_minimal_app_ms": 250.5}
+    figures = goal_figures(suite, lam)
+    assert figures == {
+        "vs_seed_16": 11.5,
+        "share_4": 0.82,
+        "share_16": 0.71,
+        "drain_cpu_ms": 2.5,
+        "requests_per_message": 0.62,
+        "usd_per_million": 0.95,
+        "import_overhead_ms": 39.5,
+    }
+    verdicts = {goal.key: goal.holds(figures[goal.key]) for goal in GOALS}
+    assert verdicts == {
+        "vs_seed_16": True,
+        "share_4": True,
+        "share_16": True,
+        "drain_cpu_ms": False,
+        "requests_per_message": False,
+        "usd_per_million": True,
+        "import_overhead_ms": True,
+    }
+    assert goal_figures({"relay": {}}, None)["import_overhead_ms"] is None
+    assert GOALS[0].holds(None) is None
+
+
+def test_goal_edges_hold() -> None:
+    by_key = {goal.key: goal for goal in GOALS}
+    assert by_key["vs_seed_16"].holds(10.0) and not by_key["vs_seed_16"].holds(9.99)
+    assert by_key["drain_cpu_ms"].holds(1.5) and not by_key["drain_cpu_ms"].holds(1.51)
+    assert by_key["usd_per_million"].text == "<= 1"
+
+
+def test_bench_stream_carries_several_item_types_over_the_bench_routes(make_settings: Any) -> None:
+    settings: Settings = make_settings(TRICKLE_ROUTES_FILE=str(BENCH_ROUTES))
+    records = mixed_records(200, customers=10, stream_arn=ARN)
+    built = build_messages(records, settings)
+    assert not built.rejected
+    by_destination = Counter(m.destination for m in built.messages)
+    # per 20 records: 12 new orders + 3 order changes + 2 invoices to orders; 2 invoices + 1 profile
+    # change to the CRM; 2 cart changes no route takes
+    assert by_destination == {"orders": 170, "crm": 30}
+    assert built.unrouted == 20
+    assert {r["eventName"] for r in records} == {"INSERT", "MODIFY"}
+    assert len({m.group_id for m in built.messages if m.destination == "orders"}) == 10
+
+
+def test_drain_backlog_is_new_orders_over_the_groups_in_lambda_batches_of_100(make_settings: Any) -> None:
+    settings: Settings = make_settings(TRICKLE_ROUTES_FILE=str(BENCH_ROUTES))
+    records = order_records(250, groups=50, stream_arn=ARN)
+    built = build_messages(records, settings)
+    assert [m.destination for m in built.messages] == ["orders"] * 250
+    assert len({m.group_id for m in built.messages}) == 50
+    assert len({m.message_id for m in built.messages}) == 250
+    assert [len(event["Records"]) for event in batches(records)] == [100, 100, 50]
 
 
 def test_cpu_seconds_of_a_process_grows_with_its_work() -> None:

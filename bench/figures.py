@@ -1,0 +1,239 @@
+"""The bench's arithmetic, pure: requests and dollars per message, the bound a drain should approach,
+ingest rates, backlog flatness, the AWS round-trip model and the issue's goals. No I/O here."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+# Public us-east-1 prices (USD), checked 2026: SQS FIFO $0.50 per million requests; DynamoDB on-demand
+# $0.625 per million write units and $0.125 per million read units (items here are under 1 KB, and
+# the ledger's reads are strongly consistent: one unit each, batched or not); Lambda $0.20 per million
+# requests and $0.0000166667 per GB-second; SSM standard-throughput GetParameter has no charge, but
+# reading a SecureString makes SSM call KMS Decrypt on the account's behalf at $0.03 per 10,000.
+PRICE = {
+    "sqs": 0.50e-6,
+    "ddb_write": 0.625e-6,
+    "ddb_read": 0.125e-6,
+    "kms_request": 0.03e-4,
+    "lambda_request": 0.20e-6,
+    "gb_s": 0.0000166667,
+}
+LAMBDA_GB = 0.125
+BATCH_OPERATIONS = ("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem")
+BY_API = {
+    "SendMessageBatch": ("sqs:SendMessageBatch", "sqs:SendMessage"),
+    "ReceiveMessage": ("sqs:ReceiveMessage",),
+    "DeleteMessageBatch": ("sqs:DeleteMessageBatch", "sqs:DeleteMessage"),
+    "ChangeMessageVisibility": ("sqs:ChangeMessageVisibilityBatch", "sqs:ChangeMessageVisibility"),
+    "GetQueueAttributes": ("sqs:GetQueueAttributes",),
+    "SSM": ("ssm:GetParameter",),
+    "DynamoDB": (
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:BatchWriteItem",
+    ),
+}
+
+
+def batch_items(params: Mapping[str, Any]) -> int:
+    """Items in a BatchGetItem or BatchWriteItem request."""
+    return sum(
+        len(request["Keys"]) if isinstance(request, dict) else len(request)
+        for request in params.get("RequestItems", {}).values()
+    )
+
+
+def requests_only(counts: Mapping[str, int]) -> dict[str, int]:
+    """Counted requests without the `<op>/items` counts of DynamoDB batch calls."""
+    return {op: n for op, n in counts.items() if not op.endswith("/items")}
+
+
+def add(*counts: Mapping[str, int]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for c in counts:
+        total.update(c)
+    return dict(total)
+
+
+def per_message(requests_by_api: Mapping[str, int], delivered: int) -> dict[str, float]:
+    """Requests per delivered message, grouped by API (a batch call counts once)."""
+    return {
+        name: round(sum(requests_by_api.get(op, 0) for op in ops) / max(1, delivered), 3)
+        for name, ops in BY_API.items()
+    }
+
+
+def cost_per_million(
+    requests_by_api: Mapping[str, int], delivered: int, lambda_seconds: float, invocations: int
+) -> float:
+    """`requests_by_api` may carry `<op>/items` counts for DynamoDB batch calls, billed per item."""
+    per = 1_000_000 / max(1, delivered)
+    count = requests_by_api.get
+    sqs = sum(n for op, n in requests_by_api.items() if op.startswith("sqs:")) * PRICE["sqs"]
+    write_units = count("dynamodb:PutItem", 0) + count("dynamodb:UpdateItem", 0)
+    write_units += count("dynamodb:BatchWriteItem/items", 0)
+    read_units = count("dynamodb:GetItem", 0) + count("dynamodb:BatchGetItem/items", 0)
+    dynamodb = write_units * PRICE["ddb_write"] + read_units * PRICE["ddb_read"]
+    kms = count("ssm:GetParameter", 0) * PRICE["kms_request"]
+    compute = lambda_seconds * LAMBDA_GB * PRICE["gb_s"] + invocations * PRICE["lambda_request"]
+    return round((sqs + dynamodb + kms + compute) * per, 2)
+
+
+def bound(rate_limit_per_s: float, workers: int, api_latency_s: float) -> float:
+    """The most a drain can deliver: the rate limit, or every worker always waiting on the API."""
+    return round(min(rate_limit_per_s, workers / api_latency_s), 1)
+
+
+def share(throughput: float, of: float) -> float:
+    return round(throughput / of, 3) if of > 0 else 0.0
+
+
+def ingest_figures(records: int, seconds: float, requests_by_api: Mapping[str, int]) -> dict[str, Any]:
+    """Records per second through the ingest handler and the AWS requests it made per record."""
+    made = requests_only(requests_by_api)
+    return {
+        "records": records,
+        "seconds": round(seconds, 3),
+        "records_per_s": round(records / seconds, 1) if seconds > 0 else 0.0,
+        "aws_requests_per_record": round(sum(made.values()) / max(1, records), 3),
+        "requests_per_record_by_operation": {
+            op: round(n / max(1, records), 3) for op, n in sorted(made.items())
+        },
+    }
+
+
+def spread(values: Iterable[float]) -> float:
+    """How far the slowest of a set falls below the fastest, as a fraction of the fastest (0: flat)."""
+    measured = [v for v in values if v > 0]
+    if not measured:
+        return 0.0
+    return round(1 - min(measured) / max(measured), 3)
+
+
+# Per-call latency of each AWS API as a Lambda in the same region sees it, added (slept) in the
+# caller's thread before each HTTP request the SDK sends (each retry pays again). AWS publishes no
+# per-call latency for SQS, SSM, KMS or Step Functions, so most figures are assumptions, stated as
+# such (README, "Benchmarks"); `--aws-latency sqs=30,dynamodb=8` changes them.
+# - DynamoDB: AWS Knowledge Center, "How can I troubleshoot high latency on an Amazon DynamoDB
+#   table?": the average service-side latency of GetItem/PutItem is single-digit milliseconds;
+#   batch calls take longer with their item count. 5 ms per single-item call and 10 ms per batch
+#   call (one in-region network round trip included) are our assumption within that.
+# - SQS: public benchmarks from EC2 report send/receive round trips in the tens of milliseconds;
+#   20 ms per call (FIFO, in region) is an assumption, not an AWS figure.
+# - SSM GetParameter with decryption: SSM calls KMS Decrypt on the caller's behalf before it answers;
+#   25 ms is an assumption (no AWS figure). KMS on its own: 10 ms, an assumption.
+# - Step Functions SendTaskSuccess/Failure/Heartbeat: 25 ms, an assumption. S3: 30 ms, an assumption.
+DEFAULT_AWS_LATENCY_MS: dict[str, float] = {
+    "sqs": 20.0,
+    "dynamodb": 5.0,
+    "ssm": 25.0,
+    "kms": 10.0,
+    "sfn": 25.0,
+    "s3": 30.0,
+}
+DEFAULT_OPERATION_LATENCY_MS: dict[str, float] = {
+    "dynamodb.BatchGetItem": 10.0,
+    "dynamodb.BatchWriteItem": 10.0,
+}
+OTHER_SERVICE_MS = 20.0
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """Milliseconds per call by service (botocore's event name: sqs, dynamodb, ssm, kms, sfn, s3) and
+    by `service.Operation` where one differs from its service."""
+
+    services: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_AWS_LATENCY_MS))
+    operations: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_OPERATION_LATENCY_MS))
+    other_ms: float = OTHER_SERVICE_MS
+
+    def milliseconds(self, service: str, operation: str) -> float:
+        specific = self.operations.get(f"{service}.{operation}")
+        if specific is not None:
+            return specific
+        return self.services.get(service, self.other_ms)
+
+    def with_overrides(self, text: str) -> LatencyModel:
+        """`sqs=30,dynamodb.BatchWriteItem=12`: milliseconds for a service or one operation. An
+        override for a whole service replaces that service's operation figures too."""
+        services, operations = dict(self.services), dict(self.operations)
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, sep, value = part.partition("=")
+            name = name.strip()
+            try:
+                ms = float(value)
+            except ValueError:
+                ms = -1.0
+            if not sep or not name or ms < 0:
+                raise ValueError(f"--aws-latency: {part!r} is not NAME=MILLISECONDS (e.g. sqs=20)")
+            if "." in name:
+                operations[name] = ms
+            else:
+                services[name] = ms
+                operations = {op: v for op, v in operations.items() if not op.startswith(name + ".")}
+        return replace(self, services=services, operations=operations)
+
+    def describe(self) -> dict[str, float]:
+        return dict(sorted((self.services | self.operations).items()))
+
+
+@dataclass(frozen=True)
+class Goal:
+    key: str
+    label: str
+    target: float
+    at_most: bool  # True: the figure must not exceed the target; False: must reach it
+
+    def holds(self, value: float | None) -> bool | None:
+        if value is None:
+            return None
+        return value <= self.target if self.at_most else value >= self.target
+
+    @property
+    def text(self) -> str:
+        sign = "<=" if self.at_most else ">="
+        return f"{sign} {self.target:g}"
+
+
+GOALS = (
+    Goal("vs_seed_16", "throughput, 16 workers, vs the seed design (x)", 10.0, at_most=False),
+    Goal("share_4", "share of min(rate, W/L), 4 workers", 0.7, at_most=False),
+    Goal("share_16", "share of min(rate, W/L), 16 workers", 0.7, at_most=False),
+    Goal("drain_cpu_ms", "drain CPU per delivered message, ms (worst relay run)", 1.5, at_most=True),
+    Goal("requests_per_message", "AWS requests per message, ingest + drain (worst relay run)", 0.5, True),
+    Goal("usd_per_million", "USD per million delivered messages (worst relay run)", 1.0, at_most=True),
+    Goal("import_overhead_ms", "`import app` over a minimal Chalice app, ms", 50.0, at_most=True),
+)
+RELAY_RUNS = ("workers_1", "workers_4", "workers_16", "rate_limited")
+
+
+def goal_figures(suite: Mapping[str, Any], lam: Mapping[str, Any] | None) -> dict[str, float | None]:
+    """The figures the issue's goals are judged on, from one emulator's runs (`relay` by run name)."""
+    relay = suite["relay"]
+    runs = [relay[name] for name in RELAY_RUNS if name in relay]
+
+    def worst(key: str) -> float | None:
+        values = [run[key] for run in runs if key in run]
+        return max(values) if values else None
+
+    def of(run: str, key: str) -> float | None:
+        value = relay.get(run, {}).get(key)
+        return None if value is None else float(value)
+
+    overhead = None
+    if lam:
+        overhead = round(lam["import_app_ms"] - lam["import_minimal_app_ms"], 1)
+    return {
+        "vs_seed_16": of("workers_16", "ratio_vs_baseline"),
+        "share_4": of("workers_4", "share_of_bound"),
+        "share_16": of("workers_16", "share_of_bound"),
+        "drain_cpu_ms": worst("drain_cpu_ms_per_message"),
+        "requests_per_message": worst("requests_per_message"),
+        "usd_per_million": worst("usd_per_million"),
+        "import_overhead_ms": overhead,
+    }

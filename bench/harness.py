@@ -1,0 +1,368 @@
+"""The bench's moving parts: an emulator and the stand-in API in processes of their own, hooks that
+count (and optionally slow) every AWS call, CPU readings from /proc, and the harness-ceiling probe."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import io
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import requests
+
+from bench.figures import BATCH_OPERATIONS, LatencyModel, batch_items, ingest_figures, requests_only
+from bench.stream import batches
+from chalicelib import wiring
+from chalicelib.records import build_messages
+from trickle_deploy.bootstrap import provision
+from trickle_local import stage
+from trickle_local.emulators import EmulatorName, start_emulator
+from trickle_local.endpoint import clients, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+ROUTES_FILE = Path(__file__).with_name("routes.toml")
+API_KEY = "bench-key"
+UNLIMITED = 10_000  # requests per second: no rate limit within reach of the stand-in
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc), to read each process's cost apart."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Calls:
+    """Every AWS request the process makes, by operation, the items its DynamoDB batch calls carry
+    (they are billed per item, not per call), and the time spent waiting on them. With a latency
+    model set, each HTTP request also waits the model's time first, in the caller's thread."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.seconds = 0.0
+        self.modelled_seconds = 0.0
+        self.model: LatencyModel | None = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def register(self, events: Any) -> None:
+        events.register("before-call.*.*", self._before)
+        for operation in BATCH_OPERATIONS:
+            events.register(f"provide-client-params.{operation.replace(':', '.')}", self._items)
+        events.register("before-send", self._round_trip)
+        events.register("after-call.*.*", self._after)
+
+    def _before(self, model: Any, **_: Any) -> None:
+        self._local.started = time.perf_counter()
+        with self._lock:
+            self.counts[f"{model.service_model.service_name}:{model.name}"] += 1
+
+    def _items(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        with self._lock:
+            self.counts[f"dynamodb:{model.name}/items"] += batch_items(params)
+
+    def _round_trip(self, event_name: str, **_: Any) -> None:
+        """`before-send.<service>.<Operation>`: sleep what the call would take on AWS (one per HTTP
+        attempt, so botocore's retries pay again)."""
+        model = self.model
+        if model is None:
+            return
+        service, operation = event_name.split(".", 2)[1:]
+        seconds = model.milliseconds(service, operation) / 1000
+        time.sleep(seconds)
+        with self._lock:
+            self.modelled_seconds += seconds
+
+    def _after(self, **_: Any) -> None:
+        elapsed = time.perf_counter() - getattr(self._local, "started", time.perf_counter())
+        with self._lock:
+            self.seconds += elapsed
+
+    def take(self) -> Taken:
+        """What was counted since the last take, and a fresh start."""
+        with self._lock:
+            taken = Taken(dict(self.counts), self.seconds, self.modelled_seconds)
+            self.counts, self.seconds, self.modelled_seconds = Counter(), 0.0, 0.0
+        return taken
+
+
+@dataclass(frozen=True)
+class Taken:
+    counts: dict[str, int]  # by `service:Operation`, plus `dynamodb:<batch op>/items`
+    seconds: float  # waiting on AWS, summed over threads
+    modelled_seconds: float  # of which slept by the latency model
+
+
+STANDIN = (
+    "from trickle_local.standin_api import Faults, StandInApi\n"
+    "StandInApi(Faults(latency_s={latency}, api_key='{key}'), port={port}).start()\n"
+    "import time\nwhile True: time.sleep(3600)\n"
+)
+
+
+def serve_standin(latency_s: float, api_key: str) -> tuple[subprocess.Popen[bytes], str]:
+    """The stand-in API in a process of its own, so it does not compete with the drain for the GIL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", STANDIN.format(port=port, latency=latency_s, key=api_key)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            requests.get(url, timeout=1)
+            return process, url
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    process.terminate()
+    raise RuntimeError("the stand-in API did not start")
+
+
+def harness_ceiling(url: str, api_key: str, workers: int, per_worker: int, pid: int) -> dict[str, Any]:
+    """What this machine and the stand-in allow at `workers` concurrent POSTs with nothing else
+    running: each worker a keep-alive http.client connection POSTing a message-sized body in a loop
+    (no relay, no AWS). The relay's share of its bound cannot exceed this probe's."""
+    host, port = url.removeprefix("http://").split(":")
+    body = b'{"version":1,"message_id":"' + b"m" * 40 + b'","item":{"n":1}}' + b" " * 300
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def loop() -> None:
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        mine: list[float] = []
+        try:
+            for n in range(per_worker):
+                started = time.perf_counter()
+                headers = {
+                    "x-api-key": api_key,
+                    "Content-Type": "application/json",
+                    "Idempotency-Key": str(n),
+                }
+                connection.request("POST", "/ceiling", body=body, headers=headers)
+                connection.getresponse().read()
+                mine.append(time.perf_counter() - started)
+        except (OSError, http.client.HTTPException) as exc:
+            errors.append(repr(exc))
+        finally:
+            connection.close()
+            with lock:
+                latencies.extend(mine)
+
+    threads = [threading.Thread(target=loop, name=f"ceiling-{i}") for i in range(workers)]
+    own, api = time.process_time(), cpu_seconds(pid)
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    done = len(latencies)
+    api_now = cpu_seconds(pid)
+    return {
+        "workers": workers,
+        "requests": done,
+        "errors": len(errors),
+        "throughput_msgs_per_s": round(done / seconds, 1) if seconds else 0.0,
+        "latency_ms_p50": round(statistics.median(latencies) * 1000, 2) if latencies else None,
+        "client_cpu_ms_per_request": round((time.process_time() - own) * 1000 / max(1, done), 3),
+        "standin_cpu_ms_per_request": (
+            round((api_now - api) * 1000 / max(1, done), 3)
+            if api is not None and api_now is not None
+            else None
+        ),
+    }
+
+
+class LambdaContext:
+    """What the handlers read of Lambda's context: the time left (the bench gives them plenty)."""
+
+    function_name = "bench"
+    aws_request_id = "bench"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 10**9
+
+
+class Bench:
+    """One emulator and one stand-in API for a series of runs, each on a fresh account. The relay
+    runs in this process (as in a Lambda container); its CPU is this process's, read apart from the
+    emulator's and the stand-in's."""
+
+    def __init__(self, emulator: EmulatorName, latency_s: float, calls: Calls) -> None:
+        self.calls = calls
+        self.model: LatencyModel | None = None
+        self.emulator = start_emulator(emulator, own_process=True)
+        try:
+            self._api, self.api_url = serve_standin(latency_s, API_KEY)
+        except Exception:
+            self.emulator.stop()
+            raise
+        endpoint = self.emulator.endpoint_url
+        apis = {"orders": self.api_url + "/items", "crm": self.api_url + "/crm"}
+        self.base = stage.rebase(stage.stage_env("local"), endpoint, apis) | {
+            "TRICKLE_ROUTES_FILE": str(ROUTES_FILE),
+            "TRICKLE_LOG_LEVEL": "ERROR",
+            "TRICKLE_DRAIN_BUDGET": "100000",
+            "TRICKLE_AUTH": "iam",
+            "TRICKLE_ARCHIVE_BUCKET": "",
+        }
+        self.env: dict[str, str] = {}
+        self._app: Any = None
+        self._cpu_marks: tuple[float, float | None, float | None] = (0.0, None, None)
+
+    @property
+    def name(self) -> str:
+        return self.emulator.name
+
+    @property
+    def api_pid(self) -> int:
+        return self._api.pid
+
+    def reset(self, workers: int = 1, rate_limit_per_s: int = UNLIMITED) -> None:
+        """A fresh account; a rate-limited run gets a burst of 10 so the limit, not the burst, shows."""
+        self.emulator.reset()
+        self.env = provision(clients(self.emulator.endpoint_url), self.base, API_KEY) | {
+            "TRICKLE_DRAIN_WORKERS": str(workers),
+            "TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S": str(rate_limit_per_s),
+            "TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST": str(min(100, rate_limit_per_s // 10)),
+        }
+        with contextlib.redirect_stdout(io.StringIO()):
+            stage.load_app(self.env)  # as Lambda imports app.py: the stage's variables set first
+        self._app = sys.modules["app"]
+        self.calls.take()
+
+    @property
+    def stream_arn(self) -> str:
+        return self.env.get("TRICKLE_STREAM_ARN", self.base["TRICKLE_STREAM_ARN"])
+
+    @contextlib.contextmanager
+    def _measured(self) -> Iterator[None]:
+        """The latency model (if any) applies to what is measured, not to provisioning; Powertools
+        prints an EMF line whenever a metric reaches 100 values, even with POWERTOOLS_METRICS_DISABLED
+        set (its overflow path skips the check): keep them off the table."""
+        self.calls.take()
+        self.calls.model = self.model
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield
+        finally:
+            self.calls.model = None
+
+    def ingest(self, records: list[dict[str, Any]], seed: bool = False) -> dict[str, Any]:
+        """Records through the ingest handler in Lambda events of 100, or for the seed design the
+        same messages queued without the ledger it does not have."""
+        events = batches(records)
+        context = LambdaContext()
+        with self._measured():
+            started = time.perf_counter()
+            for event in events:
+                if seed:
+                    built = build_messages(event["Records"], wiring.settings())
+                    for name, queue in wiring.queues().items():
+                        queue.send([m for m in built.messages if m.destination == name])
+                else:
+                    self._app.ingest(event, context)
+            seconds = time.perf_counter() - started
+        taken = self.calls.take()
+        figures = ingest_figures(len(records), seconds, taken.counts)
+        return figures | {
+            "invocations": len(events),
+            "requests": taken.counts,
+            "modelled_aws_seconds": round(taken.modelled_seconds, 3),
+        }
+
+    def relay(self, count: int) -> dict[str, Any]:
+        """The relay's drain until `count` are delivered or the queue is empty."""
+        delivered = 0
+        with self._measured():
+            self._mark()
+            started = time.perf_counter()
+            while delivered < count:
+                report = wiring.drainer("orders").run(lambda: 10**9)
+                delivered += report.delivered
+                if report.stopped_by == "empty" and not report.delivered:
+                    break
+            seconds = time.perf_counter() - started
+        return self._result(delivered, seconds)
+
+    def seed(self, count: int) -> dict[str, Any]:
+        """The seed design, literally: receive one, read SSM, new connection, POST, delete one."""
+        sqs = boto3.client("sqs", endpoint_url=self.emulator.endpoint_url)
+        ssm = boto3.client("ssm", endpoint_url=self.emulator.endpoint_url)
+        url, queue = self.env["TRICKLE_DEST_ORDERS_URL"], self.env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
+        parameter = self.env["TRICKLE_DEST_ORDERS_KEY_PARAMETER"]
+        delivered = 0
+        with self._measured():
+            self._mark()
+            started = time.perf_counter()
+            while delivered < count:
+                messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=1).get("Messages", [])
+                if not messages:
+                    break
+                key = ssm.get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"]
+                response = requests.post(
+                    url, data=messages[0]["Body"], headers={"x-api-key": key}, timeout=10
+                )
+                if response.status_code == 200:
+                    sqs.delete_message(QueueUrl=queue, ReceiptHandle=messages[0]["ReceiptHandle"])
+                    delivered += 1
+            seconds = time.perf_counter() - started
+        return self._result(delivered, seconds)
+
+    def _mark(self) -> None:
+        self._cpu_marks = (time.process_time(), cpu_seconds(self.emulator.pid), cpu_seconds(self._api.pid))
+
+    def _result(self, delivered: int, seconds: float) -> dict[str, Any]:
+        """Throughput and requests, and the CPU seconds this process (the drain), the emulator and
+        the stand-in API spent while it ran, per delivered message."""
+        taken = self.calls.take()
+        own, emulator, api = self._cpu_marks
+        emulator_now, api_now = cpu_seconds(self.emulator.pid), cpu_seconds(self._api.pid)
+        per = 1000 / max(1, delivered)
+        made = requests_only(taken.counts)
+        result: dict[str, Any] = {
+            "delivered": delivered,
+            "seconds": round(seconds, 3),
+            "throughput_msgs_per_s": round(delivered / seconds, 2) if seconds else 0.0,
+            "requests_by_api": dict(sorted(made.items())),
+            "dynamodb_batch_items": {
+                op: n for op, n in sorted(taken.counts.items()) if op.endswith("/items")
+            },
+            "aws_requests_per_message": round(sum(made.values()) / max(1, delivered), 3),
+            "aws_wait_seconds": round(taken.seconds, 3),
+            "aws_ms_per_call": round(taken.seconds * 1000 / max(1, sum(made.values())), 2),
+            "modelled_aws_seconds": round(taken.modelled_seconds, 3),
+            # The relay's AWS calls are made by the run's main thread (the workers only POST), so
+            # this is about the share of the run during which the workers could not be fed.
+            "aws_wait_share": round(taken.seconds / max(0.001, seconds), 3),
+            "drain_cpu_ms_per_message": round((time.process_time() - own) * per, 2),
+        }
+        if emulator is not None and emulator_now is not None:
+            result["emulator_cpu_ms_per_message"] = round((emulator_now - emulator) * per, 2)
+            result["emulator_busy_share"] = round((emulator_now - emulator) / max(0.001, seconds), 3)
+        if api is not None and api_now is not None:
+            result["standin_api_cpu_ms_per_message"] = round((api_now - api) * per, 2)
+        return result
+
+    def stop(self) -> None:
+        self._api.terminate()
+        self._api.wait(timeout=10)
+        self.emulator.stop()
