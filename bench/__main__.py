@@ -11,10 +11,10 @@ Everything runs on loopback: the emulator (moto in a subprocess, or ministack fr
 and the stand-in API with a fixed latency each in a process of their own; the relay in this one.
 
 `--aws-latency` runs every throughput and ingest figure a second time with a model of AWS round
-trips: each AWS call first sleeps a per-service time (bench/figures.py, DEFAULT_AWS_LATENCY_MS, with
-where each figure comes from; most are assumptions), so the seed design pays its round trips per
-message (receive, SSM + KMS, delete) as it would on AWS. `--aws-latency sqs=30,dynamodb=8` changes
-the model's figures.
+trips: each HTTP round trip to the emulator is drawn out to a per-service time (bench/figures.py,
+DEFAULT_AWS_LATENCY_MS, with where each figure comes from; most are assumptions), so the seed design
+pays its round trips per message (receive, SSM + KMS, delete) as it would on AWS.
+`--aws-latency sqs=30,dynamodb=8` changes the model's figures.
 """
 
 from __future__ import annotations
@@ -34,12 +34,11 @@ from typing import Any
 import boto3
 
 from bench.figures import (
-    GOALS,
     LatencyModel,
     add,
     bound,
     cost_per_million,
-    goal_figures,
+    goal_rows,
     per_message,
     requests_only,
     share,
@@ -334,15 +333,7 @@ def render(results: Mapping[str, Any]) -> str:
         "",
     ]
     names = list(emulators)
-    figures = {n: goal_figures(emulators[n]["runs"]["emulator"], lam) for n in names}
-    rows = []
-    for goal in GOALS:
-        row: list[Any] = [goal.label, goal.text]
-        for n in names:
-            value = figures[n][goal.key]
-            verdict = {True: "holds", False: "misses", None: ""}[goal.holds(value)]
-            row.append(f"{_cell(value)} ({verdict})" if value is not None else "-")
-        rows.append(row)
+    rows = goal_rows(emulators, lam)
     out += _table(["Goal (issue 17)", "target", *names], rows)
     for n in names:
         em = emulators[n]
@@ -368,6 +359,7 @@ def render(results: Mapping[str, Any]) -> str:
                         run.get("emulator_cpu_ms_per_message"),
                         run.get("standin_api_cpu_ms_per_message"),
                         f"{run['aws_wait_share']:.2f}",
+                        run.get("aws_ms_per_call"),
                     ]
                 )
             rows.append(
@@ -385,6 +377,7 @@ def render(results: Mapping[str, Any]) -> str:
                     base.get("emulator_cpu_ms_per_message"),
                     base.get("standin_api_cpu_ms_per_message"),
                     f"{base['aws_wait_share']:.2f}",
+                    base.get("aws_ms_per_call"),
                 ]
             )
             header = [
@@ -401,6 +394,7 @@ def render(results: Mapping[str, Any]) -> str:
                 f"{n} CPU ms/msg",
                 "stand-in CPU ms/msg",
                 "AWS wait share",
+                "ms per AWS call",
             ]
             out += [*_table(header, rows), ""]
             ingest = runs["ingest"]

@@ -115,10 +115,11 @@ def spread(values: Iterable[float]) -> float:
     return round(1 - min(measured) / max(measured), 3)
 
 
-# Per-call latency of each AWS API as a Lambda in the same region sees it, added (slept) in the
-# caller's thread before each HTTP request the SDK sends (each retry pays again). AWS publishes no
-# per-call latency for SQS, SSM, KMS or Step Functions, so most figures are assumptions, stated as
-# such (README, "Benchmarks"); `--aws-latency sqs=30,dynamodb=8` changes them.
+# Per-call latency of each AWS API as a Lambda in the same region sees it. With the model on, each
+# HTTP round trip to the emulator is drawn out to this time in the caller's thread (a retry pays
+# again); a round trip the emulator takes longer over is left as it is. AWS publishes no per-call
+# latency for SQS, SSM, KMS or Step Functions, so most figures are assumptions, stated as such
+# (README, "Benchmarks"); `--aws-latency sqs=30,dynamodb=8` changes them.
 # - DynamoDB: AWS Knowledge Center, "How can I troubleshoot high latency on an Amazon DynamoDB
 #   table?": the average service-side latency of GetItem/PutItem is single-digit milliseconds;
 #   batch calls take longer with their item count. 5 ms per single-item call and 10 ms per batch
@@ -237,3 +238,24 @@ def goal_figures(suite: Mapping[str, Any], lam: Mapping[str, Any] | None) -> dic
         "usd_per_million": worst("usd_per_million"),
         "import_overhead_ms": overhead,
     }
+
+
+def verdict(goal: Goal, value: float | None) -> str:
+    held = goal.holds(value)
+    if value is None or held is None:
+        return "-"
+    return f"{value:.2f} ({'holds' if held else 'misses'})"
+
+
+def goal_rows(emulators: Mapping[str, Any], lam: Mapping[str, Any] | None) -> list[list[str]]:
+    """The goals table: one row per goal, a column per emulator (judged on its runs as is), and when
+    the AWS round-trip model ran, the 16-worker ratio to the seed design under the model too."""
+    names = list(emulators)
+    figures = {n: goal_figures(emulators[n]["runs"]["emulator"], lam) for n in names}
+    rows = [[goal.label, goal.text, *(verdict(goal, figures[n][goal.key]) for n in names)] for goal in GOALS]
+    modelled = {n: emulators[n]["runs"].get("aws_model") for n in names}
+    if any(modelled.values()):
+        goal = GOALS[0]
+        cells = [verdict(goal, goal_figures(m, lam)[goal.key]) if m else "-" for m in modelled.values()]
+        rows.insert(1, [f"{goal.label}, with the AWS round-trip model", goal.text, *cells])
+    return rows

@@ -22,6 +22,7 @@ from bench.figures import (
     bound,
     cost_per_million,
     goal_figures,
+    goal_rows,
     ingest_figures,
     per_message,
     requests_only,
@@ -188,15 +189,14 @@ class Operation:
         self.service_model = type("ServiceModel", (), {"service_name": service})()
 
 
-def test_calls_count_requests_and_batch_items_and_account_the_modelled_round_trips() -> None:
+def test_calls_count_requests_and_batch_items() -> None:
     calls = Calls()
-    calls.model = LatencyModel(services={"sqs": 0.0, "dynamodb": 0.0}, operations={}, other_ms=0.0)
     calls._before(Operation("sqs", "ReceiveMessage"))
-    calls._round_trip("before-send.sqs.ReceiveMessage")
+    calls._sending("before-send.sqs.ReceiveMessage")
+    calls._received()
     calls._after()
     calls._before(Operation("dynamodb", "BatchWriteItem"))
     calls._items({"RequestItems": {"t": [{"PutRequest": {}}] * 7}}, Operation("dynamodb", "BatchWriteItem"))
-    calls._round_trip("before-send.dynamodb.BatchWriteItem")
     calls._after()
     taken = calls.take()
     assert taken.counts == {
@@ -204,22 +204,23 @@ def test_calls_count_requests_and_batch_items_and_account_the_modelled_round_tri
         "dynamodb:BatchWriteItem": 1,
         "dynamodb:BatchWriteItem/items": 7,
     }
-    assert taken.modelled_seconds == 0.0
+    assert taken.modelled_seconds == taken.padded_seconds == 0.0  # no model, nothing drawn out
     assert calls.take().counts == {}  # a take starts afresh
 
 
-def test_the_modelled_time_is_the_models_figure_per_http_attempt() -> None:
+def test_each_http_attempt_is_drawn_out_to_the_models_figure_for_its_operation() -> None:
     calls = Calls()
-    calls.model = LatencyModel(services={"sqs": 1.0}, operations={}, other_ms=2.0)
-    for event in (
-        "before-send.sqs.SendMessageBatch",
-        "before-send.sqs.SendMessageBatch",
-        "before-send.sts.X",
-    ):
-        calls._round_trip(event)
-    assert calls.take().modelled_seconds == pytest.approx(0.004)
-    calls.model = None  # without a model nothing is slept or accounted
-    calls._round_trip("before-send.sqs.SendMessageBatch")
+    calls.model = LatencyModel(services={"sqs": 1.0}, operations={"sqs.DeleteMessage": 0.5}, other_ms=2.0)
+    for event in ("before-send.sqs.SendMessageBatch", "before-send.sqs.DeleteMessage", "before-send.sts.X"):
+        calls._sending(event)
+        calls._received()
+    taken = calls.take()
+    assert taken.modelled_seconds == pytest.approx(0.0035)
+    assert 0.0 <= taken.padded_seconds <= taken.modelled_seconds  # the emulator's part is not slept again
+    calls._received()  # a response with no attempt in this thread waits for nothing
+    calls.model = None
+    calls._sending("before-send.sqs.SendMessageBatch")
+    calls._received()
     assert calls.take().modelled_seconds == 0.0
 
 
@@ -307,3 +308,20 @@ def test_cpu_seconds_of_a_process_grows_with_its_work() -> None:
     after = cpu_seconds(os.getpid())
     assert after is not None and after - before >= 0.1
     assert cpu_seconds(2**22 + 12345) is None  # no such process
+
+
+def test_goal_rows_put_emulators_side_by_side_and_add_the_modelled_ratio_when_it_ran() -> None:
+    as_is = {"relay": {"workers_16": relay_run(ratio_vs_baseline=8.0), "workers_4": relay_run()}}
+    modelled = {"relay": {"workers_16": relay_run(ratio_vs_baseline=12.25)}}
+    emulators = {
+        "moto": {"runs": {"emulator": as_is}},
+        "ministack": {"runs": {"emulator": as_is, "aws_model": modelled}},
+    }
+    rows = goal_rows(emulators, {"import_app_ms": 300.0, "import_minimal_app_ms": 240.0})
+    assert rows[0] == [GOALS[0].label, ">= 10", "8.00 (misses)", "8.00 (misses)"]
+    assert rows[1][0].endswith("with the AWS round-trip model")
+    assert rows[1][2:] == ["-", "12.25 (holds)"]
+    assert rows[-1][2:] == ["60.00 (misses)", "60.00 (misses)"]
+    assert len(rows) == len(GOALS) + 1
+    without_model = goal_rows({"moto": {"runs": {"emulator": {"relay": {}}}}}, None)
+    assert [row[2] for row in without_model] == ["-"] * len(GOALS)
