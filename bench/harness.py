@@ -209,10 +209,16 @@ def harness_ceiling(url: str, api_key: str, workers: int, per_worker: int, pid: 
 
 
 class LambdaContext:
-    """What the handlers read of Lambda's context: the time left (the bench gives them plenty)."""
+    """Lambda's context object as the handlers (and Powertools' Logger) read it; the time left is
+    plenty."""
 
-    function_name = "bench"
+    function_name = "trickle-bench-ingest"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:trickle-bench-ingest"
+    memory_limit_in_mb = 128
     aws_request_id = "bench"
+    log_group_name = "/aws/lambda/trickle-bench-ingest"
+    log_stream_name = "bench"
 
     def get_remaining_time_in_millis(self) -> int:
         return 10**9
