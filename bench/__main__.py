@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         "groups": 20 if quick else 50,
         "api_latency_ms": API_LATENCY_S * 1000,
         "scales": [100, 300] if quick else [100, 1000, 5000],
-        "ingest_records": 500 if quick else 2000,
+        "ingest_records": 500 if quick else 1000,
         "ingest_batch": 100,
         "ceiling_requests": 25 if quick else 100,
         "import_runs": 5 if quick else 11,
