@@ -22,10 +22,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import Bench
+import boto3
+
+from bench.harness import Bench, Calls
+from bench.stream import order_records
 from chalicelib import wiring
 from chalicelib.drain import Drainer
 from chalicelib.logs import configure_logging
+from trickle_local.emulators import EMULATORS
+from trickle_local.endpoint import use_local_credentials
 
 
 class ThreadProfiles:
@@ -77,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--groups", type=int, default=50)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--emulator", choices=EMULATORS, default="ministack")
     parser.add_argument("--latency", type=float, default=0.02, help="the stand-in API's, in seconds")
     parser.add_argument("--repeat", type=int, default=1, help="backlogs drained one after another")
     parser.add_argument("--cprofile", type=Path, help="write the drain's CPU profile (pstats) here")
@@ -90,11 +96,15 @@ def main(argv: list[str] | None = None) -> int:
         profiles.watching if args.cprofile else contextlib.nullcontext
     )
     os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
-    bench = Bench(args.latency)
+    use_local_credentials()
+    boto3.setup_default_session()
+    counter = Calls()
+    counter.register(boto3.DEFAULT_SESSION.events)  # type: ignore[union-attr]
+    bench = Bench(args.emulator, args.latency, counter)
     try:
         for _ in range(args.repeat):
             bench.reset(args.workers)
-            bench.fill(args.messages, args.groups)
+            bench.ingest(order_records(args.messages, args.groups, bench.stream_arn))
             bench.calls.take()
             cpu, started = time.process_time(), time.perf_counter()
             delivered = 0
@@ -110,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                     if report.stopped_by == "empty" and not report.delivered:
                         break
             cpu_ms = (time.process_time() - cpu) * 1000 / max(1, delivered)
-            counts, _ = bench.calls.take()
+            counts = bench.calls.take().counts
             calls = sum(n for op, n in counts.items() if not op.endswith("/items"))
             by_api = {
                 op.split(":")[1]: round(n / max(1, delivered), 3)
