@@ -19,7 +19,9 @@ from typing import Any
 import boto3
 import pytest
 from chalice import Chalice
-from chalice.test import Client
+from chalice.constants import DEFAULT_LAMBDA_TIMEOUT
+from chalice.local import LambdaContext
+from chalice.test import Client, InvokeResponse, TestLambdaClient
 
 from chalicelib import wiring
 from trickle_deploy.bootstrap import provision
@@ -84,6 +86,23 @@ def crm_api() -> Iterator[StandInApi]:
     server = StandInApi().start()
     yield server
     server.stop()
+
+
+class ConfiguredTimeoutLambda(TestLambdaClient):
+    """Runs a function with the time its stage configures (`lambda_timeout`), as Lambda does.
+
+    Chalice's test client gives every function LambdaContext's default 3 s, whatever the stage says;
+    a drain that must stop a safety margin before its end then stops with "time" on a loaded 2-core
+    machine before it has done what a test asks of it."""
+
+    def invoke(self, function_name: str, payload: Any | None = None) -> InvokeResponse:
+        scoped = self._config.scope(self._config.chalice_stage, function_name)
+        timeout_s = scoped.lambda_timeout or DEFAULT_LAMBDA_TIMEOUT
+        context = LambdaContext(
+            function_name, memory_size=scoped.lambda_memory_size, max_runtime_ms=timeout_s * 1000
+        )
+        with self._patched_env_vars(scoped.environment_variables):  # type: ignore[no-untyped-call]
+            return InvokeResponse(payload=self._app.handler_map[function_name](payload or {}, context))
 
 
 @pytest.fixture(scope="session")
@@ -290,6 +309,7 @@ def make_stack(servers: Servers, tmp_path: Path, overrides: dict[str, str]) -> I
     stage.write_project(env, tmp_path)
     wiring.reset()
     with Client(app, stage_name="local", project_dir=str(tmp_path)) as client:
+        client._lambda_client = ConfiguredTimeoutLambda(app, client._chalice_config)
         stack = Stack(env, aws, api, crm_api, client, servers.recorder, servers.policies)
         try:
             yield stack
