@@ -17,7 +17,6 @@ from __future__ import annotations
 import ast
 import copy
 import json
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import boto3
 import pytest
 import requests
 from botocore.parsers import ResponseParserError
-from conftest import API_KEY
+from conftest import API_KEY, until
 from deployment import package_stage, sam_transform
 
 from chalicelib import wiring
@@ -494,16 +493,6 @@ def drained(sfn: Any, execution: str) -> dict[str, Any] | None:
     wiring.drainer("orders").run(lambda: 60_000)
     described = dict(sfn.describe_execution(executionArn=execution))
     return described if described["status"] != "RUNNING" else None
-
-
-def until(condition: Callable[[], Any], deadline_s: float = 30.0) -> Any:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not true within {deadline_s} s")
 
 
 def test_deleting_the_stack_keeps_the_data(

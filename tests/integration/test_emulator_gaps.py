@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from conftest import until
 
 from trickle_local.aws import use_local_credentials
 from trickle_local.emulators import Emulator, EmulatorName, start_emulator
@@ -73,16 +74,6 @@ class Aws:
 def aws(emulator: Emulator) -> Aws:
     emulator.reset()
     return Aws(emulator)
-
-
-def until(condition: Callable[[], Any], deadline_s: float = 30.0) -> Any:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not true within {deadline_s} s")
 
 
 def bodies(messages: list[dict[str, Any]]) -> list[str]:

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import boto3
 import pytest
 import requests
-from conftest import Stack
+from conftest import Stack, until
 
 from chalicelib.callbacks import MAX_OUTPUT_BYTES, TASK_TOKEN_ATTRIBUTE
 from trickle_local.standin_api import Reply
@@ -22,16 +20,6 @@ from trickle_local.workflows import wait_definition
 
 STATE_MACHINE = "trickle-local-wait"  # named in the local stage's TRICKLE_CALLBACK_STATE_MACHINES
 TOKENS_HOOK = "test-step-functions-task-tokens"
-
-
-def until(condition: Callable[[], Any], deadline_s: float = 30.0, every_s: float = 0.1) -> Any:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"not true within {deadline_s} s")
 
 
 class Workflow:
