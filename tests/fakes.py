@@ -6,9 +6,11 @@ ledger's attempt counting) and records what was done to it, so tests assert on e
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -314,3 +316,13 @@ class FakeCallbacks:
 
     def kinds(self, token: str) -> list[str]:
         return [kind for kind, t, _ in self.calls if t == token]
+
+
+@contextmanager
+def taken_port() -> Iterator[int]:
+    """A loopback port something else is listening on, for as long as the block runs."""
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield int(holder.getsockname()[1])

@@ -11,6 +11,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from tests.fakes import taken_port
 from trickle_local.aws import use_local_credentials
 from trickle_local.emulators import (
     Emulator,
@@ -91,11 +92,8 @@ def test_a_missing_ministack_venv_names_dev_setup(tmp_path: Path) -> None:
 
 @pytest.fixture
 def taken() -> Iterator[int]:
-    with socket.socket() as holder:
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        yield int(holder.getsockname()[1])
+    with taken_port() as port:
+        yield port
 
 
 @pytest.mark.parametrize("name", ["moto", "ministack"])

@@ -5,7 +5,6 @@ rate over the time drains ran."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import pytest
 import requests
 from chalice import Chalice, Rate
 
+from tests.fakes import taken_port
 from trickle_local.__main__ import Progress, next_drain, rate
 from trickle_local.endpoint import MotoEndpoint
 from trickle_local.ports import PortInUseError
@@ -29,11 +29,8 @@ from trickle_local.standin_api import Faults, StandInApi
 @pytest.fixture
 def taken() -> Iterator[int]:
     """A loopback port something else is listening on."""
-    with socket.socket() as holder:
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        yield int(holder.getsockname()[1])
+    with taken_port() as port:
+        yield port
 
 
 def test_every_server_refuses_a_taken_port_with_the_flag_that_moves_it(taken: int) -> None:
