@@ -1,9 +1,10 @@
 """Stream records to queue messages: pure decisions, no I/O.
 
-DynamoDB numbers carry up to 38 digits, so they never pass through a float: integers become JSON
-integers and other numbers are written with exactly the digits DynamoDB stored. What strict JSON
-cannot carry (NaN, Infinity, numbers beyond a double, lone surrogates, nesting deeper than DynamoDB
-allows) is refused with the path of the value, never sent.
+DynamoDB numbers carry up to 38 significant digits, so they never pass through a float: integers
+become JSON integers and other numbers are written with exactly the digits DynamoDB stored, whatever
+the notation (`1E+2`, `100`, `1.50`). What strict JSON cannot carry (NaN, Infinity, numbers beyond a
+double, lone surrogates, nesting deeper than DynamoDB allows) is refused with the path of the value,
+never sent.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import Binary, TypeDeserializer
@@ -31,7 +32,10 @@ JsonValue = Any
 ENVELOPE_VERSION = 1
 _NAMESPACE = uuid.UUID("5d0e8f0c-3f5e-4b8e-9a57-7f0e1d6c2a11")
 _GROUP_ID_SAFE = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}$")
-_DESERIALIZER = TypeDeserializer()
+_DYNAMODB_DIGITS = 38
+_DYNAMODB_SMALLEST = Decimal("1E-130")
+_DYNAMODB_LARGEST = Decimal("9.9999999999999999999999999999999999999E+125")
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")  # ASCII only
 MESSAGE_ID_ATTRIBUTE = "trickle-message-id"
 DESTINATION_ATTRIBUTE = "trickle-destination"
 REASON_ATTRIBUTE = "trickle-reason"
@@ -80,6 +84,50 @@ class BuildResult:
     unrouted: int = 0
 
 
+_OUT_OF_RANGE = f"outside DynamoDB's range (magnitudes {_DYNAMODB_SMALLEST} to {_DYNAMODB_LARGEST}, and 0)"
+
+
+def _shown(text: Any) -> str:
+    """A number's text for a reason: whole unless long (a dead letter's reason is capped)."""
+    if not isinstance(text, str):
+        return repr(text)[:60]
+    return text if len(text) <= 60 else f"{text[:30]}…{text[-20:]} ({len(text)} characters)"
+
+
+def dynamodb_number(text: Any) -> Decimal:
+    """The exact value of a number DynamoDB holds, in any notation a stream may carry it (`1E+2`,
+    `100`, `100.00`, `0.0010`); what DynamoDB would refuse is a RecordError saying why. boto3's own
+    decoder rounds to 38 digits first, so it refused `1234…780` (39 digits, 38 significant)."""
+    shown = _shown(text)
+    if not isinstance(text, str):
+        raise RecordError(f"number {shown} is {type(text).__name__}, not text")
+    if not _NUMBER_TEXT.fullmatch(text):
+        raise RecordError(f"number {shown} is not a finite DynamoDB number")
+    try:
+        number = Decimal(text)  # exact: the constructor never rounds
+    except InvalidOperation:  # an exponent past what Python's decimal can hold
+        raise RecordError(f"number {shown} is {_OUT_OF_RANGE}") from None
+    significant = len("".join(map(str, number.as_tuple().digits)).strip("0"))
+    if significant > _DYNAMODB_DIGITS:
+        raise RecordError(
+            f"number {shown} has {significant} significant digits; DynamoDB holds at most {_DYNAMODB_DIGITS}"
+        )
+    magnitude = number.copy_abs()  # abs() would round to the context's precision
+    if number and not _DYNAMODB_SMALLEST <= magnitude <= _DYNAMODB_LARGEST:
+        raise RecordError(f"number {shown} is {_OUT_OF_RANGE}")
+    return number
+
+
+class _Deserializer(TypeDeserializer):
+    """boto3's decoder, with numbers read exactly by `dynamodb_number` (sets of numbers too)."""
+
+    def _deserialize_n(self, value: Any) -> Decimal:
+        return dynamodb_number(value)
+
+
+_DESERIALIZER = _Deserializer()
+
+
 def _unbase64(value: Any) -> bytes:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
@@ -107,9 +155,7 @@ def _binary_bytes(binary: Any) -> bytes:
 
 def _plain(value: Any) -> JsonValue:
     """Deserialized DynamoDB value -> JSON-ready value (Decimals stay Decimal)."""
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise RecordError(f"number {value} is not a finite DynamoDB number")
+    if isinstance(value, Decimal):  # finite: `dynamodb_number` read it
         return int(value) if value == value.to_integral_value() else value
     if isinstance(value, Binary):
         return base64.b64encode(_binary_bytes(value)).decode()

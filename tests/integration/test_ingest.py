@@ -12,7 +12,7 @@ import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 from chalice.test import Client
-from conftest import Stack
+from conftest import TABLE, Stack
 
 from chalicelib import wiring
 from chalicelib.records import message_id_for
@@ -176,6 +176,36 @@ def test_records_strict_json_cannot_carry_are_dead_lettered_and_the_batch_goes_o
     assert any("item.odd holds a lone UTF-16 surrogate" in r for r in reasons)
     assert any("item.odd: number NaN is not a finite DynamoDB number" in r for r in reasons)
     assert any("item.odd: an attribute is nested more than 32 levels deep" in r for r in reasons)
+
+
+LARGEST = "9.9999999999999999999999999999999999999E+125"
+
+
+def test_numbers_at_dynamodb_s_limits_are_delivered_exactly(stack: Stack) -> None:
+    """The largest DynamoDB number comes off an AWS stream as 126 plain digits (38 significant): it is
+    delivered, as are the other limits, never dead-lettered; the API gets each number exactly as the
+    table stores it, integers as JSON integers."""
+    numbers = {
+        "largest": LARGEST,
+        "most-negative": "-" + LARGEST,
+        "largest-plain": "9" * 38 + "0" * 88,
+        "trailing-zero": "123456789012345678901234567890123456780",
+        "smallest": "1E-130",
+        "smallest-negative": "-1E-130",
+    }
+    stack.put_items([stack.item("n", name, n={"N": text}) for name, text in numbers.items()])
+
+    ingested = stack.ingest(stack.stream_event())
+    drained = stack.drain()
+
+    assert (ingested["enqueued"], ingested["dead_lettered"], drained["delivered"]) == (6, 0, 6)
+    applied = (json.loads(r.body, parse_float=Decimal) for r in stack.api.applied())
+    sent = {b["keys"]["sk"]: b["item"]["n"] for b in applied}
+    for name in numbers:
+        stored = stack.aws["dynamodb"].get_item(TableName=TABLE, Key={"pk": {"S": "n"}, "sk": {"S": name}})
+        exact = Decimal(stored["Item"]["n"]["N"])
+        assert sent[name] == exact, name
+        assert type(sent[name]) is (int if exact == exact.to_integral_value() else Decimal), name
 
 
 class DropEntries:

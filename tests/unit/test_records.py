@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from chalicelib.records import (
     DESTINATION_ATTRIBUTE,
@@ -228,21 +231,90 @@ def test_decode_image_wraps_undecodable_values(attribute: Any) -> None:
         decode_image({"a": attribute})
 
 
+TOO_PRECISE = "1." + "0" * 40 + "1"
+RANGE = "outside DynamoDB's range (magnitudes 1E-130 to 9.9999999999999999999999999999999999999E+125, and 0)"
+
+
 @pytest.mark.parametrize(
-    "number",
+    ("number", "reason"),
     [
-        pytest.param("abc", id="not-a-number"),
-        pytest.param("", id="empty"),
-        pytest.param("NaN", id="nan"),
-        pytest.param("Infinity", id="infinity"),
-        pytest.param("1E+200", id="above-dynamodb-range"),
-        pytest.param("1." + "0" * 40 + "1", id="more-than-38-digits"),
+        pytest.param("abc", "number abc is not a finite DynamoDB number", id="not-a-number"),
+        pytest.param("", "number  is not a finite DynamoDB number", id="empty"),
+        pytest.param("NaN", "number NaN is not a finite DynamoDB number", id="nan"),
+        pytest.param("-Infinity", "number -Infinity is not a finite DynamoDB number", id="infinity"),
+        pytest.param(" 1", "number  1 is not a finite DynamoDB number", id="space"),
+        pytest.param("1_000", "number 1_000 is not a finite DynamoDB number", id="underscore"),
+        pytest.param("\u0661", "number \u0661 is not a finite DynamoDB number", id="non-ascii-digit"),
+        pytest.param(7, "number 7 is int, not text", id="not-text"),
+        pytest.param("1E+200", f"number 1E+200 is {RANGE}", id="above-dynamodb-range"),
+        pytest.param("1E+126", f"number 1E+126 is {RANGE}", id="just-above"),
+        pytest.param("-1E+126", f"number -1E+126 is {RANGE}", id="just-below"),
+        pytest.param(
+            "1" + "0" * 126, f"number 1{'0' * 29}…{'0' * 20} (127 characters) is {RANGE}", id="plain-above"
+        ),
+        pytest.param("9.99E-131", f"number 9.99E-131 is {RANGE}", id="below-smallest"),
+        pytest.param("-0.1e-130", f"number -0.1e-130 is {RANGE}", id="below-smallest-negative"),
+        pytest.param(
+            "1e99999999999999999999", f"number 1e99999999999999999999 is {RANGE}", id="huge-exponent"
+        ),
+        pytest.param(
+            TOO_PRECISE,
+            f"number {TOO_PRECISE} has 42 significant digits; DynamoDB holds at most 38",
+            id="more-than-38-digits",
+        ),
+        pytest.param(
+            "1" * 39 + "0" * 5,
+            f"number {'1' * 39 + '0' * 5} has 39 significant digits; DynamoDB holds at most 38",
+            id="39-significant-digits-and-trailing-zeros",
+        ),
     ],
 )
-def test_decode_image_rejects_numbers_dynamodb_cannot_hold(number: str) -> None:
-    """Every malformed number is a RecordError, never NaN in the JSON nor an uncaught decimal error."""
-    with pytest.raises(RecordError):
+def test_decode_image_rejects_numbers_dynamodb_cannot_hold(number: Any, reason: str) -> None:
+    """Every malformed number is a RecordError saying why, never NaN in the JSON nor an uncaught
+    decimal error."""
+    with pytest.raises(RecordError) as refused:
         decode_image({"a": {"N": number}})
+    assert str(refused.value) == f"item.a: {reason}"
+
+
+@pytest.mark.parametrize(
+    ("number", "sent"),
+    [
+        # more than 38 digits of text, at most 38 significant: boto3's decoder refused these
+        pytest.param(
+            "123456789012345678901234567890123456780",
+            "123456789012345678901234567890123456780",
+            id="39-digits",
+        ),
+        pytest.param("9.9999999999999999999999999999999999999E+125", "9" * 38 + "0" * 88, id="largest"),
+        pytest.param(
+            "-9.9999999999999999999999999999999999999E+125", "-" + "9" * 38 + "0" * 88, id="most-negative"
+        ),
+        pytest.param("9" * 38 + "0" * 88, "9" * 38 + "0" * 88, id="largest-plain"),
+        pytest.param(
+            "1.2345678901234567890123456789012345678E-130",
+            "1.2345678901234567890123456789012345678E-130",
+            id="38-digits-at-the-bottom",
+        ),
+        pytest.param("1E-130", "1E-130", id="smallest"),
+        pytest.param("-1E-130", "-1E-130", id="smallest-negative"),
+        pytest.param("0." + "0" * 129 + "1", "1E-130", id="smallest-plain"),
+        pytest.param(
+            "0.10000000000000000000000000000000000000000",
+            "0.10000000000000000000000000000000000000000",
+            id="trailing-zeros-kept",
+        ),
+        pytest.param("0012.50", "12.50", id="leading-zeros"),
+        pytest.param("12.5e+3", "12500", id="exponent-integer"),
+        pytest.param("125E-4", "0.0125", id="exponent-fraction"),
+        pytest.param("1.000E2", "100", id="integer-with-a-point"),
+        pytest.param("-0.000", "0", id="negative-zero"),
+        pytest.param("0E-999", "0", id="zero-with-any-exponent"),
+    ],
+)
+def test_decode_image_reads_every_number_dynamodb_holds_exactly(number: str, sent: str) -> None:
+    """Integers become JSON integers; other numbers keep their digits (as `dumps` writes Decimals)."""
+    assert dumps(decode_image({"a": {"N": number}, "s": {"NS": [number]}})) == f'{{"a":{sent},"s":[{sent}]}}'
 
 
 @pytest.mark.parametrize(
@@ -252,12 +324,108 @@ def test_decode_image_rejects_numbers_dynamodb_cannot_hold(number: str) -> None:
         pytest.param({"NS": ["1", "abc"]}, id="set-with-nan"),
         pytest.param({"NS": ["1", "1E+200"]}, id="set-with-overflow"),
         pytest.param({"L": [{"N": "1E+200"}]}, id="overflow-in-list"),
-        pytest.param({"M": {"x": {"N": "1." + "0" * 40 + "1"}}}, id="inexact-in-map"),
+        pytest.param({"M": {"x": {"N": TOO_PRECISE}}}, id="inexact-in-map"),
     ],
 )
 def test_decode_image_rejects_malformed_numbers_in_containers(attribute: Any) -> None:
     with pytest.raises(RecordError):
         decode_image({"a": attribute})
+
+
+# Numbers as a stream may carry them. DynamoDB holds 38 significant digits at magnitudes 1E-130 to
+# 9.9999999999999999999999999999999999999E+125 (and 0); the text may be longer: trailing zeros (AWS
+# writes 9.99...E+125 as 126 plain digits), leading zeros and any notation (emulators pass the text
+# through as written).
+PROPERTY = examples(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+EXPONENT_EDGES = st.sampled_from([-130, -129, -7, -6, -1, 0, 1, 37, 38, 39, 124, 125])
+
+
+@st.composite
+def number_text(
+    draw: st.DrawFn, significant: st.SearchStrategy[int], adjusted: st.SearchStrategy[int]
+) -> str:
+    """`significant` digits (0 for zero), the first at 10**`adjusted`, in plain or exponent notation,
+    with trailing and leading zeros, either sign."""
+    count = draw(significant)
+    digits = str(draw(st.integers(10 ** (count - 1), 10**count - 1))).rstrip("0") if count else ""
+    while count and len(digits) < count:  # the drawn number ended in zeros: draw its last digit again
+        digits += str(draw(st.integers(1, 9)))
+    magnitude = draw(adjusted)
+    coefficient = (digits or "0") + "0" * draw(st.integers(0, 8))
+    leading = "0" * draw(st.integers(0, 2))
+    if draw(st.booleans()):  # plain: the point where the exponent puts it
+        shift = magnitude - len(coefficient) + 1  # value = coefficient * 10**shift
+        if shift >= 0:
+            body = coefficient + "0" * shift + draw(st.sampled_from(["", ".", ".0", ".000"]))
+        elif len(coefficient) + shift > 0:
+            body = coefficient[: len(coefficient) + shift] + "." + coefficient[len(coefficient) + shift :]
+        else:
+            body = "0." + "0" * -(len(coefficient) + shift) + coefficient
+    else:  # exponent: any point position, e or E, the exponent's sign written or not
+        point = draw(st.integers(0, len(coefficient)))
+        mantissa = (coefficient[:point] or "0") + (
+            "." + coefficient[point:] if point < len(coefficient) else ""
+        )
+        exponent = magnitude - point + 1 if point else magnitude + 1
+        sign = "-" if exponent < 0 else draw(st.sampled_from(["", "+"]))
+        body = f"{mantissa}{draw(st.sampled_from('eE'))}{sign}{abs(exponent)}"
+    return draw(st.sampled_from(["", "-"])) + leading + body
+
+
+VALID_NUMBERS = number_text(
+    st.one_of(st.integers(1, 38), st.just(38), st.just(0)), st.one_of(st.integers(-130, 125), EXPONENT_EDGES)
+)
+TOO_PRECISE_NUMBERS = number_text(st.integers(39, 45), st.integers(-130, 125))
+OUT_OF_RANGE_NUMBERS = number_text(
+    st.integers(1, 38),
+    st.one_of(st.integers(126, 400), st.integers(-400, -131), st.sampled_from([-131, 126])),
+)
+
+
+def sent_number(text: str, settings: Settings, make_record: MakeRecord) -> list[Any]:
+    """Where a stream carries the number (a key, an attribute, a set, nested), as the API gets it."""
+    keys = {"pk": {"S": "p"}, "sk": {"N": text}}
+    item = {**keys, "n": {"N": text}, "ns": {"NS": [text]}, "deep": {"M": {"l": {"L": [{"N": text}]}}}}
+    message = build_message(make_record(keys=keys, new_image=item), settings)
+    assert isinstance(message, OutboundMessage), message
+    sent = json.loads(message.body, parse_float=Decimal)  # as a strict consumer reads it: no float
+    return [
+        sent["keys"]["sk"],
+        sent["item"]["sk"],
+        sent["item"]["n"],
+        sent["item"]["ns"][0],
+        sent["item"]["deep"]["l"][0],
+    ]
+
+
+@PROPERTY
+@given(text=VALID_NUMBERS)
+def test_every_number_dynamodb_holds_reaches_the_api_exactly(
+    text: str, settings: Settings, make_record: MakeRecord
+) -> None:
+    stored = Decimal(text)
+    # integers as JSON integers, other numbers with the digits stored, never through a float
+    expected = int(stored) if stored == stored.to_integral_value() else stored
+    for sent in sent_number(text, settings, make_record):
+        assert_same(sent, expected)
+        assert sent == stored
+
+
+@PROPERTY
+@given(text=st.one_of(TOO_PRECISE_NUMBERS, OUT_OF_RANGE_NUMBERS))
+def test_numbers_dynamodb_refuses_are_dead_lettered_saying_why(
+    text: str, settings: Settings, make_record: MakeRecord
+) -> None:
+    keys = {"pk": {"S": "p"}, "sk": {"S": "s"}}
+    built = build_message(make_record(keys=keys, new_image={**keys, "n": {"N": text}}), settings)
+    assert_rejected(built, ("item.n: number ",))
+    assert isinstance(built, RejectedRecord)
+    assert (
+        "significant digits; DynamoDB holds at most 38" in built.reason
+        or "outside DynamoDB's range" in built.reason
+    )
 
 
 # --- message ids and group ids ------------------------------------------------------------------------
@@ -594,13 +762,21 @@ def test_record_with_undecodable_item_is_rejected_with_its_keys(
     assert rejected.message_id == message_id_for("items", "event-1")
 
 
-@pytest.mark.parametrize("number", ["not-a-number", "NaN", "1E+200", "1." + "0" * 40 + "1"])
+@pytest.mark.parametrize(
+    ("number", "why"),
+    [
+        ("not-a-number", "not a finite DynamoDB number"),
+        ("NaN", "not a finite DynamoDB number"),
+        ("1E+200", "outside DynamoDB's range"),
+        (TOO_PRECISE, "42 significant digits"),
+    ],
+)
 def test_record_with_malformed_number_is_rejected(
-    settings: Settings, make_record: MakeRecord, number: str
+    settings: Settings, make_record: MakeRecord, number: str, why: str
 ) -> None:
     keys = {"pk": {"S": "user-1"}, "sk": {"N": "3"}}
     record = make_record(keys=keys, new_image={**keys, "price": {"N": number}})
-    assert_rejected(build_message(record, settings), ())
+    assert_rejected(build_message(record, settings), (f"item.price: number {number} ", why))
 
 
 def test_record_with_malformed_number_in_keys_is_rejected(
@@ -608,7 +784,8 @@ def test_record_with_malformed_number_in_keys_is_rejected(
 ) -> None:
     keys = {"pk": {"S": "user-1"}, "sk": {"N": "1E+200"}}
     rejected = assert_rejected(
-        build_message(make_record(keys=keys, new_image=keys), settings), ("undecodable",)
+        build_message(make_record(keys=keys, new_image=keys), settings),
+        ("keys.sk: number 1E+200 is outside DynamoDB's range",),
     )
     assert rejected.keys == {}
 
