@@ -1,5 +1,6 @@
 """Trickle: DynamoDB stream -> SQS FIFO -> scheduled, rate-kept delivery to a third-party API."""
 
+import os
 from typing import Any
 
 from chalice import BadRequestError, Chalice, IAMAuthorizer, NotFoundError, Rate, Response
@@ -8,11 +9,22 @@ from chalice.app import AuthRequest, AuthResponse, CloudWatchEvent, DynamoDBEven
 from chalicelib import wiring
 from chalicelib.auth import token_matches
 from chalicelib.logs import LambdaContextKeys, configure_logging
+from chalicelib.settings import SettingsError, names_no_resources
 
 # What the routes do is imported by the route that does it (and by `wiring` on first use): every
 # function imports this file at its cold start, and only the API handler needs those modules.
 
-settings = wiring.settings()
+try:
+    settings = wiring.settings()
+except SettingsError:
+    if not names_no_resources(os.environ):
+        raise
+    # `chalice package/deploy --stage prod`: only the merge template gives this stage its resources
+    stage = os.environ.get("TRICKLE_STAGE") or "STAGE"
+    raise SystemExit(
+        f"stage {stage!r} names no resources, its stack (the merge template) sets them: package it with"
+        f" `python -m trickle_deploy.template --stage {stage} --package DIR`, not with chalice"
+    ) from None
 app = Chalice(app_name="trickle")
 app.register_middleware(LambdaContextKeys(configure_logging(settings.log_level)), "all")
 REDRIVE_SLICE_S = 20.0

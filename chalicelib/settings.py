@@ -34,6 +34,14 @@ class SettingsError(ValueError):
     """The stage's environment variables are missing or malformed."""
 
 
+def names_no_resources(env: Mapping[str, str]) -> bool:
+    """A stage deployed with the merge template names neither its stream nor a queue: its stack
+    sets them on the functions (`python -m trickle_deploy.template`)."""
+    return not env.get("TRICKLE_STREAM_ARN", "").strip() and not any(
+        name.startswith("TRICKLE_DEST_") and name.endswith("_QUEUE_URL") for name in env
+    )
+
+
 @dataclass(frozen=True)
 class Destination:
     """An API that receives messages: where, with which key, at what pace, and how it fails. The

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import boto3
 from botocore.exceptions import ClientError
 
 from chalicelib.ledger import DEAD_INDEX, table_definition
 from chalicelib.notes import notes_table_definition
 from chalicelib.settings import load_settings, table_name_from_stream_arn
+from trickle_deploy.session import configured_session
 
 # The queue's own receive limit is a backstop only; Trickle counts real attempts itself.
 BACKSTOP_MAX_RECEIVE_COUNT = 1000
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = args.endpoint or env.get("AWS_ENDPOINT_URL")
     if endpoint:
         env = stages.rebase(env, endpoint, None)
-    session = boto3.Session(region_name=args.region)
+    session = configured_session(args.region)
     aws = {name: session.client(name, endpoint_url=endpoint) for name in SERVICES}  # type: ignore[call-overload]
     if args.teardown:
         for line in teardown(aws, env, args.with_source_table):

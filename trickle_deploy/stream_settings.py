@@ -19,9 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 from chalicelib.settings import load_settings
+from trickle_deploy.session import configured_session
 
 # Stream records live 24 hours; retries beyond that only meet expired records.
 MAX_RECORD_AGE_S = 86_400
@@ -109,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     project = Path(args.project_dir)
     env = stages.stage_env(args.stage, project)
     endpoint = args.endpoint or env.get("AWS_ENDPOINT_URL")
-    session = boto3.Session(region_name=args.region)
+    session = configured_session(args.region)
     sqs = session.client("sqs", endpoint_url=endpoint)
     failure_queue = sqs.get_queue_attributes(
         QueueUrl=env["TRICKLE_INGEST_FAILURE_QUEUE_URL"], AttributeNames=["QueueArn"]

@@ -1,0 +1,60 @@
+"""Deploy commands a user gets wrong end with a line that says what to do, not a traceback (issue #22).
+
+Each runs as a user would, in a clean environment: no AWS_* variables and a HOME without an AWS
+configuration, so neither a region nor credentials come from the machine the suite runs on.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trickle_deploy.session import NO_CREDENTIALS, NO_REGION
+from trickle_local.stage import PROJECT_DIR
+
+BIN = Path(sys.executable).parent
+
+
+def run(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args,
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(home)},
+    )
+
+
+def test_chalice_package_on_a_template_stage_names_the_command_that_packages_it(tmp_path: Path) -> None:
+    done = run([str(BIN / "chalice"), "package", "--stage", "prod", str(tmp_path / "out")], tmp_path)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.strip() == (
+        "stage 'prod' names no resources, its stack (the merge template) sets them: package it with"
+        " `python -m trickle_deploy.template --stage prod --package DIR`, not with chalice"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("module", ["trickle_deploy.bootstrap", "trickle_deploy.stream_settings"])
+@pytest.mark.parametrize(
+    ("region", "expected"),
+    [
+        ([], [NO_REGION, NO_CREDENTIALS]),  # a fresh machine: neither
+        (["--region", "eu-west-3"], [NO_CREDENTIALS]),
+    ],
+    ids=["no-region-no-credentials", "no-credentials"],
+)
+def test_a_deploy_command_without_region_or_credentials_says_what_to_set(
+    tmp_path: Path, module: str, region: list[str], expected: list[str]
+) -> None:
+    done = run([sys.executable, "-m", module, "--stage", "dev", *region], tmp_path)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.splitlines() == expected
+    assert ("--region" in done.stderr and "AWS_REGION" in done.stderr) == (not region)
+    assert "AWS_ACCESS_KEY_ID" in done.stderr and "AWS_PROFILE" in done.stderr
