@@ -7,6 +7,7 @@ clear message instead of a KeyError deep inside a handler.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -136,6 +137,10 @@ class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
         self.errors: list[str] = []
+        self.routes_file = "routes file"  # becomes "routes file <path>" once the file is read
+
+    def in_routes_file(self, problem: str) -> None:
+        self.errors.append(f"{self.routes_file}: {problem}")
 
     def text(self, name: str, default: str | None = None) -> str:
         value = self.env.get(name, "").strip()
@@ -212,6 +217,16 @@ _DESTINATION_FIELDS = frozenset(
 _ROUTE_FIELDS = frozenset({"name", "events", "filter", "transform", "enrich", "destinations"})
 
 
+def _did_you_mean(name: str, known: Collection[str], written: Callable[[str], str] = repr) -> str:
+    """A hint at the known name a misspelt one is closest to, if any is close."""
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean {written(close[0])}?)" if close else ""
+
+
+def _unknown_field(owner: str, field: str, known: Collection[str]) -> str:
+    return f"{owner} has an unknown field {field!r}{_did_you_mean(field, known)}"
+
+
 class _DestinationReader:
     """One destination's values: the stage's `TRICKLE_DEST_<NAME>_<FIELD>` first, then the routes
     file, then the default; errors say which of the two was wrong."""
@@ -222,7 +237,7 @@ class _DestinationReader:
         self._table = table
         self.prefix = f"TRICKLE_DEST_{name.upper()}_"
         for unknown in sorted(set(table) - _DESTINATION_FIELDS):
-            reader.errors.append(f"routes file: destination {name!r} has an unknown field {unknown!r}")
+            reader.in_routes_file(_unknown_field(f"destination {name!r}", unknown, _DESTINATION_FIELDS))
 
     def _raw(self, field: str) -> tuple[str, object] | None:
         env_name = self.prefix + field.upper()
@@ -230,7 +245,7 @@ class _DestinationReader:
         if value:
             return env_name, value
         if field in self._table:
-            return f"routes file: destinations.{self.name}.{field}", self._table[field]
+            return f"{self._r.routes_file}: destinations.{self.name}.{field}", self._table[field]
         return None
 
     def text(self, field: str, default: str | None = None) -> str:
@@ -335,9 +350,9 @@ def _route(r: _Reader, index: int, table: Mapping[str, object], destinations: Co
     name = table.get("name")
     label = f"route {name!r}" if isinstance(name, str) and name else f"route #{index + 1}"
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        r.errors.append(f"routes file: {label} needs a name of lowercase letters, digits and _")
+        r.in_routes_file(f"{label} needs a name of lowercase letters, digits and _")
     for unknown in sorted(set(table) - _ROUTE_FIELDS):
-        r.errors.append(f"routes file: {label} has an unknown field {unknown!r}")
+        r.in_routes_file(_unknown_field(label, unknown, _ROUTE_FIELDS))
     events = table.get("events", ["INSERT"])
     if (
         not isinstance(events, list)
@@ -345,27 +360,27 @@ def _route(r: _Reader, index: int, table: Mapping[str, object], destinations: Co
         or not all(isinstance(e, str) for e in events)
         or not set(events) <= EVENT_NAMES
     ):
-        r.errors.append(f"routes file: {label}: events must list some of {', '.join(sorted(EVENT_NAMES))}")
+        r.in_routes_file(f"{label}: events must list some of {', '.join(sorted(EVENT_NAMES))}")
         events = []
     targets = table.get("destinations")
     if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
-        r.errors.append(f"routes file: {label} needs a list of destinations")
+        r.in_routes_file(f"{label} needs a list of destinations")
         targets = []
     for target in targets:
         if target not in destinations:
-            r.errors.append(f"routes file: {label} names an unknown destination {target!r}")
+            r.in_routes_file(f"{label} names an unknown destination {target!r}")
     enrich = table.get("enrich")
     if enrich is not None and (not isinstance(enrich, str) or enrich not in enrichers.names()):
-        r.errors.append(
-            f"routes file: {label}: enrich={enrich!r} is not a registered enricher"
+        r.in_routes_file(
+            f"{label}: enrich={enrich!r} is not a registered enricher"
             f" (registered: {', '.join(enrichers.names()) or 'none'})"
         )
     return Route(
         name=str(name),
         events=frozenset(str(e) for e in events),
         destinations=tuple(dict.fromkeys(str(t) for t in targets)),
-        filter=_compile(r, f"routes file: {label} filter", table.get("filter")),
-        transform=_compile(r, f"routes file: {label} transform", table.get("transform")),
+        filter=_compile(r, f"{r.routes_file}: {label} filter", table.get("filter")),
+        transform=_compile(r, f"{r.routes_file}: {label} transform", table.get("transform")),
         enrich=enrich if isinstance(enrich, str) else None,
     )
 
@@ -373,51 +388,85 @@ def _route(r: _Reader, index: int, table: Mapping[str, object], destinations: Co
 def destination_names(env: Mapping[str, str]) -> list[str]:
     """The destinations the stage's routes file names (what a template creates queues for),
     without reading the rest of the stage; `load_settings` reports any problem with the file."""
-    document = _routes_file(_Reader(env))
+    document = _routes_file(_Reader(env)) or {}
     tables = document.get("destinations", {})
     return [name for name in tables if _NAME.fullmatch(name)] if isinstance(tables, dict) else []
 
 
-def _routes_file(r: _Reader) -> Mapping[str, object]:
+def _routes_file(r: _Reader) -> Mapping[str, object] | None:
+    """The parsed file, or None (with the one error that says why) when it cannot be read: its
+    contents are then unknown, so nothing else is said about them."""
     path = Path(r.text("TRICKLE_ROUTES_FILE", str(ROUTES_FILE)))
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         r.errors.append(f"TRICKLE_ROUTES_FILE: cannot read {path}: {exc.strerror}")
     except UnicodeDecodeError as exc:
         r.errors.append(f"routes file {path} is not UTF-8 text: {exc.reason}")
-    except tomllib.TOMLDecodeError as exc:
+    except tomllib.TOMLDecodeError as exc:  # its message ends "(at line L, column C)"
         r.errors.append(f"routes file {path} is not valid TOML: {exc}")
-    return {}
+    else:
+        r.routes_file = f"routes file {path}"
+        return document
+    return None
+
+
+_TOP_LEVEL = {"destinations": "[destinations.<name>] tables", "routes": "[[routes]] entries"}
+
+
+def _toml_shape(value: object) -> tuple[str, str]:
+    """What a top-level name holding `value` is, and how the file writes such a name: a table
+    `[name]` or `[[name]]`, or a key."""
+    if isinstance(value, dict):
+        return "table", "[{}]"
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return "table", "[[{}]]"
+    return "key", "'{}'"
 
 
 def _destinations_and_routes(
     r: _Reader, partition_key: str | None
 ) -> tuple[dict[str, Destination], tuple[Route, ...]]:
     document = _routes_file(r)
+    if document is None:
+        return {}, ()
+    for name, value in sorted(document.items()):
+        if name in _TOP_LEVEL:
+            continue
+        kind, shape = _toml_shape(value)
+        hint = _did_you_mean(name, _TOP_LEVEL, shape.format)
+        r.in_routes_file(
+            f"unknown {kind} {shape.format(name)}{hint}; a routes file holds only"
+            f" {' and '.join(_TOP_LEVEL.values())}"
+        )
     tables = document.get("destinations", {})
     routes = document.get("routes", [])
     if not isinstance(tables, dict) or not tables:
-        r.errors.append("routes file: [destinations.<name>] tables are required")
+        r.in_routes_file("[destinations.<name>] tables are required")
         tables = {}
     if not isinstance(routes, list) or not routes:
-        r.errors.append("routes file: at least one [[routes]] entry is required")
+        r.in_routes_file("at least one [[routes]] entry is required")
         routes = []
     destinations: dict[str, Destination] = {}
     for name, table in tables.items():
-        if not _NAME.fullmatch(name) or not isinstance(table, dict):
-            r.errors.append(
-                f"routes file: destination {name!r} needs a name of lowercase letters, digits and _"
+        if not isinstance(table, dict):
+            r.in_routes_file(
+                f"destinations.{name} is not a table: each destination is a [destinations.<name>] table"
             )
-            continue
-        destinations[name] = _destination(r, name, table, partition_key)
+        elif not _NAME.fullmatch(name):
+            r.in_routes_file(f"destination {name!r} needs a name of lowercase letters, digits and _")
+        else:
+            destinations[name] = _destination(r, name, table, partition_key)
+    for index, table in enumerate(routes):
+        if not isinstance(table, dict):
+            r.in_routes_file(f"routes entry #{index + 1} is not a table: each route is a [[routes]] entry")
     parsed = tuple(_route(r, i, t, destinations) for i, t in enumerate(routes) if isinstance(t, dict))
     names = [route.name for route in parsed]
     for duplicate in sorted({n for n in names if names.count(n) > 1}):
-        r.errors.append(f"routes file: two routes are named {duplicate!r}")
+        r.in_routes_file(f"two routes are named {duplicate!r}")
     routed = {d for route in parsed for d in route.destinations}
     for unused in sorted(set(destinations) - routed):
-        r.errors.append(f"routes file: no route sends to destination {unused!r}")
+        r.in_routes_file(f"no route sends to destination {unused!r}")
     return destinations, parsed
 
 

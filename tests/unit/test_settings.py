@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,9 +47,11 @@ ATTRIBUTE = {
 
 
 def error_of(env: dict[str, str]) -> str:
+    """The settings error, with the routes file's path, which every problem found in it names,
+    written as FILE."""
     with pytest.raises(SettingsError) as caught:
         load_settings(env)
-    return str(caught.value)
+    return str(caught.value).replace(f"routes file {env.get('TRICKLE_ROUTES_FILE')}:", "routes file FILE:")
 
 
 def variable(destination: str, field: str) -> str:
@@ -456,18 +459,21 @@ def test_out_of_range_numbers(base_env: dict[str, str], name: str, raw: str) -> 
 @pytest.mark.parametrize(
     ("fields", "needle"),
     [
-        ("max_attempts = 0", "routes file: destinations.orders.max_attempts=0 must be between 1 and 100"),
-        ("max_attempts = 2.5", "routes file: destinations.orders.max_attempts=2.5 is not a int"),
-        ("max_attempts = true", "routes file: destinations.orders.max_attempts=True is not a int"),
-        ('max_attempts = "five"', "routes file: destinations.orders.max_attempts='five' is not a int"),
-        ("read_timeout_s = nan", "routes file: destinations.orders.read_timeout_s=nan must be between"),
+        (
+            "max_attempts = 0",
+            "routes file FILE: destinations.orders.max_attempts=0 must be between 1 and 100",
+        ),
+        ("max_attempts = 2.5", "routes file FILE: destinations.orders.max_attempts=2.5 is not a int"),
+        ("max_attempts = true", "routes file FILE: destinations.orders.max_attempts=True is not a int"),
+        ('max_attempts = "five"', "routes file FILE: destinations.orders.max_attempts='five' is not a int"),
+        ("read_timeout_s = nan", "routes file FILE: destinations.orders.read_timeout_s=nan must be between"),
         (
             "rate_limit_per_s = 20000",
-            "routes file: destinations.orders.rate_limit_per_s=20000 must be between",
+            "routes file FILE: destinations.orders.rate_limit_per_s=20000 must be between",
         ),
-        ("backoff_cap_s = [1]", "routes file: destinations.orders.backoff_cap_s=[1] is not a int"),
-        ("key_header = 5", "routes file: destinations.orders.key_header=5 must be a string"),
-        ("key_scheme = true", "routes file: destinations.orders.key_scheme=True must be a string"),
+        ("backoff_cap_s = [1]", "routes file FILE: destinations.orders.backoff_cap_s=[1] is not a int"),
+        ("key_header = 5", "routes file FILE: destinations.orders.key_header=5 must be a string"),
+        ("key_scheme = true", "routes file FILE: destinations.orders.key_scheme=True must be a string"),
     ],
 )
 def test_bad_values_in_the_routes_file_name_their_field(
@@ -561,7 +567,7 @@ def test_bad_group_by(base_env: dict[str, str], group_by: str) -> None:
 
 def test_bad_choice_in_the_routes_file(base_env: dict[str, str], toml: WriteToml) -> None:
     message = error_of({**base_env, **toml(one_destination('ordering = "halt"'))})
-    assert "routes file: destinations.orders.ordering='halt' must be one of skip, strict" in message
+    assert "routes file FILE: destinations.orders.ordering='halt' must be one of skip, strict" in message
 
 
 @pytest.mark.parametrize("name", ["TRICKLE_DEST_ORDERS_QUEUE_URL", "TRICKLE_DEST_CRM_DLQ_URL"])
@@ -694,9 +700,9 @@ def test_many_problems_reported_together(base_env: dict[str, str], toml: WriteTo
         "TRICKLE_DRAIN_BUDGET='0'",
         "TRICKLE_STREAM_ARN='not-an-arn'",
         "destination 'orders' needs TRICKLE_DEST_ORDERS_KEY_PARAMETER",
-        "routes file: destinations.orders.max_attempts=0",
-        "routes file: destination 'orders' has an unknown field 'retries'",
-        "routes file: route 'only' filter:",
+        "routes file FILE: destinations.orders.max_attempts=0",
+        "routes file FILE: destination 'orders' has an unknown field 'retries'",
+        "routes file FILE: route 'only' filter:",
     ):
         assert needle in message
     assert message.count("invalid Trickle settings") == 1
@@ -825,131 +831,250 @@ def test_unreadable_routes_file(base_env: dict[str, str], tmp_path: Path) -> Non
     assert f"TRICKLE_ROUTES_FILE: cannot read {tmp_path}:" in message
 
 
-def test_routes_file_that_is_not_toml(base_env: dict[str, str], toml: WriteToml) -> None:
-    env = {**base_env, **toml("[destinations.orders\nurl = ")}
-    assert f"routes file {env['TRICKLE_ROUTES_FILE']} is not valid TOML:" in error_of(env)
-
-
 ROUTE = '[[routes]]\nname = "only"\ndestinations = ["orders"]\n'
 ORDERS = "[destinations.orders]\n"
 
 
 @pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        pytest.param("[destinations.orders\nurl = ", 1, id="unclosed-table"),
+        pytest.param(ORDERS + "url = \n" + ROUTE, 2, id="missing-value"),
+        pytest.param(ORDERS + ROUTE + 'name = "again"\n', 5, id="duplicate-key"),
+        pytest.param(ORDERS + ROUTE + 'filter = "item.type\nevents = []\n', 5, id="unclosed-string"),
+    ],
+)
+def test_a_routes_file_that_is_not_toml_gives_one_error_naming_file_and_line(
+    base_env: dict[str, str], toml: WriteToml, text: str, line: int
+) -> None:
+    """Only that: what the file holds is unknown, so no table can be said to be missing from it."""
+    env = {**base_env, **toml(text)}
+    file = re.escape(env["TRICKLE_ROUTES_FILE"])
+    assert re.fullmatch(
+        rf"invalid Trickle settings: routes file {file} is not valid TOML:"
+        rf" [^;]+ \(at line {line}, column \d+\)",
+        error_of(env),
+    )
+
+
+# Every kind of name a routes file may misspell, at every level: each stops the import with the one
+# problem, naming the file and the table or key (and the known name it is closest to).
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        pytest.param(
+            ORDERS + ROUTE + '[[route]]\nname = "more"\ndestinations = ["orders"]\n',
+            "unknown table [[route]] (did you mean [[routes]]?); a routes file holds only"
+            " [destinations.<name>] tables and [[routes]] entries",
+            id="top-level-array-of-tables",
+        ),
+        pytest.param(
+            ORDERS + ROUTE + '[destination.crm]\nkey_header = "x"\n',
+            "unknown table [destination] (did you mean [destinations]?); a routes file holds only"
+            " [destinations.<name>] tables and [[routes]] entries",
+            id="top-level-table",
+        ),
+        pytest.param(
+            ORDERS + ROUTE + "[settings]\nlog_level = 'DEBUG'\n",
+            "unknown table [settings]; a routes file holds only [destinations.<name>] tables and [[routes]]"
+            " entries",
+            id="top-level-table-unlike-any",
+        ),
+        pytest.param(
+            'partition_key = "pk"\n' + ORDERS + ROUTE,
+            "unknown key 'partition_key'; a routes file holds only [destinations.<name>] tables and"
+            " [[routes]] entries",
+            id="top-level-key",
+        ),
+        pytest.param(
+            'route = "only"\n' + ORDERS + ROUTE,
+            "unknown key 'route' (did you mean 'routes'?); a routes file holds only [destinations.<name>]"
+            " tables and [[routes]] entries",
+            id="top-level-key-like-a-table",
+        ),
+        pytest.param(
+            ORDERS + "max_attempt = 3\n" + ROUTE,
+            "destination 'orders' has an unknown field 'max_attempt' (did you mean 'max_attempts'?)",
+            id="destination-field",
+        ),
+        pytest.param(
+            ORDERS + "retries = 3\n" + ROUTE,
+            "destination 'orders' has an unknown field 'retries'",
+            id="destination-field-unlike-any",
+        ),
+        pytest.param(
+            ORDERS + "[destinations.orders.retry]\nmax = 3\n" + ROUTE,
+            "destination 'orders' has an unknown field 'retry'",
+            id="destination-nested-table",
+        ),
+        pytest.param(
+            '[destinations]\nurl = "https://api.example.com"\n' + ORDERS + ROUTE,
+            "destinations.url is not a table: each destination is a [destinations.<name>] table",
+            id="destinations-key",
+        ),
+        pytest.param(
+            ORDERS + ROUTE + 'filters = "item.ok"\n',
+            "route 'only' has an unknown field 'filters' (did you mean 'filter'?)",
+            id="route-field",
+        ),
+        pytest.param(
+            ORDERS + ROUTE + "[routes.options]\nretries = 3\n",
+            "route 'only' has an unknown field 'options'",
+            id="route-nested-table",
+        ),
+        pytest.param(
+            ORDERS + ROUTE + "[routes.enrichment]\nname = 'customer'\n",
+            "route 'only' has an unknown field 'enrichment' (did you mean 'enrich'?)",
+            id="route-nested-table-like-a-field",
+        ),
+        pytest.param(
+            'routes = [{name = "only", destinations = ["orders"]}, "orders"]\n' + ORDERS,
+            "routes entry #2 is not a table: each route is a [[routes]] entry",
+            id="routes-entry",
+        ),
+    ],
+)
+def test_an_unknown_name_anywhere_in_the_routes_file_is_the_one_error(
+    base_env: dict[str, str], toml: WriteToml, text: str, problem: str
+) -> None:
+    assert error_of({**base_env, **toml(text)}) == f"invalid Trickle settings: routes file FILE: {problem}"
+
+
+def test_a_misspelt_routes_table_in_the_shipped_file_stops_the_stage(
+    base_env: dict[str, str], toml: WriteToml
+) -> None:
+    """Issue 22: `[[route]]` for the orders route loaded, and every order was counted unrouted."""
+    shipped = ROUTES_FILE.read_text(encoding="utf-8")
+    assert shipped.count('\n[[routes]]\nname = "orders"\n') == 1
+    env = {
+        **base_env,
+        **toml(shipped.replace('\n[[routes]]\nname = "orders"\n', '\n[[route]]\nname = "orders"\n')),
+    }
+    assert error_of(env) == (
+        "invalid Trickle settings: routes file FILE: unknown table [[route]] (did you mean [[routes]]?);"
+        " a routes file holds only [destinations.<name>] tables and [[routes]] entries"
+    )
+
+
+@pytest.mark.parametrize(
     ("text", "needle"),
     [
-        pytest.param(ROUTE, "routes file: [destinations.<name>] tables are required", id="no-destinations"),
+        pytest.param(
+            ROUTE, "routes file FILE: [destinations.<name>] tables are required", id="no-destinations"
+        ),
         pytest.param(
             "destinations = 5\n" + ROUTE,
-            "routes file: [destinations.<name>] tables are required",
+            "routes file FILE: [destinations.<name>] tables are required",
             id="not-a-table",
         ),
-        pytest.param(ORDERS, "routes file: at least one [[routes]] entry is required", id="no-routes"),
+        pytest.param(ORDERS, "routes file FILE: at least one [[routes]] entry is required", id="no-routes"),
         pytest.param(
             ORDERS + 'routes = "orders"\n',
-            "routes file: at least one [[routes]] entry is required",
+            "routes file FILE: at least one [[routes]] entry is required",
             id="routes-str",
         ),
         pytest.param(
             ORDERS + "retries = 3\n" + ROUTE,
-            "routes file: destination 'orders' has an unknown field 'retries'",
+            "routes file FILE: destination 'orders' has an unknown field 'retries'",
             id="unknown-destination-field",
         ),
         pytest.param(
             ORDERS + ROUTE + 'destination = "orders"\n',
-            "routes file: route 'only' has an unknown field 'destination'",
+            "routes file FILE: route 'only' has an unknown field 'destination'",
             id="unknown-route-field",
         ),
         pytest.param(
             "[destinations.Orders]\n" + ROUTE,
-            "routes file: destination 'Orders' needs a name of lowercase letters, digits and _",
+            "routes file FILE: destination 'Orders' needs a name of lowercase letters, digits and _",
             id="destination-uppercase",
         ),
         pytest.param(
             "[destinations.1st]\n" + ROUTE,
-            "routes file: destination '1st' needs a name of lowercase letters",
+            "routes file FILE: destination '1st' needs a name of lowercase letters",
             id="destination-digit-first",
         ),
         pytest.param(
             "[destinations.or-ders]\n" + ROUTE,
-            "routes file: destination 'or-ders' needs a name of lowercase letters",
+            "routes file FILE: destination 'or-ders' needs a name of lowercase letters",
             id="destination-dash",
         ),
         pytest.param(
             f"[destinations.{'d' * 41}]\n" + ROUTE,
-            f"routes file: destination {'d' * 41!r} needs a name of lowercase letters",
+            f"routes file FILE: destination {'d' * 41!r} needs a name of lowercase letters",
             id="destination-too-long",
         ),
         pytest.param(
             ORDERS + '[[routes]]\ndestinations = ["orders"]\n',
-            "routes file: route #1 needs a name of lowercase letters, digits and _",
+            "routes file FILE: route #1 needs a name of lowercase letters, digits and _",
             id="route-without-name",
         ),
         pytest.param(
             ORDERS + '[[routes]]\nname = "My Route"\ndestinations = ["orders"]\n',
-            "routes file: route 'My Route' needs a name of lowercase letters, digits and _",
+            "routes file FILE: route 'My Route' needs a name of lowercase letters, digits and _",
             id="route-bad-name",
         ),
         pytest.param(
             ORDERS + '[[routes]]\nname = 7\ndestinations = ["orders"]\n',
-            "routes file: route #1 needs a name of lowercase letters, digits and _",
+            "routes file FILE: route #1 needs a name of lowercase letters, digits and _",
             id="route-name-not-a-string",
         ),
         pytest.param(
             ORDERS + '[[routes]]\nname = "only"\ndestinations = ["orders", "billing"]\n',
-            "routes file: route 'only' names an unknown destination 'billing'",
+            "routes file FILE: route 'only' names an unknown destination 'billing'",
             id="unknown-destination",
         ),
         pytest.param(
             ORDERS + "[destinations.crm]\n" + ROUTE,
-            "routes file: no route sends to destination 'crm'",
+            "routes file FILE: no route sends to destination 'crm'",
             id="destination-without-route",
         ),
         pytest.param(
-            ORDERS + ROUTE + ROUTE, "routes file: two routes are named 'only'", id="duplicate-route"
+            ORDERS + ROUTE + ROUTE, "routes file FILE: two routes are named 'only'", id="duplicate-route"
         ),
         pytest.param(
             ORDERS + '[[routes]]\nname = "only"\n',
-            "routes file: route 'only' needs a list of destinations",
+            "routes file FILE: route 'only' needs a list of destinations",
             id="no-targets",
         ),
         pytest.param(
             ORDERS + '[[routes]]\nname = "only"\ndestinations = []\n',
-            "routes file: route 'only' needs a list of destinations",
+            "routes file FILE: route 'only' needs a list of destinations",
             id="empty-targets",
         ),
         pytest.param(
             ORDERS + '[[routes]]\nname = "only"\ndestinations = "orders"\n',
-            "routes file: route 'only' needs a list of destinations",
+            "routes file FILE: route 'only' needs a list of destinations",
             id="targets-not-a-list",
         ),
         pytest.param(
             ORDERS + ROUTE + 'filter = "item.["\n',
-            "routes file: route 'only' filter: 'item.[' is not a JMESPath expression",
+            "routes file FILE: route 'only' filter: 'item.[' is not a JMESPath expression",
             id="bad-filter",
         ),
         pytest.param(
             ORDERS + ROUTE + 'transform = "{a: }"\n',
-            "routes file: route 'only' transform: '{a: }' is not a JMESPath expression",
+            "routes file FILE: route 'only' transform: '{a: }' is not a JMESPath expression",
             id="bad-transform",
         ),
         pytest.param(
             ORDERS + ROUTE + "filter = 5\n",
-            "routes file: route 'only' filter must be a string",
+            "routes file FILE: route 'only' filter must be a string",
             id="filter-not-str",
         ),
         pytest.param(
             '[destinations.orders]\ngroup_by = "expression"\ngroup_expression = "keys.[pk"\n' + ROUTE,
-            "routes file: destinations.orders.group_expression: 'keys.[pk' is not a JMESPath expression",
+            "routes file FILE: destinations.orders.group_expression: 'keys.[pk' is not a JMESPath expression",
             id="bad-group-expression",
         ),
         pytest.param(
             ORDERS + ROUTE + 'enrich = "weather"\n',
-            "routes file: route 'only': enrich='weather' is not a registered enricher (registered: customer)",
+            "routes file FILE: route 'only': enrich='weather' is not a registered enricher"
+            " (registered: customer)",
             id="unknown-enricher",
         ),
         pytest.param(
             ORDERS + ROUTE + "enrich = 1\n",
-            "routes file: route 'only': enrich=1 is not a registered enricher",
+            "routes file FILE: route 'only': enrich=1 is not a registered enricher",
             id="enricher-not-a-string",
         ),
         pytest.param(
@@ -976,7 +1101,7 @@ def test_routes_file_errors(base_env: dict[str, str], toml: WriteToml, text: str
 )
 def test_bad_events_list(base_env: dict[str, str], routes: Routes, events: str) -> None:
     message = error_of({**base_env, **routes(events=events)})
-    assert "routes file: route 'only': events must list some of INSERT, MODIFY, REMOVE" in message
+    assert "routes file FILE: route 'only': events must list some of INSERT, MODIFY, REMOVE" in message
 
 
 @pytest.mark.parametrize(
