@@ -39,7 +39,8 @@ class FakeFifo:
     """SQS FIFO's contract as the drain relies on it: receive at most 10, oldest first per group,
     no message of a group while another of that group is in flight. With `hold_delays`, a message
     released with a delay stays invisible (and holds its group) until `tick` makes it visible;
-    without, every release is visible at once (a run that receives again sees it)."""
+    without, every release is visible at once (a run that receives again sees it). `send` queues
+    at the tail, refusing the message ids in `refuse` (and, as `FifoQueue.send`, all after them)."""
 
     def __init__(
         self, groups: int = 0, per_group: int = 0, one_per_group: bool = False, hold_delays: bool = False
@@ -52,10 +53,30 @@ class FakeFifo:
         self.deleted: list[str] = []
         self.visibility_changes: list[tuple[str, int]] = []
         self.receives: list[tuple[int, int]] = []  # (in flight before, received) per call
+        self.refuse: set[str] = set()
         self._lock = threading.Lock()
 
     def put(self, *messages: ReceivedMessage) -> None:
         self.waiting += messages
+
+    def send(self, messages: Sequence[OutboundMessage]) -> list[SendFailure]:
+        with self._lock:
+            for index, sent in enumerate(messages):
+                if sent.message_id in self.refuse:
+                    return [SendFailure(m, "InternalError: refused") for m in messages[index:]]
+                copy = f"c-{sent.dedup_id}"
+                self.waiting.append(
+                    ReceivedMessage(
+                        sent.message_id,
+                        sent.group_id,
+                        f"rh-{copy}",
+                        sent.body,
+                        1,
+                        dict(sent.attributes),
+                        copy,
+                    )
+                )
+        return []
 
     def receive(self, max_messages: int, visibility_timeout_s: int) -> list[ReceivedMessage]:
         with self._lock:

@@ -17,6 +17,7 @@ from chalicelib.dead_letters import (
     RELAY_ATTRIBUTES,
     STATUS_ATTRIBUTE,
     RedriveFilter,
+    Redriver,
     RedriveReport,
     dead_letter,
     redrive_copy,
@@ -24,6 +25,7 @@ from chalicelib.dead_letters import (
 from chalicelib.fifo_queue import ReceivedMessage
 from chalicelib.ledger import LedgerRecord, Status
 from chalicelib.records import DESTINATION_ATTRIBUTE, MESSAGE_ID_ATTRIBUTE, REASON_ATTRIBUTE, OutboundMessage
+from tests.fakes import FakeFifo, message
 
 SQS_MAX_ATTRIBUTES = 10
 MESSAGE_ID = "6f1c2b1e-0d57-5b8a-9d53-3a4c5e6f7a8b"
@@ -258,6 +260,31 @@ def test_die_redrive_die_redrive_keeps_counting() -> None:
 def test_rejected_at_ingest_is_not_a_failure_attribute_kept_on_redrive() -> None:
     stub = received({**RELAY, REJECTED_AT_ATTRIBUTE: "ingest"})
     assert REJECTED_AT_ATTRIBUTE not in redrive_copy(stub).attributes
+
+
+# --- Redriver: the ordered copy -----------------------------------------------------------------
+
+
+def test_a_refused_copy_holds_the_rest_of_its_group_and_no_other() -> None:
+    """Once a letter's copy cannot be queued, the later letters of its group stay behind it (they
+    would overtake it); other groups move on. The next redrive moves the group in order."""
+    dead_letters, source = FakeFifo(), FakeFifo()
+    dead_letters.put(*[message(group, i) for i in range(4) for group in ("a", "b")])  # a0 b0 a1 b1 ...
+    source.refuse = {"a-1"}
+    redriver = Redriver(None, dead_letters, source)  # type: ignore[arg-type]
+
+    refused = redriver.redrive(use_move_task=False)
+
+    assert (refused.moved, refused.failed) == (5, 1)
+    assert [m.message_id for m in source.waiting] == ["a-0", "b-0", "b-1", "b-2", "b-3"]
+    assert [m.message_id for m in dead_letters.waiting] == ["a-1", "a-2", "a-3"]  # released, in order
+    assert not dead_letters.in_flight
+
+    source.refuse = set()
+    again = redriver.redrive(use_move_task=False)
+
+    assert (again.moved, again.failed, dead_letters.depth()) == (3, 0, 0)
+    assert [m.message_id for m in source.waiting if m.group_id == "a"] == ["a-0", "a-1", "a-2", "a-3"]
 
 
 # --- RedriveFilter --------------------------------------------------------------------------------
