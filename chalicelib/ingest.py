@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chalicelib.fifo_queue import FifoQueue, SendFailure
-from chalicelib.ledger import Ledger
+from chalicelib.fifo_queue import SendFailure
 from chalicelib.metrics import RunMetrics
 from chalicelib.records import OutboundMessage, build_messages, rejection_message
 from chalicelib.settings import Settings
+
+if TYPE_CHECKING:  # the ingest function's cold start loads only what its work needs
+    from chalicelib.ports import OutboundQueue, RejectionLedger
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +50,9 @@ class Ingestor:
 
     def __init__(
         self,
-        queues: Mapping[str, FifoQueue],
-        dead_letters: Mapping[str, FifoQueue],
-        ledgers: Mapping[str, Ledger],
+        queues: Mapping[str, OutboundQueue],
+        dead_letters: Mapping[str, OutboundQueue],
+        ledgers: Mapping[str, RejectionLedger],
         settings: Settings,
     ) -> None:
         self._queues = queues
@@ -59,7 +61,7 @@ class Ingestor:
         self._settings = settings
 
     def _send(
-        self, queues: Mapping[str, FifoQueue], messages: Sequence[OutboundMessage]
+        self, queues: Mapping[str, OutboundQueue], messages: Sequence[OutboundMessage]
     ) -> list[SendFailure]:
         failures: list[SendFailure] = []
         for name, queue in queues.items():

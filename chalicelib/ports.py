@@ -1,4 +1,5 @@
-"""The drain's ports: what it needs from the queue, the ledger, the API and the key, as `Protocol`s.
+"""The drain's and ingest's ports: what they need from the queues, the ledger, the API and the key,
+as `Protocol`s.
 
 The AWS and HTTP adapters (`FifoQueue`, `Ledger`, `ApiClient`, `SecretCache`, `ResponseArchive`,
 `StepFunctionsCallbacks`)
@@ -44,6 +45,18 @@ class SourceQueue(Protocol):
 
 class DeadLetterQueue(Protocol):
     def send(self, messages: Sequence[OutboundMessage]) -> list[SendFailure]: ...
+
+
+class OutboundQueue(Protocol):
+    """A queue ingest sends to: a destination's queue or its dead-letter queue."""
+
+    def send(self, messages: Sequence[OutboundMessage]) -> list[SendFailure]: ...
+
+
+class RejectionLedger(Protocol):
+    """The ledger as ingest writes it: only the records it rejected, so their dead letters are listed."""
+
+    def record_dead(self, message_id: str, group_id: str, reason: str) -> None: ...
 
 
 class DeliveryLedger(Protocol):

@@ -129,7 +129,8 @@ class FakeFifo:
 
 
 class FakeDeadLetters:
-    """A dead-letter queue that takes everything, or refuses while `refuse` is set."""
+    """A queue Trickle sends to (a dead-letter queue, or ingest's destination queue) that takes
+    everything, or refuses while `refuse` is set."""
 
     def __init__(self) -> None:
         self.sent: list[OutboundMessage] = []
@@ -206,6 +207,13 @@ class FakeLedger:
     def status(self, message_id: str) -> Status | None:
         record = self.records.get(message_id)
         return record.status if record else None
+
+    def record_dead(self, message_id: str, group_id: str, reason: str) -> None:
+        """Ingest's write for a record it rejected; a record that exists already is left alone."""
+        if message_id not in self.records:
+            self.records[message_id] = LedgerRecord(
+                message_id, Status.DEAD, group_id=group_id, last_error=reason, rejected_at_ingest=True
+            )
 
 
 class ScriptedApi:
