@@ -7,6 +7,7 @@ what runs locally is what a user's account gets.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import secrets
@@ -368,10 +369,53 @@ def left_behind(app_name: str, stage: str, env: Mapping[str, str], source_table:
     return left
 
 
-def write_stage_env(stage: str, env: Mapping[str, str], config_path: Path) -> None:
-    """Record the real ARNs and URLs in the stage, so Chalice and the policies agree with the account."""
+EMULATOR_SUFFIX = "-emulator"
+
+
+def record_stage(stage: str, env: Mapping[str, str], endpoint: str | None) -> str | None:
+    """Where a bootstrap records what it made: in the stage itself on AWS; for an emulator named with
+    `--endpoint`, in the stage `<stage>-emulator`, so the stage a real deploy uses keeps naming the
+    account's resources; nowhere for a stage that names its own endpoint (`local`: the local runtime
+    provisions and points it at its endpoint on every run)."""
+    if env.get("AWS_ENDPOINT_URL"):
+        return None
+    return stage + EMULATOR_SUFFIX if endpoint else stage
+
+
+def recorded_from(stage: str, stages: Mapping[str, Any]) -> str | None:
+    """The stage an emulator record was made from (`dev` for `dev-emulator`), if `stage` is one."""
+    base = stage.removesuffix(EMULATOR_SUFFIX)
+    if base == stage or base not in stages:
+        return None
+    return None if stages[base].get("environment_variables", {}).get("AWS_ENDPOINT_URL") else base
+
+
+def write_stage_env(
+    stage: str, env: Mapping[str, str], config_path: Path, copy_of: str | None = None
+) -> None:
+    """Record the real ARNs and URLs in the stage, so Chalice and the policies agree with the account.
+    With `copy_of`, the stage is (re)made from that one's settings, its functions' policy files named
+    after it."""
     config = json.loads(config_path.read_text())
+    if copy_of is not None:
+        made = copy.deepcopy(config["stages"][copy_of])
+        for function, settings in made.get("lambda_functions", {}).items():
+            if "iam_policy_file" in settings:
+                settings["iam_policy_file"] = f"policy-{stage}-{function}.json"
+        config["stages"][stage] = made
     config["stages"][stage]["environment_variables"] = dict(env)
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def remove_stage(stage: str, config_path: Path) -> None:
+    """Drop a stage the bootstrap made, and its policy files: the project is as it was before."""
+    from trickle_deploy.policies import stage_policy_files
+
+    config = json.loads(config_path.read_text())
+    if config["stages"].pop(stage, None) is None:
+        return
+    for path in stage_policy_files(config_path.parent, stage):
+        path.unlink()
     config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
@@ -399,12 +443,22 @@ def main(argv: list[str] | None = None) -> int:
 
     config_path = args.project_dir / ".chalice" / "config.json"
     env = stages.stage_env(args.stage, args.project_dir)
+    base = recorded_from(args.stage, stages.load_config(args.project_dir)["stages"])
+    if base:  # an emulator record: as bootstrapped, from its stage with its endpoint
+        args.stage, args.endpoint = base, args.endpoint or env["AWS_ENDPOINT_URL"]
+        env = stages.stage_env(base, args.project_dir)
     if policies.is_template_stage(env):
         parser.error(
             f"stage {args.stage} names no resources: deploy it with python -m trickle_deploy.template"
         )
-    # The local stage provisions its own endpoint on every run; any other stage is recorded.
-    record = not (env.get("AWS_ENDPOINT_URL") and not args.endpoint)
+    target = record_stage(args.stage, env, args.endpoint)
+    emulator_record = target if target != args.stage else None
+    if (
+        args.teardown
+        and emulator_record
+        and emulator_record in stages.load_config(args.project_dir)["stages"]
+    ):
+        env = stages.stage_env(emulator_record, args.project_dir)  # what was made (the bucket's full name)
     endpoint = args.endpoint or env.get("AWS_ENDPOINT_URL")
     if endpoint:
         env = stages.rebase(env, endpoint, None)
@@ -414,22 +468,33 @@ def main(argv: list[str] | None = None) -> int:
         for line in teardown(aws, env, args.with_source_table):
             print(f"removed {line}")
         for line in left_behind(
-            stages.load_config(args.project_dir)["app_name"], args.stage, env, args.with_source_table
+            stages.load_config(args.project_dir)["app_name"],
+            target or args.stage,
+            env,
+            args.with_source_table,
         ):
             print(f"left: {line}")
-        if record:  # the key is gone: nothing may still name it
+        if emulator_record:  # its record goes with it: the project is as before the bootstrap
+            remove_stage(emulator_record, config_path)
+            print(f"removed stage {emulator_record} from {config_path}")
+        elif target:  # the key is gone: nothing may still name it
             env.pop("TRICKLE_API_KEY_KMS_KEY_ARN", None)
-            write_stage_env(args.stage, env, config_path)
+            write_stage_env(target, env, config_path)
             policies.refresh(config_path.parent)
         return 0
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not api_key:
         parser.error(f"environment variable {args.api_key_env} is empty")
     updated = provision(aws, env, api_key, unique_bucket=True)
-    if record:  # record the account's ARNs and URLs, and the policies that follow from them
-        write_stage_env(args.stage, updated, config_path)
+    if target:  # record the account's ARNs and URLs, and the policies that follow from them
+        write_stage_env(target, updated, config_path, copy_of=args.stage if emulator_record else None)
         policies.refresh(config_path.parent)
     print(json.dumps({k: v for k, v in updated.items() if k not in env or env[k] != v}, indent=2))
+    if emulator_record:
+        print(
+            f"Recorded in stage {emulator_record} of {config_path} (stage {args.stage} is unchanged):"
+            f" chalice deploy --stage {emulator_record}; --teardown removes the stage again."
+        )
     key = updated["TRICKLE_API_KEY_KMS_KEY_ARN"]
     missing = [
         put_api_key_command(d, key.split(":")[3], key)

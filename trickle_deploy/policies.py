@@ -408,6 +408,17 @@ def policy_path(stage: str, function: str) -> Path:
     return CHALICE_DIR / f"policy-{stage}-{function}.json"
 
 
+def stage_policy_files(chalice_dir: Path, stage: str) -> list[Path]:
+    """The stage's own policy files: a function's name has no hyphen, so `policy-dev-emulator-ingest.json`
+    belongs to stage `dev-emulator`, not to `dev`."""
+    prefix = f"policy-{stage}-"
+    return [
+        path
+        for path in sorted(chalice_dir.glob(f"{prefix}*.json"))
+        if path.stem[len(prefix) :].isidentifier()
+    ]
+
+
 def render(policy: Mapping[str, Any]) -> str:
     return json.dumps(policy, indent=2) + "\n"
 
@@ -427,8 +438,8 @@ def refresh(chalice_dir: Path = CHALICE_DIR, check: bool = False) -> list[str]:
             stale.append(path.name)
             if not check:
                 path.write_text(text)
-        for path in sorted(chalice_dir.glob(f"policy-{stage}-*.json")):
-            if path.name[len(f"policy-{stage}-") : -len(".json")] not in wanted:
+        for path in stage_policy_files(chalice_dir, stage):
+            if path.stem[len(f"policy-{stage}-") :] not in wanted:
                 stale.append(path.name)
                 if not check:
                     path.unlink()

@@ -11,7 +11,7 @@ import pytest
 
 from trickle_deploy.bootstrap import main as bootstrap_main
 from trickle_deploy.bootstrap import provision, teardown
-from trickle_deploy.policies import function_policies
+from trickle_deploy.policies import function_policies, refresh
 from trickle_local import stage
 from trickle_local.endpoint import SERVICES, MotoEndpoint, clients
 
@@ -77,15 +77,51 @@ def project_copy(dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.parametrize("teardown_stage", ["dev", "dev-emulator"])
+def test_an_emulator_bootstrap_leaves_the_real_stages_alone_and_its_teardown_leaves_no_trace(
+    endpoint: MotoEndpoint, tmp_path: Path, teardown_stage: str
+) -> None:
+    """`--endpoint` records what it made in stage `dev-emulator`: `dev` keeps naming the account's
+    resources (a later real bootstrap or deploy of dev goes to AWS), and the teardown takes the
+    record away with the resources."""
+    endpoint.reset()
+    chalice_dir = project_copy(tmp_path) / ".chalice"
+    before = {path.name: path.read_bytes() for path in chalice_dir.iterdir()}
+    project = ["--project-dir", str(tmp_path)]
+    args = ["--stage", "dev", "--endpoint", endpoint.url, *project]
+
+    assert bootstrap_main(args) == 0
+
+    config = json.loads((chalice_dir / "config.json").read_text())
+    emulated = config["stages"].pop("dev-emulator")
+    assert (json.dumps(config, indent=2) + "\n").encode() == before["config.json"]  # dev, prod, local
+    assert emulated["environment_variables"]["AWS_ENDPOINT_URL"] == endpoint.url
+    assert emulated["environment_variables"]["TRICKLE_DEST_ORDERS_QUEUE_URL"].startswith(endpoint.url)
+    assert emulated["lambda_functions"]["ingest"]["iam_policy_file"] == "policy-dev-emulator-ingest.json"
+    assert {p.name: p.read_bytes() for p in chalice_dir.glob("policy-*.json") if p.name in before} == {
+        name: text for name, text in before.items() if name.startswith("policy-")
+    }
+    assert refresh(chalice_dir, check=True) == []  # both stages' policy files are current
+
+    # As bootstrapped, or the record by name (it names its endpoint):
+    teardown = args if teardown_stage == "dev" else ["--stage", "dev-emulator", *project]
+    assert bootstrap_main([*teardown, "--teardown"]) == 0
+
+    assert {path.name: path.read_bytes() for path in chalice_dir.iterdir()} == before
+
+
 def test_bootstrap_in_another_region_without_a_key_finishes_with_the_command_to_store_it(
     endpoint: MotoEndpoint,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """As on AWS: the emulator is reached through botocore's own AWS_ENDPOINT_URL, which the bootstrap
+    does not see, so it records in `dev` itself."""
     endpoint.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint.url)
     project = project_copy(tmp_path)
-    args = ["--stage", "dev", "--endpoint", endpoint.url, "--region", REGION, "--project-dir", str(project)]
+    args = ["--stage", "dev", "--region", REGION, "--project-dir", str(project)]
 
     assert bootstrap_main(args) == 0
     first = capsys.readouterr().out

@@ -112,8 +112,9 @@ def test_bootstrap_deploy_stream_settings_delete_teardown(
     endpoint.reset()
     monkeypatch.setenv("TRICKLE_TEST_API_KEY", "sk-way-b")
     monkeypatch.setenv("MOTO_ACCOUNT_ID", ACCOUNT)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint.url)  # botocore's own: the commands see AWS
     project = project_copy(tmp_path)
-    where = ["--stage", "dev", "--endpoint", endpoint.url, "--region", REGION, "--project-dir", str(project)]
+    where = ["--stage", "dev", "--region", REGION, "--project-dir", str(project)]
 
     assert bootstrap([*where, "--api-key-env", "TRICKLE_TEST_API_KEY"]) == 0
     env = stage_env("dev", project)
