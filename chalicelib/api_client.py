@@ -20,7 +20,7 @@ import urllib3
 from urllib3.exceptions import HTTPError, NewConnectionError
 from urllib3.exceptions import TimeoutError as HttpTimeoutError
 
-from chalicelib.ports import ApiResponse
+from chalicelib.model import ApiResponse
 from chalicelib.settings import Destination
 
 BODY_EXCERPT_CHARS = 256

@@ -9,7 +9,6 @@ it, since their task has been answered (or is answered from the source copy) by 
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import time
@@ -20,10 +19,10 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import strict_json
+from chalicelib.model import CallbackResult
 
 log = logging.getLogger(__name__)
 
-TASK_TOKEN_ATTRIBUTE = "trickle-task-token"
 MAX_TOKEN_CHARS = 2048  # SendTask*'s taskToken limit
 MAX_OUTPUT_BYTES = 262_144  # Step Functions' limit on a task's output (UTF-8)
 MAX_CAUSE_CHARS = 32_768
@@ -34,12 +33,6 @@ BODY_URL_EXPIRES_S = 3600
 # The task is gone (timed out, finished, never existed): answering again can never succeed.
 REJECTED_CODES = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
 _RETRY_DELAYS_S = (0.2, 0.5, 1.0)
-
-
-class CallbackResult(enum.Enum):
-    SENT = "sent"
-    REJECTED = "rejected"  # the task no longer waits: counted, never retried
-    FAILED = "failed"  # throttled, 5xx, unreachable after retries: answer again later
 
 
 class StepFunctionsCallbacks:

@@ -20,14 +20,15 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib import strict_json
-from chalicelib.fifo_queue import FifoQueue, ReceivedMessage
-from chalicelib.ledger import LedgerRecord
-from chalicelib.records import (
+from chalicelib.fifo_queue import FifoQueue
+from chalicelib.model import (
     DESTINATION_ATTRIBUTE,
     MESSAGE_ID_ATTRIBUTE,
     REASON_ATTRIBUTE,
     ROUTE_ATTRIBUTE,
+    LedgerRecord,
     OutboundMessage,
+    ReceivedMessage,
 )
 from chalicelib.strict_json import sqs_text
 

@@ -16,18 +16,23 @@ from dataclasses import asdict, dataclass, field, replace
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.callbacks import (
-    BODY_URL_EXPIRES_S,
-    TASK_TOKEN_ATTRIBUTE,
-    CallbackResult,
-    failure_cause,
-    success_output,
-)
+from chalicelib.callbacks import BODY_URL_EXPIRES_S, failure_cause, success_output
 from chalicelib.dead_letters import dead_letter
-from chalicelib.enrichers import EnrichmentError
-from chalicelib.fifo_queue import MAX_BATCH_ENTRIES, ReceivedMessage
-from chalicelib.ledger import LedgerRecord, Status, Verdict, delivered, verdict
+from chalicelib.fifo_queue import MAX_BATCH_ENTRIES
 from chalicelib.metrics import RunMetrics
+from chalicelib.model import (
+    ROUTE_ATTRIBUTE,
+    TASK_TOKEN_ATTRIBUTE,
+    ApiResponse,
+    CallbackResult,
+    EnrichmentError,
+    LedgerRecord,
+    ReceivedMessage,
+    Status,
+    Verdict,
+    delivered,
+    verdict,
+)
 from chalicelib.notes import run_note_key
 from chalicelib.policy import (
     HEAD_HOLD_S,
@@ -47,7 +52,6 @@ from chalicelib.policy import (
 from chalicelib.ports import (
     Api,
     ApiKey,
-    ApiResponse,
     Archive,
     Callbacks,
     DeadLetterQueue,
@@ -56,7 +60,6 @@ from chalicelib.ports import (
     SourceQueue,
 )
 from chalicelib.ratelimit import RateLimiter
-from chalicelib.records import ROUTE_ATTRIBUTE
 from chalicelib.settings import Destination, Settings
 
 log = logging.getLogger(__name__)

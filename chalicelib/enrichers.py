@@ -17,14 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.model import EnrichmentError as EnrichmentError  # enrichers raise it: part of this API
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
-
-
-class EnrichmentError(RuntimeError):
-    def __init__(self, reason: str, retryable: bool) -> None:
-        super().__init__(reason)
-        self.retryable = retryable
 
 
 @dataclass(frozen=True)

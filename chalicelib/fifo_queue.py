@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.batch_retry import retry_unprocessed
-from chalicelib.records import MESSAGE_ID_ATTRIBUTE, OutboundMessage
+from chalicelib.model import MESSAGE_ID_ATTRIBUTE, OutboundMessage, ReceivedMessage, SendFailure
 
 log = logging.getLogger(__name__)
 
@@ -19,41 +18,22 @@ MAX_BATCH_ENTRIES = 10
 MAX_BATCH_BYTES = 1_048_576
 
 
-@dataclass(frozen=True)
-class SendFailure:
-    message: OutboundMessage
-    reason: str
-
-
-@dataclass(frozen=True)
-class ReceivedMessage:
-    """A message as the drain sees it; `message_id` is Trickle's id, not SQS's."""
-
-    message_id: str
-    group_id: str
-    receipt_handle: str
-    body: str
-    receive_count: int
-    attributes: Mapping[str, str] = field(default_factory=dict)
-    copy_id: str = ""  # SQS's MessageId: differs for each copy (a redriven message is a new copy)
-    sent_at_ms: int = 0
-
-    @classmethod
-    def from_sqs(cls, raw: Mapping[str, Any]) -> ReceivedMessage:
-        attrs = {
-            name: value.get("StringValue", "") for name, value in (raw.get("MessageAttributes") or {}).items()
-        }
-        system = raw.get("Attributes") or {}
-        return cls(
-            message_id=attrs.get(MESSAGE_ID_ATTRIBUTE) or raw["MessageId"],
-            group_id=system.get("MessageGroupId", ""),
-            receipt_handle=raw["ReceiptHandle"],
-            body=raw["Body"],
-            receive_count=int(system.get("ApproximateReceiveCount", "1")),
-            attributes=attrs,
-            copy_id=raw["MessageId"],
-            sent_at_ms=int(system.get("SentTimestamp", "0")),
-        )
+def received(raw: Mapping[str, Any]) -> ReceivedMessage:
+    """A message of a ReceiveMessage response, as the drain sees it."""
+    attrs = {
+        name: value.get("StringValue", "") for name, value in (raw.get("MessageAttributes") or {}).items()
+    }
+    system = raw.get("Attributes") or {}
+    return ReceivedMessage(
+        message_id=attrs.get(MESSAGE_ID_ATTRIBUTE) or raw["MessageId"],
+        group_id=system.get("MessageGroupId", ""),
+        receipt_handle=raw["ReceiptHandle"],
+        body=raw["Body"],
+        receive_count=int(system.get("ApproximateReceiveCount", "1")),
+        attributes=attrs,
+        copy_id=raw["MessageId"],
+        sent_at_ms=int(system.get("SentTimestamp", "0")),
+    )
 
 
 def chunk_for_batch(messages: Sequence[OutboundMessage]) -> Iterator[list[OutboundMessage]]:
@@ -136,7 +116,7 @@ class FifoQueue:
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
-        return [ReceivedMessage.from_sqs(m) for m in response.get("Messages", [])]
+        return [received(m) for m in response.get("Messages", [])]
 
     def counts(self) -> tuple[int, int]:
         """(waiting, in flight), SQS's approximate counts."""

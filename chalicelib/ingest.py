@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.fifo_queue import SendFailure
 from chalicelib.metrics import RunMetrics
-from chalicelib.records import OutboundMessage, build_messages, rejection_message
+from chalicelib.model import OutboundMessage, SendFailure
+from chalicelib.records import build_messages, rejection_message
 from chalicelib.settings import Settings
 
 if TYPE_CHECKING:  # the ingest function's cold start loads only what its work needs

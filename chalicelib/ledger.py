@@ -10,108 +10,15 @@ the order they died, without touching the dead-letter queue."""
 
 from __future__ import annotations
 
-import enum
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from chalicelib.batch_retry import retry_unprocessed
-
-
-class Status(enum.StrEnum):
-    QUEUED = "queued"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-    DEAD = "dead"
-    HALTED = "halted"
-    SKIP = "skip"  # an operator chose to dead-letter a halted message and let its group move on
-
-
-@dataclass(frozen=True)
-class LedgerRecord:
-    message_id: str
-    status: Status
-    attempts: int = 0
-    group_id: str = ""
-    last_status_code: int | None = None
-    last_error: str = ""
-    first_attempt_at: float | None = None
-    last_attempt_at: float | None = None
-    updated_at: float | None = None
-    dead_copy: str = ""
-    dead_key: str = ""
-    rejected_at_ingest: bool = False
-    callback: str = ""  # the waiting task was answered: "success", "failure" or "rejected" (gone)
-    callback_output: str = ""  # a delivered message's task output, kept while it is still owed
-    retry_at: float | None = None  # not attempted again before this (a task-token message held short)
-
-    @classmethod
-    def from_item(cls, item: dict[str, Any]) -> LedgerRecord:
-        def number(name: str) -> float | None:
-            return float(item[name]["N"]) if name in item else None
-
-        code = number("last_status_code")
-        return cls(
-            message_id=item["message_id"]["S"],
-            status=Status(item["status"]["S"]),
-            attempts=int(item.get("attempts", {}).get("N", "0")),
-            group_id=item.get("group_id", {}).get("S", ""),
-            last_status_code=int(code) if code is not None else None,
-            last_error=item.get("last_error", {}).get("S", ""),
-            first_attempt_at=number("first_attempt_at"),
-            last_attempt_at=number("last_attempt_at"),
-            updated_at=number("updated_at"),
-            dead_copy=item.get("dead_copy", {}).get("S", ""),
-            dead_key=item.get(DEAD_SORT_KEY, {}).get("S", ""),
-            rejected_at_ingest=item.get("dead_origin", {}).get("S") == "ingest",
-            callback=item.get("callback", {}).get("S", ""),
-            callback_output=item.get("callback_output", {}).get("S", ""),
-            retry_at=number("retry_at"),
-        )
-
-    def to_item(self, expires_at: int) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "message_id": {"S": self.message_id},
-            "status": {"S": self.status.value},
-            "attempts": {"N": str(self.attempts)},
-            "group_id": {"S": self.group_id},
-            "expires_at": {"N": str(expires_at)},
-        }
-        if self.last_error:
-            item["last_error"] = {"S": self.last_error}
-        if self.dead_copy:
-            item["dead_copy"] = {"S": self.dead_copy}
-        if self.callback:
-            item["callback"] = {"S": self.callback}
-        if self.callback_output:
-            item["callback_output"] = {"S": self.callback_output}
-        if self.last_status_code is not None:
-            item["last_status_code"] = {"N": str(self.last_status_code)}
-        for name in ("first_attempt_at", "last_attempt_at", "updated_at", "retry_at"):
-            value = getattr(self, name)
-            if value is not None:
-                item[name] = {"N": repr(value)}
-        return item
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "message_id": self.message_id,
-            "status": self.status.value,
-            "attempts": self.attempts,
-            "group_id": self.group_id,
-            "last_status_code": self.last_status_code,
-            "last_error": self.last_error,
-            "first_attempt_at": self.first_attempt_at,
-            "last_attempt_at": self.last_attempt_at,
-            "updated_at": self.updated_at,
-            "dead_at": dead_at(self.dead_key),
-            "callback": self.callback or None,
-        }
-
+from chalicelib.model import LedgerRecord, Status
 
 DEAD_INDEX = "dead-letters"
 DEAD_LETTER_RETENTION_S = 14 * 86_400  # the longest SQS keeps a message
@@ -146,51 +53,53 @@ def dead_key(now: float, message_id: str) -> str:
     return f"{moment.replace('+00:00', 'Z')}#{message_id}"
 
 
-def dead_at(key: str) -> str | None:
-    return key.split("#", 1)[0] if key else None
+def record_from_item(item: dict[str, Any]) -> LedgerRecord:
+    def number(name: str) -> float | None:
+        return float(item[name]["N"]) if name in item else None
 
-
-class Verdict(enum.Enum):
-    """What the ledger says to do with a copy of a message in hand."""
-
-    DELIVER = "deliver"  # never delivered: attempt it now
-    DELIVERED = "delivered"  # already delivered: delete without calling the API
-    DEAD = "dead"  # a stale copy of a message already dead-lettered: delete it
-    REDRIVEN = "redriven"  # a dead-lettered message seen under a new copy id: start over
-    HALTED = "halted"  # strict ordering: the group waits for an operator
-    SKIP = "skip"  # an operator asked for this message to be dead-lettered
-
-
-def verdict(record: LedgerRecord | None, copy_id: str) -> Verdict:
-    """No lease is needed: SQS hands a FIFO group to one consumer at a time and keeps a received copy
-    invisible for longer than a drain can live, so no two drains ever hold the same message."""
-    if record is None or record.status in (Status.QUEUED, Status.FAILED):
-        return Verdict.DELIVER
-    if record.status is Status.DEAD:
-        return Verdict.REDRIVEN if record.dead_copy and record.dead_copy != copy_id else Verdict.DEAD
-    return {
-        Status.DELIVERED: Verdict.DELIVERED,
-        Status.HALTED: Verdict.HALTED,
-        Status.SKIP: Verdict.SKIP,
-    }[record.status]
-
-
-def delivered(
-    record: LedgerRecord | None, message_id: str, group_id: str, status_code: int | None, now: float
-) -> LedgerRecord:
-    """The record after a 2xx, computed from the one read at the start of the round (written in a
-    batch with the rest of the round's deliveries, before their deletes)."""
+    code = number("last_status_code")
     return LedgerRecord(
-        message_id=message_id,
-        status=Status.DELIVERED,
-        attempts=(record.attempts if record else 0) + 1,
-        group_id=group_id,
-        last_status_code=status_code,
-        first_attempt_at=(record.first_attempt_at if record and record.first_attempt_at is not None else now),
-        last_attempt_at=now,
-        updated_at=now,
-        callback=record.callback if record else "",  # a task already gone stays gone
+        message_id=item["message_id"]["S"],
+        status=Status(item["status"]["S"]),
+        attempts=int(item.get("attempts", {}).get("N", "0")),
+        group_id=item.get("group_id", {}).get("S", ""),
+        last_status_code=int(code) if code is not None else None,
+        last_error=item.get("last_error", {}).get("S", ""),
+        first_attempt_at=number("first_attempt_at"),
+        last_attempt_at=number("last_attempt_at"),
+        updated_at=number("updated_at"),
+        dead_copy=item.get("dead_copy", {}).get("S", ""),
+        dead_key=item.get(DEAD_SORT_KEY, {}).get("S", ""),
+        rejected_at_ingest=item.get("dead_origin", {}).get("S") == "ingest",
+        callback=item.get("callback", {}).get("S", ""),
+        callback_output=item.get("callback_output", {}).get("S", ""),
+        retry_at=number("retry_at"),
     )
+
+
+def record_item(record: LedgerRecord, expires_at: int) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "message_id": {"S": record.message_id},
+        "status": {"S": record.status.value},
+        "attempts": {"N": str(record.attempts)},
+        "group_id": {"S": record.group_id},
+        "expires_at": {"N": str(expires_at)},
+    }
+    if record.last_error:
+        item["last_error"] = {"S": record.last_error}
+    if record.dead_copy:
+        item["dead_copy"] = {"S": record.dead_copy}
+    if record.callback:
+        item["callback"] = {"S": record.callback}
+    if record.callback_output:
+        item["callback_output"] = {"S": record.callback_output}
+    if record.last_status_code is not None:
+        item["last_status_code"] = {"N": str(record.last_status_code)}
+    for name in ("first_attempt_at", "last_attempt_at", "updated_at", "retry_at"):
+        value = getattr(record, name)
+        if value is not None:
+            item[name] = {"N": repr(value)}
+    return item
 
 
 class Ledger:
@@ -226,7 +135,7 @@ class Ledger:
         item = self._client.get_item(
             TableName=self.table, Key=self._key(message_id), ConsistentRead=True
         ).get("Item")
-        return LedgerRecord.from_item(item) if item else None
+        return record_from_item(item) if item else None
 
     def record_queued(self, message_id: str, group_id: str) -> bool:
         """First sight of a message; an existing record (any status) is left alone."""
@@ -264,7 +173,7 @@ class Ledger:
             request = {self.table: {"Keys": list(keys), "ConsistentRead": True}}
             response = self._client.batch_get_item(RequestItems=request)
             for item in response.get("Responses", {}).get(self.table, []):
-                record = LedgerRecord.from_item(item)
+                record = record_from_item(item)
                 found[record.message_id] = record
             return list((response.get("UnprocessedKeys") or {}).get(self.table, {}).get("Keys", []))
 
@@ -286,7 +195,8 @@ class Ledger:
 
         for start in range(0, len(records), _BATCH_WRITE):
             requests = [
-                {"PutRequest": {"Item": r.to_item(expires)}} for r in records[start : start + _BATCH_WRITE]
+                {"PutRequest": {"Item": record_item(r, expires)}}
+                for r in records[start : start + _BATCH_WRITE]
             ]
             left = retry_unprocessed(put, requests, _BATCH_TRIES, self._sleep)
             if left:
@@ -318,8 +228,8 @@ class Ledger:
             if not _conditional(exc):
                 raise
             item: dict[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
-            return LedgerRecord.from_item(item) if item else None
-        return LedgerRecord.from_item(response["Attributes"])
+            return record_from_item(item) if item else None
+        return record_from_item(response["Attributes"])
 
     def settle(
         self,
@@ -364,7 +274,7 @@ class Ledger:
             ExpressionAttributeValues=values,
             ReturnValues="ALL_NEW",
         )
-        return LedgerRecord.from_item(response["Attributes"])
+        return record_from_item(response["Attributes"])
 
     def note_callback(self, message_id: str, group_id: str, state: str) -> None:
         """The message's task was answered ("success", "failure") or is gone ("rejected"): it is
@@ -441,7 +351,7 @@ class Ledger:
         found: list[LedgerRecord] = []
         while len(found) <= limit:
             response = self._client.query(**request)
-            found += [LedgerRecord.from_item(item) for item in response.get("Items", [])]
+            found += [record_from_item(item) for item in response.get("Items", [])]
             if "LastEvaluatedKey" not in response:
                 break
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]

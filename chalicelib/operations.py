@@ -15,7 +15,8 @@ from typing import Any
 from chalicelib.archive import ResponseArchive
 from chalicelib.dead_letters import RedriveFilter, Redriver
 from chalicelib.fifo_queue import FifoQueue
-from chalicelib.ledger import Ledger, LedgerRecord, Status, dead_at
+from chalicelib.ledger import Ledger
+from chalicelib.model import LedgerRecord, Status, dead_at
 from chalicelib.notes import Notes, redrive_note_key, run_note_key
 from chalicelib.submissions import Submission
 

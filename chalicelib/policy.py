@@ -12,8 +12,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-from chalicelib.ledger import Verdict
-from chalicelib.ports import ApiResponse
+from chalicelib.model import ApiResponse, Verdict
 
 M = TypeVar("M")
 

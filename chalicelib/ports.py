@@ -1,5 +1,5 @@
 """The drain's and ingest's ports: what they need from the queues, the ledger, the API and the key,
-as `Protocol`s.
+as `Protocol`s over the values of `chalicelib.model` (the only module they import).
 
 The AWS and HTTP adapters (`FifoQueue`, `Ledger`, `ApiClient`, `SecretCache`, `ResponseArchive`,
 `StepFunctionsCallbacks`)
@@ -10,25 +10,17 @@ the drain runs in unit tests without an emulator.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from chalicelib.callbacks import CallbackResult
-from chalicelib.fifo_queue import ReceivedMessage, SendFailure
-from chalicelib.ledger import LedgerRecord, Status
-from chalicelib.records import OutboundMessage
-
-
-@dataclass(frozen=True)
-class ApiResponse:
-    """What the API said, or why it said nothing (`status` None: timeout or connection error)."""
-
-    status: int | None
-    error: str | None = None
-    retry_after: str | None = None
-    body_excerpt: str = ""
-    elapsed_ms: float = 0.0
-    body: str = ""
+from chalicelib.model import (
+    ApiResponse,
+    CallbackResult,
+    LedgerRecord,
+    OutboundMessage,
+    ReceivedMessage,
+    SendFailure,
+    Status,
+)
 
 
 class SourceQueue(Protocol):

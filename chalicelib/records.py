@@ -22,13 +22,20 @@ from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import Binary, TypeDeserializer
 
+from chalicelib.model import (
+    DESTINATION_ATTRIBUTE,
+    MESSAGE_ID_ATTRIBUTE,
+    REASON_ATTRIBUTE,
+    ROUTE_ATTRIBUTE,
+    JsonValue,
+    OutboundMessage,
+)
 from chalicelib.routing import Route, RouteError, record_view
 from chalicelib.strict_json import MAX_DEPTH, JsonInputError, check_json, child_path, sqs_text
 
 if TYPE_CHECKING:  # settings imports the enrichers, which write bodies with `dumps`
     from chalicelib.settings import Destination, Settings
 
-JsonValue = Any
 ENVELOPE_VERSION = 1
 _NAMESPACE = uuid.UUID("5d0e8f0c-3f5e-4b8e-9a57-7f0e1d6c2a11")
 _GROUP_ID_SAFE = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}$")
@@ -36,33 +43,10 @@ _DYNAMODB_DIGITS = 38
 _DYNAMODB_SMALLEST = Decimal("1E-130")
 _DYNAMODB_LARGEST = Decimal("9.9999999999999999999999999999999999999E+125")
 _NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")  # ASCII only
-MESSAGE_ID_ATTRIBUTE = "trickle-message-id"
-DESTINATION_ATTRIBUTE = "trickle-destination"
-REASON_ATTRIBUTE = "trickle-reason"
-ROUTE_ATTRIBUTE = "trickle-route"
 
 
 class RecordError(ValueError):
     """A stream record that can never become a message."""
-
-
-@dataclass(frozen=True)
-class OutboundMessage:
-    """One SQS FIFO entry, ready to send."""
-
-    message_id: str
-    group_id: str
-    dedup_id: str
-    body: str
-    attributes: Mapping[str, str]
-    sequence_number: str
-    keys: Mapping[str, JsonValue] = field(default_factory=dict)
-    destination: str = ""
-
-    def size_bytes(self) -> int:
-        """Size as SQS counts it: body plus attribute names, types and values."""
-        attrs = sum(len(k.encode()) + len("String") + len(v.encode()) for k, v in self.attributes.items())
-        return len(self.body.encode()) + attrs
 
 
 @dataclass(frozen=True)

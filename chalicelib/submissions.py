@@ -9,16 +9,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib import strict_json
-from chalicelib.callbacks import MAX_TOKEN_CHARS, TASK_TOKEN_ATTRIBUTE
-from chalicelib.records import (
+from chalicelib.callbacks import MAX_TOKEN_CHARS
+from chalicelib.model import (
     DESTINATION_ATTRIBUTE,
-    ENVELOPE_VERSION,
     MESSAGE_ID_ATTRIBUTE,
     ROUTE_ATTRIBUTE,
+    TASK_TOKEN_ATTRIBUTE,
     OutboundMessage,
-    dumps,
-    safe_group_id,
 )
+from chalicelib.records import ENVELOPE_VERSION, dumps, safe_group_id
 from chalicelib.settings import Settings
 from chalicelib.strict_json import JsonInputError
 

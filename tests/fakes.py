@@ -14,11 +14,16 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from chalicelib.callbacks import TASK_TOKEN_ATTRIBUTE, CallbackResult
-from chalicelib.fifo_queue import ReceivedMessage, SendFailure
-from chalicelib.ledger import LedgerRecord, Status
-from chalicelib.ports import ApiResponse
-from chalicelib.records import OutboundMessage
+from chalicelib.model import (
+    TASK_TOKEN_ATTRIBUTE,
+    ApiResponse,
+    CallbackResult,
+    LedgerRecord,
+    OutboundMessage,
+    ReceivedMessage,
+    SendFailure,
+    Status,
+)
 
 
 def message(group: str, index: int, copy: str = "", token: str = "") -> ReceivedMessage:

@@ -20,7 +20,8 @@ import boto3
 
 from chalicelib.dead_letters import RedriveFilter, Redriver, RedriveReport
 from chalicelib.fifo_queue import FifoQueue
-from chalicelib.ledger import Ledger, Status
+from chalicelib.ledger import Ledger
+from chalicelib.model import Status
 from chalicelib.settings import load_settings
 from trickle_deploy.policies import is_template_stage
 from trickle_local import stage

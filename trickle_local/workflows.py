@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.callbacks import TASK_TOKEN_ATTRIBUTE
+from chalicelib.model import TASK_TOKEN_ATTRIBUTE
 
 WORKFLOW_FIELD = "workflow"  # marks a workflow's item, so the stream audit leaves it out
 

@@ -31,7 +31,7 @@ from conftest import API_KEY, until
 from deployment import package_stage, sam_transform
 
 from chalicelib import wiring
-from chalicelib.callbacks import TASK_TOKEN_ATTRIBUTE
+from chalicelib.model import TASK_TOKEN_ATTRIBUTE
 from chalicelib.settings import load_settings
 from trickle_deploy.iam_check import CallRecorder, denied, partition_keys
 from trickle_deploy.operate import stack_env

@@ -16,7 +16,7 @@ from conftest import API_KEY, EMULATOR, Stack
 from chalicelib import wiring
 from chalicelib.dead_letters import RedriveFilter, Redriver
 from chalicelib.fifo_queue import FifoQueue
-from chalicelib.ledger import Status
+from chalicelib.model import Status
 from trickle_deploy.operate import main as operate
 from trickle_deploy.operate import redrive
 from trickle_local.standin_api import Reply

@@ -14,7 +14,8 @@ import pytest
 import requests
 from conftest import Stack, until
 
-from chalicelib.callbacks import MAX_OUTPUT_BYTES, TASK_TOKEN_ATTRIBUTE
+from chalicelib.callbacks import MAX_OUTPUT_BYTES
+from chalicelib.model import TASK_TOKEN_ATTRIBUTE
 from trickle_local.standin_api import Reply
 from trickle_local.workflows import wait_definition
 

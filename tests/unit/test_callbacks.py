@@ -16,14 +16,12 @@ from conftest import MakeSettings
 
 from chalicelib.callbacks import (
     MAX_OUTPUT_BYTES,
-    TASK_TOKEN_ATTRIBUTE,
-    CallbackResult,
     StepFunctionsCallbacks,
     failure_cause,
     success_output,
 )
 from chalicelib.drain import Drainer, DrainReport
-from chalicelib.ledger import LedgerRecord, Status, Verdict
+from chalicelib.model import TASK_TOKEN_ATTRIBUTE, ApiResponse, CallbackResult, LedgerRecord, Status, Verdict
 from chalicelib.policy import (
     Action,
     Backoff,
@@ -36,7 +34,6 @@ from chalicelib.policy import (
     Tally,
     decide,
 )
-from chalicelib.ports import ApiResponse
 from chalicelib.settings import SettingsError
 from chalicelib.submissions import SubmissionError, parse_submission
 from tests.fakes import (

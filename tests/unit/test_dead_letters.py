@@ -22,9 +22,15 @@ from chalicelib.dead_letters import (
     dead_letter,
     redrive_copy,
 )
-from chalicelib.fifo_queue import ReceivedMessage
-from chalicelib.ledger import LedgerRecord, Status
-from chalicelib.records import DESTINATION_ATTRIBUTE, MESSAGE_ID_ATTRIBUTE, REASON_ATTRIBUTE, OutboundMessage
+from chalicelib.model import (
+    DESTINATION_ATTRIBUTE,
+    MESSAGE_ID_ATTRIBUTE,
+    REASON_ATTRIBUTE,
+    LedgerRecord,
+    OutboundMessage,
+    ReceivedMessage,
+    Status,
+)
 from tests.fakes import FakeFifo, message
 
 SQS_MAX_ATTRIBUTES = 10

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.ledger import Verdict
+from chalicelib.model import Verdict
 from chalicelib.policy import (
     HEAD_HOLD_S,
     Action,

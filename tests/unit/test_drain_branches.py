@@ -11,9 +11,7 @@ import pytest
 from conftest import MakeSettings
 
 from chalicelib.drain import Drainer, DrainReport
-from chalicelib.ledger import LedgerRecord, Status
-from chalicelib.ports import ApiResponse
-from chalicelib.records import REASON_ATTRIBUTE
+from chalicelib.model import REASON_ATTRIBUTE, ApiResponse, LedgerRecord, Status
 from tests.fakes import (
     FakeArchive,
     FakeDeadLetters,

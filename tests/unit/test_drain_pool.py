@@ -11,7 +11,7 @@ import pytest
 from conftest import MakeSettings
 
 from chalicelib.drain import FINISH_MESSAGES, Drainer, GroupResult, InFlight
-from chalicelib.ledger import Status
+from chalicelib.model import Status
 from tests.fakes import FakeDeadLetters, FakeFifo, FakeKey, FakeLedger, SlowApi
 
 

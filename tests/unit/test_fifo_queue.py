@@ -17,11 +17,9 @@ from chalicelib.fifo_queue import (
     MAX_BATCH_BYTES,
     MAX_BATCH_ENTRIES,
     FifoQueue,
-    ReceivedMessage,
-    SendFailure,
     chunk_for_batch,
 )
-from chalicelib.records import MESSAGE_ID_ATTRIBUTE, OutboundMessage
+from chalicelib.model import MESSAGE_ID_ATTRIBUTE, OutboundMessage, ReceivedMessage, SendFailure
 
 URL = "https://sqs.us-east-1.amazonaws.com/123456789012/q.fifo"
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import MakeSettings
 
 from chalicelib.ingest import IngestError, Ingestor
-from chalicelib.ledger import Status
+from chalicelib.model import Status
 from chalicelib.records import message_id_for
 from chalicelib.settings import Settings
 from tests.fakes import FakeDeadLetters, FakeLedger

@@ -12,16 +12,8 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from chalicelib.ledger import (
-    Ledger,
-    LedgerRecord,
-    LedgerUnavailableError,
-    Status,
-    Verdict,
-    delivered,
-    table_definition,
-    verdict,
-)
+from chalicelib.ledger import Ledger, LedgerUnavailableError, table_definition
+from chalicelib.model import LedgerRecord, Status, Verdict, delivered, verdict
 
 TABLE = "trickle-test-ledger"
 DESTINATION = "default"

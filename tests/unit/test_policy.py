@@ -10,6 +10,7 @@ from email.utils import format_datetime
 
 import pytest
 
+from chalicelib.model import ApiResponse
 from chalicelib.policy import (
     HEAD_HOLD_S,
     MAX_VISIBILITY_S,
@@ -20,7 +21,6 @@ from chalicelib.policy import (
     release_plan,
     retry_after_seconds,
 )
-from chalicelib.ports import ApiResponse
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -17,13 +17,15 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
-from chalicelib.records import (
+from chalicelib.model import (
     DESTINATION_ATTRIBUTE,
-    ENVELOPE_VERSION,
     MESSAGE_ID_ATTRIBUTE,
     REASON_ATTRIBUTE,
     ROUTE_ATTRIBUTE,
     OutboundMessage,
+)
+from chalicelib.records import (
+    ENVELOPE_VERSION,
     RecordError,
     RejectedRecord,
     build_messages,

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
-from chalicelib.records import OutboundMessage, RejectedRecord, rejection_message, route_record
+from chalicelib.model import OutboundMessage
+from chalicelib.records import RejectedRecord, rejection_message, route_record
 from chalicelib.settings import Settings
 from chalicelib.submissions import SubmissionError, parse_submission
 

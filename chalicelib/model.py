@@ -1,0 +1,180 @@
+"""The values the relay passes around: messages on their way in and out of a queue, the ledger's
+record of a message, the API's answer, a Step Functions task's. Nothing here does I/O or imports
+another Trickle module: the ports (`chalicelib.ports`), the decisions (`chalicelib.policy`), the drain
+and the adapters all depend on this module, never the other way round."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# The message attributes Trickle reads and writes on the destination queues (SQS allows ten).
+MESSAGE_ID_ATTRIBUTE = "trickle-message-id"
+DESTINATION_ATTRIBUTE = "trickle-destination"
+REASON_ATTRIBUTE = "trickle-reason"
+ROUTE_ATTRIBUTE = "trickle-route"
+# A message with a Step Functions task waiting for it carries its token here, on the destination's
+# queue only (`chalicelib.callbacks`).
+TASK_TOKEN_ATTRIBUTE = "trickle-task-token"
+
+JsonValue = Any
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """One SQS FIFO entry, ready to send."""
+
+    message_id: str
+    group_id: str
+    dedup_id: str
+    body: str
+    attributes: Mapping[str, str]
+    sequence_number: str
+    keys: Mapping[str, JsonValue] = field(default_factory=dict)
+    destination: str = ""
+
+    def size_bytes(self) -> int:
+        """Size as SQS counts it: body plus attribute names, types and values."""
+        attrs = sum(len(k.encode()) + len("String") + len(v.encode()) for k, v in self.attributes.items())
+        return len(self.body.encode()) + attrs
+
+
+@dataclass(frozen=True)
+class SendFailure:
+    message: OutboundMessage
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """A message as the drain sees it; `message_id` is Trickle's id, not SQS's."""
+
+    message_id: str
+    group_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    copy_id: str = ""  # SQS's MessageId: differs for each copy (a redriven message is a new copy)
+    sent_at_ms: int = 0
+
+
+class Status(enum.StrEnum):
+    QUEUED = "queued"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    DEAD = "dead"
+    HALTED = "halted"
+    SKIP = "skip"  # an operator chose to dead-letter a halted message and let its group move on
+
+
+@dataclass(frozen=True)
+class LedgerRecord:
+    message_id: str
+    status: Status
+    attempts: int = 0
+    group_id: str = ""
+    last_status_code: int | None = None
+    last_error: str = ""
+    first_attempt_at: float | None = None
+    last_attempt_at: float | None = None
+    updated_at: float | None = None
+    dead_copy: str = ""
+    dead_key: str = ""
+    rejected_at_ingest: bool = False
+    callback: str = ""  # the waiting task was answered: "success", "failure" or "rejected" (gone)
+    callback_output: str = ""  # a delivered message's task output, kept while it is still owed
+    retry_at: float | None = None  # not attempted again before this (a task-token message held short)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "group_id": self.group_id,
+            "last_status_code": self.last_status_code,
+            "last_error": self.last_error,
+            "first_attempt_at": self.first_attempt_at,
+            "last_attempt_at": self.last_attempt_at,
+            "updated_at": self.updated_at,
+            "dead_at": dead_at(self.dead_key),
+            "callback": self.callback or None,
+        }
+
+
+def dead_at(key: str) -> str | None:
+    return key.split("#", 1)[0] if key else None
+
+
+class Verdict(enum.Enum):
+    """What the ledger says to do with a copy of a message in hand."""
+
+    DELIVER = "deliver"  # never delivered: attempt it now
+    DELIVERED = "delivered"  # already delivered: delete without calling the API
+    DEAD = "dead"  # a stale copy of a message already dead-lettered: delete it
+    REDRIVEN = "redriven"  # a dead-lettered message seen under a new copy id: start over
+    HALTED = "halted"  # strict ordering: the group waits for an operator
+    SKIP = "skip"  # an operator asked for this message to be dead-lettered
+
+
+def verdict(record: LedgerRecord | None, copy_id: str) -> Verdict:
+    """No lease is needed: SQS hands a FIFO group to one consumer at a time and keeps a received copy
+    invisible for longer than a drain can live, so no two drains ever hold the same message."""
+    if record is None or record.status in (Status.QUEUED, Status.FAILED):
+        return Verdict.DELIVER
+    if record.status is Status.DEAD:
+        return Verdict.REDRIVEN if record.dead_copy and record.dead_copy != copy_id else Verdict.DEAD
+    return {
+        Status.DELIVERED: Verdict.DELIVERED,
+        Status.HALTED: Verdict.HALTED,
+        Status.SKIP: Verdict.SKIP,
+    }[record.status]
+
+
+def delivered(
+    record: LedgerRecord | None, message_id: str, group_id: str, status_code: int | None, now: float
+) -> LedgerRecord:
+    """The record after a 2xx, computed from the one read at the start of the round (written in a
+    batch with the rest of the round's deliveries, before their deletes)."""
+    return LedgerRecord(
+        message_id=message_id,
+        status=Status.DELIVERED,
+        attempts=(record.attempts if record else 0) + 1,
+        group_id=group_id,
+        last_status_code=status_code,
+        first_attempt_at=(record.first_attempt_at if record and record.first_attempt_at is not None else now),
+        last_attempt_at=now,
+        updated_at=now,
+        callback=record.callback if record else "",  # a task already gone stays gone
+    )
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    """What the API said, or why it said nothing (`status` None: timeout or connection error)."""
+
+    status: int | None
+    error: str | None = None
+    retry_after: str | None = None
+    body_excerpt: str = ""
+    elapsed_ms: float = 0.0
+    body: str = ""
+
+
+class CallbackResult(enum.Enum):
+    """How Step Functions took an answer to a waiting task."""
+
+    SENT = "sent"
+    REJECTED = "rejected"  # the task no longer waits: counted, never retried
+    FAILED = "failed"  # throttled, 5xx, unreachable after retries: answer again later
+
+
+class EnrichmentError(RuntimeError):
+    """An enricher (`chalicelib.enrichers`) says the message cannot be sent now: `retryable` (a
+    throttled or failing lookup) is backed off like a 5xx; otherwise it is poison, like a 4xx."""
+
+    def __init__(self, reason: str, retryable: bool) -> None:
+        super().__init__(reason)
+        self.retryable = retryable

@@ -1,0 +1,56 @@
+"""Dependencies point inward (issue #23): the values (`chalicelib.model`) import nothing of ours, the
+ports import only the values, and the decisions import neither an adapter nor the AWS SDK, so they
+can be read, imported and tested on their own. Read from the source with `ast`, every import
+counted: at the top, inside a function, or for type checking only."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "chalicelib"
+MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+# The core: the values, the ports, and the decisions made on them.
+CORE = {"model", "ports", "policy"}
+
+
+def imports(module: str) -> set[str]:
+    """The chalicelib modules `module` imports, however it imports them."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse((PACKAGE / f"{module}.py").read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == "chalicelib":
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("chalicelib."):
+            found.add((node.module or "").split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("chalicelib.")}
+    return found
+
+
+def test_the_model_imports_nothing_of_ours() -> None:
+    assert imports("model") == set()
+
+
+def test_the_ports_import_only_the_model() -> None:
+    assert imports("ports") <= {"model"}
+
+
+@pytest.mark.parametrize("module", sorted(CORE))
+def test_the_core_imports_only_the_core(module: str) -> None:
+    assert imports(module) <= CORE, f"{module} imports {sorted(imports(module) - CORE)}"
+
+
+@pytest.mark.parametrize("module", sorted(CORE))
+def test_importing_the_core_loads_no_adapter_and_no_aws_sdk(module: str) -> None:
+    """In a fresh interpreter, as a reader or a test would import it."""
+    probe = f"import sys, chalicelib.{module}\nprint(' '.join(sys.modules))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PACKAGE.parent, capture_output=True, text=True, check=True
+    ).stdout.split()
+    sdk = sorted({m.split(".")[0] for m in loaded} & {"boto3", "botocore", "urllib3"})
+    ours = sorted(m for m in loaded if m.startswith("chalicelib.") and m.split(".")[1] not in CORE)
+    assert sdk + ours == [], f"import chalicelib.{module} loads {sdk + ours}"
