@@ -5,9 +5,19 @@ points at another, `--real-aws` at AWS), a stand-in API receives the deliveries 
 a real one), a stream poller feeds the ingest handler and a schedule runner fires every
 `@app.schedule` handler. What the handlers print (their metrics lines) goes to stderr or
 `--metrics-file`, so stdout carries only the command's own report (`demo --json`: one JSON line).
+SIGINT (Ctrl-C) and SIGTERM stop every server and the emulator's process, at any moment, start-up
+included (`trickle_local.signals`); `up` then exits 0, `demo` (or either before it has begun) with
+128 + the signal's number.
 """
 
 from __future__ import annotations
+
+import signal
+import sys
+
+if __name__ == "__main__":  # a stop signal while the modules below load: nothing started yet
+    for _signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_signum, lambda signum, _frame: sys.exit(128 + signum))
 
 import argparse
 import contextlib
@@ -16,11 +26,10 @@ import json
 import logging
 import os
 import secrets
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 from urllib.parse import urlparse
 
@@ -28,7 +37,7 @@ from chalicelib.fifo_queue import FifoQueue
 from chalicelib.logs import LOGGER_NAMES
 from chalicelib.settings import Settings, load_settings
 from trickle_deploy.bootstrap import provision
-from trickle_local import stage
+from trickle_local import signals, stage
 from trickle_local.aws import clients, use_local_credentials
 from trickle_local.demo import DemoReport, expected_by_destination, single_table_items, summarize
 from trickle_local.emulators import (
@@ -39,7 +48,7 @@ from trickle_local.emulators import (
     EmulatorUnavailableError,
     start_emulator,
 )
-from trickle_local.ports import PortInUseError, check_free
+from trickle_local.ports import PortInUseError, PortsInUseError, check_all_free
 from trickle_local.routes import RouteServer
 from trickle_local.runtime import Invoker, LocalRuntime
 from trickle_local.standin_api import Faults, StandInApi
@@ -58,6 +67,13 @@ class Session:
     settings: Settings
     routes: RouteServer | None = None
     operator_token: str | None = None
+    stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # what `stop` stops
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
     @property
     def table(self) -> str:
@@ -85,13 +101,8 @@ class Session:
             self.aws["dynamodb"].put_item(TableName=self.table, Item=item)
 
     def stop(self) -> None:
-        self.runtime.stop()
-        if self.routes is not None:
-            self.routes.stop()
-        for api in self.apis.values():
-            api.stop()
-        if self.endpoint is not None:
-            self.endpoint.stop()
+        """Everything started, last first (the emulator last); each stopped even if one fails."""
+        self.stack.close()
 
 
 def quiet_logs(level: str) -> None:
@@ -117,16 +128,26 @@ def ports(args: argparse.Namespace, env: dict[str, str]) -> dict[str, int]:
         )
     if not args.api_url:
         for offset, destination in enumerate(load_settings(env).destinations.values()):
-            flag = args.api_port + offset if args.api_port is not None else None
+            flag = args.api_port + offset if args.api_port else args.api_port  # 0: free ones
             wanted[f"stand-in API for {destination.name}"] = _port(
                 destination.url, flag, args.ephemeral_ports
             )
-    for role, port in wanted.items():
-        check_free("127.0.0.1", port, role)
+    check_all_free("127.0.0.1", wanted)
     return wanted
 
 
 def start(args: argparse.Namespace) -> Session:
+    """The relay's servers, started; if a step fails or a stop signal comes, the ones already
+    started are stopped (the emulator's process among them) before the error goes on."""
+    started = contextlib.ExitStack()
+    try:
+        return _start(args, started)
+    except BaseException:
+        started.close()
+        raise
+
+
+def _start(args: argparse.Namespace, started: contextlib.ExitStack) -> Session:
     env = stage.stage_env(args.stage)
     listen = ports(args, env)
     endpoint: Emulator | None = None
@@ -135,6 +156,7 @@ def start(args: argparse.Namespace) -> Session:
         use_local_credentials()  # an emulator, embedded or not: test credentials and a region
     if not args.real_aws and endpoint_url is None:
         endpoint = start_emulator(args.emulator, listen["AWS endpoint"], speed_up=not args.slow_moto)
+        started.callback(endpoint.stop)
         endpoint_url = endpoint.endpoint_url
     apis: dict[str, StandInApi] = {}
     api_key: str | None = args.api_key
@@ -156,6 +178,7 @@ def start(args: argparse.Namespace) -> Session:
                 seed=args.seed,
             )
             apis[name] = StandInApi(faults, port=listen[f"stand-in API for {name}"]).start()
+            started.callback(apis[name].stop)
     api_urls = {name: api.url for name, api in apis.items()} or dict(args.api_url or [])
     env = stage.rebase(env, endpoint_url, api_urls)
     if args.real_aws:
@@ -176,11 +199,13 @@ def start(args: argparse.Namespace) -> Session:
         speed=args.speed,
         drain_every_s=args.drain_every,
     ).start(schedules=not getattr(args, "backlog", False))
+    started.callback(runtime.stop)
     routes = None
     if app.routes:
         routes = RouteServer(app, stage.load_config(), args.stage, port=listen["routes"])
         routes.start()
-    return Session(env, aws, runtime, apis, endpoint, settings, routes, operator_token)
+        started.callback(routes.stop)
+    return Session(env, aws, runtime, apis, endpoint, settings, routes, operator_token, started)
 
 
 class Progress:
@@ -307,7 +332,14 @@ def handler_output(metrics_file: str | None) -> Iterator[TextIO]:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    session = start(args)
+    """Serves until SIGINT or SIGTERM, then stops every server and the emulator: 0 (also when the
+    signal comes while it starts)."""
+    with contextlib.suppress(signals.Stopped), start(args) as session:
+        serve(session, args)
+    return 0
+
+
+def serve(session: Session, args: argparse.Namespace) -> None:
     where = session.endpoint.name if session.endpoint is not None else "given"
     print(f"AWS endpoint: {session.env.get('AWS_ENDPOINT_URL', 'real AWS')} ({where})", file=sys.stderr)
     for name, destination in session.settings.destinations.items():
@@ -328,15 +360,8 @@ def run_up(args: argparse.Namespace) -> int:
         print(f"Received:     GET {url} lists what {name}'s API got", file=sys.stderr)
     session.insert(single_table_items(args.demo_items, args.groups))
     announce_first_drain(session)
-    progress = Progress(session, 0, every_s=1.0).start()
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        progress.stop()
-        session.stop()
-    return 0
+    session.stack.callback(Progress(session, 0, every_s=1.0).start().stop)
+    threading.Event().wait()  # until a stop signal (signals.Stopped)
 
 
 def start_workflows(session: Session, count: int, groups: int) -> Workflows | None:
@@ -354,21 +379,20 @@ def start_workflows(session: Session, count: int, groups: int) -> Workflows | No
 
 def run_demo(args: argparse.Namespace, out: TextIO) -> int:
     """Prints the summary to `out`: human lines, or with --json one JSON line (the lines then on stderr)."""
-    session = start(args)
-    items = single_table_items(args.items, args.groups)
-    expected = expected_by_destination(items, session.settings)
-    wanted = sum(len(keys) for keys in expected.values())
-    started = time.monotonic()
-    progress = Progress(session, wanted).start()
-    workflows = start_workflows(session, args.executions, args.groups)
-    session.insert(items)
-    if not args.backlog:
-        announce_first_drain(session)
-    if args.backlog:
-        wait_for_backlog(session, wanted, args.timeout)
+    with start(args) as session:  # every server stopped however the run ends
+        items = single_table_items(args.items, args.groups)
+        expected = expected_by_destination(items, session.settings)
+        wanted = sum(len(keys) for keys in expected.values())
         started = time.monotonic()
-        session.runtime.start_schedules()
-    try:
+        session.stack.callback(Progress(session, wanted).start().stop)
+        workflows = start_workflows(session, args.executions, args.groups)
+        session.insert(items)
+        if not args.backlog:
+            announce_first_drain(session)
+        if args.backlog:
+            wait_for_backlog(session, wanted, args.timeout)
+            started = time.monotonic()
+            session.runtime.start_schedules()
         while time.monotonic() - started < args.timeout:
             report = audit(session, len(items), expected, started)
             total = report.total
@@ -379,9 +403,6 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> int:
         time.sleep(args.settle)  # a late duplicate would show up here
         report = audit(session, len(items), expected, started)
         executions = workflows.counts() if workflows is not None else None
-    finally:
-        progress.stop()
-        session.stop()
     drain_s = round(session.drain_seconds(), 2)
     summary = report.total
     human = sys.stderr if args.json else out
@@ -538,11 +559,14 @@ def main(argv: list[str] | None = None) -> int:
         print("trickle_local: --slow-moto applies to --emulator moto only", file=sys.stderr)
         return 2
     try:
-        with handler_output(args.metrics_file) as out:
+        with signals.stopping(), handler_output(args.metrics_file) as out:
             return run_up(args) if args.command == "up" else run_demo(args, out)
-    except (PortInUseError, EmulatorUnavailableError, EmulatorStartError) as exc:
+    except (PortInUseError, PortsInUseError, EmulatorUnavailableError, EmulatorStartError) as exc:
         print(f"trickle_local: {exc}", file=sys.stderr)
         return 2
+    except signals.Stopped as stopped:
+        print(f"trickle_local: stopped by {stopped} before the demo finished", file=sys.stderr)
+        return 128 + stopped.signum
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ pick one by name (README, "Two emulators").
     emulator.endpoint_url   # "http://127.0.0.1:<port>" (also `.url`, `.host`, `.port`)
     emulator.pid            # the process serving it, for CPU readings from /proc
     emulator.reset()        # forget every resource, as a fresh account would have
-    emulator.stop()         # shut it down (a subprocess: terminated, waited on, killed if need be)
+    emulator.stop()         # shut it down (a subprocess: its process group terminated, waited on,
+                            # killed if need be)
 
 - `moto`: moto's ThreadedMotoServer in this process (pid = this process), with the local runtime's
   patches (`trickle_local.endpoint`); `start_emulator("moto", port, own_process=True)` runs the same
@@ -20,15 +21,18 @@ pick one by name (README, "Two emulators").
   (its log goes to a file, quoted if it fails to start), account 123456789012 and us-east-1 like moto.
 
 Starting waits for the emulator's health check until `deadline_s`; a process that exits or never
-answers raises `EmulatorStartError` with the end of its log; a missing ministack venv raises
-`EmulatorUnavailableError`, naming `./dev setup`. A taken port raises `PortInUseError` before anything
-starts. `emulator_from_env()` reads `TRICKLE_EMULATOR` (how the integration suite is pointed at one).
+answers raises `EmulatorStartError` with the end of its log (and is stopped, as it is when a stop
+signal interrupts the start); a missing ministack venv raises `EmulatorUnavailableError`, naming
+`./dev setup`. A taken port raises `PortInUseError` before anything starts; one held by an emulator
+a Trickle run started (and left running) is named as such (`trickle_local.ports`).
+`emulator_from_env()` reads `TRICKLE_EMULATOR` (how the integration suite is pointed at one).
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import os
 import shutil
 import signal
@@ -42,8 +46,9 @@ from typing import Literal, Protocol, get_args
 
 import requests
 
+from trickle_local import signals
 from trickle_local.aws import free_port
-from trickle_local.ports import check_free
+from trickle_local.ports import check_free, record_holder
 from trickle_local.stage import PROJECT_DIR
 
 EmulatorName = Literal["moto", "ministack"]
@@ -125,7 +130,9 @@ class ProcessEmulator:
         self._log_path = workdir / f"{name}.log"
         self._stopped = threading.Lock()
         workdir.mkdir(parents=True, exist_ok=True)
-        with self._log_path.open("wb") as log:
+        # Its own process group: Ctrl-C in the terminal reaches the run alone, which stops the
+        # emulator last (after the handlers that call it), and `stop` signals whatever it started.
+        with self._log_path.open("wb") as log, signals.deferred():
             self._process = subprocess.Popen(
                 command,
                 env=env,
@@ -133,8 +140,10 @@ class ProcessEmulator:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                process_group=0,
             )
-        atexit.register(self.stop)
+            atexit.register(self.stop)
+        record_holder(workdir, name, self._process.pid, port, self.endpoint_url + health_path)
 
     @property
     def name(self) -> EmulatorName:
@@ -168,13 +177,20 @@ class ProcessEmulator:
         return "\n".join(text.splitlines()[-lines:])
 
     def wait_ready(self, deadline_s: float) -> ProcessEmulator:
+        """Stops the process on the way out if it is not ready (a stop signal while it starts, too)."""
+        try:
+            return self._wait_ready(deadline_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, deadline_s: float) -> ProcessEmulator:
         deadline = time.monotonic() + deadline_s
         health = self.endpoint_url + self._health_path
         while True:
             code = self._process.poll()
             if code is not None:
                 tail = self.log_tail()
-                self.stop()
                 raise EmulatorStartError(f"{self._name} exited with status {code} at start:\n{tail}")
             try:
                 if requests.get(health, timeout=2).ok:
@@ -183,7 +199,6 @@ class ProcessEmulator:
                 pass
             if time.monotonic() >= deadline:
                 tail = self.log_tail()
-                self.stop()
                 raise EmulatorStartError(
                     f"{self._name} did not answer {health} within {deadline_s:g}s:\n{tail}"
                 )
@@ -193,18 +208,25 @@ class ProcessEmulator:
         requests.post(self.endpoint_url + self._reset_path, timeout=30).raise_for_status()
 
     def stop(self) -> None:
-        """Idempotent: SIGTERM, up to 10 s to exit, then SIGKILL; its temporary files removed."""
+        """Idempotent: SIGTERM to its process group, up to 10 s to exit, then SIGKILL to the group
+        (whatever is left of it; also if the wait is interrupted); its temporary files removed."""
         if not self._stopped.acquire(blocking=False):
             return
         atexit.unregister(self.stop)
-        if self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
+        try:
+            self._signal_group(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=10)
-        shutil.rmtree(self._workdir, ignore_errors=True)
+        finally:
+            self._signal_group(signal.SIGKILL)
+            self._process.wait()
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def _signal_group(self, signum: int) -> None:
+        """The group keeps the leader's pid as its id while any member lives, even after the
+        leader was reaped; with none left there is nothing to signal."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signum)
 
 
 def _child_env(extra: dict[str, str]) -> dict[str, str]:
@@ -281,18 +303,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=4566)
     parser.add_argument("--slow-moto", action="store_true", help="leave moto's SQS clock unpatched")
     args = parser.parse_args(argv)
-    emulator = start_emulator(args.name, args.port, host=args.host, speed_up=not args.slow_moto)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(
-        f"{emulator.name} serving {emulator.endpoint_url} (pid {emulator.pid})", file=sys.stderr, flush=True
-    )
     try:
-        stop.wait()
-    except KeyboardInterrupt:
+        with signals.stopping():
+            emulator = start_emulator(args.name, args.port, host=args.host, speed_up=not args.slow_moto)
+            try:
+                print(
+                    f"{emulator.name} serving {emulator.endpoint_url} (pid {emulator.pid})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                threading.Event().wait()
+            finally:
+                emulator.stop()
+    except signals.Stopped:
         pass
-    finally:
-        emulator.stop()
     return 0
 
 

@@ -4,7 +4,11 @@ gone after stop; a missing ministack venv and a taken port fail with messages th
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +26,8 @@ from trickle_local.emulators import (
     emulator_from_env,
     start_emulator,
 )
-from trickle_local.ports import PortInUseError
+from trickle_local.ports import PortInUseError, check_free
+from trickle_local.stage import PROJECT_DIR
 
 
 def alive(pid: int) -> bool:
@@ -101,6 +106,50 @@ def test_a_taken_port_is_refused_before_anything_starts(name: EmulatorName, take
     with pytest.raises(PortInUseError) as refused:
         start_emulator(name, taken)
     assert f"port {taken} (AWS endpoint)" in str(refused.value)
+
+
+LEFT_RUNNING = """
+import os, sys
+from trickle_local.emulators import start_emulator
+emulator = start_emulator("ministack")
+print(emulator.port, emulator.pid, flush=True)
+sys.stdin.read()
+os._exit(0)  # gone without stopping it, as a run killed outright
+"""
+
+
+def test_a_port_held_by_an_emulator_a_run_started_is_named_with_its_pid_and_how_to_stop_it() -> None:
+    run = subprocess.Popen(
+        [sys.executable, "-c", LEFT_RUNNING],
+        cwd=PROJECT_DIR,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    pid = 0
+    try:
+        port, pid = map(int, (run.stdout or []).readline().split())  # start_emulator has a deadline
+        with pytest.raises(PortInUseError) as held:
+            check_free("127.0.0.1", port, "AWS endpoint")
+        assert (
+            f"held by the ministack emulator (pid {pid}) of a Trickle run still running (pid {run.pid})"
+            in str(held.value)
+        )
+
+        run.communicate("", timeout=60)
+        with pytest.raises(PortInUseError) as left:
+            check_free("127.0.0.1", port, "AWS endpoint")
+        assert str(left.value) == (
+            f"port {port} (AWS endpoint) is held by a ministack emulator an earlier Trickle run left"
+            f" running (pid {pid}); stop it with: kill {pid}; or pick another port with --endpoint-port N"
+            " (or --ephemeral-ports for free ones)"
+        )
+    finally:
+        run.kill()
+        if pid and alive(pid):
+            workdir = os.readlink(f"/proc/{pid}/cwd")
+            os.kill(pid, signal.SIGKILL)
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_a_process_that_exits_at_start_is_reported_with_its_log(tmp_path: Path) -> None:

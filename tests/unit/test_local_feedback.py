@@ -50,10 +50,13 @@ def test_every_server_refuses_a_taken_port_with_the_flag_that_moves_it(taken: in
         assert f"port {taken} (" in str(refused.value) and flag in str(refused.value)
 
 
+FREE_OTHERWISE = ["--endpoint-port", "0", "--api-port", "0"]  # 0: free ports, whatever else runs here
+
+
 @pytest.mark.parametrize("command", ["up", "demo"])
 def test_the_command_exits_at_once_with_the_message_not_a_traceback(taken: int, command: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "trickle_local", command, "--routes-port", str(taken), "--endpoint-port", "0"],
+        [sys.executable, "-m", "trickle_local", command, "--routes-port", str(taken), *FREE_OTHERWISE],
         cwd=PROJECT_DIR,
         capture_output=True,
         text=True,
@@ -64,6 +67,25 @@ def test_the_command_exits_at_once_with_the_message_not_a_traceback(taken: int, 
         f"trickle_local: port {taken} (routes) is in use by another program; stop it, or pick another"
         " port with --routes-port N (or --ephemeral-ports for free ones)"
     )
+
+
+def test_every_taken_port_is_named_at_once_with_the_flag_that_moves_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import trickle_local.__main__ as cli
+
+    with taken_port() as endpoint, taken_port() as api, taken_port() as routes:
+        flags = ["--endpoint-port", str(endpoint), "--api-port", str(api), "--routes-port", str(routes)]
+        assert cli.main(["up", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trickle_local: ") and "ports are taken" in err.splitlines()[0]
+    for line in (
+        f"  port {endpoint} (AWS endpoint): in use by another program; --endpoint-port N moves it",
+        f"  port {api} (stand-in API for orders): in use by another program; --api-port N moves it",
+        f"  port {routes} (routes): in use by another program; --routes-port N moves it",
+        "  (or --ephemeral-ports picks free ports for all)",
+    ):
+        assert line in err.splitlines()
 
 
 def test_the_stand_in_lists_what_it_received_exactly_and_without_the_key() -> None:
