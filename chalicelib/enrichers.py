@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib import strict_json
 from chalicelib.model import EnrichmentError as EnrichmentError  # enrichers raise it: part of this API
 
 if TYPE_CHECKING:
@@ -87,13 +88,8 @@ class Enrichment:
     to the body parsed with exact numbers, written back as JSON."""
 
     def __init__(self, by_route: Mapping[str, str], context: EnrichContext) -> None:
-        # the records module only now: settings import this registry, and `import app` need not
-        # load what writes messages
-        from chalicelib.records import dumps
-
         self._by_route = dict(by_route)
         self._context = context
-        self._dumps = dumps
 
     def __bool__(self) -> bool:
         return bool(self._by_route)
@@ -106,4 +102,4 @@ class Enrichment:
             parsed = json.loads(body, parse_float=Decimal)
         except ValueError as exc:
             raise EnrichmentError(f"the queued body is not JSON: {exc}", retryable=False) from exc
-        return self._dumps(get(name)(parsed, self._context))
+        return strict_json.dumps(get(name)(parsed, self._context))

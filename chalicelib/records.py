@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from boto3.dynamodb.types import Binary, TypeDeserializer
 
@@ -31,10 +30,8 @@ from chalicelib.model import (
     OutboundMessage,
 )
 from chalicelib.routing import Route, RouteError, record_view
-from chalicelib.strict_json import MAX_DEPTH, JsonInputError, check_json, child_path, sqs_text
-
-if TYPE_CHECKING:  # settings imports the enrichers, which write bodies with `dumps`
-    from chalicelib.settings import Destination, Settings
+from chalicelib.settings import Destination, Settings
+from chalicelib.strict_json import MAX_DEPTH, JsonInputError, check_json, child_path, dumps, sqs_text
 
 ENVELOPE_VERSION = 1
 _NAMESPACE = uuid.UUID("5d0e8f0c-3f5e-4b8e-9a57-7f0e1d6c2a11")
@@ -180,26 +177,6 @@ def decode_image(image: Mapping[str, Any], path: str = "item") -> dict[str, Json
     except JsonInputError as exc:
         raise RecordError(str(exc)) from None
     return decoded
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON in which Decimals appear as exact JSON numbers (json would need a float).
-    U+FFFE and U+FFFF, which SQS refuses in a body, are written as escapes (the same JSON value)."""
-    return _dumps(value).replace("\ufffe", "\\ufffe").replace("\uffff", "\\uffff")
-
-
-def _dumps(value: Any) -> str:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dict):
-        return (
-            "{"
-            + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{_dumps(v)}" for k, v in value.items())
-            + "}"
-        )
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_dumps(v) for v in value) + "]"
-    return json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 
 def message_id_for(table: str, event_id: str, destination: str) -> str:

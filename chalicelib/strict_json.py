@@ -67,6 +67,26 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
+def dumps(value: Any) -> str:
+    """Compact JSON in which Decimals appear as exact JSON numbers (json would need a float).
+    U+FFFE and U+FFFF, which SQS refuses in a body, are written as escapes (the same JSON value)."""
+    return _dumps(value).replace("\ufffe", "\\ufffe").replace("\uffff", "\\uffff")
+
+
+def _dumps(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return (
+            "{"
+            + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{_dumps(v)}" for k, v in value.items())
+            + "}"
+        )
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_dumps(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
 def sqs_text(value: str) -> str:
     """SQS refuses characters outside its set (control characters, U+FFFE, U+FFFF, surrogates)."""
     return _NOT_SQS_TEXT.sub("\ufffd", value)

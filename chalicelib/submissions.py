@@ -17,7 +17,7 @@ from chalicelib.model import (
     TASK_TOKEN_ATTRIBUTE,
     OutboundMessage,
 )
-from chalicelib.records import ENVELOPE_VERSION, dumps, safe_group_id
+from chalicelib.records import ENVELOPE_VERSION, safe_group_id
 from chalicelib.settings import Settings
 from chalicelib.strict_json import JsonInputError
 
@@ -79,7 +79,7 @@ def parse_submission(raw: bytes | str | None, settings: Settings, now: datetime 
         message_id=message_id,
         group_id=safe_group_id(f"submit#{group or 'default'}"),
         dedup_id=message_id,
-        body=dumps(envelope),
+        body=strict_json.dumps(envelope),
         attributes={
             MESSAGE_ID_ATTRIBUTE: message_id,
             DESTINATION_ATTRIBUTE: destination,

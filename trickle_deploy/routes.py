@@ -17,8 +17,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from chalicelib.records import dumps, route_record
+from chalicelib.records import route_record
 from chalicelib.settings import Settings, SettingsError, load_settings
+from chalicelib.strict_json import dumps
 from trickle_local import stage
 
 

@@ -7,8 +7,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from chalicelib.records import dumps, route_record
+from chalicelib.records import route_record
 from chalicelib.settings import Settings
+from chalicelib.strict_json import dumps
 from trickle_local.standin_api import RecordedRequest
 
 ItemKey = tuple[str, str]

@@ -16,7 +16,7 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
-from chalicelib.records import dumps
+from chalicelib.strict_json import dumps
 from trickle_local.ports import PortInUseError, in_use
 
 
@@ -120,13 +120,13 @@ class StandInApi:
     def listing(self, path: str | None = None, since: int = 0) -> list[dict[str, object]]:
         """What the API received (to `path`, or anywhere), oldest first, from entry `since`: what
         `GET <path>` answers, with the API key's header redacted. Serialize it with
-        `chalicelib.records.dumps`, which writes the bodies' numbers with every digit."""
+        `chalicelib.strict_json.dumps`, which writes the bodies' numbers with every digit."""
         key_header = self.faults.api_key_header.lower()
         entries: list[dict[str, object]] = []
         for n, request in enumerate(self.requests):
             if n < since or (path is not None and request.path.split("?", 1)[0] != path):
                 continue
-            try:  # numbers exactly as sent (Decimal), for `chalicelib.records.dumps`
+            try:  # numbers exactly as sent (Decimal), for `chalicelib.strict_json.dumps`
                 body: object = json.loads(request.body, parse_float=Decimal)
             except ValueError:
                 body = request.body

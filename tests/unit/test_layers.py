@@ -54,3 +54,18 @@ def test_importing_the_core_loads_no_adapter_and_no_aws_sdk(module: str) -> None
     sdk = sorted({m.split(".")[0] for m in loaded} & {"boto3", "botocore", "urllib3"})
     ours = sorted(m for m in loaded if m.startswith("chalicelib.") and m.split(".")[1] not in CORE)
     assert sdk + ours == [], f"import chalicelib.{module} loads {sdk + ours}"
+
+
+def test_the_import_graph_has_no_cycle() -> None:
+    """A module on a cycle can only be understood, imported or tested with the rest of its cycle."""
+    graph = {module: sorted(imports(module) & set(MODULES)) for module in MODULES}
+    for start in MODULES:
+        paths = {module: [start, module] for module in graph[start]}
+        todo = list(paths)
+        while todo:
+            module = todo.pop()
+            assert module != start, f"import cycle: {' -> '.join(paths[module])}"
+            for imported in graph[module]:
+                if imported not in paths:
+                    paths[imported] = [*paths[module], imported]
+                    todo.append(imported)

@@ -30,13 +30,13 @@ from chalicelib.records import (
     RejectedRecord,
     build_messages,
     decode_image,
-    dumps,
     rejection_message,
     route_record,
 )
 from chalicelib.records import group_id_for as destination_group_id
 from chalicelib.records import message_id_for as destination_message_id
 from chalicelib.settings import Settings
+from chalicelib.strict_json import dumps
 
 MakeSettings = Callable[..., Settings]
 MakeRecord = Callable[..., dict[str, Any]]
