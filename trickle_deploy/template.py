@@ -634,18 +634,28 @@ def merge_template(stage: str) -> dict[str, Any]:
     }
 
 
+def api_key_variable(destination: str) -> str:
+    """The shell variable a put-parameter command reads a destination's key from."""
+    return f"{destination.upper()}_API_KEY"
+
+
+def put_parameter_command(parameter: str, key_id: str, variable: str) -> str:
+    """Stores a SecureString under the stack's key, its value read from a shell variable (so no key
+    is ever written on a command line)."""
+    return (
+        f"aws ssm put-parameter --name {parameter} --type SecureString --key-id {key_id}"
+        f' --value "${variable}" --overwrite'
+    )
+
+
 def _destination_outputs(name: str, key_parameter: str, parameter_arn: Any) -> dict[str, Any]:
     prefix = logical_id(name)
+    command = put_parameter_command(key_parameter, "alias/${AWS::StackName}-api-key", api_key_variable(name))
     return {
         f"{prefix}ApiKeyParameterArn": {"Value": parameter_arn},
         f"{prefix}PutApiKeyCommand": {
             "Description": f"Stores {name}'s API key (run once after the first deploy)",
-            "Value": {
-                "Fn::Sub": "aws ssm put-parameter --region ${AWS::Region} --name "
-                + key_parameter
-                + " --type SecureString --key-id alias/${AWS::StackName}-api-key"
-                ' --value "$API_KEY" --overwrite'
-            },
+            "Value": {"Fn::Sub": command + " --region ${AWS::Region}"},
         },
         f"{prefix}QueueUrl": {"Value": {"Ref": f"{prefix}Queue"}},
         f"{prefix}DeadLetterQueueUrl": {"Value": {"Ref": f"{prefix}DeadLetterQueue"}},

@@ -266,8 +266,8 @@ def test_the_stack_outputs_tell_the_operator_how_to_store_the_key(
             prefix = destination.capitalize()
             parameter = f"/trickle/prod/{destination}-api-key"
             assert outputs[f"{prefix}PutApiKeyCommand"] == (
-                f"aws ssm put-parameter --region {place.region} --name {parameter} --type SecureString"
-                f' --key-id alias/{STACK}-api-key --value "$API_KEY" --overwrite'
+                f"aws ssm put-parameter --name {parameter} --type SecureString --key-id alias/{STACK}-api-key"
+                f' --value "${destination.upper()}_API_KEY" --overwrite --region {place.region}'
             )
             assert (
                 outputs[f"{prefix}ApiKeyParameterArn"]

@@ -1,0 +1,147 @@
+"""`python -m trickle_deploy.guide`: the key and clean-up commands of a template stage's stack,
+generated from its merge template (the README's deploy section prints them; issue #22)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from chalicelib.settings import Settings
+from trickle_deploy.guide import cleanup_commands, key_commands, resolve, secure_parameters
+from trickle_deploy.template import merge_template
+
+STACK = "shop-eu"
+RETAIN = {"DeletionPolicy": "Retain"}
+
+
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [
+        ("plain", "plain"),
+        ({"Fn::Sub": "${AWS::StackName}-ledger"}, "shop-eu-ledger"),
+        ({"Fn::Sub": "alias/${AWS::StackName}-api-key"}, "alias/shop-eu-api-key"),
+    ],
+)
+def test_a_name_is_resolved_with_the_stack_name(value: Any, name: str) -> None:
+    assert resolve(value, STACK) == name
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"Fn::Sub": "${AWS::StackName}-${AWS::Region}"},  # not known before the deploy
+        {"Ref": "LedgerTable"},
+        {"Fn::Sub": "x", "Other": 1},
+        7,
+    ],
+)
+def test_a_name_the_stack_name_does_not_give_is_refused(value: Any) -> None:
+    with pytest.raises(ValueError, match="not a name the stack name alone gives"):
+        resolve(value, STACK)
+
+
+def template(**resources: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "Resources": {
+            "Alias": {
+                "Type": "AWS::KMS::Alias",
+                "Properties": {"AliasName": {"Fn::Sub": "alias/${AWS::StackName}-k"}},
+            },
+            **resources,
+        },
+        "Outputs": {
+            "BucketName": {"Value": {"Ref": "Bucket"}},
+            "KeyArn": {"Value": {"Fn::GetAtt": ["Key", "Arn"]}},
+        },
+    }
+
+
+def test_every_secure_string_gets_a_put_command_with_its_own_variable(
+    make_settings: Callable[..., Settings],
+) -> None:
+    parameters = secure_parameters(
+        make_settings(TRICKLE_AUTH="token", TRICKLE_AUTH_TOKEN_PARAMETER="/trickle/test/operator-token")
+    )
+    assert parameters == [
+        ("ORDERS_API_KEY", "/trickle/test/api-key"),
+        ("CRM_API_KEY", "/trickle/test/crm-key"),
+        ("OPERATOR_TOKEN", "/trickle/test/operator-token"),
+    ]
+    assert key_commands(template(), parameters[2:], STACK) == [
+        "aws ssm put-parameter --name /trickle/test/operator-token --type SecureString"
+        ' --key-id alias/shop-eu-k --value "$OPERATOR_TOKEN" --overwrite'
+    ]
+    assert secure_parameters(make_settings())[-1][0] == "CRM_API_KEY"  # IAM auth: no token
+
+
+def test_the_clean_up_reads_what_goes_with_the_stack_first_and_removes_every_retained_resource() -> None:
+    commands = cleanup_commands(
+        template(
+            Table={
+                "Type": "AWS::DynamoDB::Table",
+                **RETAIN,
+                "Condition": "CreatesSourceTable",
+                "Properties": {"TableName": {"Fn::Sub": "${AWS::StackName}-items"}},
+            },
+            Queue={
+                "Type": "AWS::SQS::Queue",
+                **RETAIN,
+                "Properties": {"QueueName": {"Fn::Sub": "${AWS::StackName}-q.fifo"}},
+            },
+            Bucket={"Type": "AWS::S3::Bucket", **RETAIN},
+            Key={"Type": "AWS::KMS::Key", **RETAIN},
+            Alarm={"Type": "AWS::CloudWatch::Alarm", "Properties": {}},  # goes with the stack
+        ),
+        ["/p/one"],
+        STACK,
+    )
+    describe = "aws cloudformation describe-stacks --stack-name shop-eu --query"
+    output = "Stacks[0].Outputs[?OutputKey=={!r}].OutputValue"
+    functions = "StackResources[?ResourceType=='AWS::Lambda::Function'].PhysicalResourceId"
+    assert commands == [
+        f'BUCKET_NAME=$({describe} "{output.format("BucketName")}" --output text)',
+        f'KEY_ARN=$({describe} "{output.format("KeyArn")}" --output text)',
+        f'FUNCTIONS=$(aws cloudformation describe-stack-resources --stack-name shop-eu --query "{functions}"'
+        " --output text)",
+        "aws cloudformation delete-stack --stack-name shop-eu",
+        "aws cloudformation wait stack-delete-complete --stack-name shop-eu",
+        "aws dynamodb delete-table --table-name shop-eu-items"
+        "  # only if the stack created it (SourceStreamArn was empty)",
+        'aws sqs delete-queue --queue-url "$(aws sqs get-queue-url --queue-name shop-eu-q.fifo'
+        ' --query QueueUrl --output text)"',
+        'aws s3 rb "s3://$BUCKET_NAME" --force',
+        'aws kms schedule-key-deletion --key-id "$KEY_ARN" --pending-window-in-days 7',
+        "aws ssm delete-parameter --name /p/one",
+        'for name in $FUNCTIONS; do aws logs delete-log-group --log-group-name "/aws/lambda/$name"; done',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("resource", "refusal"),
+    [
+        ({"Type": "AWS::Logs::LogGroup", **RETAIN}, "does not know how to remove it"),
+        ({"Type": "AWS::S3::Bucket", **RETAIN}, "no output gives Orphan's"),
+    ],
+)
+def test_a_retained_resource_the_clean_up_cannot_remove_is_an_error(
+    resource: dict[str, Any], refusal: str
+) -> None:
+    with pytest.raises(ValueError, match=refusal):
+        cleanup_commands(template(Orphan=resource), [], STACK)
+
+
+def test_the_prod_clean_up_names_every_resource_its_stack_retains() -> None:
+    prod = merge_template("prod")
+    text = "\n".join(cleanup_commands(prod, [], "trickle-prod"))
+    retained = {k: r for k, r in prod["Resources"].items() if r.get("DeletionPolicy") == "Retain"}
+    assert len(retained) == 10
+    for logical_id, resource in retained.items():
+        properties = resource.get("Properties", {})
+        name = properties.get("TableName") or properties.get("QueueName")
+        if name:
+            assert f" {resolve(name, 'trickle-prod')}" in text, logical_id
+        else:
+            (output,) = [o for o, v in prod["Outputs"].items() if logical_id in str(v["Value"])]
+            assert f"OutputKey=='{output}'" in text, logical_id
