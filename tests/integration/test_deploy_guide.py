@@ -204,6 +204,10 @@ class Checker:
             self.module(command[2], command[3:], line)
         elif program == "chalice":
             self.chalice(command[1:], line)
+        elif command[0] == "./dev":
+            known = dev_commands()
+            if command[1:2] and command[1] not in known:
+                self.fail(line, f"./dev has no command {command[1]} (has {', '.join(sorted(known))})")
         else:
             self.fail(line, f"no parser known for {command[0]}")
         return []
@@ -431,6 +435,12 @@ class Checker:
         return [str(f) for f in found] if operation.name == "DescribeStacks" else []
 
 
+def dev_commands() -> set[str]:
+    """The commands `./dev` dispatches (the labels of its `case`)."""
+    labels = re.findall(r"^  ([\w|-]+)\)$", (PROJECT_DIR / "dev").read_text(), re.M)
+    return {name for label in labels for name in label.split("|")}
+
+
 def member_names(shape: Shape | None) -> set[str]:
     """Every member name anywhere in a response shape."""
     seen: set[str] = set()
@@ -624,6 +634,7 @@ def test_the_check_catches_what_the_guide_got_wrong_before(stacks: dict[str, Sta
         ),
         "a bucket nobody named": ("aws s3 rb s3://BUCKET --force", "holds no stack output"),
         "a misspelt option": ("aws dynamodb delete-table --table trickle-prod-ledger", "takes no --table"),
+        "a mistyped ./dev command": ("./dev rnu", "./dev has no command rnu"),
         "chalice on the template stage": (
             ".venv/bin/chalice deploy --stage prod",
             "cannot import a template stage",
