@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from chalicelib.metrics import RunMetrics
 from chalicelib.model import OutboundMessage, SendFailure
+from chalicelib.notes import UNROUTED_NOTE_KEY
 from chalicelib.records import build_messages, rejection_message
 from chalicelib.settings import Settings
 
 if TYPE_CHECKING:  # the ingest function's cold start loads only what its work needs
-    from chalicelib.ports import OutboundQueue, RejectionLedger
+    from chalicelib.ports import Counts, OutboundQueue, RejectionLedger
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +58,13 @@ class Ingestor:
         dead_letters: Mapping[str, OutboundQueue],
         ledgers: Mapping[str, RejectionLedger],
         settings: Settings,
+        counts: Counts,
     ) -> None:
         self._queues = queues
         self._dead_letters = dead_letters
         self._ledgers = ledgers
         self._settings = settings
+        self._counts = counts
 
     def _send(
         self, queues: Mapping[str, OutboundQueue], messages: Sequence[OutboundMessage]
@@ -82,8 +88,6 @@ class Ingestor:
                     "destination": rejected.destination,
                 },
             )
-        if built.unrouted:
-            log.debug("records no route takes", extra={"unrouted": built.unrouted})
         failures = self._send(self._queues, built.messages)
         rejections = [rejection_message(r, self._settings) for r in built.rejected]
         failures += self._send(self._dead_letters, rejections)
@@ -120,15 +124,26 @@ class Ingestor:
             len(built.rejected) - len(unsent & {r.message_id for r in built.rejected}),
             sorted({f.message.sequence_number for f in failures}, key=int),
         )
+        if report.unrouted:
+            self._count_unrouted(report)
         log.info("ingest batch queued", extra={"report": report.as_dict()})
         self._emit(report, len(failures))
         return report
+
+    def _count_unrouted(self, report: IngestReport) -> None:
+        """One write per batch that has any, for `/status`. A failed write loses this count (the
+        metric still has it) rather than fail a batch whose records all went where they should."""
+        batch = {"at": time.time(), "records": report.records, "unrouted": report.unrouted}
+        try:
+            self._counts.add(UNROUTED_NOTE_KEY, {"unrouted": report.unrouted}, batch)
+        except (ClientError, BotoCoreError) as exc:
+            log.error("unrouted count not saved", extra={"unrouted": report.unrouted, "error": str(exc)})
 
     def _emit(self, report: IngestReport, failures: int) -> None:
         metrics = RunMetrics({"table": self._settings.table_name})
         metrics.count("IngestRecords", report.records)
         metrics.count("IngestEnqueued", report.enqueued)
-        metrics.count("IngestUnrouted", report.unrouted)
+        metrics.count("IngestUnrouted", report.unrouted)  # the unrouted-share alarm divides by IngestRecords
         metrics.count("IngestRejected", report.dead_lettered)
         metrics.count("IngestFailures", failures)
         metrics.flush()

@@ -2,15 +2,16 @@
 `TRICKLE_NOTES_TABLE`), so the ledger holds only message records.
 
 Each note's key leads with its kind: `run#<destination>` (the last drain run), `lease#<destination>`
-(the drain's run lease, `chalicelib.run_lease`) and `redrive#<job id>` (a redrive job). IAM scopes by
-that leading key (`dynamodb:LeadingKeys`): each drain reaches only its own run note and lease, the
-routes only run notes (read) and redrive jobs."""
+(the drain's run lease, `chalicelib.run_lease`), `redrive#<job id>` (a redrive job) and
+`ingest#unrouted` (the count of stream records no route took). IAM scopes by that leading key
+(`dynamodb:LeadingKeys`): each drain reaches only its own run note and lease, ingest only its count,
+the routes only run notes and the count (read) and redrive jobs."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 NOTE_KEY = "note_id"
@@ -26,6 +27,9 @@ def redrive_note_key(job_id: str) -> str:
 
 def lease_key(destination: str) -> str:
     return f"lease#{destination}"
+
+
+UNROUTED_NOTE_KEY = "ingest#unrouted"
 
 
 def notes_table_definition() -> dict[str, Any]:
@@ -60,3 +64,36 @@ class Notes:
             TableName=self._table, Key={NOTE_KEY: {"S": key}}, ConsistentRead=True
         ).get("Item")
         return dict(json.loads(item["doc"]["S"])) if item and "doc" in item else None
+
+    def add(self, key: str, counts: Mapping[str, int], document: dict[str, Any]) -> None:
+        """Add `counts` to a note's counters and keep `document` beside them, in one write: handlers
+        running at once (ingest runs one per stream shard) lose no count, as a read and a put would.
+        `since` says when the first count was added (the note expires `ttl_s` after the last)."""
+        now = self._clock()
+        self._client.update_item(
+            TableName=self._table,
+            Key={NOTE_KEY: {"S": key}},
+            UpdateExpression="ADD "
+            + ", ".join(f"#c{i} :c{i}" for i in range(len(counts)))
+            + " SET doc = :doc, since = if_not_exists(since, :now), expires_at = :expires",
+            ExpressionAttributeNames={f"#c{i}": name for i, name in enumerate(counts)},
+            ExpressionAttributeValues={
+                **{f":c{i}": {"N": str(value)} for i, value in enumerate(counts.values())},
+                ":doc": {"S": json.dumps(document, default=str)},
+                ":now": {"N": str(now)},
+                ":expires": {"N": str(int(now) + self._ttl_s)},
+            },
+        )
+
+    def counts(self, key: str, names: tuple[str, ...]) -> dict[str, Any] | None:
+        """A note `add` keeps: its counters `names`, `since`, and its document as `last`."""
+        item = self._client.get_item(
+            TableName=self._table, Key={NOTE_KEY: {"S": key}}, ConsistentRead=True
+        ).get("Item")
+        if not item:
+            return None
+        return {
+            **{name: int(item[name]["N"]) if name in item else 0 for name in names},
+            "since": float(item["since"]["N"]) if "since" in item else None,
+            "last": json.loads(item["doc"]["S"]) if "doc" in item else None,
+        }

@@ -17,7 +17,7 @@ from chalicelib.dead_letters import RedriveFilter, Redriver
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.ledger import Ledger
 from chalicelib.model import LedgerRecord, Status, dead_at
-from chalicelib.notes import Notes, redrive_note_key, run_note_key
+from chalicelib.notes import UNROUTED_NOTE_KEY, Notes, redrive_note_key, run_note_key
 from chalicelib.submissions import Submission
 
 MAX_PAGE = 50
@@ -105,6 +105,7 @@ class Operations:
         ledgers: Mapping[str, Ledger],
         notes: Notes,
         archive: ResponseArchive | None,
+        unrouted: str = "count",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._sqs = sqs
@@ -114,6 +115,7 @@ class Operations:
         self._ledger = next(iter(ledgers.values()))  # for reads: every destination shares the table
         self._notes = notes
         self._archive = archive
+        self._unrouted = unrouted
         self._clock = clock
 
     def pick(self, name: str | None) -> str:
@@ -136,7 +138,16 @@ class Operations:
         return round(max(0.0, self._clock() - messages[0].sent_at_ms / 1000), 3)
 
     def status(self) -> dict[str, Any]:
+        """Per destination its queues and last run; and the records no route took, as ingest counted
+        them in their note (`unrouted.count` since `since`; `last_batch` the latest batch with any)."""
+        counted = self._notes.counts(UNROUTED_NOTE_KEY, ("unrouted",))
         return {
+            "unrouted": {
+                "handling": self._unrouted,
+                "count": counted["unrouted"] if counted else 0,
+                "since": counted["since"] if counted else None,
+                "last_batch": counted["last"] if counted else None,
+            },
             "destinations": {
                 name: {
                     "queue": self._depths(queue) | {"oldest_message_age_s": self._oldest_age_s(queue)},
@@ -144,7 +155,7 @@ class Operations:
                     "last_run": self._notes.load(run_note_key(name)),
                 }
                 for name, queue in self._queues.items()
-            }
+            },
         }
 
     def submit(self, submission: Submission) -> dict[str, Any]:

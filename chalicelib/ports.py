@@ -9,7 +9,7 @@ the drain runs in unit tests without an emulator.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from chalicelib.model import (
@@ -43,6 +43,12 @@ class OutboundQueue(Protocol):
     """A queue ingest sends to: a destination's queue or its dead-letter queue."""
 
     def send(self, messages: Sequence[OutboundMessage]) -> list[SendFailure]: ...
+
+
+class Counts(Protocol):
+    """Counters kept in the notes table (`chalicelib.notes.Notes.add`)."""
+
+    def add(self, key: str, counts: Mapping[str, int], document: dict[str, Any]) -> None: ...
 
 
 class RejectionLedger(Protocol):

@@ -266,7 +266,8 @@ def _decode(record: Mapping[str, Any]) -> _Record:
 
 def route_record(record: Mapping[str, Any], settings: Settings) -> BuildResult:
     """One stream record -> one message per destination of every route that takes it (the first
-    route for a destination wins), or rejections naming what failed; nothing when no route takes it.
+    route for a destination wins), or rejections naming what failed; when no route takes it, a count
+    of one unrouted record (and, if the stage says so, its rejection, `_unrouted`).
 
     A record that cannot be decoded is rejected for every destination whose routes take its event
     (its filters cannot be evaluated); a filter, transform or group expression that fails rejects
@@ -284,7 +285,8 @@ def route_record(record: Mapping[str, Any], settings: Settings) -> BuildResult:
     except (RecordError, ValueError, TypeError, OverflowError, OSError) as exc:
         candidates = {d for r in settings.routes if event_name in r.events for d in r.destinations}
         if not candidates:
-            result.unrouted += 1
+            reason = f"no route takes {event_name} records (and this one cannot be decoded: {exc})"
+            _unrouted(result, settings, event_id, _valid_unicode(sequence), _keys_or_empty(ddb), reason)
         for name in sorted(candidates):
             message_id = message_id_for(table, event_id, name)
             group = safe_group_id(f"{table}#undecodable")
@@ -323,8 +325,35 @@ def route_record(record: Mapping[str, Any], settings: Settings) -> BuildResult:
             else:
                 result.messages.append(built)
     if not done:
-        result.unrouted += 1
+        reason = f"no route takes this {decoded.event_name} record"
+        _unrouted(result, settings, decoded.event_id, decoded.sequence, decoded.keys, reason)
     return result
+
+
+def _unrouted(
+    result: BuildResult,
+    settings: Settings,
+    event_id: str,
+    sequence: str,
+    keys: Mapping[str, JsonValue],
+    reason: str,
+) -> None:
+    """Count a record no route takes; with TRICKLE_UNROUTED=dead_letter:<destination>, also reject it
+    there, so it reaches that destination's dead-letter queue (and dead-letter list) with the reason."""
+    result.unrouted += 1
+    target = settings.unrouted_dead_letters
+    if target is not None:
+        table = settings.table_name
+        result.rejected.append(
+            RejectedRecord(
+                message_id_for(table, event_id, target),
+                safe_group_id(f"{table}#unrouted"),
+                sequence,
+                keys,
+                reason,
+                target,
+            )
+        )
 
 
 def _source(decoded: _Record, table: str) -> dict[str, str]:

@@ -26,6 +26,7 @@ EVENT_NAMES = frozenset({"INSERT", "MODIFY", "REMOVE"})
 GROUP_BY_CHOICES = ("partition_key", "table", "expression")
 ORDERING_CHOICES = ("skip", "strict")
 SQS_MAX_MESSAGE_BYTES = 1_048_576
+UNROUTED_DEAD_LETTER = "dead_letter:"
 
 
 _STREAM_ARN = re.compile(r"^arn:aws[\w-]*:dynamodb:[a-z0-9-]+:\d{12}:table/[A-Za-z0-9_.-]{3,255}/stream/.+$")
@@ -104,6 +105,16 @@ class Settings:
     # names): the drains' roles may answer only their tasks; empty: task tokens are refused.
     callback_state_machines: tuple[str, ...]
     submit_max_bytes: int
+    # What happens to a stream record no route takes (TRICKLE_UNROUTED): counted only (None), or
+    # also dead-lettered on this destination's dead-letter queue with the reason.
+    unrouted_dead_letters: str | None = None
+
+    @property
+    def unrouted(self) -> str:
+        """The TRICKLE_UNROUTED value in force: `count` or `dead_letter:<destination>`."""
+        return (
+            f"{UNROUTED_DEAD_LETTER}{self.unrouted_dead_letters}" if self.unrouted_dead_letters else "count"
+        )
 
     def attempt_window_s(self, destination: Destination) -> float:
         """How long after its receive a message may still be attempted: its visibility timeout less
@@ -485,6 +496,23 @@ def _state_machines(r: _Reader) -> tuple[str, ...]:
     return names
 
 
+def _unrouted(r: _Reader, destinations: Collection[str]) -> str | None:
+    """TRICKLE_UNROUTED: `count` (the default), or `dead_letter:<destination>`, whose dead-letter
+    queue takes the records no route takes; None when they are only counted."""
+    value = r.text("TRICKLE_UNROUTED", "count")
+    target = value.removeprefix(UNROUTED_DEAD_LETTER)
+    if value == "count":
+        return None
+    if value.startswith(UNROUTED_DEAD_LETTER) and target in destinations:
+        return target
+    if destinations or not value.startswith(UNROUTED_DEAD_LETTER):  # no destinations: the file said why
+        known = f" (the routes file's: {', '.join(destinations)})" if destinations else ""
+        r.errors.append(
+            f"TRICKLE_UNROUTED={value!r} must be count or {UNROUTED_DEAD_LETTER}<destination>{known}"
+        )
+    return None
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse the TRICKLE_* variables and the routes file; raise SettingsError listing every problem."""
     r = _Reader(os.environ if env is None else env)
@@ -521,6 +549,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         archive_bucket=r.env.get("TRICKLE_ARCHIVE_BUCKET", "").strip() or None,
         submit_max_bytes=r.number("TRICKLE_SUBMIT_MAX_BYTES", 262_144, int, 1024, SQS_MAX_MESSAGE_BYTES),
         callback_state_machines=_state_machines(r),
+        unrouted_dead_letters=_unrouted(r, destinations),
     )
     for destination in destinations.values() if not r.errors else ():
         if settings.attempt_window_s(destination) <= 0:

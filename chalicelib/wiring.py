@@ -137,14 +137,16 @@ def auth_token() -> SecretCache:
 def operations() -> Operations:
     from chalicelib.operations import Operations
 
-    return Operations(client("sqs"), queues(), dead_letter_queues(), ledgers(), notes(), archive())
+    return Operations(
+        client("sqs"), queues(), dead_letter_queues(), ledgers(), notes(), archive(), settings().unrouted
+    )
 
 
 @functools.cache
 def ingestor() -> Ingestor:
     from chalicelib.ingest import Ingestor
 
-    return Ingestor(queues(), dead_letter_queues(), ledgers(), settings())
+    return Ingestor(queues(), dead_letter_queues(), ledgers(), settings(), notes())
 
 
 @functools.cache

@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -304,11 +304,20 @@ class FakeSsm:
 
 
 class FakeNotes:
+    """Notes by key; `add` records each write of counters, and raises `refuse` if it is set."""
+
     def __init__(self) -> None:
         self.saved: dict[str, dict[str, Any]] = {}
+        self.added: list[tuple[str, dict[str, int], dict[str, Any]]] = []
+        self.refuse: Exception | None = None
 
     def save(self, key: str, document: dict[str, Any]) -> None:
         self.saved[key] = document
+
+    def add(self, key: str, counts: Mapping[str, int], document: dict[str, Any]) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+        self.added.append((key, dict(counts), document))
 
 
 class FakeArchive:

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from chalicelib.ledger import DEAD_INDEX
-from chalicelib.notes import lease_key, redrive_note_key, run_note_key
+from chalicelib.notes import UNROUTED_NOTE_KEY, lease_key, redrive_note_key, run_note_key
 from chalicelib.settings import Settings, destination_names, load_settings
 
 CHALICE_DIR = Path(__file__).resolve().parent.parent / ".chalice"
@@ -343,6 +343,12 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 _statement("Enqueue", ["sqs:SendMessage"], [*r.queue_arns, *r.dlq_arns]),
                 _statement("OnFailureDestination", ["sqs:SendMessage"], [r.ingest_failure_queue_arn]),
                 _statement("RecordQueued", ["dynamodb:PutItem"], [r.ledger_arn]),
+                _statement(
+                    "CountUnrouted",
+                    ["dynamodb:UpdateItem"],
+                    [r.notes_arn],
+                    _leading_keys("StringEquals", [UNROUTED_NOTE_KEY]),
+                ),
             ],
         },
         **{d.drain_function: _drain_policy(env, r, d, logs) for d in r.destinations},
@@ -371,7 +377,7 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                     "ReadRunNotes",
                     ["dynamodb:GetItem"],
                     [r.notes_arn],
-                    _leading_keys("StringLike", [run_note_key("*")]),
+                    _leading_keys("StringLike", [run_note_key("*"), UNROUTED_NOTE_KEY]),
                 ),
                 _statement(
                     "RedriveJobs",

@@ -127,6 +127,60 @@ def _alarm(
     }
 
 
+UNROUTED_SHARE_PERIOD_S = 300
+
+
+def _unrouted_share_alarm() -> dict[str, Any]:
+    """Fires when the share of stream records no route takes, over five minutes of batches, exceeds
+    the `UnroutedShareAlarmPercent` parameter: a routes change or new items that stop matching show
+    up at once, not as silence. IngestUnrouted has no data point for a batch without any (FILL)."""
+
+    def total(name: str) -> dict[str, Any]:
+        dimensions = {"table": _source_table_name(), "service": "trickle"}
+        return {
+            "Id": name.removeprefix("Ingest").lower(),
+            "ReturnData": False,
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": METRICS_NAMESPACE,
+                    "MetricName": name,
+                    "Dimensions": [{"Name": k, "Value": v} for k, v in dimensions.items()],
+                },
+                "Period": UNROUTED_SHARE_PERIOD_S,
+                "Stat": "Sum",
+            },
+        }
+
+    return {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "AlarmDescription": "Trickle: a jump in the share of stream records no route takes",
+            "Metrics": [
+                total("IngestUnrouted"),
+                total("IngestRecords"),
+                {
+                    "Id": "share",
+                    "Label": "Unrouted share of stream records (%)",
+                    "Expression": "100 * FILL(unrouted, 0) / records",
+                    "ReturnData": True,
+                },
+            ],
+            "EvaluationPeriods": 1,
+            "Threshold": {"Ref": "UnroutedShareAlarmPercent"},
+            "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": {
+                "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
+            },
+        },
+    }
+
+
+def _source_table_name() -> dict[str, Any]:
+    """The source table's name, from its stream ARN (`arn:...:table/NAME/stream/LABEL`)."""
+    return {"Fn::Select": [1, {"Fn::Split": ["/", _stream_arn()]}]}
+
+
 def _dashboard(destinations: Sequence[DestinationResources]) -> dict[str, Any]:
     def widget(title: str, metrics: list[list[Any]], stat: str = "Sum") -> dict[str, Any]:
         return {
@@ -194,7 +248,7 @@ def _dashboard(destinations: Sequence[DestinationResources]) -> dict[str, Any]:
         ),
     ]
     body = {"widgets": widgets}
-    table_name = {"Fn::Select": [1, {"Fn::Split": ["/", _stream_arn()]}]}
+    table_name = _source_table_name()
     return {
         "Type": "AWS::CloudWatch::Dashboard",
         "Properties": {
@@ -526,6 +580,14 @@ def merge_template(stage: str) -> dict[str, Any]:
             },
             "OldestMessageAlarmSeconds": {"Type": "Number", "Default": 900, "MinValue": 60},
             "IteratorAgeAlarmMilliseconds": {"Type": "Number", "Default": 600000, "MinValue": 1000},
+            "UnroutedShareAlarmPercent": {
+                "Type": "Number",
+                "Default": 50,
+                "MinValue": 0,
+                "MaxValue": 100,
+                "Description": "Alarm when more than this share of five minutes' stream records goes to"
+                " no route (100: never)",
+            },
             "StreamRetryAttempts": {
                 "Type": "Number",
                 "Default": STREAM_RETRY_ATTEMPTS,
@@ -602,6 +664,7 @@ def merge_template(stage: str) -> dict[str, Any]:
                 "Maximum",
                 {"Ref": "IteratorAgeAlarmMilliseconds"},
             ),
+            "IngestUnroutedShareAlarm": _unrouted_share_alarm(),
             "Dashboard": _dashboard(resources.destinations),
             "ResponseArchive": _archive_bucket(),
             **_example_resources(resources.destinations),

@@ -103,7 +103,8 @@ SERVICE_USED = {"Logs", "ReadStream", "OnFailureDestination", "PresignResponses"
 
 
 def test_no_statement_grants_an_action_the_code_never_uses(stack_factory: Any) -> None:
-    """With the shipped routes: invoices go to both destinations, one order is enriched (GetItem)."""
+    """With the shipped routes: invoices go to both destinations, one order is enriched (GetItem), a
+    note no route takes is counted."""
     stack: Stack = stack_factory(
         TRICKLE_MAX_MESSAGE_BYTES="4096",
         TRICKLE_ROUTES_FILE=str(ROUTES_FILE),
@@ -113,6 +114,7 @@ def test_no_statement_grants_an_action_the_code_never_uses(stack_factory: Any) -
     stack.put_items(
         [stack.item("a", str(i), **invoice) for i in range(6)]
         + [stack.item("a", "9", type={"S": "order"}), stack.item("b", "1", big={"S": "x" * 5000}, **invoice)]
+        + [stack.item("a", "10", type={"S": "note"})]
     )
     start = len(stack.recorder.calls)
     stack.ingest_new()
@@ -207,5 +209,20 @@ def test_the_routes_read_run_notes_and_keep_redrive_jobs_only(stack: Stack) -> N
         note_call("api_handler", "DeleteItem", "lease#orders"),
         note_call("api_handler", "GetItem", "lease#orders"),
         note_call("ingest", "GetItem", "run#orders"),
+    ]
+    assert denied(allowed + refused, stack.policies) == refused
+
+
+def test_ingest_adds_only_to_its_unrouted_count_which_the_routes_only_read(stack: Stack) -> None:
+    allowed = [
+        note_call("ingest", "UpdateItem", "ingest#unrouted"),
+        note_call("api_handler", "GetItem", "ingest#unrouted"),
+    ]
+    refused = [
+        note_call("ingest", "UpdateItem", "run#orders"),
+        note_call("ingest", "PutItem", "ingest#unrouted"),
+        note_call("ingest", "GetItem", "ingest#unrouted"),
+        note_call("api_handler", "UpdateItem", "ingest#unrouted"),
+        note_call("drain_orders", "UpdateItem", "ingest#unrouted"),
     ]
     assert denied(allowed + refused, stack.policies) == refused

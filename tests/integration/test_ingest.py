@@ -91,9 +91,41 @@ def test_events_no_route_takes_are_counted_unrouted(stack: Stack) -> None:
     event = stack.stream_event()
     assert [r["eventName"] for r in event["Records"]] == ["INSERT", "MODIFY", "REMOVE"]
 
+    assert json.loads(stack.http("GET", "/status").body)["unrouted"] == {
+        "handling": "count",
+        "count": 0,
+        "since": None,
+        "last_batch": None,
+    }
+
     report = stack.ingest(event)
+    stack.ingest({"Records": event["Records"][1:2]})  # another batch adds to the count
 
     assert report == {"records": 3, "enqueued": 1, "unrouted": 2, "dead_lettered": 0, "batchItemFailures": []}
+    unrouted = json.loads(stack.http("GET", "/status").body)["unrouted"]
+    assert (unrouted["handling"], unrouted["count"]) == ("count", 3)
+    assert unrouted["since"] <= unrouted["last_batch"]["at"]
+    assert (unrouted["last_batch"]["records"], unrouted["last_batch"]["unrouted"]) == (1, 1)
+    assert stack.take_messages("TRICKLE_DEST_ORDERS_DLQ_URL") == []
+
+
+def test_with_dead_letter_the_events_no_route_takes_are_dead_lettered_with_a_reason(
+    stack_factory: Any,
+) -> None:
+    stack = stack_factory(TRICKLE_UNROUTED="dead_letter:crm")
+    stack.put_items([stack.item("a", "1")])
+    stack.put_items([stack.item("a", "1", v={"N": "2"})])
+
+    report = stack.ingest(stack.stream_event())
+
+    assert report == {"records": 2, "enqueued": 1, "unrouted": 1, "dead_lettered": 1, "batchItemFailures": []}
+    (dead,) = stack.take_messages("TRICKLE_DEST_CRM_DLQ_URL")
+    assert dead["MessageAttributes"]["trickle-reason"]["StringValue"] == "no route takes this MODIFY record"
+    (listed,) = json.loads(stack.http("GET", "/dead-letters?destination=crm").body)["dead_letters"]
+    assert listed["message_id"] == json.loads(dead["Body"])["message_id"]
+    assert (listed["reason"], listed["redrivable"]) == ("no route takes this MODIFY record", False)
+    status = json.loads(stack.http("GET", "/status").body)["unrouted"]
+    assert (status["handling"], status["count"]) == ("dead_letter:crm", 1)
 
 
 def test_a_route_that_takes_every_event_relays_them_in_order(stack_factory: Any, tmp_path: Path) -> None:

@@ -189,21 +189,60 @@ def test_the_queue_outlives_a_drain_holding_its_messages(prod: tuple[dict[str, A
         assert queue["RedrivePolicy"]["maxReceiveCount"] >= 100
 
 
+def alarms_of(template: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        r["Properties"] for r in template["Resources"].values() if r.get("Type") == "AWS::CloudWatch::Alarm"
+    ]
+
+
 def test_alarms_and_dashboard_are_in_the_template(prod: tuple[dict[str, Any], dict[str, Any]]) -> None:
     sam, _ = prod
-    alarms = {
-        p["Properties"]["MetricName"]
-        for p in sam["Resources"].values()
-        if p.get("Type") == "AWS::CloudWatch::Alarm"
-    }
+    alarms = {a.get("MetricName", "metric math") for a in alarms_of(sam)}
     assert alarms == {
         "ApproximateNumberOfMessagesVisible",
         "ApproximateAgeOfOldestMessage",
         "Errors",
         "IteratorAge",
+        "metric math",
     }
     dashboards = [p for p in sam["Resources"].values() if p.get("Type") == "AWS::CloudWatch::Dashboard"]
     assert len(dashboards) == 1
+
+
+def test_an_alarm_watches_the_share_of_stream_records_no_route_takes(
+    prod: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    """Issue 22: unrouted records are counted (a silent drop no more); a jump in their share alarms."""
+    sam, _ = prod
+    (alarm,) = [a for a in alarms_of(sam) if "Metrics" in a]
+    sums = {
+        m["Id"]: (m["MetricStat"]["Metric"], m["MetricStat"]["Stat"], m["MetricStat"]["Period"])
+        for m in alarm["Metrics"]
+        if "MetricStat" in m
+    }
+    table = {"Fn::Select": [1, {"Fn::Split": ["/", sam["Outputs"]["SourceStreamArn"]["Value"]]}]}
+    # ingest's metrics: RunMetrics({"table": <source table>}) in the namespace Trickle, service trickle
+    dimensions = [{"Name": "table", "Value": table}, {"Name": "service", "Value": "trickle"}]
+    assert sums == {
+        "unrouted": (
+            {"Namespace": "Trickle", "MetricName": "IngestUnrouted", "Dimensions": dimensions},
+            "Sum",
+            300,
+        ),
+        "records": (
+            {"Namespace": "Trickle", "MetricName": "IngestRecords", "Dimensions": dimensions},
+            "Sum",
+            300,
+        ),
+    }
+    (share,) = [m for m in alarm["Metrics"] if m.get("ReturnData")]
+    assert share["Expression"] == "100 * FILL(unrouted, 0) / records"
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == (
+        "GreaterThanThreshold",
+        {"Ref": "UnroutedShareAlarmPercent"},
+    )
+    parameter = sam["Parameters"]["UnroutedShareAlarmPercent"]
+    assert (parameter["Default"], parameter["MinValue"], parameter["MaxValue"]) == (50, 0, 100)
 
 
 def test_the_response_archive_expires_what_it_keeps(prod: tuple[dict[str, Any], dict[str, Any]]) -> None:
@@ -340,8 +379,15 @@ def test_what_the_emulator_cannot_create_is_right_in_the_transformed_template(
         for method in path.values():
             uri = method["x-amazon-apigateway-integration"]["uri"]
             assert "${AWS::Region}" in uri["Fn::Sub"] and "${AWS::Partition}" in uri["Fn::Sub"]
-    alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
-    dimensions = [d["Value"] for a in alarms for d in a["Dimensions"]]
+    alarms = alarms_of(cfn)
+    dimensions = [d["Value"] for a in alarms for d in a.get("Dimensions", [])] + [
+        d["Value"]
+        for a in alarms
+        for m in a.get("Metrics", [])
+        if "MetricStat" in m
+        for d in m["MetricStat"]["Metric"]["Dimensions"]
+    ]
+    source_table = {"Fn::Select": [1, {"Fn::Split": ["/", cfn["Outputs"]["SourceStreamArn"]["Value"]]}]}
     assert sorted(json.dumps(d, sort_keys=True) for d in dimensions) == sorted(
         json.dumps(d, sort_keys=True)
         for d in [
@@ -355,5 +401,6 @@ def test_what_the_emulator_cannot_create_is_right_in_the_transformed_template(
                 )
             ),
             {"Ref": "Ingest"},
+            *[source_table, "trickle"] * 2,  # the unrouted share: ingest's two metrics
         ]
     )

@@ -1,19 +1,22 @@
 """The stream handler's work (`chalicelib.ingest.Ingestor`) on fakes: what a batch reports, and what
-the ledger may say, when a queue refuses a send."""
+the ledger may say, when a queue refuses a send; what becomes of the records no route takes."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from conftest import MakeSettings
 
 from chalicelib.ingest import IngestError, Ingestor
-from chalicelib.model import Status
+from chalicelib.model import REASON_ATTRIBUTE, Status
 from chalicelib.records import message_id_for
 from chalicelib.settings import Settings
-from tests.fakes import FakeDeadLetters, FakeLedger
+from tests.fakes import FakeDeadLetters, FakeLedger, FakeNotes
 
 MakeRecord = Callable[..., dict[str, Any]]
 DESTINATIONS = ("orders", "crm")
@@ -26,7 +29,8 @@ class Relay:
         self.queues = {name: FakeDeadLetters() for name in DESTINATIONS}
         self.dead_letters = {name: FakeDeadLetters() for name in DESTINATIONS}
         self.ledgers = {name: FakeLedger() for name in DESTINATIONS}
-        self.ingestor = Ingestor(self.queues, self.dead_letters, self.ledgers, settings)
+        self.notes = FakeNotes()
+        self.ingestor = Ingestor(self.queues, self.dead_letters, self.ledgers, settings, self.notes)
 
     def dead(self) -> dict[str, set[str]]:
         """The message ids each destination's ledger lists as dead."""
@@ -113,3 +117,87 @@ def test_with_partial_batch_responses_the_refused_records_are_reported_and_not_l
     assert report.as_dict()["batchItemFailures"] == [{"itemIdentifier": s} for s in failed]
     assert relay.dead() == dead
     assert report.dead_lettered == sum(len(d) for d in dead.values())
+
+
+def mixed_batch(make_record: MakeRecord) -> list[dict[str, Any]]:
+    """Two INSERTs (the suite's routes take every one) and three changes no route takes."""
+    return [
+        make_record(event_id="e1", sequence="201"),
+        make_record(event_id="e2", sequence="202", event_name="MODIFY"),
+        make_record(event_id="e3", sequence="203"),
+        make_record(event_id="e4", sequence="204", event_name="REMOVE"),
+        make_record(event_id="e5", sequence="205", event_name="MODIFY"),
+    ]
+
+
+def test_unrouted_records_are_counted_in_one_write_per_batch(
+    make_settings: MakeSettings, make_record: MakeRecord, capsys: pytest.CaptureFixture[str]
+) -> None:
+    relay = Relay(make_settings())
+
+    report = relay.ingestor.handle(mixed_batch(make_record))
+
+    # the metrics the template's unrouted-share alarm divides (trickle_deploy/template.py)
+    (emf,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert emf["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Trickle"
+    assert emf["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["table", "service"]]
+    assert (emf["table"], emf["service"]) == ("items", "trickle")
+    assert (emf["IngestRecords"], emf["IngestUnrouted"]) == ([5.0], [3.0])
+
+    assert (report.records, report.enqueued, report.unrouted, report.dead_lettered) == (5, 2, 3, 0)
+    ((key, counts, batch),) = relay.notes.added
+    assert (key, counts) == ("ingest#unrouted", {"unrouted": 3})
+    assert batch == {"at": pytest.approx(time.time(), abs=60), "records": 5, "unrouted": 3}
+    assert all(not q.sent for q in relay.dead_letters.values())
+    assert relay.dead() == {"orders": set(), "crm": set()}
+
+
+def test_a_batch_without_unrouted_records_writes_no_count(
+    make_settings: MakeSettings, make_record: MakeRecord
+) -> None:
+    relay = Relay(make_settings())
+    relay.ingestor.handle([make_record(event_id="e1", sequence="201")])
+    assert relay.notes.added == []
+
+
+def test_a_batch_that_fails_counts_nothing_its_retry_will_count(
+    make_settings: MakeSettings, make_record: MakeRecord
+) -> None:
+    relay = Relay(make_settings())
+    relay.queues["orders"].refuse = True
+    with pytest.raises(IngestError):
+        relay.ingestor.handle(mixed_batch(make_record))
+    assert relay.notes.added == []
+
+
+def test_a_count_that_cannot_be_saved_does_not_fail_the_batch(
+    make_settings: MakeSettings, make_record: MakeRecord, caplog: pytest.LogCaptureFixture
+) -> None:
+    relay = Relay(make_settings())
+    relay.notes.refuse = ClientError({"Error": {"Code": "InternalServerError", "Message": "x"}}, "UpdateItem")
+
+    report = relay.ingestor.handle(mixed_batch(make_record))
+
+    assert (report.enqueued, report.unrouted) == (2, 3)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == ["unrouted count not saved"]
+
+
+@pytest.mark.parametrize("target", DESTINATIONS)
+def test_with_dead_letter_the_unrouted_records_reach_that_destinations_dead_letters(
+    make_settings: MakeSettings, make_record: MakeRecord, target: str
+) -> None:
+    relay = Relay(make_settings(TRICKLE_UNROUTED=f"dead_letter:{target}"))
+
+    report = relay.ingestor.handle(mixed_batch(make_record))
+
+    assert (report.records, report.enqueued, report.unrouted, report.dead_lettered) == (5, 2, 3, 3)
+    unrouted = ids(target, "e2", "e4", "e5")
+    sent = relay.dead_letters[target].sent
+    assert {m.message_id for m in sent} == unrouted
+    assert {m.attributes[REASON_ATTRIBUTE] for m in sent} == {
+        "no route takes this MODIFY record",
+        "no route takes this REMOVE record",
+    }
+    assert relay.dead() == {name: unrouted if name == target else set() for name in DESTINATIONS}
+    assert all(relay.ledgers[target].records[i].rejected_at_ingest for i in unrouted)  # not redrivable
+    assert [counts for _, counts, _ in relay.notes.added] == [{"unrouted": 3}]

@@ -949,6 +949,68 @@ def test_a_filter_answering_false_leaves_the_record_unrouted(
     assert (result.messages, result.rejected, result.unrouted) == ([], [], 1)
 
 
+# TRICKLE_UNROUTED: a record no route takes is counted; with dead_letter:<destination> it is also
+# rejected there, with the reason, so it reaches that destination's dead-letter queue.
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        pytest.param(
+            {"event_name": "MODIFY"}, "no route takes this MODIFY record", id="event-no-route-takes"
+        ),
+        pytest.param({"event_name": "REMOVE"}, "no route takes this REMOVE record", id="remove"),
+        pytest.param(
+            {"event_name": "REMOVE", "old_image": {"bad": {"N": "NaN"}}},
+            "no route takes REMOVE records (and this one cannot be decoded: old_item.bad: number NaN is not"
+            " a finite DynamoDB number)",
+            id="undecodable-event-no-route-takes",
+        ),
+    ],
+)
+@pytest.mark.parametrize("target", ["orders", "crm"])
+def test_an_unrouted_record_is_dead_lettered_where_the_stage_says(
+    make_settings: MakeSettings, make_record: MakeRecord, record: dict[str, Any], reason: str, target: str
+) -> None:
+    stream_record = make_record(sequence="77", **record)
+    counted = route_record(stream_record, make_settings())
+    assert (counted.messages, counted.rejected, counted.unrouted) == ([], [], 1)
+
+    routed = route_record(stream_record, make_settings(TRICKLE_UNROUTED=f"dead_letter:{target}"))
+
+    assert (routed.messages, routed.unrouted) == ([], 1)
+    assert routed.rejected == [
+        RejectedRecord(
+            destination_message_id("items", "event-1", target),
+            "items#unrouted",
+            "77",
+            {"pk": "user-1", "sk": 1},
+            reason,
+            target,
+        )
+    ]
+
+
+def test_a_filtered_out_record_is_dead_lettered_as_unrouted(
+    make_settings: MakeSettings, make_record: MakeRecord, routes: Routes
+) -> None:
+    settings = make_settings(
+        **routes(extra="filter = \"item.size == 'big'\""), TRICKLE_UNROUTED="dead_letter:orders"
+    )
+    result = build_messages(
+        [
+            item_record(make_record, "a", "1", size={"S": "small"}),
+            item_record(make_record, "a", "2", size={"S": "big"}),
+        ],
+        settings,
+    )
+    assert (len(result.messages), result.unrouted) == (1, 1)
+    (rejected,) = result.rejected
+    assert (rejected.destination, rejected.reason, rejected.keys) == (
+        "orders",
+        "no route takes this INSERT record",
+        {"pk": "user-a", "sk": 1},
+    )
+
+
 def test_a_failing_filter_rejects_only_its_own_routes_destinations(
     make_settings: MakeSettings, make_record: MakeRecord, toml: Callable[[str], dict[str, str]]
 ) -> None:

@@ -131,6 +131,7 @@ def test_defaults_from_the_suite_env(settings: Settings) -> None:
     assert (settings.auth, settings.auth_token_parameter) == ("iam", None)
     assert settings.archive_bucket is None
     assert settings.submit_max_bytes == 262_144
+    assert (settings.unrouted, settings.unrouted_dead_letters) == ("count", None)
 
 
 def test_routes_of_the_suite_file(settings: Settings) -> None:
@@ -628,6 +629,28 @@ def test_bad_log_level(base_env: dict[str, str], level: str) -> None:
 def test_bad_flag(base_env: dict[str, str], raw: str) -> None:
     message = error_of({**base_env, "TRICKLE_PARTIAL_BATCH_RESPONSE": raw})
     assert f"TRICKLE_PARTIAL_BATCH_RESPONSE={raw!r} must be true or false" in message
+
+
+@pytest.mark.parametrize(
+    ("value", "dead_letters"),
+    [("count", None), ("dead_letter:orders", "orders"), ("dead_letter:crm", "crm"), (" count ", None)],
+)
+def test_what_happens_to_unrouted_records(
+    make_settings: MakeSettings, value: str, dead_letters: str | None
+) -> None:
+    settings = make_settings(TRICKLE_UNROUTED=value)
+    assert settings.unrouted_dead_letters == dead_letters
+    assert settings.unrouted == value.strip()
+
+
+@pytest.mark.parametrize(
+    "value", ["drop", "dead_letter", "dead_letter:", "dead_letter:billing", "dead_letter:ORDERS", "Count"]
+)
+def test_unrouted_records_go_nowhere_unknown(base_env: dict[str, str], value: str) -> None:
+    assert error_of({**base_env, "TRICKLE_UNROUTED": value, "TRICKLE_STAGE": "dev"}) == (
+        f"invalid Trickle settings for stage 'dev': TRICKLE_UNROUTED={value!r} must be count or"
+        " dead_letter:<destination> (the routes file's: orders, crm)"
+    )
 
 
 def test_token_auth_needs_its_parameter(base_env: dict[str, str], make_settings: MakeSettings) -> None:
