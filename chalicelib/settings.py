@@ -47,8 +47,9 @@ def names_no_resources(env: Mapping[str, str]) -> bool:
 @dataclass(frozen=True)
 class Destination:
     """An API that receives messages: where, with which key, at what pace, and how it fails. The
-    pace and failure rules come from the routes file; URL, key parameter and queues from the
-    stage (`TRICKLE_DEST_<NAME>_<FIELD>`, which may also override any routes-file value)."""
+    queues come from the stage, the rest from the routes file (the key parameter by default from
+    `default_key_parameter`); a stage's `TRICKLE_DEST_<NAME>_<FIELD>` overrides any routes-file
+    value (say, a sandbox URL for dev)."""
 
     name: str
     url: str
@@ -304,8 +305,13 @@ class _DestinationReader:
         return value
 
 
+def default_key_parameter(stage: str, destination: str) -> str:
+    """Where a destination's API key is kept unless the stage or the routes file names another."""
+    return f"/trickle/{stage}/{destination}-api-key"
+
+
 def _destination(
-    r: _Reader, name: str, table: Mapping[str, object], partition_key: str | None
+    r: _Reader, name: str, table: Mapping[str, object], partition_key: str | None, stage: str
 ) -> Destination:
     d = _DestinationReader(r, name, table)
     url, queue_url, dlq_url = d.text("url"), d.text("queue_url"), d.text("dlq_url")
@@ -322,7 +328,7 @@ def _destination(
     destination = Destination(
         name=name,
         url=url,
-        api_key_parameter=d.text("key_parameter"),
+        api_key_parameter=d.text("key_parameter", default_key_parameter(stage, name) if stage else None),
         api_key_header=d.text("key_header", "x-api-key"),
         api_key_scheme=d.text("key_scheme", ""),
         queue_url=queue_url,
@@ -436,7 +442,7 @@ def _toml_shape(value: object) -> tuple[str, str]:
 
 
 def _destinations_and_routes(
-    r: _Reader, partition_key: str | None
+    r: _Reader, partition_key: str | None, stage: str
 ) -> tuple[dict[str, Destination], tuple[Route, ...]]:
     document = _routes_file(r)
     if document is None:
@@ -467,7 +473,7 @@ def _destinations_and_routes(
         elif not _NAME.fullmatch(name):
             r.in_routes_file(f"destination {name!r} needs a name of lowercase letters, digits and _")
         else:
-            destinations[name] = _destination(r, name, table, partition_key)
+            destinations[name] = _destination(r, name, table, partition_key, stage)
     for index, table in enumerate(routes):
         if not isinstance(table, dict):
             r.in_routes_file(f"routes entry #{index + 1} is not a table: each route is a [[routes]] entry")
@@ -521,7 +527,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if stream_arn and not _STREAM_ARN.match(stream_arn):
         r.errors.append(f"TRICKLE_STREAM_ARN={stream_arn!r} is not a DynamoDB stream ARN")
     partition_key = r.env.get("TRICKLE_PARTITION_KEY", "").strip() or None
-    destinations, routes = _destinations_and_routes(r, partition_key)
+    destinations, routes = _destinations_and_routes(r, partition_key, stage)
     settings = Settings(
         stream_arn=stream_arn,
         ledger_table=r.text("TRICKLE_LEDGER_TABLE"),

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 from chalicelib.ledger import DEAD_INDEX
 from chalicelib.notes import UNROUTED_NOTE_KEY, lease_key, redrive_note_key, run_note_key
-from chalicelib.settings import Settings, destination_names, load_settings
+from chalicelib.settings import Settings, SettingsError, destination_names, load_settings
 
 CHALICE_DIR = Path(__file__).resolve().parent.parent / ".chalice"
 
@@ -133,6 +133,35 @@ def packaging_env(env: Mapping[str, str]) -> dict[str, str]:
     return {**env, **PACKAGING_ENV, **queues}
 
 
+def bootstrap_queue_names(app_name: str, stage: str, destination: str) -> tuple[str, str]:
+    """The queue and dead-letter queue the bootstrap creates for a destination the stage names none
+    for yet (the shipped stages follow this too: `trickle-dev-orders.fifo`)."""
+    prefix = f"{app_name}-{stage}-{destination}"
+    return f"{prefix}.fifo", f"{prefix}-dead-letters.fifo"
+
+
+def with_bootstrap_queues(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, str]:
+    """A stage that names its resources, with the queue URLs its bootstrap will create for the
+    destinations it has none for yet (in its stream's account and region, or at its endpoint), so
+    the policies, the bootstrap and the local runtime agree on them before a bootstrap records the
+    real ones. Named after its TRICKLE_STAGE (`dev` for its emulator record `dev-emulator` too), else
+    `stage`. A template stage, or one without a stream ARN to place them, is returned as it is."""
+    out = dict(env)
+    stage = env.get("TRICKLE_STAGE", "").strip() or stage
+    arn = env.get("TRICKLE_STREAM_ARN", "").split(":")
+    if is_template_stage(env) or len(arn) < 6:
+        return out
+    region, account = arn[3], arn[4]
+    base = env.get("AWS_ENDPOINT_URL") or f"https://sqs.{region}.amazonaws.com"
+    for name in destination_names(env):
+        prefix = f"TRICKLE_DEST_{name.upper()}_"
+        queues = zip(("QUEUE_URL", "DLQ_URL"), bootstrap_queue_names(app_name, stage, name), strict=True)
+        for kind, queue in queues:
+            if not out.get(prefix + kind, "").strip():
+                out[prefix + kind] = f"{base.rstrip('/')}/{account}/{queue}"
+    return out
+
+
 def stage_settings(env: Mapping[str, str]) -> Settings:
     return load_settings(packaging_env(env) if is_template_stage(env) else env)
 
@@ -202,6 +231,13 @@ def stage_resources(env: Mapping[str, str]) -> StageResources:
     if is_template_stage(env):
         return template_resources(env)
     settings = load_settings(env)
+    failure_queue = env.get("TRICKLE_INGEST_FAILURE_QUEUE_URL", "").strip()
+    if not failure_queue:
+        stage = env.get("TRICKLE_STAGE", "").strip()
+        raise SettingsError(
+            f"invalid Trickle settings{f' for stage {stage!r}' if stage else ''}:"
+            " TRICKLE_INGEST_FAILURE_QUEUE_URL is required (the bootstrap sets it)"
+        )
     _, partition, _, region, account, resource = settings.stream_arn.split(":", 5)
     table = resource.split("/")[1]
     return StageResources(
@@ -224,7 +260,7 @@ def stage_resources(env: Mapping[str, str]) -> StageResources:
         dead_index_arn=(
             f"arn:{partition}:dynamodb:{region}:{account}:table/{settings.ledger_table}/index/{DEAD_INDEX}"
         ),
-        ingest_failure_queue_arn=queue_arn(env["TRICKLE_INGEST_FAILURE_QUEUE_URL"], partition, region),
+        ingest_failure_queue_arn=queue_arn(failure_queue, partition, region),
         ssm_service=f"ssm.{region}.amazonaws.com",
         token_parameter_arn=(
             parameter_arn(settings.auth_token_parameter, partition, region, account)
@@ -429,15 +465,48 @@ def render(policy: Mapping[str, Any]) -> str:
     return json.dumps(policy, indent=2) + "\n"
 
 
+DRAIN_TIMEOUT_S = 300  # a new drain's lambda_timeout, as the shipped drains have
+
+
+def stage_policies(config: Mapping[str, Any], stage: str) -> dict[str, dict[str, Any]]:
+    """The stage's policies, by function; a SettingsError names the stage."""
+    env = with_bootstrap_queues(
+        config["stages"][stage].get("environment_variables", {}), config["app_name"], stage
+    )
+    try:
+        return function_policies(env)
+    except SettingsError as exc:
+        raise SettingsError(
+            str(exc) if env.get("TRICKLE_STAGE") == stage else f"stage {stage!r}: {exc}"
+        ) from None
+
+
 def refresh(chalice_dir: Path = CHALICE_DIR, check: bool = False) -> list[str]:
-    """Write every stage's policy files (or, with `check`, list those that are stale); a file no
-    function of its stage needs any more is removed (or listed)."""
-    config = json.loads((chalice_dir / "config.json").read_text())
+    """Write every stage's policy files and the `lambda_functions` entries that name them (or, with
+    `check`, list what is stale); a file no function of its stage needs any more is removed (or
+    listed), with its entry. Writes nothing when a stage is invalid: raises SettingsError, a line
+    per stage."""
+    config_path = chalice_dir / "config.json"
+    config = json.loads(config_path.read_text())
+    wanted: dict[str, dict[str, dict[str, Any]]] = {}
+    errors = []
+    for stage in config["stages"]:
+        try:
+            wanted[stage] = stage_policies(config, stage)
+        except SettingsError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise SettingsError("\n".join(errors))
     stale = []
-    for stage, stage_config in config["stages"].items():
-        wanted = function_policies(stage_config["environment_variables"])
-        for function, policy in wanted.items():
+    entries = []
+    for stage, policies in wanted.items():
+        functions = config["stages"][stage].setdefault("lambda_functions", {})
+        for function, policy in policies.items():
             path = chalice_dir / policy_path(stage, function).name
+            if "iam_policy_file" not in functions.get(function, {}):
+                timeout = {"lambda_timeout": DRAIN_TIMEOUT_S} if function.startswith("drain_") else {}
+                functions[function] = {"iam_policy_file": path.name, **timeout, **functions.get(function, {})}
+                entries.append(f"{stage}: lambda_functions.{function}")
             text = render(policy)
             if path.exists() and path.read_text() == text:
                 continue
@@ -445,18 +514,30 @@ def refresh(chalice_dir: Path = CHALICE_DIR, check: bool = False) -> list[str]:
             if not check:
                 path.write_text(text)
         for path in stage_policy_files(chalice_dir, stage):
-            if path.stem[len(f"policy-{stage}-") :] not in wanted:
+            function = path.stem[len(f"policy-{stage}-") :]
+            if function not in policies:
                 stale.append(path.name)
+                if functions.get(function, {}).get("iam_policy_file") == path.name:
+                    del functions[function]
+                    entries.append(f"{stage}: lambda_functions.{function}")
                 if not check:
                     path.unlink()
+    if entries:
+        stale.append(f"config.json ({', '.join(entries)})")
+        if not check:
+            config_path.write_text(json.dumps(config, indent=2) + "\n")
     return stale
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, chalice_dir: Path = CHALICE_DIR) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--check", action="store_true", help="fail if a policy file is stale")
     args = parser.parse_args(argv)
-    stale = refresh(check=args.check)
+    try:
+        stale = refresh(chalice_dir, check=args.check)
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     if args.check and stale:
         print(
             f"stale policy files: {', '.join(stale)}; run python -m trickle_deploy.policies", file=sys.stderr

@@ -14,6 +14,8 @@ from urllib.parse import urlparse, urlunparse
 
 from chalice import Chalice
 
+from trickle_deploy.policies import with_bootstrap_queues
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -22,10 +24,13 @@ def load_config(project_dir: Path = PROJECT_DIR) -> dict[str, Any]:
 
 
 def stage_env(stage: str = "local", project_dir: Path = PROJECT_DIR) -> dict[str, str]:
-    stages = load_config(project_dir)["stages"]
+    """The stage's variables, with the queues its bootstrap will create for a destination it names
+    none for yet (the local runtime creates them on every run)."""
+    config = load_config(project_dir)
+    stages = config["stages"]
     if stage not in stages:
         raise SystemExit(f"no stage {stage!r} in .chalice/config.json (have: {', '.join(stages)})")
-    return dict(stages[stage].get("environment_variables", {}))
+    return with_bootstrap_queues(stages[stage].get("environment_variables", {}), config["app_name"], stage)
 
 
 def with_netloc(url: str, base: str) -> str:
@@ -37,8 +42,9 @@ def with_netloc(url: str, base: str) -> str:
 def rebase(
     env: Mapping[str, str], endpoint: str | None, api_urls: Mapping[str, str] | None
 ) -> dict[str, str]:
-    """Point the stage at a different AWS endpoint (None: real AWS) and at stand-in APIs (a base
-    URL per destination name; those not named keep theirs)."""
+    """Point the stage at a different AWS endpoint (None: real AWS) and at stand-in APIs (a URL per
+    destination name, whose host replaces the stage's, or which is used whole when the stage sets
+    none; those not named keep theirs)."""
     out = dict(env)
     if endpoint is None:
         out.pop("AWS_ENDPOINT_URL", None)
@@ -49,7 +55,7 @@ def rebase(
                 out[name] = with_netloc(out[name], endpoint)
     for destination, url in (api_urls or {}).items():
         name = destination_url_variable(destination)
-        out[name] = with_netloc(out[name], url)
+        out[name] = with_netloc(out.get(name, url), url)
     return out
 
 

@@ -389,6 +389,31 @@ def test_required_values_may_come_from_the_routes_file(make_settings: MakeSettin
 
 
 @pytest.mark.parametrize(
+    ("stage", "file", "expected"),
+    [
+        ({"TRICKLE_STAGE": "dev"}, "", "/trickle/dev/orders-api-key"),  # a stage's: the recipe's default
+        ({"TRICKLE_STAGE": "dev", "TRICKLE_DEST_ORDERS_KEY_PARAMETER": "/mine"}, "", "/mine"),
+        ({"TRICKLE_STAGE": "dev"}, 'key_parameter = "/file/key"', "/file/key"),
+        ({}, 'key_parameter = "/file/key"', "/file/key"),
+    ],
+)
+def test_the_key_parameter_defaults_to_the_stage_s_name_for_it(
+    base_env: dict[str, str], toml: WriteToml, stage: dict[str, str], file: str, expected: str
+) -> None:
+    env = {k: v for k, v in base_env.items() if k != "TRICKLE_DEST_ORDERS_KEY_PARAMETER"}
+    settings = load_settings(env | toml(one_destination(file)) | stage)
+    assert settings.destination("orders").api_key_parameter == expected
+
+
+def test_without_a_stage_name_the_key_parameter_is_required(base_env: dict[str, str]) -> None:
+    env = {k: v for k, v in base_env.items() if k != "TRICKLE_DEST_ORDERS_KEY_PARAMETER"}
+    assert error_of(env) == (
+        "invalid Trickle settings: destination 'orders' needs TRICKLE_DEST_ORDERS_KEY_PARAMETER"
+        " (or key_parameter in the routes file)"
+    )
+
+
+@pytest.mark.parametrize(
     ("name", "raw"),
     [
         ("TRICKLE_SEND_ATTEMPTS", "three"),
@@ -714,7 +739,7 @@ def test_many_problems_reported_together(base_env: dict[str, str], toml: WriteTo
         "TRICKLE_DRAIN_BUDGET": "0",
         "TRICKLE_STREAM_ARN": "not-an-arn",
     }
-    del env["TRICKLE_DEST_ORDERS_KEY_PARAMETER"]
+    del env["TRICKLE_DEST_ORDERS_URL"]
     message = error_of(env)
     assert message.startswith("invalid Trickle settings for stage 'dev': ")
     for needle in (
@@ -722,7 +747,7 @@ def test_many_problems_reported_together(base_env: dict[str, str], toml: WriteTo
         "TRICKLE_SEND_ATTEMPTS='lots'",
         "TRICKLE_DRAIN_BUDGET='0'",
         "TRICKLE_STREAM_ARN='not-an-arn'",
-        "destination 'orders' needs TRICKLE_DEST_ORDERS_KEY_PARAMETER",
+        "destination 'orders' needs TRICKLE_DEST_ORDERS_URL (or url in the routes file)",
         "routes file FILE: destinations.orders.max_attempts=0",
         "routes file FILE: destination 'orders' has an unknown field 'retries'",
         "routes file FILE: route 'only' filter:",
