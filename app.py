@@ -3,7 +3,15 @@
 import os
 from typing import Any
 
-from chalice import BadRequestError, Chalice, IAMAuthorizer, NotFoundError, Rate, Response
+from chalice import (
+    BadRequestError,
+    Chalice,
+    Cron,  # noqa: F401  (for the schedules you write: README, "Schedules")
+    IAMAuthorizer,
+    NotFoundError,
+    Rate,
+    Response,
+)
 from chalice.app import AuthRequest, AuthResponse, CloudWatchEvent, DynamoDBEvent, Request
 
 from chalicelib import wiring
@@ -58,7 +66,7 @@ def ingest(event: DynamoDBEvent) -> dict[str, Any]:
 
 
 # One drain per destination of chalicelib/routes.toml, named drain_<destination>: change a
-# destination's schedule here (Rate or Cron).
+# destination's schedule here (Rate or Cron), or add one (README, "Adding a destination").
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="drain_orders")
 def drain_orders(event: CloudWatchEvent) -> dict[str, Any]:
     return wiring.drain("orders", event.context)

@@ -54,6 +54,7 @@ from trickle_local.runtime import Invoker, LocalRuntime
 from trickle_local.standin_api import Faults, StandInApi
 from trickle_local.workflows import Workflows, is_workflow_body
 
+STANDIN_PORT = 5051  # the first destination's stand-in; README, "Running it locally"
 DEFAULT_EMULATOR: EmulatorName = "ministack"  # the embedded one; README, "Two emulators", says why
 
 
@@ -119,19 +120,25 @@ def _port(url: str, flag: int | None, ephemeral: bool) -> int:
     return flag if flag is not None else urlparse(url).port or 0
 
 
-def ports(args: argparse.Namespace, env: dict[str, str]) -> dict[str, int]:
-    """The ports this run listens on, by server; all are checked before any server starts."""
+def wanted_ports(args: argparse.Namespace, env: dict[str, str]) -> dict[str, int]:
+    """The ports this run listens on, by server. Each destination's stand-in listens on `--api-port`
+    plus its place in the routes file, whatever host the stage's URL for it names (only the URL's
+    path is kept); `--api-port 0` picks free ones."""
     wanted = {"routes": 0 if args.ephemeral_ports else args.routes_port}
     if not args.real_aws and args.endpoint is None:
         wanted["AWS endpoint"] = _port(
             env.get("AWS_ENDPOINT_URL", ""), args.endpoint_port, args.ephemeral_ports
         )
     if not args.api_url:
-        for offset, destination in enumerate(load_settings(env).destinations.values()):
-            flag = args.api_port + offset if args.api_port else args.api_port  # 0: free ones
-            wanted[f"stand-in API for {destination.name}"] = _port(
-                destination.url, flag, args.ephemeral_ports
-            )
+        for offset, name in enumerate(load_settings(env).destinations):
+            free = args.ephemeral_ports or args.api_port == 0
+            wanted[f"stand-in API for {name}"] = 0 if free else args.api_port + offset
+    return wanted
+
+
+def ports(args: argparse.Namespace, env: dict[str, str]) -> dict[str, int]:
+    """`wanted_ports`, all checked before any server starts."""
+    wanted = wanted_ports(args, env)
     check_all_free("127.0.0.1", wanted)
     return wanted
 
@@ -160,9 +167,10 @@ def _start(args: argparse.Namespace, started: contextlib.ExitStack) -> Session:
         endpoint_url = endpoint.endpoint_url
     apis: dict[str, StandInApi] = {}
     api_key: str | None = args.api_key
+    declared = load_settings(env)
     if not args.api_url:
         api_key = api_key or f"local-{secrets.token_hex(8)}"
-        for name, destination in load_settings(env).destinations.items():
+        for name, destination in declared.destinations.items():
             faults = Faults(
                 latency_s=args.latency,
                 error_rate=args.error_rate,
@@ -179,7 +187,9 @@ def _start(args: argparse.Namespace, started: contextlib.ExitStack) -> Session:
             )
             apis[name] = StandInApi(faults, port=listen[f"stand-in API for {name}"]).start()
             started.callback(apis[name].stop)
-    api_urls = {name: api.url for name, api in apis.items()} or dict(args.api_url or [])
+    api_urls = {
+        name: stage.with_netloc(declared.destination(name).url, api.url) for name, api in apis.items()
+    } or dict(args.api_url or [])
     env = stage.rebase(env, endpoint_url, api_urls)
     if args.real_aws:
         os.environ.pop("AWS_ENDPOINT_URL", None)
@@ -501,10 +511,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--api-port",
         type=int,
-        help="port of the first destination's stand-in API, the next ones above it (default: the stage's)",
+        default=STANDIN_PORT,
+        help="port of the first destination's stand-in API, the next ones (in routes-file order) above it"
+        f" (default: {STANDIN_PORT})",
     )
     common.add_argument(
-        "--ephemeral-ports", action="store_true", help="pick free ports instead of the stage's"
+        "--ephemeral-ports", action="store_true", help="pick free ports instead of the default ones"
     )
     common.add_argument(
         "--slow-moto", action="store_true", help="leave moto's SQS clock unpatched (to measure its cost)"

@@ -1,113 +1,230 @@
-"""The README's recipe for a new destination, followed in a copy of the project: one entry in the
-routes file, its stage variables, one decorated drain in app.py, regenerated policies, and
-`chalice package` gives it its own function with a role that reaches only its own queues and key."""
+"""The README's recipe for a new destination, followed exactly as written: its snippets and its
+command are read from the README's "Adding a destination" and applied to a fresh copy of the
+project, nothing else is touched, and each of the three stages is then used as a user would: `local`
+runs (its new stand-in on the port the README states), `dev` is bootstrapped (its policies named
+the queues before the bootstrap made them), `prod` is packaged with its template."""
 
 from __future__ import annotations
 
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
-import sys
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from chalicelib.settings import ROUTES_FILE, load_settings
+import pytest
+from chalice import Cron
+from conftest import EMULATOR
+
+from chalicelib.settings import load_settings
+from trickle_deploy.bootstrap import provision, teardown
 from trickle_deploy.iam_check import load_template, packaged_policies
+from trickle_deploy.policies import with_bootstrap_queues
 from trickle_local import stage
+from trickle_local.__main__ import build_parser, wanted_ports
+from trickle_local.aws import clients
+from trickle_local.emulators import Emulator
 
-INVOICING = """
-
-[destinations.invoicing]
-rate_limit_per_s = 1
-group_by = "table"
-
-[[routes]]
-name = "invoices_to_invoicing"
-events = ["INSERT"]
-filter = "item.type == 'invoice'"
-destinations = ["invoicing"]
-"""
-
-DRAIN = """
-
-@app.schedule(Cron(0, 2, "*", "*", "?", "*"), name="drain_invoicing")
-def drain_invoicing(event: CloudWatchEvent) -> dict[str, Any]:
-    return wiring.drain("invoicing", event.context)
-"""
+STAGES = ("local", "dev", "prod")  # .chalice/config.json
 
 
-def scheduled_drains(app_source: str) -> set[str]:
-    """The `name=` of every `@app.schedule(...)` in app.py."""
-    names = set()
-    for node in ast.walk(ast.parse(app_source)):
-        if isinstance(node, ast.FunctionDef):
-            for decorator in node.decorator_list:
-                if isinstance(decorator, ast.Call) and getattr(decorator.func, "attr", "") == "schedule":
-                    names |= {k.value.value for k in decorator.keywords if k.arg == "name"}  # type: ignore[attr-defined]
-    return names
+@dataclass(frozen=True)
+class Recipe:
+    routes: str  # appended to chalicelib/routes.toml
+    drain: str  # appended to app.py
+    command: str
+    destination: str
+    local_port: int  # where the README says its stand-in listens
+    local_path: str
+
+    @property
+    def schedule(self) -> str:
+        """The schedule expression of the drain's decorator, as Chalice writes it."""
+        decorator = ast.parse(self.drain).body[0].decorator_list[0]  # type: ignore[attr-defined]
+        cron = decorator.args[0]
+        assert cron.func.id == "Cron"
+        return str(Cron(*(ast.literal_eval(a) for a in cron.args)).to_string())
+
+
+def read_recipe(readme: str) -> Recipe:
+    """The paragraph's fenced blocks, in order: the routes entry, the drain, the command."""
+    section = readme.split("**Adding a destination**", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(\w*)\n(.*?)\n *```", section, re.DOTALL)
+    assert [language for language, _ in blocks] == ["toml", "python", ""], "two snippets and one command"
+    (_, routes), (_, drain), (_, command) = [(lang, textwrap.dedent(text) + "\n") for lang, text in blocks]
+    (port, path) = re.findall(r"curl -s http://127\.0\.0\.1:(\d+)(/[^`\s]*)", section)[0]
+    assert set(re.findall(r"127\.0\.0\.1:(\d+)", section)) == {port}
+    match = re.search(r"\[destinations\.(\w+)\]", routes)
+    assert match is not None
+    return Recipe(routes, drain, command.strip(), match[1], int(port), path)
+
+
+RECIPE = read_recipe((stage.PROJECT_DIR / "README.md").read_text())
+
+
+def user_env() -> dict[str, str]:
+    """A user's shell: none of this test session's TRICKLE_* variables."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("TRICKLE_")}
+
+
+def run(project: Path, command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", command], cwd=project, env=user_env(), capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """A fresh copy of the project with the recipe applied: (project, what the command did)."""
+    project = tmp_path_factory.mktemp("recipe") / "project"
+    shutil.copytree(
+        stage.PROJECT_DIR,
+        project,
+        ignore=shutil.ignore_patterns(".venv*", ".git", "tests", "bench", "__pycache__", ".*_cache", "build"),
+    )
+    for venv in (".venv", ".venv-ministack"):
+        if (stage.PROJECT_DIR / venv).exists():
+            (project / venv).symlink_to((stage.PROJECT_DIR / venv).resolve())
+    routes, app = project / "chalicelib" / "routes.toml", project / "app.py"
+    routes.write_text(routes.read_text() + "\n" + RECIPE.routes)
+    app.write_text(app.read_text() + "\n\n" + RECIPE.drain)
+    return project, run(project, RECIPE.command)
+
+
+def project_env(project: Path, stage_name: str) -> dict[str, str]:
+    """The copy's stage as its tools see it (`stage.stage_env` there), for calls from this process."""
+    config = stage.load_config(project)
+    env = config["stages"][stage_name]["environment_variables"]
+    routes = {"TRICKLE_ROUTES_FILE": str(project / "chalicelib" / "routes.toml")}
+    return with_bootstrap_queues(env | routes, config["app_name"], stage_name)
+
+
+def policy(project: Path, stage_name: str, function: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(
+        (project / ".chalice" / f"policy-{stage_name}-{function}.json").read_text()
+    )
+    return document
+
+
+def statement(document: dict[str, Any], sid: str) -> dict[str, Any]:
+    (found,) = [s for s in document["Statement"] if s["Sid"] == sid]
+    return found  # type: ignore[no-any-return]
 
 
 def test_every_destination_of_the_shipped_routes_has_its_drain_in_app_py() -> None:
     settings = load_settings(stage.stage_env("local"))
-
-    assert scheduled_drains((stage.PROJECT_DIR / "app.py").read_text()) == {
-        d.drain_function for d in settings.destinations.values()
+    app = ast.parse((stage.PROJECT_DIR / "app.py").read_text())
+    drains = {
+        keyword.value.value  # type: ignore[attr-defined]
+        for node in ast.walk(app)
+        if isinstance(node, ast.FunctionDef)
+        for decorator in node.decorator_list
+        if isinstance(decorator, ast.Call) and getattr(decorator.func, "attr", "") == "schedule"
+        for keyword in decorator.keywords
+        if keyword.arg == "name"
     }
 
+    assert drains == {d.drain_function for d in settings.destinations.values()}
 
-def test_a_third_destination_is_one_routes_entry_one_drain_and_regenerated_policies(tmp_path: Path) -> None:
-    project = tmp_path / "project"
-    shutil.copytree(
-        stage.PROJECT_DIR,
+
+def test_the_command_gives_every_stage_the_new_drain_and_its_policy(
+    applied: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    project, done = applied
+    drain = f"drain_{RECIPE.destination}"
+
+    assert (done.returncode, done.stderr) == (0, "")
+    config = json.loads((project / ".chalice" / "config.json").read_text())
+    for name in STAGES:
+        assert config["stages"][name]["lambda_functions"][drain] == {
+            "iam_policy_file": f"policy-{name}-{drain}.json",
+            "lambda_timeout": 300,
+        }
+        assert f"updated .chalice/policy-{name}-{drain}.json" in done.stdout.splitlines()
+    assert run(project, RECIPE.command + " --check").returncode == 0
+
+
+def test_local_runs_it_with_its_stand_in_on_the_port_the_readme_states(
+    applied: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    project, _ = applied
+    defaults = build_parser().parse_args(["up"])
+
+    ports = wanted_ports(defaults, project_env(project, "local"))
+
+    assert ports[f"stand-in API for {RECIPE.destination}"] == RECIPE.local_port
+    done = run(
         project,
-        ignore=shutil.ignore_patterns(".venv", ".git", "tests", "bench", "__pycache__", ".*_cache"),
+        f".venv/bin/python -m trickle_local demo --emulator {EMULATOR} --ephemeral-ports --json"
+        " --items 24 --groups 2 --drain-every 0.5 --timeout 180",
     )
-    (project / "chalicelib" / ROUTES_FILE.name).write_text(ROUTES_FILE.read_text() + INVOICING)
-    app = project / "app.py"
-    app.write_text(app.read_text().replace("from chalice import ", "from chalice import Cron, ") + DRAIN)
-    config_path = project / ".chalice" / "config.json"
-    config = json.loads(config_path.read_text())
-    local = config["stages"]["local"]
-    base = "http://127.0.0.1:5050/123456789012/trickle-local-invoicing"
-    local["environment_variables"] |= {
-        "TRICKLE_DEST_INVOICING_URL": "http://127.0.0.1:5053/invoices",
-        "TRICKLE_DEST_INVOICING_KEY_PARAMETER": "/trickle/local/invoicing-api-key",
-        "TRICKLE_DEST_INVOICING_QUEUE_URL": f"{base}.fifo",
-        "TRICKLE_DEST_INVOICING_DLQ_URL": f"{base}-dead-letters.fifo",
-    }
-    local["lambda_functions"]["drain_invoicing"] = {
-        "iam_policy_file": "policy-local-drain_invoicing.json",
-        "lambda_timeout": 300,
-    }
-    config["stages"] = {"local": local}
-    config_path.write_text(json.dumps(config, indent=2))
-    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": str(project)}
-    bin_dir = Path(sys.executable).parent
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    new = summary["destinations"][RECIPE.destination]
+    assert new["inserted"] > 0 and new["delivered"] == new["inserted"]
+    assert {r["path"] for r in summary["received"][RECIPE.destination]} == {RECIPE.local_path}
 
-    subprocess.run(
-        [sys.executable, "-m", "trickle_deploy.policies"],
-        cwd=project,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    out = tmp_path / "out"
-    subprocess.run(
-        [str(bin_dir / "chalice"), "package", "--stage", "local", str(out)],
-        cwd=project,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
 
-    template = load_template(out)
-    assert template["Resources"]["DrainInvoicing"]["Type"] == "AWS::Serverless::Function"
-    events = template["Resources"]["DrainInvoicing"]["Properties"]["Events"]
-    assert [e["Properties"]["Schedule"] for e in events.values()] == ["cron(0 2 * * ? *)"]
+def test_dev_policies_name_the_queues_its_bootstrap_then_makes(
+    applied: tuple[Path, subprocess.CompletedProcess[str]], endpoint: Emulator
+) -> None:
+    project, _ = applied
+    name = RECIPE.destination
+    drain = policy(project, "dev", f"drain_{name}")
+    queue, dead = statement(drain, "Drain")["Resource"], statement(drain, "DeadLetter")["Resource"]
+    assert queue == [f"arn:aws:sqs:us-east-1:123456789012:trickle-dev-{name}.fifo"]
+    assert dead == [f"arn:aws:sqs:us-east-1:123456789012:trickle-dev-{name}-dead-letters.fifo"]
+    assert statement(drain, "ReadApiKey")["Resource"] == [
+        f"arn:aws:ssm:us-east-1:123456789012:parameter/trickle/dev/{name}-api-key"
+    ]
+    assert "orders" not in json.dumps(drain) and "crm" not in json.dumps(drain)
+    assert {*queue, *dead} <= set(statement(policy(project, "dev", "ingest"), "Enqueue")["Resource"])
+
+    aws = clients(endpoint.url)
+    env = stage.rebase(project_env(project, "dev"), endpoint.url, None)
+    try:
+        made = provision(aws, env, "billing-key")
+
+        prefix = f"TRICKLE_DEST_{name.upper()}_"
+        arns = [
+            aws["sqs"].get_queue_attributes(QueueUrl=made[prefix + kind], AttributeNames=["QueueArn"])[
+                "Attributes"
+            ]["QueueArn"]
+            for kind in ("QUEUE_URL", "DLQ_URL")
+        ]
+        assert arns == [*queue, *dead]
+        assert aws["ssm"].get_parameter(Name=f"/trickle/dev/{name}-api-key")["Parameter"]["Type"] == (
+            "SecureString"
+        )
+    finally:
+        teardown(aws, env, source_table=True)
+
+
+def test_prod_packages_with_the_new_destination_s_queues_function_and_role(
+    applied: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    project, _ = applied
+    prefix = RECIPE.destination.capitalize()
+
+    done = run(project, f".venv/bin/python -m trickle_deploy.template --stage prod --package {tmp_path}")
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    template = load_template(tmp_path / "pkg")
+    resources = template["Resources"]
+    events = resources[f"Drain{prefix}"]["Properties"]["Events"]
+    assert [e["Properties"]["Schedule"] for e in events.values()] == [RECIPE.schedule]
+    for queue in (f"{prefix}Queue", f"{prefix}DeadLetterQueue"):
+        assert resources[queue]["Properties"]["FifoQueue"] is True
     policies = packaged_policies(template)
-    invoicing = json.dumps(policies["drain_invoicing"])
-    assert "trickle-local-invoicing.fifo" in invoicing and "invoicing-api-key" in invoicing
-    assert "trickle-local-orders" not in invoicing and "orders-api-key" not in invoicing
-    assert "trickle-local-invoicing.fifo" not in json.dumps(policies["drain_orders"])
-    assert "trickle-local-invoicing.fifo" in json.dumps(policies["ingest"])
+    drain = json.dumps(policies[f"drain_{RECIPE.destination}"])
+    assert f'"{prefix}Queue"' in drain and f'"{prefix}DeadLetterQueue"' in drain
+    assert f"parameter/trickle/prod/{RECIPE.destination}-api-key" in drain
+    assert "OrdersQueue" not in drain and "CrmQueue" not in drain
+    assert f'"{prefix}Queue"' in json.dumps(policies["ingest"])
+    key_command = template["Outputs"][f"{prefix}PutApiKeyCommand"]["Value"]["Fn::Sub"]
+    assert f"--name /trickle/prod/{RECIPE.destination}-api-key " in key_command
