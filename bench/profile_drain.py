@@ -20,15 +20,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import boto3
 
 from bench.harness import Bench, Calls
 from bench.stream import order_records
-from chalicelib import wiring
-from chalicelib.drain import Drainer
+from chalicelib import drain_group, wiring
+from chalicelib.drain_group import GroupEffects
+from chalicelib.drain_state import GroupResult, GroupRun
 from chalicelib.logs import configure_logging
+from chalicelib.model import ReceivedMessage
+from chalicelib.policy import Rules
 from trickle_local.emulators import EMULATORS
 from trickle_local.endpoint import use_local_credentials
 
@@ -51,24 +53,26 @@ class ThreadProfiles:
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[None]:
-        original = Drainer._deliver_group
+        original = drain_group.deliver_group
 
-        def deliver_group(drainer: Drainer, *args: Any) -> Any:
+        def deliver_group(
+            messages: list[ReceivedMessage], effects: GroupEffects, run: GroupRun, rules: Rules
+        ) -> GroupResult:
             profile = self._mine()
             profile.enable()
             try:
-                return original(drainer, *args)
+                return original(messages, effects, run, rules)
             finally:
                 profile.disable()
 
-        Drainer._deliver_group = deliver_group  # type: ignore[method-assign,assignment]
+        drain_group.deliver_group = deliver_group  # what the run hands each group's worker
         main = self._mine()
         main.enable()
         try:
             yield
         finally:
             main.disable()
-            Drainer._deliver_group = original  # type: ignore[method-assign]
+            drain_group.deliver_group = original
 
     def save(self, path: Path) -> None:
         stats = pstats.Stats(self.profiles[0])

@@ -1,11 +1,11 @@
 """Pure delivery decisions: what a response means, how long to wait, what happens to a message and
-its group next (`decide`), and how held messages go back. No I/O: the drain applies the actions."""
+its group next (`decide`), and how held messages go back. No I/O, no clock, no randomness of its
+own: the time and the backoff's jitter are given, and the drain applies the actions."""
 
 from __future__ import annotations
 
 import enum
 import math
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -42,7 +42,7 @@ class Decision:
         return self.outcome in (Outcome.RETRY, Outcome.PERMANENT)
 
 
-def retry_after_seconds(value: str | None, now: datetime | None = None, default: int = 1) -> int:
+def retry_after_seconds(value: str | None, now: datetime, default: int = 1) -> int:
     """`Retry-After` as delta-seconds or an HTTP date; never less than a second."""
     if value is None or not value.strip():
         return default
@@ -55,11 +55,12 @@ def retry_after_seconds(value: str | None, now: datetime | None = None, default:
         return default
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    seconds = (moment - (now or datetime.now(UTC))).total_seconds()
+    seconds = (moment - now).total_seconds()
     return max(1, min(MAX_VISIBILITY_S, int(seconds + 0.999)))
 
 
-def classify(response: ApiResponse, now: datetime | None = None) -> Decision:
+def classify(response: ApiResponse, now: datetime) -> Decision:
+    """What the API's answer means; `now` dates a `Retry-After` given as an HTTP date."""
     status = response.status
     if status is None:
         return Decision(Outcome.RETRY, response.error or "no response")
@@ -74,10 +75,9 @@ def classify(response: ApiResponse, now: datetime | None = None) -> Decision:
     return Decision(Outcome.RETRY, f"HTTP {status}")
 
 
-def backoff_s(
-    attempts: int, base_s: int, cap_s: int, draw: Callable[[float, float], float] = random.uniform
-) -> int:
-    """Delay before the next try after `attempts` failures: capped exponential, equal jitter.
+def backoff_s(attempts: int, base_s: int, cap_s: int, draw: Callable[[float, float], float]) -> int:
+    """Delay before the next try after `attempts` failures: capped exponential, equal jitter (`draw`
+    is uniform in [a, b], `random.uniform` in a drain).
 
     Half the capped delay is kept so retries never bunch at zero; the other half is random so a
     burst of failures does not retry in lockstep. Always within [1, cap_s].
@@ -101,11 +101,11 @@ def release_plan(held: Sequence[M], head_delay_s: int) -> list[tuple[M, int]]:
 
 @dataclass(frozen=True)
 class Backoff:
-    """A destination's retry delays as an object (sqs-workers style), so tests can fix the jitter."""
+    """A destination's retry delays as an object (sqs-workers style), with the jitter it draws."""
 
     base_s: int
     cap_s: int
-    draw: Callable[[float, float], float] = random.uniform
+    draw: Callable[[float, float], float]
 
     def delay_s(self, attempts: int) -> int:
         return backoff_s(attempts, self.base_s, self.cap_s, self.draw)

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from chalicelib.drain import DrainReport
+from chalicelib.drain_state import DrainReport
 from chalicelib.notes import NOTE_KEY, lease_key
 
 log = logging.getLogger(__name__)

@@ -361,6 +361,53 @@ class FakeCallbacks:
         return [kind for kind, t, _ in self.calls if t == token]
 
 
+class FakeClock:
+    """The drain's clock (`chalicelib.ports.Clock`), still until a test moves it (`advance`) or a rate
+    limit waits (`sleep`): wall-clock and monotonic time move together."""
+
+    def __init__(self, now: float = 1_767_225_600.0) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float, /) -> None:
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeMetrics:
+    """A run's figures (`chalicelib.ports.Metrics`), kept as (name, value) in the order given."""
+
+    def __init__(self) -> None:
+        self.values: list[tuple[str, float]] = []
+        self._lock = threading.Lock()
+
+    def count(self, name: str, value: int = 1) -> None:
+        self._add(name, value)
+
+    def milliseconds(self, name: str, value: float) -> None:
+        self._add(name, value)
+
+    def seconds(self, name: str, value: float) -> None:
+        self._add(name, value)
+
+    def flush(self) -> None:
+        return
+
+    def _add(self, name: str, value: float) -> None:
+        with self._lock:
+            self.values.append((name, value))
+
+    def named(self, name: str) -> list[float]:
+        return [value for n, value in self.values if n == name]
+
+
 @contextmanager
 def taken_port() -> Iterator[int]:
     """A loopback port something else is listening on, for as long as the block runs."""

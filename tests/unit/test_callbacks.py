@@ -20,7 +20,8 @@ from chalicelib.callbacks import (
     failure_cause,
     success_output,
 )
-from chalicelib.drain import Drainer, DrainReport
+from chalicelib.drain import Drainer
+from chalicelib.drain_state import DrainReport
 from chalicelib.model import TASK_TOKEN_ATTRIBUTE, ApiResponse, CallbackResult, LedgerRecord, Status, Verdict
 from chalicelib.policy import (
     Action,

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from conftest import MakeSettings
 
-from chalicelib.drain import Drainer, DrainReport
+from chalicelib.drain import Drainer
+from chalicelib.drain_state import DrainReport
 from chalicelib.model import REASON_ATTRIBUTE, ApiResponse, LedgerRecord, Status
 from tests.fakes import (
     FakeArchive,

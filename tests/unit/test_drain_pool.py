@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from conftest import MakeSettings
 
-from chalicelib.drain import FINISH_MESSAGES, Drainer, GroupResult, InFlight
+from chalicelib.drain import FINISH_MESSAGES, Drainer
+from chalicelib.drain_state import GroupResult, InFlight
 from chalicelib.model import Status
 from tests.fakes import FakeDeadLetters, FakeFifo, FakeKey, FakeLedger, SlowApi
 

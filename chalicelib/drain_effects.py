@@ -1,0 +1,255 @@
+"""The drain's effects: every call it makes to its ports (the queue, the dead-letter queue, the
+ledger, the API and its key, the archive, Step Functions, the run notes), with the log lines and
+metrics that go with them. What to do is decided elsewhere (`policy.decide`, in the loop of
+`chalicelib.drain_group`); this module only carries it out and says what came of it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.dead_letters import dead_letter
+from chalicelib.drain_group import Came, Feedback
+from chalicelib.drain_log import fields, log, step
+from chalicelib.drain_state import DrainReport, GroupResult, GroupRun, Records, RunState
+from chalicelib.drain_tasks import Tasks, answered_state
+from chalicelib.model import (
+    ROUTE_ATTRIBUTE,
+    ApiResponse,
+    CallbackResult,
+    EnrichmentError,
+    LedgerRecord,
+    ReceivedMessage,
+    Status,
+    delivered,
+)
+from chalicelib.notes import run_note_key
+from chalicelib.policy import Action, Decision, Move, Outcome, classify
+from chalicelib.ports import (
+    Api,
+    ApiKey,
+    Archive,
+    Callbacks,
+    DeadLetterQueue,
+    DeliveryLedger,
+    RunNotes,
+    SourceQueue,
+)
+
+
+class Effects:
+    """A destination's ports, and what the drain does with them."""
+
+    def __init__(
+        self,
+        queue: SourceQueue,
+        dead_letters: DeadLetterQueue,
+        ledger: DeliveryLedger,
+        api: Api,
+        key: ApiKey,
+        destination: str,
+        notes: RunNotes | None = None,
+        archive: Archive | None = None,
+        enrich: Callable[[str, str], str] | None = None,
+        callbacks: Callbacks | None = None,
+    ) -> None:
+        self._queue = queue
+        self._dead_letters = dead_letters
+        self._ledger = ledger
+        self._api = api
+        self._key = key
+        self._destination = destination
+        self._notes = notes
+        self._archive = archive
+        self._enrich = enrich
+        self._tasks = Tasks(callbacks, ledger, archive, destination)
+
+    # --- the run: receive, read, finish, report -------------------------------------------------
+
+    def receive(self, max_messages: int, visibility_timeout_s: int) -> list[ReceivedMessage]:
+        return self._queue.receive(max_messages, visibility_timeout_s)
+
+    def read(self, message_ids: Collection[str]) -> Records:
+        return self._ledger.read(message_ids)
+
+    def finish(self, results: list[GroupResult], state: RunState) -> None:
+        """Releases, then the finished groups' deliveries into the ledger, then deletes: a message is deleted
+        only once the ledger says delivered, so if the run dies before the deletes, the ledger turns
+        the return of a delivered message into a delete without a second delivery."""
+        deletes = [m for r in results for m in r.delete]
+        releases = [change for r in results for change in r.releases]
+        state.released += len(releases)
+        self._queue.change_visibility(releases)
+        self._ledger.write([record for r in results for record in r.delivered])
+        state.delete_failures += len(self._queue.delete(deletes))
+
+    def report(self, state: RunState, report: DrainReport, finished_at: float) -> None:
+        """The run's metrics (with the backlog it leaves), its note, its last log line."""
+        metrics = state.metrics
+        metrics.count("Delivered", report.delivered)
+        metrics.count("AlreadyDelivered", report.already_delivered)
+        metrics.count("Retried", report.retried)
+        metrics.count("DeadLettered", report.dead_lettered)
+        metrics.count("RateLimited", report.saturated)
+        metrics.count("Halted", report.halted)
+        metrics.count("Callbacks", report.callbacks)
+        metrics.count("Heartbeats", report.heartbeats)
+        metrics.count("CallbackRejected", report.callbacks_rejected)
+        metrics.count("CallbackFailed", report.callbacks_failed)
+        try:
+            metrics.count("Backlog", self._queue.depth())
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("backlog unknown", extra={"error": str(exc)})
+        metrics.flush()
+        if self._notes is not None:
+            self._notes.save(run_note_key(self._destination), report.as_dict() | {"finished_at": finished_at})
+        log.info("drain run finished", extra={"destination": self._destination, "report": report.as_dict()})
+
+    # --- a group's messages ---------------------------------------------------------------------
+
+    def token(self, message: ReceivedMessage) -> str:
+        return self._tasks.token(message)
+
+    def carry_out(
+        self,
+        action: Action,
+        rest: Sequence[ReceivedMessage],
+        record: LedgerRecord | None,
+        response: ApiResponse | None,
+        run: GroupRun,
+    ) -> Feedback:
+        """Everything `action` does for `rest[0]` (`record` and `response`: its ledger record and this
+        turn's answer so far), and what came of it."""
+        message, move = rest[0], action.move
+        if move is Move.RESTART:
+            return Feedback(Came.RESTARTED, self._ledger.restart(message.message_id))
+        if move is Move.ATTEMPT:
+            return self._attempt(message, record, run)
+        attempts = record.attempts if record else 0
+        answered: CallbackResult | None = None
+        if move is Move.DEAD_LETTER:
+            excerpt = response.body_excerpt if response else ""
+            if self._dead_letters.send([dead_letter(message, action.reason, excerpt, record)]):
+                return Feedback(Came.REFUSED, record, response)
+            record, answered = self._dead(action, message, record, run.state)
+        elif move is Move.HALT:
+            self._halt(action, message, attempts)
+        elif move is Move.DELIVERED:
+            assert record is not None and response is not None  # an attempt was made and recorded
+            record, answered = self._delivered(action, message, record, response, run)
+        elif move is Move.DELETE or response is None:  # nothing logged yet for this step
+            step(message, self._destination, attempts, action.reason, None)
+            if move is Move.DELETE:
+                answered = self._tasks.answer(action, message, record, None, run.state)[0]
+        if answered is CallbackResult.FAILED:
+            return Feedback(Came.UNANSWERED, record)
+        if answered is not None and move is not Move.DELIVERED:
+            self._ledger.note_callback(message.message_id, message.group_id, answered_state(action, answered))
+        if action.holds:
+            self._tasks.keep_alive(action, rest, run)
+        if action.stop == "auth":
+            log.error(
+                "the API refused the key even after re-reading it from SSM this run; stopping the run",
+                extra=fields(message, self._destination, attempts, action.reason),
+            )
+        return Feedback(Came.DONE, record, response)
+
+    def _attempt(self, message: ReceivedMessage, record: LedgerRecord | None, run: GroupRun) -> Feedback:
+        """Wait for the rate limit, POST once (on 401/403 re-read the key once per run and POST
+        again), and write a failure to the ledger (a delivery is written with the round's)."""
+        run.limiter.acquire()
+        if run.clock.monotonic() > run.deadline:
+            return Feedback(Came.LATE, record)
+        attempts = record.attempts if record else 0
+        response, answer = self._call(message, attempts, run)
+        step(message, self._destination, attempts + 1, answer.outcome.value, response)
+        if answer.outcome is Outcome.DELIVERED:
+            now = run.clock.time()
+            done = delivered(record, message.message_id, message.group_id, response.status, now)
+        else:
+            done = self._ledger.settle(
+                message.message_id,
+                message.group_id,
+                Status.FAILED,
+                response.status,
+                answer.reason,
+                counted=answer.counted,
+            )
+        return Feedback(Came.ANSWERED, done, response, answer)
+
+    def _call(self, message: ReceivedMessage, attempts: int, run: GroupRun) -> tuple[ApiResponse, Decision]:
+        """Enrich the body if its route says so, POST it, and on 401/403 re-read the key (once per
+        run) and POST again. A failed enrichment is answered like the API would have: retryable
+        or refused."""
+        body = message.body
+        if self._enrich is not None:
+            try:
+                body = self._enrich(message.attributes.get(ROUTE_ATTRIBUTE, ""), body)
+            except EnrichmentError as exc:
+                outcome = Outcome.RETRY if exc.retryable else Outcome.PERMANENT
+                return ApiResponse(None, error=str(exc)), Decision(outcome, f"enrichment failed: {exc}")
+        response = self._api.post(body, idempotency_key=message.message_id)
+        answer = classify(response, _utc(run.clock.time()))
+        if answer.outcome is Outcome.AUTH and run.state.claim_key_refresh():
+            self._key.refresh()
+            step(message, self._destination, attempts + 1, "auth-retry", response)
+            response = self._api.post(body, idempotency_key=message.message_id)
+            answer = classify(response, _utc(run.clock.time()))
+        run.state.metrics.milliseconds("ApiLatency", response.elapsed_ms)
+        return response, answer
+
+    def _dead(
+        self, action: Action, message: ReceivedMessage, record: LedgerRecord | None, state: RunState
+    ) -> tuple[LedgerRecord, CallbackResult | None]:
+        """A dead letter the queue took: the ledger's dead record, then the task's failure."""
+        attempts = record.attempts if record else 0
+        dead = self._ledger.settle(
+            message.message_id,
+            message.group_id,
+            Status.DEAD,
+            None,
+            action.reason,
+            counted=False,
+            dead_copy=message.copy_id,
+        )
+        log.error("message dead-lettered", extra=fields(message, self._destination, attempts, action.reason))
+        return dead, self._tasks.answer(action, message, dead, None, state)[0]
+
+    def _halt(self, action: Action, message: ReceivedMessage, attempts: int) -> None:
+        """Strict ordering: the message waits, and its group behind it, for an operator."""
+        self._ledger.settle(
+            message.message_id, message.group_id, Status.HALTED, None, action.reason, counted=False
+        )
+        log.error(
+            "group halted by a poison message",
+            extra=fields(message, self._destination, attempts, action.reason),
+        )
+
+    def _delivered(
+        self,
+        action: Action,
+        message: ReceivedMessage,
+        record: LedgerRecord,
+        response: ApiResponse,
+        run: GroupRun,
+    ) -> tuple[LedgerRecord, CallbackResult | None]:
+        """The API took it: archive its answer, count its age, answer its task; the record to write
+        says what the task was told (or keeps the output while it is still owed)."""
+        if self._archive is not None:
+            self._archive.store(message.message_id, response.status, response.body)
+        if message.sent_at_ms:
+            age = max(0.0, run.clock.time() - message.sent_at_ms / 1000)
+            run.state.metrics.seconds("DeliveredAge", age)
+        answered, output = self._tasks.answer(action, message, record, response, run.state)
+        if answered is CallbackResult.FAILED:  # the ledger keeps the output until it is taken
+            return replace(record, callback_output=output), answered
+        if answered is not None:
+            return replace(record, callback=answered_state(action, answered)), answered
+        return record, answered
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)

@@ -1,0 +1,209 @@
+"""What a drain run's groups share: the run's state (why it stopped, the breaker's streak, its
+counters, the groups held), the groups in flight, and what each group's worker hands back. No I/O:
+the run (`chalicelib.drain`) reads and writes the queue, the groups (`chalicelib.drain_group`) go
+through their effects (`chalicelib.drain_effects`)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+
+from chalicelib.model import CallbackResult, LedgerRecord, ReceivedMessage
+from chalicelib.policy import HEAD_HOLD_S, Action, Callback, Tally
+from chalicelib.ports import Clock, Metrics
+from chalicelib.ratelimit import RateLimiter
+
+Releases = list[tuple[ReceivedMessage, int]]
+Records = dict[str, LedgerRecord]
+
+
+@dataclass
+class DrainReport:
+    received: int = 0
+    delivered: int = 0
+    already_delivered: int = 0
+    retried: int = 0
+    saturated: int = 0
+    dead_lettered: int = 0
+    halted: int = 0
+    released: int = 0
+    delete_failures: int = 0
+    callbacks: int = 0  # SendTaskSuccess / SendTaskFailure taken by Step Functions
+    heartbeats: int = 0
+    callbacks_rejected: int = 0  # the task no longer waited (timed out, unknown token)
+    callbacks_failed: int = 0  # Step Functions unavailable: answered on a later receive
+    stopped_by: str = ""
+    blocked_groups: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class RunState:
+    """What every group of a run shares: why it stopped, the breaker's streak, counters, the groups
+    held. Thread-safe."""
+
+    def __init__(self, out_of_time: Callable[[], bool], breaker_failures: int, metrics: Metrics) -> None:
+        self._out_of_time = out_of_time
+        self._breaker_failures = breaker_failures
+        self._lock = threading.Lock()
+        self.stopped_by = ""
+        self.resume_after_s = HEAD_HOLD_S
+        self.failure_streak = 0
+        self.key_refreshed = False
+        self.received = 0
+        self.tallies: Counter[Tally] = Counter()
+        self.released = 0
+        self.delete_failures = 0
+        self.blocked: set[str] = set()
+        self.callbacks: Counter[tuple[Callback, CallbackResult]] = Counter()
+        self.metrics = metrics
+
+    def stop(self, reason: str, resume_after_s: int = HEAD_HOLD_S) -> None:
+        with self._lock:
+            if not self.stopped_by:
+                self.stopped_by, self.resume_after_s = reason, resume_after_s
+
+    def should_stop(self) -> bool:
+        if not self.stopped_by and self._out_of_time():
+            self.stop("time")
+        return bool(self.stopped_by)
+
+    def note(self, action: Action, group_id: str) -> None:
+        """An action's effect on the run: the breaker's streak, a held group, a stop."""
+        with self._lock:
+            if action.block:
+                self.blocked.add(group_id)
+            if action.success:
+                self.failure_streak = 0
+            if action.failure:
+                self.failure_streak += 1
+            tripped = action.failure and self.failure_streak >= self._breaker_failures
+        if action.stop:
+            self.stop(action.stop, action.resume_after_s)
+        if tripped:
+            self.stop("breaker")
+
+    def tally(self, tally: Tally | None) -> None:
+        if tally is not None:
+            with self._lock:
+                self.tallies[tally] += 1
+
+    def callback(self, kind: Callback, result: CallbackResult) -> None:
+        with self._lock:
+            self.callbacks[kind, result] += 1
+
+    def claim_key_refresh(self) -> bool:
+        """True for exactly one caller per run: the key is re-read from SSM once at most."""
+        with self._lock:
+            first, self.key_refreshed = not self.key_refreshed, True
+        return first
+
+    def report(self) -> DrainReport:
+        t = self.tallies
+        answers = (Callback.SUCCESS, Callback.FAILURE)
+        c = self.callbacks
+        return DrainReport(
+            received=self.received,
+            delivered=t[Tally.DELIVERED],
+            already_delivered=t[Tally.ALREADY_DELIVERED],
+            retried=t[Tally.RETRIED],
+            saturated=t[Tally.SATURATED],
+            dead_lettered=t[Tally.DEAD_LETTERED],
+            halted=t[Tally.HALTED],
+            released=self.released,
+            delete_failures=self.delete_failures,
+            callbacks=sum(c[kind, CallbackResult.SENT] for kind in answers),
+            heartbeats=c[Callback.HEARTBEAT, CallbackResult.SENT],
+            callbacks_rejected=sum(n for (_, result), n in c.items() if result is CallbackResult.REJECTED),
+            callbacks_failed=sum(n for (_, result), n in c.items() if result is CallbackResult.FAILED),
+            stopped_by=self.stopped_by,
+            blocked_groups=sorted(self.blocked),
+        )
+
+
+@dataclass
+class GroupRun:
+    """What one group's worker shares with the rest of the run."""
+
+    state: RunState
+    limiter: RateLimiter
+    records: Records  # the round's ledger read, kept current as the worker goes
+    deadline: float  # monotonic: no attempt after this (the messages' visibility would run out)
+    clock: Clock
+
+
+@dataclass
+class GroupResult:
+    """What a group's worker hands back to the run: messages to delete, visibility changes, and the
+    deliveries to write to the ledger before those deletes."""
+
+    delete: list[ReceivedMessage] = field(default_factory=list)
+    releases: Releases = field(default_factory=list)
+    delivered: list[LedgerRecord] = field(default_factory=list)
+
+
+class InFlight:
+    """The groups handed to the workers and not yet finished, with how many messages each holds.
+    Each group's future reports itself done, so waiting for finished groups costs one wake-up per
+    group, not a scan of every future in flight."""
+
+    def __init__(self) -> None:
+        self._sizes: dict[Future[GroupResult], int] = {}
+        self._messages = 0
+        self._done: list[Future[GroupResult]] = []  # in the order they finished
+        self._done_messages = 0
+        self._changed = threading.Condition()
+
+    def __bool__(self) -> bool:
+        return bool(self._sizes)
+
+    def add(self, future: Future[GroupResult], messages: int) -> None:
+        with self._changed:
+            self._sizes[future] = messages
+            self._messages += messages
+        future.add_done_callback(self._finished)
+
+    def _finished(self, future: Future[GroupResult]) -> None:
+        with self._changed:
+            self._done.append(future)
+            self._done_messages += self._sizes[future]
+            self._changed.notify()
+
+    @property
+    def messages(self) -> int:
+        return self._messages
+
+    def take_done(self, at_least: int, wait: bool) -> list[GroupResult]:
+        """The results of every finished group, once they hold `at_least` messages (or all are
+        finished); without `wait`, nothing until then. A group whose worker raised raises here
+        (and nothing is taken, so `take_finished` still finishes the others)."""
+        with self._changed:
+            at_least = min(at_least, self._messages)
+            if wait:
+                self._changed.wait_for(lambda: self._done_messages >= at_least)
+            if self._done_messages < at_least:
+                return []
+            done = list(self._done)
+        results = [f.result() for f in done]
+        with self._changed:
+            del self._done[: len(done)]
+            for future in done:
+                size = self._sizes.pop(future)
+                self._messages -= size
+                self._done_messages -= size
+        return results
+
+    def take_finished(self) -> list[GroupResult]:
+        """Waits for every group and returns the results of those whose worker did not raise."""
+        futures.wait(list(self._sizes))
+        with self._changed:
+            results = [f.result() for f in self._sizes if f.exception() is None]
+            self._sizes.clear()
+            self._done.clear()
+            self._messages = self._done_messages = 0
+        return results
