@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -32,16 +31,16 @@ MAX_CAUSE_CHARS = 32_768
 BODY_URL_EXPIRES_S = 3600
 # The task is gone (timed out, finished, never existed): answering again can never succeed.
 REJECTED_CODES = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
-_RETRY_DELAYS_S = (0.2, 0.5, 1.0)
 
 
 class StepFunctionsCallbacks:
-    """`SendTask*` over a boto3 `stepfunctions` client; throttling and 5xx are retried here, so a
-    slow Step Functions never makes the drain post to the API again."""
+    """`SendTask*` over a boto3 `stepfunctions` client, one call per answer: the client's own
+    retries (botocore's standard mode, `chalicelib.wiring`) take care of throttling and 5xx. An
+    answer that still fails is kept and sent again when the message comes back, so a slow Step
+    Functions never makes the drain post to the API again."""
 
-    def __init__(self, client: Any, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, client: Any) -> None:
         self._client = client
-        self._sleep = sleep
 
     def success(self, token: str, output: str) -> CallbackResult:
         return self._call("SendTaskSuccess", self._client.send_task_success, taskToken=token, output=output)
@@ -54,26 +53,23 @@ class StepFunctionsCallbacks:
         return self._call("SendTaskHeartbeat", self._client.send_task_heartbeat, taskToken=token)
 
     def _call(self, action: str, send: Callable[..., Any], **request: str) -> CallbackResult:
-        for attempt in range(len(_RETRY_DELAYS_S) + 1):
-            try:
-                send(**request)
-                return CallbackResult.SENT
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code in REJECTED_CODES:
-                    log.warning("task no longer waits", extra={"action": action, "error": code})
-                    return CallbackResult.REJECTED
-                status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-                if not (status >= 500 or "Throttl" in code or code == "TooManyRequestsException"):
-                    log.error("callback refused", extra={"action": action, "error": code})
-                    return CallbackResult.FAILED
-                error = code
-            except BotoCoreError as exc:
-                error = type(exc).__name__
-            if attempt < len(_RETRY_DELAYS_S):
-                self._sleep(_RETRY_DELAYS_S[attempt])
-        log.error("callback failed after retries", extra={"action": action, "error": error})
-        return CallbackResult.FAILED
+        try:
+            send(**request)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in REJECTED_CODES:
+                log.warning("task no longer waits", extra={"action": action, "error": code})
+                return CallbackResult.REJECTED
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            if status >= 500 or "Throttl" in code or code == "TooManyRequestsException":
+                log.error("callback failed after retries", extra={"action": action, "error": code})
+            else:
+                log.error("callback refused", extra={"action": action, "error": code})
+            return CallbackResult.FAILED
+        except BotoCoreError as exc:
+            log.error("callback failed after retries", extra={"action": action, "error": type(exc).__name__})
+            return CallbackResult.FAILED
+        return CallbackResult.SENT
 
 
 def _iso(epoch: float | None) -> str | None:

@@ -1,11 +1,15 @@
 """Step Functions callbacks: `decide`'s rows for messages with a task token, every drain branch that
-answers a task (against the in-memory fakes), the boto3 adapter's retries and refusals (botocore's
-Stubber), and the output and cause the task receives."""
+answers a task (against the in-memory fakes), the boto3 adapter's refusals (botocore's
+Stubber) and botocore's retries under it (a stand-in Step Functions on loopback), and the output and
+cause the task receives."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -14,6 +18,7 @@ import pytest
 from botocore.stub import Stubber
 from conftest import MakeSettings
 
+from chalicelib import wiring
 from chalicelib.callbacks import (
     MAX_OUTPUT_BYTES,
     StepFunctionsCallbacks,
@@ -610,7 +615,7 @@ def test_adapter_sends_each_kind() -> None:
     stub.add_response("send_task_success", {}, {"taskToken": "t", "output": "{}"})
     stub.add_response("send_task_failure", {}, {"taskToken": "t", "error": "Trickle.Rejected", "cause": "c"})
     stub.add_response("send_task_heartbeat", {}, {"taskToken": "t"})
-    callbacks = StepFunctionsCallbacks(client, sleep=lambda s: None)
+    callbacks = StepFunctionsCallbacks(client)
     with stub:
         results = [
             callbacks.success("t", "{}"),
@@ -626,35 +631,92 @@ def test_adapter_a_gone_task_is_rejected_without_retry(code: str) -> None:
     client, stub = sfn()
     stub.add_client_error("send_task_success", code, http_status_code=400)
     with stub:
-        assert (
-            StepFunctionsCallbacks(client, sleep=lambda s: None).success("t", "{}") is CallbackResult.REJECTED
-        )
+        assert StepFunctionsCallbacks(client).success("t", "{}") is CallbackResult.REJECTED
     stub.assert_no_pending_responses()
 
 
-def test_adapter_retries_throttling_and_5xx_then_sends() -> None:
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [("ThrottlingException", 400), ("ServiceUnavailable", 503), ("AccessDeniedException", 400)],
+)
+def test_adapter_calls_once_and_an_answer_not_taken_is_failed(code: str, status: int) -> None:
+    """Throttling and 5xx reach the adapter only once botocore's own retries are spent (the Stubber
+    answers before them); a refusal is not retried at all. Either way: failed, answered later."""
     client, stub = sfn()
-    stub.add_client_error("send_task_success", "ThrottlingException", http_status_code=400)
-    stub.add_client_error("send_task_success", "ServiceUnavailable", http_status_code=503)
-    stub.add_response("send_task_success", {}, {"taskToken": "t", "output": "{}"})
-    slept: list[float] = []
+    stub.add_client_error("send_task_heartbeat", code, http_status_code=status)
+    stub.add_response("send_task_heartbeat", {}, {"taskToken": "t"})
     with stub:
-        assert StepFunctionsCallbacks(client, sleep=slept.append).success("t", "{}") is CallbackResult.SENT
-    assert len(slept) == 2
+        assert StepFunctionsCallbacks(client).heartbeat("t") is CallbackResult.FAILED
+        assert StepFunctionsCallbacks(client).heartbeat("t") is CallbackResult.SENT  # the next call's
 
 
-def test_adapter_gives_up_after_its_retries_and_on_a_refusal() -> None:
-    client, stub = sfn()
-    for _ in range(4):
-        stub.add_client_error("send_task_heartbeat", "InternalServerError", http_status_code=500)
-    stub.add_client_error("send_task_heartbeat", "AccessDeniedException", http_status_code=400)
-    slept: list[float] = []
-    callbacks = StepFunctionsCallbacks(client, sleep=slept.append)
-    with stub:
-        assert callbacks.heartbeat("t") is CallbackResult.FAILED
-        assert callbacks.heartbeat("t") is CallbackResult.FAILED  # refused: not retried
-    assert len(slept) == 3
-    stub.assert_no_pending_responses()
+class StepFunctionsStandIn(http.server.BaseHTTPRequestHandler):
+    """Answers every SendTask* with the next of `answers` (status, error code), the last repeated."""
+
+    answers: list[tuple[int, str]] = []
+    requests = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        cls = type(self)
+        status, code = cls.answers[min(cls.requests, len(cls.answers) - 1)]
+        cls.requests += 1
+        body = json.dumps({"__type": code, "message": code} if code else {}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-amz-json-1.0")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@pytest.fixture
+def step_functions(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[StepFunctionsStandIn]]:
+    """A stand-in Step Functions on loopback, reached through the client the drain's wiring builds."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StepFunctionsStandIn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for name, value in {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{server.server_port}",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+    }.items():
+        monkeypatch.setenv(name, value)
+    wiring.reset()
+    StepFunctionsStandIn.requests = 0
+    try:
+        yield StepFunctionsStandIn
+    finally:
+        wiring.reset()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("answers", "result", "requests"),
+    [
+        pytest.param(
+            [(500, "InternalServerError"), (503, "ServiceUnavailable"), (200, "")], "SENT", 3, id="5xx"
+        ),
+        pytest.param([(400, "ThrottlingException"), (200, "")], "SENT", 2, id="throttled"),
+        pytest.param([(500, "InternalServerError")], "FAILED", 4, id="5xx-throughout"),
+        pytest.param([(400, "TaskTimedOut")], "REJECTED", 1, id="task-gone"),
+        pytest.param([(400, "AccessDeniedException")], "FAILED", 1, id="refused"),
+    ],
+)
+def test_botocore_retries_and_nothing_on_top(
+    step_functions: type[StepFunctionsStandIn], answers: list[tuple[int, str]], result: str, requests: int
+) -> None:
+    """The wiring's client retries throttling and 5xx (standard mode: three retries, four attempts
+    in all); the adapter adds no loop of its own (it used to: four rounds of those, sixteen requests
+    for one answer)."""
+    step_functions.answers = answers
+    callbacks = StepFunctionsCallbacks(wiring.client("stepfunctions"))
+
+    assert callbacks.success("t", "{}") is CallbackResult[result]
+    assert step_functions.requests == requests
 
 
 # --- what the task receives ------------------------------------------------------------------------
