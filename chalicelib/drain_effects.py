@@ -23,6 +23,7 @@ from chalicelib.model import (
     EnrichmentError,
     LedgerRecord,
     ReceivedMessage,
+    Settlement,
     Status,
     delivered,
 )
@@ -170,7 +171,7 @@ class Effects:
             now = run.clock.time()
             done = delivered(record, message.message_id, message.group_id, response.status, now)
         else:
-            done = self._ledger.settle(
+            failure = Settlement(
                 message.message_id,
                 message.group_id,
                 Status.FAILED,
@@ -178,6 +179,7 @@ class Effects:
                 answer.reason,
                 counted=answer.counted,
             )
+            done = self._ledger.settle(failure)
         return Feedback(Came.ANSWERED, done, response, answer)
 
     def _call(self, message: ReceivedMessage, attempts: int, run: GroupRun) -> tuple[ApiResponse, Decision]:
@@ -206,7 +208,7 @@ class Effects:
     ) -> tuple[LedgerRecord, CallbackResult | None]:
         """A dead letter the queue took: the ledger's dead record, then the task's failure."""
         attempts = record.attempts if record else 0
-        dead = self._ledger.settle(
+        death = Settlement(
             message.message_id,
             message.group_id,
             Status.DEAD,
@@ -215,14 +217,16 @@ class Effects:
             counted=False,
             dead_copy=message.copy_id,
         )
+        dead = self._ledger.settle(death)
         log.error("message dead-lettered", extra=fields(message, self._destination, attempts, action.reason))
         return dead, self._tasks.answer(action, message, dead, None, state)[0]
 
     def _halt(self, action: Action, message: ReceivedMessage, attempts: int) -> None:
         """Strict ordering: the message waits, and its group behind it, for an operator."""
-        self._ledger.settle(
+        halt = Settlement(
             message.message_id, message.group_id, Status.HALTED, None, action.reason, counted=False
         )
+        self._ledger.settle(halt)
         log.error(
             "group halted by a poison message",
             extra=fields(message, self._destination, attempts, action.reason),

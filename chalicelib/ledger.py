@@ -18,7 +18,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.batch_retry import retry_unprocessed
-from chalicelib.model import LedgerRecord, Status
+from chalicelib.model import LedgerRecord, Settlement, Status
 
 DEAD_INDEX = "dead-letters"
 DEAD_LETTER_RETENTION_S = 14 * 86_400  # the longest SQS keeps a message
@@ -231,35 +231,29 @@ class Ledger:
             return record_from_item(item) if item else None
         return record_from_item(response["Attributes"])
 
-    def settle(
-        self,
-        message_id: str,
-        group_id: str,
-        status: Status,
-        status_code: int | None,
-        error: str,
-        counted: bool,
-        dead_copy: str = "",
-    ) -> LedgerRecord:
+    def settle(self, settlement: Settlement) -> LedgerRecord:
         """Record the outcome of an attempt (or a decision without one, `counted=False`)."""
+        message_id, status, status_code = settlement.message_id, settlement.status, settlement.status_code
         values: dict[str, Any] = {
             ":status": {"S": status.value},
-            ":error": {"S": error[:500]},
-            ":one": {"N": "1" if counted else "0"},
-            ":group": {"S": group_id},
+            ":error": {"S": settlement.error[:500]},
+            ":one": {"N": "1" if settlement.counted else "0"},
+            ":group": {"S": settlement.group_id},
             **self._stamp(dead=status is Status.DEAD),
         }
         update = (
             "SET #status = :status, group_id = :group, last_error = :error, updated_at = :now,"
             " expires_at = :expires"
         )
-        if counted or status_code is not None:  # an attempt was made (decisions alone are not attempts)
+        if (
+            settlement.counted or status_code is not None
+        ):  # an attempt was made (decisions alone are not attempts)
             update += ", last_attempt_at = :now, first_attempt_at = if_not_exists(first_attempt_at, :now)"
         if status_code is not None:
             values[":code"] = {"N": str(status_code)}
             update += ", last_status_code = :code"
-        if dead_copy:
-            values[":copy"] = {"S": dead_copy}
+        if settlement.dead_copy:
+            values[":copy"] = {"S": settlement.dead_copy}
             update += ", dead_copy = :copy"
         if status is Status.DEAD:
             values[":dest"] = {"S": self._destination}

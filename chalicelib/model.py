@@ -108,6 +108,22 @@ def dead_at(key: str) -> str | None:
     return key.split("#", 1)[0] if key else None
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """What became of a message, for its ledger record: its new status and why. `status_code` is the
+    API's answer (None: no answer, or no attempt); `counted` adds an attempt against the message (a
+    decision without one, or the destination's failure, is not counted); `dead_copy` names the copy
+    that died (a redriven copy is a new one)."""
+
+    message_id: str
+    group_id: str
+    status: Status
+    status_code: int | None
+    error: str
+    counted: bool
+    dead_copy: str = ""
+
+
 class Verdict(enum.Enum):
     """What the ledger says to do with a copy of a message in hand."""
 

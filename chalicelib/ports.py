@@ -19,7 +19,7 @@ from chalicelib.model import (
     OutboundMessage,
     ReceivedMessage,
     SendFailure,
-    Status,
+    Settlement,
 )
 
 
@@ -64,16 +64,7 @@ class DeliveryLedger(Protocol):
 
     def restart(self, message_id: str) -> LedgerRecord | None: ...
 
-    def settle(
-        self,
-        message_id: str,
-        group_id: str,
-        status: Status,
-        status_code: int | None,
-        error: str,
-        counted: bool,
-        dead_copy: str = "",
-    ) -> LedgerRecord: ...
+    def settle(self, settlement: Settlement) -> LedgerRecord: ...
 
     def note_callback(self, message_id: str, group_id: str, state: str) -> None: ...
 

@@ -22,6 +22,7 @@ from chalicelib.model import (
     OutboundMessage,
     ReceivedMessage,
     SendFailure,
+    Settlement,
     Status,
 )
 
@@ -174,31 +175,25 @@ class FakeLedger:
         record = self.records[message_id] = replace(prior, status=Status.QUEUED, attempts=0, dead_copy="")
         return record
 
-    def settle(
-        self,
-        message_id: str,
-        group_id: str,
-        status: Status,
-        status_code: int | None,
-        error: str,
-        counted: bool,
-        dead_copy: str = "",
-    ) -> LedgerRecord:
-        prior = self.records.get(message_id)
-        attempts = (prior.attempts if prior else 0) + (1 if counted else 0)
+    def settle(self, settlement: Settlement) -> LedgerRecord:
+        s = settlement
+        prior = self.records.get(s.message_id)
+        attempts = (prior.attempts if prior else 0) + (1 if s.counted else 0)
         record = LedgerRecord(
-            message_id,
-            status,
+            s.message_id,
+            s.status,
             attempts,
-            group_id,
-            last_status_code=status_code if status_code is not None else (prior and prior.last_status_code),
-            last_error=error,
-            dead_copy=dead_copy or (prior.dead_copy if prior else ""),
+            s.group_id,
+            last_status_code=s.status_code
+            if s.status_code is not None
+            else (prior and prior.last_status_code),
+            last_error=s.error,
+            dead_copy=s.dead_copy or (prior.dead_copy if prior else ""),
             callback=prior.callback if prior else "",
             retry_at=prior.retry_at if prior else None,
         )
-        self.records[message_id] = record
-        self.settles.append((message_id, status, counted))
+        self.records[s.message_id] = record
+        self.settles.append((s.message_id, s.status, s.counted))
         return record
 
     def note_callback(self, message_id: str, group_id: str, state: str) -> None:

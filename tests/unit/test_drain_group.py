@@ -11,7 +11,7 @@ from unittest.mock import ANY
 from chalicelib.drain_effects import Effects
 from chalicelib.drain_group import deliver_group
 from chalicelib.drain_state import GroupResult, GroupRun, RunState
-from chalicelib.model import ApiResponse, OutboundMessage, ReceivedMessage, Status
+from chalicelib.model import ApiResponse, OutboundMessage, ReceivedMessage, Settlement, Status
 from chalicelib.policy import Backoff, Rules
 from chalicelib.ratelimit import RateLimiter
 from tests.fakes import (
@@ -127,7 +127,7 @@ def test_a_group_through_a_retry_a_wait_a_delivery_and_a_poison_message() -> Non
     first, state = story.run()
     assert story.journal.take() == [
         ("api", "post", ("g0:0", "g0-0")),
-        ("ledger", "settle", ("g0-0", "g0", Status.FAILED, 503, "HTTP 503", True)),
+        ("ledger", "settle", (Settlement("g0-0", "g0", Status.FAILED, 503, "HTTP 503", counted=True),)),
         ("ledger", "hold_until", ("g0-0", "g0", START + 10)),
         ("callbacks", "heartbeat", ("t0",)),
     ]
@@ -151,9 +151,9 @@ def test_a_group_through_a_retry_a_wait_a_delivery_and_a_poison_message() -> Non
         ("archive", "store", ("g0-0", 200, '{"took": "g0:0"}')),
         ("callbacks", "success", ("t0", ANY)),
         ("api", "post", ("g0:1", "g0-1")),
-        ("ledger", "settle", ("g0-1", "g0", Status.FAILED, 400, refused, True)),
+        ("ledger", "settle", (Settlement("g0-1", "g0", Status.FAILED, 400, refused, counted=True),)),
         ("dead_letters", "send", (["g0-1"],)),
-        ("ledger", "settle", ("g0-1", "g0", Status.DEAD, None, refused, False, "c-g0-1")),
+        ("ledger", "settle", (Settlement("g0-1", "g0", Status.DEAD, None, refused, False, "c-g0-1"),)),
         ("api", "post", ("g0:2", "g0-2")),
         ("archive", "store", ("g0-2", 200, '{"took": "g0:2"}')),
     ]

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from chalicelib.ledger import Ledger, LedgerUnavailableError, table_definition
-from chalicelib.model import LedgerRecord, Status, Verdict, delivered, verdict
+from chalicelib.model import LedgerRecord, Settlement, Status, Verdict, delivered, verdict
 
 TABLE = "trickle-test-ledger"
 DESTINATION = "default"
@@ -84,7 +84,7 @@ def seen(ledger: Ledger, message_id: str = "m1", copy_id: str = "copy-1") -> Ver
 
 
 def settle(ledger: Ledger, status: Status, code: int | None, error: str, **kwargs: Any) -> LedgerRecord:
-    return ledger.settle("m1", "g1", status, code, error, **kwargs)
+    return ledger.settle(Settlement("m1", "g1", status, code, error, **kwargs))
 
 
 def record_of(ledger: Ledger, message_id: str = "m1") -> LedgerRecord:
@@ -426,9 +426,11 @@ def test_a_dead_record_is_indexed_in_the_order_it_died_and_a_redrive_takes_it_ou
     ledger: Ledger, clock: FakeClock
 ) -> None:
     for n in range(5):
-        ledger.settle(f"m{n}", "g1", Status.DEAD, None, "HTTP 400", counted=False, dead_copy=f"c{n}")
+        ledger.settle(
+            Settlement(f"m{n}", "g1", Status.DEAD, None, "HTTP 400", counted=False, dead_copy=f"c{n}")
+        )
         clock.advance(0.001 if n % 2 else 0)  # two may die within one millisecond
-    ledger.settle("alive", "g1", Status.FAILED, 500, "HTTP 500", counted=True)
+    ledger.settle(Settlement("alive", "g1", Status.FAILED, 500, "HTTP 500", counted=True))
 
     assert dead_ids(ledger, 2) == [["m0", "m1"], ["m2", "m3"], ["m4"]]
     assert dead_ids(ledger, 5) == [["m0", "m1", "m2", "m3", "m4"]]
@@ -461,9 +463,9 @@ def test_a_dead_record_outlives_the_dead_letter_queue_s_retention(
     ledger: Ledger, client: Any, clock: FakeClock
 ) -> None:
     """TTL_S is seven days; SQS keeps a dead letter up to fourteen, and the listing must too."""
-    ledger.settle("m1", "g1", Status.DEAD, None, "HTTP 400", counted=False, dead_copy="c1")
+    ledger.settle(Settlement("m1", "g1", Status.DEAD, None, "HTTP 400", counted=False, dead_copy="c1"))
     ledger.record_dead("r1", "g1", "undecodable")
-    ledger.settle("m2", "g1", Status.FAILED, 500, "HTTP 500", counted=True)
+    ledger.settle(Settlement("m2", "g1", Status.FAILED, 500, "HTTP 500", counted=True))
     fourteen_days = int(START) + 14 * 86_400
     assert int(raw_item(client, "m1")["expires_at"]["N"]) == fourteen_days
     assert int(raw_item(client, "r1")["expires_at"]["N"]) == fourteen_days
