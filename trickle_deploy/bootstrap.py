@@ -493,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     if emulator_record:
         print(
             f"Recorded in stage {emulator_record} of {config_path} (stage {args.stage} is unchanged):"
-            f" chalice deploy --stage {emulator_record}; --teardown removes the stage again."
+            f" chalice deploy --stage {emulator_record} deploys it there (on moto or ministack through"
+            " python -m trickle_deploy.emulator_shims); --teardown removes the stage again."
         )
     key = updated["TRICKLE_API_KEY_KMS_KEY_ARN"]
     missing = [

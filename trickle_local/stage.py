@@ -74,6 +74,28 @@ def write_project(env: Mapping[str, str], dest: Path, stage: str = "local") -> P
     return dest
 
 
+def copy_project(dest: Path, project_dir: Path = PROJECT_DIR) -> Path:
+    """What `chalice deploy` reads, in `dest`: the app, its library, requirements, the Chalice config
+    and policy files, and Chalice's latest package (a deploy of the same code there need not fetch the
+    dependencies again)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(project_dir / "app.py", dest / "app.py")
+    shutil.copy(project_dir / "requirements.txt", dest / "requirements.txt")
+    shutil.copytree(
+        project_dir / "chalicelib", dest / "chalicelib", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (dest / ".chalice").mkdir()
+    for path in (project_dir / ".chalice").glob("*.json"):
+        shutil.copy(path, dest / ".chalice" / path.name)
+    packages = sorted(
+        (project_dir / ".chalice" / "deployments").glob("*.zip"), key=lambda p: p.stat().st_mtime
+    )
+    if packages:
+        (dest / ".chalice" / "deployments").mkdir()
+        shutil.copy(packages[-1], dest / ".chalice" / "deployments" / packages[-1].name)
+    return dest
+
+
 def load_app(env: Mapping[str, str]) -> Chalice:
     """Import `app.py` the way Lambda does: the stage's variables are in place first."""
     os.environ.update(env)

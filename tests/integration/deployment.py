@@ -1,19 +1,13 @@
-"""Packaging and transforming the deployment artifacts the way a user's deploy does, for the tests.
-
-`chalice package` output is a SAM template; CloudFormation runs it through the SAM transform, which
-is the `aws-sam-translator` library. The tests run that library offline, so they check the template
-CloudFormation would really create."""
+"""Packaging the deployment artifacts the way a user's deploy does, for the tests (the SAM transform
+CloudFormation applies to them is `trickle_deploy.sam.sam_transform`)."""
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-
-from samtranslator.translator.transform import transform
 
 from trickle_deploy import template as merge
 from trickle_local.stage import PROJECT_DIR
@@ -34,24 +28,6 @@ def package_stage(stage: str, out: Path) -> Path:
         env={"AWS_DEFAULT_REGION": "us-east-1", "PATH": str(BIN)},
     )
     return out / "pkg" / "sam.json"
-
-
-class NoManagedPolicies:
-    """Trickle's roles are explicit; the translator must never need to look up a managed policy."""
-
-    def load(self) -> dict[str, str]:
-        raise AssertionError("the SAM transform looked up managed policies")
-
-
-def sam_transform(sam: dict[str, Any], code_uri: str = "s3://artifacts/deployment.zip") -> dict[str, Any]:
-    """What CloudFormation's SAM transform makes of the template after `aws cloudformation package`
-    (which uploads the code and rewrites `CodeUri` to its S3 location). The translator needs a region
-    for its pseudo-parameter values; the caller's environment provides one."""
-    uploaded = copy.deepcopy(sam)
-    for resource in uploaded["Resources"].values():
-        if resource["Type"] == "AWS::Serverless::Function":
-            resource["Properties"]["CodeUri"] = code_uri
-    return dict(transform(uploaded, {}, NoManagedPolicies()))
 
 
 def write(template: dict[str, Any], path: Path) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import boto3
@@ -69,12 +68,9 @@ def test_bootstrap_is_idempotent_and_teardown_removes_what_it_made(endpoint: Mot
 REGION = "eu-west-3"
 
 
-def project_copy(dest: Path) -> Path:
-    """The Chalice project's config and policies, for commands that write them."""
-    (dest / ".chalice").mkdir(parents=True)
-    for path in (stage.PROJECT_DIR / ".chalice").glob("*.json"):
-        shutil.copy(path, dest / ".chalice" / path.name)
-    return dest
+def written_files(chalice_dir: Path) -> dict[str, bytes]:
+    """The config and policy files (not Chalice's package cache)."""
+    return {path.name: path.read_bytes() for path in chalice_dir.iterdir() if path.is_file()}
 
 
 @pytest.mark.parametrize("teardown_stage", ["dev", "dev-emulator"])
@@ -85,8 +81,8 @@ def test_an_emulator_bootstrap_leaves_the_real_stages_alone_and_its_teardown_lea
     resources (a later real bootstrap or deploy of dev goes to AWS), and the teardown takes the
     record away with the resources."""
     endpoint.reset()
-    chalice_dir = project_copy(tmp_path) / ".chalice"
-    before = {path.name: path.read_bytes() for path in chalice_dir.iterdir()}
+    chalice_dir = stage.copy_project(tmp_path) / ".chalice"
+    before = written_files(chalice_dir)
     project = ["--project-dir", str(tmp_path)]
     args = ["--stage", "dev", "--endpoint", endpoint.url, *project]
 
@@ -107,7 +103,7 @@ def test_an_emulator_bootstrap_leaves_the_real_stages_alone_and_its_teardown_lea
     teardown = args if teardown_stage == "dev" else ["--stage", "dev-emulator", *project]
     assert bootstrap_main([*teardown, "--teardown"]) == 0
 
-    assert {path.name: path.read_bytes() for path in chalice_dir.iterdir()} == before
+    assert written_files(chalice_dir) == before
 
 
 def test_bootstrap_in_another_region_without_a_key_finishes_with_the_command_to_store_it(
@@ -120,7 +116,7 @@ def test_bootstrap_in_another_region_without_a_key_finishes_with_the_command_to_
     does not see, so it records in `dev` itself."""
     endpoint.reset()
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint.url)
-    project = project_copy(tmp_path)
+    project = stage.copy_project(tmp_path)
     args = ["--stage", "dev", "--region", REGION, "--project-dir", str(project)]
 
     assert bootstrap_main(args) == 0
@@ -171,4 +167,4 @@ def test_bootstrap_in_another_region_without_a_key_finishes_with_the_command_to_
 
 def test_a_template_stage_is_not_bootstrapped(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
-        bootstrap_main(["--stage", "prod", "--project-dir", str(project_copy(tmp_path))])
+        bootstrap_main(["--stage", "prod", "--project-dir", str(stage.copy_project(tmp_path))])

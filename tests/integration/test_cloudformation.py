@@ -2,20 +2,14 @@
 CloudFormation (moto) in two accounts and regions that are not moto's defaults, from the same
 packaged template. What the functions and roles ended up naming is read back from the emulator.
 
-moto's CloudFormation lacks parts of what the template uses; those are shimmed here, in the test
-harness only, each pinned by an emulator-gap test below, and checked on the transformed template
-instead (test_template.py):
-- `AWS::ApiGateway::RestApi` needs `Name` in moto (CloudFormation takes it from `Body`'s title) and
-  moto ignores `Body`, so the API has no methods and `AWS::ApiGateway::Deployment` fails; the copy
-  sent to moto gets the title as `Name` and goes without the deployment and its stage.
-- `AWS::CloudWatch::Alarm` and `AWS::ApiGateway::Stage` are not supported: moto skips them.
-- Lambda functions are created, never run.
+moto's CloudFormation lacks parts of what the template uses; those are shimmed on the copy sent to
+moto (`trickle_deploy.emulator_shims`, the same shims `python -m trickle_deploy.prove` names), each
+pinned by an emulator-gap test below, and checked on the transformed template instead
+(test_template.py). Lambda functions are created, never run.
 """
 
 from __future__ import annotations
 
-import ast
-import copy
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,20 +22,21 @@ import pytest
 import requests
 from botocore.parsers import ResponseParserError
 from conftest import API_KEY, until
-from deployment import package_stage, sam_transform
+from deployment import package_stage
 
 from chalicelib import wiring
 from chalicelib.model import TASK_TOKEN_ATTRIBUTE
 from chalicelib.settings import load_settings
-from trickle_deploy.iam_check import CallRecorder, denied, partition_keys
+from trickle_deploy.emulator_shims import LEFT_OUT_ON_MOTO
+from trickle_deploy.iam_check import CallRecorder, denied, partition_keys, role_documents
 from trickle_deploy.operate import stack_env
+from trickle_deploy.sam import create_stack
 from trickle_local.endpoint import MotoEndpoint
 from trickle_local.standin_api import Faults, Reply, StandInApi
 
 STACK = "trickle-prod"
 # The second place relays a table it already has (the SourceStreamArn parameter).
 PLACES = [("210987654321", "eu-west-3", None), ("345678901234", "ap-southeast-2", "orders")]
-UNSUPPORTED_BY_MOTO = ("AWS::ApiGateway::Deployment", "AWS::ApiGateway::Stage")
 
 pytestmark = pytest.mark.only_on(
     "moto",
@@ -72,30 +67,10 @@ def account(endpoint: MotoEndpoint, account_id: str, region: str) -> Account:
     return Account(account_id, region, lambda name: session.client(name, endpoint_url=endpoint.url))
 
 
-def for_moto(template: dict[str, Any]) -> dict[str, Any]:
-    """The shims named in the module docstring, on a copy; the product's template is unchanged."""
-    shimmed = copy.deepcopy(template)
-    resources = shimmed["Resources"]
-    for name in [n for n, r in resources.items() if r["Type"] in UNSUPPORTED_BY_MOTO]:
-        del resources[name]
-    for resource in resources.values():
-        if resource["Type"] == "AWS::ApiGateway::RestApi":
-            resource["Properties"]["Name"] = resource["Properties"]["Body"]["info"]["title"]
-    shimmed["Outputs"] = {k: v for k, v in shimmed["Outputs"].items() if k != "EndpointURL"}  # the stage's
-    return shimmed
-
-
-def role_documents(iam: Any) -> dict[str, list[dict[str, Any]]]:
-    """Every role's inline policy documents. moto hands back a CloudFormation role's inline
-    policies as Python reprs rather than JSON, so both are read."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for role in iam.list_roles()["Roles"]:
-        for policy in iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"]:
-            document = iam.get_role_policy(RoleName=role["RoleName"], PolicyName=policy)["PolicyDocument"]
-            if isinstance(document, str):
-                document = ast.literal_eval(document)
-            out.setdefault(role["RoleName"], []).append(document)
-    return out
+def every_role_documents(iam: Any) -> dict[str, list[dict[str, Any]]]:
+    """Every role's inline policy documents (roles that have some)."""
+    roles = [r["RoleName"] for r in iam.list_roles()["Roles"]]
+    return {role: documents for role in roles if (documents := role_documents(iam, role))}
 
 
 def arns_in(value: Any) -> list[str]:
@@ -144,24 +119,10 @@ def stacks(
                 StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
             )["TableDescription"]["LatestStreamArn"]
             parameters = [{"ParameterKey": "SourceStreamArn", "ParameterValue": stream}]
-        bucket = f"artifacts-{account_id}-{region}"  # what `aws cloudformation package` uploads to
-        place.client("s3").create_bucket(
-            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region}
-        )
-        place.client("s3").upload_file(str(code), bucket, "deployment.zip")
         with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("AWS_DEFAULT_REGION", region)
-            transformed = sam_transform(sam, f"s3://{bucket}/deployment.zip")
-        cfn = place.client("cloudformation")
-        cfn.create_stack(
-            StackName=STACK,
-            TemplateBody=json.dumps(for_moto(transformed)),
-            Capabilities=["CAPABILITY_IAM"],
-            Parameters=parameters,
-        )
-        cfn.get_waiter("stack_create_complete").wait(
-            StackName=STACK, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
-        )
+            patch.setenv("AWS_DEFAULT_REGION", region)  # the SAM transform's region
+            bucket = f"artifacts-{account_id}-{region}"  # what `aws cloudformation package` uploads to
+            transformed = create_stack(place.client, sam, code, STACK, "moto", bucket, parameters)
         made.append((place, transformed))
     return made
 
@@ -174,7 +135,7 @@ def test_the_stack_is_created_in_both_places_from_one_packaged_template(
             "StackResourceSummaries"
         ]
         created = {r["LogicalResourceId"] for r in resources if r["ResourceStatus"] == "CREATE_COMPLETE"}
-        skipped = {n for n, r in transformed["Resources"].items() if r["Type"] in UNSUPPORTED_BY_MOTO}
+        skipped = {n for n, r in transformed["Resources"].items() if r["Type"] in LEFT_OUT_ON_MOTO}
         alarms = {n for n, r in transformed["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
         relays = {"SourceTable"} if place.id == PLACES[1][0] else set()  # its condition is false
         examples = {n for n, r in transformed["Resources"].items() if "Example" in r.get("Condition", "")}
@@ -216,7 +177,7 @@ def test_every_role_statement_names_only_its_own_account_and_region(
     stacks: list[tuple[Account, dict[str, Any]]],
 ) -> None:
     for place, _ in stacks:
-        documents = role_documents(place.client("iam"))
+        documents = every_role_documents(place.client("iam"))
         assert len(documents) == 4  # ingest, a drain per destination, the API handler
         for role, policies in documents.items():
             resources = [r for p in policies for s in p["Statement"] for r in arns_in(s.get("Resource"))]
@@ -326,24 +287,13 @@ def example(
     """The packaged template created with `ExampleDestination=orders`."""
     sam, code = packaged
     place = account(endpoint, *EXAMPLE_PLACE)
-    bucket = f"artifacts-example-{place.region}"
-    place.client("s3").create_bucket(
-        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": place.region}
-    )
-    place.client("s3").upload_file(str(code), bucket, "deployment.zip")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AWS_DEFAULT_REGION", place.region)
-        transformed = sam_transform(sam, f"s3://{bucket}/deployment.zip")
+        example = [{"ParameterKey": "ExampleDestination", "ParameterValue": "orders"}]
+        create_stack(
+            place.client, sam, code, EXAMPLE_STACK, "moto", f"artifacts-example-{place.region}", example
+        )
     cfn = place.client("cloudformation")
-    cfn.create_stack(
-        StackName=EXAMPLE_STACK,
-        TemplateBody=json.dumps(for_moto(transformed)),
-        Capabilities=["CAPABILITY_IAM"],
-        Parameters=[{"ParameterKey": "ExampleDestination", "ParameterValue": "orders"}],
-    )
-    cfn.get_waiter("stack_create_complete").wait(
-        StackName=EXAMPLE_STACK, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
-    )
     (described,) = cfn.describe_stacks(StackName=EXAMPLE_STACK)["Stacks"]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
     (made,) = created_state_machines(endpoint, place)
@@ -352,7 +302,7 @@ def example(
         name=made["name"], definition=made["definition"], roleArn=made["roleArn"]
     )
     assert created["stateMachineArn"] == made["stateMachineArn"] == outputs["ExampleStateMachineArn"]
-    return Example(place, made, role_documents(place.client("iam")))
+    return Example(place, made, every_role_documents(place.client("iam")))
 
 
 def role_of(example: Example, logical_id: str) -> list[dict[str, Any]]:
@@ -561,7 +511,7 @@ def test_gap_moto_runs_no_state_machine_its_cloudformation_made(endpoint: MotoEn
 @pytest.mark.emulator_gap
 def test_gap_moto_returns_a_stack_roles_inline_policy_as_a_python_repr(endpoint: MotoEndpoint) -> None:
     """AWS returns the policy as URL-encoded JSON (boto3 decodes it to a dict); moto returns the
-    Python repr of the document for roles CloudFormation made, so `role_documents` reads both."""
+    Python repr of the document for roles CloudFormation made, so `iam_check.role_documents` reads both."""
     place = account(endpoint, "567890123456", "eu-north-1")
     document = {
         "Version": "2012-10-17",

@@ -29,11 +29,12 @@ from botocore.exceptions import ParamValidationError
 from botocore.model import OperationModel, Shape
 from botocore.validate import validate_parameters
 from chalice.cli import cli as chalice_cli
-from deployment import package_stage, sam_transform
+from deployment import package_stage
 
 from trickle_deploy.guide import commands as guide_commands
 from trickle_deploy.guide import resolve
 from trickle_deploy.policies import is_template_stage, stage_settings
+from trickle_deploy.sam import sam_transform
 from trickle_local.stage import PROJECT_DIR, load_config, stage_env
 
 README = PROJECT_DIR / "README.md"

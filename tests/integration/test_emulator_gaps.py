@@ -314,8 +314,8 @@ def test_the_execution_history_carries_the_tasks_parameters(aws: Aws) -> None:
 
 
 def test_api_gateway_imports_swagger_2(aws: Aws) -> None:
-    """AWS imports Swagger 2.0, which Chalice sends. moto 5.2 accepts only OpenAPI 3 (so
-    `test_way_b.py` relabels the document inside moto); ministack imports it."""
+    """AWS imports Swagger 2.0, which Chalice sends. moto 5.2 accepts only OpenAPI 3 (so `chalice`
+    runs through `trickle_deploy.emulator_shims`, which relabels the document); ministack imports it."""
     document = {"swagger": "2.0", "info": {"title": "gap", "version": "1"}, "paths": {}}
     try:
         aws.client("apigateway").import_rest_api(body=json.dumps(document).encode())
@@ -326,10 +326,26 @@ def test_api_gateway_imports_swagger_2(aws: Aws) -> None:
     assert answer == {"moto": "refused", "ministack": AWS}[aws.name]
 
 
-def test_event_source_mappings_are_listed_by_function_name_or_arn(aws: Aws) -> None:
-    """AWS's ListEventSourceMappings takes a function's name or ARN. moto matches only the string the
-    mapping was created with (Chalice creates it with the ARN); `stream_settings` lists by stream and
-    compares function ARNs, which means the same everywhere."""
+def test_update_rest_api_turns_compression_off_with_an_empty_value(aws: Aws) -> None:
+    """AWS takes Chalice's `replace /minimumCompressionSize ""` as compression off and answers no size.
+    ministack 1.5.33 keeps "" and answers it where botocore reads a number, so `chalice deploy` fails
+    reading the answer (`trickle_deploy.emulator_shims` sends a remove there); moto answers as AWS."""
+    apigateway = aws.client("apigateway")
+    api = apigateway.create_rest_api(name="gap")["id"]
+    off = [{"op": "replace", "path": "/minimumCompressionSize", "value": ""}]
+    try:
+        answer = apigateway.update_rest_api(restApiId=api, patchOperations=off).get(
+            "minimumCompressionSize", AWS
+        )
+    except ValueError as exc:
+        answer = str(exc)
+
+    assert answer == {"moto": AWS, "ministack": "invalid literal for int() with base 10: ''"}[aws.name]
+
+
+def mapped_stream(aws: Aws, starting_position: str = "LATEST") -> tuple[str, str]:
+    """A function (never run: its code is an empty zip) mapped to a table's stream; (function ARN,
+    stream ARN)."""
     iam, lambda_client, dynamodb = aws.client("iam"), aws.client("lambda"), aws.client("dynamodb")
     role = iam.create_role(RoleName="gap", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     function = lambda_client.create_function(
@@ -347,8 +363,35 @@ def test_event_source_mappings_are_listed_by_function_name_or_arn(aws: Aws) -> N
         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
     )["TableDescription"]["LatestStreamArn"]
     lambda_client.create_event_source_mapping(
-        FunctionName=function, EventSourceArn=stream, StartingPosition="LATEST"
+        FunctionName=function, EventSourceArn=stream, StartingPosition=starting_position
     )
+    return function, stream
+
+
+def test_a_mapped_streams_records_stay_for_every_reader(aws: Aws) -> None:
+    """AWS keeps a stream's records 24 hours, whoever else reads them. moto 5.2 hands each new record
+    of a stream with an event source mapping to the function (in Docker) and drops it from the stream,
+    so `python -m trickle_deploy.prove`, whose poller reads the stream, keeps them in moto
+    (`emulator_shims.functions_run_here`); ministack keeps them."""
+    _, stream = mapped_stream(aws, "TRIM_HORIZON")
+    aws.client("dynamodb").put_item(TableName="gap-stream", Item={"pk": {"S": "a"}})
+    streams = aws.client("dynamodbstreams")
+    (shard,) = streams.describe_stream(StreamArn=stream)["StreamDescription"]["Shards"]
+    iterator = streams.get_shard_iterator(
+        StreamArn=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+
+    kept = len(streams.get_records(ShardIterator=iterator)["Records"])
+
+    assert kept == {"moto": 0, "ministack": 1}[aws.name]
+
+
+def test_event_source_mappings_are_listed_by_function_name_or_arn(aws: Aws) -> None:
+    """AWS's ListEventSourceMappings takes a function's name or ARN. moto matches only the string the
+    mapping was created with (Chalice creates it with the ARN); `stream_settings` lists by stream and
+    compares function ARNs, which means the same everywhere."""
+    function, _ = mapped_stream(aws)
+    lambda_client = aws.client("lambda")
 
     by_name = len(lambda_client.list_event_source_mappings(FunctionName="gap")["EventSourceMappings"])
     by_arn = len(lambda_client.list_event_source_mappings(FunctionName=function)["EventSourceMappings"])

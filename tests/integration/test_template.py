@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deployment import BIN, package_stage, sam_transform, write
+from deployment import BIN, package_stage, write
 
 from trickle_deploy.iam_check import packaged_policies
 from trickle_deploy.policies import PACKAGING_ENV, packaging_env
+from trickle_deploy.sam import sam_transform
 from trickle_deploy.template import drain_timeout, visibility_for
 from trickle_local.stage import load_config
 from trickle_local.workflows import wait_definition

@@ -1,31 +1,29 @@
-"""Way B end to end on the emulator, as a user runs it (README, "Deploying a stage"): the bootstrap in a
-region that is not moto's default, `chalice deploy --stage dev` against the endpoint, the
-stream-settings command, then `chalice delete` and the teardown, in a copy of the project.
+"""Way B as on AWS, on the emulator (README, "Deploying a stage"): the bootstrap in an account and a
+region that are not moto's defaults, `chalice deploy --stage dev` against the endpoint, the
+stream-settings command, then `chalice delete` and the teardown, in a copy of the project. The
+endpoint is botocore's own `AWS_ENDPOINT_URL`, which the commands do not see: they act as on AWS and
+record in `dev` itself (`python -m trickle_deploy.prove` runs way B with `--endpoint` instead).
 
 moto lacks one AWS behaviour `chalice deploy` needs: `ImportRestApi`/`PutRestApi` refuse Swagger 2.0,
-which Chalice sends and AWS accepts. The harness converts the document's version header inside the
-emulator for this test only (`accept_swagger_2`); `test_emulator_gaps.py` pins the gap on both emulators.
+which Chalice sends and AWS accepts. `chalice` runs through `trickle_deploy.emulator_shims`, the shim
+that relabels the document; `test_emulator_gaps.py` pins the gap on both emulators.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from deployment import BIN
-from moto.apigateway.models import APIGatewayBackend
 
 from trickle_deploy.bootstrap import main as bootstrap
+from trickle_deploy.emulator_shims import run_chalice
 from trickle_deploy.stream_settings import main as stream_settings
-from trickle_local.endpoint import LOCAL_CREDENTIALS, MotoEndpoint
-from trickle_local.stage import PROJECT_DIR, stage_env
+from trickle_local.endpoint import MotoEndpoint
+from trickle_local.stage import copy_project, stage_env
 
 REGION = "eu-west-3"
 ACCOUNT = "456789012345"  # not moto's default: the emulator serves every request as this account
@@ -33,66 +31,14 @@ ACCOUNT = "456789012345"  # not moto's default: the emulator serves every reques
 pytestmark = pytest.mark.only_on(
     "moto",
     reason=(
-        "the harness patches moto's API Gateway in this process (moto refuses Swagger 2.0) and the "
-        "bootstrap runs in a non-default account, where ministack's stream ARNs name its default account "
-        "(seen with ministack 1.5.33)"
+        "the bootstrap runs in a non-default account, where ministack's stream ARNs name its default "
+        "account (seen with ministack 1.5.33)"
     ),
 )
 
 
-@pytest.fixture
-def accept_swagger_2() -> Iterator[None]:
-    """Let moto import the Swagger 2.0 document Chalice sends (the paths it reads are the same)."""
-    original_import, original_put = APIGatewayBackend.import_rest_api, APIGatewayBackend.put_rest_api
-
-    def as_openapi_3(document: dict[str, Any]) -> dict[str, Any]:
-        if "swagger" not in document:
-            return document
-        converted = {k: v for k, v in document.items() if k != "swagger"} | {"openapi": "3.0.1"}
-        converted["info"] = {"description": ""} | document.get("info", {})
-        return converted
-
-    def import_rest_api(self: APIGatewayBackend, api_doc: dict[str, Any], fail_on_warnings: bool) -> Any:
-        return original_import(self, as_openapi_3(api_doc), fail_on_warnings)
-
-    def put_rest_api(
-        self: APIGatewayBackend, function_id: str, api_doc: dict[str, Any], *args: Any, **kwargs: Any
-    ) -> Any:
-        return original_put(self, function_id, as_openapi_3(api_doc), *args, **kwargs)
-
-    APIGatewayBackend.import_rest_api = import_rest_api  # type: ignore[method-assign]
-    APIGatewayBackend.put_rest_api = put_rest_api  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        APIGatewayBackend.import_rest_api = original_import  # type: ignore[method-assign]
-        APIGatewayBackend.put_rest_api = original_put  # type: ignore[method-assign]
-
-
-def project_copy(dest: Path) -> Path:
-    """What `chalice deploy` reads: the app, its library, requirements and the Chalice config."""
-    shutil.copy(PROJECT_DIR / "app.py", dest / "app.py")
-    shutil.copy(PROJECT_DIR / "requirements.txt", dest / "requirements.txt")
-    shutil.copytree(
-        PROJECT_DIR / "chalicelib", dest / "chalicelib", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    (dest / ".chalice").mkdir()
-    for path in (PROJECT_DIR / ".chalice").glob("*.json"):
-        shutil.copy(path, dest / ".chalice" / path.name)
-    return dest
-
-
 def chalice(project: Path, endpoint: MotoEndpoint, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        "PATH": str(BIN) + os.pathsep + os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", str(project)),
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ENDPOINT_URL": endpoint.url,
-        **LOCAL_CREDENTIALS,
-    }
-    done = subprocess.run(
-        [str(BIN / "chalice"), *args], cwd=project, env=env, capture_output=True, text=True, timeout=600
-    )
+    done = run_chalice("moto", endpoint.url, project, *args, region=REGION)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 
@@ -104,7 +50,6 @@ def aws(endpoint: MotoEndpoint, service: str) -> Any:
 
 def test_bootstrap_deploy_stream_settings_delete_teardown(
     endpoint: MotoEndpoint,
-    accept_swagger_2: None,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -113,7 +58,7 @@ def test_bootstrap_deploy_stream_settings_delete_teardown(
     monkeypatch.setenv("TRICKLE_TEST_API_KEY", "sk-way-b")
     monkeypatch.setenv("MOTO_ACCOUNT_ID", ACCOUNT)
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint.url)  # botocore's own: the commands see AWS
-    project = project_copy(tmp_path)
+    project = copy_project(tmp_path)
     where = ["--stage", "dev", "--region", REGION, "--project-dir", str(project)]
 
     assert bootstrap([*where, "--api-key-env", "TRICKLE_TEST_API_KEY"]) == 0
