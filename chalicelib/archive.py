@@ -7,6 +7,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from chalicelib.model import iso_utc
+
 PREFIX = "responses/"
 
 
@@ -23,7 +25,7 @@ class ResponseArchive:
             "message_id": message_id,
             "status": status,
             "body": body,
-            "stored_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "stored_at": iso_utc(datetime.now(UTC)),
         }
         self._s3.put_object(
             Bucket=self.bucket,

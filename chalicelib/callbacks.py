@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import strict_json
-from chalicelib.model import CallbackResult
+from chalicelib.model import CallbackResult, iso_utc
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +71,6 @@ class StepFunctionsCallbacks:
         return CallbackResult.SENT
 
 
-def _iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def success_output(
     message_id: str,
     destination: str,
@@ -104,7 +97,7 @@ def success_output(
         "status_code": status_code,
         "body": parsed,
         "attempts": attempts,
-        "delivered_at": _iso(delivered_at),
+        "delivered_at": iso_utc(delivered_at) if delivered_at is not None else None,
         "body_truncated": False,
     }
     if body is None:

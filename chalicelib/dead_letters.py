@@ -14,7 +14,6 @@ import logging
 import re
 from collections.abc import Callable, Container
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -29,6 +28,7 @@ from chalicelib.model import (
     LedgerRecord,
     OutboundMessage,
     ReceivedMessage,
+    iso_utc,
 )
 from chalicelib.strict_json import sqs_text
 
@@ -52,12 +52,6 @@ def _sqs_text(value: str, limit: int) -> str:
     return sqs_text(value)[:limit]
 
 
-def _iso(epoch: float | None) -> str:
-    if epoch is None:
-        return ""
-    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def dead_letter(
     message: ReceivedMessage, reason: str, excerpt: str, record: LedgerRecord | None
 ) -> OutboundMessage:
@@ -67,11 +61,13 @@ def dead_letter(
         ATTEMPTS_ATTRIBUTE: str(record.attempts if record else 0),
         REDRIVES_ATTRIBUTE: message.attributes.get(REDRIVES_ATTRIBUTE, "0"),
     }
+    first = record.first_attempt_at if record else None
+    last = record.last_attempt_at if record else None
     optional = {
         STATUS_ATTRIBUTE: str(record.last_status_code) if record and record.last_status_code else "",
         EXCERPT_ATTRIBUTE: _sqs_text(excerpt, 256),
-        FIRST_ATTEMPT_ATTRIBUTE: _iso(record.first_attempt_at if record else None),
-        LAST_ATTEMPT_ATTRIBUTE: _iso(record.last_attempt_at if record else None),
+        FIRST_ATTEMPT_ATTRIBUTE: iso_utc(first) if first is not None else "",
+        LAST_ATTEMPT_ATTRIBUTE: iso_utc(last) if last is not None else "",
     }
     attributes |= {name: value for name, value in optional.items() if value}
     return _resend(message, f"dead-{message.copy_id}", attributes)

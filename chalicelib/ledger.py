@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from chalicelib.batch_retry import retry_unprocessed
-from chalicelib.model import LedgerRecord, Settlement, Status
+from chalicelib.model import LedgerRecord, Settlement, Status, iso_utc
 
 DEAD_INDEX = "dead-letters"
 DEAD_LETTER_RETENTION_S = 14 * 86_400  # the longest SQS keeps a message
@@ -49,8 +48,7 @@ def table_definition() -> dict[str, Any]:
 
 def dead_key(now: float, message_id: str) -> str:
     """Sorts by the time a message died; the message id makes it unique."""
-    moment = datetime.fromtimestamp(now, tz=UTC).isoformat(timespec="milliseconds")
-    return f"{moment.replace('+00:00', 'Z')}#{message_id}"
+    return f"{iso_utc(now)}#{message_id}"
 
 
 def record_from_item(item: dict[str, Any]) -> LedgerRecord:

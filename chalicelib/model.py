@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 # The message attributes Trickle reads and writes on the destination queues (SQS allows ten).
@@ -20,6 +21,15 @@ ROUTE_ATTRIBUTE = "trickle-route"
 TASK_TOKEN_ATTRIBUTE = "trickle-task-token"
 
 JsonValue = Any
+
+
+def iso_utc(moment: float | datetime) -> str:
+    """A moment (epoch seconds, or a datetime in UTC) as ISO 8601 to the millisecond with a `Z`: the
+    one form of every time Trickle writes (envelopes, dead letters, the ledger's dead keys, task
+    outputs, archived answers)."""
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -28,6 +27,7 @@ from chalicelib.model import (
     ROUTE_ATTRIBUTE,
     JsonValue,
     OutboundMessage,
+    iso_utc,
 )
 from chalicelib.routing import Route, RouteError, record_view
 from chalicelib.settings import Destination, Settings
@@ -217,11 +217,6 @@ def _valid_unicode(text: str) -> str:
     return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
-def _iso_utc(epoch: Any) -> str:
-    moment = datetime.fromtimestamp(float(epoch), tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 @dataclass(frozen=True)
 class _Record:
     """A stream record, decoded once for every route."""
@@ -260,7 +255,7 @@ def _decode(record: Mapping[str, Any]) -> _Record:
         keys,
         decode_image(new_image, "item") if new_image is not None else None,
         decode_image(old_image, "old_item") if old_image is not None else None,
-        _iso_utc(ddb.get("ApproximateCreationDateTime", 0)),
+        iso_utc(float(ddb.get("ApproximateCreationDateTime", 0))),
     )
 
 

@@ -16,6 +16,7 @@ from chalicelib.model import (
     ROUTE_ATTRIBUTE,
     TASK_TOKEN_ATTRIBUTE,
     OutboundMessage,
+    iso_utc,
 )
 from chalicelib.records import ENVELOPE_VERSION, safe_group_id
 from chalicelib.settings import Settings
@@ -66,7 +67,7 @@ def parse_submission(raw: bytes | str | None, settings: Settings, now: datetime 
     destination = _destination(body, settings)
     token = _task_token(body, settings)
     message_id = str(uuid.uuid5(_SUBMIT_NAMESPACE, f"{destination}/{key}") if key else uuid.uuid4())
-    submitted_at = (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    submitted_at = iso_utc(now or datetime.now(UTC))
     envelope = {
         "version": ENVELOPE_VERSION,
         "message_id": message_id,
