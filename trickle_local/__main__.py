@@ -25,17 +25,21 @@ import io
 import json
 import logging
 import os
+import re
 import secrets
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlparse
 
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.logs import LOGGER_NAMES
-from chalicelib.settings import Settings, load_settings
+from chalicelib.settings import Settings, SettingsError, load_settings
 from trickle_deploy.bootstrap import provision
 from trickle_local import signals, stage
 from trickle_local.aws import clients, use_local_credentials
@@ -50,7 +54,7 @@ from trickle_local.emulators import (
 )
 from trickle_local.ports import PortInUseError, PortsInUseError, check_all_free
 from trickle_local.routes import RouteServer
-from trickle_local.runtime import Invoker, LocalRuntime
+from trickle_local.runtime import Clock, Invoker, LocalRuntime, ScheduledFunction
 from trickle_local.standin_api import Faults, StandInApi
 from trickle_local.workflows import Workflows, is_workflow_body
 
@@ -63,7 +67,7 @@ class Session:
     env: dict[str, str]
     aws: dict[str, Any]
     runtime: LocalRuntime
-    apis: dict[str, StandInApi]  # a stand-in per destination (none when --api-url names real ones)
+    apis: dict[str, StandInApi]  # a stand-in per destination that --api-url does not name
     endpoint: Emulator | None
     settings: Settings
     routes: RouteServer | None = None
@@ -89,6 +93,11 @@ class Session:
 
     def dead_letters(self, destination: str) -> int:
         return sum(FifoQueue(self.aws["sqs"], self.settings.destination(destination).dlq_url).counts())
+
+    def delivered(self, destination: str) -> int:
+        """Messages the destination's drain runs delivered (2xx), by their own reports: right for a
+        real API as for a stand-in."""
+        return self.runtime.invoker.total(self.settings.destination(destination).drain_function, "delivered")
 
     def backlog(self) -> int:
         return sum(sum(self.depth(name)) for name in self.settings.destinations)
@@ -120,18 +129,24 @@ def _port(url: str, flag: int | None, ephemeral: bool) -> int:
     return flag if flag is not None else urlparse(url).port or 0
 
 
+def given_api_urls(args: argparse.Namespace) -> dict[str, str]:
+    """`--api-url` (an option of `up` only), by destination."""
+    return dict(getattr(args, "api_url", None) or [])
+
+
 def wanted_ports(args: argparse.Namespace, env: dict[str, str]) -> dict[str, int]:
     """The ports this run listens on, by server. Each destination's stand-in listens on `--api-port`
     plus its place in the routes file, whatever host the stage's URL for it names (only the URL's
-    path is kept); `--api-port 0` picks free ones."""
+    path is kept); `--api-port 0` picks free ones. A destination given `--api-url` has none."""
     wanted = {"routes": 0 if args.ephemeral_ports else args.routes_port}
     if not args.real_aws and args.endpoint is None:
         wanted["AWS endpoint"] = _port(
             env.get("AWS_ENDPOINT_URL", ""), args.endpoint_port, args.ephemeral_ports
         )
-    if not args.api_url:
-        for offset, name in enumerate(load_settings(env).destinations):
-            free = args.ephemeral_ports or args.api_port == 0
+    real = given_api_urls(args)
+    free = args.ephemeral_ports or args.api_port == 0
+    for offset, name in enumerate(load_settings(env).destinations):
+        if name not in real:
             wanted[f"stand-in API for {name}"] = 0 if free else args.api_port + offset
     return wanted
 
@@ -141,6 +156,18 @@ def ports(args: argparse.Namespace, env: dict[str, str]) -> dict[str, int]:
     wanted = wanted_ports(args, env)
     check_all_free("127.0.0.1", wanted)
     return wanted
+
+
+FAULT_RATES = ("error_rate", "throttle_rate", "timeout_rate", "reset_rate")  # what the seed draws
+
+
+def fault_seed(args: argparse.Namespace) -> int:
+    """--seed, or a fresh one per run (a fixed default gave every run the same faults), printed
+    when a fault is drawn so the run can be repeated."""
+    seed = int(args.seed) if args.seed is not None else secrets.randbelow(2**31)
+    if any(getattr(args, rate) for rate in FAULT_RATES):
+        print(f"Faults:       drawn with --seed {seed} (pass it to repeat them)", file=sys.stderr)
+    return seed
 
 
 def start(args: argparse.Namespace) -> Session:
@@ -168,9 +195,13 @@ def _start(args: argparse.Namespace, started: contextlib.ExitStack) -> Session:
     apis: dict[str, StandInApi] = {}
     api_key: str | None = args.api_key
     declared = load_settings(env)
-    if not args.api_url:
+    real = given_api_urls(args)
+    standing_in = [d for d in declared.destinations.values() if d.name not in real]
+    if standing_in:
         api_key = api_key or f"local-{secrets.token_hex(8)}"
-        for name, destination in declared.destinations.items():
+        seed = fault_seed(args)
+        for destination in standing_in:
+            name = destination.name
             faults = Faults(
                 latency_s=args.latency,
                 error_rate=args.error_rate,
@@ -183,14 +214,14 @@ def _start(args: argparse.Namespace, started: contextlib.ExitStack) -> Session:
                 api_key_header=destination.api_key_header,
                 api_key_scheme=destination.api_key_scheme,
                 honour_idempotency=not args.ignore_idempotency,
-                seed=args.seed,
+                seed=seed,
             )
             apis[name] = StandInApi(faults, port=listen[f"stand-in API for {name}"]).start()
             started.callback(apis[name].stop)
     api_urls = {
         name: stage.with_netloc(declared.destination(name).url, api.url) for name, api in apis.items()
-    } or dict(args.api_url or [])
-    env = stage.rebase(env, endpoint_url, api_urls)
+    }
+    env = stage.deliver_to(stage.rebase(env, endpoint_url, api_urls), real)
     if args.real_aws:
         os.environ.pop("AWS_ENDPOINT_URL", None)
     aws = clients(endpoint_url)
@@ -220,11 +251,13 @@ def _start(args: argparse.Namespace, started: contextlib.ExitStack) -> Session:
 
 class Progress:
     """A status line on stderr whenever the counts change (checked every `every_s` seconds), with
-    when the next drain fires and the delivery rate over the time drains actually ran."""
+    when the next drain fires and the delivery rate over the time drains actually ran. `total` is
+    the deliveries the items should make, `executions` the messages Step Functions sends besides."""
 
-    def __init__(self, session: Session, total: int, every_s: float = 2.0) -> None:
+    def __init__(self, session: Session, total: int, every_s: float = 2.0, executions: int = 0) -> None:
         self._session = session
         self._total = total
+        self._executions = executions
         self._every_s = every_s
         self._stop = threading.Event()
         self._started = time.monotonic()
@@ -244,8 +277,7 @@ class Progress:
         session = self._session
         counts: list[int] = []
         for name in session.settings.destinations:
-            delivered = len(session.apis[name].applied()) if name in session.apis else 0
-            counts += [*session.depth(name), delivered, session.dead_letters(name)]
+            counts += [*session.depth(name), session.delivered(name), session.dead_letters(name)]
         return tuple(counts)
 
     def line(self, counts: tuple[int, ...]) -> str:
@@ -258,7 +290,10 @@ class Progress:
             )
         delivered = sum(counts[2::4])
         elapsed = time.monotonic() - self._started
-        total = f"/{self._total}" if self._total else ""
+        expected = self._total + self._executions
+        total = f"/{expected}" if expected else ""
+        if self._executions:
+            total += f" ({self._total} for the items, {self._executions} for executions)"
         return (
             f"[{elapsed:6.1f}s] {'; '.join(parts)}; delivered={delivered}{total}"
             f" {rate(delivered, session.drain_seconds())}; {next_drain(session)}"
@@ -362,9 +397,11 @@ def serve(session: Session, args: argparse.Namespace) -> None:
         )
     for scheduled in session.runtime.schedules:
         print(
-            f"Schedule:     {scheduled.name} {scheduled.schedule.expression} next {scheduled.due}",
+            f"Schedule:     {schedule_line(scheduled, session.runtime.clock, args.drain_every)}",
             file=sys.stderr,
         )
+    if args.metrics_file is not None:
+        print(f"Metrics:      {args.metrics_file} (the handlers' metrics lines)", file=sys.stderr)
     for name in session.apis:
         url = session.settings.destination(name).url
         print(f"Received:     GET {url} lists what {name}'s API got", file=sys.stderr)
@@ -372,6 +409,20 @@ def serve(session: Session, args: argparse.Namespace) -> None:
     announce_first_drain(session)
     session.stack.callback(Progress(session, 0, every_s=1.0).start().stop)
     threading.Event().wait()  # until a stop signal (signals.Stopped)
+
+
+def schedule_line(scheduled: ScheduledFunction, clock: Clock, drain_every_s: float | None) -> str:
+    """A schedule and when it fires next, on the wall clock (schedule time may run faster)."""
+    if drain_every_s is not None:
+        how = f"every {drain_every_s:g}s (--drain-every; its schedule: {scheduled.schedule.expression})"
+    elif clock.speed != 1:
+        how = f"{scheduled.schedule.expression} at --speed {clock.speed:g}"
+    else:
+        how = scheduled.schedule.expression
+    if scheduled.due is None:
+        return f"{scheduled.name} {how}, not due again"
+    at = clock.wall_time(scheduled.due).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{scheduled.name} {how}, next at {at}"
 
 
 def start_workflows(session: Session, count: int, groups: int) -> Workflows | None:
@@ -394,7 +445,7 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> int:
         expected = expected_by_destination(items, session.settings)
         wanted = sum(len(keys) for keys in expected.values())
         started = time.monotonic()
-        session.stack.callback(Progress(session, wanted).start().stop)
+        session.stack.callback(Progress(session, wanted, executions=args.executions).start().stop)
         workflows = start_workflows(session, args.executions, args.groups)
         session.insert(items)
         if not args.backlog:
@@ -491,19 +542,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--metrics-file",
-        help="append the handlers' metrics lines (Embedded Metric Format) here instead of stderr",
+        help="append the handlers' metrics lines (Embedded Metric Format) to this file, or '-' for"
+        " stderr (default: stderr for demo; for up a fresh file in the temporary directory,"
+        " trickle-<stage>-metrics.jsonl, whose path it prints)",
     )
     where.add_argument(
         "--real-aws", action="store_true", help="use the stage's real AWS resources as they are"
     )
     common.add_argument(
-        "--api-url",
-        action="append",
-        type=lambda text: tuple(text.split("=", 1)),
-        metavar="DESTINATION=URL",
-        help="deliver this destination to a real API instead of stand-ins (repeatable)",
+        "--api-key",
+        help="API key stored in SSM for every destination (default: a random one the stand-ins expect);"
+        " up --api-url needs it",
     )
-    common.add_argument("--api-key", help="API key to store in SSM (default: a random one for the stand-in)")
     common.add_argument("--routes-port", type=int, default=8000, help="where the app's routes are served")
     common.add_argument(
         "--endpoint-port", type=int, help="port of the embedded AWS endpoint (default: the stage's, 5050)"
@@ -537,7 +587,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--ignore-idempotency", action="store_true", help="stand-in applies a repeated Idempotency-Key again"
     )
-    common.add_argument("--seed", type=int, default=0, help="seed for the fault draws")
+    common.add_argument(
+        "--seed",
+        type=int,
+        help="seed for the stand-ins' fault draws (default: a fresh one each run, printed at start when"
+        " a fault rate is set; pass it to repeat a run's faults)",
+    )
     common.add_argument("--log-level", default="WARNING", help="handler log level shown (default WARNING)")
 
     parser = argparse.ArgumentParser(prog="python -m trickle_local", description=__doc__)
@@ -545,6 +600,14 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", parents=[common], help="run until interrupted")
     up.add_argument("--demo-items", type=int, default=0, help="insert this many items at start")
     up.add_argument("--groups", type=int, default=4, help="customers (partition keys) the demo items use")
+    up.add_argument(
+        "--api-url",
+        action="append",
+        type=api_url,
+        metavar="DESTINATION=URL",
+        help="deliver DESTINATION to the API at URL, exactly as given (path and query kept), instead of"
+        " its stand-in; repeatable; needs --api-key (destinations not named keep their stand-ins)",
+    )
     demo = commands.add_parser(
         "demo", parents=[common], help="insert items, run until all are delivered, audit"
     )
@@ -565,15 +628,88 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_DESTINATION = re.compile(r"[a-z][a-z0-9_]*")  # fullmatch; settings say which names exist
+
+
+def api_url(text: str) -> tuple[str, str]:
+    """`--api-url DESTINATION=URL`, checked as argparse reads it: the error names the flag."""
+    name, equals, url = text.partition("=")
+    if not equals or not _DESTINATION.fullmatch(name):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not DESTINATION=URL (for example orders=https://api.example.com/v1/items)"
+        )
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise argparse.ArgumentTypeError(
+            f"{url!r} (for {name}) is not an http:// or https:// URL with a host"
+        )
+    return name, url
+
+
+def api_url_problem(
+    given: Sequence[tuple[str, str]],
+    api_key: str | None,
+    real_aws: bool,
+    stage: str,
+    destinations: Sequence[str],
+) -> str | None:
+    """Why the `--api-url` flags cannot run as given, or None."""
+    names = [name for name, _ in given]
+    for name in names:
+        if name not in destinations:
+            return (
+                f"argument --api-url: stage {stage!r} has no destination {name!r}"
+                f" (its destinations: {', '.join(destinations)})"
+            )
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        return f"argument --api-url: destination {twice[0]!r} is given twice"
+    if given and api_key is None and not real_aws:
+        return (
+            "argument --api-url: needs --api-key KEY, the key the drains send to that API"
+            " (the emulator's SSM holds none until it is given)"
+        )
+    return None
+
+
+def metrics_target(args: argparse.Namespace) -> str | None:
+    """Where the handlers' metrics lines go: a file, or None for stderr (see --metrics-file)."""
+    if args.metrics_file == "-":
+        return None
+    if args.metrics_file is None and args.command == "up":
+        return str(Path(tempfile.gettempdir()) / f"trickle-{args.stage}-metrics.jsonl")
+    return None if args.metrics_file is None else str(args.metrics_file)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.slow_moto and args.emulator != "moto":
         print("trickle_local: --slow-moto applies to --emulator moto only", file=sys.stderr)
         return 2
     try:
+        destinations = list(load_settings(stage.stage_env(args.stage)).destinations)
+    except SettingsError as exc:  # before anything starts: the message says what to fix
+        print(f"trickle_local: {exc}", file=sys.stderr)
+        return 2
+    given = getattr(args, "api_url", None) or []
+    problem = api_url_problem(given, args.api_key, args.real_aws, args.stage, destinations)
+    if problem is not None:
+        parser.error(problem)
+    fresh = args.metrics_file is None
+    args.metrics_file = metrics_target(args)
+    if fresh and args.metrics_file is not None:
+        Path(args.metrics_file).write_text("")  # the default file starts empty each run
+    try:
         with signals.stopping(), handler_output(args.metrics_file) as out:
             return run_up(args) if args.command == "up" else run_demo(args, out)
-    except (PortInUseError, PortsInUseError, EmulatorUnavailableError, EmulatorStartError) as exc:
+    except (
+        PortInUseError,
+        PortsInUseError,
+        EmulatorUnavailableError,
+        EmulatorStartError,
+        SettingsError,
+    ) as exc:
         print(f"trickle_local: {exc}", file=sys.stderr)
         return 2
     except signals.Stopped as stopped:

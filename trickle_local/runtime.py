@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,12 @@ class Invoker:
         self.errors: dict[str, int] = {}
         self._busy_s: dict[str, float] = {}
         self._running_since: dict[str, float] = {}
+        self._totals: dict[str, Counter[str]] = {}
+
+    def total(self, function: str, field: str) -> int:
+        """`field` summed over the reports `function` returned: what a drain's runs delivered, as
+        the drain itself counted it (the progress line reads it; a real API lists nothing to count)."""
+        return self._totals.get(function, Counter())[field]
 
     def timeout_s(self, function: str) -> int:
         return int(self._config.scope(self._stage, function).lambda_timeout or DEFAULT_LAMBDA_TIMEOUT)
@@ -57,10 +64,17 @@ class Invoker:
             self.invocations[function] = self.invocations.get(function, 0) + 1
             self._running_since[function] = started = time.monotonic()
             try:
-                return self._app.handler_map[function](event, context)
+                result = self._app.handler_map[function](event, context)
             except Exception:
                 self.errors[function] = self.errors.get(function, 0) + 1
                 raise
+            else:
+                if isinstance(result, dict):
+                    counts = {
+                        k: v for k, v in result.items() if isinstance(v, int) and not isinstance(v, bool)
+                    }
+                    self._totals.setdefault(function, Counter()).update(counts)
+                return result
             finally:
                 self._busy_s[function] = self._busy_s.get(function, 0.0) + time.monotonic() - started
                 del self._running_since[function]
@@ -100,6 +114,11 @@ class Clock:
 
     def real_seconds_until(self, moment: datetime) -> float:
         return max(0.0, (moment - self.now()).total_seconds() / self.speed)
+
+    def wall_time(self, moment: datetime) -> datetime:
+        """The real time at which schedule time reaches `moment` (schedule time runs `speed` times
+        as fast, from the same start)."""
+        return self.started_at + (moment - self.started_at) / self.speed
 
 
 def schedule_expressions(app: Chalice) -> dict[str, str]:

@@ -59,6 +59,12 @@ def rebase(
     return out
 
 
+def deliver_to(env: Mapping[str, str], urls: Mapping[str, str]) -> dict[str, str]:
+    """Each named destination delivers to its URL exactly as given, path and query included
+    (`rebase` moves a stage's URL to a stand-in's host and keeps the stage's path)."""
+    return {**env, **{destination_url_variable(name): url for name, url in urls.items()}}
+
+
 def destination_url_variable(destination: str) -> str:
     return f"TRICKLE_DEST_{destination.upper()}_URL"
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from conftest import EMULATOR
+from conftest import EMULATOR, until
 
 from trickle_local.emulators import start_emulator
 from trickle_local.stage import PROJECT_DIR
@@ -118,3 +121,63 @@ def test_an_endpoint_given_needs_no_exported_credentials_and_metrics_can_go_to_a
     assert metrics_lines(done.stderr) == []
     written = metrics_lines(metrics.read_text())
     assert written and all(m["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Trickle" for m in written)
+
+
+def test_up_delivers_to_an_api_url_as_given_and_counts_what_it_delivered(tmp_path: Path) -> None:
+    """`up --api-url orders=URL --api-key K`: orders go to URL exactly (path and query kept, it used
+    to post to /orders) with the key, the progress line counts them from the drain's reports (it
+    said delivered=0), `crm`, not named, keeps a running stand-in (its messages used to circle in
+    flight), and the metrics lines go to a file whose path is printed, not to the console."""
+    received: list[tuple[str, str | None]] = []
+
+    class RealApi(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            received.append((self.path, self.headers.get("x-api-key")))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RealApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v2/items?tenant=7"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("TRICKLE_")}
+    env["TMPDIR"] = str(tmp_path)  # where `up` writes its metrics file by default
+    stderr = tmp_path / "stderr.txt"
+    with stderr.open("w") as sink:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "trickle_local", "up", "--ephemeral-ports", "--emulator", EMULATOR,
+             "--demo-items", "8", "--groups", "2", "--drain-every", "0.5",
+             "--api-url", f"orders={url}", "--api-key", "sk-real"],
+            cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, stderr=sink, text=True,
+        )  # fmt: skip
+    try:
+        # 2 profiles (crm), 4 orders (orders) and 2 invoices (both): chalicelib/routes.toml
+        until(
+            lambda: (
+                "orders: queued=0 in_flight=0 delivered=6 dead_lettered=0; crm: queued=0 in_flight=0"
+                " delivered=4 dead_lettered=0; delivered=10 " in stderr.read_text()
+            ),
+            deadline_s=180,
+            every_s=0.5,
+        )
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            up.wait()
+        server.shutdown()
+        server.server_close()
+    text = stderr.read_text()
+    assert received == [("/v2/items?tenant=7", "sk-real")] * 6
+    assert f"API orders:   {url}\n" in text
+    metrics = tmp_path / "trickle-local-metrics.jsonl"
+    assert f"Metrics:      {metrics} " in text
+    assert metrics_lines(text) == []
+    assert metrics_lines(metrics.read_text())

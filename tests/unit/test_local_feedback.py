@@ -17,7 +17,7 @@ import requests
 from chalice import Chalice, Rate
 
 from tests.fakes import taken_port
-from trickle_local.__main__ import Progress, next_drain, rate
+from trickle_local.__main__ import Progress, Session, next_drain, rate
 from trickle_local.endpoint import MotoEndpoint
 from trickle_local.ports import PortInUseError
 from trickle_local.routes import RouteServer
@@ -157,7 +157,6 @@ class Counts:
             invoker=SimpleNamespace(active_s=lambda name: 0.0, busy=lambda name: False),
             seconds_to_next=lambda name: 12.0,
         )
-        self.apis: dict[str, Any] = {}
         self.settings = SimpleNamespace(destinations={"orders": None, "crm": None})
         self.drains = ["drain_orders", "drain_crm"]
 
@@ -165,6 +164,9 @@ class Counts:
         return (self.queued, 0) if destination == "orders" else (0, 0)
 
     def dead_letters(self, destination: str) -> int:
+        return 0
+
+    def delivered(self, destination: str) -> int:
         return 0
 
     def drain_seconds(self) -> float:
@@ -245,3 +247,193 @@ def test_slow_moto_is_refused_on_ministack(capsys: pytest.CaptureFixture[str]) -
 
     assert cli.main(["demo", "--emulator", "ministack", "--slow-moto"]) == 2
     assert "--slow-moto applies to --emulator moto only" in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command refused at start never gets as far as starting an emulator."""
+    import trickle_local.__main__ as cli
+
+    def started(*_: Any, **__: Any) -> Any:
+        raise AssertionError("an emulator was started")
+
+    monkeypatch.setattr(cli, "start_emulator", started)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--api-url", "http://127.0.0.1:5999/v2/items"],
+            "argument --api-url: 'http://127.0.0.1:5999/v2/items' is not DESTINATION=URL",
+        ),
+        (
+            ["--api-url", "shipping=http://127.0.0.1:5999/v2/items", "--api-key", "k"],
+            "argument --api-url: stage 'local' has no destination 'shipping' (its destinations: orders, crm)",
+        ),
+        (
+            ["--api-url", "orders=127.0.0.1:5999/v2/items", "--api-key", "k"],
+            "argument --api-url: '127.0.0.1:5999/v2/items' (for orders) is not an http:// or https:// URL",
+        ),
+        (
+            [
+                "--api-url",
+                "orders=http://a.example/x",
+                "--api-url",
+                "orders=http://b.example/y",
+                "--api-key",
+                "k",
+            ],
+            "argument --api-url: destination 'orders' is given twice",
+        ),
+        (
+            ["--api-url", "orders=http://127.0.0.1:5999/v2/items"],
+            "argument --api-url: needs --api-key KEY, the key the drains send to that API",
+        ),
+    ],
+)
+def test_api_url_mistakes_are_usage_errors_naming_the_flag(
+    no_emulator: None, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    import trickle_local.__main__ as cli
+
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["up", "--ephemeral-ports", *flags])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("routes", "variables", "message"),
+    [
+        (
+            "[destinations.orders\nurl = 1\n",
+            {},
+            "routes file {routes} is not valid TOML",
+        ),
+        (
+            None,
+            {"TRICKLE_DRAIN_BUDGET": "lots"},
+            "TRICKLE_DRAIN_BUDGET='lots' is not a int",
+        ),
+    ],
+)
+def test_a_broken_stage_stops_the_command_with_one_message(
+    no_emulator: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Any,
+    routes: str | None,
+    variables: dict[str, str],
+    message: str,
+) -> None:
+    """A broken routes file or a bad TRICKLE_ variable under `./dev run`: what to fix, before anything
+    starts, no traceback."""
+    import trickle_local.__main__ as cli
+    from trickle_local import stage
+
+    env = stage.stage_env("local") | variables
+    if routes is not None:
+        (tmp_path / "routes.toml").write_text(routes)
+        env["TRICKLE_ROUTES_FILE"] = str(tmp_path / "routes.toml")
+    monkeypatch.setattr(stage, "stage_env", lambda name: env)
+    assert cli.main(["up", "--ephemeral-ports"]) == 2
+    err = capsys.readouterr().err
+    prefix = "trickle_local: invalid Trickle settings for stage 'local': "
+    assert err.startswith(prefix + message.format(routes=tmp_path / "routes.toml"))
+    assert len(err.splitlines()) == 1
+
+
+class Reported(Session):
+    """A session whose queues are empty; deliveries come from the drains' own reports."""
+
+    def depth(self, destination: str) -> tuple[int, int]:
+        return (0, 0)
+
+    def dead_letters(self, destination: str) -> int:
+        return 0
+
+
+def test_deliveries_are_counted_from_the_drains_reports_for_a_real_api(make_settings: Any) -> None:
+    """A destination with `--api-url` has no stand-in to count: the drain's reports say what it
+    delivered (a real API answered 200 sixteen times; the progress line said delivered=0)."""
+    app = Chalice(app_name="t")
+    reports = iter([{"delivered": 10, "received": 12, "stopped_by": "empty"}, {"delivered": 6, "halted": 0}])
+    app.handler_map = {"drain_orders": lambda event, context: next(reports)}  # type: ignore[assignment]
+    invoker = Invoker(app, {"version": "2.0", "app_name": "t"}, "local")
+    runtime = LocalRuntime(app, invoker, None, "")
+    session = Reported({}, {}, runtime, {}, None, make_settings())
+    invoker.invoke("drain_orders", {})
+    invoker.invoke("drain_orders", {})
+    line = Progress(session, 0).line(Progress(session, 0).counts())
+    assert "orders: queued=0 in_flight=0 delivered=16 dead_lettered=0;" in line
+    assert "crm: queued=0 in_flight=0 delivered=0 dead_lettered=0; delivered=16 " in line
+
+
+def test_the_demo_counts_item_deliveries_and_executions_apart() -> None:
+    session: Any = Counts()
+    session.delivered = lambda name: 32 if name == "orders" else 0
+    progress = Progress(session, 25, executions=8)
+    line = progress.line(progress.counts())
+    assert "; delivered=32/33 (25 for the items, 8 for executions) rate=" in line
+
+
+def test_schedule_times_are_printed_on_the_wall_clock() -> None:
+    """At --speed 60 a one-minute rate fires a second after start: say when, in real time."""
+    from datetime import UTC, datetime, timedelta
+
+    from trickle_local.__main__ import schedule_line
+    from trickle_local.runtime import Clock, ScheduledFunction
+    from trickle_local.schedules import parse
+
+    start = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    every_minute = parse("rate(1 minute)", start)
+    cases = [
+        (60, None, "drain rate(1 minute) at --speed 60, next at 2026-01-01 12:00:01 UTC"),
+        (1, None, "drain rate(1 minute), next at 2026-01-01 12:01:00 UTC"),
+        (
+            60,
+            2.0,
+            "drain every 2s (--drain-every; its schedule: rate(1 minute)), next at 2026-01-01 12:00:02 UTC",
+        ),
+    ]
+    for speed, every, line in cases:
+        clock = Clock(speed, started_at=start)
+        due = start + timedelta(seconds=every * speed) if every else every_minute.next_after(start)
+        assert schedule_line(ScheduledFunction("drain", every_minute, due), clock, every) == line
+    assert schedule_line(ScheduledFunction("drain", every_minute, None), Clock(), None).endswith(
+        "not due again"
+    )
+
+
+def test_fault_draws_get_a_fresh_seed_each_run_printed_to_repeat_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A fixed default seed gave every run the same faults: now each run draws one and prints it."""
+    import trickle_local.__main__ as cli
+
+    parser = cli.build_parser()
+    faulty = parser.parse_args(["demo", "--error-rate", "0.1"])
+    assert faulty.seed is None
+    seeds = [cli.fault_seed(faulty), cli.fault_seed(faulty)]
+    lines = capsys.readouterr().err.splitlines()
+    assert seeds[0] != seeds[1]
+    assert lines == [f"Faults:       drawn with --seed {seed} (pass it to repeat them)" for seed in seeds]
+    assert cli.fault_seed(parser.parse_args(["demo", "--error-rate", "0.1", "--seed", "7"])) == 7
+    assert cli.fault_seed(parser.parse_args(["demo"])) >= 0
+    assert capsys.readouterr().err == "Faults:       drawn with --seed 7 (pass it to repeat them)\n"
+
+
+def test_up_writes_metrics_lines_to_a_file_by_default() -> None:
+    import tempfile
+    from pathlib import Path
+
+    import trickle_local.__main__ as cli
+
+    parser = cli.build_parser()
+    default = str(Path(tempfile.gettempdir()) / "trickle-local-metrics.jsonl")
+    assert cli.metrics_target(parser.parse_args(["up"])) == default
+    assert cli.metrics_target(parser.parse_args(["up", "--metrics-file", "-"])) is None
+    assert cli.metrics_target(parser.parse_args(["up", "--metrics-file", "m.jsonl"])) == "m.jsonl"
+    assert cli.metrics_target(parser.parse_args(["demo"])) is None  # demo --json keeps them on stderr
