@@ -14,6 +14,7 @@ PREFIX = "responses/"
 
 class ResponseArchive:
     def __init__(self, s3: Any, bucket: str) -> None:
+        """`s3`: Any, as no stubs for s3 are installed (requirements-dev.txt)."""
         self._s3 = s3
         self.bucket = bucket
 

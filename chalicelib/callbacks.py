@@ -39,6 +39,7 @@ class StepFunctionsCallbacks:
     Functions never makes the drain post to the API again."""
 
     def __init__(self, client: Any) -> None:
+        """`client`: Any, as no stubs for stepfunctions are installed (requirements-dev.txt)."""
         self._client = client
 
     def success(self, token: str, output: str) -> CallbackResult:

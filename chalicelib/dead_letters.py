@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import Callable, Container
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -31,6 +31,9 @@ from chalicelib.model import (
     iso_utc,
 )
 from chalicelib.strict_json import sqs_text
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +176,7 @@ class Redriver:
 
     def __init__(
         self,
-        sqs: Any,
+        sqs: SQSClient,
         dead_letters: FifoQueue,
         source: FifoQueue,
         visibility_s: int = 60,

@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.batch_retry import retry_unprocessed
 from chalicelib.model import MESSAGE_ID_ATTRIBUTE, OutboundMessage, ReceivedMessage, SendFailure
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +58,7 @@ def chunk_for_batch(messages: Sequence[OutboundMessage]) -> Iterator[list[Outbou
 class FifoQueue:
     def __init__(
         self,
-        client: Any,
+        client: SQSClient,
         url: str,
         attempts: int = 4,
         sleep: Callable[[float], None] = time.sleep,
@@ -193,7 +197,7 @@ def _warn_if_overtaken(sent: Mapping[str, OutboundMessage], failed: Mapping[str,
             )
 
 
-def _entry(entry_id: str, message: OutboundMessage) -> dict[str, Any]:
+def _entry(entry_id: str, message: OutboundMessage) -> SendMessageBatchRequestEntryTypeDef:
     return {
         "Id": entry_id,
         "MessageBody": message.body,

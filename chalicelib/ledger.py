@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from chalicelib.batch_retry import retry_unprocessed
 from chalicelib.model import LedgerRecord, Settlement, Status, iso_utc
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import KeysAndAttributesTypeDef, WriteRequestUnionTypeDef
 
 DEAD_INDEX = "dead-letters"
 DEAD_LETTER_RETENTION_S = 14 * 86_400  # the longest SQS keeps a message
@@ -103,7 +107,7 @@ def record_item(record: LedgerRecord, expires_at: int) -> dict[str, Any]:
 class Ledger:
     def __init__(
         self,
-        client: Any,
+        client: DynamoDBClient,
         table: str,
         ttl_s: int,
         *,
@@ -168,12 +172,15 @@ class Ledger:
         ids = sorted(set(message_ids))
 
         def get(keys: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-            request = {self.table: {"Keys": list(keys), "ConsistentRead": True}}
+            request: dict[str, KeysAndAttributesTypeDef] = {
+                self.table: {"Keys": list(keys), "ConsistentRead": True}
+            }
             response = self._client.batch_get_item(RequestItems=request)
             for item in response.get("Responses", {}).get(self.table, []):
                 record = record_from_item(item)
                 found[record.message_id] = record
-            return list((response.get("UnprocessedKeys") or {}).get(self.table, {}).get("Keys", []))
+            left = (response.get("UnprocessedKeys") or {}).get(self.table)
+            return list(left.get("Keys", [])) if left else []
 
         for start in range(0, len(ids), _BATCH_GET):
             keys = [self._key(i) for i in ids[start : start + _BATCH_GET]]
@@ -187,12 +194,12 @@ class Ledger:
         safe: no other drain holds these messages, and ingest only ever writes absent records."""
         expires = int(self._clock()) + self._ttl_s
 
-        def put(requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        def put(requests: Sequence[WriteRequestUnionTypeDef]) -> list[WriteRequestUnionTypeDef]:
             response = self._client.batch_write_item(RequestItems={self.table: list(requests)})
             return list((response.get("UnprocessedItems") or {}).get(self.table, []))
 
         for start in range(0, len(records), _BATCH_WRITE):
-            requests = [
+            requests: list[WriteRequestUnionTypeDef] = [
                 {"PutRequest": {"Item": record_item(r, expires)}}
                 for r in records[start : start + _BATCH_WRITE]
             ]

@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 NOTE_KEY = "note_id"
 
@@ -43,7 +46,9 @@ def notes_table_definition() -> dict[str, Any]:
 class Notes:
     """JSON documents by key, each expiring through the table's TTL (`expires_at`) after `ttl_s`."""
 
-    def __init__(self, client: Any, table: str, ttl_s: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, client: DynamoDBClient, table: str, ttl_s: int, clock: Callable[[], float] = time.time
+    ) -> None:
         self._client = client
         self._table = table
         self._ttl_s = ttl_s

@@ -10,7 +10,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.archive import ResponseArchive
 from chalicelib.dead_letters import RedriveFilter, Redriver
@@ -19,6 +19,9 @@ from chalicelib.ledger import Ledger
 from chalicelib.model import LedgerRecord, Status, dead_at
 from chalicelib.notes import UNROUTED_NOTE_KEY, Notes, redrive_note_key, run_note_key
 from chalicelib.submissions import Submission
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 MAX_PAGE = 50
 _CURSOR_VERSION = 1
@@ -99,7 +102,7 @@ def missing_message(message_id: str) -> str:
 class Operations:
     def __init__(
         self,
-        sqs: Any,
+        sqs: SQSClient,
         queues: Mapping[str, FifoQueue],
         dead_letters: Mapping[str, FifoQueue],
         ledgers: Mapping[str, Ledger],

@@ -15,10 +15,13 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.drain_state import DrainReport
 from chalicelib.notes import NOTE_KEY, lease_key
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ OVERLAP = "overlap"
 class RunLease:
     def __init__(
         self,
-        client: Any,
+        client: DynamoDBClient,
         table: str,
         destination: str,
         clock: Callable[[], float] = time.time,
@@ -65,7 +68,8 @@ class RunLease:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except self._client.exceptions.ConditionalCheckFailedException as exc:
-            held = exc.response.get("Item", {})
+            # the item as it was (ReturnValuesOnConditionCheckFailure), which botocore's type leaves out
+            held: dict[str, Any] = exc.response.get("Item", {})  # type: ignore[assignment]
             log.info(
                 "drain skipped: another run holds the lease",
                 extra={
