@@ -212,14 +212,19 @@ def quietly(command: Callable[[list[str]], int], argv: list[str]) -> None:
         code = exc.code if isinstance(exc.code, int) else 1
         out.write(str(exc.code or ""))
     if code != 0:
-        raise StepFailedError(f"exit status {code}:\n{out.getvalue()[-2000:]}")
+        raise StepFailedError(f"exit status {code}: {last_lines(out.getvalue())}")
 
 
 def shimmed_chalice(emulator: Emulator, project: Path, *args: str) -> None:
     done = emulator_shims.run_chalice(emulator.name, emulator.endpoint_url, project, *args, region=REGION)
     if done.returncode != 0:
         said = f"chalice {' '.join(args)}: exit status {done.returncode}"
-        raise StepFailedError(f"{said}:\n{done.stderr[-2000:]}")
+        raise StepFailedError(f"{said}: {last_lines(done.stderr or done.stdout)}")
+
+
+def last_lines(output: str, count: int = 3) -> str:
+    """The end of a command's output (a traceback's end says what went wrong), on one line."""
+    return " | ".join([line.strip() for line in output.splitlines() if line.strip()][-count:])
 
 
 def functions(lambda_client: Any) -> list[str]:
@@ -417,8 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["AWS_DEFAULT_REGION"] = REGION
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_REGION"):
         os.environ.pop(name, None)
-    for name in ("werkzeug", "moto", "botocore", "urllib3"):
+    for name in ("moto", "botocore", "urllib3"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("werkzeug").disabled = True  # moto's request log: a refusal shows in the report
     warnings.filterwarnings("ignore", "Tried to parse .* not supported by moto", UserWarning)  # a gap below
     ways = ["a", "b"] if args.way == "both" else [args.way]
     stages = {"a": args.template_stage, "b": args.bootstrap_stage}

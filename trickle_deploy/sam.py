@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import WaiterError
 from samtranslator.translator.transform import transform
 
 from trickle_deploy.emulator_shims import for_cloudformation
@@ -62,7 +63,16 @@ def create_stack(
         Capabilities=["CAPABILITY_IAM"],
         Parameters=list(parameters),
     )
-    cloudformation.get_waiter("stack_create_complete").wait(
-        StackName=stack, WaiterConfig={"Delay": 1, "MaxAttempts": 300}
-    )
+    try:
+        cloudformation.get_waiter("stack_create_complete").wait(
+            StackName=stack, WaiterConfig={"Delay": 1, "MaxAttempts": 300}
+        )
+    except WaiterError as exc:
+        events = cloudformation.describe_stack_events(StackName=stack)["StackEvents"]
+        failed = [
+            f"{e['LogicalResourceId']} ({e['ResourceType']}): {e.get('ResourceStatusReason', '')}"
+            for e in events
+            if e["ResourceStatus"] == "CREATE_FAILED"
+        ]
+        raise RuntimeError(f"stack {stack} not created: {'; '.join(failed) or exc}") from None
     return transformed

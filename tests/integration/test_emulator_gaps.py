@@ -343,6 +343,39 @@ def test_update_rest_api_turns_compression_off_with_an_empty_value(aws: Aws) -> 
     assert answer == {"moto": AWS, "ministack": "invalid literal for int() with base 10: ''"}[aws.name]
 
 
+def test_cloudformation_creates_an_alarm_on_metric_math(aws: Aws) -> None:
+    """AWS creates an alarm whose `Metrics` is metric math (the template's unrouted-share alarm).
+    moto skips every alarm (not supported); ministack 1.5.33 refuses this one and rolls the stack back,
+    so `python -m trickle_deploy.prove` leaves such alarms out of the copy it sends ministack."""
+    metric = {"Metric": {"Namespace": "N", "MetricName": "M"}, "Period": 60, "Stat": "Sum"}
+    alarm = {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "ComparisonOperator": "GreaterThanThreshold",
+            "EvaluationPeriods": 1,
+            "Threshold": 1,
+            "Metrics": [
+                {"Id": "share", "Expression": "m * 100", "ReturnData": True},
+                {"Id": "m", "MetricStat": metric, "ReturnData": False},
+            ],
+        },
+    }
+    cloudformation = aws.client("cloudformation")
+    cloudformation.create_stack(StackName="gap-math", TemplateBody=json.dumps({"Resources": {"A": alarm}}))
+
+    def ended() -> str | None:
+        status = str(cloudformation.describe_stacks(StackName="gap-math")["Stacks"][0]["StackStatus"])
+        return None if status.endswith("IN_PROGRESS") else status
+
+    status = until(ended)
+    alarms = len(aws.client("cloudwatch").describe_alarms()["MetricAlarms"])
+    answer = AWS if (status, alarms) == ("CREATE_COMPLETE", 1) else f"{status}, {alarms} alarms"
+
+    assert (
+        answer == {"moto": "CREATE_COMPLETE, 0 alarms", "ministack": "ROLLBACK_COMPLETE, 0 alarms"}[aws.name]
+    )
+
+
 def mapped_stream(aws: Aws, starting_position: str = "LATEST") -> tuple[str, str]:
     """A function (never run: its code is an empty zip) mapped to a table's stream; (function ARN,
     stream ARN)."""
