@@ -8,6 +8,9 @@ from dataclasses import replace
 from typing import Any
 from unittest.mock import ANY
 
+from conftest import MakeSettings
+
+from chalicelib.drain import Drainer
 from chalicelib.drain_effects import Effects
 from chalicelib.drain_group import deliver_group
 from chalicelib.drain_state import GroupResult, GroupRun, RunState
@@ -23,6 +26,7 @@ from tests.fakes import (
     FakeKey,
     FakeLedger,
     FakeMetrics,
+    FakeNotes,
     ScriptedApi,
     message,
 )
@@ -169,3 +173,28 @@ def test_a_group_through_a_retry_a_wait_a_delivery_and_a_poison_message() -> Non
     assert story.ledger.status("g0-1") is Status.DEAD and story.ledger.status("g0-2") is Status.DELIVERED
     assert story.metrics.named("DeliveredAge") == [41.0]  # sent 30 s before the story began
     assert [kind for kind, _, _ in story.callbacks.calls] == ["heartbeat", "heartbeat", "success"]
+
+
+def test_a_drain_run_reads_only_the_clock_and_the_jitter_it_is_given(make_settings: MakeSettings) -> None:
+    """The run around the loop too: its note is dated by the given clock, and a retry's hold is the
+    given draw's (the lowest: half the 30 s base)."""
+    clock, notes, queue = FakeClock(START), FakeNotes(), FakeFifo(hold_delays=True)
+    queue.put(message("g0", 0))
+    settings = make_settings(TRICKLE_DRAIN_WORKERS="1")
+    drainer = Drainer(
+        queue,
+        FakeDeadLetters(),
+        FakeLedger(),
+        ScriptedApi(lambda body, nth: ApiResponse(503)),
+        FakeKey(),
+        settings.destination("orders"),
+        settings,
+        notes,
+        clock=clock,
+        draw=lambda low, high: low,
+    )
+
+    report = drainer.run(lambda: 10**9)
+
+    assert (report.retried, queue.visibility_changes) == (1, [("g0-0", 15)])
+    assert notes.saved["run#orders"]["finished_at"] == START
