@@ -24,8 +24,8 @@ from chalicelib.ledger import Ledger
 from chalicelib.model import Status
 from chalicelib.settings import load_settings
 from trickle_deploy.policies import is_template_stage
+from trickle_deploy.session import configured_session
 from trickle_local import stage
-from trickle_local.endpoint import clients
 
 
 def redrive(
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", default="local")
     parser.add_argument("--endpoint", help="AWS endpoint URL (default: the stage's AWS_ENDPOINT_URL, if any)")
     parser.add_argument("--stack-name", help="the stack of a stage deployed with the merge template")
+    parser.add_argument("--region", help="AWS region (default: AWS_REGION or your profile's)")
     commands = parser.add_subparsers(dest="command", required=True)
     redrive_cmd = commands.add_parser("redrive", help="move dead letters back to the queue, in group order")
     redrive_cmd.add_argument("destination", help="whose dead letters (a destination of the routes file)")
@@ -74,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
 
     env = stage.stage_env(args.stage)
     endpoint = args.endpoint or env.get("AWS_ENDPOINT_URL")
+    # Real AWS: a region and credentials, or one message saying what to set (no botocore traceback).
+    make: Any = boto3.client if endpoint else configured_session(args.region).client
     if args.stack_name:
-        make: Any = boto3.client
         env = stack_env(
             make("cloudformation", endpoint_url=endpoint),
             make("lambda", endpoint_url=endpoint),
@@ -85,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"stage {args.stage} is deployed with the merge template: give its --stack-name")
     elif args.endpoint:
         env = stage.rebase(env, args.endpoint, None)
-    aws = clients(endpoint)
-    sqs, dynamodb = aws["sqs"], aws["dynamodb"]
+    sqs, dynamodb = make("sqs", endpoint_url=endpoint), make("dynamodb", endpoint_url=endpoint)
     if args.command == "redrive":
         wanted = RedriveFilter(
             groups=set(args.group) if args.group else None,

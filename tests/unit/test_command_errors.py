@@ -58,3 +58,17 @@ def test_a_deploy_command_without_region_or_credentials_says_what_to_set(
     assert done.stderr.splitlines() == expected
     assert ("--region" in done.stderr and "AWS_REGION" in done.stderr) == (not region)
     assert "AWS_ACCESS_KEY_ID" in done.stderr and "AWS_PROFILE" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["redrive", "orders"], ["retry", "m-1"], ["--stack-name", "trickle-prod", "skip", "m-1"]],
+    ids=["redrive", "retry", "stack"],
+)
+def test_an_operator_command_without_region_or_credentials_says_what_to_set(
+    tmp_path: Path, command: list[str]
+) -> None:
+    done = run([sys.executable, "-m", "trickle_deploy.operate", "--stage", "dev", *command], tmp_path)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.splitlines() == [NO_REGION, NO_CREDENTIALS]
