@@ -16,11 +16,11 @@ from chalicelib.drain_group import Came, Feedback
 from chalicelib.drain_log import fields, log, step
 from chalicelib.drain_state import DrainReport, GroupResult, GroupRun, Records, RunState
 from chalicelib.drain_tasks import Tasks, answered_state
+from chalicelib.enrichers import EnrichmentError
 from chalicelib.model import (
     ROUTE_ATTRIBUTE,
     ApiResponse,
     CallbackResult,
-    EnrichmentError,
     LedgerRecord,
     ReceivedMessage,
     Settlement,

@@ -17,11 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import strict_json
-from chalicelib.model import EnrichmentError as EnrichmentError  # enrichers raise it: part of this API
-
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+
+
+class EnrichmentError(RuntimeError):
+    def __init__(self, reason: str, retryable: bool) -> None:
+        super().__init__(reason)
+        self.retryable = retryable
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,13 @@ class Enrichment:
     to the body parsed with exact numbers, written back as JSON."""
 
     def __init__(self, by_route: Mapping[str, str], context: EnrichContext) -> None:
+        # the JSON writer only now: settings import this registry, and `import app` (every cold
+        # start) need not compile strict_json's patterns
+        from chalicelib.strict_json import dumps
+
         self._by_route = dict(by_route)
         self._context = context
+        self._dumps = dumps
 
     def __bool__(self) -> bool:
         return bool(self._by_route)
@@ -102,4 +110,4 @@ class Enrichment:
             parsed = json.loads(body, parse_float=Decimal)
         except ValueError as exc:
             raise EnrichmentError(f"the queued body is not JSON: {exc}", retryable=False) from exc
-        return strict_json.dumps(get(name)(parsed, self._context))
+        return self._dumps(get(name)(parsed, self._context))

@@ -195,12 +195,3 @@ class CallbackResult(enum.Enum):
     SENT = "sent"
     REJECTED = "rejected"  # the task no longer waits: counted, never retried
     FAILED = "failed"  # throttled, 5xx, unreachable after retries: answer again later
-
-
-class EnrichmentError(RuntimeError):
-    """An enricher (`chalicelib.enrichers`) says the message cannot be sent now: `retryable` (a
-    throttled or failing lookup) is backed off like a 5xx; otherwise it is poison, like a 4xx."""
-
-    def __init__(self, reason: str, retryable: bool) -> None:
-        super().__init__(reason)
-        self.retryable = retryable

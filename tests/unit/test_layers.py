@@ -6,11 +6,15 @@ counted: at the top, inside a function, or for type checking only."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from trickle_deploy.policies import packaging_env
+from trickle_local import stage
 
 PACKAGE = Path(__file__).resolve().parents[2] / "chalicelib"
 MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
@@ -70,3 +74,16 @@ def test_the_import_graph_has_no_cycle() -> None:
                 if imported not in paths:
                     paths[imported] = [*paths[module], imported]
                     todo.append(imported)
+
+
+def test_importing_the_app_loads_only_what_its_decorators_need() -> None:
+    """Every function's cold start imports `app`: the values, the JSON checks (whose patterns take
+    milliseconds to compile) and the adapters wait for the function whose work needs them."""
+    probe = "import sys, app; print(' '.join(sorted(m for m in sys.modules if m.startswith('chalicelib.'))))"
+    env = {**os.environ, **packaging_env(stage.stage_env("prod")), "AWS_DEFAULT_REGION": "us-east-1"}
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PACKAGE.parent, env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert loaded == [
+        f"chalicelib.{m}" for m in ("auth", "enrichers", "logs", "routing", "settings", "wiring")
+    ]
