@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 from chalice import Cron
-from conftest import EMULATOR
 
 from chalicelib.settings import load_settings
+from tests.integration.conftest import EMULATOR
 from trickle_deploy.bootstrap import provision, teardown
 from trickle_deploy.iam_check import load_template, packaged_policies
 from trickle_deploy.policies import with_bootstrap_queues

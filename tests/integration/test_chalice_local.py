@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from conftest import OPERATOR_TOKEN, Servers, Stack
 
+from tests.integration.conftest import OPERATOR_TOKEN, Servers, Stack
 from trickle_local.routes import RouteServer
 from trickle_local.stage import load_config
 

@@ -21,12 +21,12 @@ import boto3
 import pytest
 import requests
 from botocore.parsers import ResponseParserError
-from conftest import API_KEY, until
-from deployment import package_stage
 
 from chalicelib import wiring
 from chalicelib.model import TASK_TOKEN_ATTRIBUTE
 from chalicelib.settings import load_settings
+from tests.integration.conftest import API_KEY, until
+from tests.integration.deployment import package_stage
 from trickle_deploy.emulator_shims import LEFT_OUT_ON_MOTO
 from trickle_deploy.iam_check import CallRecorder, denied, partition_keys, role_documents
 from trickle_deploy.operate import stack_env

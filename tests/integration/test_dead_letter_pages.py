@@ -9,9 +9,9 @@ import time
 from typing import Any
 
 import pytest
-from conftest import OPERATOR_TOKEN, Stack
 
 from chalicelib import wiring
+from tests.integration.conftest import OPERATOR_TOKEN, Stack
 from trickle_local.standin_api import Reply
 
 FAST = {"TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S": "1000", "TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST": "100"}

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import API_KEY, EMULATOR, Stack
 
 from chalicelib import wiring
 from chalicelib.dead_letters import RedriveFilter, Redriver
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.model import Status
+from tests.integration.conftest import API_KEY, EMULATOR, Stack
 from trickle_deploy.operate import main as operate
 from trickle_deploy.operate import redrive
 from trickle_local.standin_api import Reply

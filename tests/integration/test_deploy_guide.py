@@ -29,8 +29,8 @@ from botocore.exceptions import ParamValidationError
 from botocore.model import OperationModel, Shape
 from botocore.validate import validate_parameters
 from chalice.cli import cli as chalice_cli
-from deployment import package_stage
 
+from tests.integration.deployment import package_stage
 from trickle_deploy.guide import commands as guide_commands
 from trickle_deploy.guide import resolve
 from trickle_deploy.policies import is_template_stage, stage_settings

@@ -10,10 +10,10 @@ import time
 from typing import Any
 
 from botocore.exceptions import ClientError
-from conftest import API_KEY, TABLE, Stack
 
 from chalicelib import wiring
 from chalicelib.settings import ROUTES_FILE
+from tests.integration.conftest import API_KEY, TABLE, Stack
 
 
 def shipped(stack_factory: Any) -> Stack:

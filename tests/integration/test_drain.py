@@ -8,9 +8,9 @@ import time
 from typing import Any
 
 import pytest
-from conftest import API_KEY, Stack
 
 from chalicelib import wiring
+from tests.integration.conftest import API_KEY, Stack
 from trickle_local.standin_api import Reply
 
 

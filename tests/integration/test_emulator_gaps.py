@@ -15,8 +15,8 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from conftest import until
 
+from tests.integration.conftest import until
 from trickle_local.aws import use_local_credentials
 from trickle_local.emulators import Emulator, EmulatorName, start_emulator
 

@@ -10,10 +10,9 @@ import random
 import time
 from typing import Any
 
-from conftest import API_KEY, Stack
-
 from chalicelib import wiring
 from chalicelib.dead_letters import RedriveFilter
+from tests.integration.conftest import API_KEY, Stack
 from trickle_deploy.operate import main as operate
 from trickle_deploy.operate import redrive
 from trickle_local.demo import demo_items, summarize

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import API_KEY, OPERATOR_TOKEN, Servers, Stack
 
+from tests.integration.conftest import API_KEY, OPERATOR_TOKEN, Servers, Stack
 from trickle_local.routes import RouteServer
 from trickle_local.stage import load_config
 

@@ -9,9 +9,8 @@ import json
 import time
 from typing import Any
 
-from conftest import Stack
-
 from chalicelib.settings import ROUTES_FILE
+from tests.integration.conftest import Stack
 from trickle_deploy.iam_check import AwsCall, allows, denied
 from trickle_local.standin_api import Reply
 

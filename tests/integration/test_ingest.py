@@ -12,10 +12,10 @@ import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 from chalice.test import Client
-from conftest import TABLE, Stack
 
 from chalicelib import wiring
 from chalicelib.records import message_id_for
+from tests.integration.conftest import TABLE, Stack
 
 
 def bodies(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -15,8 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from conftest import EMULATOR, until
-
+from tests.integration.conftest import EMULATOR, until
 from trickle_local.emulators import start_emulator
 from trickle_local.stage import PROJECT_DIR
 

@@ -13,8 +13,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import until
 
+from tests.integration.conftest import until
 from trickle_local.ports import check_free
 from trickle_local.stage import PROJECT_DIR
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import EMULATOR
 
+from tests.integration.conftest import EMULATOR
 from trickle_deploy.emulator_shims import CHALICE, CLOUDFORMATION, RUN, gaps
 from trickle_local.stage import PROJECT_DIR
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import Stack
 
 from chalicelib.records import message_id_for
+from tests.integration.conftest import Stack
 
 
 def submit(stack: Stack, body: Any) -> Any:

@@ -8,11 +8,10 @@ import threading
 from collections import Counter
 from typing import Any
 
-from conftest import Stack
-
 from chalicelib.notes import NOTE_KEY, lease_key
 from chalicelib.operations import is_message_id
 from chalicelib.run_lease import LEASE_MARGIN_S, OVERLAP, RunLease
+from tests.integration.conftest import Stack
 from trickle_local.standin_api import Reply
 
 DEADLINE_S = 30

@@ -12,10 +12,10 @@ from typing import Any
 import boto3
 import pytest
 import requests
-from conftest import Stack, until
 
 from chalicelib.callbacks import MAX_OUTPUT_BYTES
 from chalicelib.model import TASK_TOKEN_ATTRIBUTE
+from tests.integration.conftest import Stack, until
 from trickle_local.standin_api import Reply
 from trickle_local.workflows import wait_definition
 

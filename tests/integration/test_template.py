@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deployment import BIN, package_stage, write
 
+from tests.integration.deployment import BIN, package_stage, write
 from trickle_deploy.iam_check import packaged_policies
 from trickle_deploy.policies import PACKAGING_ENV, packaging_env
 from trickle_deploy.sam import sam_transform

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from conftest import Stack
+from tests.integration.conftest import Stack
 
 
 def test_groups_go_in_parallel_and_each_stays_in_order(stack_factory: Any) -> None:

@@ -1,7 +1,8 @@
 """Shared unit-test helpers: settings built through `load_settings`, as a deployed stage builds them.
 
-Helpers are handed out as fixtures only, so test modules never import this file by name (that keeps
-them working under any pytest import mode, beside `tests/integration/conftest.py`).
+Helpers are handed out as fixtures; a type a test needs is imported as `tests.unit.conftest`, never
+as a bare `conftest` (with `tests/integration/conftest.py` in the same run, that name is whichever
+conftest pytest loaded last: tests/, tests/unit/ and tests/integration/ are packages for this).
 """
 
 from __future__ import annotations

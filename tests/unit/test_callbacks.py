@@ -16,7 +16,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
-from conftest import MakeSettings
 
 from chalicelib import wiring
 from chalicelib.callbacks import (
@@ -53,6 +52,7 @@ from tests.fakes import (
     ScriptedApi,
     message,
 )
+from tests.unit.conftest import MakeSettings
 
 
 def fixed_draw(low: float, high: float) -> float:

@@ -8,7 +8,6 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from conftest import MakeSettings
 
 from chalicelib.drain import Drainer
 from chalicelib.drain_state import DrainReport
@@ -23,6 +22,7 @@ from tests.fakes import (
     ScriptedApi,
     message,
 )
+from tests.unit.conftest import MakeSettings
 
 FAST = {"TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S": "10000", "TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST": "100"}
 

@@ -8,8 +8,6 @@ from dataclasses import replace
 from typing import Any
 from unittest.mock import ANY
 
-from conftest import MakeSettings
-
 from chalicelib.drain import Drainer
 from chalicelib.drain_effects import Effects
 from chalicelib.drain_group import deliver_group
@@ -30,6 +28,7 @@ from tests.fakes import (
     ScriptedApi,
     message,
 )
+from tests.unit.conftest import MakeSettings
 
 # Jitter at the top of its range: a first retry waits exactly the base, 10 s; a task is kept alive
 # by a heartbeat every 5 s.

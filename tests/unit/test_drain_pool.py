@@ -9,12 +9,12 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
-from conftest import MakeSettings
 
 from chalicelib.drain import FINISH_MESSAGES, Drainer
 from chalicelib.drain_state import GroupResult, InFlight
 from chalicelib.model import Status
 from tests.fakes import FakeDeadLetters, FakeFifo, FakeKey, FakeLedger, SlowApi
+from tests.unit.conftest import MakeSettings
 
 
 def drain(make_settings: MakeSettings, api: SlowApi, queue: FakeFifo, **env: str) -> tuple[Any, FakeLedger]:

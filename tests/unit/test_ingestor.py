@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import MakeSettings
 
 from chalicelib.ingest import IngestError, Ingestor
 from chalicelib.model import REASON_ATTRIBUTE, Status
 from chalicelib.records import message_id_for
 from chalicelib.settings import Settings
 from tests.fakes import FakeDeadLetters, FakeLedger, FakeNotes
+from tests.unit.conftest import MakeSettings
 
 MakeRecord = Callable[..., dict[str, Any]]
 DESTINATIONS = ("orders", "crm")

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from chalice import Chalice
 from chalice.local import LambdaContext
-from conftest import MakeSettings
 
 from chalicelib.drain import Drainer
 from chalicelib.logs import LambdaContextKeys, configure_logging, context_keys
 from tests.fakes import FakeDeadLetters, FakeFifo, FakeKey, FakeLedger, SlowApi
+from tests.unit.conftest import MakeSettings
 
 log = logging.getLogger("chalicelib.test")
 CONTEXT_KEYS = {"cold_start", "function_name", "function_request_id", "function_arn", "function_memory_size"}

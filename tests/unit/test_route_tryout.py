@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MakeSettings
 
 from chalicelib.settings import ROUTES_FILE
+from tests.unit.conftest import MakeSettings
 from trickle_deploy.routes import evaluate, main, sample_record
 
 CUSTOMER = {
