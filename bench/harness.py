@@ -23,7 +23,7 @@ import requests
 
 from bench.figures import BATCH_OPERATIONS, LatencyModel, batch_items, ingest_figures, requests_only
 from bench.stream import batches
-from chalicelib import wiring
+from chalicelib import naming, wiring
 from chalicelib.records import build_messages
 from trickle_deploy.bootstrap import provision
 from trickle_local import stage
@@ -264,8 +264,8 @@ class Bench:
         self.emulator.reset()
         self.env = provision(clients(self.emulator.endpoint_url), self.base, API_KEY) | {
             "TRICKLE_DRAIN_WORKERS": str(workers),
-            "TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S": str(rate_limit_per_s),
-            "TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST": str(min(100, rate_limit_per_s // 10)),
+            naming.destination_variable("orders", "rate_limit_per_s"): str(rate_limit_per_s),
+            naming.destination_variable("orders", "rate_limit_burst"): str(min(100, rate_limit_per_s // 10)),
         }
         with contextlib.redirect_stdout(io.StringIO()):
             stage.load_app(self.env)  # as Lambda imports app.py: the stage's variables set first
@@ -336,8 +336,8 @@ class Bench:
         """The seed design, literally: receive one, read SSM, new connection, POST, delete one."""
         sqs = boto3.client("sqs", endpoint_url=self.emulator.endpoint_url)
         ssm = boto3.client("ssm", endpoint_url=self.emulator.endpoint_url)
-        url, queue = self.env["TRICKLE_DEST_ORDERS_URL"], self.env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
-        parameter = self.env["TRICKLE_DEST_ORDERS_KEY_PARAMETER"]
+        orders = wiring.settings().destination("orders")  # the stage reset() imported the app with
+        url, queue, parameter = orders.url, orders.queue_url, orders.api_key_parameter
         delivered = 0
         with self._measured():
             self._mark()

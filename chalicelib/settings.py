@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
-from chalicelib import enrichers
+from chalicelib import enrichers, naming
 from chalicelib.routing import Expression, Route
 
 T = TypeVar("T")
@@ -40,7 +40,7 @@ def names_no_resources(env: Mapping[str, str]) -> bool:
     """A stage deployed with the merge template names neither its stream nor a queue: its stack
     sets them on the functions (`python -m trickle_deploy.template`)."""
     return not env.get("TRICKLE_STREAM_ARN", "").strip() and not any(
-        name.startswith("TRICKLE_DEST_") and name.endswith("_QUEUE_URL") for name in env
+        naming.variable_destination(name, "queue_url") for name in env
     )
 
 
@@ -48,7 +48,7 @@ def names_no_resources(env: Mapping[str, str]) -> bool:
 class Destination:
     """An API that receives messages: where, with which key, at what pace, and how it fails. The
     queues come from the stage, the rest from the routes file (the key parameter by default from
-    `default_key_parameter`); a stage's `TRICKLE_DEST_<NAME>_<FIELD>` overrides any routes-file
+    `naming.key_parameter`); a stage's `TRICKLE_DEST_<NAME>_<FIELD>` overrides any routes-file
     value (say, a sandbox URL for dev)."""
 
     name: str
@@ -73,7 +73,7 @@ class Destination:
     @property
     def drain_function(self) -> str:
         """The name of its scheduled drain in app.py (and of that function's role)."""
-        return f"drain_{self.name}"
+        return naming.drain_function(self.name)
 
 
 @dataclass(frozen=True)
@@ -247,12 +247,11 @@ class _DestinationReader:
         self._r = reader
         self.name = name
         self._table = table
-        self.prefix = f"TRICKLE_DEST_{name.upper()}_"
         for unknown in sorted(set(table) - _DESTINATION_FIELDS):
             reader.in_routes_file(_unknown_field(f"destination {name!r}", unknown, _DESTINATION_FIELDS))
 
     def _raw(self, field: str) -> tuple[str, object] | None:
-        env_name = self.prefix + field.upper()
+        env_name = naming.destination_variable(self.name, field)
         value = self._r.env.get(env_name, "").strip()
         if value:
             return env_name, value
@@ -265,7 +264,7 @@ class _DestinationReader:
         if raw is None:
             if default is None:
                 self._r.errors.append(
-                    f"destination {self.name!r} needs {self.prefix}{field.upper()}"
+                    f"destination {self.name!r} needs {naming.destination_variable(self.name, field)}"
                     f" (or {field} in the routes file)"
                 )
                 return ""
@@ -296,18 +295,13 @@ class _DestinationReader:
     def where(self, field: str) -> str:
         """The variable (or routes-file field) a value came from, for error messages."""
         raw = self._raw(field)
-        return raw[0] if raw else self.prefix + field.upper()
+        return raw[0] if raw else naming.destination_variable(self.name, field)
 
     def choice(self, field: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.text(field, default)
         if value not in choices:
             self._r.errors.append(f"{self.where(field)}={value!r} must be one of {', '.join(choices)}")
         return value
-
-
-def default_key_parameter(stage: str, destination: str) -> str:
-    """Where a destination's API key is kept unless the stage or the routes file names another."""
-    return f"/trickle/{stage}/{destination}-api-key"
 
 
 def _destination(
@@ -328,7 +322,7 @@ def _destination(
     destination = Destination(
         name=name,
         url=url,
-        api_key_parameter=d.text("key_parameter", default_key_parameter(stage, name) if stage else None),
+        api_key_parameter=d.text("key_parameter", naming.key_parameter(stage, name) if stage else None),
         api_key_header=d.text("key_header", "x-api-key"),
         api_key_scheme=d.text("key_scheme", ""),
         queue_url=queue_url,

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 from botocore.exceptions import ClientError
 
+from chalicelib import naming
 from chalicelib.ledger import DEAD_INDEX, table_definition
 from chalicelib.notes import notes_table_definition
 from chalicelib.settings import load_settings, table_name_from_stream_arn
@@ -35,10 +36,6 @@ class DestinationNames:
     queue: str
     dead_letter_queue: str
     api_key_parameter: str
-
-    @property
-    def env_prefix(self) -> str:
-        return f"TRICKLE_DEST_{self.name.upper()}_"
 
 
 @dataclass(frozen=True)
@@ -282,8 +279,8 @@ def provision(
     urls: dict[str, str] = {}
     for destination in names.destinations:
         queue_url, dlq_url = ensure_queues(clients["sqs"], destination, visibility)
-        urls[destination.env_prefix + "QUEUE_URL"] = queue_url
-        urls[destination.env_prefix + "DLQ_URL"] = dlq_url
+        urls[naming.destination_variable(destination.name, "queue_url")] = queue_url
+        urls[naming.destination_variable(destination.name, "dlq_url")] = dlq_url
         ensure_api_key(clients["ssm"], destination, api_key, key_arn)
     failure_url = ensure_ingest_failure_queue(clients["sqs"], names)
     bucket = env.get("TRICKLE_ARCHIVE_BUCKET")
@@ -357,7 +354,7 @@ def teardown(clients: Mapping[str, Any], env: Mapping[str, str], source_table: b
 
 def left_behind(app_name: str, stage: str, env: Mapping[str, str], source_table: bool) -> list[str]:
     """What a teardown does not remove, so the operator knows what is still there."""
-    prefix = f"{app_name}-{stage}"
+    prefix = naming.stack_name(app_name, stage)
     left = [
         f"chalice delete --stage {stage} removes what chalice deploy made: the functions {prefix}-*,"
         " their roles, the REST API, the drain's schedule rule and the stream's event source mapping",
@@ -401,7 +398,7 @@ def write_stage_env(
         made = copy.deepcopy(config["stages"][copy_of])
         for function, settings in made.get("lambda_functions", {}).items():
             if "iam_policy_file" in settings:
-                settings["iam_policy_file"] = f"policy-{stage}-{function}.json"
+                settings["iam_policy_file"] = naming.policy_file(stage, function)
         config["stages"][stage] = made
     config["stages"][stage]["environment_variables"] = dict(env)
     config_path.write_text(json.dumps(config, indent=2) + "\n")

@@ -19,9 +19,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from chalicelib import naming
 from chalicelib.settings import Settings
 from trickle_deploy.policies import stage_settings
-from trickle_deploy.template import api_key_variable, merge_template, put_parameter_command
+from trickle_deploy.template import STACK_NAME, merge_template, put_parameter_command
 from trickle_local.stage import load_config, stage_env
 
 # Why a retained resource may be missing: the template's conditions, in words.
@@ -32,14 +33,14 @@ KMS_PENDING_DAYS = 7  # the shortest wait KMS allows before deleting a key
 def resolve(value: Any, stack: str) -> str:
     """A name as the stack gives it: a string, or an `Fn::Sub` on `${AWS::StackName}` alone."""
     text = value["Fn::Sub"] if isinstance(value, dict) and set(value) == {"Fn::Sub"} else value
-    if not isinstance(text, str) or "${" in text.replace("${AWS::StackName}", ""):
+    if not isinstance(text, str) or "${" in text.replace(STACK_NAME, ""):
         raise ValueError(f"{value!r} is not a name the stack name alone gives")
-    return text.replace("${AWS::StackName}", stack)
+    return text.replace(STACK_NAME, stack)
 
 
 def secure_parameters(settings: Settings) -> list[tuple[str, str]]:
     """(shell variable holding the value, parameter name) for every SecureString the stage reads."""
-    keys = [(api_key_variable(d.name), d.api_key_parameter) for d in settings.destinations.values()]
+    keys = [(naming.key_variable(d.name), d.api_key_parameter) for d in settings.destinations.values()]
     token = [("OPERATOR_TOKEN", settings.auth_token_parameter)] if settings.auth_token_parameter else []
     return keys + token
 
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "what", choices=["keys", "cleanup"], help="store the keys, or remove the stack and its data"
     )
     args = parser.parse_args(argv)
-    stack = args.stack_name or f"{load_config()['app_name']}-{args.stage}"
+    stack = args.stack_name or naming.stack_name(load_config()["app_name"], args.stage)
     print("\n".join(commands(args.stage, stack, args.what)))
     return 0
 

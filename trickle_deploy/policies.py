@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from chalicelib import naming
 from chalicelib.ledger import DEAD_INDEX
 from chalicelib.notes import UNROUTED_NOTE_KEY, lease_key, redrive_note_key, run_note_key
 from chalicelib.settings import Settings, SettingsError, destination_names, load_settings
@@ -65,7 +65,7 @@ class DestinationResources:
 
     @property
     def drain_function(self) -> str:
-        return f"drain_{self.name}"
+        return naming.drain_function(self.name)
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def parameter_arn(name: str, partition: str, region: str, account: str) -> str:
 def is_template_stage(env: Mapping[str, str]) -> bool:
     """A stage whose environment names no queue is deployed with the merge template: the stack
     creates its resources and hands their names to the functions, so the config holds no ARNs."""
-    return not any(name.startswith("TRICKLE_DEST_") and name.endswith("_QUEUE_URL") for name in env)
+    return not any(naming.variable_destination(name, "queue_url") for name in env)
 
 
 # What a template stage's settings are read with: the merge template replaces every one of these
@@ -126,18 +126,20 @@ PACKAGING_ENV = {
 def packaging_env(env: Mapping[str, str]) -> dict[str, str]:
     """A template stage's environment with placeholders for what the stack provides."""
     queues = {
-        f"TRICKLE_DEST_{name.upper()}_{kind}": f"https://sqs.packaging.invalid/000000000000/packaging-{name}-{kind.lower()}.fifo"
+        naming.destination_variable(name, field): f"https://sqs.packaging.invalid/000000000000/{queue}"
         for name in destination_names(env)
-        for kind in ("QUEUE_URL", "DLQ_URL")
+        for field, queue in zip(
+            ("queue_url", "dlq_url"), bootstrap_queue_names("packaging", name), strict=True
+        )
     }
     return {**env, **PACKAGING_ENV, **queues}
 
 
-def bootstrap_queue_names(app_name: str, stage: str, destination: str) -> tuple[str, str]:
-    """The queue and dead-letter queue the bootstrap creates for a destination the stage names none
-    for yet (the shipped stages follow this too: `trickle-dev-orders.fifo`)."""
-    prefix = f"{app_name}-{stage}-{destination}"
-    return f"{prefix}.fifo", f"{prefix}-dead-letters.fifo"
+def bootstrap_queue_names(prefix: str, destination: str) -> tuple[str, str]:
+    """The queue and dead-letter queue a destination gets where the stage names none for it yet:
+    the bootstrap's (`prefix` is the stage's `naming.stack_name`, as in `trickle-dev-orders.fifo`,
+    which the shipped stages follow too), or a template's while it is packaged."""
+    return naming.queue_name(prefix, destination), naming.dead_letter_queue_name(prefix, destination)
 
 
 def with_bootstrap_queues(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, str]:
@@ -153,12 +155,13 @@ def with_bootstrap_queues(env: Mapping[str, str], app_name: str, stage: str) -> 
         return out
     region, account = arn[3], arn[4]
     base = env.get("AWS_ENDPOINT_URL") or f"https://sqs.{region}.amazonaws.com"
+    prefix = naming.stack_name(app_name, stage)
     for name in destination_names(env):
-        prefix = f"TRICKLE_DEST_{name.upper()}_"
-        queues = zip(("QUEUE_URL", "DLQ_URL"), bootstrap_queue_names(app_name, stage, name), strict=True)
-        for kind, queue in queues:
-            if not out.get(prefix + kind, "").strip():
-                out[prefix + kind] = f"{base.rstrip('/')}/{account}/{queue}"
+        queues = zip(("queue_url", "dlq_url"), bootstrap_queue_names(prefix, name), strict=True)
+        for field, queue in queues:
+            variable = naming.destination_variable(name, field)
+            if not out.get(variable, "").strip():
+                out[variable] = f"{base.rstrip('/')}/{account}/{queue}"
     return out
 
 
@@ -172,11 +175,6 @@ def _sub(text: str) -> dict[str, str]:
 
 def _arn(service: str, resource: str) -> dict[str, str]:
     return _sub(f"arn:${{AWS::Partition}}:{service}:${{AWS::Region}}:${{AWS::AccountId}}:{resource}")
-
-
-def logical_id(name: str) -> str:
-    """Chalice's CloudFormation name for a function or a destination: drain_orders -> DrainOrders."""
-    return "".join(part.capitalize() for part in re.split("[^A-Za-z0-9]+", name))
 
 
 def _enriches(settings: Settings, destination: str) -> bool:
@@ -206,8 +204,8 @@ def template_resources(env: Mapping[str, str]) -> StageResources:
         destinations=tuple(
             DestinationResources(
                 name=d.name,
-                queue_arn={"Fn::GetAtt": [f"{logical_id(d.name)}Queue", "Arn"]},
-                dlq_arn={"Fn::GetAtt": [f"{logical_id(d.name)}DeadLetterQueue", "Arn"]},
+                queue_arn={"Fn::GetAtt": [naming.queue_id(d.name), "Arn"]},
+                dlq_arn={"Fn::GetAtt": [naming.dead_letter_queue_id(d.name), "Arn"]},
                 parameter_arn=_arn("ssm", "parameter/" + d.api_key_parameter.lstrip("/")),
                 enriches=_enriches(settings, d.name),
             )
@@ -447,17 +445,15 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 
 
 def policy_path(stage: str, function: str) -> Path:
-    return CHALICE_DIR / f"policy-{stage}-{function}.json"
+    return CHALICE_DIR / naming.policy_file(stage, function)
 
 
 def stage_policy_files(chalice_dir: Path, stage: str) -> list[Path]:
-    """The stage's own policy files: a function's name has no hyphen, so `policy-dev-emulator-ingest.json`
-    belongs to stage `dev-emulator`, not to `dev`."""
-    prefix = f"policy-{stage}-"
+    """The stage's own policy files (`naming.policy_file_function` says whose a file is)."""
     return [
         path
-        for path in sorted(chalice_dir.glob(f"{prefix}*.json"))
-        if path.stem[len(prefix) :].isidentifier()
+        for path in sorted(chalice_dir.glob("policy-*.json"))
+        if naming.policy_file_function(stage, path.name)
     ]
 
 
@@ -504,7 +500,7 @@ def refresh(chalice_dir: Path = CHALICE_DIR, check: bool = False) -> list[str]:
         for function, policy in policies.items():
             path = chalice_dir / policy_path(stage, function).name
             if "iam_policy_file" not in functions.get(function, {}):
-                timeout = {"lambda_timeout": DRAIN_TIMEOUT_S} if function.startswith("drain_") else {}
+                timeout = {"lambda_timeout": DRAIN_TIMEOUT_S} if naming.is_drain_function(function) else {}
                 functions[function] = {"iam_policy_file": path.name, **timeout, **functions.get(function, {})}
                 entries.append(f"{stage}: lambda_functions.{function}")
             text = render(policy)
@@ -514,12 +510,12 @@ def refresh(chalice_dir: Path = CHALICE_DIR, check: bool = False) -> list[str]:
             if not check:
                 path.write_text(text)
         for path in stage_policy_files(chalice_dir, stage):
-            function = path.stem[len(f"policy-{stage}-") :]
-            if function not in policies:
+            owner = naming.policy_file_function(stage, path.name)
+            if owner and owner not in policies:
                 stale.append(path.name)
-                if functions.get(function, {}).get("iam_policy_file") == path.name:
-                    del functions[function]
-                    entries.append(f"{stage}: lambda_functions.{function}")
+                if functions.get(owner, {}).get("iam_policy_file") == path.name:
+                    del functions[owner]
+                    entries.append(f"{stage}: lambda_functions.{owner}")
                 if not check:
                     path.unlink()
     if entries:

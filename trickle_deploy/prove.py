@@ -44,6 +44,7 @@ from typing import Any
 
 import boto3
 
+from chalicelib import naming
 from chalicelib.logs import LOGGER_NAMES
 from chalicelib.settings import Settings, load_settings
 from trickle_deploy import bootstrap, emulator_shims, stream_settings, template
@@ -125,7 +126,7 @@ class StepFailedError(Exception):
 def prove_a(report: WayReport, emulator: Emulator, work: Path) -> None:
     stage_name = report.stage
     client = clients_of(emulator)
-    stack = f"{stage.load_config()['app_name']}-{stage_name}"
+    stack = naming.stack_name(stage.load_config()["app_name"], stage_name)
     with step(report, "packaged") as said:
         sam = json.loads(template.package(stage_name, work).read_text())
         said.append("chalice package --merge-template (python -m trickle_deploy.template --package)")
@@ -184,7 +185,8 @@ def prove_b(report: WayReport, emulator: Emulator, work: Path) -> None:
     with step(report, "stream set") as said:
         quietly(stream_settings.main, ["--stage", recorded, *where])
         said.append("stream_settings: bisect, retries, record age, on-failure queue")
-    env = function_env(client("lambda"), f"{stage.load_config(project)['app_name']}-{recorded}-ingest")
+    ingest = naming.deployed_function(stage.load_config(project)["app_name"], recorded, "ingest")
+    env = function_env(client("lambda"), ingest)
     deliver_and_check(report, emulator, env, stage.load_config(project), recorded, api_key)
     with step(report, "removed") as said:
         shimmed_chalice(emulator, project, "delete", "--stage", recorded)

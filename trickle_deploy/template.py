@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from chalicelib import naming
 from chalicelib.ledger import table_definition
 from chalicelib.notes import notes_table_definition
 from chalicelib.settings import Settings
@@ -32,7 +33,6 @@ from trickle_deploy.policies import (
     CALLBACK_ACTIONS,
     DestinationResources,
     is_template_stage,
-    logical_id,
     packaging_env,
     stage_settings,
     template_resources,
@@ -52,7 +52,7 @@ def visibility_for(drain_timeout_s: int) -> int:
 
 def drain_timeout(config: Mapping[str, Any], stage: str, destination: str) -> int:
     stage_config = config["stages"][stage]
-    function = stage_config.get("lambda_functions", {}).get(f"drain_{destination}", {})
+    function = stage_config.get("lambda_functions", {}).get(naming.drain_function(destination), {})
     return int(function.get("lambda_timeout") or stage_config.get("lambda_timeout") or 60)
 
 
@@ -63,9 +63,12 @@ STREAM_ARN_PATTERN = (
 )
 
 
+STACK_NAME = "${AWS::StackName}"
+
+
 def _named(suffix: str) -> dict[str, str]:
     """A name unique per stack, account and region (queue, table and alias names are regional)."""
-    return {"Fn::Sub": "${AWS::StackName}-" + suffix}
+    return {"Fn::Sub": f"{STACK_NAME}-{suffix}"}
 
 
 def _table(suffix: str, definition: dict[str, Any]) -> dict[str, Any]:
@@ -205,8 +208,8 @@ def _dashboard(destinations: Sequence[DestinationResources]) -> dict[str, Any]:
     widgets = []
     for d in destinations:
         queue, dead = (
-            f"${{{logical_id(d.name)}Queue.QueueName}}",
-            f"${{{logical_id(d.name)}DeadLetterQueue.QueueName}}",
+            f"${{{naming.queue_id(d.name)}.QueueName}}",
+            f"${{{naming.dead_letter_queue_id(d.name)}.QueueName}}",
         )
         widgets += [
             widget(
@@ -230,7 +233,7 @@ def _dashboard(destinations: Sequence[DestinationResources]) -> dict[str, Any]:
             ),
             widget(
                 f"{d.name}: drain errors",
-                [["AWS/Lambda", "Errors", "FunctionName", f"${{{logical_id(d.drain_function)}}}"]],
+                [["AWS/Lambda", "Errors", "FunctionName", f"${{{naming.logical_id(d.drain_function)}}}"]],
             ),
         ]
     widgets += [
@@ -253,7 +256,7 @@ def _dashboard(destinations: Sequence[DestinationResources]) -> dict[str, Any]:
         "Type": "AWS::CloudWatch::Dashboard",
         "Properties": {
             # Dashboards are global per account: the region keeps two regions' stacks apart.
-            "DashboardName": {"Fn::Sub": "${AWS::StackName}-${AWS::Region}"},
+            "DashboardName": _named("${AWS::Region}"),
             "DashboardBody": {"Fn::Sub": [json.dumps(body), {"SourceTableName": table_name}]},
         },
     }
@@ -339,44 +342,46 @@ def _source_table(settings: Settings) -> dict[str, Any]:
 def _destination_resources(d: DestinationResources, ssm_service: Any, visibility: int) -> dict[str, Any]:
     """What one destination needs: its FIFO queue and FIFO dead-letter queue, their alarms, its
     drain's alarm, and the drain's right to decrypt its key."""
-    prefix, drain = logical_id(d.name), logical_id(d.drain_function)
+    queue, dead, decrypt = (
+        naming.queue_id(d.name),
+        naming.dead_letter_queue_id(d.name),
+        naming.decrypt_key_policy_id(d.name),
+    )
     return {
-        f"{prefix}DeadLetterQueue": _queue(_named(f"{d.name}-dead-letters.fifo"), fifo=True),
-        f"{prefix}Queue": _queue(
-            _named(f"{d.name}.fifo"),
+        dead: _queue({"Fn::Sub": naming.dead_letter_queue_name(STACK_NAME, d.name)}, fifo=True),
+        queue: _queue(
+            {"Fn::Sub": naming.queue_name(STACK_NAME, d.name)},
             fifo=True,
             extra={
                 "VisibilityTimeout": visibility,
                 "RedrivePolicy": {
-                    "deadLetterTargetArn": {"Fn::GetAtt": [f"{prefix}DeadLetterQueue", "Arn"]},
+                    "deadLetterTargetArn": {"Fn::GetAtt": [dead, "Arn"]},
                     "maxReceiveCount": BACKSTOP_MAX_RECEIVE_COUNT,
                 },
             },
         ),
-        f"{drain}DecryptApiKey": _decrypt_policy(
-            f"{drain}DecryptApiKey", f"{drain}Role", d.parameter_arn, ssm_service
-        ),
-        f"{prefix}DeadLettersAlarm": _alarm(
+        decrypt: _decrypt_policy(decrypt, naming.role_id(d.drain_function), d.parameter_arn, ssm_service),
+        naming.dead_letters_alarm_id(d.name): _alarm(
             f"Trickle: messages in {d.name}'s dead-letter queue",
             "AWS/SQS",
             "ApproximateNumberOfMessagesVisible",
-            {"QueueName": {"Fn::GetAtt": [f"{prefix}DeadLetterQueue", "QueueName"]}},
+            {"QueueName": {"Fn::GetAtt": [dead, "QueueName"]}},
             "Maximum",
             0,
         ),
-        f"{prefix}OldestMessageAlarm": _alarm(
+        naming.oldest_message_alarm_id(d.name): _alarm(
             f"Trickle: the oldest message queued for {d.name} is too old",
             "AWS/SQS",
             "ApproximateAgeOfOldestMessage",
-            {"QueueName": {"Fn::GetAtt": [f"{prefix}Queue", "QueueName"]}},
+            {"QueueName": {"Fn::GetAtt": [queue, "QueueName"]}},
             "Maximum",
             {"Ref": "OldestMessageAlarmSeconds"},
         ),
-        f"{drain}ErrorsAlarm": _alarm(
+        naming.drain_errors_alarm_id(d.name): _alarm(
             f"Trickle: {d.name}'s drain failed",
             "AWS/Lambda",
             "Errors",
-            {"FunctionName": {"Ref": drain}},
+            {"FunctionName": {"Ref": naming.logical_id(d.drain_function)}},
             "Sum",
             0,
         ),
@@ -384,11 +389,7 @@ def _destination_resources(d: DestinationResources, ssm_service: Any, visibility
 
 
 EXAMPLE_NONE = "none"
-EXAMPLE_NAME = "${AWS::StackName}-example-wait"  # the example state machine's name
-
-
-def _example_condition(destination: str) -> str:
-    return f"ExampleThrough{logical_id(destination)}"
+EXAMPLE_NAME = f"{STACK_NAME}-example-wait"  # the example state machine's name
 
 
 def _through_example(destinations: Sequence[DestinationResources], value: Any) -> Any:
@@ -397,7 +398,7 @@ def _through_example(destinations: Sequence[DestinationResources], value: Any) -
     *others, last = destinations
     chosen: Any = value(last)
     for d in reversed(others):
-        chosen = {"Fn::If": [_example_condition(d.name), value(d), chosen]}
+        chosen = {"Fn::If": [naming.example_condition(d.name), value(d), chosen]}
     return chosen
 
 
@@ -419,10 +420,8 @@ def _example_resources(destinations: Sequence[DestinationResources]) -> dict[str
     through one destination's queue and waits for the API's answer, with a role that may only send
     to that queue (SQS-managed encryption needs no KMS permission), and the right for that
     destination's drain to answer its tasks and presign answers too large for them."""
-    queue_arn = _through_example(
-        destinations, lambda d: {"Fn::GetAtt": [f"{logical_id(d.name)}Queue", "Arn"]}
-    )
-    queue_url = _through_example(destinations, lambda d: {"Ref": f"{logical_id(d.name)}Queue"})
+    queue_arn = _through_example(destinations, lambda d: {"Fn::GetAtt": [naming.queue_id(d.name), "Arn"]})
+    queue_url = _through_example(destinations, lambda d: {"Ref": naming.queue_id(d.name)})
     resources: dict[str, Any] = {
         "ExampleStateMachineRole": {
             "Type": "AWS::IAM::Role",
@@ -468,13 +467,13 @@ def _example_resources(destinations: Sequence[DestinationResources]) -> dict[str
         },
     }
     for d in destinations:
-        drain = logical_id(d.drain_function)
-        resources[f"{drain}AnswerExample"] = {
+        answer = naming.answer_example_policy_id(d.name)
+        resources[answer] = {
             "Type": "AWS::IAM::Policy",
-            "Condition": _example_condition(d.name),
+            "Condition": naming.example_condition(d.name),
             "Properties": {
-                "PolicyName": f"{drain}AnswerExample",
-                "Roles": [{"Ref": f"{drain}Role"}],
+                "PolicyName": answer,
+                "Roles": [{"Ref": naming.role_id(d.drain_function)}],
                 "PolicyDocument": {
                     "Version": "2012-10-17",
                     "Statement": [
@@ -509,9 +508,8 @@ def function_environment(destinations: Sequence[DestinationResources]) -> dict[s
     which reads them all)."""
     queues: dict[str, Any] = {}
     for d in destinations:
-        prefix = f"TRICKLE_DEST_{d.name.upper()}_"
-        queues[prefix + "QUEUE_URL"] = {"Ref": f"{logical_id(d.name)}Queue"}
-        queues[prefix + "DLQ_URL"] = {"Ref": f"{logical_id(d.name)}DeadLetterQueue"}
+        queues[naming.destination_variable(d.name, "queue_url")] = {"Ref": naming.queue_id(d.name)}
+        queues[naming.destination_variable(d.name, "dlq_url")] = {"Ref": naming.dead_letter_queue_id(d.name)}
     return {
         "TRICKLE_STREAM_ARN": _stream_arn(),
         **queues,
@@ -524,7 +522,7 @@ def function_environment(destinations: Sequence[DestinationResources]) -> dict[s
 
 def stage_functions(settings: Settings) -> list[str]:
     """The logical ids Chalice gives the stage's functions."""
-    drains = [logical_id(d.drain_function) for d in settings.destinations.values()]
+    drains = [naming.logical_id(d.drain_function) for d in settings.destinations.values()]
     return ["Ingest", *drains, "APIHandler"] + (["TokenAuth"] if settings.auth == "token" else [])
 
 
@@ -533,8 +531,9 @@ def merge_template(stage: str) -> dict[str, Any]:
     env = config["stages"][stage]["environment_variables"]
     if not is_template_stage(env):
         raise SystemExit(
-            f"stage {stage!r} names its resources (its TRICKLE_DEST_*_QUEUE_URL are set): deploy it with the"
-            " bootstrap and chalice deploy, or remove its resource variables to deploy it with this template"
+            f"stage {stage!r} names its resources (its {naming.destination_variable('*', 'queue_url')} are"
+            " set): deploy it with the bootstrap and chalice deploy, or remove its resource variables to"
+            " deploy it with this template"
         )
     settings = stage_settings(env)
     resources = template_resources(env)
@@ -609,7 +608,7 @@ def merge_template(stage: str) -> dict[str, Any]:
                 "Fn::Not": [{"Fn::Equals": [{"Ref": "ExampleDestination"}, EXAMPLE_NONE]}]
             },
             **{
-                _example_condition(name): {"Fn::Equals": [{"Ref": "ExampleDestination"}, name]}
+                naming.example_condition(name): {"Fn::Equals": [{"Ref": "ExampleDestination"}, name]}
                 for name in settings.destinations
             },
         },
@@ -651,7 +650,7 @@ def merge_template(stage: str) -> dict[str, Any]:
             "ApiKeyEncryptionKeyAlias": {
                 "Type": "AWS::KMS::Alias",
                 "Properties": {
-                    "AliasName": {"Fn::Sub": "alias/${AWS::StackName}-api-key"},
+                    "AliasName": {"Fn::Sub": naming.key_alias(STACK_NAME)},
                     "TargetKeyId": {"Ref": "ApiKeyEncryptionKey"},
                 },
             },
@@ -697,11 +696,6 @@ def merge_template(stage: str) -> dict[str, Any]:
     }
 
 
-def api_key_variable(destination: str) -> str:
-    """The shell variable a put-parameter command reads a destination's key from."""
-    return f"{destination.upper()}_API_KEY"
-
-
 def put_parameter_command(parameter: str, key_id: str, variable: str) -> str:
     """Stores a SecureString under the stack's key, its value read from a shell variable (so no key
     is ever written on a command line)."""
@@ -712,16 +706,15 @@ def put_parameter_command(parameter: str, key_id: str, variable: str) -> str:
 
 
 def _destination_outputs(name: str, key_parameter: str, parameter_arn: Any) -> dict[str, Any]:
-    prefix = logical_id(name)
-    command = put_parameter_command(key_parameter, "alias/${AWS::StackName}-api-key", api_key_variable(name))
+    command = put_parameter_command(key_parameter, naming.key_alias(STACK_NAME), naming.key_variable(name))
     return {
-        f"{prefix}ApiKeyParameterArn": {"Value": parameter_arn},
-        f"{prefix}PutApiKeyCommand": {
+        naming.key_parameter_arn_output(name): {"Value": parameter_arn},
+        naming.put_key_command_output(name): {
             "Description": f"Stores {name}'s API key (run once after the first deploy)",
             "Value": {"Fn::Sub": command + " --region ${AWS::Region}"},
         },
-        f"{prefix}QueueUrl": {"Value": {"Ref": f"{prefix}Queue"}},
-        f"{prefix}DeadLetterQueueUrl": {"Value": {"Ref": f"{prefix}DeadLetterQueue"}},
+        naming.queue_url_output(name): {"Value": {"Ref": naming.queue_id(name)}},
+        naming.dead_letter_queue_url_output(name): {"Value": {"Ref": naming.dead_letter_queue_id(name)}},
     }
 
 

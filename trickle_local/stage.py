@@ -14,6 +14,7 @@ from urllib.parse import urlparse, urlunparse
 
 from chalice import Chalice
 
+from chalicelib import naming
 from trickle_deploy.policies import with_bootstrap_queues
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -66,7 +67,7 @@ def deliver_to(env: Mapping[str, str], urls: Mapping[str, str]) -> dict[str, str
 
 
 def destination_url_variable(destination: str) -> str:
-    return f"TRICKLE_DEST_{destination.upper()}_URL"
+    return naming.destination_variable(destination, "url")
 
 
 def write_project(env: Mapping[str, str], dest: Path, stage: str = "local") -> Path:

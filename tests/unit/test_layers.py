@@ -36,8 +36,9 @@ def imports(module: str) -> set[str]:
     return found
 
 
-def test_the_model_imports_nothing_of_ours() -> None:
-    assert imports("model") == set()
+@pytest.mark.parametrize("module", ["model", "naming"])
+def test_the_model_and_the_naming_import_nothing_of_ours(module: str) -> None:
+    assert imports(module) == set()
 
 
 def test_the_ports_import_only_the_model() -> None:

@@ -1,0 +1,162 @@
+"""Every name Trickle derives from a destination's name (and a stage's), formed here and nowhere else.
+
+A destination is declared once: its entry in the routes file, and its drain with its schedule in
+app.py. Its drain function, its stage variables, queues, key parameter, policy files, and the
+CloudFormation ids, outputs and alarms of its stack all follow from its name by these functions, so
+the app, the local runtime, the deploy tools and the bench cannot disagree on one
+(tests/unit/test_naming.py checks that no other module forms them). Imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+import re
+
+DESTINATION_VARIABLE_PREFIX = "TRICKLE_DEST_"
+_DRAIN_PREFIX = "drain_"
+
+
+# --- the app and its stages ----------------------------------------------------------------------
+
+
+def drain_function(destination: str) -> str:
+    """Its scheduled drain in app.py: the function's name, its role's and its policy file's."""
+    return _DRAIN_PREFIX + destination
+
+
+def is_drain_function(function: str) -> bool:
+    return function.startswith(_DRAIN_PREFIX)
+
+
+def destination_variable(destination: str, field: str) -> str:
+    """The stage variable setting one of its fields: (orders, queue_url) -> TRICKLE_DEST_ORDERS_QUEUE_URL."""
+    return f"{DESTINATION_VARIABLE_PREFIX}{destination.upper()}_{field.upper()}"
+
+
+def variable_destination(variable: str, field: str) -> str | None:
+    """The destination a stage variable sets `field` of (lowercase), or None if it sets no such field."""
+    prefix, suffix = DESTINATION_VARIABLE_PREFIX, f"_{field.upper()}"
+    if (
+        len(variable) > len(prefix) + len(suffix)
+        and variable.startswith(prefix)
+        and variable.endswith(suffix)
+    ):
+        return variable[len(prefix) : -len(suffix)].lower()
+    return None
+
+
+def key_parameter(stage: str, destination: str) -> str:
+    """The SSM SecureString holding its API key, unless the stage or the routes file names another."""
+    return f"/trickle/{stage}/{destination}-api-key"
+
+
+def key_variable(destination: str) -> str:
+    """The shell variable a printed put-parameter command reads its API key from."""
+    return f"{destination.upper()}_API_KEY"
+
+
+def stack_name(app: str, stage: str) -> str:
+    """Chalice's prefix for a stage's functions, and the default name of a template stage's stack."""
+    return f"{app}-{stage}"
+
+
+def deployed_function(app: str, stage: str, function: str) -> str:
+    """The Lambda function Chalice deploys a function of app.py as."""
+    return f"{stack_name(app, stage)}-{function}"
+
+
+def queue_name(prefix: str, destination: str) -> str:
+    """Its FIFO queue: `prefix` is `stack_name` for a bootstrapped stage (trickle-dev-orders.fifo),
+    the stack's own name for a template stage."""
+    return f"{prefix}-{destination}.fifo"
+
+
+def dead_letter_queue_name(prefix: str, destination: str) -> str:
+    return f"{prefix}-{destination}-dead-letters.fifo"
+
+
+def policy_file(stage: str, function: str) -> str:
+    """The IAM policy file `python -m trickle_deploy.policies` writes for a function of a stage."""
+    return f"policy-{stage}-{function}.json"
+
+
+def policy_file_function(stage: str, file_name: str) -> str | None:
+    """The function a policy file of `stage` is for, or None if it is not one of that stage's: a
+    function's name has no hyphen, so `policy-dev-emulator-ingest.json` belongs to stage
+    `dev-emulator`, not to `dev`."""
+    prefix = f"policy-{stage}-"
+    function = file_name.removeprefix(prefix).removesuffix(".json")
+    return (
+        function
+        if file_name.startswith(prefix) and file_name.endswith(".json") and function.isidentifier()
+        else None
+    )
+
+
+# --- a template stage's stack (trickle_deploy.template) -------------------------------------------
+
+
+def logical_id(name: str) -> str:
+    """Chalice's CloudFormation name for a function or a destination: drain_orders -> DrainOrders."""
+    return "".join(part.capitalize() for part in re.split("[^A-Za-z0-9]+", name))
+
+
+def role_id(function: str) -> str:
+    """The role Chalice gives a function (one role per function: `autogen_policy` is off)."""
+    return f"{logical_id(function)}Role"
+
+
+def queue_id(destination: str) -> str:
+    return f"{logical_id(destination)}Queue"
+
+
+def dead_letter_queue_id(destination: str) -> str:
+    return f"{logical_id(destination)}DeadLetterQueue"
+
+
+def decrypt_key_policy_id(destination: str) -> str:
+    """Its drain's right to decrypt its API key."""
+    return f"{logical_id(drain_function(destination))}DecryptApiKey"
+
+
+def answer_example_policy_id(destination: str) -> str:
+    """Its drain's right to answer the example state machine's tasks."""
+    return f"{logical_id(drain_function(destination))}AnswerExample"
+
+
+def example_condition(destination: str) -> str:
+    """True when the example state machine sends through this destination."""
+    return f"ExampleThrough{logical_id(destination)}"
+
+
+def dead_letters_alarm_id(destination: str) -> str:
+    return f"{logical_id(destination)}DeadLettersAlarm"
+
+
+def oldest_message_alarm_id(destination: str) -> str:
+    return f"{logical_id(destination)}OldestMessageAlarm"
+
+
+def drain_errors_alarm_id(destination: str) -> str:
+    return f"{logical_id(drain_function(destination))}ErrorsAlarm"
+
+
+def key_parameter_arn_output(destination: str) -> str:
+    return f"{logical_id(destination)}ApiKeyParameterArn"
+
+
+def put_key_command_output(destination: str) -> str:
+    """The stack output holding the command that stores its API key."""
+    return f"{logical_id(destination)}PutApiKeyCommand"
+
+
+def queue_url_output(destination: str) -> str:
+    return f"{logical_id(destination)}QueueUrl"
+
+
+def dead_letter_queue_url_output(destination: str) -> str:
+    return f"{logical_id(destination)}DeadLetterQueueUrl"
+
+
+def key_alias(stack: str) -> str:
+    """The KMS alias of a template stage's key for its SecureStrings (`${AWS::StackName}` in the template)."""
+    return f"alias/{stack}-api-key"
