@@ -86,5 +86,5 @@ def test_importing_the_app_loads_only_what_its_decorators_need() -> None:
         [sys.executable, "-c", probe], cwd=PACKAGE.parent, env=env, capture_output=True, text=True, check=True
     ).stdout.split()
     assert loaded == [
-        f"chalicelib.{m}" for m in ("auth", "enrichers", "logs", "routing", "settings", "wiring")
+        f"chalicelib.{m}" for m in ("auth", "enrichers", "logs", "naming", "routing", "settings", "wiring")
     ]
