@@ -6,7 +6,7 @@ from typing import Any
 from chalice import (
     BadRequestError,
     Chalice,
-    Cron,  # noqa: F401  (for the schedules you write: README, "Schedules")
+    Cron,  # noqa: F401  (for the schedules you write: docs/routes.md, "Schedules")
     IAMAuthorizer,
     NotFoundError,
     Rate,
@@ -66,7 +66,7 @@ def ingest(event: DynamoDBEvent) -> dict[str, Any]:
 
 
 # One drain per destination of chalicelib/routes.toml, named drain_<destination>: change a
-# destination's schedule here (Rate or Cron), or add one (README, "Adding a destination").
+# destination's schedule here (Rate or Cron), or add one (docs/routes.md, "Adding a destination").
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="drain_orders")
 def drain_orders(event: CloudWatchEvent) -> dict[str, Any]:
     return wiring.drain("orders", event.context)

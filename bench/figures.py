@@ -119,7 +119,7 @@ def spread(values: Iterable[float]) -> float:
 # HTTP round trip to the emulator is drawn out to this time in the caller's thread (a retry pays
 # again); a round trip the emulator takes longer over is left as it is. AWS publishes no per-call
 # latency for SQS, SSM, KMS or Step Functions, so most figures are assumptions, stated as such
-# (README, "Benchmarks"); `--aws-latency sqs=30,dynamodb=8` changes them.
+# (docs/benchmarks.md); `--aws-latency sqs=30,dynamodb=8` changes them.
 # - DynamoDB: AWS Knowledge Center, "How can I troubleshoot high latency on an Amazon DynamoDB
 #   table?": the average service-side latency of GetItem/PutItem is single-digit milliseconds;
 #   batch calls take longer with their item count. 5 ms per single-item call and 10 ms per batch

@@ -4,7 +4,7 @@ Fills a backlog through the relay's ingest, then drains it like `python -m bench
 stand-in API in processes of their own) and prints the drain's own CPU per delivered message.
 `--cprofile FILE` profiles the drain's CPU time (`time.thread_time`, so waiting on a socket counts
 for nothing) in its main thread and in every worker, merged into one pstats file; read it with
-`python -m pstats FILE` (README, "Where the drain's time goes"). Reports figures; asserts nothing.
+`python -m pstats FILE` (docs/benchmarks.md, "Where the drain's time goes"). Reports figures; asserts nothing.
 """
 
 from __future__ import annotations

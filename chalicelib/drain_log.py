@@ -26,7 +26,7 @@ def step(
     message: ReceivedMessage, destination: str, attempt: int, outcome: str, response: ApiResponse | None
 ) -> None:
     """One line per step, but a plain delivery only at DEBUG: at INFO that line cost about 0.3 ms
-    of the drain's CPU per message (README, "Where the drain's time goes"), and the ledger and
+    of the drain's CPU per message (docs/benchmarks.md, "Where the drain's time goes"), and the ledger and
     the Delivered metric already say it."""
     level = logging.DEBUG if outcome == Outcome.DELIVERED.value else logging.INFO
     if not log.isEnabledFor(level):

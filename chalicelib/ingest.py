@@ -111,7 +111,7 @@ class Ingestor:
         unsent = {f.message.message_id for f in failures}
         queued = [m for m in built.messages if m.message_id not in unsent]
         # Queued messages get no ledger record here: the drain writes one at the first attempt (a
-        # record per message would be most of the relay's requests and cost; README, "Benchmarks").
+        # record per message would be most of the relay's requests and cost; docs/benchmarks.md).
         for rejected in built.rejected:  # listed like every dead letter; a failed write fails the batch
             if rejected.message_id not in unsent:
                 self._ledgers[rejected.destination].record_dead(

@@ -17,7 +17,7 @@ from chalicelib.model import ApiResponse, Verdict
 M = TypeVar("M")
 
 # A held group's head stays invisible this long when a run ends early, so the rest of its group,
-# released at once, is never visible together with it (see README, "Emulator gaps").
+# released at once, is never visible together with it (see docs/emulators.md, "Emulator gaps").
 HEAD_HOLD_S = 1
 MAX_VISIBILITY_S = 43_200
 

@@ -108,8 +108,7 @@ def _destination(body: dict[str, Any], settings: Settings) -> str:
 
 
 def _task_token(body: dict[str, Any], settings: Settings) -> str | None:
-    """A Step Functions task token: its task waits for this message's answer (README, "Waiting
-    for Trickle from Step Functions")."""
+    """A Step Functions task token: its task waits for this message's answer (docs/step-functions.md)."""
     token = body.get("task_token")
     if token is None:
         return None

@@ -12,7 +12,7 @@ from chalicelib.settings import Settings, load_settings
 
 # Everything else is imported by the factory that needs it, on first use: `import app` (every
 # function's cold start) compiles and runs only what decorating the handlers takes, and each
-# function loads the modules of its own work (README, "Benchmarks").
+# function loads the modules of its own work (docs/benchmarks.md, "Import time").
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
 

@@ -1,7 +1,7 @@
 """Shims that get a deploy past the embedded emulators' gaps, each for one gap named in `GAPS`.
 
 For moto and ministack only: nothing here is used against AWS, and nothing here changes what a real
-deploy sends or what the product's template says (README, "Emulator gaps").
+deploy sends or what the product's template says (docs/emulators.md, "Emulator gaps").
 
     python -m trickle_deploy.emulator_shims moto|ministack CHALICE-ARGS...   # chalice, shimmed
 

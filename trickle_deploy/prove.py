@@ -1,4 +1,4 @@
-"""Prove on an embedded emulator that a stage deploys end to end, each way the README deploys it.
+"""Prove on an embedded emulator that a stage deploys end to end, each way docs/deploying.md deploys it.
 
     python -m trickle_deploy.prove [--way a|b|both] [--emulator moto|ministack] [--json]
 

@@ -56,7 +56,8 @@ def drain_timeout(config: Mapping[str, Any], stage: str, destination: str) -> in
     return int(function.get("lambda_timeout") or stage_config.get("lambda_timeout") or 60)
 
 
-# Kept when the stack is deleted or a change replaces them: they hold data (README, "Deleting a stage").
+# Kept when the stack is deleted or a change replaces them: they hold data (docs/deploying.md, "Data
+# survives the stack").
 RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
 STREAM_ARN_PATTERN = (
     r"^$|^arn:aws[a-z-]*:dynamodb:[a-z0-9-]+:[0-9]{12}:table/[A-Za-z0-9_.-]{3,255}/stream/.+$"
@@ -406,9 +407,10 @@ _QUEUE_URL_MARK = "<queue-url>"
 
 
 def example_definition(queue_url: Any) -> dict[str, Any]:
-    """The example's state machine: the task README documents (`trickle_local.workflows`), on the
-    chosen destination's queue, its Resource in the stack's partition. Joined, not `Fn::Sub`, so no
-    template engine touches the definition's own `$` paths (moto's makes `$$.Task.Token` `$.Task.Token`)."""
+    """The example's state machine: the task docs/step-functions.md documents
+    (`trickle_local.workflows`), on the chosen destination's queue, its Resource in the stack's
+    partition. Joined, not `Fn::Sub`, so no template engine touches the definition's own `$` paths
+    (moto's makes `$$.Task.Token` `$.Task.Token`)."""
     text = json.dumps(wait_definition(_QUEUE_URL_MARK), indent=2)
     head, tail = text.replace('"arn:aws:states:', '"arn:<partition>:states:').split(_QUEUE_URL_MARK)
     before, after = head.split("<partition>")

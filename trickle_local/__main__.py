@@ -58,8 +58,8 @@ from trickle_local.runtime import Clock, Invoker, LocalRuntime, ScheduledFunctio
 from trickle_local.standin_api import Faults, StandInApi
 from trickle_local.workflows import Workflows, is_workflow_body
 
-STANDIN_PORT = 5051  # the first destination's stand-in; README, "Running it locally"
-DEFAULT_EMULATOR: EmulatorName = "ministack"  # the embedded one; README, "Two emulators", says why
+STANDIN_PORT = 5051  # the first destination's stand-in; docs/local.md
+DEFAULT_EMULATOR: EmulatorName = "ministack"  # the embedded one; docs/emulators.md says why
 
 
 @dataclass
@@ -538,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--emulator",
         choices=EMULATORS,
         default=DEFAULT_EMULATOR,
-        help=f"the embedded AWS emulator (default: {DEFAULT_EMULATOR}; README, Two emulators)",
+        help=f"the embedded AWS emulator (default: {DEFAULT_EMULATOR}; docs/emulators.md)",
     )
     common.add_argument(
         "--metrics-file",

@@ -1,7 +1,7 @@
 """The AWS emulators Trickle runs on locally: moto and ministack, behind one small interface.
 
 Both speak the AWS wire protocol on loopback; the local runtime, the integration tests and the bench
-pick one by name (README, "Two emulators").
+pick one by name (docs/emulators.md).
 
     from trickle_local.emulators import start_emulator
 

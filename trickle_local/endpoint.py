@@ -33,7 +33,7 @@ def speed_up_moto_sqs() -> None:
     the queue's attribute counts), reading the clock through datetime arithmetic each time; at a few
     thousand messages that alone makes a send take tenths of a second. Same clock, same
     milliseconds, read with `time.time()`: identical behaviour, about 25x faster at depth 1,500
-    (README, "Emulator gaps")."""
+    (docs/emulators.md, "Emulator gaps")."""
     original = sqs_models.unix_time_millis
     if getattr(original, "_trickle_fast", False):
         return
@@ -50,7 +50,8 @@ def release_at_zero_at_once() -> None:
     moto 5.2 sets it visible from the current millisecond on and tests `now > visible_at`, so within
     that millisecond the message stays in flight and its group locked until some later receive walks
     past it; when no receive comes before the group's held head reappears, moto hands out the tail
-    first (README, "Emulator gaps"). A zero timeout here means visible from the millisecond before."""
+    first (docs/emulators.md, "Emulator gaps"). A zero timeout here means visible from the millisecond
+    before."""
     original = sqs_models.Message.change_visibility
     if getattr(original, "_trickle_original", None):
         return

@@ -15,8 +15,8 @@ WORKFLOW_FIELD = "workflow"  # marks a workflow's item, so the stream audit leav
 
 
 def wait_definition(queue_url: str, heartbeat_s: int = 300, timeout_s: int = 3600) -> dict[str, Any]:
-    """The task README shows: the item as the body, its group from the input, one deduplication id
-    per execution, the token in `trickle-task-token`."""
+    """The task docs/step-functions.md shows: the item as the body, its group from the input, one
+    deduplication id per execution, the token in `trickle-task-token`."""
     return {
         "Comment": "Sends an item through a Trickle destination and waits for the API's answer",
         "StartAt": "Deliver",

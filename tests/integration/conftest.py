@@ -1,7 +1,7 @@
 """The local stack for integration tests: an AWS emulator and a stand-in API on loopback, both real
 servers reached over HTTP, with the app invoked through `chalice.test.Client`.
 
-The emulator is moto unless `TRICKLE_EMULATOR=ministack` (README, "Two emulators"); a test that
+The emulator is moto unless `TRICKLE_EMULATOR=ministack` (docs/emulators.md); a test that
 needs one emulator is marked `only_on("moto", reason=...)` and skipped on the other with that reason.
 """
 

@@ -1,7 +1,7 @@
-"""The README's recipe for a new destination, followed exactly as written: its snippets and its
-command are read from the README's "Adding a destination" and applied to a fresh copy of the
+"""The docs' recipe for a new destination, followed exactly as written: its snippets and its
+command are read from "Adding a destination" in docs/routes.md and applied to a fresh copy of the
 project, nothing else is touched, and each of the three stages is then used as a user would: `local`
-runs (its new stand-in on the port the README states), `dev` is bootstrapped (its policies named
+runs (its new stand-in on the port the recipe states), `dev` is bootstrapped (its policies named
 the queues before the bootstrap made them), `prod` is packaged with its template."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Recipe:
     drain: str  # appended to app.py
     command: str
     destination: str
-    local_port: int  # where the README says its stand-in listens
+    local_port: int  # where the recipe says its stand-in listens
     local_path: str
 
     @property
@@ -51,9 +51,9 @@ class Recipe:
         return str(Cron(*(ast.literal_eval(a) for a in cron.args)).to_string())
 
 
-def read_recipe(readme: str) -> Recipe:
-    """The paragraph's fenced blocks, in order: the routes entry, the drain, the command."""
-    section = readme.split("**Adding a destination**", 1)[1].split("\n## ", 1)[0]
+def read_recipe(page: str) -> Recipe:
+    """The section's fenced blocks, in order: the routes entry, the drain, the command."""
+    section = page.split("\n## Adding a destination\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```(\w*)\n(.*?)\n *```", section, re.DOTALL)
     assert [language for language, _ in blocks] == ["toml", "python", ""], "two snippets and one command"
     (_, routes), (_, drain), (_, command) = [(lang, textwrap.dedent(text) + "\n") for lang, text in blocks]
@@ -64,7 +64,7 @@ def read_recipe(readme: str) -> Recipe:
     return Recipe(routes, drain, command.strip(), match[1], int(port), path)
 
 
-RECIPE = read_recipe((stage.PROJECT_DIR / "README.md").read_text())
+RECIPE = read_recipe((stage.PROJECT_DIR / "docs" / "routes.md").read_text())
 
 
 def user_env() -> dict[str, str]:
@@ -149,7 +149,7 @@ def test_the_command_gives_every_stage_the_new_drain_and_its_policy(
     assert run(project, RECIPE.command + " --check").returncode == 0
 
 
-def test_local_runs_it_with_its_stand_in_on_the_port_the_readme_states(
+def test_local_runs_it_with_its_stand_in_on_the_port_the_recipe_states(
     applied: tuple[Path, subprocess.CompletedProcess[str]],
 ) -> None:
     project, _ = applied

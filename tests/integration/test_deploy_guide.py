@@ -1,10 +1,10 @@
-"""The README's deploy guide matches the stack (issue #22). Every command in the deploy section's
-shell blocks and `python -m trickle_deploy.*` spans, and every operator command in the README,
-parses as its program would parse it, without running: AWS CLI commands against botocore's service
-models, `python -m trickle_deploy.*` with its own argument parser, `chalice` with its click
-commands. Every name it gives (stack, table, queue, parameter, KMS alias, stack output, template
-parameter, file) is one the packaged template for that stage has, or follows from it. The key and
-clean-up blocks are exactly what `python -m trickle_deploy.guide` prints."""
+"""The deploy guide (docs/deploying.md) matches the stack (issue #22). Every command in its shell
+blocks, and every `python -m trickle_deploy.*` command on any page of the docs (README.md,
+CHANGELOG.md, docs/*.md), parses as its program would parse it, without running: AWS CLI commands
+against botocore's service models, `python -m trickle_deploy.*` with its own argument parser,
+`chalice` with its click commands. Every name it gives (stack, table, queue, parameter, KMS alias,
+stack output, template parameter, file) is one the packaged template for that stage has, or follows
+from it. The key and clean-up blocks are exactly what `python -m trickle_deploy.guide` prints."""
 
 from __future__ import annotations
 
@@ -37,15 +37,14 @@ from trickle_deploy.policies import is_template_stage, stage_settings
 from trickle_deploy.sam import sam_transform
 from trickle_local.stage import PROJECT_DIR, load_config, stage_env
 
-README = PROJECT_DIR / "README.md"
-SECTION = "## Deploying a stage"
+DEPLOY_GUIDE = PROJECT_DIR / "docs" / "deploying.md"
 SHELL_BLOCK = re.compile(r"^```(?:sh|bash|shell)?\n(.*?)^```", re.M | re.S)
 # With arguments: a bare `python -m trickle_deploy.guide` in prose names the program, not a command.
 MODULE_SPAN = re.compile(r"`((?:\.venv/bin/)?python -m trickle_deploy\.\w+ [^`]+)`")
 OPERATE_SPAN = re.compile(r"`((?:\.venv/bin/)?python -m trickle_deploy\.operate [^`]*)`")
 SUBSTITUTION = "SUBSTITUTION"
 OPTIONAL = re.compile(r"\s+\[(--[^\[\]]*)\]")  # `[--group G]`, not a JMESPath index
-# Shell variables the reader sets, as the README says (the keys' values never appear in a command).
+# Shell variables the reader sets, as the guide says (the keys' values never appear in a command).
 INPUTS = re.compile(r"^(?:[A-Z]+_API_KEY|OPERATOR_TOKEN)$")
 AWS_GLOBAL_VALUES = {"--query", "--output", "--region", "--profile", "--endpoint-url"}
 AWS_GLOBAL_FLAGS = {"--no-cli-pager", "--debug", "--no-paginate"}
@@ -55,10 +54,11 @@ BOOTSTRAP_STAGE_MODULES = {"trickle_deploy.bootstrap", "trickle_deploy.stream_se
 CHALICE_DEPLOYING = {"deploy", "package", "delete"}
 
 
-def deploy_section(readme: str) -> str:
-    start = readme.index(SECTION)
-    end = readme.index("\n## ", start + len(SECTION))
-    return readme[start:end]
+def other_pages() -> list[str]:
+    """Every page of the docs but the guide: their `python -m trickle_deploy.*` commands are checked
+    too, after the guide's (with the stack it deploys)."""
+    pages = [PROJECT_DIR / "README.md", PROJECT_DIR / "CHANGELOG.md", *(PROJECT_DIR / "docs").glob("*.md")]
+    return [page.read_text() for page in sorted(pages) if page.exists() and page != DEPLOY_GUIDE]
 
 
 def shell_lines(block: str) -> list[str]:
@@ -583,12 +583,13 @@ def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Stack
     yield found
 
 
-def check(stacks: Mapping[str, Stack], readme: str) -> list[str]:
+def check(stacks: Mapping[str, Stack], guide: str, others: list[str]) -> list[str]:
     checker = Checker(stacks)
-    section = deploy_section(readme)
-    for block in SHELL_BLOCK.findall(section):
+    for block in SHELL_BLOCK.findall(guide):
         checker.block(block)
-    for span in dict.fromkeys(MODULE_SPAN.findall(section) + OPERATE_SPAN.findall(readme)):
+    pages = [guide, *others]
+    spans = [span for page in pages for span in MODULE_SPAN.findall(page) + OPERATE_SPAN.findall(page)]
+    for span in dict.fromkeys(spans):
         checker.block(span)
     return checker.problems
 
@@ -596,14 +597,13 @@ def check(stacks: Mapping[str, Stack], readme: str) -> list[str]:
 def test_every_command_of_the_deploy_guide_parses_and_names_what_the_template_has(
     stacks: dict[str, Stack],
 ) -> None:
-    problems = check(stacks, README.read_text())
+    problems = check(stacks, DEPLOY_GUIDE.read_text(), other_pages())
     assert problems == [], "\n".join(problems)
 
 
 def test_the_check_catches_what_the_guide_got_wrong_before(stacks: dict[str, Stack]) -> None:
-    """Issue #22's findings, each put back into the README, are each reported."""
-    readme = README.read_text()
-    section = deploy_section(readme)
+    """Issue #22's findings, each put back into the guide, are each reported."""
+    guide = DEPLOY_GUIDE.read_text()
     stale = {
         "the output name": (
             "aws cloudformation describe-stacks --stack-name trickle-prod"
@@ -642,13 +642,18 @@ def test_the_check_catches_what_the_guide_got_wrong_before(stacks: dict[str, Sta
         ),
     }
     for what, (command, reported) in stale.items():
-        broken = readme.replace(section, section + f"\n```\n{command}\n```\n")
-        problems = check(stacks, broken)
+        problems = check(stacks, guide + f"\n```\n{command}\n```\n", other_pages())
         assert any(reported in p for p in problems), (what, problems)
 
 
+def test_a_command_on_any_page_of_the_docs_is_checked(stacks: dict[str, Stack]) -> None:
+    page = "Run `python -m trickle_deploy.operate --stage prod --stack-name trickle-prod redrive billing`."
+    problems = check(stacks, DEPLOY_GUIDE.read_text(), [*other_pages(), page])
+    assert any("no destination 'billing' in stage prod" in p for p in problems), problems
+
+
 def test_the_key_and_clean_up_blocks_are_what_the_guide_prints() -> None:
-    blocks = SHELL_BLOCK.findall(deploy_section(README.read_text()))
+    blocks = SHELL_BLOCK.findall(DEPLOY_GUIDE.read_text())
     for what in ("keys", "cleanup"):
         printed = "\n".join(guide_commands("prod", "trickle-prod", what)) + "\n"
-        assert printed in blocks, f"README's {what} block is not what python -m trickle_deploy.guide prints"
+        assert printed in blocks, f"the {what} block is not what python -m trickle_deploy.guide prints"

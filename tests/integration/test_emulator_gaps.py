@@ -1,9 +1,9 @@
-"""Where the emulators differ from AWS in ways that shape Trickle (README, "Two emulators").
+"""Where the emulators differ from AWS in ways that shape Trickle (docs/emulators.md).
 
 Every test runs on both emulators, whatever TRICKLE_EMULATOR says (each in a process of its own, reset
 before each test), names the AWS behaviour Trickle relies on, and states per emulator what it does,
 as `AWS` (matches) or a description of the gap. When an upgrade changes an emulator, its case fails:
-revisit the workaround and the README's gap table. The moto patches' own pins are at the end."""
+revisit the workaround and the gap table in docs/emulators.md. The moto patches' own pins are at the end."""
 
 from __future__ import annotations
 
@@ -438,7 +438,7 @@ def test_event_source_mappings_are_listed_by_function_name_or_arn(aws: Aws) -> N
 def test_the_sqs_speed_patch_still_reaches_motos_clock_reads() -> None:
     """`speed_up_moto_sqs` swaps the clock moto's SQS reads for every message on every call (stock:
     datetime arithmetic). It only helps while moto's visibility checks read that module-level
-    function, and it must read the same clock. (ministack needs nothing like it: README, "Two
+    function, and it must read the same clock. (ministack needs nothing like it: docs/emulators.md, "Two
     emulators", has the figures.)"""
     from moto.core import utils
     from moto.sqs import models

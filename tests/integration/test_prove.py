@@ -1,5 +1,5 @@
 """`python -m trickle_deploy.prove`: each way of deploying a stage, end to end on an embedded emulator
-of its own (README, "Deploying a stage"), run as a user runs it."""
+of its own (docs/deploying.md), run as a user runs it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Way B as on AWS, on the emulator (README, "Deploying a stage"): the bootstrap in an account and a
+"""Way B as on AWS, on the emulator (docs/deploying.md): the bootstrap in an account and a
 region that are not moto's defaults, `chalice deploy --stage dev` against the endpoint, the
 stream-settings command, then `chalice delete` and the teardown, in a copy of the project. The
 endpoint is botocore's own `AWS_ENDPOINT_URL`, which the commands do not see: they act as on AWS and

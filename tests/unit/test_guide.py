@@ -1,5 +1,5 @@
 """`python -m trickle_deploy.guide`: the key and clean-up commands of a template stage's stack,
-generated from its merge template (the README's deploy section prints them; issue #22)."""
+generated from its merge template (docs/deploying.md prints them; issue #22)."""
 
 from __future__ import annotations
 
