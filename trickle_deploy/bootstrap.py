@@ -22,20 +22,12 @@ from botocore.exceptions import ClientError
 from chalicelib import naming
 from chalicelib.ledger import DEAD_INDEX, table_definition
 from chalicelib.notes import notes_table_definition
-from chalicelib.settings import load_settings, table_name_from_stream_arn
+from chalicelib.settings import Destination, load_settings, table_name_from_stream_arn
 from trickle_deploy.session import configured_session
 
 # The queue's own receive limit is a backstop only; Trickle counts real attempts itself.
 BACKSTOP_MAX_RECEIVE_COUNT = 1000
 RETENTION_S = 14 * 24 * 3600
-
-
-@dataclass(frozen=True)
-class DestinationNames:
-    name: str
-    queue: str
-    dead_letter_queue: str
-    api_key_parameter: str
 
 
 @dataclass(frozen=True)
@@ -45,7 +37,7 @@ class StageNames:
     table: str
     partition_key: str
     sort_key: str | None
-    destinations: tuple[DestinationNames, ...]
+    destinations: tuple[Destination, ...]
     ledger_table: str
     notes_table: str
     ingest_failure_queue: str
@@ -57,10 +49,7 @@ class StageNames:
             table=table_name_from_stream_arn(env["TRICKLE_STREAM_ARN"]),
             partition_key=env.get("TRICKLE_PARTITION_KEY") or "pk",
             sort_key=sort_key,
-            destinations=tuple(
-                DestinationNames(d.name, queue_name(d.queue_url), queue_name(d.dlq_url), d.api_key_parameter)
-                for d in settings.destinations.values()
-            ),
+            destinations=tuple(settings.destinations.values()),
             ledger_table=env["TRICKLE_LEDGER_TABLE"],
             notes_table=settings.notes_table,
             ingest_failure_queue=queue_name(env["TRICKLE_INGEST_FAILURE_QUEUE_URL"]),
@@ -130,10 +119,11 @@ def ensure_notes(dynamodb: Any, names: StageNames) -> None:
     _ensure_ttl(dynamodb, names.notes_table)
 
 
-def ensure_queues(sqs: Any, names: DestinationNames, visibility_timeout_s: int) -> tuple[str, str]:
-    """The FIFO queue and its FIFO dead-letter queue with a redrive policy; returns both URLs."""
+def ensure_queues(sqs: Any, destination: Destination, visibility_timeout_s: int) -> tuple[str, str]:
+    """The FIFO queue and its FIFO dead-letter queue its URLs name, with a redrive policy; returns
+    both URLs as SQS gives them."""
     dlq_url = sqs.create_queue(
-        QueueName=names.dead_letter_queue,
+        QueueName=queue_name(destination.dlq_url),
         Attributes={"FifoQueue": "true", "MessageRetentionPeriod": str(RETENTION_S)},
     )["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
@@ -141,7 +131,7 @@ def ensure_queues(sqs: Any, names: DestinationNames, visibility_timeout_s: int) 
     ]
     redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": BACKSTOP_MAX_RECEIVE_COUNT})
     queue_url = sqs.create_queue(
-        QueueName=names.queue,
+        QueueName=queue_name(destination.queue_url),
         Attributes={"FifoQueue": "true", "MessageRetentionPeriod": str(RETENTION_S)},
     )["QueueUrl"]
     sqs.set_queue_attributes(
@@ -172,27 +162,27 @@ def ensure_kms_key(kms: Any, alias: str, description: str) -> str:
 
 
 def ensure_api_key(
-    ssm: Any, names: DestinationNames, api_key: str | None, kms_key: str | None = None
+    ssm: Any, destination: Destination, api_key: str | None, kms_key: str | None = None
 ) -> bool:
     """Store the key as a SecureString; with no key given, an existing one is kept. False when
     there is none yet (the drain cannot deliver until an operator stores it)."""
     if api_key is None:
         try:
-            ssm.get_parameter(Name=names.api_key_parameter, WithDecryption=False)
+            ssm.get_parameter(Name=destination.api_key_parameter, WithDecryption=False)
         except ssm.exceptions.ParameterNotFound:
             return False
         return True
     extra = {"KeyId": kms_key} if kms_key else {}
     ssm.put_parameter(
-        Name=names.api_key_parameter, Value=api_key, Type="SecureString", Overwrite=True, **extra
+        Name=destination.api_key_parameter, Value=api_key, Type="SecureString", Overwrite=True, **extra
     )
     return True
 
 
-def put_api_key_command(names: DestinationNames, region: str, kms_key: str) -> str:
+def put_api_key_command(destination: Destination, region: str, kms_key: str) -> str:
     """What an operator runs to store the key the bootstrap was not given."""
     return (
-        f"aws ssm put-parameter --region {region} --name {names.api_key_parameter} --type SecureString"
+        f"aws ssm put-parameter --region {region} --name {destination.api_key_parameter} --type SecureString"
         f' --key-id {kms_key} --value "$API_KEY" --overwrite'
     )
 
@@ -304,7 +294,7 @@ def teardown(clients: Mapping[str, Any], env: Mapping[str, str], source_table: b
     names = StageNames.from_env(env)
     gone: list[str] = []
     sqs, dynamodb = clients["sqs"], clients["dynamodb"]
-    queues = [q for d in names.destinations for q in (d.queue, d.dead_letter_queue)]
+    queues = [queue_name(url) for d in names.destinations for url in (d.queue_url, d.dlq_url)]
     for queue in [*queues, names.ingest_failure_queue]:
         try:
             sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=queue)["QueueUrl"])

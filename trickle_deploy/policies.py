@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 from chalicelib import naming
 from chalicelib.ledger import DEAD_INDEX
 from chalicelib.notes import UNROUTED_NOTE_KEY, lease_key, redrive_note_key, run_note_key
-from chalicelib.settings import Settings, SettingsError, destination_names, load_settings
+from chalicelib.settings import Destination, Settings, SettingsError, destination_names, load_settings
 
 CHALICE_DIR = Path(__file__).resolve().parent.parent / ".chalice"
 
@@ -56,16 +56,15 @@ Arn = str | dict[str, Any]
 
 
 @dataclass(frozen=True)
-class DestinationResources:
-    name: str
+class DestinationArns:
+    """What a destination's statements name: the ARNs of its queues and key (or, in a template stage,
+    the CloudFormation expressions giving them). The destination itself is the settings' one type."""
+
+    destination: Destination
     queue_arn: Arn
     dlq_arn: Arn
     parameter_arn: Arn
     enriches: bool  # a route to it names an enricher: its drain reads the source table
-
-    @property
-    def drain_function(self) -> str:
-        return naming.drain_function(self.name)
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ class StageResources:
     stream_arns: Arn
     log_arns: Arn
     table_arn: Arn
-    destinations: tuple[DestinationResources, ...]
+    destinations: tuple[DestinationArns, ...]
     ledger_arn: Arn
     notes_arn: Arn
     dead_index_arn: Arn
@@ -202,8 +201,8 @@ def template_resources(env: Mapping[str, str]) -> StageResources:
             ]
         },
         destinations=tuple(
-            DestinationResources(
-                name=d.name,
+            DestinationArns(
+                destination=d,
                 queue_arn={"Fn::GetAtt": [naming.queue_id(d.name), "Arn"]},
                 dlq_arn={"Fn::GetAtt": [naming.dead_letter_queue_id(d.name), "Arn"]},
                 parameter_arn=_arn("ssm", "parameter/" + d.api_key_parameter.lstrip("/")),
@@ -244,8 +243,8 @@ def stage_resources(env: Mapping[str, str]) -> StageResources:
         log_arns=f"arn:{partition}:logs:{region}:{account}:*",
         table_arn=f"arn:{partition}:dynamodb:{region}:{account}:table/{table}",
         destinations=tuple(
-            DestinationResources(
-                name=d.name,
+            DestinationArns(
+                destination=d,
                 queue_arn=queue_arn(d.queue_url, partition, region),
                 dlq_arn=queue_arn(d.dlq_url, partition, region),
                 parameter_arn=parameter_arn(d.api_key_parameter, partition, region, account),
@@ -300,7 +299,7 @@ def _leading_keys(operator: str, keys: list[str]) -> dict[str, Any]:
 
 
 def _drain_policy(
-    env: Mapping[str, str], r: StageResources, d: DestinationResources, logs: dict[str, Any]
+    env: Mapping[str, str], r: StageResources, d: DestinationArns, logs: dict[str, Any]
 ) -> dict[str, Any]:
     """A destination's drain reaches its own queue, dead-letter queue, key, lease and run note, and
     nothing of the other destinations' (the notes by leading key: one table holds every drain's)."""
@@ -328,7 +327,9 @@ def _drain_policy(
                 "OwnLeaseAndRunNote",
                 ["dynamodb:DeleteItem", "dynamodb:PutItem"],
                 [r.notes_arn],
-                _leading_keys("StringEquals", [lease_key(d.name), run_note_key(d.name)]),
+                _leading_keys(
+                    "StringEquals", [lease_key(d.destination.name), run_note_key(d.destination.name)]
+                ),
             ),
             _statement("ReadApiKey", ["ssm:GetParameter"], [d.parameter_arn]),
             *_decrypt(env, r, d.parameter_arn),
@@ -385,7 +386,7 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 ),
             ],
         },
-        **{d.drain_function: _drain_policy(env, r, d, logs) for d in r.destinations},
+        **{d.destination.drain_function: _drain_policy(env, r, d, logs) for d in r.destinations},
         "api_handler": {
             "Version": "2012-10-17",
             "Statement": [

@@ -27,11 +27,11 @@ from typing import Any
 from chalicelib import naming
 from chalicelib.ledger import table_definition
 from chalicelib.notes import notes_table_definition
-from chalicelib.settings import Settings
+from chalicelib.settings import Destination, Settings
 from trickle_deploy.bootstrap import ARCHIVE_RETENTION_DAYS, BACKSTOP_MAX_RECEIVE_COUNT, RETENTION_S
 from trickle_deploy.policies import (
     CALLBACK_ACTIONS,
-    DestinationResources,
+    DestinationArns,
     is_template_stage,
     packaging_env,
     stage_settings,
@@ -185,7 +185,7 @@ def _source_table_name() -> dict[str, Any]:
     return {"Fn::Select": [1, {"Fn::Split": ["/", _stream_arn()]}]}
 
 
-def _dashboard(destinations: Sequence[DestinationResources]) -> dict[str, Any]:
+def _dashboard(destinations: Sequence[Destination]) -> dict[str, Any]:
     def widget(title: str, metrics: list[list[Any]], stat: str = "Sum") -> dict[str, Any]:
         return {
             "type": "metric",
@@ -340,9 +340,10 @@ def _source_table(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _destination_resources(d: DestinationResources, ssm_service: Any, visibility: int) -> dict[str, Any]:
+def _destination_resources(arns: DestinationArns, ssm_service: Any, visibility: int) -> dict[str, Any]:
     """What one destination needs: its FIFO queue and FIFO dead-letter queue, their alarms, its
     drain's alarm, and the drain's right to decrypt its key."""
+    d = arns.destination
     queue, dead, decrypt = (
         naming.queue_id(d.name),
         naming.dead_letter_queue_id(d.name),
@@ -361,7 +362,7 @@ def _destination_resources(d: DestinationResources, ssm_service: Any, visibility
                 },
             },
         ),
-        decrypt: _decrypt_policy(decrypt, naming.role_id(d.drain_function), d.parameter_arn, ssm_service),
+        decrypt: _decrypt_policy(decrypt, naming.role_id(d.drain_function), arns.parameter_arn, ssm_service),
         naming.dead_letters_alarm_id(d.name): _alarm(
             f"Trickle: messages in {d.name}'s dead-letter queue",
             "AWS/SQS",
@@ -393,7 +394,7 @@ EXAMPLE_NONE = "none"
 EXAMPLE_NAME = f"{STACK_NAME}-example-wait"  # the example state machine's name
 
 
-def _through_example(destinations: Sequence[DestinationResources], value: Any) -> Any:
+def _through_example(destinations: Sequence[Destination], value: Any) -> Any:
     """`value(d)` for the destination the ExampleDestination parameter names (one of them, when
     the example exists at all)."""
     *others, last = destinations
@@ -417,7 +418,7 @@ def example_definition(queue_url: Any) -> dict[str, Any]:
     return {"Fn::Join": ["", [before, {"Ref": "AWS::Partition"}, after, queue_url, tail]]}
 
 
-def _example_resources(destinations: Sequence[DestinationResources]) -> dict[str, Any]:
+def _example_resources(destinations: Sequence[Destination]) -> dict[str, Any]:
     """The optional example (parameter ExampleDestination): a state machine that sends an item
     through one destination's queue and waits for the API's answer, with a role that may only send
     to that queue (SQS-managed encryption needs no KMS permission), and the right for that
@@ -505,7 +506,7 @@ def _callback_state_machines(settings: Settings) -> dict[str, Any]:
     return {"Fn::If": ["HasExampleStateMachine", {"Fn::Sub": with_example}, own]}
 
 
-def function_environment(destinations: Sequence[DestinationResources]) -> dict[str, Any]:
+def function_environment(destinations: Sequence[Destination]) -> dict[str, Any]:
     """The variables naming the stack's resources, set on every function (each imports `app.py`,
     which reads them all)."""
     queues: dict[str, Any] = {}
@@ -550,7 +551,8 @@ def merge_template(stage: str) -> dict[str, Any]:
     }
     if settings.partial_batch_response:
         event_source["FunctionResponseTypes"] = ["ReportBatchItemFailures"]
-    variables = function_environment(resources.destinations)
+    destinations = list(settings.destinations.values())
+    variables = function_environment(destinations)
     variables["TRICKLE_CALLBACK_STATE_MACHINES"] = _callback_state_machines(settings)
     environment = {"Environment": {"Variables": variables}}
     functions: dict[str, Any] = {name: {"Properties": environment} for name in stage_functions(settings)}
@@ -621,7 +623,7 @@ def merge_template(stage: str) -> dict[str, Any]:
                 name: resource
                 for d in resources.destinations
                 for name, resource in _destination_resources(
-                    d, resources.ssm_service, visibility_for(drain_timeout(config, stage, d.name))
+                    d, resources.ssm_service, visibility_for(drain_timeout(config, stage, d.destination.name))
                 ).items()
             },
             "IngestFailureQueue": _queue(_named("ingest-failures"), fifo=False),
@@ -666,16 +668,16 @@ def merge_template(stage: str) -> dict[str, Any]:
                 {"Ref": "IteratorAgeAlarmMilliseconds"},
             ),
             "IngestUnroutedShareAlarm": _unrouted_share_alarm(),
-            "Dashboard": _dashboard(resources.destinations),
+            "Dashboard": _dashboard(destinations),
             "ResponseArchive": _archive_bucket(),
-            **_example_resources(resources.destinations),
+            **_example_resources(destinations),
         },
         "Outputs": {
             "ApiKeyEncryptionKeyArn": {"Value": {"Fn::GetAtt": ["ApiKeyEncryptionKey", "Arn"]}},
             **{
                 name: output
-                for d, r in zip(settings.destinations.values(), resources.destinations, strict=True)
-                for name, output in _destination_outputs(d.name, d.api_key_parameter, r.parameter_arn).items()
+                for d in resources.destinations
+                for name, output in _destination_outputs(d).items()
             },
             "LedgerTableName": {"Value": {"Ref": "LedgerTable"}},
             "NotesTableName": {"Value": {"Ref": "NotesTable"}},
@@ -707,10 +709,11 @@ def put_parameter_command(parameter: str, key_id: str, variable: str) -> str:
     )
 
 
-def _destination_outputs(name: str, key_parameter: str, parameter_arn: Any) -> dict[str, Any]:
+def _destination_outputs(arns: DestinationArns) -> dict[str, Any]:
+    name, key_parameter = arns.destination.name, arns.destination.api_key_parameter
     command = put_parameter_command(key_parameter, naming.key_alias(STACK_NAME), naming.key_variable(name))
     return {
-        naming.key_parameter_arn_output(name): {"Value": parameter_arn},
+        naming.key_parameter_arn_output(name): {"Value": arns.parameter_arn},
         naming.put_key_command_output(name): {
             "Description": f"Stores {name}'s API key (run once after the first deploy)",
             "Value": {"Fn::Sub": command + " --region ${AWS::Region}"},
