@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.model import (
@@ -25,6 +26,7 @@ from chalicelib.model import (
     Settlement,
     Status,
 )
+from trickle_local.runtime import Clock
 
 
 def message(group: str, index: int, copy: str = "", token: str = "") -> ReceivedMessage:
@@ -236,26 +238,48 @@ class ScriptedApi:
 
 class SlowApi:
     """Answers 200 after `latency_s`, recording when each request started and ended and how many
-    overlapped."""
+    overlapped. On a `clock` (a `FakeClock`) the latency moves that clock instead of taking time.
+    With `overlap`, the first requests are held until that many are in flight at once (at most
+    `overlap_wait_s`), so a pool that sends in parallel shows it however the threads are scheduled."""
 
-    def __init__(self, latency_s: float) -> None:
+    def __init__(
+        self, latency_s: float, clock: FakeClock | None = None, overlap: int = 1, overlap_wait_s: float = 10.0
+    ) -> None:
         self.latency_s = latency_s
+        self.clock = clock
         self.started: list[tuple[float, str]] = []
         self.ended: list[tuple[float, str]] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self._overlap = overlap
+        self._overlap_wait_s = overlap_wait_s
+        self._overlapped = threading.Event()
         self._lock = threading.Lock()
 
     def post(self, body: str, idempotency_key: str) -> ApiResponse:
         with self._lock:
-            self.started.append((time.monotonic(), body))
+            self.started.append((self._now(), body))
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        time.sleep(self.latency(body))
+            if self.in_flight >= self._overlap:
+                self._overlapped.set()
+        if not self._overlapped.wait(self._overlap_wait_s):
+            self._overlapped.set()  # never came: the rest go unheld, and max_in_flight tells
+        self.wait(body)
         with self._lock:
             self.in_flight -= 1
-            self.ended.append((time.monotonic(), body))
+            self.ended.append((self._now(), body))
         return ApiResponse(status=200)
+
+    def wait(self, body: str) -> None:
+        """The request's latency."""
+        if self.clock is not None:
+            self.clock.sleep(self.latency(body))
+        else:
+            time.sleep(self.latency(body))
+
+    def _now(self) -> float:
+        return self.clock.monotonic() if self.clock is not None else time.monotonic()
 
     def latency(self, body: str) -> float:
         return self.latency_s
@@ -362,6 +386,7 @@ class FakeClock:
 
     def __init__(self, now: float = 1_767_225_600.0) -> None:
         self.now = now
+        self._lock = threading.Lock()  # workers sleeping at once each move it by their own wait
 
     def time(self) -> float:
         return self.now
@@ -373,7 +398,8 @@ class FakeClock:
         self.advance(seconds)
 
     def advance(self, seconds: float) -> None:
-        self.now += seconds
+        with self._lock:
+            self.now += seconds
 
 
 class FakeMetrics:
@@ -401,6 +427,43 @@ class FakeMetrics:
 
     def named(self, name: str) -> list[float]:
         return [value for n, value in self.values if n == name]
+
+
+class FakeScheduleClock(Clock):
+    """The local runtime's schedule time (`trickle_local.runtime.Clock`), still until a test moves it
+    (`advance`); a schedule waiting for a time wakes once it is reached."""
+
+    def __init__(self, at: datetime) -> None:
+        super().__init__(started_at=at)
+        self._at = at
+        self._moved = threading.Condition()
+
+    def now(self) -> datetime:
+        with self._moved:
+            return self._at
+
+    def advance(self, by: timedelta) -> None:
+        with self._moved:
+            self._at += by
+            self._moved.notify_all()
+
+    def wait_until(self, moment: datetime, stop: threading.Event) -> bool:
+        with self._moved:
+            while self._at < moment and not stop.is_set():
+                self._moved.wait(0.01)  # `stop` cannot notify: looked at every 10 ms
+        return stop.is_set()
+
+
+def until(condition: Callable[[], Any], deadline_s: float = 30.0, every_s: float = 0.1) -> Any:
+    """Waits for `condition` to return something truthy and returns it; fails after `deadline_s`
+    (tests wait on conditions with deadlines, never on fixed sleeps)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"not true within {deadline_s} s")
 
 
 @contextmanager

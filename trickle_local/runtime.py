@@ -103,17 +103,29 @@ class ScheduledFunction:
 
 @dataclass
 class Clock:
-    """Virtual time for schedules: `speed` compresses it; handlers still run in real time."""
+    """Virtual time for schedules: `speed` compresses it; handlers still run in real time.
+    `monotonic` is the real one unless a test gives its own."""
 
     speed: float = 1.0
-    started_real: float = field(default_factory=time.monotonic)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    monotonic: Callable[[], float] = time.monotonic
+    started_real: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.started_real = self.monotonic()
 
     def now(self) -> datetime:
-        return self.started_at + timedelta(seconds=(time.monotonic() - self.started_real) * self.speed)
+        return self.started_at + timedelta(seconds=(self.monotonic() - self.started_real) * self.speed)
 
     def real_seconds_until(self, moment: datetime) -> float:
         return max(0.0, (moment - self.now()).total_seconds() / self.speed)
+
+    def wait_until(self, moment: datetime, stop: threading.Event) -> bool:
+        """Blocks until schedule time reaches `moment` (False) or `stop` is set (True)."""
+        while self.now() < moment:
+            if stop.wait(self.real_seconds_until(moment)):
+                return True
+        return stop.is_set()
 
     def wall_time(self, moment: datetime) -> datetime:
         """The real time at which schedule time reaches `moment` (schedule time runs `speed` times
@@ -150,9 +162,11 @@ class LocalRuntime:
         drain_every_s: float | None = None,
         poll_interval_s: float = 0.25,
         starting_position: str = "TRIM_HORIZON",
+        clock: Clock | None = None,
     ) -> None:
+        """`clock`: schedule time, by default the real time at `speed` (a test gives one it moves)."""
         self.invoker = invoker
-        self.clock = Clock(speed)
+        self.clock = clock or Clock(speed)
         self._region = region
         self._drain_every_s = drain_every_s
         self._poll_interval_s = poll_interval_s
@@ -224,7 +238,7 @@ class LocalRuntime:
 
     def _schedule_loop(self, scheduled: ScheduledFunction) -> None:
         while not self._stop.is_set() and scheduled.due is not None:
-            if self._stop.wait(self.clock.real_seconds_until(scheduled.due)):
+            if self.clock.wait_until(scheduled.due, self._stop):
                 return
             fired_at = scheduled.due
             scheduled.due = self._next(scheduled, self.clock.now())

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,18 +86,6 @@ def crm_api() -> Iterator[StandInApi]:
     server = StandInApi().start()
     yield server
     server.stop()
-
-
-def until(condition: Callable[[], Any], deadline_s: float = 30.0, every_s: float = 0.1) -> Any:
-    """Waits for `condition` to return something truthy and returns it; fails after `deadline_s`
-    (tests wait on conditions with deadlines, never on fixed sleeps)."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"not true within {deadline_s} s")
 
 
 class ConfiguredTimeoutLambda(TestLambdaClient):

@@ -25,7 +25,8 @@ from botocore.parsers import ResponseParserError
 from chalicelib import wiring
 from chalicelib.model import TASK_TOKEN_ATTRIBUTE
 from chalicelib.settings import load_settings
-from tests.integration.conftest import API_KEY, until
+from tests.fakes import until
+from tests.integration.conftest import API_KEY
 from tests.integration.deployment import package_stage
 from trickle_deploy.emulator_shims import LEFT_OUT_ON_MOTO
 from trickle_deploy.iam_check import CallRecorder, denied, partition_keys, role_documents

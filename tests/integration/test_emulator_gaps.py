@@ -16,7 +16,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.conftest import until
+from tests.fakes import until
 from trickle_local.aws import use_local_credentials
 from trickle_local.emulators import Emulator, EmulatorName, start_emulator
 

@@ -15,7 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import EMULATOR, until
+from tests.fakes import until
+from tests.integration.conftest import EMULATOR
 from trickle_local.emulators import start_emulator
 from trickle_local.stage import PROJECT_DIR
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import until
+from tests.fakes import until
 from trickle_local.ports import check_free
 from trickle_local.stage import PROJECT_DIR
 

@@ -15,7 +15,8 @@ import requests
 
 from chalicelib.callbacks import MAX_OUTPUT_BYTES
 from chalicelib.model import TASK_TOKEN_ATTRIBUTE
-from tests.integration.conftest import Stack, until
+from tests.fakes import until
+from tests.integration.conftest import Stack
 from trickle_local.standin_api import Reply
 from trickle_local.workflows import wait_definition
 

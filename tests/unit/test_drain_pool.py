@@ -1,5 +1,7 @@
 """The drain's worker pool against in-memory fakes of its ports (queue, ledger, API): groups go in
-parallel, each strictly in order, and one rate limit holds for every worker."""
+parallel, each strictly in order, and one rate limit holds for every worker. The drain runs on a
+`FakeClock`: the rate limit's waits move it instead of taking time, and no deadline lapses unless a
+test's API moves it."""
 
 from __future__ import annotations
 
@@ -13,21 +15,30 @@ import pytest
 from chalicelib.drain import FINISH_MESSAGES, Drainer
 from chalicelib.drain_state import GroupResult, InFlight
 from chalicelib.model import Status
-from tests.fakes import FakeDeadLetters, FakeFifo, FakeKey, FakeLedger, SlowApi
+from tests.fakes import FakeClock, FakeDeadLetters, FakeFifo, FakeKey, FakeLedger, SlowApi
 from tests.unit.conftest import MakeSettings
 
 
-def drain(make_settings: MakeSettings, api: SlowApi, queue: FakeFifo, **env: str) -> tuple[Any, FakeLedger]:
+def drain(
+    make_settings: MakeSettings, api: SlowApi, queue: FakeFifo, clock: FakeClock | None = None, **env: str
+) -> tuple[Any, FakeLedger]:
     ledger = FakeLedger()
     settings = make_settings(TRICKLE_DRAIN_BUDGET="1000", **env)
     drainer = Drainer(
-        queue, FakeDeadLetters(), ledger, api, FakeKey(), settings.destination("orders"), settings
+        queue,
+        FakeDeadLetters(),
+        ledger,
+        api,
+        FakeKey(),
+        settings.destination("orders"),
+        settings,
+        clock=clock or FakeClock(),
     )
     return drainer.run(lambda: 10**9), ledger
 
 
 def test_groups_are_delivered_in_parallel_each_in_order(make_settings: MakeSettings) -> None:
-    api, queue = SlowApi(0.01), FakeFifo(groups=8, per_group=5)
+    api, queue = SlowApi(0.001, overlap=2), FakeFifo(groups=8, per_group=5)
 
     report, ledger = drain(
         make_settings, api, queue, TRICKLE_DRAIN_WORKERS="4", TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1000"
@@ -54,22 +65,24 @@ def test_one_worker_sends_one_request_at_a_time(make_settings: MakeSettings) -> 
 
 
 def test_one_rate_limit_spaces_the_requests_of_every_worker(make_settings: MakeSettings) -> None:
+    clock = FakeClock()
+    began = clock.monotonic()
     api, queue = SlowApi(0.0), FakeFifo(groups=8, per_group=2)
 
     report, _ = drain(
         make_settings,
         api,
         queue,
+        clock,
         TRICKLE_DRAIN_WORKERS="8",
         TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="50",
         TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST="1",
     )
 
-    starts = sorted(t for t, _ in api.started)
     assert report.delivered == 16
-    # 16 requests at 50/s with a burst of 1 span at least 15/50 s whatever the worker count; a limit
-    # per worker would let eight workers send their two each within 1/50 s.
-    assert starts[-1] - starts[0] >= 15 / 50 * 0.9
+    # 16 requests at 50/s with a burst of 1 wait the clock on by at least 15/50 s whatever the worker
+    # count; a limit per worker would let eight workers send their two each after 1/50 s (8/50 s).
+    assert clock.monotonic() - began >= 15 / 50 - 1e-6
     assert api.order_by_group() == {str(g): [0, 1] for g in range(8)}
 
 
@@ -108,13 +121,16 @@ def test_messages_whose_visibility_would_lapse_mid_attempt_go_back_unattempted(
     make_settings: MakeSettings,
 ) -> None:
     """Visibility 3 s, attempts of up to 1 s (connect + read): nothing is attempted later than 1 s
-    after its receive; the rest of the group goes back, head first, and a later round sends it."""
-    api, queue = SlowApi(0.3), FakeFifo(groups=1, per_group=6)
+    after its receive; the rest of the group goes back, head first, and a later round sends it.
+    Each request takes 0.3 s on the clock: the fifth would start 1.2 s after the receive."""
+    clock = FakeClock()
+    api, queue = SlowApi(0.3, clock), FakeFifo(groups=1, per_group=6)
 
     report, _ = drain(
         make_settings,
         api,
         queue,
+        clock,
         TRICKLE_DRAIN_WORKERS="1",
         TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1000",
         TRICKLE_VISIBILITY_TIMEOUT_SECONDS="3",
@@ -124,10 +140,9 @@ def test_messages_whose_visibility_would_lapse_mid_attempt_go_back_unattempted(
         TRICKLE_DEST_CRM_READ_TIMEOUT_S="0.5",
     )
 
-    assert report.released >= 1
-    assert report.delivered == 6
+    assert (report.received, report.delivered, report.released) == (8, 6, 2)
     assert api.order_by_group() == {"0": list(range(6))}
-    assert report.received == 6 + report.released
+    assert [at - api.started[0][0] for at, _ in api.started] == pytest.approx([0, 0.3, 0.6, 0.9, 1.2, 1.5])
 
 
 def test_a_full_round_is_received_while_the_last_one_is_delivered(make_settings: MakeSettings) -> None:
@@ -152,20 +167,28 @@ def test_a_short_round_finishes_before_the_next_receive(make_settings: MakeSetti
 
 
 class OneSlowGroupApi(SlowApi):
-    """Group 0 answers after `slow_s`, the others after `latency_s`."""
+    """Group 0's head answers once `others` second messages (`g<n>:1`) have been sent, or after
+    `wait_s`; every other request at once."""
 
-    def __init__(self, latency_s: float, slow_s: float) -> None:
-        super().__init__(latency_s)
-        self.slow_s = slow_s
+    def __init__(self, others: int, wait_s: float = 10.0) -> None:
+        super().__init__(0.0)
+        self.others = others
+        self.wait_s = wait_s
+        self._others_sent_again = threading.Event()
 
-    def latency(self, body: str) -> float:
-        return self.slow_s if body.startswith("g0:") else self.latency_s
+    def wait(self, body: str) -> None:
+        if body == "g0:0":
+            self._others_sent_again.wait(self.wait_s)
+        elif body.endswith(":1"):
+            with self._lock:
+                if len([b for _, b in self.started if b.endswith(":1")]) == self.others:
+                    self._others_sent_again.set()
 
 
 def test_groups_that_finish_are_received_again_while_a_slow_one_is_in_flight(
     make_settings: MakeSettings,
 ) -> None:
-    api, queue = OneSlowGroupApi(0.01, slow_s=0.5), FakeFifo(groups=21, per_group=2, one_per_group=True)
+    api, queue = OneSlowGroupApi(others=20), FakeFifo(groups=21, per_group=2, one_per_group=True)
 
     report, _ = drain(
         make_settings, api, queue, TRICKLE_DRAIN_WORKERS="4", TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1000"

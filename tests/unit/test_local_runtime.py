@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from chalice import Chalice, Cron, Rate
 
-from trickle_local.runtime import Invoker, LocalRuntime, schedule_expressions
+from tests.fakes import FakeScheduleClock, until
+from trickle_local.runtime import Clock, Invoker, LocalRuntime, schedule_expressions
+
+START = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 CONFIG = {
     "version": "2.0",
@@ -37,27 +41,51 @@ def test_schedules_are_read_from_the_app() -> None:
     }
 
 
-def test_rate_fires_on_compressed_time_with_the_functions_timeout_as_remaining_time() -> None:
+def test_rate_fires_at_each_of_its_times_with_the_functions_timeout_as_remaining_time() -> None:
     seen: list[dict[str, Any]] = []
     app = tiny_app(seen)
-    runtime = LocalRuntime(app, Invoker(app, CONFIG, "local"), streams=None, stream_arn="", speed=600).start()
-    time.sleep(0.55)  # 600x: a minute passes every 0.1 s
-    runtime.stop()
+    clock = FakeScheduleClock(START)
+    runtime = LocalRuntime(app, Invoker(app, CONFIG, "local"), streams=None, stream_arn="", clock=clock)
+    runtime.start()
+    try:
+        for minutes in (1, 2, 3):
+            clock.advance(timedelta(minutes=1))
+            until(lambda n=minutes: len(seen) == n)
+    finally:
+        runtime.stop()
 
-    assert 3 <= len(seen) <= 6
+    assert [s["time"] for s in seen] == [f"2026-01-01T12:0{minute}:00Z" for minute in (1, 2, 3)]
     assert all(39_000 < s["remaining_ms"] <= 42_000 for s in seen)
-    assert all("rare" not in s for s in seen)
     assert runtime.invoker.invocations.get("rare") is None
 
 
 def test_drain_every_overrides_the_expression() -> None:
     seen: list[dict[str, Any]] = []
     app = tiny_app(seen)
+    clock = FakeScheduleClock(START)
     runtime = LocalRuntime(
-        app, Invoker(app, CONFIG, "local"), streams=None, stream_arn="", drain_every_s=0.1
-    ).start()
-    time.sleep(0.35)
-    runtime.stop()
+        app, Invoker(app, CONFIG, "local"), streams=None, stream_arn="", drain_every_s=0.1, clock=clock
+    )
+    runtime.start()
+    try:
+        for runs in (1, 2):
+            clock.advance(timedelta(seconds=0.1))
+            until(
+                lambda n=runs: (
+                    runtime.invoker.invocations.get("tick") == runtime.invoker.invocations.get("rare") == n
+                )
+            )
+    finally:
+        runtime.stop()
 
-    assert runtime.invoker.invocations["tick"] >= 2
-    assert runtime.invoker.invocations["rare"] >= 2
+    assert runtime.invoker.invocations == {"tick": 2, "rare": 2}
+
+
+def test_schedule_time_runs_speed_times_as_fast_as_real_time() -> None:
+    real = [100.0]
+    clock = Clock(600, started_at=START, monotonic=lambda: real[0])
+    real[0] += 0.1
+
+    assert clock.now() == START + timedelta(minutes=1)
+    assert clock.real_seconds_until(START + timedelta(minutes=3)) == pytest.approx(0.2)
+    assert clock.wall_time(START + timedelta(minutes=3)) == START + timedelta(seconds=0.3)
