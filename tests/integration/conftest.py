@@ -24,6 +24,7 @@ from chalice.local import LambdaContext
 from chalice.test import Client, InvokeResponse, TestLambdaClient
 
 from chalicelib import wiring
+from tests.fakes import until
 from trickle_deploy.bootstrap import provision
 from trickle_deploy.iam_check import CallRecorder, denied, load_template, packaged_policies, partition_keys
 from trickle_local import stage
@@ -239,6 +240,23 @@ class Stack:
             source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
         )
         return dict(self.invoke(f"drain_{destination}", event))
+
+    def drain_until(
+        self, done: Callable[[dict[str, Any]], object], destination: str = "orders", deadline_s: float = 30.0
+    ) -> list[dict[str, Any]]:
+        """Drain again and again until `done(report)`: a message held back (a retry's backoff, a
+        Retry-After, a lapsing visibility) is waited for, not slept for. Returns the reports of the
+        runs that received anything, in order."""
+        reports: list[dict[str, Any]] = []
+
+        def drained() -> bool:
+            report = self.drain(destination)
+            if report["received"]:
+                reports.append(report)
+            return bool(done(report))
+
+        until(drained, deadline_s)
+        return reports
 
     def take_messages(self, url_var: str = "TRICKLE_DEST_ORDERS_QUEUE_URL") -> list[dict[str, Any]]:
         """Receive and delete everything in a queue, each group's messages oldest first."""

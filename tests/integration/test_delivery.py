@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -16,6 +15,7 @@ from chalicelib import wiring
 from chalicelib.dead_letters import RedriveFilter, Redriver
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.model import Status
+from tests.fakes import until
 from tests.integration.conftest import API_KEY, EMULATOR, Stack
 from trickle_deploy.operate import main as operate
 from trickle_deploy.operate import redrive
@@ -52,8 +52,8 @@ def test_429_stops_the_run_and_holds_messages_until_retry_after_without_counting
     assert all(ledger(r.idempotency_key).attempts == 0 for r in stack.api.requests)
     stack.api.responder = None
     assert stack.drain()["received"] == 0  # still hidden: Retry-After not over
-    time.sleep(2.2)
-    assert stack.drain()["delivered"] == 6
+    reports = stack.drain_until(lambda _: len(stack.api.applied()) == 6)
+    assert sum(r["delivered"] for r in reports) == 6
 
 
 def test_503_with_an_http_date_retry_after_is_saturation_too(stack: Stack) -> None:
@@ -74,10 +74,7 @@ def test_5xx_is_retried_with_backoff_and_dead_lettered_after_max_attempts_with_i
     stack.fill(groups=1, per_group=3)
     stack.api.responder = keyed(500, lambda k: k["sk"] == "000", body='{"error":"boom"}')
 
-    reports = []
-    for _ in range(3):
-        reports.append(stack.drain())
-        time.sleep(1.1)
+    reports = stack.drain_until(lambda r: r["dead_lettered"])
 
     (dead,) = stack.take_messages("TRICKLE_DEST_ORDERS_DLQ_URL")
     attributes = {k: v["StringValue"] for k, v in dead["MessageAttributes"].items()}
@@ -97,9 +94,7 @@ def test_messages_behind_a_failing_head_are_never_dead_lettered_unattempted(stac
     stack.fill(groups=1, per_group=4)
     stack.api.responder = keyed(500, lambda k: k["sk"] == "000")
 
-    for _ in range(4):
-        stack.drain()
-        time.sleep(1.1)
+    stack.drain_until(lambda r: r["dead_lettered"])
     stack.api.responder = None
     stack.drain()
 
@@ -167,16 +162,13 @@ def test_strict_ordering_halts_the_group_until_an_operator_acts(stack_factory: A
     assert applied_keys(stack).count(("g0", "002")) == 0
     assert {k for k in applied_keys(stack) if k[0] == "g1"} == {("g1", "000"), ("g1", "001"), ("g1", "002")}
     halted_id = next(r.idempotency_key for r in stack.api.requests if r.status == 400)
-    time.sleep(1.1)
-    stack.drain()
+    stack.drain_until(lambda r: r["received"])  # the halted head is back, looked at
     assert ledger(halted_id).status is Status.HALTED  # still halted: no operator yet
     assert len([r for r in stack.api.requests if r.status == 400]) == 1  # and not tried again
 
     assert operate(["--stage", "local", "--endpoint", stack.env["AWS_ENDPOINT_URL"], "skip", halted_id]) == 0
-    time.sleep(1.1)
-    stack.drain()
+    stack.drain_until(lambda _: ("g0", "002") in applied_keys(stack))
 
-    assert ("g0", "002") in applied_keys(stack)
     assert stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL") == 1
 
 
@@ -225,11 +217,10 @@ def test_a_drain_that_dies_between_the_2xx_and_the_delete_does_not_deliver_again
         stack.drain()
     wiring.reset()
     delivered_once = len(stack.api.applied())
-    time.sleep(3.2)
 
-    report = stack.drain()
+    reports = stack.drain_until(lambda _: stack.queue_depth() == 0)  # once their visibility lapses
 
-    assert report["already_delivered"] >= 1
+    assert sum(r["already_delivered"] for r in reports) >= 1
     assert len(stack.api.applied()) == 4
     assert len(stack.api.requests) == 4  # nothing delivered before the crash was sent again
     assert delivered_once >= 1
@@ -371,12 +362,11 @@ def test_an_interrupted_redrive_neither_loses_nor_duplicates(stack: Stack) -> No
         redriver.redrive(use_move_task=False)
     sqs.meta.events.unregister("before-call.sqs.DeleteMessageBatch", killed)
     stack.drain()  # the copy is delivered and deleted
-    time.sleep(1.1)  # the original dead letter is visible again
 
-    second = redriver.redrive(use_move_task=False)
+    second = until(lambda: redriver.redrive(use_move_task=False).moved)  # once the original is visible
     stack.drain()
 
-    assert second.moved == 1  # copied again (SQS drops it as a duplicate within 5 min; moto queues it)
+    assert second == 1  # copied again (SQS drops it as a duplicate within 5 min; moto queues it)
     assert applied_keys(stack).count(("g0", "001")) == 1  # the ledger knew it was delivered
     assert stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL") == 0
     assert stack.queue_depth() == 0

@@ -25,8 +25,7 @@ def test_every_call_of_a_full_cycle_is_allowed_by_the_function_that_made_it(stac
     stack.api.responder = lambda body, headers: Reply(503, "{}") if '"sk":"3"' in body else None
     stack.drain()
     stack.api.responder = None
-    time.sleep(1.2)
-    stack.drain()
+    stack.drain_until(lambda _: stack.queue_depth() == 0)
 
     calls = stack.recorder.calls[start:]
     made = {(c.function, c.operation) for c in calls}
