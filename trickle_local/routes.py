@@ -26,7 +26,13 @@ class RouteServer:
             if in_use(exc):
                 raise PortInUseError(port, "routes") from None
             raise
-        self._thread = threading.Thread(target=self._server.server.serve_forever, name="routes", daemon=True)
+        # stop() waits for the loop's next look at its shutdown flag: every 50 ms, not the default 0.5 s
+        self._thread = threading.Thread(
+            target=self._server.server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="routes",
+            daemon=True,
+        )
 
     @property
     def url(self) -> str:

@@ -153,7 +153,10 @@ class StandInApi:
             self.max_in_flight = 0
 
     def start(self) -> StandInApi:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="standin-api", daemon=True)
+        # stop() waits for the loop's next look at its shutdown flag: every 50 ms, not the default 0.5 s
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="standin-api", daemon=True
+        )
         self._thread.start()
         return self
 

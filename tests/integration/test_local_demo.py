@@ -143,7 +143,7 @@ def test_up_delivers_to_an_api_url_as_given_and_counts_what_it_delivered(tmp_pat
             return
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), RealApi)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/v2/items?tenant=7"
     env = {name: value for name, value in os.environ.items() if not name.startswith("TRICKLE_")}
     env["TMPDIR"] = str(tmp_path)  # where `up` writes its metrics file by default

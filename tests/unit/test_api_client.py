@@ -224,7 +224,7 @@ class Recorded(BaseHTTPRequestHandler):
 def server() -> Iterator[Any]:
     httpd: Any = ThreadingHTTPServer(("127.0.0.1", 0), Recorded)
     httpd.seen, httpd.reply = [], (200, {})
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield httpd

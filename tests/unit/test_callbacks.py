@@ -676,7 +676,7 @@ class StepFunctionsStandIn(http.server.BaseHTTPRequestHandler):
 def step_functions(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[StepFunctionsStandIn]]:
     """A stand-in Step Functions on loopback, reached through the client the drain's wiring builds."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StepFunctionsStandIn)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     for name, value in {
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{server.server_port}",
         "AWS_DEFAULT_REGION": "us-east-1",
