@@ -56,9 +56,14 @@ TEST_OVERRIDES = {
 EMULATOR = emulator_from_env()
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects: `./dev test --fast` picks "not integration or smoke"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`only_on(name, reason=...)`: skip where the suite's emulator is another, saying why."""
+    """Every test here is marked `integration`; `only_on(name, reason=...)`: skip where the suite's
+    emulator is another, saying why."""
+    here = Path(__file__).parent
     for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.integration)
         for mark in item.iter_markers("only_on"):
             if EMULATOR not in mark.args:
                 reason = mark.kwargs.get("reason", "")

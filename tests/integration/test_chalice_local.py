@@ -36,6 +36,7 @@ def test_health_is_open_and_everything_else_needs_the_token(routes: str) -> None
         assert "Traceback" not in missing.text + wrong.text
 
 
+@pytest.mark.smoke
 def test_submit_over_http_is_delivered_and_visible_with_a_working_presigned_url(
     routes: str, stack: Stack
 ) -> None:

@@ -9,6 +9,7 @@ import re
 import time
 from typing import Any
 
+import pytest
 from botocore.exceptions import ClientError
 
 from chalicelib import wiring
@@ -25,6 +26,7 @@ def bodies(requests: list[Any]) -> list[dict[str, Any]]:
     return [json.loads(r.body) for r in requests]
 
 
+@pytest.mark.smoke
 def test_each_item_type_reaches_its_destinations_in_their_shapes(stack_factory: Any) -> None:
     stack = shipped(stack_factory)
     customer = {"type": {"S": "customer"}, "name": {"S": "Ada"}, "email": {"S": "ada@example.com"}}

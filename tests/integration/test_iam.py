@@ -9,12 +9,15 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from chalicelib.settings import ROUTES_FILE
 from tests.integration.conftest import Stack
 from trickle_deploy.iam_check import AwsCall, allows, denied
 from trickle_local.standin_api import Reply
 
 
+@pytest.mark.smoke
 def test_every_call_of_a_full_cycle_is_allowed_by_the_function_that_made_it(stack_factory: Any) -> None:
     stack: Stack = stack_factory(TRICKLE_MAX_MESSAGE_BYTES="4096")
     stack.put_items(

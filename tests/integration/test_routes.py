@@ -31,6 +31,7 @@ def test_health_needs_no_aws(stack: Stack) -> None:
     assert stack.recorder.calls[start:] == []
 
 
+@pytest.mark.smoke
 def test_a_submitted_message_is_delivered_and_its_response_archived(stack: Stack) -> None:
     response = submit(
         stack, b'{"item": {"order": 7, "price": 12.50}, "group": "orders", "destination": "orders"}'
@@ -114,6 +115,7 @@ def test_a_stream_item_is_recorded_at_its_first_attempt_and_looked_up_before_tha
     assert (after["status"], after["attempts"]) == ("delivered", 1)
 
 
+@pytest.mark.smoke
 def test_status_reports_depths_and_the_last_run(stack: Stack) -> None:
     for n in range(3):
         submit(stack, {"item": {"n": n}})
@@ -139,6 +141,7 @@ def poison_two(stack: Stack) -> None:
     stack.api.faults.poison = frozenset()
 
 
+@pytest.mark.smoke
 def test_dead_letters_are_listed_page_by_page_without_consuming_them(stack: Stack) -> None:
     poison_two(stack)
 
