@@ -46,10 +46,10 @@ from bench.figures import (
 )
 from bench.harness import API_KEY, ROOT, UNLIMITED, Bench, Calls, harness_ceiling
 from bench.stream import mixed_records, order_records
-from trickle_deploy.policies import packaging_env
-from trickle_local import stage
 from trickle_local.emulators import EMULATORS, EmulatorName
 from trickle_local.endpoint import use_local_credentials
+from trickle_project import stage
+from trickle_project.stage import packaging_env
 
 RATE_LIMITED_PER_S = 100
 WORKERS = (1, 4, 16)

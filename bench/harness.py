@@ -25,10 +25,10 @@ from bench.figures import BATCH_OPERATIONS, LatencyModel, batch_items, ingest_fi
 from bench.stream import batches
 from chalicelib import naming, wiring
 from chalicelib.records import build_messages
-from trickle_deploy.bootstrap import provision
-from trickle_local import stage
 from trickle_local.emulators import EmulatorName, start_emulator
 from trickle_local.endpoint import clients, free_port
+from trickle_project import stage
+from trickle_project.resources import provision
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUTES_FILE = Path(__file__).with_name("routes.toml")

@@ -1,7 +1,7 @@
 """Create (or confirm) the AWS resources a stage needs: idempotent, safe to re-run.
 
-The local runtime and the test suite provision their embedded endpoint with this same code, so
-what runs locally is what a user's account gets.
+What it makes, and how, is `trickle_project.resources`, which the local runtime and the test suite
+provision their embedded endpoint with too, so what runs locally is what a user's account gets.
 """
 
 from __future__ import annotations
@@ -10,173 +10,14 @@ import argparse
 import copy
 import json
 import os
-import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-
-from botocore.exceptions import ClientError
 
 from chalicelib import naming
-from chalicelib.ledger import DEAD_INDEX, table_definition
-from chalicelib.notes import notes_table_definition
-from chalicelib.settings import Destination, load_settings, table_name_from_stream_arn
+from chalicelib.settings import Destination
 from trickle_deploy.session import configured_session
-
-# The queue's own receive limit is a backstop only; Trickle counts real attempts itself.
-BACKSTOP_MAX_RECEIVE_COUNT = 1000
-RETENTION_S = 14 * 24 * 3600
-
-
-@dataclass(frozen=True)
-class StageNames:
-    """The resource names a stage's environment variables (and its routes file) point at."""
-
-    table: str
-    partition_key: str
-    sort_key: str | None
-    destinations: tuple[Destination, ...]
-    ledger_table: str
-    notes_table: str
-    ingest_failure_queue: str
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str], sort_key: str | None = "sk") -> StageNames:
-        settings = load_settings(env)
-        return cls(
-            table=table_name_from_stream_arn(env["TRICKLE_STREAM_ARN"]),
-            partition_key=env.get("TRICKLE_PARTITION_KEY") or "pk",
-            sort_key=sort_key,
-            destinations=tuple(settings.destinations.values()),
-            ledger_table=env["TRICKLE_LEDGER_TABLE"],
-            notes_table=settings.notes_table,
-            ingest_failure_queue=queue_name(env["TRICKLE_INGEST_FAILURE_QUEUE_URL"]),
-        )
-
-
-def queue_name(url: str) -> str:
-    return urlparse(url).path.rstrip("/").rsplit("/", 1)[-1]
-
-
-def ensure_table(dynamodb: Any, names: StageNames) -> str:
-    """The source table with a NEW_AND_OLD_IMAGES stream; returns the stream ARN."""
-    try:
-        table = dynamodb.describe_table(TableName=names.table)["Table"]
-    except dynamodb.exceptions.ResourceNotFoundException:
-        keys = [(names.partition_key, "HASH")] + ([(names.sort_key, "RANGE")] if names.sort_key else [])
-        table = dynamodb.create_table(
-            TableName=names.table,
-            KeySchema=[{"AttributeName": name, "KeyType": kind} for name, kind in keys],
-            AttributeDefinitions=[{"AttributeName": name, "AttributeType": "S"} for name, _ in keys],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        )["TableDescription"]
-        dynamodb.get_waiter("table_exists").wait(TableName=names.table)
-    if not table.get("LatestStreamArn"):
-        raise RuntimeError(f"table {names.table} exists without a stream; enable NEW_AND_OLD_IMAGES")
-    return str(table["LatestStreamArn"])
-
-
-def ensure_ledger(dynamodb: Any, names: StageNames) -> None:
-    """The delivery ledger: one record per message id, expiring through DynamoDB TTL, with its
-    dead-letter index (added to a ledger made before it had one)."""
-    definition = table_definition()
-    try:
-        table = dynamodb.describe_table(TableName=names.ledger_table)["Table"]
-    except dynamodb.exceptions.ResourceNotFoundException:
-        dynamodb.create_table(TableName=names.ledger_table, BillingMode="PAY_PER_REQUEST", **definition)
-        dynamodb.get_waiter("table_exists").wait(TableName=names.ledger_table)
-    else:
-        if DEAD_INDEX not in {index["IndexName"] for index in table.get("GlobalSecondaryIndexes", [])}:
-            dynamodb.update_table(
-                TableName=names.ledger_table,
-                AttributeDefinitions=definition["AttributeDefinitions"],
-                GlobalSecondaryIndexUpdates=[{"Create": definition["GlobalSecondaryIndexes"][0]}],
-            )
-    _ensure_ttl(dynamodb, names.ledger_table)
-
-
-def _ensure_ttl(dynamodb: Any, table: str) -> None:
-    ttl = dynamodb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
-    if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
-        dynamodb.update_time_to_live(
-            TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
-        )
-
-
-def ensure_notes(dynamodb: Any, names: StageNames) -> None:
-    """The notes table (run notes, redrive jobs, run leases), expiring through DynamoDB TTL; a
-    stage made before it had one gets it on its next bootstrap."""
-    try:
-        dynamodb.describe_table(TableName=names.notes_table)
-    except dynamodb.exceptions.ResourceNotFoundException:
-        dynamodb.create_table(
-            TableName=names.notes_table, BillingMode="PAY_PER_REQUEST", **notes_table_definition()
-        )
-        dynamodb.get_waiter("table_exists").wait(TableName=names.notes_table)
-    _ensure_ttl(dynamodb, names.notes_table)
-
-
-def ensure_queues(sqs: Any, destination: Destination, visibility_timeout_s: int) -> tuple[str, str]:
-    """The FIFO queue and its FIFO dead-letter queue its URLs name, with a redrive policy; returns
-    both URLs as SQS gives them."""
-    dlq_url = sqs.create_queue(
-        QueueName=queue_name(destination.dlq_url),
-        Attributes={"FifoQueue": "true", "MessageRetentionPeriod": str(RETENTION_S)},
-    )["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": BACKSTOP_MAX_RECEIVE_COUNT})
-    queue_url = sqs.create_queue(
-        QueueName=queue_name(destination.queue_url),
-        Attributes={"FifoQueue": "true", "MessageRetentionPeriod": str(RETENTION_S)},
-    )["QueueUrl"]
-    sqs.set_queue_attributes(
-        QueueUrl=queue_url,
-        Attributes={"VisibilityTimeout": str(visibility_timeout_s), "RedrivePolicy": redrive},
-    )
-    return queue_url, dlq_url
-
-
-def ensure_ingest_failure_queue(sqs: Any, names: StageNames) -> str:
-    """Where Lambda sends metadata of stream batches it gave up on (must be a standard queue)."""
-    return str(
-        sqs.create_queue(
-            QueueName=names.ingest_failure_queue, Attributes={"MessageRetentionPeriod": str(RETENTION_S)}
-        )["QueueUrl"]
-    )
-
-
-def ensure_kms_key(kms: Any, alias: str, description: str) -> str:
-    """A customer-managed key for the SecureString, found again by its alias; returns its ARN."""
-    try:
-        return str(kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"])
-    except kms.exceptions.NotFoundException:
-        key = kms.create_key(Description=description)["KeyMetadata"]
-        kms.enable_key_rotation(KeyId=key["KeyId"])
-        kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
-        return str(key["Arn"])
-
-
-def ensure_api_key(
-    ssm: Any, destination: Destination, api_key: str | None, kms_key: str | None = None
-) -> bool:
-    """Store the key as a SecureString; with no key given, an existing one is kept. False when
-    there is none yet (the drain cannot deliver until an operator stores it)."""
-    if api_key is None:
-        try:
-            ssm.get_parameter(Name=destination.api_key_parameter, WithDecryption=False)
-        except ssm.exceptions.ParameterNotFound:
-            return False
-        return True
-    extra = {"KeyId": kms_key} if kms_key else {}
-    ssm.put_parameter(
-        Name=destination.api_key_parameter, Value=api_key, Type="SecureString", Overwrite=True, **extra
-    )
-    return True
+from trickle_project.resources import StageNames, ensure_api_key, kms_alias, provision, teardown
 
 
 def put_api_key_command(destination: Destination, region: str, kms_key: str) -> str:
@@ -185,161 +26,6 @@ def put_api_key_command(destination: Destination, region: str, kms_key: str) -> 
         f"aws ssm put-parameter --region {region} --name {destination.api_key_parameter} --type SecureString"
         f' --key-id {kms_key} --value "$API_KEY" --overwrite'
     )
-
-
-ARCHIVE_RETENTION_DAYS = 30
-
-
-def unique_bucket_name(base: str, key_arn: str) -> str:
-    """S3 names are global: `<base>-<account>-<region>` (from the stage's key ARN), kept as is if
-    `base` already ends so (a re-run on a stage whose config the bootstrap wrote)."""
-    _, _, _, region, account, _ = key_arn.split(":", 5)
-    suffix = f"-{account}-{region}"
-    return base if base.endswith(suffix) else base + suffix
-
-
-def ensure_archive_bucket(s3: Any, bucket: str) -> None:
-    """The response archive; its lifecycle rule expires what the drain stored."""
-    try:
-        s3.head_bucket(Bucket=bucket)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
-            raise RuntimeError(
-                f"bucket {bucket} exists and is not this account's; choose another name"
-            ) from exc
-        region = s3.meta.region_name
-        where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
-        s3.create_bucket(Bucket=bucket, **where)
-    s3.put_public_access_block(
-        Bucket=bucket,
-        PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True,
-            "IgnorePublicAcls": True,
-            "BlockPublicPolicy": True,
-            "RestrictPublicBuckets": True,
-        },
-    )
-    s3.put_bucket_lifecycle_configuration(
-        Bucket=bucket,
-        LifecycleConfiguration={
-            "Rules": [
-                {
-                    "ID": "expire-responses",
-                    "Status": "Enabled",
-                    "Filter": {"Prefix": "responses/"},
-                    "Expiration": {"Days": ARCHIVE_RETENTION_DAYS},
-                }
-            ]
-        },
-    )
-
-
-def ensure_operator_token(ssm: Any, name: str, token: str | None, kms_key: str) -> None:
-    """The token callers outside AWS present; kept if it exists and none is given."""
-    if token is None:
-        try:
-            ssm.get_parameter(Name=name, WithDecryption=False)
-            return
-        except ssm.exceptions.ParameterNotFound:
-            token = secrets.token_urlsafe(32)
-    ssm.put_parameter(Name=name, Value=token, Type="SecureString", Overwrite=True, KeyId=kms_key)
-
-
-def kms_alias(env: Mapping[str, str]) -> str:
-    """One key per stage for its SecureStrings (every destination's API key, the operator token)."""
-    return f"alias/{env['TRICKLE_LEDGER_TABLE']}-secrets"
-
-
-def provision(
-    clients: Mapping[str, Any],
-    env: Mapping[str, str],
-    api_key: str | None,
-    operator_token: str | None = None,
-    unique_bucket: bool = False,
-) -> dict[str, str]:
-    """Create every resource the stage names; returns the env with the real stream ARN and URLs.
-    `unique_bucket` makes the archive bucket's name unique to the account and region (the
-    command does; an emulator of one's own has no global namespace to share)."""
-    names = StageNames.from_env(env)
-    key_arn = ensure_kms_key(clients["kms"], kms_alias(env), f"Trickle secrets of {names.ledger_table}")
-    stream_arn = ensure_table(clients["dynamodb"], names)
-    ensure_ledger(clients["dynamodb"], names)
-    ensure_notes(clients["dynamodb"], names)
-    visibility = int(env.get("TRICKLE_VISIBILITY_TIMEOUT_SECONDS", "960"))
-    urls: dict[str, str] = {}
-    for destination in names.destinations:
-        queue_url, dlq_url = ensure_queues(clients["sqs"], destination, visibility)
-        urls[naming.destination_variable(destination.name, "queue_url")] = queue_url
-        urls[naming.destination_variable(destination.name, "dlq_url")] = dlq_url
-        ensure_api_key(clients["ssm"], destination, api_key, key_arn)
-    failure_url = ensure_ingest_failure_queue(clients["sqs"], names)
-    bucket = env.get("TRICKLE_ARCHIVE_BUCKET")
-    if bucket:
-        bucket = unique_bucket_name(bucket, key_arn) if unique_bucket else bucket
-        ensure_archive_bucket(clients["s3"], bucket)
-    if env.get("TRICKLE_AUTH_TOKEN_PARAMETER"):
-        ensure_operator_token(clients["ssm"], env["TRICKLE_AUTH_TOKEN_PARAMETER"], operator_token, key_arn)
-    return {
-        **env,
-        "TRICKLE_STREAM_ARN": stream_arn,
-        **urls,
-        "TRICKLE_INGEST_FAILURE_QUEUE_URL": failure_url,
-        "TRICKLE_API_KEY_KMS_KEY_ARN": key_arn,
-        **({"TRICKLE_ARCHIVE_BUCKET": bucket} if bucket else {}),
-    }
-
-
-def teardown(clients: Mapping[str, Any], env: Mapping[str, str], source_table: bool) -> list[str]:
-    """Remove what `provision` created (the source table only if asked); returns what went."""
-    names = StageNames.from_env(env)
-    gone: list[str] = []
-    sqs, dynamodb = clients["sqs"], clients["dynamodb"]
-    queues = [queue_name(url) for d in names.destinations for url in (d.queue_url, d.dlq_url)]
-    for queue in [*queues, names.ingest_failure_queue]:
-        try:
-            sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=queue)["QueueUrl"])
-            gone.append(f"queue {queue}")
-        except sqs.exceptions.QueueDoesNotExist:
-            pass
-    for table in [names.ledger_table, names.notes_table] + ([names.table] if source_table else []):
-        try:
-            dynamodb.delete_table(TableName=table)
-            gone.append(f"table {table}")
-        except dynamodb.exceptions.ResourceNotFoundException:
-            pass
-    for destination in names.destinations:
-        try:
-            clients["ssm"].delete_parameter(Name=destination.api_key_parameter)
-            gone.append(f"parameter {destination.api_key_parameter}")
-        except clients["ssm"].exceptions.ParameterNotFound:
-            pass
-    bucket = env.get("TRICKLE_ARCHIVE_BUCKET")
-    if bucket:
-        s3 = clients["s3"]
-        try:
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-                for obj in page.get("Contents", []):
-                    s3.delete_object(Bucket=bucket, Key=obj["Key"])
-            s3.delete_bucket(Bucket=bucket)
-            gone.append(f"bucket {bucket}")
-        except s3.exceptions.NoSuchBucket:
-            pass
-    token = env.get("TRICKLE_AUTH_TOKEN_PARAMETER")
-    if token:
-        try:
-            clients["ssm"].delete_parameter(Name=token)
-            gone.append(f"parameter {token}")
-        except clients["ssm"].exceptions.ParameterNotFound:
-            pass
-    kms = clients["kms"]
-    try:
-        key_id = kms.describe_key(KeyId=kms_alias(env))["KeyMetadata"]["KeyId"]
-        kms.delete_alias(AliasName=kms_alias(env))
-        kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
-        gone.append(f"key {kms_alias(env)} (deletion in 7 days)")
-    except kms.exceptions.NotFoundException:
-        pass
-    return gone
 
 
 def left_behind(app_name: str, stage: str, env: Mapping[str, str], source_table: bool) -> list[str]:
@@ -408,8 +94,8 @@ def remove_stage(stage: str, config_path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from trickle_deploy import policies
-    from trickle_local import stage as stages
-    from trickle_local.endpoint import SERVICES
+    from trickle_project import stage as stages
+    from trickle_project.aws import SERVICES
 
     parser = argparse.ArgumentParser(
         prog="python -m trickle_deploy.bootstrap",
@@ -434,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if base:  # an emulator record: as bootstrapped, from its stage with its endpoint
         args.stage, args.endpoint = base, args.endpoint or env["AWS_ENDPOINT_URL"]
         env = stages.stage_env(base, args.project_dir)
-    if policies.is_template_stage(env):
+    if stages.is_template_stage(env):
         parser.error(
             f"stage {args.stage} names no resources: deploy it with python -m trickle_deploy.template"
         )

@@ -7,7 +7,7 @@ deploy sends or what the product's template says (docs/emulators.md, "Emulator g
 
 runs the `chalice` command with the emulator's shims installed on the botocore session Chalice
 makes (so `chalice deploy` and `chalice delete` get through); `for_cloudformation` gives the copy of a
-transformed template the emulator's CloudFormation can create. `python -m trickle_deploy.prove` uses
+transformed template the emulator's CloudFormation can create. `python -m trickle_prove` uses
 both; each gap is pinned by a test in tests/integration/test_emulator_gaps.py or
 test_cloudformation.py that fails when an emulator upgrade closes it.
 """
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trickle_local.aws import LOCAL_CREDENTIALS
+from trickle_project.aws import LOCAL_CREDENTIALS
 
 CHALICE = "chalice deploy"
 CLOUDFORMATION = "CloudFormation"

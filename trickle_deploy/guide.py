@@ -21,9 +21,8 @@ from typing import Any
 
 from chalicelib import naming
 from chalicelib.settings import Settings
-from trickle_deploy.policies import stage_settings
 from trickle_deploy.template import STACK_NAME, merge_template, put_parameter_command
-from trickle_local.stage import load_config, stage_env
+from trickle_project.stage import load_config, stage_env, stage_settings
 
 # Why a retained resource may be missing: the template's conditions, in words.
 CONDITIONS = {"CreatesSourceTable": "only if the stack created it (SourceStreamArn was empty)"}

@@ -23,9 +23,8 @@ from chalicelib.fifo_queue import FifoQueue
 from chalicelib.ledger import Ledger
 from chalicelib.model import Status
 from chalicelib.settings import load_settings
-from trickle_deploy.policies import is_template_stage
 from trickle_deploy.session import configured_session
-from trickle_local import stage
+from trickle_project import stage
 
 
 def redrive(
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             make("lambda", endpoint_url=endpoint),
             args.stack_name,
         )
-    elif is_template_stage(env):
+    elif stage.is_template_stage(env):
         parser.error(f"stage {args.stage} is deployed with the merge template: give its --stack-name")
     elif args.endpoint:
         env = stage.rebase(env, args.endpoint, None)

@@ -20,7 +20,7 @@ from typing import Any
 from chalicelib.records import route_record
 from chalicelib.settings import Settings, SettingsError, load_settings
 from chalicelib.strict_json import dumps
-from trickle_local import stage
+from trickle_project import stage
 
 
 def sample_record(

@@ -3,7 +3,7 @@
 `chalice package` writes a SAM template; CloudFormation runs it through the SAM transform, which is
 the `aws-sam-translator` library (a development dependency). Running it here gives the template
 CloudFormation would really create: the suite lints it and creates it on the emulator's
-CloudFormation, and so does `python -m trickle_deploy.prove`.
+CloudFormation, and so does `python -m trickle_prove`.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ def function_name(config: Mapping[str, Any], stage: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trickle_local import stage as stages
+    from trickle_project import stage as stages
 
     parser = argparse.ArgumentParser(prog="python -m trickle_deploy.stream_settings", description=__doc__)
     parser.add_argument("--stage", required=True)

@@ -28,18 +28,15 @@ from chalicelib import naming
 from chalicelib.ledger import table_definition
 from chalicelib.notes import notes_table_definition
 from chalicelib.settings import Destination, Settings
-from trickle_deploy.bootstrap import ARCHIVE_RETENTION_DAYS, BACKSTOP_MAX_RECEIVE_COUNT, RETENTION_S
 from trickle_deploy.policies import (
     CALLBACK_ACTIONS,
     DestinationArns,
-    is_template_stage,
-    packaging_env,
-    stage_settings,
     template_resources,
 )
 from trickle_deploy.stream_settings import MAX_RECORD_AGE_S, STREAM_RETRY_ATTEMPTS
-from trickle_local.stage import PROJECT_DIR, load_config
-from trickle_local.workflows import wait_definition
+from trickle_project.resources import ARCHIVE_RETENTION_DAYS, BACKSTOP_MAX_RECEIVE_COUNT, RETENTION_S
+from trickle_project.stage import PROJECT_DIR, is_template_stage, load_config, packaging_env, stage_settings
+from trickle_project.workflows import wait_definition
 
 METRICS_NAMESPACE = "Trickle"
 
@@ -409,7 +406,7 @@ _QUEUE_URL_MARK = "<queue-url>"
 
 def example_definition(queue_url: Any) -> dict[str, Any]:
     """The example's state machine: the task docs/step-functions.md documents
-    (`trickle_local.workflows`), on the chosen destination's queue, its Resource in the stack's
+    (`trickle_project.workflows`), on the chosen destination's queue, its Resource in the stack's
     partition. Joined, not `Fn::Sub`, so no template engine touches the definition's own `$` paths
     (moto's makes `$$.Task.Token` `$.Task.Token`)."""
     text = json.dumps(wait_definition(_QUEUE_URL_MARK), indent=2)

@@ -40,9 +40,7 @@ from urllib.parse import urlparse
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.logs import LOGGER_NAMES
 from chalicelib.settings import Settings, SettingsError, load_settings
-from trickle_deploy.bootstrap import provision
-from trickle_local import signals, stage
-from trickle_local.aws import clients, use_local_credentials
+from trickle_local import signals
 from trickle_local.demo import DemoReport, expected_by_destination, single_table_items, summarize
 from trickle_local.emulators import (
     EMULATORS,
@@ -57,6 +55,9 @@ from trickle_local.routes import RouteServer
 from trickle_local.runtime import Clock, Invoker, LocalRuntime, ScheduledFunction
 from trickle_local.standin_api import Faults, StandInApi
 from trickle_local.workflows import Workflows, is_workflow_body
+from trickle_project import stage
+from trickle_project.aws import clients, use_local_credentials
+from trickle_project.resources import provision
 
 STANDIN_PORT = 5051  # the first destination's stand-in; docs/local.md
 DEFAULT_EMULATOR: EmulatorName = "ministack"  # the embedded one; docs/emulators.md says why

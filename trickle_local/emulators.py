@@ -47,9 +47,9 @@ from typing import Literal, Protocol, get_args
 import requests
 
 from trickle_local import signals
-from trickle_local.aws import free_port
 from trickle_local.ports import check_free, record_holder
-from trickle_local.stage import PROJECT_DIR
+from trickle_project.aws import free_port
+from trickle_project.stage import PROJECT_DIR
 
 EmulatorName = Literal["moto", "ministack"]
 EMULATORS: tuple[EmulatorName, ...] = get_args(EmulatorName)

@@ -12,9 +12,10 @@ import requests
 from moto.server import ThreadedMotoServer
 from moto.sqs import models as sqs_models
 
-# Re-exported: the local AWS plumbing lives in trickle_local.aws (no moto import there).
-from trickle_local.aws import LOCAL_CREDENTIALS, SERVICES, clients, free_port, use_local_credentials
 from trickle_local.ports import check_free
+
+# Re-exported: the local AWS plumbing lives in trickle_project.aws (no moto import there).
+from trickle_project.aws import LOCAL_CREDENTIALS, SERVICES, clients, free_port, use_local_credentials
 
 __all__ = [
     "LOCAL_CREDENTIALS",

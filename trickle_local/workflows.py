@@ -9,36 +9,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.model import TASK_TOKEN_ATTRIBUTE
+from trickle_project.workflows import wait_definition
 
 WORKFLOW_FIELD = "workflow"  # marks a workflow's item, so the stream audit leaves it out
-
-
-def wait_definition(queue_url: str, heartbeat_s: int = 300, timeout_s: int = 3600) -> dict[str, Any]:
-    """The task docs/step-functions.md shows: the item as the body, its group from the input, one
-    deduplication id per execution, the token in `trickle-task-token`."""
-    return {
-        "Comment": "Sends an item through a Trickle destination and waits for the API's answer",
-        "StartAt": "Deliver",
-        "States": {
-            "Deliver": {
-                "Type": "Task",
-                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-                "HeartbeatSeconds": heartbeat_s,
-                "TimeoutSeconds": timeout_s,
-                "Parameters": {
-                    "QueueUrl": queue_url,
-                    "MessageBody.$": "$.item",
-                    "MessageGroupId.$": "$.group",
-                    "MessageDeduplicationId.$": "States.Hash($$.Execution.Id, 'SHA-256')",
-                    "MessageAttributes": {
-                        TASK_TOKEN_ATTRIBUTE: {"DataType": "String", "StringValue.$": "$$.Task.Token"}
-                    },
-                },
-                "End": True,
-            }
-        },
-    }
 
 
 @dataclass(frozen=True)

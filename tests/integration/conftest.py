@@ -25,13 +25,13 @@ from chalice.test import Client, InvokeResponse, TestLambdaClient
 
 from chalicelib import wiring
 from tests.fakes import until
-from trickle_deploy.bootstrap import provision
 from trickle_deploy.iam_check import CallRecorder, denied, load_template, packaged_policies, partition_keys
-from trickle_local import stage
-from trickle_local.aws import clients, use_local_credentials
 from trickle_local.emulators import Emulator, emulator_from_env, start_emulator
 from trickle_local.standin_api import Faults, StandInApi
 from trickle_local.stream_poller import StreamPoller
+from trickle_project import stage
+from trickle_project.aws import clients, use_local_credentials
+from trickle_project.resources import provision
 
 API_KEY = "sk-test-6f1c2a9e-never-log-me"
 OPERATOR_TOKEN = "op-test-token-1b2c"

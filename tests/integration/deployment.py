@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from trickle_deploy import template as merge
-from trickle_local.stage import PROJECT_DIR
+from trickle_project.stage import PROJECT_DIR
 
 BIN = Path(sys.executable).parent
 

@@ -22,13 +22,13 @@ from chalice import Cron
 
 from chalicelib.settings import load_settings
 from tests.integration.conftest import EMULATOR
-from trickle_deploy.bootstrap import provision, teardown
 from trickle_deploy.iam_check import load_template, packaged_policies
-from trickle_deploy.policies import with_bootstrap_queues
-from trickle_local import stage
 from trickle_local.__main__ import build_parser, wanted_ports
-from trickle_local.aws import clients
 from trickle_local.emulators import Emulator
+from trickle_project import stage
+from trickle_project.aws import clients
+from trickle_project.resources import provision, teardown
+from trickle_project.stage import with_bootstrap_queues
 
 STAGES = ("local", "dev", "prod")  # .chalice/config.json
 

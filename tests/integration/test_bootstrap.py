@@ -9,10 +9,10 @@ import boto3
 import pytest
 
 from trickle_deploy.bootstrap import main as bootstrap_main
-from trickle_deploy.bootstrap import provision, teardown
 from trickle_deploy.policies import function_policies, refresh
-from trickle_local import stage
 from trickle_local.endpoint import SERVICES, MotoEndpoint, clients
+from trickle_project import stage
+from trickle_project.resources import provision, teardown
 
 
 def test_bootstrap_is_idempotent_and_teardown_removes_what_it_made(endpoint: MotoEndpoint) -> None:

@@ -11,7 +11,7 @@ import requests
 
 from tests.integration.conftest import OPERATOR_TOKEN, Servers, Stack
 from trickle_local.routes import RouteServer
-from trickle_local.stage import load_config
+from trickle_project.stage import load_config
 
 
 @pytest.fixture

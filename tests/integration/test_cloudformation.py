@@ -3,7 +3,7 @@ CloudFormation (moto) in two accounts and regions that are not moto's defaults, 
 packaged template. What the functions and roles ended up naming is read back from the emulator.
 
 moto's CloudFormation lacks parts of what the template uses; those are shimmed on the copy sent to
-moto (`trickle_deploy.emulator_shims`, the same shims `python -m trickle_deploy.prove` names), each
+moto (`trickle_deploy.emulator_shims`, the same shims `python -m trickle_prove` names), each
 pinned by an emulator-gap test below, and checked on the transformed template instead
 (test_template.py). Lambda functions are created, never run.
 """

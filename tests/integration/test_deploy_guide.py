@@ -33,9 +33,8 @@ from chalice.cli import cli as chalice_cli
 from tests.integration.deployment import package_stage
 from trickle_deploy.guide import commands as guide_commands
 from trickle_deploy.guide import resolve
-from trickle_deploy.policies import is_template_stage, stage_settings
 from trickle_deploy.sam import sam_transform
-from trickle_local.stage import PROJECT_DIR, load_config, stage_env
+from trickle_project.stage import PROJECT_DIR, is_template_stage, load_config, stage_env, stage_settings
 
 DEPLOY_GUIDE = PROJECT_DIR / "docs" / "deploying.md"
 SHELL_BLOCK = re.compile(r"^```(?:sh|bash|shell)?\n(.*?)^```", re.M | re.S)
@@ -213,10 +212,13 @@ class Checker:
             self.fail(line, f"no parser known for {command[0]}")
         return []
 
-    # --- python -m trickle_deploy.* ------------------------------------------------------------
+    # --- python -m trickle_deploy.*, python -m trickle_prove -------------------------------------
 
     def module(self, name: str, argv: list[str], line: str) -> None:
-        main = getattr(importlib.import_module(name), "main", None)
+        module = importlib.import_module(name)
+        if hasattr(module, "__path__"):  # a package: `python -m` runs its __main__
+            module = importlib.import_module(f"{name}.__main__")
+        main = getattr(module, "main", None)
         if main is None:
             self.fail(line, f"{name} has no main()")
             return

@@ -17,8 +17,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.fakes import until
-from trickle_local.aws import use_local_credentials
 from trickle_local.emulators import Emulator, EmulatorName, start_emulator
+from trickle_project.aws import use_local_credentials
 
 pytestmark = pytest.mark.emulator_gap
 
@@ -349,7 +349,7 @@ def test_update_rest_api_turns_compression_off_with_an_empty_value(aws: Aws) -> 
 def test_cloudformation_creates_an_alarm_on_metric_math(aws: Aws) -> None:
     """AWS creates an alarm whose `Metrics` is metric math (the template's unrouted-share alarm).
     moto skips every alarm (not supported); ministack 1.5.33 refuses this one and rolls the stack back,
-    so `python -m trickle_deploy.prove` leaves such alarms out of the copy it sends ministack."""
+    so `python -m trickle_prove` leaves such alarms out of the copy it sends ministack."""
     metric = {"Metric": {"Namespace": "N", "MetricName": "M"}, "Period": 60, "Stat": "Sum"}
     alarm = {
         "Type": "AWS::CloudWatch::Alarm",
@@ -407,7 +407,7 @@ def mapped_stream(aws: Aws, starting_position: str = "LATEST") -> tuple[str, str
 def test_a_mapped_streams_records_stay_for_every_reader(aws: Aws) -> None:
     """AWS keeps a stream's records 24 hours, whoever else reads them. moto 5.2 hands each new record
     of a stream with an event source mapping to the function (in Docker) and drops it from the stream,
-    so `python -m trickle_deploy.prove`, whose poller reads the stream, keeps them in moto
+    so `python -m trickle_prove`, whose poller reads the stream, keeps them in moto
     (`emulator_shims.functions_run_here`); ministack keeps them."""
     _, stream = mapped_stream(aws, "TRIM_HORIZON")
     aws.client("dynamodb").put_item(TableName="gap-stream", Item={"pk": {"S": "a"}})

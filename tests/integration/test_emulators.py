@@ -16,7 +16,6 @@ import boto3
 import pytest
 
 from tests.fakes import taken_port
-from trickle_local.aws import use_local_credentials
 from trickle_local.emulators import (
     Emulator,
     EmulatorName,
@@ -27,7 +26,8 @@ from trickle_local.emulators import (
     start_emulator,
 )
 from trickle_local.ports import PortInUseError, check_free
-from trickle_local.stage import PROJECT_DIR
+from trickle_project.aws import use_local_credentials
+from trickle_project.stage import PROJECT_DIR
 
 
 def alive(pid: int) -> bool:

@@ -17,7 +17,7 @@ import requests
 
 from tests.integration.conftest import API_KEY, OPERATOR_TOKEN, Servers, Stack
 from trickle_local.routes import RouteServer
-from trickle_local.stage import load_config
+from trickle_project.stage import load_config
 
 INTERNALS = (
     "Traceback",

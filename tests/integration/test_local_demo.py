@@ -18,7 +18,7 @@ from typing import Any
 from tests.fakes import until
 from tests.integration.conftest import EMULATOR
 from trickle_local.emulators import start_emulator
-from trickle_local.stage import PROJECT_DIR
+from trickle_project.stage import PROJECT_DIR
 
 
 def run(*flags: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.fakes import until
 from trickle_local.ports import check_free
-from trickle_local.stage import PROJECT_DIR
+from trickle_project.stage import PROJECT_DIR
 
 
 def descendants(pid: int) -> set[int]:

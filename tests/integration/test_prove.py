@@ -1,4 +1,4 @@
-"""`python -m trickle_deploy.prove`: each way of deploying a stage, end to end on an embedded emulator
+"""`python -m trickle_prove`: each way of deploying a stage, end to end on an embedded emulator
 of its own (docs/deploying.md), run as a user runs it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.conftest import EMULATOR
 from trickle_deploy.emulator_shims import CHALICE, CLOUDFORMATION, RUN, gaps
-from trickle_local.stage import PROJECT_DIR
+from trickle_project.stage import PROJECT_DIR
 
 STEPS = {
     "A": ["packaged", "stack created", "delivered", "roles", "removed"],
@@ -25,7 +25,7 @@ def test_both_ways_deploy_deliver_to_stand_ins_and_name_the_gaps_they_work_aroun
     command = [
         sys.executable,
         "-m",
-        "trickle_deploy.prove",
+        "trickle_prove",
         "--way",
         "both",
         "--emulator",

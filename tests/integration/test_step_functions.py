@@ -18,7 +18,7 @@ from chalicelib.model import TASK_TOKEN_ATTRIBUTE
 from tests.fakes import until
 from tests.integration.conftest import Stack
 from trickle_local.standin_api import Reply
-from trickle_local.workflows import wait_definition
+from trickle_project.workflows import wait_definition
 
 STATE_MACHINE = "trickle-local-wait"  # named in the local stage's TRICKLE_CALLBACK_STATE_MACHINES
 TOKENS_HOOK = "test-step-functions-task-tokens"

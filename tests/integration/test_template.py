@@ -15,11 +15,10 @@ import pytest
 
 from tests.integration.deployment import BIN, package_stage, write
 from trickle_deploy.iam_check import packaged_policies
-from trickle_deploy.policies import PACKAGING_ENV, packaging_env
 from trickle_deploy.sam import sam_transform
 from trickle_deploy.template import drain_timeout, visibility_for
-from trickle_local.stage import load_config
-from trickle_local.workflows import wait_definition
+from trickle_project.stage import PACKAGING_ENV, load_config, packaging_env
+from trickle_project.workflows import wait_definition
 
 DESTINATIONS = ("orders", "crm")  # chalicelib/routes.toml
 

@@ -2,7 +2,7 @@
 region that are not moto's defaults, `chalice deploy --stage dev` against the endpoint, the
 stream-settings command, then `chalice delete` and the teardown, in a copy of the project. The
 endpoint is botocore's own `AWS_ENDPOINT_URL`, which the commands do not see: they act as on AWS and
-record in `dev` itself (`python -m trickle_deploy.prove` runs way B with `--endpoint` instead).
+record in `dev` itself (`python -m trickle_prove` runs way B with `--endpoint` instead).
 
 moto lacks one AWS behaviour `chalice deploy` needs: `ImportRestApi`/`PutRestApi` refuse Swagger 2.0,
 which Chalice sends and AWS accepts. `chalice` runs through `trickle_deploy.emulator_shims`, the shim
@@ -23,7 +23,7 @@ from trickle_deploy.bootstrap import main as bootstrap
 from trickle_deploy.emulator_shims import run_chalice
 from trickle_deploy.stream_settings import main as stream_settings
 from trickle_local.endpoint import MotoEndpoint
-from trickle_local.stage import copy_project, stage_env
+from trickle_project.stage import copy_project, stage_env
 
 REGION = "eu-west-3"
 ACCOUNT = "456789012345"  # not moto's default: the emulator serves every request as this account

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from trickle_deploy.session import NO_CREDENTIALS, NO_REGION
-from trickle_local.stage import PROJECT_DIR
+from trickle_project.stage import PROJECT_DIR
 
 BIN = Path(sys.executable).parent
 

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from trickle_local.stage import PROJECT_DIR
+from trickle_project.stage import PROJECT_DIR
 
 
 def dev(where: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from trickle_local.stage import PROJECT_DIR
+from trickle_project.stage import PROJECT_DIR
 
 PACKAGES = ("chalicelib", "trickle_deploy", "trickle_local", "bench")
 # Made by a command or by the reader, named in the docs as such: never in the repository.

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from trickle_deploy.policies import packaging_env
-from trickle_local import stage
+from trickle_project import stage
+from trickle_project.stage import packaging_env
 
 PACKAGE = Path(__file__).resolve().parents[2] / "chalicelib"
 MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")

@@ -22,8 +22,8 @@ from trickle_local.endpoint import MotoEndpoint
 from trickle_local.ports import PortInUseError
 from trickle_local.routes import RouteServer
 from trickle_local.runtime import Invoker, LocalRuntime
-from trickle_local.stage import PROJECT_DIR
 from trickle_local.standin_api import Faults, StandInApi
+from trickle_project.stage import PROJECT_DIR
 
 
 @pytest.fixture
@@ -331,7 +331,7 @@ def test_a_broken_stage_stops_the_command_with_one_message(
     """A broken routes file or a bad TRICKLE_ variable under `./dev run`: what to fix, before anything
     starts, no traceback."""
     import trickle_local.__main__ as cli
-    from trickle_local import stage
+    from trickle_project import stage
 
     env = stage.stage_env("local") | variables
     if routes is not None:

@@ -16,7 +16,7 @@ from chalicelib import naming
 
 ROOT = Path(__file__).resolve().parents[2]
 # app.py is left out: a user writes a drain's name in its decorator there (README, "Adding a destination").
-PACKAGES = ("chalicelib", "trickle_deploy", "trickle_local", "bench")
+PACKAGES = ("chalicelib", "trickle_project", "trickle_deploy", "trickle_local", "trickle_prove", "bench")
 PATTERNS = {
     "drain function": r"(^|[^A-Za-z])drain_(\{\}|$)",
     "destination variable": r"TRICKLE_DEST_",

@@ -1,10 +1,10 @@
-"""What `python -m trickle_deploy.prove` counts as proved, per way."""
+"""What `python -m trickle_prove` counts as proved, per way."""
 
 from __future__ import annotations
 
 import pytest
 
-from trickle_deploy.prove import WayReport
+from trickle_prove.__main__ import WayReport
 
 ONE = {"expected": 1, "delivered": 1, "duplicates": 0}
 

@@ -77,7 +77,7 @@ def test_the_command_prints_one_json_line_per_destination(
     item = tmp_path / "invoice.json"
     item.write_text(json.dumps({"Item": INVOICE}))
     monkeypatch.setattr(
-        "trickle_local.stage.stage_env", lambda stage: base_env | {"TRICKLE_ROUTES_FILE": str(ROUTES_FILE)}
+        "trickle_project.stage.stage_env", lambda stage: base_env | {"TRICKLE_ROUTES_FILE": str(ROUTES_FILE)}
     )
 
     assert main(["--item", str(item)]) == 0

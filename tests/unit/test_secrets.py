@@ -16,8 +16,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from chalicelib.secrets import SecretCache, SecretError
 from tests.fakes import FakeSsm
-from trickle_deploy.policies import packaging_env
-from trickle_local import stage
+from trickle_project import stage
+from trickle_project.stage import packaging_env
 
 NAME = "/trickle/test/api-key"
 SECRET = "sk-live-7d2f9b1c-do-not-log"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from trickle_local.stage import PROJECT_DIR
+from trickle_project.stage import PROJECT_DIR
 
 
 def test_a_unit_and_an_integration_module_collect_in_one_run() -> None:

@@ -1,4 +1,5 @@
-"""A stage's environment as Chalice would set it, pointed at wherever the local run's AWS lives."""
+"""A stage's environment as Chalice would set it (with what its bootstrap or its stack will fill in),
+pointed at wherever the local run's AWS lives; the project's config and copies of it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from urllib.parse import urlparse, urlunparse
 from chalice import Chalice
 
 from chalicelib import naming
-from trickle_deploy.policies import with_bootstrap_queues
+from chalicelib.settings import Settings, destination_names, load_settings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -32,6 +33,69 @@ def stage_env(stage: str = "local", project_dir: Path = PROJECT_DIR) -> dict[str
     if stage not in stages:
         raise SystemExit(f"no stage {stage!r} in .chalice/config.json (have: {', '.join(stages)})")
     return with_bootstrap_queues(stages[stage].get("environment_variables", {}), config["app_name"], stage)
+
+
+def is_template_stage(env: Mapping[str, str]) -> bool:
+    """A stage whose environment names no queue is deployed with the merge template: the stack
+    creates its resources and hands their names to the functions, so the config holds no ARNs."""
+    return not any(naming.variable_destination(name, "queue_url") for name in env)
+
+
+# What a template stage's settings are read with: the merge template replaces every one of these
+# in the functions and the stream event source (a test checks that none is left in the package).
+PACKAGING_ENV = {
+    "TRICKLE_STREAM_ARN": "arn:aws:dynamodb:packaging:000000000000:table/packaging/stream/packaging",
+    "TRICKLE_INGEST_FAILURE_QUEUE_URL": "https://sqs.packaging.invalid/000000000000/packaging-failures",
+    "TRICKLE_LEDGER_TABLE": "packaging-ledger",
+    "TRICKLE_NOTES_TABLE": "packaging-notes",
+    "TRICKLE_ARCHIVE_BUCKET": "packaging-archive",
+}
+
+
+def packaging_env(env: Mapping[str, str]) -> dict[str, str]:
+    """A template stage's environment with placeholders for what the stack provides."""
+    queues = {
+        naming.destination_variable(name, field): f"https://sqs.packaging.invalid/000000000000/{queue}"
+        for name in destination_names(env)
+        for field, queue in zip(
+            ("queue_url", "dlq_url"), bootstrap_queue_names("packaging", name), strict=True
+        )
+    }
+    return {**env, **PACKAGING_ENV, **queues}
+
+
+def bootstrap_queue_names(prefix: str, destination: str) -> tuple[str, str]:
+    """The queue and dead-letter queue a destination gets where the stage names none for it yet:
+    the bootstrap's (`prefix` is the stage's `naming.stack_name`, as in `trickle-dev-orders.fifo`,
+    which the shipped stages follow too), or a template's while it is packaged."""
+    return naming.queue_name(prefix, destination), naming.dead_letter_queue_name(prefix, destination)
+
+
+def with_bootstrap_queues(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, str]:
+    """A stage that names its resources, with the queue URLs its bootstrap will create for the
+    destinations it has none for yet (in its stream's account and region, or at its endpoint), so
+    the policies, the bootstrap and the local runtime agree on them before a bootstrap records the
+    real ones. Named after its TRICKLE_STAGE (`dev` for its emulator record `dev-emulator` too), else
+    `stage`. A template stage, or one without a stream ARN to place them, is returned as it is."""
+    out = dict(env)
+    stage = env.get("TRICKLE_STAGE", "").strip() or stage
+    arn = env.get("TRICKLE_STREAM_ARN", "").split(":")
+    if is_template_stage(env) or len(arn) < 6:
+        return out
+    region, account = arn[3], arn[4]
+    base = env.get("AWS_ENDPOINT_URL") or f"https://sqs.{region}.amazonaws.com"
+    prefix = naming.stack_name(app_name, stage)
+    for name in destination_names(env):
+        queues = zip(("queue_url", "dlq_url"), bootstrap_queue_names(prefix, name), strict=True)
+        for field, queue in queues:
+            variable = naming.destination_variable(name, field)
+            if not out.get(variable, "").strip():
+                out[variable] = f"{base.rstrip('/')}/{account}/{queue}"
+    return out
+
+
+def stage_settings(env: Mapping[str, str]) -> Settings:
+    return load_settings(packaging_env(env) if is_template_stage(env) else env)
 
 
 def with_netloc(url: str, base: str) -> str:

@@ -1,6 +1,6 @@
 """Prove on an embedded emulator that a stage deploys end to end, each way docs/deploying.md deploys it.
 
-    python -m trickle_deploy.prove [--way a|b|both] [--emulator moto|ministack] [--json]
+    python -m trickle_prove [--way a|b|both] [--emulator moto|ministack] [--json]
 
 Per way: an emulator on a free loopback port and a stand-in API per destination; the deploy; items
 written to the source table (for each destination, the first demo item its routes take); the
@@ -51,13 +51,13 @@ from trickle_deploy import bootstrap, emulator_shims, stream_settings, template
 from trickle_deploy.iam_check import CallRecorder, denied, deployed_policies, partition_keys
 from trickle_deploy.operate import stack_env
 from trickle_deploy.sam import create_stack
-from trickle_local import stage
-from trickle_local.aws import LOCAL_CREDENTIALS
 from trickle_local.demo import expected_by_destination, single_table_items, summarize
 from trickle_local.emulators import EMULATORS, REGION, Emulator, EmulatorName, start_emulator
 from trickle_local.runtime import Invoker, scheduled_event, stream_sources
 from trickle_local.standin_api import Faults, StandInApi
 from trickle_local.stream_poller import StreamPoller
+from trickle_project import stage
+from trickle_project.aws import LOCAL_CREDENTIALS
 
 API_KEY_VARIABLE = "TRICKLE_PROVE_API_KEY"  # how the bootstrap is given the key (never an argument)
 
@@ -410,7 +410,7 @@ def prove(way: str, emulator_name: EmulatorName, stage_name: str) -> WayReport:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m trickle_deploy.prove",
+        prog="python -m trickle_prove",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
