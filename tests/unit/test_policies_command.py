@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from chalicelib.settings import ROUTES_FILE
-from trickle_deploy.policies import main, with_bootstrap_queues
+from trickle_deploy.policies import main
+from trickle_project.stage import with_bootstrap_queues
 
 SHIPPED: dict[str, Any] = json.loads(
     (Path(__file__).resolve().parents[2] / ".chalice" / "config.json").read_text()
