@@ -5,23 +5,38 @@ module they name is there. A path counts when it starts at a top-level entry of 
 file name (`drain_state.py`, `requirements.txt`) must be one of the project's files; a dotted name
 under one of the project's packages (`trickle_deploy.guide`, `trickle_local.emulators.start_emulator`)
 must be a module, or a top-level name of one. Generated and ignored places (`.venv/`, `build/`) and
-what the reader makes (`order.json`) are not repository paths."""
+what the reader makes (`order.json`) are not repository paths.
+
+And what the docs show of the code is the code's: the architecture page's import graph and tree
+(docs/layout.py generates them), and an entry in the runbook for every alarm the template defines."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-from trickle_project.stage import PROJECT_DIR
+from chalicelib import naming
+from tests.unit import test_layers
+from trickle_deploy.template import merge_template
+from trickle_project.stage import PROJECT_DIR, stage_env, stage_settings
 
-PACKAGES = ("chalicelib", "trickle_deploy", "trickle_local", "bench")
+PACKAGES = ("chalicelib", "trickle_project", "trickle_deploy", "trickle_local", "trickle_prove", "bench")
 # Made by a command or by the reader, named in the docs as such: never in the repository.
 NOT_IN_REPOSITORY = {".git", ".venv", ".venv-ministack", "build", "dist"}
-READERS_FILES = {"order.json", "before.json", "customer.json", "customer-before.json", "drain.pstats"}
+READERS_FILES = {
+    "order.json",
+    "item.json",
+    "before.json",
+    "customer.json",
+    "customer-before.json",
+    "drain.pstats",
+}
 FENCE = re.compile(r"^```.*?^```[ \t]*$", re.M | re.S)
 LINK = re.compile(r"(?<!!)\[[^\]\n]*\]\(([^)\s]+)\)")
 CODE = re.compile(r"`([^`\n]+)`")
@@ -192,3 +207,56 @@ def test_what_exists_or_is_not_a_repository_path_passes(project: Path, text: str
     page = project / "README.md"
     page.write_text(f"# Project\n\n{text}\n")
     assert problems([page], project) == []
+
+
+def layout_module() -> ModuleType:
+    """docs/layout.py, the generator of the architecture page's tree and import graph."""
+    spec = importlib.util.spec_from_file_location("docs_layout", PROJECT_DIR / "docs" / "layout.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_import_graph_in_the_architecture_page_is_the_codes() -> None:
+    layout = layout_module()
+    committed = layout.committed(layout.PAGE.read_text(), "graph")
+    assert committed == layout.generated()["graph"], "stale import graph: run .venv/bin/python docs/layout.py"
+    assert "is in no group" not in committed
+
+
+def test_the_tree_in_the_architecture_page_names_the_files_there_are() -> None:
+    """The files, not their line counts, which change with every edit (docs/layout.py --check has them)."""
+    layout = layout_module()
+
+    def names(block: str) -> list[str]:
+        return [re.sub(r"\s+[\d,]+( files, [\d,]+)?$", "", line) for line in block.splitlines()]
+
+    committed = layout.committed(layout.PAGE.read_text(), "tree")
+    assert names(committed) == names(layout.generated()["tree"]), (
+        "stale tree: run .venv/bin/python docs/layout.py"
+    )
+
+
+def test_the_architecture_pages_core_is_the_one_test_layers_holds() -> None:
+    assert set(layout_module().CORE) == test_layers.CORE
+
+
+def test_the_runbook_says_what_to_do_for_every_alarm_the_template_defines() -> None:
+    """Each alarm of the prod stack, by its logical id and its description as the notification shows
+    them, a destination's name written as `<Destination>` / `<destination>`."""
+    runbook = (PROJECT_DIR / "docs" / "runbook.md").read_text()
+    destinations = stage_settings(stage_env("prod")).destinations
+    alarms = {
+        name: resource["Properties"]["AlarmDescription"]
+        for name, resource in merge_template("prod")["Resources"].items()
+        if resource.get("Type") == "AWS::CloudWatch::Alarm"
+    }
+    assert len(alarms) == 3 * len(destinations) + 2
+    missing = []
+    for name, description in alarms.items():
+        for destination in destinations:
+            name = name.replace(naming.logical_id(destination), "<Destination>")
+            description = re.sub(rf"\b{re.escape(destination)}\b", "<destination>", description)
+        missing += [f"`{text}`" for text in (name, description) if f"`{text}`" not in runbook]
+    assert missing == [], f"docs/runbook.md does not name {missing}"
