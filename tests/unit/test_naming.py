@@ -15,7 +15,8 @@ import pytest
 from chalicelib import naming
 
 ROOT = Path(__file__).resolve().parents[2]
-# app.py is left out: a user writes a drain's name in its decorator there (README, "Adding a destination").
+# app.py is left out: a user writes a drain's name in its decorator there (docs/routes.md, "Adding a
+# destination").
 PACKAGES = ("chalicelib", "trickle_project", "trickle_deploy", "trickle_local", "trickle_prove", "bench")
 PATTERNS = {
     "drain function": r"(^|[^A-Za-z])drain_(\{\}|$)",
