@@ -266,7 +266,7 @@ def deliver_and_check(
         run_env = env | {"AWS_ENDPOINT_URL": emulator.endpoint_url}
         for name, api in apis.items():
             variable = stage.destination_url_variable(name)
-            run_env[variable] = stage.with_netloc(env[variable], api.url)
+            run_env[variable] = stage.with_netloc(settings.destination(name).url, api.url)
         items = demo_items(settings)
         expected = expected_by_destination(items, settings)
         calls = CallRecorder(partition_keys=partition_keys(env))

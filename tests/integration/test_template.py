@@ -17,7 +17,7 @@ from tests.integration.deployment import BIN, package_stage, write
 from trickle_deploy.iam_check import packaged_policies
 from trickle_deploy.sam import sam_transform
 from trickle_deploy.template import drain_timeout, visibility_for
-from trickle_project.stage import PACKAGING_ENV, load_config, packaging_env
+from trickle_project.stage import PACKAGING_ENV, load_config, packaging_env, stage_settings
 from trickle_project.workflows import wait_definition
 
 DESTINATIONS = ("orders", "crm")  # chalicelib/routes.toml
@@ -257,7 +257,7 @@ def test_kms_decrypt_is_limited_to_the_key_and_the_parameter(
     prod: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:
     sam, _ = prod
-    env = load_config()["stages"]["prod"]["environment_variables"]
+    settings = stage_settings(load_config()["stages"]["prod"]["environment_variables"])
     for destination in DESTINATIONS:
         drain = f"Drain{destination.capitalize()}"
         policy = sam["Resources"][f"{drain}DecryptApiKey"]["Properties"]
@@ -265,7 +265,7 @@ def test_kms_decrypt_is_limited_to_the_key_and_the_parameter(
         (statement,) = policy["PolicyDocument"]["Statement"]
         assert statement["Action"] == "kms:Decrypt"
         assert statement["Resource"] == {"Fn::GetAtt": ["ApiKeyEncryptionKey", "Arn"]}
-        parameter = env[f"TRICKLE_DEST_{destination.upper()}_KEY_PARAMETER"]
+        parameter = settings.destination(destination).api_key_parameter
         condition = statement["Condition"]["StringEquals"]
         assert condition["kms:EncryptionContext:PARAMETER_ARN"] == {
             "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter" + parameter

@@ -109,12 +109,15 @@ ROUTES_WITHOUT_URL = BILLING.replace('url = "https://billing.example.com/v1/invo
             "invalid Trickle settings for stage 'dev': destination 'billing' needs TRICKLE_DEST_BILLING_URL"
             " (or url in the routes file)",
         ),
-        (
+        (  # without its name, a stage has no default key parameter for any destination
             ROUTES_WITHOUT_URL,
             {"TRICKLE_STAGE": None},
-            "stage 'dev': invalid Trickle settings: destination 'billing' needs TRICKLE_DEST_BILLING_URL"
-            " (or url in the routes file); destination 'billing' needs TRICKLE_DEST_BILLING_KEY_PARAMETER"
-            " (or key_parameter in the routes file)",
+            "stage 'dev': invalid Trickle settings:"
+            " destination 'orders' needs TRICKLE_DEST_ORDERS_KEY_PARAMETER (or key_parameter in the routes"
+            " file); destination 'crm' needs TRICKLE_DEST_CRM_KEY_PARAMETER (or key_parameter in the routes"
+            " file); destination 'billing' needs TRICKLE_DEST_BILLING_URL (or url in the routes file);"
+            " destination 'billing' needs TRICKLE_DEST_BILLING_KEY_PARAMETER (or key_parameter in the routes"
+            " file)",
         ),
         (
             BILLING,
