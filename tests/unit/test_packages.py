@@ -61,7 +61,7 @@ def test_the_check_sees_every_kind_of_import() -> None:
     """At the top, for type checking only, inside a function, relative."""
     source = (
         "from typing import TYPE_CHECKING\n"
-        "import trickle_local.stage\n"
+        "import trickle_local.runtime\n"
         "if TYPE_CHECKING:\n    from trickle_project import stage\n"
         "def f():\n    from chalicelib import naming\n    import bench.harness\n    from . import x\n"
     )
