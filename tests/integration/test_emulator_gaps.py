@@ -263,6 +263,7 @@ def test_an_answer_after_the_task_timed_out_is_refused_as_timed_out(aws: Aws) ->
     assert answer == {"moto": "InvalidToken", "ministack": "TaskDoesNotExist"}[aws.name]
 
 
+@pytest.mark.slow
 def test_a_lapsed_heartbeat_times_the_task_out(aws: Aws) -> None:
     """AWS fails a task with States.Timeout once HeartbeatSeconds pass without a heartbeat (why the
     drain sends heartbeats through a backoff). moto does; ministack 1.5.33 enforces TimeoutSeconds

@@ -10,6 +10,8 @@ import random
 import time
 from typing import Any
 
+import pytest
+
 from chalicelib import wiring
 from chalicelib.dead_letters import RedriveFilter
 from tests.integration.conftest import API_KEY, Stack
@@ -110,6 +112,7 @@ def run_until_settled(stack: Stack, total: int, deadline_s: float) -> dict[str, 
     return counts
 
 
+@pytest.mark.slow
 def test_2000_items_under_faults_are_each_applied_once_in_order_or_dead_lettered(stack_factory: Any) -> None:
     rng = random.Random(SEED)
     stack: Stack = stack_factory(**FAULT_ENV)
@@ -169,6 +172,7 @@ def test_2000_items_under_faults_are_each_applied_once_in_order_or_dead_lettered
     assert after.duplicates == 0
 
 
+@pytest.mark.slow
 def test_strict_ordering_under_faults_never_applies_a_group_out_of_order(stack_factory: Any) -> None:
     rng = random.Random(SEED + 1)
     stack: Stack = stack_factory(**FAULT_ENV, TRICKLE_DEST_ORDERS_ORDERING="strict")

@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.fakes import until
 from tests.integration.conftest import EMULATOR
 from trickle_local.emulators import start_emulator
@@ -53,6 +55,7 @@ def demo(*flags: str) -> tuple[int, dict[str, Any], str]:
     return done.returncode, summary_only(done.stdout), done.stderr
 
 
+@pytest.mark.slow
 def test_a_few_hundred_items_under_faults_arrive_once_each_in_order() -> None:
     code, summary, stderr = demo(
         "--items", "300", "--groups", "12", "--drain-every", "0.5",
@@ -76,6 +79,7 @@ def test_a_few_hundred_items_under_faults_arrive_once_each_in_order() -> None:
     assert any(m["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Trickle" for m in metrics_lines(stderr))
 
 
+@pytest.mark.slow
 def test_the_demo_fails_when_the_api_applies_retries_twice() -> None:
     code, summary, _ = demo(
         "--items", "40", "--groups", "4", "--drain-every", "0.5",

@@ -132,6 +132,7 @@ def test_a_poison_item_fails_the_execution_as_rejected_with_its_reason(stack: St
     assert stack.queue_depth() == 0
 
 
+@pytest.mark.slow
 def test_heartbeats_keep_a_task_alive_through_a_backoff_longer_than_its_heartbeat(stack_factory: Any) -> None:
     # A backoff of 4-8 s (8 with equal jitter) against HeartbeatSeconds 3: heartbeats keep it alive.
     stack: Stack = stack_factory(
