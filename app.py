@@ -17,22 +17,18 @@ from chalice.app import AuthRequest, AuthResponse, CloudWatchEvent, DynamoDBEven
 from chalicelib import wiring
 from chalicelib.auth import token_matches
 from chalicelib.logs import LambdaContextKeys, configure_logging
-from chalicelib.settings import SettingsError, names_no_resources
+from chalicelib.settings import SettingsError, settings_error_message
 
 # What the routes do is imported by the route that does it (and by `wiring` on first use): every
 # function imports this file at its cold start, and only the API handler needs those modules.
 
 try:
     settings = wiring.settings()
-except SettingsError:
-    if not names_no_resources(os.environ):
-        raise
-    # `chalice package/deploy --stage prod`: only the merge template gives this stage its resources
-    stage = os.environ.get("TRICKLE_STAGE") or "STAGE"
-    raise SystemExit(
-        f"stage {stage!r} names no resources, its stack (the merge template) sets them: package it with"
-        f" `python -m trickle_deploy.template --stage {stage} --package DIR`, not with chalice"
-    ) from None
+except SettingsError as error:
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        raise  # in Lambda the import error and its message go to the function's log
+    # `chalice package/deploy/local`: one message, not a traceback
+    raise SystemExit(settings_error_message(error, os.environ)) from None
 app = Chalice(app_name="trickle")
 app.register_middleware(LambdaContextKeys(configure_logging(settings.log_level)), "all")
 REDRIVE_SLICE_S = 20.0

@@ -32,6 +32,11 @@ UNROUTED_DEAD_LETTER = "dead_letter:"
 _STREAM_ARN = re.compile(r"^arn:aws[\w-]*:dynamodb:[a-z0-9-]+:\d{12}:table/[A-Za-z0-9_.-]{3,255}/stream/.+$")
 
 
+def kind(cast: Callable[[str], object]) -> str:
+    """What a number setting must be, as a message says it ("an integer", not "a int")."""
+    return "an integer" if cast is int else "a number"
+
+
 class SettingsError(ValueError):
     """The stage's environment variables are missing or malformed."""
 
@@ -41,6 +46,18 @@ def names_no_resources(env: Mapping[str, str]) -> bool:
     sets them on the functions (`python -m trickle_deploy.template`)."""
     return not env.get("TRICKLE_STREAM_ARN", "").strip() and not any(
         naming.variable_destination(name, "queue_url") for name in env
+    )
+
+
+def settings_error_message(error: SettingsError, env: Mapping[str, str]) -> str:
+    """What `chalice package/deploy` prints for a stage it cannot import: a template stage (prod)
+    is packaged by the merge template, which gives it its resources; any other stage, what to fix."""
+    if not names_no_resources(env):
+        return str(error)
+    stage = env.get("TRICKLE_STAGE") or "STAGE"
+    return (
+        f"stage {stage!r} names no resources, its stack (the merge template) sets them: package it with"
+        f" `python -m trickle_deploy.template --stage {stage} --package DIR`, not with chalice"
     )
 
 
@@ -170,7 +187,7 @@ class _Reader:
         try:
             value = cast(raw)
         except ValueError:
-            self.errors.append(f"{name}={raw!r} is not a {cast.__name__}")
+            self.errors.append(f"{name}={raw!r} is not {kind(cast)}")
             return default
         if not low <= value <= high:  # type: ignore[operator]
             self.errors.append(f"{name}={raw!r} must be between {low} and {high}")
@@ -285,7 +302,7 @@ class _DestinationReader:
         except ValueError:
             number = None
         if number is None:
-            self._r.errors.append(f"{where}={value!r} is not a {cast.__name__}")
+            self._r.errors.append(f"{where}={value!r} is not {kind(cast)}")
             return default
         if not low <= number <= high:  # type: ignore[operator]
             self._r.errors.append(f"{where}={value!r} must be between {low} and {high}")

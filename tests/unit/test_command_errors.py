@@ -6,6 +6,7 @@ configuration, so neither a region nor credentials come from the machine the sui
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from trickle_deploy.session import NO_CREDENTIALS, NO_REGION
-from trickle_project.stage import PROJECT_DIR
+from trickle_project.stage import PROJECT_DIR, copy_project
 
 BIN = Path(sys.executable).parent
 
@@ -38,6 +39,28 @@ def test_chalice_package_on_a_template_stage_names_the_command_that_packages_it(
         " `python -m trickle_deploy.template --stage prod --package DIR`, not with chalice"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_chalice_package_on_a_stage_with_a_bad_setting_says_what_to_fix(tmp_path: Path) -> None:
+    """A bootstrapped stage (dev) with a mistyped value: the settings message alone, no traceback."""
+    project = copy_project(tmp_path / "project")
+    config_path = project / ".chalice" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["stages"]["dev"]["environment_variables"]["TRICKLE_DRAIN_BUDGET"] = "lots"
+    config_path.write_text(json.dumps(config))
+    done = subprocess.run(
+        [str(BIN / "chalice"), "package", "--stage", "dev", str(tmp_path / "out")],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "AWS_DEFAULT_REGION": "us-east-1"},
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.strip() == (
+        "invalid Trickle settings for stage 'dev': TRICKLE_DRAIN_BUDGET='lots' is not an integer"
+    )
 
 
 @pytest.mark.parametrize("module", ["trickle_deploy.bootstrap", "trickle_deploy.stream_settings"])

@@ -315,7 +315,7 @@ def test_api_url_mistakes_are_usage_errors_naming_the_flag(
         (
             None,
             {"TRICKLE_DRAIN_BUDGET": "lots"},
-            "TRICKLE_DRAIN_BUDGET='lots' is not a int",
+            "TRICKLE_DRAIN_BUDGET='lots' is not an integer",
         ),
     ],
 )
