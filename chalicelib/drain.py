@@ -16,9 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from chalicelib import drain_group
 from chalicelib.drain_effects import Effects
 from chalicelib.drain_state import DrainReport, GroupRun, InFlight, RunState
-from chalicelib.fifo_queue import MAX_BATCH_ENTRIES
-from chalicelib.metrics import RunMetrics
-from chalicelib.model import ReceivedMessage
+from chalicelib.model import MAX_BATCH_ENTRIES, ReceivedMessage
 from chalicelib.policy import Backoff, Rules
 from chalicelib.ports import (
     Api,
@@ -28,6 +26,8 @@ from chalicelib.ports import (
     Clock,
     DeadLetterQueue,
     DeliveryLedger,
+    Enrich,
+    Metrics,
     RunNotes,
     SourceQueue,
 )
@@ -60,26 +60,29 @@ class Drainer:
         settings: Settings,
         notes: RunNotes | None = None,
         archive: Archive | None = None,
-        enrich: Callable[[str, str], str] | None = None,
+        enrich: Enrich | None = None,
         callbacks: Callbacks | None = None,
         *,
+        metrics: Callable[[], Metrics],
         clock: Clock = time,
         draw: Draw = random.uniform,
     ) -> None:
-        """`clock`: the `time` module, or a test's; `draw`: the backoff's jitter, uniform in [a, b]."""
+        """`metrics`: makes each run's figures (`chalicelib.wiring` gives the EMF writer for the
+        destination); `clock`: the `time` module, or a test's; `draw`: the backoff's jitter,
+        uniform in [a, b]."""
         self._effects = Effects(
             queue, dead_letters, ledger, api, key, destination.name, notes, archive, enrich, callbacks
         )
         self._settings = settings
         self._destination = destination
         self._rules = rules_for(destination, draw)
+        self._metrics = metrics
         self._clock = clock
 
     def run(self, remaining_ms: Callable[[], int]) -> DrainReport:
         """Drain until the queue is empty, the budget is spent, time runs short or the API says stop."""
         margin = self._settings.drain_safety_margin_ms
-        metrics = RunMetrics({"destination": self._destination.name})
-        state = RunState(lambda: remaining_ms() < margin, self._settings.breaker_failures, metrics)
+        state = RunState(lambda: remaining_ms() < margin, self._settings.breaker_failures, self._metrics())
         workers = self._settings.drain_workers
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver") as pool:
             in_flight = InFlight()

@@ -5,29 +5,29 @@ metrics that go with them. What to do is decided elsewhere (`policy.decide`, in 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.dead_letters import dead_letter
+from chalicelib.dead_letter_entries import dead_letter
 from chalicelib.drain_group import Came, Feedback
 from chalicelib.drain_log import fields, log, step
 from chalicelib.drain_state import DrainReport, GroupResult, GroupRun, Records, RunState
 from chalicelib.drain_tasks import Tasks, answered_state
-from chalicelib.enrichers import EnrichmentError
 from chalicelib.model import (
     ROUTE_ATTRIBUTE,
     ApiResponse,
     CallbackResult,
+    EnrichmentFailure,
     LedgerRecord,
     ReceivedMessage,
     Settlement,
     Status,
     delivered,
 )
-from chalicelib.notes import run_note_key
+from chalicelib.naming import run_note_key
 from chalicelib.policy import Action, Decision, Move, Outcome, classify
 from chalicelib.ports import (
     Api,
@@ -36,6 +36,7 @@ from chalicelib.ports import (
     Callbacks,
     DeadLetterQueue,
     DeliveryLedger,
+    Enrich,
     RunNotes,
     SourceQueue,
 )
@@ -54,7 +55,7 @@ class Effects:
         destination: str,
         notes: RunNotes | None = None,
         archive: Archive | None = None,
-        enrich: Callable[[str, str], str] | None = None,
+        enrich: Enrich | None = None,
         callbacks: Callbacks | None = None,
     ) -> None:
         self._queue = queue
@@ -188,11 +189,12 @@ class Effects:
         or refused."""
         body = message.body
         if self._enrich is not None:
-            try:
-                body = self._enrich(message.attributes.get(ROUTE_ATTRIBUTE, ""), body)
-            except EnrichmentError as exc:
-                outcome = Outcome.RETRY if exc.retryable else Outcome.PERMANENT
-                return ApiResponse(None, error=str(exc)), Decision(outcome, f"enrichment failed: {exc}")
+            enriched = self._enrich(message.attributes.get(ROUTE_ATTRIBUTE, ""), body)
+            if isinstance(enriched, EnrichmentFailure):
+                outcome = Outcome.RETRY if enriched.retryable else Outcome.PERMANENT
+                reason = enriched.reason
+                return ApiResponse(None, error=reason), Decision(outcome, f"enrichment failed: {reason}")
+            body = enriched
         response = self._api.post(body, idempotency_key=message.message_id)
         answer = classify(response, _utc(run.clock.time()))
         if answer.outcome is Outcome.AUTH and run.state.claim_key_refresh():

@@ -7,12 +7,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from chalicelib.callbacks import BODY_URL_EXPIRES_S, failure_cause, success_output
 from chalicelib.drain_log import fields, log
 from chalicelib.drain_state import GroupRun, Records, RunState
 from chalicelib.model import TASK_TOKEN_ATTRIBUTE, ApiResponse, CallbackResult, LedgerRecord, ReceivedMessage
 from chalicelib.policy import Action, Callback
 from chalicelib.ports import Archive, Callbacks, DeliveryLedger
+from chalicelib.task_answers import BODY_URL_EXPIRES_S, failure_cause, success_output
 
 TASK_GONE = "rejected"  # the ledger's callback state for a task that refused a call
 

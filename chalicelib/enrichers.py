@@ -20,6 +20,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
+    from chalicelib.model import EnrichmentFailure
+
 
 class EnrichmentError(RuntimeError):
     def __init__(self, reason: str, retryable: bool) -> None:
@@ -87,27 +89,39 @@ def customer(body: Any, context: EnrichContext) -> Any:
 
 
 class Enrichment:
-    """The drain's enrichment step for one destination: the enricher of the message's route, applied
-    to the body parsed with exact numbers, written back as JSON."""
+    """The drain's enrichment step for one destination (`chalicelib.ports.Enrich`): the enricher of
+    the message's route, applied to the body parsed with exact numbers, written back as JSON; an
+    `EnrichmentError` comes back as the model's `EnrichmentFailure`, as the API client's errors come
+    back as an answer, so the drain needs nothing of this module."""
 
     def __init__(self, by_route: Mapping[str, str], context: EnrichContext) -> None:
-        # the JSON writer only now: settings import this registry, and `import app` (every cold
-        # start) need not compile strict_json's patterns
+        # the JSON writer and the values only now: settings import this registry, and `import app`
+        # (every cold start) need not compile strict_json's patterns nor build the model's classes
+        from chalicelib.model import EnrichmentFailure
         from chalicelib.strict_json import dumps
 
         self._by_route = dict(by_route)
         self._context = context
         self._dumps = dumps
+        self._failure = EnrichmentFailure
 
     def __bool__(self) -> bool:
         return bool(self._by_route)
 
-    def __call__(self, route: str, body: str) -> str:
+    def __call__(self, route: str, body: str, /) -> str | EnrichmentFailure:
         name = self._by_route.get(route)
         if name is None:
             return body
         try:
-            parsed = json.loads(body, parse_float=Decimal)
-        except ValueError as exc:
-            raise EnrichmentError(f"the queued body is not JSON: {exc}", retryable=False) from exc
-        return self._dumps(get(name)(parsed, self._context))
+            enriched = get(name)(_parsed(body), self._context)
+        except EnrichmentError as exc:
+            return self._failure(str(exc), exc.retryable)
+        return self._dumps(enriched)
+
+
+def _parsed(body: str) -> Any:
+    """A queued body with its numbers exact; one that is not JSON is poison."""
+    try:
+        return json.loads(body, parse_float=Decimal)
+    except ValueError as exc:
+        raise EnrichmentError(f"the queued body is not JSON: {exc}", retryable=False) from exc

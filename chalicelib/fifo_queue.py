@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.batch_retry import retry_unprocessed
-from chalicelib.model import MESSAGE_ID_ATTRIBUTE, OutboundMessage, ReceivedMessage, SendFailure
+from chalicelib.model import (
+    MAX_BATCH_ENTRIES,
+    MESSAGE_ID_ATTRIBUTE,
+    OutboundMessage,
+    ReceivedMessage,
+    SendFailure,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -18,7 +24,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH_ENTRIES = 10
 MAX_BATCH_BYTES = 1_048_576
 
 

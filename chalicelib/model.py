@@ -19,6 +19,9 @@ ROUTE_ATTRIBUTE = "trickle-route"
 # A message with a Step Functions task waiting for it carries its token here, on the destination's
 # queue only (`chalicelib.callbacks`).
 TASK_TOKEN_ATTRIBUTE = "trickle-task-token"
+# SQS's limit on a batch call's entries, and on the messages one receive returns: a receive that
+# asks for this many and gets fewer found the queue's other groups in flight, or nothing left.
+MAX_BATCH_ENTRIES = 10
 
 JsonValue = Any
 
@@ -195,3 +198,13 @@ class CallbackResult(enum.Enum):
     SENT = "sent"
     REJECTED = "rejected"  # the task no longer waits: counted, never retried
     FAILED = "failed"  # throttled, 5xx, unreachable after retries: answer again later
+
+
+@dataclass(frozen=True)
+class EnrichmentFailure:
+    """Why a body could not be enriched now (an enricher's `EnrichmentError`, `chalicelib.enrichers`):
+    `retryable` (a throttled or failing lookup) is backed off like a 5xx; otherwise the message is
+    poison, like a 4xx."""
+
+    reason: str
+    retryable: bool

@@ -92,6 +92,19 @@ def policy_file_function(stage: str, file_name: str) -> str | None:
     )
 
 
+# --- its notes (chalicelib.notes), keyed by kind so IAM scopes each function to its own ---------
+
+
+def run_note_key(destination: str) -> str:
+    """The note of its drain's last run (the run's report, read by `GET /status`)."""
+    return f"run#{destination}"
+
+
+def lease_key(destination: str) -> str:
+    """Its drain's run lease (`chalicelib.run_lease`)."""
+    return f"lease#{destination}"
+
+
 # --- a template stage's stack (trickle_deploy.template) -------------------------------------------
 
 

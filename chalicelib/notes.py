@@ -2,10 +2,10 @@
 `TRICKLE_NOTES_TABLE`), so the ledger holds only message records.
 
 Each note's key leads with its kind: `run#<destination>` (the last drain run), `lease#<destination>`
-(the drain's run lease, `chalicelib.run_lease`), `redrive#<job id>` (a redrive job) and
-`ingest#unrouted` (the count of stream records no route took). IAM scopes by that leading key
-(`dynamodb:LeadingKeys`): each drain reaches only its own run note and lease, ingest only its count,
-the routes only run notes and the count (read) and redrive jobs."""
+(the drain's run lease, `chalicelib.run_lease`), both formed in `chalicelib.naming`, `redrive#<job
+id>` (a redrive job) and `ingest#unrouted` (the count of stream records no route took). IAM scopes
+by that leading key (`dynamodb:LeadingKeys`): each drain reaches only its own run note and lease,
+ingest only its count, the routes only run notes and the count (read) and redrive jobs."""
 
 from __future__ import annotations
 
@@ -20,16 +20,8 @@ if TYPE_CHECKING:
 NOTE_KEY = "note_id"
 
 
-def run_note_key(destination: str) -> str:
-    return f"run#{destination}"
-
-
 def redrive_note_key(job_id: str) -> str:
     return f"redrive#{job_id}"
-
-
-def lease_key(destination: str) -> str:
-    return f"lease#{destination}"
 
 
 UNROUTED_NOTE_KEY = "ingest#unrouted"

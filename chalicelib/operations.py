@@ -17,7 +17,8 @@ from chalicelib.dead_letters import RedriveFilter, Redriver
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.ledger import Ledger
 from chalicelib.model import LedgerRecord, Status, dead_at
-from chalicelib.notes import UNROUTED_NOTE_KEY, Notes, redrive_note_key, run_note_key
+from chalicelib.naming import run_note_key
+from chalicelib.notes import UNROUTED_NOTE_KEY, Notes, redrive_note_key
 from chalicelib.submissions import Submission
 
 if TYPE_CHECKING:

@@ -2,9 +2,8 @@
 as `Protocol`s over the values of `chalicelib.model` (the only module they import).
 
 The AWS and HTTP adapters (`FifoQueue`, `Ledger`, `ApiClient`, `SecretCache`, `ResponseArchive`,
-`StepFunctionsCallbacks`)
-satisfy them structurally; the in-memory fakes under `tests/fakes.py` do too, so every branch of
-the drain runs in unit tests without an emulator.
+`StepFunctionsCallbacks`, `Enrichment`, `RunMetrics`) satisfy them structurally; the in-memory fakes
+under `tests/fakes.py` do too, so every branch of the drain runs in unit tests without an emulator.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from typing import Any, Protocol
 from chalicelib.model import (
     ApiResponse,
     CallbackResult,
+    EnrichmentFailure,
     LedgerRecord,
     OutboundMessage,
     ReceivedMessage,
@@ -89,6 +89,13 @@ class ApiKey(Protocol):
     """The destination's key; `refresh` re-reads it after the API refused it (a rotated key)."""
 
     def refresh(self) -> str: ...
+
+
+class Enrich(Protocol):
+    """A destination's enrichment (`chalicelib.enrichers.Enrichment`): the body to send for a
+    message of `route`, or why there is none now."""
+
+    def __call__(self, route: str, body: str, /) -> str | EnrichmentFailure: ...
 
 
 class RunNotes(Protocol):

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.drain_state import DrainReport
-from chalicelib.notes import NOTE_KEY, lease_key
+from chalicelib.naming import lease_key
+from chalicelib.notes import NOTE_KEY
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

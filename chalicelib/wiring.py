@@ -154,6 +154,7 @@ def drainer(destination: str) -> Drainer:
     from chalicelib.api_client import ApiClient, connect
     from chalicelib.drain import Drainer
     from chalicelib.enrichers import EnrichContext, Enrichment
+    from chalicelib.metrics import RunMetrics
 
     s = settings()
     target = s.destination(destination)
@@ -172,6 +173,7 @@ def drainer(destination: str) -> Drainer:
         archive(),
         enrich if enrich else None,
         callbacks(),
+        metrics=functools.partial(RunMetrics, {"destination": target.name}),
     )
 
 

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 from chalicelib import naming
 from chalicelib.ledger import DEAD_INDEX
-from chalicelib.notes import UNROUTED_NOTE_KEY, lease_key, redrive_note_key, run_note_key
+from chalicelib.notes import UNROUTED_NOTE_KEY, redrive_note_key
 from chalicelib.settings import Destination, Settings, SettingsError, load_settings
 from trickle_project.stage import is_template_stage, stage_settings, with_bootstrap_queues
 
@@ -266,7 +266,8 @@ def _drain_policy(
                 ["dynamodb:DeleteItem", "dynamodb:PutItem"],
                 [r.notes_arn],
                 _leading_keys(
-                    "StringEquals", [lease_key(d.destination.name), run_note_key(d.destination.name)]
+                    "StringEquals",
+                    [naming.lease_key(d.destination.name), naming.run_note_key(d.destination.name)],
                 ),
             ),
             _statement("ReadApiKey", ["ssm:GetParameter"], [d.parameter_arn]),
@@ -350,7 +351,7 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                     "ReadRunNotes",
                     ["dynamodb:GetItem"],
                     [r.notes_arn],
-                    _leading_keys("StringLike", [run_note_key("*"), UNROUTED_NOTE_KEY]),
+                    _leading_keys("StringLike", [naming.run_note_key("*"), UNROUTED_NOTE_KEY]),
                 ),
                 _statement(
                     "RedriveJobs",

@@ -8,7 +8,8 @@ import threading
 from collections import Counter
 from typing import Any
 
-from chalicelib.notes import NOTE_KEY, lease_key
+from chalicelib.naming import lease_key
+from chalicelib.notes import NOTE_KEY
 from chalicelib.operations import is_message_id
 from chalicelib.run_lease import LEASE_MARGIN_S, OVERLAP, RunLease
 from tests.integration.conftest import Stack

@@ -13,8 +13,8 @@ import boto3
 import pytest
 import requests
 
-from chalicelib.callbacks import MAX_OUTPUT_BYTES
 from chalicelib.model import TASK_TOKEN_ATTRIBUTE
+from chalicelib.task_answers import MAX_OUTPUT_BYTES
 from tests.fakes import until
 from tests.integration.conftest import Stack
 from trickle_local.standin_api import Reply

@@ -18,12 +18,7 @@ import pytest
 from botocore.stub import Stubber
 
 from chalicelib import wiring
-from chalicelib.callbacks import (
-    MAX_OUTPUT_BYTES,
-    StepFunctionsCallbacks,
-    failure_cause,
-    success_output,
-)
+from chalicelib.callbacks import StepFunctionsCallbacks
 from chalicelib.drain import Drainer
 from chalicelib.drain_state import DrainReport
 from chalicelib.model import TASK_TOKEN_ATTRIBUTE, ApiResponse, CallbackResult, LedgerRecord, Status, Verdict
@@ -41,6 +36,7 @@ from chalicelib.policy import (
 )
 from chalicelib.settings import SettingsError
 from chalicelib.submissions import SubmissionError, parse_submission
+from chalicelib.task_answers import MAX_OUTPUT_BYTES, failure_cause, success_output
 from tests.fakes import (
     FakeArchive,
     FakeCallbacks,
@@ -48,6 +44,7 @@ from tests.fakes import (
     FakeFifo,
     FakeKey,
     FakeLedger,
+    FakeMetrics,
     FakeNotes,
     ScriptedApi,
     message,
@@ -290,6 +287,7 @@ class Rig:
             FakeNotes(),
             self.archive,
             callbacks=self.callbacks,
+            metrics=FakeMetrics,
         )
         return drainer.run(lambda: 10**9)
 

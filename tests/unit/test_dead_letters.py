@@ -1,4 +1,5 @@
-"""Dead-letter entries and redrive copies, pure parts (chalicelib/dead_letters.py)."""
+"""Dead-letter entries and redrive copies (chalicelib/dead_letter_entries.py, pure), and the redrive
+(chalicelib/dead_letters.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from chalicelib.dead_letters import (
+from chalicelib.dead_letter_entries import (
     ATTEMPTS_ATTRIBUTE,
     EXCERPT_ATTRIBUTE,
     FIRST_ATTEMPT_ATTRIBUTE,
@@ -16,12 +17,10 @@ from chalicelib.dead_letters import (
     REJECTED_AT_ATTRIBUTE,
     RELAY_ATTRIBUTES,
     STATUS_ATTRIBUTE,
-    RedriveFilter,
-    Redriver,
-    RedriveReport,
     dead_letter,
     redrive_copy,
 )
+from chalicelib.dead_letters import RedriveFilter, Redriver, RedriveReport
 from chalicelib.model import (
     DESTINATION_ATTRIBUTE,
     MESSAGE_ID_ATTRIBUTE,

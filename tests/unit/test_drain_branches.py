@@ -11,13 +11,15 @@ import pytest
 
 from chalicelib.drain import Drainer
 from chalicelib.drain_state import DrainReport
-from chalicelib.model import REASON_ATTRIBUTE, ApiResponse, LedgerRecord, Status
+from chalicelib.model import REASON_ATTRIBUTE, ApiResponse, EnrichmentFailure, LedgerRecord, Status
+from chalicelib.ports import Enrich
 from tests.fakes import (
     FakeArchive,
     FakeDeadLetters,
     FakeFifo,
     FakeKey,
     FakeLedger,
+    FakeMetrics,
     FakeNotes,
     ScriptedApi,
     message,
@@ -39,6 +41,7 @@ class Rig:
         self.notes = FakeNotes()
         self.archive = FakeArchive()
         self.api = api
+        self.enrich: Enrich | None = None
         self.settings = make_settings(**(FAST | {"TRICKLE_DRAIN_WORKERS": "1"} | env))
 
     def run(self) -> DrainReport:
@@ -52,6 +55,8 @@ class Rig:
             self.settings,
             self.notes,
             self.archive,
+            self.enrich,
+            metrics=FakeMetrics,
         )
         return drainer.run(lambda: 10**9)
 
@@ -222,6 +227,30 @@ def test_out_of_attempts_is_dead_lettered_with_the_count(make_settings: MakeSett
     assert (first.retried, second.dead_lettered) == (1, 1)
     assert rig.dead_letters.sent[0].attributes[REASON_ATTRIBUTE] == "gave up after 2 attempts; last: HTTP 503"
     assert rig.ledger.status("g0-0") is Status.DEAD
+
+
+def test_an_enrichment_that_fails_is_answered_like_the_api_would_without_calling_it(
+    make_settings: MakeSettings,
+) -> None:
+    """The enrichment answers why it cannot enrich (`EnrichmentFailure`, a value of the model, not an
+    exception of the enrichers): retryable is held like a 5xx, the rest is poison like a 4xx."""
+    failures = {
+        "g0:0": EnrichmentFailure("customer lookup failed: Throttled", retryable=True),
+        "g1:0": EnrichmentFailure("customer enrichment needs the envelope's keys.pk", retryable=False),
+    }
+    rig = Rig(make_settings, answers(), message("g0", 0), message("g1", 0), message("g2", 0))
+    rig.enrich = lambda route, body: failures.get(body, f"{body} enriched")
+
+    report = rig.run()
+
+    assert (report.retried, report.dead_lettered, report.delivered) == (1, 1, 1)
+    assert rig.api.bodies() == ["g2:0 enriched"]
+    assert rig.ledger.records["g0-0"].last_error == "enrichment failed: customer lookup failed: Throttled"
+    assert rig.holds("g0-0")[0] >= 1
+    (dead,) = rig.dead_letters.sent
+    assert dead.attributes[REASON_ATTRIBUTE] == (
+        "enrichment failed: customer enrichment needs the envelope's keys.pk"
+    )
 
 
 def test_consecutive_failures_trip_the_breaker(make_settings: MakeSettings) -> None:

@@ -189,6 +189,7 @@ def test_a_drain_run_reads_only_the_clock_and_the_jitter_it_is_given(make_settin
         settings.destination("orders"),
         settings,
         notes,
+        metrics=FakeMetrics,
         clock=clock,
         draw=lambda low, high: low,
     )

@@ -15,7 +15,7 @@ import pytest
 from chalicelib.drain import FINISH_MESSAGES, Drainer
 from chalicelib.drain_state import GroupResult, InFlight
 from chalicelib.model import Status
-from tests.fakes import FakeClock, FakeDeadLetters, FakeFifo, FakeKey, FakeLedger, SlowApi
+from tests.fakes import FakeClock, FakeDeadLetters, FakeFifo, FakeKey, FakeLedger, FakeMetrics, SlowApi
 from tests.unit.conftest import MakeSettings
 
 
@@ -32,6 +32,7 @@ def drain(
         FakeKey(),
         settings.destination("orders"),
         settings,
+        metrics=FakeMetrics,
         clock=clock or FakeClock(),
     )
     return drainer.run(lambda: 10**9), ledger
@@ -93,7 +94,14 @@ def test_a_spent_budget_ends_receiving_but_not_the_deliveries_under_way(make_set
         TRICKLE_DRAIN_BUDGET="7", TRICKLE_DRAIN_WORKERS="4", TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1000"
     )
     drainer = Drainer(
-        queue, FakeDeadLetters(), ledger, api, FakeKey(), settings.destination("orders"), settings
+        queue,
+        FakeDeadLetters(),
+        ledger,
+        api,
+        FakeKey(),
+        settings.destination("orders"),
+        settings,
+        metrics=FakeMetrics,
     )
 
     report = drainer.run(lambda: 10**9)

@@ -13,13 +13,14 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from chalicelib.batch_retry import full_jitter
-from chalicelib.fifo_queue import (
-    MAX_BATCH_BYTES,
+from chalicelib.fifo_queue import MAX_BATCH_BYTES, FifoQueue, chunk_for_batch
+from chalicelib.model import (
     MAX_BATCH_ENTRIES,
-    FifoQueue,
-    chunk_for_batch,
+    MESSAGE_ID_ATTRIBUTE,
+    OutboundMessage,
+    ReceivedMessage,
+    SendFailure,
 )
-from chalicelib.model import MESSAGE_ID_ATTRIBUTE, OutboundMessage, ReceivedMessage, SendFailure
 
 URL = "https://sqs.us-east-1.amazonaws.com/123456789012/q.fifo"
 

@@ -19,8 +19,21 @@ from trickle_project.stage import packaging_env
 PACKAGE = Path(__file__).resolve().parents[2] / "chalicelib"
 MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
 # The core: the values, the ports, and the decisions made on them: `decide`, and the drain's loop
-# around it with the run's state it reads (a rate limit is a token bucket, no I/O).
-CORE = {"model", "ports", "policy", "drain_group", "drain_state", "ratelimit"}
+# around it with the run's state it reads (a rate limit is a token bucket, no I/O); and the pure
+# functions the drain builds what it sends with: the names, strict JSON, a dead letter's entry, a
+# waiting task's answers.
+CORE = {
+    "model",
+    "ports",
+    "policy",
+    "drain_group",
+    "drain_state",
+    "ratelimit",
+    "naming",
+    "strict_json",
+    "dead_letter_entries",
+    "task_answers",
+}
 
 
 def imports(module: str) -> set[str]:
@@ -60,6 +73,19 @@ def test_importing_the_core_loads_no_adapter_and_no_aws_sdk(module: str) -> None
     sdk = sorted({m.split(".")[0] for m in loaded} & {"boto3", "botocore", "urllib3"})
     ours = sorted(m for m in loaded if m.startswith("chalicelib.") and m.split(".")[1] not in CORE)
     assert sdk + ours == [], f"import chalicelib.{module} loads {sdk + ours}"
+
+
+# The drain's own modules: the run, a group's loop, the run's state, its effects, its log lines.
+DRAIN = {"drain", "drain_effects", "drain_group", "drain_log", "drain_state", "drain_tasks"}
+
+
+@pytest.mark.parametrize("module", sorted(DRAIN))
+def test_the_drain_imports_only_ports_model_core_and_settings(module: str) -> None:
+    """The drain reaches SQS, DynamoDB, the API and Step Functions only through the ports it is given
+    (`chalicelib.wiring` builds the adapters, and the run's metrics). `settings` is the parsed
+    configuration (`Settings`, `Destination`): the drain reads its types, it calls no service."""
+    allowed = CORE | DRAIN | {"settings"}
+    assert imports(module) <= allowed, f"{module} imports {sorted(imports(module) - allowed)}"
 
 
 def test_the_import_graph_has_no_cycle() -> None:

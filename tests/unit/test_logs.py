@@ -15,7 +15,7 @@ from chalice.local import LambdaContext
 
 from chalicelib.drain import Drainer
 from chalicelib.logs import LambdaContextKeys, configure_logging, context_keys
-from tests.fakes import FakeDeadLetters, FakeFifo, FakeKey, FakeLedger, SlowApi
+from tests.fakes import FakeDeadLetters, FakeFifo, FakeKey, FakeLedger, FakeMetrics, SlowApi
 from tests.unit.conftest import MakeSettings
 
 log = logging.getLogger("chalicelib.test")
@@ -136,6 +136,7 @@ def test_the_drains_workers_log_with_the_invocations_context(
         FakeKey(),
         settings.destination("orders"),
         settings,
+        metrics=FakeMetrics,
     )
     app = Chalice(app_name="logs")
     app.register_middleware(LambdaContextKeys(configure_logging("DEBUG")), "all")
