@@ -22,7 +22,6 @@ if __name__ == "__main__":  # a stop signal while the modules below load: nothin
 import argparse
 import contextlib
 import io
-import json
 import logging
 import os
 import re
@@ -41,7 +40,13 @@ from chalicelib.fifo_queue import FifoQueue
 from chalicelib.logs import LOGGER_NAMES
 from chalicelib.settings import Settings, SettingsError, load_settings
 from trickle_local import signals
-from trickle_local.demo import DemoReport, expected_by_destination, single_table_items, summarize
+from trickle_local.demo import (
+    DemoReport,
+    expected_by_destination,
+    single_table_items,
+    summarize,
+    summary_line,
+)
 from trickle_local.emulators import (
     EMULATORS,
     Emulator,
@@ -489,11 +494,7 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> int:
         )
     if args.json:
         received = {name: api.listing() for name, api in session.apis.items()}
-        summary_json = json.loads(report.to_json(drain_seconds=drain_s, received=received))
-        if executions is not None:
-            summary_json["executions"] = executions.as_dict()
-            summary_json["ok"] = summary_json["ok"] and executions.running == 0
-        print(json.dumps(summary_json, sort_keys=True), file=out, flush=True)
+        print(summary_line(report, received, drain_s, executions), file=out, flush=True)
     return 0 if report.ok and (executions is None or executions.running == 0) else 1
 
 

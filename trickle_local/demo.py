@@ -11,6 +11,7 @@ from chalicelib.records import route_record
 from chalicelib.settings import Settings
 from chalicelib.strict_json import dumps
 from trickle_local.standin_api import RecordedRequest
+from trickle_local.workflows import ExecutionCounts
 
 ItemKey = tuple[str, str]
 
@@ -189,6 +190,21 @@ class DemoReport:
         expected = sum(p.inserted for p in self.destinations.values())
         document = {**asdict(self.total), "expected_deliveries": expected, "ok": self.ok, "destinations": per}
         return dumps(dict(sorted((document | extra).items())))
+
+
+def summary_line(
+    report: DemoReport,
+    received: dict[str, list[dict[str, object]]],
+    drain_seconds: float,
+    executions: ExecutionCounts | None,
+) -> str:
+    """`demo --json`'s line: the report, `received` as the stand-ins' listings have it (written by
+    the strict writer, so a number keeps every digit it was sent with), and the executions' counts
+    (`ok` only once none is still running)."""
+    extra: dict[str, object] = {"drain_seconds": drain_seconds, "received": received}
+    if executions is not None:
+        extra |= {"executions": executions.as_dict(), "ok": report.ok and executions.running == 0}
+    return report.to_json(**extra)
 
 
 def expected_by_destination(items: list[dict[str, Any]], settings: Settings) -> dict[str, list[ItemKey]]:

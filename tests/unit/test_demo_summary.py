@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
-from trickle_local.demo import demo_items, summarize
+from trickle_local.demo import DemoReport, demo_items, summarize, summary_line
 from trickle_local.standin_api import RecordedRequest
+from trickle_local.workflows import ExecutionCounts
 
 
 def request(pk: str, sk: str, sequence: int, status: int = 200, applied: bool = True) -> RecordedRequest:
@@ -59,3 +61,29 @@ def test_demo_items_spread_over_groups_with_every_type() -> None:
     assert [i["pk"]["S"] for i in items[:4]] == ["demo-000", "demo-001", "demo-002", "demo-000"]
     assert len({i["sk"]["S"] for i in items}) == 10
     assert {"S", "N", "SS", "B", "M"} <= {kind for item in items[:1] for av in item.values() for kind in av}
+
+
+def test_the_json_line_writes_what_the_stand_in_received_with_every_digit() -> None:
+    listed = '{"keys":{"pk":"a","sk":"1"},"exact":12345678901234567890.123456789,"qty":3}'
+    received: dict[str, list[dict[str, object]]] = {
+        "orders": [{"n": 0, "body": json.loads(listed, parse_float=Decimal)}]
+    }
+    report = DemoReport(1, {"orders": summarize(KEYS[:1], [request("a", "1", 10)], 0, 1.0)}, 1.0)
+
+    line = summary_line(report, received, 0.5, None)
+
+    assert listed in line  # as the stand-in's GET listing has it, not 1.2345678901234567e+19
+    assert json.loads(line, parse_float=Decimal)["received"] == received
+    assert json.loads(line)["ok"] is True
+
+
+def test_the_json_line_is_not_ok_while_an_execution_still_runs() -> None:
+    report = DemoReport(1, {"orders": summarize(KEYS[:1], [request("a", "1", 10)], 0, 1.0)}, 1.0)
+    running = ExecutionCounts(started=2, succeeded=1, failed=0, running=1)
+
+    document = json.loads(summary_line(report, {}, 0.5, running))
+
+    assert (document["ok"], document["executions"]) == (
+        False,
+        {"started": 2, "succeeded": 1, "failed": 0, "running": 1},
+    )
