@@ -91,8 +91,8 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.
         if (stage.PROJECT_DIR / venv).exists():
             (project / venv).symlink_to((stage.PROJECT_DIR / venv).resolve())
     routes, app = project / "chalicelib" / "routes.toml", project / "app.py"
-    routes.write_text(routes.read_text() + "\n" + RECIPE.routes)
-    app.write_text(app.read_text() + "\n\n" + RECIPE.drain)
+    routes.write_text(routes.read_text() + RECIPE.routes)  # appended as they are, as the recipe says
+    app.write_text(app.read_text() + RECIPE.drain)
     return project, run(project, RECIPE.command)
 
 
@@ -147,6 +147,20 @@ def test_the_command_gives_every_stage_the_new_drain_and_its_policy(
         }
         assert f"updated .chalice/policy-{name}-{drain}.json" in done.stdout.splitlines()
     assert run(project, RECIPE.command + " --check").returncode == 0
+
+
+def test_the_project_stays_lint_and_format_clean(
+    applied: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    """`./dev test` checks these first: the recipe must not leave it failing before any test runs."""
+    project, _ = applied
+
+    checks = (".venv/bin/ruff check .", ".venv/bin/ruff format --check .")
+
+    done = {check: run(project, check) for check in checks}
+
+    failed = {check: d.stdout + d.stderr for check, d in done.items() if d.returncode != 0}
+    assert failed == {}
 
 
 def test_local_runs_it_with_its_stand_in_on_the_port_the_recipe_states(
