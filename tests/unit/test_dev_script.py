@@ -32,7 +32,26 @@ def test_help_prints_the_usage_and_no_command_is_an_error(tmp_path: Path) -> Non
     helped, bare = dev(tmp_path, "help"), dev(tmp_path)
 
     assert helped.returncode == 0 and "./dev run" in helped.stdout and helped.stderr == ""
-    assert bare.returncode == 2 and bare.stderr == helped.stdout
+    assert bare.returncode == 2 and bare.stderr == "give a command:\n" + helped.stdout
+    assert bare.stdout == "" and not (tmp_path / ".venv").exists()
+
+
+def test_test_arguments_still_run_every_check_then_pytest_once_with_them(tmp_path: Path) -> None:
+    log = stub_venvs(tmp_path)
+
+    done = dev(tmp_path, "test", "-k", "drain")
+
+    assert done.returncode == 0, done.stderr
+    assert [line.split(" ")[0] for line in log.read_text().splitlines()] == [
+        "ruff",
+        "ruff",
+        "mypy",
+        "python",  # policies --check
+        "python",
+    ]
+    assert pytest_calls(log) == ["python | -m pytest -k drain"]
+    usage = dev(tmp_path, "help").stdout
+    assert "(./dev test -k drain) the same checks, then pytest ARGS once" in usage
 
 
 def stub_venvs(where: Path) -> Path:
