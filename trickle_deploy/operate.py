@@ -54,7 +54,11 @@ def stack_env(cloudformation: Any, lambda_client: Any, stack: str) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trickle_deploy.operate", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m trickle_deploy.operate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keep the examples on their lines
+    )
     parser.add_argument("--stage", default="local")
     parser.add_argument("--endpoint", help="AWS endpoint URL (default: the stage's AWS_ENDPOINT_URL, if any)")
     parser.add_argument("--stack-name", help="the stack of a stage deployed with the merge template")

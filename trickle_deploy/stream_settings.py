@@ -97,7 +97,11 @@ def function_name(config: Mapping[str, Any], stage: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     from trickle_project import stage as stages
 
-    parser = argparse.ArgumentParser(prog="python -m trickle_deploy.stream_settings", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m trickle_deploy.stream_settings",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keep the examples on their lines
+    )
     parser.add_argument("--stage", required=True)
     parser.add_argument(
         "--endpoint", help="AWS endpoint URL (default: real AWS, or the stage's AWS_ENDPOINT_URL)"

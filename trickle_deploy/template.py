@@ -741,7 +741,11 @@ def package(stage: str, out: Path, region: str = "us-east-1") -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trickle_deploy.template", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m trickle_deploy.template",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keep the examples on their lines
+    )
     parser.add_argument("--stage", required=True)
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", type=Path, help="only write the merge template here")

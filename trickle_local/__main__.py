@@ -410,7 +410,7 @@ def serve(session: Session, args: argparse.Namespace) -> None:
         print(f"Metrics:      {args.metrics_file} (the handlers' metrics lines)", file=sys.stderr)
     for name in session.apis:
         url = session.settings.destination(name).url
-        print(f"Received:     GET {url} lists what {name}'s API got", file=sys.stderr)
+        print(f"Received:     GET {url} lists what the {name} API got", file=sys.stderr)
     session.insert(single_table_items(args.demo_items, args.groups))
     announce_first_drain(session)
     session.stack.callback(Progress(session, 0, every_s=1.0).start().stop)
@@ -627,6 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="also run N Step Functions executions that send an item through the first destination and wait",
     )
+    for command in (up, demo):  # a check made after parsing reads as its command's own usage error
+        command.set_defaults(usage_error=command.error)
     return parser
 
 
@@ -697,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
     given = getattr(args, "api_url", None) or []
     problem = api_url_problem(given, args.api_key, args.real_aws, args.stage, destinations)
     if problem is not None:
-        parser.error(problem)
+        args.usage_error(problem)
     fresh = args.metrics_file is None
     args.metrics_file = metrics_target(args)
     if fresh and args.metrics_file is not None:

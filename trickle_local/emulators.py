@@ -297,7 +297,11 @@ def start_emulator(
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m trickle_local.emulators moto|ministack --port N`: serve until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m trickle_local.emulators", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m trickle_local.emulators",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keep the examples on their lines
+    )
     parser.add_argument("name", choices=EMULATORS)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4566)

@@ -301,7 +301,8 @@ def test_api_url_mistakes_are_usage_errors_naming_the_flag(
         cli.main(["up", "--ephemeral-ports", *flags])
     err = capsys.readouterr().err
     assert refused.value.code == 2
-    assert message in err and "Traceback" not in err
+    assert f"python -m trickle_local up: error: {message}" in err and "Traceback" not in err
+    assert err.startswith("usage: python -m trickle_local up ")  # up's usage, whichever check refused
 
 
 @pytest.mark.parametrize(
