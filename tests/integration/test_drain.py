@@ -37,7 +37,6 @@ def test_each_request_carries_json_the_key_header_and_the_idempotency_key(stack:
         assert request.path == "/orders"
 
 
-@pytest.mark.smoke
 def test_a_failure_mid_group_stops_that_group_only_and_the_rest_waits_for_a_later_run(stack: Stack) -> None:
     stack.fill(groups=3, per_group=6)
     failing = {"g1": "003"}

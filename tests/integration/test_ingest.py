@@ -22,7 +22,6 @@ def bodies(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [json.loads(m["Body"], parse_float=Decimal) for m in messages]
 
 
-@pytest.mark.smoke
 def test_batch_larger_than_ten_records_is_queued_in_stream_order(stack: Stack) -> None:
     stack.put_items(
         [stack.item(f"p{i % 3}", f"{i:03}", n={"N": "12345678901234567890.000000001"}) for i in range(25)]

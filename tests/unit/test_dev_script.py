@@ -84,7 +84,9 @@ def test_the_fast_lane_runs_the_checks_then_the_unit_and_smoke_tests_once_on_mot
         "mypy ",
         "python ",
     ]
-    assert pytest_calls(log) == ["python | -m pytest -m (not integration or smoke) and not slow -x"]
+    assert pytest_calls(log) == [
+        "python | -m pytest -m (not integration or smoke) and not slow --hypothesis-profile=fast -x"
+    ]
 
 
 def test_ci_s_test_command_still_runs_everything_on_moto_then_the_delivery_tests_on_ministack(

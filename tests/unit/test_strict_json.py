@@ -24,8 +24,9 @@ from chalicelib.submissions import SubmissionError, parse_submission
 MakeRecord = Callable[..., dict[str, Any]]
 SQS_TEXT = re.compile("[\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*")
 # Settings and the record maker are immutable, so sharing the fixtures across examples is safe.
+# 300 examples; 30 in the fast lane (tests/conftest.py).
 PROPERTY = examples(
-    max_examples=300,
+    max_examples=3 * examples.default.max_examples,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
