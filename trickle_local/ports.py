@@ -22,17 +22,25 @@ import requests
 # The server a port belongs to (its role, or the start of it) -> the command-line flag that moves it.
 FLAGS = {"AWS endpoint": "--endpoint-port", "stand-in API": "--api-port", "routes": "--routes-port"}
 HOLDER_RECORD = "port-holder.json"  # in the emulator's own temporary directory (trickle-*)
+RUN = "run"  # a Holder that is the Trickle run itself
+_LISTEN = "0A"  # a socket's state in /proc/net/tcp: listening
 
 
 @dataclass(frozen=True)
 class Holder:
-    """An emulator a Trickle run started (`run_pid`), holding a port."""
+    """An emulator a Trickle run started (`run_pid`), holding a port; or (`what` RUN) that run
+    itself, whose routes server and stand-in APIs listen in its own process."""
 
     what: str
     pid: int
     run_pid: int
 
     def __str__(self) -> str:
+        if self.what == RUN:
+            return (
+                f"held by a Trickle run still running (pid {self.run_pid}); stop that run"
+                f" (Ctrl-C, or kill {self.run_pid})"
+            )
         if alive(self.run_pid):
             return (
                 f"held by the {self.what} emulator (pid {self.pid}) of a Trickle run still running"
@@ -119,14 +127,43 @@ def record_holder(workdir: Path, what: str, pid: int, port: int, probe_url: str)
 
 
 def holder_of(port: int) -> Holder | None:
-    """The emulator a Trickle run started on `port`, if its process lives and it answers there."""
+    """The emulator a Trickle run started on `port`, if its process lives and it answers there; or
+    the run itself, still running, if its process listens on `port` (its routes server, a stand-in
+    API), so every port of a run still going is named as that run's."""
+    records = []
     for path in Path(tempfile.gettempdir()).glob(f"trickle-*/{HOLDER_RECORD}"):
         try:
             record = json.loads(path.read_text())
-            if record["port"] == port and alive(record["pid"]) and answers(record["probe_url"]):
-                return Holder(record["what"], record["pid"], record["run_pid"])
+            what, pid, run_pid = str(record["what"]), int(record["pid"]), int(record["run_pid"])
+            if record["port"] == port and alive(pid) and answers(record["probe_url"]):
+                return Holder(what, pid, run_pid)
         except (OSError, ValueError, KeyError, TypeError):
             continue  # another user's, or half written: not ours to name
+        records.append((pid, run_pid))
+    runs = {run_pid for pid, run_pid in records if alive(pid) and alive(run_pid)}
+    listener = listener_pid(port) if runs else None
+    return Holder(RUN, listener, listener) if listener in runs and listener is not None else None
+
+
+def listener_pid(port: int) -> int | None:
+    """The process listening on TCP `port` (Linux: /proc/net/tcp for the socket's inode, then the
+    process with that socket open), or None if unknown or not visible to this user."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == _LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    for fd_dir in Path("/proc").glob("[0-9]*/fd") if inodes else ():
+        try:
+            if any(os.readlink(fd) in inodes for fd in fd_dir.iterdir()):
+                return int(fd_dir.parent.name)
+        except OSError:
+            continue  # another user's process, or gone
     return None
 
 

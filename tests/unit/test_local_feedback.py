@@ -5,10 +5,12 @@ rate over the time drains ran."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,7 +21,7 @@ from chalice import Chalice, Rate
 from tests.fakes import taken_port
 from trickle_local.__main__ import Progress, Session, next_drain, rate
 from trickle_local.endpoint import MotoEndpoint
-from trickle_local.ports import PortInUseError
+from trickle_local.ports import HOLDER_RECORD, PortInUseError, PortsInUseError, check_all_free
 from trickle_local.routes import RouteServer
 from trickle_local.runtime import Invoker, LocalRuntime
 from trickle_local.standin_api import Faults, StandInApi
@@ -48,6 +50,35 @@ def test_every_server_refuses_a_taken_port_with_the_flag_that_moves_it(taken: in
         with pytest.raises(PortInUseError) as refused:
             make()
         assert f"port {taken} (" in str(refused.value) and flag in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("run_pid", "held_by"),
+    [
+        (os.getpid, "held by a Trickle run still running (pid {pid}); stop that run (Ctrl-C, or kill {pid})"),
+        (os.getppid, "in use by another program"),  # a live run, but not what listens on them
+        (None, "in use by another program"),  # no run recorded
+    ],
+)
+def test_every_port_a_run_still_going_holds_is_named_as_that_run_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_pid: Any, held_by: str
+) -> None:
+    """A second `./dev run`: the first run's routes server and stand-in APIs listen in its own
+    process, its emulator in another; each port is named as that run's, not "another program"."""
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    if run_pid is not None:  # as `record_holder` writes it for the run's emulator (here: this process)
+        (tmp_path / "trickle-emulator").mkdir()
+        record = {"what": "ministack", "pid": os.getpid(), "port": 1, "probe_url": "http://127.0.0.1:1/"}
+        (tmp_path / "trickle-emulator" / HOLDER_RECORD).write_text(
+            json.dumps(record | {"run_pid": run_pid()})
+        )
+    with taken_port() as routes, taken_port() as api, pytest.raises(PortsInUseError) as taken:
+        check_all_free("127.0.0.1", {"routes": routes, "stand-in API for orders": api})
+    expected = held_by.format(pid=os.getpid())
+    assert [line.split(": ", 1)[1].split("; --")[0] for line in str(taken.value).splitlines()[1:3]] == [
+        expected,
+        expected,
+    ]
 
 
 FREE_OTHERWISE = ["--endpoint-port", "0", "--api-port", "0"]  # 0: free ports, whatever else runs here
