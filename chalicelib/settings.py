@@ -167,12 +167,21 @@ class _Reader:
         self.env = env
         self.errors: list[str] = []
         self.routes_file = "routes file"  # becomes "routes file <path>" once the file is read
+        self.read: set[str] = set()  # every variable asked for: any other TRICKLE_* one is unknown
+        # The routes file's destinations, whose TRICKLE_DEST_<NAME>_<FIELD> a stage may set; None
+        # while the file is unread (then nothing is said about such variables).
+        self.file_destinations: Collection[str] | None = None
 
     def in_routes_file(self, problem: str) -> None:
         self.errors.append(f"{self.routes_file}: {problem}")
 
+    def raw(self, name: str) -> str:
+        """The variable's value, stripped ("" when unset), noting that it is one the settings read."""
+        self.read.add(name)
+        return self.env.get(name, "").strip()
+
     def text(self, name: str, default: str | None = None) -> str:
-        value = self.env.get(name, "").strip()
+        value = self.raw(name)
         if value:
             return value
         if default is None:
@@ -181,7 +190,7 @@ class _Reader:
         return default
 
     def number(self, name: str, default: T, cast: Callable[[str], T], low: T, high: T) -> T:
-        raw = self.env.get(name, "").strip()
+        raw = self.raw(name)
         if not raw:
             return default
         try:
@@ -195,7 +204,7 @@ class _Reader:
         return value
 
     def flag(self, name: str, default: bool) -> bool:
-        raw = self.env.get(name, "").strip().lower()
+        raw = self.raw(name).lower()
         if not raw:
             return default
         if raw not in ("true", "false"):
@@ -269,7 +278,7 @@ class _DestinationReader:
 
     def _raw(self, field: str) -> tuple[str, object] | None:
         env_name = naming.destination_variable(self.name, field)
-        value = self._r.env.get(env_name, "").strip()
+        value = self._r.raw(env_name)
         if value:
             return env_name, value
         if field in self._table:
@@ -469,6 +478,7 @@ def _destinations_and_routes(
         )
     tables = document.get("destinations", {})
     routes = document.get("routes", [])
+    r.file_destinations = [str(name) for name in tables] if isinstance(tables, dict) else []
     if not isinstance(tables, dict) or not tables:
         r.in_routes_file("[destinations.<name>] tables are required")
         tables = {}
@@ -498,12 +508,70 @@ def _destinations_and_routes(
     return destinations, parsed
 
 
+_PREFIX = "TRICKLE_"
+# TRICKLE_* variables a stage or the environment the app runs in legitimately holds that the
+# settings do not read; any other unread TRICKLE_* name is a mistake and stops the import.
+NOT_READ_BY_THE_APP = {
+    # Written by the bootstrap and set on the functions by the merge template; read by
+    # `trickle_deploy.policies` and `trickle_deploy.stream_settings` (the stream's failure queue).
+    "TRICKLE_INGEST_FAILURE_QUEUE_URL": "the ingest's failure queue, read by the deploy tools",
+    # Written by the bootstrap; read by `trickle_deploy.policies` for the drains' kms:Decrypt.
+    "TRICKLE_API_KEY_KMS_KEY_ARN": "the API keys' KMS key, read by the deploy tools",
+    # Chooses the emulator of `./dev test` and the integration suite; the chalice test client and
+    # the local runtime import the app in that same process environment.
+    "TRICKLE_EMULATOR": "the test suite's emulator",
+    # How `python -m trickle_prove` is given the API key for the bootstrap (never an argument); a
+    # shell that exported it may run the app locally.
+    "TRICKLE_PROVE_API_KEY": "trickle_prove's API key",
+    # What tests/integration/test_way_b.py hands the bootstrap its API key in (`--api-key-env`),
+    # in the suite's process environment.
+    "TRICKLE_TEST_API_KEY": "a test's API key for the bootstrap",
+}
+
+
+def _unknown_variables(r: _Reader) -> None:
+    """Refuse every TRICKLE_* variable the settings neither read nor allow: a misspelt name would
+    otherwise leave its setting at the default without a word."""
+    destinations = r.file_destinations or ()
+    known = (
+        r.read
+        | set(NOT_READ_BY_THE_APP)
+        | {naming.destination_variable(d, field) for d in destinations for field in _DESTINATION_FIELDS}
+    )
+    for name in sorted(n for n in r.env if n.startswith(_PREFIX) and n not in known):
+        if name.startswith(naming.DESTINATION_VARIABLE_PREFIX):
+            if r.file_destinations is None:
+                continue  # the routes file is unread (one error says why): its destinations are unknown
+            why = f": {_unknown_destination_variable(name, destinations)}"
+        else:
+            why = ""
+        hint = _did_you_mean(
+            name.removeprefix(_PREFIX), {k.removeprefix(_PREFIX) for k in known}, _PREFIX.__add__
+        )
+        r.errors.append(f"unknown variable {name}{hint}{why}")
+
+
+def _unknown_destination_variable(name: str, destinations: Collection[str]) -> str:
+    """What is wrong with a TRICKLE_DEST_<NAME>_<FIELD> no destination has."""
+    for destination in destinations:
+        prefix = naming.destination_variable(destination, "")
+        if name.startswith(prefix):
+            return f"destination {destination!r} has no field {name.removeprefix(prefix).lower()!r}"
+    for field in sorted(_DESTINATION_FIELDS):
+        named = naming.variable_destination(name, field)
+        if named:
+            return f"no destination {named!r} in the routes file (it has: {', '.join(destinations)})"
+    return (
+        f"{naming.destination_variable('<name>', '<field>')} sets a field of a destination of the routes file"
+    )
+
+
 _STATE_MACHINE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 
 
 def _state_machines(r: _Reader) -> tuple[str, ...]:
     """Names, comma-separated; an ARN is refused (the stage's account and region build it)."""
-    names = tuple(n.strip() for n in r.env.get("TRICKLE_CALLBACK_STATE_MACHINES", "").split(",") if n.strip())
+    names = tuple(n.strip() for n in r.raw("TRICKLE_CALLBACK_STATE_MACHINES").split(",") if n.strip())
     for name in names:
         if not _STATE_MACHINE_NAME.fullmatch(name):
             r.errors.append(
@@ -533,11 +601,11 @@ def _unrouted(r: _Reader, destinations: Collection[str]) -> str | None:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse the TRICKLE_* variables and the routes file; raise SettingsError listing every problem."""
     r = _Reader(os.environ if env is None else env)
-    stage = r.env.get("TRICKLE_STAGE", "").strip()
+    stage = r.raw("TRICKLE_STAGE")
     stream_arn = r.text("TRICKLE_STREAM_ARN")
     if stream_arn and not _STREAM_ARN.match(stream_arn):
         r.errors.append(f"TRICKLE_STREAM_ARN={stream_arn!r} is not a DynamoDB stream ARN")
-    partition_key = r.env.get("TRICKLE_PARTITION_KEY", "").strip() or None
+    partition_key = r.raw("TRICKLE_PARTITION_KEY") or None
     destinations, routes = _destinations_and_routes(r, partition_key, stage)
     settings = Settings(
         stream_arn=stream_arn,
@@ -562,8 +630,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         secret_max_age_s=r.number("TRICKLE_SECRET_MAX_AGE_SECONDS", 300, int, 0, 86_400),
         log_level=r.choice("TRICKLE_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
         auth=r.choice("TRICKLE_AUTH", "iam", ("iam", "token")),
-        auth_token_parameter=r.env.get("TRICKLE_AUTH_TOKEN_PARAMETER", "").strip() or None,
-        archive_bucket=r.env.get("TRICKLE_ARCHIVE_BUCKET", "").strip() or None,
+        auth_token_parameter=r.raw("TRICKLE_AUTH_TOKEN_PARAMETER") or None,
+        archive_bucket=r.raw("TRICKLE_ARCHIVE_BUCKET") or None,
         submit_max_bytes=r.number("TRICKLE_SUBMIT_MAX_BYTES", 262_144, int, 1024, SQS_MAX_MESSAGE_BYTES),
         callback_state_machines=_state_machines(r),
         unrouted_dead_letters=_unrouted(r, destinations),
@@ -583,6 +651,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
     if settings.auth == "token" and settings.auth_token_parameter is None:
         r.errors.append("TRICKLE_AUTH_TOKEN_PARAMETER is required when TRICKLE_AUTH=token")
+    _unknown_variables(r)
     if r.errors:
         where = f" for stage {stage!r}" if stage else ""
         raise SettingsError(f"invalid Trickle settings{where}: " + "; ".join(r.errors))

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.settings import Settings, load_settings
+from chalicelib import naming
+from chalicelib.settings import Settings, destination_names, load_settings
 
 ROUTES_FILE = Path(__file__).resolve().parent.parent / "routes.toml"
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/items/stream/2026-01-01T00:00:00.000"
@@ -48,6 +49,21 @@ def env_with(**overrides: str | None) -> dict[str, str]:
         else:
             env[name] = value
     return env
+
+
+def routes_env(path: Path) -> dict[str, str | None]:
+    """The overrides that point BASE_ENV at the routes file `path`: its TRICKLE_ROUTES_FILE, and
+    None (removed) for BASE_ENV's variables of a destination that file lacks, which a stage may
+    not set."""
+    prefixes = tuple(
+        naming.destination_variable(d, "") for d in destination_names({"TRICKLE_ROUTES_FILE": str(path)})
+    )
+    absent = [
+        name
+        for name in BASE_ENV
+        if name.startswith(naming.DESTINATION_VARIABLE_PREFIX) and not name.startswith(prefixes)
+    ]
+    return {"TRICKLE_ROUTES_FILE": str(path), **dict.fromkeys(absent)}
 
 
 @pytest.fixture
@@ -125,15 +141,15 @@ destinations = ["orders"]
 
 
 @pytest.fixture
-def routes(tmp_path: Path) -> Callable[..., dict[str, str]]:
+def routes(tmp_path: Path) -> Callable[..., dict[str, str | None]]:
     """`make_settings(**routes(events='["MODIFY"]', extra='filter = "..."'))`: a routes file with
     one destination, `orders`, and one route to it."""
 
     def _write(
         events: str = '["INSERT"]', extra: str = "", group_by: str = "partition_key"
-    ) -> dict[str, str]:
+    ) -> dict[str, str | None]:
         path = tmp_path / "routes.toml"
         path.write_text(ONE_ROUTE.format(events=events, extra=extra, group_by=group_by))
-        return {"TRICKLE_ROUTES_FILE": str(path)}
+        return routes_env(path)
 
     return _write

@@ -37,10 +37,11 @@ from chalicelib.records import group_id_for as destination_group_id
 from chalicelib.records import message_id_for as destination_message_id
 from chalicelib.settings import Settings
 from chalicelib.strict_json import dumps
+from tests.unit.conftest import routes_env
 
 MakeSettings = Callable[..., Settings]
 MakeRecord = Callable[..., dict[str, Any]]
-Routes = Callable[..., dict[str, str]]
+Routes = Callable[..., dict[str, str | None]]
 
 HUGE = "123456789012345678901234567890"
 PRECISE = "0.1000000000000000055511151231257827"
@@ -869,13 +870,13 @@ def test_build_messages_many_records_stay_in_stream_order(
 
 
 @pytest.fixture
-def toml(tmp_path: Path) -> Callable[[str], dict[str, str]]:
+def toml(tmp_path: Path) -> Callable[[str], dict[str, str | None]]:
     """`make_settings(**toml(text))`: settings from a routes file with that text."""
 
-    def _write(text: str) -> dict[str, str]:
+    def _write(text: str) -> dict[str, str | None]:
         path = tmp_path / "routes-custom.toml"
         path.write_text(text, encoding="utf-8")
-        return {"TRICKLE_ROUTES_FILE": str(path)}
+        return routes_env(path)
 
     return _write
 

@@ -11,6 +11,7 @@ import pytest
 
 from chalicelib import enrichers
 from chalicelib.settings import (
+    NOT_READ_BY_THE_APP,
     ROUTES_FILE,
     SQS_MAX_MESSAGE_BYTES,
     Destination,
@@ -19,10 +20,11 @@ from chalicelib.settings import (
     load_settings,
     table_name_from_stream_arn,
 )
+from tests.unit.conftest import env_with, routes_env
 
 MakeSettings = Callable[..., Settings]
-Routes = Callable[..., dict[str, str]]
-WriteToml = Callable[[str], dict[str, str]]
+Routes = Callable[..., dict[str, str | None]]
+WriteToml = Callable[[str], dict[str, str | None]]
 
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/items/stream/2026-01-01T00:00:00.000"
 ORDERS_QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/q.fifo"
@@ -63,10 +65,10 @@ def toml(tmp_path: Path) -> WriteToml:
     """`toml('[destinations.orders] ...')` -> the env override that points at that routes file."""
     counter = itertools.count()
 
-    def _write(text: str) -> dict[str, str]:
+    def _write(text: str) -> dict[str, str | None]:
         path = tmp_path / f"routes-{next(counter)}.toml"
         path.write_text(text, encoding="utf-8")
-        return {"TRICKLE_ROUTES_FILE": str(path)}
+        return routes_env(path)
 
     return _write
 
@@ -402,8 +404,8 @@ def test_required_values_may_come_from_the_routes_file(make_settings: MakeSettin
 def test_the_key_parameter_defaults_to_the_stage_s_name_for_it(
     base_env: dict[str, str], toml: WriteToml, stage: dict[str, str], file: str, expected: str
 ) -> None:
-    env = {k: v for k, v in base_env.items() if k != "TRICKLE_DEST_ORDERS_KEY_PARAMETER"}
-    settings = load_settings(env | toml(one_destination(file)) | stage)
+    env = env_with(**{**toml(one_destination(file)), "TRICKLE_DEST_ORDERS_KEY_PARAMETER": None, **stage})
+    settings = load_settings(env)
     assert settings.destination("orders").api_key_parameter == expected
 
 
@@ -510,13 +512,13 @@ def test_out_of_range_numbers(base_env: dict[str, str], name: str, raw: str) -> 
 def test_bad_values_in_the_routes_file_name_their_field(
     base_env: dict[str, str], toml: WriteToml, fields: str, needle: str
 ) -> None:
-    assert needle in error_of({**base_env, **toml(one_destination(fields))})
+    assert needle in error_of(env_with(**toml(one_destination(fields))))
 
 
 def test_the_stage_value_is_checked_not_the_file_value_it_overrides(
     base_env: dict[str, str], toml: WriteToml
 ) -> None:
-    env = {**base_env, **toml(one_destination("max_attempts = 0")), "TRICKLE_DEST_ORDERS_MAX_ATTEMPTS": "200"}
+    env = env_with(**{**toml(one_destination("max_attempts = 0")), "TRICKLE_DEST_ORDERS_MAX_ATTEMPTS": "200"})
     message = error_of(env)
     assert "TRICKLE_DEST_ORDERS_MAX_ATTEMPTS='200' must be between 1 and 100" in message
     assert "destinations.orders.max_attempts" not in message
@@ -597,7 +599,7 @@ def test_bad_group_by(base_env: dict[str, str], group_by: str) -> None:
 
 
 def test_bad_choice_in_the_routes_file(base_env: dict[str, str], toml: WriteToml) -> None:
-    message = error_of({**base_env, **toml(one_destination('ordering = "halt"'))})
+    message = error_of(env_with(**toml(one_destination('ordering = "halt"'))))
     assert "routes file FILE: destinations.orders.ordering='halt' must be one of skip, strict" in message
 
 
@@ -707,7 +709,7 @@ def test_group_by_table_needs_no_partition_key(make_settings: MakeSettings) -> N
 
 
 def test_group_by_expression_needs_a_group_expression(base_env: dict[str, str], toml: WriteToml) -> None:
-    message = error_of({**base_env, **toml(one_destination('group_by = "expression"'))})
+    message = error_of(env_with(**toml(one_destination('group_by = "expression"'))))
     assert "destination 'orders': group_by = 'expression' needs a group_expression" in message
 
 
@@ -724,7 +726,7 @@ def test_group_by_expression_needs_a_group_expression(base_env: dict[str, str], 
 def test_backoff_cap_may_not_be_below_its_base(
     base_env: dict[str, str], toml: WriteToml, fields: str, stage: dict[str, str], ok: bool
 ) -> None:
-    env = {**base_env, **toml(one_destination(fields)), **stage}
+    env = env_with(**{**toml(one_destination(fields)), **stage})
     if ok:
         orders = load_settings(env).destination("orders")
         assert orders.backoff_cap_s == orders.backoff_base_s
@@ -735,15 +737,16 @@ def test_backoff_cap_may_not_be_below_its_base(
 
 
 def test_many_problems_reported_together(base_env: dict[str, str], toml: WriteToml) -> None:
-    env = {
-        **base_env,
-        **toml(one_destination("max_attempts = 0\nretries = 2", 'filter = "item.["')),
-        "TRICKLE_STAGE": "dev",
-        "TRICKLE_DEST_ORDERS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
-        "TRICKLE_SEND_ATTEMPTS": "lots",
-        "TRICKLE_DRAIN_BUDGET": "0",
-        "TRICKLE_STREAM_ARN": "not-an-arn",
-    }
+    env = env_with(
+        **{
+            **toml(one_destination("max_attempts = 0\nretries = 2", 'filter = "item.["')),
+            "TRICKLE_STAGE": "dev",
+            "TRICKLE_DEST_ORDERS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
+            "TRICKLE_SEND_ATTEMPTS": "lots",
+            "TRICKLE_DRAIN_BUDGET": "0",
+            "TRICKLE_STREAM_ARN": "not-an-arn",
+        }
+    )
     del env["TRICKLE_DEST_ORDERS_URL"]
     message = error_of(env)
     assert message.startswith("invalid Trickle settings for stage 'dev': ")
@@ -821,13 +824,12 @@ def test_table_name_from_stream_arn(arn: str, table: str) -> None:
 
 
 def test_visibility_must_outlast_one_delivery_attempt(base_env: dict[str, str], routes: Routes) -> None:
-    env = {
-        **base_env,
+    env = env_with(
         **routes(),
-        "TRICKLE_VISIBILITY_TIMEOUT_SECONDS": "5",
-        "TRICKLE_DEST_ORDERS_CONNECT_TIMEOUT_S": "1",
-        "TRICKLE_DEST_ORDERS_READ_TIMEOUT_S": "3",
-    }
+        TRICKLE_VISIBILITY_TIMEOUT_SECONDS="5",
+        TRICKLE_DEST_ORDERS_CONNECT_TIMEOUT_S="1",
+        TRICKLE_DEST_ORDERS_READ_TIMEOUT_S="3",
+    )
     message = error_of(env)
     assert (
         "TRICKLE_VISIBILITY_TIMEOUT_SECONDS=5 must exceed destination 'orders''s"
@@ -901,7 +903,7 @@ def test_a_routes_file_that_is_not_toml_gives_one_error_naming_file_and_line(
     base_env: dict[str, str], toml: WriteToml, text: str, line: int
 ) -> None:
     """Only that: what the file holds is unknown, so no table can be said to be missing from it."""
-    env = {**base_env, **toml(text)}
+    env = env_with(**toml(text))
     file = re.escape(env["TRICKLE_ROUTES_FILE"])
     assert re.fullmatch(
         rf"invalid Trickle settings: routes file {file} is not valid TOML:"
@@ -990,7 +992,7 @@ def test_a_routes_file_that_is_not_toml_gives_one_error_naming_file_and_line(
 def test_an_unknown_name_anywhere_in_the_routes_file_is_the_one_error(
     base_env: dict[str, str], toml: WriteToml, text: str, problem: str
 ) -> None:
-    assert error_of({**base_env, **toml(text)}) == f"invalid Trickle settings: routes file FILE: {problem}"
+    assert error_of(env_with(**toml(text))) == f"invalid Trickle settings: routes file FILE: {problem}"
 
 
 def test_a_misspelt_routes_table_in_the_shipped_file_stops_the_stage(
@@ -999,10 +1001,9 @@ def test_a_misspelt_routes_table_in_the_shipped_file_stops_the_stage(
     """Issue 22: `[[route]]` for the orders route loaded, and every order was counted unrouted."""
     shipped = ROUTES_FILE.read_text(encoding="utf-8")
     assert shipped.count('\n[[routes]]\nname = "orders"\n') == 1
-    env = {
-        **base_env,
-        **toml(shipped.replace('\n[[routes]]\nname = "orders"\n', '\n[[route]]\nname = "orders"\n')),
-    }
+    env = env_with(
+        **toml(shipped.replace('\n[[routes]]\nname = "orders"\n', '\n[[route]]\nname = "orders"\n'))
+    )
     assert error_of(env) == (
         "invalid Trickle settings: routes file FILE: unknown table [[route]] (did you mean [[routes]]?);"
         " a routes file holds only [destinations.<name>] tables and [[routes]] entries"
@@ -1143,7 +1144,7 @@ def test_a_misspelt_routes_table_in_the_shipped_file_stops_the_stage(
     ],
 )
 def test_routes_file_errors(base_env: dict[str, str], toml: WriteToml, text: str, needle: str) -> None:
-    message = error_of({**base_env, **toml(text)})
+    message = error_of(env_with(**toml(text)))
     assert needle in message
     assert message.count("invalid Trickle settings") == 1
 
@@ -1163,3 +1164,75 @@ def test_bad_events_list(base_env: dict[str, str], routes: Routes, events: str) 
 def test_good_events_lists(make_settings: MakeSettings, routes: Routes, events: str) -> None:
     expected = {e.strip(' "') for e in events.strip("[]").split(",")}
     assert make_settings(**routes(events=events)).routes[0].events == expected
+
+
+# --- unknown TRICKLE_* variables ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("TRICKLE_AUTHH", "unknown variable TRICKLE_AUTHH (did you mean TRICKLE_AUTH?)"),
+        (
+            "TRICKLE_LEDGER_TTL_DAY",
+            "unknown variable TRICKLE_LEDGER_TTL_DAY (did you mean TRICKLE_LEDGER_TTL_DAYS?)",
+        ),
+        (
+            "TRICKLE_DEST_ORDER_MAX_ATTEMPTS",
+            "unknown variable TRICKLE_DEST_ORDER_MAX_ATTEMPTS"
+            " (did you mean TRICKLE_DEST_ORDERS_MAX_ATTEMPTS?):"
+            " no destination 'order' in the routes file (it has: orders, crm)",
+        ),
+        (
+            "TRICKLE_DEST_ORDERS_MAX_ATTEMPT",
+            "unknown variable TRICKLE_DEST_ORDERS_MAX_ATTEMPT"
+            " (did you mean TRICKLE_DEST_ORDERS_MAX_ATTEMPTS?):"
+            " destination 'orders' has no field 'max_attempt'",
+        ),
+        (
+            "TRICKLE_DEST_BILLING_URL",
+            "unknown variable TRICKLE_DEST_BILLING_URL (did you mean TRICKLE_DEST_CRM_URL?):"
+            " no destination 'billing' in the routes file (it has: orders, crm)",
+        ),
+        ("TRICKLE_ZZZ", "unknown variable TRICKLE_ZZZ"),
+    ],
+)
+def test_an_unknown_trickle_variable_stops_the_import(name: str, problem: str) -> None:
+    """A misspelt name would leave its setting at the default without a word."""
+    message = error_of(env_with(TRICKLE_STAGE="local", **{name: "3"}))
+    assert message == f"invalid Trickle settings for stage 'local': {problem}"
+
+
+def test_every_unknown_variable_is_named_with_the_other_problems() -> None:
+    message = error_of(env_with(TRICKLE_AUTHH="token", TRICKLE_DRAIN_BUDGET="0", TRICKLE_ZZZ=""))
+    assert message == (
+        "invalid Trickle settings: TRICKLE_DRAIN_BUDGET='0' must be between 1 and 100000;"
+        " unknown variable TRICKLE_AUTHH (did you mean TRICKLE_AUTH?); unknown variable TRICKLE_ZZZ"
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {name: "set" for name in NOT_READ_BY_THE_APP},  # written by the tools, read by others
+        {"TRICKLE_DEST_ORDERS_HEARTBEAT_S": "30", "TRICKLE_DEST_CRM_GROUP_EXPRESSION": ""},  # every field
+        {
+            "TRICKLE_AUTH_TOKEN_PARAMETER": "/p",
+            "TRICKLE_CALLBACK_STATE_MACHINES": "",
+            "TRICKLE_UNROUTED": "count",
+        },
+        {"NOT_TRICKLE_AUTHH": "x", "trickle_authh": "x"},  # another program's
+    ],
+)
+def test_the_variables_a_stage_may_hold_pass(overrides: dict[str, str]) -> None:
+    load_settings(env_with(**overrides))
+
+
+def test_an_unreadable_routes_file_says_nothing_of_destination_variables(tmp_path: Path) -> None:
+    """Its destinations are unknown: the one error is that it cannot be read."""
+    missing = tmp_path / "missing.toml"
+    message = error_of(env_with(TRICKLE_ROUTES_FILE=str(missing), TRICKLE_DEST_BILLING_URL="https://x"))
+    assert (
+        message
+        == f"invalid Trickle settings: TRICKLE_ROUTES_FILE: cannot read {missing}: No such file or directory"
+    )
