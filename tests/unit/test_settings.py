@@ -823,7 +823,7 @@ def test_table_name_from_stream_arn(arn: str, table: str) -> None:
 # --- the visibility timeout against each destination's attempt ---------------------------------------
 
 
-def test_visibility_must_outlast_one_delivery_attempt(base_env: dict[str, str], routes: Routes) -> None:
+def test_visibility_must_outlast_one_delivery_attempt(routes: Routes) -> None:
     env = env_with(
         **routes(),
         TRICKLE_VISIBILITY_TIMEOUT_SECONDS="5",
