@@ -7,8 +7,10 @@ conftest pytest loaded last: tests/, tests/unit/ and tests/integration/ are pack
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from chalicelib import naming
 from chalicelib.settings import Settings, destination_names, load_settings
 
 ROUTES_FILE = Path(__file__).resolve().parent.parent / "routes.toml"
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/items/stream/2026-01-01T00:00:00.000"
 TABLE = "items"
 
@@ -38,6 +41,16 @@ BASE_ENV: Mapping[str, str] = {
 
 MakeSettings = Callable[..., Settings]
 MakeRecord = Callable[..., dict[str, Any]]
+
+
+def docs_layout() -> ModuleType:
+    """docs/layout.py: the layering rule as data (which chalicelib module is core, drain, adapter),
+    the import reader, and the generator of the architecture page's tree and graph."""
+    spec = importlib.util.spec_from_file_location("docs_layout", PROJECT_DIR / "docs" / "layout.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def env_with(**overrides: str | None) -> dict[str, str]:

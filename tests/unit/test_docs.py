@@ -13,16 +13,14 @@ And what the docs show of the code is the code's: the architecture page's import
 from __future__ import annotations
 
 import ast
-import importlib.util
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from chalicelib import naming
-from tests.unit import test_layers
+from tests.unit.conftest import docs_layout
 from trickle_deploy.template import merge_template
 from trickle_project.stage import PROJECT_DIR, stage_env, stage_settings
 
@@ -209,17 +207,8 @@ def test_what_exists_or_is_not_a_repository_path_passes(project: Path, text: str
     assert problems([page], project) == []
 
 
-def layout_module() -> ModuleType:
-    """docs/layout.py, the generator of the architecture page's tree and import graph."""
-    spec = importlib.util.spec_from_file_location("docs_layout", PROJECT_DIR / "docs" / "layout.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_import_graph_in_the_architecture_page_is_the_codes() -> None:
-    layout = layout_module()
+    layout = docs_layout()
     committed = layout.committed(layout.PAGE.read_text(), "graph")
     assert committed == layout.generated()["graph"], "stale import graph: run .venv/bin/python docs/layout.py"
     assert "is in no group" not in committed
@@ -227,7 +216,7 @@ def test_the_import_graph_in_the_architecture_page_is_the_codes() -> None:
 
 def test_the_tree_in_the_architecture_page_names_the_files_there_are() -> None:
     """The files, not their line counts, which change with every edit (docs/layout.py --check has them)."""
-    layout = layout_module()
+    layout = docs_layout()
 
     def names(block: str) -> list[str]:
         return [re.sub(r"\s+[\d,]+( files, [\d,]+)?$", "", line) for line in block.splitlines()]
@@ -236,10 +225,6 @@ def test_the_tree_in_the_architecture_page_names_the_files_there_are() -> None:
     assert names(committed) == names(layout.generated()["tree"]), (
         "stale tree: run .venv/bin/python docs/layout.py"
     )
-
-
-def test_the_architecture_pages_core_is_the_one_test_layers_holds() -> None:
-    assert set(layout_module().CORE) == test_layers.CORE
 
 
 def test_the_runbook_says_what_to_do_for_every_alarm_the_template_defines() -> None:

@@ -5,7 +5,6 @@ counted: at the top, inside a function, or for type checking only."""
 
 from __future__ import annotations
 
-import ast
 import os
 import subprocess
 import sys
@@ -13,40 +12,24 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.conftest import docs_layout
 from trickle_project import stage
 from trickle_project.stage import packaging_env
 
 PACKAGE = Path(__file__).resolve().parents[2] / "chalicelib"
 MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
-# The core: the values, the ports, and the decisions made on them: `decide`, and the drain's loop
-# around it with the run's state it reads (a rate limit is a token bucket, no I/O); and the pure
-# functions the drain builds what it sends with: the names, strict JSON, a dead letter's entry, a
-# waiting task's answers.
-CORE = {
-    "model",
-    "ports",
-    "policy",
-    "drain_group",
-    "drain_state",
-    "ratelimit",
-    "naming",
-    "strict_json",
-    "dead_letter_entries",
-    "task_answers",
-}
+# The core (docs/layout.py places every module; docs/architecture.md, "The layering rule"): the
+# values, the ports, and the decisions made on them: `decide`, and the drain's loop around it with
+# the run's state it reads (a rate limit is a token bucket, no I/O); and the pure functions the drain
+# builds what it sends with: the names, strict JSON, a dead letter's entry, a waiting task's answers.
+LAYOUT = docs_layout()
+CORE = set(LAYOUT.CORE)
 
 
 def imports(module: str) -> set[str]:
-    """The chalicelib modules `module` imports, however it imports them."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse((PACKAGE / f"{module}.py").read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module == "chalicelib":
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("chalicelib."):
-            found.add((node.module or "").split(".")[1])
-        elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("chalicelib.")}
-    return found
+    """The chalicelib modules `module` imports, however it imports them (at the top, inside a
+    function, or for type checking only)."""
+    return set(LAYOUT.imports(module))
 
 
 @pytest.mark.parametrize("module", ["model", "naming"])
