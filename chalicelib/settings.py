@@ -520,12 +520,6 @@ NOT_READ_BY_THE_APP = {
     # Chooses the emulator of `./dev test` and the integration suite; the chalice test client and
     # the local runtime import the app in that same process environment.
     "TRICKLE_EMULATOR": "the test suite's emulator",
-    # How `python -m trickle_prove` is given the API key for the bootstrap (never an argument); a
-    # shell that exported it may run the app locally.
-    "TRICKLE_PROVE_API_KEY": "trickle_prove's API key",
-    # What tests/integration/test_way_b.py hands the bootstrap its API key in (`--api-key-env`),
-    # in the suite's process environment.
-    "TRICKLE_TEST_API_KEY": "a test's API key for the bootstrap",
 }
 
 

@@ -59,7 +59,7 @@ from trickle_local.stream_poller import StreamPoller
 from trickle_project import stage
 from trickle_project.aws import LOCAL_CREDENTIALS
 
-API_KEY_VARIABLE = "TRICKLE_PROVE_API_KEY"  # how the bootstrap is given the key (never an argument)
+API_KEY_VARIABLE = "PROVE_API_KEY"  # how the bootstrap is given the key (never an argument)
 
 
 @dataclass

@@ -55,13 +55,13 @@ def test_bootstrap_deploy_stream_settings_delete_teardown(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     endpoint.reset()
-    monkeypatch.setenv("TRICKLE_TEST_API_KEY", "sk-way-b")
+    monkeypatch.setenv("WAY_B_API_KEY", "sk-way-b")
     monkeypatch.setenv("MOTO_ACCOUNT_ID", ACCOUNT)
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint.url)  # botocore's own: the commands see AWS
     project = copy_project(tmp_path)
     where = ["--stage", "dev", "--region", REGION, "--project-dir", str(project)]
 
-    assert bootstrap([*where, "--api-key-env", "TRICKLE_TEST_API_KEY"]) == 0
+    assert bootstrap([*where, "--api-key-env", "WAY_B_API_KEY"]) == 0
     env = stage_env("dev", project)
     assert env["TRICKLE_STREAM_ARN"].startswith(
         f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/trickle-dev-items/"
