@@ -17,15 +17,13 @@ from typing import Any
 from chalicelib import naming
 from chalicelib.settings import Destination
 from trickle_deploy.session import configured_session
+from trickle_deploy.template import put_parameter_command
 from trickle_project.resources import StageNames, ensure_api_key, kms_alias, provision, teardown
 
 
 def put_api_key_command(destination: Destination, region: str, kms_key: str) -> str:
     """What an operator runs to store the key the bootstrap was not given."""
-    return (
-        f"aws ssm put-parameter --region {region} --name {destination.api_key_parameter} --type SecureString"
-        f' --key-id {kms_key} --value "$API_KEY" --overwrite'
-    )
+    return put_parameter_command(destination.api_key_parameter, kms_key, "API_KEY", region)
 
 
 def left_behind(app_name: str, stage: str, env: Mapping[str, str], source_table: bool) -> list[str]:

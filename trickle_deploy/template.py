@@ -697,11 +697,12 @@ def merge_template(stage: str) -> dict[str, Any]:
     }
 
 
-def put_parameter_command(parameter: str, key_id: str, variable: str) -> str:
-    """Stores a SecureString under the stack's key, its value read from a shell variable (so no key
-    is ever written on a command line)."""
+def put_parameter_command(parameter: str, key_id: str, variable: str, region: str | None = None) -> str:
+    """Stores a SecureString under a KMS key, its value read from a shell variable (so no key is
+    ever written on a command line); the stack's outputs, the guide and the bootstrap print it."""
+    where = f" --region {region}" if region else ""
     return (
-        f"aws ssm put-parameter --name {parameter} --type SecureString --key-id {key_id}"
+        f"aws ssm put-parameter{where} --name {parameter} --type SecureString --key-id {key_id}"
         f' --value "${variable}" --overwrite'
     )
 
