@@ -54,6 +54,26 @@ def key_variable(destination: str) -> str:
     return f"{destination.upper()}_API_KEY"
 
 
+def signing_parameter(stage: str, destination: str) -> str:
+    """The SSM SecureString holding its request-signing secret(s) (`signing = "standard_webhooks"`)."""
+    return f"/trickle/{stage}/{destination}-signing-secret"
+
+
+def signing_variable(destination: str) -> str:
+    """The shell variable a printed put-parameter command reads its signing secret from."""
+    return f"{destination.upper()}_SIGNING_SECRET"
+
+
+def headers_parameter(stage: str, destination: str) -> str:
+    """The SSM SecureString holding its secret headers' values, as one JSON object (`secret_headers`)."""
+    return f"/trickle/{stage}/{destination}-headers"
+
+
+def headers_variable(destination: str) -> str:
+    """The shell variable a printed put-parameter command reads its secret headers' JSON from."""
+    return f"{destination.upper()}_HEADERS"
+
+
 def stack_name(app: str, stage: str) -> str:
     """Chalice's prefix for a stage's functions, and the default name of a template stage's stack."""
     return f"{app}-{stage}"
@@ -151,6 +171,11 @@ def oldest_message_alarm_id(destination: str) -> str:
 
 def drain_errors_alarm_id(destination: str) -> str:
     return f"{logical_id(drain_function(destination))}ErrorsAlarm"
+
+
+def credentials_refused_alarm_id(destination: str) -> str:
+    """The alarm on a destination whose credentials its API or token endpoint refuses."""
+    return f"{logical_id(destination)}CredentialsRefusedAlarm"
 
 
 def key_parameter_arn_output(destination: str) -> str:
