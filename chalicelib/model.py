@@ -181,8 +181,33 @@ def delivered(
 
 
 @dataclass(frozen=True)
+class CredentialsFailure:
+    """Why a destination's credentials could not be had (`chalicelib.credentials`): `retryable` (the
+    token endpoint or SSM is unavailable now) or refused (bad client credentials, a malformed secret).
+    The reason names the parameter or the endpoint, never a secret or a token."""
+
+    retryable: bool
+    reason: str
+
+
+class UnsentKind(enum.StrEnum):
+    """Why a request never left: the message is not to blame for the first two."""
+
+    CREDENTIALS_UNAVAILABLE = "credentials_unavailable"  # retry later, not an attempt
+    CREDENTIALS_REFUSED = "credentials_refused"  # stop the destination's run, alarm
+    REFUSED = "refused"  # the message cannot be sent as the destination says (its path)
+
+
+@dataclass(frozen=True)
+class Unsent:
+    kind: UnsentKind
+    reason: str
+
+
+@dataclass(frozen=True)
 class ApiResponse:
-    """What the API said, or why it said nothing (`status` None: timeout or connection error)."""
+    """What the API said, or why it said nothing (`status` None: timeout or connection error, or
+    `unsent`: the request never left)."""
 
     status: int | None
     error: str | None = None
@@ -190,6 +215,8 @@ class ApiResponse:
     body_excerpt: str = ""
     elapsed_ms: float = 0.0
     body: str = ""
+    unsent: Unsent | None = None
+    authorization: int = 0  # the generation of the credentials the request carried (0: none)
 
 
 class CallbackResult(enum.Enum):
