@@ -37,6 +37,7 @@ CORE = (
     "strict_json",
     "dead_letter_entries",
     "task_answers",
+    "signing",
 )
 DRAIN = ("drain", "drain_effects", "drain_tasks", "drain_log")
 ADAPTERS = (
