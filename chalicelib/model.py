@@ -190,6 +190,21 @@ class CredentialsFailure:
     reason: str
 
 
+@dataclass(frozen=True)
+class Authorization:
+    """What a destination's request carries (`chalicelib.credentials`): its auth and secret headers,
+    the keys it is signed with, which credentials these are (`generation`: a 401 renews only the
+    ones it refused) and the values to redact from any answer's text. Never logged."""
+
+    headers: Mapping[str, str]
+    signing_keys: tuple[bytes, ...] = ()
+    generation: int = 0
+    secrets: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"Authorization(generation={self.generation}, headers=[{', '.join(self.headers)}])"
+
+
 class UnsentKind(enum.StrEnum):
     """Why a request never left: the message is not to blame for the first two."""
 
