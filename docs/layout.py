@@ -38,6 +38,7 @@ CORE = (
     "dead_letter_entries",
     "task_answers",
     "signing",
+    "request_shape",
 )
 DRAIN = ("drain", "drain_effects", "drain_tasks", "drain_log")
 ADAPTERS = (
