@@ -1,5 +1,7 @@
 """A stand-in for the third-party API: a real HTTP server on loopback that records every request
-and injects the faults real APIs have (latency, 5xx, 429 with Retry-After, timeouts, poison items).
+(POST, PUT or PATCH to any path under its base), refuses with a 401 those without the credentials
+or the signature it requires (`trickle_local.standin_checks`), and injects the faults real APIs have
+(latency, 5xx, 429 with Retry-After, timeouts, poison items).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +20,7 @@ from urllib.parse import parse_qs
 
 from chalicelib.strict_json import dumps
 from trickle_local.ports import PortInUseError, in_use
+from trickle_local.standin_checks import Required, auth_ok, signature_ok
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,14 @@ class RecordedRequest:
     arrived_at: float
     status: int
     applied: bool
+    method: str = "POST"
+    auth_ok: bool | None = None  # None: this API requires no credentials
+    signature_ok: bool | None = None  # None: this API requires no signature
+
+    @property
+    def refused(self) -> bool:
+        """Refused (401) for missing or wrong credentials or a bad signature."""
+        return self.auth_ok is False or self.signature_ok is False
 
     @property
     def idempotency_key(self) -> str:
@@ -48,7 +59,9 @@ class RecordedRequest:
 
 @dataclass
 class Faults:
-    """Fault rates are fractions of requests, drawn from a seeded generator."""
+    """Fault rates are fractions of requests, drawn from a seeded generator; the API key, Basic
+    credentials, secret headers and signing secret are what every request must carry (a 401
+    otherwise, before any fault is drawn)."""
 
     latency_s: float = 0.0
     error_rate: float = 0.0
@@ -61,6 +74,9 @@ class Faults:
     api_key: str | None = None
     api_key_header: str = "x-api-key"
     api_key_scheme: str = ""  # "Bearer": the header must read "Bearer <key>"
+    basic: tuple[str, str] | None = None  # (username, password)
+    secret_headers: Mapping[str, str] | None = None  # header name -> the value it must have
+    signing_secret: str | None = None  # Standard Webhooks `whsec_<base64>`
     honour_idempotency: bool = True
     seed: int = 0
 
@@ -78,11 +94,19 @@ class _Server(ThreadingHTTPServer):
 
 
 class StandInApi:
-    """Start with `start()`, read `requests`, stop with `stop()`; `responder` overrides faults."""
+    """Start with `start()`, read `requests`, stop with `stop()`; `responder` overrides faults (not
+    the credentials and signature checks, which come first). Requests outside `base_path` get a 404."""
 
-    def __init__(self, faults: Faults | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        faults: Faults | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        base_path: str = "/",
+    ) -> None:
         self.faults = faults or Faults()
         self.responder: Responder | None = None
+        self.base_path = "/" + base_path.strip("/")
         self._random = random.Random(self.faults.seed)
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
@@ -111,6 +135,23 @@ class StandInApi:
         """Requests the API acted on (2xx, or timed out after acting), in arrival order."""
         return [r for r in self.requests if r.applied]
 
+    @property
+    def auth_failures(self) -> int:
+        """Requests refused for their credentials or signature."""
+        return sum(1 for r in self.requests if r.refused)
+
+    def required(self) -> Required:
+        """What every request must carry, from the faults in force."""
+        f = self.faults
+        return Required(
+            api_key=f.api_key,
+            api_key_header=f.api_key_header,
+            api_key_scheme=f.api_key_scheme,
+            basic=f.basic,
+            secret_headers={k.lower(): v for k, v in (f.secret_headers or {}).items()},
+            signing_secret=f.signing_secret,
+        )
+
     def reseed(self, seed: int) -> None:
         """Restart the fault draws, so a run with the same faults sees the same sequence."""
         with self._lock:
@@ -118,13 +159,13 @@ class StandInApi:
             self._random = random.Random(seed)
 
     def listing(self, path: str | None = None, since: int = 0) -> list[dict[str, object]]:
-        """What the API received (to `path`, or anywhere), oldest first, from entry `since`: what
-        `GET <path>` answers, with the API key's header redacted. Serialize it with
+        """What the API received (at `path` or under it, or anywhere), oldest first, from entry
+        `since`: what `GET <path>` answers, with the credentials' headers redacted. Serialize it with
         `chalicelib.strict_json.dumps`, which writes the bodies' numbers with every digit."""
-        key_header = self.faults.api_key_header.lower()
+        redacted = self.required().redacted()
         entries: list[dict[str, object]] = []
         for n, request in enumerate(self.requests):
-            if n < since or (path is not None and request.path.split("?", 1)[0] != path):
+            if n < since or (path is not None and not under(request.path.split("?", 1)[0], path)):
                 continue
             try:  # numbers exactly as sent (Decimal), for `chalicelib.strict_json.dumps`
                 body: object = json.loads(request.body, parse_float=Decimal)
@@ -133,13 +174,16 @@ class StandInApi:
             entries.append(
                 {
                     "n": n,
+                    "method": request.method,
                     "path": request.path,
                     "arrived_at": request.arrived_at,
                     "status": request.status,
                     "applied": request.applied,
+                    "auth_ok": request.auth_ok,
+                    "signature_ok": request.signature_ok,
                     "idempotency_key": request.idempotency_key,
                     "headers": {
-                        k: "(redacted)" if k == key_header else v for k, v in sorted(request.headers.items())
+                        k: "(redacted)" if k in redacted else v for k, v in sorted(request.headers.items())
                     },
                     "body": body,
                 }
@@ -165,15 +209,12 @@ class StandInApi:
         self._server.server_close()
 
     def decide(self, body: str, headers: dict[str, str]) -> tuple[Reply, bool]:
-        """The reply for one request and whether the API counts it as applied."""
+        """The reply for one request that passed the checks, and whether the API counts it as applied."""
         if self.responder is not None:
             reply = self.responder(body, headers)
             if reply is not None:
                 return reply, 200 <= reply.status < 300
         f = self.faults
-        expected = f"{f.api_key_scheme} {f.api_key}" if f.api_key_scheme else f.api_key
-        if f.api_key is not None and headers.get(f.api_key_header.lower()) != expected:
-            return Reply(401, '{"error":"unauthorized"}'), False
         key = headers.get("idempotency-key", "")
         if f.honour_idempotency and key:
             with self._lock:
@@ -197,11 +238,26 @@ class StandInApi:
             return Reply(0, "", reset=True), False
         return Reply(200, '{"ok":true}', delay_s=f.latency_s), True
 
-    def _record(self, path: str, headers: dict[str, str], body: str, status: int, applied: bool) -> None:
+    def receive(self, method: str, path: str, raw: bytes, headers: dict[str, str]) -> Reply:
+        """One request to the API (headers lower-cased): checked, answered, recorded."""
+        body = raw.decode()
+        if not under(path.split("?", 1)[0], self.base_path):
+            reply, applied, auth, signed = Reply(404, '{"error":"no such path"}'), False, None, None
+        else:
+            required = self.required()
+            auth, signed = auth_ok(required, headers), signature_ok(required.signing_secret, raw, headers)
+            if auth is False or signed is False:
+                what = "credentials" if auth is False else "signature"
+                reply, applied = Reply(401, f'{{"error":"unauthorized: bad or missing {what}"}}'), False
+            else:
+                reply, applied = self.decide(body, headers)
         with self._lock:
-            self._requests.append(RecordedRequest(path, headers, body, time.time(), status, applied))
+            self._requests.append(
+                RecordedRequest(path, headers, body, time.time(), reply.status, applied, method, auth, signed)
+            )
             if applied:
                 self._applied_keys.add(headers.get("idempotency-key", ""))
+        return reply
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         api = self
@@ -215,12 +271,27 @@ class StandInApi:
                 # the client's delayed ACK add ~40 ms to every response.
                 self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(length).decode()
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                reply, applied = api.decide(body, headers)
-                api._record(self.path, headers, body, reply.status, applied)
+            def _body(self) -> bytes:
+                return self.rfile.read(int(self.headers.get("Content-Length", "0")))
+
+            def _headers(self) -> dict[str, str]:
+                return {k.lower(): v for k, v in self.headers.items()}
+
+            def _answer(self, status: int, payload: bytes, headers: Mapping[str, str] | None = None) -> None:
+                try:
+                    self.send_response(status)
+                    for name, value in (headers or {}).items():
+                        self.send_header(name, value)
+                    if not any(name.lower() == "content-type" for name in headers or {}):
+                        self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def _receive(self) -> None:
+                reply = api.receive(self.command, self.path, self._body(), self._headers())
                 with api._lock:
                     api._in_flight += 1
                     api.max_in_flight = max(api.max_in_flight, api._in_flight)
@@ -235,32 +306,39 @@ class StandInApi:
                     self.close_connection = True
                     self.request.close()
                     return
-                payload = reply.body.encode()
-                try:
-                    self.send_response(reply.status)
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                self._answer(reply.status, reply.body.encode(), reply.headers)
+
+            def do_POST(self) -> None:
+                self._receive()
+
+            def do_PUT(self) -> None:
+                self._receive()
+
+            def do_PATCH(self) -> None:
+                self._receive()
 
             def do_GET(self) -> None:
-                """A read-only listing of the requests POSTed to this path (`?since=N` skips the
-                first N), so a user of the local runtime can see what the API got."""
+                """A read-only listing of the requests made to this path or under it (`?since=N`
+                skips the first N), so a user of the local runtime can see what the API got."""
                 path, _, query = self.path.partition("?")
                 since = parse_qs(query).get("since", ["0"])[0]
                 entries = api.listing(path, int(since) if since.isdigit() else 0)
-                payload = dumps({"path": path, "received": len(entries), "requests": entries}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                document = {
+                    "path": path,
+                    "received": len(entries),
+                    "auth_failures": api.auth_failures,
+                    "requests": entries,
+                }
+                self._answer(200, dumps(document).encode())
 
             def log_message(self, format: str, *args: object) -> None:
                 return
 
         return Handler
+
+
+def under(path: str, base: str) -> bool:
+    """Whether `path` is `base` or below it, segment by segment (`/v1/x` is under `/v1`, `/v10`
+    is not)."""
+    base = base.rstrip("/")
+    return path == base or path.startswith(base + "/") or not base
