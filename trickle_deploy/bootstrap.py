@@ -10,20 +10,92 @@ import argparse
 import copy
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from chalicelib import naming
-from chalicelib.settings import Destination
+from chalicelib.settings import Destination, load_settings
 from trickle_deploy.session import configured_session
 from trickle_deploy.template import put_parameter_command
-from trickle_project.resources import StageNames, ensure_api_key, kms_alias, provision, teardown
+from trickle_project.resources import StageNames, kms_alias, provision, secret_stored, teardown
+from trickle_project.secret_parameters import CREDENTIALS, SecretParameter, needed
+
+# The option that hands the bootstrap one kind of secret, per destination (DESTINATION=VARIABLE).
+SECRET_OPTIONS = {CREDENTIALS: "--secret-env"}
+ORDINALS = ("1st", "2nd", "3rd")
 
 
-def put_api_key_command(destination: Destination, region: str, kms_key: str) -> str:
-    """What an operator runs to store the key the bootstrap was not given."""
-    return put_parameter_command(destination.api_key_parameter, kms_key, "API_KEY", region)
+def _ordinal(n: int) -> str:
+    return ORDINALS[n - 1] if n <= len(ORDINALS) else f"{n}th"
+
+
+def secrets_from_env(
+    stage: str,
+    destinations: Sequence[Destination],
+    given: Mapping[str, Sequence[str]],
+    api_key_env: str | None,
+    environ: Mapping[str, str],
+) -> dict[str, str]:
+    """Parameter name -> value, for each `DESTINATION=VARIABLE` given per kind of secret
+    (`SECRET_OPTIONS`); `--api-key-env VAR` stands for `--secret-env D=VAR` when the stage has one
+    destination D only. ValueError with every problem, a line each, none quoting a value (what
+    follows `=` may be a value typed by mistake, so only a variable's name is ever repeated)."""
+    by_name = {d.name: d for d in destinations}
+    entries = {kind: list(given.get(kind, ())) for kind in SECRET_OPTIONS}
+    problems: list[str] = []
+    if api_key_env is not None:
+        if len(destinations) == 1:
+            entries[CREDENTIALS].insert(0, f"{destinations[0].name}={api_key_env}")
+        else:
+            per_destination = " ".join(f"--secret-env {d.name}=VAR" for d in destinations)
+            problems.append(
+                f"--api-key-env gives every destination the same key, and stage {stage} has"
+                f" {len(destinations)} ({', '.join(by_name)}): give each its own, {per_destination}"
+            )
+    values: dict[str, str] = {}
+    for kind, option in SECRET_OPTIONS.items():
+        seen: set[str] = set()
+        for n, entry in enumerate(entries[kind], start=1):
+            name, _, variable = entry.partition("=")
+            if not name or not variable.isidentifier():
+                problems.append(
+                    f"{option} (the {_ordinal(n)}) is not DESTINATION=VARIABLE: after the = comes the name"
+                    " of an environment variable that holds the value, never the value itself"
+                )
+                continue
+            where = f"{option} {name}={variable}"
+            if name not in by_name:
+                problems.append(
+                    f"{where}: stage {stage} has no destination {name!r} (it has: {', '.join(by_name)})"
+                )
+                continue
+            wanted = {p.kind: p for p in needed(by_name[name])}
+            if name in seen:
+                problems.append(f"{option} names destination {name} twice")
+                continue
+            seen.add(name)
+            if kind not in wanted:
+                problems.append(f"{where}: destination {name} reads no {kind} secret")
+                continue
+            value = environ.get(variable)
+            if not value:
+                state = "empty" if value == "" else "not set"
+                problems.append(f"{where}: environment variable {variable} is {state}")
+                continue
+            problem = wanted[kind].problem(value)
+            if problem:
+                problems.append(f"{where}: {problem}")
+                continue
+            values[wanted[kind].name] = value
+    if problems:
+        raise ValueError("\n".join(problems))
+    return values
+
+
+def put_secret_command(parameter: SecretParameter, region: str, kms_key: str) -> str:
+    """What an operator runs to store a secret the bootstrap was not given."""
+    return put_parameter_command(parameter.name, kms_key, parameter.variable, region)
 
 
 def left_behind(app_name: str, stage: str, env: Mapping[str, str], source_table: bool) -> list[str]:
@@ -103,7 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoint", help="AWS endpoint URL (default: the stage's AWS_ENDPOINT_URL, if any)")
     parser.add_argument("--region", help="AWS region (default: the one your AWS configuration names)")
     parser.add_argument(
-        "--api-key-env", metavar="VAR", help="read the API key from this environment variable"
+        "--secret-env",
+        metavar="DESTINATION=VAR",
+        action="append",
+        default=[],
+        help="store the destination's credentials (its API key, or the JSON of its basic or oauth2"
+        " credentials) from this environment variable; once per destination",
+    )
+    parser.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="the API key from this environment variable, for a stage with one destination only",
     )
     parser.add_argument("--teardown", action="store_true", help="remove the stage's resources instead")
     parser.add_argument(
@@ -130,6 +212,18 @@ def main(argv: list[str] | None = None) -> int:
         and emulator_record in stages.load_config(args.project_dir)["stages"]
     ):
         env = stages.stage_env(emulator_record, args.project_dir)  # what was made (the bucket's full name)
+    given: dict[str, str] = {}
+    if not args.teardown:  # every secret checked before anything is made (and before any AWS call)
+        try:
+            given = secrets_from_env(
+                args.stage,
+                list(load_settings(env).destinations.values()),
+                {CREDENTIALS: args.secret_env},
+                args.api_key_env,
+                os.environ,
+            )
+        except ValueError as exc:
+            parser.error(str(exc))
     endpoint = args.endpoint or env.get("AWS_ENDPOINT_URL")
     if endpoint:
         env = stages.rebase(env, endpoint, None)
@@ -153,10 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             write_stage_env(target, env, config_path)
             policies.refresh(config_path.parent)
         return 0
-    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
-    if args.api_key_env and not api_key:
-        parser.error(f"environment variable {args.api_key_env} is empty")
-    updated = provision(aws, env, api_key, unique_bucket=True)
+    updated = provision(aws, env, None, unique_bucket=True, secrets=given)
     if target:  # record the account's ARNs and URLs, and the policies that follow from them
         write_stage_env(target, updated, config_path, copy_of=args.stage if emulator_record else None)
         policies.refresh(config_path.parent)
@@ -169,14 +260,19 @@ def main(argv: list[str] | None = None) -> int:
         )
     key = updated["TRICKLE_API_KEY_KMS_KEY_ARN"]
     missing = [
-        put_api_key_command(d, key.split(":")[3], key)
+        parameter
         for d in StageNames.from_env(updated).destinations
-        if not ensure_api_key(aws["ssm"], d, None)
+        for parameter in needed(d)
+        if not secret_stored(aws["ssm"], parameter.name)
     ]
     if missing:
-        print("Everything else is in place. Store the API keys to finish:")
-        for command in missing:
-            print(f"  {command}")
+        print(
+            "Everything else is in place. To finish, store each secret the drains read from its own"
+            " variable (or re-run the bootstrap with --secret-env DESTINATION=VARIABLE):"
+        )
+        for parameter in missing:
+            print(f"  # {parameter.variable}: {parameter.holds} of destination {parameter.destination}")
+            print(f"  {put_secret_command(parameter, key.split(':')[3], key)}")
     return 0
 
 

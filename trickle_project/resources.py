@@ -20,6 +20,7 @@ from chalicelib import naming
 from chalicelib.ledger import DEAD_INDEX, table_definition
 from chalicelib.notes import notes_table_definition
 from chalicelib.settings import Destination, load_settings, table_name_from_stream_arn
+from trickle_project.secret_parameters import CREDENTIALS, needed
 
 # The queue's own receive limit is a backstop only; Trickle counts real attempts itself.
 BACKSTOP_MAX_RECEIVE_COUNT = 1000
@@ -157,22 +158,22 @@ def ensure_kms_key(kms: Any, alias: str, description: str) -> str:
         return str(key["Arn"])
 
 
-def ensure_api_key(
-    ssm: Any, destination: Destination, api_key: str | None, kms_key: str | None = None
-) -> bool:
-    """Store the key as a SecureString; with no key given, an existing one is kept. False when
-    there is none yet (the drain cannot deliver until an operator stores it)."""
-    if api_key is None:
-        try:
-            ssm.get_parameter(Name=destination.api_key_parameter, WithDecryption=False)
-        except ssm.exceptions.ParameterNotFound:
-            return False
-        return True
-    extra = {"KeyId": kms_key} if kms_key else {}
-    ssm.put_parameter(
-        Name=destination.api_key_parameter, Value=api_key, Type="SecureString", Overwrite=True, **extra
-    )
+def secret_stored(ssm: Any, name: str) -> bool:
+    """Whether the SecureString exists (its value is not read)."""
+    try:
+        ssm.get_parameter(Name=name, WithDecryption=False)
+    except ssm.exceptions.ParameterNotFound:
+        return False
     return True
+
+
+def ensure_secret(ssm: Any, name: str, value: str | None, kms_key: str | None = None) -> None:
+    """Store the value as a SecureString under the stage's key; with no value given, whatever is
+    stored (or not yet) is kept: the bootstrap then prints the command that stores it."""
+    if value is None:
+        return
+    extra = {"KeyId": kms_key} if kms_key else {}
+    ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True, **extra)
 
 
 ARCHIVE_RETENTION_DAYS = 30
@@ -244,10 +245,15 @@ def provision(
     api_key: str | None,
     operator_token: str | None = None,
     unique_bucket: bool = False,
+    secrets: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Create every resource the stage names; returns the env with the real stream ARN and URLs.
-    `unique_bucket` makes the archive bucket's name unique to the account and region (the
-    command does; an emulator of one's own has no global namespace to share)."""
+    `secrets`: parameter name -> value, for the destinations' SecureStrings
+    (`trickle_project.secret_parameters`); `api_key` (the local runtime's and the tests' one key for
+    their stand-ins) goes into every API key parameter `secrets` does not name. A parameter given
+    neither keeps what it holds. `unique_bucket` makes the archive bucket's name unique to the
+    account and region (the command does; an emulator of one's own has no global namespace to share)."""
+    given = dict(secrets or {})
     names = StageNames.from_env(env)
     key_arn = ensure_kms_key(clients["kms"], kms_alias(env), f"Trickle secrets of {names.ledger_table}")
     stream_arn = ensure_table(clients["dynamodb"], names)
@@ -259,7 +265,9 @@ def provision(
         queue_url, dlq_url = ensure_queues(clients["sqs"], destination, visibility)
         urls[naming.destination_variable(destination.name, "queue_url")] = queue_url
         urls[naming.destination_variable(destination.name, "dlq_url")] = dlq_url
-        ensure_api_key(clients["ssm"], destination, api_key, key_arn)
+        for parameter in needed(destination):
+            default = api_key if parameter.kind == CREDENTIALS else None
+            ensure_secret(clients["ssm"], parameter.name, given.get(parameter.name, default), key_arn)
     failure_url = ensure_ingest_failure_queue(clients["sqs"], names)
     bucket = env.get("TRICKLE_ARCHIVE_BUCKET")
     if bucket:
@@ -295,10 +303,10 @@ def teardown(clients: Mapping[str, Any], env: Mapping[str, str], source_table: b
             gone.append(f"table {table}")
         except dynamodb.exceptions.ResourceNotFoundException:
             pass
-    for destination in names.destinations:
+    for parameter in (p for d in names.destinations for p in needed(d)):
         try:
-            clients["ssm"].delete_parameter(Name=destination.api_key_parameter)
-            gone.append(f"parameter {destination.api_key_parameter}")
+            clients["ssm"].delete_parameter(Name=parameter.name)
+            gone.append(f"parameter {parameter.name}")
         except clients["ssm"].exceptions.ParameterNotFound:
             pass
     bucket = env.get("TRICKLE_ARCHIVE_BUCKET")

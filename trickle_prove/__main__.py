@@ -46,7 +46,7 @@ import boto3
 
 from chalicelib import naming
 from chalicelib.logs import LOGGER_NAMES
-from chalicelib.settings import Settings, load_settings
+from chalicelib.settings import Settings, destination_names, load_settings
 from trickle_deploy import bootstrap, emulator_shims, stream_settings, template
 from trickle_deploy.iam_check import CallRecorder, denied, deployed_policies, partition_keys
 from trickle_deploy.operate import stack_env
@@ -175,7 +175,12 @@ def prove_b(report: WayReport, emulator: Emulator, work: Path) -> None:
         os.environ[API_KEY_VARIABLE] = api_key
         try:
             bootstrap_args = ["--stage", stage_name, "--endpoint", emulator.endpoint_url]
-            quietly(bootstrap.main, [*bootstrap_args, "--api-key-env", API_KEY_VARIABLE, *where])
+            keys = [
+                option
+                for name in destination_names(stage.stage_env(stage_name, project))
+                for option in ("--secret-env", f"{name}={API_KEY_VARIABLE}")
+            ]
+            quietly(bootstrap.main, [*bootstrap_args, *keys, *where])
         finally:
             del os.environ[API_KEY_VARIABLE]
         said.append(f"bootstrap --endpoint, recorded as stage {recorded} in a copy of the project")

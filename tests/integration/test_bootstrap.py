@@ -128,10 +128,10 @@ def test_bootstrap_in_another_region_without_a_key_finishes_with_the_command_to_
 
     key = env["TRICKLE_API_KEY_KMS_KEY_ARN"]
     assert key.startswith(f"arn:aws:kms:{REGION}:123456789012:key/")
-    for destination in ("orders", "crm"):
+    for destination in ("orders", "crm"):  # each from a variable of its own
         assert (
             f"aws ssm put-parameter --region {REGION} --name /trickle/dev/{destination}-api-key"
-            f' --type SecureString --key-id {key} --value "$API_KEY" --overwrite'
+            f' --type SecureString --key-id {key} --value "${destination.upper()}_API_KEY" --overwrite'
         ) in first
     assert env["TRICKLE_STREAM_ARN"].startswith(
         f"arn:aws:dynamodb:{REGION}:123456789012:table/trickle-dev-items/"
@@ -163,6 +163,34 @@ def test_bootstrap_in_another_region_without_a_key_finishes_with_the_command_to_
     drain = json.loads((project / ".chalice" / "policy-dev-drain_orders.json").read_text())
     assert [s for s in drain["Statement"] if s["Sid"] == "DecryptApiKeyThroughSsm"] == []
     assert aws["sqs"].list_queues().get("QueueUrls", []) == []
+
+
+def test_each_destination_s_key_comes_from_its_own_variable_and_a_missing_one_gets_its_command(
+    endpoint: MotoEndpoint,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue #24: one value per destination (the orders key never lands in crm's parameter); what
+    is not given is printed as the command that stores it, never with a value."""
+    endpoint.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint.url)
+    monkeypatch.setenv("ORDERS_KEY", "sk-orders-only-4c1d")
+    project = stage.copy_project(tmp_path)
+    args = ["--stage", "dev", "--region", REGION, "--project-dir", str(project)]
+
+    assert bootstrap_main([*args, "--secret-env", "orders=ORDERS_KEY"]) == 0
+
+    said = capsys.readouterr().out
+    ssm = boto3.client("ssm", endpoint_url=endpoint.url, region_name=REGION)
+    stored = ssm.get_parameter(Name="/trickle/dev/orders-api-key", WithDecryption=True)["Parameter"]
+    assert stored["Value"] == "sk-orders-only-4c1d"
+    stored_names = [p["Name"] for p in ssm.describe_parameters()["Parameters"]]
+    assert stored_names == ["/trickle/dev/orders-api-key"]  # crm's: not stored, not guessed
+    assert "--name /trickle/dev/crm-api-key" in said and '--value "$CRM_API_KEY"' in said
+    assert "/trickle/dev/orders-api-key" not in said  # stored: nothing to do
+    assert "sk-orders-only-4c1d" not in said
+    assert bootstrap_main([*args, "--teardown"]) == 0
 
 
 def test_a_template_stage_is_not_bootstrapped(tmp_path: Path) -> None:

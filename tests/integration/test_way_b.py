@@ -61,7 +61,8 @@ def test_bootstrap_deploy_stream_settings_delete_teardown(
     project = copy_project(tmp_path)
     where = ["--stage", "dev", "--region", REGION, "--project-dir", str(project)]
 
-    assert bootstrap([*where, "--api-key-env", "WAY_B_API_KEY"]) == 0
+    keys = ["--secret-env", "orders=WAY_B_API_KEY", "--secret-env", "crm=WAY_B_API_KEY"]
+    assert bootstrap([*where, *keys]) == 0
     env = stage_env("dev", project)
     assert env["TRICKLE_STREAM_ARN"].startswith(
         f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/trickle-dev-items/"
