@@ -1,7 +1,8 @@
 """A stand-in for the third-party API: a real HTTP server on loopback that records every request
 (POST, PUT or PATCH to any path under its base), refuses with a 401 those without the credentials
 or the signature it requires (`trickle_local.standin_checks`), and injects the faults real APIs have
-(latency, 5xx, 429 with Retry-After, timeouts, poison items).
+(latency, 5xx, 429 with Retry-After, timeouts, poison items). With an OAuth2 token endpoint
+(`trickle_local.token_endpoint`) it serves that at its path and requires its tokens.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from urllib.parse import parse_qs
 from chalicelib.strict_json import dumps
 from trickle_local.ports import PortInUseError, in_use
 from trickle_local.standin_checks import Required, auth_ok, signature_ok
+from trickle_local.token_endpoint import TokenEndpoint
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,9 @@ class _Server(ThreadingHTTPServer):
 
 class StandInApi:
     """Start with `start()`, read `requests`, stop with `stop()`; `responder` overrides faults (not
-    the credentials and signature checks, which come first). Requests outside `base_path` get a 404."""
+    the credentials and signature checks, which come first). Requests outside `base_path` get a 404;
+    `tokens`, if given, answers at its own path, and every request must carry a token it issued
+    that has not expired."""
 
     def __init__(
         self,
@@ -103,10 +107,12 @@ class StandInApi:
         host: str = "127.0.0.1",
         port: int = 0,
         base_path: str = "/",
+        tokens: TokenEndpoint | None = None,
     ) -> None:
         self.faults = faults or Faults()
         self.responder: Responder | None = None
         self.base_path = "/" + base_path.strip("/")
+        self.tokens = tokens
         self._random = random.Random(self.faults.seed)
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
@@ -140,14 +146,20 @@ class StandInApi:
         """Requests refused for their credentials or signature."""
         return sum(1 for r in self.requests if r.refused)
 
+    @property
+    def token_requests(self) -> int:
+        """Requests its token endpoint answered (0 without one)."""
+        return self.tokens.token_requests if self.tokens is not None else 0
+
     def required(self) -> Required:
-        """What every request must carry, from the faults in force."""
+        """What every request must carry, from the faults in force and the token endpoint."""
         f = self.faults
         return Required(
             api_key=f.api_key,
             api_key_header=f.api_key_header,
             api_key_scheme=f.api_key_scheme,
             basic=f.basic,
+            bearer=self.tokens.authorized if self.tokens is not None else None,
             secret_headers={k.lower(): v for k, v in (f.secret_headers or {}).items()},
             signing_secret=f.signing_secret,
         )
@@ -205,6 +217,8 @@ class StandInApi:
         return self
 
     def stop(self) -> None:
+        if self.tokens is not None:
+            self.tokens.close()
         self._server.shutdown()
         self._server.server_close()
 
@@ -290,7 +304,18 @@ class StandInApi:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
+            def _token(self) -> bool:
+                """Answers a request to the token endpoint's path (True), or leaves it (False)."""
+                tokens = api.tokens
+                if tokens is None or self.path.split("?", 1)[0] != tokens.path:
+                    return False
+                answer = tokens.handle(self.command, self.path, dict(self.headers.items()), self._body())
+                self._answer(answer.status, answer.body, answer.headers)
+                return True
+
             def _receive(self) -> None:
+                if self._token():
+                    return
                 reply = api.receive(self.command, self.path, self._body(), self._headers())
                 with api._lock:
                     api._in_flight += 1
@@ -320,6 +345,8 @@ class StandInApi:
             def do_GET(self) -> None:
                 """A read-only listing of the requests made to this path or under it (`?since=N`
                 skips the first N), so a user of the local runtime can see what the API got."""
+                if self._token():
+                    return
                 path, _, query = self.path.partition("?")
                 since = parse_qs(query).get("since", ["0"])[0]
                 entries = api.listing(path, int(since) if since.isdigit() else 0)
@@ -327,6 +354,7 @@ class StandInApi:
                     "path": path,
                     "received": len(entries),
                     "auth_failures": api.auth_failures,
+                    **({"token_requests": api.token_requests} if api.tokens is not None else {}),
                     "requests": entries,
                 }
                 self._answer(200, dumps(document).encode())

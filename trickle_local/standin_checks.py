@@ -16,24 +16,22 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 @dataclass(frozen=True)
 class Required:
-    """What a request must carry; None (or empty) for what this API does not ask for.
-    `token_valid` is the OAuth2 token endpoint's judgement of a bearer token (unknown or expired:
-    False)."""
+    """What a request must carry; None (or empty) for what this API does not ask for. `bearer` is
+    the OAuth2 token endpoint's judgement of a request's headers: whether they carry a token it
+    issued that has not expired (`trickle_local.token_endpoint.TokenEndpoint.authorized`)."""
 
     api_key: str | None = None
     api_key_header: str = "x-api-key"
     api_key_scheme: str = ""  # "Bearer": the header must read "Bearer <key>"
     basic: tuple[str, str] | None = None  # (username, password)
-    token_valid: Callable[[str], bool] | None = None
+    bearer: Callable[[Mapping[str, str]], bool] | None = None
     secret_headers: Mapping[str, str] | None = None  # name (lower-case) -> value
     signing_secret: str | None = None  # `whsec_<base64>`
 
     @property
     def auth(self) -> bool:
         """Whether any credential is asked for (else a request's auth is "not required")."""
-        return bool(
-            self.api_key is not None or self.basic or self.token_valid is not None or self.secret_headers
-        )
+        return bool(self.api_key is not None or self.basic or self.bearer is not None or self.secret_headers)
 
     def redacted(self) -> frozenset[str]:
         """Header names (lower-case) whose values a listing must not show."""
@@ -72,11 +70,6 @@ def basic_ok(authorization: str | None, username: str, password: str) -> bool:
     return equal(decoded, f"{username}:{password}")
 
 
-def bearer_ok(authorization: str | None, valid: Callable[[str], bool]) -> bool:
-    token = credentials(authorization, "Bearer")
-    return token is not None and valid(token)
-
-
 def auth_ok(required: Required, headers: Mapping[str, str]) -> bool | None:
     """Whether the request carries every credential `required` asks for; None if it asks none."""
     if not required.auth:
@@ -86,7 +79,7 @@ def auth_ok(required: Required, headers: Mapping[str, str]) -> bool | None:
         required.api_key is None
         or api_key_ok(headers, required.api_key, required.api_key_header, required.api_key_scheme),
         required.basic is None or basic_ok(authorization, *required.basic),
-        required.token_valid is None or bearer_ok(authorization, required.token_valid),
+        required.bearer is None or required.bearer(headers),
         all(equal(headers.get(name), value) for name, value in (required.secret_headers or {}).items()),
     ]
     return all(checks)

@@ -15,6 +15,7 @@ import requests
 from standardwebhooks.webhooks import Webhook
 
 from trickle_local.standin_api import Faults, Reply, StandInApi
+from trickle_local.token_endpoint import TokenEndpoint
 
 SECRET = "whsec_" + base64.b64encode(b"a-signing-secret-of-32-bytes!!!!").decode()
 
@@ -135,3 +136,42 @@ def test_the_checks_come_before_a_responder(served: list[StandInApi]) -> None:
 
     assert (refused.status_code, taken.status_code) == (401, 201)
     assert [(r.auth_ok, r.applied) for r in api.requests] == [(False, False), (True, True)]
+
+
+def test_an_oauth2_token_from_its_own_endpoint_is_required_until_it_expires(served: list[StandInApi]) -> None:
+    now = [1000.0]
+    tokens = TokenEndpoint("client-1", "secret-1", lifetime_s=5, clock=lambda: now[0])
+    api = StandInApi(Faults(), base_path="/v1", tokens=tokens).start()
+    served.append(api)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    asked = requests.post(
+        f"{api.url}/oauth/token", data="grant_type=client_credentials", headers=form,
+        auth=("client-1", "secret-1"), timeout=10,
+    )  # fmt: skip
+    refused = requests.post(
+        f"{api.url}/oauth/token", data="grant_type=client_credentials", headers=form,
+        auth=("client-1", "wrong"), timeout=10,
+    )  # fmt: skip
+    assert (asked.status_code, refused.status_code) == (200, 401)
+    token = asked.json()["access_token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+
+    fresh = requests.put(f"{api.url}/v1/invoices/1", data="{}", headers=bearer, timeout=10)
+    unknown = requests.put(
+        f"{api.url}/v1/invoices/2", data="{}", headers={"Authorization": "Bearer x"}, timeout=10
+    )
+    missing = requests.put(f"{api.url}/v1/invoices/3", data="{}", timeout=10)
+    now[0] += 5
+    expired = requests.put(f"{api.url}/v1/invoices/4", data="{}", headers=bearer, timeout=10)
+
+    assert [a.status_code for a in (fresh, unknown, missing, expired)] == [200, 401, 401, 401]
+    assert [(r.path, r.auth_ok, r.applied) for r in api.requests] == [
+        ("/v1/invoices/1", True, True),
+        ("/v1/invoices/2", False, False),
+        ("/v1/invoices/3", False, False),
+        ("/v1/invoices/4", False, False),
+    ]
+    document = listing(api, "/v1")
+    assert (document["token_requests"], document["auth_failures"], document["received"]) == (2, 3, 4)
+    assert token not in requests.get(f"{api.url}/v1", timeout=10).text
+    assert requests.get(f"{api.url}/oauth/token", timeout=10).status_code == 405
