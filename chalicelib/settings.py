@@ -8,6 +8,7 @@ clear message instead of a KeyError deep inside a handler.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import tomllib
@@ -18,6 +19,7 @@ from typing import TypeVar
 from urllib.parse import urlparse
 
 from chalicelib import enrichers, naming
+from chalicelib.request_shape import PathTemplate, header_problems, reserved_headers
 from chalicelib.routing import Expression, Route
 
 T = TypeVar("T")
@@ -25,6 +27,12 @@ T = TypeVar("T")
 EVENT_NAMES = frozenset({"INSERT", "MODIFY", "REMOVE"})
 GROUP_BY_CHOICES = ("partition_key", "table", "expression")
 ORDERING_CHOICES = ("skip", "strict")
+AUTH_CHOICES = ("api_key", "basic", "oauth2_client_credentials", "none")
+CLIENT_AUTH_CHOICES = ("basic", "body")  # RFC 6749 2.3.1: HTTP Basic, or client_id/client_secret in the form
+SIGNING_CHOICES = ("standard_webhooks",)
+METHOD_CHOICES = ("POST", "PUT", "PATCH")
+OAUTH2 = "oauth2_client_credentials"
+_OAUTH2_FIELDS = ("token_url", "scope", "audience", "client_auth", "token_refresh_skew_s")
 SQS_MAX_MESSAGE_BYTES = 1_048_576
 UNROUTED_DEAD_LETTER = "dead_letter:"
 
@@ -63,16 +71,32 @@ def settings_error_message(error: SettingsError, env: Mapping[str, str]) -> str:
 
 @dataclass(frozen=True)
 class Destination:
-    """An API that receives messages: where, with which key, at what pace, and how it fails. The
-    queues come from the stage, the rest from the routes file (the key parameter by default from
-    `naming.key_parameter`); a stage's `TRICKLE_DEST_<NAME>_<FIELD>` overrides any routes-file
-    value (say, a sandbox URL for dev)."""
+    """An API that receives messages: where, with which credentials, in what request shape, at what
+    pace, and how it fails. The queues come from the stage, the rest from the routes file (the
+    parameters by default from `naming`); a stage's `TRICKLE_DEST_<NAME>_<FIELD>` overrides any
+    routes-file value (say, a sandbox URL for dev): `_HEADERS` as a JSON object, `_SECRET_HEADERS`
+    as a comma-separated list of names."""
 
     name: str
     url: str
+    # The SSM SecureString of its credentials, whatever the auth kind ("" for auth = none):
+    # api_key the key; basic {"username", "password"}; oauth2 {"client_id", "client_secret"}.
     api_key_parameter: str
     api_key_header: str
     api_key_scheme: str  # "" sends the key bare; "Bearer" sends "Bearer <key>"
+    auth: str  # one of AUTH_CHOICES; api_key unless the routes file says otherwise
+    token_url: str  # oauth2 only ("" otherwise), as the next four
+    scope: str  # space-separated; "" asks for none
+    audience: str  # "" sends none
+    client_auth: str  # "basic" or "body" (CLIENT_AUTH_CHOICES)
+    token_refresh_skew_s: int  # a token is renewed this long before its expires_in runs out
+    signing: str  # "" (none) or "standard_webhooks"
+    signing_parameter: str  # its whsec_ secret(s), whitespace-separated; "" unless signing
+    method: str  # POST, PUT or PATCH
+    path: PathTemplate | None  # appended to the URL's path, rendered from the body; None: the URL alone
+    headers: tuple[tuple[str, str], ...]  # fixed extra headers (not secret), as the routes file orders them
+    secret_headers: tuple[str, ...]  # header names whose values are in headers_parameter
+    headers_parameter: str  # JSON object {name: value} of exactly secret_headers; "" unless any
     queue_url: str
     dlq_url: str
     connect_timeout_s: float
@@ -250,6 +274,19 @@ _DESTINATION_FIELDS = frozenset(
         "heartbeat_s",
         "group_by",
         "group_expression",
+        "auth",
+        "token_url",
+        "scope",
+        "audience",
+        "client_auth",
+        "token_refresh_skew_s",
+        "signing",
+        "signing_parameter",
+        "method",
+        "path",
+        "headers",
+        "secret_headers",
+        "headers_parameter",
     }
 )
 _ROUTE_FIELDS = frozenset({"name", "events", "filter", "transform", "enrich", "destinations"})
@@ -329,6 +366,44 @@ class _DestinationReader:
             self._r.errors.append(f"{self.where(field)}={value!r} must be one of {', '.join(choices)}")
         return value
 
+    def only_with(self, applies: bool, condition: str, *fields: str) -> None:
+        """Refuse each field given where it would be ignored (say, key_header with auth = 'basic'):
+        dropping it without a word would leave the stage doing something else than it says."""
+        for field in fields if not applies else ():
+            if self._raw(field) is not None:
+                self._r.errors.append(f"{self.where(field)} applies only with {condition}")
+
+    def headers(self, field: str) -> dict[str, str]:
+        """Header names to values: a table in the routes file, a JSON object in the stage variable."""
+        raw = self._raw(field)
+        if raw is None:
+            return {}
+        where, value = raw
+        from_stage = where == naming.destination_variable(self.name, field)
+        if from_stage:
+            try:
+                value = json.loads(str(value))
+            except ValueError:
+                value = None
+        if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+            return {str(name): v for name, v in value.items()}
+        shape = "a JSON object" if from_stage else "a table"
+        self._r.errors.append(f"{where}={raw[1]!r} must be {shape} of header names to strings")
+        return {}
+
+    def names(self, field: str) -> tuple[str, ...]:
+        """Header names: a list in the routes file, comma-separated in the stage variable."""
+        raw = self._raw(field)
+        if raw is None:
+            return ()
+        where, value = raw
+        if isinstance(value, str) and where == naming.destination_variable(self.name, field):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        if isinstance(value, list) and all(isinstance(name, str) for name in value):
+            return tuple(value)
+        self._r.errors.append(f"{where}={value!r} must be a list of header names")
+        return ()
+
 
 def _destination(
     r: _Reader, name: str, table: Mapping[str, object], partition_key: str | None, stage: str
@@ -345,12 +420,50 @@ def _destination(
         r.errors.append(f"destination {name!r}: group_by = 'expression' needs a group_expression")
     if group_by == "partition_key" and partition_key is None:
         r.errors.append(f"destination {name!r} groups by partition key: TRICKLE_PARTITION_KEY is required")
+    auth = d.choice("auth", "api_key", AUTH_CHOICES)
+    oauth2 = auth == OAUTH2
+    if auth in AUTH_CHOICES:
+        d.only_with(auth == "api_key", "auth = 'api_key'", "key_header", "key_scheme")
+        d.only_with(oauth2, f"auth = {OAUTH2!r}", *_OAUTH2_FIELDS)
+        d.only_with(auth != "none", "an auth other than 'none'", "key_parameter")
+    token_url = d.text("token_url") if oauth2 else ""
+    _check_url(r, d.where("token_url"), token_url)
+    signing = d.text("signing", "")
+    if signing and signing not in SIGNING_CHOICES:
+        r.errors.append(
+            f"{d.where('signing')}={signing!r} must be {' or '.join(SIGNING_CHOICES)} (or left out: unsigned)"
+        )
+    d.only_with(bool(signing), "signing", "signing_parameter")
+    fixed_headers, secret_headers = d.headers("headers"), d.names("secret_headers")
+    d.only_with(bool(secret_headers), "secret_headers", "headers_parameter")
+    key_header = d.text("key_header", "x-api-key")
+    if auth in AUTH_CHOICES:
+        for problem in header_problems(fixed_headers, secret_headers, reserved_headers(auth, key_header)):
+            r.errors.append(f"destination {name!r}: {problem}")
+
+    def parameter(field: str, default: Callable[[str, str], str], needed: bool) -> str:
+        """A parameter's name, by default the stage's name for it (required without a stage)."""
+        return d.text(field, default(stage, name) if stage else None) if needed else ""
+
     destination = Destination(
         name=name,
         url=url,
-        api_key_parameter=d.text("key_parameter", naming.key_parameter(stage, name) if stage else None),
-        api_key_header=d.text("key_header", "x-api-key"),
+        api_key_parameter=parameter("key_parameter", naming.key_parameter, auth != "none"),
+        api_key_header=key_header,
         api_key_scheme=d.text("key_scheme", ""),
+        auth=auth,
+        token_url=token_url,
+        scope=d.text("scope", "") if oauth2 else "",
+        audience=d.text("audience", "") if oauth2 else "",
+        client_auth=d.choice("client_auth", "basic", CLIENT_AUTH_CHOICES) if oauth2 else "basic",
+        token_refresh_skew_s=d.number("token_refresh_skew_s", 60, int, 0, 3600) if oauth2 else 60,
+        signing=signing,
+        signing_parameter=parameter("signing_parameter", naming.signing_parameter, bool(signing)),
+        method=d.choice("method", "POST", METHOD_CHOICES),
+        path=_path(r, d.where("path"), d.text("path", "")),
+        headers=tuple(fixed_headers.items()),
+        secret_headers=secret_headers,
+        headers_parameter=parameter("headers_parameter", naming.headers_parameter, bool(secret_headers)),
         queue_url=queue_url,
         dlq_url=dlq_url,
         connect_timeout_s=d.number("connect_timeout_s", 3.05, float, 0.1, 60.0),
@@ -368,6 +481,16 @@ def _destination(
     if destination.backoff_cap_s < destination.backoff_base_s:
         r.errors.append(f"destination {name!r}: backoff_cap_s must be at least backoff_base_s")
     return destination
+
+
+def _path(r: _Reader, what: str, text: str) -> PathTemplate | None:
+    if not text:
+        return None
+    try:
+        return PathTemplate.compile(text)
+    except ValueError as exc:
+        r.errors.append(f"{what}: {exc}")
+        return None
 
 
 def _compile(r: _Reader, what: str, text: object) -> Expression | None:

@@ -88,12 +88,25 @@ def test_the_import_graph_has_no_cycle() -> None:
 
 def test_importing_the_app_loads_only_what_its_decorators_need() -> None:
     """Every function's cold start imports `app`: the values, the JSON checks (whose patterns take
-    milliseconds to compile) and the adapters wait for the function whose work needs them."""
+    milliseconds to compile) and the adapters wait for the function whose work needs them. The
+    settings compile each destination's path and check its headers (`request_shape`, which takes
+    the signing headers' names from `signing`) so that a bad one stops the import."""
     probe = "import sys, app; print(' '.join(sorted(m for m in sys.modules if m.startswith('chalicelib.'))))"
     env = {**os.environ, **packaging_env(stage.stage_env("prod")), "AWS_DEFAULT_REGION": "us-east-1"}
     loaded = subprocess.run(
         [sys.executable, "-c", probe], cwd=PACKAGE.parent, env=env, capture_output=True, text=True, check=True
     ).stdout.split()
     assert loaded == [
-        f"chalicelib.{m}" for m in ("auth", "enrichers", "logs", "naming", "routing", "settings", "wiring")
+        f"chalicelib.{m}"
+        for m in (
+            "auth",
+            "enrichers",
+            "logs",
+            "naming",
+            "request_shape",
+            "routing",
+            "settings",
+            "signing",
+            "wiring",
+        )
     ]

@@ -93,6 +93,19 @@ def test_defaults_from_the_suite_env(settings: Settings) -> None:
         api_key_parameter="/trickle/test/api-key",
         api_key_header="x-api-key",
         api_key_scheme="",
+        auth="api_key",
+        token_url="",
+        scope="",
+        audience="",
+        client_auth="basic",
+        token_refresh_skew_s=60,
+        signing="",
+        signing_parameter="",
+        method="POST",
+        path=None,
+        headers=(),
+        secret_headers=(),
+        headers_parameter="",
         queue_url=ORDERS_QUEUE,
         dlq_url=ORDERS_DLQ,
         connect_timeout_s=3.05,
@@ -1236,3 +1249,499 @@ def test_an_unreadable_routes_file_says_nothing_of_destination_variables(tmp_pat
         message
         == f"invalid Trickle settings: TRICKLE_ROUTES_FILE: cannot read {missing}: No such file or directory"
     )
+
+
+# --- auth, signing and the request's shape (issue #24) -----------------------------------------------
+
+OAUTH2 = 'auth = "oauth2_client_credentials"\ntoken_url = "https://auth.example.com/oauth/token"'
+KEY_PARAMETER = "TRICKLE_DEST_ORDERS_KEY_PARAMETER"
+
+
+def orders_with(toml: WriteToml, fields: str, **stage: str | None) -> Destination:
+    """Destination `orders` of a routes file with `fields`, under BASE_ENV with `stage` applied."""
+    return load_settings(env_with(**{**toml(one_destination(fields)), **stage})).destination("orders")
+
+
+@pytest.mark.parametrize(
+    ("fields", "stage", "expected"),
+    [
+        pytest.param("", {}, {"auth": "api_key", "api_key_parameter": "/trickle/test/api-key"}, id="default"),
+        pytest.param('auth = "api_key"\nkey_header = "X-Key"', {}, {"api_key_header": "X-Key"}, id="api-key"),
+        pytest.param(
+            'auth = "basic"', {}, {"auth": "basic", "api_key_parameter": "/trickle/test/api-key"}, id="basic"
+        ),
+        pytest.param(
+            'auth = "basic"',
+            {"TRICKLE_STAGE": "dev", KEY_PARAMETER: None},
+            {"api_key_parameter": "/trickle/dev/orders-api-key"},
+            id="basic-credentials-in-the-stage-s-parameter",
+        ),
+        pytest.param(
+            'auth = "none"', {KEY_PARAMETER: None}, {"auth": "none", "api_key_parameter": ""}, id="none"
+        ),
+        pytest.param(
+            'auth = "none"',
+            {KEY_PARAMETER: None, "TRICKLE_STAGE": "dev"},
+            {"api_key_parameter": ""},
+            id="none-dev",
+        ),
+        pytest.param("", {"TRICKLE_DEST_ORDERS_AUTH": "basic"}, {"auth": "basic"}, id="auth-from-the-stage"),
+        pytest.param(
+            OAUTH2,
+            {},
+            {
+                "auth": "oauth2_client_credentials",
+                "token_url": "https://auth.example.com/oauth/token",
+                "scope": "",
+                "audience": "",
+                "client_auth": "basic",
+                "token_refresh_skew_s": 60,
+                "api_key_parameter": "/trickle/test/api-key",
+            },
+            id="oauth2-defaults",
+        ),
+        pytest.param(
+            OAUTH2 + '\nscope = "invoices:write invoices:read"\naudience = "https://api.example.com"\n'
+            'client_auth = "body"\ntoken_refresh_skew_s = 0',
+            {},
+            {
+                "scope": "invoices:write invoices:read",
+                "audience": "https://api.example.com",
+                "client_auth": "body",
+                "token_refresh_skew_s": 0,
+            },
+            id="oauth2-all-fields",
+        ),
+        pytest.param(
+            OAUTH2 + '\nscope = "a"',
+            {
+                "TRICKLE_DEST_ORDERS_TOKEN_URL": "http://127.0.0.1:8091/token",
+                "TRICKLE_DEST_ORDERS_SCOPE": "b c",
+                "TRICKLE_DEST_ORDERS_CLIENT_AUTH": "body",
+                "TRICKLE_DEST_ORDERS_TOKEN_REFRESH_SKEW_S": "3600",
+            },
+            {
+                "token_url": "http://127.0.0.1:8091/token",
+                "scope": "b c",
+                "client_auth": "body",
+                "token_refresh_skew_s": 3600,
+            },
+            id="oauth2-stage-over-file",
+        ),
+        pytest.param("", {}, {"signing": "", "signing_parameter": ""}, id="unsigned"),
+        pytest.param(
+            'signing = "standard_webhooks"',
+            {"TRICKLE_STAGE": "dev"},
+            {"signing": "standard_webhooks", "signing_parameter": "/trickle/dev/orders-signing-secret"},
+            id="signing-parameter-of-the-stage",
+        ),
+        pytest.param(
+            'signing = "standard_webhooks"\nsigning_parameter = "/mine/signing"',
+            {},
+            {"signing_parameter": "/mine/signing"},
+            id="signing-parameter-from-the-file",
+        ),
+        pytest.param(
+            "",
+            {
+                "TRICKLE_DEST_ORDERS_SIGNING": "standard_webhooks",
+                "TRICKLE_DEST_ORDERS_SIGNING_PARAMETER": "/s",
+            },
+            {"signing": "standard_webhooks", "signing_parameter": "/s"},
+            id="signing-from-the-stage",
+        ),
+        pytest.param("", {}, {"method": "POST", "path": None}, id="method-and-path-defaults"),
+        pytest.param('method = "PUT"', {}, {"method": "PUT"}, id="put"),
+        pytest.param(
+            'method = "PUT"', {"TRICKLE_DEST_ORDERS_METHOD": "PATCH"}, {"method": "PATCH"}, id="patch-stage"
+        ),
+        pytest.param("", {}, {"headers": (), "secret_headers": (), "headers_parameter": ""}, id="no-headers"),
+        pytest.param(
+            'headers = { "X-Source" = "trickle", "Accept" = "application/json" }',
+            {},
+            {"headers": (("X-Source", "trickle"), ("Accept", "application/json"))},
+            id="headers-inline-table",
+        ),
+        pytest.param(
+            '[destinations.orders.headers]\n"X-Source" = "trickle"',
+            {},
+            {"headers": (("X-Source", "trickle"),)},
+            id="headers-sub-table",
+        ),
+        pytest.param(
+            'headers = { "X-Source" = "file" }',
+            {"TRICKLE_DEST_ORDERS_HEADERS": '{"X-Source": "stage", "X-Env": "dev"}'},
+            {"headers": (("X-Source", "stage"), ("X-Env", "dev"))},
+            id="headers-stage-json-over-file",
+        ),
+        pytest.param(
+            'headers = { "x-api-key" = "not the key" }\nauth = "basic"',
+            {},
+            {"headers": (("x-api-key", "not the key"),)},
+            id="x-api-key-is-free-when-not-the-auth-header",
+        ),
+        pytest.param(
+            'headers = { "Authorization" = "Token t" }\nauth = "api_key"',
+            {},
+            {"headers": (("Authorization", "Token t"),)},
+            id="authorization-is-free-when-the-key-has-another-header",
+        ),
+        pytest.param(
+            'secret_headers = ["X-Tenant-Key"]',
+            {"TRICKLE_STAGE": "dev"},
+            {"secret_headers": ("X-Tenant-Key",), "headers_parameter": "/trickle/dev/orders-headers"},
+            id="secret-headers-parameter-of-the-stage",
+        ),
+        pytest.param(
+            'secret_headers = ["X-File"]',
+            {
+                "TRICKLE_DEST_ORDERS_SECRET_HEADERS": " X-A , X-B,",
+                "TRICKLE_DEST_ORDERS_HEADERS_PARAMETER": "/h",
+            },
+            {"secret_headers": ("X-A", "X-B"), "headers_parameter": "/h"},
+            id="secret-headers-stage-list-over-file",
+        ),
+    ],
+)
+def test_auth_signing_and_request_shape_fields(
+    toml: WriteToml, fields: str, stage: dict[str, str | None], expected: dict[str, object]
+) -> None:
+    orders = orders_with(toml, fields, **stage)
+    assert {name: getattr(orders, name) for name in expected} == expected
+
+
+def test_the_path_is_compiled_at_import_and_renders_each_value_as_one_segment(toml: WriteToml) -> None:
+    orders = orders_with(toml, 'method = "PUT"\npath = "/invoices/{item.invoice_id}"')
+    assert orders.path is not None
+    assert orders.path.text == "/invoices/{item.invoice_id}"
+    assert orders.path.render({"item": {"invoice_id": "2026/07 #1"}}) == "/invoices/2026%2F07%20%231"
+
+
+def test_the_path_can_come_from_the_stage(toml: WriteToml) -> None:
+    orders = orders_with(toml, 'path = "/file/{a}"', TRICKLE_DEST_ORDERS_PATH="/stage/{keys.pk}")
+    assert orders.path is not None
+    assert orders.path.render({"keys": {"pk": "c-1"}}) == "/stage/c-1"
+
+
+def test_existing_destinations_keep_the_api_key_and_post_to_their_url(settings: Settings) -> None:
+    """The suite's routes file predates issue #24: nothing it does changes."""
+    for destination in settings.destinations.values():
+        assert (destination.auth, destination.method, destination.path) == ("api_key", "POST", None)
+        assert (destination.signing, destination.headers, destination.secret_headers) == ("", (), ())
+    crm = settings.destination("crm")
+    assert (crm.api_key_header, crm.api_key_scheme) == ("Authorization", "Bearer")
+
+
+@pytest.mark.parametrize(
+    ("fields", "stage", "needle"),
+    [
+        # auth
+        pytest.param(
+            'auth = "oauth2"',
+            {},
+            "routes file FILE: destinations.orders.auth='oauth2' must be one of api_key, basic,"
+            " oauth2_client_credentials, none",
+            id="unknown-auth",
+        ),
+        pytest.param(
+            "",
+            {"TRICKLE_DEST_ORDERS_AUTH": "Basic"},
+            "TRICKLE_DEST_ORDERS_AUTH='Basic' must be one of",
+            id="unknown-auth-in-the-stage",
+        ),
+        pytest.param(
+            'auth = "basic"\nkey_header = "X-Key"',
+            {},
+            "routes file FILE: destinations.orders.key_header applies only with auth = 'api_key'",
+            id="key-header-with-basic",
+        ),
+        pytest.param(
+            OAUTH2 + '\nkey_scheme = "Bearer"',
+            {},
+            "routes file FILE: destinations.orders.key_scheme applies only with auth = 'api_key'",
+            id="key-scheme-with-oauth2",
+        ),
+        pytest.param(
+            'auth = "none"',
+            {KEY_PARAMETER: None, "TRICKLE_DEST_ORDERS_KEY_HEADER": "X-Key"},
+            "TRICKLE_DEST_ORDERS_KEY_HEADER applies only with auth = 'api_key'",
+            id="key-header-from-the-stage-with-none",
+        ),
+        pytest.param(
+            'auth = "none"',
+            {},
+            "TRICKLE_DEST_ORDERS_KEY_PARAMETER applies only with an auth other than 'none'",
+            id="key-parameter-from-the-stage-with-none",
+        ),
+        pytest.param(
+            'auth = "none"\nkey_parameter = "/k"',
+            {KEY_PARAMETER: None},
+            "routes file FILE: destinations.orders.key_parameter applies only with an auth other than 'none'",
+            id="key-parameter-with-none",
+        ),
+        # oauth2
+        pytest.param(
+            'auth = "oauth2_client_credentials"',
+            {},
+            "destination 'orders' needs TRICKLE_DEST_ORDERS_TOKEN_URL (or token_url in the routes file)",
+            id="oauth2-without-token-url",
+        ),
+        pytest.param(
+            'auth = "oauth2_client_credentials"\ntoken_url = "ftp://auth.example.com/token"',
+            {},
+            "routes file FILE: destinations.orders.token_url='ftp://auth.example.com/token'"
+            " is not an http(s) URL",
+            id="token-url-not-http",
+        ),
+        pytest.param(
+            OAUTH2,
+            {"TRICKLE_DEST_ORDERS_TOKEN_URL": "auth.example.com/token"},
+            "TRICKLE_DEST_ORDERS_TOKEN_URL='auth.example.com/token' is not an http(s) URL",
+            id="token-url-from-the-stage-not-http",
+        ),
+        *(
+            pytest.param(
+                f'auth = "basic"\n{field} = {value}',
+                {},
+                f"routes file FILE: destinations.orders.{field} applies only with"
+                " auth = 'oauth2_client_credentials'",
+                id=f"{field}-with-basic",
+            )
+            for field, value in [
+                ("token_url", '"https://a.example/t"'),
+                ("scope", '"s"'),
+                ("audience", '"a"'),
+                ("client_auth", '"body"'),
+                ("token_refresh_skew_s", "30"),
+            ]
+        ),
+        pytest.param(
+            "",
+            {"TRICKLE_DEST_ORDERS_SCOPE": "s"},
+            "TRICKLE_DEST_ORDERS_SCOPE applies only with auth = 'oauth2_client_credentials'",
+            id="scope-from-the-stage-with-api-key",
+        ),
+        pytest.param(
+            OAUTH2 + '\nclient_auth = "post"',
+            {},
+            "routes file FILE: destinations.orders.client_auth='post' must be one of basic, body",
+            id="unknown-client-auth",
+        ),
+        pytest.param(
+            OAUTH2 + "\ntoken_refresh_skew_s = 3601",
+            {},
+            "routes file FILE: destinations.orders.token_refresh_skew_s=3601 must be between 0 and 3600",
+            id="skew-too-long",
+        ),
+        pytest.param(
+            OAUTH2,
+            {"TRICKLE_DEST_ORDERS_TOKEN_REFRESH_SKEW_S": "-1"},
+            "TRICKLE_DEST_ORDERS_TOKEN_REFRESH_SKEW_S='-1' must be between 0 and 3600",
+            id="skew-negative",
+        ),
+        # signing
+        pytest.param(
+            'signing = "hmac"',
+            {},
+            "routes file FILE: destinations.orders.signing='hmac' must be standard_webhooks"
+            " (or left out: unsigned)",
+            id="unknown-signing",
+        ),
+        pytest.param(
+            'signing_parameter = "/s"',
+            {},
+            "routes file FILE: destinations.orders.signing_parameter applies only with signing",
+            id="signing-parameter-without-signing",
+        ),
+        pytest.param(
+            'signing = "standard_webhooks"',
+            {},
+            "destination 'orders' needs TRICKLE_DEST_ORDERS_SIGNING_PARAMETER (or"
+            " signing_parameter in the routes file)",
+            id="signing-without-a-stage-or-parameter",
+        ),
+        # method and path
+        pytest.param(
+            'method = "GET"',
+            {},
+            "routes file FILE: destinations.orders.method='GET' must be one of POST, PUT, PATCH",
+            id="get",
+        ),
+        pytest.param(
+            "",
+            {"TRICKLE_DEST_ORDERS_METHOD": "put"},
+            "TRICKLE_DEST_ORDERS_METHOD='put' must be one of",
+            id="lowercase",
+        ),
+        pytest.param(
+            'path = "invoices/{item.id}"',
+            {},
+            "routes file FILE: destinations.orders.path: path 'invoices/{item.id}' must start with /",
+            id="path-without-slash",
+        ),
+        pytest.param(
+            'path = "/invoices/{item.[}"',
+            {},
+            "routes file FILE: destinations.orders.path: path placeholder {item.[} is not a"
+            " JMESPath expression",
+            id="path-bad-expression",
+        ),
+        pytest.param(
+            "",
+            {"TRICKLE_DEST_ORDERS_PATH": "/invoices/{item.id"},
+            "TRICKLE_DEST_ORDERS_PATH: path '/invoices/{item.id' has an empty placeholder or"
+            " an unmatched brace",
+            id="path-from-the-stage-unclosed",
+        ),
+        pytest.param(
+            'path = "/a b/{x}"',
+            {},
+            "routes file FILE: destinations.orders.path: path '/a b/{x}' holds ' '",
+            id="path-with-a-space",
+        ),
+        pytest.param(
+            "path = 5",
+            {},
+            "routes file FILE: destinations.orders.path=5 must be a string",
+            id="path-not-text",
+        ),
+        # headers
+        *(
+            pytest.param(
+                f'auth = "{auth}"\n{extra}headers = {{ "{header}" = "x" }}',
+                {} if auth != "none" else {KEY_PARAMETER: None},
+                f"destination 'orders': headers: header '{header}' is set by Trickle itself and"
+                " may not be given",
+                id=f"reserved-{header}-{auth}",
+            )
+            for auth, extra, header in [
+                ("api_key", "", "X-Api-Key"),
+                ("api_key", 'key_header = "X-Key"\n', "x-key"),
+                ("basic", "", "Authorization"),
+                ("oauth2_client_credentials", 'token_url = "https://a.example/t"\n', "authorization"),
+                ("none", "", "Content-Type"),
+                ("none", "", "Content-Length"),
+                ("none", "", "Host"),
+                ("none", "", "Transfer-Encoding"),
+                ("basic", "", "Idempotency-Key"),
+                ("basic", "", "webhook-id"),
+                ("basic", "", "Webhook-Timestamp"),
+                ("basic", "", "WEBHOOK-SIGNATURE"),
+            ]
+        ),
+        pytest.param(
+            OAUTH2 + '\nsecret_headers = ["Authorization"]\nheaders_parameter = "/h"',
+            {},
+            "destination 'orders': secret_headers: header 'Authorization' is set by Trickle itself",
+            id="reserved-secret-header",
+        ),
+        pytest.param(
+            "",
+            {"TRICKLE_DEST_ORDERS_HEADERS": '{"Idempotency-Key": "1"}'},
+            "destination 'orders': headers: header 'Idempotency-Key' is set by Trickle itself",
+            id="reserved-header-from-the-stage",
+        ),
+        pytest.param(
+            "",
+            {
+                "TRICKLE_DEST_ORDERS_SECRET_HEADERS": "X-Tenant,x-api-key",
+                "TRICKLE_DEST_ORDERS_HEADERS_PARAMETER": "/h",
+            },
+            "destination 'orders': secret_headers: header 'x-api-key' is set by Trickle itself",
+            id="reserved-secret-header-from-the-stage",
+        ),
+        pytest.param(
+            'headers = { "X-Tenant" = "t" }\nsecret_headers = ["x-tenant"]\nheaders_parameter = "/h"',
+            {},
+            "destination 'orders': secret_headers: header 'x-tenant' is given in both"
+            " headers and secret_headers",
+            id="header-both-fixed-and-secret",
+        ),
+        pytest.param(
+            'headers = { "X Source" = "t" }',
+            {},
+            "destination 'orders': headers: header 'X Source' is not a header name",
+            id="header-name-not-a-token",
+        ),
+        pytest.param(
+            'headers = { "X-Source" = "a\\r\\nX-Evil: 1" }',
+            {},
+            "destination 'orders': headers: header 'X-Source': its value holds a line break",
+            id="header-value-with-crlf",
+        ),
+        pytest.param(
+            'headers = { "X-Source" = 1 }',
+            {},
+            "routes file FILE: destinations.orders.headers={'X-Source': 1} must be a table"
+            " of header names to strings",
+            id="header-value-not-text",
+        ),
+        pytest.param(
+            'headers = "X-Source: trickle"',
+            {},
+            "routes file FILE: destinations.orders.headers='X-Source: trickle' must be a"
+            " table of header names",
+            id="headers-not-a-table",
+        ),
+        pytest.param(
+            "",
+            {"TRICKLE_DEST_ORDERS_HEADERS": "X-Source: trickle"},
+            "TRICKLE_DEST_ORDERS_HEADERS='X-Source: trickle' must be a JSON object of header"
+            " names to strings",
+            id="headers-from-the-stage-not-json",
+        ),
+        pytest.param(
+            "",
+            {"TRICKLE_DEST_ORDERS_HEADERS": '["X-Source"]'},
+            "TRICKLE_DEST_ORDERS_HEADERS='[\"X-Source\"]' must be a JSON object of header names to strings",
+            id="headers-from-the-stage-not-an-object",
+        ),
+        pytest.param(
+            'secret_headers = "X-Tenant"',
+            {},
+            "routes file FILE: destinations.orders.secret_headers='X-Tenant' must be a list of header names",
+            id="secret-headers-not-a-list",
+        ),
+        pytest.param(
+            "secret_headers = [1]",
+            {},
+            "routes file FILE: destinations.orders.secret_headers=[1] must be a list of header names",
+            id="secret-headers-not-names",
+        ),
+        pytest.param(
+            'secret_headers = ["X-Tenant"]',
+            {},
+            "destination 'orders' needs TRICKLE_DEST_ORDERS_HEADERS_PARAMETER (or"
+            " headers_parameter in the routes file)",
+            id="secret-headers-without-a-stage-or-parameter",
+        ),
+        pytest.param(
+            'headers_parameter = "/h"',
+            {},
+            "routes file FILE: destinations.orders.headers_parameter applies only with secret_headers",
+            id="headers-parameter-without-secret-headers",
+        ),
+    ],
+)
+def test_auth_signing_and_request_shape_errors(
+    toml: WriteToml, fields: str, stage: dict[str, str | None], needle: str
+) -> None:
+    message = error_of(env_with(**{**toml(one_destination(fields)), **stage}))
+    assert needle in message
+    assert message.count("invalid Trickle settings") == 1
+
+
+def test_every_problem_of_the_new_fields_is_reported_at_once(toml: WriteToml) -> None:
+    fields = (
+        'auth = "basic"\nkey_header = "X-Key"\nscope = "s"\nmethod = "GET"\n'
+        'headers = { "Authorization" = "x", "Host" = "h" }'
+    )
+    message = error_of(env_with(**toml(one_destination(fields))))
+    for needle in (
+        "destinations.orders.key_header applies only with auth = 'api_key'",
+        "destinations.orders.scope applies only with auth = 'oauth2_client_credentials'",
+        "destinations.orders.method='GET' must be one of POST, PUT, PATCH",
+        "headers: header 'Authorization' is set by Trickle itself",
+        "headers: header 'Host' is set by Trickle itself",
+    ):
+        assert needle in message
