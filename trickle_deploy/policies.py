@@ -20,6 +20,7 @@ from chalicelib import naming
 from chalicelib.ledger import DEAD_INDEX
 from chalicelib.notes import UNROUTED_NOTE_KEY, redrive_note_key
 from chalicelib.settings import Destination, Settings, SettingsError, load_settings
+from trickle_project.secret_parameters import CREDENTIALS, SecretParameter, needed
 from trickle_project.stage import is_template_stage, stage_settings, with_bootstrap_queues
 
 CHALICE_DIR = Path(__file__).resolve().parent.parent / ".chalice"
@@ -58,13 +59,16 @@ Arn = str | dict[str, Any]
 
 @dataclass(frozen=True)
 class DestinationArns:
-    """What a destination's statements name: the ARNs of its queues and key (or, in a template stage,
-    the CloudFormation expressions giving them). The destination itself is the settings' one type."""
+    """What a destination's statements name: the ARNs of its queues and of the SecureStrings its
+    drain reads (or, in a template stage, the CloudFormation expressions giving them). The
+    destination itself is the settings' one type."""
 
     destination: Destination
     queue_arn: Arn
     dlq_arn: Arn
-    parameter_arn: Arn
+    # Each SecureString its drain reads (`secret_parameters.needed`), with its ARN: none for a
+    # destination that reads no credentials, signs nothing and has no secret headers.
+    secrets: tuple[tuple[SecretParameter, Arn], ...]
     enriches: bool  # a route to it names an enricher: its drain reads the source table
 
 
@@ -143,7 +147,7 @@ def template_resources(env: Mapping[str, str]) -> StageResources:
                 destination=d,
                 queue_arn={"Fn::GetAtt": [naming.queue_id(d.name), "Arn"]},
                 dlq_arn={"Fn::GetAtt": [naming.dead_letter_queue_id(d.name), "Arn"]},
-                parameter_arn=_arn("ssm", "parameter/" + d.api_key_parameter.lstrip("/")),
+                secrets=tuple((p, _arn("ssm", "parameter/" + p.name.lstrip("/"))) for p in needed(d)),
                 enriches=_enriches(settings, d.name),
             )
             for d in settings.destinations.values()
@@ -185,7 +189,7 @@ def stage_resources(env: Mapping[str, str]) -> StageResources:
                 destination=d,
                 queue_arn=queue_arn(d.queue_url, partition, region),
                 dlq_arn=queue_arn(d.dlq_url, partition, region),
-                parameter_arn=parameter_arn(d.api_key_parameter, partition, region, account),
+                secrets=tuple((p, parameter_arn(p.name, partition, region, account)) for p in needed(d)),
                 enriches=_enriches(settings, d.name),
             )
             for d in settings.destinations.values()
@@ -219,16 +223,20 @@ def _statement(
     return statement | ({"Condition": condition} if condition else {})
 
 
-def _decrypt(env: Mapping[str, str], r: StageResources, parameter: Arn | None) -> list[dict[str, Any]]:
-    """kms:Decrypt on the bootstrap's key, only through SSM and only for the API key parameter.
-    (A stage deployed with the merge template gets the same statement from the template.)"""
+def _decrypt(env: Mapping[str, str], r: StageResources, parameters: list[Arn]) -> list[dict[str, Any]]:
+    """kms:Decrypt on the bootstrap's key, only through SSM and only for the function's own
+    parameters. (A stage deployed with the merge template gets the same statement from the template.)"""
     key = env.get("TRICKLE_API_KEY_KMS_KEY_ARN")
-    if not key or not parameter:
+    if not key or not parameters:
         return []
     condition = {
-        "StringEquals": {"kms:EncryptionContext:PARAMETER_ARN": parameter, "kms:ViaService": r.ssm_service}
+        "StringEquals": {"kms:EncryptionContext:PARAMETER_ARN": parameters, "kms:ViaService": r.ssm_service}
     }
-    return [_statement("DecryptApiKeyThroughSsm", ["kms:Decrypt"], [key], condition)]
+    return [_statement("DecryptThroughSsm", ["kms:Decrypt"], [key], condition)]
+
+
+# The statement that lets a drain read one kind of its destination's SecureStrings.
+READ_SECRET_SIDS = {CREDENTIALS: "ReadCredentials"}
 
 
 def _leading_keys(operator: str, keys: list[str]) -> dict[str, Any]:
@@ -239,8 +247,9 @@ def _leading_keys(operator: str, keys: list[str]) -> dict[str, Any]:
 def _drain_policy(
     env: Mapping[str, str], r: StageResources, d: DestinationArns, logs: dict[str, Any]
 ) -> dict[str, Any]:
-    """A destination's drain reaches its own queue, dead-letter queue, key, lease and run note, and
-    nothing of the other destinations' (the notes by leading key: one table holds every drain's)."""
+    """A destination's drain reaches its own queue, dead-letter queue, secrets, lease and run note, and
+    nothing of the other destinations' (the notes by leading key: one table holds every drain's). It
+    reads only the secrets its destination needs, a statement per kind."""
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -270,8 +279,11 @@ def _drain_policy(
                     [naming.lease_key(d.destination.name), naming.run_note_key(d.destination.name)],
                 ),
             ),
-            _statement("ReadApiKey", ["ssm:GetParameter"], [d.parameter_arn]),
-            *_decrypt(env, r, d.parameter_arn),
+            *(
+                _statement(READ_SECRET_SIDS[parameter.kind], ["ssm:GetParameter"], [arn])
+                for parameter, arn in d.secrets
+            ),
+            *_decrypt(env, r, [arn for _, arn in d.secrets]),
             *([_statement("Enrich", ["dynamodb:GetItem"], [r.table_arn])] if d.enriches else []),
             *(
                 [_statement("ArchiveResponses", ["s3:PutObject"], [r.archive_objects_arn])]
@@ -378,7 +390,7 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                     if r.token_parameter_arn
                     else []
                 ),
-                *_decrypt(env, r, r.token_parameter_arn),
+                *_decrypt(env, r, [r.token_parameter_arn] if r.token_parameter_arn else []),
             ],
         }
     return policies

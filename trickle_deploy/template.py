@@ -35,6 +35,7 @@ from trickle_deploy.policies import (
 )
 from trickle_deploy.stream_settings import MAX_RECORD_AGE_S, STREAM_RETRY_ATTEMPTS
 from trickle_project.resources import ARCHIVE_RETENTION_DAYS, BACKSTOP_MAX_RECEIVE_COUNT, RETENTION_S
+from trickle_project.secret_parameters import CREDENTIALS
 from trickle_project.stage import PROJECT_DIR, is_template_stage, load_config, packaging_env, stage_settings
 from trickle_project.workflows import wait_definition
 
@@ -106,7 +107,13 @@ def _queue(name: dict[str, str], fifo: bool, extra: Mapping[str, Any] | None = N
 
 
 def _alarm(
-    description: str, namespace: str, metric: str, dimensions: dict[str, Any], statistic: str, threshold: Any
+    description: str,
+    namespace: str,
+    metric: str,
+    dimensions: dict[str, Any],
+    statistic: str,
+    threshold: Any,
+    comparison: str = "GreaterThanThreshold",
 ) -> dict[str, Any]:
     return {
         "Type": "AWS::CloudWatch::Alarm",
@@ -119,13 +126,18 @@ def _alarm(
             "Period": 60,
             "EvaluationPeriods": 1,
             "Threshold": threshold,
-            "ComparisonOperator": "GreaterThanThreshold",
+            "ComparisonOperator": comparison,
             "TreatMissingData": "notBreaching",
             "AlarmActions": {
                 "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
             },
         },
     }
+
+
+def drain_metric_dimensions(destination: str) -> dict[str, str]:
+    """The dimensions of a drain's own metrics (`metrics.RunMetrics` for the destination)."""
+    return {"destination": destination, "service": "trickle"}
 
 
 UNROUTED_SHARE_PERIOD_S = 300
@@ -198,7 +210,8 @@ def _dashboard(destinations: Sequence[Destination]) -> dict[str, Any]:
         }
 
     def drain_metric(name: str, destination: str) -> list[str]:
-        return [METRICS_NAMESPACE, name, "destination", destination, "service", "trickle"]
+        dimensions = drain_metric_dimensions(destination).items()
+        return [METRICS_NAMESPACE, name, *(part for dimension in dimensions for part in dimension)]
 
     def ingest_metric(name: str) -> list[str]:
         return [METRICS_NAMESPACE, name, "table", "${SourceTableName}", "service", "trickle"]
@@ -261,7 +274,7 @@ def _dashboard(destinations: Sequence[Destination]) -> dict[str, Any]:
 
 
 def _decrypt_policy(name: str, role: str, parameter: Any, ssm_service: Any) -> dict[str, Any]:
-    """kms:Decrypt on the stage's key for one role, only through SSM and only for one parameter."""
+    """kms:Decrypt on the stage's key for one role, only through SSM and only for its parameter(s)."""
     return {
         "Type": "AWS::IAM::Policy",
         "Properties": {
@@ -339,12 +352,18 @@ def _source_table(settings: Settings) -> dict[str, Any]:
 
 def _destination_resources(arns: DestinationArns, ssm_service: Any, visibility: int) -> dict[str, Any]:
     """What one destination needs: its FIFO queue and FIFO dead-letter queue, their alarms, its
-    drain's alarm, and the drain's right to decrypt its key."""
+    drain's alarms, and the drain's right to decrypt its own secrets (if it reads any)."""
     d = arns.destination
     queue, dead, decrypt = (
         naming.queue_id(d.name),
         naming.dead_letter_queue_id(d.name),
         naming.decrypt_key_policy_id(d.name),
+    )
+    parameters = [arn for _, arn in arns.secrets]
+    decrypts = (
+        {decrypt: _decrypt_policy(decrypt, naming.role_id(d.drain_function), parameters, ssm_service)}
+        if parameters
+        else {}
     )
     return {
         dead: _queue({"Fn::Sub": naming.dead_letter_queue_name(STACK_NAME, d.name)}, fifo=True),
@@ -359,7 +378,7 @@ def _destination_resources(arns: DestinationArns, ssm_service: Any, visibility: 
                 },
             },
         ),
-        decrypt: _decrypt_policy(decrypt, naming.role_id(d.drain_function), arns.parameter_arn, ssm_service),
+        **decrypts,
         naming.dead_letters_alarm_id(d.name): _alarm(
             f"Trickle: messages in {d.name}'s dead-letter queue",
             "AWS/SQS",
@@ -383,6 +402,17 @@ def _destination_resources(arns: DestinationArns, ssm_service: Any, visibility: 
             {"FunctionName": {"Ref": naming.logical_id(d.drain_function)}},
             "Sum",
             0,
+        ),
+        # Its API or token endpoint refused its credentials: the run stopped, every message is
+        # still queued, and nothing goes out until an operator stores the right ones.
+        naming.credentials_refused_alarm_id(d.name): _alarm(
+            f"Trickle: {d.name} refused its credentials; its messages wait in the queue",
+            METRICS_NAMESPACE,
+            "CredentialsRefused",
+            drain_metric_dimensions(d.name),
+            "Sum",
+            1,
+            "GreaterThanOrEqualToThreshold",
         ),
     }
 
@@ -630,7 +660,7 @@ def merge_template(stage: str) -> dict[str, Any]:
                 "Type": "AWS::KMS::Key",
                 **RETAIN,
                 "Properties": {
-                    "Description": f"Encrypts Trickle's {stage} API key in SSM Parameter Store",
+                    "Description": f"Encrypts Trickle's {stage} secrets in SSM Parameter Store",
                     "EnableKeyRotation": True,
                     "KeyPolicy": {
                         "Version": "2012-10-17",
@@ -707,15 +737,26 @@ def put_parameter_command(parameter: str, key_id: str, variable: str, region: st
     )
 
 
+# A secret's stack outputs by its kind: its parameter's ARN, and the command that stores it.
+SECRET_OUTPUTS = {CREDENTIALS: (naming.key_parameter_arn_output, naming.put_key_command_output)}
+
+
 def _destination_outputs(arns: DestinationArns) -> dict[str, Any]:
-    name, key_parameter = arns.destination.name, arns.destination.api_key_parameter
-    command = put_parameter_command(key_parameter, naming.key_alias(STACK_NAME), naming.key_variable(name))
-    return {
-        naming.key_parameter_arn_output(name): {"Value": arns.parameter_arn},
-        naming.put_key_command_output(name): {
-            "Description": f"Stores {name}'s API key (run once after the first deploy)",
+    """Its queues' URLs and, per SecureString its drain reads, the parameter's ARN and the command
+    that stores it from the destination's own variable."""
+    name = arns.destination.name
+    outputs: dict[str, Any] = {}
+    for parameter, arn in arns.secrets:
+        arn_output, command_output = SECRET_OUTPUTS[parameter.kind]
+        command = put_parameter_command(parameter.name, naming.key_alias(STACK_NAME), parameter.variable)
+        outputs[arn_output(name)] = {"Value": arn}
+        outputs[command_output(name)] = {
+            "Description": f"Stores {parameter.holds} of {name} from ${parameter.variable}"
+            " (run once after the first deploy)",
             "Value": {"Fn::Sub": command + " --region ${AWS::Region}"},
-        },
+        }
+    return {
+        **outputs,
         naming.queue_url_output(name): {"Value": {"Ref": naming.queue_id(name)}},
         naming.dead_letter_queue_url_output(name): {"Value": {"Ref": naming.dead_letter_queue_id(name)}},
     }

@@ -193,7 +193,7 @@ def test_dev_policies_name_the_queues_its_bootstrap_then_makes(
     queue, dead = statement(drain, "Drain")["Resource"], statement(drain, "DeadLetter")["Resource"]
     assert queue == [f"arn:aws:sqs:us-east-1:123456789012:trickle-dev-{name}.fifo"]
     assert dead == [f"arn:aws:sqs:us-east-1:123456789012:trickle-dev-{name}-dead-letters.fifo"]
-    assert statement(drain, "ReadApiKey")["Resource"] == [
+    assert statement(drain, "ReadCredentials")["Resource"] == [
         f"arn:aws:ssm:us-east-1:123456789012:parameter/trickle/dev/{name}-api-key"
     ]
     assert "orders" not in json.dumps(drain) and "crm" not in json.dumps(drain)

@@ -50,7 +50,7 @@ def test_bootstrap_is_idempotent_and_teardown_removes_what_it_made(endpoint: Mot
     assert "FifoQueue" not in failure_queue
 
     drain = function_policies(first)["drain_orders"]
-    (decrypt,) = [s for s in drain["Statement"] if s["Sid"] == "DecryptApiKeyThroughSsm"]
+    (decrypt,) = [s for s in drain["Statement"] if s["Sid"] == "DecryptThroughSsm"]
     assert decrypt["Resource"] == [key["Arn"]]
 
     removed = teardown(aws, env, source_table=False)
@@ -161,7 +161,7 @@ def test_bootstrap_in_another_region_without_a_key_finishes_with_the_command_to_
     after = stage.stage_env("dev", project)
     assert "TRICKLE_API_KEY_KMS_KEY_ARN" not in after  # nothing names the deleted key
     drain = json.loads((project / ".chalice" / "policy-dev-drain_orders.json").read_text())
-    assert [s for s in drain["Statement"] if s["Sid"] == "DecryptApiKeyThroughSsm"] == []
+    assert [s for s in drain["Statement"] if s["Sid"] == "DecryptThroughSsm"] == []
     assert aws["sqs"].list_queues().get("QueueUrls", []) == []
 
 

@@ -202,11 +202,35 @@ def test_alarms_and_dashboard_are_in_the_template(prod: tuple[dict[str, Any], di
         "ApproximateNumberOfMessagesVisible",
         "ApproximateAgeOfOldestMessage",
         "Errors",
+        "CredentialsRefused",
         "IteratorAge",
         "metric math",
     }
     dashboards = [p for p in sam["Resources"].values() if p.get("Type") == "AWS::CloudWatch::Dashboard"]
     assert len(dashboards) == 1
+
+
+def test_each_destination_alarms_as_soon_as_its_credentials_are_refused(
+    prod: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    """Issue #24: a 400/401 from the token endpoint (or the API refusing fresh credentials) stops the
+    destination's run and leaves its messages queued; the drain counts it as `CredentialsRefused`,
+    and the first one alarms, to the same actions as the destination's other alarms."""
+    sam, _ = prod
+    resources = sam["Resources"]
+    for destination in DESTINATIONS:
+        alarm = resources[f"{destination.capitalize()}CredentialsRefusedAlarm"]["Properties"]
+        dead_letters = resources[f"{destination.capitalize()}DeadLettersAlarm"]["Properties"]
+        # the drain's metrics: RunMetrics({"destination": <name>}) in the namespace Trickle, service trickle
+        assert (alarm["Namespace"], alarm["MetricName"], alarm["Dimensions"]) == (
+            "Trickle",
+            "CredentialsRefused",
+            [{"Name": "destination", "Value": destination}, {"Name": "service", "Value": "trickle"}],
+        )
+        assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("Sum", 60, 1)
+        assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1)
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert alarm["AlarmActions"] == dead_letters["AlarmActions"]
 
 
 def test_an_alarm_watches_the_share_of_stream_records_no_route_takes(
@@ -267,9 +291,9 @@ def test_kms_decrypt_is_limited_to_the_key_and_the_parameter(
         assert statement["Resource"] == {"Fn::GetAtt": ["ApiKeyEncryptionKey", "Arn"]}
         parameter = settings.destination(destination).api_key_parameter
         condition = statement["Condition"]["StringEquals"]
-        assert condition["kms:EncryptionContext:PARAMETER_ARN"] == {
-            "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter" + parameter
-        }
+        assert condition["kms:EncryptionContext:PARAMETER_ARN"] == [
+            {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter" + parameter}
+        ]
         assert condition["kms:ViaService"] == {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"}
 
 
@@ -398,6 +422,8 @@ def test_what_the_emulator_cannot_create_is_right_in_the_transformed_template(
                     {"Fn::GetAtt": [f"{name.capitalize()}DeadLetterQueue", "QueueName"]},
                     {"Fn::GetAtt": [f"{name.capitalize()}Queue", "QueueName"]},
                     {"Ref": f"Drain{name.capitalize()}"},
+                    name,  # CredentialsRefused: the drain's own metric, by destination and service
+                    "trickle",
                 )
             ),
             {"Ref": "Ingest"},

@@ -27,7 +27,8 @@ PATTERNS = {
     "key variable": r"\{\}_API_KEY",
     "policy file": r"policy-\{\}-",
     "stack id or output": r"\{\}(Queue|DeadLetterQueue|Role|DecryptApiKey|DeadLettersAlarm|OldestMessageAlarm"
-    r"|ErrorsAlarm|AnswerExample|ApiKeyParameterArn|PutApiKeyCommand|QueueUrl|DeadLetterQueueUrl)\b"
+    r"|ErrorsAlarm|CredentialsRefusedAlarm|AnswerExample|ApiKeyParameterArn|PutApiKeyCommand|QueueUrl"
+    r"|DeadLetterQueueUrl)\b"
     r"|ExampleThrough\{\}",
 }
 

@@ -73,7 +73,7 @@ def test_a_stage_not_bootstrapped_for_a_new_destination_gets_the_queues_its_boot
         *statement(chalice, "dev", "drain_billing", "Drain"),
         *statement(chalice, "dev", "drain_billing", "DeadLetter"),
     ] == billing
-    assert statement(chalice, "dev", "drain_billing", "ReadApiKey") == [
+    assert statement(chalice, "dev", "drain_billing", "ReadCredentials") == [
         "arn:aws:ssm:us-east-1:123456789012:parameter/trickle/dev/billing-api-key"
     ]
     assert "orders" not in (chalice / "policy-dev-drain_billing.json").read_text()
