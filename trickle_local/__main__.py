@@ -29,19 +29,24 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlparse
 
+from chalice import Chalice, Rate
+from chalice.app import CloudWatchEvent
+
+from chalicelib import naming, wiring
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.logs import LOGGER_NAMES
 from chalicelib.settings import Settings, SettingsError, load_settings
 from trickle_local import signals
 from trickle_local.demo import (
     DemoReport,
+    UnauditedError,
     expected_by_destination,
     single_table_items,
     summarize,
@@ -187,8 +192,13 @@ def start(args: argparse.Namespace) -> Session:
         raise
 
 
+def run_env(args: argparse.Namespace) -> dict[str, str]:
+    """The stage's variables, reading `--routes FILE` if given instead of the stage's routes file."""
+    return stage.stage_env(args.stage, routes_file=args.routes)
+
+
 def _start(args: argparse.Namespace, started: contextlib.ExitStack) -> Session:
-    env = stage.stage_env(args.stage)
+    env = run_env(args)
     listen = ports(args, env)
     endpoint: Emulator | None = None
     endpoint_url: str | None = args.endpoint
@@ -222,7 +232,9 @@ def _start(args: argparse.Namespace, started: contextlib.ExitStack) -> Session:
                 honour_idempotency=not args.ignore_idempotency,
                 seed=seed,
             )
-            apis[name] = StandInApi(faults, port=listen[f"stand-in API for {name}"]).start()
+            apis[name] = StandInApi(
+                faults, port=listen[f"stand-in API for {name}"], base_path=urlparse(destination.url).path
+            ).start()
             started.callback(apis[name].stop)
     api_urls = {
         name: stage.with_netloc(declared.destination(name).url, api.url) for name, api in apis.items()
@@ -238,6 +250,13 @@ def _start(args: argparse.Namespace, started: contextlib.ExitStack) -> Session:
     quiet_logs(args.log_level)
     invoker = Invoker(app, stage.load_config(), args.stage)
     settings = load_settings(env)
+    for name in add_missing_drains(app, settings.destinations):
+        print(
+            f"Drains:       app.py has no {naming.drain_function(name)}: run here on"
+            f" {LOCAL_DRAIN_SCHEDULE.to_string()}; deploying needs it in app.py (docs/routes.md,"
+            ' "Adding a destination")',
+            file=sys.stderr,
+        )
     runtime = LocalRuntime(
         app,
         invoker,
@@ -253,6 +272,22 @@ def _start(args: argparse.Namespace, started: contextlib.ExitStack) -> Session:
         routes.start()
         started.callback(routes.stop)
     return Session(env, aws, runtime, apis, endpoint, settings, routes, operator_token, started)
+
+
+LOCAL_DRAIN_SCHEDULE = Rate(1, unit=Rate.MINUTES)  # where app.py has no drain for a destination
+
+
+def add_missing_drains(app: Chalice, destinations: Iterable[str]) -> list[str]:
+    """The destinations app.py has no `drain_<name>` for (a routes file of one's own, `--routes`),
+    each given one here, scheduled as app.py's are, so they can be tried before app.py has them."""
+    missing = [name for name in destinations if naming.drain_function(name) not in app.handler_map]
+    for name in missing:
+
+        def drain(event: CloudWatchEvent, destination: str = name) -> dict[str, Any]:
+            return wiring.drain(destination, event.context)
+
+        app.schedule(LOCAL_DRAIN_SCHEDULE, name=naming.drain_function(name))(drain)
+    return missing
 
 
 class Progress:
@@ -530,6 +565,14 @@ def audit(
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--stage", default="local", help="stage in .chalice/config.json (default: local)")
+    common.add_argument(
+        "--routes",
+        type=routes_file,
+        metavar="FILE",
+        help="read this routes file instead of the stage's (chalicelib/routes.toml); the stage's"
+        " TRICKLE_DEST_<NAME>_* variables apply to the destinations of the same name in it, a"
+        " destination app.py has no drain for is drained here on rate(1 minute)",
+    )
     where = common.add_mutually_exclusive_group()
     where.add_argument(
         "--endpoint",
@@ -635,6 +678,16 @@ def build_parser() -> argparse.ArgumentParser:
 _DESTINATION = re.compile(r"[a-z][a-z0-9_]*")  # fullmatch; settings say which names exist
 
 
+def routes_file(text: str) -> Path:
+    """`--routes FILE`, checked as argparse reads it (its contents are the settings' to judge)."""
+    path = Path(text)
+    try:
+        path.read_bytes()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {exc.strerror}") from None
+    return path.resolve()
+
+
 def api_url(text: str) -> tuple[str, str]:
     """`--api-url DESTINATION=URL`, checked as argparse reads it: the error names the flag."""
     name, equals, url = text.partition("=")
@@ -692,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
         print("trickle_local: --slow-moto applies to --emulator moto only", file=sys.stderr)
         return 2
     try:
-        destinations = list(load_settings(stage.stage_env(args.stage)).destinations)
+        destinations = list(load_settings(run_env(args)).destinations)
     except SettingsError as exc:  # before anything starts: the message says what to fix
         print(f"trickle_local: {exc}", file=sys.stderr)
         return 2
@@ -713,6 +766,7 @@ def main(argv: list[str] | None = None) -> int:
         EmulatorUnavailableError,
         EmulatorStartError,
         SettingsError,
+        UnauditedError,
     ) as exc:
         print(f"trickle_local: {exc}", file=sys.stderr)
         return 2

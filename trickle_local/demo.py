@@ -97,11 +97,22 @@ class Summary:
         return dumps(dict(sorted({**asdict(self), "ok": self.ok, **extra}.items())))
 
 
+class UnauditedError(ValueError):
+    """A delivered body the audit cannot place: it lacks the item's keys or sequence number."""
+
+
 def _key_and_sequence(request: RecordedRequest) -> tuple[ItemKey, int]:
     """The envelope's keys and sequence number (a transformed body carries them at its top)."""
-    body = json.loads(request.body)
-    sequence = body["source"]["sequence_number"] if "source" in body else body["sequence_number"]
-    return (str(body["keys"]["pk"]), str(body["keys"]["sk"])), int(sequence)
+    try:
+        body = json.loads(request.body)
+        sequence = body["source"]["sequence_number"] if "source" in body else body["sequence_number"]
+        return (str(body["keys"]["pk"]), str(body["keys"]["sk"])), int(sequence)
+    except (ValueError, KeyError, TypeError):
+        raise UnauditedError(
+            f"the demo audits each delivery by the item's keys and sequence number its body carries,"
+            f" and a body sent to {request.path} has none: keep `keys: keys, sequence_number:"
+            " source.sequence_number` in its route's transform, or try the routes file with `up`"
+        ) from None
 
 
 def summarize(

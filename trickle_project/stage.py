@@ -25,14 +25,39 @@ def load_config(project_dir: Path = PROJECT_DIR) -> dict[str, Any]:
     return dict(json.loads((project_dir / ".chalice" / "config.json").read_text()))
 
 
-def stage_env(stage: str = "local", project_dir: Path = PROJECT_DIR) -> dict[str, str]:
+def stage_env(
+    stage: str = "local", project_dir: Path = PROJECT_DIR, routes_file: Path | None = None
+) -> dict[str, str]:
     """The stage's variables, with the queues its bootstrap will create for a destination it names
-    none for yet (the local runtime creates them on every run)."""
+    none for yet (the local runtime creates them on every run); with `routes_file`, pointed at that
+    routes file instead of the stage's (`with_routes_file`)."""
     config = load_config(project_dir)
     stages = config["stages"]
     if stage not in stages:
         raise SystemExit(f"no stage {stage!r} in .chalice/config.json (have: {', '.join(stages)})")
-    return with_bootstrap_queues(stages[stage].get("environment_variables", {}), config["app_name"], stage)
+    env = stages[stage].get("environment_variables", {})
+    if routes_file is None:
+        return with_bootstrap_queues(env, config["app_name"], stage)
+    # The file's destinations get their queues while the stage still names its own (a stage that
+    # names no queue is a template stage, which gets none); then those of the others go.
+    reading = {**env, "TRICKLE_ROUTES_FILE": str(routes_file.resolve())}
+    return with_routes_file(with_bootstrap_queues(reading, config["app_name"], stage), routes_file)
+
+
+def with_routes_file(env: Mapping[str, str], routes_file: Path) -> dict[str, str]:
+    """The stage's variables reading another routes file (TRICKLE_ROUTES_FILE), without its
+    TRICKLE_DEST_<NAME>_* variables of destinations that file lacks: a stage may set fields only of
+    the file's destinations. Those it has keep the stage's values (its local URL, faster backoff)."""
+    path = str(routes_file.resolve())
+    prefixes = tuple(
+        naming.destination_variable(name, "") for name in destination_names({"TRICKLE_ROUTES_FILE": path})
+    )
+    kept = {
+        name: value
+        for name, value in env.items()
+        if not name.startswith(naming.DESTINATION_VARIABLE_PREFIX) or name.startswith(prefixes)
+    }
+    return {**kept, "TRICKLE_ROUTES_FILE": path}
 
 
 def is_template_stage(env: Mapping[str, str]) -> bool:

@@ -187,3 +187,35 @@ def test_up_delivers_to_an_api_url_as_given_and_counts_what_it_delivered(tmp_pat
     assert f"Metrics:      {metrics} " in text
     assert metrics_lines(text) == []
     assert metrics_lines(metrics.read_text())
+
+
+SHOP = """
+[destinations.shop]
+url = "https://shop.example.com/v1/invoices"
+backoff_base_s = 1
+backoff_cap_s = 2
+
+[[routes]]
+name = "invoices"
+filter = "item.type == 'invoice'"
+destinations = ["shop"]
+"""
+
+
+def test_the_demo_runs_another_routes_file_draining_a_destination_app_py_lacks(tmp_path: Path) -> None:
+    """`demo --routes FILE`: the stage's other destinations are gone, `shop` gets its queues, a
+    stand-in and a drain of the runtime's own (app.py has no drain_shop), and the audit passes."""
+    routes = tmp_path / "shop.toml"
+    routes.write_text(SHOP)
+    code, summary, stderr = demo(
+        "--routes", str(routes), "--items", "20", "--groups", "2", "--drain-every", "0.5", "--timeout", "120"
+    )  # fmt: skip
+
+    # 2 customer profiles, then 18 orders and invoices: every third an invoice
+    assert summary["destinations"] == {
+        "shop": {"inserted": 6, "delivered": 6, "dead_lettered": 0, "lost": 0, "duplicates": 0,
+                 "out_of_order": 0, "requests": 6},
+    }  # fmt: skip
+    assert {entry["path"] for entry in summary["received"]["shop"]} == {"/v1/invoices"}
+    assert code == 0
+    assert "app.py has no drain_shop: run here on rate(1 minute)" in stderr

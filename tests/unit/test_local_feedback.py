@@ -369,7 +369,7 @@ def test_a_broken_stage_stops_the_command_with_one_message(
     if routes is not None:
         (tmp_path / "routes.toml").write_text(routes)
         env["TRICKLE_ROUTES_FILE"] = str(tmp_path / "routes.toml")
-    monkeypatch.setattr(stage, "stage_env", lambda name: env)
+    monkeypatch.setattr(stage, "stage_env", lambda name, **_: env)
     assert cli.main(["up", "--ephemeral-ports"]) == 2
     err = capsys.readouterr().err
     prefix = "trickle_local: invalid Trickle settings for stage 'local': "

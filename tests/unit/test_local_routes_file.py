@@ -1,0 +1,115 @@
+"""`python -m trickle_local up|demo --routes FILE`: the local stage reading another routes file, and a
+drain for each of its destinations app.py has none for."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chalice import Chalice, Rate
+
+from chalicelib import wiring
+from chalicelib.settings import load_settings
+from trickle_local.runtime import Invoker, schedule_expressions, scheduled_event
+from trickle_project import stage
+
+SHOP = """
+[destinations.orders]
+url = "https://orders.example.com/v2/items"
+
+[destinations.shop]
+url = "https://shop.example.com/v1/items"
+
+[[routes]]
+name = "all"
+destinations = ["orders", "shop"]
+"""
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Path:
+    path = tmp_path / "shop.toml"
+    path.write_text(SHOP)
+    return path
+
+
+def test_another_routes_file_keeps_the_stage_s_variables_only_for_its_destinations(
+    shop: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local = stage.stage_env("local")
+    monkeypatch.chdir(shop.parent)
+    env = stage.stage_env("local", routes_file=Path("shop.toml"))  # relative to where it runs
+
+    assert env["TRICKLE_ROUTES_FILE"] == str(shop)
+    assert not [name for name in env if name.startswith("TRICKLE_DEST_CRM_")]
+    orders = {k: v for k, v in local.items() if k.startswith("TRICKLE_DEST_ORDERS_")}
+    assert orders and orders.items() <= env.items()  # the stage's values for a destination it keeps
+    assert {k: v for k, v in env.items() if not k.startswith("TRICKLE_DEST_")} == {
+        k: v for k, v in local.items() if not k.startswith("TRICKLE_DEST_")
+    } | {"TRICKLE_ROUTES_FILE": str(shop)}
+    settings = load_settings(env)  # no variable of a destination the file lacks is left to refuse
+    assert list(settings.destinations) == ["orders", "shop"]
+    assert settings.destination("orders").url == "http://127.0.0.1:5051/orders"  # the stage's
+    assert settings.destination("shop").url == "https://shop.example.com/v1/items"
+    assert settings.destination("shop").queue_url.endswith("/trickle-local-shop.fifo")  # its own queues
+
+
+def test_an_unreadable_routes_file_is_a_usage_error_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import trickle_local.__main__ as cli
+
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["demo", "--routes", str(tmp_path / "absent.toml")])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2
+    assert f"argument --routes: cannot read {tmp_path / 'absent.toml'}: No such file or directory" in err
+
+
+def test_a_broken_routes_file_given_stops_the_command_with_the_settings_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import trickle_local.__main__ as cli
+
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[destinations.shop]\nurl = "https://shop.example.com"\n')
+    assert cli.main(["demo", "--routes", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "trickle_local: invalid Trickle settings for stage 'local': routes file"
+        f" {broken}: at least one [[routes]] entry is required; routes file {broken}: no route sends to"
+        " destination 'shop'\n"
+    )
+
+
+def test_a_destination_app_py_has_no_drain_for_gets_one_scheduled_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import trickle_local.__main__ as cli
+
+    app = Chalice(app_name="t")
+
+    @app.schedule(Rate(2, unit=Rate.MINUTES), name="drain_orders")
+    def drain_orders(event: Any) -> dict[str, Any]:
+        return {"delivered": 0}
+
+    drained: list[tuple[str, int]] = []
+    monkeypatch.setattr(
+        wiring,
+        "drain",
+        lambda name, context: drained.append((name, context.get_remaining_time_in_millis())),
+    )
+
+    assert cli.add_missing_drains(app, ["orders", "shop", "crm"]) == ["shop", "crm"]
+    assert schedule_expressions(app) == {
+        "drain_orders": "rate(2 minutes)",
+        "drain_shop": "rate(1 minute)",
+        "drain_crm": "rate(1 minute)",
+    }
+    Invoker(app, {"version": "2.0", "app_name": "t"}, "local").invoke(
+        "drain_shop", scheduled_event("drain_shop", datetime.now(UTC), "us-east-1")
+    )
+    assert [name for name, _ in drained] == ["shop"]
+    assert 0 < drained[0][1] <= 60_000  # a Lambda-like context, the default timeout
