@@ -91,6 +91,20 @@ class ApiKey(Protocol):
     def refresh(self) -> str: ...
 
 
+class Secret(Protocol):
+    """An SSM SecureString of a destination (`chalicelib.secrets.SecretCache`): `get` its value, read
+    again once older than the max age; `refresh` reads it now (the API or the token endpoint refused
+    it: it may have been rotated). Both raise `chalicelib.secrets.SecretError`, which names the
+    parameter, never the value."""
+
+    @property
+    def name(self) -> str: ...
+
+    def get(self) -> str: ...
+
+    def refresh(self) -> str: ...
+
+
 class Enrich(Protocol):
     """A destination's enrichment (`chalicelib.enrichers.Enrichment`): the body to send for a
     message of `route`, or why there is none now."""

@@ -15,7 +15,13 @@ if TYPE_CHECKING:
 
 
 class SecretError(RuntimeError):
-    """The parameter could not be read; the message names it but never holds its value."""
+    """The parameter could not be read; the message names it but never holds its value. `code` is
+    the AWS error code (`ParameterNotFound`, `AccessDeniedException`, ...) or the exception's type:
+    what tells a missing or forbidden parameter from SSM being unavailable for now."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class SecretCache:
@@ -54,7 +60,16 @@ class SecretCache:
             value = self._provider.get(self.name, max_age=self._max_age_s, decrypt=True, force_fetch=force)
         except GetParameterError as exc:
             cause = exc.__context__ or exc  # the provider raises it while handling the SDK's error
-            raise SecretError(f"cannot read SSM parameter {self.name!r}: {type(cause).__name__}") from cause
+            code = error_code(cause)
+            named = type(cause).__name__ + ("" if code == type(cause).__name__ else f" ({code})")
+            raise SecretError(f"cannot read SSM parameter {self.name!r}: {named}", code) from cause
         if not isinstance(value, str):  # no transform asked: SSM's string, never bytes or a dict
             raise SecretError(f"SSM parameter {self.name!r} did not read as a string")
         return value
+
+
+def error_code(exc: BaseException) -> str:
+    """A botocore ClientError's code (its response's, never its message), else the exception's type."""
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return code if isinstance(code, str) and code else type(exc).__name__

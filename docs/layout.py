@@ -45,6 +45,7 @@ ADAPTERS = (
     "api_client",
     "archive",
     "callbacks",
+    "credentials",
     "dead_letters",
     "enrichers",
     "fifo_queue",

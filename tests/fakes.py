@@ -26,6 +26,7 @@ from chalicelib.model import (
     Settlement,
     Status,
 )
+from chalicelib.secrets import SecretError
 from trickle_local.runtime import Clock
 
 
@@ -320,6 +321,69 @@ class FakeSsm:
         if isinstance(step, Exception):
             raise step
         return {"Parameter": {"Name": kwargs["Name"], "Type": "SecureString", "Value": step, "Version": 1}}
+
+
+class FakeSecret:
+    """An SSM parameter (`chalicelib.ports.Secret`): `get` answers the value in hand, `refresh` moves
+    on to the next of `values` (the last one stays), as a parameter rotated and read again. A
+    `SecretError` among them is raised while it is the value in hand."""
+
+    def __init__(self, *values: str | SecretError, name: str = "/trickle/test/credentials") -> None:
+        self.name = name
+        self.values = list(values)
+        self.gets = 0
+        self.refreshes = 0
+        self._lock = threading.Lock()
+
+    def get(self) -> str:
+        with self._lock:
+            self.gets += 1
+            return self._value()
+
+    def refresh(self) -> str:
+        with self._lock:
+            self.refreshes += 1
+            if len(self.values) > 1:
+                self.values.pop(0)
+            return self._value()
+
+    def _value(self) -> str:
+        value = self.values[0]
+        if isinstance(value, SecretError):
+            raise value
+        return value
+
+
+class HttpAnswer:
+    """What a urllib3 pool's `urlopen` returns, as far as Trickle reads it."""
+
+    def __init__(
+        self, status: int, body: str | bytes = b"", headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.status = status
+        self.data = body.encode() if isinstance(body, str) else body
+        self.headers = dict(headers or {})
+
+
+class ScriptedHttp:
+    """A urllib3 pool (`chalicelib.api_client.Transport`) answering each request with the next of
+    `script` (the last repeated): an `HttpAnswer`, or an exception to raise. Records every request
+    as (method, target, headers, body text)."""
+
+    def __init__(self, *script: HttpAnswer | Exception) -> None:
+        self.script = list(script)
+        self.requests: list[tuple[str, str, dict[str, str], str]] = []
+        self._lock = threading.Lock()
+
+    def urlopen(self, method: str, url: str, **kw: Any) -> HttpAnswer:
+        with self._lock:
+            self.requests.append(
+                (method, url, dict(kw.get("headers") or {}), (kw.get("body") or b"").decode())
+            )
+            step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if isinstance(step, Exception):
+            raise step
+        return step
 
 
 class FakeNotes:

@@ -97,6 +97,27 @@ def test_error_names_the_parameter_never_the_secret(error: Exception) -> None:
     assert type(error).__name__ in message
 
 
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (
+            ClientError({"Error": {"Code": "ParameterNotFound", "Message": SECRET}}, "GetParameter"),
+            "ParameterNotFound",
+        ),
+        (ClientError({"Error": {"Code": "ThrottlingException"}}, "GetParameter"), "ThrottlingException"),
+        (EndpointConnectionError(endpoint_url="https://ssm.example"), "EndpointConnectionError"),
+        (RuntimeError(SECRET), "RuntimeError"),
+    ],
+)
+def test_error_carries_the_aws_code_or_the_type_so_a_missing_parameter_is_told_from_an_outage(
+    error: Exception, code: str
+) -> None:
+    with pytest.raises(SecretError) as caught:
+        cache(FakeSsm(error)).get()
+    assert caught.value.code == code
+    assert code in str(caught.value)
+
+
 def test_failed_refresh_after_a_good_read_does_not_leak_the_cached_value() -> None:
     ssm = FakeSsm(SECRET, RuntimeError("ssm down"))
     secrets = cache(ssm, max_age_s=300)
