@@ -50,11 +50,10 @@ from chalicelib.model import Authorization, CredentialsFailure
 from chalicelib.ports import Secret
 from chalicelib.request_shape import header_value_problem
 from chalicelib.secrets import SecretError
+from chalicelib.settings import AUTH_CHOICES, CLIENT_AUTH_CHOICES, Destination
 
 log = logging.getLogger(__name__)
 
-AUTH_KINDS = ("api_key", "basic", "oauth2_client_credentials", "none")
-CLIENT_AUTH = ("basic", "body")
 REMEMBER_FAILURES_S = 5.0
 # SSM answers that will not change by asking again: the parameter or its key is missing, or the
 # function may not read it. Anything else (throttling, a timeout, SSM unavailable) is retryable.
@@ -285,8 +284,8 @@ class RequestCredentials:
         clock: Callable[[], float] = time.monotonic,
         remember_failures_s: float = REMEMBER_FAILURES_S,
     ) -> None:
-        if auth not in AUTH_KINDS:
-            raise ValueError(f"auth {auth!r} is not one of {', '.join(AUTH_KINDS)}")
+        if auth not in AUTH_CHOICES:
+            raise ValueError(f"auth {auth!r} is not one of {', '.join(AUTH_CHOICES)}")
         if (credentials is None) != (auth == "none"):
             raise ValueError(
                 f"auth {auth!r} {'reads no' if auth == 'none' else 'needs a'} credentials parameter"
@@ -294,8 +293,9 @@ class RequestCredentials:
         oauth = auth == "oauth2_client_credentials"
         if oauth != (oauth2 is not None) or oauth != (token_endpoint is not None):
             raise ValueError("oauth2 and token_endpoint are given with auth 'oauth2_client_credentials' only")
-        if oauth2 is not None and oauth2.client_auth not in CLIENT_AUTH:
-            raise ValueError(f"client_auth {oauth2.client_auth!r} is not one of {', '.join(CLIENT_AUTH)}")
+        if oauth2 is not None and oauth2.client_auth not in CLIENT_AUTH_CHOICES:
+            choices = ", ".join(CLIENT_AUTH_CHOICES)
+            raise ValueError(f"client_auth {oauth2.client_auth!r} is not one of {choices}")
         if bool(secret_headers) != (headers_secret is not None):
             raise ValueError("secret_headers and headers_secret are given together")
         self.destination = destination
@@ -319,6 +319,41 @@ class RequestCredentials:
         self._timeout = urllib3.Timeout(
             connect=oauth2.connect_timeout_s if oauth2 else None,
             read=oauth2.read_timeout_s if oauth2 else None,
+        )
+
+    @classmethod
+    def from_destination(
+        cls,
+        destination: Destination,
+        secret: Callable[[str], Secret],
+        token_endpoint: Endpoint | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> RequestCredentials:
+        """A routes-file destination's credentials: `secret(name)` reads an SSM parameter (a
+        `SecretCache`), `token_endpoint` is the pool for its token_url (oauth2 only); the token
+        request has the destination's timeouts."""
+        d = destination
+        oauth2 = OAuth2(
+            d.token_url,
+            d.scope,
+            d.audience,
+            d.client_auth,
+            d.token_refresh_skew_s,
+            d.connect_timeout_s,
+            d.read_timeout_s,
+        )
+        return cls(
+            d.name,
+            d.auth,
+            secret(d.api_key_parameter) if d.auth != "none" else None,
+            key_header=d.api_key_header,
+            key_scheme=d.api_key_scheme,
+            oauth2=oauth2 if d.auth == "oauth2_client_credentials" else None,
+            token_endpoint=token_endpoint,
+            signing_secret=secret(d.signing_parameter) if d.signing else None,
+            headers_secret=secret(d.headers_parameter) if d.secret_headers else None,
+            secret_headers=d.secret_headers,
+            clock=clock,
         )
 
     def __repr__(self) -> str:

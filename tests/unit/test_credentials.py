@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus
 
@@ -23,6 +24,7 @@ from chalicelib.credentials import (
     OAuth2,
     RequestCredentials,
     TokenFailure,
+    basic_credentials,
     read_token_answer,
     refresh_at,
     secret_failure,
@@ -31,6 +33,7 @@ from chalicelib.credentials import (
 )
 from chalicelib.model import Authorization, CredentialsFailure
 from chalicelib.secrets import SecretError
+from chalicelib.settings import Settings
 from tests.fakes import FakeClock, FakeSecret, HttpAnswer, ScriptedHttp
 
 TOKEN_URL = "https://auth.example/oauth/token"
@@ -439,6 +442,77 @@ def test_credentials_built_against_their_kind_are_a_programming_error(
 ) -> None:
     with pytest.raises(ValueError):
         RequestCredentials(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("fields", "parameters", "headers"),
+    [
+        ({}, ["/trickle/test/api-key"], {"x-api-key": "v:/trickle/test/api-key"}),
+        (
+            {"api_key_header": "Authorization", "api_key_scheme": "Bearer"},
+            ["/trickle/test/api-key"],
+            {"Authorization": "Bearer v:/trickle/test/api-key"},
+        ),
+        ({"auth": "none", "api_key_parameter": ""}, [], {}),
+        (
+            {"auth": "none", "api_key_parameter": "", "secret_headers": ("X-A",), "headers_parameter": "/h"},
+            ["/h"],
+            {"X-A": "h"},
+        ),
+        ({"auth": "basic"}, ["/trickle/test/api-key"], {"Authorization": basic_credentials("u", "p")}),
+        (
+            {
+                "auth": "oauth2_client_credentials",
+                "token_url": TOKEN_URL,
+                "scope": "s",
+                "client_auth": "body",
+            },
+            ["/trickle/test/api-key"],
+            {"Authorization": f"Bearer {TOKEN}"},
+        ),
+        (
+            {
+                "auth": "none",
+                "api_key_parameter": "",
+                "signing": "standard_webhooks",
+                "signing_parameter": "/s",
+            },
+            ["/s"],
+            {},
+        ),
+    ],
+)
+def test_credentials_of_a_routes_file_destination(
+    settings: Settings, fields: dict[str, Any], parameters: list[str], headers: dict[str, str]
+) -> None:
+    destination = replace(settings.destination("orders"), **fields)
+    values = {
+        "/trickle/test/api-key": f"v:{destination.api_key_parameter}",
+        "/h": '{"X-A": "h"}',
+        "/s": SIGNING_SECRET,
+    }
+    if destination.auth == "basic":
+        values["/trickle/test/api-key"] = json.dumps({"username": "u", "password": "p"})
+    if destination.auth == "oauth2_client_credentials":
+        values["/trickle/test/api-key"] = json.dumps(CLIENT)
+    read: list[str] = []
+
+    def secret(name: str) -> FakeSecret:
+        read.append(name)
+        return FakeSecret(values[name], name=name)
+
+    http = ScriptedHttp(token())
+    endpoint = Endpoint(http, "/oauth/token") if destination.auth == "oauth2_client_credentials" else None
+    got = carried(RequestCredentials.from_destination(destination, secret, endpoint))
+    assert (read, dict(got.headers)) == (parameters, headers)
+    assert got.signing_keys == ((b"signing-key-never-log",) if destination.signing else ())
+    if endpoint is not None:
+        assert parse_qs(http.requests[0][3]) == {
+            "grant_type": ["client_credentials"],
+            "scope": ["s"],
+            "client_id": [CLIENT["client_id"]],
+            "client_secret": [CLIENT["client_secret"]],
+        }
 
 
 def test_a_bad_client_auth_is_a_programming_error() -> None:
