@@ -187,6 +187,24 @@ def put_key_command_output(destination: str) -> str:
     return f"{logical_id(destination)}PutApiKeyCommand"
 
 
+def signing_parameter_arn_output(destination: str) -> str:
+    return f"{logical_id(destination)}SigningSecretParameterArn"
+
+
+def put_signing_secret_command_output(destination: str) -> str:
+    """The stack output holding the command that stores its signing secret."""
+    return f"{logical_id(destination)}PutSigningSecretCommand"
+
+
+def headers_parameter_arn_output(destination: str) -> str:
+    return f"{logical_id(destination)}SecretHeadersParameterArn"
+
+
+def put_headers_command_output(destination: str) -> str:
+    """The stack output holding the command that stores its secret headers' values."""
+    return f"{logical_id(destination)}PutSecretHeadersCommand"
+
+
 def queue_url_output(destination: str) -> str:
     return f"{logical_id(destination)}QueueUrl"
 

@@ -19,10 +19,16 @@ from chalicelib.settings import Destination, load_settings
 from trickle_deploy.session import configured_session
 from trickle_deploy.template import put_parameter_command
 from trickle_project.resources import StageNames, kms_alias, provision, secret_stored, teardown
-from trickle_project.secret_parameters import CREDENTIALS, SecretParameter, needed
+from trickle_project.secret_parameters import CREDENTIALS, HEADERS, SIGNING, SecretParameter, needed
 
 # The option that hands the bootstrap one kind of secret, per destination (DESTINATION=VARIABLE).
-SECRET_OPTIONS = {CREDENTIALS: "--secret-env"}
+SECRET_OPTIONS = {CREDENTIALS: "--secret-env", SIGNING: "--signing-secret-env", HEADERS: "--headers-env"}
+# Why a destination takes no secret of a kind.
+NOT_READ = {
+    CREDENTIALS: 'has auth = "none": it reads no credentials',
+    SIGNING: "signs nothing (no signing in the routes file)",
+    HEADERS: "has no secret_headers",
+}
 ORDINALS = ("1st", "2nd", "3rd")
 
 
@@ -76,7 +82,7 @@ def secrets_from_env(
                 continue
             seen.add(name)
             if kind not in wanted:
-                problems.append(f"{where}: destination {name} reads no {kind} secret")
+                problems.append(f"{where}: destination {name} {NOT_READ[kind]}")
                 continue
             value = environ.get(variable)
             if not value:
@@ -183,6 +189,20 @@ def main(argv: list[str] | None = None) -> int:
         " credentials) from this environment variable; once per destination",
     )
     parser.add_argument(
+        "--signing-secret-env",
+        metavar="DESTINATION=VAR",
+        action="append",
+        default=[],
+        help="store the destination's whsec_ signing secret(s) from this environment variable",
+    )
+    parser.add_argument(
+        "--headers-env",
+        metavar="DESTINATION=VAR",
+        action="append",
+        default=[],
+        help="store the JSON of the destination's secret headers from this environment variable",
+    )
+    parser.add_argument(
         "--api-key-env",
         metavar="VAR",
         help="the API key from this environment variable, for a stage with one destination only",
@@ -218,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             given = secrets_from_env(
                 args.stage,
                 list(load_settings(env).destinations.values()),
-                {CREDENTIALS: args.secret_env},
+                {CREDENTIALS: args.secret_env, SIGNING: args.signing_secret_env, HEADERS: args.headers_env},
                 args.api_key_env,
                 os.environ,
             )
@@ -268,10 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(
             "Everything else is in place. To finish, store each secret the drains read from its own"
-            " variable (or re-run the bootstrap with --secret-env DESTINATION=VARIABLE):"
+            " variable (or re-run the bootstrap with --secret-env, --signing-secret-env or --headers-env"
+            " DESTINATION=VARIABLE):"
         )
         for parameter in missing:
-            print(f"  # {parameter.variable}: {parameter.holds} of destination {parameter.destination}")
+            print(f"  # {parameter.variable}: {parameter.holds}")
             print(f"  {put_secret_command(parameter, key.split(':')[3], key)}")
     return 0
 

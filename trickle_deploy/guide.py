@@ -4,9 +4,11 @@ so they name exactly what the stack has.
     python -m trickle_deploy.guide --stage prod --stack-name trickle-prod keys
     python -m trickle_deploy.guide --stage prod --stack-name trickle-prod cleanup
 
-`keys` prints one `aws ssm put-parameter` per SecureString the stage reads (each destination's API
-key, and the operator token of a stage with token auth), encrypted under the stack's KMS key: run
-them once after the first deploy, each with its variable set. `cleanup` prints what deletes the stack
+`keys` prints one `aws ssm put-parameter` per SecureString the stage reads (each destination's
+credentials unless its auth is none, its signing secret if it signs, its secret headers' values if
+it has any, and the operator token of a stage with token auth), encrypted under the stack's KMS key,
+each after a comment saying what its variable must hold: run them once after the first deploy,
+each with its own variable set (no command carries a value). `cleanup` prints what deletes the stack
 and everything it leaves behind: the resources it retains (tables, queues, bucket, KMS key), the
 parameters it never owned, and the functions' log groups (Lambda makes those). Its data is gone
 for good after it. The commands use your AWS configuration's region, as `aws cloudformation deploy` does.
@@ -22,6 +24,7 @@ from typing import Any
 from chalicelib import naming
 from chalicelib.settings import Settings
 from trickle_deploy.template import STACK_NAME, merge_template, put_parameter_command
+from trickle_project.secret_parameters import needed
 from trickle_project.stage import load_config, stage_env, stage_settings
 
 # Why a retained resource may be missing: the template's conditions, in words.
@@ -37,11 +40,12 @@ def resolve(value: Any, stack: str) -> str:
     return text.replace(STACK_NAME, stack)
 
 
-def secure_parameters(settings: Settings) -> list[tuple[str, str]]:
-    """(shell variable holding the value, parameter name) for every SecureString the stage reads."""
-    keys = [(naming.key_variable(d.name), d.api_key_parameter) for d in settings.destinations.values()]
-    token = [("OPERATOR_TOKEN", settings.auth_token_parameter)] if settings.auth_token_parameter else []
-    return keys + token
+def secure_parameters(settings: Settings) -> list[tuple[str, str, str]]:
+    """(shell variable holding the value, parameter name, what it holds) for every SecureString the
+    stage reads: each destination's own (`secret_parameters.needed`), then the operator token's."""
+    secrets = [(p.variable, p.name, p.holds) for d in settings.destinations.values() for p in needed(d)]
+    token = settings.auth_token_parameter
+    return secrets + ([("OPERATOR_TOKEN", token, "the operator token")] if token else [])
 
 
 def _kms_alias(template: Mapping[str, Any], stack: str) -> str:
@@ -53,9 +57,16 @@ def _kms_alias(template: Mapping[str, Any], stack: str) -> str:
     return resolve(alias, stack)
 
 
-def key_commands(template: Mapping[str, Any], parameters: Sequence[tuple[str, str]], stack: str) -> list[str]:
+def key_commands(
+    template: Mapping[str, Any], parameters: Sequence[tuple[str, str, str]], stack: str
+) -> list[str]:
+    """A comment saying what the variable holds, then the command that stores it, per parameter."""
     alias = _kms_alias(template, stack)
-    return [put_parameter_command(name, alias, variable) for variable, name in parameters]
+    return [
+        line
+        for variable, name, holds in parameters
+        for line in (f"# {variable}: {holds}", put_parameter_command(name, alias, variable))
+    ]
 
 
 def _variable(output: str) -> str:
@@ -133,7 +144,7 @@ def commands(stage: str, stack: str, what: str) -> list[str]:
     parameters = secure_parameters(stage_settings(stage_env(stage)))
     if what == "keys":
         return key_commands(template, parameters, stack)
-    return cleanup_commands(template, [name for _, name in parameters], stack)
+    return cleanup_commands(template, [name for _, name, _ in parameters], stack)
 
 
 def main(argv: list[str] | None = None) -> int:

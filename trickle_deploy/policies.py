@@ -20,7 +20,7 @@ from chalicelib import naming
 from chalicelib.ledger import DEAD_INDEX
 from chalicelib.notes import UNROUTED_NOTE_KEY, redrive_note_key
 from chalicelib.settings import Destination, Settings, SettingsError, load_settings
-from trickle_project.secret_parameters import CREDENTIALS, SecretParameter, needed
+from trickle_project.secret_parameters import CREDENTIALS, HEADERS, SIGNING, SecretParameter, needed
 from trickle_project.stage import is_template_stage, stage_settings, with_bootstrap_queues
 
 CHALICE_DIR = Path(__file__).resolve().parent.parent / ".chalice"
@@ -236,7 +236,11 @@ def _decrypt(env: Mapping[str, str], r: StageResources, parameters: list[Arn]) -
 
 
 # The statement that lets a drain read one kind of its destination's SecureStrings.
-READ_SECRET_SIDS = {CREDENTIALS: "ReadCredentials"}
+READ_SECRET_SIDS = {
+    CREDENTIALS: "ReadCredentials",
+    SIGNING: "ReadSigningSecret",
+    HEADERS: "ReadSecretHeaders",
+}
 
 
 def _leading_keys(operator: str, keys: list[str]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from trickle_deploy.policies import (
 )
 from trickle_deploy.stream_settings import MAX_RECORD_AGE_S, STREAM_RETRY_ATTEMPTS
 from trickle_project.resources import ARCHIVE_RETENTION_DAYS, BACKSTOP_MAX_RECEIVE_COUNT, RETENTION_S
-from trickle_project.secret_parameters import CREDENTIALS
+from trickle_project.secret_parameters import CREDENTIALS, HEADERS, SIGNING
 from trickle_project.stage import PROJECT_DIR, is_template_stage, load_config, packaging_env, stage_settings
 from trickle_project.workflows import wait_definition
 
@@ -556,8 +556,8 @@ def stage_functions(settings: Settings) -> list[str]:
     return ["Ingest", *drains, "APIHandler"] + (["TokenAuth"] if settings.auth == "token" else [])
 
 
-def merge_template(stage: str) -> dict[str, Any]:
-    config = load_config()
+def merge_template(stage: str, project_dir: Path = PROJECT_DIR) -> dict[str, Any]:
+    config = load_config(project_dir)
     env = config["stages"][stage]["environment_variables"]
     if not is_template_stage(env):
         raise SystemExit(
@@ -738,7 +738,11 @@ def put_parameter_command(parameter: str, key_id: str, variable: str, region: st
 
 
 # A secret's stack outputs by its kind: its parameter's ARN, and the command that stores it.
-SECRET_OUTPUTS = {CREDENTIALS: (naming.key_parameter_arn_output, naming.put_key_command_output)}
+SECRET_OUTPUTS = {
+    CREDENTIALS: (naming.key_parameter_arn_output, naming.put_key_command_output),
+    SIGNING: (naming.signing_parameter_arn_output, naming.put_signing_secret_command_output),
+    HEADERS: (naming.headers_parameter_arn_output, naming.put_headers_command_output),
+}
 
 
 def _destination_outputs(arns: DestinationArns) -> dict[str, Any]:
@@ -751,7 +755,7 @@ def _destination_outputs(arns: DestinationArns) -> dict[str, Any]:
         command = put_parameter_command(parameter.name, naming.key_alias(STACK_NAME), parameter.variable)
         outputs[arn_output(name)] = {"Value": arn}
         outputs[command_output(name)] = {
-            "Description": f"Stores {parameter.holds} of {name} from ${parameter.variable}"
+            "Description": f"Stores {parameter.what} of {name} from ${parameter.variable}"
             " (run once after the first deploy)",
             "Value": {"Fn::Sub": command + " --region ${AWS::Region}"},
         }
@@ -762,19 +766,19 @@ def _destination_outputs(arns: DestinationArns) -> dict[str, Any]:
     }
 
 
-def package(stage: str, out: Path, region: str = "us-east-1") -> Path:
+def package(stage: str, out: Path, region: str = "us-east-1", project_dir: Path = PROJECT_DIR) -> Path:
     """Write `out/merge.json` and run `chalice package` with it; returns the packaged template.
     (`region` only fills botocore's need for one: nothing regional reaches the template.)"""
     out.mkdir(parents=True, exist_ok=True)
     merge = out / "merge.json"
-    merge.write_text(json.dumps(merge_template(stage), indent=2) + "\n")
+    merge.write_text(json.dumps(merge_template(stage, project_dir), indent=2) + "\n")
     chalice = Path(sys.executable).parent / "chalice"
     env = {"AWS_DEFAULT_REGION": region} | packaging_env(
-        dict(os.environ) | load_config()["stages"][stage]["environment_variables"]
+        dict(os.environ) | load_config(project_dir)["stages"][stage]["environment_variables"]
     )
     subprocess.run(
         [str(chalice), "package", "--stage", stage, "--merge-template", str(merge), str(out / "pkg")],
-        cwd=PROJECT_DIR,
+        cwd=project_dir,
         check=True,
         capture_output=True,
         env=env,

@@ -20,7 +20,7 @@ from chalicelib import naming
 from chalicelib.ledger import DEAD_INDEX, table_definition
 from chalicelib.notes import notes_table_definition
 from chalicelib.settings import Destination, load_settings, table_name_from_stream_arn
-from trickle_project.secret_parameters import CREDENTIALS, needed
+from trickle_project.secret_parameters import API_KEY, needed
 
 # The queue's own receive limit is a backstop only; Trickle counts real attempts itself.
 BACKSTOP_MAX_RECEIVE_COUNT = 1000
@@ -250,8 +250,9 @@ def provision(
     """Create every resource the stage names; returns the env with the real stream ARN and URLs.
     `secrets`: parameter name -> value, for the destinations' SecureStrings
     (`trickle_project.secret_parameters`); `api_key` (the local runtime's and the tests' one key for
-    their stand-ins) goes into every API key parameter `secrets` does not name. A parameter given
-    neither keeps what it holds. `unique_bucket` makes the archive bucket's name unique to the
+    their stand-ins) goes into the key parameter of every destination with auth = api_key that
+    `secrets` does not name (never into Basic or OAuth2 credentials). A parameter given neither
+    keeps what it holds. `unique_bucket` makes the archive bucket's name unique to the
     account and region (the command does; an emulator of one's own has no global namespace to share)."""
     given = dict(secrets or {})
     names = StageNames.from_env(env)
@@ -266,7 +267,7 @@ def provision(
         urls[naming.destination_variable(destination.name, "queue_url")] = queue_url
         urls[naming.destination_variable(destination.name, "dlq_url")] = dlq_url
         for parameter in needed(destination):
-            default = api_key if parameter.kind == CREDENTIALS else None
+            default = api_key if parameter.shape == API_KEY else None
             ensure_secret(clients["ssm"], parameter.name, given.get(parameter.name, default), key_arn)
     failure_url = ensure_ingest_failure_queue(clients["sqs"], names)
     bucket = env.get("TRICKLE_ARCHIVE_BUCKET")

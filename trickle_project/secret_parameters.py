@@ -3,17 +3,32 @@
 One list, so the bootstrap (what it stores, and the commands it prints for what it was not given),
 the IAM policies and the template (what each drain may read and decrypt), the stack's outputs and
 the deploy guide cannot disagree on it. The checks say what is wrong with a value without ever
-repeating it: it is a secret.
+repeating any of it: it is a secret.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from chalicelib import naming
-from chalicelib.settings import Destination
+from chalicelib.request_shape import header_value_problem
+from chalicelib.settings import OAUTH2, Destination
+from chalicelib.signing import parse_signing_secrets
 
-CREDENTIALS = "credentials"
+# The kinds of secret a destination may have, each in a parameter of its own.
+CREDENTIALS = "credentials"  # the API key, or the JSON of the Basic or OAuth2 credentials
+SIGNING = "signing"  # its whsec_ signing secret(s)
+HEADERS = "headers"  # the JSON of its secret headers' values
+
+API_KEY = "api_key"  # the auth kind whose credentials are a bare key
+# The JSON fields of the credentials, by auth kind.
+CREDENTIAL_FIELDS = {"basic": ("username", "password"), OAUTH2: ("client_id", "client_secret")}
+
+
+def json_shape(fields: tuple[str, ...]) -> str:
+    """`{"username": "...", "password": "..."}`: what a JSON parameter looks like, in a message."""
+    return "{" + ", ".join(f'"{field}": "..."' for field in fields) + "}"
 
 
 @dataclass(frozen=True)
@@ -22,26 +37,110 @@ class SecretParameter:
     put-parameter command reads its value from (no command ever carries a secret)."""
 
     destination: str
-    kind: str  # CREDENTIALS
+    kind: str  # CREDENTIALS, SIGNING or HEADERS
     name: str
     variable: str
-    holds: str  # what the value is, in words
+    # What its value is checked as: an auth kind ("api_key", "basic", OAUTH2) for the credentials,
+    # else the kind itself.
+    shape: str
+    header_names: tuple[str, ...] = ()  # HEADERS: the destination's secret_headers
+
+    @property
+    def what(self) -> str:
+        """What the value is, in words."""
+        if self.shape in CREDENTIAL_FIELDS:
+            return "the Basic credentials" if self.shape == "basic" else "the OAuth2 client credentials"
+        return {SIGNING: "the signing secret", HEADERS: "the secret headers' values"}.get(
+            self.kind, "the API key"
+        )
+
+    @property
+    def form(self) -> str:
+        """How the value is written ("" for a bare key)."""
+        if self.kind == SIGNING:
+            return "whsec_<base64> (two, space-separated, during a rotation)"
+        fields = CREDENTIAL_FIELDS.get(self.shape, self.header_names)
+        return f"JSON {json_shape(fields)}" if fields else ""
+
+    @property
+    def holds(self) -> str:
+        """What its variable must hold, for the comment beside a printed command."""
+        return f"{self.what} of {self.destination}" + (f", {self.form}" if self.form else "")
 
     def problem(self, value: str) -> str | None:
-        """What is wrong with `value` for this parameter, never quoting it; None if it will do."""
-        what = f"{self.holds} of destination {self.destination}"
+        """What is wrong with `value` for this parameter, never quoting any of it; None if it will do."""
+        what = f"{self.what} of destination {self.destination}"
         if not value.strip():
             return f"{what} is empty"
-        if value != value.strip() or "\n" in value or "\r" in value:
-            return f"{what} has whitespace around it or a line break in it"
-        return None
+        if self.kind == SIGNING:
+            try:
+                parse_signing_secrets(value)
+            except ValueError as exc:
+                return f"{what}: {exc}"
+            return None
+        if self.shape == API_KEY:
+            problem = header_value_problem(value)
+            return f"{what} {problem}" if problem else None
+        fields = CREDENTIAL_FIELDS.get(self.shape, self.header_names)
+        try:
+            document = json.loads(value)
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            return f"{what} is not a JSON object {json_shape(fields)}"
+        return self._fields_problem(what, document, fields)
+
+    def _fields_problem(self, what: str, document: dict[str, object], fields: tuple[str, ...]) -> str | None:
+        """Exactly `fields` (header names compared without case, as HTTP compares them), each a
+        non-empty string; a Basic username without ':' (RFC 7617), a header value fit for a header."""
+        fold = str.lower if self.kind == HEADERS else str
+        given = {fold(str(name)): value for name, value in document.items()}
+        problems = [f"no {field!r}" for field in fields if fold(field) not in given]
+        if set(given) - {fold(field) for field in fields}:
+            problems.append(f"fields other than {', '.join(repr(f) for f in fields)}")
+        for field in fields:
+            value = given.get(fold(field))
+            if fold(field) not in given:
+                continue
+            if not isinstance(value, str) or not value:
+                problems.append(f"{field!r} is not a non-empty string")
+            elif self.kind == HEADERS and (problem := header_value_problem(value)):
+                problems.append(f"the value of {field!r} {problem}")
+            elif self.shape == "basic" and field == "username" and ":" in value:
+                problems.append("a username with ':' (Basic credentials cannot carry one)")
+        return f"{what} has {'; '.join(problems)}" if problems else None
 
 
 def needed(destination: Destination) -> tuple[SecretParameter, ...]:
-    """The SecureStrings its drain reads."""
+    """The SecureStrings its drain reads: its credentials (unless auth = none), its signing secret
+    (if it signs), its secret headers' values (if it has any)."""
     name = destination.name
-    return (
-        SecretParameter(
-            name, CREDENTIALS, destination.api_key_parameter, naming.key_variable(name), "the API key"
-        ),
-    )
+    parameters = []
+    if destination.auth != "none":
+        parameters.append(
+            SecretParameter(
+                name,
+                CREDENTIALS,
+                destination.api_key_parameter,
+                naming.key_variable(name),
+                destination.auth,
+            )
+        )
+    if destination.signing:
+        parameters.append(
+            SecretParameter(
+                name, SIGNING, destination.signing_parameter, naming.signing_variable(name), SIGNING
+            )
+        )
+    if destination.secret_headers:
+        parameters.append(
+            SecretParameter(
+                name,
+                HEADERS,
+                destination.headers_parameter,
+                naming.headers_variable(name),
+                HEADERS,
+                destination.secret_headers,
+            )
+        )
+    return tuple(parameters)

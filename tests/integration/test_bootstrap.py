@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -196,3 +197,76 @@ def test_each_destination_s_key_comes_from_its_own_variable_and_a_missing_one_ge
 def test_a_template_stage_is_not_bootstrapped(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         bootstrap_main(["--stage", "prod", "--project-dir", str(stage.copy_project(tmp_path))])
+
+
+# Issue #24: orders takes Basic credentials, signs and has a secret header; crm takes none at all.
+SECRET_KINDS_ROUTES = """
+[destinations.orders]
+url = "https://orders.example.com/v1"
+auth = "basic"
+signing = "standard_webhooks"
+secret_headers = ["X-Tenant-Key"]
+
+[destinations.crm]
+url = "https://crm.example.com/v1"
+auth = "none"
+
+[[routes]]
+name = "everything"
+events = ["INSERT"]
+destinations = ["orders", "crm"]
+"""
+SIGNING_SECRET = "whsec_" + base64.b64encode(b"s" * 24).decode()
+
+
+def test_each_kind_of_secret_goes_into_its_own_parameter_and_what_is_missing_is_said_per_kind(
+    endpoint: MotoEndpoint,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    endpoint.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint.url)
+    credentials = json.dumps({"username": "shop", "password": "pw-7b1e-never-say-me"})
+    monkeypatch.setenv("ORDERS_BASIC", credentials)
+    monkeypatch.setenv("ORDERS_SIGNING", SIGNING_SECRET)
+    project = stage.copy_project(tmp_path / "project")
+    routes = tmp_path / "routes.toml"
+    routes.write_text(SECRET_KINDS_ROUTES)
+    config_path = project / ".chalice" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["stages"]["dev"]["environment_variables"]["TRICKLE_ROUTES_FILE"] = str(routes)
+    config_path.write_text(json.dumps(config, indent=2))
+    args = ["--stage", "dev", "--region", REGION, "--project-dir", str(project)]
+
+    given = ["--secret-env", "orders=ORDERS_BASIC", "--signing-secret-env", "orders=ORDERS_SIGNING"]
+    assert bootstrap_main([*args, *given]) == 0
+
+    said = capsys.readouterr().out
+    ssm = boto3.client("ssm", endpoint_url=endpoint.url, region_name=REGION)
+    stored = {
+        name: ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+        for name in sorted(p["Name"] for p in ssm.describe_parameters()["Parameters"])
+    }
+    assert stored == {
+        "/trickle/dev/orders-api-key": credentials,
+        "/trickle/dev/orders-signing-secret": SIGNING_SECRET,
+    }  # crm's: none at all (auth = none, unsigned, no secret headers)
+    key = stage.stage_env("dev", project)["TRICKLE_API_KEY_KMS_KEY_ARN"]
+    assert (
+        '  # ORDERS_HEADERS: the secret headers\' values of orders, JSON {"X-Tenant-Key": "..."}\n'
+        f"  aws ssm put-parameter --region {REGION} --name /trickle/dev/orders-headers --type SecureString"
+        f' --key-id {key} --value "$ORDERS_HEADERS" --overwrite\n'
+    ) in said
+    assert said.count("put-parameter") == 1
+    assert "pw-7b1e-never-say-me" not in said and SIGNING_SECRET not in said
+    drain = json.loads((project / ".chalice" / "policy-dev-drain_orders.json").read_text())
+    assert [s["Sid"] for s in drain["Statement"] if s["Sid"].startswith("Read")] == [
+        "ReadCredentials",
+        "ReadSigningSecret",
+        "ReadSecretHeaders",
+    ]
+
+    assert bootstrap_main([*args, "--teardown"]) == 0
+    assert ssm.describe_parameters()["Parameters"] == []
+    assert "removed parameter /trickle/dev/orders-signing-secret" in capsys.readouterr().out

@@ -44,7 +44,7 @@ OPERATE_SPAN = re.compile(r"`((?:\.venv/bin/)?python -m trickle_deploy\.operate 
 SUBSTITUTION = "SUBSTITUTION"
 OPTIONAL = re.compile(r"\s+\[(--[^\[\]]*)\]")  # `[--group G]`, not a JMESPath index
 # Shell variables the reader sets, as the guide says (the keys' values never appear in a command).
-INPUTS = re.compile(r"^(?:[A-Z]+_API_KEY|OPERATOR_TOKEN)$")
+INPUTS = re.compile(r"^(?:[A-Z0-9_]+_(?:API_KEY|SIGNING_SECRET|HEADERS)|OPERATOR_TOKEN)$")
 AWS_GLOBAL_VALUES = {"--query", "--output", "--region", "--profile", "--endpoint-url"}
 AWS_GLOBAL_FLAGS = {"--no-cli-pager", "--debug", "--no-paginate"}
 OUTPUT_FORMATS = {"json", "text", "table", "yaml", "yaml-stream"}
@@ -265,12 +265,14 @@ class Checker:
             )
         if name == "trickle_deploy.template" and args.package:
             self.package_dir, self.stack = str(args.package), self.stacks[args.stage]
-        if getattr(args, "destination", None):
-            known = stage_settings(env).destinations
-            if args.destination not in known:
+        named = [args.destination] if getattr(args, "destination", None) else []
+        for option in ("secret_env", "signing_secret_env", "headers_env"):  # the bootstrap's DEST=VAR
+            named += [entry.partition("=")[0] for entry in getattr(args, option, None) or []]
+        known = stage_settings(env).destinations if named else {}
+        for destination in named:
+            if destination not in known:
                 self.fail(
-                    line,
-                    f"no destination {args.destination!r} in stage {args.stage} (has {', '.join(known)})",
+                    line, f"no destination {destination!r} in stage {args.stage} (has {', '.join(known)})"
                 )
 
     # --- chalice ---------------------------------------------------------------------------------
@@ -638,6 +640,11 @@ def test_the_check_catches_what_the_guide_got_wrong_before(stacks: dict[str, Sta
         "a bucket nobody named": ("aws s3 rb s3://BUCKET --force", "holds no stack output"),
         "a misspelt option": ("aws dynamodb delete-table --table trickle-prod-ledger", "takes no --table"),
         "a mistyped ./dev command": ("./dev rnu", "./dev has no command rnu"),
+        "a secret for a destination the stage lacks": (
+            "SHIPPING_API_KEY=... .venv/bin/python -m trickle_deploy.bootstrap --stage dev"
+            " --secret-env shipping=SHIPPING_API_KEY",
+            "no destination 'shipping' in stage dev",
+        ),
         "chalice on the template stage": (
             ".venv/bin/chalice deploy --stage prod",
             "cannot import a template stage",

@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 
 from tests.integration.deployment import BIN, package_stage, write
+from trickle_deploy import template as merge
 from trickle_deploy.iam_check import packaged_policies
+from trickle_deploy.policies import refresh
 from trickle_deploy.sam import sam_transform
 from trickle_deploy.template import drain_timeout, visibility_for
-from trickle_project.stage import PACKAGING_ENV, load_config, packaging_env, stage_settings
+from trickle_project.stage import PACKAGING_ENV, copy_project, load_config, packaging_env, stage_settings
 from trickle_project.workflows import wait_definition
 
 DESTINATIONS = ("orders", "crm")  # chalicelib/routes.toml
@@ -430,3 +432,95 @@ def test_what_the_emulator_cannot_create_is_right_in_the_transformed_template(
             *[source_table, "trickle"] * 2,  # the unrouted share: ingest's two metrics
         ]
     )
+
+
+# Issue #24: orders takes OAuth2 client credentials, signs its requests and has a secret header;
+# crm needs nothing secret at all (auth = none, unsigned).
+SECRET_KINDS_ROUTES = """
+[destinations.orders]
+url = "https://orders.example.com/v1"
+auth = "oauth2_client_credentials"
+token_url = "https://orders.example.com/oauth/token"
+signing = "standard_webhooks"
+secret_headers = ["X-Tenant-Key"]
+
+[destinations.crm]
+url = "https://crm.example.com/v1"
+auth = "none"
+
+[[routes]]
+name = "everything"
+events = ["INSERT"]
+destinations = ["orders", "crm"]
+"""
+
+
+@pytest.fixture(scope="module")
+def secret_kinds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """A copy of the project whose prod stage has SECRET_KINDS_ROUTES as its routes file, its policies
+    regenerated, packaged as `python -m trickle_deploy.template --package` packages it, and transformed."""
+    out = tmp_path_factory.mktemp("secret-kinds")
+    project = copy_project(out / "project")
+    routes = out / "routes.toml"
+    routes.write_text(SECRET_KINDS_ROUTES)
+    config_path = project / ".chalice" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["stages"]["prod"]["environment_variables"]["TRICKLE_ROUTES_FILE"] = str(routes)
+    config_path.write_text(json.dumps(config, indent=2))
+    refresh(project / ".chalice")  # as after any routes change: python -m trickle_deploy.policies
+    sam = json.loads(merge.package("prod", out / "package", project_dir=project).read_text())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_DEFAULT_REGION", TRANSFORM_REGION)
+        cfn = sam_transform(sam)
+    return write(cfn, out / "cfn.json").parent, sam, cfn
+
+
+def ssm_arn(parameter: str) -> dict[str, str]:
+    return {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter" + parameter}
+
+
+def test_a_destination_s_secrets_each_get_their_outputs_reads_and_decrypt_and_none_without_any(
+    secret_kinds: tuple[Path, dict[str, Any], dict[str, Any]],
+) -> None:
+    out, sam, _ = secret_kinds
+    for path in (out / "package" / "pkg" / "sam.json", out / "cfn.json"):
+        done = subprocess.run(
+            [str(BIN / "cfn-lint"), "--include-checks", "I", "--", str(path)], capture_output=True, text=True
+        )
+        assert done.returncode == 0, (path.name, done.stdout + done.stderr)
+    parameters = {
+        "ApiKey": ("/trickle/prod/orders-api-key", "ORDERS_API_KEY"),
+        "SigningSecret": ("/trickle/prod/orders-signing-secret", "ORDERS_SIGNING_SECRET"),
+        "SecretHeaders": ("/trickle/prod/orders-headers", "ORDERS_HEADERS"),
+    }
+    outputs = sam["Outputs"]
+    for kind, (parameter, variable) in parameters.items():
+        assert outputs[f"Orders{kind}ParameterArn"]["Value"] == ssm_arn(parameter)
+        assert outputs[f"OrdersPut{kind}Command"]["Value"] == {
+            "Fn::Sub": f"aws ssm put-parameter --name {parameter} --type SecureString"
+            f' --key-id alias/${{AWS::StackName}}-api-key --value "${variable}" --overwrite'
+            " --region ${AWS::Region}"
+        }
+    assert [name for name in outputs if name.startswith("Crm")] == ["CrmQueueUrl", "CrmDeadLetterQueueUrl"]
+
+    arns = [ssm_arn(parameter) for parameter, _ in parameters.values()]
+    decrypt = sam["Resources"]["DrainOrdersDecryptApiKey"]["Properties"]["PolicyDocument"]["Statement"]
+    assert decrypt[0]["Condition"]["StringEquals"]["kms:EncryptionContext:PARAMETER_ARN"] == arns
+    assert "DrainCrmDecryptApiKey" not in sam["Resources"]
+    policies = packaged_policies(sam)
+    reads = {
+        function: [
+            (s["Sid"], s["Resource"]) for s in policies[function]["Statement"] if s["Sid"].startswith("Read")
+        ]
+        for function in ("drain_orders", "drain_crm")
+    }
+    assert reads == {
+        "drain_orders": [
+            ("ReadCredentials", [arns[0]]),
+            ("ReadSigningSecret", [arns[1]]),
+            ("ReadSecretHeaders", [arns[2]]),
+        ],
+        "drain_crm": [],
+    }
+    for destination in ("Orders", "Crm"):  # a refusal alarms whatever the auth kind
+        assert f"{destination}CredentialsRefusedAlarm" in sam["Resources"]

@@ -166,3 +166,55 @@ def routes(tmp_path: Path) -> Callable[..., dict[str, str | None]]:
         return routes_env(path)
 
     return _write
+
+
+# A destination of every kind of secret (issue #24): orders an API key, a signing secret and secret
+# headers; crm OAuth2 client credentials; billing Basic; hooks no credentials but a signing secret;
+# open none at all.
+SECRET_KINDS_ROUTES = """
+[destinations.orders]
+signing = "standard_webhooks"
+secret_headers = ["X-Tenant-Key", "X-Region"]
+
+[destinations.crm]
+auth = "oauth2_client_credentials"
+token_url = "https://crm.example.com/oauth/token"
+
+[destinations.billing]
+auth = "basic"
+url = "https://billing.example.com/v1"
+
+[destinations.hooks]
+auth = "none"
+url = "https://hooks.example.com/in"
+signing = "standard_webhooks"
+
+[destinations.open]
+auth = "none"
+url = "https://open.example.com/in"
+
+[[routes]]
+name = "everything"
+events = ["INSERT"]
+destinations = ["orders", "crm", "billing", "hooks", "open"]
+"""
+
+
+def secret_kinds_env(tmp_path: Path) -> dict[str, str]:
+    """BASE_ENV for stage `test` with SECRET_KINDS_ROUTES as its routes file (and queues for all)."""
+    path = tmp_path / "secret-kinds.toml"
+    path.write_text(SECRET_KINDS_ROUTES)
+    queues = {
+        naming.destination_variable(
+            name, field
+        ): f"https://sqs.us-east-1.amazonaws.com/123456789012/{name}-{field}.fifo"
+        for name in ("billing", "hooks", "open")
+        for field in ("queue_url", "dlq_url")
+    }
+    return env_with(**routes_env(path), **queues, TRICKLE_STAGE="test")
+
+
+@pytest.fixture
+def secret_kinds(tmp_path: Path) -> Settings:
+    """Settings whose destinations have every kind of secret (SECRET_KINDS_ROUTES)."""
+    return load_settings(secret_kinds_env(tmp_path))

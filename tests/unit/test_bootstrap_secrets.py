@@ -3,13 +3,16 @@ makes anything, and never repeats a value in what it says (issue #24)."""
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 from chalicelib.settings import Settings
 from tests.unit.conftest import MakeSettings
 from trickle_deploy import bootstrap
 from trickle_deploy.bootstrap import secrets_from_env
-from trickle_project.secret_parameters import CREDENTIALS
+from trickle_project.secret_parameters import CREDENTIALS, HEADERS, SIGNING
 
 SECRET = "sk-live-4f9a-never-say-me"
 ENVIRON = {"ORDERS_KEY": "sk-orders", "CRM_KEY": "sk-crm", "EMPTY": "", "BAD": f" {SECRET}\n"}
@@ -58,8 +61,8 @@ def test_one_key_for_every_destination_is_refused_with_the_options_that_give_eac
         (["crm=EMPTY"], "--secret-env crm=EMPTY: environment variable EMPTY is empty"),
         (
             ["crm=BAD"],
-            "--secret-env crm=BAD: the API key of destination crm has whitespace around it or a line"
-            " break in it",
+            "--secret-env crm=BAD: the API key of destination crm holds a line break, another control"
+            " character or a character beyond printable ASCII",
         ),
         (
             [f"crm={SECRET}"],  # a value typed where its variable's name goes: not repeated
@@ -102,3 +105,69 @@ def test_the_command_refuses_before_it_makes_anything_or_calls_aws(
     error = capsys.readouterr().err
     assert "--secret-env orders=VAR --secret-env crm=VAR" in error
     assert SECRET not in error
+
+
+WHSEC = "whsec_" + base64.b64encode(b"s" * 24).decode()
+KINDS_ENVIRON = {
+    "ORDERS_KEY": "sk-orders",
+    "ORDERS_SIGNING": WHSEC,
+    "ORDERS_HEADERS": json.dumps({"X-Tenant-Key": SECRET, "X-Region": "eu"}),
+    "CRM_CLIENT": json.dumps({"client_id": "shop", "client_secret": SECRET}),
+    "BILLING_USER": json.dumps({"username": "shop", "password": SECRET}),
+    "HOOKS_SIGNING": WHSEC,
+    "NOT_JSON": SECRET,
+}
+KINDS = {CREDENTIALS: "--secret-env", SIGNING: "--signing-secret-env", HEADERS: "--headers-env"}
+
+
+def gather_kinds(settings: Settings, **given: list[str]) -> dict[str, str]:
+    return secrets_from_env("test", list(settings.destinations.values()), given, None, KINDS_ENVIRON)
+
+
+def test_each_kind_of_secret_has_its_option_and_goes_into_its_own_parameter(secret_kinds: Settings) -> None:
+    assert gather_kinds(
+        secret_kinds,
+        credentials=["orders=ORDERS_KEY", "crm=CRM_CLIENT", "billing=BILLING_USER"],
+        signing=["orders=ORDERS_SIGNING", "hooks=HOOKS_SIGNING"],
+        headers=["orders=ORDERS_HEADERS"],
+    ) == {
+        "/trickle/test/api-key": "sk-orders",
+        "/trickle/test/crm-key": KINDS_ENVIRON["CRM_CLIENT"],
+        "/trickle/test/billing-api-key": KINDS_ENVIRON["BILLING_USER"],
+        "/trickle/test/orders-signing-secret": WHSEC,
+        "/trickle/test/hooks-signing-secret": WHSEC,
+        "/trickle/test/orders-headers": KINDS_ENVIRON["ORDERS_HEADERS"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "entry", "said"),
+    [
+        (CREDENTIALS, "hooks=HOOKS_SIGNING", 'destination hooks has auth = "none": it reads no credentials'),
+        (SIGNING, "crm=HOOKS_SIGNING", "destination crm signs nothing (no signing in the routes file)"),
+        (HEADERS, "billing=ORDERS_HEADERS", "destination billing has no secret_headers"),
+        (
+            CREDENTIALS,
+            "crm=NOT_JSON",
+            "the OAuth2 client credentials of destination crm is not a JSON object",
+        ),
+        (CREDENTIALS, "billing=CRM_CLIENT", "the Basic credentials of destination billing has no 'username'"),
+        (
+            SIGNING,
+            "orders=NOT_JSON",
+            "the signing secret of destination orders: secret 1 of 1 does not start",
+        ),
+        (
+            HEADERS,
+            "orders=CRM_CLIENT",
+            "the secret headers' values of destination orders has no 'X-Tenant-Key'",
+        ),
+    ],
+)
+def test_a_secret_of_a_kind_the_destination_does_not_read_or_of_the_wrong_shape_is_refused(
+    secret_kinds: Settings, kind: str, entry: str, said: str
+) -> None:
+    with pytest.raises(ValueError) as refused:
+        gather_kinds(secret_kinds, **{kind: [entry]})
+    assert str(refused.value).startswith(f"{KINDS[kind]} {entry}: {said}")
+    assert SECRET not in str(refused.value) and "shop" not in str(refused.value)

@@ -65,15 +65,43 @@ def test_every_secure_string_gets_a_put_command_with_its_own_variable(
         make_settings(TRICKLE_AUTH="token", TRICKLE_AUTH_TOKEN_PARAMETER="/trickle/test/operator-token")
     )
     assert parameters == [
-        ("ORDERS_API_KEY", "/trickle/test/api-key"),
-        ("CRM_API_KEY", "/trickle/test/crm-key"),
-        ("OPERATOR_TOKEN", "/trickle/test/operator-token"),
+        ("ORDERS_API_KEY", "/trickle/test/api-key", "the API key of orders"),
+        ("CRM_API_KEY", "/trickle/test/crm-key", "the API key of crm"),
+        ("OPERATOR_TOKEN", "/trickle/test/operator-token", "the operator token"),
     ]
     assert key_commands(template(), parameters[2:], STACK) == [
+        "# OPERATOR_TOKEN: the operator token",
         "aws ssm put-parameter --name /trickle/test/operator-token --type SecureString"
-        ' --key-id alias/shop-eu-k --value "$OPERATOR_TOKEN" --overwrite'
+        ' --key-id alias/shop-eu-k --value "$OPERATOR_TOKEN" --overwrite',
     ]
     assert secure_parameters(make_settings())[-1][0] == "CRM_API_KEY"  # IAM auth: no token
+
+
+def test_each_destination_gets_a_command_per_secret_it_reads_saying_what_its_variable_holds(
+    secret_kinds: Settings,
+) -> None:
+    """Issue #24: credentials unless auth = none, a signing secret if it signs, the secret headers'
+    values if it has any; each from a variable of its own."""
+    commands = key_commands(template(), secure_parameters(secret_kinds), STACK)
+    put = "aws ssm put-parameter --name {} --type SecureString --key-id alias/shop-eu-k"
+    assert commands == [
+        "# ORDERS_API_KEY: the API key of orders",
+        put.format("/trickle/test/api-key") + ' --value "$ORDERS_API_KEY" --overwrite',
+        "# ORDERS_SIGNING_SECRET: the signing secret of orders, whsec_<base64> (two, space-separated,"
+        " during a rotation)",
+        put.format("/trickle/test/orders-signing-secret") + ' --value "$ORDERS_SIGNING_SECRET" --overwrite',
+        "# ORDERS_HEADERS: the secret headers' values of orders,"
+        ' JSON {"X-Tenant-Key": "...", "X-Region": "..."}',
+        put.format("/trickle/test/orders-headers") + ' --value "$ORDERS_HEADERS" --overwrite',
+        "# CRM_API_KEY: the OAuth2 client credentials of crm,"
+        ' JSON {"client_id": "...", "client_secret": "..."}',
+        put.format("/trickle/test/crm-key") + ' --value "$CRM_API_KEY" --overwrite',
+        '# BILLING_API_KEY: the Basic credentials of billing, JSON {"username": "...", "password": "..."}',
+        put.format("/trickle/test/billing-api-key") + ' --value "$BILLING_API_KEY" --overwrite',
+        "# HOOKS_SIGNING_SECRET: the signing secret of hooks, whsec_<base64> (two, space-separated,"
+        " during a rotation)",
+        put.format("/trickle/test/hooks-signing-secret") + ' --value "$HOOKS_SIGNING_SECRET" --overwrite',
+    ]  # open: auth = none, unsigned, no secret headers: nothing to store
 
 
 def test_the_clean_up_reads_what_goes_with_the_stack_first_and_removes_every_retained_resource() -> None:

@@ -22,13 +22,14 @@ PATTERNS = {
     "drain function": r"(^|[^A-Za-z])drain_(\{\}|$)",
     "destination variable": r"TRICKLE_DEST_",
     "dead-letter queue": r"-dead-letters",
-    "key parameter or key alias": r"\}-api-key",
+    "key parameter or key alias": r"\}-(api-key|signing-secret|headers)\b",
     "queue name": r"\{\}\.fifo",
-    "key variable": r"\{\}_API_KEY",
+    "key variable": r"\{\}_(API_KEY|SIGNING_SECRET|HEADERS)\b",
     "policy file": r"policy-\{\}-",
     "stack id or output": r"\{\}(Queue|DeadLetterQueue|Role|DecryptApiKey|DeadLettersAlarm|OldestMessageAlarm"
     r"|ErrorsAlarm|CredentialsRefusedAlarm|AnswerExample|ApiKeyParameterArn|PutApiKeyCommand|QueueUrl"
-    r"|DeadLetterQueueUrl)\b"
+    r"|DeadLetterQueueUrl|SigningSecretParameterArn|PutSigningSecretCommand|SecretHeadersParameterArn"
+    r"|PutSecretHeadersCommand)\b"
     r"|ExampleThrough\{\}",
 }
 
