@@ -518,7 +518,8 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> int:
     for name, part in report.destinations.items():
         print(
             f"  {name}: delivered={part.delivered}/{part.inserted} dead_lettered={part.dead_lettered}"
-            f" lost={part.lost} duplicates={part.duplicates} out_of_order={part.out_of_order}",
+            f" lost={part.lost} duplicates={part.duplicates} out_of_order={part.out_of_order}"
+            f" auth_failures={part.auth_failures} token_requests={part.token_requests}",
             file=human,
         )
     if executions is not None:
@@ -555,6 +556,7 @@ def audit(
                 else [],
                 session.dead_letters(name),
                 seconds,
+                session.apis[name].token_requests if name in session.apis else 0,
             )
             for name, keys in expected.items()
         },

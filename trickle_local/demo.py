@@ -86,6 +86,8 @@ class Summary:
     seconds: float
     requests: int
     failed_requests: int
+    auth_failures: int = 0  # requests the API refused for their credentials or signature
+    token_requests: int = 0  # requests its OAuth2 token endpoint answered
 
     @property
     def ok(self) -> bool:
@@ -116,7 +118,11 @@ def _key_and_sequence(request: RecordedRequest) -> tuple[ItemKey, int]:
 
 
 def summarize(
-    inserted: Iterable[ItemKey], requests: list[RecordedRequest], dead_lettered: int, seconds: float
+    inserted: Iterable[ItemKey],
+    requests: list[RecordedRequest],
+    dead_lettered: int,
+    seconds: float,
+    token_requests: int = 0,
 ) -> Summary:
     """Audit the API's view: items applied, applied more than once, or applied against stream order.
 
@@ -148,6 +154,8 @@ def summarize(
         seconds=round(seconds, 2),
         requests=len(requests),
         failed_requests=sum(1 for r in requests if not 200 <= r.status < 300),
+        auth_failures=sum(1 for r in requests if r.refused),
+        token_requests=token_requests,
     )
 
 
@@ -173,6 +181,8 @@ class DemoReport:
             seconds=round(self.seconds, 2),
             requests=sum(p.requests for p in parts),
             failed_requests=sum(p.failed_requests for p in parts),
+            auth_failures=sum(p.auth_failures for p in parts),
+            token_requests=sum(p.token_requests for p in parts),
         )
 
     @property
@@ -194,6 +204,8 @@ class DemoReport:
                     "duplicates",
                     "out_of_order",
                     "requests",
+                    "auth_failures",
+                    "token_requests",
                 )
             }
             for name, p in self.destinations.items()

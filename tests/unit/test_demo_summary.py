@@ -87,3 +87,25 @@ def test_the_json_line_is_not_ok_while_an_execution_still_runs() -> None:
         False,
         {"started": 2, "succeeded": 1, "failed": 0, "running": 1},
     )
+
+
+def test_refused_requests_and_token_requests_are_counted_per_destination_and_in_all() -> None:
+    refused = RecordedRequest("/items", {}, "{}", 0.0, 401, False, "PUT", auth_ok=False)
+    unsigned = RecordedRequest("/items", {}, "{}", 0.0, 401, False, "PUT", auth_ok=True, signature_ok=False)
+    scripted = RecordedRequest("/items", {}, "{}", 0.0, 401, False, "PUT", auth_ok=True, signature_ok=True)
+    billing = summarize(
+        KEYS[:1], [refused, unsigned, scripted, request("a", "1", 10)], 0, 1.0, token_requests=3
+    )
+    orders = summarize(KEYS[:1], [request("a", "1", 10)], 0, 1.0)
+
+    document = json.loads(DemoReport(1, {"billing": billing, "orders": orders}, 1.0).to_json())
+
+    assert (
+        document["destinations"]["billing"]["auth_failures"],
+        document["destinations"]["billing"]["token_requests"],
+    ) == (2, 3)
+    assert (
+        document["destinations"]["orders"]["auth_failures"],
+        document["destinations"]["orders"]["token_requests"],
+    ) == (0, 0)
+    assert (document["auth_failures"], document["token_requests"], document["failed_requests"]) == (2, 3, 3)
