@@ -572,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=routes_file,
         metavar="FILE",
         help="read this routes file instead of the stage's (chalicelib/routes.toml); the stage's"
-        " TRICKLE_DEST_<NAME>_* variables apply to the destinations of the same name in it, a"
+        " variables for a destination apply to the destination of the same name in it, a"
         " destination app.py has no drain for is drained here on rate(1 minute)",
     )
     where = common.add_mutually_exclusive_group()
