@@ -5,16 +5,28 @@ coverage explicit and prove the check itself can fail."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
 
-from chalicelib.settings import ROUTES_FILE
-from tests.integration.conftest import Stack
-from trickle_deploy.iam_check import AwsCall, allows, denied
+from chalicelib.credentials import RequestCredentials
+from chalicelib.model import Authorization
+from chalicelib.secrets import SecretCache
+from chalicelib.settings import ROUTES_FILE, load_settings
+from tests.integration.conftest import API_KEY, Stack
+from trickle_deploy.iam_check import AwsCall, CallRecorder, allows, denied
+from trickle_deploy.policies import function_policies
+from trickle_local.emulators import Emulator
 from trickle_local.standin_api import Reply
+from trickle_project import stage
+from trickle_project.aws import clients
+from trickle_project.resources import provision
 
 
 @pytest.mark.smoke
@@ -227,3 +239,65 @@ def test_ingest_adds_only_to_its_unrouted_count_which_the_routes_only_read(stack
         note_call("drain_orders", "UpdateItem", "ingest#unrouted"),
     ]
     assert denied(allowed + refused, stack.policies) == refused
+
+
+# Issue #24: orders signs its requests and has a secret header; crm has only its key.
+SIGNING_ROUTES = """
+[destinations.orders]
+signing = "standard_webhooks"
+secret_headers = ["X-Tenant-Key"]
+
+[destinations.crm]
+key_header = "Authorization"
+key_scheme = "Bearer"
+
+[[routes]]
+name = "everything"
+events = ["INSERT"]
+destinations = ["orders", "crm"]
+"""
+
+
+def test_a_drain_whose_destination_signs_may_read_its_signing_secret_and_nothing_of_another_s(
+    endpoint: Emulator, recorder: CallRecorder, tmp_path: Path
+) -> None:
+    """The calls the drain's credentials (chalicelib.credentials, as the drain builds them from the
+    routes file) really make, recorded and checked against the drain's generated policy: its key,
+    its signing secret and its secret headers are read, all allowed; the same check refuses them
+    with the signing statement taken out (so it can fail), and another drain may read none."""
+    endpoint.reset()
+    routes = tmp_path / "routes.toml"
+    routes.write_text(SIGNING_ROUTES)
+    env = stage.rebase(stage.stage_env("local"), endpoint.url, None) | {"TRICKLE_ROUTES_FILE": str(routes)}
+    orders = load_settings(env).destination("orders")
+    signing_secret = "whsec_" + base64.b64encode(b"s" * 24).decode()
+    given = {orders.signing_parameter: signing_secret, orders.headers_parameter: '{"X-Tenant-Key": "t-1"}'}
+    env = provision(clients(endpoint.url), env, API_KEY, secrets=given)
+    provider = SSMProvider(boto3_client=clients(endpoint.url)["ssm"])  # recorded: the default session's
+    credentials = RequestCredentials.from_destination(orders, lambda name: SecretCache(provider, name, 0))
+
+    recorder.function = "drain_orders"
+    start = len(recorder.calls)
+    try:
+        authorization = credentials.current()
+    finally:
+        recorder.function = None
+
+    assert isinstance(authorization, Authorization) and len(authorization.signing_keys) == 1
+    calls = recorder.calls[start:]
+    parameter = "arn:aws:ssm:us-east-1:123456789012:parameter"
+    assert sorted(c.resource for c in calls if c.operation == "GetParameter") == [
+        f"{parameter}/trickle/local/orders-api-key",
+        f"{parameter}/trickle/local/orders-headers",
+        f"{parameter}/trickle/local/orders-signing-secret",
+    ]
+    policies = function_policies(env)
+    assert denied(calls, policies) == []
+    policy = policies["drain_orders"]
+    lacking = {**policy, "Statement": [s for s in policy["Statement"] if s["Sid"] != "ReadSigningSecret"]}
+    assert [c.resource for c in denied(calls, {"drain_orders": lacking})] == [
+        f"{parameter}/trickle/local/orders-signing-secret"
+    ]
+    assert denied([replace(c, function="drain_crm") for c in calls], policies) == [
+        replace(c, function="drain_crm") for c in calls
+    ]
