@@ -11,7 +11,7 @@ from __future__ import annotations
 import codecs
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -20,8 +20,11 @@ import urllib3
 from urllib3.exceptions import HTTPError, NewConnectionError
 from urllib3.exceptions import TimeoutError as HttpTimeoutError
 
-from chalicelib.model import ApiResponse
+from chalicelib import strict_json
+from chalicelib.model import ApiResponse, Authorization, CredentialsFailure, Unsent, UnsentKind
+from chalicelib.request_shape import Refusal, with_path
 from chalicelib.settings import Destination
+from chalicelib.signing import signing_headers
 
 BODY_EXCERPT_CHARS = 256
 
@@ -62,48 +65,103 @@ def proxy_for(url: str) -> str | None:
     return proxies.get(parts.scheme) or proxies.get("all") or None
 
 
+class Credentials(Protocol):
+    """What a destination's requests carry (`chalicelib.credentials.RequestCredentials`)."""
+
+    def current(self) -> Authorization | CredentialsFailure: ...
+
+    def renew(self, stale: int, reread_secrets: bool) -> bool: ...
+
+
 class ApiClient:
-    def __init__(self, endpoint: Endpoint, destination: Destination, api_key: Callable[[], str]) -> None:
+    """A destination's requests as its routes-file entry shapes them: method, path, fixed headers,
+    credentials and signature. A request leaves with everything the destination requires or not
+    at all (`ApiResponse.unsent` says why)."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        destination: Destination,
+        credentials: Credentials,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._endpoint = endpoint
         self.destination = destination
-        self._api_key = api_key
+        self._credentials = credentials
+        self._clock = clock
+        self._fixed = {"Content-Type": "application/json", **dict(destination.headers)}
         self._timeout = urllib3.Timeout(
             connect=destination.connect_timeout_s, read=destination.read_timeout_s
         )
 
-    def post(self, body: str, idempotency_key: str) -> ApiResponse:
-        """One POST, never retried here and never redirected: a redirect would turn the POST into a
-        GET or take the key to another host, so a 3xx answer is a failed attempt like a 5xx."""
-        key = self._api_key()
-        headers = {
-            "Content-Type": "application/json",
-            "Idempotency-Key": idempotency_key,
-            self.destination.api_key_header: f"{scheme} {key}"
-            if (scheme := self.destination.api_key_scheme)
-            else key,
-        }
+    def send(self, body: str, message_id: str) -> ApiResponse:
+        """One request, never retried here and never redirected: a redirect would change the method
+        or take the credentials to another host, so a 3xx answer is a failed attempt like a 5xx."""
+        target = self._target(body)
+        if isinstance(target, Unsent):
+            return ApiResponse(None, error=target.reason, unsent=target)
+        authorization = self._credentials.current()
+        if isinstance(authorization, CredentialsFailure):
+            kind = (
+                UnsentKind.CREDENTIALS_UNAVAILABLE
+                if authorization.retryable
+                else UnsentKind.CREDENTIALS_REFUSED
+            )
+            return ApiResponse(None, error=authorization.reason, unsent=Unsent(kind, authorization.reason))
+        data = body.encode()
+        headers = {**self._fixed, "Idempotency-Key": message_id, **authorization.headers}
+        if authorization.signing_keys:  # signed at send time: a retry carries a fresh timestamp
+            headers |= signing_headers(authorization.signing_keys, message_id, int(self._clock()), data)
         started = time.perf_counter()
         try:
             response = self._endpoint.http.urlopen(
-                "POST",
-                self._endpoint.target,
-                body=body.encode(),
+                self.destination.method,
+                target,
+                body=data,
                 headers=headers,
                 timeout=self._timeout,
                 retries=False,
                 redirect=False,
             )
         except (HTTPError, OSError) as exc:
-            return ApiResponse(None, error=failure(exc), elapsed_ms=_since(started))
+            return ApiResponse(
+                None, error=failure(exc), elapsed_ms=_since(started), authorization=authorization.generation
+            )
         raw = response.data.decode(charset(response.headers.get("Content-Type", "")), errors="replace")
-        text = raw.replace(key, "[redacted]") if key else raw
+        text = redact(raw, authorization.secrets)
         return ApiResponse(
             status=response.status,
             retry_after=response.headers.get("Retry-After"),
             body_excerpt=text[:BODY_EXCERPT_CHARS],
             elapsed_ms=_since(started),
             body=text,
+            authorization=authorization.generation,
         )
+
+    def renew(self, refused: ApiResponse, reread_secrets: bool) -> bool:
+        return self._credentials.renew(refused.authorization, reread_secrets)
+
+    def _target(self, body: str) -> str | Unsent:
+        """Where the message goes: the URL's target with the destination's path filled from the body."""
+        template = self.destination.path
+        if template is None:
+            return self._endpoint.target
+        try:
+            document = strict_json.loads(body.encode())
+        except ValueError:
+            return Unsent(UnsentKind.REFUSED, "the body is not JSON, so its path cannot be filled")
+        path = template.render(document)
+        if isinstance(path, Refusal):
+            return Unsent(UnsentKind.REFUSED, path.reason)
+        return with_path(self._endpoint.target, path)  # a request target or, through a proxy, the URL
+
+
+def redact(text: str, secrets: Collection[str]) -> str:
+    """An answer's text without any secret the request carried (an API may echo a header back)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text
 
 
 def failure(exc: Exception) -> str:

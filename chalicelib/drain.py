@@ -20,7 +20,6 @@ from chalicelib.model import MAX_BATCH_ENTRIES, ReceivedMessage
 from chalicelib.policy import Backoff, Rules
 from chalicelib.ports import (
     Api,
-    ApiKey,
     Archive,
     Callbacks,
     Clock,
@@ -55,7 +54,6 @@ class Drainer:
         dead_letters: DeadLetterQueue,
         ledger: DeliveryLedger,
         api: Api,
-        key: ApiKey,
         destination: Destination,
         settings: Settings,
         notes: RunNotes | None = None,
@@ -71,7 +69,7 @@ class Drainer:
         destination); `clock`: the `time` module, or a test's; `draw`: the backoff's jitter,
         uniform in [a, b]."""
         self._effects = Effects(
-            queue, dead_letters, ledger, api, key, destination.name, notes, archive, enrich, callbacks
+            queue, dead_letters, ledger, api, destination.name, notes, archive, enrich, callbacks
         )
         self._settings = settings
         self._destination = destination

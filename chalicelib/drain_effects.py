@@ -31,7 +31,6 @@ from chalicelib.naming import run_note_key
 from chalicelib.policy import Action, Decision, Move, Outcome, classify
 from chalicelib.ports import (
     Api,
-    ApiKey,
     Archive,
     Callbacks,
     DeadLetterQueue,
@@ -51,7 +50,6 @@ class Effects:
         dead_letters: DeadLetterQueue,
         ledger: DeliveryLedger,
         api: Api,
-        key: ApiKey,
         destination: str,
         notes: RunNotes | None = None,
         archive: Archive | None = None,
@@ -62,7 +60,6 @@ class Effects:
         self._dead_letters = dead_letters
         self._ledger = ledger
         self._api = api
-        self._key = key
         self._destination = destination
         self._notes = notes
         self._archive = archive
@@ -101,6 +98,11 @@ class Effects:
         metrics.count("Heartbeats", report.heartbeats)
         metrics.count("CallbackRejected", report.callbacks_rejected)
         metrics.count("CallbackFailed", report.callbacks_failed)
+        # Once per run that had to stop for them, whatever its workers saw: the alarm's figure.
+        metrics.count("CredentialsRefused", int(report.stopped_by == Outcome.CREDENTIALS_REFUSED.value))
+        metrics.count(
+            "CredentialsUnavailable", int(report.stopped_by == Outcome.CREDENTIALS_UNAVAILABLE.value)
+        )
         try:
             metrics.count("Backlog", self._queue.depth())
         except (ClientError, BotoCoreError) as exc:
@@ -152,21 +154,24 @@ class Effects:
             self._ledger.note_callback(message.message_id, message.group_id, answered_state(action, answered))
         if action.holds:
             self._tasks.keep_alive(action, rest, run)
-        if action.stop == "auth":
+        if action.stop in _STOP_MESSAGES:
             log.error(
-                "the API refused the key even after re-reading it from SSM this run; stopping the run",
-                extra=fields(message, self._destination, attempts, action.reason),
+                _STOP_MESSAGES[action.stop], extra=fields(message, self._destination, attempts, action.reason)
             )
         return Feedback(Came.DONE, record, response)
 
     def _attempt(self, message: ReceivedMessage, record: LedgerRecord | None, run: GroupRun) -> Feedback:
-        """Wait for the rate limit, POST once (on 401/403 re-read the key once per run and POST
-        again), and write a failure to the ledger (a delivery is written with the round's)."""
+        """Wait for the rate limit, send once (on 401/403 renew the credentials and send again), and
+        write a failure to the ledger (a delivery is written with the round's). A request that never
+        left (no credentials, a path the message cannot fill) is no attempt: the ledger is not told."""
         run.limiter.acquire()
         if run.clock.monotonic() > run.deadline:
             return Feedback(Came.LATE, record)
         attempts = record.attempts if record else 0
         response, answer = self._call(message, attempts, run)
+        if not answer.sent:
+            step(message, self._destination, attempts, answer.outcome.value, response)
+            return Feedback(Came.ANSWERED, record, response, answer)
         step(message, self._destination, attempts + 1, answer.outcome.value, response)
         if answer.outcome is Outcome.DELIVERED:
             now = run.clock.time()
@@ -184,9 +189,9 @@ class Effects:
         return Feedback(Came.ANSWERED, done, response, answer)
 
     def _call(self, message: ReceivedMessage, attempts: int, run: GroupRun) -> tuple[ApiResponse, Decision]:
-        """Enrich the body if its route says so, POST it, and on 401/403 re-read the key (once per
-        run) and POST again. A failed enrichment is answered like the API would have: retryable
-        or refused."""
+        """Enrich the body if its route says so, send it, and on 401/403 renew the credentials (a
+        cached token is dropped if it is still the one refused; SSM is re-read once per run) and send
+        once more. A failed enrichment is answered like the API would have: retryable or refused."""
         body = message.body
         if self._enrich is not None:
             enriched = self._enrich(message.attributes.get(ROUTE_ATTRIBUTE, ""), body)
@@ -195,14 +200,14 @@ class Effects:
                 reason = enriched.reason
                 return ApiResponse(None, error=reason), Decision(outcome, f"enrichment failed: {reason}")
             body = enriched
-        response = self._api.post(body, idempotency_key=message.message_id)
+        response = self._api.send(body, message.message_id)
         answer = classify(response, _utc(run.clock.time()))
-        if answer.outcome is Outcome.AUTH and run.state.claim_key_refresh():
-            self._key.refresh()
+        if answer.outcome is Outcome.AUTH and self._api.renew(response, run.state.claim_key_refresh()):
             step(message, self._destination, attempts + 1, "auth-retry", response)
-            response = self._api.post(body, idempotency_key=message.message_id)
+            response = self._api.send(body, message.message_id)
             answer = classify(response, _utc(run.clock.time()))
-        run.state.metrics.milliseconds("ApiLatency", response.elapsed_ms)
+        if answer.sent:
+            run.state.metrics.milliseconds("ApiLatency", response.elapsed_ms)
         return response, answer
 
     def _dead(
@@ -255,6 +260,13 @@ class Effects:
         if answered is not None:
             return replace(record, callback=answered_state(action, answered)), answered
         return record, answered
+
+
+_STOP_MESSAGES = {
+    "auth": "the API refused the credentials even after renewing them this run; stopping the run",
+    Outcome.CREDENTIALS_REFUSED.value: "the destination's credentials are refused; stopping the run",
+    Outcome.CREDENTIALS_UNAVAILABLE.value: "no credentials for the destination now; stopping the run",
+}
 
 
 def _utc(epoch: float) -> datetime:

@@ -23,7 +23,7 @@ class Came(enum.Enum):
 
     DONE = "done"  # the message's turn is over
     RESTARTED = "restarted"  # a redriven copy has fresh attempts: decided again as if just received
-    ANSWERED = "answered"  # the API answered the attempt (the ledger has counted it)
+    ANSWERED = "answered"  # the API answered the attempt (the ledger has counted it), or it never left
     LATE = "late"  # no attempt: too close to the end of the messages' visibility
     REFUSED = "refused"  # the dead-letter queue did not take it
     UNANSWERED = "unanswered"  # Step Functions did not take the task's answer
@@ -123,10 +123,11 @@ def arrival(message: ReceivedMessage, record: LedgerRecord | None, token: bool, 
 
 def following(fed: Feedback, token: bool, closed: bool) -> Situation:
     """The situation after an action that did not end the message's turn."""
-    if fed.came is Came.ANSWERED:
-        assert fed.record is not None and fed.answer is not None
+    if fed.came is Came.ANSWERED:  # no record: a first request that never left
+        assert fed.answer is not None
+        attempts = fed.record.attempts if fed.record else 0
         return Situation(
-            Verdict.DELIVER, answer=fed.answer, attempts=fed.record.attempts, token=token, task_closed=closed
+            Verdict.DELIVER, answer=fed.answer, attempts=attempts, token=token, task_closed=closed
         )
     if fed.came is Came.LATE:
         return Situation(Verdict.DELIVER, late=True, token=token, task_closed=closed)

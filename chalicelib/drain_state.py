@@ -37,6 +37,7 @@ class DrainReport:
     callbacks_rejected: int = 0  # the task no longer waited (timed out, unknown token)
     callbacks_failed: int = 0  # Step Functions unavailable: answered on a later receive
     stopped_by: str = ""
+    stop_reason: str = ""  # what stopped it, in words (an API's answer, a token endpoint's refusal)
     blocked_groups: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
@@ -52,6 +53,7 @@ class RunState:
         self._breaker_failures = breaker_failures
         self._lock = threading.Lock()
         self.stopped_by = ""
+        self.stop_reason = ""
         self.resume_after_s = HEAD_HOLD_S
         self.failure_streak = 0
         self.key_refreshed = False
@@ -63,10 +65,10 @@ class RunState:
         self.callbacks: Counter[tuple[Callback, CallbackResult]] = Counter()
         self.metrics = metrics
 
-    def stop(self, reason: str, resume_after_s: int = HEAD_HOLD_S) -> None:
+    def stop(self, reason: str, resume_after_s: int = HEAD_HOLD_S, detail: str = "") -> None:
         with self._lock:
             if not self.stopped_by:
-                self.stopped_by, self.resume_after_s = reason, resume_after_s
+                self.stopped_by, self.resume_after_s, self.stop_reason = reason, resume_after_s, detail
 
     def should_stop(self) -> bool:
         if not self.stopped_by and self._out_of_time():
@@ -84,7 +86,7 @@ class RunState:
                 self.failure_streak += 1
             tripped = action.failure and self.failure_streak >= self._breaker_failures
         if action.stop:
-            self.stop(action.stop, action.resume_after_s)
+            self.stop(action.stop, action.resume_after_s, action.reason)
         if tripped:
             self.stop("breaker")
 
@@ -98,7 +100,7 @@ class RunState:
             self.callbacks[kind, result] += 1
 
     def claim_key_refresh(self) -> bool:
-        """True for exactly one caller per run: the key is re-read from SSM once at most."""
+        """True for exactly one caller per run: the secrets are re-read from SSM once at most."""
         with self._lock:
             first, self.key_refreshed = not self.key_refreshed, True
         return first
@@ -122,6 +124,7 @@ class RunState:
             callbacks_rejected=sum(n for (_, result), n in c.items() if result is CallbackResult.REJECTED),
             callbacks_failed=sum(n for (_, result), n in c.items() if result is CallbackResult.FAILED),
             stopped_by=self.stopped_by,
+            stop_reason=self.stop_reason,
             blocked_groups=sorted(self.blocked),
         )
 

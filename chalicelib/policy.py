@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-from chalicelib.model import ApiResponse, Verdict
+from chalicelib.model import ApiResponse, UnsentKind, Verdict
 
 M = TypeVar("M")
 
@@ -28,6 +28,9 @@ class Outcome(enum.Enum):
     RETRY = "retry"  # other 5xx, timeout, connection error: counted attempt, back off
     AUTH = "auth"  # 401/403: the key may have been rotated
     PERMANENT = "permanent"  # other 4xx: the message itself is refused
+    UNSENDABLE = "unsendable"  # never sent: the message cannot be sent as its destination says
+    CREDENTIALS_UNAVAILABLE = "credentials_unavailable"  # never sent: token endpoint or SSM down
+    CREDENTIALS_REFUSED = "credentials_refused"  # never sent: the destination's credentials are refused
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,24 @@ class Decision:
 
     @property
     def counted(self) -> bool:
-        """Only a message's own failures count against it."""
+        """Only a message's own failures of a request that left count against it."""
         return self.outcome in (Outcome.RETRY, Outcome.PERMANENT)
+
+    @property
+    def sent(self) -> bool:
+        """The request left: the answer is the API's (or the network's), worth a ledger write."""
+        return self.outcome not in _UNSENT
+
+
+_UNSENT = (Outcome.UNSENDABLE, Outcome.CREDENTIALS_UNAVAILABLE, Outcome.CREDENTIALS_REFUSED)
+_UNSENT_OUTCOMES = {
+    UnsentKind.REFUSED: Outcome.UNSENDABLE,
+    UnsentKind.CREDENTIALS_UNAVAILABLE: Outcome.CREDENTIALS_UNAVAILABLE,
+    UnsentKind.CREDENTIALS_REFUSED: Outcome.CREDENTIALS_REFUSED,
+}
+# A run stopped because its credentials could not be had waits this long before the next run's try
+# (the token endpoint or SSM may be back by then; the schedule brings the next run anyway).
+CREDENTIALS_WAIT_S = 30
 
 
 def retry_after_seconds(value: str | None, now: datetime, default: int = 1) -> int:
@@ -60,7 +79,10 @@ def retry_after_seconds(value: str | None, now: datetime, default: int = 1) -> i
 
 
 def classify(response: ApiResponse, now: datetime) -> Decision:
-    """What the API's answer means; `now` dates a `Retry-After` given as an HTTP date."""
+    """What the API's answer means; `now` dates a `Retry-After` given as an HTTP date. A request that
+    never left (`unsent`) is not the API's answer: the reason is why it did not leave."""
+    if response.unsent is not None:
+        return Decision(_UNSENT_OUTCOMES[response.unsent.kind], response.unsent.reason)
     status = response.status
     if status is None:
         return Decision(Outcome.RETRY, response.error or "no response")
@@ -273,8 +295,20 @@ def _after_answer(answer: Decision, attempts: int, rules: Rules) -> Action:
     outcome = answer.outcome
     if outcome is Outcome.DELIVERED:
         return Action(Move.DELIVERED, answer.reason, tally=Tally.DELIVERED, success=True)
-    if outcome is Outcome.PERMANENT:
+    if outcome in (Outcome.PERMANENT, Outcome.UNSENDABLE):
         return _poison(answer.reason, rules, failure=False)
+    if outcome in (Outcome.CREDENTIALS_UNAVAILABLE, Outcome.CREDENTIALS_REFUSED):
+        # Not the message's doing, and no request of this run can leave without them: every
+        # message stays queued, unattempted, and the run stops with the reason.
+        stop = outcome.value
+        return Action(
+            Move.RELEASE,
+            answer.reason,
+            hold_s=CREDENTIALS_WAIT_S,
+            block=True,
+            stop=stop,
+            resume_after_s=CREDENTIALS_WAIT_S,
+        )
     if outcome is Outcome.RETRY and attempts >= rules.max_attempts:
         return _poison(f"{GAVE_UP} {attempts} attempts; last: {answer.reason}", rules, failure=True)
     if outcome is Outcome.SATURATED:

@@ -82,13 +82,16 @@ class Callbacks(Protocol):
 
 
 class Api(Protocol):
-    def post(self, body: str, idempotency_key: str) -> ApiResponse: ...
+    """The destination's API with its credentials (`chalicelib.api_client.ApiClient`)."""
 
+    def send(self, body: str, message_id: str) -> ApiResponse:
+        """One request for the message (or the reason it could not leave, as `ApiResponse.unsent`)."""
+        ...
 
-class ApiKey(Protocol):
-    """The destination's key; `refresh` re-reads it after the API refused it (a rotated key)."""
-
-    def refresh(self) -> str: ...
+    def renew(self, refused: ApiResponse, reread_secrets: bool) -> bool:
+        """After a 401/403: renew the credentials `refused` carried (drop a cached token that is still
+        the current one; re-read SSM if `reread_secrets`); True if a second try may go otherwise."""
+        ...
 
 
 class Secret(Protocol):

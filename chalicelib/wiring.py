@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from chalicelib.archive import ResponseArchive
     from chalicelib.callbacks import StepFunctionsCallbacks
+    from chalicelib.credentials import RequestCredentials
     from chalicelib.drain import Drainer
     from chalicelib.fifo_queue import FifoQueue
     from chalicelib.ingest import Ingestor
@@ -60,11 +61,24 @@ def parameters() -> SSMProvider:
 
 
 @functools.cache
-def api_key(destination: str) -> SecretCache:
+def secret(parameter: str) -> SecretCache:
+    """One SecureString, read at most once per `TRICKLE_SECRET_MAX_AGE_SECONDS` by all workers."""
     from chalicelib.secrets import SecretCache
 
-    s = settings()
-    return SecretCache(parameters(), s.destination(destination).api_key_parameter, s.secret_max_age_s)
+    return SecretCache(parameters(), parameter, settings().secret_max_age_s)
+
+
+@functools.cache
+def credentials(destination: str) -> RequestCredentials:
+    """What the destination's requests carry, shared by every worker of every run in the container
+    (one OAuth2 token request per expiry, whatever the number of workers)."""
+    from chalicelib.api_client import connect
+    from chalicelib.credentials import RequestCredentials
+
+    d = settings().destination(destination)
+    # One token request at a time (the fetch is under the credentials' lock): one connection.
+    token_endpoint = connect(d.token_url, 1) if d.auth == "oauth2_client_credentials" else None
+    return RequestCredentials.from_destination(d, secret, token_endpoint)
 
 
 @functools.cache
@@ -158,7 +172,7 @@ def drainer(destination: str) -> Drainer:
 
     s = settings()
     target = s.destination(destination)
-    api = ApiClient(connect(target.url, s.drain_workers), target, api_key(destination).get)
+    api = ApiClient(connect(target.url, s.drain_workers), target, credentials(destination))
     by_route = {r.name: r.enrich for r in s.routes if r.enrich and destination in r.destinations}
     enrich = Enrichment(by_route, EnrichContext(client("dynamodb"), s.table_name, s.partition_key))
     return Drainer(
@@ -166,7 +180,6 @@ def drainer(destination: str) -> Drainer:
         dead_letters(destination),
         ledger(destination),
         api,
-        api_key(destination),
         target,
         s,
         notes(),
@@ -205,7 +218,8 @@ def reset() -> None:
         settings,
         client,
         parameters,
-        api_key,
+        secret,
+        credentials,
         queue,
         dead_letters,
         ledger,

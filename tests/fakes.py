@@ -18,7 +18,9 @@ from typing import Any
 from chalicelib.model import (
     TASK_TOKEN_ATTRIBUTE,
     ApiResponse,
+    Authorization,
     CallbackResult,
+    CredentialsFailure,
     LedgerRecord,
     OutboundMessage,
     ReceivedMessage,
@@ -220,14 +222,21 @@ class FakeLedger:
 
 
 class ScriptedApi:
-    """Answers each request from `script(body, nth request for that body)`, recording what it got."""
+    """Answers each request from `script(body, nth request for that body)`, recording what it got.
+    Its credentials are an API key's: `renew` changes them only when told to re-read SSM."""
 
     def __init__(self, script: Callable[[str, int], ApiResponse] | None = None) -> None:
         self._script = script or (lambda body, n: ApiResponse(200, body="ok"))
         self.requests: list[tuple[float, str, str]] = []  # (monotonic time, body, idempotency key)
+        self.refreshes = 0  # SSM re-reads asked by renew
         self._lock = threading.Lock()
 
-    def post(self, body: str, idempotency_key: str) -> ApiResponse:
+    def renew(self, refused: ApiResponse, reread_secrets: bool) -> bool:
+        with self._lock:
+            self.refreshes += reread_secrets
+        return reread_secrets
+
+    def send(self, body: str, idempotency_key: str) -> ApiResponse:
         with self._lock:
             nth = sum(1 for _, b, _ in self.requests if b == body)
             self.requests.append((time.monotonic(), body, idempotency_key))
@@ -257,7 +266,10 @@ class SlowApi:
         self._overlapped = threading.Event()
         self._lock = threading.Lock()
 
-    def post(self, body: str, idempotency_key: str) -> ApiResponse:
+    def renew(self, refused: ApiResponse, reread_secrets: bool) -> bool:
+        return reread_secrets
+
+    def send(self, body: str, idempotency_key: str) -> ApiResponse:
         with self._lock:
             self.started.append((self._now(), body))
             self.in_flight += 1
@@ -291,15 +303,6 @@ class SlowApi:
             group, index = body.split(":")
             seen.setdefault(group.removeprefix("g"), []).append(int(index))
         return seen
-
-
-class FakeKey:
-    def __init__(self) -> None:
-        self.refreshes = 0
-
-    def refresh(self) -> str:
-        self.refreshes += 1
-        return "key"
 
 
 class FakeSsm:
@@ -538,3 +541,32 @@ def taken_port() -> Iterator[int]:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         yield int(holder.getsockname()[1])
+
+
+class KeySource:
+    """A destination's credentials as an API key in one header (the `Credentials` of
+    `chalicelib.api_client`), or the failure to have them; counts how often it was asked and renewed."""
+
+    def __init__(
+        self,
+        key: str = "sk-live-3c9e1f0a-never-log-me",
+        header: str = "x-api-key",
+        signing_keys: tuple[bytes, ...] = (),
+    ) -> None:
+        self.key = key
+        self.header = header
+        self.signing_keys = signing_keys
+        self.failure: CredentialsFailure | None = None
+        self.generation = 1
+        self.calls = 0
+        self.renewals: list[tuple[int, bool]] = []
+
+    def current(self) -> Authorization | CredentialsFailure:
+        self.calls += 1
+        if self.failure is not None:
+            return self.failure
+        return Authorization({self.header: self.key}, self.signing_keys, self.generation, (self.key,))
+
+    def renew(self, stale: int, reread_secrets: bool) -> bool:
+        self.renewals.append((stale, reread_secrets))
+        return reread_secrets

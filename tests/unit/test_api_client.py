@@ -4,13 +4,16 @@ against servers on loopback."""
 
 from __future__ import annotations
 
+import base64
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import urllib3
+from standardwebhooks.webhooks import Webhook
 from urllib3.exceptions import (
     ConnectTimeoutError,
     NameResolutionError,
@@ -21,7 +24,10 @@ from urllib3.exceptions import (
 )
 
 from chalicelib.api_client import BODY_EXCERPT_CHARS, ApiClient, Endpoint, charset, connect, proxy_for
+from chalicelib.model import CredentialsFailure, Unsent, UnsentKind
 from chalicelib.settings import Settings
+from chalicelib.signing import parse_signing_secrets
+from tests.fakes import KeySource
 
 MakeSettings = Callable[..., Settings]
 KEY = "sk-live-3c9e1f0a-never-log-me"
@@ -50,22 +56,14 @@ class FakeTransport:
         return self.outcome
 
 
-class KeySource:
-    def __init__(self, key: str = KEY) -> None:
-        self.key = key
-        self.calls = 0
-
-    def __call__(self) -> str:
-        self.calls += 1
-        return self.key
-
-
 def client(
-    settings: Settings, outcome: FakeResponse | Exception, key: str = KEY
+    settings: Settings, outcome: FakeResponse | Exception, key: str = KEY, destination: str = "orders"
 ) -> tuple[ApiClient, FakeTransport]:
     transport = FakeTransport(outcome)
     endpoint = Endpoint(transport, "/items")
-    return ApiClient(endpoint, settings.destination("orders"), KeySource(key)), transport
+    return ApiClient(
+        endpoint, settings.destination(destination), KeySource(key), clock=lambda: 1767225600.5
+    ), transport
 
 
 def test_request_shape(make_settings: MakeSettings) -> None:
@@ -74,8 +72,11 @@ def test_request_shape(make_settings: MakeSettings) -> None:
         TRICKLE_DEST_ORDERS_CONNECT_TIMEOUT_S="1.5",
         TRICKLE_DEST_ORDERS_READ_TIMEOUT_S="7",
     )
-    api, transport = client(settings, FakeResponse(201, "created"))
-    response = api.post('{"name":"café"}', idempotency_key="msg-1")
+    transport = FakeTransport(FakeResponse(201, "created"))
+    api = ApiClient(
+        Endpoint(transport, "/items"), settings.destination("orders"), KeySource(header="X-Partner-Token")
+    )
+    response = api.send('{"name":"café"}', "msg-1")
     assert response.status == 201
     assert response.error is None
     assert response.body_excerpt == "created"
@@ -92,24 +93,24 @@ def test_request_shape(make_settings: MakeSettings) -> None:
     assert (kwargs["retries"], kwargs["redirect"]) == (False, False)  # one attempt, answered as it came
 
 
-def test_key_is_asked_for_on_every_post(settings: Settings) -> None:
+def test_the_credentials_are_asked_for_on_every_request(settings: Settings) -> None:
     keys = KeySource()
     api = ApiClient(Endpoint(FakeTransport(FakeResponse(200)), "/"), settings.destination("orders"), keys)
-    api.post("{}", "a")
-    api.post("{}", "b")
+    api.send("{}", "a")
+    api.send("{}", "b")
     assert keys.calls == 2
 
 
 def test_retry_after_is_kept(settings: Settings) -> None:
     api, _ = client(settings, FakeResponse(429, "slow down", {"retry-after": "12"}))
-    response = api.post("{}", "m")
+    response = api.send("{}", "m")
     assert (response.status, response.retry_after) == (429, "12")
 
 
 def test_echoed_key_is_redacted(settings: Settings) -> None:
     text = f'{{"error":"bad key {KEY}","again":"{KEY}"}}'
     api, _ = client(settings, FakeResponse(401, text))
-    response = api.post("{}", "m")
+    response = api.send("{}", "m")
     assert KEY not in response.body_excerpt
     assert response.body_excerpt == '{"error":"bad key [redacted]","again":"[redacted]"}'
 
@@ -117,7 +118,7 @@ def test_echoed_key_is_redacted(settings: Settings) -> None:
 def test_key_at_the_excerpt_edge_leaves_no_fragment(settings: Settings) -> None:
     text = "x" * (BODY_EXCERPT_CHARS - 6) + KEY + "tail"
     api, _ = client(settings, FakeResponse(500, text))
-    excerpt = api.post("{}", "m").body_excerpt
+    excerpt = api.send("{}", "m").body_excerpt
     assert len(excerpt) == BODY_EXCERPT_CHARS
     assert KEY[:6] not in excerpt
     assert excerpt.endswith("[redac")
@@ -125,12 +126,12 @@ def test_key_at_the_excerpt_edge_leaves_no_fragment(settings: Settings) -> None:
 
 def test_excerpt_is_capped(settings: Settings) -> None:
     api, _ = client(settings, FakeResponse(500, "e" * 10_000))
-    assert api.post("{}", "m").body_excerpt == "e" * BODY_EXCERPT_CHARS
+    assert api.send("{}", "m").body_excerpt == "e" * BODY_EXCERPT_CHARS
 
 
 def test_empty_key_redacts_nothing(settings: Settings) -> None:
     api, _ = client(settings, FakeResponse(403, "forbidden"), key="")
-    assert api.post("{}", "m").body_excerpt == "forbidden"
+    assert api.send("{}", "m").body_excerpt == "forbidden"
 
 
 @pytest.mark.parametrize(
@@ -143,7 +144,7 @@ def test_empty_key_redacts_nothing(settings: Settings) -> None:
 )
 def test_timeouts_have_no_status(settings: Settings, exc: Exception) -> None:
     api, _ = client(settings, exc)
-    response = api.post("{}", "m")
+    response = api.send("{}", "m")
     assert (response.status, response.error) == (None, "timeout")
 
 
@@ -159,7 +160,7 @@ def test_timeouts_have_no_status(settings: Settings, exc: Exception) -> None:
 )
 def test_connection_errors_name_the_type_only(settings: Settings, exc: Exception, name: str) -> None:
     api, _ = client(settings, exc)
-    response = api.post("{}", "m")
+    response = api.send("{}", "m")
     assert response.status is None
     assert response.error == f"connection error: {name}"
     assert KEY not in repr(response)
@@ -182,14 +183,14 @@ def test_the_body_is_read_in_the_charset_it_names(content_type: str, codec: str)
 
 def test_a_latin_1_answer_reads_as_sent(settings: Settings) -> None:
     api, _ = client(settings, FakeResponse(400, "refusé", {"Content-Type": "text/plain; charset=latin-1"}))
-    assert api.post("{}", "m").body_excerpt == "refusé"
+    assert api.send("{}", "m").body_excerpt == "refusé"
 
 
 def test_bytes_that_are_not_utf_8_are_replaced_not_raised(settings: Settings) -> None:
     response = FakeResponse(500)
     response.data = b"bad \xff byte"
     api, _ = client(settings, response)
-    assert api.post("{}", "m").body_excerpt == "bad \ufffd byte"
+    assert api.send("{}", "m").body_excerpt == "bad \ufffd byte"
 
 
 class Recorded(BaseHTTPRequestHandler):
@@ -253,7 +254,7 @@ def test_connections_are_reused_and_the_query_is_kept(
     settings: Settings, server: Any, no_proxy_env: Any
 ) -> None:
     api = real_client(settings, url_of(server, "/items?tenant=7"))
-    assert [api.post(f'{{"n":{n}}}', f"m{n}").status for n in range(3)] == [200, 200, 200]
+    assert [api.send(f'{{"n":{n}}}', f"m{n}").status for n in range(3)] == [200, 200, 200]
     assert [line for line, _, _ in server.seen] == ["POST /items?tenant=7 HTTP/1.1"] * 3
     assert [body for _, _, body in server.seen] == [b'{"n":0}', b'{"n":1}', b'{"n":2}']
     assert server.seen[0][1]["Idempotency-Key"] == "m0"
@@ -262,7 +263,7 @@ def test_connections_are_reused_and_the_query_is_kept(
 def test_a_redirect_is_an_answer_not_followed(settings: Settings, server: Any, no_proxy_env: Any) -> None:
     """Following it would turn the POST into a GET, or take the key to whatever host it names."""
     server.reply = (302, {"Location": "http://127.0.0.1:9/elsewhere"})
-    response = real_client(settings, url_of(server, "/items")).post("{}", "m")
+    response = real_client(settings, url_of(server, "/items")).send("{}", "m")
     assert response.status == 302
     assert len(server.seen) == 1
 
@@ -273,7 +274,7 @@ def test_the_environments_proxy_carries_the_requests(
     """Read once when the pool is made; plain HTTP goes to the proxy with the whole URL."""
     no_proxy_env.setenv("HTTP_PROXY", url_of(server, ""))
     api = real_client(settings, "http://api.invalid/items")
-    assert api.post("{}", "m").status == 200
+    assert api.send("{}", "m").status == 200
     ((line, headers, _),) = server.seen
     assert line == "POST http://api.invalid/items HTTP/1.1"
     assert headers["Host"] == "api.invalid"
@@ -296,3 +297,99 @@ def test_which_proxy_the_environment_names(
     for name, value in env.items():
         no_proxy_env.setenv(name, value)
     assert proxy_for(url) == proxy
+
+
+# --- issue 24: what the destination says a request looks like -------------------------------------
+
+SECRET = "whsec_" + base64.b64encode(b"a signing secret of 32 bytes....").decode()
+
+
+def test_method_path_fixed_headers_and_signature_as_the_destination_says(make_settings: MakeSettings) -> None:
+    settings = make_settings(
+        TRICKLE_DEST_ORDERS_METHOD="PUT",
+        TRICKLE_DEST_ORDERS_PATH="/customers/{keys.pk}/invoices/{item.n}",
+        TRICKLE_DEST_ORDERS_HEADERS='{"X-Source": "trickle"}',
+    )
+    keys = KeySource(signing_keys=parse_signing_secrets(SECRET))
+    transport = FakeTransport(FakeResponse(200))
+    now = time.time()  # the reference package refuses a timestamp more than 5 minutes off
+    api = ApiClient(
+        Endpoint(transport, "/v1?tenant=7"), settings.destination("orders"), keys, clock=lambda: now
+    )
+    body = '{"keys": {"pk": "CUSTOMER#1/ä b"}, "item": {"n": 12345678901234567890123}}'
+
+    assert api.send(body, "msg-1").status == 200
+
+    ((method, target, kwargs),) = transport.calls
+    assert (method, target) == (
+        "PUT",
+        "/v1/customers/CUSTOMER%231%2F%C3%A4%20b/invoices/12345678901234567890123?tenant=7",
+    )
+    headers = kwargs["headers"]
+    assert headers["X-Source"] == "trickle" and headers["Idempotency-Key"] == "msg-1"
+    assert (headers["webhook-id"], headers["webhook-timestamp"]) == ("msg-1", str(int(now)))
+    # judged by the reference implementation, over the bytes that were sent
+    Webhook(SECRET).verify(kwargs["body"], headers)
+    assert kwargs["body"] == body.encode()
+
+
+def test_every_send_is_signed_at_its_own_time(make_settings: MakeSettings) -> None:
+    settings = make_settings()
+    now = iter([1767225600.0, 1767225660.0])
+    transport = FakeTransport(FakeResponse(500))
+    keys = KeySource(signing_keys=parse_signing_secrets(SECRET))
+    api = ApiClient(Endpoint(transport, "/"), settings.destination("orders"), keys, clock=lambda: next(now))
+    api.send("{}", "m")
+    api.send("{}", "m")
+    stamps = [kwargs["headers"]["webhook-timestamp"] for _, _, kwargs in transport.calls]
+    assert stamps == ["1767225600", "1767225660"]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ('{"keys": {}}', "path placeholder {keys.pk} is missing"),
+        ('{"keys": {"pk": {"a": 1}}}', "path placeholder {keys.pk}"),
+        ("not json", "the body is not JSON"),
+    ],
+)
+def test_a_path_the_body_cannot_fill_sends_nothing_and_says_which_placeholder(
+    make_settings: MakeSettings, body: str, reason: str
+) -> None:
+    settings = make_settings(TRICKLE_DEST_ORDERS_PATH="/customers/{keys.pk}")
+    api, transport = client(settings, FakeResponse(200))
+    response = api.send(body, "m")
+    assert transport.calls == []
+    assert response.unsent is not None and response.unsent.kind is UnsentKind.REFUSED
+    assert response.unsent.reason.startswith(reason)
+
+
+@pytest.mark.parametrize(
+    ("retryable", "kind"),
+    [(True, UnsentKind.CREDENTIALS_UNAVAILABLE), (False, UnsentKind.CREDENTIALS_REFUSED)],
+)
+def test_without_its_credentials_a_request_never_leaves(
+    settings: Settings, retryable: bool, kind: UnsentKind
+) -> None:
+    """The failure pattern elsewhere: the token fetch failed, the request went out unauthenticated,
+    got a 401 and was dead-lettered."""
+    keys = KeySource()
+    keys.failure = CredentialsFailure(
+        retryable, "token endpoint https://auth.example.com/token answered HTTP 503"
+    )
+    transport = FakeTransport(FakeResponse(200))
+    api = ApiClient(Endpoint(transport, "/items"), settings.destination("orders"), keys)
+    response = api.send("{}", "m")
+    assert transport.calls == []
+    assert response.unsent == Unsent(kind, keys.failure.reason)
+
+
+def test_renewal_names_the_credentials_the_refused_request_carried(settings: Settings) -> None:
+    keys = KeySource()
+    keys.generation = 7
+    api = ApiClient(
+        Endpoint(FakeTransport(FakeResponse(401)), "/items"), settings.destination("orders"), keys
+    )
+    refused = api.send("{}", "m")
+    assert api.renew(refused, reread_secrets=True) is True
+    assert keys.renewals == [(7, True)]

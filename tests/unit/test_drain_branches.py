@@ -11,13 +11,20 @@ import pytest
 
 from chalicelib.drain import Drainer
 from chalicelib.drain_state import DrainReport
-from chalicelib.model import REASON_ATTRIBUTE, ApiResponse, EnrichmentFailure, LedgerRecord, Status
+from chalicelib.model import (
+    REASON_ATTRIBUTE,
+    ApiResponse,
+    EnrichmentFailure,
+    LedgerRecord,
+    Status,
+    Unsent,
+    UnsentKind,
+)
 from chalicelib.ports import Enrich
 from tests.fakes import (
     FakeArchive,
     FakeDeadLetters,
     FakeFifo,
-    FakeKey,
     FakeLedger,
     FakeMetrics,
     FakeNotes,
@@ -37,7 +44,6 @@ class Rig:
         self.queue.put(*messages)
         self.ledger = FakeLedger()
         self.dead_letters = FakeDeadLetters()
-        self.key = FakeKey()
         self.notes = FakeNotes()
         self.archive = FakeArchive()
         self.api = api
@@ -50,7 +56,6 @@ class Rig:
             self.dead_letters,
             self.ledger,
             self.api,
-            self.key,
             self.settings.destination("orders"),
             self.settings,
             self.notes,
@@ -302,7 +307,7 @@ def test_a_refused_key_is_read_again_once_per_run_across_workers(make_settings: 
 
     bodies = rig.api.bodies()
     assert len(bodies) == 3 and set(bodies) == {"g0:0", "g1:0"}  # one of them tried again with the new key
-    assert rig.key.refreshes == 1
+    assert rig.api.refreshes == 1
     assert report.stopped_by == "auth"
     assert rig.ledger.records["g0-0"].attempts == 0 and rig.ledger.records["g1-0"].attempts == 0
     assert rig.queue.deleted == []
@@ -316,7 +321,7 @@ def test_a_rotated_key_is_picked_up_and_the_message_delivered(make_settings: Mak
 
     report = rig.run()
 
-    assert (report.delivered, rig.key.refreshes, report.stopped_by) == (1, 1, "empty")
+    assert (report.delivered, rig.api.refreshes, report.stopped_by) == (1, 1, "empty")
 
 
 def test_an_already_delivered_copy_is_deleted_without_a_request(make_settings: MakeSettings) -> None:
@@ -355,3 +360,50 @@ def test_a_retryable_failure_holds_its_group_behind_the_head(
     assert rig.holds("g0-1") == [0] and rig.holds("g0-0")[0] >= 1
     assert report.blocked_groups == ["g0"] and report.retried == 1
     assert rig.ledger.records["g0-0"].attempts == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "stopped_by"),
+    [
+        (UnsentKind.CREDENTIALS_UNAVAILABLE, "credentials_unavailable"),
+        (UnsentKind.CREDENTIALS_REFUSED, "credentials_refused"),
+    ],
+)
+def test_without_credentials_every_message_stays_queued_unattempted_and_the_run_says_why(
+    make_settings: MakeSettings, kind: UnsentKind, stopped_by: str
+) -> None:
+    """Issue 24: a token endpoint that is down (or refuses the client) sends nothing, counts no
+    attempt, dead-letters nothing, and stops the run with the reason in its report."""
+    reason = "token endpoint https://auth.example.com/token answered HTTP 503"
+    unsent = ApiResponse(None, error=reason, unsent=Unsent(kind, reason))
+    rig = Rig(
+        make_settings,
+        ScriptedApi(lambda body, nth: unsent),
+        message("g0", 0),
+        message("g0", 1),
+        message("g1", 0),
+    )
+    rig.ledger.records["g1-0"] = LedgerRecord("g1-0", Status.FAILED, 2, "g1")
+
+    report = rig.run()
+
+    assert (report.stopped_by, report.stop_reason) == (stopped_by, reason)
+    assert (report.delivered, report.retried, report.dead_lettered, report.halted) == (0, 0, 0, 0)
+    assert rig.queue.deleted == [] and rig.dead_letters.sent == []
+    assert "g0-0" not in rig.ledger.records and rig.ledger.records["g1-0"].attempts == 2
+    assert rig.api.refreshes == 0
+
+
+def test_a_message_whose_path_cannot_be_filled_is_dead_lettered_with_the_reason_and_no_attempt(
+    make_settings: MakeSettings,
+) -> None:
+    reason = "path placeholder {keys.pk} is missing"
+    refused = ApiResponse(None, error=reason, unsent=Unsent(UnsentKind.REFUSED, reason))
+    rig = Rig(make_settings, answers(g0_0=refused), message("g0", 0), message("g0", 1))
+
+    report = rig.run()
+
+    assert (report.dead_lettered, report.delivered, report.stopped_by) == (1, 1, "empty")
+    (dead,) = rig.dead_letters.sent
+    assert dead.attributes[REASON_ATTRIBUTE] == reason
+    assert rig.ledger.records["g0-0"].status is Status.DEAD and rig.ledger.records["g0-0"].attempts == 0

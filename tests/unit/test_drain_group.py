@@ -21,7 +21,6 @@ from tests.fakes import (
     FakeClock,
     FakeDeadLetters,
     FakeFifo,
-    FakeKey,
     FakeLedger,
     FakeMetrics,
     FakeNotes,
@@ -94,7 +93,6 @@ class Story:
             watch("dead_letters", self.dead_letters),
             watch("ledger", self.ledger),
             watch("api", ScriptedApi(api_script)),
-            watch("key", FakeKey()),
             "orders",
             archive=watch("archive", self.archive),
             callbacks=watch("callbacks", self.callbacks),
@@ -129,7 +127,7 @@ def test_a_group_through_a_retry_a_wait_a_delivery_and_a_poison_message() -> Non
     # heartbeat, so it comes back after 5 s with its retry time recorded; its task is kept alive.
     first, state = story.run()
     assert story.journal.take() == [
-        ("api", "post", ("g0:0", "g0-0")),
+        ("api", "send", ("g0:0", "g0-0")),
         ("ledger", "settle", (Settlement("g0-0", "g0", Status.FAILED, 503, "HTTP 503", counted=True),)),
         ("ledger", "hold_until", ("g0-0", "g0", START + 10)),
         ("callbacks", "heartbeat", ("t0",)),
@@ -150,14 +148,14 @@ def test_a_group_through_a_retry_a_wait_a_delivery_and_a_poison_message() -> Non
     third, state = story.run()
     refused = "HTTP 400: refused by the API"
     assert story.journal.take() == [
-        ("api", "post", ("g0:0", "g0-0")),
+        ("api", "send", ("g0:0", "g0-0")),
         ("archive", "store", ("g0-0", 200, '{"took": "g0:0"}')),
         ("callbacks", "success", ("t0", ANY)),
-        ("api", "post", ("g0:1", "g0-1")),
+        ("api", "send", ("g0:1", "g0-1")),
         ("ledger", "settle", (Settlement("g0-1", "g0", Status.FAILED, 400, refused, counted=True),)),
         ("dead_letters", "send", (["g0-1"],)),
         ("ledger", "settle", (Settlement("g0-1", "g0", Status.DEAD, None, refused, False, "c-g0-1"),)),
-        ("api", "post", ("g0:2", "g0-2")),
+        ("api", "send", ("g0:2", "g0-2")),
         ("archive", "store", ("g0-2", 200, '{"took": "g0:2"}')),
     ]
     assert [m.message_id for m in third.delete] == ["g0-0", "g0-1", "g0-2"]
@@ -185,7 +183,6 @@ def test_a_drain_run_reads_only_the_clock_and_the_jitter_it_is_given(make_settin
         FakeDeadLetters(),
         FakeLedger(),
         ScriptedApi(lambda body, nth: ApiResponse(503)),
-        FakeKey(),
         settings.destination("orders"),
         settings,
         notes,

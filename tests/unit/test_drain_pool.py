@@ -15,7 +15,7 @@ import pytest
 from chalicelib.drain import FINISH_MESSAGES, Drainer
 from chalicelib.drain_state import GroupResult, InFlight
 from chalicelib.model import Status
-from tests.fakes import FakeClock, FakeDeadLetters, FakeFifo, FakeKey, FakeLedger, FakeMetrics, SlowApi
+from tests.fakes import FakeClock, FakeDeadLetters, FakeFifo, FakeLedger, FakeMetrics, SlowApi
 from tests.unit.conftest import MakeSettings
 
 
@@ -29,7 +29,6 @@ def drain(
         FakeDeadLetters(),
         ledger,
         api,
-        FakeKey(),
         settings.destination("orders"),
         settings,
         metrics=FakeMetrics,
@@ -98,7 +97,6 @@ def test_a_spent_budget_ends_receiving_but_not_the_deliveries_under_way(make_set
         FakeDeadLetters(),
         ledger,
         api,
-        FakeKey(),
         settings.destination("orders"),
         settings,
         metrics=FakeMetrics,

@@ -15,7 +15,7 @@ from chalice.local import LambdaContext
 
 from chalicelib.drain import Drainer
 from chalicelib.logs import LambdaContextKeys, configure_logging, context_keys
-from tests.fakes import FakeDeadLetters, FakeFifo, FakeKey, FakeLedger, FakeMetrics, SlowApi
+from tests.fakes import FakeDeadLetters, FakeFifo, FakeLedger, FakeMetrics, SlowApi
 from tests.unit.conftest import MakeSettings
 
 log = logging.getLogger("chalicelib.test")
@@ -133,7 +133,6 @@ def test_the_drains_workers_log_with_the_invocations_context(
         FakeDeadLetters(),
         FakeLedger(),
         SlowApi(0.01),
-        FakeKey(),
         settings.destination("orders"),
         settings,
         metrics=FakeMetrics,

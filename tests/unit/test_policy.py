@@ -10,14 +10,19 @@ from email.utils import format_datetime
 
 import pytest
 
-from chalicelib.model import ApiResponse
+from chalicelib.model import ApiResponse, Unsent, UnsentKind, Verdict
 from chalicelib.policy import (
     HEAD_HOLD_S,
     MAX_VISIBILITY_S,
+    Backoff,
     Decision,
+    Move,
     Outcome,
+    Rules,
+    Situation,
     backoff_s,
     classify,
+    decide,
     release_plan,
     retry_after_seconds,
 )
@@ -134,6 +139,9 @@ def test_4xx_with_retry_after_is_still_permanent() -> None:
         (Outcome.RETRY, True),
         (Outcome.AUTH, False),
         (Outcome.PERMANENT, True),
+        (Outcome.UNSENDABLE, False),
+        (Outcome.CREDENTIALS_UNAVAILABLE, False),
+        (Outcome.CREDENTIALS_REFUSED, False),
     ],
 )
 def test_only_the_messages_own_failures_are_counted(outcome: Outcome, counted: bool) -> None:
@@ -158,7 +166,16 @@ def test_counted_follows_classification(response: ApiResponse, counted: bool) ->
 
 
 def test_outcome_values_are_stable_log_labels() -> None:
-    assert {o.value for o in Outcome} == {"delivered", "saturated", "retry", "auth", "permanent"}
+    assert {o.value for o in Outcome} == {
+        "delivered",
+        "saturated",
+        "retry",
+        "auth",
+        "permanent",
+        "unsendable",
+        "credentials_unavailable",
+        "credentials_refused",
+    }
 
 
 # --- retry_after_seconds --------------------------------------------------------------------------
@@ -319,3 +336,53 @@ def test_head_hold_is_short_but_positive() -> None:
 def test_backoff_keeps_at_least_half_of_an_odd_ceiling(base_s: int, cap_s: int, half: float) -> None:
     # round() rounds half to even, so 2.5 -> 2 and 22.5 -> 22 would drop below half the ceiling.
     assert backoff_s(1, base_s, cap_s, lowest) >= half
+
+
+@pytest.mark.parametrize(
+    ("kind", "outcome"),
+    [
+        (UnsentKind.REFUSED, Outcome.UNSENDABLE),
+        (UnsentKind.CREDENTIALS_UNAVAILABLE, Outcome.CREDENTIALS_UNAVAILABLE),
+        (UnsentKind.CREDENTIALS_REFUSED, Outcome.CREDENTIALS_REFUSED),
+    ],
+)
+def test_a_request_that_never_left_is_classified_by_why_not_as_an_attempt(
+    kind: UnsentKind, outcome: Outcome
+) -> None:
+    """Issue 24: no credentials or an unfillable path is never mistaken for the API's answer (a
+    status-less response is otherwise a retried, counted connection failure)."""
+    decision = classify(ApiResponse(None, error="why", unsent=Unsent(kind, "why")), now=NOW)
+    assert (decision.outcome, decision.reason, decision.counted, decision.sent) == (
+        outcome,
+        "why",
+        False,
+        False,
+    )
+
+
+@pytest.mark.parametrize("ordering", ["skip", "strict"])
+@pytest.mark.parametrize("outcome", [Outcome.CREDENTIALS_UNAVAILABLE, Outcome.CREDENTIALS_REFUSED])
+def test_without_credentials_the_message_waits_and_the_run_stops_with_the_reason(
+    outcome: Outcome, ordering: str
+) -> None:
+    rules = Rules(ordering, 5, Backoff(30, 900, lambda a, b: a), wait_s=7, halt_s=60)
+    action = decide(
+        Situation(Verdict.DELIVER, answer=Decision(outcome, "token endpoint down"), attempts=2), rules
+    )
+    assert (action.move, action.stop, action.reason, action.block) == (
+        Move.RELEASE,
+        outcome.value,
+        "token endpoint down",
+        True,
+    )
+    assert (action.tally, action.failure) == (None, False)
+
+
+@pytest.mark.parametrize(("ordering", "move"), [("skip", Move.DEAD_LETTER), ("strict", Move.HALT)])
+def test_a_message_its_destination_cannot_address_is_poison_without_tripping_the_breaker(
+    ordering: str, move: Move
+) -> None:
+    rules = Rules(ordering, 5, Backoff(30, 900, lambda a, b: a), wait_s=7, halt_s=60)
+    reason = "path placeholder {keys.pk} is missing"
+    action = decide(Situation(Verdict.DELIVER, answer=Decision(Outcome.UNSENDABLE, reason)), rules)
+    assert (action.move, action.reason, action.failure) == (move, reason, False)
