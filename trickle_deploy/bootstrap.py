@@ -10,93 +10,23 @@ import argparse
 import copy
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from chalicelib import naming
-from chalicelib.settings import Destination, load_settings
+from chalicelib.settings import load_settings
 from trickle_deploy.session import configured_session
 from trickle_deploy.template import put_parameter_command
 from trickle_project.resources import StageNames, kms_alias, provision, secret_stored, teardown
-from trickle_project.secret_parameters import CREDENTIALS, HEADERS, SIGNING, SecretParameter, needed
-
-# The option that hands the bootstrap one kind of secret, per destination (DESTINATION=VARIABLE).
-SECRET_OPTIONS = {CREDENTIALS: "--secret-env", SIGNING: "--signing-secret-env", HEADERS: "--headers-env"}
-# Why a destination takes no secret of a kind.
-NOT_READ = {
-    CREDENTIALS: 'has auth = "none": it reads no credentials',
-    SIGNING: "signs nothing (no signing in the routes file)",
-    HEADERS: "has no secret_headers",
-}
-ORDINALS = ("1st", "2nd", "3rd")
-
-
-def _ordinal(n: int) -> str:
-    return ORDINALS[n - 1] if n <= len(ORDINALS) else f"{n}th"
-
-
-def secrets_from_env(
-    stage: str,
-    destinations: Sequence[Destination],
-    given: Mapping[str, Sequence[str]],
-    api_key_env: str | None,
-    environ: Mapping[str, str],
-) -> dict[str, str]:
-    """Parameter name -> value, for each `DESTINATION=VARIABLE` given per kind of secret
-    (`SECRET_OPTIONS`); `--api-key-env VAR` stands for `--secret-env D=VAR` when the stage has one
-    destination D only. ValueError with every problem, a line each, none quoting a value (what
-    follows `=` may be a value typed by mistake, so only a variable's name is ever repeated)."""
-    by_name = {d.name: d for d in destinations}
-    entries = {kind: list(given.get(kind, ())) for kind in SECRET_OPTIONS}
-    problems: list[str] = []
-    if api_key_env is not None:
-        if len(destinations) == 1:
-            entries[CREDENTIALS].insert(0, f"{destinations[0].name}={api_key_env}")
-        else:
-            per_destination = " ".join(f"--secret-env {d.name}=VAR" for d in destinations)
-            problems.append(
-                f"--api-key-env gives every destination the same key, and stage {stage} has"
-                f" {len(destinations)} ({', '.join(by_name)}): give each its own, {per_destination}"
-            )
-    values: dict[str, str] = {}
-    for kind, option in SECRET_OPTIONS.items():
-        seen: set[str] = set()
-        for n, entry in enumerate(entries[kind], start=1):
-            name, _, variable = entry.partition("=")
-            if not name or not variable.isidentifier():
-                problems.append(
-                    f"{option} (the {_ordinal(n)}) is not DESTINATION=VARIABLE: after the = comes the name"
-                    " of an environment variable that holds the value, never the value itself"
-                )
-                continue
-            where = f"{option} {name}={variable}"
-            if name not in by_name:
-                problems.append(
-                    f"{where}: stage {stage} has no destination {name!r} (it has: {', '.join(by_name)})"
-                )
-                continue
-            wanted = {p.kind: p for p in needed(by_name[name])}
-            if name in seen:
-                problems.append(f"{option} names destination {name} twice")
-                continue
-            seen.add(name)
-            if kind not in wanted:
-                problems.append(f"{where}: destination {name} {NOT_READ[kind]}")
-                continue
-            value = environ.get(variable)
-            if not value:
-                state = "empty" if value == "" else "not set"
-                problems.append(f"{where}: environment variable {variable} is {state}")
-                continue
-            problem = wanted[kind].problem(value)
-            if problem:
-                problems.append(f"{where}: {problem}")
-                continue
-            values[wanted[kind].name] = value
-    if problems:
-        raise ValueError("\n".join(problems))
-    return values
+from trickle_project.secret_parameters import (
+    CREDENTIALS,
+    HEADERS,
+    SIGNING,
+    SecretParameter,
+    needed,
+    secrets_from_env,
+)
 
 
 def put_secret_command(parameter: SecretParameter, region: str, kms_key: str) -> str:

@@ -29,7 +29,7 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -42,7 +42,7 @@ from chalice.app import CloudWatchEvent
 from chalicelib import naming, wiring
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.logs import LOGGER_NAMES
-from chalicelib.settings import Settings, SettingsError, load_settings
+from chalicelib.settings import Destination, Settings, SettingsError, load_settings
 from trickle_local import signals
 from trickle_local.demo import (
     DemoReport,
@@ -64,10 +64,21 @@ from trickle_local.ports import PortInUseError, PortsInUseError, check_all_free
 from trickle_local.routes import RouteServer
 from trickle_local.runtime import Clock, Invoker, LocalRuntime, ScheduledFunction
 from trickle_local.standin_api import Faults, StandInApi
+from trickle_local.standin_secrets import expected, made_up
+from trickle_local.token_endpoint import TOKEN_PATH, TokenEndpoint
 from trickle_local.workflows import Workflows, is_workflow_body
 from trickle_project import stage
 from trickle_project.aws import clients, use_local_credentials
 from trickle_project.resources import provision
+from trickle_project.secret_parameters import (
+    API_KEY,
+    CREDENTIALS,
+    HEADERS,
+    SECRET_OPTIONS,
+    SIGNING,
+    needed,
+    secrets_from_env,
+)
 
 STANDIN_PORT = 5051  # the first destination's stand-in; docs/local.md
 DEFAULT_EMULATOR: EmulatorName = "ministack"  # the embedded one; docs/emulators.md says why
@@ -213,11 +224,16 @@ def _start(args: argparse.Namespace, started: contextlib.ExitStack) -> Session:
     declared = load_settings(env)
     real = given_api_urls(args)
     standing_in = [d for d in declared.destinations.values() if d.name not in real]
+    stored = dict(args.given_secrets)  # SSM parameter name -> value
     if standing_in:
         api_key = api_key or f"local-{secrets.token_hex(8)}"
         seed = fault_seed(args)
         for destination in standing_in:
             name = destination.name
+            parameters = needed(destination)
+            values = {p.name: stored.get(p.name) or made_up(p, api_key) for p in parameters}
+            stored |= values
+            wanted = expected(parameters, values)
             faults = Faults(
                 latency_s=args.latency,
                 error_rate=args.error_rate,
@@ -226,26 +242,41 @@ def _start(args: argparse.Namespace, started: contextlib.ExitStack) -> Session:
                 timeout_s=args.timeout_s,
                 reset_rate=args.reset_rate,
                 poison=frozenset(p for p in args.poison.split(",") if p),
-                api_key=api_key,
+                api_key=wanted.api_key,
                 api_key_header=destination.api_key_header,
                 api_key_scheme=destination.api_key_scheme,
+                basic=wanted.basic,
+                secret_headers=wanted.secret_headers,
+                signing_secret=wanted.signing_secret,
                 honour_idempotency=not args.ignore_idempotency,
                 seed=seed,
             )
+            tokens = None
+            if wanted.client is not None:
+                path = urlparse(destination.token_url).path or TOKEN_PATH
+                tokens = TokenEndpoint(*wanted.client, lifetime_s=args.token_lifetime, path=path)
             apis[name] = StandInApi(
-                faults, port=listen[f"stand-in API for {name}"], base_path=urlparse(destination.url).path
+                faults,
+                port=listen[f"stand-in API for {name}"],
+                base_path=urlparse(destination.url).path,
+                tokens=tokens,
             ).start()
             started.callback(apis[name].stop)
     api_urls = {
         name: stage.with_netloc(declared.destination(name).url, api.url) for name, api in apis.items()
     }
     env = stage.deliver_to(stage.rebase(env, endpoint_url, api_urls), real)
+    for name, api in apis.items():  # a stand-in's token endpoint is its own
+        if api.tokens is not None:
+            env[naming.destination_variable(name, "token_url")] = stage.with_netloc(
+                declared.destination(name).token_url, api.url
+            )
     if args.real_aws:
         os.environ.pop("AWS_ENDPOINT_URL", None)
     aws = clients(endpoint_url)
     operator_token = None if args.real_aws else f"op-{secrets.token_hex(12)}"
     if not args.real_aws:
-        env = provision(aws, env, api_key, operator_token)
+        env = provision(aws, env, api_key, operator_token, secrets=stored)
     app = stage.load_app(env)
     quiet_logs(args.log_level)
     invoker = Invoker(app, stage.load_config(), args.stage)
@@ -443,9 +474,15 @@ def serve(session: Session, args: argparse.Namespace) -> None:
         )
     if args.metrics_file is not None:
         print(f"Metrics:      {args.metrics_file} (the handlers' metrics lines)", file=sys.stderr)
-    for name in session.apis:
-        url = session.settings.destination(name).url
-        print(f"Received:     GET {url} lists what the {name} API got", file=sys.stderr)
+    for name, api in session.apis.items():
+        destination = session.settings.destination(name)
+        print(f"Received:     GET {destination.url} lists what the {name} API got", file=sys.stderr)
+        if api.tokens is not None:
+            print(
+                f"Tokens:       POST {destination.token_url} issues the {name} API's tokens, each"
+                f" living {api.tokens.lifetime_s}s (--token-lifetime)",
+                file=sys.stderr,
+            )
     session.insert(single_table_items(args.demo_items, args.groups))
     announce_first_drain(session)
     session.stack.callback(Progress(session, 0, every_s=1.0).start().stop)
@@ -598,8 +635,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--api-key",
-        help="API key stored in SSM for every destination (default: a random one the stand-ins expect);"
-        " up --api-url needs it",
+        help="API key stored in SSM for every destination with an API key that --secret-env does not name"
+        " (default: a random one the stand-ins expect); up --api-url needs it or --secret-env",
+    )
+    for option, what in (
+        ("--secret-env", "credentials (its API key, or the JSON of its basic or oauth2 credentials)"),
+        ("--signing-secret-env", "whsec_ signing secret(s)"),
+        ("--headers-env", "secret headers' values (JSON)"),
+    ):
+        common.add_argument(
+            option,
+            metavar="DESTINATION=VAR",
+            action="append",
+            default=[],
+            help=f"store the destination's {what} from this environment variable (default for a"
+            " stand-in: made up for the run, and what its stand-in requires); as the bootstrap takes them",
+        )
+    common.add_argument(
+        "--token-lifetime",
+        type=int,
+        default=5,
+        metavar="SECONDS",
+        help="how long the tokens of a stand-in's OAuth2 token endpoint live (default: 5, so refreshes"
+        " happen)",
     )
     common.add_argument("--routes-port", type=int, default=8000, help="where the app's routes are served")
     common.add_argument(
@@ -710,9 +768,12 @@ def api_url_problem(
     api_key: str | None,
     real_aws: bool,
     stage: str,
-    destinations: Sequence[str],
+    destinations: Mapping[str, Destination],
+    secrets: Mapping[str, str],
 ) -> str | None:
-    """Why the `--api-url` flags cannot run as given, or None."""
+    """Why the `--api-url` flags cannot run as given, or None. A real API's destination needs every
+    secret its drain reads (`secrets`, by parameter name, from the `--*-env` options; an API key may
+    come from `--api-key`): the emulator's SSM holds none until it is given."""
     names = [name for name, _ in given]
     for name in names:
         if name not in destinations:
@@ -723,11 +784,20 @@ def api_url_problem(
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         return f"argument --api-url: destination {twice[0]!r} is given twice"
-    if given and api_key is None and not real_aws:
-        return (
-            "argument --api-url: needs --api-key KEY, the key the drains send to that API"
-            " (the emulator's SSM holds none until it is given)"
-        )
+    for name in [] if real_aws else names:
+        for parameter in needed(destinations[name]):
+            if parameter.name in secrets or (parameter.shape == API_KEY and api_key is not None):
+                continue
+            option = f"{SECRET_OPTIONS[parameter.kind]} {name}=VARIABLE"
+            if parameter.shape == API_KEY:
+                return (
+                    "argument --api-url: needs --api-key KEY, the key the drains send to that API"
+                    f" (the emulator's SSM holds none until it is given), or {option}"
+                )
+            return (
+                f"argument --api-url: {name} needs {option}, a variable holding {parameter.holds}"
+                " (the emulator's SSM holds none until it is given)"
+            )
     return None
 
 
@@ -747,12 +817,24 @@ def main(argv: list[str] | None = None) -> int:
         print("trickle_local: --slow-moto applies to --emulator moto only", file=sys.stderr)
         return 2
     try:
-        destinations = list(load_settings(run_env(args)).destinations)
+        destinations = load_settings(run_env(args)).destinations
     except SettingsError as exc:  # before anything starts: the message says what to fix
         print(f"trickle_local: {exc}", file=sys.stderr)
         return 2
+    try:  # checked before anything starts; never quoting a value
+        args.given_secrets = secrets_from_env(
+            args.stage,
+            list(destinations.values()),
+            {CREDENTIALS: args.secret_env, SIGNING: args.signing_secret_env, HEADERS: args.headers_env},
+            None,
+            os.environ,
+        )
+    except ValueError as exc:
+        args.usage_error(str(exc))
     given = getattr(args, "api_url", None) or []
-    problem = api_url_problem(given, args.api_key, args.real_aws, args.stage, destinations)
+    problem = api_url_problem(
+        given, args.api_key, args.real_aws, args.stage, destinations, args.given_secrets
+    )
     if problem is not None:
         args.usage_error(problem)
     fresh = args.metrics_file is None

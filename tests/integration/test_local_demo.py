@@ -7,19 +7,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
+import time
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+from standardwebhooks.webhooks import Webhook
 
+from chalicelib import naming
 from tests.fakes import until
 from tests.integration.conftest import EMULATOR
 from trickle_local.emulators import start_emulator
+from trickle_project.aws import clients, use_local_credentials
 from trickle_project.stage import PROJECT_DIR
 
 
@@ -221,3 +228,112 @@ def test_the_demo_runs_another_routes_file_draining_a_destination_app_py_lacks(t
     assert {entry["path"] for entry in summary["received"]["shop"]} == {"/v1/invoices"}
     assert code == 0
     assert "app.py has no drain_shop: run here on rate(1 minute)" in stderr
+
+
+KINDS = """
+[destinations.shop]
+url = "https://shop.example.com/v1/invoices"
+auth = "basic"
+method = "PUT"
+signing = "standard_webhooks"
+secret_headers = ["X-Tenant-Key"]
+
+[destinations.ledger]
+url = "https://ledger.example.com/v1"
+auth = "oauth2_client_credentials"
+token_url = "https://ledger.example.com/oauth/token"
+
+[[routes]]
+name = "all"
+destinations = ["shop", "ledger"]
+"""
+
+
+def signed(secret: str, message_id: str, body: bytes) -> dict[str, str]:
+    """Standard Webhooks headers made by the reference package."""
+    now = int(time.time())
+    signature = Webhook(secret).sign(message_id, datetime.fromtimestamp(now, tz=UTC), body)
+    return {"webhook-id": message_id, "webhook-timestamp": str(now), "webhook-signature": signature}
+
+
+def test_up_stores_the_secrets_another_routes_file_needs_and_its_stand_ins_require_them(
+    tmp_path: Path,
+) -> None:
+    """`up --routes FILE`: every parameter its destinations read is in the emulator's SSM, the one
+    given (`--secret-env ledger=VAR`) as given, the others made up; each stand-in requires exactly
+    those (Basic credentials, the secret header and a signature for shop; a token from its own
+    endpoint, for ledger's client, for ledger), and no secret is printed."""
+    routes = tmp_path / "kinds.toml"
+    routes.write_text(KINDS)
+    given = '{"client_id": "ledger-client", "client_secret": "s3cret-given"}'
+    emulator = start_emulator(EMULATOR, own_process=True)
+    env = {name: value for name, value in os.environ.items() if not name.startswith("TRICKLE_")}
+    env |= {"TMPDIR": str(tmp_path), "LEDGER_CREDENTIALS": given}
+    stderr = tmp_path / "stderr.txt"
+    with stderr.open("w") as sink:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "trickle_local", "up", "--ephemeral-ports",
+             "--endpoint", emulator.endpoint_url, "--routes", str(routes),
+             "--secret-env", "ledger=LEDGER_CREDENTIALS"],
+            cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, stderr=sink, text=True,
+        )  # fmt: skip
+    try:
+        text = until(lambda: "ledger: queued=0" in stderr.read_text() and stderr.read_text(), deadline_s=120)
+        listed = dict(re.findall(r"Received: +GET (\S+) lists what the (\w+) API got", text))
+        urls = {name: url for url, name in listed.items()}
+        (token_url,) = re.findall(r"Tokens: +POST (\S+) issues the ledger API's tokens", text)
+        use_local_credentials()  # what the emulator takes, as the command sets them for itself
+        ssm = clients(emulator.endpoint_url)["ssm"]
+
+        def stored(name: str) -> str:
+            return str(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+
+        shop = json.loads(stored(naming.key_parameter("local", "shop")))
+        signing_secret = stored(naming.signing_parameter("local", "shop"))
+        tenant = json.loads(stored(naming.headers_parameter("local", "shop")))
+        assert stored(naming.key_parameter("local", "ledger")) == given
+
+        body = '{"n": 1, "name": "Zoë"}'.encode()
+        good = signed(signing_secret, "m1", body) | {"X-Tenant-Key": tenant["X-Tenant-Key"]}
+        basic = (shop["username"], shop["password"])
+        answers = [
+            requests.put(f"{urls['shop']}/42", data=body, headers=good, auth=basic, timeout=10),
+            requests.put(f"{urls['shop']}/43", data=body, headers=good, timeout=10),
+            requests.put(
+                f"{urls['shop']}/44", data=body, headers=good | {"X-Tenant-Key": "x"}, auth=basic, timeout=10
+            ),
+            requests.put(f"{urls['shop']}/45", data=body + b" ", headers=good, auth=basic, timeout=10),
+        ]
+        token = requests.post(
+            token_url,
+            data={"grant_type": "client_credentials"},
+            auth=("ledger-client", "s3cret-given"),
+            timeout=10,
+        ).json()["access_token"]
+        bearer = {"Authorization": f"Bearer {token}"}
+        ledger = [
+            requests.post(f"{urls['ledger']}/entries", data="{}", headers=bearer, timeout=10),
+            requests.post(f"{urls['ledger']}/entries", data="{}", auth=basic, timeout=10),
+        ]
+        shop_listing = requests.get(urls["shop"], timeout=10).json()
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            up.wait()
+        emulator.stop()
+
+    assert [a.status_code for a in answers] == [200, 401, 401, 401]
+    assert [a.status_code for a in ledger] == [200, 401]
+    assert [(e["auth_ok"], e["signature_ok"]) for e in shop_listing["requests"]] == [
+        (True, True),
+        (False, True),
+        (False, True),
+        (True, False),
+    ]
+    assert shop_listing["auth_failures"] == 3
+    printed = stderr.read_text()
+    for secret in ("s3cret-given", shop["password"], signing_secret, tenant["X-Tenant-Key"], token):
+        assert secret not in printed

@@ -113,3 +113,78 @@ def test_a_destination_app_py_has_no_drain_for_gets_one_scheduled_here(
     )
     assert [name for name, _ in drained] == ["shop"]
     assert 0 < drained[0][1] <= 60_000  # a Lambda-like context, the default timeout
+
+
+KINDS = """
+[destinations.shop]
+url = "https://shop.example.com/v1/invoices"
+auth = "basic"
+signing = "standard_webhooks"
+secret_headers = ["X-Tenant-Key"]
+
+[destinations.ledger]
+url = "https://ledger.example.com/v1"
+auth = "oauth2_client_credentials"
+token_url = "https://ledger.example.com/oauth/token"
+
+[[routes]]
+name = "all"
+destinations = ["shop", "ledger"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "message"),
+    [
+        (
+            ["--secret-env", "shop=SHOP_CREDENTIALS"],
+            {},
+            "--secret-env shop=SHOP_CREDENTIALS: environment variable SHOP_CREDENTIALS is not set",
+        ),
+        (
+            ["--secret-env", "shop=SHOP_CREDENTIALS"],
+            {"SHOP_CREDENTIALS": "hunter2"},
+            "--secret-env shop=SHOP_CREDENTIALS: the Basic credentials of destination shop is not a"
+            " JSON object",
+        ),
+        (
+            ["--headers-env", "ledger=HEADERS"],
+            {"HEADERS": "{}"},
+            "--headers-env ledger=HEADERS: destination ledger has no secret_headers",
+        ),
+        (
+            ["--api-url", "shop=http://127.0.0.1:5999/v1", "--api-key", "k"],
+            {},
+            "argument --api-url: shop needs --secret-env shop=VARIABLE, a variable holding the Basic"
+            ' credentials of shop, JSON {"username": "...", "password": "..."}',
+        ),
+        (
+            ["--api-url", "shop=http://127.0.0.1:5999/v1", "--secret-env", "shop=SHOP_CREDENTIALS"],
+            {"SHOP_CREDENTIALS": '{"username": "u", "password": "p"}'},
+            "argument --api-url: shop needs --signing-secret-env shop=VARIABLE, a variable holding the"
+            " signing secret of shop",
+        ),
+    ],
+)
+def test_secrets_for_another_routes_file_are_checked_before_anything_starts(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    environ: dict[str, str],
+    message: str,
+) -> None:
+    import trickle_local.__main__ as cli
+
+    routes = tmp_path / "kinds.toml"
+    routes.write_text(KINDS)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cli, "start_emulator", lambda *_, **__: pytest.fail("an emulator was started"))
+
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["up", "--ephemeral-ports", "--routes", str(routes), *flags])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2
+    assert f"python -m trickle_local up: error: {message}" in err
+    assert "hunter2" not in err and "Traceback" not in err
