@@ -64,7 +64,7 @@ from trickle_local.ports import PortInUseError, PortsInUseError, check_all_free
 from trickle_local.routes import RouteServer
 from trickle_local.runtime import Clock, Invoker, LocalRuntime, ScheduledFunction
 from trickle_local.standin_api import Faults, StandInApi
-from trickle_local.standin_secrets import expected, made_up
+from trickle_local.standin_secrets import Expected, expected, made_up
 from trickle_local.token_endpoint import TOKEN_PATH, TokenEndpoint
 from trickle_local.workflows import Workflows, is_workflow_body
 from trickle_project import stage
@@ -180,7 +180,7 @@ def ports(args: argparse.Namespace, env: dict[str, str]) -> dict[str, int]:
     return wanted
 
 
-FAULT_RATES = ("error_rate", "throttle_rate", "timeout_rate", "reset_rate")  # what the seed draws
+FAULT_RATES = ("error_rate", "throttle_rate", "timeout_rate", "reset_rate", "item_error_rate")  # seeded
 
 
 def fault_seed(args: argparse.Namespace) -> int:
@@ -190,6 +190,29 @@ def fault_seed(args: argparse.Namespace) -> int:
     if any(getattr(args, rate) for rate in FAULT_RATES):
         print(f"Faults:       drawn with --seed {seed} (pass it to repeat them)", file=sys.stderr)
     return seed
+
+
+def standin_faults(args: argparse.Namespace, destination: Destination, wanted: Expected, seed: int) -> Faults:
+    """A destination's stand-in: the fault flags (the same for every stand-in), and what its
+    destination sends (`wanted`: the secrets stored for it)."""
+    return Faults(
+        latency_s=args.latency,
+        error_rate=args.error_rate,
+        throttle_rate=args.throttle_rate,
+        timeout_rate=args.timeout_rate,
+        timeout_s=args.timeout_s,
+        reset_rate=args.reset_rate,
+        poison=frozenset(p for p in args.poison.split(",") if p),
+        item_error_rate=args.item_error_rate,
+        api_key=wanted.api_key,
+        api_key_header=destination.api_key_header,
+        api_key_scheme=destination.api_key_scheme,
+        basic=wanted.basic,
+        secret_headers=wanted.secret_headers,
+        signing_secret=wanted.signing_secret,
+        honour_idempotency=not args.ignore_idempotency,
+        seed=seed,
+    )
 
 
 def start(args: argparse.Namespace) -> Session:
@@ -234,23 +257,7 @@ def _start(args: argparse.Namespace, started: contextlib.ExitStack) -> Session:
             values = {p.name: stored.get(p.name) or made_up(p, api_key) for p in parameters}
             stored |= values
             wanted = expected(parameters, values)
-            faults = Faults(
-                latency_s=args.latency,
-                error_rate=args.error_rate,
-                throttle_rate=args.throttle_rate,
-                timeout_rate=args.timeout_rate,
-                timeout_s=args.timeout_s,
-                reset_rate=args.reset_rate,
-                poison=frozenset(p for p in args.poison.split(",") if p),
-                api_key=wanted.api_key,
-                api_key_header=destination.api_key_header,
-                api_key_scheme=destination.api_key_scheme,
-                basic=wanted.basic,
-                secret_headers=wanted.secret_headers,
-                signing_secret=wanted.signing_secret,
-                honour_idempotency=not args.ignore_idempotency,
-                seed=seed,
-            )
+            faults = standin_faults(args, destination, wanted, seed)
             tokens = None
             if wanted.client is not None:
                 path = urlparse(destination.token_url).path or TOKEN_PATH
@@ -556,7 +563,8 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> int:
         print(
             f"  {name}: delivered={part.delivered}/{part.inserted} dead_lettered={part.dead_lettered}"
             f" lost={part.lost} duplicates={part.duplicates} out_of_order={part.out_of_order}"
-            f" auth_failures={part.auth_failures} token_requests={part.token_requests}",
+            f" auth_failures={part.auth_failures} token_requests={part.token_requests}"
+            f" requests={part.requests} items_per_request={part.items_per_request:g}",
             file=human,
         )
     if executions is not None:
@@ -688,7 +696,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--reset-rate", type=float, default=0.0, help="fraction whose connection is reset")
     common.add_argument("--timeout-s", type=float, default=3.0, help="how long a hanging request hangs")
-    common.add_argument("--poison", default="", help="comma-separated strings; items containing one get 400")
+    common.add_argument(
+        "--poison",
+        default="",
+        help="comma-separated strings; a request whose body contains one gets 400 (at a bulk endpoint,"
+        " each item containing one, in the request's per-item results)",
+    )
+    common.add_argument(
+        "--item-error-rate",
+        type=float,
+        default=0.0,
+        help="at a bulk endpoint, fraction of the items answered 503 in the per-item results (not"
+        " applied), the other items of the request going on",
+    )
     common.add_argument(
         "--ignore-idempotency", action="store_true", help="stand-in applies a repeated Idempotency-Key again"
     )

@@ -88,10 +88,16 @@ class Summary:
     failed_requests: int
     auth_failures: int = 0  # requests the API refused for their credentials or signature
     token_requests: int = 0  # requests its OAuth2 token endpoint answered
+    request_items: int = 0  # items the requests carried (one each outside a bulk endpoint)
 
     @property
     def ok(self) -> bool:
         return self.lost == 0 and self.duplicates == 0 and self.out_of_order == 0
+
+    @property
+    def items_per_request(self) -> float:
+        """How many items a request carried on average: 1 without bulk delivery, 0 without requests."""
+        return round(self.request_items / self.requests, 2) if self.requests else 0.0
 
     def to_json(self, **extra: object) -> str:
         """One JSON object: the counts, `ok`, and `extra` (the local run adds `drain_seconds` and
@@ -103,16 +109,16 @@ class UnauditedError(ValueError):
     """A delivered body the audit cannot place: it lacks the item's keys or sequence number."""
 
 
-def _key_and_sequence(request: RecordedRequest) -> tuple[ItemKey, int]:
+def _key_and_sequence(path: str, text: str) -> tuple[ItemKey, int]:
     """The envelope's keys and sequence number (a transformed body carries them at its top)."""
     try:
-        body = json.loads(request.body)
+        body = json.loads(text)
         sequence = body["source"]["sequence_number"] if "source" in body else body["sequence_number"]
         return (str(body["keys"]["pk"]), str(body["keys"]["sk"])), int(sequence)
     except (ValueError, KeyError, TypeError):
         raise UnauditedError(
             f"the demo audits each delivery by the item's keys and sequence number its body carries,"
-            f" and a body sent to {request.path} has none: keep `keys: keys, sequence_number:"
+            f" and a body sent to {path} has none: keep `keys: keys, sequence_number:"
             " source.sequence_number` in its route's transform, or try the routes file with `up`"
         ) from None
 
@@ -127,22 +133,22 @@ def summarize(
     """Audit the API's view: items applied, applied more than once, or applied against stream order.
 
     Order is judged by the stream sequence number each message carries: within a partition key,
-    each newly applied item must come later in the stream than every item applied before it.
+    each newly applied item must come later in the stream than every item applied before it (the
+    items of a bulk request in the request's order, as the API applies them).
     """
     wanted = set(inserted)
     applied_count: dict[ItemKey, int] = {}
     latest: dict[str, int] = {}
     out_of_order = 0
     for request in requests:
-        if not request.applied:
-            continue
-        key, sequence = _key_and_sequence(request)
-        applied_count[key] = applied_count.get(key, 0) + 1
-        if applied_count[key] > 1:
-            continue
-        if sequence < latest.get(key[0], -1):
-            out_of_order += 1
-        latest[key[0]] = max(sequence, latest.get(key[0], -1))
+        for item in request.applied_items:
+            key, sequence = _key_and_sequence(request.path, item.body)
+            applied_count[key] = applied_count.get(key, 0) + 1
+            if applied_count[key] > 1:
+                continue
+            if sequence < latest.get(key[0], -1):
+                out_of_order += 1
+            latest[key[0]] = max(sequence, latest.get(key[0], -1))
     delivered = len(wanted & set(applied_count))
     return Summary(
         inserted=len(wanted),
@@ -156,6 +162,7 @@ def summarize(
         failed_requests=sum(1 for r in requests if not 200 <= r.status < 300),
         auth_failures=sum(1 for r in requests if r.refused),
         token_requests=token_requests,
+        request_items=sum(r.item_count for r in requests),
     )
 
 
@@ -183,6 +190,7 @@ class DemoReport:
             failed_requests=sum(p.failed_requests for p in parts),
             auth_failures=sum(p.auth_failures for p in parts),
             token_requests=sum(p.token_requests for p in parts),
+            request_items=sum(p.request_items for p in parts),
         )
 
     @property
@@ -193,25 +201,35 @@ class DemoReport:
         """The totals, `ok`, `expected_deliveries`, per-destination counts, and `extra`."""
         per = {
             name: {
-                k: v
-                for k, v in asdict(p).items()
-                if k
-                in (
-                    "inserted",
-                    "delivered",
-                    "dead_lettered",
-                    "lost",
-                    "duplicates",
-                    "out_of_order",
-                    "requests",
-                    "auth_failures",
-                    "token_requests",
-                )
+                **{
+                    k: v
+                    for k, v in asdict(p).items()
+                    if k
+                    in (
+                        "inserted",
+                        "delivered",
+                        "dead_lettered",
+                        "lost",
+                        "duplicates",
+                        "out_of_order",
+                        "requests",
+                        "auth_failures",
+                        "token_requests",
+                    )
+                },
+                "items_per_request": p.items_per_request,
             }
             for name, p in self.destinations.items()
         }
         expected = sum(p.inserted for p in self.destinations.values())
-        document = {**asdict(self.total), "expected_deliveries": expected, "ok": self.ok, "destinations": per}
+        total = {k: v for k, v in asdict(self.total).items() if k != "request_items"}
+        document = {
+            **total,
+            "items_per_request": self.total.items_per_request,
+            "expected_deliveries": expected,
+            "ok": self.ok,
+            "destinations": per,
+        }
         return dumps(dict(sorted((document | extra).items())))
 
 

@@ -2,7 +2,9 @@
 (POST, PUT or PATCH to any path under its base), refuses with a 401 those without the credentials
 or the signature it requires (`trickle_local.standin_checks`), and injects the faults real APIs have
 (latency, 5xx, 429 with Retry-After, timeouts, poison items). With an OAuth2 token endpoint
-(`trickle_local.token_endpoint`) it serves that at its path and requires its tokens.
+(`trickle_local.token_endpoint`) it serves that at its path and requires its tokens. With a bulk
+endpoint (`trickle_local.standin_bulk`) it takes arrays of items at that path, answers a result per
+item, and its faults apply per item as well as per request.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from urllib.parse import parse_qs
 
 from chalicelib.strict_json import dumps
 from trickle_local.ports import PortInUseError, in_use
+from trickle_local.standin_bulk import Bulk, Item, ItemResult, answer, items_of, judge, whole
 from trickle_local.standin_checks import Required, auth_ok, signature_ok
 from trickle_local.token_endpoint import TokenEndpoint
 
@@ -45,6 +48,20 @@ class RecordedRequest:
     method: str = "POST"
     auth_ok: bool | None = None  # None: this API requires no credentials
     signature_ok: bool | None = None  # None: this API requires no signature
+    items: tuple[ItemResult, ...] | None = None  # None: not a request to the bulk endpoint
+
+    @property
+    def item_count(self) -> int:
+        """The items it carried: a request outside the bulk endpoint carries one."""
+        return 1 if self.items is None else len(self.items)
+
+    @property
+    def applied_items(self) -> tuple[ItemResult, ...]:
+        """The items the API applied, in the request's order; a request outside the bulk endpoint
+        is one item, its body, whose id is its idempotency key."""
+        if self.items is not None:
+            return tuple(item for item in self.items if item.applied)
+        return (ItemResult(self.idempotency_key, self.body, self.status, True),) if self.applied else ()
 
     @property
     def refused(self) -> bool:
@@ -61,7 +78,9 @@ class RecordedRequest:
 
 @dataclass
 class Faults:
-    """Fault rates are fractions of requests, drawn from a seeded generator; the API key, Basic
+    """Fault rates are fractions of requests, drawn from a seeded generator; `item_error_rate` is
+    the fraction of a bulk request's items answered 503 while the rest go on, and at the bulk
+    endpoint `poison` refuses the items that carry a marker, each on its own. The API key, Basic
     credentials, secret headers and signing secret are what every request must carry (a 401
     otherwise, before any fault is drawn)."""
 
@@ -73,6 +92,7 @@ class Faults:
     timeout_s: float = 5.0
     reset_rate: float = 0.0
     poison: frozenset[str] = frozenset()
+    item_error_rate: float = 0.0
     api_key: str | None = None
     api_key_header: str = "x-api-key"
     api_key_scheme: str = ""  # "Bearer": the header must read "Bearer <key>"
@@ -99,7 +119,7 @@ class StandInApi:
     """Start with `start()`, read `requests`, stop with `stop()`; `responder` overrides faults (not
     the credentials and signature checks, which come first). Requests outside `base_path` get a 404;
     `tokens`, if given, answers at its own path, and every request must carry a token it issued
-    that has not expired."""
+    that has not expired; `bulk`, if given, is the path (under `base_path`) taking arrays of items."""
 
     def __init__(
         self,
@@ -108,15 +128,18 @@ class StandInApi:
         port: int = 0,
         base_path: str = "/",
         tokens: TokenEndpoint | None = None,
+        bulk: Bulk | None = None,
     ) -> None:
         self.faults = faults or Faults()
         self.responder: Responder | None = None
         self.base_path = "/" + base_path.strip("/")
         self.tokens = tokens
+        self.bulk = bulk
         self._random = random.Random(self.faults.seed)
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._applied_keys: set[str] = set()
+        self._applied_ids: set[str] = set()  # the bulk endpoint's items applied, by their id
         self._in_flight = 0
         self.max_in_flight = 0
         try:
@@ -140,6 +163,16 @@ class StandInApi:
     def applied(self) -> list[RecordedRequest]:
         """Requests the API acted on (2xx, or timed out after acting), in arrival order."""
         return [r for r in self.requests if r.applied]
+
+    def applied_items(self) -> list[ItemResult]:
+        """Items the API acted on, in arrival order: every applied item of a bulk request, and each
+        other request applied (its body, its idempotency key as its id)."""
+        return [item for r in self.requests for item in r.applied_items]
+
+    @property
+    def items(self) -> int:
+        """Items the requests carried (one for a request outside the bulk endpoint)."""
+        return sum(r.item_count for r in self.requests)
 
     @property
     def auth_failures(self) -> int:
@@ -172,8 +205,9 @@ class StandInApi:
 
     def listing(self, path: str | None = None, since: int = 0) -> list[dict[str, object]]:
         """What the API received (at `path` or under it, or anywhere), oldest first, from entry
-        `since`: what `GET <path>` answers, with the credentials' headers redacted. Serialize it with
-        `chalicelib.strict_json.dumps`, which writes the bodies' numbers with every digit."""
+        `since`: what `GET <path>` answers, with the credentials' headers redacted and, for a bulk
+        request, each item's result. Serialize it with `chalicelib.strict_json.dumps`, which writes
+        the bodies' numbers with every digit."""
         redacted = self.required().redacted()
         entries: list[dict[str, object]] = []
         for n, request in enumerate(self.requests):
@@ -183,6 +217,11 @@ class StandInApi:
                 body: object = json.loads(request.body, parse_float=Decimal)
             except ValueError:
                 body = request.body
+            results = (
+                {"results": [{"id": i.id, "status": i.status, "applied": i.applied} for i in request.items]}
+                if request.items is not None
+                else {}
+            )
             entries.append(
                 {
                     "n": n,
@@ -194,10 +233,12 @@ class StandInApi:
                     "auth_ok": request.auth_ok,
                     "signature_ok": request.signature_ok,
                     "idempotency_key": request.idempotency_key,
+                    "items": request.item_count,
                     "headers": {
                         k: "(redacted)" if k in redacted else v for k, v in sorted(request.headers.items())
                     },
                     "body": body,
+                    **results,
                 }
             )
         return entries
@@ -206,6 +247,7 @@ class StandInApi:
         with self._lock:
             self._requests.clear()
             self._applied_keys.clear()
+            self._applied_ids.clear()
             self.max_in_flight = 0
 
     def start(self) -> StandInApi:
@@ -252,10 +294,67 @@ class StandInApi:
             return Reply(0, "", reset=True), False
         return Reply(200, '{"ok":true}', delay_s=f.latency_s), True
 
+    def decide_bulk(
+        self, raw: bytes, headers: dict[str, str], bulk: Bulk
+    ) -> tuple[Reply, tuple[ItemResult, ...]]:
+        """The reply to a request at the bulk endpoint that passed the checks, and each item's
+        result. A responder's reply applies every item (not applied before) when it is a 2xx; else
+        a request-wide fault (429, 503, a reset) fails every item, a timeout applies them and
+        answers too late, and each item is judged on its own (`standin_bulk.judge`)."""
+        f = self.faults
+        if len(raw) > bulk.max_bytes:
+            error = f"the body is {len(raw)} bytes, over this endpoint's {bulk.max_bytes}"
+            return Reply(413, json.dumps({"error": error})), ()
+        items = items_of(raw, bulk)
+        if isinstance(items, str):
+            return Reply(400, json.dumps({"error": items}), delay_s=f.latency_s), ()
+        if self.responder is not None:
+            reply = self.responder(raw.decode(), headers)
+            if reply is not None:
+                return reply, self._apply(items, bulk, everything=200 <= reply.status < 300)
+        with self._lock:
+            roll = self._random.random()
+        if roll < f.throttle_rate:
+            reply = Reply(429, '{"error":"slow down"}', {"Retry-After": str(f.retry_after_s)})
+            return reply, whole(items, 429, "slow down")
+        roll -= f.throttle_rate
+        if roll < f.error_rate:
+            reply = Reply(503, '{"error":"unavailable"}', delay_s=f.latency_s)
+            return reply, whole(items, 503, "unavailable")
+        roll -= f.error_rate
+        late = roll < f.timeout_rate
+        if not late and roll - f.timeout_rate < f.reset_rate:
+            return Reply(0, "", reset=True), whole(items, 0, "connection reset")
+        results = self._apply(items, bulk)
+        status, body = answer(results)
+        return Reply(status, body, delay_s=f.timeout_s if late else f.latency_s), results
+
+    def _apply(self, items: list[Item], bulk: Bulk, everything: bool = False) -> tuple[ItemResult, ...]:
+        """Judges each item in order and applies those it takes, under the lock, so an id is applied
+        once however many requests carry it at the same time (unless ids are not honoured);
+        `everything`: a responder's 2xx, every item taken that was not applied before."""
+        f = self.faults
+        results: list[ItemResult] = []
+        with self._lock:
+            for item in items:
+                seen = f.honour_idempotency and item.id in self._applied_ids
+                failed = self._random.random() < f.item_error_rate
+                if everything:
+                    result = judge(item, bulk, seen=seen, poison=frozenset(), failed=False)
+                else:
+                    result = judge(item, bulk, seen=seen, poison=f.poison, failed=failed)
+                if result.applied and result.id is not None:
+                    self._applied_ids.add(result.id)
+                results.append(result)
+        return tuple(results)
+
     def receive(self, method: str, path: str, raw: bytes, headers: dict[str, str]) -> Reply:
         """One request to the API (headers lower-cased): checked, answered, recorded."""
         body = raw.decode()
-        if not under(path.split("?", 1)[0], self.base_path):
+        bare = path.split("?", 1)[0]
+        bulk = self.bulk if self.bulk is not None and bare == self.bulk.path else None
+        items: tuple[ItemResult, ...] | None = None
+        if not under(bare, self.base_path):
             reply, applied, auth, signed = Reply(404, '{"error":"no such path"}'), False, None, None
         else:
             required = self.required()
@@ -263,11 +362,19 @@ class StandInApi:
             if auth is False or signed is False:
                 what = "credentials" if auth is False else "signature"
                 reply, applied = Reply(401, f'{{"error":"unauthorized: bad or missing {what}"}}'), False
+                if bulk is not None:
+                    found = items_of(raw, bulk)
+                    items = () if isinstance(found, str) else whole(found, 401, f"bad or missing {what}")
+            elif bulk is not None:
+                reply, items = self.decide_bulk(raw, headers, bulk)
+                applied = any(item.applied for item in items)
             else:
                 reply, applied = self.decide(body, headers)
         with self._lock:
             self._requests.append(
-                RecordedRequest(path, headers, body, time.time(), reply.status, applied, method, auth, signed)
+                RecordedRequest(
+                    path, headers, body, time.time(), reply.status, applied, method, auth, signed, items
+                )
             )
             if applied:
                 self._applied_keys.add(headers.get("idempotency-key", ""))
@@ -353,6 +460,7 @@ class StandInApi:
                 document = {
                     "path": path,
                     "received": len(entries),
+                    "items": sum(n for e in entries if isinstance(n := e["items"], int)),
                     "auth_failures": api.auth_failures,
                     **({"token_requests": api.token_requests} if api.tokens is not None else {}),
                     "requests": entries,

@@ -75,10 +75,10 @@ def test_a_few_hundred_items_under_faults_arrive_once_each_in_order() -> None:
     assert summary["destinations"] == {
         "orders": {"inserted": 288, "delivered": 288, "dead_lettered": 0, "lost": 0, "duplicates": 0,
                    "out_of_order": 0, "requests": summary["destinations"]["orders"]["requests"],
-                   "auth_failures": 0, "token_requests": 0},
+                   "items_per_request": 1.0, "auth_failures": 0, "token_requests": 0},
         "crm": {"inserted": 108, "delivered": 108, "dead_lettered": 0, "lost": 0, "duplicates": 0,
                 "out_of_order": 0, "requests": summary["destinations"]["crm"]["requests"],
-                "auth_failures": 0, "token_requests": 0},
+                "items_per_request": 1.0, "auth_failures": 0, "token_requests": 0},
     }  # fmt: skip
     assert (summary["delivered"], summary["expected_deliveries"]) == (396, 396)
     assert (summary["lost"], summary["duplicates"], summary["out_of_order"]) == (0, 0, 0)
@@ -223,7 +223,8 @@ def test_the_demo_runs_another_routes_file_draining_a_destination_app_py_lacks(t
     # 2 customer profiles, then 18 orders and invoices: every third an invoice
     assert summary["destinations"] == {
         "shop": {"inserted": 6, "delivered": 6, "dead_lettered": 0, "lost": 0, "duplicates": 0,
-                 "out_of_order": 0, "requests": 6, "auth_failures": 0, "token_requests": 0},
+                 "out_of_order": 0, "requests": 6, "items_per_request": 1.0, "auth_failures": 0,
+                 "token_requests": 0},
     }  # fmt: skip
     assert {entry["path"] for entry in summary["received"]["shop"]} == {"/v1/invoices"}
     assert code == 0

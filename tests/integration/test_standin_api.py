@@ -5,6 +5,7 @@ request without them), as its listing shows them."""
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,7 +15,9 @@ import pytest
 import requests
 from standardwebhooks.webhooks import Webhook
 
+from tests.fakes import until
 from trickle_local.standin_api import Faults, Reply, StandInApi
+from trickle_local.standin_bulk import Bulk
 from trickle_local.token_endpoint import TokenEndpoint
 
 SECRET = "whsec_" + base64.b64encode(b"a-signing-secret-of-32-bytes!!!!").decode()
@@ -175,3 +178,133 @@ def test_an_oauth2_token_from_its_own_endpoint_is_required_until_it_expires(serv
     assert (document["token_requests"], document["auth_failures"], document["received"]) == (2, 3, 4)
     assert token not in requests.get(f"{api.url}/v1", timeout=10).text
     assert requests.get(f"{api.url}/oauth/token", timeout=10).status_code == 405
+
+
+def post(api: StandInApi, path: str, body: object, **kwargs: Any) -> requests.Response:
+    return requests.post(
+        f"{api.url}{path}", data=json.dumps(body, separators=(",", ":")), timeout=10, **kwargs
+    )
+
+
+def records(*ids: str, marker: str = "") -> dict[str, Any]:
+    return {"records": [{"id": i, "sk": f"{marker}{i}"} for i in ids]}
+
+
+def test_a_bulk_endpoint_answers_each_item_applies_an_id_once_and_refuses_poison_items_alone(
+    served: list[StandInApi],
+) -> None:
+    api = StandInApi(
+        Faults(api_key="k", poison=frozenset({'"sk":"m3"'})),
+        base_path="/v1",
+        bulk=Bulk("/v1/bulk", array_at=("records",)),
+    ).start()
+    served.append(api)
+    key = {"x-api-key": "k"}
+
+    first = post(api, "/v1/bulk", records("m1", "m2", "m3", "m4"), headers=key)
+    again = post(api, "/v1/bulk", records("m2", "m4", "m5"), headers=key)  # m2, m4 applied already
+    bare = post(api, "/v1/bulk", [{"id": "m6"}], headers=key)  # not wrapped as this API wants
+    refused = post(api, "/v1/bulk", records("m7", "m8"))  # no key
+    single = post(api, "/v1/items", {"id": "m9", "sk": "m3"}, headers=key)  # poison, the whole request
+
+    assert first.status_code == 207
+    assert first.json() == {
+        "results": [
+            {"id": "m1", "status": 200},
+            {"id": "m2", "status": 200},
+            {"id": "m3", "status": 400, "error": "poison item rejected"},
+            {"id": "m4", "status": 200},
+        ]
+    }
+    assert again.status_code == 200
+    assert again.json()["results"] == [
+        {"id": "m2", "status": 200, "replayed": True},
+        {"id": "m4", "status": 200, "replayed": True},
+        {"id": "m5", "status": 200},
+    ]
+    assert bare.status_code == 400 and '{"records": [{"id": ...}, ...]}' in bare.json()["error"]
+    assert (refused.status_code, single.status_code) == (401, 400)
+    assert [i.id for i in api.applied_items()] == ["m1", "m2", "m4", "m5"]
+    assert api.items == 4 + 3 + 0 + 2 + 1
+
+    document = listing(api, "/v1/bulk")
+    assert (document["received"], document["items"]) == (4, 9)
+    assert [(e["items"], e["status"], e["applied"]) for e in document["requests"]] == [
+        (4, 207, True),
+        (3, 200, True),
+        (0, 400, False),
+        (2, 401, False),
+    ]
+    assert document["requests"][1]["results"] == [
+        {"id": "m2", "status": 200, "applied": False},
+        {"id": "m4", "status": 200, "applied": False},
+        {"id": "m5", "status": 200, "applied": True},
+    ]
+    assert document["requests"][0]["body"] == records("m1", "m2", "m3", "m4")
+    assert "results" not in listing(api, "/v1/items")["requests"][0]
+
+
+def test_item_errors_fail_items_alone_and_request_faults_fail_the_whole_request(
+    served: list[StandInApi],
+) -> None:
+    api = serve(served, Faults(item_error_rate=0.5, seed=3), base_path="/")
+    api.bulk = Bulk("/bulk")
+    ids = [f"m{n:02d}" for n in range(40)]
+
+    mixed = post(api, "/bulk", [{"id": i} for i in ids])
+
+    statuses = [r["status"] for r in mixed.json()["results"]]
+    assert mixed.status_code == 207 and set(statuses) == {200, 503}  # some of each, drawn per item
+    assert [i.id for i in api.applied_items()] == [i for i, s in zip(ids, statuses, strict=True) if s == 200]
+    failed = [i for i, s in zip(ids, statuses, strict=True) if s == 503]
+
+    api.faults.item_error_rate, api.faults.throttle_rate = 0.0, 1.0
+    throttled = post(api, "/bulk", [{"id": i} for i in failed])
+    api.faults.throttle_rate, api.faults.error_rate = 0.0, 1.0
+    unavailable = post(api, "/bulk", [{"id": i} for i in failed])
+    api.faults.error_rate, api.faults.timeout_rate, api.faults.timeout_s = 0.0, 1.0, 1.0
+    with pytest.raises(requests.ReadTimeout):  # applied, then answered too late
+        requests.post(f"{api.url}/bulk", data=json.dumps([{"id": i} for i in failed]), timeout=0.3)
+    until(lambda: len(api.requests) == 4)  # the late request has been taken
+    api.faults.timeout_rate = 0.0
+    retried = post(api, "/bulk", [{"id": i} for i in failed])
+
+    assert (throttled.status_code, throttled.headers["Retry-After"]) == (429, "1")
+    assert unavailable.status_code == 503
+    assert [r.items is not None and {i.status for i in r.items} for r in api.requests[1:3]] == [{429}, {503}]
+    assert retried.status_code == 200
+    assert all(r.get("replayed") for r in retried.json()["results"])  # the late request applied them
+    assert sorted(i.id or "" for i in api.applied_items()) == ids  # each once
+
+
+def test_a_bulk_endpoint_refuses_a_body_over_its_limit_and_can_apply_items_again(
+    served: list[StandInApi],
+) -> None:
+    api = serve(served, Faults(honour_idempotency=False))
+    api.bulk = Bulk("/bulk", max_bytes=100)
+    small = [{"id": "m1"}, {"id": "m2"}]
+
+    too_big = post(api, "/bulk", [{"id": f"m{n}"} for n in range(10)])
+    twice = [post(api, "/bulk", small), post(api, "/bulk", small)]
+
+    assert too_big.status_code == 413 and "over this endpoint's 100" in too_big.json()["error"]
+    assert [a.status_code for a in twice] == [200, 200]
+    assert [i.id for i in api.applied_items()] == ["m1", "m2", "m1", "m2"]  # ids not honoured
+
+
+def test_a_responders_answer_applies_the_items_when_it_is_a_2xx(served: list[StandInApi]) -> None:
+    """A test scripts odd answers (the wrong number of results, say); a 2xx still applied the items
+    it had not applied before, so a retry of them is not applied again."""
+    api = serve(served, Faults())
+    api.bulk = Bulk("/bulk")
+    api.responder = lambda body, headers: Reply(200, '{"results":[]}') if '"m1"' in body else None
+
+    scripted = post(api, "/bulk", [{"id": "m1"}, {"id": "m2"}])
+    retried = post(api, "/bulk", [{"id": "m2"}, {"id": "m3"}])
+
+    assert scripted.json() == {"results": []}
+    assert retried.json()["results"] == [
+        {"id": "m2", "status": 200, "replayed": True},
+        {"id": "m3", "status": 200},
+    ]
+    assert [i.id for i in api.applied_items()] == ["m1", "m2", "m3"]

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from trickle_local.demo import DemoReport, demo_items, summarize, summary_line
 from trickle_local.standin_api import RecordedRequest
+from trickle_local.standin_bulk import ItemResult
 from trickle_local.workflows import ExecutionCounts
 
 
@@ -109,3 +110,60 @@ def test_refused_requests_and_token_requests_are_counted_per_destination_and_in_
         document["destinations"]["orders"]["token_requests"],
     ) == (0, 0)
     assert (document["auth_failures"], document["token_requests"], document["failed_requests"]) == (2, 3, 3)
+
+
+def bulk(*items: tuple[str, str, int, bool], status: int = 207) -> RecordedRequest:
+    """A request to a bulk endpoint: (pk, sk, sequence, applied) per item, in the request's order."""
+    results = tuple(
+        ItemResult(
+            f"m-{pk}-{sk}",
+            json.dumps(
+                {"id": f"m-{pk}-{sk}", "keys": {"pk": pk, "sk": sk}, "sequence_number": str(sequence)}
+            ),
+            200 if applied else 503,
+            applied,
+        )
+        for pk, sk, sequence, applied in items
+    )
+    return RecordedRequest(
+        "/bulk", {}, "[...]", 0.0, status, any(applied for *_, applied in items), items=results
+    )
+
+
+def test_the_items_of_bulk_requests_are_audited_each_on_its_own_in_the_requests_order() -> None:
+    requests = [
+        bulk(("a", "1", 10, True), ("b", "1", 11, False), ("a", "2", 12, True)),
+        bulk(("b", "1", 11, True), ("b", "2", 13, True), ("a", "2", 12, False)),
+    ]
+    summary = summarize(KEYS, requests, dead_lettered=0, seconds=1.0)
+    assert (summary.delivered, summary.lost, summary.duplicates, summary.out_of_order) == (4, 0, 0, 0)
+    assert (summary.requests, summary.failed_requests, summary.items_per_request) == (2, 0, 3.0)
+
+    reordered = summarize(KEYS, [bulk(("a", "2", 12, True), ("a", "1", 10, True))], 0, 1.0)
+    assert (reordered.delivered, reordered.out_of_order) == (2, 1)  # the API applied a2 before a1
+    twice = summarize(
+        KEYS, [bulk(("a", "1", 10, True)), bulk(("a", "1", 10, True), ("a", "2", 12, True))], 0, 1.0
+    )
+    assert (twice.delivered, twice.duplicates) == (2, 1)
+
+
+def test_items_per_request_is_given_per_destination_and_in_all() -> None:
+    orders = summarize(
+        KEYS,
+        [bulk(*[(pk, sk, n, True) for n, (pk, sk) in enumerate(KEYS)]), bulk(("a", "1", 10, True))],
+        0,
+        1.0,
+    )
+    crm = summarize(KEYS[:2], [request("a", "1", 10), request("a", "2", 12)], 0, 1.0)
+
+    document = json.loads(DemoReport(4, {"orders": orders, "crm": crm}, 1.0).to_json())
+
+    assert document["destinations"]["orders"]["items_per_request"] == 2.5
+    assert (document["destinations"]["orders"]["requests"], document["destinations"]["crm"]["requests"]) == (
+        2,
+        2,
+    )
+    assert document["destinations"]["crm"]["items_per_request"] == 1.0
+    assert (document["requests"], document["items_per_request"]) == (4, 1.75)
+    assert "request_items" not in document
+    assert summarize(KEYS, [], 0, 1.0).items_per_request == 0.0

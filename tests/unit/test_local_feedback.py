@@ -457,6 +457,36 @@ def test_fault_draws_get_a_fresh_seed_each_run_printed_to_repeat_them(
     assert capsys.readouterr().err == "Faults:       drawn with --seed 7 (pass it to repeat them)\n"
 
 
+def test_the_fault_flags_reach_every_stand_in_with_item_errors_and_poison_per_item(
+    make_settings: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--item-error-rate` and `--poison` are the stand-ins' faults (at a bulk endpoint, per item);
+    an item error rate alone is a drawn fault, so the seed is printed to repeat it."""
+    import trickle_local.__main__ as cli
+    from trickle_local.standin_secrets import Expected
+
+    parser = cli.build_parser()
+    for command in ("up", "demo"):
+        args = parser.parse_args(
+            [command, "--item-error-rate", "0.2", "--poison", "a,b", "--latency", "0.01"]
+        )
+        crm = make_settings().destination("crm")
+        faults = cli.standin_faults(args, crm, Expected(api_key="k"), cli.fault_seed(args))
+        assert (faults.item_error_rate, faults.poison, faults.latency_s, faults.error_rate) == (
+            0.2,
+            frozenset({"a", "b"}),
+            0.01,
+            0.0,
+        )
+        assert (faults.api_key, faults.api_key_header, faults.api_key_scheme) == (
+            "k",
+            "Authorization",
+            "Bearer",
+        )
+        assert "Faults:       drawn with --seed " in capsys.readouterr().err
+    assert parser.parse_args(["demo"]).item_error_rate == 0.0
+
+
 def test_up_writes_metrics_lines_to_a_file_by_default() -> None:
     import tempfile
     from pathlib import Path
