@@ -145,6 +145,11 @@ def api_urls(orders: StandInApi, crm: StandInApi) -> dict[str, str]:
     return {"orders": orders.url, "crm": crm.url}
 
 
+def emf_lines(out: str) -> list[dict[str, Any]]:
+    """The Embedded Metric Format lines among a handler's stdout."""
+    return [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
+
+
 @dataclass
 class Stack:
     env: dict[str, str]

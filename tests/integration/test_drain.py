@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from chalicelib import wiring
-from tests.integration.conftest import API_KEY, Stack
+from tests.integration.conftest import API_KEY, Stack, emf_lines
 from trickle_local.standin_api import Reply
 
 
@@ -134,10 +134,6 @@ def test_the_api_key_never_appears_in_logs(stack: Stack, capfd: pytest.CaptureFi
     assert {line["status"] for line in deliveries} >= {401}
     assert all(line["function_name"] == "drain_orders" and line["message_id"] for line in deliveries)
     assert API_KEY not in captured.out + captured.err
-
-
-def emf_lines(out: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
 
 
 def test_runs_emit_embedded_metrics(stack: Stack, capfd: pytest.CaptureFixture[str]) -> None:
