@@ -13,15 +13,25 @@ And what the docs show of the code is the code's: the architecture page's import
 from __future__ import annotations
 
 import ast
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from chalicelib import naming
+from chalicelib import naming, signing
+from chalicelib.settings import OAUTH2
 from tests.unit.conftest import docs_layout
-from trickle_deploy.template import merge_template
+from trickle_deploy.template import merge_template, put_parameter_command
+from trickle_project.secret_parameters import (
+    CREDENTIAL_FIELDS,
+    CREDENTIALS,
+    HEADERS,
+    SIGNING,
+    json_shape,
+    needed,
+)
 from trickle_project.stage import PROJECT_DIR, stage_env, stage_settings
 
 PACKAGES = ("chalicelib", "trickle_project", "trickle_deploy", "trickle_local", "trickle_prove", "bench")
@@ -245,3 +255,49 @@ def test_the_runbook_says_what_to_do_for_every_alarm_the_template_defines() -> N
             description = re.sub(rf"\b{re.escape(destination)}\b", "<destination>", description)
         missing += [f"`{text}`" for text in (name, description) if f"`{text}`" not in runbook]
     assert missing == [], f"docs/runbook.md does not name {missing}"
+
+
+README_DESTINATIONS = "## Destinations that need more than a key"
+README_STACK = "trickle-prod"  # the template stage prod's stack, as the section says
+
+
+def section(text: str, heading: str) -> str:
+    """A page's section: from its heading to the next heading of the same level (or the end)."""
+    level = heading.split(" ", 1)[0]
+    start = text.index(f"\n{heading}\n")
+    end = text.find(f"\n{level} ", start + len(heading) + 2)
+    return text[start : end if end != -1 else len(text)]
+
+
+def test_the_readme_destinations_load_and_their_commands_are_the_guides(tmp_path: Path) -> None:
+    """Issue #24's README section: its routes-file snippets, together, load as the prod stage's
+    routes file; each `aws ssm put-parameter` it shows is the command the guide and the bootstrap
+    print for one of those destinations' secrets (read from its own variable); every kind of secret
+    has one, with the JSON shape its value is checked against."""
+    text = section((PROJECT_DIR / "README.md").read_text(), README_DESTINATIONS)
+    snippets = re.findall(r"^```toml\n(.*?)^```", text, re.M | re.S)
+    names = re.findall(r"^\[destinations\.(\w+)\]", "".join(snippets), re.M)
+    routes = tmp_path / "routes.toml"
+    routes.write_text(
+        "\n".join(snippets) + f'\n[[routes]]\nname = "all"\ndestinations = {json.dumps(names)}\n'
+    )
+    settings = stage_settings(stage_env("prod", routes_file=routes))
+    alias = naming.key_alias(README_STACK)
+    printed = {
+        put_parameter_command(p.name, alias, p.variable): p
+        for d in settings.destinations.values()
+        for p in needed(d)
+    }
+    commands = re.findall(r"^aws ssm put-parameter .*$", text, re.M)
+    assert [c for c in commands if c not in printed] == [], "not what the guide prints"
+    shown = [printed[c] for c in commands]
+    assert {(p.kind, p.shape) for p in shown} == {
+        (CREDENTIALS, "api_key"),
+        (CREDENTIALS, "basic"),
+        (CREDENTIALS, OAUTH2),
+        (SIGNING, SIGNING),
+        (HEADERS, HEADERS),
+    }
+    shapes = [json_shape(CREDENTIAL_FIELDS.get(p.shape, p.header_names)) for p in shown if p.form]
+    shapes = [s for s in shapes if s != "{}"] + [f"{signing.SECRET_PREFIX}<base64>"]
+    assert [s for s in shapes if f"`{s}`" not in text] == []
