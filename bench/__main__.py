@@ -1,11 +1,15 @@
-"""`python -m bench [--quick] [--emulator moto|ministack|both] [--aws-latency [OVERRIDES]]`: Trickle's
-relay against the literal seed design it grew from, on each emulator, in the same run: drain
-throughput at 1, 4 and 16 workers and at 16 under a 100/s rate limit, each beside its bound
-min(rate, W / L) and the harness's own ceiling; AWS requests and dollars per message (ingest + drain);
-the CPU per message of the drain, the emulator and the stand-in API (from /proc); ingest records per
-second and requests per record for Lambda batches of 100 mixed stream records; throughput as the
-backlog grows; `import app` time and the deployment package. Prints markdown tables and writes
-bench/results.json (a run on one emulator keeps the other's results). Reports figures; asserts nothing.
+"""`python -m bench [--quick] [--emulator moto|ministack|both] [--aws-latency [OVERRIDES]]
+[--only relay|auth]`: Trickle's relay against the literal seed design it grew from, on each emulator, in the
+same run: drain throughput at 1, 4 and 16 workers and at 16 under a 100/s rate limit, each beside its
+bound min(rate, W / L) and the harness's own ceiling; AWS requests and dollars per message (ingest +
+drain); the CPU per message of the drain, the emulator and the stand-in API (from /proc); ingest records
+per second and requests per record for Lambda batches of 100 mixed stream records; throughput as the
+backlog grows; `import app` time and the deployment package (the `relay` section). The `auth` section
+(issue 24): token requests per 1,000 messages at 1, 4 and 16 workers with two token lifetimes, and the
+drain's throughput with OAuth2 client credentials + Standard Webhooks signing beside the plain API key
+at the same worker count, in the same run (goal: within 10 %). Prints markdown tables and writes
+bench/results.json (a run on one emulator, or of one section, keeps the others' results when the inputs
+match). Reports figures; asserts nothing.
 
 Everything runs on loopback: the emulator (moto in a subprocess, or ministack from .venv-ministack)
 and the stand-in API with a fixed latency each in a process of their own; the relay in this one.
@@ -34,18 +38,27 @@ from typing import Any
 import boto3
 
 from bench.figures import (
+    AUTH_GOAL,
+    AUTH_RUNS,
     LatencyModel,
     add,
+    auth_ratio,
+    auth_throughput_rows,
     bound,
     cost_per_million,
     goal_rows,
     per_message,
+    pooled,
     requests_only,
     share,
     spread,
+    token_requests_due,
+    token_rows,
+    within_goal,
 )
-from bench.harness import API_KEY, ROOT, UNLIMITED, Bench, Calls, harness_ceiling
+from bench.harness import API_KEY, ROOT, UNLIMITED, AuthStandIn, Bench, Calls, OAuth2Signing, harness_ceiling
 from bench.stream import mixed_records, order_records
+from chalicelib import wiring
 from trickle_local.emulators import EMULATORS, EmulatorName
 from trickle_local.endpoint import use_local_credentials
 from trickle_project import stage
@@ -56,6 +69,10 @@ WORKERS = (1, 4, 16)
 API_LATENCY_S = 0.02
 DRAIN_BUDGET_PER_INVOCATION = 500  # messages a scheduled drain takes per Lambda invocation, for the bill
 VARIANTS = {"emulator": "on the emulator as is", "aws_model": "with the AWS round-trip model"}
+SECTIONS = ("relay", "auth")
+# The auth section's token lifetimes: the stand-in token endpoint's default (an hour, as many real
+# endpoints issue) and one short enough that the drain refreshes every second or so of a run.
+TOKEN_LIFETIMES_S = {"oauth2_signing": 3600, "oauth2_signing_short": 2}
 
 
 def log(text: str) -> None:
@@ -152,32 +169,115 @@ def scaling(bench: Bench, inputs: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def auth_run(
+    bench: Bench, inputs: Mapping[str, Any], workers: int, standin: AuthStandIn | None
+) -> dict[str, Any]:
+    """One drain of a fresh backlog to the API-key stand-in, or with OAuth2 + signing to `standin`
+    (a fresh container: its first request fetches a token), with the token requests its endpoint
+    answered and the requests it refused (401) meanwhile."""
+    count = inputs["messages"]
+    bench.reset(workers, auth=standin)
+    bench.ingest(order_records(count, inputs["groups"], bench.stream_arn))
+    before = standin.counts() if standin is not None else (0, 0)
+    run = bench.relay(count)
+    kept = ("delivered", "seconds", "throughput_msgs_per_s", "drain_cpu_ms_per_message")
+    figures = {key: run[key] for key in kept} | {
+        "standin_api_cpu_ms_per_message": run.get("standin_api_cpu_ms_per_message")
+    }
+    label = "API key"
+    if standin is not None:
+        tokens, refused = (now - then for now, then in zip(standin.counts(), before, strict=True))
+        lifetime = standin.oauth2.lifetime_s
+        skew = wiring.settings().destination("orders").token_refresh_skew_s
+        figures |= {
+            "token_requests": tokens,
+            "token_requests_due": token_requests_due(run["seconds"], lifetime, skew),
+            "auth_failures": refused,
+        }
+        label = f"OAuth2 + signing, tokens of {lifetime} s: {tokens} token requests, {refused} refused;"
+    log(f"  {workers:2d} workers, {label} {figures['throughput_msgs_per_s']:7.1f} msg/s")
+    return figures
+
+
+def auth_section(bench: Bench, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """At each worker count: the API key and OAuth2 + signing (tokens of an hour) in turns, the
+    order flipped each round so neither always runs first on a busy machine; then one run with
+    short-lived tokens. Each kind's runs are pooled (messages over seconds)."""
+    standins = {kind: bench.auth_standin(OAuth2Signing(s)) for kind, s in TOKEN_LIFETIMES_S.items()}
+    skew = standins["oauth2_signing"].destination("orders", bench.base).token_refresh_skew_s
+    out: dict[str, Any] = {
+        "inputs": {
+            "messages": inputs["messages"],
+            "groups": inputs["groups"],
+            "api_latency_ms": API_LATENCY_S * 1000,
+            "rounds": inputs["auth_rounds"],
+            "token_lifetime_s": dict(TOKEN_LIFETIMES_S),
+            "token_refresh_skew_s": skew,
+        }
+    }
+    for workers in WORKERS:
+        runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in AUTH_RUNS}
+        for n in range(inputs["auth_rounds"]):
+            order = ("api_key", "oauth2_signing")
+            for kind in order if n % 2 == 0 else reversed(order):
+                runs[kind].append(auth_run(bench, inputs, workers, standins.get(kind)))
+        runs["oauth2_signing_short"].append(
+            auth_run(bench, inputs, workers, standins["oauth2_signing_short"])
+        )
+        figures: dict[str, Any] = {kind: pooled(each) for kind, each in runs.items()}
+        ratio = auth_ratio(figures["api_key"], figures["oauth2_signing"])
+        figures |= {
+            "ratio": ratio,
+            "within_goal": within_goal(ratio),
+            "ratio_short": auth_ratio(figures["api_key"], figures["oauth2_signing_short"]),
+        }
+        out[f"workers_{workers}"] = figures
+    return out
+
+
 def run_emulator(
-    name: EmulatorName, inputs: Mapping[str, Any], calls: Calls, model: LatencyModel | None
+    name: EmulatorName,
+    inputs: Mapping[str, Any],
+    calls: Calls,
+    model: LatencyModel | None,
+    sections: tuple[str, ...] = SECTIONS,
+    quick: bool = False,
 ) -> dict[str, Any]:
     log(f"{name}:")
     bench = Bench(name, API_LATENCY_S, calls)
+    out: dict[str, Any] = {}
     try:
-        probes = {
-            w: harness_ceiling(bench.api_url, API_KEY, w, inputs["ceiling_requests"], bench.api_pid)
-            for w in WORKERS
-        }
-        for w, probe in probes.items():
-            log(f"  harness ceiling, {w:2d} workers: {probe['throughput_msgs_per_s']:7.1f} msg/s")
-        ceilings = {w: probe["throughput_msgs_per_s"] for w, probe in probes.items()}
-        out: dict[str, Any] = {
-            "harness_ceiling": {f"workers_{w}": probe for w, probe in probes.items()},
-            "runs": {"emulator": suite(bench, inputs, ceilings)},
-        }
-        if model is not None:
-            log(f"  with the AWS round-trip model {model.describe()}:")
-            bench.model = model
-            out["runs"]["aws_model"] = suite(bench, inputs, ceilings)
-            bench.model = None
-            out["aws_latency_ms"] = model.describe()
-        out["scaling"] = scaling(bench, inputs)
+        if "relay" in sections:
+            out |= relay_sections(bench, inputs, model)
+        if "auth" in sections:
+            log("  auth (API key beside OAuth2 + signing):")
+            rounds = 1 if quick else 3  # on a shared machine one run at 16 workers varies by a fifth
+            out["auth"] = auth_section(bench, {**inputs, "auth_rounds": rounds})
     finally:
         bench.stop()
+    return out
+
+
+def relay_sections(bench: Bench, inputs: Mapping[str, Any], model: LatencyModel | None) -> dict[str, Any]:
+    """The harness ceiling, the relay beside the seed design (and under the AWS model), the backlog."""
+    probes = {
+        w: harness_ceiling(bench.api_url, API_KEY, w, inputs["ceiling_requests"], bench.api_pid)
+        for w in WORKERS
+    }
+    for w, probe in probes.items():
+        log(f"  harness ceiling, {w:2d} workers: {probe['throughput_msgs_per_s']:7.1f} msg/s")
+    ceilings = {w: probe["throughput_msgs_per_s"] for w, probe in probes.items()}
+    out: dict[str, Any] = {
+        "harness_ceiling": {f"workers_{w}": probe for w, probe in probes.items()},
+        "runs": {"emulator": suite(bench, inputs, ceilings)},
+    }
+    if model is not None:
+        log(f"  with the AWS round-trip model {model.describe()}:")
+        bench.model = model
+        out["runs"]["aws_model"] = suite(bench, inputs, ceilings)
+        bench.model = None
+        out["aws_latency_ms"] = model.describe()
+    out["scaling"] = scaling(bench, inputs)
     return out
 
 
@@ -229,15 +329,17 @@ def cold_start_and_package(runs: int) -> dict[str, Any]:
 
 
 def previous(path: Path, inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """The other emulators' results of an earlier run with the same inputs (a run on one keeps them)."""
+    """An earlier run's results if it had the same inputs: a run on one emulator, or of one section,
+    keeps the others'."""
     try:
         earlier = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     if not isinstance(earlier, dict) or earlier.get("inputs") != dict(inputs):
         return {}
-    emulators = earlier.get("emulators")
-    return dict(emulators) if isinstance(emulators, dict) else {}
+    if not isinstance(earlier.get("emulators"), dict):
+        return {}
+    return earlier
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,7 +354,13 @@ def main(argv: list[str] | None = None) -> int:
         const="",
         default=None,
         metavar="OVERRIDES",
-        help="also run with the AWS round-trip model; optional NAME=MS,... overrides (sqs=30)",
+        help="also run the relay section with the AWS round-trip model; optional NAME=MS,... overrides",
+    )
+    parser.add_argument(
+        "--only",
+        choices=SECTIONS,
+        help="one section: relay (throughput, requests, cost, ingest, backlog, import) or auth"
+        " (token requests, API key beside OAuth2 + signing)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
@@ -260,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         model = None if args.aws_latency is None else LatencyModel().with_overrides(args.aws_latency)
     except ValueError as exc:
         parser.error(str(exc))
+    sections: tuple[str, ...] = SECTIONS if args.only is None else (args.only,)
     os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"  # the handlers' EMF lines would flood the table
     use_local_credentials()
     boto3.setup_default_session()
@@ -277,22 +386,31 @@ def main(argv: list[str] | None = None) -> int:
         "import_runs": 5 if quick else 11,
         "quick": quick,
     }
+    command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
     names: list[EmulatorName] = list(EMULATORS) if args.emulator == "both" else [args.emulator]
+    earlier = previous(args.out, inputs)
     results: dict[str, Any] = {
-        "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "command": command,
+        "machine": machine,
+        # without the relay section, its command, machine and import figures are the earlier run's
+        **(
+            {k: earlier[k] for k in ("command", "machine", "lambda") if k in earlier}
+            if "relay" not in sections
+            else {}
+        ),
         "inputs": inputs,
-        "emulators": previous(args.out, inputs),
+        "emulators": dict(earlier.get("emulators", {})),
     }
     for name in names:
-        results["emulators"][name] = run_emulator(name, inputs, calls, model)
-    results["lambda"] = cold_start_and_package(inputs["import_runs"])
+        ran = run_emulator(name, inputs, calls, model, sections, quick)
+        if "auth" in ran:
+            ran["auth"] |= {"command": command, "machine": machine}
+        results["emulators"][name] = {**results["emulators"].get(name, {}), **ran}
+    if "relay" in sections:
+        results["lambda"] = cold_start_and_package(inputs["import_runs"])
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(render(results))
+    print(render(results, sections))
     return 0
 
 
@@ -320,9 +438,76 @@ RUN_LABELS = {
 }
 
 
-def render(results: Mapping[str, Any]) -> str:
-    """The run as markdown: the goals for every emulator side by side, then each emulator's tables."""
-    emulators: Mapping[str, Any] = results["emulators"]
+def render(results: Mapping[str, Any], sections: tuple[str, ...] = SECTIONS) -> str:
+    """The results as markdown: the relay section (the goals for every emulator side by side, then
+    each emulator's tables), then the auth section of each emulator that has one."""
+    out = render_relay(results) if "relay" in sections else []
+    auth = {n: em["auth"] for n, em in results["emulators"].items() if "auth" in em}
+    if "auth" in sections:
+        for name, section in auth.items():
+            out += [*([""] if out else []), *render_auth(name, section)]
+    return "\n".join(out)
+
+
+def render_auth(name: str, section: Mapping[str, Any]) -> list[str]:
+    """Token requests per 1,000 messages, then throughput with OAuth2 + signing beside the API key."""
+    inputs = section["inputs"]
+    machine = section.get("machine", {})
+    rounds, lifetimes = inputs["rounds"], inputs["token_lifetime_s"]
+    out = [
+        f"### Auth ({name}): API key beside OAuth2 + signing (issue 24)",
+        "",
+        f"`{section.get('command', 'python -m bench --only auth')}` on {machine.get('cpus', '?')} CPUs:"
+        f" {inputs['messages']:,} messages over {inputs['groups']} groups per run, API latency"
+        f" {inputs['api_latency_ms']:g} ms; token_refresh_skew_s {inputs['token_refresh_skew_s']}"
+        " (at most half a token's lifetime). Each run starts a fresh container, without a token.",
+        "",
+    ]
+    out += _table(
+        [
+            "Token lifetime",
+            "workers",
+            "messages",
+            "token requests",
+            "per 1,000 messages",
+            "at most (one per refresh)",
+            "refused (401)",
+        ],
+        token_rows(section),
+    )
+    runs = (
+        f"{rounds} runs of each, in turns, the order flipped each round,"
+        if rounds > 1
+        else "one run of each,"
+    )
+    out += [
+        "",
+        f"Throughput, msg/s: the API key and OAuth2 + signing (tokens of {lifetimes['oauth2_signing']:g} s)"
+        f" {runs} pooled"
+        f" (in brackets the slowest and fastest run); tokens of {lifetimes['oauth2_signing_short']:g} s:"
+        " one run. Goal: OAuth2 +"
+        f" signing within {AUTH_GOAL:.0%} of the API key at the same worker count.",
+        "",
+    ]
+    out += _table(
+        [
+            "workers",
+            AUTH_RUNS["api_key"],
+            AUTH_RUNS["oauth2_signing"],
+            "ratio",
+            AUTH_RUNS["oauth2_signing_short"],
+            "ratio",
+            "drain CPU ms/msg (key / OAuth2)",
+            "stand-in CPU ms/msg (key / OAuth2)",
+        ],
+        auth_throughput_rows(section),
+    )
+    return out
+
+
+def render_relay(results: Mapping[str, Any]) -> list[str]:
+    """The goals for every emulator side by side, then each emulator's tables."""
+    emulators: Mapping[str, Any] = {n: em for n, em in results["emulators"].items() if "runs" in em}
     lam = results.get("lambda")
     inputs = results["inputs"]
     out = [
@@ -453,7 +638,7 @@ def render(results: Mapping[str, Any]) -> str:
             f" {lam['import_minimal_app_ms']} ms (median of {inputs.get('import_runs', 11)} each,"
             f" alternating). Deployment package: {lam['package_bytes'] / 1e6:.2f} MB.",
         ]
-    return "\n".join(out)
+    return out
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
 """The bench's arithmetic, pure: requests and dollars per message, the bound a drain should approach,
-ingest rates, backlog flatness, the AWS round-trip model and the issue's goals. No I/O here."""
+ingest rates, backlog flatness, the AWS round-trip model, the issue's goals, and the auth section's
+token requests and throughput ratio. No I/O here."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from chalicelib.credentials import refresh_at
 
 # Public us-east-1 prices (USD), checked 2026: SQS FIFO $0.50 per million requests; DynamoDB on-demand
 # $0.625 per million write units and $0.125 per million read units (items here are under 1 KB, and
@@ -258,4 +262,138 @@ def goal_rows(emulators: Mapping[str, Any], lam: Mapping[str, Any] | None) -> li
         goal = GOALS[0]
         cells = [verdict(goal, goal_figures(m, lam)[goal.key]) if m else "-" for m in modelled.values()]
         rows.insert(1, [f"{goal.label}, with the AWS round-trip model", goal.text, *cells])
+    return rows
+
+
+# The auth section (issue 24): the drain with OAuth2 client credentials + Standard Webhooks signing
+# beside the plain API key, at the same worker count, in the same run. Goal: within 10 %.
+AUTH_GOAL = 0.10
+AUTH_RUNS = {
+    "api_key": "API key",
+    "oauth2_signing": "OAuth2 + signing",
+    "oauth2_signing_short": "OAuth2 + signing, short-lived tokens",
+}
+
+
+def refresh_interval(lifetime_s: float, skew_s: float) -> float:
+    """How long the drain uses a token before it asks for the next (chalicelib.credentials)."""
+    return refresh_at(0.0, lifetime_s, skew_s)
+
+
+def token_requests_due(seconds: float, lifetime_s: float, skew_s: float) -> int:
+    """The most token requests one container should make in a run of `seconds` that starts without
+    a token: the first, and one per refresh interval after it, however many workers share it."""
+    return 1 + math.floor(seconds / refresh_interval(lifetime_s, skew_s))
+
+
+def per_thousand(count: int, messages: int) -> float | None:
+    return round(count * 1000 / messages, 2) if messages > 0 else None
+
+
+def pooled(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Runs of one kind at one worker count as one: messages and seconds summed (the throughput is
+    their ratio), CPU per message weighted by messages, token requests and refusals summed; each
+    run's own throughput kept, to show the spread."""
+    delivered = sum(int(r["delivered"]) for r in runs)
+    seconds = sum(float(r["seconds"]) for r in runs)
+    out: dict[str, Any] = {
+        "runs": len(runs),
+        "delivered": delivered,
+        "seconds": round(seconds, 3),
+        "throughput_msgs_per_s": round(delivered / seconds, 2) if seconds > 0 else 0.0,
+        "each_msgs_per_s": [r["throughput_msgs_per_s"] for r in runs],
+    }
+    for key in ("drain_cpu_ms_per_message", "standin_api_cpu_ms_per_message"):
+        weighed = [(float(r[key]), int(r["delivered"])) for r in runs if r.get(key) is not None]
+        count = sum(n for _, n in weighed)
+        if count:
+            out[key] = round(sum(v * n for v, n in weighed) / count, 2)
+    for key in ("token_requests", "token_requests_due", "auth_failures"):
+        if any(key in r for r in runs):
+            out[key] = sum(int(r.get(key, 0)) for r in runs)
+    if "token_requests" in out:
+        out["token_requests_per_1000"] = per_thousand(out["token_requests"], delivered)
+    return out
+
+
+def auth_ratio(api_key: Mapping[str, Any], other: Mapping[str, Any]) -> float | None:
+    """The other run's throughput as a share of the API key's (1.0: as fast)."""
+    base = float(api_key["throughput_msgs_per_s"])
+    return round(float(other["throughput_msgs_per_s"]) / base, 3) if base > 0 else None
+
+
+def within_goal(ratio: float | None) -> bool | None:
+    return None if ratio is None else ratio >= 1 - AUTH_GOAL
+
+
+def ratio_cell(ratio: float | None) -> str:
+    held = within_goal(ratio)
+    if ratio is None or held is None:
+        return "-"
+    return f"{ratio:.2f} ({'within' if held else 'misses'} {AUTH_GOAL:.0%})"
+
+
+def _workers(section: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
+    return [
+        (int(k.removeprefix("workers_")), runs) for k, runs in section.items() if k.startswith("workers_")
+    ]
+
+
+def throughput_cell(run: Mapping[str, Any]) -> str:
+    """Pooled msg/s, and the slowest and fastest run when there were several: `201.3 (168-241)`."""
+    pooled_rate = f"{run['throughput_msgs_per_s']:.1f}"
+    each = run.get("each_msgs_per_s") or []
+    if len(each) < 2:
+        return pooled_rate
+    return f"{pooled_rate} ({min(each):.0f}-{max(each):.0f})"
+
+
+def _pair(runs: Sequence[Mapping[str, Any]], key: str) -> str:
+    """One figure of several runs, e.g. `1.20 / 1.31`."""
+    return " / ".join("-" if run.get(key) is None else f"{run[key]:.2f}" for run in runs)
+
+
+def token_rows(section: Mapping[str, Any]) -> list[list[str]]:
+    """Token requests per 1,000 messages: a row per token lifetime and worker count."""
+    inputs = section["inputs"]
+    skew = inputs["token_refresh_skew_s"]
+    rows = []
+    for kind, lifetime in inputs["token_lifetime_s"].items():
+        every = refresh_interval(lifetime, skew)
+        for workers, runs in _workers(section):
+            run = runs.get(kind)
+            if run is None:
+                continue
+            rows.append(
+                [
+                    f"{lifetime:g} s (refreshed after {every:g} s)",
+                    str(workers),
+                    f"{run['delivered']:,}",
+                    str(run["token_requests"]),
+                    f"{run['token_requests_per_1000']:.2f}",
+                    str(run["token_requests_due"]),
+                    str(run["auth_failures"]),
+                ]
+            )
+    return rows
+
+
+def auth_throughput_rows(section: Mapping[str, Any]) -> list[list[str]]:
+    """Throughput of each kind at each worker count, the ratios to the API key's, and CPU per message
+    of the drain and of the stand-in (API key / OAuth2 + signing)."""
+    rows = []
+    for workers, runs in _workers(section):
+        key, oauth, short = runs["api_key"], runs["oauth2_signing"], runs.get("oauth2_signing_short")
+        rows.append(
+            [
+                str(workers),
+                throughput_cell(key),
+                throughput_cell(oauth),
+                ratio_cell(auth_ratio(key, oauth)),
+                throughput_cell(short) if short else "-",
+                ratio_cell(auth_ratio(key, short)) if short else "-",
+                _pair((key, oauth), "drain_cpu_ms_per_message"),
+                _pair((key, oauth), "standin_api_cpu_ms_per_message"),
+            ]
+        )
     return rows

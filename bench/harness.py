@@ -1,11 +1,14 @@
-"""The bench's moving parts: an emulator and the stand-in API in processes of their own, hooks that
+"""The bench's moving parts: an emulator and the stand-in API in processes of their own (and for the
+auth section a second stand-in, with an OAuth2 token endpoint, that verifies signatures), hooks that
 count (and optionally slow) every AWS call, CPU readings from /proc, and the harness-ceiling probe."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import io
+import json
 import os
 import statistics
 import subprocess
@@ -25,8 +28,10 @@ from bench.figures import BATCH_OPERATIONS, LatencyModel, batch_items, ingest_fi
 from bench.stream import batches
 from chalicelib import naming, wiring
 from chalicelib.records import build_messages
+from chalicelib.settings import Destination, load_settings
 from trickle_local.emulators import EmulatorName, start_emulator
 from trickle_local.endpoint import clients, free_port
+from trickle_local.token_endpoint import TOKEN_PATH
 from trickle_project import stage
 from trickle_project.resources import provision
 
@@ -125,16 +130,43 @@ class Taken:
 
 STANDIN = (
     "from trickle_local.standin_api import Faults, StandInApi\n"
-    "StandInApi(Faults(latency_s={latency}, api_key='{key}'), port={port}).start()\n"
+    "from trickle_local.token_endpoint import TokenEndpoint\n"
+    "StandInApi(Faults(latency_s={latency!r}, api_key={key!r}, signing_secret={signing!r}),"
+    " port={port}, tokens={tokens}).start()\n"
     "import time\nwhile True: time.sleep(3600)\n"
 )
 
 
-def serve_standin(latency_s: float, api_key: str) -> tuple[subprocess.Popen[bytes], str]:
-    """The stand-in API in a process of its own, so it does not compete with the drain for the GIL."""
+@dataclass(frozen=True)
+class OAuth2Signing:
+    """What the auth section's stand-in requires: a Bearer token from its own token endpoint, issued
+    to this client for `lifetime_s`, and a Standard Webhooks signature with this secret."""
+
+    lifetime_s: int
+    client_id: str = "trickle-bench"
+    client_secret: str = "bench-client-secret"
+    signing_secret: str = "whsec_" + base64.b64encode(b"bench-signing-key-of-32-bytes-ok").decode()
+
+    def token_endpoint(self) -> str:
+        """The stand-in's `TokenEndpoint(...)`, as Python source."""
+        return f"TokenEndpoint({self.client_id!r}, {self.client_secret!r}, lifetime_s={self.lifetime_s!r})"
+
+
+def serve_standin(
+    latency_s: float, api_key: str | None, oauth2: OAuth2Signing | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The stand-in API in a process of its own, so it does not compete with the drain for the GIL:
+    requiring `api_key` in x-api-key, or with `oauth2` a token of its endpoint and a signature."""
     port = free_port()
+    script = STANDIN.format(
+        port=port,
+        latency=latency_s,
+        key=api_key,
+        signing=oauth2.signing_secret if oauth2 else None,
+        tokens=oauth2.token_endpoint() if oauth2 else None,
+    )
     process = subprocess.Popen(
-        [sys.executable, "-c", STANDIN.format(port=port, latency=latency_s, key=api_key)],
+        [sys.executable, "-c", script],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
@@ -208,6 +240,52 @@ def harness_ceiling(url: str, api_key: str, workers: int, per_worker: int, pid: 
     }
 
 
+AUTH_FIELDS = ("url", "auth", "token_url", "signing")  # what the auth section sets on the destination
+
+
+class AuthStandIn:
+    """A stand-in API that requires OAuth2 + signing (`OAuth2Signing`), in a process of its own."""
+
+    def __init__(self, latency_s: float, oauth2: OAuth2Signing) -> None:
+        self.oauth2 = oauth2
+        self._process, self.url = serve_standin(latency_s, None, oauth2)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def counts(self) -> tuple[int, int]:
+        """Requests its token endpoint answered and requests it refused (401) so far."""
+        answer = requests.get(f"{self.url}/items?since={2**62}", timeout=10)
+        answer.raise_for_status()
+        document = answer.json()
+        return int(document["token_requests"]), int(document["auth_failures"])
+
+    def stage_variables(self, destination: str, env: dict[str, str]) -> dict[str, str]:
+        """The destination of stage `env`, sending to this stand-in with its OAuth2 and signing."""
+        url = naming.destination_variable(destination, "url")
+        return {
+            url: stage.with_netloc(env[url], self.url),
+            naming.destination_variable(destination, "auth"): "oauth2_client_credentials",
+            naming.destination_variable(destination, "token_url"): self.url + TOKEN_PATH,
+            naming.destination_variable(destination, "signing"): "standard_webhooks",
+        }
+
+    def destination(self, name: str, env: dict[str, str]) -> Destination:
+        """Destination `name` of stage `env` as it reads with `stage_variables`."""
+        return load_settings(env | self.stage_variables(name, env)).destination(name)
+
+    def secrets(self, destination: str, env: dict[str, str]) -> dict[str, str]:
+        """Its SSM parameters' values (parameter name -> value) for `provision`."""
+        d = self.destination(destination, env)
+        client = {"client_id": self.oauth2.client_id, "client_secret": self.oauth2.client_secret}
+        return {d.api_key_parameter: json.dumps(client), d.signing_parameter: self.oauth2.signing_secret}
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=10)
+
+
 class LambdaContext:
     """Lambda's context object as the handlers (and Powertools' Logger) read it; the time left is
     plenty."""
@@ -231,6 +309,7 @@ class Bench:
 
     def __init__(self, emulator: EmulatorName, latency_s: float, calls: Calls) -> None:
         self.calls = calls
+        self.latency_s = latency_s
         self.model: LatencyModel | None = None
         self.emulator = start_emulator(emulator, own_process=True)
         try:
@@ -249,6 +328,8 @@ class Bench:
         }
         self.env: dict[str, str] = {}
         self._app: Any = None
+        self._api_pid = self._api.pid  # the stand-in the runs since the last reset send to
+        self._auth_standins: list[AuthStandIn] = []
         self._cpu_marks: tuple[float, float | None, float | None] = (0.0, None, None)
 
     @property
@@ -259,10 +340,27 @@ class Bench:
     def api_pid(self) -> int:
         return self._api.pid
 
-    def reset(self, workers: int = 1, rate_limit_per_s: int = UNLIMITED) -> None:
-        """A fresh account; a rate-limited run gets a burst of 10 so the limit, not the burst, shows."""
+    def auth_standin(self, oauth2: OAuth2Signing) -> AuthStandIn:
+        """A stand-in that requires OAuth2 + signing, stopped with the bench."""
+        standin = AuthStandIn(self.latency_s, oauth2)
+        self._auth_standins.append(standin)
+        return standin
+
+    def reset(
+        self, workers: int = 1, rate_limit_per_s: int = UNLIMITED, auth: AuthStandIn | None = None
+    ) -> None:
+        """A fresh account; a rate-limited run gets a burst of 10 so the limit, not the burst, shows.
+        With `auth`, the orders destination sends to that stand-in with OAuth2 + signing; without,
+        to the API-key stand-in (the variables of an earlier auth run are taken back)."""
         self.emulator.reset()
-        self.env = provision(clients(self.emulator.endpoint_url), self.base, API_KEY) | {
+        env, secrets = dict(self.base), None
+        for field in AUTH_FIELDS:  # load_app sets the stage's variables in os.environ: they stay
+            os.environ.pop(naming.destination_variable("orders", field), None)
+        if auth is not None:
+            secrets = auth.secrets("orders", env)
+            env |= auth.stage_variables("orders", env)
+        self._api_pid = auth.pid if auth is not None else self._api.pid
+        self.env = provision(clients(self.emulator.endpoint_url), env, API_KEY, secrets=secrets) | {
             "TRICKLE_DRAIN_WORKERS": str(workers),
             naming.destination_variable("orders", "rate_limit_per_s"): str(rate_limit_per_s),
             naming.destination_variable("orders", "rate_limit_burst"): str(min(100, rate_limit_per_s // 10)),
@@ -357,14 +455,14 @@ class Bench:
         return self._result(delivered, seconds)
 
     def _mark(self) -> None:
-        self._cpu_marks = (time.process_time(), cpu_seconds(self.emulator.pid), cpu_seconds(self._api.pid))
+        self._cpu_marks = (time.process_time(), cpu_seconds(self.emulator.pid), cpu_seconds(self._api_pid))
 
     def _result(self, delivered: int, seconds: float) -> dict[str, Any]:
         """Throughput and requests, and the CPU seconds this process (the drain), the emulator and
         the stand-in API spent while it ran, per delivered message."""
         taken = self.calls.take()
         own, emulator, api = self._cpu_marks
-        emulator_now, api_now = cpu_seconds(self.emulator.pid), cpu_seconds(self._api.pid)
+        emulator_now, api_now = cpu_seconds(self.emulator.pid), cpu_seconds(self._api_pid)
         per = 1000 / max(1, delivered)
         made = requests_only(taken.counts)
         result: dict[str, Any] = {
@@ -393,6 +491,8 @@ class Bench:
         return result
 
     def stop(self) -> None:
+        for standin in self._auth_standins:
+            standin.stop()
         self._api.terminate()
         self._api.wait(timeout=10)
         self.emulator.stop()

@@ -1,7 +1,7 @@
 """The bench's arithmetic: requests per message by API, dollars per million messages (DynamoDB batch
 calls billed per item, SecureString reads billed a KMS request), the bound and shares, ingest rates,
-backlog spread, the AWS round-trip model, the goals, the bench's stream records, and the CPU reading
-of a process."""
+backlog spread, the AWS round-trip model, the goals, the bench's stream records, the CPU reading
+of a process, and the auth section's token requests, pooled runs, ratios and tables."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ from typing import Any
 
 import pytest
 
+from bench.__main__ import render
 from bench.figures import (
     GOALS,
     PRICE,
     LatencyModel,
     add,
+    auth_ratio,
+    auth_throughput_rows,
     batch_items,
     bound,
     cost_per_million,
@@ -25,9 +28,17 @@ from bench.figures import (
     goal_rows,
     ingest_figures,
     per_message,
+    per_thousand,
+    pooled,
+    ratio_cell,
+    refresh_interval,
     requests_only,
     share,
     spread,
+    throughput_cell,
+    token_requests_due,
+    token_rows,
+    within_goal,
 )
 from bench.harness import Calls, cpu_seconds
 from bench.stream import batches, mixed_records, order_records
@@ -325,3 +336,186 @@ def test_goal_rows_put_emulators_side_by_side_and_add_the_modelled_ratio_when_it
     assert len(rows) == len(GOALS) + 1
     without_model = goal_rows({"moto": {"runs": {"emulator": {"relay": {}}}}}, None)
     assert [row[2] for row in without_model] == ["-"] * len(GOALS)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "lifetime_s", "skew_s", "interval", "due"),
+    [
+        (25.0, 3600, 60, 3540.0, 1),  # an hour's token: one for the whole run
+        (25.0, 2, 60, 1.0, 26),  # a skew longer than the token: refreshed at half its life
+        (0.9, 2, 60, 1.0, 1),
+        (5.0, 300, 0, 300.0, 1),
+        (610.0, 300, 0, 300.0, 3),  # no skew: at 0, 300 and 600 s
+        (10.0, 4, 1, 3.0, 4),
+    ],
+)
+def test_token_requests_due_are_the_first_and_one_per_refresh_interval(
+    seconds: float, lifetime_s: int, skew_s: int, interval: float, due: int
+) -> None:
+    assert refresh_interval(lifetime_s, skew_s) == interval
+    assert token_requests_due(seconds, lifetime_s, skew_s) == due
+
+
+@pytest.mark.parametrize(
+    ("count", "messages", "expected"),
+    [
+        (1, 1000, 1.0),
+        (2, 2000, 1.0),
+        (23, 1000, 23.0),
+        (1, 200, 5.0),
+        (1, 3, 333.33),
+        (0, 1000, 0.0),
+        (1, 0, None),
+    ],
+)
+def test_per_thousand(count: int, messages: int, expected: float | None) -> None:
+    assert per_thousand(count, messages) == expected
+
+
+def auth_run(**figures: Any) -> dict[str, Any]:
+    return {
+        "delivered": 1000,
+        "seconds": 5.0,
+        "throughput_msgs_per_s": 200.0,
+        "drain_cpu_ms_per_message": 1.0,
+        "standin_api_cpu_ms_per_message": 0.3,
+    } | figures
+
+
+def test_pooled_runs_are_messages_over_seconds_with_cpu_weighed_by_messages() -> None:
+    runs = [
+        auth_run(seconds=4.0, throughput_msgs_per_s=250.0, drain_cpu_ms_per_message=1.0),
+        auth_run(delivered=500, seconds=4.0, throughput_msgs_per_s=125.0, drain_cpu_ms_per_message=2.5),
+    ]
+    figures = pooled(runs)
+    assert figures == {
+        "runs": 2,
+        "delivered": 1500,
+        "seconds": 8.0,
+        "throughput_msgs_per_s": 187.5,  # not the mean of 250 and 125
+        "each_msgs_per_s": [250.0, 125.0],
+        "drain_cpu_ms_per_message": 1.5,
+        "standin_api_cpu_ms_per_message": 0.3,
+    }
+
+
+def test_pooled_oauth2_runs_sum_token_requests_and_refusals() -> None:
+    runs = [
+        auth_run(
+            token_requests=1, token_requests_due=1, auth_failures=0, standin_api_cpu_ms_per_message=None
+        ),
+        auth_run(
+            token_requests=3, token_requests_due=2, auth_failures=2, standin_api_cpu_ms_per_message=None
+        ),
+    ]
+    figures = pooled(runs)
+    assert (figures["token_requests"], figures["token_requests_due"], figures["auth_failures"]) == (4, 3, 2)
+    assert figures["token_requests_per_1000"] == 2.0
+    assert "standin_api_cpu_ms_per_message" not in figures  # no /proc reading, no figure
+    assert pooled([auth_run(seconds=0.0)])["throughput_msgs_per_s"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("key", "other", "ratio", "within", "cell"),
+    [
+        (200.0, 200.0, 1.0, True, "1.00 (within 10%)"),
+        (200.0, 180.0, 0.9, True, "0.90 (within 10%)"),  # the edge of the goal
+        (200.0, 179.8, 0.899, False, "0.90 (misses 10%)"),
+        (200.0, 230.0, 1.15, True, "1.15 (within 10%)"),
+        (0.0, 100.0, None, None, "-"),  # an API-key run that delivered nothing: no ratio
+    ],
+)
+def test_auth_ratio_and_the_ten_percent_goal(
+    key: float, other: float, ratio: float | None, within: bool | None, cell: str
+) -> None:
+    got = auth_ratio({"throughput_msgs_per_s": key}, {"throughput_msgs_per_s": other})
+    assert got == ratio
+    assert within_goal(got) is within
+    assert ratio_cell(got) == cell
+
+
+@pytest.mark.parametrize(
+    ("run", "cell"),
+    [
+        ({"throughput_msgs_per_s": 187.54, "each_msgs_per_s": [250.0, 125.2]}, "187.5 (125-250)"),
+        ({"throughput_msgs_per_s": 44.5, "each_msgs_per_s": [44.5]}, "44.5"),
+        ({"throughput_msgs_per_s": 44.5}, "44.5"),
+    ],
+)
+def test_throughput_cell_shows_the_spread_of_several_runs(run: dict[str, Any], cell: str) -> None:
+    assert throughput_cell(run) == cell
+
+
+def auth_section() -> dict[str, Any]:
+    """Two worker counts, each kind one run of 1,000 messages taking `seconds`."""
+
+    def run(seconds: float, **more: Any) -> dict[str, Any]:
+        return pooled([auth_run(seconds=seconds, throughput_msgs_per_s=round(1000 / seconds, 2)) | more])
+
+    def oauth(seconds: float, tokens: int, due: int, refused: int = 0, **more: Any) -> dict[str, Any]:
+        return run(seconds, token_requests=tokens, token_requests_due=due, auth_failures=refused, **more)
+
+    return {
+        "inputs": {
+            "messages": 1000,
+            "groups": 50,
+            "api_latency_ms": 20.0,
+            "rounds": 1,
+            "token_lifetime_s": {"oauth2_signing": 3600, "oauth2_signing_short": 2},
+            "token_refresh_skew_s": 60,
+        },
+        "workers_1": {
+            "api_key": run(22.2),
+            "oauth2_signing": oauth(22.7, 1, 1, drain_cpu_ms_per_message=1.1),
+            "oauth2_signing_short": oauth(22.5, 23, 23),
+        },
+        "workers_16": {
+            "api_key": run(5.0),
+            "oauth2_signing": oauth(6.0, 1, 1, standin_api_cpu_ms_per_message=0.4),
+            "oauth2_signing_short": oauth(5.1, 6, 5, refused=1),
+        },
+    }
+
+
+def test_token_rows_are_per_lifetime_and_worker_count() -> None:
+    assert token_rows(auth_section()) == [
+        ["3600 s (refreshed after 3540 s)", "1", "1,000", "1", "1.00", "1", "0"],
+        ["3600 s (refreshed after 3540 s)", "16", "1,000", "1", "1.00", "1", "0"],
+        ["2 s (refreshed after 1 s)", "1", "1,000", "23", "23.00", "23", "0"],
+        ["2 s (refreshed after 1 s)", "16", "1,000", "6", "6.00", "5", "1"],
+    ]
+
+
+def test_auth_throughput_rows_put_oauth2_beside_the_api_key_at_each_worker_count() -> None:
+    rows = auth_throughput_rows(auth_section())
+    assert rows[0] == [
+        "1",
+        "45.0",
+        "44.0",
+        "0.98 (within 10%)",
+        "44.4",
+        "0.99 (within 10%)",
+        "1.00 / 1.10",
+        "0.30 / 0.30",
+    ]
+    assert rows[1] == [
+        "16",
+        "200.0",
+        "166.7",
+        "0.83 (misses 10%)",
+        "196.1",
+        "0.98 (within 10%)",
+        "1.00 / 1.00",
+        "0.30 / 0.40",
+    ]
+    assert len(rows) == 2
+
+
+def test_the_auth_section_renders_alone_without_the_relay_sections() -> None:
+    results = {"emulators": {"moto": {"auth": auth_section() | {"command": "python -m bench --only auth"}}}}
+    text = render(results, ("auth",))
+    assert text.startswith("### Auth (moto): API key beside OAuth2 + signing (issue 24)")
+    assert "`python -m bench --only auth`" in text
+    assert "| 2 s (refreshed after 1 s) | 16 | 1,000 | 6 | 6.00 | 5 | 1 |" in text
+    assert "| 16 | 200.0 | 166.7 | 0.83 (misses 10%) |" in text
+    assert "Goal (issue 17)" not in text
