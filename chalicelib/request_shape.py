@@ -165,6 +165,11 @@ class PathTemplate:
             raise ValueError(f"path {text!r} has an empty placeholder or an unmatched brace")
         return cls(text, tuple(parts))
 
+    @property
+    def placeholders(self) -> bool:
+        """Whether the path depends on the body (a fixed path is the same for every request)."""
+        return any(not isinstance(part, str) for part in self.parts)
+
     def render(self, document: object) -> str | Refusal:
         """The path for one body (`document`: the body as sent, parsed so that numbers stay as
         written, as `strict_json.loads` does), or the first placeholder's refusal."""

@@ -34,6 +34,11 @@ METHOD_CHOICES = ("POST", "PUT", "PATCH")
 OAUTH2 = "oauth2_client_credentials"
 _OAUTH2_FIELDS = ("token_url", "scope", "audience", "client_auth", "token_refresh_skew_s")
 SQS_MAX_MESSAGE_BYTES = 1_048_576
+# Bulk delivery (issue #25): a request holds at most what a drain's round receives (and one
+# TransactWriteItems settles, 100 actions), and a body no larger than a Lambda payload.
+BATCH_MAX_ITEMS = 100
+BATCH_MAX_BYTES = 6_291_456
+_BATCH_FIELDS = ("batch_max_bytes", "batch_wrapper", "batch_results", "batch_id_field")
 UNROUTED_DEAD_LETTER = "dead_letter:"
 
 
@@ -110,6 +115,15 @@ class Destination:
     heartbeat_s: int  # a message with a task token comes back at least this often for a heartbeat
     group_by: str  # "partition_key", "table" or "expression"
     group_expression: Expression | None
+    # Bulk delivery (issue #25): up to batch_max_items messages per request (1: one each, as ever),
+    # the body at most batch_max_bytes; the list of item bodies wrapped by batch_wrapper (None: the
+    # bare array); batch_results maps a 2xx answer to one status per item (None: the request's
+    # status is every item's); each item carries its message id in batch_id_field.
+    batch_max_items: int = 1
+    batch_max_bytes: int = SQS_MAX_MESSAGE_BYTES
+    batch_wrapper: Expression | None = None
+    batch_results: Expression | None = None
+    batch_id_field: str = "id"
 
     @property
     def drain_function(self) -> str:
@@ -287,6 +301,8 @@ _DESTINATION_FIELDS = frozenset(
         "headers",
         "secret_headers",
         "headers_parameter",
+        "batch_max_items",
+        *_BATCH_FIELDS,
     }
 )
 _ROUTE_FIELDS = frozenset({"name", "events", "filter", "transform", "enrich", "destinations"})
@@ -441,6 +457,21 @@ def _destination(
         for problem in header_problems(fixed_headers, secret_headers, reserved_headers(auth, key_header)):
             r.errors.append(f"destination {name!r}: {problem}")
 
+    batch_max_items = d.number("batch_max_items", 1, int, 1, BATCH_MAX_ITEMS)
+    batched = batch_max_items > 1
+    d.only_with(batched, "batch_max_items > 1", *_BATCH_FIELDS)
+    path = _path(r, d.where("path"), d.text("path", ""))
+    if batched and path is not None and path.placeholders:
+        r.errors.append(
+            f"{d.where('path')}={path.text!r} has placeholders, but a request of several messages has one"
+            " path: keep batch_max_items = 1 or make the path fixed"
+        )
+    batch_id_field = d.text("batch_id_field", "id") if batched else "id"
+    if not batch_id_field:
+        r.errors.append(
+            f"{d.where('batch_id_field')} must name the field each item carries its message id in"
+        )
+
     def parameter(field: str, default: Callable[[str, str], str], needed: bool) -> str:
         """A parameter's name, by default the stage's name for it (required without a stage)."""
         return d.text(field, default(stage, name) if stage else None) if needed else ""
@@ -460,7 +491,7 @@ def _destination(
         signing=signing,
         signing_parameter=parameter("signing_parameter", naming.signing_parameter, bool(signing)),
         method=d.choice("method", "POST", METHOD_CHOICES),
-        path=_path(r, d.where("path"), d.text("path", "")),
+        path=path,
         headers=tuple(fixed_headers.items()),
         secret_headers=secret_headers,
         headers_parameter=parameter("headers_parameter", naming.headers_parameter, bool(secret_headers)),
@@ -477,6 +508,15 @@ def _destination(
         heartbeat_s=d.number("heartbeat_s", 60, int, 1, 43_200),
         group_by=group_by,
         group_expression=group_expression,
+        batch_max_items=batch_max_items,
+        batch_max_bytes=(
+            d.number("batch_max_bytes", SQS_MAX_MESSAGE_BYTES, int, 1024, BATCH_MAX_BYTES)
+            if batched
+            else SQS_MAX_MESSAGE_BYTES
+        ),
+        batch_wrapper=_compile(r, d.where("batch_wrapper"), d.text("batch_wrapper", "")) if batched else None,
+        batch_results=_compile(r, d.where("batch_results"), d.text("batch_results", "")) if batched else None,
+        batch_id_field=batch_id_field,
     )
     if destination.backoff_cap_s < destination.backoff_base_s:
         r.errors.append(f"destination {name!r}: backoff_cap_s must be at least backoff_base_s")
@@ -760,6 +800,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 f"TRICKLE_VISIBILITY_TIMEOUT_SECONDS={settings.visibility_timeout_s} must exceed destination"
                 f" {destination.name!r}'s connect and read timeouts ({attempt_s:g} s) by more than a second:"
                 " a received message must stay invisible for longer than one delivery attempt"
+            )
+    for destination in destinations.values():
+        if destination.batch_max_items > 1 and destination.batch_max_bytes < settings.max_message_bytes:
+            r.errors.append(
+                f"destination {destination.name!r}: batch_max_bytes={destination.batch_max_bytes} must be at"
+                f" least TRICKLE_MAX_MESSAGE_BYTES={settings.max_message_bytes}: one message must always fit"
+                " in a request"
             )
     if settings.notes_table and settings.notes_table == settings.ledger_table:
         r.errors.append(

@@ -39,6 +39,7 @@ CORE = (
     "task_answers",
     "signing",
     "request_shape",
+    "bulk",
 )
 DRAIN = ("drain", "drain_effects", "drain_tasks", "drain_log")
 ADAPTERS = (

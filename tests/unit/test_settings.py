@@ -1745,3 +1745,146 @@ def test_every_problem_of_the_new_fields_is_reported_at_once(toml: WriteToml) ->
         "headers: header 'Host' is set by Trickle itself",
     ):
         assert needle in message
+
+
+# --- bulk delivery (issue #25) --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "stage", "expected"),
+    [
+        pytest.param(
+            "",
+            {},
+            {
+                "batch_max_items": 1,
+                "batch_max_bytes": 1_048_576,
+                "batch_wrapper": None,
+                "batch_results": None,
+            },
+            id="one-message-per-request-by-default",
+        ),
+        pytest.param(
+            'batch_max_items = 50\nbatch_max_bytes = 2097152\npath = "/bulk"\n'
+            'batch_wrapper = "{records: @}"\nbatch_results = "results[].status"\nbatch_id_field = "event_id"',
+            {},
+            {
+                "batch_max_items": 50,
+                "batch_max_bytes": 2_097_152,
+                "batch_wrapper": "{records: @}",
+                "batch_results": "results[].status",
+                "batch_id_field": "event_id",
+            },
+            id="from-the-file-with-a-fixed-path",
+        ),
+        pytest.param(
+            "batch_max_items = 10",
+            {"TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS": "100", "TRICKLE_DEST_ORDERS_BATCH_RESULTS": "@"},
+            {
+                "batch_max_items": 100,
+                "batch_results": "@",
+                "batch_id_field": "id",
+                "batch_max_bytes": 1_048_576,
+            },
+            id="from-the-stage",
+        ),
+    ],
+)
+def test_batch_fields(
+    toml: WriteToml, fields: str, stage: dict[str, str | None], expected: dict[str, object]
+) -> None:
+    orders = orders_with(toml, fields, **stage)
+    found = {name: getattr(orders, name) for name in expected}
+    for name in ("batch_wrapper", "batch_results"):
+        if name in found and found[name] is not None:
+            found[name] = found[name].text
+    assert found == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "stage", "needle"),
+    [
+        pytest.param(
+            "batch_max_items = 0",
+            {},
+            "routes file FILE: destinations.orders.batch_max_items=0 must be between 1 and 100",
+            id="items-zero",
+        ),
+        pytest.param(
+            "",
+            {"TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS": "101"},
+            "TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS='101' must be between 1 and 100",
+            id="items-over-a-round",
+        ),
+        *(
+            pytest.param(
+                f"{field} = {value}",
+                {},
+                f"routes file FILE: destinations.orders.{field} applies only with batch_max_items > 1",
+                id=f"{field}-without-batching",
+            )
+            for field, value in [
+                ("batch_max_bytes", "2097152"),
+                ("batch_wrapper", '"{records: @}"'),
+                ("batch_results", '"results[].status"'),
+                ("batch_id_field", '"event_id"'),
+            ]
+        ),
+        pytest.param(
+            "batch_max_items = 1",
+            {"TRICKLE_DEST_ORDERS_BATCH_WRAPPER": "{records: @}"},
+            "TRICKLE_DEST_ORDERS_BATCH_WRAPPER applies only with batch_max_items > 1",
+            id="wrapper-from-the-stage-without-batching",
+        ),
+        pytest.param(
+            'batch_max_items = 10\npath = "/customers/{keys.pk}"',
+            {},
+            "routes file FILE: destinations.orders.path='/customers/{keys.pk}' has placeholders, but a"
+            " request of several messages has one path: keep batch_max_items = 1 or make the path fixed",
+            id="placeholders-in-the-path",
+        ),
+        pytest.param(
+            "batch_max_items = 10\nbatch_max_bytes = 6291457",
+            {},
+            "routes file FILE: destinations.orders.batch_max_bytes=6291457 must be between 1024 and 6291456",
+            id="bytes-over-a-lambda-payload",
+        ),
+        pytest.param(
+            "batch_max_items = 10\nbatch_max_bytes = 262144",
+            {},
+            "destination 'orders': batch_max_bytes=262144 must be at least TRICKLE_MAX_MESSAGE_BYTES=1048576:"
+            " one message must always fit in a request",
+            id="bytes-under-a-message",
+        ),
+        pytest.param(
+            'batch_max_items = 10\nbatch_wrapper = "{records: @"',
+            {},
+            "routes file FILE: destinations.orders.batch_wrapper: '{records: @' is not a JMESPath expression",
+            id="bad-wrapper",
+        ),
+        pytest.param(
+            'batch_max_items = 10\nbatch_results = "results[].["',
+            {},
+            "routes file FILE: destinations.orders.batch_results: 'results[].[' is not a JMESPath expression",
+            id="bad-results",
+        ),
+        pytest.param(
+            'batch_max_items = 10\nbatch_id_field = ""',
+            {},
+            "routes file FILE: destinations.orders.batch_id_field must name the field each item carries its"
+            " message id in",
+            id="empty-id-field",
+        ),
+    ],
+)
+def test_batch_field_errors(toml: WriteToml, fields: str, stage: dict[str, str | None], needle: str) -> None:
+    message = error_of(env_with(**{**toml(one_destination(fields)), **stage}))
+    assert needle in message
+    assert message.count("invalid Trickle settings") == 1
+
+
+def test_a_smaller_message_limit_lets_a_smaller_batch_body(toml: WriteToml) -> None:
+    orders = orders_with(
+        toml, "batch_max_items = 10\nbatch_max_bytes = 262144", TRICKLE_MAX_MESSAGE_BYTES="262144"
+    )
+    assert (orders.batch_max_items, orders.batch_max_bytes) == (10, 262_144)

@@ -1,0 +1,235 @@
+"""Bulk delivery's decisions (issue #25), pure: which messages share a request, the request's body
+and its Idempotency-Key, and what the API's answer says of each item. The drain's effects
+(`chalicelib.drain_effects`) choose the candidates and carry the answers out; the API client
+(`chalicelib.api_client`) sends the body.
+
+Each item is its message's body, a JSON object, carrying its message id in the destination's
+`batch_id_field`, so an API that honours item ids applies a message once however often it is sent;
+the request's key is derived from its member ids, so a retried identical batch is recognisable and
+any other batch (a retry after a partial failure) differs."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol, TypeVar
+
+from jmespath.exceptions import JMESPathError
+
+from chalicelib import strict_json
+
+C = TypeVar("C")
+M = TypeVar("M")
+
+NOT_AN_OBJECT = "a batched item must be a JSON object to carry its id"
+
+
+class Query(Protocol):
+    """A compiled JMESPath expression that knows its text (`chalicelib.routing.Expression`)."""
+
+    @property
+    def text(self) -> str: ...
+
+    def search(self, value: Any, /) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A destination's batching, as its routes-file entry says (`settings.Destination`)."""
+
+    max_items: int
+    max_bytes: int
+    wrapper: Query | None = None
+    id_field: str = "id"
+
+
+class ItemRefusedError(ValueError):
+    """A body that cannot be an item of a batch; the message says why (and holds no body text)."""
+
+
+def batch_key(message_ids: Iterable[str]) -> str:
+    """The request's Idempotency-Key (and webhook-id): the same members in the same order give the
+    same key, any other batch another."""
+    return "batch-" + hashlib.sha256("\n".join(message_ids).encode()).hexdigest()
+
+
+def item(message_id: str, body: str, id_field: str) -> dict[str, Any]:
+    """The body as a batch carries it: its JSON object (numbers kept exact) with the message id in
+    `id_field`. A body of its own with another value there is refused rather than overwritten."""
+    try:
+        document = strict_json.loads(body.encode())
+    except ValueError:
+        raise ItemRefusedError(f"{NOT_AN_OBJECT} (the body is not JSON)") from None
+    if not isinstance(document, dict):
+        raise ItemRefusedError(NOT_AN_OBJECT)
+    if document.get(id_field, message_id) != message_id:
+        raise ItemRefusedError(
+            f"the body has a field {id_field!r} of its own, where a batched item carries its message id"
+            " (set the destination's batch_id_field to a field the bodies lack)"
+        )
+    document[id_field] = message_id
+    return document
+
+
+def item_text(message_id: str, body: str, id_field: str) -> str:
+    """The item as it appears in the request's array (raises `ItemRefusedError`)."""
+    return strict_json.dumps(item(message_id, body, id_field))
+
+
+@dataclass(frozen=True)
+class Built:
+    """A request's body and key, the ids it carries in order, and the items refused (id -> why)."""
+
+    body: str
+    key: str
+    ids: tuple[str, ...]
+    refused: Mapping[str, str]
+
+
+def build(items: Sequence[tuple[str, str]], wrapper: Query | None, id_field: str) -> Built:
+    """The request for `items` (message id, body text): each body an object with its id, the list
+    through `wrapper` (None: the bare array), written as strict JSON. A wrapper that fails or gives
+    null refuses every item."""
+    documents: list[dict[str, Any]] = []
+    ids: list[str] = []
+    refused: dict[str, str] = {}
+    for message_id, body in items:
+        try:
+            documents.append(item(message_id, body, id_field))
+        except ItemRefusedError as exc:
+            refused[message_id] = str(exc)
+        else:
+            ids.append(message_id)
+    wrapped = wrap(documents, wrapper)
+    if isinstance(wrapped, Failure):
+        return Built("", batch_key(()), (), refused | dict.fromkeys(ids, wrapped.reason))
+    return Built(wrapped.text, batch_key(ids), tuple(ids), refused)
+
+
+@dataclass(frozen=True)
+class Wrapped:
+    text: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str
+
+
+def wrap(documents: list[dict[str, Any]], wrapper: Query | None) -> Wrapped | Failure:
+    """The request body for a list of items."""
+    if wrapper is None:
+        return Wrapped(strict_json.dumps(documents))
+    try:
+        value = wrapper.search(documents)
+    except JMESPathError as exc:
+        return Failure(f"batch_wrapper {wrapper.text!r} failed: {_said(exc)}")
+    if value is None:
+        return Failure(f"batch_wrapper {wrapper.text!r} gave null")
+    return Wrapped(strict_json.dumps(value))
+
+
+def overhead(wrapper: Query | None) -> int:
+    """The bytes of a body around its items' array: the wrapper's text around an empty list."""
+    wrapped = wrap([], wrapper)
+    return len(wrapped.text.encode()) if isinstance(wrapped, Wrapped) else 2
+
+
+def fill(
+    candidates: Sequence[C],
+    max_items: int,
+    max_bytes: int,
+    size_of: Callable[[C], int],
+    group_of: Callable[[C], str],
+) -> list[C]:
+    """The candidates a request takes, in the given order, up to `max_items` and `max_bytes` (the
+    sum of `size_of`). A group's messages are taken in order or not at all: once one of a group
+    does not fit, none after it from that group is taken (another group's may still be)."""
+    taken: list[C] = []
+    used = 0
+    cut: set[str] = set()
+    for candidate in candidates:
+        if len(taken) >= max_items:
+            break
+        group = group_of(candidate)
+        if group in cut:
+            continue
+        size = size_of(candidate)
+        if used + size > max_bytes:
+            cut.add(group)
+            continue
+        taken.append(candidate)
+        used += size
+    return taken
+
+
+def jobs(groups: Sequence[Sequence[M]], max_items: int) -> list[list[Sequence[M]]]:
+    """A round's groups packed, in order and whole, into jobs of at most `max_items` messages (a
+    group larger than that is a job of its own): each job is one worker's, its groups in turn."""
+    packed: list[list[Sequence[M]]] = []
+    current: list[Sequence[M]] = []
+    size = 0
+    for group in groups:
+        if current and size + len(group) > max_items:
+            packed.append(current)
+            current, size = [], 0
+        current.append(group)
+        size += len(group)
+    if current:
+        packed.append(current)
+    return packed
+
+
+def results(status: int, answer_text: str, n: int, expression: Query | None) -> list[int] | str:
+    """One HTTP status per item, in order, or why the answer cannot be mapped to the items (then
+    the request as a whole failed: never a success). Without `expression`, or for an answer other
+    than 2xx, the request's status is every item's."""
+    if expression is None or not 200 <= status < 300:
+        return [status] * n
+    try:
+        document = strict_json.loads(answer_text.encode())
+    except ValueError:
+        return "the answer is not JSON"
+    try:
+        found = expression.search(document)
+    except JMESPathError as exc:
+        return f"batch_results {expression.text!r} failed: {_said(exc)}"
+    if not isinstance(found, list):
+        return f"batch_results {expression.text!r} gave {_json_type(found)}, not a list"
+    if len(found) != n:
+        return f"batch_results {expression.text!r} gave {len(found)} statuses for {n} items"
+    statuses: list[int] = []
+    for index, value in enumerate(found):
+        item_status = _status(value)
+        if item_status is None:
+            return f"batch_results gave item {index} {strict_json.dumps(value)[:40]}, not an HTTP status"
+        statuses.append(item_status)
+    return statuses
+
+
+def _said(exc: JMESPathError) -> str:
+    """JMESPath's words, on one line and short: they may quote the items or the answer."""
+    return str(exc).replace("\n", " ")[:160]
+
+
+def _status(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        return None
+    if isinstance(value, Decimal) and (not value.is_finite() or value != value.to_integral_value()):
+        return None
+    number = int(value)
+    return number if 100 <= number <= 599 else None
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, str):
+        return "a string"
+    return "a number"

@@ -1,0 +1,312 @@
+"""Bulk delivery's pure core (chalicelib/bulk.py, issue #25), as tables: the batch key, the request
+body, which candidates a request takes, how a round's groups become jobs, and what an answer says
+of each item."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from chalicelib import bulk
+from chalicelib.routing import Expression
+
+
+def query(text: str) -> Expression:
+    return Expression.compile(text)
+
+
+# --- the key --------------------------------------------------------------------------------------
+
+
+def test_the_batch_key_is_the_sha256_of_the_ids_in_order() -> None:
+    expected = "batch-" + hashlib.sha256(b"m1\nm2").hexdigest()
+    assert bulk.batch_key(["m1", "m2"]) == expected
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        pytest.param(["m1", "m2"], ["m2", "m1"], id="another-order"),
+        pytest.param(["m1", "m2"], ["m1"], id="fewer"),
+        pytest.param(["m1", "m2"], ["m1", "m2", "m3"], id="more"),
+        pytest.param(["m1", "m2"], ["m1", "m3"], id="another-member"),
+    ],
+)
+def test_any_other_batch_has_another_key(one: list[str], other: list[str]) -> None:
+    assert bulk.batch_key(one) != bulk.batch_key(other)
+    assert bulk.batch_key(one) == bulk.batch_key(list(one))
+
+
+# --- the body -------------------------------------------------------------------------------------
+
+ITEMS = [("m1", '{"a": 1.50, "big": 12345678901234567890123}'), ("m2", '{"b": [1, 2]}')]
+
+
+@pytest.mark.parametrize(
+    ("items", "wrapper", "id_field", "body", "ids", "refused"),
+    [
+        pytest.param(
+            ITEMS,
+            None,
+            "id",
+            '[{"a":1.50,"big":12345678901234567890123,"id":"m1"},{"b":[1,2],"id":"m2"}]',
+            ("m1", "m2"),
+            {},
+            id="bare-array-numbers-exact",
+        ),
+        pytest.param(
+            ITEMS,
+            "{records: @}",
+            "event_id",
+            '{"records":[{"a":1.50,"big":12345678901234567890123,"event_id":"m1"},{"b":[1,2],"event_id":"m2"}]}',
+            ("m1", "m2"),
+            {},
+            id="wrapped-other-id-field",
+        ),
+        pytest.param(
+            [("m1", '{"id": "m1", "x": 1}')],
+            None,
+            "id",
+            '[{"id":"m1","x":1}]',
+            ("m1",),
+            {},
+            id="a-body-carrying-its-own-id-already",
+        ),
+        pytest.param(
+            [("m1", "[1, 2]"), ("m2", '{"b": 2}'), ("m3", '"text"')],
+            None,
+            "id",
+            '[{"b":2,"id":"m2"}]',
+            ("m2",),
+            {"m1": bulk.NOT_AN_OBJECT, "m3": bulk.NOT_AN_OBJECT},
+            id="not-objects-refused",
+        ),
+        pytest.param(
+            [("m1", "{not json"), ("m2", '{"a": 1, "a": 2}')],
+            None,
+            "id",
+            "[]",
+            (),
+            {
+                "m1": f"{bulk.NOT_AN_OBJECT} (the body is not JSON)",
+                "m2": f"{bulk.NOT_AN_OBJECT} (the body is not JSON)",
+            },
+            id="not-json-refused",
+        ),
+        pytest.param(
+            [("m1", '{"id": 7}')],
+            None,
+            "id",
+            "[]",
+            (),
+            {
+                "m1": "the body has a field 'id' of its own, where a batched item carries its message id"
+                " (set the destination's batch_id_field to a field the bodies lack)"
+            },
+            id="a-field-of-its-own-is-never-overwritten",
+        ),
+        pytest.param(
+            ITEMS,
+            "nothing_here",
+            "id",
+            "",
+            (),
+            {"m1": "batch_wrapper 'nothing_here' gave null", "m2": "batch_wrapper 'nothing_here' gave null"},
+            id="a-wrapper-giving-null-refuses-all",
+        ),
+        pytest.param(
+            [("m1", '{"a": 1}')],
+            "abs(@)",
+            "id",
+            "",
+            (),
+            {
+                "m1": "batch_wrapper 'abs(@)' failed: In function abs(), invalid type for value:"
+                " [{'a': 1, 'id': 'm1'}], expected one of: ['number'], received: \"array\""
+            },
+            id="a-wrapper-failing-refuses-all",
+        ),
+    ],
+)
+def test_build(
+    items: list[tuple[str, str]],
+    wrapper: str | None,
+    id_field: str,
+    body: str,
+    ids: tuple[str, ...],
+    refused: dict[str, str],
+) -> None:
+    built = bulk.build(items, query(wrapper) if wrapper else None, id_field)
+    assert (built.body, built.ids, dict(built.refused)) == (body, ids, refused)
+    assert built.key == bulk.batch_key(ids)
+    if body:
+        json.loads(body)  # never invalid JSON
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "expected"),
+    [(None, 2), ("{records: @}", len('{"records":[]}')), ("nothing_here", 2)],
+)
+def test_overhead_is_the_body_around_an_empty_array(wrapper: str | None, expected: int) -> None:
+    assert bulk.overhead(query(wrapper) if wrapper else None) == expected
+
+
+def test_an_item_is_as_long_as_it_is_in_the_body() -> None:
+    texts = [bulk.item_text(message_id, body, "id") for message_id, body in ITEMS]
+    assert bulk.build(ITEMS, None, "id").body == "[" + ",".join(texts) + "]"
+
+
+# --- which candidates a request takes -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("candidates", "max_items", "max_bytes", "taken"),
+    [
+        pytest.param(["a1:3", "a2:3", "b1:3"], 10, 100, ["a1", "a2", "b1"], id="all-fit"),
+        pytest.param(["a1:3", "a2:3", "b1:3"], 2, 100, ["a1", "a2"], id="item-limit"),
+        pytest.param(["a1:3", "a2:3", "b1:3"], 10, 6, ["a1", "a2"], id="byte-limit-exactly"),
+        pytest.param(
+            ["a1:3", "a2:9", "a3:1", "b1:3"], 10, 8, ["a1", "b1"], id="a-group-never-skips-a-message"
+        ),
+        pytest.param(["a1:9", "b1:3", "b2:3"], 10, 8, ["b1", "b2"], id="another-group-still-fits"),
+        pytest.param(["a1:3", "b1:3", "a2:3"], 2, 100, ["a1", "b1"], id="in-the-given-order"),
+        pytest.param([], 10, 100, [], id="nothing"),
+    ],
+)
+def test_fill(candidates: list[str], max_items: int, max_bytes: int, taken: list[str]) -> None:
+    """Candidates written `<group><n>:<size>`."""
+    chosen = bulk.fill(
+        candidates,
+        max_items,
+        max_bytes,
+        size_of=lambda c: int(c.split(":")[1]),
+        group_of=lambda c: c[0],
+    )
+    assert [c.split(":")[0] for c in chosen] == taken
+
+
+@pytest.mark.parametrize(
+    ("sizes", "max_items", "expected"),
+    [
+        pytest.param([2, 3, 5], 5, [[2, 3], [5]], id="whole-groups-in-order"),
+        pytest.param([2, 3, 5], 10, [[2, 3, 5]], id="one-job"),
+        pytest.param([7, 1, 1], 5, [[7], [1, 1]], id="a-large-group-alone"),
+        pytest.param([1, 7, 1], 5, [[1], [7], [1]], id="a-large-group-in-the-middle"),
+        pytest.param([], 5, [], id="none"),
+    ],
+)
+def test_jobs(sizes: list[int], max_items: int, expected: list[list[int]]) -> None:
+    groups = [[f"g{n}-{i}" for i in range(size)] for n, size in enumerate(sizes)]
+    packed = bulk.jobs(groups, max_items)
+    assert [[len(group) for group in job] for job in packed] == expected
+    assert [g for job in packed for g in job] == groups
+
+
+# --- what the answer says of each item ------------------------------------------------------------
+
+RESULTS = "results[].status"
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "n", "expression", "expected"),
+    [
+        pytest.param(200, "", 3, None, [200, 200, 200], id="whole-request-success"),
+        pytest.param(503, "busy", 2, None, [503, 503], id="whole-request-failure"),
+        pytest.param(
+            207,
+            '{"results": [{"status": 200}, {"status": 400}, {"status": 503}]}',
+            3,
+            RESULTS,
+            [200, 400, 503],
+            id="per-item",
+        ),
+        pytest.param(200, '{"results": [{"status": 200.0}]}', 1, RESULTS, [200], id="integral-number"),
+        pytest.param(429, "not json at all", 2, RESULTS, [429, 429], id="a-failed-request-is-every-items"),
+        pytest.param(200, "not json", 2, RESULTS, "the answer is not JSON", id="not-json"),
+        pytest.param(
+            200,
+            '{"results": {"status": 200}}',
+            1,
+            RESULTS,
+            "batch_results 'results[].status' gave null, not a list",
+            id="not-a-list",
+        ),
+        pytest.param(
+            200,
+            '{"results": [{"status": 200}]}',
+            2,
+            RESULTS,
+            "batch_results 'results[].status' gave 1 statuses for 2 items",
+            id="too-short",
+        ),
+        pytest.param(
+            200,
+            '{"results": [{"status": 200}, {"status": 200}, {"status": 200}]}',
+            2,
+            RESULTS,
+            "batch_results 'results[].status' gave 3 statuses for 2 items",
+            id="too-long",
+        ),
+        pytest.param(
+            200,
+            '{"results": [{"status": 200}, {"status": "ok"}]}',
+            2,
+            RESULTS,
+            'batch_results gave item 1 "ok", not an HTTP status',
+            id="a-string",
+        ),
+        pytest.param(
+            200,
+            '{"results": [{"status": 200}, {}]}',
+            2,
+            RESULTS,
+            "batch_results 'results[].status' gave 1 statuses for 2 items",
+            id="a-missing-status-drops-out-of-the-projection",
+        ),
+        pytest.param(
+            200,
+            '{"results": [{"status": 99}]}',
+            1,
+            RESULTS,
+            "batch_results gave item 0 99, not an HTTP status",
+            id="below-100",
+        ),
+        pytest.param(
+            200,
+            '{"results": [{"status": 200.5}]}',
+            1,
+            RESULTS,
+            "batch_results gave item 0 200.5, not an HTTP status",
+            id="fraction",
+        ),
+        pytest.param(
+            200,
+            '{"results": [{"status": true}]}',
+            1,
+            RESULTS,
+            "batch_results gave item 0 true, not an HTTP status",
+            id="boolean",
+        ),
+        pytest.param(
+            200,
+            "[200, 201]",
+            2,
+            "@",
+            [200, 201],
+            id="a-bare-list",
+        ),
+        pytest.param(
+            200,
+            '{"a": 1, "a": 2}',
+            1,
+            "@",
+            "the answer is not JSON",
+            id="a-duplicate-key-is-not-json",
+        ),
+    ],
+)
+def test_results(status: int, answer: str, n: int, expression: str | None, expected: Any) -> None:
+    assert bulk.results(status, answer, n, query(expression) if expression else None) == expected
