@@ -11,8 +11,8 @@ from __future__ import annotations
 import codecs
 import time
 import urllib.request
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -20,7 +20,7 @@ import urllib3
 from urllib3.exceptions import HTTPError, NewConnectionError
 from urllib3.exceptions import TimeoutError as HttpTimeoutError
 
-from chalicelib import strict_json
+from chalicelib import bulk, strict_json
 from chalicelib.model import ApiResponse, Authorization, CredentialsFailure, Unsent, UnsentKind
 from chalicelib.request_shape import Refusal, with_path
 from chalicelib.settings import Destination
@@ -100,6 +100,41 @@ class ApiClient:
         target = self._target(body)
         if isinstance(target, Unsent):
             return ApiResponse(None, error=target.reason, unsent=target)
+        return self._request(target, body.encode(), message_id)
+
+    def send_batch(self, items: Sequence[tuple[str, str]]) -> list[ApiResponse]:
+        """One request for several messages (issue #25), `items` their (id, body) with distinct ids:
+        the body `bulk.build` makes of them, its Idempotency-Key (and webhook-id) derived from the
+        ids. One answer per item, in order: its status as the destination's `batch_results` reads
+        the answer (or the request's); an answer that cannot be mapped to the items fails every
+        item, never a success; an item that cannot be one is refused (unsent) and the rest go."""
+        destination = self.destination
+        built = bulk.build(items, destination.batch_wrapper, destination.batch_id_field)
+        answers = {
+            message_id: ApiResponse(None, error=reason, unsent=Unsent(UnsentKind.REFUSED, reason))
+            for message_id, reason in built.refused.items()
+        }
+        if built.ids:
+            target = self._target(None)
+            if isinstance(target, Unsent):
+                response = ApiResponse(None, error=target.reason, unsent=target)
+            else:
+                response = self._request(target, built.body.encode(), built.key)
+            answers |= zip(built.ids, self._per_item(response, len(built.ids)), strict=True)
+        return [answers[message_id] for message_id, _ in items]
+
+    def _per_item(self, response: ApiResponse, n: int) -> list[ApiResponse]:
+        """A batch's answer as each of its `n` items' answer."""
+        if response.status is None:  # no answer (timeout, connection error) or never sent
+            return [response] * n
+        statuses = bulk.results(response.status, response.body, n, self.destination.batch_results)
+        if isinstance(statuses, str):
+            reason = f"the answer could not be mapped to the items: {statuses}"
+            return [replace(response, status=None, error=reason)] * n
+        return [replace(response, status=status) for status in statuses]
+
+    def _request(self, target: str, data: bytes, key: str) -> ApiResponse:
+        """Send `data` to `target` with the credentials, `key` as its Idempotency-Key and webhook-id."""
         authorization = self._credentials.current()
         if isinstance(authorization, CredentialsFailure):
             kind = (
@@ -108,10 +143,9 @@ class ApiClient:
                 else UnsentKind.CREDENTIALS_REFUSED
             )
             return ApiResponse(None, error=authorization.reason, unsent=Unsent(kind, authorization.reason))
-        data = body.encode()
-        headers = {**self._fixed, "Idempotency-Key": message_id, **authorization.headers}
+        headers = {**self._fixed, "Idempotency-Key": key, **authorization.headers}
         if authorization.signing_keys:  # signed at send time: a retry carries a fresh timestamp
-            headers |= signing_headers(authorization.signing_keys, message_id, int(self._clock()), data)
+            headers |= signing_headers(authorization.signing_keys, key, int(self._clock()), data)
         started = time.perf_counter()
         try:
             response = self._endpoint.http.urlopen(
@@ -141,15 +175,18 @@ class ApiClient:
     def renew(self, refused: ApiResponse, reread_secrets: bool) -> bool:
         return self._credentials.renew(refused.authorization, reread_secrets)
 
-    def _target(self, body: str) -> str | Unsent:
-        """Where the message goes: the URL's target with the destination's path filled from the body."""
+    def _target(self, body: str | None) -> str | Unsent:
+        """Where the message goes: the URL's target with the destination's path filled from the body
+        (None: a batch's, whose path is fixed: the settings refuse placeholders with batching)."""
         template = self.destination.path
         if template is None:
             return self._endpoint.target
-        try:
-            document = strict_json.loads(body.encode())
-        except ValueError:
-            return Unsent(UnsentKind.REFUSED, "the body is not JSON, so its path cannot be filled")
+        document = None
+        if body is not None:
+            try:
+                document = strict_json.loads(body.encode())
+            except ValueError:
+                return Unsent(UnsentKind.REFUSED, "the body is not JSON, so its path cannot be filled")
         path = template.render(document)
         if isinstance(path, Refusal):
             return Unsent(UnsentKind.REFUSED, path.reason)

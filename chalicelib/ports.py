@@ -88,6 +88,11 @@ class Api(Protocol):
         """One request for the message (or the reason it could not leave, as `ApiResponse.unsent`)."""
         ...
 
+    def send_batch(self, items: Sequence[tuple[str, str]]) -> list[ApiResponse]:
+        """One request for several messages, `items` their (message id, body): an answer per item,
+        in order (an answer that cannot be mapped to the items fails each, never a success)."""
+        ...
+
     def renew(self, refused: ApiResponse, reread_secrets: bool) -> bool:
         """After a 401/403: renew the credentials `refused` carried (drop a cached token that is still
         the current one; re-read SSM if `reread_secrets`); True if a second try may go otherwise."""

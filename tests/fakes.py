@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from chalicelib.bulk import batch_key
 from chalicelib.model import (
     TASK_TOKEN_ATTRIBUTE,
     ApiResponse,
@@ -222,12 +223,15 @@ class FakeLedger:
 
 
 class ScriptedApi:
-    """Answers each request from `script(body, nth request for that body)`, recording what it got.
-    Its credentials are an API key's: `renew` changes them only when told to re-read SSM."""
+    """Answers each request from `script(body, nth request for that body)`, recording what it got;
+    a batch's items each from the script, as if sent alone (`requests` has one entry per item, its
+    key the item's id; `batches` one per batch request). Its credentials are an API key's: `renew`
+    changes them only when told to re-read SSM."""
 
     def __init__(self, script: Callable[[str, int], ApiResponse] | None = None) -> None:
         self._script = script or (lambda body, n: ApiResponse(200, body="ok"))
         self.requests: list[tuple[float, str, str]] = []  # (monotonic time, body, idempotency key)
+        self.batches: list[tuple[str, list[str]]] = []  # (idempotency key, item bodies) per batch request
         self.refreshes = 0  # SSM re-reads asked by renew
         self._lock = threading.Lock()
 
@@ -241,6 +245,15 @@ class ScriptedApi:
             nth = sum(1 for _, b, _ in self.requests if b == body)
             self.requests.append((time.monotonic(), body, idempotency_key))
         return self._script(body, nth)
+
+    def send_batch(self, items: Sequence[tuple[str, str]]) -> list[ApiResponse]:
+        with self._lock:
+            self.batches.append((batch_key(i for i, _ in items), [body for _, body in items]))
+            nths = []
+            for message_id, body in items:
+                nths.append(sum(1 for _, b, _ in self.requests if b == body))
+                self.requests.append((time.monotonic(), body, message_id))
+        return [self._script(body, nth) for (_, body), nth in zip(items, nths, strict=True)]
 
     def bodies(self) -> list[str]:
         return [body for _, body, _ in self.requests]
@@ -283,6 +296,20 @@ class SlowApi:
             self.in_flight -= 1
             self.ended.append((self._now(), body))
         return ApiResponse(status=200)
+
+    def send_batch(self, items: Sequence[tuple[str, str]]) -> list[ApiResponse]:
+        """One request (of the first item's latency) for all the items: each is recorded as started
+        and ended with it; `overlap` does not hold it."""
+        bodies = [body for _, body in items]
+        with self._lock:
+            self.started += [(self._now(), body) for body in bodies]
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.wait(bodies[0])
+        with self._lock:
+            self.in_flight -= 1
+            self.ended += [(self._now(), body) for body in bodies]
+        return [ApiResponse(status=200) for _ in bodies]
 
     def wait(self, body: str) -> None:
         """The request's latency."""

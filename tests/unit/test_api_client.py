@@ -5,9 +5,11 @@ against servers on loopback."""
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -23,8 +25,10 @@ from urllib3.exceptions import (
     SSLError,
 )
 
+from chalicelib import bulk
 from chalicelib.api_client import BODY_EXCERPT_CHARS, ApiClient, Endpoint, charset, connect, proxy_for
 from chalicelib.model import CredentialsFailure, Unsent, UnsentKind
+from chalicelib.policy import Outcome, classify
 from chalicelib.settings import Settings
 from chalicelib.signing import parse_signing_secrets
 from tests.fakes import KeySource
@@ -393,3 +397,189 @@ def test_renewal_names_the_credentials_the_refused_request_carried(settings: Set
     refused = api.send("{}", "m")
     assert api.renew(refused, reread_secrets=True) is True
     assert keys.renewals == [(7, True)]
+
+
+# --- issue 25: a batch of messages in one request --------------------------------------------------
+
+
+class Bulk(BaseHTTPRequestHandler):
+    """A bulk endpoint on loopback: records each request (line, headers, body) and answers with what
+    the server's `answer(body)` says (status, JSON text)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        server: Any = self.server
+        server.seen.append((self.requestline, dict(self.headers), body))
+        status, text = server.answer(body)
+        payload = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *_: Any) -> None:
+        return
+
+
+@pytest.fixture
+def bulk_server() -> Iterator[Any]:
+    httpd: Any = ThreadingHTTPServer(("127.0.0.1", 0), Bulk)
+    httpd.seen, httpd.answer = [], lambda body: (200, "{}")
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+BATCHED = {
+    "TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS": "10",
+    "TRICKLE_DEST_ORDERS_PATH": "/bulk",
+    "TRICKLE_DEST_ORDERS_BATCH_WRAPPER": "{records: @}",
+}
+PER_ITEM = {**BATCHED, "TRICKLE_DEST_ORDERS_BATCH_RESULTS": "results[].status"}
+THREE = [("m1", '{"n": 1.50}'), ("m2", '{"n": 2}'), ("m3", '{"n": 3}')]
+
+
+def bulk_client(
+    make_settings: MakeSettings, server: Any, keys: KeySource | None = None, **env: str
+) -> ApiClient:
+    settings = make_settings(TRICKLE_DEST_ORDERS_URL=url_of(server, "/v1"), **env)
+    return ApiClient(connect(url_of(server, "/v1"), 2), settings.destination("orders"), keys or KeySource())
+
+
+def results_of(*statuses: int) -> str:
+    return json.dumps({"results": [{"status": s} for s in statuses]})
+
+
+def test_a_batch_is_one_request_carrying_each_items_id_and_a_key_of_their_ids(
+    make_settings: MakeSettings, bulk_server: Any, no_proxy_env: Any
+) -> None:
+    keys = KeySource(signing_keys=parse_signing_secrets(SECRET))
+    api = bulk_client(make_settings, bulk_server, keys, **BATCHED)
+
+    answers = api.send_batch(THREE)
+
+    assert [a.status for a in answers] == [200, 200, 200]  # whole-request mode: the request's status
+    ((line, headers, body),) = bulk_server.seen
+    assert line == "POST /v1/bulk HTTP/1.1"
+    assert body == b'{"records":[{"n":1.50,"id":"m1"},{"n":2,"id":"m2"},{"n":3,"id":"m3"}]}'
+    key = bulk.batch_key(["m1", "m2", "m3"])
+    assert headers["Idempotency-Key"] == key and headers["x-api-key"] == keys.key
+    assert headers["webhook-id"] == key
+    Webhook(SECRET).verify(body, headers)  # the reference implementation, over the bytes sent
+
+
+def test_each_item_gets_its_own_status_from_the_answer(
+    make_settings: MakeSettings, bulk_server: Any, no_proxy_env: Any
+) -> None:
+    bulk_server.answer = lambda body: (207, results_of(200, 400, 503))
+    api = bulk_client(make_settings, bulk_server, **PER_ITEM)
+
+    answers = api.send_batch(THREE)
+
+    now = datetime.now(UTC)
+    assert [a.status for a in answers] == [200, 400, 503]
+    assert [classify(a, now).outcome for a in answers] == [
+        Outcome.DELIVERED,
+        Outcome.PERMANENT,
+        Outcome.RETRY,
+    ]
+    assert all(a.body == results_of(200, 400, 503) for a in answers)
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        pytest.param(
+            results_of(200, 200), "batch_results 'results[].status' gave 2 statuses for 3 items", id="short"
+        ),
+        pytest.param(
+            results_of(200, 200, 200, 200),
+            "batch_results 'results[].status' gave 4 statuses for 3 items",
+            id="long",
+        ),
+        pytest.param("<html>ok</html>", "the answer is not JSON", id="not-json"),
+        pytest.param(
+            '{"results": "ok"}', "batch_results 'results[].status' gave null, not a list", id="not-a-list"
+        ),
+    ],
+)
+def test_an_answer_that_cannot_be_mapped_fails_every_item_never_a_success(
+    make_settings: MakeSettings, bulk_server: Any, no_proxy_env: Any, answer: str, why: str
+) -> None:
+    bulk_server.answer = lambda body: (200, answer)
+    api = bulk_client(make_settings, bulk_server, **PER_ITEM)
+
+    answers = api.send_batch(THREE)
+
+    now = datetime.now(UTC)
+    assert len(bulk_server.seen) == 1
+    for item in answers:
+        assert (item.status, item.error) == (None, f"the answer could not be mapped to the items: {why}")
+        assert classify(item, now).outcome is Outcome.RETRY
+        assert item.body_excerpt == answer[:BODY_EXCERPT_CHARS]
+
+
+def test_a_failed_request_is_every_items_answer(
+    make_settings: MakeSettings, bulk_server: Any, no_proxy_env: Any
+) -> None:
+    bulk_server.answer = lambda body: (503, '{"error": "unavailable"}')
+    answers = bulk_client(make_settings, bulk_server, **PER_ITEM).send_batch(THREE)
+    assert [a.status for a in answers] == [503, 503, 503]
+
+
+def test_an_item_that_is_no_object_is_refused_and_the_rest_go(
+    make_settings: MakeSettings, bulk_server: Any, no_proxy_env: Any
+) -> None:
+    bulk_server.answer = lambda body: (200, results_of(201, 202))
+    api = bulk_client(make_settings, bulk_server, **PER_ITEM)
+
+    answers = api.send_batch([("m1", '{"n": 1}'), ("m2", "[2]"), ("m3", '{"n": 3}')])
+
+    assert [a.status for a in answers] == [201, None, 202]
+    assert answers[1].unsent == Unsent(UnsentKind.REFUSED, bulk.NOT_AN_OBJECT)
+    ((_, headers, body),) = bulk_server.seen
+    assert body == b'{"records":[{"n":1,"id":"m1"},{"n":3,"id":"m3"}]}'
+    assert headers["Idempotency-Key"] == bulk.batch_key(["m1", "m3"])
+
+
+def test_a_batch_of_only_refused_items_sends_nothing(make_settings: MakeSettings) -> None:
+    settings = make_settings(**BATCHED)
+    transport = FakeTransport(FakeResponse(200))
+    api = ApiClient(Endpoint(transport, "/items"), settings.destination("orders"), KeySource())
+    answers = api.send_batch([("m1", "1"), ("m2", "null")])
+    assert transport.calls == []
+    assert [a.unsent for a in answers] == [Unsent(UnsentKind.REFUSED, bulk.NOT_AN_OBJECT)] * 2
+
+
+@pytest.mark.parametrize(
+    ("retryable", "kind"),
+    [(True, UnsentKind.CREDENTIALS_UNAVAILABLE), (False, UnsentKind.CREDENTIALS_REFUSED)],
+)
+def test_without_its_credentials_no_batch_leaves(
+    make_settings: MakeSettings, retryable: bool, kind: UnsentKind
+) -> None:
+    keys = KeySource()
+    keys.failure = CredentialsFailure(retryable, "token endpoint answered HTTP 503")
+    transport = FakeTransport(FakeResponse(200))
+    api = ApiClient(Endpoint(transport, "/items"), make_settings(**BATCHED).destination("orders"), keys)
+    answers = api.send_batch(THREE)
+    assert transport.calls == []
+    assert [a.unsent for a in answers] == [Unsent(kind, keys.failure.reason)] * 3
+
+
+def test_a_batch_that_timed_out_has_no_status_for_any_item(make_settings: MakeSettings) -> None:
+    transport = FakeTransport(ReadTimeoutError(None, "/items/bulk", "read timed out"))
+    api = ApiClient(
+        Endpoint(transport, "/items"), make_settings(**PER_ITEM).destination("orders"), KeySource()
+    )
+    answers = api.send_batch(THREE)
+    assert [(a.status, a.error) for a in answers] == [(None, "timeout")] * 3
+    ((_, target, _),) = transport.calls
+    assert target == "/items/bulk"
