@@ -11,7 +11,7 @@ any other batch (a retry after a partial failure) differs."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
@@ -19,9 +19,11 @@ from typing import Any, Protocol, TypeVar
 from jmespath.exceptions import JMESPathError
 
 from chalicelib import strict_json
+from chalicelib.model import ApiResponse, Settlement, Status
+from chalicelib.policy import Decision, Outcome
 
 C = TypeVar("C")
-M = TypeVar("M")
+G = TypeVar("G", bound=Sized)
 
 NOT_AN_OBJECT = "a batched item must be a JSON object to carry its id"
 
@@ -165,11 +167,11 @@ def fill(
     return taken
 
 
-def jobs(groups: Sequence[Sequence[M]], max_items: int) -> list[list[Sequence[M]]]:
+def jobs(groups: Sequence[G], max_items: int) -> list[list[G]]:
     """A round's groups packed, in order and whole, into jobs of at most `max_items` messages (a
     group larger than that is a job of its own): each job is one worker's, its groups in turn."""
-    packed: list[list[Sequence[M]]] = []
-    current: list[Sequence[M]] = []
+    packed: list[list[G]] = []
+    current: list[G] = []
     size = 0
     for group in groups:
         if current and size + len(group) > max_items:
@@ -207,6 +209,35 @@ def results(status: int, answer_text: str, n: int, expression: Query | None) -> 
             return f"batch_results gave item {index} {strict_json.dumps(value)[:40]}, not an HTTP status"
         statuses.append(item_status)
     return statuses
+
+
+def written(answers: Sequence[tuple[str, str, ApiResponse, Decision]]) -> list[Settlement]:
+    """What one request's write settles, of its items' (message id, group id, response, answer) in
+    the request's order: each group's items up to its first item not answered 2xx, that one
+    included (written as a single answer would be: counted if the failure is the message's own).
+    A group's items after that one, or after one that never left, are not written with the request:
+    they settle only if and when their group's turn reaches them (the order rule,
+    docs/guarantees.md)."""
+    behind: set[str] = set()
+    settlements: list[Settlement] = []
+    for message_id, group_id, response, answer in answers:
+        if group_id in behind:
+            continue
+        if not answer.sent:
+            behind.add(group_id)
+            continue
+        if answer.outcome is Outcome.DELIVERED:
+            settlements.append(
+                Settlement(message_id, group_id, Status.DELIVERED, response.status, "", counted=True)
+            )
+            continue
+        behind.add(group_id)
+        settlements.append(
+            Settlement(
+                message_id, group_id, Status.FAILED, response.status, answer.reason, counted=answer.counted
+            )
+        )
+    return settlements
 
 
 def _said(exc: JMESPathError) -> str:

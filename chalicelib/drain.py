@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from chalicelib import drain_group
+from chalicelib import bulk, drain_group
+from chalicelib.bulk import Shape
 from chalicelib.drain_effects import Effects
-from chalicelib.drain_state import DrainReport, GroupRun, InFlight, RunState
+from chalicelib.drain_state import DrainReport, GroupRun, InFlight, Job, RunState
 from chalicelib.model import MAX_BATCH_ENTRIES, ReceivedMessage
 from chalicelib.policy import Backoff, Rules
 from chalicelib.ports import (
@@ -74,6 +75,7 @@ class Drainer:
         self._settings = settings
         self._destination = destination
         self._rules = rules_for(destination, draw)
+        self._shape = shape_of(destination)
         self._metrics = metrics
         self._clock = clock
 
@@ -106,7 +108,9 @@ class Drainer:
             sleep=self._clock.sleep,
         )
         workers = self._settings.drain_workers
-        target = min(ROUND_MAX_MESSAGES, max(ROUND_MIN_MESSAGES, workers * ROUND_MESSAGES_PER_WORKER))
+        # batching, a round holds a full request per worker if it can
+        per_worker = max(ROUND_MESSAGES_PER_WORKER, self._destination.batch_max_items)
+        target = min(ROUND_MAX_MESSAGES, max(ROUND_MIN_MESSAGES, workers * per_worker))
         while not state.should_stop():
             if state.received >= self._settings.drain_budget:
                 return "budget"
@@ -131,13 +135,23 @@ class Drainer:
     def _hand_out(
         self, batch: list[ReceivedMessage], run: GroupRun, pool: ThreadPoolExecutor, in_flight: InFlight
     ) -> None:
-        """A round's groups to the workers, each in order on one worker."""
-        for group in group_in_order(batch).values():
-            # in a copy of this thread's context: log lines keep the invocation's keys
+        """A round's groups to the workers, each in order on one worker; batching, in jobs of whole
+        groups of up to a request's worth of messages (`bulk.jobs`), each job on one worker."""
+        groups = list(group_in_order(batch).values())
+        # in a copy of this thread's context: log lines keep the invocation's keys
+        if self._shape is None:
+            for group in groups:
+                task = contextvars.copy_context().run
+                in_flight.add(
+                    pool.submit(task, drain_group.deliver_group, group, self._effects, run, self._rules),
+                    len(group),
+                )
+            return
+        for job in bulk.jobs(groups, self._shape.max_items):
             task = contextvars.copy_context().run
+            work = Job(job, self._rules, self._shape)
             in_flight.add(
-                pool.submit(task, drain_group.deliver_group, group, self._effects, run, self._rules),
-                len(group),
+                pool.submit(task, drain_group.deliver_job, work, self._effects, run), sum(map(len, job))
             )
 
     def _receive_round(self, state: RunState, target: int) -> list[ReceivedMessage]:
@@ -175,6 +189,18 @@ def group_in_order(batch: list[ReceivedMessage]) -> dict[str, list[ReceivedMessa
     for message in batch:
         groups.setdefault(message.group_id, []).append(message)
     return groups
+
+
+def shape_of(destination: Destination) -> Shape | None:
+    """A destination's batching; None when it sends one message per request."""
+    if destination.batch_max_items <= 1:
+        return None
+    return Shape(
+        destination.batch_max_items,
+        destination.batch_max_bytes,
+        destination.batch_wrapper,
+        destination.batch_id_field,
+    )
 
 
 def rules_for(destination: Destination, draw: Draw) -> Rules:

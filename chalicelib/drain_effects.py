@@ -11,10 +11,12 @@ from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib import bulk
+from chalicelib.bulk import Shape
 from chalicelib.dead_letter_entries import dead_letter
-from chalicelib.drain_group import Came, Feedback
+from chalicelib.drain_group import Came, Feedback, arrival
 from chalicelib.drain_log import fields, log, step
-from chalicelib.drain_state import DrainReport, GroupResult, GroupRun, Records, RunState
+from chalicelib.drain_state import DrainReport, GroupResult, GroupRun, Job, Prefetched, Records, RunState
 from chalicelib.drain_tasks import Tasks, answered_state
 from chalicelib.model import (
     ROUTE_ATTRIBUTE,
@@ -25,10 +27,13 @@ from chalicelib.model import (
     ReceivedMessage,
     Settlement,
     Status,
+    Unsent,
+    UnsentKind,
     delivered,
+    settled,
 )
 from chalicelib.naming import run_note_key
-from chalicelib.policy import Action, Decision, Move, Outcome, classify
+from chalicelib.policy import Action, Decision, Move, Outcome, classify, decide
 from chalicelib.ports import (
     Api,
     Archive,
@@ -131,7 +136,7 @@ class Effects:
         if move is Move.RESTART:
             return Feedback(Came.RESTARTED, self._ledger.restart(message.message_id))
         if move is Move.ATTEMPT:
-            return self._attempt(message, record, run)
+            return self._attempt(rest, record, run)
         attempts = record.attempts if record else 0
         answered: CallbackResult | None = None
         if move is Move.DEAD_LETTER:
@@ -160,20 +165,46 @@ class Effects:
             )
         return Feedback(Came.DONE, record, response)
 
-    def _attempt(self, message: ReceivedMessage, record: LedgerRecord | None, run: GroupRun) -> Feedback:
+    def _attempt(
+        self, rest: Sequence[ReceivedMessage], record: LedgerRecord | None, run: GroupRun
+    ) -> Feedback:
         """Wait for the rate limit, send once (on 401/403 renew the credentials and send again), and
         write a failure to the ledger (a delivery is written with the round's). A request that never
-        left (no credentials, a path the message cannot fill) is no attempt: the ledger is not told."""
+        left (no credentials, a path the message cannot fill) is no attempt: the ledger is not told.
+        Batching, an answer a batch request already brought is taken instead (no request), or the
+        request is a batch (`_batch`)."""
+        message, job = rest[0], run.job
+        ready = job.prefetched.pop(message.message_id, None) if job is not None else None
+        if ready is not None:
+            return self._answered(message, record, ready.response, ready.answer, run, ready.record)
         run.limiter.acquire()
         if run.clock.monotonic() > run.deadline:
             return Feedback(Came.LATE, record)
+        if job is not None:
+            return self._batch(rest, record, run, job)
         attempts = record.attempts if record else 0
         response, answer = self._call(message, attempts, run)
+        return self._answered(message, record, response, answer, run)
+
+    def _answered(
+        self,
+        message: ReceivedMessage,
+        record: LedgerRecord | None,
+        response: ApiResponse,
+        answer: Decision,
+        run: GroupRun,
+        written: LedgerRecord | None = None,
+    ) -> Feedback:
+        """The answer to `message`'s attempt, logged; a failure written to the ledger (unless a batch
+        request's write did: `written`), a delivery computed to be written with the round's."""
+        attempts = record.attempts if record else 0
         if not answer.sent:
             step(message, self._destination, attempts, answer.outcome.value, response)
             return Feedback(Came.ANSWERED, record, response, answer)
         step(message, self._destination, attempts + 1, answer.outcome.value, response)
-        if answer.outcome is Outcome.DELIVERED:
+        if written is not None:
+            done = written
+        elif answer.outcome is Outcome.DELIVERED:
             now = run.clock.time()
             done = delivered(record, message.message_id, message.group_id, response.status, now)
         else:
@@ -192,14 +223,9 @@ class Effects:
         """Enrich the body if its route says so, send it, and on 401/403 renew the credentials (a
         cached token is dropped if it is still the one refused; SSM is re-read once per run) and send
         once more. A failed enrichment is answered like the API would have: retryable or refused."""
-        body = message.body
-        if self._enrich is not None:
-            enriched = self._enrich(message.attributes.get(ROUTE_ATTRIBUTE, ""), body)
-            if isinstance(enriched, EnrichmentFailure):
-                outcome = Outcome.RETRY if enriched.retryable else Outcome.PERMANENT
-                reason = enriched.reason
-                return ApiResponse(None, error=reason), Decision(outcome, f"enrichment failed: {reason}")
-            body = enriched
+        body = self._body(message)
+        if not isinstance(body, str):
+            return body
         response = self._api.send(body, message.message_id)
         answer = classify(response, _utc(run.clock.time()))
         if answer.outcome is Outcome.AUTH and self._api.renew(response, run.state.claim_key_refresh()):
@@ -209,6 +235,126 @@ class Effects:
         if answer.sent:
             run.state.metrics.milliseconds("ApiLatency", response.elapsed_ms)
         return response, answer
+
+    def _body(self, message: ReceivedMessage) -> str | tuple[ApiResponse, Decision]:
+        """The body to send, enriched if its route says so; or, when the enrichment fails, the answer
+        the API would have given: retryable or refused."""
+        if self._enrich is None:
+            return message.body
+        enriched = self._enrich(message.attributes.get(ROUTE_ATTRIBUTE, ""), message.body)
+        if isinstance(enriched, EnrichmentFailure):
+            outcome = Outcome.RETRY if enriched.retryable else Outcome.PERMANENT
+            reason = enriched.reason
+            return ApiResponse(None, error=reason), Decision(outcome, f"enrichment failed: {reason}")
+        return enriched
+
+    # --- batches (issue #25) ---------------------------------------------------------------------
+
+    def _batch(
+        self, rest: Sequence[ReceivedMessage], record: LedgerRecord | None, run: GroupRun, job: Job
+    ) -> Feedback:
+        """One request for `rest[0]` and what else of the job can go with it now: the plain candidates
+        that follow it in its group, then those of the groups still pending, each group's in order,
+        up to the destination's limits. Every item's answer is classified; the request's deliveries
+        and failures are written in one transaction (`bulk.written`), and the answers wait for their
+        messages' turns. A message that cannot be an item is answered at once, without a request,
+        as the API would refuse it."""
+        message, shape = rest[0], job.shape
+        room = shape.max_bytes - bulk.overhead(shape.wrapper) + 1  # the first item has no comma
+        items: list[tuple[ReceivedMessage, str, int]] = []  # (message, body, bytes with its comma)
+        seen: set[str] = set()
+        cut: set[str] = set()
+        for candidate in [message, *self._plain(rest[1:], run, job), *self._pending(run, job)]:
+            if len(items) >= shape.max_items:
+                break
+            if candidate.group_id in cut:
+                continue
+            if candidate.message_id in seen:  # a second copy in the round: its turn finds it delivered
+                cut.add(candidate.group_id)
+                continue
+            seen.add(candidate.message_id)
+            prepared = self._item(candidate, shape, room)
+            if isinstance(prepared, Prefetched):
+                if candidate is message:
+                    return self._answered(message, record, prepared.response, prepared.answer, run)
+                job.prefetched[candidate.message_id] = prepared
+                cut.add(candidate.group_id)
+                continue
+            items.append((candidate, *prepared))
+        taken = bulk.fill(items, shape.max_items, room, lambda i: i[2], lambda i: i[0].group_id)
+        pairs = [(m.message_id, body) for m, body, _ in taken]
+        if shape.wrapper is not None:  # a wrapper may add more than its text around an empty list
+            while (
+                len(pairs) > 1
+                and len(bulk.build(pairs, shape.wrapper, shape.id_field).body.encode()) > shape.max_bytes
+            ):
+                pairs.pop()
+        members = [m for m, _, _ in taken[: len(pairs)]]
+        attempts = record.attempts if record else 0
+        responses, answers = self._send_batch(pairs, message, attempts, run)
+        settlements = bulk.written(
+            [(m.message_id, m.group_id, r, a) for m, r, a in zip(members, responses, answers, strict=True)]
+        )
+        self._ledger.settle_many(settlements)
+        now = run.clock.time()
+        records = {s.message_id: settled(run.records.get(s.message_id), s, now) for s in settlements}
+        job.written |= {
+            s.message_id: records[s.message_id] for s in settlements if s.status is Status.DELIVERED
+        }
+        for member, response, answer in zip(members[1:], responses[1:], answers[1:], strict=True):
+            job.prefetched[member.message_id] = Prefetched(response, answer, records.get(member.message_id))
+        return self._answered(message, record, responses[0], answers[0], run, records.get(message.message_id))
+
+    def _plain(self, messages: Sequence[ReceivedMessage], run: GroupRun, job: Job) -> list[ReceivedMessage]:
+        """The leading messages of a group that would be attempted on arrival as things stand (no
+        answer in hand, and `decide` says ATTEMPT): up to the first that would not."""
+        plain: list[ReceivedMessage] = []
+        for candidate in messages:
+            if candidate.message_id in job.prefetched:
+                break
+            record = run.records.get(candidate.message_id)
+            situation = arrival(candidate, record, bool(self.token(candidate)), run)
+            if decide(situation, job.rules).move is not Move.ATTEMPT:
+                break
+            plain.append(candidate)
+        return plain
+
+    def _pending(self, run: GroupRun, job: Job) -> list[ReceivedMessage]:
+        return [m for group in job.pending for m in self._plain(group, run, job)]
+
+    def _item(self, message: ReceivedMessage, shape: Shape, room: int) -> tuple[str, int] | Prefetched:
+        """The body a batch carries for `message` and its size in the request (with its comma), or
+        the answer it gets without a request: its enrichment failed, or it cannot be an item."""
+        body = self._body(message)
+        if not isinstance(body, str):
+            return Prefetched(*body, None)
+        try:
+            size = len(bulk.item_text(message.message_id, body, shape.id_field).encode()) + 1
+        except bulk.ItemRefusedError as exc:
+            return _refused(str(exc))
+        if size > room:
+            return _refused(
+                f"the message is {size - 1} bytes as a batched item, more than a request of at most"
+                f" batch_max_bytes={shape.max_bytes} can carry"
+            )
+        return body, size
+
+    def _send_batch(
+        self, pairs: list[tuple[str, str]], message: ReceivedMessage, attempts: int, run: GroupRun
+    ) -> tuple[list[ApiResponse], list[Decision]]:
+        """Send the batch and classify each item's answer; refused as a whole with 401/403, renew the
+        credentials and send it once more, as a single request."""
+        responses = self._api.send_batch(pairs)
+        answers = [classify(r, _utc(run.clock.time())) for r in responses]
+        if all(a.outcome is Outcome.AUTH for a in answers) and self._api.renew(
+            responses[0], run.state.claim_key_refresh()
+        ):
+            step(message, self._destination, attempts + 1, "auth-retry", responses[0])
+            responses = self._api.send_batch(pairs)
+            answers = [classify(r, _utc(run.clock.time())) for r in responses]
+        if any(a.sent for a in answers):
+            run.state.metrics.milliseconds("ApiLatency", max(r.elapsed_ms for r in responses))
+        return responses, answers
 
     def _dead(
         self, action: Action, message: ReceivedMessage, record: LedgerRecord | None, state: RunState
@@ -267,6 +413,15 @@ _STOP_MESSAGES = {
     Outcome.CREDENTIALS_REFUSED.value: "the destination's credentials are refused; stopping the run",
     Outcome.CREDENTIALS_UNAVAILABLE.value: "no credentials for the destination now; stopping the run",
 }
+
+
+def _refused(reason: str) -> Prefetched:
+    """The answer to a message that cannot be sent as its destination says (never an attempt)."""
+    return Prefetched(
+        ApiResponse(None, error=reason, unsent=Unsent(UnsentKind.REFUSED, reason)),
+        Decision(Outcome.UNSENDABLE, reason),
+        None,
+    )
 
 
 def _utc(epoch: float) -> datetime:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
-from chalicelib.drain_state import GroupResult, GroupRun
+from chalicelib.drain_state import GroupResult, GroupRun, Job
 from chalicelib.model import ApiResponse, LedgerRecord, ReceivedMessage, Verdict, verdict
 from chalicelib.policy import Action, Decision, Move, Rules, Situation, decide, release_plan
 
@@ -63,6 +63,21 @@ def deliver_group(
     return result
 
 
+def deliver_job(job: Job, effects: GroupEffects, run: GroupRun) -> GroupResult:
+    """A batching destination's job (issue #25): its groups in turn, each as `deliver_group` delivers
+    it, sharing the answers a batch request brought for messages of later turns. A delivery that
+    request's write recorded is not written again by the run (unless its task's answer changed it)."""
+    run = replace(run, job=job)
+    result = GroupResult()
+    while job.pending:
+        done = deliver_group(job.pending.pop(0), effects, run, job.rules)
+        result.delete += done.delete
+        result.releases += done.releases
+        result.delivered += done.delivered
+    result.delivered = [r for r in result.delivered if job.written.get(r.message_id) != r]
+    return result
+
+
 def take_turn(
     rest: list[ReceivedMessage], effects: GroupEffects, run: GroupRun, rules: Rules, result: GroupResult
 ) -> bool:
@@ -105,14 +120,18 @@ def take_turn(
 
 def arrival(message: ReceivedMessage, record: LedgerRecord | None, token: bool, run: GroupRun) -> Situation:
     """The situation of a message as it comes up in its group: what the ledger says of it, and where
-    the run stands."""
+    the run stands. A message a batch request already carried settles on its answer even if the
+    run has stopped since (items of other groups settle on their own results)."""
     state = run.state
     retry_at = record.retry_at if record and record.retry_at else 0.0
+    stopped = state.stopped_by if state.should_stop() else ""
+    if run.job is not None and message.message_id in run.job.prefetched:
+        stopped = ""
     return Situation(
         verdict(record, message.copy_id),
         attempts=record.attempts if record else 0,
         blocked=message.group_id in state.blocked,
-        stopped=state.stopped_by if state.should_stop() else "",
+        stopped=stopped,
         resume_after_s=state.resume_after_s,
         token=token,
         task_closed=token and bool(record and record.callback),

@@ -12,8 +12,9 @@ from concurrent import futures
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 
-from chalicelib.model import CallbackResult, LedgerRecord, ReceivedMessage
-from chalicelib.policy import HEAD_HOLD_S, Action, Callback, Tally
+from chalicelib.bulk import Shape
+from chalicelib.model import ApiResponse, CallbackResult, LedgerRecord, ReceivedMessage
+from chalicelib.policy import HEAD_HOLD_S, Action, Callback, Decision, Rules, Tally
 from chalicelib.ports import Clock, Metrics
 from chalicelib.ratelimit import RateLimiter
 
@@ -129,15 +130,40 @@ class RunState:
         )
 
 
+@dataclass(frozen=True)
+class Prefetched:
+    """A message's answer from a batch request made on an earlier message's turn, waiting for its
+    own turn; `record`: its ledger record as the request's write left it (None: not written then,
+    being behind a failure of its group in the request; settled when its turn comes, if it does)."""
+
+    response: ApiResponse
+    answer: Decision
+    record: LedgerRecord | None
+
+
+@dataclass
+class Job:
+    """A worker's groups of a round when its destination batches (issue #25): run in turn, each
+    as a group is; a batch request made on one message's turn carries the plain candidates that
+    follow it in its group and in the groups still `pending`, whose answers wait in `prefetched`."""
+
+    pending: list[list[ReceivedMessage]]
+    rules: Rules
+    shape: Shape
+    prefetched: dict[str, Prefetched] = field(default_factory=dict)
+    written: dict[str, LedgerRecord] = field(default_factory=dict)  # deliveries a request's write recorded
+
+
 @dataclass
 class GroupRun:
-    """What one group's worker shares with the rest of the run."""
+    """What one group's worker shares with the rest of the run (and, batching, with its job)."""
 
     state: RunState
     limiter: RateLimiter
     records: Records  # the round's ledger read, kept current as the worker goes
     deadline: float  # monotonic: no attempt after this (the messages' visibility would run out)
     clock: Clock
+    job: Job | None = None
 
 
 @dataclass

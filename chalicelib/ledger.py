@@ -2,7 +2,8 @@
 per receive: messages behind a failing head are received without being tried), and a message already
 delivered is never sent again (a drain that died between the 2xx and the delete, an SQS redelivery, a
 stream replay after SQS's 5-minute deduplication window). A drain reads a round's records in one
-call and writes its deliveries in one call before deleting them; failures are written one by one.
+call and writes its deliveries in one call before deleting them; failures are written one by one,
+but a batch request's (issue #25) deliveries and failures in one transaction.
 
 Dead records carry `dead_destination` and `dead_key` (`<dead at, ISO UTC>#<message id>`), the keys of
 the sparse index `dead-letters`: operators page through a destination's dead letters from there, in
@@ -21,7 +22,11 @@ from chalicelib.model import LedgerRecord, Settlement, Status, iso_utc
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_dynamodb.type_defs import KeysAndAttributesTypeDef, WriteRequestUnionTypeDef
+    from mypy_boto3_dynamodb.type_defs import (
+        KeysAndAttributesTypeDef,
+        TransactWriteItemTypeDef,
+        WriteRequestUnionTypeDef,
+    )
 
 DEAD_INDEX = "dead-letters"
 DEAD_LETTER_RETENTION_S = 14 * 86_400  # the longest SQS keeps a message
@@ -238,6 +243,43 @@ class Ledger:
 
     def settle(self, settlement: Settlement) -> LedgerRecord:
         """Record the outcome of an attempt (or a decision without one, `counted=False`)."""
+        update, values = self._settlement(settlement)
+        response = self._client.update_item(
+            TableName=self.table,
+            Key=self._key(settlement.message_id),
+            UpdateExpression=update,
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+        )
+        return record_from_item(response["Attributes"])
+
+    def settle_many(self, settlements: Sequence[Settlement]) -> None:
+        """The outcomes of one batch request's items (issue #25), each as `settle` writes it, in one
+        TransactWriteItems: all or none, at most 100 (one per message). Nothing is read back: the
+        drain knows what it wrote (`model.settled`)."""
+        if not settlements:
+            return
+        if len(settlements) > _TRANSACT_ITEMS:
+            raise ValueError(f"{len(settlements)} settlements; one transaction takes {_TRANSACT_ITEMS}")
+        actions: list[TransactWriteItemTypeDef] = []
+        for settlement in settlements:
+            update, values = self._settlement(settlement)
+            actions.append(
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": self._key(settlement.message_id),
+                        "UpdateExpression": update,
+                        "ExpressionAttributeNames": {"#status": "status"},
+                        "ExpressionAttributeValues": values,
+                    }
+                }
+            )
+        self._client.transact_write_items(TransactItems=actions)
+
+    def _settlement(self, settlement: Settlement) -> tuple[str, dict[str, Any]]:
+        """The update expression and values that record a settlement; attempts are ADDed."""
         message_id, status, status_code = settlement.message_id, settlement.status, settlement.status_code
         values: dict[str, Any] = {
             ":status": {"S": status.value},
@@ -265,15 +307,7 @@ class Ledger:
             values[":dead"] = {"S": dead_key(float(values[":now"]["N"]), message_id)}
             update += f", {DEAD_PARTITION_KEY} = :dest, {DEAD_SORT_KEY} = :dead"
         update += " ADD attempts :one"
-        response = self._client.update_item(
-            TableName=self.table,
-            Key=self._key(message_id),
-            UpdateExpression=update,
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=values,
-            ReturnValues="ALL_NEW",
-        )
-        return record_from_item(response["Attributes"])
+        return update, values
 
     def note_callback(self, message_id: str, group_id: str, state: str) -> None:
         """The message's task was answered ("success", "failure") or is gone ("rejected"): it is
@@ -376,6 +410,7 @@ class Ledger:
 _BATCH_GET = 100
 _BATCH_WRITE = 25
 _BATCH_TRIES = 6
+_TRANSACT_ITEMS = 100
 
 
 class LedgerUnavailableError(RuntimeError):

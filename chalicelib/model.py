@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -177,6 +177,29 @@ def delivered(
         last_attempt_at=now,
         updated_at=now,
         callback=record.callback if record else "",  # a task already gone stays gone
+    )
+
+
+def settled(record: LedgerRecord | None, settlement: Settlement, now: float) -> LedgerRecord:
+    """The record after `settlement` is written as `Ledger.settle` writes it (attempts added,
+    first attempt kept), computed from the one read at the start of the round: what a transaction
+    of a batch's settlements leaves, which is not read back. Not for a dead settlement (its index
+    key is the ledger's)."""
+    s = settlement
+    prior = record or LedgerRecord(s.message_id, s.status)
+    attempted = s.counted or s.status_code is not None
+    first = prior.first_attempt_at if prior.first_attempt_at is not None else now
+    return replace(
+        prior,
+        status=s.status,
+        group_id=s.group_id,
+        attempts=prior.attempts + (1 if s.counted else 0),
+        last_status_code=s.status_code if s.status_code is not None else prior.last_status_code,
+        last_error=s.error[:500],
+        first_attempt_at=first if attempted else prior.first_attempt_at,
+        last_attempt_at=now if attempted else prior.last_attempt_at,
+        updated_at=now,
+        dead_copy=s.dead_copy or prior.dead_copy,
     )
 
 

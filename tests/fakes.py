@@ -164,6 +164,7 @@ class FakeLedger:
         self.settles: list[tuple[str, Status, bool]] = []
         self.reads: list[int] = []  # ids asked for, per call
         self.writes: list[int] = []  # records written, per call that wrote any
+        self.transactions: list[list[tuple[str, Status, bool]]] = []  # settle_many's, each call's settles
 
     def read(self, message_ids: Collection[str]) -> dict[str, LedgerRecord]:
         self.reads.append(len(message_ids))
@@ -201,6 +202,15 @@ class FakeLedger:
         self.records[s.message_id] = record
         self.settles.append((s.message_id, s.status, s.counted))
         return record
+
+    def settle_many(self, settlements: Sequence[Settlement]) -> None:
+        """Each as `settle` does, in one call (recorded in `transactions`, not in `settles`)."""
+        assert len({s.message_id for s in settlements}) == len(settlements), "one action per item"
+        before = len(self.settles)
+        for settlement in settlements:
+            self.settle(settlement)
+        self.transactions.append(self.settles[before:])
+        del self.settles[before:]
 
     def note_callback(self, message_id: str, group_id: str, state: str) -> None:
         prior = self.records.get(message_id) or LedgerRecord(message_id, Status.QUEUED, group_id=group_id)

@@ -111,6 +111,9 @@ class CallRecorder:
         if self.function is None:
             return
         service = model.service_model.service_name
+        if (service, model.name) == ("dynamodb", "TransactWriteItems"):
+            self._on_transaction(params)
+            return
         action = ACTIONS.get((service, model.name), f"{service}:{model.name}")
         if service == "stepfunctions":
             resource = self.task_tokens.get(str(params.get("taskToken")), "unknown task token")
@@ -122,6 +125,29 @@ class CallRecorder:
             attribute = self.partition_keys.get(table)
             keys = leading_keys(params, attribute) if attribute and "IndexName" not in params else None
         self.calls.append(AwsCall(self.function, service, model.name, action, resource, keys))
+
+    def _on_transaction(self, params: Mapping[str, Any]) -> None:
+        """IAM has no action for a transaction: each of its writes is authorised as the single call
+        it stands for (an Update as UpdateItem on its table)."""
+        for entry in params["TransactItems"]:
+            ((kind, write),) = entry.items()
+            resource = call_resource("dynamodb", write, self.region, self.account)
+            table = resource.split(":table/", 1)[1]
+            attribute = self.partition_keys.get(table)
+            keys = leading_keys(write, attribute) if attribute else None
+            action = TRANSACTION_ACTIONS[kind]
+            self.calls.append(
+                AwsCall(str(self.function), "dynamodb", "TransactWriteItems", action, resource, keys)
+            )
+
+
+# A TransactWriteItems entry's kind -> the IAM action that authorises it.
+TRANSACTION_ACTIONS = {
+    "Put": "dynamodb:PutItem",
+    "Update": "dynamodb:UpdateItem",
+    "Delete": "dynamodb:DeleteItem",
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+}
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from chalicelib import bulk
+from chalicelib.model import ApiResponse, Unsent, UnsentKind
+from chalicelib.policy import Decision, classify
 from chalicelib.routing import Expression
 
 
@@ -310,3 +313,51 @@ RESULTS = "results[].status"
 )
 def test_results(status: int, answer: str, n: int, expression: str | None, expected: Any) -> None:
     assert bulk.results(status, answer, n, query(expression) if expression else None) == expected
+
+
+# --- what one request's write settles (the order rule) --------------------------------------------
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def answered(spec: str) -> tuple[str, str, ApiResponse, Decision]:
+    """`g0-1:503` -> message g0-1 of group g0 answered 503 (`-` for a request that never left)."""
+    message_id, _, status = spec.partition(":")
+    if status == "-":
+        response = ApiResponse(
+            None, error="no credentials", unsent=Unsent(UnsentKind.CREDENTIALS_UNAVAILABLE, "x")
+        )
+    else:
+        response = ApiResponse(int(status))
+    return message_id, message_id.split("-")[0], response, classify(response, NOW)
+
+
+@pytest.mark.parametrize(
+    ("answers", "expected"),
+    [
+        pytest.param(
+            ["g0-0:200", "g0-1:200", "g1-0:201"],
+            ["g0-0 delivered 200 +1", "g0-1 delivered 200 +1", "g1-0 delivered 201 +1"],
+            id="all-delivered",
+        ),
+        pytest.param(
+            ["g0-0:200", "g0-1:503", "g0-2:200", "g1-0:200"],
+            ["g0-0 delivered 200 +1", "g0-1 failed 503 +1", "g1-0 delivered 200 +1"],
+            id="after-a-failure-of-its-group-nothing",
+        ),
+        pytest.param(
+            ["g0-0:400", "g0-1:200"], ["g0-0 failed 400 +1"], id="poison-first-the-rest-when-reached"
+        ),
+        pytest.param(
+            ["g0-0:429", "g0-1:200", "g1-0:429"],
+            ["g0-0 failed 429 +0", "g1-0 failed 429 +0"],
+            id="saturated-not-counted",
+        ),
+        pytest.param(["g0-0:-", "g0-1:-"], [], id="never-left-nothing"),
+    ],
+)
+def test_written(answers: list[str], expected: list[str]) -> None:
+    settlements = bulk.written([answered(a) for a in answers])
+    assert [
+        f"{s.message_id} {s.status.value} {s.status_code} +{int(s.counted)}" for s in settlements
+    ] == expected

@@ -3,12 +3,15 @@ deleted, what goes back and for how long, what the ledger and the dead-letter qu
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from chalicelib import bulk
 from chalicelib.drain import Drainer
 from chalicelib.drain_state import DrainReport
 from chalicelib.model import (
@@ -16,6 +19,7 @@ from chalicelib.model import (
     ApiResponse,
     EnrichmentFailure,
     LedgerRecord,
+    ReceivedMessage,
     Status,
     Unsent,
     UnsentKind,
@@ -23,6 +27,8 @@ from chalicelib.model import (
 from chalicelib.ports import Enrich
 from tests.fakes import (
     FakeArchive,
+    FakeCallbacks,
+    FakeClock,
     FakeDeadLetters,
     FakeFifo,
     FakeLedger,
@@ -48,6 +54,8 @@ class Rig:
         self.archive = FakeArchive()
         self.api = api
         self.enrich: Enrich | None = None
+        self.callbacks: FakeCallbacks | None = None
+        self.clock: FakeClock | None = None
         self.settings = make_settings(**(FAST | {"TRICKLE_DRAIN_WORKERS": "1"} | env))
 
     def run(self) -> DrainReport:
@@ -61,7 +69,9 @@ class Rig:
             self.notes,
             self.archive,
             self.enrich,
+            self.callbacks,
             metrics=FakeMetrics,
+            clock=self.clock or time,
         )
         return drainer.run(lambda: 10**9)
 
@@ -407,3 +417,310 @@ def test_a_message_whose_path_cannot_be_filled_is_dead_lettered_with_the_reason_
     (dead,) = rig.dead_letters.sent
     assert dead.attributes[REASON_ATTRIBUTE] == reason
     assert rig.ledger.records["g0-0"].status is Status.DEAD and rig.ledger.records["g0-0"].attempts == 0
+
+
+# --- bulk delivery (issue #25) -----------------------------------------------------------------------
+
+BULK = {"TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS": "10"}
+
+
+def item(group: str, index: int, token: str = "") -> ReceivedMessage:
+    """The `index`th message of `group` with a JSON object for a body, as a batch takes it."""
+    return replace(message(group, index, token=token), body=json.dumps({"m": f"{group}-{index}"}))
+
+
+def items(groups: int, per_group: int) -> list[ReceivedMessage]:
+    """Interleaved across groups, as a queue hands them out."""
+    return [item(f"g{g}", i) for i in range(per_group) for g in range(groups)]
+
+
+def per_item(**by_id: int | ApiResponse) -> ScriptedApi:
+    """An API answering each item (named by its message id, `g0_1` for g0-1) with the given status
+    or response, and 200 otherwise."""
+
+    def script(body: str, nth: int) -> ApiResponse:
+        answer = by_id.get(json.loads(body)["m"].replace("-", "_"), 200)
+        return (
+            answer
+            if isinstance(answer, ApiResponse)
+            else ApiResponse(answer, body_excerpt=f"answer {answer}")
+        )
+
+    return ScriptedApi(script)
+
+
+def request_ids(api: ScriptedApi) -> list[list[str]]:
+    """The message ids of each batch request, in order."""
+    return [[json.loads(body)["m"] for body in bodies] for _, bodies in api.batches]
+
+
+def test_one_message_per_request_is_todays_drain(make_settings: MakeSettings) -> None:
+    """batch_max_items = 1 (the default): no batch request, no transaction, deliveries written by
+    the round as ever."""
+    rig = Rig(make_settings, per_item(), *items(2, 2))
+    report = rig.run()
+    assert report.delivered == 4 and rig.api.batches == [] and len(rig.api.requests) == 4
+    assert rig.ledger.transactions == [] and rig.ledger.writes == [4]
+
+
+def test_a_batch_carries_every_group_of_a_job_in_order_and_settles_it_in_one_write(
+    make_settings: MakeSettings,
+) -> None:
+    rig = Rig(make_settings, per_item(), *items(3, 3), **BULK)
+
+    report = rig.run()
+
+    assert (report.delivered, report.stopped_by) == (9, "empty")
+    assert request_ids(rig.api) == [["g0-0", "g0-1", "g0-2", "g1-0", "g1-1", "g1-2", "g2-0", "g2-1", "g2-2"]]
+    ((key, _),) = rig.api.batches
+    assert key == bulk.batch_key(request_ids(rig.api)[0])
+    assert [len(t) for t in rig.ledger.transactions] == [9] and rig.ledger.writes == []  # not written twice
+    assert {rig.ledger.status(m) for m in rig.queue.deleted} == {Status.DELIVERED} and len(
+        rig.queue.deleted
+    ) == 9
+    assert all(rig.ledger.records[m].attempts == 1 for m in rig.queue.deleted)
+    assert rig.archive.stored["g2-2"] == (200, "")
+
+
+def test_one_rate_limit_token_per_request(make_settings: MakeSettings) -> None:
+    """At one request a second (burst 1), three requests wait two seconds, whatever they carry."""
+    rig = Rig(
+        make_settings,
+        per_item(),
+        *items(5, 5),
+        **BULK,
+        TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1",
+        TRICKLE_DEST_ORDERS_RATE_LIMIT_BURST="1",
+    )
+    rig.clock = FakeClock()
+    started = rig.clock.now
+
+    report = rig.run()
+
+    assert report.delivered == 25
+    assert [len(ids) for ids in request_ids(rig.api)] == [10, 10, 5]
+    assert rig.clock.now - started == pytest.approx(2.0)
+
+
+def test_a_group_larger_than_a_request_goes_in_order_over_several(make_settings: MakeSettings) -> None:
+    rig = Rig(make_settings, per_item(), *items(1, 12), TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS="5")
+    rig.run()
+    assert request_ids(rig.api) == [[f"g0-{i}" for i in range(n, min(n + 5, 12))] for n in (0, 5, 10)]
+
+
+def test_skip_poison_in_a_batch_is_dead_lettered_and_its_group_goes_on(make_settings: MakeSettings) -> None:
+    """g0-1 refused (400) among g0's four: the request's write settles g0-0 and g0-1; g0-2 and g0-3
+    stand on their own answers once g0-1 is dead-lettered, written with the round."""
+    rig = Rig(make_settings, per_item(g0_1=400), *items(1, 4), **BULK)
+
+    report = rig.run()
+
+    assert (report.delivered, report.dead_lettered) == (3, 1)
+    assert len(rig.api.batches) == 1
+    assert rig.ledger.transactions == [[("g0-0", Status.DELIVERED, True), ("g0-1", Status.FAILED, True)]]
+    assert rig.ledger.writes == [2]
+    assert [m.message_id for m in rig.dead_letters.sent] == ["g0-1"]
+    assert rig.ledger.status("g0-1") is Status.DEAD and rig.ledger.records["g0-1"].attempts == 1
+    assert sorted(rig.queue.deleted) == ["g0-0", "g0-1", "g0-2", "g0-3"]
+
+
+def test_strict_poison_in_a_batch_halts_and_its_later_items_go_back_unsettled(
+    make_settings: MakeSettings,
+) -> None:
+    """The API answered 200 for g0-2 and g0-3, but they come after the halted g0-1: released behind
+    it, no attempt counted, not delivered (sent again later with the same item id). g1 delivered."""
+    rig = Rig(make_settings, per_item(g0_1=400), *items(2, 4), **BULK, TRICKLE_DEST_ORDERS_ORDERING="strict")
+
+    report = rig.run()
+
+    assert (report.delivered, report.halted) == (5, 1)
+    assert len(rig.api.batches) == 1
+    assert rig.ledger.status("g0-1") is Status.HALTED
+    assert "g0-2" not in rig.ledger.records and "g0-3" not in rig.ledger.records
+    assert rig.holds("g0-1") == [rig.settings.destination("orders").backoff_cap_s]
+    assert rig.holds("g0-2") == [0] and rig.holds("g0-3") == [0]
+    assert sorted(rig.queue.deleted) == ["g0-0", "g1-0", "g1-1", "g1-2", "g1-3"]
+
+
+def test_a_503_for_one_groups_second_item_holds_that_group_and_the_others_are_delivered(
+    make_settings: MakeSettings,
+) -> None:
+    once = ApiResponse(503)
+    rig = Rig(
+        make_settings,
+        ScriptedApi(
+            lambda body, nth: once if body == json.dumps({"m": "g1-1"}) and nth == 0 else ApiResponse(200)
+        ),
+        *items(3, 3),
+        **BULK,
+    )
+
+    report = rig.run()
+
+    assert (report.delivered, report.retried, report.blocked_groups) == (7, 1, ["g1"])
+    assert len(rig.api.batches) == 1
+    (written,) = rig.ledger.transactions
+    assert ("g1-1", Status.FAILED, True) in written and len(written) == 8  # g1-2 behind it: not written
+    assert rig.ledger.records["g1-1"].attempts == 1 and "g1-2" not in rig.ledger.records
+    assert rig.holds("g1-1")[0] >= 1 and rig.holds("g1-2") == [0]
+    assert sorted(rig.queue.deleted) == ["g0-0", "g0-1", "g0-2", "g1-0", "g2-0", "g2-1", "g2-2"]
+
+    rig.queue.tick()
+    again = rig.run()  # the next run sends g1-1 and g1-2 again: a new batch, another key
+
+    assert again.delivered == 2 and request_ids(rig.api)[1] == ["g1-1", "g1-2"]
+    assert rig.api.batches[1][0] != rig.api.batches[0][0]
+    assert rig.ledger.records["g1-1"].attempts == 2 and rig.ledger.records["g1-2"].attempts == 1
+
+
+def test_a_request_that_failed_as_a_whole_counts_one_attempt_per_group_and_never_a_delivery(
+    make_settings: MakeSettings,
+) -> None:
+    unmapped = ApiResponse(None, error="the answer could not be mapped to the items: the answer is not JSON")
+    rig = Rig(make_settings, ScriptedApi(lambda body, nth: unmapped), *items(2, 3), **BULK)
+
+    report = rig.run()
+
+    assert (report.delivered, report.retried) == (0, 2)
+    (written,) = rig.ledger.transactions
+    assert written == [("g0-0", Status.FAILED, True), ("g1-0", Status.FAILED, True)]
+    assert rig.queue.deleted == []
+    assert rig.ledger.records["g0-0"].last_error == unmapped.error
+
+
+def test_items_of_other_groups_settle_on_their_own_answers_after_a_429_stops_the_run(
+    make_settings: MakeSettings,
+) -> None:
+    rig = Rig(make_settings, per_item(g0_0=ApiResponse(429, retry_after="5")), *items(3, 2), **BULK)
+
+    report = rig.run()
+
+    assert (report.stopped_by, report.saturated, report.delivered) == ("saturated", 1, 4)
+    assert sorted(rig.queue.deleted) == ["g1-0", "g1-1", "g2-0", "g2-1"]
+    assert rig.holds("g0-0") == [5] and rig.holds("g0-1") == [0]
+
+
+def test_a_body_that_is_no_object_is_dead_lettered_without_a_request_and_cuts_its_group(
+    make_settings: MakeSettings,
+) -> None:
+    rig = Rig(
+        make_settings,
+        per_item(),
+        item("g0", 0),
+        replace(item("g0", 1), body="[1, 2]"),
+        item("g0", 2),
+        item("g1", 0),
+        **BULK,
+    )
+
+    report = rig.run()
+
+    assert (report.delivered, report.dead_lettered) == (3, 1)
+    assert request_ids(rig.api) == [["g0-0", "g1-0"], ["g0-2"]]  # g0-2 waited for g0-1 to be settled
+    (dead,) = rig.dead_letters.sent
+    assert dead.attributes[REASON_ATTRIBUTE] == bulk.NOT_AN_OBJECT
+    assert rig.ledger.records["g0-1"].attempts == 0
+
+
+def test_a_message_too_large_for_any_request_is_dead_lettered_with_the_reason(
+    make_settings: MakeSettings,
+) -> None:
+    large = replace(item("g0", 1), body=json.dumps({"m": "g0-1", "pad": "x" * 1100}))
+    rig = Rig(
+        make_settings,
+        per_item(),
+        item("g0", 0),
+        large,
+        item("g1", 0),
+        **BULK,
+        TRICKLE_MAX_MESSAGE_BYTES="1024",
+        TRICKLE_DEST_ORDERS_BATCH_MAX_BYTES="1024",
+    )
+
+    report = rig.run()
+
+    assert (report.delivered, report.dead_lettered) == (2, 1)
+    assert (
+        rig.dead_letters.sent[0]
+        .attributes[REASON_ATTRIBUTE]
+        .startswith("the message is 1133 bytes as a batched")
+    )
+
+
+def test_a_batch_is_cut_by_its_byte_limit_without_splitting_a_group(make_settings: MakeSettings) -> None:
+    """Items of about 400 bytes, 1024 allowed: g0's two fill a request; g1-0 would not fit after
+    them, so neither goes g1-1 (small enough), which must not overtake it; g2's small one does."""
+    pad = "x" * 380
+    big = {
+        m: replace(item(m[:2], int(m[3])), body=json.dumps({"m": m, "pad": pad}))
+        for m in ("g0-0", "g0-1", "g1-0")
+    }
+    rig = Rig(
+        make_settings,
+        per_item(),
+        big["g0-0"],
+        big["g1-0"],
+        item("g2", 0),
+        big["g0-1"],
+        item("g1", 1),
+        **BULK,
+        TRICKLE_MAX_MESSAGE_BYTES="1024",
+        TRICKLE_DEST_ORDERS_BATCH_MAX_BYTES="1024",
+    )
+
+    report = rig.run()
+
+    assert report.delivered == 5
+    assert request_ids(rig.api) == [["g0-0", "g0-1", "g2-0"], ["g1-0", "g1-1"]]
+
+
+def test_a_second_copy_in_the_round_is_one_item_and_then_deleted(make_settings: MakeSettings) -> None:
+    copy = replace(item("g0", 0), copy_id="c-again", receipt_handle="rh-again")
+    rig = Rig(make_settings, per_item(), item("g0", 0), copy, item("g0", 1), **BULK)
+
+    report = rig.run()
+
+    assert (report.delivered, report.already_delivered) == (2, 1)
+    assert request_ids(rig.api) == [["g0-0"], ["g0-1"]]
+
+
+def test_an_enrichment_that_fails_cuts_its_group_from_the_batch(make_settings: MakeSettings) -> None:
+    rig = Rig(make_settings, per_item(), *items(2, 2), **BULK)
+    failing = json.dumps({"m": "g1-0"})
+    rig.enrich = lambda route, body: (
+        EnrichmentFailure("lookup throttled", retryable=True) if body == failing else body
+    )
+
+    report = rig.run()
+
+    assert (report.delivered, report.retried) == (2, 1)
+    assert request_ids(rig.api) == [["g0-0", "g0-1"]]
+    assert rig.ledger.records["g1-0"].last_error == "enrichment failed: lookup throttled"
+    assert rig.ledger.records["g1-0"].attempts == 1 and "g1-1" not in rig.ledger.records
+
+
+def test_a_batch_refused_as_a_whole_is_sent_again_with_renewed_credentials(
+    make_settings: MakeSettings,
+) -> None:
+    rig = Rig(
+        make_settings,
+        ScriptedApi(lambda body, nth: ApiResponse(401 if nth == 0 else 200)),
+        *items(2, 2),
+        **BULK,
+    )
+
+    report = rig.run()
+
+    assert (report.delivered, rig.api.refreshes) == (4, 1)
+    assert len(rig.api.batches) == 2 and rig.api.batches[0] == rig.api.batches[1]  # the same key
+
+
+def test_a_delivered_items_task_is_answered_and_its_record_written_again(make_settings: MakeSettings) -> None:
+    callbacks = FakeCallbacks()
+    rig = Rig(make_settings, per_item(), item("g0", 0, token="t0"), item("g0", 1), **BULK)
+    rig.callbacks = callbacks
+
+    report = rig.run()
+
+    assert report.delivered == 2 and callbacks.kinds("t0") == ["success"]
+    assert rig.ledger.writes == [1] and rig.ledger.records["g0-0"].callback == "success"

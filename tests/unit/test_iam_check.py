@@ -108,3 +108,38 @@ def test_calls_are_attributed_to_the_handler_only_in_its_own_context() -> None:
         recorder.function = None
     stubber.assert_no_pending_responses()  # both threads made their call
     assert [(c.function, c.operation) for c in recorder.calls] == [("drain_orders", "SendMessage")]
+
+
+def test_a_transaction_is_checked_as_the_writes_it_holds() -> None:
+    """IAM has no TransactWriteItems action: each Update needs UpdateItem on its table (issue #25,
+    a batch's settlements in one transaction)."""
+    session = boto3.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1")
+    recorder = CallRecorder(partition_keys={"notes": "note_id"})
+    recorder.register(session.events)
+    dynamodb = session.client("dynamodb")
+    update = {"UpdateExpression": "SET a = :a", "ExpressionAttributeValues": {":a": {"S": "x"}}}
+    items: list[Any] = [
+        {"Update": {"TableName": "ledger", "Key": {"message_id": {"S": "m1"}}, **update}},
+        {"Put": {"TableName": "notes", "Item": {"note_id": {"S": "run#orders"}}}},
+    ]
+    stubber = Stubber(dynamodb)
+    stubber.add_response("transact_write_items", {}, {"TransactItems": items})
+    stubber.activate()
+    recorder.function = "drain_orders"
+    try:
+        dynamodb.transact_write_items(TransactItems=items)
+    finally:
+        recorder.function = None
+    assert [(c.action, c.resource, c.leading_keys) for c in recorder.calls] == [
+        ("dynamodb:UpdateItem", "arn:aws:dynamodb:us-east-1:123456789012:table/ledger", None),
+        ("dynamodb:PutItem", "arn:aws:dynamodb:us-east-1:123456789012:table/notes", ("run#orders",)),
+    ]
+    ledger_only = {
+        "Statement": [
+            {"Effect": "Allow", "Action": ["dynamodb:UpdateItem"], "Resource": [recorder.calls[0].resource]}
+        ]
+    }
+    assert [allows(ledger_only, c.action, c.resource, c.leading_keys) for c in recorder.calls] == [
+        True,
+        False,
+    ]

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from chalicelib.ledger import Ledger, LedgerUnavailableError, table_definition
-from chalicelib.model import LedgerRecord, Settlement, Status, Verdict, delivered, verdict
+from chalicelib.model import LedgerRecord, Settlement, Status, Verdict, delivered, settled, verdict
 
 TABLE = "trickle-test-ledger"
 DESTINATION = "default"
@@ -322,6 +322,63 @@ def test_every_write_pushes_expiry_to_now_plus_ttl(ledger: Ledger, client: Any, 
     clock.advance(60)
     ledger.write([delivered(record_of(ledger), "m1", "g1", 200, clock())])
     assert expires() == int(clock()) + TTL_S
+
+
+# --- settle_many (issue #25): one batch request's items in one transaction ------------------------
+
+MANY = [
+    Settlement("m1", "g1", Status.DELIVERED, 200, "", counted=True),
+    Settlement("m2", "g1", Status.FAILED, 503, "HTTP 503", counted=True),
+    Settlement("m3", "g2", Status.FAILED, 429, "HTTP 429", counted=False),
+    Settlement("m4", "g3", Status.DELIVERED, 201, "", counted=True),
+]
+
+
+def test_settle_many_writes_each_as_settle_would_in_one_transaction(
+    ledger: Ledger, client: Any, clock: FakeClock
+) -> None:
+    twin = Ledger(client, TABLE, TTL_S, destination=DESTINATION, clock=clock)
+    settle(ledger, Status.FAILED, 500, "HTTP 500", counted=True)  # m1 failed once, a run ago
+    clock.advance(60)
+    calls: list[str] = []
+    client.meta.events.register("before-call.dynamodb.*", lambda model, **_: calls.append(model.name))
+    try:
+        ledger.settle_many(MANY)
+    finally:
+        client.meta.events.unregister("before-call.dynamodb.*")
+    assert calls == ["TransactWriteItems"]
+    many = {m.message_id: record_of(ledger, m.message_id) for m in MANY}
+    assert many["m1"].attempts == 2 and many["m1"].first_attempt_at == START  # ADDed, first kept
+    assert many["m1"].status is Status.DELIVERED and many["m1"].last_status_code == 200
+    assert (many["m2"].attempts, many["m3"].attempts, many["m4"].attempts) == (1, 0, 1)
+    # the same as settle leaves each, item by item, from the same start
+    for settlement in MANY:
+        client.delete_item(TableName=TABLE, Key={"message_id": {"S": settlement.message_id}})
+    clock.now = START
+    settle(twin, Status.FAILED, 500, "HTTP 500", counted=True)
+    clock.advance(60)
+    for settlement in MANY:
+        assert twin.settle(settlement) == many[settlement.message_id]
+
+
+def test_what_settle_many_leaves_is_what_the_drain_computes(ledger: Ledger, clock: FakeClock) -> None:
+    """`model.settled`: the records a transaction leaves, which the drain does not read back."""
+    settle(ledger, Status.FAILED, 500, "HTTP 500", counted=True)
+    prior = ledger.read([m.message_id for m in MANY])
+    clock.advance(30)
+    ledger.settle_many(MANY)
+    after = ledger.read([m.message_id for m in MANY])
+    for settlement in MANY:
+        computed = settled(prior.get(settlement.message_id), settlement, clock())
+        assert computed == after[settlement.message_id]
+
+
+def test_settle_many_of_nothing_calls_nothing_and_more_than_a_transaction_is_refused(ledger: Ledger) -> None:
+    ledger.settle_many([])
+    assert ledger.read(["m1"]) == {}
+    too_many = [Settlement(f"m{n}", "g", Status.DELIVERED, 200, "", counted=True) for n in range(101)]
+    with pytest.raises(ValueError, match="101 settlements; one transaction takes 100"):
+        ledger.settle_many(too_many)
 
 
 # --- dead, redriven, halted, skipped --------------------------------------------------------------
