@@ -44,11 +44,12 @@ from urllib.parse import quote_plus, urlencode, urlsplit, urlunsplit
 import urllib3
 from urllib3.exceptions import HTTPError
 
-from chalicelib import signing
+from chalicelib import secret_values
 from chalicelib.api_client import Endpoint, failure
 from chalicelib.model import Authorization, CredentialsFailure
 from chalicelib.ports import Secret
 from chalicelib.request_shape import header_value_problem
+from chalicelib.secret_values import SecretValueError
 from chalicelib.secrets import SecretError
 from chalicelib.settings import AUTH_CHOICES, CLIENT_AUTH_CHOICES, Destination
 
@@ -207,59 +208,6 @@ def refresh_at(obtained_at: float, expires_in: float, skew_s: float) -> float:
 def secret_failure(error: SecretError) -> CredentialsFailure:
     """A parameter that could not be read: lasting if it is missing or forbidden."""
     return CredentialsFailure(retryable=error.code not in LASTING_SSM_CODES, reason=str(error))
-
-
-def parse_json_object(text: str, name: str, shape: str) -> dict[str, Any]:
-    """A parameter's JSON object; the error names the parameter and the shape, never the value."""
-    try:
-        document = json.loads(text)
-    except ValueError:
-        document = None
-    if not isinstance(document, dict):
-        raise _CredentialsError(
-            CredentialsFailure(False, f"SSM parameter {name!r} is not JSON of the shape {shape}")
-        )
-    return document
-
-
-def string_fields(
-    text: str, name: str, fields: tuple[str, str], second_may_be_empty: bool
-) -> tuple[str, str]:
-    """Two string fields of a parameter's JSON object (Basic's user and password, OAuth2's client id
-    and secret), the first never empty."""
-    shape = "{" + ", ".join(f'"{f}": "..."' for f in fields) + "}"
-    document = parse_json_object(text, name, shape)
-    first, second = document.get(fields[0]), document.get(fields[1])
-    wrong = [fields[0]] if not isinstance(first, str) or not first else []
-    if not isinstance(second, str) or not (second or second_may_be_empty):
-        wrong.append(fields[1])
-    if wrong:
-        raise _CredentialsError(
-            CredentialsFailure(
-                False, f"SSM parameter {name!r}: {', '.join(wrong)} missing or not a string in {shape}"
-            )
-        )
-    return str(first), str(second)
-
-
-def secret_header_values(text: str, name: str, names: tuple[str, ...]) -> dict[str, str]:
-    """The secret headers' values: a JSON object with exactly these header names (compared without
-    case), each value a string fit for a header. Names the headers in error, never a value."""
-    document = parse_json_object(text, name, '{"<header>": "<value>", ...}')
-    given = {str(k).lower(): (k, v) for k, v in document.items()}
-    wanted = {n.lower(): n for n in names}
-    missing = sorted(n for low, n in wanted.items() if low not in given)
-    extra = sorted(str(k) for low, (k, _) in given.items() if low not in wanted)
-    problems = [f"no {n}" for n in missing] + [f"{n} is not in secret_headers" for n in extra]
-    for low, header in wanted.items():
-        value = given.get(low, (None, ""))[1]
-        if low in given and not isinstance(value, str):
-            problems.append(f"{header} is not a string")
-        elif low in given and (problem := header_value_problem(value)):
-            problems.append(f"{header}: its value {problem}")
-    if problems:
-        raise _CredentialsError(CredentialsFailure(False, f"SSM parameter {name!r}: {'; '.join(problems)}"))
-    return {header: str(given[low][1]) for low, header in wanted.items()}
 
 
 class RequestCredentials:
@@ -427,11 +375,12 @@ class RequestCredentials:
         headers: dict[str, str] = {}
         secrets: list[str] = []
         if self.auth == "api_key":
-            key = self._read("credentials", self._key)
+            key = self._read("credentials", secret_values.api_key)
             headers[self._key_header] = f"{self._key_scheme} {key}" if self._key_scheme else key
             secrets.append(key)
         elif self.auth == "basic":
-            value, password = self._read("credentials", self._basic)
+            username, password = self._read("credentials", secret_values.basic)
+            value = basic_credentials(username, password)
             headers["Authorization"] = value
             secrets += [value.removeprefix("Basic "), password]
         elif self.auth == "oauth2_client_credentials":
@@ -439,14 +388,15 @@ class RequestCredentials:
             headers["Authorization"] = f"Bearer {token}"
             secrets.append(token)
         if self._headers is not None:
-            extra = self._read("headers", self._header_values)
+            extra = self._read("headers", lambda raw: secret_values.secret_headers(raw, self._secret_headers))
             headers |= extra
             secrets += extra.values()
-        keys: tuple[bytes, ...] = self._read("signing", self._signing_keys) if self._signing else ()
+        keys: tuple[bytes, ...] = self._read("signing", secret_values.signing_keys) if self._signing else ()
         return headers, keys, tuple(s for s in secrets if s)
 
-    def _read(self, role: str, parse: Callable[[str, str], Any], fresh: bool = False) -> Any:
-        """A parameter's parsed value, parsed again only when its text changed."""
+    def _read(self, role: str, parse: Callable[[str], Any], fresh: bool = False) -> Any:
+        """A parameter's value as `parse` (a `secret_values` parser) reads it, parsed again only when
+        its text changed; one it refuses is refused for good, naming the parameter."""
         secret = dict(self._secrets())[role]
         try:
             raw = secret.refresh() if fresh else secret.get()
@@ -454,37 +404,13 @@ class RequestCredentials:
             raise _CredentialsError(secret_failure(error)) from None
         held = self._parsed.get(role)
         if held is None or held[0] != raw:
-            held = self._parsed[role] = (raw, parse(raw, secret.name))
+            try:
+                held = self._parsed[role] = (raw, parse(raw))
+            except SecretValueError as error:
+                raise _CredentialsError(
+                    CredentialsFailure(False, f"SSM parameter {secret.name!r}: {error}")
+                ) from None
         return held[1]
-
-    def _key(self, raw: str, name: str) -> str:
-        key = raw.strip()  # a value pasted with its line break
-        problem = "is empty" if not key else header_value_problem(key)
-        if problem:
-            raise _CredentialsError(
-                CredentialsFailure(False, f"SSM parameter {name!r}: the API key {problem}")
-            )
-        return key
-
-    def _basic(self, raw: str, name: str) -> tuple[str, str]:
-        username, password = string_fields(raw, name, ("username", "password"), second_may_be_empty=True)
-        if ":" in username:
-            raise _CredentialsError(
-                CredentialsFailure(False, f"SSM parameter {name!r}: a Basic username may not hold ':'")
-            )
-        return basic_credentials(username, password), password
-
-    def _header_values(self, raw: str, name: str) -> dict[str, str]:
-        return secret_header_values(raw, name, self._secret_headers)
-
-    def _signing_keys(self, raw: str, name: str) -> tuple[bytes, ...]:
-        try:
-            return signing.parse_signing_secrets(raw)
-        except ValueError as error:  # names the secret's position, never its text
-            raise _CredentialsError(CredentialsFailure(False, f"SSM parameter {name!r}: {error}")) from None
-
-    def _client(self, raw: str, name: str) -> tuple[str, str]:
-        return string_fields(raw, name, ("client_id", "client_secret"), second_may_be_empty=False)
 
     def _current_token(self, now: float) -> str:
         """The cached token, or a new one when it is due; a failed refresh keeps a token that has
@@ -506,10 +432,10 @@ class RequestCredentials:
 
     def _fetch(self, now: float) -> _Token:
         assert self._oauth2 is not None
-        used = self._read("credentials", self._client)
+        used = self._read("credentials", secret_values.oauth2_client)
         answer = self._ask(*used)
         if isinstance(answer, TokenFailure) and answer.reread:
-            fresh = self._read("credentials", self._client, fresh=True)
+            fresh = self._read("credentials", secret_values.oauth2_client, fresh=True)
             if fresh != used:
                 answer = self._ask(*fresh)
         url = shown_url(self._oauth2.token_url)

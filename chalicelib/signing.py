@@ -27,10 +27,10 @@ def parse_signing_secrets(text: str) -> tuple[bytes, ...]:
     ValueError says which secret (by position) is wrong and how, never any part of it."""
     words = text.split()
     if not words:
-        raise ValueError(f"holds no signing secret: expected one or more {SECRET_PREFIX}<base64> secrets")
+        raise ValueError(f"no signing secret: expected one or more {SECRET_PREFIX}<base64> secrets")
     keys: list[bytes] = []
     for position, word in enumerate(words, start=1):
-        which = f"secret {position} of {len(words)}"
+        which = f"signing secret {position} of {len(words)}"
         if not word.startswith(SECRET_PREFIX):
             raise ValueError(f"{which} does not start with {SECRET_PREFIX}")
         encoded = word.removeprefix(SECRET_PREFIX)

@@ -40,6 +40,7 @@ CORE = (
     "signing",
     "request_shape",
     "bulk",
+    "secret_values",
 )
 DRAIN = ("drain", "drain_effects", "drain_tasks", "drain_log")
 ADAPTERS = (

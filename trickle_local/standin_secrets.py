@@ -11,8 +11,9 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from chalicelib import secret_values
 from chalicelib.settings import OAUTH2
-from trickle_project.secret_parameters import CREDENTIAL_FIELDS, HEADERS, SIGNING, SecretParameter
+from trickle_project.secret_parameters import HEADERS, SIGNING, SecretParameter
 
 Random = Callable[[int], bytes]  # n random bytes (secrets.token_bytes; a test gives fixed ones)
 
@@ -50,21 +51,22 @@ class Expected:
 
 
 def expected(parameters: Sequence[SecretParameter], values: Mapping[str, str]) -> Expected:
-    """Read from the value of each parameter (by name; values already checked, or made up here)."""
+    """Read from the value of each parameter (by name; values already checked, or made up here) as
+    the drain reads it (`chalicelib.secret_values`): an API key without the white space around it,
+    header values by their routes-file names."""
     wanted = Expected()
     for parameter in parameters:
         value = values[parameter.name]
         if parameter.kind == SIGNING:
             wanted = replace(wanted, signing_secret=value.split()[0])
         elif parameter.kind == HEADERS:
-            wanted = replace(wanted, secret_headers={str(k): str(v) for k, v in json.loads(value).items()})
-        elif parameter.shape in ("basic", OAUTH2):
-            first, second = CREDENTIAL_FIELDS[parameter.shape]
-            document = json.loads(value)
-            pair = (str(document[first]), str(document[second]))
-            wanted = (
-                replace(wanted, basic=pair) if parameter.shape == "basic" else replace(wanted, client=pair)
+            wanted = replace(
+                wanted, secret_headers=secret_values.secret_headers(value, parameter.header_names)
             )
+        elif parameter.shape == "basic":
+            wanted = replace(wanted, basic=secret_values.basic(value))
+        elif parameter.shape == OAUTH2:
+            wanted = replace(wanted, client=secret_values.oauth2_client(value))
         else:
-            wanted = replace(wanted, api_key=value)
+            wanted = replace(wanted, api_key=secret_values.api_key(value))
     return wanted

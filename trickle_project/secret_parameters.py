@@ -8,14 +8,12 @@ repeating any of it: it is a secret.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from chalicelib import naming
-from chalicelib.request_shape import header_value_problem
+from chalicelib import naming, secret_values
+from chalicelib.secret_values import SecretValueError, json_shape
 from chalicelib.settings import OAUTH2, Destination
-from chalicelib.signing import parse_signing_secrets
 
 # The kinds of secret a destination may have, each in a parameter of its own.
 CREDENTIALS = "credentials"  # the API key, or the JSON of the Basic or OAuth2 credentials
@@ -24,12 +22,7 @@ HEADERS = "headers"  # the JSON of its secret headers' values
 
 API_KEY = "api_key"  # the auth kind whose credentials are a bare key
 # The JSON fields of the credentials, by auth kind.
-CREDENTIAL_FIELDS = {"basic": ("username", "password"), OAUTH2: ("client_id", "client_secret")}
-
-
-def json_shape(fields: tuple[str, ...]) -> str:
-    """`{"username": "...", "password": "..."}`: what a JSON parameter looks like, in a message."""
-    return "{" + ", ".join(f'"{field}": "..."' for field in fields) + "}"
+CREDENTIAL_FIELDS = {"basic": secret_values.BASIC_FIELDS, OAUTH2: secret_values.CLIENT_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -69,47 +62,22 @@ class SecretParameter:
         return f"{self.what} of {self.destination}" + (f", {self.form}" if self.form else "")
 
     def problem(self, value: str) -> str | None:
-        """What is wrong with `value` for this parameter, never quoting any of it; None if it will do."""
-        what = f"{self.what} of destination {self.destination}"
-        if not value.strip():
-            return f"{what} is empty"
-        if self.kind == SIGNING:
-            try:
-                parse_signing_secrets(value)
-            except ValueError as exc:
-                return f"{what}: {exc}"
-            return None
-        if self.shape == API_KEY:
-            problem = header_value_problem(value)
-            return f"{what} {problem}" if problem else None
-        fields = CREDENTIAL_FIELDS.get(self.shape, self.header_names)
+        """What is wrong with `value` for this parameter, as the drain that reads it would find it
+        (`chalicelib.secret_values`), never quoting any of it; None if it will do."""
         try:
-            document = json.loads(value)
-        except ValueError:
-            document = None
-        if not isinstance(document, dict):
-            return f"{what} is not a JSON object {json_shape(fields)}"
-        return self._fields_problem(what, document, fields)
-
-    def _fields_problem(self, what: str, document: dict[str, object], fields: tuple[str, ...]) -> str | None:
-        """Exactly `fields` (header names compared without case, as HTTP compares them), each a
-        non-empty string; a Basic username without ':' (RFC 7617), a header value fit for a header."""
-        fold = str.lower if self.kind == HEADERS else str
-        given = {fold(str(name)): value for name, value in document.items()}
-        problems = [f"no {field!r}" for field in fields if fold(field) not in given]
-        if set(given) - {fold(field) for field in fields}:
-            problems.append(f"fields other than {', '.join(repr(f) for f in fields)}")
-        for field in fields:
-            value = given.get(fold(field))
-            if fold(field) not in given:
-                continue
-            if not isinstance(value, str) or not value:
-                problems.append(f"{field!r} is not a non-empty string")
-            elif self.kind == HEADERS and (problem := header_value_problem(value)):
-                problems.append(f"the value of {field!r} {problem}")
-            elif self.shape == "basic" and field == "username" and ":" in value:
-                problems.append("a username with ':' (Basic credentials cannot carry one)")
-        return f"{what} has {'; '.join(problems)}" if problems else None
+            if self.kind == SIGNING:
+                secret_values.signing_keys(value)
+            elif self.kind == HEADERS:
+                secret_values.secret_headers(value, self.header_names)
+            elif self.shape == "basic":
+                secret_values.basic(value)
+            elif self.shape == OAUTH2:
+                secret_values.oauth2_client(value)
+            else:
+                secret_values.api_key(value)
+        except SecretValueError as error:
+            return str(error)
+        return None
 
 
 def needed(destination: Destination) -> tuple[SecretParameter, ...]:

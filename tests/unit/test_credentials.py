@@ -10,14 +10,16 @@ import base64
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus
 
 import pytest
 from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutError
 
+from chalicelib import secret_values
 from chalicelib.api_client import Endpoint
 from chalicelib.credentials import (
     Issued,
@@ -32,6 +34,7 @@ from chalicelib.credentials import (
     token_request,
 )
 from chalicelib.model import Authorization, CredentialsFailure
+from chalicelib.secret_values import SecretValueError
 from chalicelib.secrets import SecretError
 from chalicelib.settings import Settings
 from tests.fakes import FakeClock, FakeSecret, HttpAnswer, ScriptedHttp
@@ -277,12 +280,6 @@ def test_no_auth_carries_nothing_but_what_it_is_given() -> None:
     [
         ("x-api-key", "", KEY, {"x-api-key": KEY}),
         ("Authorization", "Bearer", KEY, {"Authorization": f"Bearer {KEY}"}),
-        (
-            "Authorization",
-            "Token",
-            f"  {KEY}\n",
-            {"Authorization": f"Token {KEY}"},
-        ),  # pasted with a line break
     ],
 )
 def test_an_api_key_in_its_header(header: str, scheme: str, value: str, expected: dict[str, str]) -> None:
@@ -290,31 +287,6 @@ def test_an_api_key_in_its_header(header: str, scheme: str, value: str, expected
         "orders", "api_key", FakeSecret(value), key_header=header, key_scheme=scheme
     )
     assert carried(credentials) == Authorization(expected, (), 1, (KEY,))
-
-
-@pytest.mark.parametrize(
-    ("value", "problem"),
-    [
-        ({"username": "", "password": "p"}, "username missing"),
-        ({"username": 1, "password": "p"}, "username missing"),
-        ({"username": "u", "password": None}, "password missing"),
-    ],
-)
-def test_basic_needs_a_username_and_a_password_string(value: dict[str, object], problem: str) -> None:
-    got = RequestCredentials("erp", "basic", FakeSecret(json.dumps(value))).current()
-    assert isinstance(got, CredentialsFailure) and problem in got.reason
-
-
-@pytest.mark.parametrize(
-    ("value", "problem"),
-    [
-        ({"client_id": "i", "client_secret": ""}, "client_secret missing"),
-        ({"client_secret": "s"}, "client_id missing"),
-    ],
-)
-def test_oauth2_needs_a_client_id_and_a_secret(value: dict[str, object], problem: str) -> None:
-    got = oauth2(ScriptedHttp(token()), client=FakeSecret(json.dumps(value))).current()
-    assert isinstance(got, CredentialsFailure) and problem in got.reason
 
 
 def test_an_empty_basic_password_is_sent_as_empty() -> None:
@@ -350,79 +322,39 @@ def test_oauth2_secret_headers_and_signing_keys_together() -> None:
 
 
 @pytest.mark.parametrize(
-    ("auth", "value", "problem"),
+    ("kind", "value", "parse"),
     [
-        ("api_key", "  ", "the API key is empty"),
-        ("api_key", "sk-1\r\nX-Evil: 1", "the API key holds a line break"),
+        ("api_key", f"{KEY}\r\nX-Evil: 1", secret_values.api_key),
+        ("basic", json.dumps({"username": "u", "password": KEY, "extra": "x"}), secret_values.basic),
+        ("oauth2", json.dumps({**CLIENT, "scope": "s"}), secret_values.oauth2_client),
         (
-            "api_key",
-            "sk-é",
-            "the API key holds a line break, another control character or a character beyond",
+            "headers",
+            json.dumps({"X-A": KEY, "X-Other": "2"}),
+            partial(secret_values.secret_headers, names=("X-A",)),
         ),
-        ("basic", "user:pw", 'is not JSON of the shape {"username": "...", "password": "..."}'),
-        ("basic", json.dumps({"username": "u"}), "password missing or not a string"),
-        ("basic", json.dumps({"username": "u:x", "password": "p"}), "a Basic username may not hold ':'"),
-        ("basic", json.dumps(["u", "p"]), "is not JSON of the shape"),
-        (
-            "oauth2_client_credentials",
-            "cs-plain",
-            'is not JSON of the shape {"client_id": "...", "client_secret": "..."}',
-        ),
-        (
-            "oauth2_client_credentials",
-            json.dumps({"client_id": "i", "client_secret": 5}),
-            "client_secret missing or not a string",
-        ),
+        ("signing", f"{SIGNING_SECRET} whsec_%%%", secret_values.signing_keys),
     ],
+    ids=["api_key", "basic", "oauth2", "headers", "signing"],
 )
-def test_a_malformed_credentials_parameter_is_refused_naming_it_never_its_value(
-    auth: str, value: str, problem: str
+def test_each_parameter_is_read_as_secret_values_reads_its_kind_and_refused_naming_it(
+    kind: str, value: str, parse: Callable[[str], object]
 ) -> None:
-    secret = FakeSecret(value, name="/trickle/test/dest-key")
-    if auth == "oauth2_client_credentials":
-        credentials = oauth2(ScriptedHttp(token()), client=secret)
-    else:
-        credentials = RequestCredentials("dest", auth, secret)
+    """The rules themselves are tested as a table in test_secret_values.py."""
+    secret = FakeSecret(value, name="/trickle/test/p")
+    credentials = {
+        "api_key": lambda: RequestCredentials("d", "api_key", secret),
+        "basic": lambda: RequestCredentials("d", "basic", secret),
+        "oauth2": lambda: oauth2(ScriptedHttp(token()), client=secret),
+        "headers": lambda: RequestCredentials(
+            "d", "none", None, headers_secret=secret, secret_headers=("X-A",)
+        ),
+        "signing": lambda: RequestCredentials("d", "none", None, signing_secret=secret),
+    }[kind]()
+    with pytest.raises(SecretValueError) as refused:
+        parse(value)
     got = credentials.current()
-    assert isinstance(got, CredentialsFailure) and not got.retryable
-    assert got.reason.startswith("SSM parameter '/trickle/test/dest-key'")
-    assert problem in got.reason
-    assert not value.strip() or value.strip() not in got.reason
-
-
-@pytest.mark.parametrize(
-    ("names", "value", "problem"),
-    [
-        (("X-A", "X-B"), {"X-A": "1"}, "no X-B"),
-        (("X-A",), {"X-A": "1", "X-Other": "2"}, "X-Other is not in secret_headers"),
-        (("X-A",), {"X-A": 1}, "X-A is not a string"),
-        (("X-A",), {"X-A": "v\nX-Evil: 1"}, "X-A: its value holds a line break"),
-    ],
-)
-def test_a_malformed_secret_headers_parameter_names_the_headers_never_a_value(
-    names: tuple[str, ...], value: dict[str, object], problem: str
-) -> None:
-    headers = FakeSecret(json.dumps(value), name="/trickle/test/h")
-    got = RequestCredentials("d", "none", None, headers_secret=headers, secret_headers=names).current()
-    assert isinstance(got, CredentialsFailure) and not got.retryable
-    assert problem in got.reason and "'/trickle/test/h'" in got.reason
-    assert "X-Evil" not in got.reason
-
-
-def test_secret_header_names_match_without_case_and_keep_the_routes_file_spelling() -> None:
-    headers = FakeSecret(json.dumps({"x-tenant-KEY": "v"}))
-    got = carried(
-        RequestCredentials("d", "none", None, headers_secret=headers, secret_headers=("X-Tenant-Key",))
-    )
-    assert got.headers == {"X-Tenant-Key": "v"}
-
-
-def test_a_malformed_signing_parameter_names_the_secret_by_position() -> None:
-    signing_secret = FakeSecret(f"{SIGNING_SECRET} whsec_%%%", name="/trickle/test/s")
-    got = RequestCredentials("d", "none", None, signing_secret=signing_secret).current()
-    assert got == CredentialsFailure(
-        False, "SSM parameter '/trickle/test/s': secret 2 of 2 is not base64 after whsec_"
-    )
+    assert got == CredentialsFailure(False, f"SSM parameter '/trickle/test/p': {refused.value}")
+    assert KEY not in got.reason and CLIENT["client_secret"] not in got.reason and "X-Evil" not in got.reason
 
 
 @pytest.mark.parametrize(

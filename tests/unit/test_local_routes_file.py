@@ -144,8 +144,7 @@ destinations = ["shop", "ledger"]
         (
             ["--secret-env", "shop=SHOP_CREDENTIALS"],
             {"SHOP_CREDENTIALS": "hunter2"},
-            "--secret-env shop=SHOP_CREDENTIALS: the Basic credentials of destination shop is not a"
-            " JSON object",
+            "--secret-env shop=SHOP_CREDENTIALS: the Basic credentials are not a JSON object",
         ),
         (
             ["--headers-env", "ledger=HEADERS"],

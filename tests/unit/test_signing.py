@@ -92,8 +92,8 @@ SECRET_TEXT = "c2VjcmV0LXRoYXQtbXVzdC1uZXZlci1zaG93"  # base64 of a secret, neve
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("", "holds no signing secret"),
-        ("  \n\t ", "holds no signing secret"),
+        ("", "no signing secret: expected one or more whsec_<base64> secrets"),
+        ("  \n\t ", "no signing secret: expected one or more whsec_<base64> secrets"),
         (SECRET_TEXT, "secret 1 of 1 does not start with whsec_"),
         (f"whsec_{SECRET_TEXT} {SECRET_TEXT}", "secret 2 of 2 does not start with whsec_"),
         (f"WHSEC_{SECRET_TEXT}", "secret 1 of 1 does not start with whsec_"),

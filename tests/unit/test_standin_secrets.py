@@ -58,6 +58,7 @@ TENANT = '{"X-Org": "o", "X-Tenant-Key": "t"}'
     ("parameters", "values", "wanted"),
     [
         ([API_KEY], {"/p/orders-key": "k1"}, Expected(api_key="k1")),
+        ([API_KEY], {"/p/orders-key": " k1\n"}, Expected(api_key="k1")),  # as the drain sends it
         ([BASIC], {"/p/shop-key": '{"username": "ann", "password": "pw"}'}, Expected(basic=("ann", "pw"))),
         (
             [OAUTH2, SIGNED],
@@ -68,6 +69,11 @@ TENANT = '{"X-Org": "o", "X-Tenant-Key": "t"}'
             [BASIC, HEADERED],
             {"/p/shop-key": '{"password": "pw", "username": "ann"}', "/p/shop-headers": TENANT},
             Expected(basic=("ann", "pw"), secret_headers={"X-Org": "o", "X-Tenant-Key": "t"}),
+        ),
+        (
+            [HEADERED],
+            {"/p/shop-headers": '{"x-org": "o", "x-tenant-key": "t"}'},
+            Expected(secret_headers={"X-Org": "o", "X-Tenant-Key": "t"}),  # the routes file's names
         ),
         ([], {}, Expected()),  # auth = none, unsigned: nothing required
     ],
