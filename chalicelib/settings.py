@@ -431,7 +431,7 @@ def _destination(
     _check_url(r, d.where("dlq_url"), dlq_url, fifo=True)
     group_by = d.choice("group_by", "partition_key", GROUP_BY_CHOICES)
     expression_text = d.text("group_expression", "")
-    group_expression = _compile(r, d.where("group_expression"), expression_text)
+    group_expression = _compile(r, d.where("group_expression"), expression_text, Expression.compile)
     if group_by == "expression" and group_expression is None:
         r.errors.append(f"destination {name!r}: group_by = 'expression' needs a group_expression")
     if group_by == "partition_key" and partition_key is None:
@@ -460,7 +460,7 @@ def _destination(
     batch_max_items = d.number("batch_max_items", 1, int, 1, BATCH_MAX_ITEMS)
     batched = batch_max_items > 1
     d.only_with(batched, "batch_max_items > 1", *_BATCH_FIELDS)
-    path = _path(r, d.where("path"), d.text("path", ""))
+    path = _compile(r, d.where("path"), d.text("path", ""), PathTemplate.compile)
     if batched and path is not None and path.placeholders:
         r.errors.append(
             f"{d.where('path')}={path.text!r} has placeholders, but a request of several messages has one"
@@ -514,8 +514,12 @@ def _destination(
             if batched
             else SQS_MAX_MESSAGE_BYTES
         ),
-        batch_wrapper=_compile(r, d.where("batch_wrapper"), d.text("batch_wrapper", "")) if batched else None,
-        batch_results=_compile(r, d.where("batch_results"), d.text("batch_results", "")) if batched else None,
+        batch_wrapper=_compile(r, d.where("batch_wrapper"), d.text("batch_wrapper", ""), Expression.compile)
+        if batched
+        else None,
+        batch_results=_compile(r, d.where("batch_results"), d.text("batch_results", ""), Expression.compile)
+        if batched
+        else None,
         batch_id_field=batch_id_field,
     )
     if destination.backoff_cap_s < destination.backoff_base_s:
@@ -523,24 +527,16 @@ def _destination(
     return destination
 
 
-def _path(r: _Reader, what: str, text: str) -> PathTemplate | None:
-    if not text:
-        return None
-    try:
-        return PathTemplate.compile(text)
-    except ValueError as exc:
-        r.errors.append(f"{what}: {exc}")
-        return None
-
-
-def _compile(r: _Reader, what: str, text: object) -> Expression | None:
+def _compile(r: _Reader, what: str, text: object, compiler: Callable[[str], T]) -> T | None:
+    """`text` compiled (a JMESPath expression, a path template); None if it is not given, or if it
+    will not compile (the error is kept)."""
     if text is None or text == "":
         return None
     if not isinstance(text, str):
         r.errors.append(f"{what} must be a string")
         return None
     try:
-        return Expression.compile(text)
+        return compiler(text)
     except ValueError as exc:
         r.errors.append(f"{what}: {exc}")
         return None
@@ -579,8 +575,10 @@ def _route(r: _Reader, index: int, table: Mapping[str, object], destinations: Co
         name=str(name),
         events=frozenset(str(e) for e in events),
         destinations=tuple(dict.fromkeys(str(t) for t in targets)),
-        filter=_compile(r, f"{r.routes_file}: {label} filter", table.get("filter")),
-        transform=_compile(r, f"{r.routes_file}: {label} transform", table.get("transform")),
+        filter=_compile(r, f"{r.routes_file}: {label} filter", table.get("filter"), Expression.compile),
+        transform=_compile(
+            r, f"{r.routes_file}: {label} transform", table.get("transform"), Expression.compile
+        ),
         enrich=enrich if isinstance(enrich, str) else None,
     )
 
