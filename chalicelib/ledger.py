@@ -131,10 +131,10 @@ class Ledger:
     def _key(self, message_id: str) -> dict[str, Any]:
         return {"message_id": {"S": message_id}}
 
-    def _stamp(self, dead: bool = False) -> dict[str, Any]:
-        """Now, and when the record expires: a dead record lives at least as long as SQS can keep
-        its dead letter, so the listing never loses one the queue still holds."""
-        now = self._clock()
+    def _stamp(self, dead: bool = False, now: float | None = None) -> dict[str, Any]:
+        """Now (or the write's `now`), and when the record expires: a dead record lives at least as
+        long as SQS can keep its dead letter, so the listing never loses one the queue still holds."""
+        now = self._clock() if now is None else now
         ttl_s = max(self._ttl_s, DEAD_LETTER_RETENTION_S) if dead else self._ttl_s
         return {":now": {"N": repr(now)}, ":expires": {"N": str(int(now) + ttl_s)}}
 
@@ -263,8 +263,9 @@ class Ledger:
         if len(settlements) > _TRANSACT_ITEMS:
             raise ValueError(f"{len(settlements)} settlements; one transaction takes {_TRANSACT_ITEMS}")
         actions: list[TransactWriteItemTypeDef] = []
+        now = self._clock()  # one write, one time
         for settlement in settlements:
-            update, values = self._settlement(settlement)
+            update, values = self._settlement(settlement, now)
             actions.append(
                 {
                     "Update": {
@@ -278,7 +279,7 @@ class Ledger:
             )
         self._client.transact_write_items(TransactItems=actions)
 
-    def _settlement(self, settlement: Settlement) -> tuple[str, dict[str, Any]]:
+    def _settlement(self, settlement: Settlement, now: float | None = None) -> tuple[str, dict[str, Any]]:
         """The update expression and values that record a settlement; attempts are ADDed."""
         message_id, status, status_code = settlement.message_id, settlement.status, settlement.status_code
         values: dict[str, Any] = {
@@ -286,7 +287,7 @@ class Ledger:
             ":error": {"S": settlement.error[:500]},
             ":one": {"N": "1" if settlement.counted else "0"},
             ":group": {"S": settlement.group_id},
-            **self._stamp(dead=status is Status.DEAD),
+            **self._stamp(dead=status is Status.DEAD, now=now),
         }
         update = (
             "SET #status = :status, group_id = :group, last_error = :error, updated_at = :now,"
