@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -267,3 +268,20 @@ def test_a_batch_is_cut_by_batch_max_bytes(stack_factory: Any) -> None:
     assert all(size <= 1024 for size in endpoint.sizes)
     assert min(endpoint.sizes) > 1024 / 2  # so a third item could never have fit
     assert endpoint.by_group() == {"g0": sks(6)}
+
+
+def test_a_clean_batched_run_writes_the_ledger_once_per_request_and_not_again(stack_factory: Any) -> None:
+    """Ten messages, one request: one read of the round, one transaction of ten updates, and no
+    BatchWriteItem of the same deliveries when the group finishes."""
+    endpoint = BulkEndpoint()
+    stack = bulk_stack(stack_factory, endpoint, TRICKLE_DRAIN_WORKERS="1")
+    stack.fill(groups=2, per_group=5)
+    first = len(stack.recorder.calls)
+
+    report = stack.drain()
+
+    calls = Counter(c.operation for c in stack.recorder.calls[first:] if c.service == "dynamodb")
+    assert report["delivered"] == 10 and len(endpoint.batches) == 1
+    # PutItem: the run lease and the run note; DeleteItem: the lease given back; the transaction
+    # recorded as the ten writes IAM authorises it by
+    assert calls == {"BatchGetItem": 1, "TransactWriteItems": 10, "PutItem": 2, "DeleteItem": 1}
