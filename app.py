@@ -146,3 +146,8 @@ def redrive_progress(job_id: str) -> dict[str, Any]:
     if job is None:
         raise NotFoundError(f"no redrive {job_id}")
     return job
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="drain_billing")
+def drain_billing(event: CloudWatchEvent) -> dict[str, Any]:
+    return wiring.drain("billing", event.context)

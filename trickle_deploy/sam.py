@@ -49,17 +49,21 @@ def create_stack(
 ) -> dict[str, Any]:
     """Way A on an emulator: the upload `aws cloudformation package` does, the SAM transform, then
     the stack created from the copy the emulator's CloudFormation takes (`for_cloudformation`) and
-    waited for. Returns the transformed template, as CloudFormation on AWS would create it."""
+    waited for. The template goes by S3, as `aws cloudformation deploy --s3-bucket` hands it over:
+    over 51,200 bytes (three destinations make it so) CloudFormation takes no template inline.
+    Returns the transformed template, as CloudFormation on AWS would create it."""
     s3 = client("s3")
     region = s3.meta.region_name
     where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
     s3.create_bucket(Bucket=bucket, **where)
     s3.upload_file(str(code), bucket, code.name)
     transformed = sam_transform(sam, f"s3://{bucket}/{code.name}")
+    template = f"{stack}.template.json"
+    s3.put_object(Bucket=bucket, Key=template, Body=json.dumps(for_cloudformation(transformed, emulator)))
     cloudformation = client("cloudformation")
     cloudformation.create_stack(
         StackName=stack,
-        TemplateBody=json.dumps(for_cloudformation(transformed, emulator)),
+        TemplateURL=f"https://s3.amazonaws.com/{bucket}/{template}",  # path style: either emulator reads it
         Capabilities=["CAPABILITY_IAM"],
         Parameters=list(parameters),
     )

@@ -64,8 +64,14 @@ from trickle_local.ports import PortInUseError, PortsInUseError, check_all_free
 from trickle_local.routes import RouteServer
 from trickle_local.runtime import Clock, Invoker, LocalRuntime, ScheduledFunction
 from trickle_local.standin_api import Faults, StandInApi
-from trickle_local.standin_secrets import Expected, expected, made_up
-from trickle_local.token_endpoint import TOKEN_PATH, TokenEndpoint
+from trickle_local.standin_secrets import (
+    Expected,
+    expected,
+    parameter_values,
+    pointed_at,
+    requiring,
+    stand_in_for,
+)
 from trickle_local.workflows import Workflows, is_workflow_body
 from trickle_project import stage
 from trickle_project.aws import clients, use_local_credentials
@@ -195,7 +201,7 @@ def fault_seed(args: argparse.Namespace) -> int:
 def standin_faults(args: argparse.Namespace, destination: Destination, wanted: Expected, seed: int) -> Faults:
     """A destination's stand-in: the fault flags (the same for every stand-in), and what its
     destination sends (`wanted`: the secrets stored for it)."""
-    return Faults(
+    faults = Faults(
         latency_s=args.latency,
         error_rate=args.error_rate,
         throttle_rate=args.throttle_rate,
@@ -204,15 +210,10 @@ def standin_faults(args: argparse.Namespace, destination: Destination, wanted: E
         reset_rate=args.reset_rate,
         poison=frozenset(p for p in args.poison.split(",") if p),
         item_error_rate=args.item_error_rate,
-        api_key=wanted.api_key,
-        api_key_header=destination.api_key_header,
-        api_key_scheme=destination.api_key_scheme,
-        basic=wanted.basic,
-        secret_headers=wanted.secret_headers,
-        signing_secret=wanted.signing_secret,
         honour_idempotency=not args.ignore_idempotency,
         seed=seed,
     )
+    return requiring(faults, destination, wanted)
 
 
 def start(args: argparse.Namespace) -> Session:
@@ -252,32 +253,18 @@ def _start(args: argparse.Namespace, started: contextlib.ExitStack) -> Session:
         api_key = api_key or f"local-{secrets.token_hex(8)}"
         seed = fault_seed(args)
         for destination in standing_in:
-            name = destination.name
-            parameters = needed(destination)
-            values = {p.name: stored.get(p.name) or made_up(p, api_key) for p in parameters}
+            values = parameter_values(destination, stored, api_key)
             stored |= values
-            wanted = expected(parameters, values)
+            wanted = expected(needed(destination), values)
             faults = standin_faults(args, destination, wanted, seed)
-            tokens = None
-            if wanted.client is not None:
-                path = urlparse(destination.token_url).path or TOKEN_PATH
-                tokens = TokenEndpoint(*wanted.client, lifetime_s=args.token_lifetime, path=path)
-            apis[name] = StandInApi(
-                faults,
-                port=listen[f"stand-in API for {name}"],
-                base_path=urlparse(destination.url).path,
-                tokens=tokens,
-            ).start()
-            started.callback(apis[name].stop)
-    api_urls = {
-        name: stage.with_netloc(declared.destination(name).url, api.url) for name, api in apis.items()
-    }
-    env = stage.deliver_to(stage.rebase(env, endpoint_url, api_urls), real)
-    for name, api in apis.items():  # a stand-in's token endpoint is its own
-        if api.tokens is not None:
-            env[naming.destination_variable(name, "token_url")] = stage.with_netloc(
-                declared.destination(name).token_url, api.url
-            )
+            port = listen[f"stand-in API for {destination.name}"]
+            api = stand_in_for(destination, faults, wanted.client, args.token_lifetime, port)
+            apis[destination.name] = api.start()
+            started.callback(api.stop)
+    env = stage.rebase(env, endpoint_url, None)
+    for name, api in apis.items():
+        env |= pointed_at(declared.destination(name), api)
+    env = stage.deliver_to(env, real)
     if args.real_aws:
         os.environ.pop("AWS_ENDPOINT_URL", None)
     aws = clients(endpoint_url)

@@ -18,7 +18,8 @@ ItemKey = tuple[str, str]
 
 def single_table_items(count: int, customers: int) -> list[dict[str, Any]]:
     """A single-table demo: per customer a profile (sk PROFILE) first, then orders and invoices
-    round-robin over the customers, each with the `type` the example routes file filters on."""
+    round-robin over the customers, each with the `type` the example routes file filters on; an
+    invoice has the `invoice_id` billing's path is built from, with a `/` to be percent-encoded."""
     items: list[dict[str, Any]] = [
         {
             "pk": {"S": f"CUSTOMER#{c:03d}"},
@@ -40,6 +41,7 @@ def single_table_items(count: int, customers: int) -> list[dict[str, Any]]:
                 "exact": {"N": "12345678901234567890.123456789"},
                 "lines": {"L": [{"M": {"sku": {"S": f"sku-{i % 7}"}, "qty": {"N": str(1 + i % 3)}}}]},
             }
+            | ({"invoice_id": {"S": f"INV-2026/{i:06d}"}} if kind == "invoice" else {})
         )
     return items
 

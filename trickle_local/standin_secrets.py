@@ -1,7 +1,7 @@
 """The secrets of a destination a stand-in answers for: what its SSM parameters
-(`trickle_project.secret_parameters.needed`) hold in a local run, each the one given (`--secret-env`,
-`--signing-secret-env`, `--headers-env`) or else made up fresh for the run, and what its stand-in
-then requires of every request, read from those same values."""
+(`trickle_project.secret_parameters.needed`) hold in a local run (or the deploy proof), each the one
+given (`--secret-env`, `--signing-secret-env`, `--headers-env`) or else made up fresh for the run;
+and its stand-in, which requires of every request what those same values say."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ import json
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from urllib.parse import urlparse
 
-from chalicelib import secret_values
-from chalicelib.settings import OAUTH2
-from trickle_project.secret_parameters import HEADERS, SIGNING, SecretParameter
+from chalicelib import naming, secret_values
+from chalicelib.settings import OAUTH2, Destination
+from trickle_local.standin_api import Faults, StandInApi
+from trickle_local.token_endpoint import TOKEN_PATH, TokenEndpoint
+from trickle_project import stage
+from trickle_project.secret_parameters import HEADERS, SIGNING, SecretParameter, needed
 
 Random = Callable[[int], bytes]  # n random bytes (secrets.token_bytes; a test gives fixed ones)
 
@@ -70,3 +74,51 @@ def expected(parameters: Sequence[SecretParameter], values: Mapping[str, str]) -
         else:
             wanted = replace(wanted, api_key=secret_values.api_key(value))
     return wanted
+
+
+def parameter_values(destination: Destination, given: Mapping[str, str], api_key: str) -> dict[str, str]:
+    """Parameter name -> value, for every parameter its drain reads: `given`'s, else made up."""
+    return {p.name: given.get(p.name) or made_up(p, api_key) for p in needed(destination)}
+
+
+def requiring(faults: Faults, destination: Destination, wanted: Expected) -> Faults:
+    """`faults`, with what its destination sends (`wanted`: what its secrets hold) required."""
+    return replace(
+        faults,
+        api_key=wanted.api_key,
+        api_key_header=destination.api_key_header,
+        api_key_scheme=destination.api_key_scheme,
+        basic=wanted.basic,
+        secret_headers=wanted.secret_headers,
+        signing_secret=wanted.signing_secret,
+    )
+
+
+def stand_in_for(
+    destination: Destination,
+    faults: Faults,
+    client: tuple[str, str] | None,
+    token_lifetime_s: int,
+    port: int = 0,
+) -> StandInApi:
+    """A stand-in (not started) at the destination's URL path, with `faults`; with an OAuth2
+    `client` (id, secret), its own token endpoint at its `token_url`'s path, whose unexpired tokens
+    it then requires."""
+    tokens = None
+    if client is not None:
+        path = urlparse(destination.token_url).path or TOKEN_PATH
+        tokens = TokenEndpoint(*client, lifetime_s=token_lifetime_s, path=path)
+    return StandInApi(faults, port=port, base_path=urlparse(destination.url).path, tokens=tokens)
+
+
+def pointed_at(destination: Destination, api: StandInApi) -> dict[str, str]:
+    """The stage variables that send the destination to its stand-in: its URL, and its token URL
+    if the stand-in issues the tokens (each with the stand-in's host, the path kept)."""
+    variables = {
+        stage.destination_url_variable(destination.name): stage.with_netloc(destination.url, api.url)
+    }
+    if api.tokens is not None:
+        variables[naming.destination_variable(destination.name, "token_url")] = stage.with_netloc(
+            destination.token_url, api.url
+        )
+    return variables

@@ -4,14 +4,16 @@
 
 Per way: an emulator on a free loopback port and a stand-in API per destination; the deploy; items
 written to the source table (for each destination, the first demo item its routes take); the
-deployed functions run until every item reached its stand-in with the destination's API key; every
+deployed functions run until every item reached its stand-in with the destination's credentials
+(and signature, for a signing one; the secrets made up for the proof, as the local runtime makes
+them up, and stored as a user would: way A by put-parameter, way B by the bootstrap); every
 AWS call they made checked against the role the deploy gave the function; the removal; a short
 report that names each emulator gap worked around. Exit status 0 when every step held.
 
 - Way A, a template stage (`--template-stage`, default prod): `chalice package` with the merge
   template (python -m trickle_deploy.template --package), the upload `aws cloudformation package`
   does, the SAM transform CloudFormation applies (aws-sam-translator), create-stack on the emulator's
-  CloudFormation, the API keys stored as the stack's outputs say; delete-stack at the end.
+  CloudFormation, the destinations' secrets stored as the stack's outputs say; delete-stack at the end.
 - Way B, a bootstrapped stage (`--bootstrap-stage`, default dev), in a copy of the project (your
   `.chalice/` is not touched): bootstrap --endpoint (which records stage `<stage>-emulator`),
   `chalice deploy` through the shim (python -m trickle_deploy.emulator_shims), stream_settings;
@@ -46,7 +48,7 @@ import boto3
 
 from chalicelib import naming
 from chalicelib.logs import LOGGER_NAMES
-from chalicelib.settings import Settings, destination_names, load_settings
+from chalicelib.settings import Settings, load_settings
 from trickle_deploy import bootstrap, emulator_shims, stream_settings, template
 from trickle_deploy.iam_check import CallRecorder, denied, deployed_policies, partition_keys
 from trickle_deploy.operate import stack_env
@@ -55,11 +57,14 @@ from trickle_local.demo import expected_by_destination, single_table_items, summ
 from trickle_local.emulators import EMULATORS, REGION, Emulator, EmulatorName, start_emulator
 from trickle_local.runtime import Invoker, scheduled_event, stream_sources
 from trickle_local.standin_api import Faults, StandInApi
+from trickle_local.standin_secrets import expected, parameter_values, pointed_at, requiring, stand_in_for
 from trickle_local.stream_poller import StreamPoller
 from trickle_project import stage
 from trickle_project.aws import LOCAL_CREDENTIALS
+from trickle_project.secret_parameters import SECRET_OPTIONS, needed
 
-API_KEY_VARIABLE = "PROVE_API_KEY"  # how the bootstrap is given the key (never an argument)
+VARIABLE_PREFIX = "PROVE_"  # the bootstrap reads each secret from PROVE_<its variable> (never an argument)
+TOKEN_LIFETIME_S = 300  # of the OAuth2 stand-ins' tokens: a proof of the deploy, not of refreshes
 
 
 @dataclass
@@ -142,16 +147,16 @@ def prove_a(report: WayReport, emulator: Emulator, work: Path) -> None:
         o["OutputKey"]: o["OutputValue"]
         for o in client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]["Outputs"]
     }
-    api_key = secrets.token_urlsafe(16)
-    for destination in load_settings(env).destinations.values():  # as each <Name>PutApiKeyCommand says
+    values = made_up_secrets(load_settings(env))
+    for name, value in values.items():  # as the stack's put-parameter commands say
         client("ssm").put_parameter(
-            Name=destination.api_key_parameter,
-            Value=api_key,
+            Name=name,
+            Value=value,
             Type="SecureString",
             KeyId=outputs["ApiKeyEncryptionKeyArn"],
             Overwrite=True,
         )
-    deliver_and_check(report, emulator, env, stage.load_config(), stage_name, api_key)
+    deliver_and_check(report, emulator, env, stage.load_config(), stage_name, values)
     with step(report, "removed") as said:
         cloudformation = client("cloudformation")
         cloudformation.delete_stack(StackName=stack)
@@ -169,20 +174,27 @@ def prove_b(report: WayReport, emulator: Emulator, work: Path) -> None:
     client = clients_of(emulator)
     project = stage.copy_project(work / "project")
     recorded = stage_name + bootstrap.EMULATOR_SUFFIX
-    api_key = secrets.token_urlsafe(16)
+    settings = load_settings(stage.stage_env(stage_name, project))
+    values = made_up_secrets(settings)
     where = ["--project-dir", str(project)]
     with step(report, "bootstrapped") as said:
-        os.environ[API_KEY_VARIABLE] = api_key
+        given = {
+            f"{VARIABLE_PREFIX}{p.variable}": (p, values[p.name])
+            for d in settings.destinations.values()
+            for p in needed(d)
+        }
+        os.environ.update({variable: value for variable, (_, value) in given.items()})
         try:
             bootstrap_args = ["--stage", stage_name, "--endpoint", emulator.endpoint_url]
-            keys = [
+            options = [
                 option
-                for name in destination_names(stage.stage_env(stage_name, project))
-                for option in ("--secret-env", f"{name}={API_KEY_VARIABLE}")
+                for variable, (p, _) in given.items()
+                for option in (SECRET_OPTIONS[p.kind], f"{p.destination}={variable}")
             ]
-            quietly(bootstrap.main, [*bootstrap_args, *keys, *where])
+            quietly(bootstrap.main, [*bootstrap_args, *options, *where])
         finally:
-            del os.environ[API_KEY_VARIABLE]
+            for variable in given:
+                del os.environ[variable]
         said.append(f"bootstrap --endpoint, recorded as stage {recorded} in a copy of the project")
     with step(report, "deployed") as said:
         shimmed_chalice(emulator, project, "deploy", "--stage", recorded)
@@ -192,7 +204,7 @@ def prove_b(report: WayReport, emulator: Emulator, work: Path) -> None:
         said.append("stream_settings: bisect, retries, record age, on-failure queue")
     ingest = naming.deployed_function(stage.load_config(project)["app_name"], recorded, "ingest")
     env = function_env(client("lambda"), ingest)
-    deliver_and_check(report, emulator, env, stage.load_config(project), recorded, api_key)
+    deliver_and_check(report, emulator, env, stage.load_config(project), recorded, values)
     with step(report, "removed") as said:
         shimmed_chalice(emulator, project, "delete", "--stage", recorded)
         quietly(bootstrap.main, ["--stage", recorded, "--teardown", *where])
@@ -261,17 +273,16 @@ def deliver_and_check(
     env: dict[str, str],
     config: dict[str, Any],
     stage_name: str,
-    key: str,
+    values: dict[str, str],
 ) -> None:
     """Items through the stream and the drains to stand-in APIs, as the deployed functions would;
     then their calls against the roles the deploy gave them."""
     settings = load_settings(env)
     client = clients_of(emulator)
-    with step(report, "delivered") as said, stand_ins(settings, key) as apis:
+    with step(report, "delivered") as said, stand_ins(settings, values) as apis:
         run_env = env | {"AWS_ENDPOINT_URL": emulator.endpoint_url}
         for name, api in apis.items():
-            variable = stage.destination_url_variable(name)
-            run_env[variable] = stage.with_netloc(settings.destination(name).url, api.url)
+            run_env |= pointed_at(settings.destination(name), api)
         items = demo_items(settings)
         expected = expected_by_destination(items, settings)
         calls = CallRecorder(partition_keys=partition_keys(env))
@@ -317,7 +328,7 @@ def deliver_and_check(
             ", ".join(f"{n} {d['delivered']}/{d['expected']}" for n, d in report.delivered.items())
             + f" of {len(items)} items written to {settings.table_name}, through the stream and the"
             " drains (run here with the environment the deploy gave them) to stand-in APIs that check"
-            " the key"
+            " the credentials and signatures"
         )
         unrouted = [name for name, keys in expected.items() if not keys]
         if unrouted:
@@ -339,14 +350,28 @@ def deliver_and_check(
         )
 
 
+def made_up_secrets(settings: Settings) -> dict[str, str]:
+    """Parameter name -> value, for every secret the stage's drains read, made up for the proof
+    (as the local runtime makes them up for its stand-ins)."""
+    api_key = secrets.token_urlsafe(16)
+    return {
+        name: value
+        for destination in settings.destinations.values()
+        for name, value in parameter_values(destination, {}, api_key).items()
+    }
+
+
 @contextlib.contextmanager
-def stand_ins(settings: Settings, key: str) -> Iterator[dict[str, StandInApi]]:
-    """A stand-in API per destination that answers 2xx only to its API key, sent as configured."""
+def stand_ins(settings: Settings, values: dict[str, str]) -> Iterator[dict[str, StandInApi]]:
+    """A stand-in API per destination that answers 2xx only to the credentials and signature its
+    parameters (`values`) say, sent as configured; an OAuth2 one issues the tokens itself."""
     apis: dict[str, StandInApi] = {}
     try:
         for name, d in settings.destinations.items():
-            faults = Faults(api_key=key, api_key_header=d.api_key_header, api_key_scheme=d.api_key_scheme)
-            apis[name] = StandInApi(faults).start()
+            wanted = expected(needed(d), values)
+            apis[name] = stand_in_for(
+                d, requiring(Faults(), d, wanted), wanted.client, TOKEN_LIFETIME_S
+            ).start()
         yield apis
     finally:
         for api in apis.values():
@@ -373,6 +398,8 @@ def handlers(
             calls.function = None
 
     try:
+        for name in [n for n in os.environ if n.startswith("TRICKLE_") and n not in env]:
+            del os.environ[name]  # a function's environment holds only what its deploy set
         app = stage.load_app(env)
         for name in LOGGER_NAMES:  # the handlers' own logs: only what goes wrong
             logging.getLogger(name).setLevel(logging.WARNING)

@@ -122,9 +122,12 @@ def recorder() -> CallRecorder:
 
 @pytest.fixture(scope="session")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """The roles `chalice package --stage local` really produces, per function."""
+    """The roles `chalice package --stage local` really produces, per function (as a user runs it:
+    without the suite's TRICKLE_* variables, which name the suite's routes file)."""
     out = tmp_path_factory.mktemp("package")
-    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRICKLE_")} | {
+        "AWS_DEFAULT_REGION": "us-east-1"
+    }
     subprocess.run(
         [str(Path(sys.executable).parent / "chalice"), "package", "--stage", "local", str(out)],
         cwd=stage.PROJECT_DIR,
@@ -137,7 +140,10 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
 
 @pytest.fixture(scope="session")
 def app(endpoint: Emulator, api: StandInApi, crm_api: StandInApi, recorder: CallRecorder) -> Chalice:
-    env = stage.rebase(stage.stage_env("local"), endpoint.url, api_urls(api, crm_api)) | TEST_OVERRIDES
+    env = (
+        stage.rebase(stage.stage_env("local", routes_file=ROUTES_FILE), endpoint.url, api_urls(api, crm_api))
+        | TEST_OVERRIDES
+    )
     return stage.load_app(provision(clients(endpoint.url), env, API_KEY, OPERATOR_TOKEN))
 
 
@@ -328,8 +334,9 @@ def make_stack(servers: Servers, tmp_path: Path, overrides: dict[str, str]) -> I
         server.reseed(0)
         server.responder = None
     aws = clients(endpoint.url)
+    routes_file = Path(overrides.get("TRICKLE_ROUTES_FILE", ROUTES_FILE))  # the stage's variables for it
     base = (
-        stage.rebase(stage.stage_env("local"), endpoint.url, api_urls(api, crm_api))
+        stage.rebase(stage.stage_env("local", routes_file=routes_file), endpoint.url, api_urls(api, crm_api))
         | TEST_OVERRIDES
         | overrides
     )

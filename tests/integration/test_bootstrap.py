@@ -57,7 +57,7 @@ def test_bootstrap_is_idempotent_and_teardown_removes_what_it_made(endpoint: Mot
     removed = teardown(aws, env, source_table=False)
 
     # two queues per destination and one more, the ledger and notes tables, two keys, bucket, KMS key
-    assert len(removed) == 11
+    assert len(removed) == 13
     assert "table trickle-dev-notes" in removed
     assert aws["sqs"].list_queues().get("QueueUrls", []) == []
     assert [t for t in aws["dynamodb"].list_tables()["TableNames"] if t.startswith("trickle-dev")] == [
@@ -146,14 +146,24 @@ def test_bootstrap_in_another_region_without_a_key_finishes_with_the_command_to_
     assert archive["Resource"] == [f"arn:aws:s3:::{bucket}/responses/*"]
     assert not (project / ".chalice" / "policy-dev-token_auth.json").exists()  # IAM auth: no authorizer
 
-    # The operator stores the key as told; the drain's role may decrypt it through SSM.
-    for destination in ("orders", "crm"):
-        name = f"/trickle/dev/{destination}-api-key"
-        aws["ssm"].put_parameter(Name=name, Value="k", Type="SecureString", KeyId=key)
+    assert (  # billing's OAuth2 client and its signing secret, each from its own variable
+        f"aws ssm put-parameter --region {REGION} --name /trickle/dev/billing-signing-secret"
+        f' --type SecureString --key-id {key} --value "$BILLING_SIGNING_SECRET" --overwrite'
+    ) in first
+
+    # The operator stores the secrets as told; the drain's role may decrypt them through SSM.
+    stored = {
+        "/trickle/dev/orders-api-key": "k",
+        "/trickle/dev/crm-api-key": "k",
+        "/trickle/dev/billing-api-key": '{"client_id": "c", "client_secret": "s"}',
+        "/trickle/dev/billing-signing-secret": "whsec_" + "a" * 32,
+    }
+    for name, value in stored.items():
+        aws["ssm"].put_parameter(Name=name, Value=value, Type="SecureString", KeyId=key)
     assert bootstrap_main(args) == 0
     assert "put-parameter" not in capsys.readouterr().out
 
-    assert len(aws["sqs"].list_queues()["QueueUrls"]) == 5  # two per destination, ingest failures
+    assert len(aws["sqs"].list_queues()["QueueUrls"]) == 7  # two per destination, ingest failures
     assert bootstrap_main([*args, "--teardown"]) == 0
     said = capsys.readouterr().out
     assert "removed bucket " + bucket in said
@@ -211,10 +221,14 @@ secret_headers = ["X-Tenant-Key"]
 url = "https://crm.example.com/v1"
 auth = "none"
 
+[destinations.billing]  # the dev stage names its queues (and app.py drains it): here it reads no secret
+url = "https://billing.example.com/v1"
+auth = "none"
+
 [[routes]]
 name = "everything"
 events = ["INSERT"]
-destinations = ["orders", "crm"]
+destinations = ["orders", "crm", "billing"]
 """
 SIGNING_SECRET = "whsec_" + base64.b64encode(b"s" * 24).decode()
 

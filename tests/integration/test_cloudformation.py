@@ -152,7 +152,7 @@ def test_every_function_names_only_its_own_account_and_region(
     for place, _ in stacks:
         sqs, dynamodb = place.client("sqs"), place.client("dynamodb")
         functions = place.client("lambda").list_functions()["Functions"]
-        assert len(functions) == 4  # ingest, two drains, API handler: no token authorizer with IAM auth
+        assert len(functions) == 5  # ingest, three drains, API handler: no token authorizer with IAM auth
         for function in functions:
             env = function["Environment"]["Variables"]
             settings = load_settings(env)
@@ -179,7 +179,7 @@ def test_every_role_statement_names_only_its_own_account_and_region(
 ) -> None:
     for place, _ in stacks:
         documents = every_role_documents(place.client("iam"))
-        assert len(documents) == 4  # ingest, a drain per destination, the API handler
+        assert len(documents) == 5  # ingest, a drain per destination (three), the API handler
         for role, policies in documents.items():
             resources = [r for p in policies for s in p["Statement"] for r in arns_in(s.get("Resource"))]
             conditions = [
@@ -391,6 +391,7 @@ def test_the_examples_execution_succeeds_through_the_drain_with_the_apis_answer(
     for name, value in (env | {"TRICKLE_DEST_ORDERS_URL": api.url, "AWS_ENDPOINT_URL": endpoint.url}).items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_DEFAULT_REGION", place.region)
+    monkeypatch.delenv("TRICKLE_ROUTES_FILE", raising=False)  # the packaged file, as the functions read
     calls = CallRecorder(region=place.region, account=place.id, partition_keys=partition_keys(env))
     events = boto3.DEFAULT_SESSION.events  # type: ignore[union-attr]
     wiring.reset()

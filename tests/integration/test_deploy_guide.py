@@ -495,6 +495,8 @@ def _parser(name: str, *options: tuple[str, dict[str, Any]]) -> StrictParser:
     return parser
 
 
+INLINE_TEMPLATE_BYTES = 51_200  # CloudFormation's quota for a template body sent with the request
+
 # The AWS CLI's own commands (not in botocore's models), with the options their reference lists.
 CUSTOM_PARSERS = {
     ("cloudformation", "package"): _parser(
@@ -544,6 +546,12 @@ def _deploy(checker: Checker, line: str, args: argparse.Namespace) -> None:
             f"a second stack name {args.stack_name!r} (the guide deploys {checker.stack_name!r})"
         )
     checker.stack_name = args.stack_name
+    size = len(json.dumps(checker.stack.sam, separators=(",", ":")))  # the packaged YAML is larger still
+    if size > INLINE_TEMPLATE_BYTES and args.s3_bucket is None:
+        raise ValueError(
+            f"the template is over {INLINE_TEMPLATE_BYTES:,} bytes ({size:,} as compact JSON), more than"
+            " CloudFormation takes inline: deploy needs --s3-bucket"
+        )
     model = checker.session.get_service_model("cloudformation")
     allowed = model.operation_model("CreateStack").input_shape.members["Capabilities"].member.enum
     for capability in args.capabilities:
@@ -633,9 +641,14 @@ def test_the_check_catches_what_the_guide_got_wrong_before(stacks: dict[str, Sta
         ),
         "an optional argument that is not one": (
             "aws cloudformation deploy --template-file build/prod/packaged.yaml --stack-name trickle-prod"
-            " --capabilities CAPABILITY_IAM"
+            " --s3-bucket YOUR_ARTIFACT_BUCKET --capabilities CAPABILITY_IAM"
             " --parameter-overrides SourceStreamArn=arn:...:table/orders/stream/...",
             "does not match",
+        ),
+        "a template too big to send inline": (
+            "aws cloudformation deploy --template-file build/prod/packaged.yaml --stack-name trickle-prod"
+            " --capabilities CAPABILITY_IAM",
+            "deploy needs --s3-bucket",
         ),
         "a bucket nobody named": ("aws s3 rb s3://BUCKET --force", "holds no stack output"),
         "a misspelt option": ("aws dynamodb delete-table --table trickle-prod-ledger", "takes no --table"),
@@ -656,9 +669,9 @@ def test_the_check_catches_what_the_guide_got_wrong_before(stacks: dict[str, Sta
 
 
 def test_a_command_on_any_page_of_the_docs_is_checked(stacks: dict[str, Stack]) -> None:
-    page = "Run `python -m trickle_deploy.operate --stage prod --stack-name trickle-prod redrive billing`."
+    page = "Run `python -m trickle_deploy.operate --stage prod --stack-name trickle-prod redrive shipping`."
     problems = check(stacks, DEPLOY_GUIDE.read_text(), [*other_pages(), page])
-    assert any("no destination 'billing' in stage prod" in p for p in problems), problems
+    assert any("no destination 'shipping' in stage prod" in p for p in problems), problems
 
 
 def test_the_key_and_clean_up_blocks_are_what_the_guide_prints() -> None:

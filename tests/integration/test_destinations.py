@@ -1,6 +1,7 @@
 """The shipped routes file end to end on the emulator: a single-table design whose customers, orders
-and invoices go to two destinations, each with its own queue, drain, body shape, key header and
-enrichment, and a role that allows exactly what its drain does (checked on every invocation)."""
+and invoices go to orders and crm, each with its own queue, drain, body shape, key header and
+enrichment, and a role that allows exactly what its drain does (checked on every invocation);
+invoices also queue for billing (OAuth2 and signed: tests/integration/test_local_demo.py)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def test_each_item_type_reaches_its_destinations_in_their_shapes(stack_factory: 
     ingested = stack.ingest(stack.stream_event())
     orders_report, crm_report = stack.drain("orders"), stack.drain("crm")
 
-    assert (ingested["enqueued"], ingested["unrouted"]) == (5, 1)  # 2 orders + invoice x2 + profile
+    assert (ingested["enqueued"], ingested["unrouted"]) == (6, 1)  # 2 orders + invoice x3 + profile
     assert (orders_report["delivered"], crm_report["delivered"]) == (3, 2)
     orders = {b["keys"]["sk"]: b for b in bodies(stack.api.applied())}
     first_customer = [b["keys"]["sk"] for b in bodies(stack.api.applied()) if b["keys"]["pk"] == "CUSTOMER#1"]

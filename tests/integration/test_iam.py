@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,15 +16,18 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
 
+from chalicelib import wiring
 from chalicelib.credentials import RequestCredentials
 from chalicelib.model import Authorization
 from chalicelib.secrets import SecretCache
 from chalicelib.settings import ROUTES_FILE, load_settings
+from chalicelib.submissions import parse_submission
 from tests.integration.conftest import API_KEY, Stack
 from trickle_deploy.iam_check import AwsCall, CallRecorder, allows, denied
 from trickle_deploy.policies import function_policies
 from trickle_local.emulators import Emulator
-from trickle_local.standin_api import Reply
+from trickle_local.standin_api import Faults, Reply, StandInApi
+from trickle_local.token_endpoint import TokenEndpoint
 from trickle_project import stage
 from trickle_project.aws import clients
 from trickle_project.resources import provision
@@ -115,30 +119,73 @@ def test_policy_files_match_the_stage_configuration() -> None:
 SERVICE_USED = {"Logs", "ReadStream", "OnFailureDestination", "PresignResponses"}
 
 
-def test_no_statement_grants_an_action_the_code_never_uses(stack_factory: Any) -> None:
-    """With the shipped routes: invoices go to both destinations, one order is enriched (GetItem), a
-    note no route takes is counted."""
+SIGNING = "whsec_" + base64.b64encode(b"billing-signing-secret-32-bytes!").decode()
+BILLING_CLIENT = '{"client_id": "billing-client", "client_secret": "billing-secret"}'
+
+
+@pytest.fixture
+def billing_api() -> Iterator[StandInApi]:
+    """The shipped billing destination's stand-in: its own OAuth2 token endpoint (the client in
+    BILLING_CLIENT), whose tokens it requires, and requests signed with SIGNING."""
+    api = StandInApi(
+        Faults(signing_secret=SIGNING),
+        base_path="/v1",
+        tokens=TokenEndpoint("billing-client", "billing-secret"),
+    ).start()
+    yield api
+    api.stop()
+
+
+def test_no_statement_grants_an_action_the_code_never_uses(
+    stack_factory: Any, billing_api: StandInApi
+) -> None:
+    """With the shipped routes: invoices go to all three destinations (billing refuses those without
+    an invoice id: dead letters), one order is enriched (GetItem), a note no route takes is counted;
+    billing reads its OAuth2 client and its signing secret."""
     stack: Stack = stack_factory(
         TRICKLE_MAX_MESSAGE_BYTES="4096",
         TRICKLE_ROUTES_FILE=str(ROUTES_FILE),
         TRICKLE_DEST_CRM_ORDERING="skip",  # so its poison is dead-lettered too (strict would halt it)
+        TRICKLE_DEST_BILLING_URL=f"{billing_api.url}/v1",
+        TRICKLE_DEST_BILLING_TOKEN_URL=f"{billing_api.url}/oauth/token",
+        TRICKLE_DEST_BILLING_BACKOFF_BASE_S="1",
+        TRICKLE_DEST_BILLING_BACKOFF_CAP_S="2",
     )
+    billing = load_settings(stack.env).destination("billing")
+    for name, value in ((billing.api_key_parameter, BILLING_CLIENT), (billing.signing_parameter, SIGNING)):
+        stack.aws["ssm"].put_parameter(  # as the bootstrap stores them
+            Name=name,
+            Value=value,
+            Type="SecureString",
+            Overwrite=True,
+            KeyId=stack.env["TRICKLE_API_KEY_KMS_KEY_ARN"],
+        )
     invoice = {"type": {"S": "invoice"}}
     stack.put_items(
-        [stack.item("a", str(i), **invoice) for i in range(6)]
+        [stack.item("a", "0", **invoice)]  # no invoice_id: billing refuses it, unsent
+        + [stack.item("a", str(i), invoice_id={"S": f"INV/{i}"}, **invoice) for i in range(1, 6)]
         + [stack.item("a", "9", type={"S": "order"}), stack.item("b", "1", big={"S": "x" * 5000}, **invoice)]
         + [stack.item("a", "10", type={"S": "note"})]
     )
     start = len(stack.recorder.calls)
     stack.ingest_new()
-    for destination in ("orders", "crm"):  # tasks waiting: answered (success, failure, a URL), kept alive
+    destinations = ("orders", "crm", "billing")
+    for destination in destinations:  # tasks waiting: answered (success, failure, a URL), kept alive
         for n, item in enumerate(({"sk": "3"}, {"sk": "5"}, {"n": 2})):
             token = f"token-{destination}-{n}"
             stack.recorder.task_tokens[token] = WAITING_STATE_MACHINE
-            body = {"item": item, "destination": destination, "group": f"t{n}", "task_token": token}
-            stack.http("POST", "/messages", body)
+            body = {
+                "item": item | {"invoice_id": f"i-{n}"},  # billing's path needs it
+                "destination": destination,
+                "group": f"t{n}",
+                "task_token": token,
+            }
+            if destination == "billing":  # the session's routes know orders and crm: queued as they queue
+                wiring.operations().submit(parse_submission(json.dumps(body), wiring.settings()))
+            else:
+                stack.http("POST", "/messages", body)
     big = Reply(200, json.dumps({"rows": ["x" * 1000] * 300}))  # over 256 KB: its task gets a URL
-    for api in (stack.api, stack.crm_api):
+    for api in (stack.api, stack.crm_api, billing_api):
         api.responder = lambda body, headers: (
             Reply(400, "{}")
             if '"sk":"3"' in body
@@ -148,23 +195,23 @@ def test_no_statement_grants_an_action_the_code_never_uses(stack_factory: Any) -
             if '"n":2' in body
             else None
         )
-    stack.drain("orders")  # deliveries, a dead letter, a release, an enrichment
-    stack.drain("crm")
-    stack.api.responder = stack.crm_api.responder = None
+    for destination in destinations:  # deliveries, a dead letter, a release, an enrichment
+        stack.drain(destination)
+    stack.api.responder = stack.crm_api.responder = billing_api.responder = None
     stack.ingest(stack.stream_event())  # a replay: the ledger answers "already delivered"
     # drain until the released message's backoff (2 s at most in tests) has passed and it is delivered
+    queues = [f"TRICKLE_DEST_{d.upper()}_QUEUE_URL" for d in destinations]
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (
-        stack.queue_depth() or stack.queue_depth("TRICKLE_DEST_CRM_QUEUE_URL")
-    ):
-        stack.drain("orders")
-        stack.drain("crm")
+    while time.monotonic() < deadline and any(stack.queue_depth(queue) for queue in queues):
+        for destination in destinations:
+            stack.drain(destination)
     submitted = json.loads(stack.http("POST", "/messages", {"item": {"n": 1}, "destination": "orders"}).body)
     stack.http("GET", "/status")
     stack.http("GET", submitted["status_url"])
     stack.http("GET", "/dead-letters?destination=orders")
     redrive = json.loads(stack.http("POST", "/dead-letters/redrive?destination=orders", {}).body)
     stack.http("GET", redrive["progress_url"])
+    assert billing_api.applied() and billing_api.auth_failures == 0  # the checks of billing's stand-in held
 
     calls = stack.recorder.calls[start:]
     unused = [
@@ -268,7 +315,7 @@ def test_a_drain_whose_destination_signs_may_read_its_signing_secret_and_nothing
     endpoint.reset()
     routes = tmp_path / "routes.toml"
     routes.write_text(SIGNING_ROUTES)
-    env = stage.rebase(stage.stage_env("local"), endpoint.url, None) | {"TRICKLE_ROUTES_FILE": str(routes)}
+    env = stage.rebase(stage.stage_env("local", routes_file=routes), endpoint.url, None)
     orders = load_settings(env).destination("orders")
     signing_secret = "whsec_" + base64.b64encode(b"s" * 24).decode()
     given = {orders.signing_parameter: signing_secret, orders.headers_parameter: '{"X-Tenant-Key": "t-1"}'}

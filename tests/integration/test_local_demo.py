@@ -70,8 +70,10 @@ def test_a_few_hundred_items_under_faults_arrive_once_each_in_order() -> None:
         "--timeout", "240",
     )  # fmt: skip
 
-    # 12 customer profiles (crm), 192 orders (orders) and 96 invoices (both): chalicelib/routes.toml
+    # 12 customer profiles (crm), 192 orders (orders) and 96 invoices (orders, crm, billing):
+    # chalicelib/routes.toml
     assert summary["inserted"] == 300
+    tokens = summary["destinations"]["billing"]["token_requests"]
     assert summary["destinations"] == {
         "orders": {"inserted": 288, "delivered": 288, "dead_lettered": 0, "lost": 0, "duplicates": 0,
                    "out_of_order": 0, "requests": summary["destinations"]["orders"]["requests"],
@@ -79,8 +81,20 @@ def test_a_few_hundred_items_under_faults_arrive_once_each_in_order() -> None:
         "crm": {"inserted": 108, "delivered": 108, "dead_lettered": 0, "lost": 0, "duplicates": 0,
                 "out_of_order": 0, "requests": summary["destinations"]["crm"]["requests"],
                 "items_per_request": 1.0, "auth_failures": 0, "token_requests": 0},
+        "billing": {"inserted": 96, "delivered": 96, "dead_lettered": 0, "lost": 0, "duplicates": 0,
+                    "out_of_order": 0, "requests": summary["destinations"]["billing"]["requests"],
+                    "items_per_request": 1.0, "auth_failures": 0, "token_requests": tokens},
     }  # fmt: skip
-    assert (summary["delivered"], summary["expected_deliveries"]) == (396, 396)
+    assert (summary["delivered"], summary["expected_deliveries"]) == (492, 492)
+    # billing: every invoice PUT to its own path, with a token from the stand-in's endpoint and
+    # signed; its tokens (5 s, renewed at half their life) were renewed while 96 invoices went at
+    # no more than 20 a second (a burst of 5 per run): over 3 s
+    billing = summary["received"]["billing"]
+    assert {(r["method"], r["auth_ok"], r["signature_ok"]) for r in billing} == {("PUT", True, True)}
+    assert {r["path"] for r in billing if r["applied"]} == {
+        f"/v1/invoices/INV-2026%2F{i:06d}" for i in range(2, 288, 3)
+    }
+    assert tokens >= 2
     assert (summary["lost"], summary["duplicates"], summary["out_of_order"]) == (0, 0, 0)
     assert summary["failed_requests"] > 0  # the faults really happened
     assert code == 0
@@ -131,6 +145,9 @@ def test_an_endpoint_given_needs_no_exported_credentials_and_metrics_can_go_to_a
     assert done.returncode == 0, done.stderr[-2000:]
     summary = summary_only(done.stdout)
     assert summary["ok"] is True and summary["delivered"] == summary["expected_deliveries"] > 0
+    billing = summary["destinations"]["billing"]  # OAuth2 and signed, with the secrets the run made
+    assert billing["delivered"] == billing["inserted"] > 0
+    assert (billing["auth_failures"], billing["token_requests"] > 0) == (0, True)
     assert metrics_lines(done.stderr) == []
     written = metrics_lines(metrics.read_text())
     assert written and all(m["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Trickle" for m in written)
@@ -169,11 +186,12 @@ def test_up_delivers_to_an_api_url_as_given_and_counts_what_it_delivered(tmp_pat
             cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, stderr=sink, text=True,
         )  # fmt: skip
     try:
-        # 2 profiles (crm), 4 orders (orders) and 2 invoices (both): chalicelib/routes.toml
+        # 2 profiles (crm), 4 orders (orders) and 2 invoices (orders, crm, billing): chalicelib/routes.toml
         until(
             lambda: (
                 "orders: queued=0 in_flight=0 delivered=6 dead_lettered=0; crm: queued=0 in_flight=0"
-                " delivered=4 dead_lettered=0; delivered=10 " in stderr.read_text()
+                " delivered=4 dead_lettered=0; billing: queued=0 in_flight=0 delivered=2 dead_lettered=0;"
+                " delivered=12 " in stderr.read_text()
             ),
             deadline_s=180,
             every_s=0.5,
@@ -191,7 +209,10 @@ def test_up_delivers_to_an_api_url_as_given_and_counts_what_it_delivered(tmp_pat
     assert received == [("/v2/items?tenant=7", "sk-real")] * 6
     assert f"API orders:   {url}\n" in text
     received_lines = [line for line in text.splitlines() if line.startswith("Received:")]
-    assert [line.rsplit(" lists ", 1)[1] for line in received_lines] == ["what the crm API got"]
+    assert [line.rsplit(" lists ", 1)[1] for line in received_lines] == [
+        "what the crm API got",
+        "what the billing API got",
+    ]
     metrics = tmp_path / "trickle-local-metrics.jsonl"
     assert f"Metrics:      {metrics} " in text
     assert metrics_lines(text) == []

@@ -19,10 +19,11 @@ from trickle_deploy.iam_check import packaged_policies
 from trickle_deploy.policies import refresh
 from trickle_deploy.sam import sam_transform
 from trickle_deploy.template import drain_timeout, visibility_for
+from trickle_project.secret_parameters import needed
 from trickle_project.stage import PACKAGING_ENV, copy_project, load_config, packaging_env, stage_settings
 from trickle_project.workflows import wait_definition
 
-DESTINATIONS = ("orders", "crm")  # chalicelib/routes.toml
+DESTINATIONS = ("orders", "crm", "billing")  # chalicelib/routes.toml
 
 # Only the translator's session sees this region; it must not leak into any template.
 TRANSFORM_REGION = "eu-south-2"
@@ -94,7 +95,7 @@ def test_every_function_gets_its_resources_from_the_stack(
     sam, _ = prod
     functions = {k: r for k, r in sam["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
     # IAM auth: no token authorizer; a drain per destination of the routes file
-    assert set(functions) == {"Ingest", "DrainOrders", "DrainCrm", "APIHandler"}
+    assert set(functions) == {"Ingest", "DrainOrders", "DrainCrm", "DrainBilling", "APIHandler"}
     for name, function in functions.items():
         variables = function["Properties"]["Environment"]["Variables"]
         for destination in DESTINATIONS:
@@ -132,6 +133,8 @@ def test_stateful_resources_survive_the_stack(
                 "OrdersDeadLetterQueue",
                 "CrmQueue",
                 "CrmDeadLetterQueue",
+                "BillingQueue",
+                "BillingDeadLetterQueue",
                 "IngestFailureQueue",
                 "ApiKeyEncryptionKey",
                 "ResponseArchive",
@@ -291,10 +294,11 @@ def test_kms_decrypt_is_limited_to_the_key_and_the_parameter(
         (statement,) = policy["PolicyDocument"]["Statement"]
         assert statement["Action"] == "kms:Decrypt"
         assert statement["Resource"] == {"Fn::GetAtt": ["ApiKeyEncryptionKey", "Arn"]}
-        parameter = settings.destination(destination).api_key_parameter
+        parameters = [p.name for p in needed(settings.destination(destination))]  # billing's: 2
         condition = statement["Condition"]["StringEquals"]
         assert condition["kms:EncryptionContext:PARAMETER_ARN"] == [
             {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter" + parameter}
+            for parameter in parameters
         ]
         assert condition["kms:ViaService"] == {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"}
 
@@ -383,7 +387,11 @@ def test_the_example_runs_the_task_the_readme_documents(prod: tuple[dict[str, An
     expected = json.loads(json.dumps(wait_definition("<queue>")).replace("arn:aws:", "arn:aws-cn:"))
     assert definition == expected
     assert queue == {
-        "Fn::If": ["ExampleThroughOrders", {"Ref": "OrdersQueue"}, {"Ref": "CrmQueue"}]
+        "Fn::If": [
+            "ExampleThroughOrders",
+            {"Ref": "OrdersQueue"},
+            {"Fn::If": ["ExampleThroughCrm", {"Ref": "CrmQueue"}, {"Ref": "BillingQueue"}]},
+        ]
     }  # the chosen destination's queue
 
 
@@ -448,10 +456,13 @@ secret_headers = ["X-Tenant-Key"]
 url = "https://crm.example.com/v1"
 auth = "none"
 
+[destinations.billing]  # app.py drains it: a routes file of this project names it
+url = "https://billing.example.com/v1"
+
 [[routes]]
 name = "everything"
 events = ["INSERT"]
-destinations = ["orders", "crm"]
+destinations = ["orders", "crm", "billing"]
 """
 
 

@@ -111,6 +111,7 @@ def test_bootstrap_deploy_stream_settings_delete_teardown(
         "trickle-dev-ingest",
         "trickle-dev-drain_orders",
         "trickle-dev-drain_crm",
+        "trickle-dev-drain_billing",
         "trickle-dev",
     }
     drain = lambda_client.get_function(FunctionName="trickle-dev-drain_orders")
@@ -120,7 +121,7 @@ def test_bootstrap_deploy_stream_settings_delete_teardown(
         == env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
     )
 
-    assert len(aws(endpoint, "sqs").list_queues()["QueueUrls"]) == 5  # two per destination, ingest failures
+    assert len(aws(endpoint, "sqs").list_queues()["QueueUrls"]) == 7  # two per destination, ingest failures
     chalice(project, endpoint, "delete", "--stage", "dev")
     assert bootstrap([*where, "--teardown"]) == 0
     said = capsys.readouterr().out

@@ -300,7 +300,8 @@ def no_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         (
             ["--api-url", "shipping=http://127.0.0.1:5999/v2/items", "--api-key", "k"],
-            "argument --api-url: stage 'local' has no destination 'shipping' (its destinations: orders, crm)",
+            "argument --api-url: stage 'local' has no destination 'shipping' (its destinations: orders, crm,"
+            " billing)",
         ),
         (
             ["--api-url", "orders=127.0.0.1:5999/v2/items", "--api-key", "k"],

@@ -18,19 +18,19 @@ from trickle_project.stage import with_bootstrap_queues
 SHIPPED: dict[str, Any] = json.loads(
     (Path(__file__).resolve().parents[2] / ".chalice" / "config.json").read_text()
 )
-BILLING = """
-[destinations.billing]
-url = "https://billing.example.com/v1/invoices"
+SHIPPING = """
+[destinations.shipping]
+url = "https://shipping.example.com/v1/shipments"
 
 [[routes]]
-name = "billing"
-filter = "item.type == 'invoice'"
-destinations = ["billing"]
+name = "shipping"
+filter = "item.type == 'order'"
+destinations = ["shipping"]
 """
 DEV_SQS = "arn:aws:sqs:us-east-1:123456789012"
 
 
-def project(tmp_path: Path, routes: str = BILLING, **dev: str | None) -> Path:
+def project(tmp_path: Path, routes: str = SHIPPING, **dev: str | None) -> Path:
     """A `.chalice` directory with the shipped stages, whose routes file has `routes` added; `dev`
     changes the dev stage's variables (None removes one). No policy file yet."""
     routes_file = tmp_path / "routes.toml"
@@ -68,36 +68,36 @@ def test_a_stage_not_bootstrapped_for_a_new_destination_gets_the_queues_its_boot
     assert main([], chalice) == 0
 
     assert capsys.readouterr().err == ""
-    billing = [f"{DEV_SQS}:trickle-dev-billing.fifo", f"{DEV_SQS}:trickle-dev-billing-dead-letters.fifo"]
+    shipping = [f"{DEV_SQS}:trickle-dev-shipping.fifo", f"{DEV_SQS}:trickle-dev-shipping-dead-letters.fifo"]
     assert [
-        *statement(chalice, "dev", "drain_billing", "Drain"),
-        *statement(chalice, "dev", "drain_billing", "DeadLetter"),
-    ] == billing
-    assert statement(chalice, "dev", "drain_billing", "ReadCredentials") == [
-        "arn:aws:ssm:us-east-1:123456789012:parameter/trickle/dev/billing-api-key"
+        *statement(chalice, "dev", "drain_shipping", "Drain"),
+        *statement(chalice, "dev", "drain_shipping", "DeadLetter"),
+    ] == shipping
+    assert statement(chalice, "dev", "drain_shipping", "ReadCredentials") == [
+        "arn:aws:ssm:us-east-1:123456789012:parameter/trickle/dev/shipping-api-key"
     ]
-    assert "orders" not in (chalice / "policy-dev-drain_billing.json").read_text()
-    assert "billing" not in (chalice / "policy-dev-drain_orders.json").read_text()
+    assert "orders" not in (chalice / "policy-dev-drain_shipping.json").read_text()
+    assert "shipping" not in (chalice / "policy-dev-drain_orders.json").read_text()
     assert statement(chalice, "dev", "ingest", "Enqueue") == [
         f"{DEV_SQS}:trickle-dev-{name}{kind}"
         for kind in (".fifo", "-dead-letters.fifo")
-        for name in ("orders", "crm", "billing")
+        for name in ("orders", "crm", "billing", "shipping")
     ]
-    assert statement(chalice, "local", "drain_billing", "Drain") == [
-        "arn:aws:sqs:us-east-1:123456789012:trickle-local-billing.fifo"
+    assert statement(chalice, "local", "drain_shipping", "Drain") == [
+        "arn:aws:sqs:us-east-1:123456789012:trickle-local-shipping.fifo"
     ]
-    assert statement(chalice, "prod", "drain_billing", "Drain") == [{"Fn::GetAtt": ["BillingQueue", "Arn"]}]
+    assert statement(chalice, "prod", "drain_shipping", "Drain") == [{"Fn::GetAtt": ["ShippingQueue", "Arn"]}]
     config = json.loads((chalice / "config.json").read_text())
     for stage in ("local", "dev", "prod"):
-        assert config["stages"][stage]["lambda_functions"]["drain_billing"] == {
-            "iam_policy_file": f"policy-{stage}-drain_billing.json",
+        assert config["stages"][stage]["lambda_functions"]["drain_shipping"] == {
+            "iam_policy_file": f"policy-{stage}-drain_shipping.json",
             "lambda_timeout": 300,
         }
-        assert "TRICKLE_DEST_BILLING_QUEUE_URL" not in config["stages"][stage]["environment_variables"]
+        assert "TRICKLE_DEST_SHIPPING_QUEUE_URL" not in config["stages"][stage]["environment_variables"]
     assert main(["--check"], chalice) == 0
 
 
-ROUTES_WITHOUT_URL = BILLING.replace('url = "https://billing.example.com/v1/invoices"\n', "")
+ROUTES_WITHOUT_URL = SHIPPING.replace('url = "https://shipping.example.com/v1/shipments"\n', "")
 
 
 @pytest.mark.parametrize(
@@ -106,7 +106,7 @@ ROUTES_WITHOUT_URL = BILLING.replace('url = "https://billing.example.com/v1/invo
         (
             ROUTES_WITHOUT_URL,
             {},
-            "invalid Trickle settings for stage 'dev': destination 'billing' needs TRICKLE_DEST_BILLING_URL"
+            "invalid Trickle settings for stage 'dev': destination 'shipping' needs TRICKLE_DEST_SHIPPING_URL"
             " (or url in the routes file)",
         ),
         (  # without its name, a stage has no default key parameter for any destination
@@ -115,22 +115,24 @@ ROUTES_WITHOUT_URL = BILLING.replace('url = "https://billing.example.com/v1/invo
             "stage 'dev': invalid Trickle settings:"
             " destination 'orders' needs TRICKLE_DEST_ORDERS_KEY_PARAMETER (or key_parameter in the routes"
             " file); destination 'crm' needs TRICKLE_DEST_CRM_KEY_PARAMETER (or key_parameter in the routes"
-            " file); destination 'billing' needs TRICKLE_DEST_BILLING_URL (or url in the routes file);"
-            " destination 'billing' needs TRICKLE_DEST_BILLING_KEY_PARAMETER (or key_parameter in the routes"
-            " file)",
+            " file); destination 'billing' needs TRICKLE_DEST_BILLING_KEY_PARAMETER (or key_parameter in the"
+            " routes file); destination 'billing' needs TRICKLE_DEST_BILLING_SIGNING_PARAMETER (or"
+            " signing_parameter in the routes file); destination 'shipping' needs TRICKLE_DEST_SHIPPING_URL"
+            " (or url in the routes file); destination 'shipping' needs TRICKLE_DEST_SHIPPING_KEY_PARAMETER"
+            " (or key_parameter in the routes file)",
         ),
         (
-            BILLING,
+            SHIPPING,
             {"TRICKLE_INGEST_FAILURE_QUEUE_URL": None},
             "invalid Trickle settings for stage 'dev': TRICKLE_INGEST_FAILURE_QUEUE_URL is required"
             " (the bootstrap sets it)",
         ),
         (
-            BILLING,
+            SHIPPING,
             {"TRICKLE_STREAM_ARN": None},
             "invalid Trickle settings for stage 'dev': TRICKLE_STREAM_ARN is required;"
-            " destination 'billing' needs TRICKLE_DEST_BILLING_QUEUE_URL (or queue_url in the routes file);"
-            " destination 'billing' needs TRICKLE_DEST_BILLING_DLQ_URL (or dlq_url in the routes file)",
+            " destination 'shipping' needs TRICKLE_DEST_SHIPPING_QUEUE_URL (or queue_url in the routes file);"
+            " destination 'shipping' needs TRICKLE_DEST_SHIPPING_DLQ_URL (or dlq_url in the routes file)",
         ),
     ],
 )
@@ -141,7 +143,7 @@ def test_an_invalid_stage_is_one_line_naming_it_and_the_variable_and_nothing_is_
     # the other stages have what dev lacks: only dev is reported
     for stage in ("local", "prod"):
         config = json.loads((chalice / "config.json").read_text())
-        config["stages"][stage]["environment_variables"]["TRICKLE_DEST_BILLING_URL"] = "https://b.example/in"
+        config["stages"][stage]["environment_variables"]["TRICKLE_DEST_SHIPPING_URL"] = "https://b.example/in"
         (chalice / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     before = written(chalice)
 
@@ -156,19 +158,19 @@ def test_an_invalid_stage_is_one_line_naming_it_and_the_variable_and_nothing_is_
     [
         (  # a bootstrapped stage: in its stream's account and region
             {"TRICKLE_STREAM_ARN": "arn:aws:dynamodb:eu-west-3:210987654321:table/t/stream/x"},
-            "https://sqs.eu-west-3.amazonaws.com/210987654321/trickle-dev-billing.fifo",
+            "https://sqs.eu-west-3.amazonaws.com/210987654321/trickle-dev-shipping.fifo",
         ),
         (  # the local stage: at its endpoint
             {
                 "TRICKLE_STREAM_ARN": "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/latest",
                 "AWS_ENDPOINT_URL": "http://127.0.0.1:5050/",
             },
-            "http://127.0.0.1:5050/123456789012/trickle-dev-billing.fifo",
+            "http://127.0.0.1:5050/123456789012/trickle-dev-shipping.fifo",
         ),
         (  # a queue it names is kept
             {
                 "TRICKLE_STREAM_ARN": "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/latest",
-                "TRICKLE_DEST_BILLING_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/mine.fifo",
+                "TRICKLE_DEST_SHIPPING_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/mine.fifo",
             },
             "https://sqs.us-east-1.amazonaws.com/1/mine.fifo",
         ),
@@ -180,21 +182,21 @@ def test_an_invalid_stage_is_one_line_naming_it_and_the_variable_and_nothing_is_
 )
 def test_the_queues_a_bootstrap_will_make(tmp_path: Path, env: dict[str, str], queue: str | None) -> None:
     routes = tmp_path / "routes.toml"
-    routes.write_text(ROUTES_FILE.read_text() + BILLING)
+    routes.write_text(ROUTES_FILE.read_text() + SHIPPING)
     orders = "https://sqs.us-east-1.amazonaws.com/123456789012/trickle-dev-orders.fifo"
     stage = {"TRICKLE_ROUTES_FILE": str(routes), "TRICKLE_DEST_ORDERS_QUEUE_URL": orders, **env}
 
     filled = with_bootstrap_queues(stage, "trickle", "dev")
 
-    assert filled.get("TRICKLE_DEST_BILLING_QUEUE_URL") == queue
+    assert filled.get("TRICKLE_DEST_SHIPPING_QUEUE_URL") == queue
     assert filled["TRICKLE_DEST_ORDERS_QUEUE_URL"] == orders
     if queue is not None and "mine" not in queue:
-        assert filled["TRICKLE_DEST_BILLING_DLQ_URL"] == queue.replace(".fifo", "-dead-letters.fifo")
+        assert filled["TRICKLE_DEST_SHIPPING_DLQ_URL"] == queue.replace(".fifo", "-dead-letters.fifo")
 
 
 def test_a_template_stage_is_left_to_its_stack(tmp_path: Path) -> None:
     routes = tmp_path / "routes.toml"
-    routes.write_text(ROUTES_FILE.read_text() + BILLING)
+    routes.write_text(ROUTES_FILE.read_text() + SHIPPING)
     prod = SHIPPED["stages"]["prod"]["environment_variables"] | {"TRICKLE_ROUTES_FILE": str(routes)}
 
     assert with_bootstrap_queues(prod, "trickle", "prod") == prod
@@ -203,7 +205,7 @@ def test_a_template_stage_is_left_to_its_stack(tmp_path: Path) -> None:
 def test_an_emulator_record_names_them_after_the_stage_it_was_made_from(tmp_path: Path) -> None:
     """`dev-emulator`, bootstrap --endpoint's record of dev, holds dev's variables and gets dev's names."""
     routes = tmp_path / "routes.toml"
-    routes.write_text(ROUTES_FILE.read_text() + BILLING)
+    routes.write_text(ROUTES_FILE.read_text() + SHIPPING)
     record = SHIPPED["stages"]["dev"]["environment_variables"] | {
         "TRICKLE_ROUTES_FILE": str(routes),
         "AWS_ENDPOINT_URL": "http://127.0.0.1:4567",
@@ -212,6 +214,6 @@ def test_an_emulator_record_names_them_after_the_stage_it_was_made_from(tmp_path
     filled = with_bootstrap_queues(record, "trickle", "dev-emulator")
 
     assert (
-        filled["TRICKLE_DEST_BILLING_QUEUE_URL"]
-        == "http://127.0.0.1:4567/123456789012/trickle-dev-billing.fifo"
+        filled["TRICKLE_DEST_SHIPPING_QUEUE_URL"]
+        == "http://127.0.0.1:4567/123456789012/trickle-dev-shipping.fifo"
     )

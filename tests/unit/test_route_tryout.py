@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from chalicelib.settings import ROUTES_FILE
-from tests.unit.conftest import MakeSettings
+from tests.unit.conftest import SHIPPED_ENV, MakeSettings
 from trickle_deploy.routes import evaluate, flag_problem, main, not_dynamodb_json, sample_record
 
 CUSTOMER = {
@@ -19,11 +19,16 @@ CUSTOMER = {
     "name": {"S": "Ada"},
 }
 ORDER = {"pk": {"S": "CUSTOMER#1"}, "sk": {"S": "ORDER#7"}, "type": {"S": "order"}, "total": {"N": "19.990"}}
-INVOICE = {"pk": {"S": "CUSTOMER#1"}, "sk": {"S": "INVOICE#3"}, "type": {"S": "invoice"}}
+INVOICE = {
+    "pk": {"S": "CUSTOMER#1"},
+    "sk": {"S": "INVOICE#3"},
+    "type": {"S": "invoice"},
+    "invoice_id": {"S": "INV-3"},
+}
 
 
 def shipped(make_settings: MakeSettings) -> Any:
-    return make_settings(TRICKLE_ROUTES_FILE=str(ROUTES_FILE))
+    return make_settings(TRICKLE_ROUTES_FILE=str(ROUTES_FILE), **SHIPPED_ENV)
 
 
 def test_an_order_goes_to_orders_with_its_enricher_named(make_settings: MakeSettings) -> None:
@@ -38,7 +43,7 @@ def test_an_order_goes_to_orders_with_its_enricher_named(make_settings: MakeSett
     assert line["group_id"] == 'items#"CUSTOMER#1"'
 
 
-def test_an_invoice_goes_to_both_and_a_customer_change_to_the_crm_in_its_shape(
+def test_an_invoice_goes_to_all_three_and_a_customer_change_to_the_crm_in_its_shape(
     make_settings: MakeSettings,
 ) -> None:
     settings = shipped(make_settings)
@@ -46,8 +51,8 @@ def test_an_invoice_goes_to_both_and_a_customer_change_to_the_crm_in_its_shape(
     before = CUSTOMER | {"email": {"S": "old@example.com"}}
     change = evaluate(sample_record(CUSTOMER, before, "MODIFY", ["pk", "sk"]), settings)
 
-    assert sorted(line["destination"] for line in invoice) == ["crm", "orders"]
-    assert len({line["message_id"] for line in invoice}) == 2
+    assert sorted(line["destination"] for line in invoice) == ["billing", "crm", "orders"]
+    assert len({line["message_id"] for line in invoice}) == 3
     (crm,) = change
     assert crm["destination"] == "crm"
     assert crm["body"] == {
@@ -77,19 +82,21 @@ def test_the_command_prints_one_json_line_per_destination(
     item = tmp_path / "invoice.json"
     item.write_text(json.dumps({"Item": INVOICE}))
     monkeypatch.setattr(
-        "trickle_project.stage.stage_env", lambda stage: base_env | {"TRICKLE_ROUTES_FILE": str(ROUTES_FILE)}
+        "trickle_project.stage.stage_env",
+        lambda stage: base_env | SHIPPED_ENV | {"TRICKLE_ROUTES_FILE": str(ROUTES_FILE)},
     )
 
     assert main(["--item", str(item)]) == 0
 
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert sorted(line["destination"] for line in lines) == ["crm", "orders"]
+    assert sorted(line["destination"] for line in lines) == ["billing", "crm", "orders"]
 
 
 @pytest.fixture
 def shipped_stage(monkeypatch: pytest.MonkeyPatch, base_env: dict[str, str]) -> None:
     monkeypatch.setattr(
-        "trickle_project.stage.stage_env", lambda stage: base_env | {"TRICKLE_ROUTES_FILE": str(ROUTES_FILE)}
+        "trickle_project.stage.stage_env",
+        lambda stage: base_env | SHIPPED_ENV | {"TRICKLE_ROUTES_FILE": str(ROUTES_FILE)},
     )
 
 

@@ -20,7 +20,7 @@ from chalicelib.settings import (
     load_settings,
     table_name_from_stream_arn,
 )
-from tests.unit.conftest import env_with, routes_env
+from tests.unit.conftest import SHIPPED_ENV, env_with, routes_env
 
 MakeSettings = Callable[..., Settings]
 Routes = Callable[..., dict[str, str | None]]
@@ -169,14 +169,26 @@ def test_routes_of_the_suite_file(settings: Settings) -> None:
 def test_the_shipped_routes_file_loads(base_env: dict[str, str]) -> None:
     """Without TRICKLE_ROUTES_FILE the app reads the example packaged in chalicelib/."""
     del base_env["TRICKLE_ROUTES_FILE"]
-    settings = load_settings(base_env)
+    settings = load_settings(base_env | SHIPPED_ENV)
     assert ROUTES_FILE.name == "routes.toml"
     assert ROUTES_FILE.parent.name == "chalicelib"
-    assert [r.name for r in settings.routes] == ["orders", "customers", "invoices"]
-    orders, customers, invoices = settings.routes
+    assert [r.name for r in settings.routes] == ["orders", "customers", "invoices", "billing"]
+    orders, customers, invoices, billing = settings.routes
     assert orders.enrich == "customer"
     assert customers.events == frozenset({"INSERT", "MODIFY", "REMOVE"})
     assert invoices.destinations == ("orders", "crm")
+    assert (billing.destinations, billing.events) == (("billing",), frozenset({"INSERT", "MODIFY"}))
+    api = settings.destination("billing")
+    assert (api.auth, api.token_url, api.scope, api.signing, api.method, api.headers) == (
+        "oauth2_client_credentials",
+        "https://billing.example.com/oauth/token",
+        "invoices:write",
+        "standard_webhooks",
+        "PUT",
+        (("X-Source", "trickle"),),
+    )
+    assert api.path is not None
+    assert api.path.render({"item": {"invoice_id": "INV-2026/7"}}) == "/invoices/INV-2026%2F7"
     crm = settings.destination("crm")
     assert (crm.ordering, crm.max_attempts, crm.rate_limit_per_s, crm.backoff_cap_s) == (
         "strict",
@@ -1015,7 +1027,8 @@ def test_a_misspelt_routes_table_in_the_shipped_file_stops_the_stage(
     shipped = ROUTES_FILE.read_text(encoding="utf-8")
     assert shipped.count('\n[[routes]]\nname = "orders"\n') == 1
     env = env_with(
-        **toml(shipped.replace('\n[[routes]]\nname = "orders"\n', '\n[[route]]\nname = "orders"\n'))
+        **toml(shipped.replace('\n[[routes]]\nname = "orders"\n', '\n[[route]]\nname = "orders"\n')),
+        **SHIPPED_ENV,
     )
     assert error_of(env) == (
         "invalid Trickle settings: routes file FILE: unknown table [[route]] (did you mean [[routes]]?);"
