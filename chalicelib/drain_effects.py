@@ -5,6 +5,7 @@ metrics that go with them. What to do is decided elsewhere (`policy.decide`, in 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -70,6 +71,7 @@ class Effects:
         self._archive = archive
         self._enrich = enrich
         self._tasks = Tasks(callbacks, ledger, archive, destination)
+        self._requests = itertools.count(1)  # batch requests, told apart for the breaker
 
     # --- the run: receive, read, finish, report -------------------------------------------------
 
@@ -176,7 +178,9 @@ class Effects:
         message, job = rest[0], run.job
         ready = job.prefetched.pop(message.message_id, None) if job is not None else None
         if ready is not None:
-            return self._answered(message, record, ready.response, ready.answer, run, ready.record)
+            return self._answered(
+                message, record, ready.response, ready.answer, run, ready.record, ready.request
+            )
         run.limiter.acquire()
         if run.clock.monotonic() > run.deadline:
             return Feedback(Came.LATE, record)
@@ -194,13 +198,14 @@ class Effects:
         answer: Decision,
         run: GroupRun,
         written: LedgerRecord | None = None,
+        request: int = 0,
     ) -> Feedback:
         """The answer to `message`'s attempt, logged; a failure written to the ledger (unless a batch
         request's write did: `written`), a delivery computed to be written with the round's."""
         attempts = record.attempts if record else 0
         if not answer.sent:
             step(message, self._destination, attempts, answer.outcome.value, response)
-            return Feedback(Came.ANSWERED, record, response, answer)
+            return Feedback(Came.ANSWERED, record, response, answer, request)
         step(message, self._destination, attempts + 1, answer.outcome.value, response)
         if written is not None:
             done = written
@@ -217,7 +222,7 @@ class Effects:
                 counted=answer.counted,
             )
             done = self._ledger.settle(failure)
-        return Feedback(Came.ANSWERED, done, response, answer)
+        return Feedback(Came.ANSWERED, done, response, answer, request)
 
     def _call(self, message: ReceivedMessage, attempts: int, run: GroupRun) -> tuple[ApiResponse, Decision]:
         """Enrich the body if its route says so, send it, and on 401/403 renew the credentials (a
@@ -301,9 +306,13 @@ class Effects:
         job.written |= {
             s.message_id: records[s.message_id] for s in settlements if s.status is Status.DELIVERED
         }
+        request = next(self._requests)
         for member, response, answer in zip(members[1:], responses[1:], answers[1:], strict=True):
-            job.prefetched[member.message_id] = Prefetched(response, answer, records.get(member.message_id))
-        return self._answered(message, record, responses[0], answers[0], run, records.get(message.message_id))
+            job.prefetched[member.message_id] = Prefetched(
+                response, answer, records.get(member.message_id), request
+            )
+        first = records.get(message.message_id)
+        return self._answered(message, record, responses[0], answers[0], run, first, request)
 
     def _plain(self, messages: Sequence[ReceivedMessage], run: GroupRun, job: Job) -> list[ReceivedMessage]:
         """The leading messages of a group that would be attempted on arrival as things stand (no

@@ -35,6 +35,7 @@ class Feedback:
     record: LedgerRecord | None  # the message's ledger record as it now stands
     response: ApiResponse | None = None  # the API's answer to this turn's attempt, if one was made
     answer: Decision | None = None  # with ANSWERED: that answer, classified
+    request: int = 0  # with ANSWERED: the batch request it came in (0: not a batch)
 
 
 class GroupEffects(Protocol):
@@ -88,10 +89,12 @@ def take_turn(
     record, response = run.records.get(message.message_id), None
     situation = arrival(message, record, token, run)
     closed = situation.task_closed
+    request = 0  # the batch request that answered this turn's attempt, if one did
     while True:
         action = decide(situation, rules)
         fed = effects.carry_out(action, rest, record, response, run)
         record, response = fed.record, fed.response
+        request = fed.request or request
         if action.move is Move.DELIVERED:
             assert record is not None  # the attempt's delivered record
             result.delivered.append(record)
@@ -100,7 +103,7 @@ def take_turn(
                 result.releases += release_plan(rest, action.hold_s)
             else:
                 result.delete.append(message)
-            run.state.note(action, message.group_id)
+            run.state.note(action, message.group_id, request)
             run.state.tally(action.tally)
             return action.group_goes_on
         if fed.came is Came.RESTARTED:
@@ -113,7 +116,7 @@ def take_turn(
             run.records[message.message_id] = record
         if fed.came is Came.UNANSWERED and action.move is not Move.DELETE:
             # delivered or dead-lettered all the same: counted so
-            run.state.note(action, message.group_id)
+            run.state.note(action, message.group_id, request)
             run.state.tally(action.tally)
         situation = following(fed, token, closed)
 

@@ -57,6 +57,7 @@ class RunState:
         self.stop_reason = ""
         self.resume_after_s = HEAD_HOLD_S
         self.failure_streak = 0
+        self._failed_requests: set[int] = set()
         self.key_refreshed = False
         self.received = 0
         self.tallies: Counter[Tally] = Counter()
@@ -76,16 +77,20 @@ class RunState:
             self.stop("time")
         return bool(self.stopped_by)
 
-    def note(self, action: Action, group_id: str) -> None:
-        """An action's effect on the run: the breaker's streak, a held group, a stop."""
+    def note(self, action: Action, group_id: str, request: int = 0) -> None:
+        """An action's effect on the run: the breaker's streak, a held group, a stop. The breaker
+        counts failed requests: the items of one batch `request` that failed count once."""
         with self._lock:
             if action.block:
                 self.blocked.add(group_id)
             if action.success:
                 self.failure_streak = 0
-            if action.failure:
+            counted = action.failure and not (request and request in self._failed_requests)
+            if counted:
                 self.failure_streak += 1
-            tripped = action.failure and self.failure_streak >= self._breaker_failures
+                if request:
+                    self._failed_requests.add(request)
+            tripped = counted and self.failure_streak >= self._breaker_failures
         if action.stop:
             self.stop(action.stop, action.resume_after_s, action.reason)
         if tripped:
@@ -139,6 +144,7 @@ class Prefetched:
     response: ApiResponse
     answer: Decision
     record: LedgerRecord | None
+    request: int = 0  # the batch request that brought it (0: none was made)
 
 
 @dataclass

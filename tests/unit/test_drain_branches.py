@@ -724,3 +724,37 @@ def test_a_delivered_items_task_is_answered_and_its_record_written_again(make_se
 
     assert report.delivered == 2 and callbacks.kinds("t0") == ["success"]
     assert rig.ledger.writes == [1] and rig.ledger.records["g0-0"].callback == "success"
+
+
+def test_a_failed_batch_request_counts_once_toward_the_breaker_however_many_groups_it_held(
+    make_settings: MakeSettings,
+) -> None:
+    """Six groups' items in one request answered 503: one failed request, not six. With the breaker
+    at 5 the run goes on to its next request (here answered 503 too: two failures, no trip)."""
+    rig = Rig(
+        make_settings,
+        ScriptedApi(lambda body, nth: ApiResponse(503, body_excerpt="down")),
+        *items(12, 1),
+        TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS="6",
+        TRICKLE_BREAKER_FAILURES="5",
+    )
+
+    report = rig.run()
+
+    assert [len(ids) for ids in request_ids(rig.api)] == [6, 6]
+    assert (report.retried, report.stopped_by) == (12, "empty")
+
+
+def test_the_breaker_still_trips_on_that_many_failed_batch_requests(make_settings: MakeSettings) -> None:
+    rig = Rig(
+        make_settings,
+        ScriptedApi(lambda body, nth: ApiResponse(503, body_excerpt="down")),
+        *items(4, 1),
+        TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS="2",
+        TRICKLE_BREAKER_FAILURES="2",
+    )
+
+    report = rig.run()
+
+    assert report.stopped_by == "breaker"
+    assert len(rig.api.batches) == 2
