@@ -1,15 +1,18 @@
 """`python -m bench [--quick] [--emulator moto|ministack|both] [--aws-latency [OVERRIDES]]
-[--only relay|auth]`: Trickle's relay against the literal seed design it grew from, on each emulator, in the
-same run: drain throughput at 1, 4 and 16 workers and at 16 under a 100/s rate limit, each beside its
-bound min(rate, W / L) and the harness's own ceiling; AWS requests and dollars per message (ingest +
-drain); the CPU per message of the drain, the emulator and the stand-in API (from /proc); ingest records
-per second and requests per record for Lambda batches of 100 mixed stream records; throughput as the
-backlog grows; `import app` time and the deployment package (the `relay` section). The `auth` section
-(issue 24): token requests per 1,000 messages at 1, 4 and 16 workers with two token lifetimes, and the
-drain's throughput with OAuth2 client credentials + Standard Webhooks signing beside the plain API key
-at the same worker count, in the same run (goal: within 10 %). Prints markdown tables and writes
-bench/results.json (a run on one emulator, or of one section, keeps the others' results when the inputs
-match). Reports figures; asserts nothing.
+[--only relay|auth|bulk]`: Trickle's relay against the literal seed design it grew from, on each
+emulator, in the same run: drain throughput at 1, 4 and 16 workers and at 16 under a 100/s rate limit,
+each beside its bound min(rate, W / L) and the harness's own ceiling; AWS requests and dollars per
+message (ingest + drain); the CPU per message of the drain, the emulator and the stand-in API (from
+/proc); ingest records per second and requests per record for Lambda batches of 100 mixed stream
+records; throughput as the backlog grows; `import app` time and the deployment package (the `relay`
+section). The `auth` section (issue 24): token requests per 1,000 messages at 1, 4 and 16 workers with
+two token lifetimes, and the drain's throughput with OAuth2 client credentials + Standard Webhooks
+signing beside the plain API key at the same worker count, in the same run (goal: within 10 %). The
+`bulk` section (issue 25): the drain to a bulk endpoint at up to 10 and 50 messages per request beside
+the single-item relay, at 1 and 4 workers, in the same run: msg/s, API requests and items per request,
+AWS requests and drain CPU per message, against the issue's goals (met or missed). Prints markdown
+tables and writes bench/results.json (a run on one emulator, or of one section, keeps the others'
+results when the inputs match). Reports figures; asserts nothing.
 
 Everything runs on loopback: the emulator (moto in a subprocess, or ministack from .venv-ministack)
 and the stand-in API with a fixed latency each in a process of their own; the relay in this one.
@@ -40,11 +43,18 @@ import boto3
 from bench.figures import (
     AUTH_GOAL,
     AUTH_RUNS,
+    BULK_BATCHES,
+    BULK_GOALS,
+    BULK_WORKERS,
     LatencyModel,
     add,
     auth_ratio,
     auth_throughput_rows,
     bound,
+    bulk_goal_figures,
+    bulk_goal_rows,
+    bulk_pooled,
+    bulk_rows,
     cost_per_million,
     goal_rows,
     per_message,
@@ -56,7 +66,18 @@ from bench.figures import (
     token_rows,
     within_goal,
 )
-from bench.harness import API_KEY, ROOT, UNLIMITED, AuthStandIn, Bench, Calls, OAuth2Signing, harness_ceiling
+from bench.harness import (
+    API_KEY,
+    BULK_VARIABLES,
+    ROOT,
+    UNLIMITED,
+    AuthStandIn,
+    Bench,
+    BulkStandIn,
+    Calls,
+    OAuth2Signing,
+    harness_ceiling,
+)
 from bench.stream import mixed_records, order_records
 from chalicelib import wiring
 from trickle_local.emulators import EMULATORS, EmulatorName
@@ -69,7 +90,7 @@ WORKERS = (1, 4, 16)
 API_LATENCY_S = 0.02
 DRAIN_BUDGET_PER_INVOCATION = 500  # messages a scheduled drain takes per Lambda invocation, for the bill
 VARIANTS = {"emulator": "on the emulator as is", "aws_model": "with the AWS round-trip model"}
-SECTIONS = ("relay", "auth")
+SECTIONS = ("relay", "auth", "bulk")
 # The auth section's token lifetimes: TokenEndpoint's default (an hour, as many real endpoints issue)
 # and 2 s, renewed after 1 s: shorter than the local runtime's 5 s (--token-lifetime) so that even a
 # 16-worker run of two seconds sees a refresh.
@@ -236,6 +257,68 @@ def auth_section(bench: Bench, inputs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def bulk_run(
+    bench: Bench, inputs: Mapping[str, Any], workers: int, standin: BulkStandIn, batch: int
+) -> dict[str, Any]:
+    """One drain of a fresh backlog to `standin`: one message per request to its plain path (batch
+    1, the single-item relay), or up to `batch` per request to its bulk endpoint; with the requests
+    it received and the items they carried, and the AWS requests of the drain and the ingest."""
+    count = inputs["messages"]
+    bench.reset(workers, bulk=standin, batch=batch)
+    ingest = bench.ingest(order_records(count, inputs["groups"], bench.stream_arn))
+    standin.take()
+    run = bench.relay(count)
+    api_requests, api_items = standin.take()
+    kept = ("delivered", "seconds", "throughput_msgs_per_s", "drain_cpu_ms_per_message")
+    figures = {key: run[key] for key in kept} | {
+        "standin_api_cpu_ms_per_message": run.get("standin_api_cpu_ms_per_message"),
+        "api_requests": api_requests,
+        "api_items": api_items,
+        "aws_requests": sum(run["requests_by_api"].values()),
+        "ingest_aws_requests": sum(requests_only(ingest["requests"]).values()),
+        "requests_by_api": run["requests_by_api"],
+    }
+    log(
+        f"  {workers} workers, batch {batch:2d}: {figures['throughput_msgs_per_s']:7.1f} msg/s,"
+        f" {api_requests} requests, {api_items} items"
+    )
+    return figures
+
+
+def bulk_section(bench: Bench, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """At each worker count, each batch size in turns, the order flipped each round so none always
+    runs first on a busy machine; each batch size's runs pooled (messages over seconds)."""
+    standin = bench.bulk_standin()
+    out: dict[str, Any] = {
+        "inputs": {
+            "messages": inputs["messages"],
+            "groups": inputs["groups"],
+            "api_latency_ms": API_LATENCY_S * 1000,
+            "rounds": inputs["bulk_rounds"],
+            "batches": list(BULK_BATCHES),
+            "bulk_path": standin.bulk.path,
+            **BULK_VARIABLES,
+        }
+    }
+    for workers in BULK_WORKERS:
+        runs: dict[int, list[dict[str, Any]]] = {batch: [] for batch in BULK_BATCHES}
+        for n in range(inputs["bulk_rounds"]):
+            for batch in BULK_BATCHES if n % 2 == 0 else reversed(BULK_BATCHES):
+                runs[batch].append(bulk_run(bench, inputs, workers, standin, batch))
+        out[f"workers_{workers}"] = {f"batch_{batch}": bulk_pooled(each) for batch, each in runs.items()}
+    figures = bulk_goal_figures(out)
+    out["goals"] = {
+        goal.key: {
+            "label": goal.label,
+            "target": goal.text,
+            "value": figures[goal.key],
+            "met": goal.holds(figures[goal.key]),
+        }
+        for goal in BULK_GOALS
+    }
+    return out
+
+
 def run_emulator(
     name: EmulatorName,
     inputs: Mapping[str, Any],
@@ -254,6 +337,9 @@ def run_emulator(
             log("  auth (API key beside OAuth2 + signing):")
             rounds = 1 if quick else 3  # on a shared machine one run at 16 workers varies by a fifth
             out["auth"] = auth_section(bench, {**inputs, "auth_rounds": rounds})
+        if "bulk" in sections:
+            log("  bulk (batches of 10 and 50 beside the single-item relay):")
+            out["bulk"] = bulk_section(bench, {**inputs, "bulk_rounds": 1 if quick else 3})
     finally:
         bench.stop()
     return out
@@ -360,8 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         choices=SECTIONS,
-        help="one section: relay (throughput, requests, cost, ingest, backlog, import) or auth"
-        " (token requests, API key beside OAuth2 + signing)",
+        help="one section: relay (throughput, requests, cost, ingest, backlog, import), auth"
+        " (token requests, API key beside OAuth2 + signing) or bulk (batches to a bulk endpoint beside"
+        " the single-item relay)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
@@ -405,8 +492,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name in names:
         ran = run_emulator(name, inputs, calls, model, sections, quick)
-        if "auth" in ran:
-            ran["auth"] |= {"command": command, "machine": machine}
+        for section in ("auth", "bulk"):
+            if section in ran:
+                ran[section] |= {"command": command, "machine": machine}
         results["emulators"][name] = {**results["emulators"].get(name, {}), **ran}
     if "relay" in sections:
         results["lambda"] = cold_start_and_package(inputs["import_runs"])
@@ -447,7 +535,50 @@ def render(results: Mapping[str, Any], sections: tuple[str, ...] = SECTIONS) -> 
     if "auth" in sections:
         for name, section in auth.items():
             out += [*([""] if out else []), *render_auth(name, section)]
+    bulk = {n: em["bulk"] for n, em in results["emulators"].items() if "bulk" in em}
+    if "bulk" in sections and bulk:
+        out += [*([""] if out else []), *render_bulk(bulk)]
     return "\n".join(out)
+
+
+def render_bulk(sections: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The bulk goals for every emulator side by side, then each emulator's table."""
+    first = next(iter(sections.values()))
+    inputs, machine = first["inputs"], first.get("machine", {})
+    rounds = inputs["rounds"]
+    runs = (
+        f"{rounds} runs of each, in turns, the order flipped each round, pooled (in brackets the slowest"
+        " and fastest run)"
+        if rounds > 1
+        else "one run of each"
+    )
+    out = [
+        "### Bulk delivery (issue 25): batches beside the single-item relay",
+        "",
+        f"`{first.get('command', 'python -m bench --only bulk')}` on {machine.get('cpus', '?')} CPUs:"
+        f" {inputs['messages']:,} messages over {inputs['groups']} groups per run, API latency"
+        f" {inputs['api_latency_ms']:g} ms per request; batch 1 is the single-item relay"
+        f" (batch_max_items = 1, one message per request to the plain endpoint), batches of more go to"
+        f" {inputs['bulk_path']} (batch_wrapper {inputs['batch_wrapper']!r}, batch_results"
+        f" {inputs['batch_results']!r}); {runs}.",
+        "",
+    ]
+    out += _table(["Goal (issue 25)", "target", *sections], bulk_goal_rows(sections))
+    header = [
+        "workers",
+        "batch",
+        "msg/s",
+        "x single-item",
+        "API requests",
+        "items per request",
+        "AWS req/msg (drain)",
+        "AWS req/msg (ingest + drain)",
+        "drain CPU ms/msg",
+        "stand-in CPU ms/msg",
+    ]
+    for name, section in sections.items():
+        out += ["", f"{name}:", "", *_table(header, bulk_rows(section))]
+    return out
 
 
 def render_auth(name: str, section: Mapping[str, Any]) -> list[str]:

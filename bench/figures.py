@@ -397,3 +397,123 @@ def auth_throughput_rows(section: Mapping[str, Any]) -> list[list[str]]:
             ]
         )
     return rows
+
+
+# The bulk section (issue 25): 1,000 messages over 50 groups to a bulk endpoint at 20 ms per request,
+# up to 10 and 50 messages per request, beside the single-item relay (batch_max_items = 1, one
+# message per request to the plain endpoint: batch 1), at 1 and 4 workers, in the same run.
+BULK_BATCHES = (1, 10, 50)
+BULK_WORKERS = (1, 4)
+_AWS = "AWS requests per delivered message (drain) over the single-item relay's"
+_CPU = "drain CPU per delivered message over the single-item relay's"
+BULK_GOALS = (
+    Goal("speedup", "msg/s, batch 50, 4 workers, over the single-item relay's at 4 workers (x)", 10.0, False),
+    Goal("aws_requests_50", f"{_AWS}: batch 50, 4 workers", 1.0, at_most=True),
+    Goal("aws_requests", f"{_AWS}: highest batched run (10 and 50, 1 and 4 workers)", 1.0, at_most=True),
+    Goal("drain_cpu_50", f"{_CPU}: batch 50, 4 workers", 1.0, at_most=True),
+    Goal("drain_cpu", f"{_CPU}: highest batched run", 1.0, at_most=True),
+)
+
+
+def bulk_pooled(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Runs of one batch size at one worker count as one (`pooled`), with the API requests they made,
+    the items those carried and the AWS requests of drain and ingest, each per delivered message,
+    and the drain's by operation."""
+    out = pooled(runs)
+    delivered = max(1, out["delivered"])
+    totals = {
+        key: sum(int(r[key]) for r in runs)
+        for key in ("api_requests", "api_items", "aws_requests", "ingest_aws_requests")
+    }
+    requests = totals["api_requests"]
+    by_operation = add(*(r.get("requests_by_api", {}) for r in runs))
+    return out | {
+        **totals,
+        "items_per_request": round(totals["api_items"] / requests, 2) if requests else None,
+        "aws_requests_per_message": round(totals["aws_requests"] / delivered, 3),
+        "requests_per_message": round(
+            (totals["aws_requests"] + totals["ingest_aws_requests"]) / delivered, 3
+        ),
+        "aws_requests_per_message_by_operation": {
+            op: round(n / delivered, 4) for op, n in sorted(by_operation.items())
+        },
+    }
+
+
+def _ratio(value: Any, base: Any) -> float | None:
+    if value is None or base is None or float(base) <= 0:
+        return None
+    return round(float(value) / float(base), 3)
+
+
+def bulk_goal_figures(section: Mapping[str, Any]) -> dict[str, float | None]:
+    """What the bulk goals are judged on: batch 50's throughput at 4 workers over the single-item
+    relay's at 4; its AWS requests and drain CPU per message over the single-item relay's; and the
+    highest of those ratios over every batched run, each against the single-item relay at its own
+    worker count (None: a run is missing)."""
+    keys = {"aws_requests": "aws_requests_per_message", "drain_cpu": "drain_cpu_ms_per_message"}
+    figures: dict[str, float | None] = {}
+    for goal, key in keys.items():
+        ratios = {
+            (workers, name): _ratio(run.get(key), runs["batch_1"].get(key))
+            for workers, runs in _workers(section)
+            if "batch_1" in runs
+            for name, run in runs.items()
+            if name != "batch_1"
+        }
+        known = [r for r in ratios.values() if r is not None]
+        figures[goal] = max(known) if known else None
+        figures[f"{goal}_50"] = ratios.get((4, "batch_50"))
+    four = section.get("workers_4", {})
+    figures["speedup"] = _ratio(
+        four.get("batch_50", {}).get("throughput_msgs_per_s"),
+        four.get("batch_1", {}).get("throughput_msgs_per_s"),
+    )
+    return figures
+
+
+def met(goal: Goal, value: float | None) -> str:
+    """`12.30 (met)`, `0.80 (missed)`, or `-` when the figure is missing."""
+    held = goal.holds(value)
+    if value is None or held is None:
+        return "-"
+    return f"{value:.2f} ({'met' if held else 'missed'})"
+
+
+def bulk_goal_rows(sections: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
+    """The bulk goals: one row per goal, a column per emulator."""
+    figures = {name: bulk_goal_figures(section) for name, section in sections.items()}
+    return [
+        [goal.label, goal.text, *(met(goal, f[goal.key]) for f in figures.values())] for goal in BULK_GOALS
+    ]
+
+
+def bulk_rows(section: Mapping[str, Any]) -> list[list[str]]:
+    """A row per worker count and batch size: msg/s (with the slowest and fastest run) and its ratio
+    to the single-item relay's at those workers, API requests and items per request, AWS requests
+    per delivered message (drain, and ingest + drain), drain and stand-in CPU per message."""
+    rows = []
+    for workers, runs in _workers(section):
+        single = runs.get("batch_1")
+        for name, run in runs.items():
+            batch = int(name.removeprefix("batch_"))
+            ratio = _ratio(run["throughput_msgs_per_s"], single["throughput_msgs_per_s"]) if single else None
+            rows.append(
+                [
+                    str(workers),
+                    "1 (single-item relay)" if batch == 1 else str(batch),
+                    throughput_cell(run),
+                    "-" if ratio is None else f"{ratio:.2f}",
+                    f"{run['api_requests']:,}",
+                    "-" if run["items_per_request"] is None else f"{run['items_per_request']:.2f}",
+                    f"{run['aws_requests_per_message']:.3f}",
+                    f"{run['requests_per_message']:.3f}",
+                    "-"
+                    if run.get("drain_cpu_ms_per_message") is None
+                    else f"{run['drain_cpu_ms_per_message']:.2f}",
+                    "-"
+                    if run.get("standin_api_cpu_ms_per_message") is None
+                    else f"{run['standin_api_cpu_ms_per_message']:.2f}",
+                ]
+            )
+    return rows

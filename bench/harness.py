@@ -1,6 +1,7 @@
 """The bench's moving parts: an emulator and the stand-in API in processes of their own (and for the
-auth section a second stand-in, with an OAuth2 token endpoint, that verifies signatures), hooks that
-count (and optionally slow) every AWS call, CPU readings from /proc, and the harness-ceiling probe."""
+auth section a second stand-in, with an OAuth2 token endpoint, that verifies signatures; for the bulk
+section a third, with a bulk endpoint), hooks that count (and optionally slow) every AWS call, CPU
+readings from /proc, and the harness-ceiling probe."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import requests
@@ -28,9 +30,11 @@ from bench.figures import BATCH_OPERATIONS, LatencyModel, batch_items, ingest_fi
 from bench.stream import batches
 from chalicelib import naming, wiring
 from chalicelib.records import build_messages
+from chalicelib.request_shape import with_path
 from chalicelib.settings import Destination, load_settings
 from trickle_local.emulators import EmulatorName, start_emulator
 from trickle_local.endpoint import clients, free_port
+from trickle_local.standin_bulk import Bulk
 from trickle_local.token_endpoint import TOKEN_PATH
 from trickle_project import stage
 from trickle_project.resources import provision
@@ -130,9 +134,10 @@ class Taken:
 
 STANDIN = (
     "from trickle_local.standin_api import Faults, StandInApi\n"
+    "from trickle_local.standin_bulk import Bulk\n"
     "from trickle_local.token_endpoint import TokenEndpoint\n"
     "StandInApi(Faults(latency_s={latency!r}, api_key={key!r}, signing_secret={signing!r}),"
-    " port={port}, tokens={tokens}).start()\n"
+    " port={port}, tokens={tokens}, bulk={bulk!r}).start()\n"
     "import time\nwhile True: time.sleep(3600)\n"
 )
 
@@ -153,10 +158,11 @@ class OAuth2Signing:
 
 
 def serve_standin(
-    latency_s: float, api_key: str | None, oauth2: OAuth2Signing | None = None
+    latency_s: float, api_key: str | None, oauth2: OAuth2Signing | None = None, bulk: Bulk | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     """The stand-in API in a process of its own, so it does not compete with the drain for the GIL:
-    requiring `api_key` in x-api-key, or with `oauth2` a token of its endpoint and a signature."""
+    requiring `api_key` in x-api-key, or with `oauth2` a token of its endpoint and a signature; with
+    `bulk`, taking arrays of items at that endpoint too."""
     port = free_port()
     script = STANDIN.format(
         port=port,
@@ -164,6 +170,7 @@ def serve_standin(
         key=api_key,
         signing=oauth2.signing_secret if oauth2 else None,
         tokens=oauth2.token_endpoint() if oauth2 else None,
+        bulk=bulk,
     )
     process = subprocess.Popen(
         [sys.executable, "-c", script],
@@ -286,6 +293,57 @@ class AuthStandIn:
         self._process.wait(timeout=10)
 
 
+# The bulk section's endpoint (issue 25): BULK_PATH under the orders destination's own path, taking
+# `{"records": [...]}` and answering `{"results": [{"id", "status"}, ...]}`, one result per item.
+BULK_PATH = "/bulk"
+BULK_VARIABLES = {"batch_wrapper": "{records: @}", "batch_results": "results[].status"}
+BULK_FIELDS = ("path", "batch_max_items", *BULK_VARIABLES)  # what the bulk section sets
+
+
+def bulk_endpoint(url: str) -> Bulk:
+    """The stand-in's bulk endpoint for a destination at `url`: where its batches go."""
+    return Bulk(urlsplit(with_path(url, BULK_PATH)).path, array_at=("records",))
+
+
+def bulk_variables(destination: str, env: Mapping[str, str], standin_url: str, batch: int) -> dict[str, str]:
+    """The stage variables that send `destination` of stage `env` to the stand-in at `standin_url`:
+    one message per request to its plain path (`batch` 1, the single-item relay), or up to `batch`
+    per request to its bulk endpoint."""
+    url = naming.destination_variable(destination, "url")
+    variables = {url: stage.with_netloc(env[url], standin_url)}
+    if batch > 1:
+        fields = {"path": BULK_PATH, "batch_max_items": str(batch), **BULK_VARIABLES}
+        variables |= {naming.destination_variable(destination, f): v for f, v in fields.items()}
+    return variables
+
+
+class BulkStandIn:
+    """A stand-in API with the API key, its plain path and a bulk endpoint for a destination at
+    `url`, in a process of its own; it counts the requests it received and the items they carried."""
+
+    def __init__(self, latency_s: float, url: str) -> None:
+        self.bulk = bulk_endpoint(url)
+        self._process, self.url = serve_standin(latency_s, API_KEY, bulk=self.bulk)
+        self._seen = 0
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def take(self) -> tuple[int, int]:
+        """The requests it received since the last take and the items they carried (one for a
+        request to its plain path)."""
+        answer = requests.get(f"{self.url}/?since={self._seen}", timeout=30)
+        answer.raise_for_status()
+        document = answer.json()
+        self._seen += int(document["received"])
+        return int(document["received"]), int(document["items"])
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=10)
+
+
 class LambdaContext:
     """Lambda's context object as the handlers (and Powertools' Logger) read it; the time left is
     plenty."""
@@ -330,6 +388,7 @@ class Bench:
         self._app: Any = None
         self._api_pid = self._api.pid  # the stand-in the runs since the last reset send to
         self._auth_standins: list[AuthStandIn] = []
+        self._bulk_standins: list[BulkStandIn] = []
         self._cpu_marks: tuple[float, float | None, float | None] = (0.0, None, None)
 
     @property
@@ -346,20 +405,34 @@ class Bench:
         self._auth_standins.append(standin)
         return standin
 
+    def bulk_standin(self) -> BulkStandIn:
+        """A stand-in with a bulk endpoint under the orders destination's path, stopped with the bench."""
+        standin = BulkStandIn(self.latency_s, self.base[naming.destination_variable("orders", "url")])
+        self._bulk_standins.append(standin)
+        return standin
+
     def reset(
-        self, workers: int = 1, rate_limit_per_s: int = UNLIMITED, auth: AuthStandIn | None = None
+        self,
+        workers: int = 1,
+        rate_limit_per_s: int = UNLIMITED,
+        auth: AuthStandIn | None = None,
+        bulk: BulkStandIn | None = None,
+        batch: int = 1,
     ) -> None:
         """A fresh account; a rate-limited run gets a burst of 10 so the limit, not the burst, shows.
-        With `auth`, the orders destination sends to that stand-in with OAuth2 + signing; without,
-        to the API-key stand-in (the variables of an earlier auth run are taken back)."""
+        With `auth`, the orders destination sends to that stand-in with OAuth2 + signing; with
+        `bulk`, to that one, up to `batch` messages per request; without either, to the API-key
+        stand-in (the variables of an earlier auth or bulk run are taken back)."""
         self.emulator.reset()
         env, secrets = dict(self.base), None
-        for field in AUTH_FIELDS:  # load_app sets the stage's variables in os.environ: they stay
+        for field in (*AUTH_FIELDS, *BULK_FIELDS):  # load_app sets the stage's variables in os.environ
             os.environ.pop(naming.destination_variable("orders", field), None)
         if auth is not None:
             secrets = auth.secrets("orders", env)
             env |= auth.stage_variables("orders", env)
-        self._api_pid = auth.pid if auth is not None else self._api.pid
+        if bulk is not None:
+            env |= bulk_variables("orders", env, bulk.url, batch)
+        self._api_pid = auth.pid if auth is not None else bulk.pid if bulk is not None else self._api.pid
         self.env = provision(clients(self.emulator.endpoint_url), env, API_KEY, secrets=secrets) | {
             "TRICKLE_DRAIN_WORKERS": str(workers),
             naming.destination_variable("orders", "rate_limit_per_s"): str(rate_limit_per_s),
@@ -493,6 +566,8 @@ class Bench:
     def stop(self) -> None:
         for standin in self._auth_standins:
             standin.stop()
+        for bulk in self._bulk_standins:
+            bulk.stop()
         self._api.terminate()
         self._api.wait(timeout=10)
         self.emulator.stop()

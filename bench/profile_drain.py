@@ -4,7 +4,9 @@ Fills a backlog through the relay's ingest, then drains it like `python -m bench
 stand-in API in processes of their own) and prints the drain's own CPU per delivered message.
 `--cprofile FILE` profiles the drain's CPU time (`time.thread_time`, so waiting on a socket counts
 for nothing) in its main thread and in every worker, merged into one pstats file; read it with
-`python -m pstats FILE` (docs/benchmarks.md, "Where the drain's time goes"). Reports figures; asserts nothing.
+`python -m pstats FILE` (docs/benchmarks.md, "Where the drain's time goes"). `--batch N` (issue 25)
+sends up to N messages per request to the bulk section's stand-in, a bulk endpoint. Reports figures;
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -89,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emulator", choices=EMULATORS, default="ministack")
     parser.add_argument("--latency", type=float, default=0.02, help="the stand-in API's, in seconds")
     parser.add_argument("--repeat", type=int, default=1, help="backlogs drained one after another")
+    parser.add_argument(
+        "--batch", type=int, default=1, help="messages per request; over 1, to a bulk endpoint (issue 25)"
+    )
     parser.add_argument("--cprofile", type=Path, help="write the drain's CPU profile (pstats) here")
     parser.add_argument(
         "--log-level", default="ERROR", help="Trickle's log level while draining (lines go to /dev/null)"
@@ -106,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     counter.register(boto3.DEFAULT_SESSION.events)  # type: ignore[union-attr]
     bench = Bench(args.emulator, args.latency, counter)
     try:
+        bulk = bench.bulk_standin() if args.batch > 1 else None
         for _ in range(args.repeat):
-            bench.reset(args.workers)
+            bench.reset(args.workers, bulk=bulk, batch=args.batch)
             bench.ingest(order_records(args.messages, args.groups, bench.stream_arn))
             bench.calls.take()
             cpu, started = time.process_time(), time.perf_counter()

@@ -1,7 +1,8 @@
 """The bench's arithmetic: requests per message by API, dollars per million messages (DynamoDB batch
 calls billed per item, SecureString reads billed a KMS request), the bound and shares, ingest rates,
 backlog spread, the AWS round-trip model, the goals, the bench's stream records, the CPU reading
-of a process, and the auth section's token requests, pooled runs, ratios and tables."""
+of a process, the auth section's token requests, pooled runs, ratios and tables, and the bulk
+section's pooled runs, goals, table and stage variables."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from bench.__main__ import render
 from bench.figures import (
+    BULK_GOALS,
     GOALS,
     PRICE,
     LatencyModel,
@@ -23,10 +25,15 @@ from bench.figures import (
     auth_throughput_rows,
     batch_items,
     bound,
+    bulk_goal_figures,
+    bulk_goal_rows,
+    bulk_pooled,
+    bulk_rows,
     cost_per_million,
     goal_figures,
     goal_rows,
     ingest_figures,
+    met,
     per_message,
     per_thousand,
     pooled,
@@ -40,10 +47,13 @@ from bench.figures import (
     token_rows,
     within_goal,
 )
-from bench.harness import Calls, cpu_seconds
+from bench.harness import BULK_FIELDS, Calls, bulk_endpoint, bulk_variables, cpu_seconds
 from bench.stream import batches, mixed_records, order_records
+from chalicelib import naming
 from chalicelib.records import build_messages
+from chalicelib.request_shape import with_path
 from chalicelib.settings import Settings
+from tests.unit.conftest import env_with
 
 BENCH_ROUTES = Path(__file__).resolve().parents[2] / "bench" / "routes.toml"
 ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/items/stream/2026-01-01T00:00:00.000"
@@ -519,3 +529,185 @@ def test_the_auth_section_renders_alone_without_the_relay_sections() -> None:
     assert "| 2 s (refreshed after 1 s) | 16 | 1,000 | 6 | 6.00 | 5 | 1 |" in text
     assert "| 16 | 200.0 | 166.7 | 0.83 (misses 10%) |" in text
     assert "Goal (issue 17)" not in text
+
+
+def bulk_run(seconds: float, requests: int, aws: int, **more: Any) -> dict[str, Any]:
+    """One bulk-section run of 1,000 messages, all delivered, each request carrying what it could."""
+    return {
+        "delivered": 1000,
+        "seconds": seconds,
+        "throughput_msgs_per_s": round(1000 / seconds, 2),
+        "drain_cpu_ms_per_message": 1.0,
+        "standin_api_cpu_ms_per_message": 0.3,
+        "api_requests": requests,
+        "api_items": 1000,
+        "aws_requests": aws,
+        "ingest_aws_requests": 100,
+    } | more
+
+
+def test_bulk_runs_pool_requests_items_and_aws_requests_per_delivered_message() -> None:
+    runs = [
+        bulk_run(2.0, requests=20, aws=260, drain_cpu_ms_per_message=0.7),
+        bulk_run(
+            2.0,
+            requests=25,
+            aws=300,
+            api_items=1010,
+            drain_cpu_ms_per_message=0.9,
+            requests_by_api={"sqs:ReceiveMessage": 120, "dynamodb:TransactWriteItems": 25},
+        ),
+    ]
+    figures = bulk_pooled(runs)
+    assert figures["throughput_msgs_per_s"] == 500.0
+    assert figures["drain_cpu_ms_per_message"] == 0.8
+    assert (figures["api_requests"], figures["api_items"]) == (45, 2010)
+    assert figures["items_per_request"] == 44.67  # items sent again count: what the requests carried
+    assert figures["aws_requests_per_message"] == 0.28  # the drain's
+    assert figures["requests_per_message"] == 0.38  # ingest + drain
+    assert figures["aws_requests_per_message_by_operation"] == {
+        "dynamodb:TransactWriteItems": 0.0125,
+        "sqs:ReceiveMessage": 0.06,
+    }
+    assert bulk_pooled([bulk_run(2.0, requests=0, aws=0, delivered=0)])["items_per_request"] is None
+
+
+def bulk_section(**runs: dict[str, Any]) -> dict[str, Any]:
+    """A bulk section whose pooled runs are `workers_W__batch_B=run` (the single-item relay 5 s at 4
+    workers, 20 s at 1, each with 310 drain AWS requests and 1 ms of drain CPU per message)."""
+    section: dict[str, Any] = {
+        "inputs": {
+            "messages": 1000,
+            "groups": 50,
+            "api_latency_ms": 20.0,
+            "rounds": 1,
+            "batches": [1, 10, 50],
+            "bulk_path": "/items/bulk",
+            "batch_wrapper": "{records: @}",
+            "batch_results": "results[].status",
+        },
+        "workers_1": {"batch_1": bulk_pooled([bulk_run(20.0, requests=1000, aws=310)])},
+        "workers_4": {"batch_1": bulk_pooled([bulk_run(5.0, requests=1000, aws=310)])},
+    }
+    for name, run in runs.items():
+        workers, batch = name.split("__")
+        section[workers][batch] = bulk_pooled([run])
+    return section
+
+
+@pytest.mark.parametrize(
+    ("runs", "expected"),
+    [
+        (  # batch 50 at 4 workers 10x, every batched run cheaper: every goal met
+            {
+                "workers_4__batch_50": bulk_run(0.5, requests=20, aws=250, drain_cpu_ms_per_message=0.6),
+                "workers_4__batch_10": bulk_run(1.0, requests=100, aws=300, drain_cpu_ms_per_message=0.8),
+                "workers_1__batch_50": bulk_run(2.0, requests=20, aws=260, drain_cpu_ms_per_message=0.7),
+            },
+            {
+                "speedup": 10.0,
+                "aws_requests_50": 0.806,
+                "aws_requests": 0.968,
+                "drain_cpu_50": 0.6,
+                "drain_cpu": 0.8,
+            },
+        ),
+        (  # batch 10 makes more AWS requests and spends more CPU than the single-item relay: missed
+            {
+                "workers_4__batch_50": bulk_run(1.8, requests=20, aws=264, drain_cpu_ms_per_message=0.75),
+                "workers_1__batch_10": bulk_run(3.0, requests=100, aws=397, drain_cpu_ms_per_message=1.2),
+            },
+            {
+                "speedup": 2.778,
+                "aws_requests_50": 0.852,
+                "aws_requests": 1.281,
+                "drain_cpu_50": 0.75,
+                "drain_cpu": 1.2,
+            },
+        ),
+        (  # no batch 50 at 4 workers, no batched run: nothing to judge
+            {},
+            {
+                "speedup": None,
+                "aws_requests_50": None,
+                "aws_requests": None,
+                "drain_cpu_50": None,
+                "drain_cpu": None,
+            },
+        ),
+    ],
+)
+def test_bulk_goals_judge_batch_50_at_4_workers_and_every_batched_run_against_the_single_item_relay(
+    runs: dict[str, dict[str, Any]], expected: dict[str, float | None]
+) -> None:
+    assert bulk_goal_figures(bulk_section(**runs)) == expected
+
+
+def test_bulk_goals_are_met_or_missed_at_their_edges() -> None:
+    by_key = {goal.key: goal for goal in BULK_GOALS}
+    assert met(by_key["speedup"], 10.0) == "10.00 (met)"
+    assert met(by_key["speedup"], 9.99) == "9.99 (missed)"
+    assert met(by_key["aws_requests"], 1.0) == "1.00 (met)"
+    assert met(by_key["drain_cpu"], 1.004) == "1.00 (missed)"  # judged on the figure, not its rounding
+    assert met(by_key["drain_cpu_50"], None) == "-"
+
+
+def test_bulk_goal_rows_put_emulators_side_by_side() -> None:
+    fast = bulk_section(workers_4__batch_50=bulk_run(0.4, requests=20, aws=250))
+    slow = bulk_section(workers_4__batch_50=bulk_run(2.0, requests=20, aws=400))
+    rows = bulk_goal_rows({"moto": slow, "ministack": fast})
+    assert [row[0] for row in rows] == [goal.label for goal in BULK_GOALS]
+    assert rows[0][1:] == [">= 10", "2.50 (missed)", "12.50 (met)"]
+    assert rows[1][1:] == ["<= 1", "1.29 (missed)", "0.81 (met)"]
+
+
+def test_bulk_rows_are_per_worker_count_and_batch_beside_the_single_item_relay() -> None:
+    section = bulk_section(
+        workers_1__batch_50=bulk_run(4.0, requests=20, aws=255, drain_cpu_ms_per_message=0.7),
+        workers_4__batch_50=bulk_run(2.0, requests=25, aws=264, standin_api_cpu_ms_per_message=None),
+    )
+    assert bulk_rows(section) == [
+        ["1", "1 (single-item relay)", "50.0", "1.00", "1,000", "1.00", "0.310", "0.410", "1.00", "0.30"],
+        ["1", "50", "250.0", "5.00", "20", "50.00", "0.255", "0.355", "0.70", "0.30"],
+        ["4", "1 (single-item relay)", "200.0", "1.00", "1,000", "1.00", "0.310", "0.410", "1.00", "0.30"],
+        ["4", "50", "500.0", "2.50", "25", "40.00", "0.264", "0.364", "1.00", "-"],
+    ]
+
+
+def test_the_bulk_section_renders_alone_with_its_goals_and_command() -> None:
+    section = bulk_section(workers_4__batch_50=bulk_run(0.5, requests=20, aws=250))
+    results = {"emulators": {"ministack": {"bulk": section | {"command": "python -m bench --only bulk"}}}}
+    text = render(results, ("bulk",))
+    assert text.startswith("### Bulk delivery (issue 25): batches beside the single-item relay")
+    assert "`python -m bench --only bulk`" in text
+    assert "| Goal (issue 25) | target | ministack |" in text
+    assert "| 4 | 50 | 2000.0 | 10.00 | 20 | 50.00 | 0.250 | 0.350 | 1.00 | 0.30 |" in text
+    assert "Goal (issue 17)" not in text and "Auth" not in text
+
+
+@pytest.mark.parametrize(
+    ("batch", "max_items", "wrapper", "answers", "path"),
+    [
+        (1, 1, None, None, None),  # the single-item relay: the plain endpoint, one message per request
+        (50, 50, "{records: @}", "results[].status", "/bulk"),
+    ],
+)
+def test_bulk_variables_send_the_orders_destination_to_the_standin(
+    make_settings: Any, batch: int, max_items: int, wrapper: str | None, answers: str | None, path: str | None
+) -> None:
+    env = env_with(TRICKLE_ROUTES_FILE=str(BENCH_ROUTES))
+    variables = bulk_variables("orders", env, "http://127.0.0.1:4567", batch)
+    assert set(variables) <= {naming.destination_variable("orders", f) for f in ("url", *BULK_FIELDS)}
+    orders = make_settings(TRICKLE_ROUTES_FILE=str(BENCH_ROUTES), **variables).destination("orders")
+    assert orders.url == "http://127.0.0.1:4567/items"
+    assert orders.batch_max_items == max_items
+    assert (
+        orders.batch_wrapper and orders.batch_wrapper.text,
+        orders.batch_results and orders.batch_results.text,
+    ) == (
+        wrapper,
+        answers,
+    )
+    assert (orders.path and orders.path.text) == path
+    if path is not None:  # where the drain sends a batch is where the stand-in takes one
+        assert with_path("/items", path) == bulk_endpoint(orders.url).path == "/items/bulk"
