@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
 from bench.figures import (
     AUTH_GOAL,
@@ -51,6 +52,7 @@ from bench.figures import (
     auth_ratio,
     auth_throughput_rows,
     bound,
+    bulk_errors,
     bulk_goal_figures,
     bulk_goal_rows,
     bulk_pooled,
@@ -267,7 +269,11 @@ def bulk_run(
     bench.reset(workers, bulk=standin, batch=batch)
     ingest = bench.ingest(order_records(count, inputs["groups"], bench.stream_arn))
     standin.take()
-    run = bench.relay(count)
+    try:
+        run = bench.relay(count)
+    except ClientError as exc:  # an emulator's failure is a finding too (moto's TransactWriteItems, 500)
+        log(f"  {workers} workers, batch {batch:2d}: failed: {exc}")
+        return {"error": str(exc).split("\n", 1)[0][:200]}
     api_requests, api_items = standin.take()
     kept = ("delivered", "seconds", "throughput_msgs_per_s", "drain_cpu_ms_per_message")
     figures = {key: run[key] for key in kept} | {
@@ -578,6 +584,9 @@ def render_bulk(sections: Mapping[str, Mapping[str, Any]]) -> list[str]:
     ]
     for name, section in sections.items():
         out += ["", f"{name}:", "", *_table(header, bulk_rows(section))]
+        errors = bulk_errors(section)
+        if errors:
+            out += ["", "Runs that failed (not pooled):", *(f"- {error}" for error in errors)]
     return out
 
 

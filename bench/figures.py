@@ -418,7 +418,13 @@ BULK_GOALS = (
 def bulk_pooled(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Runs of one batch size at one worker count as one (`pooled`), with the API requests they made,
     the items those carried and the AWS requests of drain and ingest, each per delivered message,
-    and the drain's by operation."""
+    and the drain's by operation. A run that failed (`error`) is counted and its error kept, not
+    pooled; when every run failed there are no figures."""
+    failed = [str(r["error"]) for r in runs if "error" in r]
+    runs = [r for r in runs if "error" not in r]
+    errors = {"failed_runs": len(failed), "errors": sorted(set(failed))} if failed else {}
+    if not runs:
+        return {"runs": 0, **errors}
     out = pooled(runs)
     delivered = max(1, out["delivered"])
     totals = {
@@ -437,6 +443,7 @@ def bulk_pooled(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "aws_requests_per_message_by_operation": {
             op: round(n / delivered, 4) for op, n in sorted(by_operation.items())
         },
+        **errors,
     }
 
 
@@ -488,32 +495,48 @@ def bulk_goal_rows(sections: Mapping[str, Mapping[str, Any]]) -> list[list[str]]
     ]
 
 
+def _figure(run: Mapping[str, Any], key: str, digits: int) -> str:
+    value = run.get(key)
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
 def bulk_rows(section: Mapping[str, Any]) -> list[list[str]]:
     """A row per worker count and batch size: msg/s (with the slowest and fastest run) and its ratio
     to the single-item relay's at those workers, API requests and items per request, AWS requests
-    per delivered message (drain, and ingest + drain), drain and stand-in CPU per message."""
+    per delivered message (drain, and ingest + drain), drain and stand-in CPU per message; runs
+    that failed are said in the msg/s cell."""
     rows = []
     for workers, runs in _workers(section):
-        single = runs.get("batch_1")
+        single = runs.get("batch_1", {})
         for name, run in runs.items():
             batch = int(name.removeprefix("batch_"))
-            ratio = _ratio(run["throughput_msgs_per_s"], single["throughput_msgs_per_s"]) if single else None
+            ratio = _ratio(run.get("throughput_msgs_per_s"), single.get("throughput_msgs_per_s"))
+            rate = throughput_cell(run) if run["runs"] else ""
+            failed = run.get("failed_runs", 0)
+            if failed:
+                rate += f"{' ' if rate else ''}({failed} of {failed + run['runs']} runs failed)"
             rows.append(
                 [
                     str(workers),
                     "1 (single-item relay)" if batch == 1 else str(batch),
-                    throughput_cell(run),
+                    rate,
                     "-" if ratio is None else f"{ratio:.2f}",
-                    f"{run['api_requests']:,}",
-                    "-" if run["items_per_request"] is None else f"{run['items_per_request']:.2f}",
-                    f"{run['aws_requests_per_message']:.3f}",
-                    f"{run['requests_per_message']:.3f}",
-                    "-"
-                    if run.get("drain_cpu_ms_per_message") is None
-                    else f"{run['drain_cpu_ms_per_message']:.2f}",
-                    "-"
-                    if run.get("standin_api_cpu_ms_per_message") is None
-                    else f"{run['standin_api_cpu_ms_per_message']:.2f}",
+                    _figure(run, "api_requests", 0),
+                    _figure(run, "items_per_request", 2),
+                    _figure(run, "aws_requests_per_message", 3),
+                    _figure(run, "requests_per_message", 3),
+                    _figure(run, "drain_cpu_ms_per_message", 2),
+                    _figure(run, "standin_api_cpu_ms_per_message", 2),
                 ]
             )
     return rows
+
+
+def bulk_errors(section: Mapping[str, Any]) -> list[str]:
+    """What made runs fail, by worker count and batch size: `4 workers, batch 10: <error>`."""
+    return [
+        f"{workers} workers, batch {name.removeprefix('batch_')}: {error}"
+        for workers, runs in _workers(section)
+        for name, run in runs.items()
+        for error in run.get("errors", [])
+    ]

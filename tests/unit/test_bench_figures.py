@@ -25,6 +25,7 @@ from bench.figures import (
     auth_throughput_rows,
     batch_items,
     bound,
+    bulk_errors,
     bulk_goal_figures,
     bulk_goal_rows,
     bulk_pooled,
@@ -572,8 +573,19 @@ def test_bulk_runs_pool_requests_items_and_aws_requests_per_delivered_message() 
     assert bulk_pooled([bulk_run(2.0, requests=0, aws=0, delivered=0)])["items_per_request"] is None
 
 
-def bulk_section(**runs: dict[str, Any]) -> dict[str, Any]:
-    """A bulk section whose pooled runs are `workers_W__batch_B=run` (the single-item relay 5 s at 4
+MOTO_500 = "An error occurred (500) when calling the TransactWriteItems operation (reached max retries: 3)"
+
+
+def test_failed_bulk_runs_are_counted_and_said_not_pooled() -> None:
+    some = bulk_pooled([bulk_run(2.0, requests=20, aws=260), {"error": MOTO_500}, {"error": MOTO_500}])
+    assert (some["runs"], some["failed_runs"], some["errors"]) == (1, 2, [MOTO_500])
+    assert (some["delivered"], some["throughput_msgs_per_s"], some["api_requests"]) == (1000, 500.0, 20)
+    assert bulk_pooled([{"error": MOTO_500}]) == {"runs": 0, "failed_runs": 1, "errors": [MOTO_500]}
+    assert "failed_runs" not in bulk_pooled([bulk_run(2.0, requests=20, aws=260)])
+
+
+def bulk_section(**runs: Any) -> dict[str, Any]:
+    """A bulk section whose pooled runs are `workers_W__batch_B=run or [runs]` (the single-item relay 5 s at 4
     workers, 20 s at 1, each with 310 drain AWS requests and 1 ms of drain CPU per message)."""
     section: dict[str, Any] = {
         "inputs": {
@@ -591,7 +603,7 @@ def bulk_section(**runs: dict[str, Any]) -> dict[str, Any]:
     }
     for name, run in runs.items():
         workers, batch = name.split("__")
-        section[workers][batch] = bulk_pooled([run])
+        section[workers][batch] = bulk_pooled(run if isinstance(run, list) else [run])
     return section
 
 
@@ -672,6 +684,20 @@ def test_bulk_rows_are_per_worker_count_and_batch_beside_the_single_item_relay()
         ["4", "1 (single-item relay)", "200.0", "1.00", "1,000", "1.00", "0.310", "0.410", "1.00", "0.30"],
         ["4", "50", "500.0", "2.50", "25", "40.00", "0.264", "0.364", "1.00", "-"],
     ]
+
+
+def test_bulk_rows_say_the_runs_that_failed_and_leave_a_figure_no_run_gave_empty() -> None:
+    section = bulk_section(
+        workers_4__batch_10=[{"error": MOTO_500}, {"error": MOTO_500}],
+        workers_4__batch_50=[bulk_run(2.0, requests=20, aws=264), {"error": MOTO_500}],
+    )
+    rows = bulk_rows(section)
+    assert rows[2] == ["4", "10", "(2 of 2 runs failed)", "-", "-", "-", "-", "-", "-", "-"]
+    assert rows[3][:4] == ["4", "50", "500.0 (1 of 2 runs failed)", "2.50"]
+    assert bulk_errors(section) == [f"4 workers, batch 10: {MOTO_500}", f"4 workers, batch 50: {MOTO_500}"]
+    figures = bulk_goal_figures(section)  # judged on the runs that gave figures
+    assert (figures["speedup"], figures["aws_requests"]) == (2.5, 0.852)
+    assert "Runs that failed (not pooled):" in render({"emulators": {"moto": {"bulk": section}}}, ("bulk",))
 
 
 def test_the_bulk_section_renders_alone_with_its_goals_and_command() -> None:
