@@ -360,6 +360,19 @@ class LambdaContext:
         return 10**9
 
 
+def bench_env(endpoint: str, apis: Mapping[str, str]) -> dict[str, str]:
+    """The local stage pointed at the emulator's `endpoint` and the stand-ins (`apis`, a URL per
+    destination), reading the bench's routes file: without the stage's variables of destinations
+    that file lacks, which a stage may not set."""
+    env = stage.with_routes_file(stage.rebase(stage.stage_env("local"), endpoint, apis), ROUTES_FILE)
+    return env | {
+        "TRICKLE_LOG_LEVEL": "ERROR",
+        "TRICKLE_DRAIN_BUDGET": "100000",
+        "TRICKLE_AUTH": "iam",
+        "TRICKLE_ARCHIVE_BUCKET": "",
+    }
+
+
 class Bench:
     """One emulator and one stand-in API for a series of runs, each on a fresh account. The relay
     runs in this process (as in a Lambda container); its CPU is this process's, read apart from the
@@ -377,13 +390,7 @@ class Bench:
             raise
         endpoint = self.emulator.endpoint_url
         apis = {"orders": self.api_url + "/items", "crm": self.api_url + "/crm"}
-        self.base = stage.rebase(stage.stage_env("local"), endpoint, apis) | {
-            "TRICKLE_ROUTES_FILE": str(ROUTES_FILE),
-            "TRICKLE_LOG_LEVEL": "ERROR",
-            "TRICKLE_DRAIN_BUDGET": "100000",
-            "TRICKLE_AUTH": "iam",
-            "TRICKLE_ARCHIVE_BUCKET": "",
-        }
+        self.base = bench_env(endpoint, apis)
         self.env: dict[str, str] = {}
         self._app: Any = None
         self._api_pid = self._api.pid  # the stand-in the runs since the last reset send to

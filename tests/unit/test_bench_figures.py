@@ -48,12 +48,12 @@ from bench.figures import (
     token_rows,
     within_goal,
 )
-from bench.harness import BULK_FIELDS, Calls, bulk_endpoint, bulk_variables, cpu_seconds
+from bench.harness import BULK_FIELDS, Calls, bench_env, bulk_endpoint, bulk_variables, cpu_seconds
 from bench.stream import batches, mixed_records, order_records
 from chalicelib import naming
 from chalicelib.records import build_messages
 from chalicelib.request_shape import with_path
-from chalicelib.settings import Settings
+from chalicelib.settings import Settings, load_settings
 from tests.unit.conftest import env_with
 
 BENCH_ROUTES = Path(__file__).resolve().parents[2] / "bench" / "routes.toml"
@@ -737,3 +737,13 @@ def test_bulk_variables_send_the_orders_destination_to_the_standin(
     assert (orders.path and orders.path.text) == path
     if path is not None:  # where the drain sends a batch is where the stand-in takes one
         assert with_path("/items", path) == bulk_endpoint(orders.url).path == "/items/bulk"
+
+
+def test_the_bench_stage_reads_the_bench_routes_file_whatever_destinations_the_local_stage_has() -> None:
+    """The local stage names the variables of every destination of chalicelib/routes.toml; the bench
+    reads its own routes file, which has two of them."""
+    env = bench_env("http://127.0.0.1:5000", {"orders": "http://127.0.0.1:6000/items"})
+    settings = load_settings(env)
+    assert sorted(settings.destinations) == ["crm", "orders"]
+    assert settings.destination("orders").url.startswith("http://127.0.0.1:6000/")  # the stage's path kept
+    assert env["TRICKLE_ROUTES_FILE"] == str(BENCH_ROUTES)
