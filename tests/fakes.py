@@ -6,6 +6,7 @@ ledger's attempt counting) and records what was done to it, so tests assert on e
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -607,3 +608,9 @@ class KeySource:
     def renew(self, stale: int, reread_secrets: bool) -> bool:
         self.renewals.append((stale, reread_secrets))
         return reread_secrets
+
+
+def environment_outside_the_suite() -> dict[str, str]:
+    """This process's environment without the TRICKLE_* variables the integration stack's session
+    puts in it (its stage, naming the suite's routes file): what a user's shell would hand a command."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("TRICKLE_")}

@@ -8,7 +8,6 @@ needs one emulator is marked `only_on("moto", reason=...)` and skipped on the ot
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ from chalice.local import LambdaContext
 from chalice.test import Client, InvokeResponse, TestLambdaClient
 
 from chalicelib import wiring
-from tests.fakes import until
+from tests.fakes import environment_outside_the_suite, until
 from trickle_deploy.iam_check import CallRecorder, denied, load_template, packaged_policies, partition_keys
 from trickle_local.emulators import Emulator, emulator_from_env, start_emulator
 from trickle_local.standin_api import Faults, StandInApi
@@ -125,9 +124,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
     """The roles `chalice package --stage local` really produces, per function (as a user runs it:
     without the suite's TRICKLE_* variables, which name the suite's routes file)."""
     out = tmp_path_factory.mktemp("package")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRICKLE_")} | {
-        "AWS_DEFAULT_REGION": "us-east-1"
-    }
+    env = environment_outside_the_suite() | {"AWS_DEFAULT_REGION": "us-east-1"}
     subprocess.run(
         [str(Path(sys.executable).parent / "chalice"), "package", "--stage", "local", str(out)],
         cwd=stage.PROJECT_DIR,

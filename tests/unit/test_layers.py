@@ -5,13 +5,13 @@ counted: at the top, inside a function, or for type checking only."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.fakes import environment_outside_the_suite
 from tests.unit.conftest import docs_layout
 from trickle_project import stage
 from trickle_project.stage import packaging_env
@@ -92,7 +92,11 @@ def test_importing_the_app_loads_only_what_its_decorators_need() -> None:
     settings compile each destination's path and check its headers (`request_shape`, which takes
     the signing headers' names from `signing`) so that a bad one stops the import."""
     probe = "import sys, app; print(' '.join(sorted(m for m in sys.modules if m.startswith('chalicelib.'))))"
-    env = {**os.environ, **packaging_env(stage.stage_env("prod")), "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        **environment_outside_the_suite(),
+        **packaging_env(stage.stage_env("prod")),
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     loaded = subprocess.run(
         [sys.executable, "-c", probe], cwd=PACKAGE.parent, env=env, capture_output=True, text=True, check=True
     ).stdout.split()

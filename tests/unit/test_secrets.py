@@ -3,7 +3,6 @@ the forced re-read after a 401/403, one read between threads, errors without the
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -15,7 +14,7 @@ from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from chalicelib.secrets import SecretCache, SecretError
-from tests.fakes import FakeSsm
+from tests.fakes import FakeSsm, environment_outside_the_suite
 from trickle_project import stage
 from trickle_project.stage import packaging_env
 
@@ -164,7 +163,11 @@ def test_importing_the_app_leaves_the_parameters_package_to_the_functions_that_r
         "wiring.parameters(); "
         "print('aws_lambda_powertools.utilities.parameters.ssm' in sys.modules)"
     )
-    env = {**os.environ, **packaging_env(stage.stage_env("prod")), "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        **environment_outside_the_suite(),
+        **packaging_env(stage.stage_env("prod")),
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=root,
