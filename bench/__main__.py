@@ -272,8 +272,9 @@ def bulk_run(
     try:
         run = bench.relay(count)
     except ClientError as exc:  # an emulator's failure is a finding too (moto's TransactWriteItems, 500)
-        log(f"  {workers} workers, batch {batch:2d}: failed: {exc}")
-        return {"error": str(exc).split("\n", 1)[0][:200]}
+        error = str(exc).split("\n", 1)[0][:200]  # its first line: an emulator may answer a page of HTML
+        log(f"  {workers} workers, batch {batch:2d}: failed: {error}")
+        return {"error": error}
     api_requests, api_items = standin.take()
     kept = ("delivered", "seconds", "throughput_msgs_per_s", "drain_cpu_ms_per_message")
     figures = {key: run[key] for key in kept} | {
