@@ -6,6 +6,7 @@ from typing import Any
 from chalice import (
     BadRequestError,
     Chalice,
+    ConflictError,
     IAMAuthorizer,
     NotFoundError,
     Rate,
@@ -34,7 +35,6 @@ except SettingsError as error:
     raise SystemExit(settings_error_message(error, os.environ)) from None
 app = Chalice(app_name="trickle")
 app.register_middleware(LambdaContextKeys(configure_logging(settings.log_level)), "all")
-REDRIVE_SLICE_S = 20.0
 
 
 operator: Any = IAMAuthorizer()
@@ -130,19 +130,27 @@ def dead_letters() -> dict[str, Any]:
 
 @app.route("/dead-letters/redrive", methods=["POST"], authorizer=operator, content_types=["application/json"])
 def start_redrive() -> Response:
+    """Opens a job that the destination's drain carries on from its next run; moves nothing itself."""
     from chalicelib.dead_letters import RedriveFilter
+    from chalicelib.redrive_jobs import TooManyRedrivesError
 
     try:
-        wanted, description = RedriveFilter.from_request(_request().raw_body)
+        _, description = RedriveFilter.from_request(_request().raw_body)
     except ValueError as exc:
         raise BadRequestError(str(exc)) from None
-    job = wiring.operations().start_redrive(_destination(_query()), wanted, description, REDRIVE_SLICE_S)
-    return Response(body=job | {"progress_url": f"/dead-letters/redrive/{job['id']}"}, status_code=202)
+    destination = _destination(_query())
+    try:
+        job = wiring.operations().start_redrive(destination, description)
+    except TooManyRedrivesError as exc:
+        raise ConflictError(str(exc)) from None
+    progress_url = f"/dead-letters/redrive/{job['id']}?destination={destination}"
+    return Response(body=job | {"progress_url": progress_url}, status_code=202)
 
 
 @app.route("/dead-letters/redrive/{job_id}", methods=["GET"], authorizer=operator)
 def redrive_progress(job_id: str) -> dict[str, Any]:
-    job = wiring.operations().redrive_progress(job_id, REDRIVE_SLICE_S)
+    """The job as its drain last left it: reading it moves nothing."""
+    job = wiring.operations().redrive(_destination(_query()), job_id)
     if job is None:
         raise NotFoundError(f"no redrive {job_id}")
     return job

@@ -89,6 +89,12 @@ class RedriveFilter:
             "message_ids": sorted(set(ids)) if ids else None,
         }
 
+    @classmethod
+    def described(cls, description: dict[str, Any]) -> RedriveFilter:
+        """The filter `from_request` gave with this description (as a redrive job keeps it)."""
+        groups, ids = description.get("groups"), description.get("message_ids")
+        return cls(set(groups) if groups else None, set(ids) if ids else None)
+
     def wants(self, message: ReceivedMessage) -> bool:
         if self.groups is not None and message.group_id not in self.groups:
             return False

@@ -28,6 +28,7 @@ from chalicelib.ports import (
     DeliveryLedger,
     Enrich,
     Metrics,
+    Redrive,
     RunNotes,
     SourceQueue,
 )
@@ -44,6 +45,8 @@ ROUND_MAX_MESSAGES = 100
 # DeleteMessageBatch calls and one BatchWriteItem (25 at most) per finish.
 FINISH_MESSAGES = 2 * MAX_BATCH_ENTRIES
 ROUND_MIN_MESSAGES = FINISH_MESSAGES  # a few workers still read the ledger for a finish's worth at once
+# Of each run, at most, carrying the destination's open redrive jobs on before it delivers.
+REDRIVE_SLICE_S = 20.0
 
 Draw = Callable[[float, float], float]
 
@@ -65,10 +68,11 @@ class Drainer:
         metrics: Callable[[], Metrics],
         clock: Clock = time,
         draw: Draw = random.uniform,
+        redrive: Redrive | None = None,
     ) -> None:
         """`metrics`: makes each run's figures (`chalicelib.wiring` gives the EMF writer for the
         destination); `clock`: the `time` module, or a test's; `draw`: the backoff's jitter,
-        uniform in [a, b]."""
+        uniform in [a, b]; `redrive`: carries the destination's open redrive jobs on."""
         self._effects = Effects(
             queue, dead_letters, ledger, api, destination.name, notes, archive, enrich, callbacks
         )
@@ -78,11 +82,18 @@ class Drainer:
         self._shape = shape_of(destination)
         self._metrics = metrics
         self._clock = clock
+        self._redrive = redrive
 
     def run(self, remaining_ms: Callable[[], int]) -> DrainReport:
-        """Drain until the queue is empty, the budget is spent, time runs short or the API says stop."""
+        """Carry the open redrive jobs on for a slice (what they move back is delivered in this run),
+        then drain until the queue is empty, the budget is spent, time runs short or the API says stop."""
         margin = self._settings.drain_safety_margin_ms
         state = RunState(lambda: remaining_ms() < margin, self._settings.breaker_failures, self._metrics())
+        if self._redrive is not None:
+            slice_ends = self._clock.monotonic() + REDRIVE_SLICE_S
+            state.redriven = self._redrive(
+                lambda: self._clock.monotonic() > slice_ends or remaining_ms() < margin
+            )
         workers = self._settings.drain_workers
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver") as pool:
             in_flight = InFlight()
@@ -167,6 +178,7 @@ class Drainer:
                 break
             received = self._effects.receive(asked, self._settings.visibility_timeout_s)
             state.received += len(received)
+            state.seen.update((m.copy_id, m.sent_at_ms) for m in received)
             batch += received
             if len(received) < asked:
                 break

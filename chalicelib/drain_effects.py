@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import bulk
+from chalicelib import bulk, oldest
 from chalicelib.bulk import Shape
 from chalicelib.dead_letter_entries import dead_letter
 from chalicelib.drain_group import Came, Feedback, arrival
@@ -90,10 +90,13 @@ class Effects:
         state.released += len(releases)
         self._queue.change_visibility(releases)
         self._ledger.write([record for r in results for record in r.delivered])
-        state.delete_failures += len(self._queue.delete(deletes))
+        kept = {m.copy_id for m in self._queue.delete(deletes)}
+        state.delete_failures += len(kept)
+        state.removed.update(m.copy_id for m in deletes if m.copy_id not in kept)
 
     def report(self, state: RunState, report: DrainReport, finished_at: float) -> None:
-        """The run's metrics (with the backlog it leaves), its note, its last log line."""
+        """The run's metrics (with the backlog it leaves), its note (with the oldest messages it knows
+        are left in the queue, `chalicelib.oldest`), its last log line."""
         metrics = state.metrics
         metrics.count("Delivered", report.delivered)
         metrics.count("AlreadyDelivered", report.already_delivered)
@@ -110,13 +113,20 @@ class Effects:
         metrics.count(
             "CredentialsUnavailable", int(report.stopped_by == Outcome.CREDENTIALS_UNAVAILABLE.value)
         )
+        depth: int | None = None
         try:
-            metrics.count("Backlog", self._queue.depth())
+            depth = self._queue.depth()
+            metrics.count("Backlog", depth)
         except (ClientError, BotoCoreError) as exc:
             log.warning("backlog unknown", extra={"error": str(exc)})
         metrics.flush()
         if self._notes is not None:
-            self._notes.save(run_note_key(self._destination), report.as_dict() | {"finished_at": finished_at})
+            key = run_note_key(self._destination)
+            waiting = oldest.still_waiting(
+                oldest.carried(self._notes.load(key)), state.seen, state.removed, depth
+            )
+            left = oldest.left_in_queue(waiting, depth, complete=report.stopped_by == "empty")
+            self._notes.save(key, report.as_dict() | {"finished_at": finished_at, oldest.NOTE_FIELD: left})
         log.info("drain run finished", extra={"destination": self._destination, "report": report.as_dict()})
 
     # --- a group's messages ---------------------------------------------------------------------

@@ -37,6 +37,7 @@ class DrainReport:
     heartbeats: int = 0
     callbacks_rejected: int = 0  # the task no longer waited (timed out, unknown token)
     callbacks_failed: int = 0  # Step Functions unavailable: answered on a later receive
+    redriven: int = 0  # dead letters its redrive jobs moved back before it delivered
     stopped_by: str = ""
     stop_reason: str = ""  # what stopped it, in words (an API's answer, a token endpoint's refusal)
     blocked_groups: list[str] = field(default_factory=list)
@@ -60,6 +61,11 @@ class RunState:
         self._failed_requests: set[int] = set()
         self.key_refreshed = False
         self.received = 0
+        self.redriven = 0
+        # copy id -> sent at (ms) of every message received, and those deleted: what the run left
+        # in the queue (`chalicelib.oldest`); only the run's own thread writes them
+        self.seen: dict[str, int] = {}
+        self.removed: set[str] = set()
         self.tallies: Counter[Tally] = Counter()
         self.released = 0
         self.delete_failures = 0
@@ -129,6 +135,7 @@ class RunState:
             heartbeats=c[Callback.HEARTBEAT, CallbackResult.SENT],
             callbacks_rejected=sum(n for (_, result), n in c.items() if result is CallbackResult.REJECTED),
             callbacks_failed=sum(n for (_, result), n in c.items() if result is CallbackResult.FAILED),
+            redriven=self.redriven,
             stopped_by=self.stopped_by,
             stop_reason=self.stop_reason,
             blocked_groups=sorted(self.blocked),

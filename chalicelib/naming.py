@@ -125,6 +125,16 @@ def lease_key(destination: str) -> str:
     return f"lease#{destination}"
 
 
+def open_redrives_key(destination: str) -> str:
+    """The note listing its open redrive jobs, which its drain advances (`chalicelib.redrive_jobs`)."""
+    return f"redrive#{destination}"
+
+
+def redrive_job_key(destination: str, job_id: str) -> str:
+    """One of its redrive jobs (`job_id` "*": all of them, as an IAM condition matches them)."""
+    return f"redrive#{destination}#{job_id}"
+
+
 # --- a template stage's stack (trickle_deploy.template) -------------------------------------------
 
 

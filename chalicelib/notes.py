@@ -2,10 +2,12 @@
 `TRICKLE_NOTES_TABLE`), so the ledger holds only message records.
 
 Each note's key leads with its kind: `run#<destination>` (the last drain run), `lease#<destination>`
-(the drain's run lease, `chalicelib.run_lease`), both formed in `chalicelib.naming`, `redrive#<job
-id>` (a redrive job) and `ingest#unrouted` (the count of stream records no route took). IAM scopes
-by that leading key (`dynamodb:LeadingKeys`): each drain reaches only its own run note and lease,
-ingest only its count, the routes only run notes and the count (read) and redrive jobs."""
+(the drain's run lease, `chalicelib.run_lease`), `redrive#<destination>` (its open redrive jobs) and
+`redrive#<destination>#<job id>` (a redrive job, `chalicelib.redrive_jobs`), all formed in
+`chalicelib.naming`, and `ingest#unrouted` (the count of stream records no route took). IAM scopes
+by that leading key (`dynamodb:LeadingKeys`): each drain reaches only its own run note, lease and
+redrive jobs, ingest only its count, the routes only run notes and the count (read) and redrive
+jobs."""
 
 from __future__ import annotations
 
@@ -18,10 +20,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 NOTE_KEY = "note_id"
-
-
-def redrive_note_key(job_id: str) -> str:
-    return f"redrive#{job_id}"
+MEMBERS = "members"  # the string set of a note `add_member` keeps
 
 
 UNROUTED_NOTE_KEY = "ingest#unrouted"
@@ -94,3 +93,30 @@ class Notes:
             "since": float(item["since"]["N"]) if "since" in item else None,
             "last": json.loads(item["doc"]["S"]) if "doc" in item else None,
         }
+
+    def members(self, key: str) -> set[str]:
+        """The strings `add_member` put in a note and `remove_member` did not take out."""
+        item = self._client.get_item(
+            TableName=self._table, Key={NOTE_KEY: {"S": key}}, ConsistentRead=True
+        ).get("Item")
+        return set(item[MEMBERS]["SS"]) if item and MEMBERS in item else set()
+
+    def add_member(self, key: str, member: str) -> None:
+        """Put `member` in a note's set, in one write: a writer at the same time loses nothing, as
+        a read and a put would (the note expires `ttl_s` after the last change)."""
+        self._change_members("ADD", key, member)
+
+    def remove_member(self, key: str, member: str) -> None:
+        self._change_members("DELETE", key, member)
+
+    def _change_members(self, action: str, key: str, member: str) -> None:
+        self._client.update_item(
+            TableName=self._table,
+            Key={NOTE_KEY: {"S": key}},
+            UpdateExpression=f"{action} #members :member SET expires_at = :expires",
+            ExpressionAttributeNames={"#members": MEMBERS},  # a reserved word
+            ExpressionAttributeValues={
+                ":member": {"SS": [member]},
+                ":expires": {"N": str(int(self._clock()) + self._ttl_s)},
+            },
+        )

@@ -10,19 +10,17 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chalicelib.archive import ResponseArchive
-from chalicelib.dead_letters import RedriveFilter, Redriver
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.ledger import Ledger
 from chalicelib.model import LedgerRecord, Status, dead_at
 from chalicelib.naming import run_note_key
-from chalicelib.notes import UNROUTED_NOTE_KEY, Notes, redrive_note_key
+from chalicelib.notes import UNROUTED_NOTE_KEY, Notes
+from chalicelib.oldest import NOTE_FIELD, oldest_figures
+from chalicelib.redrive_jobs import RedriveJobs
 from chalicelib.submissions import Submission
-
-if TYPE_CHECKING:
-    from mypy_boto3_sqs import SQSClient
 
 MAX_PAGE = 50
 _CURSOR_VERSION = 1
@@ -101,9 +99,11 @@ def missing_message(message_id: str) -> str:
 
 
 class Operations:
+    """What the routes do. A GET changes nothing: it receives no message, moves no dead letter and
+    writes nothing (tests/integration/test_reads_change_nothing.py holds every GET route to that)."""
+
     def __init__(
         self,
-        sqs: SQSClient,
         queues: Mapping[str, FifoQueue],
         dead_letters: Mapping[str, FifoQueue],
         ledgers: Mapping[str, Ledger],
@@ -112,7 +112,6 @@ class Operations:
         unrouted: str = "count",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._sqs = sqs
         self._queues = queues
         self._dead_letters = dead_letters
         self._ledgers = ledgers
@@ -134,17 +133,17 @@ class Operations:
         queued, in_flight = queue.counts()
         return {"queued": queued, "in_flight": in_flight}
 
-    def _oldest_age_s(self, queue: FifoQueue) -> float | None:
-        """The oldest visible message's age: a receive with visibility 0 leaves it where it was."""
-        messages = queue.receive(1, 0)
-        if not messages or not messages[0].sent_at_ms:
-            return None
-        return round(max(0.0, self._clock() - messages[0].sent_at_ms / 1000), 3)
+    def _queue(self, queue: FifoQueue, run_note: dict[str, Any] | None) -> dict[str, Any]:
+        """Its depths now (SQS's counts, no receive) and its oldest message as the last drain run saw
+        it (`chalicelib.oldest`): the age now of the oldest message it left, when it looked."""
+        depths = self._depths(queue)
+        return depths | oldest_figures(run_note, self._clock(), depths["queued"] + depths["in_flight"])
 
     def status(self) -> dict[str, Any]:
         """Per destination its queues and last run; and the records no route took, as ingest counted
         them in their note (`unrouted.count` since `since`; `last_batch` the latest batch with any)."""
         counted = self._notes.counts(UNROUTED_NOTE_KEY, ("unrouted",))
+        notes = {name: self._notes.load(run_note_key(name)) for name in self._queues}
         return {
             "unrouted": {
                 "handling": self._unrouted,
@@ -154,9 +153,9 @@ class Operations:
             },
             "destinations": {
                 name: {
-                    "queue": self._depths(queue) | {"oldest_message_age_s": self._oldest_age_s(queue)},
+                    "queue": self._queue(queue, notes[name]),
                     "dead_letters": self._depths(self._dead_letters[name]),
-                    "last_run": self._notes.load(run_note_key(name)),
+                    "last_run": _without(notes[name], NOTE_FIELD),
                 }
                 for name, queue in self._queues.items()
             },
@@ -204,47 +203,19 @@ class Operations:
             "next": encode_cursor(destination, records[-1].dead_key) if more else None,
         }
 
-    def start_redrive(
-        self, destination: str, wanted: RedriveFilter, description: dict[str, Any], budget_s: float
-    ) -> dict[str, Any]:
-        job_id = str(uuid.uuid4())
-        job = {
-            "id": job_id,
-            "destination": destination,
-            "state": "running",
-            "filter": description,
-            "moved": 0,
-            "method": "",
-            "started_at": self._clock(),
-        }
-        return self._advance(job, wanted, budget_s)
+    def start_redrive(self, destination: str, description: dict[str, Any]) -> dict[str, Any]:
+        """A redrive job for the destination's drain to carry on from its next run (the request moves
+        nothing: one runner, the drain under its lease, copies a destination's dead letters back);
+        `TooManyRedrivesError` when too many are open."""
+        return RedriveJobs(self._notes, destination, self._clock).start(description)
 
-    def redrive_progress(self, job_id: str, budget_s: float) -> dict[str, Any] | None:
-        job = self._notes.load(redrive_note_key(job_id)) if is_message_id(job_id) else None
-        if job is None or job["state"] != "running":
-            return job
-        description = job["filter"]
-        wanted = RedriveFilter(
-            groups=set(description["groups"]) if description.get("groups") else None,
-            message_ids=set(description["message_ids"]) if description.get("message_ids") else None,
-        )
-        return self._advance(job, wanted, budget_s)
+    def redrive(self, destination: str, job_id: str) -> dict[str, Any] | None:
+        """A redrive job as its drain last left it, or None."""
+        return RedriveJobs(self._notes, destination).get(job_id) if is_message_id(job_id) else None
 
-    def _advance(self, job: dict[str, Any], wanted: RedriveFilter, budget_s: float) -> dict[str, Any]:
-        """Redrive for at most `budget_s` within this request; a GET on the job continues it."""
-        deadline = self._clock() + budget_s
-        destination = job["destination"]
-        redriver = Redriver(self._sqs, self._dead_letters[destination], self._queues[destination])
-        report = redriver.redrive(
-            wanted, use_move_task=not job["moved"], stop=lambda: self._clock() > deadline
-        )
-        job["moved"] += report.moved
-        job["method"] = report.method
-        job["skipped_not_redrivable"] = report.skipped_not_redrivable
-        job["failed"] = job.get("failed", 0) + report.failed
-        job["state"] = "running" if report.interrupted else "done"
-        self._notes.save(redrive_note_key(job["id"]), job)
-        return job
+
+def _without(note: dict[str, Any] | None, field: str) -> dict[str, Any] | None:
+    return {key: value for key, value in note.items() if key != field} if note is not None else None
 
 
 def _dead_letter(record: LedgerRecord) -> dict[str, Any]:

@@ -8,7 +8,7 @@ under `tests/fakes.py` do too, so every branch of the drain runs in unit tests w
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from chalicelib.model import (
@@ -126,6 +126,15 @@ class Enrich(Protocol):
 
 class RunNotes(Protocol):
     def save(self, key: str, document: dict[str, Any]) -> None: ...
+
+    def load(self, key: str) -> dict[str, Any] | None: ...
+
+
+class Redrive(Protocol):
+    """A destination's open redrive jobs carried on until `stop` (`RedriveJobs.advance` with its
+    redriver); the dead letters moved back."""
+
+    def __call__(self, stop: Callable[[], bool], /) -> int: ...
 
 
 class Archive(Protocol):

@@ -151,9 +151,7 @@ def auth_token() -> SecretCache:
 def operations() -> Operations:
     from chalicelib.operations import Operations
 
-    return Operations(
-        client("sqs"), queues(), dead_letter_queues(), ledgers(), notes(), archive(), settings().unrouted
-    )
+    return Operations(queues(), dead_letter_queues(), ledgers(), notes(), archive(), settings().unrouted)
 
 
 @functools.cache
@@ -166,15 +164,18 @@ def ingestor() -> Ingestor:
 @functools.cache
 def drainer(destination: str) -> Drainer:
     from chalicelib.api_client import ApiClient, connect
+    from chalicelib.dead_letters import Redriver
     from chalicelib.drain import Drainer
     from chalicelib.enrichers import EnrichContext, Enrichment
     from chalicelib.metrics import RunMetrics
+    from chalicelib.redrive_jobs import RedriveJobs
 
     s = settings()
     target = s.destination(destination)
     api = ApiClient(connect(target.url, s.drain_workers), target, credentials(destination))
     by_route = {r.name: r.enrich for r in s.routes if r.enrich and destination in r.destinations}
     enrich = Enrichment(by_route, EnrichContext(client("dynamodb"), s.table_name, s.partition_key))
+    redriver = Redriver(client("sqs"), dead_letters(destination), queue(destination))
     return Drainer(
         queue(destination),
         dead_letters(destination),
@@ -187,6 +188,7 @@ def drainer(destination: str) -> Drainer:
         enrich if enrich else None,
         callbacks(),
         metrics=functools.partial(RunMetrics, {"destination": target.name}),
+        redrive=functools.partial(RedriveJobs(notes(), target.name).advance, redriver.redrive),
     )
 
 

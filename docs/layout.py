@@ -41,6 +41,7 @@ CORE = (
     "request_shape",
     "bulk",
     "secret_values",
+    "oldest",
 )
 DRAIN = ("drain", "drain_effects", "drain_tasks", "drain_log")
 ADAPTERS = (
@@ -64,6 +65,7 @@ SERVICES = (
     "ingest",
     "operations",
     "records",
+    "redrive_jobs",
     "routing",
     "settings",
     "submissions",

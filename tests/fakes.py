@@ -6,6 +6,7 @@ ledger's attempt counting) and records what was done to it, so tests assert on e
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -433,10 +434,23 @@ class FakeNotes:
     def __init__(self) -> None:
         self.saved: dict[str, dict[str, Any]] = {}
         self.added: list[tuple[str, dict[str, int], dict[str, Any]]] = []
+        self.sets: dict[str, set[str]] = {}
         self.refuse: Exception | None = None
 
     def save(self, key: str, document: dict[str, Any]) -> None:
-        self.saved[key] = document
+        self.saved[key] = json.loads(json.dumps(document))  # stored as JSON, as `Notes` stores it
+
+    def load(self, key: str) -> dict[str, Any] | None:
+        return json.loads(json.dumps(self.saved[key])) if key in self.saved else None
+
+    def members(self, key: str) -> set[str]:
+        return set(self.sets.get(key, ()))
+
+    def add_member(self, key: str, member: str) -> None:
+        self.sets.setdefault(key, set()).add(member)
+
+    def remove_member(self, key: str, member: str) -> None:
+        self.sets.get(key, set()).discard(member)
 
     def add(self, key: str, counts: Mapping[str, int], document: dict[str, Any]) -> None:
         if self.refuse is not None:

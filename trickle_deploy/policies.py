@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 from chalicelib import naming
 from chalicelib.ledger import DEAD_INDEX
-from chalicelib.notes import UNROUTED_NOTE_KEY, redrive_note_key
+from chalicelib.notes import UNROUTED_NOTE_KEY
 from chalicelib.settings import Destination, Settings, SettingsError, load_settings
 from trickle_project.secret_parameters import CREDENTIALS, HEADERS, SIGNING, SecretParameter, needed
 from trickle_project.stage import is_template_stage, stage_settings, with_bootstrap_queues
@@ -251,9 +251,11 @@ def _leading_keys(operator: str, keys: list[str]) -> dict[str, Any]:
 def _drain_policy(
     env: Mapping[str, str], r: StageResources, d: DestinationArns, logs: dict[str, Any]
 ) -> dict[str, Any]:
-    """A destination's drain reaches its own queue, dead-letter queue, secrets, lease and run note, and
-    nothing of the other destinations' (the notes by leading key: one table holds every drain's). It
-    reads only the secrets its destination needs, a statement per kind."""
+    """A destination's drain reaches its own queue, dead-letter queue, secrets, lease, run note and
+    redrive jobs, and nothing of the other destinations' (the notes by leading key: one table holds
+    every drain's). It reads only the secrets its destination needs, a statement per kind. Its
+    redrive jobs move its dead letters back (`chalicelib.redrive_jobs`): the routes only open them."""
+    name = d.destination.name
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -270,6 +272,18 @@ def _drain_policy(
             ),
             _statement("DeadLetter", ["sqs:SendMessage"], [d.dlq_arn]),
             _statement(
+                "Redrive",
+                [
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",
+                    "sqs:ReceiveMessage",
+                    "sqs:StartMessageMoveTask",
+                ],
+                [d.dlq_arn],
+            ),
+            _statement("RedriveBack", ["sqs:SendMessage"], [d.queue_arn]),
+            _statement(
                 "Ledger",
                 ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem"],
                 [r.ledger_arn],
@@ -278,10 +292,26 @@ def _drain_policy(
                 "OwnLeaseAndRunNote",
                 ["dynamodb:DeleteItem", "dynamodb:PutItem"],
                 [r.notes_arn],
-                _leading_keys(
-                    "StringEquals",
-                    [naming.lease_key(d.destination.name), naming.run_note_key(d.destination.name)],
-                ),
+                _leading_keys("StringEquals", [naming.lease_key(name), naming.run_note_key(name)]),
+            ),
+            # the last run's note: what it left in the queue (`chalicelib.oldest`)
+            _statement(
+                "LastRunNote",
+                ["dynamodb:GetItem"],
+                [r.notes_arn],
+                _leading_keys("StringEquals", [naming.run_note_key(name)]),
+            ),
+            _statement(
+                "OwnRedriveJobs",
+                ["dynamodb:GetItem", "dynamodb:PutItem"],
+                [r.notes_arn],
+                _leading_keys("StringLike", [naming.redrive_job_key(name, "*")]),
+            ),
+            _statement(
+                "OwnOpenRedrives",
+                ["dynamodb:GetItem", "dynamodb:UpdateItem"],
+                [r.notes_arn],
+                _leading_keys("StringEquals", [naming.open_redrives_key(name)]),
             ),
             *(
                 _statement(READ_SECRET_SIDS[parameter.kind], ["ssm:GetParameter"], [arn])
@@ -346,22 +376,9 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             "Version": "2012-10-17",
             "Statement": [
                 logs,
-                _statement(
-                    "QueueStatus",
-                    ["sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage"],
-                    r.queue_arns,
-                ),
-                _statement(
-                    "DeadLetters",
-                    [
-                        "sqs:ChangeMessageVisibility",
-                        "sqs:DeleteMessage",
-                        "sqs:GetQueueAttributes",
-                        "sqs:ReceiveMessage",
-                        "sqs:StartMessageMoveTask",
-                    ],
-                    r.dlq_arns,
-                ),
+                # depths only: no route receives, deletes or moves a message
+                _statement("QueueStatus", ["sqs:GetQueueAttributes"], [*r.queue_arns, *r.dlq_arns]),
+                _statement("Submit", ["sqs:SendMessage"], r.queue_arns),
                 _statement("Ledger", ["dynamodb:GetItem", "dynamodb:PutItem"], [r.ledger_arn]),
                 _statement(
                     "ReadRunNotes",
@@ -369,11 +386,23 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                     [r.notes_arn],
                     _leading_keys("StringLike", [naming.run_note_key("*"), UNROUTED_NOTE_KEY]),
                 ),
+                # open and read redrive jobs (the drains carry them on)
                 _statement(
                     "RedriveJobs",
                     ["dynamodb:GetItem", "dynamodb:PutItem"],
                     [r.notes_arn],
-                    _leading_keys("StringLike", [redrive_note_key("*")]),
+                    _leading_keys(
+                        "StringLike",
+                        [naming.redrive_job_key(d.destination.name, "*") for d in r.destinations],
+                    ),
+                ),
+                _statement(
+                    "OpenRedrives",
+                    ["dynamodb:GetItem", "dynamodb:UpdateItem"],
+                    [r.notes_arn],
+                    _leading_keys(
+                        "StringEquals", [naming.open_redrives_key(d.destination.name) for d in r.destinations]
+                    ),
                 ),
                 _statement("ListDeadLetters", ["dynamodb:Query"], [r.dead_index_arn]),
                 *(

@@ -109,12 +109,13 @@ def test_200_dead_letters_over_20_groups_page_by_7_exactly_once_while_a_drain_ru
     everything = page(stack, "limit=50")
     assert len(everything["dead_letters"]) == 50 and everything["next"]
 
-    # The listing left every group free: a redrive right after it moves all of them.
+    # The listing left every group free: a redrive right after it moves all of them (the drain carries
+    # it on; with the poison fixed at the API, what it moves back is delivered).
     started = stack.http("POST", "/dead-letters/redrive?destination=orders", {})
     job = json.loads(started.body)
-    while job["state"] == "running":
-        job = json.loads(stack.http("GET", job["progress_url"]).body)
-    assert job["moved"] == 220
+    stack.api.faults.poison = frozenset()
+    stack.drain_until(lambda _: json.loads(stack.http("GET", job["progress_url"]).body)["state"] == "done")
+    assert json.loads(stack.http("GET", job["progress_url"]).body)["moved"] == 220
     assert dead_letter_queue_depth(stack) == (0, 0)
 
 

@@ -184,7 +184,12 @@ def fixed_probes() -> list[Probe]:
     ):
         probes.append(Probe("GET", f"/messages/{odd}", f"/messages/{odd[:24]}", wanted="no message"))
         probes.append(
-            Probe("GET", f"/dead-letters/redrive/{odd}", f"redrive/{odd[:24]}", wanted="no redrive")
+            Probe(
+                "GET",
+                f"/dead-letters/redrive/{odd}?destination=orders",
+                f"redrive/{odd[:24]}",
+                wanted="no redrive",
+            )
         )
     return probes
 

@@ -209,8 +209,10 @@ def test_no_statement_grants_an_action_the_code_never_uses(
     stack.http("GET", "/status")
     stack.http("GET", submitted["status_url"])
     stack.http("GET", "/dead-letters?destination=orders")
-    redrive = json.loads(stack.http("POST", "/dead-letters/redrive?destination=orders", {}).body)
-    stack.http("GET", redrive["progress_url"])
+    for destination in destinations:  # each drain carries its redrive on (its ingest rejections stay)
+        redrive = json.loads(stack.http("POST", f"/dead-letters/redrive?destination={destination}", {}).body)
+        stack.http("GET", redrive["progress_url"])
+        stack.drain(destination)
     assert billing_api.applied() and billing_api.auth_failures == 0  # the checks of billing's stand-in held
 
     calls = stack.recorder.calls[start:]
@@ -240,35 +242,77 @@ def note_call(function: str, operation: str, key: str) -> AwsCall:
     return AwsCall(function, "dynamodb", operation, f"dynamodb:{operation}", NOTES, (key,))
 
 
-def test_each_drain_reaches_only_its_own_lease_and_run_note(stack: Stack) -> None:
+def test_each_drain_reaches_only_its_own_lease_run_note_and_redrive_jobs(stack: Stack) -> None:
     cases = [
-        (note_call(f"drain_{drain}", operation, f"{kind}#{whose}"), drain == whose)
+        (note_call(f"drain_{drain}", operation, key), drain == whose)
         for drain in ("orders", "crm")
         for whose in ("orders", "crm")
-        for kind in ("lease", "run")
-        for operation in ("PutItem", "DeleteItem")
+        for operation, key in (
+            ("PutItem", f"lease#{whose}"),
+            ("DeleteItem", f"lease#{whose}"),
+            ("PutItem", f"run#{whose}"),
+            ("DeleteItem", f"run#{whose}"),
+            ("GetItem", f"run#{whose}"),  # what the last run left in the queue
+            ("GetItem", f"redrive#{whose}"),  # its open redrive jobs
+            ("UpdateItem", f"redrive#{whose}"),
+            ("GetItem", f"redrive#{whose}#6f1c"),
+            ("PutItem", f"redrive#{whose}#6f1c"),
+        )
     ]
     calls = [call for call, _ in cases]
     assert denied(calls, stack.policies) == [call for call, own in cases if not own]
-    assert denied([note_call("drain_orders", "GetItem", "run#orders")], stack.policies) != []
-    assert denied([note_call("drain_orders", "PutItem", "redrive#1")], stack.policies) != []
+    for refused in (
+        note_call("drain_orders", "GetItem", "lease#orders"),
+        note_call("drain_orders", "PutItem", "redrive#orders"),
+        note_call("drain_orders", "DeleteItem", "redrive#orders#6f1c"),
+        note_call("drain_orders", "PutItem", "redrive#1"),
+        note_call("drain_orders", "GetItem", "ingest#unrouted"),
+    ):
+        assert denied([refused], stack.policies) == [refused]
     unknown = AwsCall("drain_orders", "dynamodb", "PutItem", "dynamodb:PutItem", NOTES, None)
     assert denied([unknown], stack.policies) == [unknown]  # keys not known: not taken as allowed
 
 
-def test_the_routes_read_run_notes_and_keep_redrive_jobs_only(stack: Stack) -> None:
+def test_the_routes_read_run_notes_and_open_redrive_jobs_only(stack: Stack) -> None:
     allowed = [
         note_call("api_handler", "GetItem", "run#orders"),
         note_call("api_handler", "GetItem", "run#crm"),
-        note_call("api_handler", "GetItem", "redrive#6f1c"),
-        note_call("api_handler", "PutItem", "redrive#6f1c"),
+        note_call("api_handler", "GetItem", "redrive#orders#6f1c"),
+        note_call("api_handler", "PutItem", "redrive#crm#6f1c"),
+        note_call("api_handler", "GetItem", "redrive#orders"),
+        note_call("api_handler", "UpdateItem", "redrive#crm"),
     ]
     refused = [
         note_call("api_handler", "PutItem", "run#orders"),
         note_call("api_handler", "PutItem", "lease#orders"),
         note_call("api_handler", "DeleteItem", "lease#orders"),
         note_call("api_handler", "GetItem", "lease#orders"),
+        note_call("api_handler", "PutItem", "redrive#orders"),
+        note_call("api_handler", "UpdateItem", "redrive#orders#6f1c"),
+        note_call("api_handler", "PutItem", "redrive#elsewhere#6f1c"),
         note_call("ingest", "GetItem", "run#orders"),
+    ]
+    assert denied(allowed + refused, stack.policies) == refused
+
+
+def test_the_routes_may_read_queue_depths_and_submit_but_never_take_or_move_a_message(stack: Stack) -> None:
+    """Issue #27: no route receives, deletes, hides or moves a message (the drains carry redrives on)."""
+    queue = "arn:aws:sqs:us-east-1:123456789012:trickle-local-orders.fifo"
+    dlq = "arn:aws:sqs:us-east-1:123456789012:trickle-local-orders-dead-letters.fifo"
+    allowed = [
+        AwsCall("api_handler", "sqs", "GetQueueAttributes", "sqs:GetQueueAttributes", queue),
+        AwsCall("api_handler", "sqs", "GetQueueAttributes", "sqs:GetQueueAttributes", dlq),
+        AwsCall("api_handler", "sqs", "SendMessageBatch", "sqs:SendMessage", queue),
+        AwsCall("drain_orders", "sqs", "ReceiveMessage", "sqs:ReceiveMessage", dlq),
+        AwsCall("drain_orders", "sqs", "SendMessageBatch", "sqs:SendMessage", queue),
+    ]
+    refused = [
+        AwsCall("api_handler", "sqs", op, f"sqs:{op.removesuffix('Batch')}", arn)
+        for op in ("ReceiveMessage", "DeleteMessageBatch", "ChangeMessageVisibilityBatch")
+        for arn in (queue, dlq)
+    ] + [
+        AwsCall("api_handler", "sqs", "StartMessageMoveTask", "sqs:StartMessageMoveTask", dlq),
+        AwsCall("api_handler", "sqs", "SendMessageBatch", "sqs:SendMessage", dlq),
     ]
     assert denied(allowed + refused, stack.policies) == refused
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -12,7 +13,9 @@ import pytest
 import requests
 
 from chalicelib.records import message_id_for
+from chalicelib.redrive_jobs import MAX_OPEN
 from tests.integration.conftest import Stack
+from trickle_local.standin_api import Reply
 
 
 def submit(stack: Stack, body: Any) -> Any:
@@ -121,15 +124,45 @@ def test_status_reports_depths_and_the_last_run(stack: Stack) -> None:
         submit(stack, {"item": {"n": n}})
     before = json.loads(stack.http("GET", "/status").body)["destinations"]["orders"]
     assert before["queue"]["queued"] == 3
-    assert before["queue"]["oldest_message_age_s"] >= 0
+    # no run has looked yet: the oldest message's age is unknown (the route never receives)
+    assert (before["queue"]["oldest_message_age_s"], before["queue"]["oldest_seen_at"]) == (None, None)
     assert before["last_run"] is None
 
     stack.drain()
 
     after = json.loads(stack.http("GET", "/status").body)["destinations"]["orders"]
-    assert after["queue"] == {"queued": 0, "in_flight": 0, "oldest_message_age_s": None}
+    assert after["queue"] == {
+        "queued": 0,
+        "in_flight": 0,
+        "oldest_message_age_s": None,
+        "oldest_seen_at": after["last_run"]["finished_at"],
+        "oldest_complete": True,
+    }
     assert after["dead_letters"] == {"queued": 0, "in_flight": 0}
     assert after["last_run"]["delivered"] == 3
+    assert "left_in_queue" not in after["last_run"]
+
+
+def test_status_shows_the_age_of_the_oldest_message_the_last_run_left(stack: Stack) -> None:
+    """A message the API keeps failing is held back by its backoff; the runs that never see it still
+    say it is the oldest, its age counted from when it was queued."""
+    queued_from = time.time()
+    submit(stack, {"item": {"n": 1}, "group": "a"})
+    queued_by = time.time()
+    submit(stack, {"item": {"n": 2}, "group": "b"})
+    stack.api.responder = lambda body, headers: Reply(503, "{}") if '"n":1' in body else None
+    stack.drain()
+    stack.drain()  # held back (or, on a slow machine, received and failed again): still the oldest
+
+    asked_from = time.time()
+    status = json.loads(stack.http("GET", "/status").body)["destinations"]["orders"]
+    asked_by = time.time()
+
+    assert status["queue"]["in_flight"] + status["queue"]["queued"] == 1
+    assert status["queue"]["oldest_seen_at"] == status["last_run"]["finished_at"]
+    assert status["queue"]["oldest_complete"] is True
+    age = status["queue"]["oldest_message_age_s"]
+    assert asked_from - queued_by - 0.01 <= age <= asked_by - queued_from + 0.01
 
 
 def poison_two(stack: Stack) -> None:
@@ -173,21 +206,50 @@ def test_dead_letters_are_listed_page_by_page_without_consuming_them(stack: Stac
         assert message in json.loads(refused.body)["Message"], query
 
 
-def test_a_redrive_started_by_route_reports_progress_and_delivers(stack: Stack) -> None:
+def test_a_redrive_started_by_route_is_carried_on_by_the_drain_and_delivered(stack: Stack) -> None:
     poison_two(stack)
 
     started = stack.http("POST", "/dead-letters/redrive?destination=orders", {"groups": ["submit#a"]})
 
     assert started.status_code == 202
     job = json.loads(started.body)
+    assert job["progress_url"] == f"/dead-letters/redrive/{job['id']}?destination=orders"
+    waiting = json.loads(stack.http("GET", job["progress_url"]).body)
+    assert (waiting["state"], waiting["moved"], waiting["steps"], waiting["advanced_at"]) == (
+        "running",
+        0,
+        0,
+        None,
+    )
+    assert stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL") == 2  # the request moved nothing
+
+    report = stack.drain()  # carries the job on, then delivers what it moved back
+
+    assert report["redriven"] == 1
     progress = json.loads(stack.http("GET", job["progress_url"]).body)
-    assert progress["state"] == "done"
-    assert progress["moved"] == 1
-    stack.drain()
+    assert (progress["state"], progress["moved"], progress["steps"]) == ("done", 1, 1)
+    assert progress["advanced_at"] >= progress["started_at"]
     assert any('"n":1' in r.body and r.status == 200 for r in stack.api.requests)
     assert stack.queue_depth("TRICKLE_DEST_ORDERS_DLQ_URL") == 1
     assert stack.http("POST", "/dead-letters/redrive?destination=orders", {"groups": "a"}).status_code == 400
-    assert stack.http("GET", f"/dead-letters/redrive/{uuid.uuid4()}").status_code == 404
+    assert stack.http("GET", f"/dead-letters/redrive/{uuid.uuid4()}?destination=orders").status_code == 404
+    other = stack.http("GET", f"/dead-letters/redrive/{job['id']}?destination=crm")
+    assert other.status_code == 404  # a job is its destination's
+    unnamed = stack.http("GET", f"/dead-letters/redrive/{job['id']}")
+    assert unnamed.status_code == 400
+    assert "destination must be one of: orders, crm" in json.loads(unnamed.body)["Message"]
+
+
+def test_a_destination_takes_only_so_many_open_redrives(stack: Stack) -> None:
+    for _ in range(MAX_OPEN):
+        assert stack.http("POST", "/dead-letters/redrive?destination=orders", {}).status_code == 202
+
+    refused = stack.http("POST", "/dead-letters/redrive?destination=orders", {})
+
+    assert refused.status_code == 409
+    assert "wait for one to be done" in json.loads(refused.body)["Message"]
+    stack.drain()  # nothing to move: every job is done
+    assert stack.http("POST", "/dead-letters/redrive?destination=orders", {}).status_code == 202
 
 
 def test_the_emulators_missing_move_task_is_one_debug_line_not_a_traceback(
@@ -195,10 +257,11 @@ def test_the_emulators_missing_move_task_is_one_debug_line_not_a_traceback(
 ) -> None:
     poison_two(stack)
 
+    started = json.loads(stack.http("POST", "/dead-letters/redrive?destination=orders", {}).body)
     with caplog.at_level(logging.DEBUG):
-        started = stack.http("POST", "/dead-letters/redrive?destination=orders", {})
+        stack.drain()
 
-    assert json.loads(started.body)["method"] == "copy"
+    assert json.loads(stack.http("GET", started["progress_url"]).body)["method"] == "copy"
     about_it = [
         (r.levelname, r.getMessage())
         for r in caplog.records

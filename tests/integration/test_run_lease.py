@@ -118,5 +118,5 @@ def test_the_ledger_holds_only_message_records(stack: Stack) -> None:
     notes = dynamodb.scan(TableName=stack.env["TRICKLE_NOTES_TABLE"], ConsistentRead=True)["Items"]
     job = json.loads(started.body)["id"]
     assert sorted(item[NOTE_KEY]["S"] for item in notes) == sorted(
-        ["run#orders", "run#crm", f"redrive#{job}"]
+        ["run#orders", "run#crm", f"redrive#orders#{job}", "redrive#orders"]
     )  # the leases were released

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -24,7 +25,7 @@ from chalicelib.model import (
     Unsent,
     UnsentKind,
 )
-from chalicelib.ports import Enrich
+from chalicelib.ports import Enrich, Redrive
 from tests.fakes import (
     FakeArchive,
     FakeCallbacks,
@@ -56,6 +57,7 @@ class Rig:
         self.enrich: Enrich | None = None
         self.callbacks: FakeCallbacks | None = None
         self.clock: FakeClock | None = None
+        self.redrive: Redrive | None = None
         self.settings = make_settings(**(FAST | {"TRICKLE_DRAIN_WORKERS": "1"} | env))
 
     def run(self) -> DrainReport:
@@ -72,6 +74,7 @@ class Rig:
             self.callbacks,
             metrics=FakeMetrics,
             clock=self.clock or time,
+            redrive=self.redrive,
         )
         return drainer.run(lambda: 10**9)
 
@@ -103,6 +106,57 @@ def test_a_clean_run_delivers_archives_and_deletes_everything(make_settings: Mak
     assert rig.archive.stored["g0-0"] == (200, "answer 200")
     assert rig.notes.saved["run#orders"]["delivered"] == 3
     assert [key for _, _, key in rig.api.requests] == ["g0-0", "g0-1", "g1-0"]
+
+
+def sent_at(received: ReceivedMessage, seconds: float) -> ReceivedMessage:
+    return replace(received, sent_at_ms=int(seconds * 1000))
+
+
+def test_the_run_note_keeps_the_oldest_message_left_across_runs_that_never_see_it(
+    make_settings: MakeSettings,
+) -> None:
+    """`GET /status` reads the oldest message's age from the run note: a message a retry's backoff
+    hides through whole runs is still the oldest there, until a run deletes it."""
+    rig = Rig(
+        make_settings,
+        answers(g0_0=503),
+        sent_at(message("g0", 0), 100),
+        sent_at(message("g1", 0), 200),
+        sent_at(message("g1", 1), 300),
+    )
+
+    assert rig.run().stopped_by == "empty"
+    left = rig.notes.saved["run#orders"]["left_in_queue"]
+    assert left == {"messages": 1, "complete": True, "oldest": [["c-g0-0", 100_000]]}
+
+    assert rig.run().received == 0  # held back by its backoff: this run never sees it
+    assert rig.notes.saved["run#orders"]["left_in_queue"]["oldest"] == [["c-g0-0", 100_000]]
+
+    rig.queue.tick()
+    rig.api = answers()
+    rig.run()
+    assert rig.notes.saved["run#orders"]["left_in_queue"] == {"messages": 0, "complete": True, "oldest": []}
+
+
+def test_a_run_carries_the_open_redrives_on_first_and_delivers_what_they_moved_back(
+    make_settings: MakeSettings,
+) -> None:
+    rig = Rig(make_settings, answers(), message("g0", 0))
+    slices: list[bool] = []
+
+    def redrive(stop: Callable[[], bool]) -> int:
+        slices.append(stop())
+        rig.queue.put(message("dead", 0))  # the copy a redrive sends back
+        return 1
+
+    rig.redrive = redrive
+
+    report = rig.run()
+
+    assert slices == [False]
+    assert (report.redriven, report.delivered) == (1, 2)
+    assert "dead:0" in rig.api.bodies()
+    assert rig.notes.saved["run#orders"]["redriven"] == 1
 
 
 def test_poison_is_dead_lettered_with_its_reason_and_its_group_goes_on(make_settings: MakeSettings) -> None:
