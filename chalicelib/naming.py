@@ -10,6 +10,7 @@ the app, the local runtime, the deploy tools and the bench cannot disagree on on
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 DESTINATION_VARIABLE_PREFIX = "TRICKLE_DEST_"
 _DRAIN_PREFIX = "drain_"
@@ -42,6 +43,14 @@ def variable_destination(variable: str, field: str) -> str | None:
     ):
         return variable[len(prefix) : -len(suffix)].lower()
     return None
+
+
+def variable_owner(variable: str, destinations: Iterable[str]) -> str | None:
+    """The destination among `destinations` a TRICKLE_DEST_<NAME>_<FIELD> variable belongs to: the
+    longest name it starts with, so TRICKLE_DEST_ORDERS_BULK_URL is orders_bulk's, not a field
+    `bulk_url` of orders. None: none of them."""
+    owners = [d for d in destinations if variable.startswith(destination_variable(d, ""))]
+    return max(owners, key=len, default=None)
 
 
 def key_parameter(stage: str, destination: str) -> str:

@@ -708,10 +708,10 @@ def _unknown_variables(r: _Reader) -> None:
 
 def _unknown_destination_variable(name: str, destinations: Collection[str]) -> str:
     """What is wrong with a TRICKLE_DEST_<NAME>_<FIELD> no destination has."""
-    for destination in destinations:
-        prefix = naming.destination_variable(destination, "")
-        if name.startswith(prefix):
-            return f"destination {destination!r} has no field {name.removeprefix(prefix).lower()!r}"
+    owner = naming.variable_owner(name, destinations)
+    if owner is not None:
+        prefix = naming.destination_variable(owner, "")
+        return f"destination {owner!r} has no field {name.removeprefix(prefix).lower()!r}"
     for field in sorted(_DESTINATION_FIELDS):
         named = naming.variable_destination(name, field)
         if named:

@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
@@ -41,21 +41,23 @@ def stage_env(
     # The file's destinations get their queues while the stage still names its own (a stage that
     # names no queue is a template stage, which gets none); then those of the others go.
     reading = {**env, "TRICKLE_ROUTES_FILE": str(routes_file.resolve())}
-    return with_routes_file(with_bootstrap_queues(reading, config["app_name"], stage), routes_file)
+    queued = with_bootstrap_queues(reading, config["app_name"], stage)
+    return with_routes_file(queued, routes_file, destination_names(env))
 
 
-def with_routes_file(env: Mapping[str, str], routes_file: Path) -> dict[str, str]:
+def with_routes_file(env: Mapping[str, str], routes_file: Path, own: Sequence[str] = ()) -> dict[str, str]:
     """The stage's variables reading another routes file (TRICKLE_ROUTES_FILE), without its
     TRICKLE_DEST_<NAME>_* variables of destinations that file lacks: a stage may set fields only of
-    the file's destinations. Those it has keep the stage's values (its local URL, faster backoff)."""
+    the file's destinations. Those it has keep the stage's values (its local URL, faster backoff).
+    A variable is the destination's of the longest name it starts with, among the file's and the
+    stage's `own` (TRICKLE_DEST_ORDERS_BULK_URL is orders_bulk's, gone with it, not kept for orders)."""
     path = str(routes_file.resolve())
-    prefixes = tuple(
-        naming.destination_variable(name, "") for name in destination_names({"TRICKLE_ROUTES_FILE": path})
-    )
+    kept_for = destination_names({"TRICKLE_ROUTES_FILE": path})
     kept = {
         name: value
         for name, value in env.items()
-        if not name.startswith(naming.DESTINATION_VARIABLE_PREFIX) or name.startswith(prefixes)
+        if not name.startswith(naming.DESTINATION_VARIABLE_PREFIX)
+        or naming.variable_owner(name, [*kept_for, *own]) in kept_for
     }
     return {**kept, "TRICKLE_ROUTES_FILE": path}
 

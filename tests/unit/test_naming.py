@@ -115,6 +115,22 @@ def test_a_stage_variable_names_its_destination(variable: str, field: str, desti
 
 
 @pytest.mark.parametrize(
+    ("variable", "destinations", "owner"),
+    [
+        ("TRICKLE_DEST_ORDERS_QUEUE_URL", ["orders", "orders_bulk"], "orders"),
+        ("TRICKLE_DEST_ORDERS_BULK_QUEUE_URL", ["orders", "orders_bulk"], "orders_bulk"),
+        ("TRICKLE_DEST_ORDERS_BULK_QUEUE_URL", ["orders_bulk", "orders"], "orders_bulk"),
+        ("TRICKLE_DEST_ORDERS_BULK_QUEUE_URL", ["orders"], "orders"),  # no other: a field of orders'
+        ("TRICKLE_DEST_CRM_URL", ["orders", "orders_bulk"], None),
+    ],
+)
+def test_a_stage_variable_belongs_to_the_longest_destination_name_it_starts_with(
+    variable: str, destinations: list[str], owner: str | None
+) -> None:
+    assert naming.variable_owner(variable, destinations) == owner
+
+
+@pytest.mark.parametrize(
     ("stage", "file_name", "function"),
     [
         ("dev", "policy-dev-ingest.json", "ingest"),
