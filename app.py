@@ -159,3 +159,8 @@ def redrive_progress(job_id: str) -> dict[str, Any]:
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="drain_billing")
 def drain_billing(event: CloudWatchEvent) -> dict[str, Any]:
     return wiring.drain("billing", event.context)
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="drain_orders_bulk")
+def drain_orders_bulk(event: CloudWatchEvent) -> dict[str, Any]:
+    return wiring.drain("orders_bulk", event.context)

@@ -64,6 +64,7 @@ from trickle_local.ports import PortInUseError, PortsInUseError, check_all_free
 from trickle_local.routes import RouteServer
 from trickle_local.runtime import Clock, Invoker, LocalRuntime, ScheduledFunction
 from trickle_local.standin_api import Faults, StandInApi
+from trickle_local.standin_bulk import UnservedBatchError, endpoint_for
 from trickle_local.standin_secrets import (
     Expected,
     expected,
@@ -87,6 +88,9 @@ from trickle_project.secret_parameters import (
 )
 
 STANDIN_PORT = 5051  # the first destination's stand-in; docs/local.md
+# The largest body a stand-in's bulk endpoint takes unless --bulk-max-bytes says otherwise: a batched
+# destination's batch_max_bytes may be no less than a message's limit, 1 MiB by default.
+STANDIN_BULK_MAX_BYTES = 1_048_576
 DEFAULT_EMULATOR: EmulatorName = "ministack"  # the embedded one; docs/emulators.md says why
 
 
@@ -258,7 +262,9 @@ def _start(args: argparse.Namespace, started: contextlib.ExitStack) -> Session:
             wanted = expected(needed(destination), values)
             faults = standin_faults(args, destination, wanted, seed)
             port = listen[f"stand-in API for {destination.name}"]
-            api = stand_in_for(destination, faults, wanted.client, args.token_lifetime, port)
+            api = stand_in_for(
+                destination, faults, wanted.client, args.token_lifetime, port, args.bulk_max_bytes
+            )
             apis[destination.name] = api.start()
             started.callback(api.stop)
     env = stage.rebase(env, endpoint_url, None)
@@ -471,6 +477,13 @@ def serve(session: Session, args: argparse.Namespace) -> None:
     for name, api in session.apis.items():
         destination = session.settings.destination(name)
         print(f"Received:     GET {destination.url} lists what the {name} API got", file=sys.stderr)
+        if api.bulk is not None:
+            print(
+                f"Bulk:         the {name} API takes {api.bulk.shape()} (up to {destination.batch_max_items}"
+                f" a request) and answers a status per item; bodies up to {api.bulk.max_bytes} bytes"
+                " (--bulk-max-bytes)",
+                file=sys.stderr,
+            )
         if api.tokens is not None:
             print(
                 f"Tokens:       POST {destination.token_url} issues the {name} API's tokens, each"
@@ -697,6 +710,15 @@ def build_parser() -> argparse.ArgumentParser:
         " applied), the other items of the request going on",
     )
     common.add_argument(
+        "--bulk-max-bytes",
+        type=int,
+        default=STANDIN_BULK_MAX_BYTES,
+        metavar="BYTES",
+        help="the largest request body a stand-in's bulk endpoint takes, as an API's documented limit"
+        f" (default: {STANDIN_BULK_MAX_BYTES}); a batched destination whose batch_max_bytes is over it"
+        " is refused at start",
+    )
+    common.add_argument(
         "--ignore-idempotency", action="store_true", help="stand-in applies a repeated Idempotency-Key again"
     )
     common.add_argument(
@@ -844,6 +866,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     if problem is not None:
         args.usage_error(problem)
+    try:  # a stand-in's bulk endpoint takes each batched destination's requests, or nothing starts
+        for destination in destinations.values():
+            if destination.name not in dict(given):
+                endpoint_for(destination, args.bulk_max_bytes)
+    except UnservedBatchError as exc:
+        print(f"trickle_local: {exc}", file=sys.stderr)
+        return 2
     fresh = args.metrics_file is None
     args.metrics_file = metrics_target(args)
     if fresh and args.metrics_file is not None:

@@ -2,7 +2,8 @@
 inside the object a destination's `batch_wrapper` makes, e.g. `{"records": [...]}`), each item a
 JSON object carrying its own id, applied on its own (an id already applied is not applied again),
 answered with one result per item in the request's order. Pure functions over a request's bytes;
-`trickle_local.standin_api` serves them and keeps what was applied."""
+`trickle_local.standin_api` serves them and keeps what was applied. `endpoint_for` is the endpoint a
+batched destination's stand-in serves, or why it cannot serve that destination's requests."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
-from jmespath.parser import ParsedResult
-
+from chalicelib import naming
+from chalicelib.bulk import Query
+from chalicelib.settings import Destination
 from chalicelib.strict_json import JsonInputError, dumps, loads
 
 MAX_BODY_BYTES = 6 * 1024 * 1024  # takes any request a drain may send (its batch_max_bytes <= 6 MB)
@@ -118,7 +121,37 @@ class WrapperError(ValueError):
     """A wrapper that does not put the list of items anywhere whole."""
 
 
-def array_at(wrapper: ParsedResult | None) -> tuple[str, ...]:
+class UnservedBatchError(ValueError):
+    """A batched destination whose requests its stand-in could not take; the message says what to
+    change, in one line."""
+
+
+def endpoint_for(destination: Destination, max_bytes: int) -> Bulk | None:
+    """The bulk endpoint a destination's stand-in serves (None when it sends one message a request):
+    at the path its batches go to, the items where its `batch_wrapper` puts them, their ids in its
+    `batch_id_field`, bodies up to `max_bytes`. Raises `UnservedBatchError` for a destination whose
+    `batch_max_bytes` is over `max_bytes` (its batches would be refused with a 413), or whose
+    wrapper hides the items."""
+    if destination.batch_max_items == 1:
+        return None
+    name = destination.name
+    if destination.batch_max_bytes > max_bytes:
+        raise UnservedBatchError(
+            f"destination {name!r}: batch_max_bytes={destination.batch_max_bytes} is over the"
+            f" {max_bytes} bytes its stand-in takes (--bulk-max-bytes): lower it (batch_max_bytes in the"
+            f" routes file, or {naming.destination_variable(name, 'batch_max_bytes')}), or raise"
+            " --bulk-max-bytes"
+        )
+    try:
+        keys = array_at(destination.batch_wrapper)
+    except WrapperError as exc:
+        raise UnservedBatchError(f"destination {name!r}: {exc}") from None
+    fixed = destination.path.text if destination.path is not None else ""  # batched: no placeholder
+    path = urlparse(destination.url).path.rstrip("/") + fixed
+    return Bulk(path or "/", keys, destination.batch_id_field, max_bytes)
+
+
+def array_at(wrapper: Query | None) -> tuple[str, ...]:
     """Where a destination's `batch_wrapper` (JMESPath over the list of item bodies; None: the bare
     list) puts that list in the body: the keys from the top, found by running the wrapper on a
     marker list. `{records: @}` -> ("records",); `{data: {items: @}}` -> ("data", "items")."""
@@ -133,6 +166,6 @@ def array_at(wrapper: ParsedResult | None) -> tuple[str, ...]:
         if isinstance(value, dict):
             pending.extend((child, (*keys, str(key))) for key, child in value.items())
     raise WrapperError(
-        f"the batch wrapper {wrapper.expression!r} does not put the list of items anywhere whole, so"
+        f"the batch wrapper {wrapper.text!r} does not put the list of items anywhere whole, so"
         " the stand-in cannot find the items in a request"
     )

@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 from chalicelib import naming, secret_values
 from chalicelib.settings import OAUTH2, Destination
 from trickle_local.standin_api import Faults, StandInApi
+from trickle_local.standin_bulk import MAX_BODY_BYTES, endpoint_for
 from trickle_local.token_endpoint import TOKEN_PATH, TokenEndpoint
 from trickle_project import stage
 from trickle_project.secret_parameters import HEADERS, SIGNING, SecretParameter, needed
@@ -100,15 +101,23 @@ def stand_in_for(
     client: tuple[str, str] | None,
     token_lifetime_s: int,
     port: int = 0,
+    bulk_max_bytes: int = MAX_BODY_BYTES,
 ) -> StandInApi:
     """A stand-in (not started) at the destination's URL path, with `faults`; with an OAuth2
     `client` (id, secret), its own token endpoint at its `token_url`'s path, whose unexpired tokens
-    it then requires."""
+    it then requires; for a batched destination, a bulk endpoint taking its batches up to
+    `bulk_max_bytes` (`standin_bulk.endpoint_for`, which raises `UnservedBatchError` beyond)."""
     tokens = None
     if client is not None:
         path = urlparse(destination.token_url).path or TOKEN_PATH
         tokens = TokenEndpoint(*client, lifetime_s=token_lifetime_s, path=path)
-    return StandInApi(faults, port=port, base_path=urlparse(destination.url).path, tokens=tokens)
+    return StandInApi(
+        faults,
+        port=port,
+        base_path=urlparse(destination.url).path,
+        tokens=tokens,
+        bulk=endpoint_for(destination, bulk_max_bytes),
+    )
 
 
 def pointed_at(destination: Destination, api: StandInApi) -> dict[str, str]:

@@ -330,6 +330,7 @@ def make_stack(servers: Servers, tmp_path: Path, overrides: dict[str, str]) -> I
         server.faults = faults
         server.reseed(0)
         server.responder = None
+        server.bulk = None  # a test that batches gives its stand-in a bulk endpoint
     aws = clients(endpoint.url)
     routes_file = Path(overrides.get("TRICKLE_ROUTES_FILE", ROUTES_FILE))  # the stage's variables for it
     base = (

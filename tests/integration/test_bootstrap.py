@@ -56,8 +56,9 @@ def test_bootstrap_is_idempotent_and_teardown_removes_what_it_made(endpoint: Mot
 
     removed = teardown(aws, env, source_table=False)
 
-    # two queues per destination and one more, the ledger and notes tables, two keys, bucket, KMS key
-    assert len(removed) == 13
+    # two queues per destination (four) and one more, the ledger and notes tables, the API keys
+    # stored (orders, crm, orders_bulk), bucket, KMS key
+    assert len(removed) == 16
     assert "table trickle-dev-notes" in removed
     assert aws["sqs"].list_queues().get("QueueUrls", []) == []
     assert [t for t in aws["dynamodb"].list_tables()["TableNames"] if t.startswith("trickle-dev")] == [
@@ -157,13 +158,14 @@ def test_bootstrap_in_another_region_without_a_key_finishes_with_the_command_to_
         "/trickle/dev/crm-api-key": "k",
         "/trickle/dev/billing-api-key": '{"client_id": "c", "client_secret": "s"}',
         "/trickle/dev/billing-signing-secret": "whsec_" + "a" * 32,
+        "/trickle/dev/orders_bulk-api-key": "k",
     }
     for name, value in stored.items():
         aws["ssm"].put_parameter(Name=name, Value=value, Type="SecureString", KeyId=key)
     assert bootstrap_main(args) == 0
     assert "put-parameter" not in capsys.readouterr().out
 
-    assert len(aws["sqs"].list_queues()["QueueUrls"]) == 7  # two per destination, ingest failures
+    assert len(aws["sqs"].list_queues()["QueueUrls"]) == 9  # two per destination, ingest failures
     assert bootstrap_main([*args, "--teardown"]) == 0
     said = capsys.readouterr().out
     assert "removed bucket " + bucket in said
@@ -225,10 +227,14 @@ auth = "none"
 url = "https://billing.example.com/v1"
 auth = "none"
 
+[destinations.orders_bulk]  # and this one's
+url = "https://warehouse.example.com/v1/orders/bulk"
+auth = "none"
+
 [[routes]]
 name = "everything"
 events = ["INSERT"]
-destinations = ["orders", "crm", "billing"]
+destinations = ["orders", "crm", "billing", "orders_bulk"]
 """
 SIGNING_SECRET = "whsec_" + base64.b64encode(b"s" * 24).decode()
 

@@ -22,7 +22,7 @@ import pytest
 import requests
 from botocore.parsers import ResponseParserError
 
-from chalicelib import wiring
+from chalicelib import naming, wiring
 from chalicelib.model import TASK_TOKEN_ATTRIBUTE
 from chalicelib.settings import load_settings
 from tests.fakes import until
@@ -152,7 +152,7 @@ def test_every_function_names_only_its_own_account_and_region(
     for place, _ in stacks:
         sqs, dynamodb = place.client("sqs"), place.client("dynamodb")
         functions = place.client("lambda").list_functions()["Functions"]
-        assert len(functions) == 5  # ingest, three drains, API handler: no token authorizer with IAM auth
+        assert len(functions) == 6  # ingest, four drains, API handler: no token authorizer with IAM auth
         for function in functions:
             env = function["Environment"]["Variables"]
             settings = load_settings(env)
@@ -179,7 +179,7 @@ def test_every_role_statement_names_only_its_own_account_and_region(
 ) -> None:
     for place, _ in stacks:
         documents = every_role_documents(place.client("iam"))
-        assert len(documents) == 5  # ingest, a drain per destination (three), the API handler
+        assert len(documents) == 6  # ingest, a drain per destination (four), the API handler
         for role, policies in documents.items():
             resources = [r for p in policies for s in p["Statement"] for r in arns_in(s.get("Resource"))]
             conditions = [
@@ -201,7 +201,7 @@ def test_the_queue_outlives_the_drain_and_the_stream_mapping_has_its_settings(
             visibility = place.client("sqs").get_queue_attributes(
                 QueueUrl=destination.queue_url, AttributeNames=["VisibilityTimeout"]
             )["Attributes"]["VisibilityTimeout"]
-            logical = "Drain" + destination.name.capitalize()
+            logical = naming.logical_id(destination.drain_function)  # DrainOrdersBulk
             (drain,) = [
                 f for f in lambda_client.list_functions()["Functions"] if f"-{logical}-" in f["FunctionName"]
             ]

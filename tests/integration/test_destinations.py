@@ -1,7 +1,8 @@
 """The shipped routes file end to end on the emulator: a single-table design whose customers, orders
 and invoices go to orders and crm, each with its own queue, drain, body shape, key header and
 enrichment, and a role that allows exactly what its drain does (checked on every invocation);
-invoices also queue for billing (OAuth2 and signed: tests/integration/test_local_demo.py)."""
+invoices also queue for billing (OAuth2 and signed) and orders for orders_bulk (in batches): both in
+tests/integration/test_local_demo.py."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def test_each_item_type_reaches_its_destinations_in_their_shapes(stack_factory: 
     ingested = stack.ingest(stack.stream_event())
     orders_report, crm_report = stack.drain("orders"), stack.drain("crm")
 
-    assert (ingested["enqueued"], ingested["unrouted"]) == (6, 1)  # 2 orders + invoice x3 + profile
+    # 2 orders x2 (orders, orders_bulk) + invoice x3 (orders, crm, billing) + profile
+    assert (ingested["enqueued"], ingested["unrouted"]) == (8, 1)
     assert (orders_report["delivered"], crm_report["delivered"]) == (3, 2)
     orders = {b["keys"]["sk"]: b for b in bodies(stack.api.applied())}
     first_customer = [b["keys"]["sk"] for b in bodies(stack.api.applied()) if b["keys"]["pk"] == "CUSTOMER#1"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from trickle_deploy.iam_check import AwsCall, CallRecorder, allows, denied
 from trickle_deploy.policies import function_policies
 from trickle_local.emulators import Emulator
 from trickle_local.standin_api import Faults, Reply, StandInApi
+from trickle_local.standin_bulk import Bulk
 from trickle_local.token_endpoint import TokenEndpoint
 from trickle_project import stage
 from trickle_project.aws import clients
@@ -124,6 +125,31 @@ BILLING_CLIENT = '{"client_id": "billing-client", "client_secret": "billing-secr
 
 
 @pytest.fixture
+def bulk_api() -> Iterator[StandInApi]:
+    """The shipped orders_bulk destination's stand-in: `{"records": [...]}` at its bulk path."""
+    api = StandInApi(
+        Faults(api_key=API_KEY),
+        base_path="/v1/orders/bulk",
+        bulk=Bulk("/v1/orders/bulk", ("records",)),
+    ).start()
+    yield api
+    api.stop()
+
+
+def per_record(reply: Callable[[str], Reply | None]) -> Callable[[str, dict[str, str]], Reply]:
+    """A bulk endpoint's answer to `{"records": [...]}`: each record's status as `reply` answers its
+    JSON alone (200 for None), and the largest of those bodies added (so a task's answer is as big)."""
+
+    def answer(body: str, headers: dict[str, str]) -> Reply:
+        replies = [reply(json.dumps(r, separators=(",", ":"))) for r in json.loads(body)["records"]]
+        results = [{"status": 200 if r is None else r.status} for r in replies]
+        padding = max((r.body for r in replies if r is not None), key=len, default="")
+        return Reply(200, json.dumps({"results": results, "padding": padding}))
+
+    return answer
+
+
+@pytest.fixture
 def billing_api() -> Iterator[StandInApi]:
     """The shipped billing destination's stand-in: its own OAuth2 token endpoint (the client in
     BILLING_CLIENT), whose tokens it requires, and requests signed with SIGNING."""
@@ -137,11 +163,11 @@ def billing_api() -> Iterator[StandInApi]:
 
 
 def test_no_statement_grants_an_action_the_code_never_uses(
-    stack_factory: Any, billing_api: StandInApi
+    stack_factory: Any, billing_api: StandInApi, bulk_api: StandInApi
 ) -> None:
-    """With the shipped routes: invoices go to all three destinations (billing refuses those without
-    an invoice id: dead letters), one order is enriched (GetItem), a note no route takes is counted;
-    billing reads its OAuth2 client and its signing secret."""
+    """With the shipped routes: invoices go to orders, crm and billing (billing refuses those without
+    an invoice id: dead letters), one order is enriched (GetItem) and also sent to orders_bulk in a
+    batch, a note no route takes is counted; billing reads its OAuth2 client and its signing secret."""
     stack: Stack = stack_factory(
         TRICKLE_MAX_MESSAGE_BYTES="4096",
         TRICKLE_ROUTES_FILE=str(ROUTES_FILE),
@@ -150,6 +176,9 @@ def test_no_statement_grants_an_action_the_code_never_uses(
         TRICKLE_DEST_BILLING_TOKEN_URL=f"{billing_api.url}/oauth/token",
         TRICKLE_DEST_BILLING_BACKOFF_BASE_S="1",
         TRICKLE_DEST_BILLING_BACKOFF_CAP_S="2",
+        TRICKLE_DEST_ORDERS_BULK_URL=f"{bulk_api.url}/v1/orders/bulk",
+        TRICKLE_DEST_ORDERS_BULK_BACKOFF_BASE_S="1",
+        TRICKLE_DEST_ORDERS_BULK_BACKOFF_CAP_S="2",
     )
     billing = load_settings(stack.env).destination("billing")
     for name, value in ((billing.api_key_parameter, BILLING_CLIENT), (billing.signing_parameter, SIGNING)):
@@ -169,7 +198,7 @@ def test_no_statement_grants_an_action_the_code_never_uses(
     )
     start = len(stack.recorder.calls)
     stack.ingest_new()
-    destinations = ("orders", "crm", "billing")
+    destinations = ("orders", "crm", "billing", "orders_bulk")
     for destination in destinations:  # tasks waiting: answered (success, failure, a URL), kept alive
         for n, item in enumerate(({"sk": "3"}, {"sk": "5"}, {"n": 2})):
             token = f"token-{destination}-{n}"
@@ -180,13 +209,14 @@ def test_no_statement_grants_an_action_the_code_never_uses(
                 "group": f"t{n}",
                 "task_token": token,
             }
-            if destination == "billing":  # the session's routes know orders and crm: queued as they queue
+            if destination in ("billing", "orders_bulk"):  # the session's routes know orders and crm
                 wiring.operations().submit(parse_submission(json.dumps(body), wiring.settings()))
             else:
                 stack.http("POST", "/messages", body)
     big = Reply(200, json.dumps({"rows": ["x" * 1000] * 300}))  # over 256 KB: its task gets a URL
-    for api in (stack.api, stack.crm_api, billing_api):
-        api.responder = lambda body, headers: (
+
+    def reply(body: str, headers: dict[str, str] | None = None) -> Reply | None:
+        return (
             Reply(400, "{}")
             if '"sk":"3"' in body
             else Reply(503, "{}")
@@ -195,9 +225,13 @@ def test_no_statement_grants_an_action_the_code_never_uses(
             if '"n":2' in body
             else None
         )
+
+    for api in (stack.api, stack.crm_api, billing_api):
+        api.responder = reply
+    bulk_api.responder = per_record(reply)
     for destination in destinations:  # deliveries, a dead letter, a release, an enrichment
         stack.drain(destination)
-    stack.api.responder = stack.crm_api.responder = billing_api.responder = None
+    stack.api.responder = stack.crm_api.responder = billing_api.responder = bulk_api.responder = None
     stack.ingest(stack.stream_event())  # a replay: the ledger answers "already delivered"
     # drain until the released message's backoff (2 s at most in tests) has passed and it is delivered
     queues = [f"TRICKLE_DEST_{d.upper()}_QUEUE_URL" for d in destinations]
@@ -214,6 +248,7 @@ def test_no_statement_grants_an_action_the_code_never_uses(
         stack.http("GET", redrive["progress_url"])
         stack.drain(destination)
     assert billing_api.applied() and billing_api.auth_failures == 0  # the checks of billing's stand-in held
+    assert max(r.item_count for r in bulk_api.applied()) > 1  # orders_bulk's items went in batches
 
     calls = stack.recorder.calls[start:]
     unused = [

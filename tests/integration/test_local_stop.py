@@ -93,6 +93,6 @@ def test_a_stop_signal_stops_every_process_and_frees_every_port(signum: int, whe
     assert "Traceback" not in output, output[-2000:]
     assert [pid for pid in started if running(pid)] == []
     ports = {int(port) for port in re.findall(r"http://127\.0\.0\.1:(\d+)", output)}
-    assert when == "starting" or len(ports) == 5  # the endpoint, three stand-in APIs, the routes
+    assert when == "starting" or len(ports) == 6  # the endpoint, four stand-in APIs, the routes
     for port in ports:
         check_free("127.0.0.1", port, "any")

@@ -43,9 +43,10 @@ def test_both_ways_deploy_deliver_to_stand_ins_and_name_the_gaps_they_work_aroun
     ]
     for report in reports:
         assert [s["name"] for s in report["steps"]] == STEPS[report["way"]], report
-        # the first order, profile and invoice: the invoice goes to all three (billing: OAuth2, signed)
+        # the first order, profile and invoice: the invoice goes to orders, crm and billing (OAuth2,
+        # signed), the order to orders and orders_bulk (in a batch, at its stand-in's bulk endpoint)
         one, two = ({"expected": n, "delivered": n, "duplicates": 0} for n in (1, 2))
-        assert report["delivered"] == {"orders": two, "crm": two, "billing": one}
+        assert report["delivered"] == {"orders": two, "crm": two, "billing": one, "orders_bulk": one}
         assert report["calls"] > 0 and report["denied"] == []
         deploy = CLOUDFORMATION if report["way"] == "A" else CHALICE
         assert report["gaps"] == [gap.line() for gap in gaps(EMULATOR, deploy, RUN)]

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib import naming
 from tests.integration.deployment import BIN, package_stage, write
 from trickle_deploy import template as merge
 from trickle_deploy.iam_check import packaged_policies
@@ -23,7 +24,7 @@ from trickle_project.secret_parameters import needed
 from trickle_project.stage import PACKAGING_ENV, copy_project, load_config, packaging_env, stage_settings
 from trickle_project.workflows import wait_definition
 
-DESTINATIONS = ("orders", "crm", "billing")  # chalicelib/routes.toml
+DESTINATIONS = ("orders", "crm", "billing", "orders_bulk")  # chalicelib/routes.toml
 
 # Only the translator's session sees this region; it must not leak into any template.
 TRANSFORM_REGION = "eu-south-2"
@@ -95,15 +96,14 @@ def test_every_function_gets_its_resources_from_the_stack(
     sam, _ = prod
     functions = {k: r for k, r in sam["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
     # IAM auth: no token authorizer; a drain per destination of the routes file
-    assert set(functions) == {"Ingest", "DrainOrders", "DrainCrm", "DrainBilling", "APIHandler"}
+    assert set(functions) == {"Ingest", "APIHandler", *(f"Drain{naming.logical_id(d)}" for d in DESTINATIONS)}
     for name, function in functions.items():
         variables = function["Properties"]["Environment"]["Variables"]
         for destination in DESTINATIONS:
             prefix = f"TRICKLE_DEST_{destination.upper()}_"
-            assert variables[prefix + "QUEUE_URL"] == {"Ref": f"{destination.capitalize()}Queue"}, name
-            assert variables[prefix + "DLQ_URL"] == {"Ref": f"{destination.capitalize()}DeadLetterQueue"}, (
-                name
-            )
+            queue = naming.logical_id(destination)
+            assert variables[prefix + "QUEUE_URL"] == {"Ref": f"{queue}Queue"}, name
+            assert variables[prefix + "DLQ_URL"] == {"Ref": f"{queue}DeadLetterQueue"}, name
         assert variables["TRICKLE_LEDGER_TABLE"] == {"Ref": "LedgerTable"}, name
         assert variables["TRICKLE_NOTES_TABLE"] == {"Ref": "NotesTable"}, name
         assert variables["TRICKLE_INGEST_FAILURE_QUEUE_URL"] == {"Ref": "IngestFailureQueue"}, name
@@ -135,6 +135,8 @@ def test_stateful_resources_survive_the_stack(
                 "CrmDeadLetterQueue",
                 "BillingQueue",
                 "BillingDeadLetterQueue",
+                "OrdersBulkQueue",
+                "OrdersBulkDeadLetterQueue",
                 "IngestFailureQueue",
                 "ApiKeyEncryptionKey",
                 "ResponseArchive",
@@ -183,8 +185,8 @@ def test_the_queue_outlives_a_drain_holding_its_messages(prod: tuple[dict[str, A
     sam, _ = prod
     config = load_config()
     for destination in DESTINATIONS:
-        queue = sam["Resources"][f"{destination.capitalize()}Queue"]["Properties"]
-        drain = sam["Resources"][f"Drain{destination.capitalize()}"]["Properties"]
+        queue = sam["Resources"][f"{naming.logical_id(destination)}Queue"]["Properties"]
+        drain = sam["Resources"][f"Drain{naming.logical_id(destination)}"]["Properties"]
         assert queue["VisibilityTimeout"] == visibility_for(drain_timeout(config, "prod", destination))
         assert queue["VisibilityTimeout"] > drain["Timeout"]
         assert (
@@ -224,8 +226,8 @@ def test_each_destination_alarms_as_soon_as_its_credentials_are_refused(
     sam, _ = prod
     resources = sam["Resources"]
     for destination in DESTINATIONS:
-        alarm = resources[f"{destination.capitalize()}CredentialsRefusedAlarm"]["Properties"]
-        dead_letters = resources[f"{destination.capitalize()}DeadLettersAlarm"]["Properties"]
+        alarm = resources[f"{naming.logical_id(destination)}CredentialsRefusedAlarm"]["Properties"]
+        dead_letters = resources[f"{naming.logical_id(destination)}DeadLettersAlarm"]["Properties"]
         # the drain's metrics: RunMetrics({"destination": <name>}) in the namespace Trickle, service trickle
         assert (alarm["Namespace"], alarm["MetricName"], alarm["Dimensions"]) == (
             "Trickle",
@@ -288,7 +290,7 @@ def test_kms_decrypt_is_limited_to_the_key_and_the_parameter(
     sam, _ = prod
     settings = stage_settings(load_config()["stages"]["prod"]["environment_variables"])
     for destination in DESTINATIONS:
-        drain = f"Drain{destination.capitalize()}"
+        drain = f"Drain{naming.logical_id(destination)}"
         policy = sam["Resources"][f"{drain}DecryptApiKey"]["Properties"]
         assert policy["Roles"] == [{"Ref": f"{drain}Role"}]
         (statement,) = policy["PolicyDocument"]["Statement"]
@@ -337,7 +339,7 @@ def test_reserved_concurrency_is_an_option_not_a_requirement(
     any fails there. The run lease keeps drains from overlapping without it (test_run_lease.py)."""
     stage, _, sam, _ = artifacts
     for destination in DESTINATIONS:
-        drain = sam["Resources"][f"Drain{destination.capitalize()}"]["Properties"]
+        drain = sam["Resources"][f"Drain{naming.logical_id(destination)}"]["Properties"]
         functions = load_config()["stages"][stage]["lambda_functions"]
         assert "reserved_concurrency" not in functions[f"drain_{destination}"]
         assert "ReservedConcurrentExecutions" not in drain
@@ -354,17 +356,17 @@ def test_the_example_state_machine_is_off_unless_a_destination_is_named(
     assert set(examples) == {
         "ExampleStateMachine",
         "ExampleStateMachineRole",
-        *(f"Drain{d.capitalize()}AnswerExample" for d in DESTINATIONS),
+        *(f"Drain{naming.logical_id(d)}AnswerExample" for d in DESTINATIONS),
     }
     conditions = sam["Conditions"]
     assert conditions["HasExampleStateMachine"] == {
         "Fn::Not": [{"Fn::Equals": [{"Ref": "ExampleDestination"}, "none"]}]
     }
     for d in DESTINATIONS:  # each drain may answer the example only when it goes through its queue
-        answer = examples[f"Drain{d.capitalize()}AnswerExample"]
-        assert answer["Condition"] == f"ExampleThrough{d.capitalize()}"
+        answer = examples[f"Drain{naming.logical_id(d)}AnswerExample"]
+        assert answer["Condition"] == f"ExampleThrough{naming.logical_id(d)}"
         assert conditions[answer["Condition"]] == {"Fn::Equals": [{"Ref": "ExampleDestination"}, d]}
-        assert answer["Properties"]["Roles"] == [{"Ref": f"Drain{d.capitalize()}Role"}]
+        assert answer["Properties"]["Roles"] == [{"Ref": f"Drain{naming.logical_id(d)}Role"}]
     for name in ("ExampleStateMachine", "ExampleStateMachineRole"):
         assert examples[name]["Condition"] == "HasExampleStateMachine"
     for name, function in sam["Resources"].items():
@@ -390,7 +392,19 @@ def test_the_example_runs_the_task_the_readme_documents(prod: tuple[dict[str, An
         "Fn::If": [
             "ExampleThroughOrders",
             {"Ref": "OrdersQueue"},
-            {"Fn::If": ["ExampleThroughCrm", {"Ref": "CrmQueue"}, {"Ref": "BillingQueue"}]},
+            {
+                "Fn::If": [
+                    "ExampleThroughCrm",
+                    {"Ref": "CrmQueue"},
+                    {
+                        "Fn::If": [
+                            "ExampleThroughBilling",
+                            {"Ref": "BillingQueue"},
+                            {"Ref": "OrdersBulkQueue"},
+                        ]
+                    },
+                ]
+            },
         ]
     }  # the chosen destination's queue
 
@@ -429,9 +443,9 @@ def test_what_the_emulator_cannot_create_is_right_in_the_transformed_template(
                 dimension
                 for name in DESTINATIONS
                 for dimension in (
-                    {"Fn::GetAtt": [f"{name.capitalize()}DeadLetterQueue", "QueueName"]},
-                    {"Fn::GetAtt": [f"{name.capitalize()}Queue", "QueueName"]},
-                    {"Ref": f"Drain{name.capitalize()}"},
+                    {"Fn::GetAtt": [f"{naming.logical_id(name)}DeadLetterQueue", "QueueName"]},
+                    {"Fn::GetAtt": [f"{naming.logical_id(name)}Queue", "QueueName"]},
+                    {"Ref": f"Drain{naming.logical_id(name)}"},
                     name,  # CredentialsRefused: the drain's own metric, by destination and service
                     "trickle",
                 )
@@ -459,10 +473,13 @@ auth = "none"
 [destinations.billing]  # app.py drains it: a routes file of this project names it
 url = "https://billing.example.com/v1"
 
+[destinations.orders_bulk]  # and this one
+url = "https://warehouse.example.com/v1/orders/bulk"
+
 [[routes]]
 name = "everything"
 events = ["INSERT"]
-destinations = ["orders", "crm", "billing"]
+destinations = ["orders", "crm", "billing", "orders_bulk"]
 """
 
 

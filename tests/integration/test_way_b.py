@@ -112,6 +112,7 @@ def test_bootstrap_deploy_stream_settings_delete_teardown(
         "trickle-dev-drain_orders",
         "trickle-dev-drain_crm",
         "trickle-dev-drain_billing",
+        "trickle-dev-drain_orders_bulk",
         "trickle-dev",
     }
     drain = lambda_client.get_function(FunctionName="trickle-dev-drain_orders")
@@ -121,7 +122,7 @@ def test_bootstrap_deploy_stream_settings_delete_teardown(
         == env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
     )
 
-    assert len(aws(endpoint, "sqs").list_queues()["QueueUrls"]) == 7  # two per destination, ingest failures
+    assert len(aws(endpoint, "sqs").list_queues()["QueueUrls"]) == 9  # two per destination, ingest failures
     chalice(project, endpoint, "delete", "--stage", "dev")
     assert bootstrap([*where, "--teardown"]) == 0
     said = capsys.readouterr().out

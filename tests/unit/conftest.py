@@ -40,12 +40,16 @@ BASE_ENV: Mapping[str, str] = {
 }
 
 # What the shipped routes file (chalicelib/routes.toml, TRICKLE_ROUTES_FILE unset) needs beyond
-# BASE_ENV, which is made for the suite's file: the resources of its third destination, `billing`.
+# BASE_ENV, which is made for the suite's file: the resources of its other destinations, `billing`
+# and `orders_bulk`.
 SHIPPED_ENV: Mapping[str, str] = {
     "TRICKLE_DEST_BILLING_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/billing.fifo",
     "TRICKLE_DEST_BILLING_DLQ_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/billing-dlq.fifo",
     "TRICKLE_DEST_BILLING_KEY_PARAMETER": "/trickle/test/billing-credentials",
     "TRICKLE_DEST_BILLING_SIGNING_PARAMETER": "/trickle/test/billing-signing-secret",
+    "TRICKLE_DEST_ORDERS_BULK_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/bulk.fifo",
+    "TRICKLE_DEST_ORDERS_BULK_DLQ_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/bulk-dlq.fifo",
+    "TRICKLE_DEST_ORDERS_BULK_KEY_PARAMETER": "/trickle/test/orders-bulk-api-key",
 }
 
 MakeSettings = Callable[..., Settings]

@@ -301,7 +301,7 @@ def no_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
         (
             ["--api-url", "shipping=http://127.0.0.1:5999/v2/items", "--api-key", "k"],
             "argument --api-url: stage 'local' has no destination 'shipping' (its destinations: orders, crm,"
-            " billing)",
+            " billing, orders_bulk)",
         ),
         (
             ["--api-url", "orders=127.0.0.1:5999/v2/items", "--api-key", "k"],
@@ -376,6 +376,53 @@ def test_a_broken_stage_stops_the_command_with_one_message(
     prefix = "trickle_local: invalid Trickle settings for stage 'local': "
     assert err.startswith(prefix + message.format(routes=tmp_path / "routes.toml"))
     assert len(err.splitlines()) == 1
+
+
+BULKY = """
+[destinations.shop]
+url = "https://shop.example.com/v1/bulk"
+batch_max_items = 10
+batch_max_bytes = 2097152
+
+[[routes]]
+name = "all"
+destinations = ["shop"]
+"""
+
+
+def test_a_batched_destination_over_what_its_stand_in_takes_is_refused_before_anything_starts(
+    no_emulator: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Its batches would each be refused (413) by the stand-in's bulk endpoint: the command says
+    which limit to lower or raise, on one line, and starts nothing."""
+    import trickle_local.__main__ as cli
+
+    routes = tmp_path / "bulky.toml"
+    routes.write_text(BULKY)
+    assert cli.main(["demo", "--ephemeral-ports", "--routes", str(routes)]) == 2
+    assert capsys.readouterr().err == (
+        "trickle_local: destination 'shop': batch_max_bytes=2097152 is over the 1048576 bytes its stand-in"
+        " takes (--bulk-max-bytes): lower it (batch_max_bytes in the routes file, or"
+        " TRICKLE_DEST_SHOP_BATCH_MAX_BYTES), or raise --bulk-max-bytes\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["demo", "--bulk-max-bytes", "2097152"],  # a stand-in taking that much; below, a real API
+        ["up", "--api-url", "shop=https://shop.example.com/v1/bulk", "--api-key", "k", "--metrics-file", "-"],
+    ],
+)
+def test_a_batched_destination_its_stand_in_can_take_or_a_real_api_gets_past_the_check(
+    no_emulator: None, tmp_path: Path, flags: list[str]
+) -> None:
+    import trickle_local.__main__ as cli
+
+    routes = tmp_path / "bulky.toml"
+    routes.write_text(BULKY)
+    with pytest.raises(AssertionError, match="an emulator was started"):
+        cli.main([*flags, "--ephemeral-ports", "--routes", str(routes)])
 
 
 class Reported(Session):

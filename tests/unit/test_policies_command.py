@@ -81,7 +81,7 @@ def test_a_stage_not_bootstrapped_for_a_new_destination_gets_the_queues_its_boot
     assert statement(chalice, "dev", "ingest", "Enqueue") == [
         f"{DEV_SQS}:trickle-dev-{name}{kind}"
         for kind in (".fifo", "-dead-letters.fifo")
-        for name in ("orders", "crm", "billing", "shipping")
+        for name in ("orders", "crm", "billing", "orders_bulk", "shipping")
     ]
     assert statement(chalice, "local", "drain_shipping", "Drain") == [
         "arn:aws:sqs:us-east-1:123456789012:trickle-local-shipping.fifo"
@@ -117,7 +117,9 @@ ROUTES_WITHOUT_URL = SHIPPING.replace('url = "https://shipping.example.com/v1/sh
             " file); destination 'crm' needs TRICKLE_DEST_CRM_KEY_PARAMETER (or key_parameter in the routes"
             " file); destination 'billing' needs TRICKLE_DEST_BILLING_KEY_PARAMETER (or key_parameter in the"
             " routes file); destination 'billing' needs TRICKLE_DEST_BILLING_SIGNING_PARAMETER (or"
-            " signing_parameter in the routes file); destination 'shipping' needs TRICKLE_DEST_SHIPPING_URL"
+            " signing_parameter in the routes file); destination 'orders_bulk' needs"
+            " TRICKLE_DEST_ORDERS_BULK_KEY_PARAMETER (or key_parameter in the routes file); destination"
+            " 'shipping' needs TRICKLE_DEST_SHIPPING_URL"
             " (or url in the routes file); destination 'shipping' needs TRICKLE_DEST_SHIPPING_KEY_PARAMETER"
             " (or key_parameter in the routes file)",
         ),

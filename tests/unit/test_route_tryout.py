@@ -31,13 +31,20 @@ def shipped(make_settings: MakeSettings) -> Any:
     return make_settings(TRICKLE_ROUTES_FILE=str(ROUTES_FILE), **SHIPPED_ENV)
 
 
-def test_an_order_goes_to_orders_with_its_enricher_named(make_settings: MakeSettings) -> None:
-    (line,) = evaluate(sample_record(ORDER, None, "INSERT", ["pk", "sk"]), shipped(make_settings))
+def test_an_order_goes_to_orders_with_its_enricher_named_and_to_orders_bulk(
+    make_settings: MakeSettings,
+) -> None:
+    line, bulk = evaluate(sample_record(ORDER, None, "INSERT", ["pk", "sk"]), shipped(make_settings))
 
     assert (line["destination"], line["route"], line["enrich_at_delivery"]) == (
         "orders",
         "orders",
         "customer",
+    )
+    assert (bulk["destination"], bulk["route"], bulk["body"]["keys"]) == (
+        "orders_bulk",
+        "orders_bulk",
+        {"pk": "CUSTOMER#1", "sk": "ORDER#7"},
     )
     assert line["body"]["item"]["total"] == line["body"]["item"]["total"].__class__("19.990")  # exact
     assert line["group_id"] == 'items#"CUSTOMER#1"'

@@ -172,8 +172,8 @@ def test_the_shipped_routes_file_loads(base_env: dict[str, str]) -> None:
     settings = load_settings(base_env | SHIPPED_ENV)
     assert ROUTES_FILE.name == "routes.toml"
     assert ROUTES_FILE.parent.name == "chalicelib"
-    assert [r.name for r in settings.routes] == ["orders", "customers", "invoices", "billing"]
-    orders, customers, invoices, billing = settings.routes
+    assert [r.name for r in settings.routes] == ["orders", "customers", "invoices", "billing", "orders_bulk"]
+    orders, customers, invoices, billing, orders_bulk = settings.routes
     assert orders.enrich == "customer"
     assert customers.events == frozenset({"INSERT", "MODIFY", "REMOVE"})
     assert invoices.destinations == ("orders", "crm")
@@ -196,6 +196,12 @@ def test_the_shipped_routes_file_loads(base_env: dict[str, str]) -> None:
         2.0,
         1800,
     )
+    assert orders_bulk.filter is not None and orders.filter is not None
+    assert (orders_bulk.destinations, orders_bulk.filter.text) == (("orders_bulk",), orders.filter.text)
+    bulk = settings.destination("orders_bulk")
+    assert (bulk.batch_max_items, bulk.batch_max_bytes, bulk.batch_id_field) == (25, 1_048_576, "id")
+    assert bulk.batch_wrapper is not None and bulk.batch_results is not None
+    assert (bulk.batch_wrapper.text, bulk.batch_results.text) == ("{records: @}", "results[].status")
 
 
 def test_unknown_destination_lookup_names_the_known_ones(settings: Settings) -> None:

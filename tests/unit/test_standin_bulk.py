@@ -4,21 +4,28 @@ answer, and where a destination's wrapper puts the array."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import jmespath
 import pytest
 
+from chalicelib.routing import Expression
+from chalicelib.settings import Settings
 from trickle_local.standin_bulk import (
     Bulk,
     Item,
     ItemResult,
+    UnservedBatchError,
     WrapperError,
     answer,
     array_at,
+    endpoint_for,
     items_of,
     judge,
     whole,
 )
+
+MakeSettings = Callable[..., Settings]
 
 BARE = Bulk("/bulk")
 WRAPPED = Bulk("/bulk", array_at=("records",))
@@ -134,10 +141,60 @@ def test_a_request_answered_as_a_whole_applies_none_of_its_items() -> None:
     ],
 )
 def test_where_a_destinations_wrapper_puts_the_array(wrapper: str | None, keys: tuple[str, ...]) -> None:
-    assert array_at(None if wrapper is None else jmespath.compile(wrapper)) == keys
+    assert array_at(None if wrapper is None else Expression.compile(wrapper)) == keys
 
 
 @pytest.mark.parametrize("wrapper", ["{records: @[*].body}", "length(@)", "{first: @[0]}"])
 def test_a_wrapper_that_does_not_keep_the_array_whole_is_refused(wrapper: str) -> None:
     with pytest.raises(WrapperError, match="does not put the list of items anywhere whole"):
-        array_at(jmespath.compile(wrapper))
+        array_at(Expression.compile(wrapper))
+
+
+MIB = 1_048_576
+
+
+@pytest.mark.parametrize(
+    ("fields", "bulk"),
+    [
+        ({}, None),  # one message a request: no bulk endpoint
+        ({"BATCH_MAX_ITEMS": "10"}, Bulk("/items", (), "id", MIB)),
+        (
+            {"BATCH_MAX_ITEMS": "10", "BATCH_WRAPPER": "{records: @}", "BATCH_MAX_BYTES": str(MIB)},
+            Bulk("/items", ("records",), "id", MIB),
+        ),
+        (  # at the fixed path the batches go to, the ids in their field
+            {"BATCH_MAX_ITEMS": "2", "PATH": "/bulk", "BATCH_ID_FIELD": "key"},
+            Bulk("/items/bulk", (), "key", MIB),
+        ),
+    ],
+)
+def test_a_batched_destinations_stand_in_takes_its_requests_where_they_go(
+    make_settings: MakeSettings, fields: dict[str, str], bulk: Bulk | None
+) -> None:
+    settings = make_settings(**{f"TRICKLE_DEST_ORDERS_{name}": value for name, value in fields.items()})
+    assert endpoint_for(settings.destination("orders"), MIB) == bulk
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        (
+            {"BATCH_MAX_ITEMS": "10", "BATCH_MAX_BYTES": str(MIB + 1)},
+            "destination 'orders': batch_max_bytes=1048577 is over the 1048576 bytes its stand-in takes"
+            " (--bulk-max-bytes): lower it (batch_max_bytes in the routes file, or"
+            " TRICKLE_DEST_ORDERS_BATCH_MAX_BYTES), or raise --bulk-max-bytes",
+        ),
+        (
+            {"BATCH_MAX_ITEMS": "10", "BATCH_WRAPPER": "{count: length(@)}"},
+            "destination 'orders': the batch wrapper '{count: length(@)}' does not put the list of items"
+            " anywhere whole, so the stand-in cannot find the items in a request",
+        ),
+    ],
+)
+def test_a_batched_destination_its_stand_in_cannot_serve_is_refused_in_one_line(
+    make_settings: MakeSettings, fields: dict[str, str], error: str
+) -> None:
+    settings = make_settings(**{f"TRICKLE_DEST_ORDERS_{name}": value for name, value in fields.items()})
+    with pytest.raises(UnservedBatchError) as raised:
+        endpoint_for(settings.destination("orders"), MIB)
+    assert str(raised.value) == error
