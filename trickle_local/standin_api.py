@@ -338,7 +338,8 @@ class StandInApi:
         with self._lock:
             for item in items:
                 seen = f.honour_idempotency and item.id in self._applied_ids
-                failed = self._random.random() < f.item_error_rate
+                # drawn only with a rate: a request's faults then follow the seed request by request
+                failed = f.item_error_rate > 0 and self._random.random() < f.item_error_rate
                 if everything:
                     result = judge(item, bulk, seen=seen, poison=frozenset(), failed=False)
                 else:

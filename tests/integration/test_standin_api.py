@@ -277,6 +277,23 @@ def test_item_errors_fail_items_alone_and_request_faults_fail_the_whole_request(
     assert sorted(i.id or "" for i in api.applied_items()) == ids  # each once
 
 
+def test_without_an_item_error_rate_a_requests_faults_follow_the_seed_whatever_its_items(
+    served: list[StandInApi],
+) -> None:
+    """Request n of a run gets the seed's nth draw, however many items the requests before it
+    carried (they drew nothing per item), so a test's fixed seed gives the same faults at the bulk
+    endpoint as at a single-item one."""
+    faults = {"error_rate": 0.3, "throttle_rate": 0.2, "seed": 11}
+    bulk, single = serve(served, Faults(**faults)), serve(served, Faults(**faults))
+    bulk.bulk = Bulk("/bulk")
+
+    batched = [post(bulk, "/bulk", [{"id": f"m{n}-{i}"} for i in range(n % 7 + 1)]) for n in range(20)]
+    alone = [post(single, "/items", {"id": f"m{n}"}) for n in range(20)]
+
+    assert [a.status_code for a in batched] == [a.status_code for a in alone]
+    assert {a.status_code for a in alone} == {200, 429, 503}
+
+
 def test_a_bulk_endpoint_refuses_a_body_over_its_limit_and_can_apply_items_again(
     served: list[StandInApi],
 ) -> None:
