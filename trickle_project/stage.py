@@ -45,14 +45,18 @@ def stage_env(
     return with_routes_file(queued, routes_file, destination_names(env))
 
 
-def with_routes_file(env: Mapping[str, str], routes_file: Path, own: Sequence[str] = ()) -> dict[str, str]:
+def with_routes_file(
+    env: Mapping[str, str], routes_file: Path, own: Sequence[str] | None = None
+) -> dict[str, str]:
     """The stage's variables reading another routes file (TRICKLE_ROUTES_FILE), without its
     TRICKLE_DEST_<NAME>_* variables of destinations that file lacks: a stage may set fields only of
     the file's destinations. Those it has keep the stage's values (its local URL, faster backoff).
     A variable is the destination's of the longest name it starts with, among the file's and the
-    stage's `own` (TRICKLE_DEST_ORDERS_BULK_URL is orders_bulk's, gone with it, not kept for orders)."""
+    stage's `own` (default: those of the routes file `env` reads), so TRICKLE_DEST_ORDERS_BULK_URL is
+    orders_bulk's, gone with it, not kept for orders."""
     path = str(routes_file.resolve())
     kept_for = destination_names({"TRICKLE_ROUTES_FILE": path})
+    own = destination_names(env) if own is None else own
     kept = {
         name: value
         for name, value in env.items()

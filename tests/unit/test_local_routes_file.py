@@ -61,6 +61,17 @@ def test_another_routes_file_keeps_the_stage_s_variables_only_for_its_destinatio
     assert settings.destination("shop").queue_url.endswith("/trickle-local-shop.fifo")  # its own queues
 
 
+def test_the_stage_s_own_destinations_come_from_the_routes_file_it_reads_by_default(shop: Path) -> None:
+    """As the bench reads its own file: `with_routes_file` on the stage's variables knows the stage's
+    destinations from them, so orders_bulk's variables go with orders_bulk, not to orders."""
+    local = stage.stage_env("local")
+    env = stage.with_routes_file(local, shop)
+
+    kept = {name for name in env if name.startswith("TRICKLE_DEST_")}
+    assert kept == {n for n in local if n.startswith("TRICKLE_DEST_ORDERS_") and "_ORDERS_BULK_" not in n}
+    assert "TRICKLE_DEST_ORDERS_BULK_QUEUE_URL" in local
+
+
 def test_an_unreadable_routes_file_is_a_usage_error_naming_the_flag(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
