@@ -194,6 +194,7 @@ def test_no_statement_grants_an_action_the_code_never_uses(
         [stack.item("a", "0", **invoice)]  # no invoice_id: billing refuses it, unsent
         + [stack.item("a", str(i), invoice_id={"S": f"INV/{i}"}, **invoice) for i in range(1, 6)]
         + [stack.item("a", "9", type={"S": "order"}), stack.item("b", "1", big={"S": "x" * 5000}, **invoice)]
+        + [stack.item("b", "2", big={"S": "x" * 5000}, type={"S": "order"})]  # rejected for orders_bulk too
         + [stack.item("a", "10", type={"S": "note"})]
     )
     start = len(stack.recorder.calls)
