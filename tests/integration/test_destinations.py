@@ -85,12 +85,14 @@ def test_a_failing_enrichment_is_retried_like_a_5xx_without_calling_the_api(stac
     stack.ingest_new()
     wiring.reset()
 
-    def throttled(**_: Any) -> None:
-        raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "GetItem")
+    def throttled(params: dict[str, Any], **_: Any) -> None:
+        """The enrichment's reads of the item table only (the drain reads its own notes too)."""
+        if params.get("TableName") == TABLE:
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "GetItem")
 
-    wiring.client("dynamodb").meta.events.register("before-call.dynamodb.GetItem", throttled)
+    wiring.client("dynamodb").meta.events.register("before-parameter-build.dynamodb.GetItem", throttled)
     first = stack.drain("orders")
-    wiring.client("dynamodb").meta.events.unregister("before-call.dynamodb.GetItem", throttled)
+    wiring.client("dynamodb").meta.events.unregister("before-parameter-build.dynamodb.GetItem", throttled)
 
     assert (first["retried"], first["delivered"]) == (1, 0)
     assert stack.api.requests == []
