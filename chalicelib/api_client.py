@@ -106,8 +106,9 @@ class ApiClient:
         """One request for several messages (issue #25), `items` their (id, body) with distinct ids:
         the body `bulk.build` makes of them, its Idempotency-Key (and webhook-id) derived from the
         ids. One answer per item, in order: its status as the destination's `batch_results` reads
-        the answer (or the request's); an answer that cannot be mapped to the items fails every
-        item, never a success; an item that cannot be one is refused (unsent) and the rest go."""
+        the answer, or as its `batch_failed` lists the failed items (or the request's); an answer
+        that cannot be mapped to the items fails every item, never a success; an item that cannot
+        be one is refused (unsent) and the rest go."""
         destination = self.destination
         built = bulk.build(items, destination.batch_wrapper, destination.batch_id_field)
         answers = {
@@ -127,11 +128,17 @@ class ApiClient:
         """A batch's answer as each of its `n` items' answer."""
         if response.status is None:  # no answer (timeout, connection error) or never sent
             return [response] * n
-        statuses = bulk.results(response.status, response.body, n, self.destination.batch_results)
-        if isinstance(statuses, str):
-            reason = f"the answer could not be mapped to the items: {statuses}"
+        destination = self.destination
+        answers: list[tuple[int, str | None]] | str
+        if destination.batch_failed is not None:
+            answers = bulk.failed(response.status, response.body, n, destination.batch_failed)
+        else:
+            statuses = bulk.results(response.status, response.body, n, destination.batch_results)
+            answers = statuses if isinstance(statuses, str) else [(status, None) for status in statuses]
+        if isinstance(answers, str):
+            reason = f"the answer could not be mapped to the items: {answers}"
             return [replace(response, status=None, error=reason)] * n
-        return [replace(response, status=status) for status in statuses]
+        return [replace(response, status=status, error=why) for status, why in answers]
 
     def _request(self, target: str, data: bytes, key: str) -> ApiResponse:
         """Send `data` to `target` with the credentials, `key` as its Idempotency-Key and webhook-id."""

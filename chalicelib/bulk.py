@@ -211,6 +211,42 @@ def results(status: int, answer_text: str, n: int, expression: Query | None) -> 
     return statuses
 
 
+LISTED_FAILED_STATUS = 500  # an item the answer lists as failed: retried, as a 5xx is
+
+
+def failed(status: int, answer_text: str, n: int, expression: Query) -> list[tuple[int, str | None]] | str:
+    """Each item's status and why it failed (None: it did not), when the API lists the 0-based
+    indexes of the items that failed (`batch_failed`): a listed item is a retryable failure, every
+    other item has the request's status. Or why the answer cannot be mapped to the items (then the
+    request as a whole failed: never a success). An answer other than 2xx is every item's."""
+    if not 200 <= status < 300:
+        return [(status, None)] * n
+    try:
+        document = strict_json.loads(answer_text.encode())
+    except ValueError:
+        return "the answer is not JSON"
+    try:
+        found = expression.search(document)
+    except JMESPathError as exc:
+        return f"batch_failed {expression.text!r} failed: {_said(exc)}"
+    if not isinstance(found, list):
+        return f"batch_failed {expression.text!r} gave {_json_type(found)}, not a list"
+    listed: set[int] = set()
+    for value in found:
+        index = _integer(value)
+        if index is None or not 0 <= index < n:
+            return f"batch_failed gave {strict_json.dumps(value)[:40]}, not an index of the {n} items"
+        if index in listed:
+            return f"batch_failed gave item {index} twice"
+        listed.add(index)
+    return [
+        (LISTED_FAILED_STATUS, f"the API listed item {index} as failed")
+        if index in listed
+        else (status, None)
+        for index in range(n)
+    ]
+
+
 def written(answers: Sequence[tuple[str, str, ApiResponse, Decision]]) -> list[Settlement]:
     """What one request's write settles, of its items' (message id, group id, response, answer) in
     the request's order: each group's items up to its first item not answered 2xx, that one
@@ -246,12 +282,17 @@ def _said(exc: JMESPathError) -> str:
 
 
 def _status(value: object) -> int | None:
+    number = _integer(value)
+    return number if number is not None and 100 <= number <= 599 else None
+
+
+def _integer(value: object) -> int | None:
+    """A JSON number that is a whole number (`200.0` is), as an int; None for anything else."""
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
         return None
     if isinstance(value, Decimal) and (not value.is_finite() or value != value.to_integral_value()):
         return None
-    number = int(value)
-    return number if 100 <= number <= 599 else None
+    return int(value)
 
 
 def _json_type(value: object) -> str:

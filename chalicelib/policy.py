@@ -94,7 +94,8 @@ def classify(response: ApiResponse, now: datetime) -> Decision:
         return Decision(Outcome.AUTH, f"HTTP {status}")
     if 400 <= status < 500:
         return Decision(Outcome.PERMANENT, f"HTTP {status}: refused by the API")
-    return Decision(Outcome.RETRY, f"HTTP {status}")
+    # `error` with a status: a bulk answer that listed the item as failed (`bulk.failed`)
+    return Decision(Outcome.RETRY, f"HTTP {status}: {response.error}" if response.error else f"HTTP {status}")
 
 
 def backoff_s(attempts: int, base_s: int, cap_s: int, draw: Callable[[float, float], float]) -> int:

@@ -38,7 +38,7 @@ SQS_MAX_MESSAGE_BYTES = 1_048_576
 # TransactWriteItems settles, 100 actions), and a body no larger than a Lambda payload.
 BATCH_MAX_ITEMS = 100
 BATCH_MAX_BYTES = 6_291_456
-_BATCH_FIELDS = ("batch_max_bytes", "batch_wrapper", "batch_results", "batch_id_field")
+_BATCH_FIELDS = ("batch_max_bytes", "batch_wrapper", "batch_results", "batch_failed", "batch_id_field")
 UNROUTED_DEAD_LETTER = "dead_letter:"
 
 
@@ -118,11 +118,14 @@ class Destination:
     # Bulk delivery (issue #25): up to batch_max_items messages per request (1: one each, as ever),
     # the body at most batch_max_bytes; the list of item bodies wrapped by batch_wrapper (None: the
     # bare array); batch_results maps a 2xx answer to one status per item (None: the request's
-    # status is every item's); each item carries its message id in batch_id_field.
+    # status is every item's), or batch_failed to the list of the 0-based indexes of the items that
+    # failed (each retried; the others have the request's status); each item carries its message id
+    # in batch_id_field.
     batch_max_items: int = 1
     batch_max_bytes: int = SQS_MAX_MESSAGE_BYTES
     batch_wrapper: Expression | None = None
     batch_results: Expression | None = None
+    batch_failed: Expression | None = None
     batch_id_field: str = "id"
 
     @property
@@ -466,6 +469,13 @@ def _destination(
             f"{d.where('path')}={path.text!r} has placeholders, but a request of several messages has one"
             " path: keep batch_max_items = 1 or make the path fixed"
         )
+    results_text = d.text("batch_results", "") if batched else ""
+    failed_text = d.text("batch_failed", "") if batched else ""
+    if results_text and failed_text:
+        r.errors.append(
+            f"{d.where('batch_results')} and {d.where('batch_failed')} both map the answer to the items:"
+            " give one of them"
+        )
     batch_id_field = d.text("batch_id_field", "id") if batched else "id"
     if not batch_id_field:
         r.errors.append(
@@ -517,9 +527,8 @@ def _destination(
         batch_wrapper=_compile(r, d.where("batch_wrapper"), d.text("batch_wrapper", ""), Expression.compile)
         if batched
         else None,
-        batch_results=_compile(r, d.where("batch_results"), d.text("batch_results", ""), Expression.compile)
-        if batched
-        else None,
+        batch_results=_compile(r, d.where("batch_results"), results_text, Expression.compile),
+        batch_failed=_compile(r, d.where("batch_failed"), failed_text, Expression.compile),
         batch_id_field=batch_id_field,
     )
     if destination.backoff_cap_s < destination.backoff_base_s:

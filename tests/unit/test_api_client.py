@@ -28,7 +28,7 @@ from urllib3.exceptions import (
 from chalicelib import bulk
 from chalicelib.api_client import BODY_EXCERPT_CHARS, ApiClient, Endpoint, charset, connect, proxy_for
 from chalicelib.model import CredentialsFailure, Unsent, UnsentKind
-from chalicelib.policy import Outcome, classify
+from chalicelib.policy import Decision, Outcome, classify
 from chalicelib.settings import Settings
 from chalicelib.signing import parse_signing_secrets
 from tests.fakes import KeySource
@@ -491,6 +491,29 @@ def test_each_item_gets_its_own_status_from_the_answer(
         Outcome.RETRY,
     ]
     assert all(a.body == results_of(200, 400, 503) for a in answers)
+
+
+def test_the_items_an_answer_lists_as_failed_are_retried_and_the_rest_delivered(
+    make_settings: MakeSettings, bulk_server: Any, no_proxy_env: Any
+) -> None:
+    bulk_server.answer = lambda body: (200, '{"errors": [{"index": 1, "error": "locked"}]}')
+    api = bulk_client(
+        make_settings, bulk_server, **BATCHED, TRICKLE_DEST_ORDERS_BATCH_FAILED="errors[].index"
+    )
+
+    answers = api.send_batch(THREE)
+
+    now = datetime.now(UTC)
+    assert [a.status for a in answers] == [200, 500, 200]
+    assert [classify(a, now) for a in answers] == [
+        Decision(Outcome.DELIVERED, "HTTP 200"),
+        Decision(Outcome.RETRY, "HTTP 500: the API listed item 1 as failed"),
+        Decision(Outcome.DELIVERED, "HTTP 200"),
+    ]
+    bulk_server.answer = lambda body: (200, '{"errors": [{"index": 3}]}')
+    assert {a.error for a in api.send_batch(THREE)} == {
+        "the answer could not be mapped to the items: batch_failed gave 3, not an index of the 3 items"
+    }
 
 
 @pytest.mark.parametrize(

@@ -315,6 +315,48 @@ def test_results(status: int, answer: str, n: int, expression: str | None, expec
     assert bulk.results(status, answer, n, query(expression) if expression else None) == expected
 
 
+FAILED = "failed"
+OK = (200, None)
+
+
+def listed(index: int) -> tuple[int, str]:
+    return (500, f"the API listed item {index} as failed")
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "n", "expected"),
+    [
+        pytest.param(200, '{"failed": [0, 2]}', 3, [listed(0), OK, listed(2)], id="two-listed"),
+        pytest.param(202, '{"failed": []}', 2, [(202, None), (202, None)], id="none-listed"),
+        pytest.param(200, '{"failed": [1.0]}', 2, [OK, listed(1)], id="integral-number"),
+        pytest.param(503, "busy", 2, [(503, None), (503, None)], id="a-failed-request-is-every-items"),
+        pytest.param(200, "not json", 2, "the answer is not JSON", id="not-json"),
+        pytest.param(200, "{}", 2, "batch_failed 'failed' gave null, not a list", id="missing"),
+        pytest.param(
+            200, '{"failed": 1}', 2, "batch_failed 'failed' gave a number, not a list", id="not-a-list"
+        ),
+        pytest.param(
+            200, '{"failed": [2]}', 2, "batch_failed gave 2, not an index of the 2 items", id="out-of-range"
+        ),
+        pytest.param(
+            200, '{"failed": [-1]}', 2, "batch_failed gave -1, not an index of the 2 items", id="negative"
+        ),
+        pytest.param(
+            200, '{"failed": ["1"]}', 2, 'batch_failed gave "1", not an index of the 2 items', id="a-string"
+        ),
+        pytest.param(
+            200, '{"failed": [0.5]}', 2, "batch_failed gave 0.5, not an index of the 2 items", id="fraction"
+        ),
+        pytest.param(
+            200, '{"failed": [true]}', 2, "batch_failed gave true, not an index of the 2 items", id="boolean"
+        ),
+        pytest.param(200, '{"failed": [1, 1]}', 2, "batch_failed gave item 1 twice", id="duplicate"),
+    ],
+)
+def test_failed(status: int, answer: str, n: int, expected: Any) -> None:
+    assert bulk.failed(status, answer, n, query(FAILED)) == expected
+
+
 # --- what one request's write settles (the order rule) --------------------------------------------
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

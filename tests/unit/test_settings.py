@@ -1797,6 +1797,12 @@ def test_every_problem_of_the_new_fields_is_reported_at_once(toml: WriteToml) ->
             id="from-the-file-with-a-fixed-path",
         ),
         pytest.param(
+            'batch_max_items = 10\nbatch_failed = "errors[].index"',
+            {},
+            {"batch_results": None, "batch_failed": "errors[].index"},
+            id="a-list-of-failed-indexes",
+        ),
+        pytest.param(
             "batch_max_items = 10",
             {"TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS": "100", "TRICKLE_DEST_ORDERS_BATCH_RESULTS": "@"},
             {
@@ -1814,7 +1820,7 @@ def test_batch_fields(
 ) -> None:
     orders = orders_with(toml, fields, **stage)
     found = {name: getattr(orders, name) for name in expected}
-    for name in ("batch_wrapper", "batch_results"):
+    for name in ("batch_wrapper", "batch_results", "batch_failed"):
         if name in found and found[name] is not None:
             found[name] = found[name].text
     assert found == expected
@@ -1846,6 +1852,7 @@ def test_batch_fields(
                 ("batch_max_bytes", "2097152"),
                 ("batch_wrapper", '"{records: @}"'),
                 ("batch_results", '"results[].status"'),
+                ("batch_failed", '"failed"'),
                 ("batch_id_field", '"event_id"'),
             ]
         ),
@@ -1886,6 +1893,19 @@ def test_batch_fields(
             {},
             "routes file FILE: destinations.orders.batch_results: 'results[].[' is not a JMESPath expression",
             id="bad-results",
+        ),
+        pytest.param(
+            'batch_max_items = 10\nbatch_failed = "failed[?"',
+            {},
+            "routes file FILE: destinations.orders.batch_failed: 'failed[?' is not a JMESPath expression",
+            id="bad-failed",
+        ),
+        pytest.param(
+            'batch_max_items = 10\nbatch_results = "results[].status"',
+            {"TRICKLE_DEST_ORDERS_BATCH_FAILED": "failed"},
+            "routes file FILE: destinations.orders.batch_results and TRICKLE_DEST_ORDERS_BATCH_FAILED both"
+            " map the answer to the items: give one of them",
+            id="results-and-failed",
         ),
         pytest.param(
             'batch_max_items = 10\nbatch_id_field = ""',
