@@ -190,16 +190,9 @@ def results(status: int, answer_text: str, n: int, expression: Query | None) -> 
     than 2xx, the request's status is every item's."""
     if expression is None or not 200 <= status < 300:
         return [status] * n
-    try:
-        document = strict_json.loads(answer_text.encode())
-    except ValueError:
-        return "the answer is not JSON"
-    try:
-        found = expression.search(document)
-    except JMESPathError as exc:
-        return f"batch_results {expression.text!r} failed: {_said(exc)}"
-    if not isinstance(found, list):
-        return f"batch_results {expression.text!r} gave {_json_type(found)}, not a list"
+    found = _listed(answer_text, expression, "batch_results")
+    if isinstance(found, str):
+        return found
     if len(found) != n:
         return f"batch_results {expression.text!r} gave {len(found)} statuses for {n} items"
     statuses: list[int] = []
@@ -209,6 +202,21 @@ def results(status: int, answer_text: str, n: int, expression: Query | None) -> 
             return f"batch_results gave item {index} {strict_json.dumps(value)[:40]}, not an HTTP status"
         statuses.append(item_status)
     return statuses
+
+
+def _listed(answer_text: str, expression: Query, field: str) -> list[Any] | str:
+    """The list `expression` (the destination's `field`) finds in a JSON answer, or why there is none."""
+    try:
+        document = strict_json.loads(answer_text.encode())
+    except ValueError:
+        return "the answer is not JSON"
+    try:
+        found = expression.search(document)
+    except JMESPathError as exc:
+        return f"{field} {expression.text!r} failed: {_said(exc)}"
+    if not isinstance(found, list):
+        return f"{field} {expression.text!r} gave {_json_type(found)}, not a list"
+    return found
 
 
 LISTED_FAILED_STATUS = 500  # an item the answer lists as failed: retried, as a 5xx is
@@ -221,16 +229,9 @@ def failed(status: int, answer_text: str, n: int, expression: Query) -> list[tup
     request as a whole failed: never a success). An answer other than 2xx is every item's."""
     if not 200 <= status < 300:
         return [(status, None)] * n
-    try:
-        document = strict_json.loads(answer_text.encode())
-    except ValueError:
-        return "the answer is not JSON"
-    try:
-        found = expression.search(document)
-    except JMESPathError as exc:
-        return f"batch_failed {expression.text!r} failed: {_said(exc)}"
-    if not isinstance(found, list):
-        return f"batch_failed {expression.text!r} gave {_json_type(found)}, not a list"
+    found = _listed(answer_text, expression, "batch_failed")
+    if isinstance(found, str):
+        return found
     listed: set[int] = set()
     for value in found:
         index = _integer(value)
