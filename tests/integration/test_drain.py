@@ -4,11 +4,13 @@ HTTP server standing in for the third-party API."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
 from chalicelib import wiring
+from tests.fakes import until
 from tests.integration.conftest import API_KEY, Stack, emf_lines
 from trickle_local.standin_api import Reply
 
@@ -92,10 +94,20 @@ def test_budget_limits_a_run(stack_factory: Any) -> None:
 
 
 def test_remaining_time_under_the_margin_ends_the_run(stack_factory: Any) -> None:
-    # the local stage gives a drain 300 s (`lambda_timeout`): 400 ms of them are left to work in
-    stack = stack_factory(TRICKLE_DRAIN_SAFETY_MARGIN_MS="299600")
+    # The local stage gives a drain 300 s (`lambda_timeout`): 5 s of them are left to work in. The
+    # third request is answered (within its read timeout) only once 5.5 s have passed since the first:
+    # whatever the machine's load, the run is then out of time, with some delivered and most not.
+    stack = stack_factory(TRICKLE_DRAIN_SAFETY_MARGIN_MS="295000", TRICKLE_DEST_ORDERS_READ_TIMEOUT_S="20")
     stack.fill(groups=1, per_group=20)
-    stack.api.faults.latency_s = 0.05
+    first: list[float] = []
+
+    def answer(body: str, headers: Any) -> Reply:
+        first.append(time.monotonic())
+        if len(first) == 3:
+            until(lambda: time.monotonic() > first[0] + 5.5, deadline_s=30)
+        return Reply(200)
+
+    stack.api.responder = answer
 
     report = stack.drain()
 
