@@ -42,6 +42,7 @@ CORE = (
     "bulk",
     "secret_values",
     "oldest",
+    "freshness",
 )
 DRAIN = ("drain", "drain_effects", "drain_tasks", "drain_log")
 ADAPTERS = (
