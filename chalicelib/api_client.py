@@ -94,16 +94,18 @@ class ApiClient:
             connect=destination.connect_timeout_s, read=destination.read_timeout_s
         )
 
-    def send(self, body: str, message_id: str) -> ApiResponse:
-        """One request, never retried here and never redirected: a redirect would change the method
-        or take the credentials to another host, so a 3xx answer is a failed attempt like a 5xx."""
+    def send(self, body: str, api_id: str) -> ApiResponse:
+        """One request, `api_id` its Idempotency-Key and webhook-id (the message's id, or the one it
+        carries for the API: `freshness.api_id`), never retried here and never redirected: a
+        redirect would change the method or take the credentials to another host, so a 3xx answer
+        is a failed attempt like a 5xx."""
         target = self._target(body)
         if isinstance(target, Unsent):
             return ApiResponse(None, error=target.reason, unsent=target)
-        return self._request(target, body.encode(), message_id)
+        return self._request(target, body.encode(), api_id)
 
     def send_batch(self, items: Sequence[tuple[str, str]]) -> list[ApiResponse]:
-        """One request for several messages (issue #25), `items` their (id, body) with distinct ids:
+        """One request for several messages (issue #25), `items` their (API id, body), distinct ids:
         the body `bulk.build` makes of them, its Idempotency-Key (and webhook-id) derived from the
         ids. One answer per item, in order: its status as the destination's `batch_results` reads
         the answer, or as its `batch_failed` lists the failed items (or the request's); an answer

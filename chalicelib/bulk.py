@@ -3,10 +3,11 @@ and its Idempotency-Key, and what the API's answer says of each item. The drain'
 (`chalicelib.drain_effects`) choose the candidates and carry the answers out; the API client
 (`chalicelib.api_client`) sends the body.
 
-Each item is its message's body, a JSON object, carrying its message id in the destination's
-`batch_id_field`, so an API that honours item ids applies a message once however often it is sent;
-the request's key is derived from its member ids, so a retried identical batch is recognisable and
-any other batch (a retry after a partial failure) differs."""
+Each item is its message's body, a JSON object, carrying the id the API knows its message by (the
+message id, or the original's that a replay with the same keys carries: `freshness.api_id`) in the
+destination's `batch_id_field`, so an API that honours item ids applies a message once however
+often it is sent; the request's key is derived from its member ids, so a retried identical batch
+is recognisable and any other batch (a retry after a partial failure) differs."""
 
 from __future__ import annotations
 

@@ -3,7 +3,10 @@ queue when it is redriven. Pure: the drain writes the entries (`chalicelib.drain
 redrive (`chalicelib.dead_letters`) reads them and sends the copies.
 
 SQS allows ten message attributes; a dead-lettered message uses all ten: its three relay
-attributes and seven describing the failure. The task token (`trickle-task-token`) is not among
+attributes and seven describing the failure. A message the API knows by another id (a replay with
+the same keys, `freshness.API_ID_ATTRIBUTE`) keeps that id, in both the entry and the redriven copy
+(sent under a new id, the API would apply it again), in place of its first attempt's time, which
+its ledger record keeps. The task token (`trickle-task-token`) is not among
 them: it stays on the source queue's copy, whose task is answered when the message dies (or, if
 Step Functions could not take the answer, when that copy comes back); a redriven copy has no
 waiting task (it was failed) and is delivered without a callback.
@@ -11,6 +14,7 @@ waiting task (it was failed) and is delivered without a callback.
 
 from __future__ import annotations
 
+from chalicelib.freshness import API_ID_ATTRIBUTE
 from chalicelib.model import (
     DESTINATION_ATTRIBUTE,
     MESSAGE_ID_ATTRIBUTE,
@@ -23,7 +27,7 @@ from chalicelib.model import (
 )
 from chalicelib.strict_json import sqs_text
 
-RELAY_ATTRIBUTES = (MESSAGE_ID_ATTRIBUTE, DESTINATION_ATTRIBUTE, ROUTE_ATTRIBUTE)
+RELAY_ATTRIBUTES = (MESSAGE_ID_ATTRIBUTE, DESTINATION_ATTRIBUTE, ROUTE_ATTRIBUTE, API_ID_ATTRIBUTE)
 STATUS_ATTRIBUTE = "trickle-status-code"
 EXCERPT_ATTRIBUTE = "trickle-response-excerpt"
 ATTEMPTS_ATTRIBUTE = "trickle-attempts"
@@ -46,7 +50,8 @@ def dead_letter(
         ATTEMPTS_ATTRIBUTE: str(record.attempts if record else 0),
         REDRIVES_ATTRIBUTE: message.attributes.get(REDRIVES_ATTRIBUTE, "0"),
     }
-    first = record.first_attempt_at if record else None
+    # Ten at most: the API's id, when the message has one, in place of the first attempt's time.
+    first = record.first_attempt_at if record and API_ID_ATTRIBUTE not in attributes else None
     last = record.last_attempt_at if record else None
     optional = {
         STATUS_ATTRIBUTE: str(record.last_status_code) if record and record.last_status_code else "",

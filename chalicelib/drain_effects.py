@@ -19,6 +19,7 @@ from chalicelib.drain_group import Came, Feedback, arrival
 from chalicelib.drain_log import fields, log, step
 from chalicelib.drain_state import DrainReport, GroupResult, GroupRun, Job, Prefetched, Records, RunState
 from chalicelib.drain_tasks import Tasks, answered_state
+from chalicelib.freshness import api_id
 from chalicelib.model import (
     ROUTE_ATTRIBUTE,
     ApiResponse,
@@ -241,11 +242,12 @@ class Effects:
         body = self._body(message)
         if not isinstance(body, str):
             return body
-        response = self._api.send(body, message.message_id)
+        key = api_id(message.message_id, message.attributes)
+        response = self._api.send(body, key)
         answer = classify(response, _utc(run.clock.time()))
         if answer.outcome is Outcome.AUTH and self._api.renew(response, run.state.claim_key_refresh()):
             step(message, self._destination, attempts + 1, "auth-retry", response)
-            response = self._api.send(body, message.message_id)
+            response = self._api.send(body, key)
             answer = classify(response, _utc(run.clock.time()))
         if answer.sent:
             run.state.metrics.milliseconds("ApiLatency", response.elapsed_ms)
@@ -276,7 +278,7 @@ class Effects:
         as the API would refuse it."""
         message, shape = rest[0], job.shape
         room = shape.max_bytes - bulk.overhead(shape.wrapper) + 1  # the first item has no comma
-        items: list[tuple[ReceivedMessage, str, int]] = []  # (message, body, bytes with its comma)
+        items: list[tuple[ReceivedMessage, str, str, int]] = []  # (message, API id, body, bytes with comma)
         seen: set[str] = set()
         cut: set[str] = set()
         for candidate in [message, *self._plain(rest[1:], run, job), *self._pending(run, job)]:
@@ -284,27 +286,30 @@ class Effects:
                 break
             if candidate.group_id in cut:
                 continue
-            if candidate.message_id in seen:  # a second copy in the round: its turn finds it delivered
+            key = api_id(candidate.message_id, candidate.attributes)
+            # A second copy in the round (its turn finds it delivered), or another message the API
+            # knows by the same id (a replay with the same keys): a request carries an id once.
+            if candidate.message_id in seen or key in seen:
                 cut.add(candidate.group_id)
                 continue
-            seen.add(candidate.message_id)
-            prepared = self._item(candidate, shape, room)
+            seen |= {candidate.message_id, key}
+            prepared = self._item(candidate, key, shape, room)
             if isinstance(prepared, Prefetched):
                 if candidate is message:
                     return self._answered(message, record, prepared.response, prepared.answer, run)
                 job.prefetched[candidate.message_id] = prepared
                 cut.add(candidate.group_id)
                 continue
-            items.append((candidate, *prepared))
-        taken = bulk.fill(items, shape.max_items, room, lambda i: i[2], lambda i: i[0].group_id)
-        pairs = [(m.message_id, body) for m, body, _ in taken]
+            items.append((candidate, key, *prepared))
+        taken = bulk.fill(items, shape.max_items, room, lambda i: i[3], lambda i: i[0].group_id)
+        pairs = [(key, body) for _, key, body, _ in taken]
         if shape.wrapper is not None:  # a wrapper may add more than its text around an empty list
             while (
                 len(pairs) > 1
                 and len(bulk.build(pairs, shape.wrapper, shape.id_field).body.encode()) > shape.max_bytes
             ):
                 pairs.pop()
-        members = [m for m, _, _ in taken[: len(pairs)]]
+        members = [m for m, _, _, _ in taken[: len(pairs)]]
         attempts = record.attempts if record else 0
         responses, answers = self._send_batch(pairs, message, attempts, run)
         settlements = bulk.written(
@@ -341,14 +346,17 @@ class Effects:
     def _pending(self, run: GroupRun, job: Job) -> list[ReceivedMessage]:
         return [m for group in job.pending for m in self._plain(group, run, job)]
 
-    def _item(self, message: ReceivedMessage, shape: Shape, room: int) -> tuple[str, int] | Prefetched:
-        """The body a batch carries for `message` and its size in the request (with its comma), or
-        the answer it gets without a request: its enrichment failed, or it cannot be an item."""
+    def _item(
+        self, message: ReceivedMessage, key: str, shape: Shape, room: int
+    ) -> tuple[str, int] | Prefetched:
+        """The body a batch carries for `message` (its item id `key`, the id the API sees) and its
+        size in the request (with its comma), or the answer it gets without a request: its
+        enrichment failed, or it cannot be an item."""
         body = self._body(message)
         if not isinstance(body, str):
             return Prefetched(*body, None)
         try:
-            size = len(bulk.item_text(message.message_id, body, shape.id_field).encode()) + 1
+            size = len(bulk.item_text(key, body, shape.id_field).encode()) + 1
         except bulk.ItemRefusedError as exc:
             return _refused(str(exc))
         if size > room:

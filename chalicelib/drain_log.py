@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from chalicelib.freshness import API_ID_ATTRIBUTE
 from chalicelib.model import ApiResponse, ReceivedMessage
 from chalicelib.policy import Outcome
 
@@ -12,7 +13,9 @@ log = logging.getLogger("chalicelib.drain")
 
 
 def fields(message: ReceivedMessage, destination: str, attempt: int, outcome: str) -> dict[str, object]:
-    return {
+    """A message's line; one the API knows by another id (a replay with the same keys) names that
+    too, so the API's logs can be searched for it."""
+    line: dict[str, object] = {
         "message_id": message.message_id,
         "group_id": message.group_id,
         "destination": destination,
@@ -20,6 +23,9 @@ def fields(message: ReceivedMessage, destination: str, attempt: int, outcome: st
         "receive_count": message.receive_count,
         "outcome": outcome,
     }
+    if message.attributes.get(API_ID_ATTRIBUTE):
+        line["api_id"] = message.attributes[API_ID_ATTRIBUTE]
+    return line
 
 
 def step(

@@ -2,7 +2,8 @@
 the item has changed or gone since (issue #26): the item's key, and a fingerprint of the whole item
 as the scan read it. Pure, no I/O: the backfill writes these attributes, the drain compares them with
 a consistent read of the item before sending (a changed item's newer state comes through the stream;
-a deleted one is never resurrected)."""
+a deleted one is never resurrected). And the id the API sees when it is not the message's own
+(`api_id`: a replay with the same keys)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ JOB_ATTRIBUTE = "trickle-job"  # the backfill or replay job that queued the mess
 API_ID_ATTRIBUTE = "trickle-api-id"  # the id the API sees, when not the message's own (a replay's same keys)
 
 _SETS = ("SS", "NS", "BS")
+
+
+def api_id(message_id: str, attributes: Mapping[str, str]) -> str:
+    """The id the API sees for a message (its Idempotency-Key, webhook-id, a batched item's id):
+    its `API_ID_ATTRIBUTE` when it has one, so a replay with the same keys is recognised by the API
+    as the message it already had, while the ledger and SQS know the copy by its own id."""
+    return attributes.get(API_ID_ATTRIBUTE) or message_id
 
 
 def _canonical(value: Any) -> Any:

@@ -88,12 +88,13 @@ class Callbacks(Protocol):
 class Api(Protocol):
     """The destination's API with its credentials (`chalicelib.api_client.ApiClient`)."""
 
-    def send(self, body: str, message_id: str) -> ApiResponse:
-        """One request for the message (or the reason it could not leave, as `ApiResponse.unsent`)."""
+    def send(self, body: str, api_id: str) -> ApiResponse:
+        """One request for the message, `api_id` the id the API knows it by (its Idempotency-Key and
+        webhook-id: `freshness.api_id`), or the reason it could not leave (`ApiResponse.unsent`)."""
         ...
 
     def send_batch(self, items: Sequence[tuple[str, str]]) -> list[ApiResponse]:
-        """One request for several messages, `items` their (message id, body): an answer per item,
+        """One request for several messages, `items` their (API id, body): an answer per item,
         in order (an answer that cannot be mapped to the items fails each, never a success)."""
         ...
 

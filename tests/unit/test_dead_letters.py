@@ -21,6 +21,7 @@ from chalicelib.dead_letter_entries import (
     redrive_copy,
 )
 from chalicelib.dead_letters import RedriveFilter, Redriver, RedriveReport
+from chalicelib.freshness import API_ID_ATTRIBUTE
 from chalicelib.model import (
     DESTINATION_ATTRIBUTE,
     MESSAGE_ID_ATTRIBUTE,
@@ -235,7 +236,30 @@ def test_redrive_copy_drops_every_non_relay_attribute() -> None:
         "something-else": "z",
     }
     copy = redrive_copy(received(noisy))
-    assert set(copy.attributes) == {*RELAY_ATTRIBUTES, REDRIVES_ATTRIBUTE}
+    assert set(copy.attributes) == {*RELAY, REDRIVES_ATTRIBUTE}
+    assert set(RELAY) < set(RELAY_ATTRIBUTES)
+
+
+@pytest.mark.parametrize(
+    ("attributes", "first_attempt"),
+    [
+        (RELAY, "2026-01-01T00:00:00.250Z"),
+        # The API's id, kept so the redriven copy reaches the API as the message it knows, in place
+        # of the first attempt's time (the ledger's record keeps it): ten attributes at most.
+        ({**RELAY, API_ID_ATTRIBUTE: "original-7"}, None),
+    ],
+)
+def test_a_message_the_api_knows_by_another_id_keeps_it_through_its_dead_letter_and_redrive(
+    attributes: dict[str, str], first_attempt: str | None
+) -> None:
+    crowded = {**attributes, REDRIVES_ATTRIBUTE: "1", "unrelated": "x"}
+    entry = dead_letter(received(crowded), "HTTP 422: refused", "bad field", failed_record())
+    assert len(entry.attributes) <= SQS_MAX_ATTRIBUTES
+    assert entry.attributes.get(API_ID_ATTRIBUTE) == attributes.get(API_ID_ATTRIBUTE)
+    assert entry.attributes.get(FIRST_ATTEMPT_ATTRIBUTE) == first_attempt
+    assert entry.attributes[LAST_ATTEMPT_ATTRIBUTE] == "2026-01-01T01:00:00.000Z"
+    copy = redrive_copy(received(entry.attributes))
+    assert dict(copy.attributes) == {**attributes, REDRIVES_ATTRIBUTE: "2"}
 
 
 def test_redrive_copy_dedup_ids_stay_within_the_sqs_limit() -> None:

@@ -14,7 +14,9 @@ import pytest
 
 from chalicelib import bulk
 from chalicelib.drain import Drainer
+from chalicelib.drain_log import fields
 from chalicelib.drain_state import DrainReport
+from chalicelib.freshness import API_ID_ATTRIBUTE
 from chalicelib.model import (
     REASON_ATTRIBUTE,
     ApiResponse,
@@ -812,3 +814,71 @@ def test_the_breaker_still_trips_on_that_many_failed_batch_requests(make_setting
 
     assert report.stopped_by == "breaker"
     assert len(rig.api.batches) == 2
+
+
+# --- the id the API sees (issue #26: a replay with the same keys) --------------------------------
+
+
+def known_as(received: ReceivedMessage, api_id: str | None) -> ReceivedMessage:
+    """`received` carrying `api_id` as the id the API knows it by (None: no such attribute)."""
+    return received if api_id is None else replace(received, attributes={API_ID_ATTRIBUTE: api_id})
+
+
+@pytest.mark.parametrize(
+    ("api_id", "key"),
+    [
+        (None, "g0-0"),  # a live message: its own id
+        ("original-0", "original-0"),  # a replay with the same keys: the original's
+        ("", "g0-0"),  # an empty attribute names nothing
+    ],
+)
+def test_a_message_is_sent_under_the_id_the_api_knows_and_settled_under_its_own(
+    make_settings: MakeSettings, api_id: str | None, key: str
+) -> None:
+    rig = Rig(make_settings, answers(), known_as(message("g0", 0), api_id))
+
+    report = rig.run()
+
+    assert report.delivered == 1
+    assert [sent for _, _, sent in rig.api.requests] == [key]
+    assert set(rig.ledger.records) == {"g0-0"} and rig.ledger.status("g0-0") is Status.DELIVERED
+    assert rig.queue.deleted == ["g0-0"]
+
+
+@pytest.mark.parametrize(("api_id", "logged"), [(None, None), ("original-0", "original-0"), ("", None)])
+def test_a_messages_log_lines_name_the_id_the_api_knows_when_it_is_another(
+    api_id: str | None, logged: str | None
+) -> None:
+    line = fields(known_as(message("g0", 0), api_id), "orders", 1, "delivered")
+    assert (line["message_id"], line.get("api_id")) == ("g0-0", logged)
+
+
+def batch_item_ids(api: ScriptedApi) -> list[list[str]]:
+    """The item id (`batch_id_field`) of each item of each batch request, in order."""
+    ids = iter(sent for _, _, sent in api.requests)
+    return [[next(ids) for _ in bodies] for _, bodies in api.batches]
+
+
+@pytest.mark.parametrize(
+    ("api_ids", "requests"),
+    [
+        ([None, None, None], [["g0-0", "g0-1", "g1-0"]]),
+        (["o-a", None, "o-c"], [["o-a", "g0-1", "o-c"]]),
+        # One id twice (the same original replayed twice with the same keys): a request carries an id
+        # once, so the second waits for its group's next turn and goes in a request of its own.
+        (["o-a", "o-a", None], [["o-a", "g1-0"], ["o-a"]]),
+    ],
+)
+def test_a_batch_carries_the_ids_the_api_knows_in_its_items_and_its_key(
+    make_settings: MakeSettings, api_ids: list[str | None], requests: list[list[str]]
+) -> None:
+    queued = [item("g0", 0), item("g0", 1), item("g1", 0)]
+    rig = Rig(make_settings, per_item(), *map(known_as, queued, api_ids), **BULK)
+
+    report = rig.run()
+
+    assert report.delivered == 3
+    assert batch_item_ids(rig.api) == requests
+    assert [key for key, _ in rig.api.batches] == [bulk.batch_key(ids) for ids in requests]
+    assert set(rig.ledger.records) == {"g0-0", "g0-1", "g1-0"}
+    assert {rig.ledger.status(m) for m in rig.ledger.records} == {Status.DELIVERED}

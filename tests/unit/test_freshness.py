@@ -1,8 +1,8 @@
-"""The item fingerprint and key text a backfilled message carries."""
+"""The item fingerprint and key text a backfilled message carries; the id the API sees."""
 
 import pytest
 
-from chalicelib.freshness import fingerprint, key_text
+from chalicelib.freshness import API_ID_ATTRIBUTE, api_id, fingerprint, key_text
 
 
 @pytest.mark.parametrize(
@@ -29,3 +29,16 @@ def test_fingerprint_is_equal_exactly_for_equal_items(
 
 def test_key_text_is_compact_sorted_json() -> None:
     assert key_text({"sk": {"N": "2"}, "pk": {"S": "a"}}) == '{"pk":{"S":"a"},"sk":{"N":"2"}}'
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        ({}, "m-1"),  # a live message: the API knows it by its own id
+        ({API_ID_ATTRIBUTE: "original-7"}, "original-7"),  # a replay with the same keys
+        ({API_ID_ATTRIBUTE: ""}, "m-1"),  # an empty attribute names nothing
+        ({"trickle-job": "replay-1"}, "m-1"),  # a replay with new keys carries only its job
+    ],
+)
+def test_api_id_is_the_attribute_when_the_message_has_one(attributes: dict[str, str], expected: str) -> None:
+    assert api_id("m-1", attributes) == expected
