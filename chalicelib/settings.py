@@ -160,6 +160,9 @@ class Settings:
     auth: str
     auth_token_parameter: str | None
     archive_bucket: str | None
+    # Days the bucket keeps what the drains delivered (`delivered/`, read by replays) before its
+    # lifecycle rule expires it (TRICKLE_ARCHIVE_DAYS): the bootstrap and the template set the rule.
+    archive_days: int
     # Step Functions state machines whose tasks may wait for Trickle (TRICKLE_CALLBACK_STATE_MACHINES,
     # names): the drains' roles may answer only their tasks; empty: task tokens are refused.
     callback_state_machines: tuple[str, ...]
@@ -796,6 +799,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         auth=r.choice("TRICKLE_AUTH", "iam", ("iam", "token")),
         auth_token_parameter=r.raw("TRICKLE_AUTH_TOKEN_PARAMETER") or None,
         archive_bucket=r.raw("TRICKLE_ARCHIVE_BUCKET") or None,
+        archive_days=r.number("TRICKLE_ARCHIVE_DAYS", 30, int, 1, 3650),
         submit_max_bytes=r.number("TRICKLE_SUBMIT_MAX_BYTES", 262_144, int, 1024, SQS_MAX_MESSAGE_BYTES),
         callback_state_machines=_state_machines(r),
         unrouted_dead_letters=_unrouted(r, destinations),

@@ -34,7 +34,12 @@ from trickle_deploy.policies import (
     template_resources,
 )
 from trickle_deploy.stream_settings import MAX_RECORD_AGE_S, STREAM_RETRY_ATTEMPTS
-from trickle_project.resources import ARCHIVE_RETENTION_DAYS, BACKSTOP_MAX_RECEIVE_COUNT, RETENTION_S
+from trickle_project.resources import (
+    BACKSTOP_MAX_RECEIVE_COUNT,
+    RETENTION_S,
+    archive_expiry,
+    expiry_rule_id,
+)
 from trickle_project.secret_parameters import CREDENTIALS, HEADERS, SIGNING
 from trickle_project.stage import PROJECT_DIR, is_template_stage, load_config, packaging_env, stage_settings
 from trickle_project.workflows import wait_definition
@@ -301,9 +306,10 @@ def _decrypt_policy(name: str, role: str, parameter: Any, ssm_service: Any) -> d
     }
 
 
-def _archive_bucket() -> dict[str, Any]:
-    """The response archive: private, encrypted, expiring what the drain stores. S3 names are
-    global, so CloudFormation generates this one (unique, lowercase) and the functions get it."""
+def _archive_bucket(delivered_days: int) -> dict[str, Any]:
+    """The archive of the API's responses and of what the drains delivered: private, encrypted at
+    rest (SSE-S3), each prefix expired by its rule (`archive_expiry`, as the bootstrap sets them). S3
+    names are global, so CloudFormation generates this one (unique, lowercase) and the functions get it."""
     return {
         "Type": "AWS::S3::Bucket",
         **RETAIN,
@@ -322,11 +328,12 @@ def _archive_bucket() -> dict[str, Any]:
             "LifecycleConfiguration": {
                 "Rules": [
                     {
-                        "Id": "expire-responses",
+                        "Id": expiry_rule_id(prefix),
                         "Status": "Enabled",
-                        "Prefix": "responses/",
-                        "ExpirationInDays": ARCHIVE_RETENTION_DAYS,
+                        "Prefix": prefix,
+                        "ExpirationInDays": days,
                     }
+                    for prefix, days in archive_expiry(delivered_days).items()
                 ]
             },
         },
@@ -696,7 +703,7 @@ def merge_template(stage: str, project_dir: Path = PROJECT_DIR) -> dict[str, Any
             ),
             "IngestUnroutedShareAlarm": _unrouted_share_alarm(),
             "Dashboard": _dashboard(destinations),
-            "ResponseArchive": _archive_bucket(),
+            "ResponseArchive": _archive_bucket(settings.archive_days),
             **_example_resources(destinations),
         },
         "Outputs": {

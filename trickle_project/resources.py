@@ -38,6 +38,7 @@ class StageNames:
     ledger_table: str
     notes_table: str
     ingest_failure_queue: str
+    archive_days: int  # what the archive bucket keeps `delivered/` for
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], sort_key: str | None = "sk") -> StageNames:
@@ -50,6 +51,7 @@ class StageNames:
             ledger_table=env["TRICKLE_LEDGER_TABLE"],
             notes_table=settings.notes_table,
             ingest_failure_queue=queue_name(env["TRICKLE_INGEST_FAILURE_QUEUE_URL"]),
+            archive_days=settings.archive_days,
         )
 
 
@@ -176,7 +178,19 @@ def ensure_secret(ssm: Any, name: str, value: str | None, kms_key: str | None = 
     ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True, **extra)
 
 
-ARCHIVE_RETENTION_DAYS = 30
+ARCHIVE_RETENTION_DAYS = 30  # the API's responses (`responses/`)
+
+
+def archive_expiry(delivered_days: int) -> dict[str, int]:
+    """Days the archive bucket keeps each prefix: the API's responses (presigned by `GET
+    /messages/{id}`), and what the drains delivered (`delivered/`, read by replays) for the stage's
+    TRICKLE_ARCHIVE_DAYS. The bootstrap and the template both make their lifecycle rules from it."""
+    return {"responses/": ARCHIVE_RETENTION_DAYS, "delivered/": delivered_days}
+
+
+def expiry_rule_id(prefix: str) -> str:
+    """`delivered/` -> `expire-delivered`."""
+    return "expire-" + prefix.strip("/")
 
 
 def unique_bucket_name(base: str, key_arn: str) -> str:
@@ -187,8 +201,9 @@ def unique_bucket_name(base: str, key_arn: str) -> str:
     return base if base.endswith(suffix) else base + suffix
 
 
-def ensure_archive_bucket(s3: Any, bucket: str) -> None:
-    """The response archive; its lifecycle rule expires what the drain stored."""
+def ensure_archive_bucket(s3: Any, bucket: str, delivered_days: int) -> None:
+    """The archive: private, encrypted at rest by default (SSE-S3), each prefix expired by a
+    lifecycle rule (`archive_expiry`); a re-run sets the rules and encryption again."""
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as exc:
@@ -208,16 +223,23 @@ def ensure_archive_bucket(s3: Any, bucket: str) -> None:
             "RestrictPublicBuckets": True,
         },
     )
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
     s3.put_bucket_lifecycle_configuration(
         Bucket=bucket,
         LifecycleConfiguration={
             "Rules": [
                 {
-                    "ID": "expire-responses",
+                    "ID": expiry_rule_id(prefix),
                     "Status": "Enabled",
-                    "Filter": {"Prefix": "responses/"},
-                    "Expiration": {"Days": ARCHIVE_RETENTION_DAYS},
+                    "Filter": {"Prefix": prefix},
+                    "Expiration": {"Days": days},
                 }
+                for prefix, days in archive_expiry(delivered_days).items()
             ]
         },
     )
@@ -273,7 +295,7 @@ def provision(
     bucket = env.get("TRICKLE_ARCHIVE_BUCKET")
     if bucket:
         bucket = unique_bucket_name(bucket, key_arn) if unique_bucket else bucket
-        ensure_archive_bucket(clients["s3"], bucket)
+        ensure_archive_bucket(clients["s3"], bucket, names.archive_days)
     if env.get("TRICKLE_AUTH_TOKEN_PARAMETER"):
         ensure_operator_token(clients["ssm"], env["TRICKLE_AUTH_TOKEN_PARAMETER"], operator_token, key_arn)
     return {

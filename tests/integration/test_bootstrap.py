@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -65,6 +66,39 @@ def test_bootstrap_is_idempotent_and_teardown_removes_what_it_made(endpoint: Mot
         "trickle-dev-items"
     ]
     assert teardown(aws, env, source_table=True) == ["table trickle-dev-items"]
+
+
+def archive_rules(s3: Any, bucket: str) -> dict[str, tuple[str, str, int]]:
+    """The bucket's lifecycle rules as the emulator holds them: id -> (status, prefix, days)."""
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    return {r["ID"]: (r["Status"], r["Filter"]["Prefix"], r["Expiration"]["Days"]) for r in rules}
+
+
+def test_the_archive_bucket_expires_delivered_after_the_stage_s_days_and_encrypts_at_rest(
+    endpoint: MotoEndpoint,
+) -> None:
+    """Issue #26: `delivered/` (what replays read) after TRICKLE_ARCHIVE_DAYS, beside the responses'
+    rule; SSE-S3 by default. A re-run with another value changes the rule in place."""
+    endpoint.reset()
+    aws = clients(endpoint.url)
+    env = stage.rebase(stage.stage_env("dev"), endpoint.url, None)
+    bucket = env["TRICKLE_ARCHIVE_BUCKET"]
+
+    provision(aws, env | {"TRICKLE_ARCHIVE_DAYS": "9"}, "k")
+
+    assert archive_rules(aws["s3"], bucket) == {
+        "expire-responses": ("Enabled", "responses/", 30),
+        "expire-delivered": ("Enabled", "delivered/", 9),
+    }
+    (encryption,) = aws["s3"].get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"][
+        "Rules"
+    ]
+    assert encryption["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+
+    provision(aws, env, None)  # the default, 30 days
+
+    assert archive_rules(aws["s3"], bucket)["expire-delivered"] == ("Enabled", "delivered/", 30)
+    teardown(aws, env, source_table=True)
 
 
 REGION = "eu-west-3"

@@ -218,6 +218,31 @@ def test_the_queue_outlives_the_drain_and_the_stream_mapping_has_its_settings(
         assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == failure_arn
 
 
+def test_the_archive_bucket_encrypts_at_rest(stacks: list[tuple[Account, dict[str, Any]]]) -> None:
+    """Issue #26: SSE-S3 by default, read back from the bucket the stack made. (Its lifecycle rules:
+    the gap pinned below; test_template.py checks them in the template.)"""
+    for place, _ in stacks:
+        settings = load_settings(stack_env(place.client("cloudformation"), place.client("lambda"), STACK))
+        assert settings.archive_bucket is not None
+        encryption = place.client("s3").get_bucket_encryption(Bucket=settings.archive_bucket)
+        (rule,) = encryption["ServerSideEncryptionConfiguration"]["Rules"]
+        assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+
+
+@pytest.mark.emulator_gap
+def test_gap_moto_s_cloudformation_ignores_a_bucket_s_lifecycle_rules(
+    stacks: list[tuple[Account, dict[str, Any]]],
+) -> None:
+    """AWS applies `LifecycleConfiguration` (the archive's expiry of `responses/` and `delivered/`);
+    moto's CloudFormation makes the bucket without it."""
+    place, transformed = stacks[0]
+    assert transformed["Resources"]["ResponseArchive"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    settings = load_settings(stack_env(place.client("cloudformation"), place.client("lambda"), STACK))
+    s3 = place.client("s3")
+    with pytest.raises(s3.exceptions.ClientError, match="NoSuchLifecycleConfiguration"):
+        s3.get_bucket_lifecycle_configuration(Bucket=settings.archive_bucket)
+
+
 def test_the_stack_outputs_tell_the_operator_how_to_store_the_key(
     stacks: list[tuple[Account, dict[str, Any]]],
 ) -> None:

@@ -276,11 +276,24 @@ def test_an_alarm_watches_the_share_of_stream_records_no_route_takes(
     assert (parameter["Default"], parameter["MinValue"], parameter["MaxValue"]) == (50, 0, 100)
 
 
-def test_the_response_archive_expires_what_it_keeps(prod: tuple[dict[str, Any], dict[str, Any]]) -> None:
+def test_the_archive_expires_what_it_keeps_and_encrypts_it(
+    prod: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    """Issue #26: what the drains delivered (`delivered/`) after the stage's TRICKLE_ARCHIVE_DAYS,
+    beside the responses' rule; SSE-S3 by default."""
     sam, _ = prod
     bucket = sam["Resources"]["ResponseArchive"]["Properties"]
-    (rule,) = bucket["LifecycleConfiguration"]["Rules"]
-    assert rule["Prefix"] == "responses/" and rule["ExpirationInDays"] > 0
+    days = stage_settings(load_config()["stages"]["prod"]["environment_variables"]).archive_days
+    rules = {
+        r["Prefix"]: (r["Id"], r["Status"], r["ExpirationInDays"])
+        for r in bucket["LifecycleConfiguration"]["Rules"]
+    }
+    assert rules == {
+        "responses/": ("expire-responses", "Enabled", 30),
+        "delivered/": ("expire-delivered", "Enabled", days),
+    }
+    (encryption,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption == {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
     assert all(bucket["PublicAccessBlockConfiguration"].values())
 
 

@@ -449,6 +449,29 @@ def test_without_a_stage_name_the_key_parameter_is_required(base_env: dict[str, 
 
 
 @pytest.mark.parametrize(
+    ("raw", "days", "error"),
+    [
+        (None, 30, None),
+        ("7", 7, None),
+        ("3650", 3650, None),
+        ("0", None, "TRICKLE_ARCHIVE_DAYS='0' must be between 1 and 3650"),
+        ("3651", None, "TRICKLE_ARCHIVE_DAYS='3651' must be between 1 and 3650"),
+        ("a month", None, "TRICKLE_ARCHIVE_DAYS='a month' is not an integer"),
+    ],
+)
+def test_archive_days_default_to_thirty_and_a_wrong_value_names_the_variable_and_the_stage(
+    base_env: dict[str, str], raw: str | None, days: int | None, error: str | None
+) -> None:
+    """Issue #26: how long the bucket keeps `delivered/` (its lifecycle rule, set by the bootstrap and
+    the template from this setting)."""
+    env = {**base_env, "TRICKLE_STAGE": "dev"} | ({"TRICKLE_ARCHIVE_DAYS": raw} if raw is not None else {})
+    if error is None:
+        assert load_settings(env).archive_days == days
+    else:
+        assert error_of(env) == f"invalid Trickle settings for stage 'dev': {error}"
+
+
+@pytest.mark.parametrize(
     ("name", "raw"),
     [
         ("TRICKLE_SEND_ATTEMPTS", "three"),
