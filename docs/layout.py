@@ -67,6 +67,7 @@ SERVICES = (
     "operations",
     "records",
     "redrive_jobs",
+    "replay_plan",
     "routing",
     "settings",
     "submissions",
