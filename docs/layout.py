@@ -67,6 +67,7 @@ SERVICES = (
     "operations",
     "records",
     "redrive_jobs",
+    "replay_pages",
     "replay_plan",
     "routing",
     "settings",

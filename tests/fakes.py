@@ -628,3 +628,23 @@ def environment_outside_the_suite() -> dict[str, str]:
     """This process's environment without the TRICKLE_* variables the integration stack's session
     puts in it (its stage, naming the suite's routes file): what a user's shell would hand a command."""
     return {name: value for name, value in os.environ.items() if not name.startswith("TRICKLE_")}
+
+
+class FakeArchiveReader:
+    """A destination's delivered archive as the replay reads it (`delivered_archive.DeliveredReader`):
+    `objects` maps each object's key to its records (any objects with `message_id`, `group_id`,
+    `delivered_at`, `body`), listed in key order after `after`, read filtered to the window. Counts
+    the listings and reads made (S3's LIST and GET)."""
+
+    def __init__(self, objects: Mapping[str, Sequence[Any]]) -> None:
+        self.objects = dict(objects)
+        self.listings: list[str] = []  # the `after` of each listing started
+        self.reads: list[str] = []
+
+    def keys(self, destination: str, since: datetime, until: datetime, after: str = "") -> Iterator[str]:
+        self.listings.append(after)
+        yield from (key for key in sorted(self.objects) if key > after)
+
+    def read(self, key: str, since: datetime, until: datetime) -> list[Any]:
+        self.reads.append(key)
+        return [r for r in self.objects[key] if since <= r.delivered_at < until]
