@@ -144,6 +144,22 @@ def redrive_job_key(destination: str, job_id: str) -> str:
     return f"redrive#{destination}#{job_id}"
 
 
+def job_key(job_id: str) -> str:
+    """A backfill or replay job (`chalicelib.jobs`): what it does, and its state (`job_id` "*": every
+    job and every part of one, as an IAM condition matches them)."""
+    return f"job#{job_id}"
+
+
+def job_part_key(job_id: str, part: int) -> str:
+    """One part of a job (a Scan segment, a slice of an archive): its checkpoint and counts."""
+    return f"job#{job_id}#{part}"
+
+
+def active_jobs_key() -> str:
+    """The note whose member set holds the ids of the jobs still running (`GET /status` lists them)."""
+    return "jobs#active"
+
+
 # --- a template stage's stack (trickle_deploy.template) -------------------------------------------
 
 

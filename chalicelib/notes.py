@@ -3,7 +3,8 @@
 
 Each note's key leads with its kind: `run#<destination>` (the last drain run), `lease#<destination>`
 (the drain's run lease, `chalicelib.run_lease`), `redrive#<destination>` (its open redrive jobs) and
-`redrive#<destination>#<job id>` (a redrive job, `chalicelib.redrive_jobs`), all formed in
+`redrive#<destination>#<job id>` (a redrive job, `chalicelib.redrive_jobs`), `job#<id>`,
+`job#<id>#<part>` and `jobs#active` (backfill and replay jobs, `chalicelib.jobs`), all formed in
 `chalicelib.naming`, and `ingest#unrouted` (the count of stream records no route took). IAM scopes
 by that leading key (`dynamodb:LeadingKeys`): each drain reaches only its own run note, lease and
 redrive jobs, ingest only its count, the routes only run notes and the count (read) and redrive
@@ -13,14 +14,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.batch_retry import retry_unprocessed
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 NOTE_KEY = "note_id"
 MEMBERS = "members"  # the string set of a note `add_member` keeps
+STEP = "step"  # the number of times `replace` wrote a note, kept beside its document
+BATCH_GET_KEYS = 100  # BatchGetItem's limit
 
 
 UNROUTED_NOTE_KEY = "ingest#unrouted"
@@ -60,6 +67,57 @@ class Notes:
             TableName=self._table, Key={NOTE_KEY: {"S": key}}, ConsistentRead=True
         ).get("Item")
         return dict(json.loads(item["doc"]["S"])) if item and "doc" in item else None
+
+    def replace(self, key: str, document: dict[str, Any], step: int) -> bool:
+        """Write `document` as step `step + 1` of the note, if the note is still at step `step` (0: it
+        does not exist yet); False if another writer got there first. Two workers holding the same
+        step (a task delivered twice) cannot both write: the one that loses knows it is stale. The
+        document is stored with its `step`, which `load` gives back."""
+        # `step = :step` is false for a note that does not exist: step 0 asks for exactly that
+        condition = f"attribute_not_exists({NOTE_KEY})" if step == 0 else f"{STEP} = :step"
+        values: Any = {"ExpressionAttributeValues": {":step": {"N": str(step)}}} if step else {}
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    NOTE_KEY: {"S": key},
+                    "doc": {"S": json.dumps(document | {STEP: step + 1}, default=str)},
+                    STEP: {"N": str(step + 1)},
+                    "expires_at": {"N": str(int(self._clock()) + self._ttl_s)},
+                },
+                ConditionExpression=condition,
+                **values,
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def load_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The documents of the notes among `keys` that exist, by key: consistent reads, 100 keys a
+        call; keys DynamoDB leaves unprocessed are asked again (`batch_retry`), and any still left
+        after that are an error, not a note missing."""
+        found: dict[str, dict[str, Any]] = {}
+
+        def get(batch: Sequence[str]) -> list[str]:
+            response: Any = self._client.batch_get_item(
+                RequestItems={
+                    self._table: {"Keys": [{NOTE_KEY: {"S": k}} for k in batch], "ConsistentRead": True}
+                }
+            )
+            for item in response.get("Responses", {}).get(self._table, []):
+                if "doc" in item:
+                    found[item[NOTE_KEY]["S"]] = dict(json.loads(item["doc"]["S"]))
+            left = response.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
+            return [k[NOTE_KEY]["S"] for k in left]
+
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), BATCH_GET_KEYS):
+            left = retry_unprocessed(get, unique[start : start + BATCH_GET_KEYS], 5, time.sleep)
+            if left:
+                raise RuntimeError(f"{len(left)} note(s) unread after 5 tries (throttled): {left[0]}, ...")
+        return found
 
     def add(self, key: str, counts: Mapping[str, int], document: dict[str, Any]) -> None:
         """Add `counts` to a note's counters and keep `document` beside them, in one write: handlers

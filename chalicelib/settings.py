@@ -142,6 +142,8 @@ class Settings:
     # Run notes, redrive jobs and run leases (chalicelib.notes): not in the ledger, which holds
     # only message records.
     notes_table: str
+    # The standard queue of backfill and replay tasks (chalicelib.job_plan), worked by `jobs`.
+    jobs_queue_url: str
     destinations: Mapping[str, Destination]
     routes: tuple[Route, ...]
     partition_key: str | None
@@ -765,6 +767,18 @@ def _unrouted(r: _Reader, destinations: Collection[str]) -> str | None:
     return None
 
 
+def _jobs_queue_url(r: _Reader) -> str:
+    """TRICKLE_JOBS_QUEUE_URL: the bootstrap (or the stack) creates it; a standard queue, since its
+    tasks are retried, delayed and worked side by side, in no order."""
+    url = r.raw("TRICKLE_JOBS_QUEUE_URL")
+    if not url:
+        r.errors.append("TRICKLE_JOBS_QUEUE_URL is required (the bootstrap sets it: run it again)")
+    _check_url(r, "TRICKLE_JOBS_QUEUE_URL", url)
+    if url.endswith(".fifo"):
+        r.errors.append(f"TRICKLE_JOBS_QUEUE_URL={url!r} must name a standard queue, not a FIFO one")
+    return url
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse the TRICKLE_* variables and the routes file; raise SettingsError listing every problem."""
     r = _Reader(os.environ if env is None else env)
@@ -779,6 +793,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ledger_table=r.text("TRICKLE_LEDGER_TABLE"),
         ledger_ttl_s=r.number("TRICKLE_LEDGER_TTL_DAYS", 30, int, 1, 3650) * 86_400,
         notes_table=r.text("TRICKLE_NOTES_TABLE"),
+        jobs_queue_url=_jobs_queue_url(r),
         destinations=destinations,
         routes=routes,
         partition_key=partition_key,

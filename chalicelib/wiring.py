@@ -22,11 +22,13 @@ if TYPE_CHECKING:
     from chalicelib.drain import Drainer
     from chalicelib.fifo_queue import FifoQueue
     from chalicelib.ingest import Ingestor
+    from chalicelib.jobs import Jobs
     from chalicelib.ledger import Ledger
     from chalicelib.notes import Notes
     from chalicelib.operations import Operations
     from chalicelib.run_lease import RunLease
     from chalicelib.secrets import SecretCache
+    from chalicelib.task_queue import TaskQueue
 
 # No client-side parameter validation: every request is built by Trickle's own code (and AWS
 # validates it again), and walking every batch's items was a sixth of the drain's botocore CPU.
@@ -130,6 +132,23 @@ def notes() -> Notes:
 
 
 @functools.cache
+def jobs() -> Jobs:
+    """Backfill and replay jobs, in the notes table (`chalicelib.jobs`)."""
+    from chalicelib.jobs import Jobs
+
+    return Jobs(notes())
+
+
+@functools.cache
+def tasks() -> TaskQueue:
+    """The tasks queue the `jobs` function works (`TRICKLE_JOBS_QUEUE_URL`)."""
+    from chalicelib.task_queue import TaskQueue
+
+    s = settings()
+    return TaskQueue(client("sqs"), s.jobs_queue_url, attempts=s.send_attempts)
+
+
+@functools.cache
 def archive() -> ResponseArchive | None:
     from chalicelib.archive import ResponseArchive
 
@@ -226,6 +245,8 @@ def reset() -> None:
         dead_letters,
         ledger,
         notes,
+        jobs,
+        tasks,
         archive,
         auth_token,
         operations,

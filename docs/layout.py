@@ -43,6 +43,7 @@ CORE = (
     "secret_values",
     "oldest",
     "freshness",
+    "job_plan",
 )
 DRAIN = ("drain", "drain_effects", "drain_tasks", "drain_log")
 ADAPTERS = (
@@ -59,11 +60,13 @@ ADAPTERS = (
     "notes",
     "run_lease",
     "secrets",
+    "task_queue",
 )
 SERVICES = (
     "auth",
     "batch_retry",
     "ingest",
+    "jobs",
     "operations",
     "records",
     "redrive_jobs",

@@ -443,6 +443,16 @@ class FakeNotes:
     def load(self, key: str) -> dict[str, Any] | None:
         return json.loads(json.dumps(self.saved[key])) if key in self.saved else None
 
+    def load_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {key: note for key in keys if (note := self.load(key)) is not None}
+
+    def replace(self, key: str, document: dict[str, Any], step: int) -> bool:
+        """As `Notes.replace`: written as step `step + 1` only if the note is at step `step`."""
+        if (self.saved.get(key) or {}).get("step", 0) != step:
+            return False
+        self.save(key, document | {"step": step + 1})
+        return True
+
     def members(self, key: str) -> set[str]:
         return set(self.sets.get(key, ()))
 

@@ -551,6 +551,7 @@ def function_environment(destinations: Sequence[Destination]) -> dict[str, Any]:
         "TRICKLE_STREAM_ARN": _stream_arn(),
         **queues,
         "TRICKLE_INGEST_FAILURE_QUEUE_URL": {"Ref": "IngestFailureQueue"},
+        "TRICKLE_JOBS_QUEUE_URL": {"Ref": "JobsQueue"},
         "TRICKLE_LEDGER_TABLE": {"Ref": "LedgerTable"},
         "TRICKLE_NOTES_TABLE": {"Ref": "NotesTable"},
         "TRICKLE_ARCHIVE_BUCKET": {"Ref": "ResponseArchive"},
@@ -661,6 +662,7 @@ def merge_template(stage: str, project_dir: Path = PROJECT_DIR) -> dict[str, Any
                 ).items()
             },
             "IngestFailureQueue": _queue(_named("ingest-failures"), fifo=False),
+            "JobsQueue": _queue(_named("jobs"), fifo=False),
             "LedgerTable": _table("ledger", table_definition()),
             "NotesTable": _table("notes", notes_table_definition()),
             "ApiKeyEncryptionKey": {

@@ -39,6 +39,7 @@ class StageNames:
     notes_table: str
     ingest_failure_queue: str
     archive_days: int  # what the archive bucket keeps `delivered/` for
+    jobs_queue: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], sort_key: str | None = "sk") -> StageNames:
@@ -52,6 +53,7 @@ class StageNames:
             notes_table=settings.notes_table,
             ingest_failure_queue=queue_name(env["TRICKLE_INGEST_FAILURE_QUEUE_URL"]),
             archive_days=settings.archive_days,
+            jobs_queue=queue_name(settings.jobs_queue_url),
         )
 
 
@@ -146,6 +148,15 @@ def ensure_ingest_failure_queue(sqs: Any, names: StageNames) -> str:
         sqs.create_queue(
             QueueName=names.ingest_failure_queue, Attributes={"MessageRetentionPeriod": str(RETENTION_S)}
         )["QueueUrl"]
+    )
+
+
+def ensure_jobs_queue(sqs: Any, names: StageNames) -> str:
+    """The tasks of backfill and replay jobs, worked by the `jobs` function (a standard queue)."""
+    return str(
+        sqs.create_queue(QueueName=names.jobs_queue, Attributes={"MessageRetentionPeriod": str(RETENTION_S)})[
+            "QueueUrl"
+        ]
     )
 
 
@@ -292,6 +303,7 @@ def provision(
             default = api_key if parameter.shape == API_KEY else None
             ensure_secret(clients["ssm"], parameter.name, given.get(parameter.name, default), key_arn)
     failure_url = ensure_ingest_failure_queue(clients["sqs"], names)
+    jobs_url = ensure_jobs_queue(clients["sqs"], names)
     bucket = env.get("TRICKLE_ARCHIVE_BUCKET")
     if bucket:
         bucket = unique_bucket_name(bucket, key_arn) if unique_bucket else bucket
@@ -303,6 +315,7 @@ def provision(
         "TRICKLE_STREAM_ARN": stream_arn,
         **urls,
         "TRICKLE_INGEST_FAILURE_QUEUE_URL": failure_url,
+        "TRICKLE_JOBS_QUEUE_URL": jobs_url,
         "TRICKLE_API_KEY_KMS_KEY_ARN": key_arn,
         **({"TRICKLE_ARCHIVE_BUCKET": bucket} if bucket else {}),
     }
@@ -314,7 +327,7 @@ def teardown(clients: Mapping[str, Any], env: Mapping[str, str], source_table: b
     gone: list[str] = []
     sqs, dynamodb = clients["sqs"], clients["dynamodb"]
     queues = [queue_name(url) for d in names.destinations for url in (d.queue_url, d.dlq_url)]
-    for queue in [*queues, names.ingest_failure_queue]:
+    for queue in [*queues, names.ingest_failure_queue, names.jobs_queue]:
         try:
             sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=queue)["QueueUrl"])
             gone.append(f"queue {queue}")

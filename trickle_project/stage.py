@@ -77,6 +77,7 @@ def is_template_stage(env: Mapping[str, str]) -> bool:
 PACKAGING_ENV = {
     "TRICKLE_STREAM_ARN": "arn:aws:dynamodb:packaging:000000000000:table/packaging/stream/packaging",
     "TRICKLE_INGEST_FAILURE_QUEUE_URL": "https://sqs.packaging.invalid/000000000000/packaging-failures",
+    "TRICKLE_JOBS_QUEUE_URL": "https://sqs.packaging.invalid/000000000000/packaging-jobs",
     "TRICKLE_LEDGER_TABLE": "packaging-ledger",
     "TRICKLE_NOTES_TABLE": "packaging-notes",
     "TRICKLE_ARCHIVE_BUCKET": "packaging-archive",

@@ -57,9 +57,10 @@ def test_bootstrap_is_idempotent_and_teardown_removes_what_it_made(endpoint: Mot
 
     removed = teardown(aws, env, source_table=False)
 
-    # two queues per destination (four) and one more, the ledger and notes tables, the API keys
-    # stored (orders, crm, orders_bulk), bucket, KMS key
-    assert len(removed) == 16
+    # two queues per destination (four) and two more (ingest failures, jobs), the ledger and notes
+    # tables, the API keys stored (orders, crm, orders_bulk), bucket, KMS key
+    assert len(removed) == 17
+    assert "queue trickle-dev-jobs" in removed
     assert "table trickle-dev-notes" in removed
     assert aws["sqs"].list_queues().get("QueueUrls", []) == []
     assert [t for t in aws["dynamodb"].list_tables()["TableNames"] if t.startswith("trickle-dev")] == [
@@ -199,7 +200,7 @@ def test_bootstrap_in_another_region_without_a_key_finishes_with_the_command_to_
     assert bootstrap_main(args) == 0
     assert "put-parameter" not in capsys.readouterr().out
 
-    assert len(aws["sqs"].list_queues()["QueueUrls"]) == 9  # two per destination, ingest failures
+    assert len(aws["sqs"].list_queues()["QueueUrls"]) == 10  # two per destination, ingest failures, jobs
     assert bootstrap_main([*args, "--teardown"]) == 0
     said = capsys.readouterr().out
     assert "removed bucket " + bucket in said

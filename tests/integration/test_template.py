@@ -107,6 +107,7 @@ def test_every_function_gets_its_resources_from_the_stack(
         assert variables["TRICKLE_LEDGER_TABLE"] == {"Ref": "LedgerTable"}, name
         assert variables["TRICKLE_NOTES_TABLE"] == {"Ref": "NotesTable"}, name
         assert variables["TRICKLE_INGEST_FAILURE_QUEUE_URL"] == {"Ref": "IngestFailureQueue"}, name
+        assert variables["TRICKLE_JOBS_QUEUE_URL"] == {"Ref": "JobsQueue"}, name
         assert variables["TRICKLE_ARCHIVE_BUCKET"] == {"Ref": "ResponseArchive"}, name
         assert variables["TRICKLE_STREAM_ARN"]["Fn::If"][0] == "CreatesSourceTable", name
     assert sam["Parameters"]["SourceStreamArn"]["Default"] == ""
@@ -138,6 +139,7 @@ def test_stateful_resources_survive_the_stack(
                 "OrdersBulkQueue",
                 "OrdersBulkDeadLetterQueue",
                 "IngestFailureQueue",
+                "JobsQueue",
                 "ApiKeyEncryptionKey",
                 "ResponseArchive",
             }

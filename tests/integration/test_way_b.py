@@ -122,7 +122,9 @@ def test_bootstrap_deploy_stream_settings_delete_teardown(
         == env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
     )
 
-    assert len(aws(endpoint, "sqs").list_queues()["QueueUrls"]) == 9  # two per destination, ingest failures
+    assert (
+        len(aws(endpoint, "sqs").list_queues()["QueueUrls"]) == 10
+    )  # two per destination, ingest failures, jobs
     chalice(project, endpoint, "delete", "--stage", "dev")
     assert bootstrap([*where, "--teardown"]) == 0
     said = capsys.readouterr().out

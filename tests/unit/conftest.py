@@ -36,6 +36,7 @@ BASE_ENV: Mapping[str, str] = {
     "TRICKLE_ROUTES_FILE": str(ROUTES_FILE),
     "TRICKLE_LEDGER_TABLE": "trickle-test-ledger",
     "TRICKLE_NOTES_TABLE": "trickle-test-notes",
+    "TRICKLE_JOBS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/trickle-test-jobs",
     "TRICKLE_PARTITION_KEY": "pk",
 }
 

@@ -20,7 +20,7 @@ from chalicelib.settings import (
     load_settings,
     table_name_from_stream_arn,
 )
-from tests.unit.conftest import SHIPPED_ENV, env_with, routes_env
+from tests.unit.conftest import BASE_ENV, SHIPPED_ENV, env_with, routes_env
 
 MakeSettings = Callable[..., Settings]
 Routes = Callable[..., dict[str, str | None]]
@@ -405,6 +405,27 @@ def test_each_required_global_variable(base_env: dict[str, str], missing: str) -
     env = {k: v for k, v in base_env.items() if k != missing}
     assert error_of(env) == f"invalid Trickle settings: {missing} is required"
     assert error_of({**env, missing: "   "}) == f"invalid Trickle settings: {missing} is required"
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (None, "TRICKLE_JOBS_QUEUE_URL is required (the bootstrap sets it: run it again)"),
+        ("  ", "TRICKLE_JOBS_QUEUE_URL is required (the bootstrap sets it: run it again)"),
+        ("trickle-dev-jobs", "TRICKLE_JOBS_QUEUE_URL='trickle-dev-jobs' is not an http(s) URL"),
+        (
+            "https://sqs.us-east-1.amazonaws.com/123456789012/jobs.fifo",
+            "TRICKLE_JOBS_QUEUE_URL='https://sqs.us-east-1.amazonaws.com/123456789012/jobs.fifo' must name a"
+            " standard queue, not a FIFO one",
+        ),
+    ],
+)
+def test_the_jobs_queue_is_a_standard_queue_the_stage_names(value: str | None, problem: str) -> None:
+    """Backfill and replay tasks (issue #26) go to the stage's tasks queue, made by its bootstrap."""
+    assert error_of(env_with(TRICKLE_STAGE="dev", TRICKLE_JOBS_QUEUE_URL=value)) == (
+        f"invalid Trickle settings for stage 'dev': {problem}"
+    )
+    assert load_settings(env_with()).jobs_queue_url == BASE_ENV["TRICKLE_JOBS_QUEUE_URL"]
 
 
 def test_blank_required_variable_counts_as_missing(base_env: dict[str, str]) -> None:

@@ -16,6 +16,7 @@ ENV = {
     "TRICKLE_PARTITION_KEY": "pk",
     "TRICKLE_LEDGER_TABLE": "ledger",
     "TRICKLE_NOTES_TABLE": "notes",
+    "TRICKLE_JOBS_QUEUE_URL": "https://sqs.eu-west-3.amazonaws.com/111122223333/jobs",
     **{
         f"TRICKLE_DEST_{name}_{field}": f"https://sqs.eu-west-3.amazonaws.com/111122223333/{name}-{field}.fifo"
         for name in ("ORDERS", "CRM")
