@@ -25,6 +25,7 @@ from chalicelib.ports import (
     Callbacks,
     Clock,
     DeadLetterQueue,
+    DeliveryArchive,
     DeliveryLedger,
     Enrich,
     Metrics,
@@ -69,12 +70,14 @@ class Drainer:
         clock: Clock = time,
         draw: Draw = random.uniform,
         redrive: Redrive | None = None,
+        delivered: DeliveryArchive | None = None,
     ) -> None:
         """`metrics`: makes each run's figures (`chalicelib.wiring` gives the EMF writer for the
         destination); `clock`: the `time` module, or a test's; `draw`: the backoff's jitter,
-        uniform in [a, b]; `redrive`: carries the destination's open redrive jobs on."""
+        uniform in [a, b]; `redrive`: carries the destination's open redrive jobs on; `delivered`:
+        archives what each run delivered, for replays."""
         self._effects = Effects(
-            queue, dead_letters, ledger, api, destination.name, notes, archive, enrich, callbacks
+            queue, dead_letters, ledger, api, destination.name, notes, archive, enrich, callbacks, delivered
         )
         self._settings = settings
         self._destination = destination
@@ -89,6 +92,7 @@ class Drainer:
         then drain until the queue is empty, the budget is spent, time runs short or the API says stop."""
         margin = self._settings.drain_safety_margin_ms
         state = RunState(lambda: remaining_ms() < margin, self._settings.breaker_failures, self._metrics())
+        self._effects.open_archive(state, self._clock.time())
         if self._redrive is not None:
             slice_ends = self._clock.monotonic() + REDRIVE_SLICE_S
             state.redriven = self._redrive(
@@ -103,6 +107,8 @@ class Drainer:
             except Exception:
                 self._salvage(in_flight, state)
                 raise
+            finally:  # every group is finished by now; before the report, which flushes the metrics
+                self._effects.close_archive(state)
         if ending:  # budget and empty end the receiving, not the deliveries already under way
             state.stop(ending)
         report = state.report()

@@ -41,6 +41,7 @@ from chalicelib.ports import (
     Archive,
     Callbacks,
     DeadLetterQueue,
+    DeliveryArchive,
     DeliveryLedger,
     Enrich,
     RunNotes,
@@ -62,6 +63,7 @@ class Effects:
         archive: Archive | None = None,
         enrich: Enrich | None = None,
         callbacks: Callbacks | None = None,
+        delivered: DeliveryArchive | None = None,
     ) -> None:
         self._queue = queue
         self._dead_letters = dead_letters
@@ -73,8 +75,23 @@ class Effects:
         self._enrich = enrich
         self._tasks = Tasks(callbacks, ledger, archive, destination)
         self._requests = itertools.count(1)  # batch requests, told apart for the breaker
+        self._delivery_archive = delivered
+        # message id -> its enriched body as last sent, for the delivery archive (a run's, emptied at
+        # its end); each message's worker writes its own key
+        self._enriched: dict[str, str] = {}
 
     # --- the run: receive, read, finish, report -------------------------------------------------
+
+    def open_archive(self, state: RunState, started_at: float) -> None:
+        """The run's delivery archive, when the stage keeps one (`TRICKLE_ARCHIVE_BUCKET`)."""
+        if self._delivery_archive is not None:
+            state.delivery_log = self._delivery_archive.open(self._destination, started_at, state.metrics)
+
+    def close_archive(self, state: RunState) -> None:
+        """Store what the run delivered (a failed put is logged and counted, never raised)."""
+        if state.delivery_log is not None:
+            state.delivery_log.close()
+        self._enriched.clear()
 
     def receive(self, max_messages: int, visibility_timeout_s: int) -> list[ReceivedMessage]:
         return self._queue.receive(max_messages, visibility_timeout_s)
@@ -263,6 +280,8 @@ class Effects:
             outcome = Outcome.RETRY if enriched.retryable else Outcome.PERMANENT
             reason = enriched.reason
             return ApiResponse(None, error=reason), Decision(outcome, f"enrichment failed: {reason}")
+        if self._delivery_archive is not None:
+            self._enriched[message.message_id] = enriched
         return enriched
 
     # --- batches (issue #25) ---------------------------------------------------------------------
@@ -420,10 +439,14 @@ class Effects:
         response: ApiResponse,
         run: GroupRun,
     ) -> tuple[LedgerRecord, CallbackResult | None]:
-        """The API took it: archive its answer, count its age, answer its task; the record to write
-        says what the task was told (or keeps the output while it is still owed)."""
+        """The API took it: archive its answer and what it was sent, count its age, answer its task;
+        the record to write says what the task was told (or keeps the output while it is still owed)."""
         if self._archive is not None:
             self._archive.store(message.message_id, response.status, response.body)
+        if run.state.delivery_log is not None:  # at the attempt's time, as the ledger has it
+            at = record.last_attempt_at if record.last_attempt_at is not None else run.clock.time()
+            body = self._enriched.pop(message.message_id, message.body)
+            run.state.delivery_log.add(message.message_id, message.group_id, at, body)
         if message.sent_at_ms:
             age = max(0.0, run.clock.time() - message.sent_at_ms / 1000)
             run.state.metrics.seconds("DeliveredAge", age)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from chalicelib.bulk import Shape
 from chalicelib.model import ApiResponse, CallbackResult, LedgerRecord, ReceivedMessage
 from chalicelib.policy import HEAD_HOLD_S, Action, Callback, Decision, Rules, Tally
-from chalicelib.ports import Clock, Metrics
+from chalicelib.ports import Clock, DeliveryLog, Metrics
 from chalicelib.ratelimit import RateLimiter
 
 Releases = list[tuple[ReceivedMessage, int]]
@@ -72,6 +72,7 @@ class RunState:
         self.blocked: set[str] = set()
         self.callbacks: Counter[tuple[Callback, CallbackResult]] = Counter()
         self.metrics = metrics
+        self.delivery_log: DeliveryLog | None = None  # what the run delivered, archived for replays
 
     def stop(self, reason: str, resume_after_s: int = HEAD_HOLD_S, detail: str = "") -> None:
         with self._lock:

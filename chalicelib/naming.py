@@ -160,6 +160,17 @@ def active_jobs_key() -> str:
     return "jobs#active"
 
 
+# --- its delivered archive (chalicelib.delivered_archive), prefixed so IAM scopes each drain ------
+
+
+DELIVERED_PREFIX = "delivered/"
+
+
+def delivered_prefix(destination: str) -> str:
+    """Where its drain archives what it delivered (its role may put objects under this alone)."""
+    return f"{DELIVERED_PREFIX}{destination}/"
+
+
 # --- a template stage's stack (trickle_deploy.template) -------------------------------------------
 
 

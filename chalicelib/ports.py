@@ -2,8 +2,9 @@
 as `Protocol`s over the values of `chalicelib.model` (the only module they import).
 
 The AWS and HTTP adapters (`FifoQueue`, `Ledger`, `ApiClient`, `SecretCache`, `ResponseArchive`,
-`StepFunctionsCallbacks`, `Enrichment`, `RunMetrics`) satisfy them structurally; the in-memory fakes
-under `tests/fakes.py` do too, so every branch of the drain runs in unit tests without an emulator.
+`DeliveredArchive`, `StepFunctionsCallbacks`, `Enrichment`, `RunMetrics`) satisfy them structurally;
+the in-memory fakes under `tests/fakes.py` do too, so every branch of the drain runs in unit tests
+without an emulator.
 """
 
 from __future__ import annotations
@@ -142,6 +143,21 @@ class Archive(Protocol):
     def store(self, message_id: str, status: int | None, body: str) -> None: ...
 
     def url(self, message_id: str, expires_s: int) -> str: ...
+
+
+class DeliveryLog(Protocol):
+    """What one drain run delivered, archived for replays (`chalicelib.delivered_archive.RunArchive`);
+    thread-safe. `close` stores what is left and counts the run's figures; it never raises for S3."""
+
+    def add(self, message_id: str, group_id: str, delivered_at: float, body: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class DeliveryArchive(Protocol):
+    """Opens each run's `DeliveryLog` (`chalicelib.delivered_archive.DeliveredArchive`)."""
+
+    def open(self, destination: str, started_at: float, metrics: Metrics) -> DeliveryLog: ...
 
 
 class Metrics(Protocol):

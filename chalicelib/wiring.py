@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from chalicelib.archive import ResponseArchive
     from chalicelib.callbacks import StepFunctionsCallbacks
     from chalicelib.credentials import RequestCredentials
+    from chalicelib.delivered_archive import DeliveredArchive
     from chalicelib.drain import Drainer
     from chalicelib.fifo_queue import FifoQueue
     from chalicelib.ingest import Ingestor
@@ -157,6 +158,15 @@ def archive() -> ResponseArchive | None:
 
 
 @functools.cache
+def delivered_archive() -> DeliveredArchive | None:
+    """What the drains delivered, archived for replays in the stage's bucket (none without one)."""
+    from chalicelib.delivered_archive import DeliveredArchive
+
+    bucket = settings().archive_bucket
+    return DeliveredArchive(client("s3"), bucket) if bucket else None
+
+
+@functools.cache
 def auth_token() -> SecretCache:
     from chalicelib.secrets import SecretCache
 
@@ -208,6 +218,7 @@ def drainer(destination: str) -> Drainer:
         callbacks(),
         metrics=functools.partial(RunMetrics, {"destination": target.name}),
         redrive=functools.partial(RedriveJobs(notes(), target.name).advance, redriver.redrive),
+        delivered=delivered_archive(),
     )
 
 
@@ -248,6 +259,7 @@ def reset() -> None:
         jobs,
         tasks,
         archive,
+        delivered_archive,
         auth_token,
         operations,
         ingestor,

@@ -52,6 +52,7 @@ ADAPTERS = (
     "callbacks",
     "credentials",
     "dead_letters",
+    "delivered_archive",
     "enrichers",
     "fifo_queue",
     "ledger",

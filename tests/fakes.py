@@ -6,6 +6,7 @@ ledger's attempt counting) and records what was done to it, so tests assert on e
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -16,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from chalicelib.bulk import batch_key
 from chalicelib.model import (
@@ -479,6 +482,52 @@ class FakeArchive:
         """Where the stored answer could be fetched; says what it names and for how long."""
         assert message_id in self.stored, "a URL of an answer never stored"
         return f"https://archive.invalid/responses/{message_id}.json?expires={expires_s}"
+
+
+class FakeS3:
+    """The S3 object calls the archives make, on one bucket: objects by key, listed in key order,
+    `page_size` keys a page (ListObjectsV2's paging: a continuation token, `StartAfter`). `refuse`
+    raises on every put while it is set; each call is recorded as (operation, its parameters but
+    the body)."""
+
+    def __init__(self, page_size: int = 1000) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.refuse: Exception | None = None
+        self._page_size = page_size
+        self._lock = threading.Lock()
+
+    def put_object(self, **params: Any) -> dict[str, Any]:
+        with self._lock:
+            self.calls.append(("PutObject", {k: v for k, v in params.items() if k != "Body"}))
+            if self.refuse is not None:
+                raise self.refuse
+            self.objects[params["Key"]] = bytes(params["Body"])
+        return {}
+
+    def get_object(self, **params: Any) -> dict[str, Any]:
+        with self._lock:
+            self.calls.append(("GetObject", dict(params)))
+            if params["Key"] not in self.objects:
+                error = {"Error": {"Code": "NoSuchKey", "Message": "The specified key does not exist."}}
+                raise ClientError(error, "GetObject")
+            return {"Body": io.BytesIO(self.objects[params["Key"]])}
+
+    def list_objects_v2(self, **params: Any) -> dict[str, Any]:
+        with self._lock:
+            self.calls.append(("ListObjectsV2", dict(params)))
+            after = params.get("ContinuationToken") or params.get("StartAfter", "")
+            keys = sorted(k for k in self.objects if k.startswith(params.get("Prefix", "")) and k > after)
+        page = keys[: self._page_size]
+        truncated = len(keys) > len(page)
+        return {
+            "Contents": [{"Key": key, "Size": len(self.objects[key])} for key in page],
+            "IsTruncated": truncated,
+            **({"NextContinuationToken": page[-1]} if truncated else {}),
+        }
+
+    def listed_prefixes(self) -> list[str]:
+        return [params["Prefix"] for operation, params in self.calls if operation == "ListObjectsV2"]
 
 
 class FakeCallbacks:

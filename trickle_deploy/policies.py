@@ -70,6 +70,8 @@ class DestinationArns:
     # destination that reads no credentials, signs nothing and has no secret headers.
     secrets: tuple[tuple[SecretParameter, Arn], ...]
     enriches: bool  # a route to it names an enricher: its drain reads the source table
+    # Where its drain archives what it delivered (`naming.delivered_prefix`); None: no archive.
+    delivered_arn: Arn | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ def template_resources(env: Mapping[str, str]) -> StageResources:
                 dlq_arn={"Fn::GetAtt": [naming.dead_letter_queue_id(d.name), "Arn"]},
                 secrets=tuple((p, _arn("ssm", "parameter/" + p.name.lstrip("/"))) for p in needed(d)),
                 enriches=_enriches(settings, d.name),
+                delivered_arn=_sub(f"${{ResponseArchive.Arn}}/{naming.delivered_prefix(d.name)}*"),
             )
             for d in settings.destinations.values()
         ),
@@ -191,6 +194,11 @@ def stage_resources(env: Mapping[str, str]) -> StageResources:
                 dlq_arn=queue_arn(d.dlq_url, partition, region),
                 secrets=tuple((p, parameter_arn(p.name, partition, region, account)) for p in needed(d)),
                 enriches=_enriches(settings, d.name),
+                delivered_arn=(
+                    f"arn:{partition}:s3:::{settings.archive_bucket}/{naming.delivered_prefix(d.name)}*"
+                    if settings.archive_bucket
+                    else None
+                ),
             )
             for d in settings.destinations.values()
         ),
@@ -322,6 +330,12 @@ def _drain_policy(
             *(
                 [_statement("ArchiveResponses", ["s3:PutObject"], [r.archive_objects_arn])]
                 if r.archive_objects_arn
+                else []
+            ),
+            # what it delivered, for replays (`chalicelib.delivered_archive`): under its own prefix only
+            *(
+                [_statement("ArchiveDelivered", ["s3:PutObject"], [d.delivered_arn])]
+                if d.delivered_arn
                 else []
             ),
             *(

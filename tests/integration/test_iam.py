@@ -309,6 +309,28 @@ def test_each_drain_reaches_only_its_own_lease_run_note_and_redrive_jobs(stack: 
     assert denied([unknown], stack.policies) == [unknown]  # keys not known: not taken as allowed
 
 
+def test_each_drain_archives_what_it_delivered_under_its_own_prefix_only(stack: Stack) -> None:
+    """`delivered/orders/` is not a prefix of `delivered/orders_bulk/`: the prefix ends with its slash."""
+    bucket = stack.env["TRICKLE_ARCHIVE_BUCKET"]
+
+    def put(function: str, key: str) -> AwsCall:
+        return AwsCall(function, "s3", "PutObject", "s3:PutObject", f"arn:aws:s3:::{bucket}/{key}", None)
+
+    own = [
+        put("drain_orders", "delivered/orders/2026/01/01/10/20260101T100000.000Z-r-000001.jsonl.gz"),
+        put("drain_orders_bulk", "delivered/orders_bulk/2026/01/01/10/x.jsonl.gz"),
+    ]
+    refused = [
+        put("drain_orders", "delivered/orders_bulk/2026/01/01/10/x.jsonl.gz"),
+        put("drain_orders", "delivered/crm/2026/01/01/10/x.jsonl.gz"),
+        put("drain_orders", "delivered/x.jsonl.gz"),
+        put("drain_crm", "delivered/orders/2026/01/01/10/x.jsonl.gz"),
+        put("api_handler", "delivered/orders/2026/01/01/10/x.jsonl.gz"),
+        put("ingest", "delivered/orders/2026/01/01/10/x.jsonl.gz"),
+    ]
+    assert denied(own + refused, stack.policies) == refused
+
+
 def test_the_routes_read_run_notes_and_open_redrive_jobs_only(stack: Stack) -> None:
     allowed = [
         note_call("api_handler", "GetItem", "run#orders"),

@@ -31,6 +31,7 @@ PATTERNS = {
     r"|DeadLetterQueueUrl|SigningSecretParameterArn|PutSigningSecretCommand|SecretHeadersParameterArn"
     r"|PutSecretHeadersCommand)\b"
     r"|ExampleThrough\{\}",
+    "delivered archive prefix": r"delivered/\{\}",
 }
 
 
@@ -84,6 +85,7 @@ f"{prefix}.fifo"
 f"{destination.upper()}_API_KEY"
 f"policy-{stage}-{function}.json"
 f"{logical_id(d.name)}DeadLetterQueue"
+f"delivered/{destination}/"
 """
 
 
