@@ -81,6 +81,25 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@app.route("/console", methods=["GET"])
+def console() -> Response:
+    """The operator console's page: static, no data, so no authorizer; its calls carry the operator's."""
+    from chalicelib import console as files
+
+    return Response(body=files.page(settings.auth), headers=files.page_headers())
+
+
+@app.route("/console/{asset}", methods=["GET"])
+def console_asset(asset: str) -> Response:
+    from chalicelib import console as files
+
+    found = files.asset(asset)
+    if found is None:
+        raise NotFoundError(f"no console file {asset[:60]!r}; the console is at /console")
+    body, headers = found
+    return Response(body=body, headers=headers)
+
+
 @app.route("/status", methods=["GET"], authorizer=operator)
 def status() -> dict[str, Any]:
     return wiring.operations().status()

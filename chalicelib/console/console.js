@@ -1,0 +1,643 @@
+// Trickle's operator console: plain DOM, no framework, no build step.
+// Every figure comes from the operator routes and is inserted as text (never as markup), and the
+// token of a token stage lives in sessionStorage only and travels only in the Authorization header.
+"use strict";
+
+(() => {
+  const AUTH = meta("auth"); // "token", "iam" or "proxy" (operate console's local signing proxy)
+  const SESSION = meta("session"); // the proxy's per-run value, which it wants on every call
+  const TOKEN_KEY = "trickle-operator-token";
+  const BASE = location.pathname.replace(/\/console\/?$/, ""); // "/api" behind API Gateway
+  const OVERVIEW_POLL_MS = 10000;
+  const PROGRESS_POLL_MS = 2000;
+  const main = document.getElementById("main");
+  let timers = []; // the current page's polls, stopped when another page is drawn
+  let view = 0; // which drawing is current: a late answer for an earlier page draws nothing
+  let known = []; // destination names, as the last /status gave them
+
+  function meta(name) {
+    const tag = document.querySelector(`meta[name="trickle-${name}"]`);
+    return tag ? tag.content : "";
+  }
+
+  // An element; strings among the children become text nodes, so data is never parsed as markup.
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else node.setAttribute(key, value === true ? "" : String(value));
+    }
+    for (const child of children.flat(Infinity)) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : String(child));
+    }
+    return node;
+  }
+
+  function link(hash, text, props) {
+    return el("a", { href: "#/" + hash.map(encodeURIComponent).join("/"), ...props }, text);
+  }
+
+  function show(...nodes) {
+    main.replaceChildren(...nodes);
+  }
+
+  function every(ms, fn) {
+    timers.push(setInterval(fn, ms));
+  }
+
+  // --- calls ---------------------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  function token() {
+    return sessionStorage.getItem(TOKEN_KEY) || "";
+  }
+
+  async function api(method, path, body) {
+    const headers = { Accept: "application/json" };
+    if (AUTH === "token") headers.Authorization = "Bearer " + token();
+    if (AUTH === "proxy") headers["X-Trickle-Session"] = SESSION;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const response = await fetch(BASE + path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+      credentials: "omit",
+      redirect: "error",
+    });
+    const text = await response.text();
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = null;
+    }
+    if (!response.ok) {
+      if (AUTH === "token" && (response.status === 401 || response.status === 403)) {
+        sessionStorage.removeItem(TOKEN_KEY);
+        drawToken(`The API refused the token (HTTP ${response.status}): paste it again.`);
+        throw new ApiError(response.status, "token refused");
+      }
+      const said = data && typeof data === "object" ? data.Message || data.message : null;
+      throw new ApiError(response.status, `HTTP ${response.status}: ${said || "no message"}`);
+    }
+    return data;
+  }
+
+  function failure(error) {
+    return el("p", { class: "error", role: "alert" }, String(error.message || error));
+  }
+
+  // --- formatting ----------------------------------------------------------------------------
+
+  function count(value) {
+    return typeof value === "number" ? value.toLocaleString("en") : "—";
+  }
+
+  function duration(seconds) {
+    if (typeof seconds !== "number") return "—";
+    if (seconds < 120) return `${Math.round(seconds)} s`;
+    if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
+    if (seconds < 172800) return `${(seconds / 3600).toFixed(1)} h`;
+    return `${(seconds / 86400).toFixed(1)} d`;
+  }
+
+  // Epoch seconds (the ledger's and the drain's) or an ISO string (dead_at) -> "date time (age ago)".
+  function moment(value) {
+    if (value === null || value === undefined || value === "") return "—";
+    const when = typeof value === "number" ? new Date(value * 1000) : new Date(String(value));
+    if (Number.isNaN(when.getTime())) return String(value);
+    const age = (Date.now() - when.getTime()) / 1000;
+    const shown = when.toISOString().slice(0, 19).replace("T", " ") + "Z";
+    return age >= 0 ? `${shown} (${duration(age)} ago)` : `${shown} (in ${duration(-age)})`;
+  }
+
+  function plural(n, one, many) {
+    return `${count(n)} ${n === 1 ? one : many}`;
+  }
+
+  function table(id, headings, rows) {
+    return el(
+      "table",
+      { id },
+      el("thead", {}, el("tr", {}, headings.map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, rows),
+    );
+  }
+
+  // --- authorization -------------------------------------------------------------------------
+
+  function drawWho() {
+    const who = document.getElementById("who");
+    if (AUTH === "token" && token()) {
+      who.replaceChildren(
+        el("button", { type: "button", id: "forget", onclick: () => forget() }, "Forget token"),
+      );
+    } else if (AUTH === "proxy") {
+      who.replaceChildren("Signed by the local proxy (IAM)");
+    } else {
+      who.replaceChildren();
+    }
+  }
+
+  function forget() {
+    sessionStorage.removeItem(TOKEN_KEY);
+    draw();
+  }
+
+  function drawToken(message) {
+    stop();
+    drawWho();
+    const input = el("input", {
+      id: "token",
+      type: "password",
+      autocomplete: "off",
+      spellcheck: "false",
+      required: true,
+      "aria-label": "Operator token",
+    });
+    const form = el(
+      "form",
+      {
+        id: "token-form",
+        onsubmit: (event) => {
+          event.preventDefault();
+          const value = input.value.trim();
+          if (!value) return;
+          sessionStorage.setItem(TOKEN_KEY, value);
+          input.value = "";
+          draw();
+        },
+      },
+      el("label", { for: "token" }, "Operator token"),
+      input,
+      el("button", { type: "submit" }, "Use token"),
+    );
+    show(
+      el("h1", {}, "Operator token"),
+      message ? el("p", { class: "error", role: "alert" }, message) : null,
+      el(
+        "p",
+        {},
+        "This stage authorizes its routes with a bearer token (TRICKLE_AUTH=token). It is kept in this",
+        " tab's session storage only and sent as the Authorization header; closing the tab forgets it.",
+      ),
+      form,
+    );
+    input.focus();
+  }
+
+  function drawIam() {
+    show(
+      el("h1", {}, "This stage uses IAM authorization"),
+      el(
+        "p",
+        {},
+        "Its routes want SigV4 signatures, which a browser cannot make. Run the console through the",
+        " local signing proxy, with your AWS credentials, and open the address it prints:",
+      ),
+      el("pre", {}, "python -m trickle_deploy.operate --stage STAGE console"),
+    );
+  }
+
+  // --- overview ------------------------------------------------------------------------------
+
+  function lastRun(run) {
+    if (!run) return "no run yet";
+    const parts = [`${count(run.delivered)} delivered of ${count(run.received)} received`];
+    if (run.retried) parts.push(`${count(run.retried)} retried`);
+    if (run.dead_lettered) parts.push(`${count(run.dead_lettered)} dead-lettered`);
+    if (run.redriven) parts.push(`${count(run.redriven)} redriven`);
+    if (run.halted) parts.push(`${count(run.halted)} halted`);
+    parts.push(`stopped by ${run.stopped_by || "—"}` + (run.stop_reason ? `: ${run.stop_reason}` : ""));
+    return [el("div", {}, moment(run.finished_at)), el("div", { class: "small" }, parts.join(" · "))];
+  }
+
+  function oldest(queue) {
+    const age = queue.oldest_message_age_s;
+    if (typeof age !== "number") return "—";
+    // an incomplete look (the run stopped before the queue was empty) may have missed older ones
+    return queue.oldest_complete ? duration(age) : `≥ ${duration(age)}`;
+  }
+
+  function destinationRow(name, d) {
+    const queue = d.queue || {};
+    const dead = d.dead_letters || {};
+    const deadCount = (dead.queued || 0) + (dead.in_flight || 0);
+    return el(
+      "tr",
+      { "data-destination": name },
+      el("th", { scope: "row" }, link(["dead-letters", name], name, { class: "destination" })),
+      el("td", { class: "num", "data-figure": "queued" }, count(queue.queued)),
+      el("td", { class: "num", "data-figure": "in_flight" }, count(queue.in_flight)),
+      el("td", { class: "num", "data-figure": "oldest" }, oldest(queue)),
+      el(
+        "td",
+        { class: deadCount ? "num warn" : "num", "data-figure": "dead_letters" },
+        link(["dead-letters", name], count(deadCount)),
+      ),
+      el("td", { "data-figure": "last_run" }, lastRun(d.last_run)),
+    );
+  }
+
+  function unrouted(u) {
+    if (!u) return null;
+    const since = u.since ? ` since ${moment(u.since)}` : "";
+    return el(
+      "p",
+      { id: "unrouted", class: "small" },
+      `Stream records no route took: ${count(u.count)}${since} (handling: ${u.handling}).`,
+    );
+  }
+
+  async function drawOverview(current) {
+    const updated = el("p", { id: "updated", class: "small" }, "Loading…");
+    const holder = el("div", {}, el("p", {}, "Loading…"));
+    show(el("h1", {}, "Destinations"), updated, holder);
+    const load = async () => {
+      try {
+        const status = await api("GET", "/status");
+        if (current !== view) return;
+        const names = Object.keys(status.destinations || {});
+        known = names;
+        holder.replaceChildren(
+          table(
+            "overview",
+            ["Destination", "Queued", "In flight", "Oldest message", "Dead letters", "Last run"],
+            names.map((name) => destinationRow(name, status.destinations[name])),
+          ),
+          unrouted(status.unrouted),
+        );
+        updated.replaceChildren(
+          `Updated ${new Date().toLocaleTimeString("en-GB")}; refreshed every ${OVERVIEW_POLL_MS / 1000} s from /status, which never touches the queues' messages.`,
+        );
+      } catch (error) {
+        if (current === view && !(error instanceof ApiError && error.message === "token refused")) {
+          updated.replaceChildren(failure(error));
+        }
+      }
+    };
+    await load();
+    if (current === view) {
+      every(OVERVIEW_POLL_MS, () => {
+        if (!document.hidden) load();
+      });
+    }
+  }
+
+  // --- dead letters --------------------------------------------------------------------------
+
+  async function pickDestination(current, hash, title) {
+    show(el("h1", {}, title), el("p", {}, "Loading…"));
+    try {
+      if (!known.length) known = Object.keys((await api("GET", "/status")).destinations || {});
+      if (current !== view) return;
+      show(
+        el("h1", {}, title),
+        el("p", {}, "Pick a destination:"),
+        el("ul", { id: "destinations" }, known.map((name) => el("li", {}, link([hash, name], name)))),
+      );
+    } catch (error) {
+      if (current === view) show(el("h1", {}, title), failure(error));
+    }
+  }
+
+  function drawDeadLetters(current, destination) {
+    const state = { cursors: [null], page: 0, limit: 10, rows: [], selected: new Set() };
+    const q = (name) => encodeURIComponent(name);
+    const filter = el("input", {
+      id: "filter",
+      type: "search",
+      placeholder: "reason, group, id or status",
+      "aria-label": "Filter this page",
+    });
+    const limit = el(
+      "select",
+      { id: "limit", "aria-label": "Page size" },
+      [10, 25, 50].map((n) => el("option", { value: n }, `${n} a page`)),
+    );
+    const pageInfo = el("span", { id: "page-info", class: "small" });
+    const previous = el("button", { type: "button", id: "previous", disabled: true }, "Previous page");
+    const next = el("button", { type: "button", id: "next", disabled: true }, "Next page");
+    const redriveSome = el("button", { type: "button", id: "redrive-selected", disabled: true }, "Redrive selected");
+    const redriveAll = el("button", { type: "button", id: "redrive-all" }, "Redrive all…");
+    const holder = el("div", { id: "dead-letter-page" }, el("p", {}, "Loading…"));
+    const confirmBox = el("div", { id: "confirm", hidden: true, role: "dialog", "aria-modal": "false" });
+    const progress = el("div", { id: "progress", hidden: true, "aria-live": "polite" });
+
+    const matches = (row, text) =>
+      !text ||
+      [row.message_id, row.group_id, row.reason, String(row.last_status_code ?? "")].some((v) =>
+        String(v ?? "").toLowerCase().includes(text),
+      );
+
+    const render = () => {
+      const text = filter.value.trim().toLowerCase();
+      const shown = state.rows.filter((row) => matches(row, text));
+      redriveSome.replaceChildren(`Redrive selected (${state.selected.size})…`);
+      redriveSome.disabled = state.selected.size === 0;
+      previous.disabled = state.page === 0;
+      next.disabled = state.cursors[state.page + 1] === undefined || state.cursors[state.page + 1] === null;
+      pageInfo.replaceChildren(
+        `Page ${state.page + 1}: ${state.rows.length} dead letters` +
+          (text ? `, ${shown.length} match the filter` : ""),
+      );
+      if (!state.rows.length) {
+        holder.replaceChildren(el("p", { id: "no-dead-letters" }, "No dead letters on this page."));
+        return;
+      }
+      holder.replaceChildren(
+        table(
+          "dead-letters",
+          ["", "Message", "Group", "Reason", "Attempts", "Last status", "Dead at", "Redrivable"],
+          shown.map((row) =>
+            el(
+              "tr",
+              { "data-message-id": row.message_id },
+              el(
+                "td",
+                {},
+                el("input", {
+                  type: "checkbox",
+                  "aria-label": "select",
+                  checked: state.selected.has(row.message_id),
+                  disabled: !row.redrivable,
+                  onchange: (event) => {
+                    if (event.target.checked) state.selected.add(row.message_id);
+                    else state.selected.delete(row.message_id);
+                    render();
+                  },
+                }),
+              ),
+              el("td", { class: "id" }, link(["messages", row.message_id], row.message_id)),
+              el("td", { class: "group" }, row.group_id),
+              el("td", { class: "reason" }, row.reason),
+              el("td", { class: "num" }, count(row.attempts)),
+              el("td", { class: "num" }, row.last_status_code ?? "—"),
+              el("td", { class: "when" }, moment(row.dead_at)),
+              el("td", {}, row.redrivable ? "yes" : "no (rejected at ingest)"),
+            ),
+          ),
+        ),
+      );
+    };
+
+    const load = async () => {
+      const cursor = state.cursors[state.page];
+      const path =
+        `/dead-letters?destination=${q(destination)}&limit=${state.limit}` + (cursor ? `&next=${q(cursor)}` : "");
+      holder.setAttribute("aria-busy", "true");
+      try {
+        const answer = await api("GET", path);
+        if (current !== view) return;
+        state.rows = answer.dead_letters || [];
+        state.cursors[state.page + 1] = answer.next;
+        render();
+      } catch (error) {
+        if (current === view) holder.replaceChildren(failure(error));
+      } finally {
+        holder.removeAttribute("aria-busy");
+      }
+    };
+
+    const ask = (question, what, body) => {
+      confirmBox.replaceChildren(
+        el("p", {}, question),
+        el("button", { type: "button", id: "confirm-yes", onclick: () => start(what, body) }, "Redrive"),
+        el("button", { type: "button", id: "confirm-no", onclick: () => (confirmBox.hidden = true) }, "Cancel"),
+      );
+      confirmBox.hidden = false;
+      document.getElementById("confirm-no").focus();
+    };
+
+    const start = async (what, body) => {
+      confirmBox.hidden = true;
+      progress.hidden = false;
+      progress.replaceChildren(el("p", {}, `Opening a redrive of ${what}…`));
+      try {
+        const job = await api("POST", `/dead-letters/redrive?destination=${q(destination)}`, body);
+        const url = String(job.progress_url || "");
+        if (!url.startsWith("/") || url.startsWith("//")) throw new Error("the API gave no progress_url");
+        follow(job, url, body.message_ids || []);
+      } catch (error) {
+        if (current === view) progress.replaceChildren(failure(error));
+      }
+    };
+
+    const follow = (job, url, ids) => {
+      const delivered = el("div", { id: "redriven" });
+      const figures = el("p", { id: "job" });
+      progress.replaceChildren(figures, delivered);
+      let done = false;
+      const drawJob = (j) => {
+        figures.replaceChildren(
+          `Redrive ${j.state}: ${count(j.moved)} moved back` +
+            ` (${j.steps ? plural(j.steps, "drain run", "drain runs") : "waits for the destination's next drain run"})` +
+            (j.failed ? `, ${count(j.failed)} failed` : "") +
+            (j.skipped_not_redrivable ? `, ${count(j.skipped_not_redrivable)} not redrivable` : "") +
+            (j.last_error ? `; last error: ${j.last_error}` : ""),
+        );
+      };
+      drawJob(job);
+      const checkIds = async () => {
+        const rows = [];
+        for (const id of ids) {
+          try {
+            const record = await api("GET", `/messages/${q(id)}`);
+            rows.push([id, record.status]);
+          } catch (error) {
+            rows.push([id, error.status === 404 ? "queued (no attempt yet)" : String(error.message)]);
+          }
+        }
+        if (current !== view) return true;
+        delivered.replaceChildren(
+          table(
+            "redriven-messages",
+            ["Message", "Status"],
+            rows.map(([id, status]) =>
+              el("tr", { "data-message-id": id }, el("td", {}, link(["messages", id], id)), el("td", { class: "status" }, status)),
+            ),
+          ),
+        );
+        return rows.every(([, status]) => status === "delivered" || status === "dead");
+      };
+      const poll = async () => {
+        if (current !== view) return;
+        try {
+          if (!done) {
+            const j = await api("GET", url);
+            if (current !== view) return;
+            drawJob(j);
+            if (j.state === "done") {
+              done = true;
+              state.selected.clear();
+              load();
+            }
+          }
+          if (done && (!ids.length || (await checkIds()))) {
+            stopOne(handle);
+            if (!ids.length) delivered.replaceChildren(el("p", {}, "Done. The overview shows them delivered."));
+          }
+        } catch (error) {
+          if (current === view) delivered.replaceChildren(failure(error));
+        }
+      };
+      const handle = setInterval(poll, PROGRESS_POLL_MS);
+      timers.push(handle);
+      poll();
+    };
+
+    filter.addEventListener("input", render);
+    limit.addEventListener("change", () => {
+      state.limit = Number(limit.value);
+      state.cursors = [null];
+      state.page = 0;
+      load();
+    });
+    previous.addEventListener("click", () => {
+      state.page -= 1;
+      load();
+    });
+    next.addEventListener("click", () => {
+      state.page += 1;
+      load();
+    });
+    redriveSome.addEventListener("click", () => {
+      const ids = [...state.selected].sort();
+      ask(`Redrive ${ids.length} dead letters of ${destination}?`, `${ids.length} dead letters`, {
+        message_ids: ids,
+      });
+    });
+    redriveAll.addEventListener("click", () =>
+      ask(`Redrive every dead letter of ${destination}? The drain moves them back from its next run.`, "every dead letter", {}),
+    );
+
+    show(
+      el("h1", {}, "Dead letters of ", el("span", { id: "destination" }, destination)),
+      el("p", { class: "small" }, "In the order they died, from the ledger (listing never touches the dead-letter queue)."),
+      el("div", { class: "controls" }, filter, limit, redriveSome, redriveAll),
+      confirmBox,
+      progress,
+      holder,
+      el("div", { class: "controls" }, previous, pageInfo, next),
+    );
+    load();
+  }
+
+  // --- messages ------------------------------------------------------------------------------
+
+  const FIELDS = [
+    ["status", "Status"],
+    ["attempts", "Attempts"],
+    ["group_id", "Group"],
+    ["last_status_code", "Last status code"],
+    ["last_error", "Last error"],
+    ["first_attempt_at", "First attempt"],
+    ["last_attempt_at", "Last attempt"],
+    ["updated_at", "Updated"],
+    ["dead_at", "Dead at"],
+    ["callback", "Step Functions answer"],
+  ];
+
+  function lookupForm(value) {
+    const input = el("input", {
+      id: "message-id",
+      type: "search",
+      placeholder: "message id (a UUID)",
+      "aria-label": "Message id",
+      value: value || "",
+    });
+    return el(
+      "form",
+      {
+        id: "lookup",
+        onsubmit: (event) => {
+          event.preventDefault();
+          const id = input.value.trim();
+          if (id) location.hash = "#/messages/" + encodeURIComponent(id);
+        },
+      },
+      input,
+      el("button", { type: "submit" }, "Look up"),
+    );
+  }
+
+  function archived(url) {
+    try {
+      const parsed = new URL(String(url));
+      if (parsed.protocol === "https:" || parsed.protocol === "http:") {
+        return el("a", { href: parsed.href, rel: "noreferrer noopener", target: "_blank" }, "the API's answer");
+      }
+    } catch {
+      // not a URL: shown as text below
+    }
+    return String(url);
+  }
+
+  async function drawMessage(current, id) {
+    const holder = el("div", {}, el("p", {}, "Loading…"));
+    show(el("h1", {}, "Messages"), lookupForm(id), holder);
+    if (!id) return;
+    try {
+      const record = await api("GET", `/messages/${encodeURIComponent(id)}`);
+      if (current !== view) return;
+      const rows = FIELDS.map(([key, label]) => {
+        let value = record[key];
+        if (key.endsWith("_at")) value = moment(value);
+        return [el("dt", {}, label), el("dd", { "data-field": key }, value ?? "—")];
+      });
+      if (record.response_url) {
+        rows.push([el("dt", {}, "Archived response"), el("dd", { "data-field": "response_url" }, archived(record.response_url))]);
+      }
+      holder.replaceChildren(el("h2", { id: "message" }, record.message_id), el("dl", { id: "record" }, rows));
+    } catch (error) {
+      if (current === view) holder.replaceChildren(failure(error));
+    }
+  }
+
+  // --- routing -------------------------------------------------------------------------------
+
+  function stop() {
+    timers.forEach(clearInterval);
+    timers = [];
+    view += 1;
+  }
+
+  function stopOne(handle) {
+    clearInterval(handle);
+    timers = timers.filter((t) => t !== handle);
+  }
+
+  function draw() {
+    stop();
+    const current = view;
+    drawWho();
+    if (AUTH === "iam") return drawIam();
+    if (AUTH === "token" && !token()) return drawToken("");
+    let parts;
+    try {
+      parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
+    } catch {
+      parts = [];
+    }
+    const [page, arg] = parts;
+    for (const a of document.querySelectorAll("nav a")) {
+      a.classList.toggle("current", a.dataset.nav === (page || "overview"));
+    }
+    if (page === "dead-letters" && arg) return drawDeadLetters(current, arg);
+    if (page === "dead-letters") return pickDestination(current, "dead-letters", "Dead letters");
+    if (page === "messages") return drawMessage(current, arg);
+    return drawOverview(current);
+  }
+
+  window.addEventListener("hashchange", draw);
+  draw();
+})();
