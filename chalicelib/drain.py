@@ -31,6 +31,7 @@ from chalicelib.ports import (
     Metrics,
     Redrive,
     RunNotes,
+    SourceItems,
     SourceQueue,
 )
 from chalicelib.ratelimit import RateLimiter
@@ -71,13 +72,25 @@ class Drainer:
         draw: Draw = random.uniform,
         redrive: Redrive | None = None,
         delivered: DeliveryArchive | None = None,
+        source: SourceItems | None = None,
     ) -> None:
         """`metrics`: makes each run's figures (`chalicelib.wiring` gives the EMF writer for the
         destination); `clock`: the `time` module, or a test's; `draw`: the backoff's jitter,
         uniform in [a, b]; `redrive`: carries the destination's open redrive jobs on; `delivered`:
-        archives what each run delivered, for replays."""
+        archives what each run delivered, for replays; `source`: the table a backfilled message's
+        item is read back from before it is sent (issue #26)."""
         self._effects = Effects(
-            queue, dead_letters, ledger, api, destination.name, notes, archive, enrich, callbacks, delivered
+            queue,
+            dead_letters,
+            ledger,
+            api,
+            destination.name,
+            notes,
+            archive,
+            enrich,
+            callbacks,
+            delivered,
+            source,
         )
         self._settings = settings
         self._destination = destination
@@ -137,8 +150,9 @@ class Drainer:
                 batch = self._receive_round(state, target)
                 if batch:
                     records = self._effects.read({m.message_id for m in batch})
+                    fresh = self._effects.check(batch, records, state)
                     deadline = received_at + self._settings.attempt_window_s(self._destination)
-                    run = GroupRun(state, limiter, records, deadline, self._clock)
+                    run = GroupRun(state, limiter, records, deadline, self._clock, fresh=fresh)
                     self._hand_out(batch, run, pool, in_flight)
                 elif not in_flight:
                     return "empty"

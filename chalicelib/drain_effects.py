@@ -12,14 +12,14 @@ from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import bulk, oldest
+from chalicelib import bulk, freshness, oldest
 from chalicelib.bulk import Shape
 from chalicelib.dead_letter_entries import dead_letter
 from chalicelib.drain_group import Came, Feedback, arrival
 from chalicelib.drain_log import fields, log, step
 from chalicelib.drain_state import DrainReport, GroupResult, GroupRun, Job, Prefetched, Records, RunState
 from chalicelib.drain_tasks import Tasks, answered_state
-from chalicelib.freshness import api_id
+from chalicelib.freshness import Check, Claim, Freshness, api_id
 from chalicelib.model import (
     ROUTE_ATTRIBUTE,
     ApiResponse,
@@ -28,11 +28,14 @@ from chalicelib.model import (
     LedgerRecord,
     ReceivedMessage,
     Settlement,
+    SourceUnread,
     Status,
     Unsent,
     UnsentKind,
+    Verdict,
     delivered,
     settled,
+    verdict,
 )
 from chalicelib.naming import run_note_key
 from chalicelib.policy import Action, Decision, Move, Outcome, classify, decide
@@ -45,8 +48,12 @@ from chalicelib.ports import (
     DeliveryLedger,
     Enrich,
     RunNotes,
+    SourceItems,
     SourceQueue,
 )
+
+# A backfilled message is read back only while its ledger says it may still be sent.
+_UNSETTLED = (Verdict.DELIVER, Verdict.REDRIVEN)
 
 
 class Effects:
@@ -64,7 +71,10 @@ class Effects:
         enrich: Enrich | None = None,
         callbacks: Callbacks | None = None,
         delivered: DeliveryArchive | None = None,
+        source: SourceItems | None = None,
     ) -> None:
+        """`source`: the table backfilled items are read back from (None: none is, so a backfilled
+        message is never sent, for want of a check)."""
         self._queue = queue
         self._dead_letters = dead_letters
         self._ledger = ledger
@@ -74,6 +84,7 @@ class Effects:
         self._archive = archive
         self._enrich = enrich
         self._tasks = Tasks(callbacks, ledger, archive, destination)
+        self._source = source
         self._requests = itertools.count(1)  # batch requests, told apart for the breaker
         self._delivery_archive = delivered
         # message id -> its enriched body as last sent, for the delivery archive (a run's, emptied at
@@ -99,10 +110,41 @@ class Effects:
     def read(self, message_ids: Collection[str]) -> Records:
         return self._ledger.read(message_ids)
 
+    def check(self, batch: Sequence[ReceivedMessage], records: Records, state: RunState) -> dict[str, Check]:
+        """The round's backfilled messages against their items now (issue #26): one consistent read
+        of the keys they name, each key once. Live messages, and those the ledger has settled, cost
+        none; when the read fails, they all wait (`Freshness.UNREAD`), unsent and uncounted."""
+        checks: dict[str, Check] = {}
+        claims: dict[str, Claim] = {}
+        for message in batch:
+            claim = freshness.claim(message.attributes)
+            if claim is None or verdict(records.get(message.message_id), message.copy_id) not in _UNSETTLED:
+                continue
+            if isinstance(claim, str):
+                checks[message.message_id] = Check(Freshness.INVALID, claim)
+            else:
+                claims[message.message_id] = claim
+        if not claims:
+            return checks
+        keys = {c.key for c in claims.values()}
+        current = self._source.fingerprints(keys) if self._source else SourceUnread("no source table to read")
+        found, unread = ({}, current.reason) if isinstance(current, SourceUnread) else (current, "")
+        if unread:
+            state.metrics.count("SourceUnread", len(claims))
+            log.warning(
+                "backfilled items not read back: their messages wait",
+                extra={"destination": self._destination, "messages": len(claims), "error": unread},
+            )
+        for message_id, c in claims.items():
+            result = freshness.judge(c.fingerprint, found.get(c.key), read=not unread)
+            checks[message_id] = Check(result, unread)
+        return checks
+
     def finish(self, results: list[GroupResult], state: RunState) -> None:
-        """Releases, then the finished groups' deliveries into the ledger, then deletes: a message is deleted
-        only once the ledger says delivered, so if the run dies before the deletes, the ledger turns
-        the return of a delivered message into a delete without a second delivery."""
+        """Releases, then the finished groups' deliveries (and messages superseded since their
+        backfill) into the ledger, then deletes: a message is deleted only once the ledger says
+        delivered, so if the run dies before the deletes, the ledger turns the return of a delivered
+        message into a delete without a second delivery."""
         deletes = [m for r in results for m in r.delete]
         releases = [change for r in results for change in r.releases]
         state.released += len(releases)
@@ -122,6 +164,7 @@ class Effects:
         metrics.count("DeadLettered", report.dead_lettered)
         metrics.count("RateLimited", report.saturated)
         metrics.count("Halted", report.halted)
+        metrics.count("Superseded", report.superseded)
         metrics.count("Callbacks", report.callbacks)
         metrics.count("Heartbeats", report.heartbeats)
         metrics.count("CallbackRejected", report.callbacks_rejected)
@@ -163,6 +206,8 @@ class Effects:
         """Everything `action` does for `rest[0]` (`record` and `response`: its ledger record and this
         turn's answer so far), and what came of it."""
         message, move = rest[0], action.move
+        if move is Move.SUPERSEDE:
+            return Feedback(Came.DONE, self._superseded(action, message, record, run))
         if move is Move.RESTART:
             return Feedback(Came.RESTARTED, self._ledger.restart(message.message_id))
         if move is Move.ATTEMPT:
@@ -357,7 +402,10 @@ class Effects:
                 break
             record = run.records.get(candidate.message_id)
             situation = arrival(candidate, record, bool(self.token(candidate)), run)
-            if decide(situation, job.rules).move is not Move.ATTEMPT:
+            move = decide(situation, job.rules).move
+            if move is Move.SUPERSEDE:  # left out: its own turn settles it, unsent
+                continue
+            if move is not Move.ATTEMPT:
                 break
             plain.append(candidate)
         return plain
@@ -419,6 +467,18 @@ class Effects:
         dead = self._ledger.settle(death)
         log.error("message dead-lettered", extra=fields(message, self._destination, attempts, action.reason))
         return dead, self._tasks.answer(action, message, dead, None, state)[0]
+
+    def _superseded(
+        self, action: Action, message: ReceivedMessage, record: LedgerRecord | None, run: GroupRun
+    ) -> LedgerRecord:
+        """A backfilled message whose item changed or went: never sent, its record (status
+        superseded, the reason, no attempt) written with the round's deliveries, before its delete."""
+        settlement = Settlement(
+            message.message_id, message.group_id, Status.SUPERSEDED, None, action.reason, counted=False
+        )
+        attempts = record.attempts if record else 0
+        log.info("message not sent", extra=fields(message, self._destination, attempts, action.reason))
+        return settled(record, settlement, run.clock.time())
 
     def _halt(self, action: Action, message: ReceivedMessage, attempts: int) -> None:
         """Strict ordering: the message waits, and its group behind it, for an operator."""

@@ -95,8 +95,8 @@ def take_turn(
         fed = effects.carry_out(action, rest, record, response, run)
         record, response = fed.record, fed.response
         request = fed.request or request
-        if action.move is Move.DELIVERED:
-            assert record is not None  # the attempt's delivered record
+        if action.move in (Move.DELIVERED, Move.SUPERSEDE):
+            assert record is not None  # the attempt's delivered record, or the superseded one
             result.delivered.append(record)
         if fed.came is Came.DONE:
             if action.holds:
@@ -140,6 +140,7 @@ def arrival(message: ReceivedMessage, record: LedgerRecord | None, token: bool, 
         task_closed=token and bool(record and record.callback),
         last_error=record.last_error if record else "",
         wait_left_s=max(0, int(retry_at - run.clock.time() + 0.999)) if token else 0,
+        source=run.fresh.get(message.message_id),
     )
 
 

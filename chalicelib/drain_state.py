@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent import futures
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 
 from chalicelib.bulk import Shape
+from chalicelib.freshness import Check
 from chalicelib.model import ApiResponse, CallbackResult, LedgerRecord, ReceivedMessage
 from chalicelib.policy import HEAD_HOLD_S, Action, Callback, Decision, Rules, Tally
 from chalicelib.ports import Clock, DeliveryLog, Metrics
@@ -31,6 +32,7 @@ class DrainReport:
     saturated: int = 0
     dead_lettered: int = 0
     halted: int = 0
+    superseded: int = 0  # backfilled messages not sent: their item changed or went since (issue #26)
     released: int = 0
     delete_failures: int = 0
     callbacks: int = 0  # SendTaskSuccess / SendTaskFailure taken by Step Functions
@@ -130,6 +132,7 @@ class RunState:
             saturated=t[Tally.SATURATED],
             dead_lettered=t[Tally.DEAD_LETTERED],
             halted=t[Tally.HALTED],
+            superseded=t[Tally.SUPERSEDED],
             released=self.released,
             delete_failures=self.delete_failures,
             callbacks=sum(c[kind, CallbackResult.SENT] for kind in answers),
@@ -178,12 +181,13 @@ class GroupRun:
     deadline: float  # monotonic: no attempt after this (the messages' visibility would run out)
     clock: Clock
     job: Job | None = None
+    fresh: Mapping[str, Check] = field(default_factory=dict)  # the round's backfilled messages, by id
 
 
 @dataclass
 class GroupResult:
     """What a group's worker hands back to the run: messages to delete, visibility changes, and the
-    deliveries to write to the ledger before those deletes."""
+    records to write to the ledger before those deletes (deliveries, and messages superseded)."""
 
     delete: list[ReceivedMessage] = field(default_factory=list)
     releases: Releases = field(default_factory=list)

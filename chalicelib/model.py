@@ -81,6 +81,8 @@ class Status(enum.StrEnum):
     DEAD = "dead"
     HALTED = "halted"
     SKIP = "skip"  # an operator chose to dead-letter a halted message and let its group move on
+    # never sent: the backfilled item changed or went before its delivery (`last_error` says which)
+    SUPERSEDED = "superseded"
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ class Verdict(enum.Enum):
     REDRIVEN = "redriven"  # a dead-lettered message seen under a new copy id: start over
     HALTED = "halted"  # strict ordering: the group waits for an operator
     SKIP = "skip"  # an operator asked for this message to be dead-lettered
+    SUPERSEDED = "superseded"  # settled unsent (its item changed or went since its backfill): delete it
 
 
 def verdict(record: LedgerRecord | None, copy_id: str) -> Verdict:
@@ -159,6 +162,7 @@ def verdict(record: LedgerRecord | None, copy_id: str) -> Verdict:
         Status.DELIVERED: Verdict.DELIVERED,
         Status.HALTED: Verdict.HALTED,
         Status.SKIP: Verdict.SKIP,
+        Status.SUPERSEDED: Verdict.SUPERSEDED,
     }[record.status]
 
 
@@ -263,6 +267,14 @@ class CallbackResult(enum.Enum):
     SENT = "sent"
     REJECTED = "rejected"  # the task no longer waits: counted, never retried
     FAILED = "failed"  # throttled, 5xx, unreachable after retries: answer again later
+
+
+@dataclass(frozen=True)
+class SourceUnread:
+    """Why the source table did not answer a drain's read of backfilled items (`chalicelib.ports.
+    SourceItems`): their messages wait, unsent, for a later read (issue #26)."""
+
+    reason: str
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
+from chalicelib.freshness import Check, Freshness
 from chalicelib.model import ApiResponse, UnsentKind, Verdict
 
 M = TypeVar("M")
@@ -154,6 +155,7 @@ class Move(enum.Enum):
     DEAD_LETTER = "dead_letter"  # to the dead-letter queue with its reason, then delete
     HALT = "halt"  # strict ordering: mark it halted; the group waits for an operator
     RELEASE = "release"  # the group waits: its head goes back after `hold_s`, the rest at once
+    SUPERSEDE = "supersede"  # a backfilled item changed or gone since: settled unsent, deleted
 
 
 class Callback(enum.Enum):
@@ -165,6 +167,8 @@ class Callback(enum.Enum):
 
 
 SKIPPED_REASON = "skipped by an operator"
+DELETED_REASON = "deleted since backfill"
+CHANGED_REASON = "superseded: item changed since backfill"
 GAVE_UP = "gave up after"
 
 
@@ -187,6 +191,7 @@ class Tally(enum.Enum):
     SATURATED = "saturated"
     DEAD_LETTERED = "dead_lettered"
     HALTED = "halted"
+    SUPERSEDED = "superseded"
 
 
 @dataclass(frozen=True)
@@ -210,7 +215,7 @@ class Action:
 
     @property
     def group_goes_on(self) -> bool:
-        return self.move in (Move.DELIVERED, Move.DELETE, Move.DEAD_LETTER)
+        return self.move in (Move.DELIVERED, Move.DELETE, Move.DEAD_LETTER, Move.SUPERSEDE)
 
 
 @dataclass(frozen=True)
@@ -232,6 +237,7 @@ class Situation:
     callback_failed: bool = False  # Step Functions did not take the answer just made (throttled, 5xx)
     last_error: str = ""  # the ledger's reason (a dead message's, for its task's error name)
     wait_left_s: int = 0  # seconds before the ledger lets this message be attempted again
+    source: Check | None = None  # a backfilled message: its item read again this round (`freshness`)
 
 
 def decide(situation: Situation, rules: Rules) -> Action:
@@ -265,6 +271,9 @@ def _for_task(action: Action, s: Situation, rules: Rules) -> Action:
 
 
 def _decide(s: Situation, rules: Rules) -> Action:
+    stale = _STALE.get(s.source.result) if s.source and s.verdict is Verdict.DELIVER else None
+    if stale:  # never sent, so neither a hold nor a stop of its group or run keeps it
+        return Action(Move.SUPERSEDE, stale, tally=Tally.SUPERSEDED)
     if s.callback_failed:  # kept, token and all, so its task can be answered when it comes back
         return Action(Move.RELEASE, "Step Functions did not take the answer", hold_s=rules.wait_s, block=True)
     if s.dead_letter_refused:  # never delete what the dead-letter queue did not take
@@ -279,10 +288,16 @@ def _decide(s: Situation, rules: Rules) -> Action:
         return Action(Move.DELETE, "already delivered", tally=Tally.ALREADY_DELIVERED)
     if s.verdict is Verdict.DEAD:
         return Action(Move.DELETE, "already dead")
+    if s.verdict is Verdict.SUPERSEDED:
+        return Action(Move.DELETE, "already superseded")
     if s.verdict is Verdict.SKIP:  # the operator's choice holds in strict mode too
         return Action(Move.DEAD_LETTER, SKIPPED_REASON, tally=Tally.DEAD_LETTERED)
     if s.verdict is Verdict.HALTED:
         return Action(Move.RELEASE, "halted", hold_s=rules.halt_s, block=True)
+    if s.source and s.source.result is Freshness.UNREAD:  # not an attempt: nothing is counted
+        return Action(Move.RELEASE, f"item not read back: {s.source.detail}", hold_s=rules.wait_s, block=True)
+    if s.source and s.source.result is Freshness.INVALID:
+        return _poison(s.source.detail, rules, failure=False)
     if s.answer is None:
         if s.wait_left_s > 0:
             return Action(Move.RELEASE, "waiting for its retry", hold_s=s.wait_left_s, block=True)
@@ -290,6 +305,9 @@ def _decide(s: Situation, rules: Rules) -> Action:
             return Action(Move.RELEASE, "visibility running out: released", hold_s=HEAD_HOLD_S)
         return Action(Move.ATTEMPT)
     return _after_answer(s.answer, s.attempts, rules)
+
+
+_STALE = {Freshness.GONE: DELETED_REASON, Freshness.CHANGED: CHANGED_REASON}
 
 
 def _after_answer(answer: Decision, attempts: int, rules: Rules) -> Action:

@@ -2,9 +2,9 @@
 as `Protocol`s over the values of `chalicelib.model` (the only module they import).
 
 The AWS and HTTP adapters (`FifoQueue`, `Ledger`, `ApiClient`, `SecretCache`, `ResponseArchive`,
-`DeliveredArchive`, `StepFunctionsCallbacks`, `Enrichment`, `RunMetrics`) satisfy them structurally;
-the in-memory fakes under `tests/fakes.py` do too, so every branch of the drain runs in unit tests
-without an emulator.
+`DeliveredArchive`, `StepFunctionsCallbacks`, `Enrichment`, `SourceTable`, `RunMetrics`) satisfy
+them structurally; the in-memory fakes under `tests/fakes.py` do too, so every branch of the drain
+runs in unit tests without an emulator.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from chalicelib.model import (
     ReceivedMessage,
     SendFailure,
     Settlement,
+    SourceUnread,
 )
 
 
@@ -137,6 +138,15 @@ class Redrive(Protocol):
     redriver); the dead letters moved back."""
 
     def __call__(self, stop: Callable[[], bool], /) -> int: ...
+
+
+class SourceItems(Protocol):
+    """The source table as a drain reads backfilled items back (`chalicelib.source_items`)."""
+
+    def fingerprints(self, keys: Collection[str]) -> dict[str, str] | SourceUnread:
+        """Each item's `freshness.fingerprint` now, by its `freshness.key_text`, from consistent
+        reads (an item not found is left out); or why the table did not answer for every key."""
+        ...
 
 
 class Archive(Protocol):

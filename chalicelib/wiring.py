@@ -198,6 +198,7 @@ def drainer(destination: str) -> Drainer:
     from chalicelib.enrichers import EnrichContext, Enrichment
     from chalicelib.metrics import RunMetrics
     from chalicelib.redrive_jobs import RedriveJobs
+    from chalicelib.source_items import SourceTable
 
     s = settings()
     target = s.destination(destination)
@@ -219,6 +220,7 @@ def drainer(destination: str) -> Drainer:
         metrics=functools.partial(RunMetrics, {"destination": target.name}),
         redrive=functools.partial(RedriveJobs(notes(), target.name).advance, redriver.redrive),
         delivered=delivered_archive(),
+        source=SourceTable(client("dynamodb"), s.table_name),
     )
 
 

@@ -61,6 +61,7 @@ ADAPTERS = (
     "notes",
     "run_lease",
     "secrets",
+    "source_items",
     "task_queue",
 )
 SERVICES = (

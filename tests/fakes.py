@@ -21,6 +21,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.bulk import batch_key
+from chalicelib.freshness import FINGERPRINT_ATTRIBUTE, SOURCE_KEY_ATTRIBUTE, fingerprint, key_text
 from chalicelib.model import (
     TASK_TOKEN_ATTRIBUTE,
     ApiResponse,
@@ -32,6 +33,7 @@ from chalicelib.model import (
     ReceivedMessage,
     SendFailure,
     Settlement,
+    SourceUnread,
     Status,
 )
 from chalicelib.secrets import SecretError
@@ -143,6 +145,38 @@ class FakeFifo:
         return any(m.message_id == message_id for m in self.waiting + self.in_flight) or any(
             m.message_id == message_id for m, _ in self.delayed
         )
+
+
+def backfilled(group: str, index: int, item: Mapping[str, Any]) -> ReceivedMessage:
+    """The `index`th message of `group` as a backfill queues it for `item` (a typed image whose key
+    is its `pk`, and `sk` if it has one), carrying the item's key and fingerprint."""
+    keys = {name: item[name] for name in ("pk", "sk") if name in item}
+    attributes = {SOURCE_KEY_ATTRIBUTE: key_text(keys), FINGERPRINT_ATTRIBUTE: fingerprint(item)}
+    return replace(message(group, index), attributes=attributes)
+
+
+class FakeSourceItems:
+    """The source table as the drain reads items back (`chalicelib.ports.SourceItems`): `items` by
+    key text; records the keys of each read; answers `SourceUnread(unread)` while `unread` is set."""
+
+    def __init__(self, *items: Mapping[str, Any]) -> None:
+        self.items: dict[str, Mapping[str, Any]] = {}
+        self.reads: list[list[str]] = []
+        self.unread = ""
+        for item in items:
+            self.put(item)
+
+    def put(self, item: Mapping[str, Any]) -> None:
+        self.items[key_text({name: item[name] for name in ("pk", "sk") if name in item})] = item
+
+    def delete(self, item: Mapping[str, Any]) -> None:
+        del self.items[key_text({name: item[name] for name in ("pk", "sk") if name in item})]
+
+    def fingerprints(self, keys: Collection[str]) -> dict[str, str] | SourceUnread:
+        self.reads.append(sorted(keys))
+        if self.unread:
+            return SourceUnread(self.unread)
+        return {key: fingerprint(self.items[key]) for key in keys if key in self.items}
 
 
 class FakeDeadLetters:

@@ -262,7 +262,9 @@ def _drain_policy(
     """A destination's drain reaches its own queue, dead-letter queue, secrets, lease, run note and
     redrive jobs, and nothing of the other destinations' (the notes by leading key: one table holds
     every drain's). It reads only the secrets its destination needs, a statement per kind. Its
-    redrive jobs move its dead letters back (`chalicelib.redrive_jobs`): the routes only open them."""
+    redrive jobs move its dead letters back (`chalicelib.redrive_jobs`): the routes only open them.
+    Every drain may read the source table's items (BatchGetItem only): any destination can be
+    backfilled, and a backfilled message is checked against its item before it is sent."""
     name = d.destination.name
     return {
         "Version": "2012-10-17",
@@ -327,6 +329,8 @@ def _drain_policy(
             ),
             *_decrypt(env, r, [arn for _, arn in d.secrets]),
             *([_statement("Enrich", ["dynamodb:GetItem"], [r.table_arn])] if d.enriches else []),
+            # a backfilled message's item, read back before it is sent (`chalicelib.source_items`)
+            _statement("CheckBackfilledItems", ["dynamodb:BatchGetItem"], [r.table_arn]),
             *(
                 [_statement("ArchiveResponses", ["s3:PutObject"], [r.archive_objects_arn])]
                 if r.archive_objects_arn

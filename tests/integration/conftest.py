@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,22 @@ from chalice.local import LambdaContext
 from chalice.test import Client, InvokeResponse, TestLambdaClient
 
 from chalicelib import wiring
+from chalicelib.fifo_queue import FifoQueue
+from chalicelib.freshness import (
+    FINGERPRINT_ATTRIBUTE,
+    JOB_ATTRIBUTE,
+    SOURCE_KEY_ATTRIBUTE,
+    fingerprint,
+    key_text,
+)
+from chalicelib.model import OutboundMessage
+from chalicelib.records import build_messages
+from chalicelib.settings import load_settings
 from tests.fakes import environment_outside_the_suite, until
 from trickle_deploy.iam_check import CallRecorder, denied, load_template, packaged_policies, partition_keys
 from trickle_local.emulators import Emulator, emulator_from_env, start_emulator
 from trickle_local.standin_api import Faults, StandInApi
-from trickle_local.stream_poller import StreamPoller
+from trickle_local.stream_poller import StreamPoller, to_lambda_record
 from trickle_project import stage
 from trickle_project.aws import clients, use_local_credentials
 from trickle_project.resources import provision
@@ -197,6 +208,35 @@ class Stack:
     def put_items(self, items: list[dict[str, Any]]) -> None:
         for item in items:
             self.aws["dynamodb"].put_item(TableName=TABLE, Item=item)
+
+    def queue_backfill(self, destination: str, job: str = "job-1") -> list[OutboundMessage]:
+        """What a backfill of `destination` queues for the table as it stands (issue #26), built as
+        the backfill builds it: each scanned item as a synthetic INSERT through the routes, its
+        message carrying the item's key, fingerprint and the job."""
+        settings = load_settings(self.env)
+        scanned = self.aws["dynamodb"].scan(TableName=TABLE, ConsistentRead=True)["Items"]
+        messages: list[OutboundMessage] = []
+        for item in sorted(scanned, key=lambda i: key_text({"pk": i["pk"], "sk": i["sk"]})):
+            keys = {"pk": item["pk"], "sk": item["sk"]}
+            record = {
+                "eventID": f"backfill:{job}:{key_text(keys)}",
+                "eventName": "INSERT",
+                "dynamodb": {"Keys": keys, "NewImage": item, "SequenceNumber": "0" * 21},
+            }
+            built = build_messages([to_lambda_record(record, self.env["TRICKLE_STREAM_ARN"])], settings)
+            marks = {
+                SOURCE_KEY_ATTRIBUTE: key_text(keys),
+                FINGERPRINT_ATTRIBUTE: fingerprint(item),
+                JOB_ATTRIBUTE: job,
+            }
+            messages += [
+                replace(m, attributes={**m.attributes, **marks})
+                for m in built.messages
+                if m.destination == destination
+            ]
+        url = settings.destination(destination).queue_url
+        assert FifoQueue(self.aws["sqs"], url).send(messages) == []
+        return messages
 
     def ingest_new(self) -> int:
         """Hand every record not yet ingested to the handler, as Lambda's event source mapping would."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from chalicelib.freshness import Check, Freshness
 from chalicelib.model import Verdict
 from chalicelib.policy import (
     HEAD_HOLD_S,
@@ -35,6 +36,11 @@ E429_NO_HINT = Decision(Outcome.SATURATED, "HTTP 429", retry_after_s=None)
 E401 = Decision(Outcome.AUTH, "HTTP 401")
 
 D = Verdict.DELIVER
+GONE, CHANGED, CURRENT = Check(Freshness.GONE), Check(Freshness.CHANGED), Check(Freshness.CURRENT)
+UNREAD = Check(Freshness.UNREAD, "BatchGetItem failed")
+INVALID = Check(Freshness.INVALID, "trickle-fingerprint is missing or empty")
+DELETED_SINCE = Action(Move.SUPERSEDE, "deleted since backfill", tally=Tally.SUPERSEDED)
+CHANGED_SINCE = Action(Move.SUPERSEDE, "superseded: item changed since backfill", tally=Tally.SUPERSEDED)
 TABLE: list[tuple[str, Situation, Rules, Action]] = [
     # before an attempt: the ledger's verdict
     ("fresh message", Situation(D), SKIP, Action(Move.ATTEMPT)),
@@ -94,6 +100,55 @@ TABLE: list[tuple[str, Situation, Rules, Action]] = [
         Situation(D, dead_letter_refused=True),
         SKIP,
         Action(Move.RELEASE, "dead-letter queue refused it", hold_s=30, block=True),
+    ),
+    # a backfilled message, its item read back this round (issue #26)
+    ("backfilled, item unchanged", Situation(D, source=CURRENT), SKIP, Action(Move.ATTEMPT)),
+    ("backfilled, item deleted since", Situation(D, source=GONE), SKIP, DELETED_SINCE),
+    ("backfilled, item changed since", Situation(D, source=CHANGED), SKIP, CHANGED_SINCE),
+    ("stale, strict mode: never halts", Situation(D, source=CHANGED), STRICT, CHANGED_SINCE),
+    (
+        "stale in a held group: settled all the same",
+        Situation(D, source=GONE, blocked=True),
+        SKIP,
+        DELETED_SINCE,
+    ),
+    (
+        "stale in a stopped run: settled all the same",
+        Situation(D, source=CHANGED, stopped="saturated"),
+        SKIP,
+        CHANGED_SINCE,
+    ),
+    (
+        "stale but already delivered: the ledger's word",
+        Situation(Verdict.DELIVERED, source=CHANGED),
+        SKIP,
+        Action(Move.DELETE, "already delivered", tally=Tally.ALREADY_DELIVERED),
+    ),
+    (
+        "settled superseded earlier",
+        Situation(Verdict.SUPERSEDED),
+        SKIP,
+        Action(Move.DELETE, "already superseded"),
+    ),
+    (
+        "item not read back: waits, its group behind it, nothing counted",
+        Situation(D, source=UNREAD),
+        SKIP,
+        Action(Move.RELEASE, "item not read back: BatchGetItem failed", hold_s=30, block=True),
+    ),
+    (
+        "unreadable claim, skip mode: dead-lettered, never sent unchecked",
+        Situation(D, source=INVALID),
+        SKIP,
+        Action(Move.DEAD_LETTER, "trickle-fingerprint is missing or empty", tally=Tally.DEAD_LETTERED),
+    ),
+    (
+        "unreadable claim, strict mode",
+        Situation(D, source=INVALID),
+        STRICT,
+        Action(
+            Move.HALT, "trickle-fingerprint is missing or empty", hold_s=900, block=True, tally=Tally.HALTED
+        ),
     ),
     # after an attempt: the answer
     (
@@ -219,4 +274,5 @@ def test_backoff_grows_until_the_cap() -> None:
 
 @pytest.mark.parametrize("move", list(Move))
 def test_only_finished_messages_let_the_group_go_on(move: Move) -> None:
-    assert Action(move).group_goes_on is (move in (Move.DELIVERED, Move.DELETE, Move.DEAD_LETTER))
+    finished = (Move.DELIVERED, Move.DELETE, Move.DEAD_LETTER, Move.SUPERSEDE)
+    assert Action(move).group_goes_on is (move in finished)
