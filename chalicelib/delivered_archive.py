@@ -1,7 +1,8 @@
 """What the drains delivered, archived for replays (issue #26), and read back for one.
 
 Each drain run writes, per hour of delivery, one gzip JSON-lines object: a line per delivered
-message, `{"id", "group", "delivered_at", "body"}` in the order the run delivered them, `body` the
+message, `{"id", "group", "delivered_at", "body"}` (and `api_id` when the API knew the message by
+another id: `freshness.api_id`) in the order the run delivered them, `body` the
 text the API was sent for that message (enriched, if its route enriches; for a batch request, the
 message's own item without the id the batch adds to it, so a replay can send it under another id).
 Keys: `delivered/<destination>/<YYYY>/<MM>/<DD>/<HH>/<run start>-<run id>-<part>.jsonl.gz`, the hour
@@ -74,8 +75,13 @@ def window_hours(since: datetime, until: datetime) -> list[datetime]:
     return hours
 
 
-def line(message_id: str, group_id: str, delivered_at: float, body: str) -> bytes:
+def line(message_id: str, group_id: str, delivered_at: float, body: str, api_id: str = "") -> bytes:
+    """One delivery's line; `api_id`, the id the API knew it by, only when it is not the message's
+    own (a replay with the same keys: replaying that one again with the same keys must reach the
+    API under that id, not the replay's)."""
     record = {"id": message_id, "group": group_id, "delivered_at": iso_utc(delivered_at), "body": body}
+    if api_id and api_id != message_id:
+        record["api_id"] = api_id
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
@@ -87,6 +93,7 @@ class Delivered:
     group_id: str
     delivered_at: datetime
     body: str
+    api_id: str = ""  # the id the API knew it by, when not `message_id`
 
 
 class UnreadableError(ValueError):
@@ -109,9 +116,10 @@ def _record(raw: bytes, number: int) -> Delivered:
         at = datetime.fromisoformat(values[2])
     except (ValueError, KeyError, TypeError):  # not JSON, not an object, a field missing or no time
         raise UnreadableError(f"line {number} is not an archived delivery") from None
-    if not all(isinstance(value, str) for value in values) or at.tzinfo is None:
+    api_id = document.get("api_id", "")
+    if not all(isinstance(value, str) for value in (*values, api_id)) or at.tzinfo is None:
         raise UnreadableError(f"line {number} is not an archived delivery")
-    return Delivered(values[0], values[1], at.astimezone(UTC), values[3])
+    return Delivered(values[0], values[1], at.astimezone(UTC), values[3], api_id)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -181,8 +189,8 @@ class RunArchive:
         self.failed = 0  # messages in objects S3 did not take
         self.keys: list[str] = []  # the objects stored
 
-    def add(self, message_id: str, group_id: str, delivered_at: float, body: str) -> None:
-        text = line(message_id, group_id, delivered_at, body)
+    def add(self, message_id: str, group_id: str, delivered_at: float, body: str, api_id: str = "") -> None:
+        text = line(message_id, group_id, delivered_at, body, api_id)
         with self._lock:
             self._held.setdefault(hour_of(delivered_at), []).append(text)
             self._held_bytes += len(text)

@@ -506,7 +506,8 @@ class Effects:
         if run.state.delivery_log is not None:  # at the attempt's time, as the ledger has it
             at = record.last_attempt_at if record.last_attempt_at is not None else run.clock.time()
             body = self._enriched.pop(message.message_id, message.body)
-            run.state.delivery_log.add(message.message_id, message.group_id, at, body)
+            key = api_id(message.message_id, message.attributes)
+            run.state.delivery_log.add(message.message_id, message.group_id, at, body, key)
         if message.sent_at_ms:
             age = max(0.0, run.clock.time() - message.sent_at_ms / 1000)
             run.state.metrics.seconds("DeliveredAge", age)

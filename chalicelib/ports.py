@@ -159,7 +159,9 @@ class DeliveryLog(Protocol):
     """What one drain run delivered, archived for replays (`chalicelib.delivered_archive.RunArchive`);
     thread-safe. `close` stores what is left and counts the run's figures; it never raises for S3."""
 
-    def add(self, message_id: str, group_id: str, delivered_at: float, body: str) -> None: ...
+    def add(self, message_id: str, group_id: str, delivered_at: float, body: str, api_id: str = "") -> None:
+        """`api_id`: the id the API knew the message by (`freshness.api_id`)."""
+        ...
 
     def close(self) -> None: ...
 

@@ -62,6 +62,11 @@ class Delivery(Protocol):
     @property
     def body(self) -> str: ...
 
+    @property
+    def api_id(self) -> str:
+        """The id the API knew it by, when not `message_id` ("" otherwise)."""
+        ...
+
 
 # --- the window ------------------------------------------------------------------------------------
 
@@ -255,12 +260,10 @@ def replayed_id(replay_id: str, original_id: str) -> str:
     return str(uuid.uuid5(uuid.UUID(replay_id), original_id))
 
 
-def replayed(
-    delivery: Delivery, replay: Replay, replay_id: str, original_api_id: str = ""
-) -> OutboundMessage:
+def replayed(delivery: Delivery, replay: Replay, replay_id: str) -> OutboundMessage:
     """The message a replay queues for an archived delivery: its body and group as delivered, on
-    the target's queue. `original_api_id`: the id the API knew the original by, when not its
-    message id (it was itself replayed with the same keys)."""
+    the target's queue; with the same keys, under the id the API knew the original by (its own, or
+    the one it carried itself when it was a replay with the same keys)."""
     message_id = replayed_id(replay_id, delivery.message_id)
     attributes = {
         MESSAGE_ID_ATTRIBUTE: message_id,
@@ -268,7 +271,7 @@ def replayed(
         JOB_ATTRIBUTE: replay_id,
     }
     if replay.same_keys:
-        attributes[API_ID_ATTRIBUTE] = original_api_id or delivery.message_id
+        attributes[API_ID_ATTRIBUTE] = delivery.api_id or delivery.message_id
     return OutboundMessage(
         message_id=message_id,
         group_id=delivery.group_id,

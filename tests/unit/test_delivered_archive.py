@@ -29,6 +29,7 @@ from chalicelib.delivered_archive import (
 )
 from chalicelib.drain import Drainer
 from chalicelib.drain_state import DrainReport
+from chalicelib.freshness import API_ID_ATTRIBUTE
 from chalicelib.model import ApiResponse, ReceivedMessage
 from tests.fakes import (
     FakeClock,
@@ -120,6 +121,20 @@ def test_a_line_keeps_the_body_s_text_as_is() -> None:
     body = '{"name":"Zoë","n":1.10,"note":"line\\nbreak"}'
     record = json.loads(line("m-1", "g", T0 + 0.25, body))
     assert record == {"id": "m-1", "group": "g", "delivered_at": "2026-01-01T10:00:00.250Z", "body": body}
+
+
+@pytest.mark.parametrize(
+    ("api_id", "kept"),
+    [("", None), ("m-1", None), ("original-7", "original-7")],  # only when it is another id
+)
+def test_a_line_keeps_the_id_the_api_knew_only_when_it_is_not_the_message_s(
+    api_id: str, kept: str | None
+) -> None:
+    record = json.loads(line("m-1", "g", T0, "{}", api_id))
+    assert record.get("api_id") == kept
+    assert set(record) == {"id", "group", "delivered_at", "body"} | ({"api_id"} if kept else set())
+    (read,) = parse(gzip.compress(line("m-1", "g", T0, "{}", api_id)))
+    assert read.api_id == (kept or "")
 
 
 # --- the writer ------------------------------------------------------------------------------------
@@ -492,3 +507,15 @@ def test_a_run_that_dies_still_archives_what_it_delivered(make_settings: MakeSet
     with pytest.raises(EndpointConnectionError):
         drainer.run(lambda: 10**9)
     assert sorted(r["id"] for r in only_object(s3)) == ["g0-0", "g1-0", "g2-0"]
+
+
+def test_a_message_the_api_knows_by_another_id_is_archived_with_it(make_settings: MakeSettings) -> None:
+    """Replaying it again with the same keys must reach the API under that id, not the replay's."""
+    s3 = FakeS3()
+    replayed = replace(message("g0", 0), attributes={API_ID_ATTRIBUTE: "original-7"})
+    drain(make_settings, answering(), [replayed, message("g1", 0)], s3)
+
+    assert sorted((r["id"], r.get("api_id")) for r in only_object(s3)) == [
+        ("g0-0", "original-7"),
+        ("g1-0", None),
+    ]

@@ -4,11 +4,11 @@ and the S3 calls an invocation makes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from chalicelib.delivered_archive import Delivered
 from chalicelib.replay_pages import Page, ReplayPages, start
 from chalicelib.replay_plan import Replay, Window, replayed_id
 from chalicelib.routing import Expression
@@ -17,14 +17,6 @@ from tests.fakes import FakeArchiveReader
 REPLAY_ID = "0b6f8a52-3c1e-4f7a-9d2b-5e8c1a7f3b90"
 T0 = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
 WINDOW = Window(T0, T0 + timedelta(hours=1))
-
-
-@dataclass(frozen=True)
-class Delivered:
-    message_id: str
-    group_id: str
-    delivered_at: datetime
-    body: str
 
 
 def archive(*sizes: int, before: int = 0, after: int = 0) -> FakeArchiveReader:

@@ -4,13 +4,13 @@ selection and the messages a replay queues."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from chalicelib.delivered_archive import Delivered
 from chalicelib.freshness import API_ID_ATTRIBUTE, JOB_ATTRIBUTE, api_id
 from chalicelib.model import DESTINATION_ATTRIBUTE, MESSAGE_ID_ATTRIBUTE
 from chalicelib.replay_plan import (
@@ -35,18 +35,14 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
-@dataclass(frozen=True)
-class Delivered:
-    message_id: str
-    group_id: str
-    delivered_at: datetime
-    body: str
-
-
 def delivery(
-    message_id: str = "m-1", group: str = "g0", when: str = "2026-12-04T10:00:00Z", body: str = '{"n": 1}'
+    message_id: str = "m-1",
+    group: str = "g0",
+    when: str = "2026-12-04T10:00:00Z",
+    body: str = '{"n": 1}',
+    api_id: str = "",
 ) -> Delivered:
-    return Delivered(message_id, group, at(when), body)
+    return Delivered(message_id, group, at(when), body, api_id)
 
 
 # --- the window -----------------------------------------------------------------------------------
@@ -286,9 +282,9 @@ def test_a_replayed_id_is_uuid5_of_the_original_in_the_replays_namespace() -> No
 )
 def test_the_message_a_replay_queues(same_keys: bool, to: str, original_api_id: str, api_sees: str) -> None:
     chosen = Replay("orders", HOUR, to=to, same_keys=same_keys)
-    original = delivery("m-1", "g7", body='{"n": 1}')
+    original = delivery("m-1", "g7", body='{"n": 1}', api_id=original_api_id)
 
-    message = replayed(original, chosen, REPLAY_ID, original_api_id)
+    message = replayed(original, chosen, REPLAY_ID)
 
     new = replayed_id(REPLAY_ID, "m-1")
     target = to or "orders"
