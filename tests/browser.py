@@ -144,9 +144,10 @@ Handler = Callable[[str, str, bytes], Answer | None]  # (method, path with query
 class FakeOperatorApi:
     """The console's files as the app serves them (`auth`: how the page says its calls are
     authorized) and `answer(method, path, body)` for the routes, behind the bearer token `token`
-    (401 without it, 403 with another). Records every request. Listens on 127.0.0.1 only."""
+    (401 without it, 403 with another), or a SigV4 signature when `token` is None. Records every
+    request. Listens on 127.0.0.1 only."""
 
-    def __init__(self, answer: Handler, token: str = "op-browser-token", auth: str = "token") -> None:
+    def __init__(self, answer: Handler, token: str | None = "op-browser-token", auth: str = "token") -> None:
         self.answer = answer
         self.auth = auth
         self.token = token
@@ -180,7 +181,8 @@ class FakeOperatorApi:
                 given = self.headers.get("Authorization")
                 if given is None:
                     return self._json(401, {"message": "Unauthorized"})
-                if given != f"Bearer {fake.token}":
+                wanted = f"Bearer {fake.token}" if fake.token else "AWS4-HMAC-SHA256 Credential="
+                if not given.startswith(wanted) or (fake.token and given != wanted):
                     return self._json(403, {"Message": "User is not authorized to access this resource"})
                 reply = fake.answer(self.command, self.path, body)
                 if reply is None:
@@ -200,7 +202,10 @@ class FakeOperatorApi:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handle)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-operator-api", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-operator-api",
+            daemon=True,
         )
 
     @property

@@ -3,6 +3,7 @@
     python -m trickle_deploy.operate --stage prod redrive DESTINATION [--group G ...] [--message-id ID ...]
     python -m trickle_deploy.operate --stage prod retry MESSAGE_ID   # try a halted message again
     python -m trickle_deploy.operate --stage prod skip MESSAGE_ID    # dead-letter it, let its group go on
+    python -m trickle_deploy.operate --stage prod console            # the console, calls signed by you
 
 `--endpoint URL` points at a local endpoint (the local stage's is used by default for `--stage local`).
 A stage deployed with the merge template names no resources in its config: `--stack-name NAME` reads
@@ -53,6 +54,32 @@ def stack_env(cloudformation: Any, lambda_client: Any, stack: str) -> dict[str, 
     return dict(variables)
 
 
+def console(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """`console`: the stage's API URL (given, the stack's output, or chalice deploy's record), then
+    the signing proxy until Ctrl-C (`trickle_deploy.console_proxy`)."""
+    from trickle_deploy.console_proxy import deployed_url, region_of, serve, stack_url
+
+    env = stage.stage_env(args.stage) if args.stage in stage.load_config()["stages"] else {}
+    if env.get("TRICKLE_AUTH") == "token":
+        parser.error(
+            f"stage {args.stage} uses token auth: open <its API URL>/console and paste the operator token"
+        )
+    url = args.url
+    session = configured_session(args.region or (region_of(url) if url else None))
+    if url is None and args.stack_name:
+        url = stack_url(session.client("cloudformation", endpoint_url=args.endpoint), args.stack_name)
+    if url is None:
+        url = deployed_url(stage.PROJECT_DIR, args.stage)
+    if url is None:
+        parser.error(
+            f"no API URL for stage {args.stage}: give --url (the stack's EndpointURL output, or what"
+            " chalice deploy printed as Rest API URL), or --stack-name"
+        )
+    credentials = session.get_credentials()
+    assert credentials is not None  # configured_session checked
+    return serve(url, credentials.get_frozen_credentials, session.region_name, args.port)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m trickle_deploy.operate",
@@ -74,7 +101,20 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in (("retry", "try a halted message again, attempts reset"), ("skip", "dead-letter it")):
         command = commands.add_parser(name, help=text)
         command.add_argument("message_id")
+    console_cmd = commands.add_parser(
+        "console",
+        help="the operator console of an IAM stage on 127.0.0.1, its calls signed with your AWS credentials",
+    )
+    console_cmd.add_argument(
+        "--url",
+        help="the stage's API URL (default: its stack's EndpointURL with --stack-name, or chalice deploy's)",
+    )
+    console_cmd.add_argument(
+        "--port", type=int, default=8001, help="where it listens on 127.0.0.1 (default 8001)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "console":
+        return console(parser, args)
 
     env = stage.stage_env(args.stage)
     endpoint = args.endpoint or env.get("AWS_ENDPOINT_URL")

@@ -11,9 +11,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from botocore.credentials import ReadOnlyCredentials
 from selenium.webdriver.chrome.webdriver import WebDriver
 
 from tests.browser import HOSTILE, WIDE, Answer, FakeOperatorApi, alerted, enter_token, found, values, wait
+from trickle_deploy.console_proxy import ConsoleProxy
 
 pytestmark = pytest.mark.browser
 
@@ -266,3 +268,24 @@ def test_a_stage_with_iam_authorization_says_how_to_reach_the_console(
     wait(browser, lambda: "operate --stage STAGE console" in browser.page_source)
     asked = sorted(seen.path.split("?")[0] for seen in api.requests())
     assert asked == ["/console", "/console/console.css", "/console/console.js"]  # and no data
+
+
+def test_through_operate_console_s_proxy_the_calls_are_signed_and_no_token_is_asked(
+    browser: WebDriver, served: list[FakeOperatorApi]
+) -> None:
+    def answer(method: str, path: str, body: bytes) -> Answer | None:
+        return (200, status(["orders", "crm"])) if path == "/status" else None
+
+    api = FakeOperatorApi(answer, token=None).start()  # wants SigV4
+    served.append(api)
+    credentials = ReadOnlyCredentials("AKIDEXAMPLE", "secret", None)
+    proxy = ConsoleProxy(api.url, lambda: credentials, "eu-west-1", 0).start()
+    try:
+        browser.get(f"{proxy.url}/console")
+        wait(browser, lambda: values(browser, "#overview tbody th") == ["orders", "crm"])
+        assert "Signed by the local proxy (IAM)" in found(browser, "#who")[0].text
+    finally:
+        proxy.stop()
+    (call,) = [seen for seen in api.requests() if seen.path == "/status"]
+    assert call.headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert found(browser, "#token-form") == []
