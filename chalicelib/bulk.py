@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 from jmespath.exceptions import JMESPathError
 
 from chalicelib import strict_json
-from chalicelib.model import ApiResponse, Settlement, Status
+from chalicelib.model import MAX_TRANSACTION_ITEMS, ApiResponse, Settlement, Status
 from chalicelib.policy import Decision, Outcome
 
 C = TypeVar("C")
@@ -249,12 +249,12 @@ def failed(status: int, answer_text: str, n: int, expression: Query) -> list[tup
     ]
 
 
-def written(answers: Sequence[tuple[str, str, ApiResponse, Decision]]) -> list[Settlement]:
+def written(answers: Sequence[tuple[str, str, ApiResponse, Decision]], at: float) -> list[Settlement]:
     """What one request's write settles, of its items' (message id, group id, response, answer) in
-    the request's order: each group's items up to its first item not answered 2xx, that one
-    included (written as a single answer would be: counted if the failure is the message's own).
-    A group's items after that one, or after one that never left, are not written with the request:
-    they settle only if and when their group's turn reaches them (the order rule,
+    the request's order, answered `at`: each group's items up to its first item not answered 2xx,
+    that one included (written as a single answer would be: counted if the failure is the
+    message's own). A group's items after that one, or after one that never left, are not written
+    with the request: they settle only if and when their group's turn reaches them (the order rule,
     docs/guarantees.md)."""
     behind: set[str] = set()
     settlements: list[Settlement] = []
@@ -266,16 +266,42 @@ def written(answers: Sequence[tuple[str, str, ApiResponse, Decision]]) -> list[S
             continue
         if answer.outcome is Outcome.DELIVERED:
             settlements.append(
-                Settlement(message_id, group_id, Status.DELIVERED, response.status, "", counted=True)
+                Settlement(message_id, group_id, Status.DELIVERED, response.status, "", counted=True, at=at)
             )
             continue
         behind.add(group_id)
         settlements.append(
             Settlement(
-                message_id, group_id, Status.FAILED, response.status, answer.reason, counted=answer.counted
+                message_id,
+                group_id,
+                Status.FAILED,
+                response.status,
+                answer.reason,
+                counted=answer.counted,
+                at=at,
             )
         )
     return settlements
+
+
+def transactions(
+    requests: Iterable[Sequence[Settlement]], most: int = MAX_TRANSACTION_ITEMS
+) -> list[list[Settlement]]:
+    """Requests' writes packed into as few ledger transactions as can take them, in order: a request
+    is never split (its items settle all or none), a transaction holds at most `most` settlements
+    and one per message (a message settled by two requests, a second copy's, waits for the next)."""
+    packed: list[list[Settlement]] = []
+    ids: set[str] = set()
+    for request in requests:
+        if not request:
+            continue
+        mine = {s.message_id for s in request}
+        if not packed or len(packed[-1]) + len(request) > most or ids & mine:
+            packed.append([])
+            ids = set()
+        packed[-1] += request
+        ids |= mine
+    return packed
 
 
 def _said(exc: JMESPathError) -> str:

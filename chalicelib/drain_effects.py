@@ -144,11 +144,15 @@ class Effects:
         """Releases, then the finished groups' deliveries (and messages superseded since their
         backfill) into the ledger, then deletes: a message is deleted only once the ledger says
         delivered, so if the run dies before the deletes, the ledger turns the return of a delivered
-        message into a delete without a second delivery."""
+        message into a delete without a second delivery. Batch requests' writes go first, several
+        requests to a transaction (issue #25): a record written whole after them (its task's answer
+        changed it) is the last word."""
         deletes = [m for r in results for m in r.delete]
         releases = [change for r in results for change in r.releases]
         state.released += len(releases)
         self._queue.change_visibility(releases)
+        for transaction in bulk.transactions(s for r in results for s in r.settlements):
+            self._ledger.settle_many(transaction)
         self._ledger.write([record for r in results for record in r.delivered])
         kept = {m.copy_id for m in self._queue.delete(deletes)}
         state.delete_failures += len(kept)
@@ -337,9 +341,10 @@ class Effects:
         """One request for `rest[0]` and what else of the job can go with it now: the plain candidates
         that follow it in its group, then those of the groups still pending, each group's in order,
         up to the destination's limits. Every item's answer is classified; the request's deliveries
-        and failures are written in one transaction (`bulk.written`), and the answers wait for their
-        messages' turns. A message that cannot be an item is answered at once, without a request,
-        as the API would refuse it."""
+        and failures are written in one transaction (`bulk.written`): at once if one failed, else
+        with the round's deliveries (`finish`); and the answers wait for their messages' turns. A
+        message that cannot be an item is answered at once, without a request, as the API would
+        refuse it."""
         message, shape = rest[0], job.shape
         room = shape.max_bytes - bulk.overhead(shape.wrapper) + 1  # the first item has no comma
         items: list[tuple[ReceivedMessage, str, str, int]] = []  # (message, API id, body, bytes with comma)
@@ -376,11 +381,15 @@ class Effects:
         members = [m for m, _, _, _ in taken[: len(pairs)]]
         attempts = record.attempts if record else 0
         responses, answers = self._send_batch(pairs, message, attempts, run)
-        settlements = bulk.written(
-            [(m.message_id, m.group_id, r, a) for m, r, a in zip(members, responses, answers, strict=True)]
-        )
-        self._ledger.settle_many(settlements)
         now = run.clock.time()
+        settlements = bulk.written(
+            [(m.message_id, m.group_id, r, a) for m, r, a in zip(members, responses, answers, strict=True)],
+            now,
+        )
+        if all(s.status is Status.DELIVERED for s in settlements):
+            job.settling.append(settlements)  # written with the round's deliveries, before their deletes
+        else:  # before any later write of its failures (dead, halted) or their release
+            self._ledger.settle_many(settlements)
         records = {s.message_id: settled(run.records.get(s.message_id), s, now) for s in settlements}
         job.written |= {
             s.message_id: records[s.message_id] for s in settlements if s.status is Status.DELIVERED

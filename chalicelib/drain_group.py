@@ -67,7 +67,8 @@ def deliver_group(
 def deliver_job(job: Job, effects: GroupEffects, run: GroupRun) -> GroupResult:
     """A batching destination's job (issue #25): its groups in turn, each as `deliver_group` delivers
     it, sharing the answers a batch request brought for messages of later turns. A delivery that
-    request's write recorded is not written again by the run (unless its task's answer changed it)."""
+    request's write recorded is not written again by the run (unless its task's answer changed it);
+    the writes of the requests that only delivered go to the run with the job's result."""
     run = replace(run, job=job)
     result = GroupResult()
     while job.pending:
@@ -76,6 +77,7 @@ def deliver_job(job: Job, effects: GroupEffects, run: GroupRun) -> GroupResult:
         result.releases += done.releases
         result.delivered += done.delivered
     result.delivered = [r for r in result.delivered if job.written.get(r.message_id) != r]
+    result.settlements = job.settling
     return result
 
 

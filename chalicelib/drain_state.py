@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from chalicelib.bulk import Shape
 from chalicelib.freshness import Check
-from chalicelib.model import ApiResponse, CallbackResult, LedgerRecord, ReceivedMessage
+from chalicelib.model import ApiResponse, CallbackResult, LedgerRecord, ReceivedMessage, Settlement
 from chalicelib.policy import HEAD_HOLD_S, Action, Callback, Decision, Rules, Tally
 from chalicelib.ports import Clock, DeliveryLog, Metrics
 from chalicelib.ratelimit import RateLimiter
@@ -169,6 +169,9 @@ class Job:
     shape: Shape
     prefetched: dict[str, Prefetched] = field(default_factory=dict)
     written: dict[str, LedgerRecord] = field(default_factory=dict)  # deliveries a request's write recorded
+    # the writes of requests whose every settled item was delivered, written with the round's
+    # deliveries (`GroupResult.settlements`)
+    settling: list[list[Settlement]] = field(default_factory=list)
 
 
 @dataclass
@@ -186,12 +189,14 @@ class GroupRun:
 
 @dataclass
 class GroupResult:
-    """What a group's worker hands back to the run: messages to delete, visibility changes, and the
-    records to write to the ledger before those deletes (deliveries, and messages superseded)."""
+    """What a group's worker hands back to the run: messages to delete, visibility changes, and what
+    to write to the ledger before those deletes: records (deliveries, and messages superseded) and
+    batch requests' writes (each request's settlements, all or none: `bulk.transactions` packs them)."""
 
     delete: list[ReceivedMessage] = field(default_factory=list)
     releases: Releases = field(default_factory=list)
     delivered: list[LedgerRecord] = field(default_factory=list)
+    settlements: list[list[Settlement]] = field(default_factory=list)
 
 
 class InFlight:

@@ -2,8 +2,9 @@
 per receive: messages behind a failing head are received without being tried), and a message already
 delivered is never sent again (a drain that died between the 2xx and the delete, an SQS redelivery, a
 stream replay after SQS's 5-minute deduplication window). A drain reads a round's records in one
-call and writes its deliveries in one call before deleting them; failures are written one by one,
-but a batch request's (issue #25) deliveries and failures in one transaction.
+call and writes its deliveries in one call before deleting them; failures are written one by one.
+A batch request's (issue #25) items are settled in one transaction, all or none: at once when one
+failed, else with the round's deliveries, several requests to a transaction.
 
 Dead records carry `dead_destination` and `dead_key` (`<dead at, ISO UTC>#<message id>`), the keys of
 the sparse index `dead-letters`: operators page through a destination's dead letters from there, in
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from chalicelib.batch_retry import retry_unprocessed
-from chalicelib.model import LedgerRecord, Settlement, Status, iso_utc
+from chalicelib.model import MAX_TRANSACTION_ITEMS, LedgerRecord, Settlement, Status, iso_utc
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -255,17 +256,21 @@ class Ledger:
         return record_from_item(response["Attributes"])
 
     def settle_many(self, settlements: Sequence[Settlement]) -> None:
-        """The outcomes of one batch request's items (issue #25), each as `settle` writes it, in one
-        TransactWriteItems: all or none, at most 100 (one per message). Nothing is read back: the
-        drain knows what it wrote (`model.settled`)."""
+        """Batch requests' settlements (issue #25), each as `settle` writes it (at its `at`, if it
+        has one), in one TransactWriteItems: all or none, at most 100, one per message (the drain
+        packs whole requests into it: `bulk.transactions`). Nothing is read back: the drain knows what
+        it wrote (`model.settled`). A transaction DynamoDB did not take after botocore's retries (5xx,
+        throttled, cancelled by a conflicting write) raises LedgerUnavailableError: none of it was
+        written (or all of it, when a 5xx hid a success), so the run ends before its deletes and the
+        messages come back to a ledger that counts each attempt once."""
         if not settlements:
             return
-        if len(settlements) > _TRANSACT_ITEMS:
-            raise ValueError(f"{len(settlements)} settlements; one transaction takes {_TRANSACT_ITEMS}")
+        if len(settlements) > MAX_TRANSACTION_ITEMS:
+            raise ValueError(f"{len(settlements)} settlements; one transaction takes {MAX_TRANSACTION_ITEMS}")
         actions: list[TransactWriteItemTypeDef] = []
         now = self._clock()  # one write, one time
         for settlement in settlements:
-            update, values = self._settlement(settlement, now)
+            update, values = self._settlement(settlement, now if settlement.at is None else settlement.at)
             actions.append(
                 {
                     "Update": {
@@ -277,7 +282,16 @@ class Ledger:
                     }
                 }
             )
-        self._client.transact_write_items(TransactItems=actions)
+        try:
+            # botocore gives the call a ClientRequestToken and keeps it over its retries: a retry
+            # of a transaction that was applied is not applied again
+            self._client.transact_write_items(TransactItems=actions)
+        except ClientError as exc:
+            if not _unavailable(exc):
+                raise
+            raise LedgerUnavailableError(
+                f"DynamoDB did not take a transaction of {len(actions)} ledger writes: {_said(exc)}"
+            ) from exc
 
     def _settlement(self, settlement: Settlement, now: float | None = None) -> tuple[str, dict[str, Any]]:
         """The update expression and values that record a settlement; attempts are ADDed."""
@@ -411,11 +425,43 @@ class Ledger:
 _BATCH_GET = 100
 _BATCH_WRITE = 25
 _BATCH_TRIES = 6
-_TRANSACT_ITEMS = 100
+# What a transaction may still end with after botocore's retries when DynamoDB is busy: throttled,
+# or cancelled because another write held one of its items (each action's reason, "None" for those
+# that were fine)
+_BUSY_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "ThrottlingException",
+        "TransactionInProgressException",
+    }
+)
+_BUSY_REASONS = frozenset({"None", "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
 
 
 class LedgerUnavailableError(RuntimeError):
-    """DynamoDB kept part of a batch unprocessed (throttling): the run ends before any delete."""
+    """DynamoDB kept part of a batch unprocessed (throttling), or did not take a transaction: the
+    run ends before any delete."""
+
+
+def _unavailable(exc: ClientError) -> bool:
+    """DynamoDB failed or was busy (worth another run), not a write it refuses as wrong."""
+    if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+        return True
+    code = exc.response.get("Error", {}).get("Code", "")
+    if code == "TransactionCanceledException":
+        reasons: list[dict[str, Any]] = exc.response.get("CancellationReasons", [])  # type: ignore[assignment]
+        return {r.get("Code", "None") for r in reasons} <= _BUSY_REASONS
+    return code in _BUSY_CODES
+
+
+def _said(exc: ClientError) -> str:
+    """The error's status, code and message, on one line and short; not a page of HTML (moto's 500)."""
+    error = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+    message = error.get("Message", "")
+    said = " ".join(f"{error.get('Code', '')} {'' if message.lstrip().startswith('<') else message}".split())
+    return f"HTTP {status} {said}"[:200].rstrip()
 
 
 def _conditional(exc: ClientError) -> bool:

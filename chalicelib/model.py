@@ -22,6 +22,7 @@ TASK_TOKEN_ATTRIBUTE = "trickle-task-token"
 # SQS's limit on a batch call's entries, and on the messages one receive returns: a receive that
 # asks for this many and gets fewer found the queue's other groups in flight, or nothing left.
 MAX_BATCH_ENTRIES = 10
+MAX_TRANSACTION_ITEMS = 100  # the actions one DynamoDB TransactWriteItems takes
 
 JsonValue = Any
 
@@ -128,7 +129,8 @@ class Settlement:
     """What became of a message, for its ledger record: its new status and why. `status_code` is the
     API's answer (None: no answer, or no attempt); `counted` adds an attempt against the message (a
     decision without one, or the destination's failure, is not counted); `dead_copy` names the copy
-    that died (a redriven copy is a new one)."""
+    that died (a redriven copy is a new one); `at`: when it happened, if it is written later (a batch
+    request's deliveries, written with the round's), else None: when it is written."""
 
     message_id: str
     group_id: str
@@ -137,6 +139,7 @@ class Settlement:
     error: str
     counted: bool
     dead_copy: str = ""
+    at: float | None = None
 
 
 class Verdict(enum.Enum):

@@ -22,7 +22,9 @@ from botocore.exceptions import ClientError
 
 from chalicelib.bulk import batch_key
 from chalicelib.freshness import FINGERPRINT_ATTRIBUTE, SOURCE_KEY_ATTRIBUTE, fingerprint, key_text
+from chalicelib.ledger import LedgerUnavailableError
 from chalicelib.model import (
+    MAX_TRANSACTION_ITEMS,
     TASK_TOKEN_ATTRIBUTE,
     ApiResponse,
     Authorization,
@@ -131,6 +133,13 @@ class FakeFifo:
             self.waiting[:0] = [m for m, _ in self.delayed]
             self.delayed.clear()
 
+    def lapse(self) -> None:
+        """Every message in flight becomes visible again (its visibility ran out: a run that died
+        left it neither deleted nor released), ahead of the rest, in the order received."""
+        with self._lock:
+            self.waiting[:0] = self.in_flight
+            self.in_flight = []
+
     def delete(self, messages: Sequence[ReceivedMessage]) -> list[ReceivedMessage]:
         with self._lock:
             for deleted in messages:
@@ -204,6 +213,7 @@ class FakeLedger:
         self.reads: list[int] = []  # ids asked for, per call
         self.writes: list[int] = []  # records written, per call that wrote any
         self.transactions: list[list[tuple[str, Status, bool]]] = []  # settle_many's, each call's settles
+        self.unavailable = 0  # transactions still to refuse, as DynamoDB does when busy: nothing written
 
     def read(self, message_ids: Collection[str]) -> dict[str, LedgerRecord]:
         self.reads.append(len(message_ids))
@@ -243,8 +253,13 @@ class FakeLedger:
         return record
 
     def settle_many(self, settlements: Sequence[Settlement]) -> None:
-        """Each as `settle` does, in one call (recorded in `transactions`, not in `settles`)."""
+        """Each as `settle` does, in one call (recorded in `transactions`, not in `settles`), or none
+        of them (LedgerUnavailableError) while `unavailable` lasts."""
         assert len({s.message_id for s in settlements}) == len(settlements), "one action per item"
+        assert len(settlements) <= MAX_TRANSACTION_ITEMS
+        if self.unavailable:
+            self.unavailable -= 1
+            raise LedgerUnavailableError("DynamoDB did not take a transaction: HTTP 500")
         before = len(self.settles)
         for settlement in settlements:
             self.settle(settlement)

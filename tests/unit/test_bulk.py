@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from chalicelib import bulk
-from chalicelib.model import ApiResponse, Unsent, UnsentKind
+from chalicelib.model import ApiResponse, Settlement, Status, Unsent, UnsentKind
 from chalicelib.policy import Decision, classify
 from chalicelib.routing import Expression
 
@@ -399,7 +399,41 @@ def answered(spec: str) -> tuple[str, str, ApiResponse, Decision]:
     ],
 )
 def test_written(answers: list[str], expected: list[str]) -> None:
-    settlements = bulk.written([answered(a) for a in answers])
+    settlements = bulk.written([answered(a) for a in answers], at=1234.5)
     assert [
         f"{s.message_id} {s.status.value} {s.status_code} +{int(s.counted)}" for s in settlements
     ] == expected
+    assert {s.at for s in settlements} <= {1234.5}  # written later, as of the answer
+
+
+def requests_of(*sizes: str) -> list[list[Settlement]]:
+    """Requests of message ids: "3" is three new ones, "a,b" those named."""
+    made = iter(range(10**6))
+    return [
+        [
+            Settlement(name, "g", Status.DELIVERED, 200, "", counted=True)
+            for name in ([f"m{next(made)}" for _ in range(int(size))] if size.isdigit() else size.split(","))
+        ]
+        for size in sizes
+    ]
+
+
+@pytest.mark.parametrize(
+    ("requests", "most", "expected"),
+    [
+        pytest.param(["10", "10", "10"], 100, [30], id="a-round-of-requests-in-one"),
+        pytest.param(["50", "50", "50"], 100, [100, 50], id="never-over-the-most"),
+        pytest.param(["60", "30", "40"], 100, [90, 40], id="a-request-never-split"),
+        pytest.param(["100", "1"], 100, [100, 1], id="a-full-request-alone"),
+        pytest.param(["0", "3", "0"], 100, [3], id="empty-requests-nothing"),
+        pytest.param([], 100, [], id="nothing-no-transaction"),
+        pytest.param(["a,b", "c", "b,d"], 100, [3, 2], id="one-write-per-message-in-a-transaction"),
+        pytest.param(["2", "2", "2"], 4, [4, 2], id="the-limit-given"),
+    ],
+)
+def test_transactions(requests: list[str], most: int, expected: list[int]) -> None:
+    asked = requests_of(*requests)
+    packed = bulk.transactions(asked, most)
+    assert [len(t) for t in packed] == expected
+    assert [s for t in packed for s in t] == [s for r in asked for s in r]  # in order, all of them
+    assert all(len({s.message_id for s in t}) == len(t) for t in packed)

@@ -17,6 +17,7 @@ from chalicelib.drain import Drainer
 from chalicelib.drain_log import fields
 from chalicelib.drain_state import DrainReport
 from chalicelib.freshness import API_ID_ATTRIBUTE
+from chalicelib.ledger import LedgerUnavailableError
 from chalicelib.model import (
     REASON_ATTRIBUTE,
     ApiResponse,
@@ -536,6 +537,91 @@ def test_a_batch_carries_every_group_of_a_job_in_order_and_settles_it_in_one_wri
     ) == 9
     assert all(rig.ledger.records[m].attempts == 1 for m in rig.queue.deleted)
     assert rig.archive.stored["g2-2"] == (200, "")
+
+
+def test_the_requests_of_a_round_that_only_delivered_are_written_together_before_their_deletes(
+    make_settings: MakeSettings,
+) -> None:
+    """Three requests (two groups of two, two, one) in one round: one transaction of ten when the
+    round finishes, not one per request (the AWS requests of the single-item relay, which writes a
+    round's deliveries together); each message deleted only once the ledger says delivered."""
+    rig = Rig(make_settings, per_item(), *items(5, 2), TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS="4")
+    deleted_when: list[Status | None] = []
+    delete = rig.queue.delete
+
+    def delete_after_the_ledger(messages: Any) -> list[ReceivedMessage]:
+        deleted_when.extend(rig.ledger.status(m.message_id) for m in messages)
+        return delete(messages)
+
+    rig.queue.delete = delete_after_the_ledger  # type: ignore[method-assign]
+
+    report = rig.run()
+
+    assert report.delivered == 10 and [len(ids) for ids in request_ids(rig.api)] == [4, 4, 2]
+    assert [len(t) for t in rig.ledger.transactions] == [10] and rig.ledger.writes == []
+    assert deleted_when == [Status.DELIVERED] * 10
+    assert all(rig.ledger.records[m].attempts == 1 for m in rig.queue.deleted)
+
+
+def test_a_request_with_a_failure_is_written_at_once_and_the_clean_ones_with_the_round(
+    make_settings: MakeSettings,
+) -> None:
+    """The request of g0 and g1 holds a 503: its write goes at once, before anything else is done
+    for its items (a failure's release, or a dead record, must follow it); the clean requests of
+    g2 to g4 share one when the round finishes."""
+    rig = Rig(make_settings, per_item(g0_1=503), *items(5, 2), TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS="4")
+
+    report = rig.run()
+
+    assert (report.delivered, report.retried) == (9, 1)
+    first, together = rig.ledger.transactions
+    assert first == [
+        ("g0-0", Status.DELIVERED, True),
+        ("g0-1", Status.FAILED, True),
+        ("g1-0", Status.DELIVERED, True),
+        ("g1-1", Status.DELIVERED, True),
+    ]
+    assert sorted(m for m, _, _ in together) == [f"g{g}-{i}" for g in (2, 3, 4) for i in range(2)]
+    assert rig.ledger.records["g0-1"].attempts == 1
+
+
+@pytest.mark.parametrize(
+    "first_answer",
+    [pytest.param(200, id="the-rounds-write"), pytest.param(503, id="a-failed-requests-write")],
+)
+def test_a_ledger_write_dynamodb_did_not_take_ends_the_run_and_loses_or_counts_nothing_twice(
+    make_settings: MakeSettings, first_answer: int
+) -> None:
+    """The request's transaction refused (a 500 after botocore's retries, as moto answers to
+    concurrent transactions): the run ends before any delete, nothing written. The messages come
+    back when their visibility runs out; the next run sends the same batch (its key the same: an
+    API that honours it applies nothing twice) and counts one attempt each."""
+    rig = Rig(
+        make_settings,
+        ScriptedApi(
+            lambda body, nth: ApiResponse(
+                first_answer if body == json.dumps({"m": "g0-1"}) and nth == 0 else 200
+            )
+        ),
+        *items(2, 3),
+        **BULK,
+    )
+    rig.ledger.unavailable = 1
+
+    with pytest.raises(LedgerUnavailableError, match="did not take a transaction"):
+        rig.run()
+
+    assert rig.queue.deleted == [] and rig.ledger.records == {} and rig.ledger.transactions == []
+    assert rig.queue.visibility_changes == []  # left in flight: back when their visibility runs out
+    rig.queue.lapse()
+
+    report = rig.run()
+
+    assert report.delivered == 6 and sorted(rig.queue.deleted) == sorted(
+        m for m, _, _ in rig.ledger.transactions[0]
+    )
+    assert len(rig.api.batches) == 2 and rig.api.batches[0] == rig.api.batches[1]
+    assert {m: r.attempts for m, r in rig.ledger.records.items()} == dict.fromkeys(rig.queue.deleted, 1)
 
 
 def test_one_rate_limit_token_per_request(make_settings: MakeSettings) -> None:

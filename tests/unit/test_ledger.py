@@ -381,6 +381,90 @@ def test_settle_many_of_nothing_calls_nothing_and_more_than_a_transaction_is_ref
         ledger.settle_many(too_many)
 
 
+def test_a_settlement_written_later_is_written_as_of_when_it_happened(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    """A batch request's deliveries are written with the round's, a moment after their answers:
+    `at` is the answer's time, the one `model.settled` computed the drain's record with."""
+    answered = replace(MANY[0], at=START + 5)
+    clock.advance(60)
+    ledger.settle_many([answered])
+    record = record_of(ledger, "m1")
+    assert record.last_attempt_at == record.first_attempt_at == record.updated_at == START + 5
+    assert record == settled(None, answered, START + 5)
+
+
+class Refusing:
+    """A DynamoDB client whose transactions end with `error` (what botocore raises once its own
+    retries are spent); anything else goes to the real one."""
+
+    def __init__(self, client: Any, error: dict[str, Any]) -> None:
+        self._client = client
+        self._error = error
+        self.transactions = 0
+
+    def transact_write_items(self, **_: Any) -> dict[str, Any]:
+        self.transactions += 1
+        raise ClientError(self._error, "TransactWriteItems")  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def failed(status: int, code: str, reasons: tuple[str, ...] = (), message: str = "said so") -> dict[str, Any]:
+    error: dict[str, Any] = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    if reasons:
+        error["CancellationReasons"] = [{"Code": reason} for reason in reasons]
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [
+        # moto 5.2.5 under concurrent transactions: an HTML page, the code botocore makes of the status
+        pytest.param(failed(500, "500", message="<!doctype html> <title>500</title>"), True, id="moto-500"),
+        pytest.param(failed(500, "InternalServerError"), True, id="internal-error"),
+        pytest.param(failed(400, "ThrottlingException"), True, id="throttled"),
+        pytest.param(failed(400, "ProvisionedThroughputExceededException"), True, id="over-capacity"),
+        pytest.param(
+            failed(400, "TransactionCanceledException", ("None", "TransactionConflict")),
+            True,
+            id="cancelled-by-a-conflicting-write",
+        ),
+        pytest.param(
+            failed(400, "TransactionCanceledException", ("None", "ValidationError")),
+            False,
+            id="cancelled-as-wrong",
+        ),
+        pytest.param(failed(400, "ValidationException"), False, id="refused-as-wrong"),
+    ],
+)
+def test_a_transaction_dynamodb_did_not_take_is_a_ledger_unavailable(
+    client: Any, clock: FakeClock, error: dict[str, Any], unavailable: bool
+) -> None:
+    """Busy or failing, DynamoDB took none of it (or, a 5xx hiding a success, all of it): the run
+    ends before its deletes and the messages come back (`Drainer`); a write it refuses as wrong is
+    a bug, raised as it came."""
+    refusing = Refusing(client, error)
+    ledger = Ledger(refusing, TABLE, TTL_S, destination=DESTINATION, clock=clock)
+    expected = LedgerUnavailableError if unavailable else ClientError
+    with pytest.raises(expected) as raised:
+        ledger.settle_many(MANY)
+    assert refusing.transactions == 1  # botocore has retried already: never again on top
+    if unavailable:
+        code = error["Error"]["Code"]
+        status = error["ResponseMetadata"]["HTTPStatusCode"]
+        said = "" if code == "500" else " said so"  # a page of HTML is not repeated
+        assert (
+            str(raised.value)
+            == f"DynamoDB did not take a transaction of 4 ledger writes: HTTP {status} {code}{said}"
+        )
+    assert ledger.read([m.message_id for m in MANY]) == {}
+
+
 # --- dead, redriven, halted, skipped --------------------------------------------------------------
 
 
