@@ -94,6 +94,7 @@ class Drainer:
         )
         self._settings = settings
         self._destination = destination
+        self._inserts_only = inserts_only(settings, destination.name)
         self._rules = rules_for(destination, draw)
         self._shape = shape_of(destination)
         self._metrics = metrics
@@ -150,7 +151,7 @@ class Drainer:
                 batch = self._receive_round(state, target)
                 if batch:
                     records = self._effects.read({m.message_id for m in batch})
-                    fresh = self._effects.check(batch, records, state)
+                    fresh = self._effects.check(batch, records, state, self._inserts_only)
                     deadline = received_at + self._settings.attempt_window_s(self._destination)
                     run = GroupRun(state, limiter, records, deadline, self._clock, fresh=fresh)
                     self._hand_out(batch, run, pool, in_flight)
@@ -221,6 +222,14 @@ def group_in_order(batch: list[ReceivedMessage]) -> dict[str, list[ReceivedMessa
     for message in batch:
         groups.setdefault(message.group_id, []).append(message)
     return groups
+
+
+def inserts_only(settings: Settings, destination: str) -> frozenset[str]:
+    """The routes to `destination` that take no MODIFY record: an item's changes never reach it
+    through them, so a backfilled item changed since is still sent (`freshness.judge`)."""
+    return frozenset(
+        r.name for r in settings.routes if destination in r.destinations and "MODIFY" not in r.events
+    )
 
 
 def shape_of(destination: Destination) -> Shape | None:

@@ -110,10 +110,17 @@ class Effects:
     def read(self, message_ids: Collection[str]) -> Records:
         return self._ledger.read(message_ids)
 
-    def check(self, batch: Sequence[ReceivedMessage], records: Records, state: RunState) -> dict[str, Check]:
+    def check(
+        self,
+        batch: Sequence[ReceivedMessage],
+        records: Records,
+        state: RunState,
+        inserts_only: Collection[str],
+    ) -> dict[str, Check]:
         """The round's backfilled messages against their items now (issue #26): one consistent read
         of the keys they name, each key once. Live messages, and those the ledger has settled, cost
-        none; when the read fails, they all wait (`Freshness.UNREAD`), unsent and uncounted."""
+        none; when the read fails, they all wait (`Freshness.UNREAD`), unsent and uncounted.
+        `inserts_only`: the routes to this destination that take no MODIFY record (`freshness.judge`)."""
         checks: dict[str, Check] = {}
         claims: dict[str, Claim] = {}
         for message in batch:
@@ -135,9 +142,12 @@ class Effects:
                 "backfilled items not read back: their messages wait",
                 extra={"destination": self._destination, "messages": len(claims), "error": unread},
             )
-        for message_id, c in claims.items():
-            result = freshness.judge(c.fingerprint, found.get(c.key), read=not unread)
-            checks[message_id] = Check(result, unread)
+        for message in batch:
+            c = claims.get(message.message_id)
+            if c is not None:
+                follow = message.attributes.get(ROUTE_ATTRIBUTE) not in inserts_only
+                result = freshness.judge(c.fingerprint, found.get(c.key), not unread, follow)
+                checks[message.message_id] = Check(result, unread)
         return checks
 
     def finish(self, results: list[GroupResult], state: RunState) -> None:

@@ -143,11 +143,14 @@ class Check:
     detail: str = ""
 
 
-def judge(claimed: str, current: str | None, read: bool) -> Freshness:
+def judge(claimed: str, current: str | None, read: bool, changes_follow: bool = True) -> Freshness:
     """The table: `claimed`, the message's fingerprint; `current`, the item's now (None: no such
-    item); `read`, whether the consistent read answered at all."""
+    item); `read`, whether the consistent read answered at all; `changes_follow`, whether the
+    message's route takes MODIFY records, so a change's own message follows it. Through a route of
+    inserts only, no change ever reaches the destination: dropping the scanned state for it would
+    lose the item, so it is sent as scanned, as the route sends an item as first seen."""
     if not read:
         return Freshness.UNREAD
     if current is None:
         return Freshness.GONE
-    return Freshness.CURRENT if current == claimed else Freshness.CHANGED
+    return Freshness.CURRENT if current == claimed or not changes_follow else Freshness.CHANGED

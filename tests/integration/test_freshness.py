@@ -1,7 +1,8 @@
 """Freshness at delivery (issue #26), end to end over HTTP on the emulator and the stand-in API: a
 backfill queues the table as it stands; items then change or are deleted, their stream records
 ingested behind it; the drain sends the newest state of a changed item exactly as the stream
-delivers it, nothing of a deleted one, and an unchanged item once."""
+delivers it, nothing of a deleted one, and an unchanged item once. Through a route of inserts only
+(the suite's `orders`), a changed item is sent as scanned: no change of it ever reaches that API."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def test_items_changed_or_deleted_during_a_backfill_end_with_their_newest_state(
 
     backfilled = stack.queue_backfill("crm")
     assert len(backfilled) == CUSTOMERS
+    stack.queue_backfill("orders")  # its route takes inserts only: no change of an item reaches it
 
     # While it waits in the queue: some items change, others go; the stream carries both.
     stack.put_items([customer(pk, f"name {pk[1:]} v2") for pk in sorted(CHANGED)])
@@ -69,6 +71,17 @@ def test_items_changed_or_deleted_during_a_backfill_end_with_their_newest_state(
     assert sum(r["superseded"] for r in reports) == len(CHANGED | DELETED)
     assert sum(r["delivered"] for r in reports) == len(unchanged | CHANGED)
     assert stack.queue_depth("TRICKLE_DEST_CRM_QUEUE_URL") == 0
+
+    # orders: a changed item as scanned (the only state it would ever get), a deleted one never
+    orders = stack.drain_until(lambda r: r["stopped_by"] == "empty")
+    assert stack.delivered_by_group() == {pk: ["profile"] for pk in sorted(unchanged | CHANGED)}
+    assert (
+        {r.json()["item"]["name"] for r in stack.api.applied()}
+        == {  # type: ignore[index]
+            f"name {pk[1:]} v1" for pk in unchanged | CHANGED
+        }
+    )
+    assert sum(r["superseded"] for r in orders) == len(DELETED)
 
     by_key = {json.loads(m.body)["customer"]: m.message_id for m in backfilled}
     for pk, reason in [("c1", "superseded: item changed since backfill"), ("c2", "deleted since backfill")]:

@@ -16,7 +16,7 @@ import pytest
 from chalicelib.drain import Drainer
 from chalicelib.drain_state import DrainReport
 from chalicelib.freshness import SOURCE_KEY_ATTRIBUTE
-from chalicelib.model import ApiResponse, LedgerRecord, ReceivedMessage, Status
+from chalicelib.model import ROUTE_ATTRIBUTE, ApiResponse, LedgerRecord, ReceivedMessage, Status
 from tests.fakes import (
     FakeArchive,
     FakeDeadLetters,
@@ -163,6 +163,34 @@ def test_a_claim_that_cannot_be_checked_is_dead_lettered_never_sent_unchecked(
     assert rig.api.bodies() == ["g0:1"] and rig.source.reads == []
     assert report.dead_lettered == 1
     assert rig.ledger.records["g0-0"].last_error.startswith("trickle-fingerprint is missing")
+
+
+def routed(received: ReceivedMessage, route: str) -> ReceivedMessage:
+    return replace(received, attributes={**received.attributes, ROUTE_ATTRIBUTE: route})
+
+
+def test_through_a_route_of_inserts_only_a_changed_item_is_sent_as_scanned_a_deleted_one_never(
+    make_settings: MakeSettings,
+) -> None:
+    """The suite's `orders` takes INSERT records only (route `everything`): no change of an item
+    ever reaches it, so superseding it would lose the item."""
+    rig = Rig(make_settings, A, B, C)
+    rig.queue.put(
+        routed(backfilled("g0", 0, A), "everything"),  # changed below: sent as scanned all the same
+        routed(backfilled("g1", 0, C), "everything"),  # deleted below: not sent
+        routed(backfilled("g2", 0, B), "no-longer-a-route"),  # changed, route unknown: superseded
+    )
+    rig.source.put(item("a", "1", name="Ann"))
+    rig.source.put(item("b", "1", name="Bob"))
+    rig.source.delete(C)
+
+    report = rig.run()
+
+    assert rig.api.bodies() == ["g0:0"]
+    assert (report.delivered, report.superseded) == (1, 2)
+    assert (
+        rig.ledger.records["g1-0"].last_error == DELETED and rig.ledger.records["g2-0"].last_error == CHANGED
+    )
 
 
 def batched(group: str, index: int, image: dict[str, Any]) -> ReceivedMessage:

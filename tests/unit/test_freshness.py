@@ -133,6 +133,21 @@ def test_judge(claimed: str, current: str | None, read: bool, result: Freshness)
     assert judge(claimed, current, read) is result
 
 
+@pytest.mark.parametrize(
+    ("claimed", "current", "read", "result"),
+    [
+        ("f1", "f2", True, Freshness.CURRENT),  # no change of it will follow: sent as scanned
+        ("f1", "f1", True, Freshness.CURRENT),
+        ("f1", None, True, Freshness.GONE),  # a deleted item is never resurrected, whatever the route
+        ("f1", "f2", False, Freshness.UNREAD),
+    ],
+)
+def test_judge_through_a_route_of_inserts_only(
+    claimed: str, current: str | None, read: bool, result: Freshness
+) -> None:
+    assert judge(claimed, current, read, changes_follow=False) is result
+
+
 def test_a_claims_key_goes_to_the_client_typed_with_its_binaries_as_bytes() -> None:
     assert key_attributes('{"pk":{"B":"AAE="},"sk":{"S":"x"}}') == {
         "pk": {"B": b"\x00\x01"},
