@@ -1,5 +1,5 @@
 """`python -m bench [--quick] [--emulator moto|ministack|both] [--aws-latency [OVERRIDES]]
-[--only relay|auth|bulk]`: Trickle's relay against the literal seed design it grew from, on each
+[--only relay|auth|bulk|archive]`: Trickle's relay against the literal seed design it grew from, on each
 emulator, in the same run: drain throughput at 1, 4 and 16 workers and at 16 under a 100/s rate limit,
 each beside its bound min(rate, W / L) and the harness's own ceiling; AWS requests and dollars per
 message (ingest + drain); the CPU per message of the drain, the emulator and the stand-in API (from
@@ -10,7 +10,10 @@ two token lifetimes, and the drain's throughput with OAuth2 client credentials +
 signing beside the plain API key at the same worker count, in the same run (goal: within 10 %). The
 `bulk` section (issue 25): the drain to a bulk endpoint at up to 10 and 50 messages per request beside
 the single-item relay, at 1 and 4 workers, in the same run: msg/s, API requests and items per request,
-AWS requests and drain CPU per message, against the issue's goals (met or missed). Prints markdown
+AWS requests and drain CPU per message, against the issue's goals (met or missed). The `archive`
+section (issue 26): the delivered archive's cost per million delivered messages (S3 PUTs and
+GB-months at the default expiry, by messages per run) and the drain's CPU per message with it
+beside without it (`bench/archive.py`). Prints markdown
 tables and writes bench/results.json (a run on one emulator, or of one section, keeps the others'
 results when the inputs match). Reports figures; asserts nothing.
 
@@ -41,6 +44,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from bench.archive import archive_section, render_archive
 from bench.figures import (
     AUTH_GOAL,
     AUTH_RUNS,
@@ -92,7 +96,7 @@ WORKERS = (1, 4, 16)
 API_LATENCY_S = 0.02
 DRAIN_BUDGET_PER_INVOCATION = 500  # messages a scheduled drain takes per Lambda invocation, for the bill
 VARIANTS = {"emulator": "on the emulator as is", "aws_model": "with the AWS round-trip model"}
-SECTIONS = ("relay", "auth", "bulk")
+SECTIONS = ("relay", "auth", "bulk", "archive")
 # The auth section's token lifetimes: TokenEndpoint's default (an hour, as many real endpoints issue)
 # and 2 s, renewed after 1 s: shorter than the local runtime's 5 s (--token-lifetime) so that even a
 # 16-worker run of two seconds sees a refresh.
@@ -347,6 +351,10 @@ def run_emulator(
         if "bulk" in sections:
             log("  bulk (batches of 10 and 50 beside the single-item relay):")
             out["bulk"] = bulk_section(bench, {**inputs, "bulk_rounds": 1 if quick else 3})
+        if "archive" in sections:
+            log("  archive (the drain with the delivered archive beside without it):")
+            passes = {"archive_rounds": 1 if quick else 3, "writer_repeat": 5 if quick else 10}
+            out["archive"] = archive_section(bench, {**inputs, **passes})
     finally:
         bench.stop()
     return out
@@ -455,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=SECTIONS,
         help="one section: relay (throughput, requests, cost, ingest, backlog, import), auth"
         " (token requests, API key beside OAuth2 + signing) or bulk (batches to a bulk endpoint beside"
-        " the single-item relay)",
+        " the single-item relay) or archive (the delivered archive's cost per million, its drain CPU)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
@@ -499,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name in names:
         ran = run_emulator(name, inputs, calls, model, sections, quick)
-        for section in ("auth", "bulk"):
+        for section in ("auth", "bulk", "archive"):
             if section in ran:
                 ran[section] |= {"command": command, "machine": machine}
         results["emulators"][name] = {**results["emulators"].get(name, {}), **ran}
@@ -545,6 +553,10 @@ def render(results: Mapping[str, Any], sections: tuple[str, ...] = SECTIONS) -> 
     bulk = {n: em["bulk"] for n, em in results["emulators"].items() if "bulk" in em}
     if "bulk" in sections and bulk:
         out += [*([""] if out else []), *render_bulk(bulk)]
+    if "archive" in sections:
+        for name, em in results["emulators"].items():
+            if "archive" in em:
+                out += [*([""] if out else []), *render_archive(name, em["archive"])]
     return "\n".join(out)
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import urlsplit
 
 import boto3
@@ -43,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ROUTES_FILE = Path(__file__).with_name("routes.toml")
 API_KEY = "bench-key"
 UNLIMITED = 10_000  # requests per second: no rate limit within reach of the stand-in
+ARCHIVE_BUCKET = "trickle-bench-archive"  # the archive section's (issue 26); the other runs have none
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -397,6 +399,7 @@ class Bench:
         self._auth_standins: list[AuthStandIn] = []
         self._bulk_standins: list[BulkStandIn] = []
         self._cpu_marks: tuple[float, float | None, float | None] = (0.0, None, None)
+        self.archive = False  # the stage of the last reset has an archive bucket
 
     @property
     def name(self) -> str:
@@ -425,13 +428,19 @@ class Bench:
         auth: AuthStandIn | None = None,
         bulk: BulkStandIn | None = None,
         batch: int = 1,
+        archive: bool = False,
     ) -> None:
         """A fresh account; a rate-limited run gets a burst of 10 so the limit, not the burst, shows.
         With `auth`, the orders destination sends to that stand-in with OAuth2 + signing; with
         `bulk`, to that one, up to `batch` messages per request; without either, to the API-key
-        stand-in (the variables of an earlier auth or bulk run are taken back)."""
+        stand-in (the variables of an earlier auth or bulk run are taken back). With `archive`, the
+        stage has a bucket and the drain archives what it delivered (`relay` leaves the response
+        archive off: its one PUT per message is not the delivered archive's cost)."""
         self.emulator.reset()
         env, secrets = dict(self.base), None
+        self.archive = archive
+        if archive:
+            env["TRICKLE_ARCHIVE_BUCKET"] = ARCHIVE_BUCKET
         for field in (*AUTH_FIELDS, *BULK_FIELDS):  # load_app sets the stage's variables in os.environ
             os.environ.pop(naming.destination_variable("orders", field), None)
         if auth is not None:
@@ -498,7 +507,9 @@ class Bench:
     def relay(self, count: int) -> dict[str, Any]:
         """The relay's drain until `count` are delivered or the queue is empty."""
         delivered = 0
-        drainer = wiring.drainer("orders")  # a warm container's clients, built untimed
+        # the response archive off, with a bucket too: its PUT per message is not the delivered archive's
+        with mock.patch.object(wiring, "archive", lambda: None):
+            drainer = wiring.drainer("orders")  # a warm container's clients, built untimed
         with self._measured():
             self._mark()
             started = time.perf_counter()
