@@ -48,6 +48,9 @@ if settings.auth == "token":  # Chalice deploys every registered authorizer: onl
     operator = token_auth
 
 
+JSON = ["application/json"]
+
+
 def _request() -> Request:
     request = app.current_request
     assert request is not None  # Chalice sets it for every route call
@@ -102,7 +105,59 @@ def console_asset(asset: str) -> Response:
 
 @app.route("/status", methods=["GET"], authorizer=operator)
 def status() -> dict[str, Any]:
-    return wiring.operations().status()
+    return wiring.operations().status(_schedules())
+
+
+def _schedules() -> dict[str, str]:
+    """Each destination's drain schedule as declared in this file (`/status`'s next run)."""
+    from chalicelib.naming import drain_function
+
+    declared = {
+        source.name: source.schedule_expression
+        for source in app.event_sources
+        if hasattr(source, "schedule_expression")
+    }
+    return {
+        name: expression if isinstance(expression, str) else expression.to_string()
+        for name in settings.destinations
+        if (expression := declared.get(drain_function(name))) is not None
+    }
+
+
+@app.route(
+    "/destinations/{name}/pause", methods=["POST"], authorizer=operator, content_types=["application/json"]
+)
+def pause(name: str) -> dict[str, Any]:
+    """From its drain's next run: nothing received (its messages wait), waiting tasks kept alive.
+    Body: optional {"reason": "..."}."""
+    from chalicelib.operations import pause_reason
+
+    try:
+        reason = pause_reason(_request().raw_body)
+    except ValueError as exc:
+        raise BadRequestError(str(exc)) from None
+    return wiring.operations().pause(_known(name), _caller(), reason)
+
+
+@app.route(
+    "/destinations/{name}/resume", methods=["POST"], authorizer=operator, content_types=["application/json"]
+)
+def resume(name: str) -> dict[str, Any]:
+    return wiring.operations().resume(_known(name))
+
+
+def _known(name: str) -> str:
+    if name not in settings.destinations:
+        raise NotFoundError(f"no destination {name[:80]}; destinations: {', '.join(settings.destinations)}")
+    return name
+
+
+def _caller() -> str:
+    """Who asked: the IAM identity's ARN, or the token authorizer's principal."""
+    context = _request().context or {}
+    arn = (context.get("identity") or {}).get("userArn")
+    principal = (context.get("authorizer") or {}).get("principalId")
+    return str(arn or principal or "an operator")
 
 
 @app.route("/messages", methods=["POST"], authorizer=operator, content_types=["application/json"])

@@ -17,6 +17,7 @@ from chalicelib import bulk, drain_group
 from chalicelib.bulk import Shape
 from chalicelib.drain_effects import Effects
 from chalicelib.drain_state import DrainReport, GroupRun, InFlight, Job, RunState
+from chalicelib.health import PAUSED
 from chalicelib.model import MAX_BATCH_ENTRIES, ReceivedMessage
 from chalicelib.policy import Backoff, Rules
 from chalicelib.ports import (
@@ -106,7 +107,15 @@ class Drainer:
         then drain until the queue is empty, the budget is spent, time runs short or the API says stop."""
         margin = self._settings.drain_safety_margin_ms
         state = RunState(lambda: remaining_ms() < margin, self._settings.breaker_failures, self._metrics())
-        self._effects.open_archive(state, self._clock.time())
+        started_at = self._clock.time()
+        pause = self._effects.pause()
+        if pause is not None:  # nothing received, nothing redriven: its waiting tasks get heartbeats
+            state.stop(PAUSED, detail=str(pause.get("reason", "")))
+            self._effects.keep_waiting(state)
+            report = state.report()
+            self._effects.report(state, report, started_at, finished_at=self._clock.time())
+            return report
+        self._effects.open_archive(state, started_at)
         if self._redrive is not None:
             slice_ends = self._clock.monotonic() + REDRIVE_SLICE_S
             state.redriven = self._redrive(
@@ -126,7 +135,7 @@ class Drainer:
         if ending:  # budget and empty end the receiving, not the deliveries already under way
             state.stop(ending)
         report = state.report()
-        self._effects.report(state, report, finished_at=self._clock.time())
+        self._effects.report(state, report, started_at, finished_at=self._clock.time())
         return report
 
     def _rounds(self, state: RunState, pool: ThreadPoolExecutor, in_flight: InFlight) -> str:
@@ -200,6 +209,7 @@ class Drainer:
             received = self._effects.receive(asked, self._settings.visibility_timeout_s)
             state.received += len(received)
             state.seen.update((m.copy_id, m.sent_at_ms) for m in received)
+            state.tokens.update((m.copy_id, token) for m in received if (token := self._effects.token(m)))
             batch += received
             if len(received) < asked:
                 break

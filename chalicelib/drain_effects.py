@@ -9,10 +9,11 @@ import itertools
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import bulk, freshness, oldest
+from chalicelib import bulk, freshness, health, oldest, totals
 from chalicelib.bulk import Shape
 from chalicelib.dead_letter_entries import dead_letter
 from chalicelib.drain_group import Came, Feedback, arrival
@@ -37,7 +38,7 @@ from chalicelib.model import (
     settled,
     verdict,
 )
-from chalicelib.naming import run_note_key
+from chalicelib.naming import pause_key, run_note_key, totals_key
 from chalicelib.policy import Action, Decision, Move, Outcome, classify, decide
 from chalicelib.ports import (
     Api,
@@ -168,9 +169,22 @@ class Effects:
         state.delete_failures += len(kept)
         state.removed.update(m.copy_id for m in deletes if m.copy_id not in kept)
 
-    def report(self, state: RunState, report: DrainReport, finished_at: float) -> None:
-        """The run's metrics (with the backlog it leaves), its note (with the oldest messages it knows
-        are left in the queue, `chalicelib.oldest`), its last log line."""
+    def pause(self) -> dict[str, Any] | None:
+        """The destination's pause note (`chalicelib.health.pause_note`), or None: not paused."""
+        return self._notes.load(pause_key(self._destination)) if self._notes is not None else None
+
+    def keep_waiting(self, state: RunState) -> None:
+        """A paused run: heartbeats to the tasks the last runs left waiting, read from its run note."""
+        if self._notes is not None:
+            self._tasks.keep_waiting(
+                health.carried_tasks(self._notes.load(run_note_key(self._destination))), state
+            )
+
+    def report(self, state: RunState, report: DrainReport, started_at: float, finished_at: float) -> None:
+        """The run's metrics (with the backlog it leaves and its circuit), its note (with the oldest
+        messages it knows are left in the queue, `chalicelib.oldest`, the circuit, the halted groups
+        and the waiting tasks, `chalicelib.health`), its running totals (`chalicelib.totals`), a pause
+        when the API answered 410, its last log line."""
         metrics = state.metrics
         metrics.count("Delivered", report.delivered)
         metrics.count("AlreadyDelivered", report.already_delivered)
@@ -194,15 +208,68 @@ class Effects:
             metrics.count("Backlog", depth)
         except (ClientError, BotoCoreError) as exc:
             log.warning("backlog unknown", extra={"error": str(exc)})
-        metrics.flush()
-        if self._notes is not None:
-            key = run_note_key(self._destination)
-            waiting = oldest.still_waiting(
-                oldest.carried(self._notes.load(key)), state.seen, state.removed, depth
+        if self._notes is None:
+            metrics.flush()
+            log.info(
+                "drain run finished", extra={"destination": self._destination, "report": report.as_dict()}
             )
-            left = oldest.left_in_queue(waiting, depth, complete=report.stopped_by == "empty")
-            self._notes.save(key, report.as_dict() | {"finished_at": finished_at, oldest.NOTE_FIELD: left})
+            return
+        key = run_note_key(self._destination)
+        previous = self._notes.load(key)
+        was = (previous or {}).get(health.CIRCUIT_FIELD)
+        attempted = report.delivered + report.failed_attempts > 0
+        circuit = health.next_circuit(was, report.stopped_by, attempted, finished_at)
+        if report.stopped_by != health.PAUSED:  # a paused destination's open circuit waits for the operator
+            metrics.seconds("CircuitOpenSeconds", health.open_for_s(circuit, finished_at))
+        gone = report.stopped_by == Outcome.GONE.value
+        for change in health.changes(was, circuit, gone):
+            metrics.count(change)
+            reason = report.stop_reason or report.stopped_by or "requests delivered again"
+            log.warning(
+                "destination health changed",
+                extra={"destination": self._destination, "change": change, "reason": reason},
+            )
+        metrics.flush()
+        if gone:
+            pause = health.pause_note(health.PAUSED_BY_API, report.stop_reason, finished_at)
+            self._notes.save(pause_key(self._destination), pause, expires=False)
+        waiting = oldest.still_waiting(oldest.carried(previous), state.seen, state.removed, depth)
+        left = oldest.left_in_queue(waiting, depth, complete=report.stopped_by == "empty")
+        tasks = health.waiting_tasks(
+            health.carried_tasks(previous), state.tokens, state.removed, state.gone, depth
+        )
+        halted = health.halted_groups(health.carried_halted(previous), state.halted, state.moved, depth)
+        note = report.as_dict() | {
+            "started_at": started_at,
+            "finished_at": finished_at,
+            oldest.NOTE_FIELD: left,
+            health.CIRCUIT_FIELD: circuit,
+            health.HALTED_FIELD: halted,
+            health.TASKS_FIELD: tasks,
+        }
+        self._notes.save(key, note)
+        self._add_totals(report, finished_at)
+        self._finished(report)
+
+    def _finished(self, report: DrainReport) -> None:
         log.info("drain run finished", extra={"destination": self._destination, "report": report.as_dict()})
+
+    def _add_totals(self, report: DrainReport, now: float) -> None:
+        """The run's counts into the running totals: one write (a second only to clear the buckets
+        a drain that did not write for more than a day left)."""
+        assert self._notes is not None
+        counts = {
+            "delivered": report.delivered,
+            "failed_attempts": report.failed_attempts,
+            "dead_lettered": report.dead_lettered,
+        }
+        added = totals.additions(counts, now)
+        if not added:
+            return
+        key = totals_key(self._destination)
+        stale = totals.stale(self._notes.tally(key, added, totals.removals(now)), now)
+        if stale:
+            self._notes.forget(key, stale)
 
     # --- a group's messages ---------------------------------------------------------------------
 
@@ -294,6 +361,8 @@ class Effects:
             step(message, self._destination, attempts, answer.outcome.value, response)
             return Feedback(Came.ANSWERED, record, response, answer, request)
         step(message, self._destination, attempts + 1, answer.outcome.value, response)
+        if answer.outcome is not Outcome.DELIVERED:
+            run.state.failed_attempt()
         if written is not None:
             done = written
         elif answer.outcome is Outcome.DELIVERED:
@@ -542,6 +611,7 @@ _STOP_MESSAGES = {
     "auth": "the API refused the credentials even after renewing them this run; stopping the run",
     Outcome.CREDENTIALS_REFUSED.value: "the destination's credentials are refused; stopping the run",
     Outcome.CREDENTIALS_UNAVAILABLE.value: "no credentials for the destination now; stopping the run",
+    Outcome.GONE.value: "the API answered 410 Gone; stopping the run and pausing the destination",
 }
 
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from chalicelib.bulk import Shape
 from chalicelib.freshness import Check
 from chalicelib.model import ApiResponse, CallbackResult, LedgerRecord, ReceivedMessage, Settlement
-from chalicelib.policy import HEAD_HOLD_S, Action, Callback, Decision, Rules, Tally
+from chalicelib.policy import HALTED, HEAD_HOLD_S, Action, Callback, Decision, Move, Rules, Tally
 from chalicelib.ports import Clock, DeliveryLog, Metrics
 from chalicelib.ratelimit import RateLimiter
 
@@ -40,6 +40,7 @@ class DrainReport:
     callbacks_rejected: int = 0  # the task no longer waited (timed out, unknown token)
     callbacks_failed: int = 0  # Step Functions unavailable: answered on a later receive
     redriven: int = 0  # dead letters its redrive jobs moved back before it delivered
+    failed_attempts: int = 0  # requests that left and were not a delivery (the running totals')
     stopped_by: str = ""
     stop_reason: str = ""  # what stopped it, in words (an API's answer, a token endpoint's refusal)
     blocked_groups: list[str] = field(default_factory=list)
@@ -68,6 +69,13 @@ class RunState:
         # in the queue (`chalicelib.oldest`); only the run's own thread writes them
         self.seen: dict[str, int] = {}
         self.removed: set[str] = set()
+        # copy id -> task token of those that carry one, and the tokens of tasks that refused a
+        # call; the groups it halted or found halted, and those that moved on (`chalicelib.health`)
+        self.tokens: dict[str, str] = {}
+        self.gone: set[str] = set()
+        self.halted: set[str] = set()
+        self.moved: set[str] = set()
+        self.failed_attempts = 0
         self.tallies: Counter[Tally] = Counter()
         self.released = 0
         self.delete_failures = 0
@@ -92,6 +100,10 @@ class RunState:
         with self._lock:
             if action.block:
                 self.blocked.add(group_id)
+            if action.move is Move.HALT or action.reason == HALTED:
+                self.halted.add(group_id)
+            elif action.group_goes_on:
+                self.moved.add(group_id)
             if action.success:
                 self.failure_streak = 0
             counted = action.failure and not (request and request in self._failed_requests)
@@ -110,9 +122,16 @@ class RunState:
             with self._lock:
                 self.tallies[tally] += 1
 
-    def callback(self, kind: Callback, result: CallbackResult) -> None:
+    def callback(self, kind: Callback, result: CallbackResult, token: str = "") -> None:
+        """A call to a waiting task (`token`: one that refused it is gone)."""
         with self._lock:
             self.callbacks[kind, result] += 1
+            if token and result is CallbackResult.REJECTED:
+                self.gone.add(token)
+
+    def failed_attempt(self) -> None:
+        with self._lock:
+            self.failed_attempts += 1
 
     def claim_key_refresh(self) -> bool:
         """True for exactly one caller per run: the secrets are re-read from SSM once at most."""
@@ -140,6 +159,7 @@ class RunState:
             callbacks_rejected=sum(n for (_, result), n in c.items() if result is CallbackResult.REJECTED),
             callbacks_failed=sum(n for (_, result), n in c.items() if result is CallbackResult.FAILED),
             redriven=self.redriven,
+            failed_attempts=self.failed_attempts,
             stopped_by=self.stopped_by,
             stop_reason=self.stop_reason,
             blocked_groups=sorted(self.blocked),

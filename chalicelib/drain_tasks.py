@@ -5,7 +5,7 @@ the reason), and the heartbeats that keep the tasks of a held group waiting."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from chalicelib.drain_log import fields, log
 from chalicelib.drain_state import GroupRun, Records, RunState
@@ -60,7 +60,7 @@ class Tasks:
             reason = record.last_error if record and record.last_error else action.reason
             cause = failure_cause(message.message_id, self._destination, reason, status_code, attempts)
             result = self._callbacks.failure(token, action.error, cause)
-        state.callback(kind, result)
+        state.callback(kind, result, token)
         line = fields(message, self._destination, attempts, f"callback {kind.value}: {result.value}")
         log.log(logging.INFO if result is CallbackResult.SENT else logging.WARNING, "callback", extra=line)
         return result, output
@@ -99,9 +99,18 @@ class Tasks:
             if not token or self._callbacks is None:
                 continue
             result = self._callbacks.heartbeat(token)
-            run.state.callback(Callback.HEARTBEAT, result)
+            run.state.callback(Callback.HEARTBEAT, result, token)
             if result is CallbackResult.REJECTED:
                 self._ledger.note_callback(message.message_id, message.group_id, TASK_GONE)
+
+    def keep_waiting(self, tokens: Mapping[str, str], state: RunState) -> None:
+        """A paused destination's run: a heartbeat to each task its runs left waiting in the queue
+        (`chalicelib.health.waiting_tasks`), without receiving a message; one that refuses it is
+        gone (`state.gone`) and never called again."""
+        if self._callbacks is None:
+            return
+        for token in tokens.values():
+            state.callback(Callback.HEARTBEAT, self._callbacks.heartbeat(token), token)
 
     def _waiting(self, message: ReceivedMessage, records: Records) -> str:
         """The token of the task waiting for a message: none once the ledger shows it answered or gone."""

@@ -144,6 +144,16 @@ def redrive_job_key(destination: str, job_id: str) -> str:
     return f"redrive#{destination}#{job_id}"
 
 
+def totals_key(destination: str) -> str:
+    """Its running totals, added to by each drain run in one write (`chalicelib.totals`)."""
+    return f"totals#{destination}"
+
+
+def pause_key(destination: str) -> str:
+    """Why and by whom it is paused; no note: not paused (`chalicelib.health`)."""
+    return f"pause#{destination}"
+
+
 def job_key(job_id: str) -> str:
     """A backfill or replay job (`chalicelib.jobs`): what it does, and its state (`job_id` "*": every
     job and every part of one, as an IAM condition matches them)."""
@@ -222,6 +232,11 @@ def drain_errors_alarm_id(destination: str) -> str:
 def credentials_refused_alarm_id(destination: str) -> str:
     """The alarm on a destination whose credentials its API or token endpoint refuses."""
     return f"{logical_id(destination)}CredentialsRefusedAlarm"
+
+
+def circuit_open_alarm_id(destination: str) -> str:
+    """The alarm on a destination whose circuit has stayed open too long."""
+    return f"{logical_id(destination)}CircuitOpenAlarm"
 
 
 def key_parameter_arn_output(destination: str) -> str:

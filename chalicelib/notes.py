@@ -3,12 +3,13 @@
 
 Each note's key leads with its kind: `run#<destination>` (the last drain run), `lease#<destination>`
 (the drain's run lease, `chalicelib.run_lease`), `redrive#<destination>` (its open redrive jobs) and
-`redrive#<destination>#<job id>` (a redrive job, `chalicelib.redrive_jobs`), `job#<id>`,
-`job#<id>#<part>` and `jobs#active` (backfill and replay jobs, `chalicelib.jobs`), all formed in
-`chalicelib.naming`, and `ingest#unrouted` (the count of stream records no route took). IAM scopes
-by that leading key (`dynamodb:LeadingKeys`): each drain reaches only its own run note, lease and
-redrive jobs, ingest only its count, the routes only run notes and the count (read) and redrive
-jobs."""
+`redrive#<destination>#<job id>` (a redrive job, `chalicelib.redrive_jobs`), `totals#<destination>`
+(its running totals, `chalicelib.totals`), `pause#<destination>` (why it is paused, when it is),
+`job#<id>`, `job#<id>#<part>` and `jobs#active` (backfill and replay jobs, `chalicelib.jobs`), all
+formed in `chalicelib.naming`, and `ingest#unrouted` (the count of stream records no route took).
+IAM scopes by that leading key (`dynamodb:LeadingKeys`): each drain reaches only its own run note,
+lease, redrive jobs, totals and pause, ingest only its count, the routes only run notes, totals and
+the count (read), redrive jobs and pauses."""
 
 from __future__ import annotations
 
@@ -52,15 +53,53 @@ class Notes:
         self._ttl_s = ttl_s
         self._clock = clock
 
-    def save(self, key: str, document: dict[str, Any]) -> None:
-        self._client.put_item(
+    def save(self, key: str, document: dict[str, Any], expires: bool = True) -> None:
+        """`expires` False: kept until removed (a pause must not lift itself)."""
+        item = {NOTE_KEY: {"S": key}, "doc": {"S": json.dumps(document, default=str)}}
+        if expires:
+            item["expires_at"] = {"N": str(int(self._clock()) + self._ttl_s)}
+        self._client.put_item(TableName=self._table, Item=item)
+
+    def remove(self, key: str) -> None:
+        self._client.delete_item(TableName=self._table, Key={NOTE_KEY: {"S": key}})
+
+    def tally(self, key: str, counts: Mapping[str, int], remove: Sequence[str]) -> dict[str, float]:
+        """Add `counts` to a note's number attributes and remove the attributes `remove`, in one
+        write that never expires (`since`: when the first count was added); its numbers after it."""
+        names = {**{f"#c{i}": name for i, name in enumerate(counts)}}
+        names |= {f"#r{i}": name for i, name in enumerate(remove)}
+        expression = "ADD " + ", ".join(f"#c{i} :c{i}" for i in range(len(counts)))
+        expression += " SET since = if_not_exists(since, :now)"
+        if remove:
+            expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
+        item = self._client.update_item(
             TableName=self._table,
-            Item={
-                NOTE_KEY: {"S": key},
-                "doc": {"S": json.dumps(document, default=str)},
-                "expires_at": {"N": str(int(self._clock()) + self._ttl_s)},
+            Key={NOTE_KEY: {"S": key}},
+            UpdateExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={
+                **{f":c{i}": {"N": str(value)} for i, value in enumerate(counts.values())},
+                ":now": {"N": str(self._clock())},
             },
+            ReturnValues="ALL_NEW",
+        )["Attributes"]
+        return _numbers(item)
+
+    def forget(self, key: str, names: Sequence[str]) -> None:
+        """Remove a note's attributes `names` (old counters `tally` left)."""
+        self._client.update_item(
+            TableName=self._table,
+            Key={NOTE_KEY: {"S": key}},
+            UpdateExpression="REMOVE " + ", ".join(f"#r{i}" for i in range(len(names))),
+            ExpressionAttributeNames={f"#r{i}": name for i, name in enumerate(names)},
         )
+
+    def numbers(self, key: str) -> dict[str, float] | None:
+        """A note's number attributes (`tally`'s counters and `since`), or None if there is none."""
+        item = self._client.get_item(
+            TableName=self._table, Key={NOTE_KEY: {"S": key}}, ConsistentRead=True
+        ).get("Item")
+        return _numbers(item) if item else None
 
     def load(self, key: str) -> dict[str, Any] | None:
         item = self._client.get_item(
@@ -178,3 +217,7 @@ class Notes:
                 ":expires": {"N": str(int(self._clock()) + self._ttl_s)},
             },
         )
+
+
+def _numbers(item: Mapping[str, Any]) -> dict[str, float]:
+    return {name: float(value["N"]) for name, value in item.items() if "N" in value and name != "expires_at"}

@@ -6,22 +6,27 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from chalicelib import health, totals
 from chalicelib.archive import ResponseArchive
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.ledger import Ledger
 from chalicelib.model import LedgerRecord, Status, dead_at
-from chalicelib.naming import run_note_key
+from chalicelib.naming import pause_key, run_note_key, totals_key
 from chalicelib.notes import UNROUTED_NOTE_KEY, Notes
 from chalicelib.oldest import NOTE_FIELD, oldest_figures
+from chalicelib.ports import Metrics
 from chalicelib.redrive_jobs import RedriveJobs
+from chalicelib.schedules import next_run
 from chalicelib.submissions import Submission
 
+log = logging.getLogger(__name__)
 MAX_PAGE = 50
 _CURSOR_VERSION = 1
 _CURSOR_CHARS = re.compile(r"[A-Za-z0-9_-]{1,400}")
@@ -47,6 +52,26 @@ def dead_letter_query(query: Mapping[str, str]) -> tuple[int, str | None, str | 
     if not (limit.isascii() and limit.isdigit() and len(limit) <= 3):
         raise ValueError(f"limit must be a whole number from 1 to {MAX_PAGE}")
     return int(limit), query.get("next"), query.get("destination")
+
+
+MAX_REASON_CHARS = 500
+
+
+def pause_reason(body: str | bytes | None) -> str:
+    """A pause's reason from its request body: nothing, `{}` or `{"reason": "..."}`; ValueError says
+    what to send."""
+    if not body or not body.strip():
+        return ""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise ValueError('the body must be JSON: {"reason": "..."} (or nothing)') from None
+    if not isinstance(document, dict) or set(document) - {"reason"}:
+        raise ValueError('the body may hold one field, "reason": {"reason": "..."}')
+    reason = document.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
+        raise ValueError(f'"reason" must be a string of at most {MAX_REASON_CHARS} characters')
+    return reason
 
 
 def encode_cursor(destination: str, after: str) -> str:
@@ -111,7 +136,9 @@ class Operations:
         archive: ResponseArchive | None,
         unrouted: str = "count",
         clock: Callable[[], float] = time.time,
+        metrics: Callable[[str], Metrics] = lambda destination: _emf(destination),
     ) -> None:
+        """`metrics`: a destination's figures (EMF lines, as its drain writes them)."""
         self._queues = queues
         self._dead_letters = dead_letters
         self._ledgers = ledgers
@@ -120,6 +147,7 @@ class Operations:
         self._archive = archive
         self._unrouted = unrouted
         self._clock = clock
+        self._metrics = metrics
 
     def pick(self, name: str | None) -> str:
         """The destination a request names, or the only one; ValueError says what to send."""
@@ -139,11 +167,14 @@ class Operations:
         depths = self._depths(queue)
         return depths | oldest_figures(run_note, self._clock(), depths["queued"] + depths["in_flight"])
 
-    def status(self) -> dict[str, Any]:
-        """Per destination its queues and last run; and the records no route took, as ingest counted
-        them in their note (`unrouted.count` since `since`; `last_batch` the latest batch with any)."""
+    def status(self, schedules: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Per destination its queues, last run, running totals, next run (`schedules`: each
+        destination's drain schedule, as app.py declares it), circuit, pause and halted groups; and
+        the records no route took, as ingest counted them in their note (`unrouted.count` since
+        `since`; `last_batch` the latest batch with any)."""
         counted = self._notes.counts(UNROUTED_NOTE_KEY, ("unrouted",))
         notes = {name: self._notes.load(run_note_key(name)) for name in self._queues}
+        now = self._clock()
         return {
             "unrouted": {
                 "handling": self._unrouted,
@@ -155,11 +186,54 @@ class Operations:
                 name: {
                     "queue": self._queue(queue, notes[name]),
                     "dead_letters": self._depths(self._dead_letters[name]),
-                    "last_run": _without(notes[name], NOTE_FIELD),
+                    "last_run": _without(notes[name], _KEPT_FOR_THE_DRAIN),
+                    **self._health(name, notes[name], (schedules or {}).get(name), now),
                 }
                 for name, queue in self._queues.items()
             },
         }
+
+    def _health(
+        self, name: str, note: dict[str, Any] | None, schedule: str | None, now: float
+    ) -> dict[str, Any]:
+        """Its running totals, when its drain runs next, its circuit, its pause, its halted groups:
+        from its notes, as its drain runs and the pause routes leave them."""
+        numbers = self._notes.numbers(totals_key(name))
+        since = numbers.pop("since", None) if numbers else None
+        started = (note or {}).get("started_at", (note or {}).get("finished_at"))
+        next_at = next_run(schedule, started, now) if schedule else None
+        return {
+            "totals": totals.figures(numbers, since, now),
+            "schedule": schedule,
+            "next_run": next_at,
+            "circuit": health.circuit_view((note or {}).get(health.CIRCUIT_FIELD), next_at, now),
+            "paused": self._notes.load(pause_key(name)),
+            "halted_groups": len(health.carried_halted(note)),
+        }
+
+    def pause(self, destination: str, by: str, reason: str) -> dict[str, Any]:
+        """Pause a destination from its drain's next run: it receives nothing (its messages wait),
+        and its waiting Step Functions tasks get heartbeats. Kept until resumed."""
+        note = health.pause_note(by, reason, self._clock())
+        self._notes.save(pause_key(destination), note, expires=False)
+        self._changed(destination, "Paused", reason or f"paused by {by}")
+        return {"destination": destination, "paused": note}
+
+    def resume(self, destination: str) -> dict[str, Any]:
+        """Its drain's next run receives and delivers again, in order."""
+        self._notes.remove(pause_key(destination))
+        self._changed(destination, "Resumed", "resumed by an operator")
+        return {"destination": destination, "paused": None}
+
+    def _changed(self, destination: str, change: str, reason: str) -> None:
+        """A health change, logged and counted as the drain counts its own (`chalicelib.health`)."""
+        log.warning(
+            "destination health changed",
+            extra={"destination": destination, "change": change, "reason": reason},
+        )
+        metrics = self._metrics(destination)
+        metrics.count(change)
+        metrics.flush()
 
     def submit(self, submission: Submission) -> dict[str, Any]:
         """Queue a submission and record it as queued: its caller is handed a status URL and expects
@@ -214,8 +288,12 @@ class Operations:
         return RedriveJobs(self._notes, destination).get(job_id) if is_message_id(job_id) else None
 
 
-def _without(note: dict[str, Any] | None, field: str) -> dict[str, Any] | None:
-    return {key: value for key, value in note.items() if key != field} if note is not None else None
+# What a run note keeps for the next run and `/status` shows otherwise (figures) or never (tokens).
+_KEPT_FOR_THE_DRAIN = frozenset({NOTE_FIELD, health.CIRCUIT_FIELD, health.HALTED_FIELD, health.TASKS_FIELD})
+
+
+def _without(note: dict[str, Any] | None, fields: frozenset[str]) -> dict[str, Any] | None:
+    return {key: value for key, value in note.items() if key not in fields} if note is not None else None
 
 
 def _dead_letter(record: LedgerRecord) -> dict[str, Any]:
@@ -231,3 +309,9 @@ def _dead_letter(record: LedgerRecord) -> dict[str, Any]:
         "redrivable": not record.rejected_at_ingest,
         "status_url": f"/messages/{record.message_id}",
     }
+
+
+def _emf(destination: str) -> Metrics:
+    from chalicelib.metrics import RunMetrics
+
+    return RunMetrics({"destination": destination})

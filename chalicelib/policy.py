@@ -32,6 +32,7 @@ class Outcome(enum.Enum):
     UNSENDABLE = "unsendable"  # never sent: the message cannot be sent as its destination says
     CREDENTIALS_UNAVAILABLE = "credentials_unavailable"  # never sent: token endpoint or SSM down
     CREDENTIALS_REFUSED = "credentials_refused"  # never sent: the destination's credentials are refused
+    GONE = "gone"  # 410: the API asks that nothing more be sent; the destination is paused
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ def classify(response: ApiResponse, now: datetime) -> Decision:
         return Decision(Outcome.SATURATED, f"HTTP {status}", retry_after_seconds(response.retry_after, now))
     if status in (401, 403):
         return Decision(Outcome.AUTH, f"HTTP {status}")
+    if status == 410:  # Standard Webhooks: a sender stops on 410
+        return Decision(Outcome.GONE, "HTTP 410 Gone: the API asks that nothing more be sent")
     if 400 <= status < 500:
         return Decision(Outcome.PERMANENT, f"HTTP {status}: refused by the API")
     # `error` with a status: a bulk answer that listed the item as failed (`bulk.failed`)
@@ -169,6 +172,7 @@ class Callback(enum.Enum):
 SKIPPED_REASON = "skipped by an operator"
 DELETED_REASON = "deleted since backfill"
 CHANGED_REASON = "superseded: item changed since backfill"
+HALTED = "halted"  # the reason a halted group's head is released again
 GAVE_UP = "gave up after"
 
 
@@ -293,7 +297,7 @@ def _decide(s: Situation, rules: Rules) -> Action:
     if s.verdict is Verdict.SKIP:  # the operator's choice holds in strict mode too
         return Action(Move.DEAD_LETTER, SKIPPED_REASON, tally=Tally.DEAD_LETTERED)
     if s.verdict is Verdict.HALTED:
-        return Action(Move.RELEASE, "halted", hold_s=rules.halt_s, block=True)
+        return Action(Move.RELEASE, HALTED, hold_s=rules.halt_s, block=True)
     if s.source and s.source.result is Freshness.UNREAD:  # not an attempt: nothing is counted
         return Action(Move.RELEASE, f"item not read back: {s.source.detail}", hold_s=rules.wait_s, block=True)
     if s.source and s.source.result is Freshness.INVALID:
@@ -343,6 +347,8 @@ def _after_answer(answer: Decision, attempts: int, rules: Rules) -> Action:
         )
     if outcome is Outcome.AUTH:
         return Action(Move.RELEASE, answer.reason, hold_s=HEAD_HOLD_S, block=True, stop="auth")
+    if outcome is Outcome.GONE:  # not the message's doing: it waits, unattempted, for a resume
+        return Action(Move.RELEASE, answer.reason, hold_s=HEAD_HOLD_S, block=True, stop=outcome.value)
     return Action(
         Move.RELEASE,
         answer.reason,

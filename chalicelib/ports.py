@@ -128,9 +128,15 @@ class Enrich(Protocol):
 
 
 class RunNotes(Protocol):
-    def save(self, key: str, document: dict[str, Any]) -> None: ...
+    def save(self, key: str, document: dict[str, Any], expires: bool = True) -> None: ...
 
     def load(self, key: str) -> dict[str, Any] | None: ...
+
+    def tally(self, key: str, counts: Mapping[str, int], remove: Sequence[str]) -> dict[str, float]:
+        """Add `counts` to a note's numbers and remove `remove` in one write; its numbers after."""
+        ...
+
+    def forget(self, key: str, names: Sequence[str]) -> None: ...
 
 
 class Redrive(Protocol):

@@ -44,6 +44,9 @@ CORE = (
     "oldest",
     "freshness",
     "job_plan",
+    "totals",
+    "health",
+    "schedules",
 )
 DRAIN = ("drain", "drain_effects", "drain_tasks", "drain_log")
 ADAPTERS = (

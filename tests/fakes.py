@@ -487,10 +487,25 @@ class FakeNotes:
         self.saved: dict[str, dict[str, Any]] = {}
         self.added: list[tuple[str, dict[str, int], dict[str, Any]]] = []
         self.sets: dict[str, set[str]] = {}
+        self.numbers: dict[str, dict[str, float]] = {}  # `tally`'s counters by key
+        self.tallies = 0  # `tally`'s writes
         self.refuse: Exception | None = None
 
-    def save(self, key: str, document: dict[str, Any]) -> None:
+    def save(self, key: str, document: dict[str, Any], expires: bool = True) -> None:
         self.saved[key] = json.loads(json.dumps(document))  # stored as JSON, as `Notes` stores it
+
+    def tally(self, key: str, counts: Mapping[str, int], remove: Sequence[str]) -> dict[str, float]:
+        self.tallies += 1
+        numbers = self.numbers.setdefault(key, {})
+        for name, value in counts.items():
+            numbers[name] = numbers.get(name, 0) + value
+        for name in remove:
+            numbers.pop(name, None)
+        return dict(numbers)
+
+    def forget(self, key: str, names: Sequence[str]) -> None:
+        for name in names:
+            self.numbers.get(key, {}).pop(name, None)
 
     def load(self, key: str) -> dict[str, Any] | None:
         return json.loads(json.dumps(self.saved[key])) if key in self.saved else None

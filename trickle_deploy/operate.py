@@ -1,9 +1,12 @@
-"""Operator commands for a stage: redrive dead letters, and steer a group halted in strict mode.
+"""Operator commands for a stage: redrive dead letters, steer a group halted in strict mode, pause
+and resume a destination.
 
     python -m trickle_deploy.operate --stage prod redrive DESTINATION [--group G ...] [--message-id ID ...]
     python -m trickle_deploy.operate --stage prod retry MESSAGE_ID   # try a halted message again
     python -m trickle_deploy.operate --stage prod skip MESSAGE_ID    # dead-letter it, let its group go on
     python -m trickle_deploy.operate --stage prod console            # the console, calls signed by you
+    python -m trickle_deploy.operate --stage prod pause DESTINATION [--reason TEXT]  # receive nothing
+    python -m trickle_deploy.operate --stage prod resume DESTINATION  # deliver again, in order
 
 `--endpoint URL` points at a local endpoint (the local stage's is used by default for `--stage local`).
 A stage deployed with the merge template names no resources in its config: `--stack-name NAME` reads
@@ -13,17 +16,23 @@ them from the stack's drain function, so the commands act on exactly what the fu
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
+import time
 from typing import Any
 
 import boto3
 
+from chalicelib import naming
 from chalicelib.dead_letters import RedriveFilter, Redriver, RedriveReport
 from chalicelib.fifo_queue import FifoQueue
+from chalicelib.health import pause_note
 from chalicelib.ledger import Ledger
 from chalicelib.model import Status
-from chalicelib.settings import load_settings
+from chalicelib.notes import Notes
+from chalicelib.operations import MAX_REASON_CHARS
+from chalicelib.settings import Settings, load_settings
 from trickle_deploy.session import configured_session
 from trickle_project import stage
 
@@ -39,6 +48,23 @@ def redrive(
         FifoQueue(sqs, target.queue_url, attempts=settings.send_attempts),
     )
     return redriver.redrive(wanted, use_move_task=use_move_task)
+
+
+def pause_or_resume(dynamodb: Any, settings: Settings, destination: str, pause: bool, reason: str) -> int:
+    """The pause note its drain reads at each run's start (`chalicelib.health`), as the routes write it."""
+    notes = Notes(dynamodb, settings.notes_table, settings.ledger_ttl_s)
+    key = naming.pause_key(destination)
+    if len(reason) > MAX_REASON_CHARS:
+        print(f"--reason: at most {MAX_REASON_CHARS} characters", file=sys.stderr)
+        return 2
+    if pause:
+        note: dict[str, Any] | None = pause_note(f"operate ({getpass.getuser()})", reason, time.time())
+        notes.save(key, note or {}, expires=False)
+    else:
+        note = None
+        notes.remove(key)
+    print(json.dumps({"destination": destination, "paused": note}))
+    return 0
 
 
 def stack_env(cloudformation: Any, lambda_client: Any, stack: str) -> dict[str, str]:
@@ -112,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     console_cmd.add_argument(
         "--port", type=int, default=8001, help="where it listens on 127.0.0.1 (default 8001)"
     )
+    pause_cmd = commands.add_parser("pause", help="its drain receives nothing from its next run on")
+    pause_cmd.add_argument("destination", help="a destination of the routes file")
+    pause_cmd.add_argument("--reason", default="", help="why, shown by /status")
+    resume_cmd = commands.add_parser("resume", help="its drain receives and delivers again")
+    resume_cmd.add_argument("destination", help="a destination of the routes file")
     args = parser.parse_args(argv)
     if args.command == "console":
         return console(parser, args)
@@ -139,6 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(redrive(sqs, env, args.destination, wanted, use_move_task=not args.copy).as_dict()))
         return 0
     settings = load_settings(env)
+    if args.command in ("pause", "resume"):
+        if args.destination not in settings.destinations:
+            parser.error(
+                f"no destination {args.destination}; destinations: {', '.join(settings.destinations)}"
+            )
+        reason = getattr(args, "reason", "")  # resume takes none
+        return pause_or_resume(dynamodb, settings, args.destination, args.command == "pause", reason)
     # retry and skip only read and set a status: no dead record is written under a destination here
     ledger = Ledger(dynamodb, settings.ledger_table, settings.ledger_ttl_s, destination="")
     record = ledger.get(args.message_id)

@@ -304,6 +304,20 @@ def _drain_policy(
                 [r.notes_arn],
                 _leading_keys("StringEquals", [naming.lease_key(name), naming.run_note_key(name)]),
             ),
+            # read at each run's start; written when the API answers 410 Gone (`chalicelib.health`)
+            _statement(
+                "OwnPause",
+                ["dynamodb:GetItem", "dynamodb:PutItem"],
+                [r.notes_arn],
+                _leading_keys("StringEquals", [naming.pause_key(name)]),
+            ),
+            # its running totals, one write a run (`chalicelib.totals`)
+            _statement(
+                "OwnTotals",
+                ["dynamodb:UpdateItem"],
+                [r.notes_arn],
+                _leading_keys("StringEquals", [naming.totals_key(name)]),
+            ),
             # the last run's note: what it left in the queue (`chalicelib.oldest`)
             _statement(
                 "LastRunNote",
@@ -402,7 +416,18 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                     "ReadRunNotes",
                     ["dynamodb:GetItem"],
                     [r.notes_arn],
-                    _leading_keys("StringLike", [naming.run_note_key("*"), UNROUTED_NOTE_KEY]),
+                    _leading_keys(
+                        "StringLike", [naming.run_note_key("*"), naming.totals_key("*"), UNROUTED_NOTE_KEY]
+                    ),
+                ),
+                # pause and resume a destination (its drain reads the note at each run)
+                _statement(
+                    "Pauses",
+                    ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem"],
+                    [r.notes_arn],
+                    _leading_keys(
+                        "StringEquals", [naming.pause_key(d.destination.name) for d in r.destinations]
+                    ),
                 ),
                 # open and read redrive jobs (the drains carry them on)
                 _statement(

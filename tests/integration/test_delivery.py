@@ -282,14 +282,16 @@ def test_a_clean_run_reads_and_writes_the_ledger_once_per_round(stack_factory: A
 
     ledger_calls = Counter(c.operation for c in stack.recorder.calls[first:] if c.service == "dynamodb")
     assert report["delivered"] == 10
-    # PutItem: the run lease and the run note; DeleteItem: the lease given back; GetItem: the open
-    # redrive jobs (none) and the last run's note (what it left in the queue)
+    # PutItem: the run lease and the run note; DeleteItem: the lease given back; GetItem: the pause
+    # note, the open redrive jobs (none) and the last run's note (what it left in the queue);
+    # UpdateItem: the running totals
     assert ledger_calls == {
         "BatchGetItem": 1,
         "BatchWriteItem": 1,
         "PutItem": 2,
         "DeleteItem": 1,
-        "GetItem": 2,
+        "GetItem": 3,
+        "UpdateItem": 1,
     }
 
 

@@ -251,6 +251,17 @@ def test_no_statement_grants_an_action_the_code_never_uses(
         redrive = json.loads(stack.http("POST", f"/dead-letters/redrive?destination={destination}", {}).body)
         stack.http("GET", redrive["progress_url"])
         stack.drain(destination)
+    gone = Reply(410, "{}")
+    for api in (stack.api, stack.crm_api, billing_api, bulk_api):
+        api.responder = lambda body, headers: gone
+    for destination in destinations:  # a 410 pauses its destination; an operator resumes and pauses it
+        body = {"item": {"n": 9, "invoice_id": "i-9"}, "destination": destination, "group": "gone"}
+        wiring.operations().submit(parse_submission(json.dumps(body), wiring.settings()))
+        assert stack.drain(destination)["stopped_by"] == "gone"
+        stack.http("POST", f"/destinations/{destination}/resume")
+        stack.http("POST", f"/destinations/{destination}/pause", {"reason": "maintenance"})
+        assert stack.drain(destination)["stopped_by"] == "paused"
+    stack.http("GET", "/status")
     assert billing_api.applied() and billing_api.auth_failures == 0  # the checks of billing's stand-in held
     assert max(r.item_count for r in bulk_api.applied()) > 1  # orders_bulk's items went in batches
 

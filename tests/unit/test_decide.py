@@ -34,6 +34,7 @@ E400 = Decision(Outcome.PERMANENT, "HTTP 400: refused by the API")
 E429 = Decision(Outcome.SATURATED, "HTTP 429", retry_after_s=7)
 E429_NO_HINT = Decision(Outcome.SATURATED, "HTTP 429", retry_after_s=None)
 E401 = Decision(Outcome.AUTH, "HTTP 401")
+E410 = Decision(Outcome.GONE, "HTTP 410 Gone")
 
 D = Verdict.DELIVER
 GONE, CHANGED, CURRENT = Check(Freshness.GONE), Check(Freshness.CHANGED), Check(Freshness.CURRENT)
@@ -238,6 +239,18 @@ TABLE: list[tuple[str, Situation, Rules, Action]] = [
         Situation(D, answer=E401, attempts=0),
         SKIP,
         Action(Move.RELEASE, "HTTP 401", hold_s=HEAD_HOLD_S, block=True, stop="auth"),
+    ),
+    (
+        "410 Gone: the run stops, the message waits unattempted (its destination is paused)",
+        Situation(D, answer=E410, attempts=0),
+        SKIP,
+        Action(Move.RELEASE, "HTTP 410 Gone", hold_s=HEAD_HOLD_S, block=True, stop="gone"),
+    ),
+    (
+        "410 Gone in strict mode: never a halt, however many attempts",
+        Situation(D, answer=E410, attempts=99),
+        STRICT,
+        Action(Move.RELEASE, "HTTP 410 Gone", hold_s=HEAD_HOLD_S, block=True, stop="gone"),
     ),
     (
         "saturation is never poison, however many attempts",

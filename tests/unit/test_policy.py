@@ -120,7 +120,14 @@ def test_401_and_403_are_auth(status: int) -> None:
     assert str(status) in decision.reason
 
 
-@pytest.mark.parametrize("status", [400, 404, 405, 409, 410, 413, 422, 499])
+def test_410_is_gone_the_api_asks_that_nothing_more_be_sent() -> None:
+    """Standard Webhooks: a sender stops on 410; the drain pauses the destination (issue #27)."""
+    decision = classify(ApiResponse(410, retry_after="5"), now=NOW)
+    assert (decision.outcome, decision.counted, decision.sent) == (Outcome.GONE, False, True)
+    assert "410 Gone" in decision.reason
+
+
+@pytest.mark.parametrize("status", [400, 404, 405, 409, 413, 422, 499])
 def test_other_4xx_are_permanent(status: int) -> None:
     decision = classify(ApiResponse(status), now=NOW)
     assert decision.outcome is Outcome.PERMANENT
@@ -175,6 +182,7 @@ def test_outcome_values_are_stable_log_labels() -> None:
         "unsendable",
         "credentials_unavailable",
         "credentials_refused",
+        "gone",
     }
 
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from chalicelib.schedules import next_run
 from trickle_local.schedules import ScheduleError, parse
 
 BASE = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # a Monday
@@ -86,3 +87,45 @@ def test_chalice_renders_what_the_parser_reads() -> None:
 def test_expressions_eventbridge_refuses_are_refused(expression: str) -> None:
     with pytest.raises(ScheduleError):
         parse(expression, BASE)
+
+
+# `/status`'s next run (issue #27): chalicelib.schedules, with the standard library only, agrees with
+# the local runtime's croniter-based evaluator above wherever it gives an answer.
+CRON_CASES = [
+    "cron(0/15 * * * ? *)",
+    "cron(0 12 ? * MON-FRI *)",
+    "cron(0 12 ? * 2-6 *)",
+    "cron(0 8 ? * 1 *)",
+    "cron(5,35 */2 * * ? *)",
+    "cron(0 0 1 JAN,JUL ? *)",
+    "cron(30 9 29 2 ? *)",
+    "cron(0 10 * * ? 2027-2028)",
+    "cron(0-10/5 3 ? * SAT *)",
+]
+
+
+@pytest.mark.parametrize("expression", CRON_CASES)
+@pytest.mark.parametrize("start", [BASE, datetime(2026, 12, 31, 23, 59, 30, tzinfo=UTC)])
+def test_next_run_agrees_with_the_local_scheduler(expression: str, start: datetime) -> None:
+    expected = parse(expression, start).next_after(start)
+    assert expected is not None
+    assert next_run(expression, None, start.timestamp()) == expected.timestamp()
+
+
+@pytest.mark.parametrize(
+    ("expression", "last_started_at", "now", "expected"),
+    [
+        ("rate(1 minute)", 1000.0, 1010.0, 1060.0),
+        ("rate(2 minutes)", 1000.0, 1130.0, 1240.0),  # one run missed: the tick after now
+        ("rate(1 hour)", 1000.0, 1000.0, 4600.0),
+        ("rate(1 minute)", None, 1010.0, None),  # no run yet: its ticks are unknown
+        ("cron(0 12 L * ? *)", None, 1010.0, None),  # L, W and # are not evaluated
+        ("cron(0 12 15W * ? *)", None, 1010.0, None),
+        ("cron(0 12 ? * 6#3 *)", None, 1010.0, None),
+        ("cron(0 12 ? * MON-FRI 1999)", None, BASE.timestamp(), None),  # never again
+        ("cron(61 12 * * ? *)", None, 1010.0, None),
+        ("every minute", 1000.0, 1010.0, None),
+    ],
+)
+def test_next_run(expression: str, last_started_at: float | None, now: float, expected: float | None) -> None:
+    assert next_run(expression, last_started_at, now) == expected
