@@ -124,7 +124,7 @@ def _record(raw: bytes, number: int) -> Delivered:
 
 def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
-        raise ValueError(f"{moment.isoformat()} has no time zone: give a UTC time")
+        raise ValueError(f"{moment} has no time zone: give a UTC time")
     return moment.astimezone(UTC)
 
 
