@@ -295,6 +295,7 @@ def _start(args: argparse.Namespace, started: contextlib.ExitStack) -> Session:
         settings.stream_arn,
         speed=args.speed,
         drain_every_s=args.drain_every,
+        sqs=aws["sqs"],
     ).start(schedules=not getattr(args, "backlog", False))
     started.callback(runtime.stop)
     routes = None

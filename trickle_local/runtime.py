@@ -1,6 +1,7 @@
 """Runs the app's own handlers as Lambda and EventBridge would: stream batches to each
-`on_dynamodb_record` handler, every `@app.schedule` handler at its times, each with a Lambda-like
-context whose remaining time counts down from the function's configured timeout."""
+`on_dynamodb_record` handler, each queue's batches to its `on_sqs_message` handler (several at once,
+up to the mapping's maximum concurrency), every `@app.schedule` handler at its times, each with a
+Lambda-like context whose remaining time counts down from the function's configured timeout."""
 
 from __future__ import annotations
 
@@ -11,34 +12,52 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalice import Chalice
-from chalice.app import CloudWatchEventConfig, DynamoDBEventConfig, ScheduledEventConfig
+from chalice.app import CloudWatchEventConfig, DynamoDBEventConfig, ScheduledEventConfig, SQSEventConfig
 from chalice.config import Config
 from chalice.constants import DEFAULT_LAMBDA_TIMEOUT
 from chalice.local import LambdaContext
 
 from trickle_local.schedules import Schedule, parse
+from trickle_local.sqs_poller import SqsPoller, queue_name
 from trickle_local.stream_poller import StreamPoller
 
 log = logging.getLogger("trickle.local")
 
 
+# An SQS-triggered function whose mapping sets no maximum concurrency: Lambda starts with five
+# batches at once (and scales up from there on AWS).
+UNCAPPED_SQS_CONCURRENCY = 5
+
+
+def sqs_sources(app: Chalice) -> list[SQSEventConfig]:
+    return [s for s in app.event_sources if isinstance(s, SQSEventConfig)]
+
+
+def sqs_concurrency(source: SQSEventConfig) -> int:
+    return source.maximum_concurrency or UNCAPPED_SQS_CONCURRENCY
+
+
 class Invoker:
-    """Calls a handler the way the Lambda runtime does; one invocation per function at a time."""
+    """Calls a handler the way the Lambda runtime does: one invocation per function at a time, but
+    an SQS-triggered one up to its mapping's maximum concurrency, as Lambda runs it."""
 
     def __init__(self, app: Chalice, config: dict[str, Any], stage: str) -> None:
         self._app = app
         self._config = Config(chalice_stage=stage, config_from_disk=config)
         self._stage = stage
-        self._locks: dict[str, threading.Lock] = {}
+        self._concurrency = {source.name: sqs_concurrency(source) for source in sqs_sources(app)}
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._guard = threading.Lock()  # the counts below, updated from several invocations at once
         self.invocations: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self._busy_s: dict[str, float] = {}
-        self._running_since: dict[str, float] = {}
+        self._running: dict[str, list[float]] = {}  # when each invocation running now started
         self._totals: dict[str, Counter[str]] = {}
 
     def total(self, function: str, field: str) -> int:
@@ -49,35 +68,51 @@ class Invoker:
     def timeout_s(self, function: str) -> int:
         return int(self._config.scope(self._stage, function).lambda_timeout or DEFAULT_LAMBDA_TIMEOUT)
 
+    def concurrency(self, function: str) -> int:
+        """How many invocations of `function` may run at once."""
+        return self._concurrency.get(function, 1)
+
     def busy(self, function: str) -> bool:
-        return self._locks.setdefault(function, threading.Lock()).locked()
+        with self._guard:
+            return bool(self._running.get(function))
 
     def active_s(self, function: str) -> float:
-        """Seconds `function` has spent running so far, the current invocation included (rates over
+        """Seconds `function` has spent running so far, the current invocations included (rates over
         this time say how fast it works, not how long it waited for its schedule)."""
-        started = self._running_since.get(function)
-        return self._busy_s.get(function, 0.0) + (time.monotonic() - started if started is not None else 0.0)
+        now = time.monotonic()
+        with self._guard:
+            running = sum(now - started for started in self._running.get(function, []))
+            return self._busy_s.get(function, 0.0) + running
+
+    def _slot(self, function: str) -> threading.BoundedSemaphore:
+        with self._guard:
+            return self._slots.setdefault(function, threading.BoundedSemaphore(self.concurrency(function)))
 
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
         context = LambdaContext(function, memory_size=128, max_runtime_ms=self.timeout_s(function) * 1000)
-        with self._locks.setdefault(function, threading.Lock()):
-            self.invocations[function] = self.invocations.get(function, 0) + 1
-            self._running_since[function] = started = time.monotonic()
+        with self._slot(function):
+            with self._guard:
+                self.invocations[function] = self.invocations.get(function, 0) + 1
+                started = time.monotonic()
+                self._running.setdefault(function, []).append(started)
             try:
                 result = self._app.handler_map[function](event, context)
             except Exception:
-                self.errors[function] = self.errors.get(function, 0) + 1
+                with self._guard:
+                    self.errors[function] = self.errors.get(function, 0) + 1
                 raise
             else:
                 if isinstance(result, dict):
                     counts = {
                         k: v for k, v in result.items() if isinstance(v, int) and not isinstance(v, bool)
                     }
-                    self._totals.setdefault(function, Counter()).update(counts)
+                    with self._guard:
+                        self._totals.setdefault(function, Counter()).update(counts)
                 return result
             finally:
-                self._busy_s[function] = self._busy_s.get(function, 0.0) + time.monotonic() - started
-                del self._running_since[function]
+                with self._guard:
+                    self._busy_s[function] = self._busy_s.get(function, 0.0) + time.monotonic() - started
+                    self._running[function].remove(started)
 
 
 def scheduled_event(rule: str, moment: datetime, region: str) -> dict[str, Any]:
@@ -163,8 +198,10 @@ class LocalRuntime:
         poll_interval_s: float = 0.25,
         starting_position: str = "TRIM_HORIZON",
         clock: Clock | None = None,
+        sqs: Any = None,
     ) -> None:
-        """`clock`: schedule time, by default the real time at `speed` (a test gives one it moves)."""
+        """`clock`: schedule time, by default the real time at `speed` (a test gives one it moves).
+        `sqs`: the client the app's `on_sqs_message` queues are read with (required if it has any)."""
         self.invoker = invoker
         self.clock = clock or Clock(speed)
         self._region = region
@@ -183,6 +220,12 @@ class LocalRuntime:
             )
             for source in stream_sources(app)
         ]
+        sources = sqs_sources(app)
+        if sources and sqs is None:
+            raise ValueError(
+                f"the app reads queues ({', '.join(s.name for s in sources)}): give an SQS client"
+            )
+        self.sqs_pollers = {source.name: self._sqs_poller(sqs, source) for source in sources}
         now = self.clock.now()
         self.schedules = [
             ScheduledFunction(name, parse(expression, now), None)
@@ -196,6 +239,19 @@ class LocalRuntime:
                 return self.clock.real_seconds_until(scheduled.due)
         return None
 
+    def _sqs_poller(self, sqs: Any, source: SQSEventConfig) -> SqsPoller:
+        """The queue must exist (the stage's resources are provisioned first)."""
+        url = sqs.get_queue_url(QueueName=queue_name(source))["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        return SqsPoller(
+            sqs,
+            url,
+            arn,
+            self._invoker_for(source.name),
+            batch_size=source.batch_size,
+            window_s=source.maximum_batching_window_in_seconds or 0,
+        )
+
     def _invoker_for(self, function: str) -> Callable[[dict[str, Any]], Any]:
         return lambda event: self.invoker.invoke(function, event)
 
@@ -206,6 +262,8 @@ class LocalRuntime:
 
     def start(self, schedules: bool = True) -> LocalRuntime:
         self._spawn("stream-poller", self._poll_loop)
+        for function, poller in self.sqs_pollers.items():
+            self._spawn(f"sqs-{function}", functools.partial(self._sqs_loop, function, poller))
         if schedules:
             self.start_schedules()
         return self
@@ -235,6 +293,36 @@ class LocalRuntime:
                 except Exception as exc:  # the endpoint hiccuped: keep the checkpoint, try again
                     log.warning("stream poll failed", extra={"error": str(exc)})
             self._stop.wait(self._poll_interval_s)
+
+    def _sqs_loop(self, function: str, poller: SqsPoller) -> None:
+        """Receives a batch whenever an invocation slot is free and hands it to a worker thread, so
+        up to the function's concurrency batches run at once; waits between receives that find none.
+        On stop, the batches running are awaited (their messages then deleted or left)."""
+        concurrency = self.invoker.concurrency(function)
+        slots = threading.BoundedSemaphore(concurrency)
+        with ThreadPoolExecutor(concurrency, thread_name_prefix=f"sqs-{function}") as pool:
+            while not self._stop.is_set():
+                if not slots.acquire(timeout=self._poll_interval_s):
+                    continue
+                try:
+                    batch = poller.receive()
+                except Exception as exc:  # the endpoint hiccuped: the messages stay queued
+                    log.warning("sqs receive failed", extra={"function": function, "error": str(exc)})
+                    batch = []
+                if not batch:
+                    slots.release()
+                    self._stop.wait(self._poll_interval_s)
+                    continue
+                pool.submit(self._handle, poller, batch, slots)
+
+    @staticmethod
+    def _handle(poller: SqsPoller, batch: list[dict[str, Any]], slots: threading.BoundedSemaphore) -> None:
+        try:
+            poller.handle(batch)
+        except Exception as exc:  # deleting failed: the batch comes back after its visibility timeout
+            log.warning("sqs delete failed", extra={"queue": poller.queue_arn, "error": str(exc)})
+        finally:
+            slots.release()
 
     def _schedule_loop(self, scheduled: ScheduledFunction) -> None:
         while not self._stop.is_set() and scheduled.due is not None:
