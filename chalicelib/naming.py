@@ -103,6 +103,23 @@ def dead_letter_queue_name(prefix: str, destination: str) -> str:
     return f"{prefix}-{destination}-dead-letters.fifo"
 
 
+JOBS_FUNCTION = "jobs"  # app.py's function working backfill and replay tasks, triggered by the queue below
+
+
+def jobs_queue_name(prefix: str) -> str:
+    """The standard queue of job tasks (a backfill's or a replay's segments) that triggers the `jobs`
+    function; `prefix` as for `queue_name`. Standard, not FIFO: tasks need no order, and only a
+    standard queue takes DelaySeconds per message (a paced task comes back later). No `.fifo`, so no
+    destination's queue can take its name."""
+    return f"{prefix}-jobs"
+
+
+def jobs_dead_letter_queue_name(jobs_queue: str) -> str:
+    """Where a task goes that failed (or timed out) in every one of its receives: beside the tasks
+    queue, named after it, whatever name the stage gives that one."""
+    return f"{jobs_queue}-dead-letters"
+
+
 def policy_file(stage: str, function: str) -> str:
     """The IAM policy file `python -m trickle_deploy.policies` writes for a function of a stage."""
     return f"policy-{stage}-{function}.json"

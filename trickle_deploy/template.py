@@ -36,6 +36,7 @@ from trickle_deploy.policies import (
 from trickle_deploy.stream_settings import MAX_RECORD_AGE_S, STREAM_RETRY_ATTEMPTS
 from trickle_project.resources import (
     BACKSTOP_MAX_RECEIVE_COUNT,
+    JOBS_MAX_RECEIVE_COUNT,
     RETENTION_S,
     archive_expiry,
     expiry_rule_id,
@@ -47,16 +48,20 @@ from trickle_project.workflows import wait_definition
 METRICS_NAMESPACE = "Trickle"
 
 
-def visibility_for(drain_timeout_s: int) -> int:
-    """A received message must stay hidden for the longest a drain can hold it, plus slack for the
-    releases and deletes at the end of a run."""
-    return drain_timeout_s + 60
+def visibility_for(timeout_s: int) -> int:
+    """A received message must stay hidden for the longest a function can hold it (a drain, or the
+    `jobs` function holding its task), plus slack for the releases and deletes at the end of a run."""
+    return timeout_s + 60
+
+
+def function_timeout(config: Mapping[str, Any], stage: str, function: str) -> int:
+    stage_config = config["stages"][stage]
+    configured = stage_config.get("lambda_functions", {}).get(function, {})
+    return int(configured.get("lambda_timeout") or stage_config.get("lambda_timeout") or 60)
 
 
 def drain_timeout(config: Mapping[str, Any], stage: str, destination: str) -> int:
-    stage_config = config["stages"][stage]
-    function = stage_config.get("lambda_functions", {}).get(naming.drain_function(destination), {})
-    return int(function.get("lambda_timeout") or stage_config.get("lambda_timeout") or 60)
+    return function_timeout(config, stage, naming.drain_function(destination))
 
 
 # Kept when the stack is deleted or a change replaces them: they hold data (docs/deploying.md, "Data
@@ -261,6 +266,15 @@ def _dashboard(destinations: Sequence[Destination]) -> dict[str, Any]:
             ],
         ),
         widget(
+            "Backfill and replay tasks",
+            [
+                ["AWS/SQS", m, "QueueName", f"${{{queue}.QueueName}}"]
+                for queue in (JOB_TASKS, JOB_TASKS_DEAD_LETTERS)
+                for m in ("ApproximateNumberOfMessagesVisible", "ApproximateNumberOfMessagesNotVisible")
+            ],
+            "Maximum",
+        ),
+        widget(
             "Ingest iterator age (ms)",
             [["AWS/Lambda", "IteratorAge", "FunctionName", "${Ingest}"]],
             "Maximum",
@@ -337,6 +351,41 @@ def _archive_bucket(delivered_days: int) -> dict[str, Any]:
                 ]
             },
         },
+    }
+
+
+# The jobs' tasks queue and its dead-letter queue. Not `JobsQueue`: that is the id of the queue of a
+# destination named `jobs` (naming.queue_id); no destination's ids end like these.
+JOB_TASKS = "JobTasks"
+JOB_TASKS_DEAD_LETTERS = "JobTasksDeadLetters"
+
+
+def _job_tasks_resources(visibility: int) -> dict[str, Any]:
+    """The standard queue of backfill and replay tasks that triggers the `jobs` function (hidden
+    while the function may hold a task: Lambda refuses a mapping otherwise), its standard
+    dead-letter queue for tasks that kept failing, and an alarm on that one."""
+    tasks = naming.jobs_queue_name(STACK_NAME)
+    return {
+        JOB_TASKS_DEAD_LETTERS: _queue({"Fn::Sub": naming.jobs_dead_letter_queue_name(tasks)}, fifo=False),
+        JOB_TASKS: _queue(
+            {"Fn::Sub": tasks},
+            fifo=False,
+            extra={
+                "VisibilityTimeout": visibility,
+                "RedrivePolicy": {
+                    "deadLetterTargetArn": {"Fn::GetAtt": [JOB_TASKS_DEAD_LETTERS, "Arn"]},
+                    "maxReceiveCount": JOBS_MAX_RECEIVE_COUNT,
+                },
+            },
+        ),
+        "DeadJobTasksAlarm": _alarm(
+            "Trickle: a backfill or replay task kept failing (in the jobs' dead-letter queue)",
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            {"QueueName": {"Fn::GetAtt": [JOB_TASKS_DEAD_LETTERS, "QueueName"]}},
+            "Maximum",
+            0,
+        ),
     }
 
 
@@ -551,7 +600,7 @@ def function_environment(destinations: Sequence[Destination]) -> dict[str, Any]:
         "TRICKLE_STREAM_ARN": _stream_arn(),
         **queues,
         "TRICKLE_INGEST_FAILURE_QUEUE_URL": {"Ref": "IngestFailureQueue"},
-        "TRICKLE_JOBS_QUEUE_URL": {"Ref": "JobsQueue"},
+        "TRICKLE_JOBS_QUEUE_URL": {"Ref": JOB_TASKS},
         "TRICKLE_LEDGER_TABLE": {"Ref": "LedgerTable"},
         "TRICKLE_NOTES_TABLE": {"Ref": "NotesTable"},
         "TRICKLE_ARCHIVE_BUCKET": {"Ref": "ResponseArchive"},
@@ -662,7 +711,7 @@ def merge_template(stage: str, project_dir: Path = PROJECT_DIR) -> dict[str, Any
                 ).items()
             },
             "IngestFailureQueue": _queue(_named("ingest-failures"), fifo=False),
-            "JobsQueue": _queue(_named("jobs"), fifo=False),
+            **_job_tasks_resources(visibility_for(function_timeout(config, stage, naming.JOBS_FUNCTION))),
             "LedgerTable": _table("ledger", table_definition()),
             "NotesTable": _table("notes", notes_table_definition()),
             "ApiKeyEncryptionKey": {
@@ -719,6 +768,8 @@ def merge_template(stage: str, project_dir: Path = PROJECT_DIR) -> dict[str, Any
             "NotesTableName": {"Value": {"Ref": "NotesTable"}},
             "SourceStreamArn": {"Value": _stream_arn()},
             "ResponseArchiveBucket": {"Value": {"Ref": "ResponseArchive"}},
+            "JobTasksUrl": {"Value": {"Ref": JOB_TASKS}},
+            "JobTasksDeadLettersUrl": {"Value": {"Ref": JOB_TASKS_DEAD_LETTERS}},
             "ExampleStateMachineArn": {
                 "Condition": "HasExampleStateMachine",
                 "Value": {"Ref": "ExampleStateMachine"},

@@ -151,13 +151,35 @@ def ensure_ingest_failure_queue(sqs: Any, names: StageNames) -> str:
     )
 
 
-def ensure_jobs_queue(sqs: Any, names: StageNames) -> str:
-    """The tasks of backfill and replay jobs, worked by the `jobs` function (a standard queue)."""
-    return str(
-        sqs.create_queue(QueueName=names.jobs_queue, Attributes={"MessageRetentionPeriod": str(RETENTION_S)})[
-            "QueueUrl"
-        ]
+# A task whose worker fails or times out this many times goes to the tasks' dead-letter queue: few,
+# since each try of a task resumes from its checkpoint (a paced or continued part is a new message
+# with its own count), and the event source mapping's maximum concurrency means no receive is
+# spent on throttling.
+JOBS_MAX_RECEIVE_COUNT = 5
+
+
+def ensure_jobs_queues(sqs: Any, names: StageNames, visibility_timeout_s: int) -> str:
+    """The standard queue of backfill and replay tasks that triggers the `jobs` function, hidden while
+    a worker holds a task for longer than the function may run (Lambda refuses the mapping
+    otherwise), with its standard dead-letter queue; returns the tasks queue's URL."""
+    retention = {"MessageRetentionPeriod": str(RETENTION_S)}
+    dlq_url = sqs.create_queue(
+        QueueName=naming.jobs_dead_letter_queue_name(names.jobs_queue), Attributes=retention
+    )["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    queue_url = sqs.create_queue(QueueName=names.jobs_queue, Attributes=retention)["QueueUrl"]
+    sqs.set_queue_attributes(
+        QueueUrl=queue_url,
+        Attributes={
+            "VisibilityTimeout": str(visibility_timeout_s),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": JOBS_MAX_RECEIVE_COUNT}
+            ),
+        },
     )
+    return str(queue_url)
 
 
 def ensure_kms_key(kms: Any, alias: str, description: str) -> str:
@@ -303,7 +325,7 @@ def provision(
             default = api_key if parameter.shape == API_KEY else None
             ensure_secret(clients["ssm"], parameter.name, given.get(parameter.name, default), key_arn)
     failure_url = ensure_ingest_failure_queue(clients["sqs"], names)
-    jobs_url = ensure_jobs_queue(clients["sqs"], names)
+    jobs_url = ensure_jobs_queues(clients["sqs"], names, visibility)
     bucket = env.get("TRICKLE_ARCHIVE_BUCKET")
     if bucket:
         bucket = unique_bucket_name(bucket, key_arn) if unique_bucket else bucket
@@ -327,7 +349,8 @@ def teardown(clients: Mapping[str, Any], env: Mapping[str, str], source_table: b
     gone: list[str] = []
     sqs, dynamodb = clients["sqs"], clients["dynamodb"]
     queues = [queue_name(url) for d in names.destinations for url in (d.queue_url, d.dlq_url)]
-    for queue in [*queues, names.ingest_failure_queue, names.jobs_queue]:
+    jobs = [names.jobs_queue, naming.jobs_dead_letter_queue_name(names.jobs_queue)]
+    for queue in [*queues, names.ingest_failure_queue, *jobs]:
         try:
             sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=queue)["QueueUrl"])
             gone.append(f"queue {queue}")

@@ -105,10 +105,11 @@ def bootstrap_queue_names(prefix: str, destination: str) -> tuple[str, str]:
 
 def with_bootstrap_queues(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, str]:
     """A stage that names its resources, with the queue URLs its bootstrap will create for the
-    destinations it has none for yet (in its stream's account and region, or at its endpoint), so
-    the policies, the bootstrap and the local runtime agree on them before a bootstrap records the
-    real ones. Named after its TRICKLE_STAGE (`dev` for its emulator record `dev-emulator` too), else
-    `stage`. A template stage, or one without a stream ARN to place them, is returned as it is."""
+    destinations it has none for yet and for the jobs' tasks if it names none (a stage made before
+    #26), in its stream's account and region or at its endpoint, so the policies, the bootstrap and
+    the local runtime agree on them before a bootstrap records the real ones. Named after its
+    TRICKLE_STAGE (`dev` for its emulator record `dev-emulator` too), else `stage`. A template stage,
+    or one without a stream ARN to place them, is returned as it is."""
     out = dict(env)
     stage = env.get("TRICKLE_STAGE", "").strip() or stage
     arn = env.get("TRICKLE_STREAM_ARN", "").split(":")
@@ -117,6 +118,8 @@ def with_bootstrap_queues(env: Mapping[str, str], app_name: str, stage: str) -> 
     region, account = arn[3], arn[4]
     base = env.get("AWS_ENDPOINT_URL") or f"https://sqs.{region}.amazonaws.com"
     prefix = naming.stack_name(app_name, stage)
+    if not out.get("TRICKLE_JOBS_QUEUE_URL", "").strip():
+        out["TRICKLE_JOBS_QUEUE_URL"] = f"{base.rstrip('/')}/{account}/{naming.jobs_queue_name(prefix)}"
     for name in destination_names(env):
         queues = zip(("queue_url", "dlq_url"), bootstrap_queue_names(prefix, name), strict=True)
         for field, queue in queues:

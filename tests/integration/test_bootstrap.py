@@ -50,6 +50,17 @@ def test_bootstrap_is_idempotent_and_teardown_removes_what_it_made(endpoint: Mot
         QueueUrl=first["TRICKLE_INGEST_FAILURE_QUEUE_URL"], AttributeNames=["All"]
     )["Attributes"]
     assert "FifoQueue" not in failure_queue
+    tasks = aws["sqs"].get_queue_attributes(QueueUrl=first["TRICKLE_JOBS_QUEUE_URL"], AttributeNames=["All"])[
+        "Attributes"
+    ]
+    assert first["TRICKLE_JOBS_QUEUE_URL"].endswith("/trickle-dev-jobs") and "FifoQueue" not in tasks
+    assert tasks["VisibilityTimeout"] == env["TRICKLE_VISIBILITY_TIMEOUT_SECONDS"]  # more than a jobs run
+    dead_tasks = aws["sqs"].get_queue_url(QueueName="trickle-dev-jobs-dead-letters")["QueueUrl"]
+    dead_arn = aws["sqs"].get_queue_attributes(QueueUrl=dead_tasks, AttributeNames=["QueueArn"])["Attributes"]
+    assert json.loads(tasks["RedrivePolicy"]) == {
+        "deadLetterTargetArn": dead_arn["QueueArn"],
+        "maxReceiveCount": 5,
+    }
 
     drain = function_policies(first)["drain_orders"]
     (decrypt,) = [s for s in drain["Statement"] if s["Sid"] == "DecryptThroughSsm"]
@@ -57,10 +68,11 @@ def test_bootstrap_is_idempotent_and_teardown_removes_what_it_made(endpoint: Mot
 
     removed = teardown(aws, env, source_table=False)
 
-    # two queues per destination (four) and two more (ingest failures, jobs), the ledger and notes
-    # tables, the API keys stored (orders, crm, orders_bulk), bucket, KMS key
-    assert len(removed) == 17
-    assert "queue trickle-dev-jobs" in removed
+    # two queues per destination (four) and three more (ingest failures, jobs' tasks and their dead
+    # letters), the ledger and notes tables, the API keys stored (orders, crm, orders_bulk), bucket,
+    # KMS key
+    assert len(removed) == 18
+    assert {"queue trickle-dev-jobs", "queue trickle-dev-jobs-dead-letters"} <= set(removed)
     assert "table trickle-dev-notes" in removed
     assert aws["sqs"].list_queues().get("QueueUrls", []) == []
     assert [t for t in aws["dynamodb"].list_tables()["TableNames"] if t.startswith("trickle-dev")] == [
@@ -200,7 +212,7 @@ def test_bootstrap_in_another_region_without_a_key_finishes_with_the_command_to_
     assert bootstrap_main(args) == 0
     assert "put-parameter" not in capsys.readouterr().out
 
-    assert len(aws["sqs"].list_queues()["QueueUrls"]) == 10  # two per destination, ingest failures, jobs
+    assert len(aws["sqs"].list_queues()["QueueUrls"]) == 11  # two per destination, ingest failures, jobs (2)
     assert bootstrap_main([*args, "--teardown"]) == 0
     said = capsys.readouterr().out
     assert "removed bucket " + bucket in said

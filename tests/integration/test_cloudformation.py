@@ -159,7 +159,7 @@ def test_every_function_names_only_its_own_account_and_region(
             for arn in [settings.stream_arn]:
                 assert_only(place, arn)
             queues = [url for d in settings.destinations.values() for url in (d.queue_url, d.dlq_url)]
-            for url in [*queues, env["TRICKLE_INGEST_FAILURE_QUEUE_URL"]]:
+            for url in [*queues, env["TRICKLE_INGEST_FAILURE_QUEUE_URL"], env["TRICKLE_JOBS_QUEUE_URL"]]:
                 assert url.startswith(f"https://sqs.{place.region}.amazonaws.com/{place.id}/"), url
                 sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])  # and it exists
             table = dynamodb.describe_table(TableName=settings.table_name)["Table"]
@@ -216,6 +216,11 @@ def test_the_queue_outlives_the_drain_and_the_stream_mapping_has_its_settings(
         assert mapping["MaximumRecordAgeInSeconds"] == 86_400
         failure_arn = f"arn:aws:sqs:{place.region}:{place.id}:{STACK}-ingest-failures"
         assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == failure_arn
+        tasks = place.client("sqs").get_queue_attributes(
+            QueueUrl=settings.jobs_queue_url, AttributeNames=["All"]
+        )["Attributes"]
+        dead_tasks = f"arn:aws:sqs:{place.region}:{place.id}:{STACK}-jobs-dead-letters"
+        assert json.loads(tasks["RedrivePolicy"]) == {"deadLetterTargetArn": dead_tasks, "maxReceiveCount": 5}
 
 
 def test_the_archive_bucket_encrypts_at_rest(stacks: list[tuple[Account, dict[str, Any]]]) -> None:

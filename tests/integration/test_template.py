@@ -19,7 +19,7 @@ from trickle_deploy import template as merge
 from trickle_deploy.iam_check import packaged_policies
 from trickle_deploy.policies import refresh
 from trickle_deploy.sam import sam_transform
-from trickle_deploy.template import drain_timeout, visibility_for
+from trickle_deploy.template import drain_timeout, function_timeout, visibility_for
 from trickle_project.secret_parameters import needed
 from trickle_project.stage import PACKAGING_ENV, copy_project, load_config, packaging_env, stage_settings
 from trickle_project.workflows import wait_definition
@@ -107,7 +107,7 @@ def test_every_function_gets_its_resources_from_the_stack(
         assert variables["TRICKLE_LEDGER_TABLE"] == {"Ref": "LedgerTable"}, name
         assert variables["TRICKLE_NOTES_TABLE"] == {"Ref": "NotesTable"}, name
         assert variables["TRICKLE_INGEST_FAILURE_QUEUE_URL"] == {"Ref": "IngestFailureQueue"}, name
-        assert variables["TRICKLE_JOBS_QUEUE_URL"] == {"Ref": "JobsQueue"}, name
+        assert variables["TRICKLE_JOBS_QUEUE_URL"] == {"Ref": "JobTasks"}, name
         assert variables["TRICKLE_ARCHIVE_BUCKET"] == {"Ref": "ResponseArchive"}, name
         assert variables["TRICKLE_STREAM_ARN"]["Fn::If"][0] == "CreatesSourceTable", name
     assert sam["Parameters"]["SourceStreamArn"]["Default"] == ""
@@ -139,7 +139,8 @@ def test_stateful_resources_survive_the_stack(
                 "OrdersBulkQueue",
                 "OrdersBulkDeadLetterQueue",
                 "IngestFailureQueue",
-                "JobsQueue",
+                "JobTasks",
+                "JobTasksDeadLetters",
                 "ApiKeyEncryptionKey",
                 "ResponseArchive",
             }
@@ -163,6 +164,8 @@ def test_globally_named_resources_are_unique_per_account_and_region(
         "CrmQueue",
         "CrmDeadLetterQueue",
         "IngestFailureQueue",
+        "JobTasks",
+        "JobTasksDeadLetters",
     ):
         assert resources[name]["Properties"]["QueueName"]["Fn::Sub"].startswith("${AWS::StackName}-")
 
@@ -196,6 +199,34 @@ def test_the_queue_outlives_a_drain_holding_its_messages(prod: tuple[dict[str, A
             == queue["VisibilityTimeout"]
         )
         assert queue["RedrivePolicy"]["maxReceiveCount"] >= 100
+
+
+def test_the_jobs_tasks_queue_outlives_a_task_and_dead_letters_one_that_keeps_failing(
+    prod: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    """Issue #26: a standard queue (tasks come back delayed, in no order), hidden for longer than the
+    `jobs` function may hold a task (Lambda refuses the mapping otherwise), a few receives before its
+    own standard dead-letter queue, whose depth alarms; their URLs are outputs. Not `JobsQueue`: a
+    destination named `jobs` has that id."""
+    sam, _ = prod
+    resources = sam["Resources"]
+    tasks, dead = resources["JobTasks"]["Properties"], resources["JobTasksDeadLetters"]["Properties"]
+    assert "FifoQueue" not in tasks and "FifoQueue" not in dead
+    assert tasks["QueueName"] == {"Fn::Sub": "${AWS::StackName}-jobs"}
+    assert dead["QueueName"] == {"Fn::Sub": "${AWS::StackName}-jobs-dead-letters"}
+    assert tasks["VisibilityTimeout"] == visibility_for(function_timeout(load_config(), "prod", "jobs"))
+    assert tasks["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["JobTasksDeadLetters", "Arn"]},
+        "maxReceiveCount": 5,
+    }
+    alarm = resources["DeadJobTasksAlarm"]["Properties"]
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["JobTasksDeadLetters", "QueueName"]}}
+    ]
+    assert (alarm["MetricName"], alarm["Threshold"]) == ("ApproximateNumberOfMessagesVisible", 0)
+    assert sam["Outputs"]["JobTasksUrl"] == {"Value": {"Ref": "JobTasks"}}
+    assert sam["Outputs"]["JobTasksDeadLettersUrl"] == {"Value": {"Ref": "JobTasksDeadLetters"}}
+    assert naming.queue_id("jobs") == "JobsQueue"  # what a destination named jobs gets
 
 
 def alarms_of(template: dict[str, Any]) -> list[dict[str, Any]]:
@@ -467,6 +498,7 @@ def test_what_the_emulator_cannot_create_is_right_in_the_transformed_template(
             ),
             {"Ref": "Ingest"},
             *[source_table, "trickle"] * 2,  # the unrouted share: ingest's two metrics
+            {"Fn::GetAtt": ["JobTasksDeadLetters", "QueueName"]},  # tasks that kept failing
         ]
     )
 

@@ -122,9 +122,8 @@ def test_bootstrap_deploy_stream_settings_delete_teardown(
         == env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
     )
 
-    assert (
-        len(aws(endpoint, "sqs").list_queues()["QueueUrls"]) == 10
-    )  # two per destination, ingest failures, jobs
+    queues = aws(endpoint, "sqs").list_queues()["QueueUrls"]
+    assert len(queues) == 11  # two per destination, ingest failures, jobs' tasks and their dead letters
     chalice(project, endpoint, "delete", "--stage", "dev")
     assert bootstrap([*where, "--teardown"]) == 0
     said = capsys.readouterr().out

@@ -164,7 +164,7 @@ def test_the_prod_clean_up_names_every_resource_its_stack_retains() -> None:
     prod = merge_template("prod")
     text = "\n".join(cleanup_commands(prod, [], "trickle-prod"))
     retained = {k: r for k, r in prod["Resources"].items() if r.get("DeletionPolicy") == "Retain"}
-    assert len(retained) == 15  # 7 of the stage, and a queue and its dead-letter queue per destination
+    assert len(retained) == 16  # 8 of the stage, and a queue and its dead-letter queue per destination
     for logical_id, resource in retained.items():
         properties = resource.get("Properties", {})
         name = properties.get("TableName") or properties.get("QueueName")

@@ -219,3 +219,31 @@ def test_an_emulator_record_names_them_after_the_stage_it_was_made_from(tmp_path
         filled["TRICKLE_DEST_SHIPPING_QUEUE_URL"]
         == "http://127.0.0.1:4567/123456789012/trickle-dev-shipping.fifo"
     )
+
+
+@pytest.mark.parametrize(
+    ("given", "jobs"),
+    [
+        (
+            None,
+            "https://sqs.eu-west-3.amazonaws.com/210987654321/trickle-dev-jobs",
+        ),  # a stage made before #26
+        ("  ", "https://sqs.eu-west-3.amazonaws.com/210987654321/trickle-dev-jobs"),
+        (
+            "https://sqs.eu-west-3.amazonaws.com/210987654321/own",
+            "https://sqs.eu-west-3.amazonaws.com/210987654321/own",
+        ),
+    ],
+)
+def test_a_stage_naming_no_tasks_queue_gets_the_one_its_bootstrap_will_make(
+    given: str | None, jobs: str
+) -> None:
+    """Issue #26: TRICKLE_JOBS_QUEUE_URL is required, so a stage bootstrapped before it existed could
+    not be bootstrapped again (nor its policies made) unless its name is known beforehand."""
+    stream = "arn:aws:dynamodb:eu-west-3:210987654321:table/items/stream/2026-01-01T00:00:00.000"
+    env = SHIPPED["stages"]["dev"]["environment_variables"] | {"TRICKLE_STREAM_ARN": stream}
+    env.pop("TRICKLE_JOBS_QUEUE_URL")
+    if given is not None:
+        env["TRICKLE_JOBS_QUEUE_URL"] = given
+
+    assert with_bootstrap_queues(env, "trickle", "dev")["TRICKLE_JOBS_QUEUE_URL"] == jobs
