@@ -120,6 +120,13 @@
     return age >= 0 ? `${shown} (${duration(age)} ago)` : `${shown} (in ${duration(-age)})`;
   }
 
+  // The overview's short form: "12 s ago" or "in 40 s", the full time as the element's title.
+  function relative(value) {
+    const full = moment(value);
+    const short = full.match(/\((.*)\)$/);
+    return el("span", { title: full }, short ? short[1] : full);
+  }
+
   function plural(n, one, many) {
     return `${count(n)} ${n === 1 ? one : many}`;
   }
@@ -128,7 +135,7 @@
     return el(
       "table",
       { id },
-      el("thead", {}, el("tr", {}, headings.map((h) => el("th", { scope: "col" }, h)))),
+      el("thead", {}, el("tr", {}, headings.map((h) => el("th", { scope: "col" }, Array.isArray(h) ? h.map((x) => (x instanceof Node ? x.cloneNode(true) : x)) : h)))),
       el("tbody", {}, rows),
     );
   }
@@ -208,6 +215,35 @@
     );
   }
 
+  // --- confirmation -------------------------------------------------------------------------
+
+  // An in-page question with a confirm and a cancel button (and, if asked, a reason to give);
+  // `yes(reason)` runs only on the confirm button.
+  function confirmation(box, question, label, yes, withReason) {
+    const reason = withReason
+      ? el("input", { id: "confirm-reason", type: "text", maxlength: 500, placeholder: "reason (optional)" })
+      : null;
+    box.replaceChildren(
+      el("p", {}, question),
+      reason,
+      el(
+        "button",
+        {
+          type: "button",
+          id: "confirm-yes",
+          onclick: () => {
+            box.hidden = true;
+            yes(reason ? reason.value.trim() : "");
+          },
+        },
+        label,
+      ),
+      el("button", { type: "button", id: "confirm-no", onclick: () => (box.hidden = true) }, "Cancel"),
+    );
+    box.hidden = false;
+    (reason || document.getElementById("confirm-no")).focus();
+  }
+
   // --- overview ------------------------------------------------------------------------------
 
   function lastRun(run) {
@@ -218,7 +254,7 @@
     if (run.redriven) parts.push(`${count(run.redriven)} redriven`);
     if (run.halted) parts.push(`${count(run.halted)} halted`);
     parts.push(`stopped by ${run.stopped_by || "—"}` + (run.stop_reason ? `: ${run.stop_reason}` : ""));
-    return [el("div", {}, moment(run.finished_at)), el("div", { class: "small" }, parts.join(" · "))];
+    return [el("div", {}, relative(run.finished_at)), el("div", { class: "small" }, parts.join(" · "))];
   }
 
   function oldest(queue) {
@@ -228,13 +264,53 @@
     return queue.oldest_complete ? duration(age) : `≥ ${duration(age)}`;
   }
 
-  function destinationRow(name, d) {
+  // "last hour / last day", and since start below: one of the totals' three figures.
+  function total(totals, figure) {
+    if (!totals) return "—";
+    const pick = (span) => (totals[span] ? totals[span][figure] : undefined);
+    return [
+      el("div", {}, `${count(pick("last_hour"))} / ${count(pick("last_day"))}`),
+      el("div", { class: "small" }, `${count(pick("since_start"))} since start`),
+    ];
+  }
+
+  function health(d) {
+    const lines = [];
+    if (d.paused) {
+      const p = d.paused;
+      lines.push(el("div", { class: "warn", "data-figure": "paused" }, "paused"));
+      lines.push(el("div", { class: "small" }, `by ${p.by || "—"}, `, relative(p.at)));
+      if (p.reason) lines.push(el("div", { class: "small" }, p.reason));
+    }
+    if (d.circuit) {
+      const open = d.circuit.state !== "closed";
+      lines.push(
+        el(
+          "div",
+          { class: open ? "warn" : "", "data-figure": "circuit" },
+          `circuit ${d.circuit.state}`,
+          open && d.circuit.since ? [" since ", relative(d.circuit.since)] : null,
+        ),
+      );
+    }
+    if (typeof d.halted_groups === "number") {
+      lines.push(
+        el("div", { class: d.halted_groups ? "warn" : "small", "data-figure": "halted_groups" }, plural(d.halted_groups, "halted group", "halted groups")),
+      );
+    }
+    return lines.length ? lines : "—";
+  }
+
+  function nextRun(d) {
+    if (d.next_run === undefined && d.schedule === undefined) return "—";
+    return [el("div", {}, d.next_run ? relative(d.next_run) : "—"), el("div", { class: "small" }, d.schedule || "")];
+  }
+
+  function destinationRow(name, d, extended, act) {
     const queue = d.queue || {};
     const dead = d.dead_letters || {};
     const deadCount = (dead.queued || 0) + (dead.in_flight || 0);
-    return el(
-      "tr",
-      { "data-destination": name },
+    const cells = [
       el("th", { scope: "row" }, link(["dead-letters", name], name, { class: "destination" })),
       el("td", { class: "num", "data-figure": "queued" }, count(queue.queued)),
       el("td", { class: "num", "data-figure": "in_flight" }, count(queue.in_flight)),
@@ -244,8 +320,28 @@
         { class: deadCount ? "num warn" : "num", "data-figure": "dead_letters" },
         link(["dead-letters", name], count(deadCount)),
       ),
-      el("td", { "data-figure": "last_run" }, lastRun(d.last_run)),
-    );
+    ];
+    if (extended) {
+      cells.push(
+        el("td", { class: "num", "data-figure": "delivered" }, total(d.totals, "delivered")),
+        el("td", { class: "num", "data-figure": "failed_attempts" }, total(d.totals, "failed_attempts")),
+        el("td", { class: "num", "data-figure": "dead_lettered" }, total(d.totals, "dead_lettered")),
+        el("td", { "data-figure": "health" }, health(d)),
+        el("td", { "data-figure": "next_run" }, nextRun(d)),
+      );
+    }
+    cells.push(el("td", { "data-figure": "last_run" }, lastRun(d.last_run)));
+    if (extended) {
+      const paused = Boolean(d.paused);
+      cells.push(
+        el(
+          "td",
+          {},
+          el("button", { type: "button", class: paused ? "resume" : "pause", onclick: () => act(name, paused) }, paused ? "Resume…" : "Pause…"),
+        ),
+      );
+    }
+    return el("tr", { "data-destination": name }, cells);
   }
 
   function unrouted(u) {
@@ -258,22 +354,51 @@
     );
   }
 
+  const BASIC = ["Destination", "Queued", "In flight", "Oldest message", "Dead letters"];
+  const SPANS = el("div", { class: "small" }, "1 h / 24 h");
+  const EXTENDED = [["Delivered", SPANS], ["Failed attempts", SPANS], ["Dead-lettered", SPANS], "Health", "Next run"];
+
   async function drawOverview(current) {
     const updated = el("p", { id: "updated", class: "small" }, "Loading…");
+    const confirmBox = el("div", { id: "confirm", hidden: true, role: "dialog", "aria-modal": "false" });
+    const said = el("div", { id: "said", "aria-live": "polite" });
     const holder = el("div", {}, el("p", {}, "Loading…"));
-    show(el("h1", {}, "Destinations"), updated, holder);
+    show(el("h1", {}, "Destinations"), updated, confirmBox, said, holder);
+
+    const act = (name, paused) => {
+      const path = `/destinations/${encodeURIComponent(name)}/${paused ? "resume" : "pause"}`;
+      const question = paused
+        ? `Resume ${name}? Its next drain run receives and delivers again, each group in order.`
+        : `Pause ${name}? From its next drain run it receives nothing: its messages wait in its queue.`;
+      confirmation(
+        confirmBox,
+        question,
+        paused ? "Resume" : "Pause",
+        async (reason) => {
+          try {
+            await api("POST", path, paused || !reason ? {} : { reason });
+            if (current !== view) return;
+            said.replaceChildren(el("p", {}, `${name} ${paused ? "resumed" : "paused"}.`));
+            load();
+          } catch (error) {
+            if (current === view) said.replaceChildren(failure(error));
+          }
+        },
+        !paused,
+      );
+    };
+
     const load = async () => {
       try {
         const status = await api("GET", "/status");
         if (current !== view) return;
         const names = Object.keys(status.destinations || {});
         known = names;
+        // the figures of issue #27's health routes, when the API has them
+        const extended = names.some((name) => "totals" in status.destinations[name]);
+        const headings = [...BASIC, ...(extended ? EXTENDED : []), "Last run", ...(extended ? [""] : [])];
         holder.replaceChildren(
-          table(
-            "overview",
-            ["Destination", "Queued", "In flight", "Oldest message", "Dead letters", "Last run"],
-            names.map((name) => destinationRow(name, status.destinations[name])),
-          ),
+          table("overview", headings, names.map((name) => destinationRow(name, status.destinations[name], extended, act))),
           unrouted(status.unrouted),
         );
         updated.replaceChildren(
@@ -378,8 +503,8 @@
                 }),
               ),
               el("td", { class: "id" }, link(["messages", row.message_id], row.message_id)),
-              el("td", { class: "group" }, row.group_id),
-              el("td", { class: "reason" }, row.reason),
+              el("td", { class: "group" }, el("div", {}, row.group_id)),
+              el("td", { class: "reason" }, el("div", {}, row.reason)),
               el("td", { class: "num" }, count(row.attempts)),
               el("td", { class: "num" }, row.last_status_code ?? "—"),
               el("td", { class: "when" }, moment(row.dead_at)),
@@ -408,18 +533,9 @@
       }
     };
 
-    const ask = (question, what, body) => {
-      confirmBox.replaceChildren(
-        el("p", {}, question),
-        el("button", { type: "button", id: "confirm-yes", onclick: () => start(what, body) }, "Redrive"),
-        el("button", { type: "button", id: "confirm-no", onclick: () => (confirmBox.hidden = true) }, "Cancel"),
-      );
-      confirmBox.hidden = false;
-      document.getElementById("confirm-no").focus();
-    };
+    const ask = (question, what, body) => confirmation(confirmBox, question, "Redrive", () => start(what, body), false);
 
     const start = async (what, body) => {
-      confirmBox.hidden = true;
       progress.hidden = false;
       progress.replaceChildren(el("p", {}, `Opening a redrive of ${what}…`));
       try {

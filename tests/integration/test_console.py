@@ -5,8 +5,11 @@ delivered, a message looked up, hostile item keys shown as text. Screenshots: te
 from __future__ import annotations
 
 import json
+import statistics
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -14,7 +17,8 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 
 from chalicelib import wiring
 from tests.browser import alerted, enter_token, found, screenshot, values, wait
-from tests.integration.conftest import OPERATOR_TOKEN, Servers, Stack
+from tests.integration.conftest import EMULATOR, OPERATOR_TOKEN, Servers, Stack
+from trickle_deploy.policies import function_policies
 from trickle_local.routes import RouteServer
 from trickle_project.stage import load_config
 
@@ -126,4 +130,120 @@ def test_overview_dead_letters_redrive_to_delivery_and_lookup_in_a_browser(
     screenshot(browser, "message", tmp_path)
 
     assert found(browser, "main img, main script") == []
+    assert alerted(browser) is None
+
+
+TWENTY = ["orders", "crm", *(f"d{n:02}" for n in range(2, 20))]
+
+
+def twenty_destinations(api_url: str) -> str:
+    """A routes file of 20 destinations, every insert to each: the suite's orders and crm (at their
+    stand-ins, as the suite's variables say) and 18 more at the orders stand-in."""
+    blocks = [
+        '[destinations.orders]\ngroup_by = "partition_key"\n',
+        '[destinations.crm]\nkey_header = "Authorization"\nkey_scheme = "Bearer"\n',
+        *(f'[destinations.{name}]\nurl = "{api_url}/{name}"\n' for name in TWENTY[2:]),
+    ]
+    listed = ", ".join(f'"{name}"' for name in TWENTY)
+    return "\n".join(
+        [*blocks, f'[[routes]]\nname = "everything"\nevents = ["INSERT"]\ndestinations = [{listed}]\n']
+    )
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_overview_of_20_destinations_loads_from_one_status_call(
+    browser: WebDriver, servers: Servers, stack_factory: Any, tmp_path: Path
+) -> None:
+    """The figure for the closing note: a stage of 20 destinations with messages queued, delivered
+    and dead-lettered, its overview timed from navigation to 20 rows, and the requests it made."""
+    routes_file = tmp_path / "twenty.toml"
+    routes_file.write_text(twenty_destinations(servers.api.url))
+    stack: Stack = stack_factory(TRICKLE_ROUTES_FILE=str(routes_file))
+    stack.policies = function_policies(stack.env)
+    stack.api.faults.poison = frozenset({'"poison":true'})
+    stack.put_items(
+        [stack.item(f"g{g}", f"{i:03}") for i in range(3) for g in range(2)]
+        + [stack.item("bad", "000", poison={"BOOL": True})]
+    )
+    stack.ingest_new()
+    assert list(json.loads(stack.http("GET", "/status").body)["destinations"]) == TWENTY
+    for name in TWENTY[::2]:  # half of them drained: delivered, one dead letter each, a last run
+        wiring.drainer(name).run(lambda: 60_000)
+
+    server = RouteServer(servers.app, load_config(), "local").start()
+    try:
+        status_s = []
+        for _ in range(5):
+            started = time.perf_counter()
+            answer = requests.get(
+                f"{server.url}/status", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}, timeout=30
+            )
+            status_s.append(time.perf_counter() - started)
+            assert answer.status_code == 200
+        browser.get(f"{server.url}/console")
+        enter_token(browser, OPERATOR_TOKEN)
+        wait(browser, lambda: len(found(browser, "#overview tbody tr")) == 20)
+        views = []
+        for _ in range(3):
+            started = time.perf_counter()
+            browser.get(f"{server.url}/console")
+            wait(browser, lambda: len(found(browser, "#overview tbody tr")) == 20)
+            views.append(time.perf_counter() - started)
+        fetched = browser.execute_script(
+            "return performance.getEntriesByType('resource').map(e => [e.name, e.transferSize])"
+        )
+    finally:
+        server.stop()
+
+    assert values(browser, 'tr[data-destination="d02"] [data-figure="dead_letters"]') == ["1"]
+    assert values(browser, 'tr[data-destination="d03"] [data-figure="queued"]') == ["7"]
+    over_network = [name.split("?")[0].rsplit("/", 1)[1] for name, size in fetched if size]
+    assert over_network == ["status"]  # the script and the sheet from the browser's cache
+    print(
+        f"\n/status with 20 destinations over chalice local on {EMULATOR}: median"
+        f" {statistics.median(status_s) * 1000:.0f} ms; overview view (navigation to 20 rows): median"
+        f" {statistics.median(views) * 1000:.0f} ms of {[round(v * 1000) for v in views]};"
+        f" requests a view: page + {len(fetched)} ({[n.split('?')[0].rsplit('/', 1)[1] for n, _ in fetched]})"
+    )
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_pause_and_resume_a_destination_from_the_overview(
+    browser: WebDriver, routes: str, stack: Stack, tmp_path: Path
+) -> None:
+    stack.put_items([stack.item("p", f"{i:03}") for i in range(3)])
+    stack.ingest_new()
+    stack.drain()
+    browser.get(f"{routes}/console")
+    enter_token(browser, OPERATOR_TOKEN)
+    orders = 'tr[data-destination="orders"]'
+    wait(browser, lambda: values(browser, f'{orders} [data-figure="delivered"]') == ["3 / 3\n3 since start"])
+    assert values(browser, f'{orders} [data-figure="health"]') == ["circuit closed\n0 halted groups"]
+    assert values(browser, f'{orders} [data-figure="next_run"]')[0].endswith("rate(1 minute)")
+
+    found(browser, f"{orders} button.pause")[0].click()
+    found(browser, "#confirm-reason")[0].send_keys("<b>API maintenance</b> until 14:00")
+    found(browser, "#confirm-yes")[0].click()
+    wait(browser, lambda: found(browser, f"{orders} button.resume"))
+    health = values(browser, f'{orders} [data-figure="health"]')[0]
+    assert health.startswith("paused\nby operator, ") and "<b>API maintenance</b> until 14:00" in health
+
+    # Paused: what arrives waits, counted; the overview shows it on its next load.
+    stack.put_items([stack.item("p", f"{i:03}") for i in range(3, 5)])
+    stack.ingest_new()
+    assert wiring.drainer("orders").run(lambda: 60_000).stopped_by == "paused"
+    browser.refresh()
+    wait(browser, lambda: values(browser, f'{orders} [data-figure="queued"]') == ["2"])
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= 1280
+    screenshot(browser, "paused", tmp_path)
+
+    found(browser, f"{orders} button.resume")[0].click()
+    found(browser, "#confirm-yes")[0].click()
+    wait(browser, lambda: found(browser, f"{orders} button.pause"))
+    assert wiring.drainer("orders").run(lambda: 60_000).delivered == 2
+    browser.refresh()
+    wait(browser, lambda: values(browser, f'{orders} [data-figure="delivered"]') == ["5 / 5\n5 since start"])
+    assert len(stack.api.applied()) == 5
     assert alerted(browser) is None

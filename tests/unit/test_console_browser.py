@@ -5,6 +5,7 @@ pages against the real routes on the emulator: tests/integration/test_console.py
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,13 +24,14 @@ TOKEN = "op-browser-token"
 NOW = time.time()
 
 
-def destination(n: int) -> dict[str, Any]:
+def destination(n: int, now: float) -> dict[str, Any]:
+    """A destination's `/status` figures, with those of the health routes (totals, next run, ...)."""
     return {
         "queue": {
             "queued": 1000 + n,
             "in_flight": n,
             "oldest_message_age_s": 60.0 * n,
-            "oldest_seen_at": NOW - 5,
+            "oldest_seen_at": now - 5,
             "oldest_complete": n % 2 == 0,
         },
         "dead_letters": {"queued": n, "in_flight": 0},
@@ -38,15 +40,27 @@ def destination(n: int) -> dict[str, Any]:
             "delivered": 9,
             "retried": 1,
             "stopped_by": "empty",
-            "finished_at": NOW - 5,
+            "started_at": now - 6,
+            "finished_at": now - 5,
         },
+        "totals": {
+            "since_start": {"delivered": 3000 + n, "failed_attempts": 40, "dead_lettered": n},
+            "last_hour": {"delivered": 12, "failed_attempts": 1, "dead_lettered": 0},
+            "last_day": {"delivered": 240, "failed_attempts": 9, "dead_lettered": 2},
+            "since": now - 86400 * 3,
+        },
+        "schedule": "rate(1 minute)",
+        "next_run": now + 54,
+        "circuit": {"state": "open", "since": now - 600} if n == 1 else {"state": "closed", "since": None},
+        "paused": None,
+        "halted_groups": 2 if n == 1 else 0,
     }
 
 
 def status(names: list[str]) -> dict[str, Any]:
     return {
         "unrouted": {"handling": "count", "count": 3, "since": NOW - 3600, "last_batch": None},
-        "destinations": {name: destination(n) for n, name in enumerate(names)},
+        "destinations": {name: destination(n, time.time()) for n, name in enumerate(names)},
     }
 
 
@@ -103,10 +117,20 @@ def test_the_overview_of_20_destinations_is_one_status_call_and_shows_every_figu
     seconds = time.perf_counter() - started
     again = [seen.path.split("?")[0] for seen in api.requests()[first_view:]]
 
-    row = found(browser, 'tr[data-destination="dest07"] td')
-    assert [cell.text for cell in row[:4]] == ["1,007", "7", "≥ 7 min", "7"]
-    assert found(browser, 'tr[data-destination="dest02"] [data-figure="oldest"]')[0].text == "2 min"
-    assert "9 delivered of 10 received · 1 retried · stopped by empty" in row[4].text
+    row = 'tr[data-destination="dest07"] td'
+    assert values(browser, row)[:4] == ["1,007", "7", "≥ 7 min", "7"]
+    assert values(browser, 'tr[data-destination="dest02"] [data-figure="oldest"]') == ["2 min"]
+    assert values(browser, f'{row}[data-figure="delivered"]') == ["12 / 240\n3,007 since start"]
+    assert values(browser, f'{row}[data-figure="dead_lettered"]') == ["0 / 2\n7 since start"]
+    assert values(browser, f'{row}[data-figure="health"]') == ["circuit closed\n0 halted groups"]
+    assert re.fullmatch(r"in \d+ s\nrate\(1 minute\)", values(browser, f'{row}[data-figure="next_run"]')[0])
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= 1280  # every column
+    assert (
+        "9 delivered of 10 received · 1 retried · stopped by empty"
+        in values(browser, f'{row}[data-figure="last_run"]')[0]
+    )
+    crm_like = values(browser, 'tr[data-destination="dest01"] [data-figure="health"]')[0]
+    assert crm_like.startswith("circuit open since ") and crm_like.endswith("2 halted groups")
     assert "Stream records no route took: 3" in found(browser, "#unrouted")[0].text
     assert again == ["/console", "/status"]  # the script and the sheet come from the browser's cache
     assert seconds < 10, seconds  # measured: docs/console.md
@@ -120,6 +144,11 @@ def test_hostile_data_is_shown_as_text_and_runs_nothing(
     hostile_status = status([script, img])
     hostile_status["destinations"][script]["last_run"]["stopped_by"] = img
     hostile_status["unrouted"]["handling"] = script
+    hostile_status["destinations"][img] |= {
+        "paused": {"by": script, "reason": WIDE, "at": NOW},
+        "circuit": {"state": img, "since": script},
+        "schedule": img,
+    }
     letters = [
         dead_letter(1, reason=script, group=img),
         dead_letter(2, reason=WIDE),
@@ -142,6 +171,10 @@ def test_hostile_data_is_shown_as_text_and_runs_nothing(
     rows = found(browser, "#overview tbody tr")
     assert [r.find_element("css selector", "th").text for r in rows] == [script, img]
     assert img in rows[0].text and script in found(browser, "#unrouted")[0].text
+    assert browser.execute_script("return document.documentElement.scrollHeight") < 2000
+    health = values(browser, '#overview tr:nth-child(2) [data-figure="health"]')[0]
+    assert f"by {script}, " in health and WIDE in health and f"circuit {img} since {script}" in health
+    assert values(browser, '#overview tr:nth-child(2) [data-figure="next_run"]')[0].endswith(img)
 
     # The img destination's dead letters: its name goes into the URL's hash encoded, back out as text.
     found(browser, "#overview tbody tr a.destination")[1].click()
@@ -152,14 +185,17 @@ def test_hostile_data_is_shown_as_text_and_runs_nothing(
     assert len(reasons[1]) == len(WIDE)  # the whole string, as text
     assert found(browser, "#dead-letters td.group")[0].text == img + "1"
 
-    # A 100 KB string keeps the page usable: nothing wider than the window, the controls still work.
+    # A 100 KB string keeps the page usable: nothing wider than the window nor much taller (it scrolls
+    # in its cell), the controls still work.
     assert browser.execute_script("return document.documentElement.scrollWidth") <= 1280
+    assert browser.execute_script("return document.documentElement.scrollHeight") < 2000
     found(browser, "#filter")[0].send_keys("</script>")
     wait(browser, lambda: len(found(browser, "#dead-letters tbody tr")) == 1)
 
     browser.get(browser.current_url.split("#")[0] + f"#/messages/{record['message_id']}")
     wait(browser, lambda: found(browser, 'dd[data-field="last_error"]'))
     assert len(found(browser, 'dd[data-field="last_error"]')[0].text) == len(WIDE)
+    assert browser.execute_script("return document.documentElement.scrollHeight") < 2000
     assert found(browser, 'dd[data-field="callback"]')[0].text == script
     assert found(browser, 'dd[data-field="group_id"]')[0].text == img
 
@@ -253,7 +289,7 @@ def test_dead_letters_page_by_cursor_and_a_confirmed_redrive_is_followed_to_deli
     found(browser, "#redrive-selected")[0].click()
     found(browser, "#confirm-yes")[0].click()
 
-    wait(browser, lambda: "Redrive done: 2 moved back" in found(browser, "#job")[0].text)
+    wait(browser, lambda: "Redrive done: 2 moved back" in " ".join(values(browser, "#job")))
     wait(browser, lambda: values(browser, "#redriven-messages td.status") == ["delivered"] * 2)
     assert redrives == [{"message_ids": sorted([letters[10]["message_id"], letters[13]["message_id"]])}]
     assert alerted(browser) is None
@@ -289,3 +325,45 @@ def test_through_operate_console_s_proxy_the_calls_are_signed_and_no_token_is_as
     (call,) = [seen for seen in api.requests() if seen.path == "/status"]
     assert call.headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
     assert found(browser, "#token-form") == []
+
+
+def test_pause_and_resume_ask_first_then_show_who_paused_and_why(
+    browser: WebDriver, served: list[FakeOperatorApi]
+) -> None:
+    figures = status(["orders", "crm"])
+    asked: list[tuple[str, Any]] = []
+
+    def answer(method: str, path: str, body: bytes) -> Answer | None:
+        if path == "/status":
+            return 200, figures
+        found = re.fullmatch(r"/destinations/(\w+)/(pause|resume)", path)
+        if method == "POST" and found:
+            asked.append((path, json.loads(body)))
+            paused = {"by": "operator", "reason": json.loads(body).get("reason", ""), "at": time.time()}
+            figures["destinations"][found[1]]["paused"] = paused if found[2] == "pause" else None
+            return 200, {"destination": found[1], "paused": figures["destinations"][found[1]]["paused"]}
+        return None
+
+    open_console(browser, served, answer)
+    orders = 'tr[data-destination="orders"]'
+    wait(browser, lambda: found(browser, f"{orders} button.pause"))
+    found(browser, f"{orders} button.pause")[0].click()
+    assert "Pause orders? From its next drain run it receives nothing" in found(browser, "#confirm")[0].text
+    found(browser, "#confirm-no")[0].click()
+    found(browser, f"{orders} button.pause")[0].click()
+    found(browser, "#confirm-reason")[0].send_keys("the API's maintenance window")
+    found(browser, "#confirm-yes")[0].click()
+
+    wait(browser, lambda: found(browser, f"{orders} button.resume"))
+    health = values(browser, f'{orders} [data-figure="health"]')[0]
+    assert health.startswith("paused\nby operator, ") and health.count("the API's maintenance window") == 1
+    assert values(browser, 'tr[data-destination="crm"] [data-figure="paused"]') == []
+    found(browser, f"{orders} button.resume")[0].click()
+    assert "Resume orders?" in found(browser, "#confirm")[0].text and found(browser, "#confirm-reason") == []
+    found(browser, "#confirm-yes")[0].click()
+    wait(browser, lambda: found(browser, f"{orders} button.pause"))
+
+    assert asked == [
+        ("/destinations/orders/pause", {"reason": "the API's maintenance window"}),
+        ("/destinations/orders/resume", {}),
+    ]
