@@ -124,6 +124,7 @@ def _alarm(
     statistic: str,
     threshold: Any,
     comparison: str = "GreaterThanThreshold",
+    period_s: int = 60,
 ) -> dict[str, Any]:
     return {
         "Type": "AWS::CloudWatch::Alarm",
@@ -133,7 +134,7 @@ def _alarm(
             "MetricName": metric,
             "Dimensions": [{"Name": k, "Value": v} for k, v in dimensions.items()],
             "Statistic": statistic,
-            "Period": 60,
+            "Period": period_s,
             "EvaluationPeriods": 1,
             "Threshold": threshold,
             "ComparisonOperator": comparison,
@@ -470,6 +471,17 @@ def _destination_resources(arns: DestinationArns, ssm_service: Any, visibility: 
             1,
             "GreaterThanOrEqualToThreshold",
         ),
+        # Its runs keep ending on the breaker: each unpaused run writes how long the circuit has
+        # been open (`chalicelib.health`), 0 once a run's requests no longer trip it.
+        naming.circuit_open_alarm_id(d.name): _alarm(
+            f"Trickle: {d.name}'s circuit has stayed open; its API keeps failing",
+            METRICS_NAMESPACE,
+            "CircuitOpenSeconds",
+            drain_metric_dimensions(d.name),
+            "Maximum",
+            {"Ref": "CircuitOpenAlarmSeconds"},
+            period_s=300,  # a run every five minutes at most keeps the alarm from flapping between runs
+        ),
     }
 
 
@@ -666,6 +678,12 @@ def merge_template(stage: str, project_dir: Path = PROJECT_DIR) -> dict[str, Any
                 "Description": "SNS topic for alarms (optional)",
             },
             "OldestMessageAlarmSeconds": {"Type": "Number", "Default": 900, "MinValue": 60},
+            "CircuitOpenAlarmSeconds": {
+                "Type": "Number",
+                "Default": 900,
+                "MinValue": 60,
+                "Description": "Alarm when a destination's circuit has stayed open longer than this",
+            },
             "IteratorAgeAlarmMilliseconds": {"Type": "Number", "Default": 600000, "MinValue": 1000},
             "UnroutedShareAlarmPercent": {
                 "Type": "Number",

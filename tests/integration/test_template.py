@@ -243,6 +243,7 @@ def test_alarms_and_dashboard_are_in_the_template(prod: tuple[dict[str, Any], di
         "ApproximateAgeOfOldestMessage",
         "Errors",
         "CredentialsRefused",
+        "CircuitOpenSeconds",
         "IteratorAge",
         "metric math",
     }
@@ -269,6 +270,36 @@ def test_each_destination_alarms_as_soon_as_its_credentials_are_refused(
         )
         assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("Sum", 60, 1)
         assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1)
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert alarm["AlarmActions"] == dead_letters["AlarmActions"]
+
+
+def test_each_destination_alarms_when_its_circuit_stays_open_too_long(
+    prod: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    """Issue #27: each unpaused drain run writes `CircuitOpenSeconds` (how long its runs have ended on
+    the breaker); the alarm fires past the stack's `CircuitOpenAlarmSeconds`."""
+    sam, _ = prod
+    resources = sam["Resources"]
+    assert sam["Parameters"]["CircuitOpenAlarmSeconds"] | {"Description": ""} == {
+        "Type": "Number",
+        "Default": 900,
+        "MinValue": 60,
+        "Description": "",
+    }
+    for destination in DESTINATIONS:
+        alarm = resources[f"{naming.logical_id(destination)}CircuitOpenAlarm"]["Properties"]
+        dead_letters = resources[f"{naming.logical_id(destination)}DeadLettersAlarm"]["Properties"]
+        assert (alarm["Namespace"], alarm["MetricName"], alarm["Dimensions"]) == (
+            "Trickle",
+            "CircuitOpenSeconds",
+            [{"Name": "destination", "Value": destination}, {"Name": "service", "Value": "trickle"}],
+        )
+        assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("Maximum", 300, 1)
+        assert (alarm["ComparisonOperator"], alarm["Threshold"]) == (
+            "GreaterThanThreshold",
+            {"Ref": "CircuitOpenAlarmSeconds"},
+        )
         assert alarm["TreatMissingData"] == "notBreaching"
         assert alarm["AlarmActions"] == dead_letters["AlarmActions"]
 
@@ -492,8 +523,9 @@ def test_what_the_emulator_cannot_create_is_right_in_the_transformed_template(
                     {"Fn::GetAtt": [f"{naming.logical_id(name)}DeadLetterQueue", "QueueName"]},
                     {"Fn::GetAtt": [f"{naming.logical_id(name)}Queue", "QueueName"]},
                     {"Ref": f"Drain{naming.logical_id(name)}"},
-                    name,  # CredentialsRefused: the drain's own metric, by destination and service
-                    "trickle",
+                    # CredentialsRefused and CircuitOpenSeconds: the drain's own metrics, by
+                    # destination and service
+                    *[name, "trickle"] * 2,
                 )
             ),
             {"Ref": "Ingest"},

@@ -247,7 +247,7 @@ def test_the_runbook_says_what_to_do_for_every_alarm_the_template_defines() -> N
         for name, resource in merge_template("prod")["Resources"].items()
         if resource.get("Type") == "AWS::CloudWatch::Alarm"
     }
-    assert len(alarms) == 4 * len(destinations) + 3  # and the stream's two, the jobs' tasks' one
+    assert len(alarms) == 5 * len(destinations) + 3  # and the stream's two, the jobs' tasks' one
     missing = []
     for name, description in alarms.items():
         for destination in sorted(destinations, key=len, reverse=True):  # OrdersBulk before Orders

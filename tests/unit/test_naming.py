@@ -27,7 +27,7 @@ PATTERNS = {
     "key variable": r"\{\}_(API_KEY|SIGNING_SECRET|HEADERS)\b",
     "policy file": r"policy-\{\}-",
     "stack id or output": r"\{\}(Queue|DeadLetterQueue|Role|DecryptApiKey|DeadLettersAlarm|OldestMessageAlarm"
-    r"|ErrorsAlarm|CredentialsRefusedAlarm|AnswerExample|ApiKeyParameterArn|PutApiKeyCommand|QueueUrl"
+    r"|ErrorsAlarm|CredentialsRefusedAlarm|CircuitOpenAlarm|AnswerExample|ApiKeyParameterArn|PutApiKeyCommand|QueueUrl"
     r"|DeadLetterQueueUrl|SigningSecretParameterArn|PutSigningSecretCommand|SecretHeadersParameterArn"
     r"|PutSecretHeadersCommand)\b"
     r"|ExampleThrough\{\}",
