@@ -71,3 +71,14 @@ def test_the_script_never_parses_data_as_markup_nor_stores_the_token_beyond_the_
         assert sink not in code, sink
     assert "localStorage" not in code and "document.cookie" not in code
     assert code.count("sessionStorage.setItem(") == 1  # the token, from the form
+
+
+def test_a_missing_browser_fails_the_browser_tests_with_the_install_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not a skip: a CI machine without chromium must not pass the browser tests by leaving them out."""
+    from tests.browser import start_browser
+
+    monkeypatch.setenv("CHROMIUM", "no-such-chromium")
+    with pytest.raises(pytest.fail.Exception, match=r"\(apt-get install -y chromium chromium-driver\)"):
+        start_browser()
