@@ -468,6 +468,7 @@ def serve(session: Session, args: argparse.Namespace) -> None:
             f"Routes:       {session.routes.url} (Authorization: Bearer {session.operator_token})",
             file=sys.stderr,
         )
+        print(f"Console:      {session.routes.url}/console (paste the token above)", file=sys.stderr)
     for scheduled in session.runtime.schedules:
         print(
             f"Schedule:     {schedule_line(scheduled, session.runtime.clock, args.drain_every)}",

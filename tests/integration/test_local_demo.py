@@ -237,6 +237,8 @@ def test_up_delivers_to_an_api_url_as_given_and_counts_what_it_delivered(tmp_pat
     text = stderr.read_text()
     assert received == [("/v2/items?tenant=7", "sk-real")] * 6
     assert f"API orders:   {url}\n" in text
+    routes = re.findall(r"Routes: +(http://127\.0\.0\.1:\d+) ", text)
+    assert f"Console:      {routes[0]}/console (paste the token above)\n" in text
     received_lines = [line for line in text.splitlines() if line.startswith("Received:")]
     assert [line.rsplit(" lists ", 1)[1] for line in received_lines] == [
         "what the crm API got",
