@@ -194,12 +194,51 @@ def _destination(query: dict[str, str]) -> str:
 
 @app.route("/dead-letters", methods=["GET"], authorizer=operator)
 def dead_letters() -> dict[str, Any]:
-    from chalicelib.operations import dead_letter_query
+    from chalicelib.operations import page_query
 
     try:
-        return wiring.operations().dead_letters(*dead_letter_query(_request().query_params or {}))
+        return wiring.operations().dead_letters(*page_query(_request().query_params or {}))
     except ValueError as exc:
         raise BadRequestError(str(exc)) from None
+
+
+@app.route("/halted", methods=["GET"], authorizer=operator)
+def halted() -> dict[str, Any]:
+    """A destination's groups halted in strict ordering, each with its head message (from the ledger)."""
+    from chalicelib.operations import page_query
+
+    try:
+        return wiring.operations().halted(*page_query(_request().query_params or {}))
+    except ValueError as exc:
+        raise BadRequestError(str(exc)) from None
+
+
+@app.route(
+    "/halted/{message_id}/retry", methods=["POST"], authorizer=operator, content_types=["application/json"]
+)
+def retry_halted(message_id: str) -> dict[str, Any]:
+    """Try the halted head again, attempts reset: `operate retry`."""
+    return _release(message_id, "retry")
+
+
+@app.route(
+    "/halted/{message_id}/skip", methods=["POST"], authorizer=operator, content_types=["application/json"]
+)
+def skip_halted(message_id: str) -> dict[str, Any]:
+    """Dead-letter the halted head at its drain's next look; its group goes on: `operate skip`."""
+    return _release(message_id, "skip")
+
+
+def _release(message_id: str, choice: str) -> dict[str, Any]:
+    from chalicelib.operations import NoLongerHaltedError, NotHaltedError
+
+    destination = _destination(_query())
+    try:
+        return wiring.operations().release(destination, message_id, choice, _caller())
+    except NotHaltedError as exc:
+        raise NotFoundError(str(exc)) from None
+    except NoLongerHaltedError as exc:
+        raise ConflictError(str(exc)) from None
 
 
 @app.route("/dead-letters/redrive", methods=["POST"], authorizer=operator, content_types=["application/json"])

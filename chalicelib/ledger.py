@@ -8,7 +8,10 @@ failed, else with the round's deliveries, several requests to a transaction.
 
 Dead records carry `dead_destination` and `dead_key` (`<dead at, ISO UTC>#<message id>`), the keys of
 the sparse index `dead-letters`: operators page through a destination's dead letters from there, in
-the order they died, without touching the dead-letter queue."""
+the order they died, without touching the dead-letter queue. Every write that sets a status also
+sets `status_key` (`<destination>#<status>`) and `status_at` (`<written at, ISO UTC>#<message id>`),
+the keys of the index `by-status` (keys only): a destination's halted groups, and its messages by
+status and time window, are listed from there (issue #27)."""
 
 from __future__ import annotations
 
@@ -33,25 +36,35 @@ DEAD_INDEX = "dead-letters"
 DEAD_LETTER_RETENTION_S = 14 * 86_400  # the longest SQS keeps a message
 DEAD_PARTITION_KEY = "dead_destination"
 DEAD_SORT_KEY = "dead_key"
+STATUS_INDEX = "by-status"
+STATUS_PARTITION_KEY = "status_key"
+STATUS_SORT_KEY = "status_at"
+# index -> (its partition key, its sort key, what it holds of a record)
+INDEXES = {
+    DEAD_INDEX: (DEAD_PARTITION_KEY, DEAD_SORT_KEY, "ALL"),
+    # Keys only: a record's other changes cost the index nothing; a page reads its records back.
+    STATUS_INDEX: (STATUS_PARTITION_KEY, STATUS_SORT_KEY, "KEYS_ONLY"),
+}
 
 
 def table_definition() -> dict[str, Any]:
-    """The ledger's key and its dead-letter index, as both CreateTable and CloudFormation take them."""
+    """The ledger's key and its indexes, as both CreateTable and CloudFormation take them."""
     return {
         "KeySchema": [{"AttributeName": "message_id", "KeyType": "HASH"}],
         "AttributeDefinitions": [
             {"AttributeName": name, "AttributeType": "S"}
-            for name in ("message_id", DEAD_PARTITION_KEY, DEAD_SORT_KEY)
+            for name in ("message_id", *(key for p, s, _ in INDEXES.values() for key in (p, s)))
         ],
         "GlobalSecondaryIndexes": [
             {
-                "IndexName": DEAD_INDEX,
+                "IndexName": name,
                 "KeySchema": [
-                    {"AttributeName": DEAD_PARTITION_KEY, "KeyType": "HASH"},
-                    {"AttributeName": DEAD_SORT_KEY, "KeyType": "RANGE"},
+                    {"AttributeName": partition, "KeyType": "HASH"},
+                    {"AttributeName": sort, "KeyType": "RANGE"},
                 ],
-                "Projection": {"ProjectionType": "ALL"},
+                "Projection": {"ProjectionType": projection},
             }
+            for name, (partition, sort, projection) in INDEXES.items()
         ],
     }
 
@@ -59,6 +72,27 @@ def table_definition() -> dict[str, Any]:
 def dead_key(now: float, message_id: str) -> str:
     """Sorts by the time a message died; the message id makes it unique."""
     return f"{iso_utc(now)}#{message_id}"
+
+
+def status_key(destination: str, status: Status) -> str:
+    return f"{destination}#{status.value}"
+
+
+def status_values(destination: str, status: Status, now: float, message_id: str) -> dict[str, Any]:
+    """The attributes a write that sets `status` sets with it (none for a record of no known
+    destination: it is left out of the status index, not filed under another's)."""
+    if not destination:
+        return {}
+    return {
+        "destination": {"S": destination},
+        STATUS_PARTITION_KEY: {"S": status_key(destination, status)},
+        STATUS_SORT_KEY: {"S": dead_key(now, message_id)},
+    }
+
+
+def _set(values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """`values` (attribute -> value) as an update's SET clauses and their expression values."""
+    return "".join(f", {name} = :{name}" for name in values), {f":{n}": v for n, v in values.items()}
 
 
 def record_from_item(item: dict[str, Any]) -> LedgerRecord:
@@ -82,16 +116,22 @@ def record_from_item(item: dict[str, Any]) -> LedgerRecord:
         callback=item.get("callback", {}).get("S", ""),
         callback_output=item.get("callback_output", {}).get("S", ""),
         retry_at=number("retry_at"),
+        destination=item.get("destination", {}).get("S", ""),
+        status_at=item.get(STATUS_SORT_KEY, {}).get("S", ""),
     )
 
 
-def record_item(record: LedgerRecord, expires_at: int) -> dict[str, Any]:
+def record_item(record: LedgerRecord, expires_at: int, destination: str, now: float) -> dict[str, Any]:
+    """A whole record as PutItem takes it, filed in the status index under `destination` at its
+    `updated_at` (else `now`)."""
+    at = record.updated_at if record.updated_at is not None else now
     item: dict[str, Any] = {
         "message_id": {"S": record.message_id},
         "status": {"S": record.status.value},
         "attempts": {"N": str(record.attempts)},
         "group_id": {"S": record.group_id},
         "expires_at": {"N": str(expires_at)},
+        **status_values(destination, record.status, at, record.message_id),
     }
     if record.last_error:
         item["last_error"] = {"S": record.last_error}
@@ -162,6 +202,7 @@ class Ledger:
                     "attempts": {"N": "0"},
                     "updated_at": stamp[":now"],
                     "expires_at": stamp[":expires"],
+                    **status_values(self._destination, status, float(stamp[":now"]["N"]), message_id),
                     **extra,
                 },
                 ConditionExpression="attribute_not_exists(message_id)",
@@ -198,7 +239,8 @@ class Ledger:
     def write(self, records: Sequence[LedgerRecord]) -> None:
         """Whole records (a round's deliveries) in BatchWriteItem calls of 25. Unconditional, which is
         safe: no other drain holds these messages, and ingest only ever writes absent records."""
-        expires = int(self._clock()) + self._ttl_s
+        now = self._clock()
+        expires = int(now) + self._ttl_s
 
         def put(requests: Sequence[WriteRequestUnionTypeDef]) -> list[WriteRequestUnionTypeDef]:
             response = self._client.batch_write_item(RequestItems={self.table: list(requests)})
@@ -206,7 +248,7 @@ class Ledger:
 
         for start in range(0, len(records), _BATCH_WRITE):
             requests: list[WriteRequestUnionTypeDef] = [
-                {"PutRequest": {"Item": record_item(r, expires)}}
+                {"PutRequest": {"Item": record_item(r, expires, self._destination, now)}}
                 for r in records[start : start + _BATCH_WRITE]
             ]
             left = retry_unprocessed(put, requests, _BATCH_TRIES, self._sleep)
@@ -216,12 +258,17 @@ class Ledger:
     def restart(self, message_id: str) -> LedgerRecord | None:
         """A redriven message: fresh attempts, queued again; a record no longer dead (or gone) is
         returned as it is."""
+        stamp = self._stamp()
+        indexed, values = _set(
+            status_values(self._destination, Status.QUEUED, float(stamp[":now"]["N"]), message_id)
+        )
         try:
             response = self._client.update_item(
                 TableName=self.table,
                 Key=self._key(message_id),
                 UpdateExpression=(
-                    "SET #status = :queued, attempts = :zero, updated_at = :now, expires_at = :expires"
+                    "SET #status = :queued, attempts = :zero, updated_at = :now,"
+                    f" expires_at = :expires{indexed}"
                     f" REMOVE dead_copy, first_attempt_at, retry_at, {DEAD_PARTITION_KEY}, {DEAD_SORT_KEY}"
                 ),
                 ConditionExpression="#status = :dead",
@@ -230,7 +277,8 @@ class Ledger:
                     ":queued": {"S": Status.QUEUED.value},
                     ":dead": {"S": Status.DEAD.value},
                     ":zero": {"N": "0"},
-                    **self._stamp(),
+                    **stamp,
+                    **values,
                 },
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -303,9 +351,13 @@ class Ledger:
             ":group": {"S": settlement.group_id},
             **self._stamp(dead=status is Status.DEAD, now=now),
         }
+        indexed, index_values = _set(
+            status_values(self._destination, status, float(values[":now"]["N"]), message_id)
+        )
+        values |= index_values
         update = (
             "SET #status = :status, group_id = :group, last_error = :error, updated_at = :now,"
-            " expires_at = :expires"
+            f" expires_at = :expires{indexed}"
         )
         if (
             settlement.counted or status_code is not None
@@ -405,21 +457,90 @@ class Ledger:
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         return found[:limit], len(found) > limit
 
-    def set_status(self, message_id: str, status: Status, reset_attempts: bool = False) -> None:
-        """An operator's decision (retry a halted message, skip it)."""
-        update = "SET #status = :status, updated_at = :now, expires_at = :expires"
-        values: dict[str, Any] = {":status": {"S": status.value}, **self._stamp()}
+    def release(
+        self, message_id: str, status: Status, reset_attempts: bool, destination: str
+    ) -> tuple[bool, LedgerRecord | None]:
+        """An operator's decision on a halted message (retry: failed with fresh attempts; skip), made
+        only while it is still halted: (True, None) when made, else (False, the record as it is
+        now, or None: there is none). `destination`: whose message it is, for the status index."""
+        stamp = self._stamp()
+        indexed, values = _set(status_values(destination, status, float(stamp[":now"]["N"]), message_id))
+        update = f"SET #status = :status, updated_at = :now, expires_at = :expires{indexed}"
         if reset_attempts:
             update += ", attempts = :zero"
             values[":zero"] = {"N": "0"}
-        self._client.update_item(
-            TableName=self.table,
-            Key=self._key(message_id),
-            UpdateExpression=update,
-            ConditionExpression="attribute_exists(message_id)",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=values,
-        )
+        try:
+            self._client.update_item(
+                TableName=self.table,
+                Key=self._key(message_id),
+                UpdateExpression=update,
+                ConditionExpression="#status = :halted",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":status": {"S": status.value},
+                    ":halted": {"S": Status.HALTED.value},
+                    **stamp,
+                    **values,
+                },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if not _conditional(exc):
+                raise
+            item: dict[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
+            return False, record_from_item(item) if item else None
+        return True, None
+
+    def listed(
+        self,
+        index: str,
+        partition: str,
+        limit: int,
+        *,
+        low: str | None = None,
+        high: str | None = None,
+        after: str | None = None,
+        newest_first: bool = False,
+    ) -> tuple[list[tuple[str, str]], bool]:
+        """Up to `limit` (message id, index sort key) of an index's `partition` whose sort keys lie
+        between `low` and `high` (inclusive; None: open), in order (or the reverse), starting after
+        the sort key `after`; and whether more follow. Eventually consistent, like every index."""
+        partition_name, sort_name, _ = INDEXES[index]
+        if after is not None:
+            low, high = (low, after) if newest_first else (after, high)
+        if low is not None and high is not None and low > high:
+            return [], False
+        condition = "#p = :p"
+        names = {"#p": partition_name}
+        values: dict[str, Any] = {":p": {"S": partition}}
+        if low is not None or high is not None:
+            names["#s"] = sort_name
+            if low is not None and high is not None:  # inclusive: the `after` key is skipped below
+                condition += " AND #s BETWEEN :low AND :high"
+            else:
+                condition += " AND #s >= :low" if low is not None else " AND #s <= :high"
+            values |= {f":{n}": {"S": v} for n, v in (("low", low), ("high", high)) if v is not None}
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": index,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": not newest_first,
+            "Limit": limit + 2,
+        }
+        found: list[tuple[str, str]] = []
+        while len(found) <= limit:
+            response = self._client.query(**request)
+            found += [
+                (item["message_id"]["S"], item[sort_name]["S"])
+                for item in response.get("Items", [])
+                if item[sort_name]["S"] != after
+            ]
+            if "LastEvaluatedKey" not in response:
+                break
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return found[:limit], len(found) > limit
 
 
 _BATCH_GET = 100

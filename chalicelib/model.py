@@ -103,10 +103,16 @@ class LedgerRecord:
     callback: str = ""  # the waiting task was answered: "success", "failure" or "rejected" (gone)
     callback_output: str = ""  # a delivered message's task output, kept while it is still owed
     retry_at: float | None = None  # not attempted again before this (a task-token message held short)
+    # Where the ledger files the record, not what became of the message (a record the drain computes
+    # does not know them, and equals the one written): whose message it is ("" in a record written
+    # before the ledger said), `<when its status was written, ISO UTC>#<message id>` (status index).
+    destination: str = field(default="", compare=False)
+    status_at: str = field(default="", compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "message_id": self.message_id,
+            "destination": self.destination or None,
             "status": self.status.value,
             "attempts": self.attempts,
             "group_id": self.group_id,
@@ -116,11 +122,13 @@ class LedgerRecord:
             "last_attempt_at": self.last_attempt_at,
             "updated_at": self.updated_at,
             "dead_at": dead_at(self.dead_key),
+            "status_since": dead_at(self.status_at),
             "callback": self.callback or None,
         }
 
 
 def dead_at(key: str) -> str | None:
+    """The time of a `<ISO UTC>#<message id>` index key (a dead key, a status key)."""
     return key.split("#", 1)[0] if key else None
 
 

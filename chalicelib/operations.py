@@ -1,5 +1,6 @@
-"""What the operator routes do: status, delivery lookups, dead-letter pages and redrive jobs, and
-direct submissions. Returns plain dicts; app.py maps errors to HTTP answers."""
+"""What the operator routes do: status, delivery lookups, dead-letter pages and redrive jobs, halted
+groups and their release, and direct submissions. Returns plain dicts; app.py maps errors to HTTP
+answers."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 from chalicelib import health, totals
 from chalicelib.archive import ResponseArchive
 from chalicelib.fifo_queue import FifoQueue
-from chalicelib.ledger import Ledger
+from chalicelib.ledger import STATUS_INDEX, Ledger, status_key
 from chalicelib.model import LedgerRecord, Status, dead_at
 from chalicelib.naming import pause_key, run_note_key, totals_key
 from chalicelib.notes import UNROUTED_NOTE_KEY, Notes
@@ -42,8 +43,9 @@ class CursorError(ValueError):
         super().__init__("next is not a cursor this API issued; leave it out to start from the first page")
 
 
-def dead_letter_query(query: Mapping[str, str]) -> tuple[int, str | None, str | None]:
-    """`?limit=N&next=T&destination=D` -> (limit, next, destination); ValueError says what to fix."""
+def page_query(query: Mapping[str, str]) -> tuple[int, str | None, str | None]:
+    """`?limit=N&next=T&destination=D` (dead letters, halted groups) -> (limit, next, destination);
+    ValueError says what to fix."""
     unknown = sorted(set(query) - {"limit", "next", "destination"})
     if unknown:
         shown = ", ".join(json.dumps(name)[:40] for name in unknown[:5])
@@ -74,15 +76,16 @@ def pause_reason(body: str | bytes | None) -> str:
     return reason
 
 
-def encode_cursor(destination: str, after: str) -> str:
-    """Opaque to callers: base64url (unpadded) of a small JSON document naming where a page ended."""
-    document = json.dumps({"v": _CURSOR_VERSION, "d": destination, "k": after}, separators=(",", ":"))
+def encode_cursor(scope: str, after: str) -> str:
+    """Opaque to callers: base64url (unpadded) of a small JSON document naming where a page ended;
+    `scope` names the listing it pages (a destination's dead letters: the destination)."""
+    document = json.dumps({"v": _CURSOR_VERSION, "d": scope, "k": after}, separators=(",", ":"))
     return base64.urlsafe_b64encode(document.encode()).decode().rstrip("=")
 
 
-def decode_cursor(token: str, destination: str) -> str:
-    """The dead key a page starts after; anything but a cursor `encode_cursor` made for
-    `destination` is a CursorError (checked strictly: characters, length, JSON shape, key form)."""
+def decode_cursor(token: str, scope: str) -> str:
+    """The index key a page starts after; anything but a cursor `encode_cursor` made for `scope` is
+    a CursorError (checked strictly: characters, length, JSON shape, key form)."""
     if not _CURSOR_CHARS.fullmatch(token):
         raise CursorError()
     try:
@@ -94,7 +97,7 @@ def decode_cursor(token: str, destination: str) -> str:
         or set(document) != {"v", "d", "k"}
         or type(document["v"]) is not int
         or document["v"] != _CURSOR_VERSION
-        or document["d"] != destination
+        or document["d"] != scope
         or not isinstance(document["k"], str)
         or not _DEAD_KEY.fullmatch(document["k"])
     ):
@@ -121,6 +124,54 @@ def missing_message(message_id: str) -> str:
         " /status shows the queues); nor does an id Trickle never queued, or one whose record expired"
         " (TRICKLE_LEDGER_TTL_DAYS)"
     )
+
+
+class ReleaseError(Exception):
+    """Why a halted message was not released; the message says it to the operator."""
+
+
+class NotHaltedError(ReleaseError, LookupError):
+    """No such message of the destination (404)."""
+
+
+class NoLongerHaltedError(ReleaseError):
+    """The message is known but not halted now: released already, or never halted (409)."""
+
+
+# An operator's choice for a halted message -> its new status, and whether its attempts start over.
+RELEASES = {"retry": (Status.FAILED, True), "skip": (Status.SKIP, False)}
+
+
+def release_refusal(
+    message_id: str, record: LedgerRecord | None, destination: str | None
+) -> ReleaseError | None:
+    """Why `record` cannot be released for `destination` (None: any), or None: it can. A record
+    written before the ledger named destinations is taken as the one asked for."""
+    if record is None or (destination and record.destination not in ("", destination)):
+        where = f" of destination {destination}" if destination else ""
+        return NotHaltedError(f"no message {message_id[:80]}{where} in the ledger")
+    if record.status is not Status.HALTED:
+        return NoLongerHaltedError(f"message {message_id} is not halted: its status is {record.status.value}")
+    return None
+
+
+def release(ledger: Ledger, message_id: str, choice: str, destination: str | None) -> dict[str, Any]:
+    """Retry (fresh attempts) or skip (dead-letter it, its group goes on) a halted message, as the
+    route and `operate retry|skip` do it: only while it is halted (the write is conditional, so
+    two operators never both release it); a ReleaseError says why not."""
+    status, reset = RELEASES[choice]
+    record = ledger.get(message_id) if is_message_id(message_id) else None
+    refused = release_refusal(message_id, record, destination)
+    if refused is not None:
+        raise refused
+    assert record is not None
+    owner = record.destination or destination or ""
+    done, now = ledger.release(message_id, status, reset, owner)
+    if not done:  # released (or gone) since it was read
+        raise release_refusal(message_id, now, destination) or NoLongerHaltedError(
+            f"message {message_id} is no longer halted"
+        )
+    return {"message_id": message_id, "destination": owner or None, "status": status.value}
 
 
 class Operations:
@@ -277,6 +328,32 @@ class Operations:
             "next": encode_cursor(destination, records[-1].dead_key) if more else None,
         }
 
+    def halted(self, limit: int, page_token: str | None, destination: str | None = None) -> dict[str, Any]:
+        """A page of a destination's halted groups (strict ordering), each with its head message, the
+        longest halted first: from the ledger's status index, its records read back (a head released
+        since the index was written is left out), the queue untouched."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be a whole number from 1 to {MAX_PAGE}")
+        destination = self.pick(destination)
+        scope = f"halted:{destination}"
+        after = decode_cursor(page_token, scope) if page_token is not None else None
+        partition = status_key(destination, Status.HALTED)
+        listed, more = self._ledger.listed(STATUS_INDEX, partition, limit, after=after)
+        records = self._ledger.read([message_id for message_id, _ in listed])
+        heads = [records.get(message_id) for message_id, _ in listed]
+        return {
+            "destination": destination,
+            "halted": [_halted(r, destination) for r in heads if r is not None and r.status is Status.HALTED],
+            "next": encode_cursor(scope, listed[-1][1]) if more else None,
+        }
+
+    def release(self, destination: str, message_id: str, choice: str, by: str) -> dict[str, Any]:
+        """Retry or skip a halted message of `destination` (`release`), logged with who asked:
+        NotHaltedError, NoLongerHaltedError say why not."""
+        released = release(self._ledgers[destination], message_id, choice, destination)
+        log.warning("halted message released", extra=released | {"choice": choice, "by": by})
+        return released
+
     def start_redrive(self, destination: str, description: dict[str, Any]) -> dict[str, Any]:
         """A redrive job for the destination's drain to carry on from its next run (the request moves
         nothing: one runner, the drain under its lease, copies a destination's dead letters back);
@@ -307,6 +384,23 @@ def _dead_letter(record: LedgerRecord) -> dict[str, Any]:
         "first_attempt_at": record.first_attempt_at,
         "last_attempt_at": record.last_attempt_at,
         "redrivable": not record.rejected_at_ingest,
+        "status_url": f"/messages/{record.message_id}",
+    }
+
+
+def _halted(record: LedgerRecord, destination: str) -> dict[str, Any]:
+    """A halted group as `GET /halted` lists it: its head message, and where to release it."""
+    base = f"/halted/{record.message_id}"
+    return {
+        "group_id": record.group_id,
+        "message_id": record.message_id,
+        "reason": record.last_error,
+        "attempts": record.attempts,
+        "since": dead_at(record.status_at),
+        "last_status_code": record.last_status_code,
+        "last_attempt_at": record.last_attempt_at,
+        "retry_url": f"{base}/retry?destination={destination}",
+        "skip_url": f"{base}/skip?destination={destination}",
         "status_url": f"/messages/{record.message_id}",
     }
 

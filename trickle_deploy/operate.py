@@ -29,9 +29,8 @@ from chalicelib.dead_letters import RedriveFilter, Redriver, RedriveReport
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.health import pause_note
 from chalicelib.ledger import Ledger
-from chalicelib.model import Status
 from chalicelib.notes import Notes
-from chalicelib.operations import MAX_REASON_CHARS
+from chalicelib.operations import MAX_REASON_CHARS, ReleaseError, release
 from chalicelib.settings import Settings, load_settings
 from trickle_deploy.session import configured_session
 from trickle_project import stage
@@ -177,22 +176,15 @@ def main(argv: list[str] | None = None) -> int:
             )
         reason = getattr(args, "reason", "")  # resume takes none
         return pause_or_resume(dynamodb, settings, args.destination, args.command == "pause", reason)
-    # retry and skip only read and set a status: no dead record is written under a destination here
+    # retry and skip as the routes do (`operations.release`): the message's own destination is read
+    # from its record, under which the ledger files its new status
     ledger = Ledger(dynamodb, settings.ledger_table, settings.ledger_ttl_s, destination="")
-    record = ledger.get(args.message_id)
-    if record is None or record.status is not Status.HALTED:
-        print(
-            f"{args.message_id}: not halted ({record.status.value if record else 'unknown id'})",
-            file=sys.stderr,
-        )
+    try:
+        released = release(ledger, args.message_id, args.command, None)
+    except ReleaseError as exc:
+        print(exc, file=sys.stderr)
         return 1
-    if args.command == "retry":
-        ledger.set_status(args.message_id, Status.FAILED, reset_attempts=True)
-    else:
-        ledger.set_status(args.message_id, Status.SKIP)
-    print(
-        json.dumps({"message_id": args.message_id, "status": "failed" if args.command == "retry" else "skip"})
-    )
+    print(json.dumps(released))
     return 0
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from chalicelib import naming
-from chalicelib.ledger import DEAD_INDEX
+from chalicelib.ledger import INDEXES
 from chalicelib.notes import UNROUTED_NOTE_KEY
 from chalicelib.settings import Destination, Settings, SettingsError, load_settings
 from trickle_project.secret_parameters import CREDENTIALS, HEADERS, SIGNING, SecretParameter, needed
@@ -82,7 +82,7 @@ class StageResources:
     destinations: tuple[DestinationArns, ...]
     ledger_arn: Arn
     notes_arn: Arn
-    dead_index_arn: Arn
+    ledger_index_arns: tuple[Arn, ...]  # the ledger's indexes (the routes list pages of them)
     ingest_failure_queue_arn: Arn
     ssm_service: Arn
     token_parameter_arn: Arn | None
@@ -157,7 +157,7 @@ def template_resources(env: Mapping[str, str]) -> StageResources:
         ),
         ledger_arn={"Fn::GetAtt": ["LedgerTable", "Arn"]},
         notes_arn={"Fn::GetAtt": ["NotesTable", "Arn"]},
-        dead_index_arn=_sub(f"${{LedgerTable.Arn}}/index/{DEAD_INDEX}"),
+        ledger_index_arns=tuple(_sub(f"${{LedgerTable.Arn}}/index/{index}") for index in INDEXES),
         ingest_failure_queue_arn={"Fn::GetAtt": ["IngestFailureQueue", "Arn"]},
         ssm_service=_sub("ssm.${AWS::Region}.amazonaws.com"),
         token_parameter_arn=_arn("ssm", "parameter/" + token.lstrip("/")) if token else None,
@@ -204,8 +204,9 @@ def stage_resources(env: Mapping[str, str]) -> StageResources:
         ),
         ledger_arn=f"arn:{partition}:dynamodb:{region}:{account}:table/{settings.ledger_table}",
         notes_arn=f"arn:{partition}:dynamodb:{region}:{account}:table/{settings.notes_table}",
-        dead_index_arn=(
-            f"arn:{partition}:dynamodb:{region}:{account}:table/{settings.ledger_table}/index/{DEAD_INDEX}"
+        ledger_index_arns=tuple(
+            f"arn:{partition}:dynamodb:{region}:{account}:table/{settings.ledger_table}/index/{index}"
+            for index in INDEXES
         ),
         ingest_failure_queue_arn=queue_arn(failure_queue, partition, region),
         ssm_service=f"ssm.{region}.amazonaws.com",
@@ -411,7 +412,12 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 # depths only: no route receives, deletes or moves a message
                 _statement("QueueStatus", ["sqs:GetQueueAttributes"], [*r.queue_arns, *r.dlq_arns]),
                 _statement("Submit", ["sqs:SendMessage"], r.queue_arns),
-                _statement("Ledger", ["dynamodb:GetItem", "dynamodb:PutItem"], [r.ledger_arn]),
+                # lookups, submissions, halted messages released, the records of a listed page
+                _statement(
+                    "Ledger",
+                    ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+                    [r.ledger_arn],
+                ),
                 _statement(
                     "ReadRunNotes",
                     ["dynamodb:GetItem"],
@@ -447,7 +453,8 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                         "StringEquals", [naming.open_redrives_key(d.destination.name) for d in r.destinations]
                     ),
                 ),
-                _statement("ListDeadLetters", ["dynamodb:Query"], [r.dead_index_arn]),
+                # dead letters, halted groups, messages by status (the ledger's indexes)
+                _statement("ListLedgerIndexes", ["dynamodb:Query"], list(r.ledger_index_arns)),
                 *(
                     [_statement("PresignResponses", ["s3:GetObject"], [r.archive_objects_arn])]
                     if r.archive_objects_arn

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from urllib.parse import urlparse
 from botocore.exceptions import ClientError
 
 from chalicelib import naming
-from chalicelib.ledger import DEAD_INDEX, table_definition
+from chalicelib.ledger import table_definition
 from chalicelib.notes import notes_table_definition
 from chalicelib.settings import Destination, load_settings, table_name_from_stream_arn
 from trickle_project.secret_parameters import API_KEY, needed
@@ -82,7 +83,8 @@ def ensure_table(dynamodb: Any, names: StageNames) -> str:
 
 def ensure_ledger(dynamodb: Any, names: StageNames) -> None:
     """The delivery ledger: one record per message id, expiring through DynamoDB TTL, with its
-    dead-letter index (added to a ledger made before it had one)."""
+    indexes (those a ledger made before them lacks are added, one at a time as DynamoDB asks).
+    A record written before an index existed is not in it until its next write."""
     definition = table_definition()
     try:
         table = dynamodb.describe_table(TableName=names.ledger_table)["Table"]
@@ -90,13 +92,30 @@ def ensure_ledger(dynamodb: Any, names: StageNames) -> None:
         dynamodb.create_table(TableName=names.ledger_table, BillingMode="PAY_PER_REQUEST", **definition)
         dynamodb.get_waiter("table_exists").wait(TableName=names.ledger_table)
     else:
-        if DEAD_INDEX not in {index["IndexName"] for index in table.get("GlobalSecondaryIndexes", [])}:
-            dynamodb.update_table(
-                TableName=names.ledger_table,
-                AttributeDefinitions=definition["AttributeDefinitions"],
-                GlobalSecondaryIndexUpdates=[{"Create": definition["GlobalSecondaryIndexes"][0]}],
-            )
+        present = {index["IndexName"] for index in table.get("GlobalSecondaryIndexes", [])}
+        for index in definition["GlobalSecondaryIndexes"]:
+            if index["IndexName"] not in present:
+                _wait_for_indexes(dynamodb, names.ledger_table)
+                dynamodb.update_table(
+                    TableName=names.ledger_table,
+                    AttributeDefinitions=definition["AttributeDefinitions"],
+                    GlobalSecondaryIndexUpdates=[{"Create": index}],
+                )
     _ensure_ttl(dynamodb, names.ledger_table)
+
+
+def _wait_for_indexes(dynamodb: Any, table: str, timeout_s: float = 1800) -> None:
+    """Until no index of `table` is being built: DynamoDB builds one new index at a time."""
+    deadline = time.monotonic() + timeout_s
+    while any(
+        index.get("IndexStatus", "ACTIVE") != "ACTIVE"
+        for index in dynamodb.describe_table(TableName=table)["Table"].get("GlobalSecondaryIndexes", [])
+    ):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"an index of {table} is still being built after {timeout_s:.0f} s; run again later"
+            )
+        time.sleep(5)
 
 
 def _ensure_ttl(dynamodb: Any, table: str) -> None:

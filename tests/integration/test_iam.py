@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
 
 from chalicelib import wiring
 from chalicelib.credentials import RequestCredentials
-from chalicelib.model import Authorization
+from chalicelib.model import Authorization, Settlement, Status
 from chalicelib.secrets import SecretCache
 from chalicelib.settings import ROUTES_FILE, load_settings
 from chalicelib.submissions import parse_submission
@@ -247,6 +248,11 @@ def test_no_statement_grants_an_action_the_code_never_uses(
     stack.http("GET", "/status")
     stack.http("GET", submitted["status_url"])
     stack.http("GET", "/dead-letters?destination=orders")
+    # a halted head (orders skips poison here: its record is set halted), listed and skipped
+    halted = str(uuid.uuid4())
+    wiring.ledgers()["orders"].settle(Settlement(halted, "g", Status.HALTED, None, "poison", counted=False))
+    assert json.loads(stack.http("GET", "/halted?destination=orders").body)["halted"]
+    assert stack.http("POST", f"/halted/{halted}/skip?destination=orders", {}).status_code == 200
     for destination in destinations:  # each drain carries its redrive on (its ingest rejections stay)
         redrive = json.loads(stack.http("POST", f"/dead-letters/redrive?destination={destination}", {}).body)
         stack.http("GET", redrive["progress_url"])

@@ -71,7 +71,8 @@ def test_no_get_route_receives_moves_or_writes_anything(stack: Stack, app: Chali
         changes = [c.operation for c in calls if c.operation in CHANGES.get(c.service, ())]
         assert changes == [], f"GET {route} changed something: {changes}"
 
-    assert {"/status", "/dead-letters/redrive/{job_id}", "/console", "/console/{asset}"} <= set(called)
+    expected = {"/status", "/dead-letters/redrive/{job_id}", "/console", "/console/{asset}", "/halted"}
+    assert expected <= set(called)
     assert (stack.queue_depth(ORDERS_QUEUE), stack.queue_depth(ORDERS_DLQ)) == before
     progress = json.loads(stack.http("GET", job["progress_url"]).body)
     assert (progress["state"], progress["moved"], progress["steps"]) == ("running", 0, 0)

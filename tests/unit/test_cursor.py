@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from chalicelib.operations import CursorError, dead_letter_query, decode_cursor, encode_cursor
+from chalicelib.operations import CursorError, decode_cursor, encode_cursor, page_query
 
 KEY = "2026-12-01T20:11:54.123Z#0b1f5a57-9d8e-4a56-9a0f-5d6c1e1a7a11"
 
@@ -62,7 +62,7 @@ def test_a_cursor_of_another_destination_is_refused() -> None:
     ],
 )
 def test_the_listing_query(query: dict[str, str], expected: tuple[int, str | None, str | None]) -> None:
-    assert dead_letter_query(query) == expected
+    assert page_query(query) == expected
 
 
 @pytest.mark.parametrize(
@@ -77,5 +77,5 @@ def test_the_listing_query(query: dict[str, str], expected: tuple[int, str | Non
 )
 def test_a_bad_listing_query_says_what_to_fix(query: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError) as refused:
-        dead_letter_query(query)
+        page_query(query)
     assert message in str(refused.value)

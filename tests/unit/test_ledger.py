@@ -12,8 +12,8 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from chalicelib.ledger import Ledger, LedgerUnavailableError, table_definition
-from chalicelib.model import LedgerRecord, Settlement, Status, Verdict, delivered, settled, verdict
+from chalicelib.ledger import STATUS_INDEX, Ledger, LedgerUnavailableError, table_definition
+from chalicelib.model import LedgerRecord, Settlement, Status, Verdict, delivered, iso_utc, settled, verdict
 
 TABLE = "trickle-test-ledger"
 DESTINATION = "default"
@@ -317,7 +317,8 @@ def test_every_write_pushes_expiry_to_now_plus_ttl(ledger: Ledger, client: Any, 
     settle(ledger, Status.FAILED, 500, "HTTP 500", counted=True)
     assert expires() == int(clock()) + TTL_S
     clock.advance(86_400)
-    ledger.set_status("m1", Status.SKIP)
+    settle(ledger, Status.HALTED, None, "poison", counted=False)
+    ledger.release("m1", Status.SKIP, False, DESTINATION)
     assert expires() == int(clock()) + TTL_S
     clock.advance(60)
     ledger.write([delivered(record_of(ledger), "m1", "g1", 200, clock())])
@@ -506,28 +507,26 @@ def test_halted_stays_halted(ledger: Ledger, clock: FakeClock) -> None:
 
 def test_an_operator_retry_of_a_halted_message_resets_attempts(ledger: Ledger) -> None:
     settle(ledger, Status.HALTED, 422, "HTTP 422", counted=True)
-    ledger.set_status("m1", Status.QUEUED, reset_attempts=True)
+    assert ledger.release("m1", Status.FAILED, True, DESTINATION) == (True, None)
     assert seen(ledger) is Verdict.DELIVER
     assert record_of(ledger).attempts == 0
 
 
-def test_set_status_skip_is_reported_by_the_verdict(ledger: Ledger) -> None:
-    settle(ledger, Status.HALTED, None, "poison", counted=False)
-    ledger.set_status("m1", Status.SKIP)
-    assert seen(ledger, copy_id="copy-2") is Verdict.SKIP
-    assert record_of(ledger).status is Status.SKIP
-
-
-def test_set_status_without_reset_keeps_attempts(ledger: Ledger) -> None:
+def test_an_operator_skip_is_reported_by_the_verdict_and_keeps_attempts(ledger: Ledger) -> None:
     settle(ledger, Status.HALTED, 500, "HTTP 500", counted=True)
-    ledger.set_status("m1", Status.SKIP)
-    assert record_of(ledger).attempts == 1
+    ledger.release("m1", Status.SKIP, False, DESTINATION)
+    assert seen(ledger, copy_id="copy-2") is Verdict.SKIP
+    assert (record_of(ledger).status, record_of(ledger).attempts) == (Status.SKIP, 1)
 
 
-def test_set_status_of_an_unknown_id_raises_and_creates_nothing(ledger: Ledger) -> None:
-    with pytest.raises(ClientError) as caught:
-        ledger.set_status("missing", Status.SKIP)
-    assert caught.value.response["Error"]["Code"] == "ConditionalCheckFailedException"
+def test_a_release_is_made_only_while_the_message_is_halted(ledger: Ledger) -> None:
+    """Two operators releasing one message: the second write is refused and told what it is now;
+    an unknown id is refused and creates nothing."""
+    settle(ledger, Status.HALTED, None, "poison", counted=False)
+    assert ledger.release("m1", Status.SKIP, False, DESTINATION) == (True, None)
+    done, now = ledger.release("m1", Status.FAILED, True, DESTINATION)
+    assert not done and now is not None and now.status is Status.SKIP
+    assert ledger.release("missing", Status.SKIP, False, DESTINATION) == (False, None)
     assert ledger.get("missing") is None
 
 
@@ -535,6 +534,7 @@ def test_record_as_dict(ledger: Ledger) -> None:
     record = settle(ledger, Status.FAILED, 500, "HTTP 500", counted=True)
     assert record.as_dict() == {
         "message_id": "m1",
+        "destination": DESTINATION,
         "status": "failed",
         "attempts": 1,
         "group_id": "g1",
@@ -544,6 +544,7 @@ def test_record_as_dict(ledger: Ledger) -> None:
         "last_attempt_at": START,
         "updated_at": START,
         "dead_at": None,
+        "status_since": "2026-01-01T00:00:00.250Z",
         "callback": None,
     }
 
@@ -611,6 +612,93 @@ def test_a_dead_record_outlives_the_dead_letter_queue_s_retention(
     assert int(raw_item(client, "m1")["expires_at"]["N"]) == fourteen_days
     assert int(raw_item(client, "r1")["expires_at"]["N"]) == fourteen_days
     assert int(raw_item(client, "m2")["expires_at"]["N"]) == int(START) + TTL_S
+
+
+# --- the status index (issue #27) ---------------------------------------------------------------
+
+
+def status_entry(client: Any, message_id: str) -> tuple[str, str] | None:
+    """The record's keys in the status index, as written: (status key, status at)."""
+    item = raw_item(client, message_id)
+    return (item["status_key"]["S"], item["status_at"]["S"]) if "status_key" in item else None
+
+
+def at(moment: float, message_id: str = "m1") -> str:
+    return f"{iso_utc(moment)}#{message_id}"
+
+
+@pytest.mark.parametrize(
+    ("write", "status", "written_at"),
+    [
+        (lambda ledger: ledger.record_queued("m1", "g1"), "queued", START),
+        (lambda ledger: ledger.record_dead("m1", "g1", "undecodable"), "dead", START),
+        (lambda ledger: settle(ledger, Status.FAILED, 503, "HTTP 503", counted=True), "failed", START),
+        (lambda ledger: settle(ledger, Status.HALTED, None, "poison", counted=False), "halted", START),
+        (
+            lambda ledger: ledger.settle_many([Settlement("m1", "g1", Status.DELIVERED, 200, "", True)]),
+            "delivered",
+            START,
+        ),
+        # a whole record, at its own time
+        (lambda ledger: ledger.write([delivered(None, "m1", "g1", 200, START - 5)]), "delivered", START - 5),
+    ],
+)
+def test_every_write_that_sets_a_status_files_the_record_under_it(
+    ledger: Ledger, client: Any, write: Any, status: str, written_at: float
+) -> None:
+    write(ledger)
+    assert status_entry(client, "m1") == (f"{DESTINATION}#{status}", at(written_at))
+    assert record_of(ledger).destination == DESTINATION
+
+
+def test_a_release_and_a_restart_move_the_record_in_the_status_index(
+    ledger: Ledger, client: Any, clock: FakeClock
+) -> None:
+    settle(ledger, Status.HALTED, None, "poison", counted=False)
+    clock.advance(10)
+    ledger.release("m1", Status.SKIP, False, DESTINATION)
+    assert status_entry(client, "m1") == (f"{DESTINATION}#skip", at(START + 10))
+    ledger.settle(Settlement("m1", "g1", Status.DEAD, None, "skipped", counted=False, dead_copy="c1"))
+    clock.advance(10)
+    ledger.restart("m1")
+    assert status_entry(client, "m1") == (f"{DESTINATION}#queued", at(START + 20))
+
+
+def test_a_ledger_of_no_destination_files_nothing_in_the_status_index(client: Any, clock: FakeClock) -> None:
+    """A record whose destination is not known is left out, not filed under a wrong one."""
+    anonymous = Ledger(client, TABLE, TTL_S, destination="", clock=clock)
+    anonymous.record_queued("m1", "g1")
+    assert status_entry(client, "m1") is None
+
+
+def listed_pages(ledger: Ledger, limit: int, **bounds: Any) -> list[list[str]]:
+    """Every page of the halted partition, as message ids."""
+    pages: list[list[str]] = []
+    after: str | None = None
+    while True:
+        found, more = ledger.listed(STATUS_INDEX, f"{DESTINATION}#halted", limit, after=after, **bounds)
+        pages.append([message_id for message_id, _ in found])
+        if not more:
+            return pages
+        after = found[-1][1]
+
+
+def test_listed_pages_a_status_in_time_order_within_bounds_and_backwards(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    """Five halted (two within one millisecond), one failed: pages of two, either way, and a window."""
+    for n in range(5):
+        ledger.settle(Settlement(f"m{n}", "g1", Status.HALTED, None, "poison", counted=False))
+        clock.advance(0.001 if n % 2 else 0)
+    ledger.settle(Settlement("other", "g1", Status.FAILED, 500, "HTTP 500", counted=True))
+
+    assert listed_pages(ledger, 2) == [["m0", "m1"], ["m2", "m3"], ["m4"]]
+    assert listed_pages(ledger, 2, newest_first=True) == [["m4", "m3"], ["m2", "m1"], ["m0"]]
+    window = {"low": iso_utc(START + 0.001), "high": f"{iso_utc(START + 0.001)}#~"}
+    assert listed_pages(ledger, 10, **window) == [["m2", "m3"]]
+    assert listed_pages(ledger, 1, newest_first=True, **window) == [["m3"], ["m2"]]
+    assert listed_pages(ledger, 10, low="9999") == [[]]  # above everything
+    assert listed_pages(ledger, 10, low="b", high="a") == [[]]  # an empty window asks nothing
 
 
 # --- Step Functions callbacks ----------------------------------------------------------------------
