@@ -16,7 +16,16 @@ from concurrent.futures import ThreadPoolExecutor
 from chalicelib import bulk, drain_group
 from chalicelib.bulk import Shape
 from chalicelib.drain_effects import Effects
-from chalicelib.drain_state import DrainReport, GroupRun, InFlight, Job, RunState
+from chalicelib.drain_state import (
+    DrainReport,
+    GroupRun,
+    InFlight,
+    Job,
+    RunState,
+    receive_size,
+    visible_after,
+    visible_freed,
+)
 from chalicelib.health import PAUSED
 from chalicelib.model import MAX_BATCH_ENTRIES, ReceivedMessage
 from chalicelib.policy import Backoff, Rules
@@ -157,7 +166,7 @@ class Drainer:
             full = False
             if in_flight.messages < 2 * target:  # at most two rounds in hand
                 received_at = self._clock.monotonic()
-                batch = self._receive_round(state, target)
+                batch = self._receive_round(state, target, in_flight.messages)
                 if batch:
                     records = self._effects.read({m.message_id for m in batch})
                     fresh = self._effects.check(batch, records, state, self._inserts_only)
@@ -170,7 +179,11 @@ class Drainer:
             # A full round: the next is received while it is delivered. A short one found the other
             # groups in flight or the queue empty, and two rounds in hand are enough: wait for
             # groups to finish, a finish's worth, so they can be received again.
-            self._effects.finish(in_flight.take_done(FINISH_MESSAGES, wait=not full), state)
+            finished = in_flight.take_done(FINISH_MESSAGES, wait=not full)
+            self._effects.finish(finished, state)
+            state.visible = visible_freed(
+                state.visible, sum(len(r.delete) + len(r.releases) for r in finished)
+            )
         return ""
 
     def _hand_out(
@@ -190,23 +203,24 @@ class Drainer:
             return
         for job in bulk.jobs(groups, self._shape.max_items):
             task = contextvars.copy_context().run
+            size = sum(map(len, job))  # before the worker takes its groups from `job`
             work = Job(job, self._rules, self._shape)
-            in_flight.add(
-                pool.submit(task, drain_group.deliver_job, work, self._effects, run), sum(map(len, job))
-            )
+            in_flight.add(pool.submit(task, drain_group.deliver_job, work, self._effects, run), size)
 
-    def _receive_round(self, state: RunState, target: int) -> list[ReceivedMessage]:
+    def _receive_round(self, state: RunState, target: int, in_hand: int) -> list[ReceivedMessage]:
         """Enough messages to keep every worker busy for a while: receives (10 at a time) until the
         round holds `target` (ROUND_MESSAGES_PER_WORKER per worker, one ledger read), the budget is
-        spent or a receive comes back short: the queue's other groups are in flight or it is empty,
-        and asking again now would cost a request for nothing. A group's later messages cannot
-        arrive while its earlier ones are in flight, so each group is one worker's, in order."""
+        spent or the queue has no more to give now (`receive_size`): asking again would cost a
+        request for nothing. A group's later messages cannot arrive while its earlier ones are in
+        flight, so each group is one worker's, in order."""
         batch: list[ReceivedMessage] = []
-        while len(batch) < target:
-            asked = min(MAX_BATCH_ENTRIES, self._settings.drain_budget - state.received)
-            if asked <= 0:
+        while True:
+            budget_left = self._settings.drain_budget - state.received
+            asked = receive_size(len(batch), in_hand, target, budget_left, state.visible)
+            if not asked:
                 break
             received = self._effects.receive(asked, self._settings.visibility_timeout_s)
+            state.visible = visible_after(state.visible, asked, len(received))
             state.received += len(received)
             state.seen.update((m.copy_id, m.sent_at_ms) for m in received)
             state.tokens.update((m.copy_id, token) for m in received if (token := self._effects.token(m)))

@@ -14,7 +14,14 @@ from dataclasses import asdict, dataclass, field
 
 from chalicelib.bulk import Shape
 from chalicelib.freshness import Check
-from chalicelib.model import ApiResponse, CallbackResult, LedgerRecord, ReceivedMessage, Settlement
+from chalicelib.model import (
+    MAX_BATCH_ENTRIES,
+    ApiResponse,
+    CallbackResult,
+    LedgerRecord,
+    ReceivedMessage,
+    Settlement,
+)
 from chalicelib.policy import HALTED, HEAD_HOLD_S, Action, Callback, Decision, Move, Rules, Tally
 from chalicelib.ports import Clock, DeliveryLog, Metrics
 from chalicelib.ratelimit import RateLimiter
@@ -69,6 +76,9 @@ class RunState:
         # in the queue (`chalicelib.oldest`); only the run's own thread writes them
         self.seen: dict[str, int] = {}
         self.removed: set[str] = set()
+        # how many messages the queue can give now, as far as the run can tell (None: not known;
+        # `receive_size`); only the run's own thread writes it
+        self.visible: int | None = None
         # copy id -> task token of those that carry one, and the tokens of tasks that refused a
         # call; the groups it halted or found halted, and those that moved on (`chalicelib.health`)
         self.tokens: dict[str, str] = {}
@@ -164,6 +174,37 @@ class RunState:
             stop_reason=self.stop_reason,
             blocked_groups=sorted(self.blocked),
         )
+
+
+def receive_size(held: int, in_hand: int, target: int, budget_left: int, visible: int | None) -> int:
+    """How many messages a round's next receive asks for; 0 ends the round: it holds `target`
+    (`held` received so far), the budget is spent, or the queue has given all it can (`visible`
+    0) while the earlier rounds' `in_hand` and this one's make a round's worth to deliver. Then
+    another receive would come back empty, a request for nothing (the emulators give one message
+    per group per receive, so with every group in flight a round of ten asks once more). With less
+    than that in hand it asks anyway: the estimate may be short (new messages, a short poll that
+    missed some), and a run that trusted it then would starve its workers."""
+    if held >= target or budget_left <= 0:
+        return 0
+    if visible == 0 and in_hand + held >= target:
+        return 0
+    return min(MAX_BATCH_ENTRIES, budget_left)
+
+
+def visible_after(visible: int | None, asked: int, got: int) -> int | None:
+    """The queue's visible messages after a receive: none when it gave fewer than asked (its other
+    groups are in flight or it is empty), not known when it gave more than the run counted."""
+    if got < asked:
+        return 0
+    if visible is None or got > visible:
+        return None
+    return visible - got
+
+
+def visible_freed(visible: int | None, finished: int) -> int | None:
+    """The queue's visible messages after `finished` messages were deleted or released: each may
+    have let its group's next message (or itself) be received again."""
+    return None if visible is None else visible + finished
 
 
 @dataclass(frozen=True)

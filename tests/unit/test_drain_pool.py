@@ -5,15 +5,17 @@ test's API moves it."""
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from itertools import pairwise
 from typing import Any
 
 import pytest
 
 from chalicelib.drain import FINISH_MESSAGES, Drainer
-from chalicelib.drain_state import GroupResult, InFlight
+from chalicelib.drain_state import GroupResult, InFlight, receive_size, visible_after, visible_freed
 from chalicelib.model import Status
 from tests.fakes import FakeClock, FakeDeadLetters, FakeFifo, FakeLedger, FakeMetrics, SlowApi
 from tests.unit.conftest import MakeSettings
@@ -270,6 +272,99 @@ def test_even_one_worker_takes_a_rounds_worth_per_ledger_read(make_settings: Mak
     assert report.delivered == 40
     assert ledger.reads == [20, 20]
     assert api.max_in_flight == 1
+
+
+def bulk_queue(groups: int, per_group: int) -> FakeFifo:
+    """A queue of JSON bodies (as a batch takes them) that gives one message per group per receive,
+    as both emulators do."""
+    queue = FakeFifo(groups=groups, per_group=per_group, one_per_group=True)
+    queue.waiting = [replace(m, body=json.dumps({"m": m.body})) for m in queue.waiting]
+    return queue
+
+
+def test_a_batched_round_in_hand_counts_every_message_of_its_jobs(make_settings: MakeSettings) -> None:
+    """A job's worker takes its groups as it starts: the round counts the job's messages before
+    that, so two rounds in hand (40 at one worker) stop the receiving until a finish."""
+    queue = bulk_queue(groups=40, per_group=1)
+
+    report, ledger = drain(
+        make_settings,
+        SlowApi(0.001),
+        queue,
+        TRICKLE_DRAIN_WORKERS="1",
+        TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1000",
+        TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS="10",
+    )
+
+    assert report.delivered == 40
+    assert ledger.reads == [20, 20]
+    assert max(in_flight for in_flight, _ in queue.receives) < 40, queue.receives
+
+
+def test_a_batched_drain_does_not_ask_again_a_queue_that_gave_all_it_had(make_settings: MakeSettings) -> None:
+    """The bench's backlog (issue #25): 1,000 messages over 50 groups, one per group per receive, 4
+    workers, batches of 10 (a round's target 40). Each finish frees 20 to 30 groups; a round that
+    asked again once it had received them came back empty, about 0.14 receives per message against
+    the single-item drain's 0.1. Counting what the queue can give, the run asks for no more: one
+    empty receive when it first finds every group in flight, a few at the end as groups run out."""
+    queue = bulk_queue(groups=50, per_group=20)
+
+    report, _ = drain(
+        make_settings,
+        SlowApi(0.001),
+        queue,
+        TRICKLE_DRAIN_WORKERS="4",
+        TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S="1000",
+        TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS="10",
+    )
+
+    assert report.delivered == 1000 and queue.depth() == 0
+    assert len(queue.receives) <= 1000 // 10 + 10, queue.receives
+
+
+@pytest.mark.parametrize(
+    ("held", "in_hand", "target", "budget_left", "visible", "asked"),
+    [
+        (0, 0, 40, 1000, None, 10),  # not known: ask
+        (30, 0, 40, 1000, None, 10),  # short of the target
+        (40, 0, 40, 1000, None, 0),  # the round holds its target
+        (0, 0, 40, 7, None, 7),  # the budget's last messages
+        (10, 0, 40, 0, None, 0),  # the budget is spent
+        (20, 30, 40, 1000, 0, 0),  # the queue gave all it had, a round's worth in hand: done
+        (0, 40, 40, 1000, 0, 0),  # the same before the round's first receive: wait for a finish
+        (20, 10, 40, 1000, 0, 10),  # less than a round's worth in hand: ask all the same
+        (0, 0, 40, 1000, 0, 10),  # nothing in hand: only a receive tells the queue is empty
+        (20, 30, 40, 1000, 3, 10),  # some may be visible: a full receive, the queue may give more
+    ],
+)
+def test_a_rounds_next_receive_asks_for_what_the_queue_may_still_give(
+    held: int, in_hand: int, target: int, budget_left: int, visible: int | None, asked: int
+) -> None:
+    assert receive_size(held, in_hand, target, budget_left, visible) == asked
+
+
+@pytest.mark.parametrize(
+    ("visible", "asked", "got", "after"),
+    [
+        (None, 10, 10, None),  # still not known
+        (None, 10, 4, 0),  # short: the queue gave all it could
+        (25, 10, 10, 15),
+        (10, 10, 10, 0),  # what was freed is received: a receive more would come back empty
+        (5, 10, 10, None),  # more than counted (new messages, several of a group): not known
+        (25, 7, 0, 0),
+    ],
+)
+def test_what_the_queue_can_give_after_a_receive(
+    visible: int | None, asked: int, got: int, after: int | None
+) -> None:
+    assert visible_after(visible, asked, got) == after
+
+
+@pytest.mark.parametrize(("visible", "finished", "after"), [(None, 20, None), (0, 20, 20), (5, 0, 5)])
+def test_finished_messages_let_the_queue_give_as_many_again(
+    visible: int | None, finished: int, after: int | None
+) -> None:
+    assert visible_freed(visible, finished) == after
 
 
 def test_finished_groups_are_taken_once_they_hold_enough_messages() -> None:
