@@ -274,7 +274,7 @@
     ];
   }
 
-  function health(d) {
+  function health(name, d) {
     const lines = [];
     if (d.paused) {
       const p = d.paused;
@@ -294,8 +294,13 @@
       );
     }
     if (typeof d.halted_groups === "number") {
+      const halted = plural(d.halted_groups, "halted group", "halted groups");
       lines.push(
-        el("div", { class: d.halted_groups ? "warn" : "small", "data-figure": "halted_groups" }, plural(d.halted_groups, "halted group", "halted groups")),
+        el(
+          "div",
+          { class: d.halted_groups ? "warn" : "small", "data-figure": "halted_groups" },
+          d.halted_groups ? link(["halted", name], halted) : halted,
+        ),
       );
     }
     return lines.length ? lines : "—";
@@ -326,7 +331,7 @@
         el("td", { class: "num", "data-figure": "delivered" }, total(d.totals, "delivered")),
         el("td", { class: "num", "data-figure": "failed_attempts" }, total(d.totals, "failed_attempts")),
         el("td", { class: "num", "data-figure": "dead_lettered" }, total(d.totals, "dead_lettered")),
-        el("td", { "data-figure": "health" }, health(d)),
+        el("td", { "data-figure": "health" }, health(name, d)),
         el("td", { "data-figure": "next_run" }, nextRun(d)),
       );
     }
@@ -648,6 +653,110 @@
     load();
   }
 
+  // --- halted groups ---------------------------------------------------------------------------
+
+  function drawHalted(current, destination) {
+    const state = { cursors: [null], page: 0, rows: [] };
+    const q = encodeURIComponent;
+    const holder = el("div", { id: "halted-page" }, el("p", {}, "Loading…"));
+    const confirmBox = el("div", { id: "confirm", hidden: true, role: "dialog", "aria-modal": "false" });
+    const said = el("div", { id: "said", "aria-live": "polite" });
+    const previous = el("button", { type: "button", id: "previous", disabled: true }, "Previous page");
+    const next = el("button", { type: "button", id: "next", disabled: true }, "Next page");
+
+    const release = (row, choice) => {
+      const url = String(row[`${choice}_url`] || "");
+      const question =
+        choice === "retry"
+          ? `Retry ${row.message_id}, the head of group ${row.group_id}? Its attempts start over and its drain tries it again at its next run.`
+          : `Skip ${row.message_id}? It is dead-lettered with its reason at its drain's next run, and group ${row.group_id} goes on.`;
+      confirmation(confirmBox, question, choice === "retry" ? "Retry" : "Skip", async () => {
+        try {
+          if (!url.startsWith("/halted/")) throw new Error(`the API gave no ${choice}_url`);
+          const answer = await api("POST", url, {});
+          if (current !== view) return;
+          said.replaceChildren(el("p", { id: "released" }, `${answer.message_id}: ${answer.status}.`));
+          load();
+        } catch (error) {
+          if (current === view) said.replaceChildren(failure(error));
+        }
+      });
+    };
+
+    const render = () => {
+      previous.disabled = state.page === 0;
+      next.disabled = !state.cursors[state.page + 1];
+      if (!state.rows.length) {
+        holder.replaceChildren(el("p", { id: "no-halted" }, "No halted groups on this page."));
+        return;
+      }
+      holder.replaceChildren(
+        table(
+          "halted",
+          ["Group", "Head message", "Reason", "Attempts", "Last status", "Halted since", "Last attempt", ""],
+          state.rows.map((row) =>
+            el(
+              "tr",
+              { "data-message-id": row.message_id },
+              el("td", { class: "group" }, el("div", {}, row.group_id)),
+              el("td", { class: "id" }, link(["messages", row.message_id], row.message_id)),
+              el("td", { class: "reason" }, el("div", {}, row.reason)),
+              el("td", { class: "num" }, count(row.attempts)),
+              el("td", { class: "num" }, row.last_status_code ?? "—"),
+              el("td", { class: "when" }, moment(row.since)),
+              el("td", { class: "when" }, moment(row.last_attempt_at)),
+              el(
+                "td",
+                {},
+                el("button", { type: "button", class: "retry", onclick: () => release(row, "retry") }, "Retry…"),
+                " ",
+                el("button", { type: "button", class: "skip", onclick: () => release(row, "skip") }, "Skip…"),
+              ),
+            ),
+          ),
+        ),
+      );
+    };
+
+    const load = async () => {
+      const cursor = state.cursors[state.page];
+      try {
+        const answer = await api(
+          "GET",
+          `/halted?destination=${q(destination)}&limit=25` + (cursor ? `&next=${q(cursor)}` : ""),
+        );
+        if (current !== view) return;
+        state.rows = answer.halted || [];
+        state.cursors[state.page + 1] = answer.next;
+        render();
+      } catch (error) {
+        if (current === view) holder.replaceChildren(failure(error));
+      }
+    };
+
+    previous.addEventListener("click", () => {
+      state.page -= 1;
+      load();
+    });
+    next.addEventListener("click", () => {
+      state.page += 1;
+      load();
+    });
+    show(
+      el("h1", {}, "Halted groups of ", el("span", { id: "destination" }, destination)),
+      el(
+        "p",
+        { class: "small" },
+        "Strict ordering: each group waits behind its head message until it is retried or skipped (from the ledger; the queue is not touched).",
+      ),
+      confirmBox,
+      said,
+      holder,
+      el("div", { class: "controls" }, previous, next),
+    );
+    load();
+  }
+
   // --- messages ------------------------------------------------------------------------------
 
   const FIELDS = [
@@ -750,6 +859,8 @@
     }
     if (page === "dead-letters" && arg) return drawDeadLetters(current, arg);
     if (page === "dead-letters") return pickDestination(current, "dead-letters", "Dead letters");
+    if (page === "halted" && arg) return drawHalted(current, arg);
+    if (page === "halted") return pickDestination(current, "halted", "Halted groups");
     if (page === "messages") return drawMessage(current, arg);
     return drawOverview(current);
   }

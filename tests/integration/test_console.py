@@ -17,7 +17,9 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 
 from chalicelib import wiring
 from tests.browser import alerted, enter_token, found, screenshot, values, wait
+from tests.fakes import until
 from tests.integration.conftest import EMULATOR, OPERATOR_TOKEN, Servers, Stack
+from tests.integration.test_halted import halted_stack
 from trickle_deploy.policies import function_policies
 from trickle_local.routes import RouteServer
 from trickle_project.stage import load_config
@@ -246,4 +248,34 @@ def test_pause_and_resume_a_destination_from_the_overview(
     browser.refresh()
     wait(browser, lambda: values(browser, f'{orders} [data-figure="delivered"]') == ["5 / 5\n5 since start"])
     assert len(stack.api.applied()) == 5
+    assert alerted(browser) is None
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_halted_group_is_released_from_the_console_and_delivered_in_order(
+    browser: WebDriver, servers: Servers, stack_factory: Any, tmp_path: Path
+) -> None:
+    stack, halted_id = halted_stack(stack_factory)  # strict ordering; g0 halted behind its second item
+    server = RouteServer(servers.app, load_config(), "local").start()
+    try:
+        browser.get(f"{server.url}/console")
+        enter_token(browser, OPERATOR_TOKEN)
+        halted = 'tr[data-destination="orders"] [data-figure="halted_groups"] a'
+        wait(browser, lambda: values(browser, halted) == ["1 halted group"])
+        found(browser, halted)[0].click()
+        wait(browser, lambda: values(browser, "#halted tbody tr", "data-message-id") == [halted_id])
+        assert values(browser, "#halted td.group") == [group("g0")]
+        assert values(browser, "#halted td.reason") == ["HTTP 400: refused by the API"]
+        screenshot(browser, "halted", tmp_path)
+
+        found(browser, "#halted button.retry")[0].click()
+        found(browser, "#confirm-yes")[0].click()
+        wait(browser, lambda: values(browser, "#released") == [f"{halted_id}: failed."])
+        wait(browser, lambda: found(browser, "#no-halted"))
+    finally:
+        server.stop()
+
+    until(lambda: wiring.drainer("orders").run(lambda: 60_000) and len(stack.delivered_by_group()["g0"]) == 3)
+    assert stack.delivered_by_group()["g0"] == ["000", "001", "002"]
     assert alerted(browser) is None

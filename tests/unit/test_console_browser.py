@@ -367,3 +367,66 @@ def test_pause_and_resume_ask_first_then_show_who_paused_and_why(
         ("/destinations/orders/pause", {"reason": "the API's maintenance window"}),
         ("/destinations/orders/resume", {}),
     ]
+
+
+def halted_group(n: int, reason: str = "HTTP 400: refused by the API") -> dict[str, Any]:
+    message_id = f"00000000-0000-4000-9000-{n:012d}"
+    base = f"/halted/{message_id}"
+    return {
+        "group_id": f"strict{n}",
+        "message_id": message_id,
+        "reason": reason,
+        "attempts": 5,
+        "since": "2025-01-02T03:04:05.678Z",
+        "last_status_code": 400,
+        "last_attempt_at": NOW - 30,
+        "retry_url": f"{base}/retry?destination=orders",
+        "skip_url": f"{base}/skip?destination=orders",
+        "status_url": f"/messages/{message_id}",
+    }
+
+
+def test_halted_groups_are_listed_from_the_overview_and_retried_or_skipped_after_a_confirmation(
+    browser: WebDriver, served: list[FakeOperatorApi]
+) -> None:
+    figures = status(["orders"])
+    groups = [halted_group(1, reason=HOSTILE[1]), halted_group(2)]
+    figures["destinations"]["orders"]["halted_groups"] = 2
+    released: list[str] = []
+
+    def answer(method: str, path: str, body: bytes) -> Answer | None:
+        route = urlsplit(path).path
+        if route == "/status":
+            return 200, figures
+        if route == "/halted" and method == "GET":
+            return 200, {"destination": "orders", "halted": groups, "next": None}
+        done = re.fullmatch(r"/halted/([\w-]+)/(retry|skip)", route)
+        if method == "POST" and done:
+            released.append(path)
+            if done[1] == groups[-1]["message_id"]:  # released by someone else meanwhile
+                return 409, {"Code": "ConflictError", "Message": f"message {done[1]} is not halted: skip"}
+            groups[:] = [g for g in groups if g["message_id"] != done[1]]
+            status = "failed" if done[2] == "retry" else "skip"
+            return 200, {"message_id": done[1], "destination": "orders", "status": status}
+        return None
+
+    open_console(browser, served, answer)
+    wait(browser, lambda: found(browser, '[data-figure="halted_groups"] a'))
+    found(browser, '[data-figure="halted_groups"] a')[0].click()
+    wait(browser, lambda: len(found(browser, "#halted tbody tr")) == 2)
+    assert values(browser, "#halted td.reason") == [HOSTILE[1], "HTTP 400: refused by the API"]
+
+    found(browser, "#halted button.retry")[0].click()
+    assert "Its attempts start over" in found(browser, "#confirm")[0].text
+    found(browser, "#confirm-yes")[0].click()
+    wait(browser, lambda: len(found(browser, "#halted tbody tr")) == 1)
+    assert values(browser, "#released") == [f"{halted_group(1)['message_id']}: failed."]
+
+    found(browser, "#halted button.skip")[0].click()
+    assert "It is dead-lettered with its reason" in found(browser, "#confirm")[0].text
+    found(browser, "#confirm-yes")[0].click()
+    wait(browser, lambda: "HTTP 409: message" in " ".join(values(browser, "#said .error")))
+
+    one, two = (g["message_id"] for g in (halted_group(1), halted_group(2)))
+    assert released == [f"/halted/{one}/retry?destination=orders", f"/halted/{two}/skip?destination=orders"]
+    assert alerted(browser) is None
