@@ -209,7 +209,10 @@ def test_the_queue_outlives_the_drain_and_the_stream_mapping_has_its_settings(
             assert "ReservedConcurrentExecutions" not in lambda_client.get_function(
                 FunctionName=drain["FunctionName"]
             )
-        (mapping,) = lambda_client.list_event_source_mappings()["EventSourceMappings"]
+        mappings = lambda_client.list_event_source_mappings()["EventSourceMappings"]
+        (mapping,) = [
+            m for m in mappings if m["EventSourceArn"] == settings.stream_arn
+        ]  # the jobs' has its own
         assert mapping["EventSourceArn"] == settings.stream_arn
         assert mapping["BisectBatchOnFunctionError"] is True
         assert mapping["MaximumRetryAttempts"] == 10
