@@ -16,7 +16,7 @@ from chalice import (
 # For the schedules you write (docs/routes.md, "Schedules"). "as Cron" marks it a re-export, so ruff
 # takes it as intended whether or not a schedule uses it: no noqa to go stale.
 from chalice import Cron as Cron
-from chalice.app import AuthRequest, AuthResponse, CloudWatchEvent, DynamoDBEvent, Request
+from chalice.app import AuthRequest, AuthResponse, CloudWatchEvent, DynamoDBEvent, Request, SQSEvent
 
 from chalicelib import wiring
 from chalicelib.auth import token_matches
@@ -65,6 +65,14 @@ def _request() -> Request:
 )
 def ingest(event: DynamoDBEvent) -> dict[str, Any]:
     return wiring.ingestor().handle(event.to_dict()["Records"]).as_dict()
+
+
+# Backfill and replay jobs: one task (a part of a job) per invocation, from the stage's tasks queue
+# (chalicelib.job_plan says why a queue of tasks).
+@app.on_sqs_message(queue=settings.jobs_queue_name, batch_size=1, name="jobs")
+def jobs(event: SQSEvent) -> None:
+    for record in event:
+        wiring.work_job(record.body, event.context)
 
 
 # One drain per destination of chalicelib/routes.toml, named drain_<destination>: change a
@@ -266,6 +274,42 @@ def redrive_progress(job_id: str) -> dict[str, Any]:
     job = wiring.operations().redrive(_destination(_query()), job_id)
     if job is None:
         raise NotFoundError(f"no redrive {job_id}")
+    return job
+
+
+@app.route("/backfills", methods=["POST"], authorizer=operator, content_types=["application/json"])
+def start_backfill() -> Response:
+    """Starts a backfill job (its parts are worked by `jobs`); queues nothing itself."""
+    from chalicelib.backfill import BackfillError
+    from chalicelib.jobs import TooManyJobsError
+    from chalicelib.task_queue import TaskQueueError
+
+    try:
+        job = wiring.start_backfill(_request().raw_body)
+    except BackfillError as exc:
+        raise BadRequestError(str(exc)) from None
+    except TooManyJobsError as exc:
+        raise ConflictError(str(exc)) from None
+    except TaskQueueError as exc:  # the job was cancelled: nothing would work it
+        return Response(body={"Code": "ServiceUnavailable", "Message": str(exc)}, status_code=503)
+    return Response(body=job, status_code=202)
+
+
+@app.route("/backfills/{backfill_id}", methods=["GET"], authorizer=operator)
+def backfill_progress(backfill_id: str) -> dict[str, Any]:
+    """The job as its workers last left it, each part's checkpoint and counts: reading it moves nothing."""
+    job = wiring.jobs().view(backfill_id, "backfill")
+    if job is None:
+        raise NotFoundError(f"no backfill {backfill_id}")
+    return job
+
+
+@app.route("/backfills/{backfill_id}/cancel", methods=["POST"], authorizer=operator)
+def cancel_backfill(backfill_id: str) -> dict[str, Any]:
+    """Its workers stop at their next page; what they queued stays queued."""
+    job = wiring.cancel_job(backfill_id, "backfill")
+    if job is None:
+        raise NotFoundError(f"no backfill {backfill_id}")
     return job
 
 

@@ -6,9 +6,11 @@ worker does with a task given what the notes say, how long it waits while a dest
 full, and a job's progress. `chalicelib.jobs` keeps the notes, `chalicelib.job_worker` works a part.
 
 A job's note holds what it does and its state; each part's note its checkpoint (`position`, the
-kind's own: a Scan's last evaluated key, a replay's place in the archive), its counts and its
-`step`, the number of checkpoints written. A task names the step it expects: a worker that finds
-another step (a task delivered twice, or one that outlived its part) does nothing.
+kind's own: a Scan's last evaluated key, a replay's place in the archive), its counts, its `step`
+(how many times a worker handed the part on to the next task) and its `version` (how many times it
+was written: every write is conditional on the version read, `Notes.replace`, so of two workers on
+one part the second to write stops). A task names the step it was sent for: a worker finding the
+part at another step does nothing, unless the part has stalled (see `start`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ MIN_DELAY_S = 5
 # job wait at most about that minute.
 BACKLOG_WINDOW_S = 60
 MIN_MAX_QUEUED = 300
+# A part not written for this long has lost its task (a worker killed between handing it on and
+# sending the next task): an older task of it takes it over (`start`). Longer than a worker's slice
+# and a paced wait, both of which write the part.
+STALL_S = 1800
 
 
 class TaskError(ValueError):
@@ -74,37 +80,61 @@ class Start(enum.Enum):
 
     WORK = "work"  # carry the part on from its checkpoint
     CANCEL = "cancel"  # the job was cancelled: mark the part so, queue nothing
-    STALE = "stale"  # the part is at another step, or finished: a duplicate task, do nothing
+    WATCH = "watch"  # an older task of a part still moving: send it again later, in case the part stalls
+    STALE = "stale"  # a finished part, or a task from no step the part had: do nothing
     GONE = "gone"  # no such job (it expired, or the task is not ours): do nothing
 
 
-def start(job: Mapping[str, Any] | None, part: Mapping[str, Any], task: Task) -> Start:
-    """A task is worked only if its part is still running at the step it names, in a running job."""
+def start(job: Mapping[str, Any] | None, part: Mapping[str, Any], task: Task, now: float) -> Start:
+    """A task is worked if its part is running at the step it names, in a running job. A task of an
+    earlier step (delivered again after its worker handed the part on, or died doing so) keeps
+    watching: once the part has not been written for STALL_S, it takes the part over from its
+    checkpoint. Two tasks working one part are safe (each write is conditional on the version read:
+    the later stops), so a late take-over costs at most one page queued twice, which the queue's
+    deduplication or the drain's ledger drops."""
     if job is None:
         return Start.GONE
-    if part["step"] != task.step or part["state"] != RUNNING:
+    if part["state"] != RUNNING or task.step > part["step"]:
         return Start.STALE
     if job["state"] == CANCELLED:
         return Start.CANCEL
-    return Start.WORK if job["state"] == RUNNING else Start.STALE
+    if job["state"] != RUNNING:
+        return Start.STALE
+    if task.step < part["step"] and now - (part["updated_at"] or 0) < STALL_S:
+        return Start.WATCH
+    return Start.WORK
 
 
 def new_part(part: int) -> dict[str, Any]:
     """A part no worker has checkpointed yet (its note does not exist)."""
-    return {"part": part, "state": RUNNING, "step": 0, "position": None, "counts": {}, "updated_at": None}
+    return {
+        "part": part,
+        "state": RUNNING,
+        "step": 0,
+        "version": 0,
+        "position": None,
+        "counts": {},
+        "updated_at": None,
+    }
 
 
 def advanced(
     part: Mapping[str, Any], position: Any, counts: Mapping[str, Any], finished: bool, now: float
 ) -> dict[str, Any]:
     """The part after one more page: its new position, its counts with the page's added, done when
-    the page was its last. Its `step` stays the one it was read at: `Notes.replace` writes the next."""
+    the page was its last. Its `version` stays the one it was read at (`Notes.replace` writes the
+    next), its `step` the task's."""
     return dict(part) | {
         "position": position,
         "counts": add_counts(part["counts"], counts),
         "state": DONE if finished else RUNNING,
         "updated_at": now,
     }
+
+
+def handed_on(part: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """The part as its worker leaves it for the next task (`step` + 1)."""
+    return dict(part) | {"step": part["step"] + 1, "updated_at": now}
 
 
 def add_counts(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
@@ -154,7 +184,13 @@ def progress(job: Mapping[str, Any], parts: Mapping[int, Mapping[str, Any]]) -> 
         "counts": total,
         "parts_done": states.count(DONE),
         "part_states": [
-            {"part": part["part"], "state": part["state"], "step": part["step"], "counts": part["counts"]}
+            {
+                "part": part["part"],
+                "state": part["state"],
+                "step": part["step"],
+                "updated_at": part["updated_at"],
+                "counts": part["counts"],
+            }
             for part in each
         ],
     }

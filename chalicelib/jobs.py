@@ -1,7 +1,7 @@
 """The notes of backfill and replay jobs (issue #26): a job is the note `job#<id>` (what it does,
 its state), each of its parts the note `job#<id>#<n>` (checkpoint and counts), and the ids of the
 running jobs the member set of `jobs#active`; keys from `chalicelib.naming`. Every write of a job or
-part note is conditional on the step it was read at (`Notes.replace`), so two writers never both
+part note is conditional on the version it was read at (`Notes.replace`), so two writers never both
 win: a duplicate task finds itself stale, a cancel never undoes a finish. The decisions are in
 `chalicelib.job_plan`."""
 
@@ -20,6 +20,7 @@ from chalicelib.job_plan import (
     MAX_ACTIVE,
     MAX_PARTS,
     RUNNING,
+    Task,
     finished,
     new_part,
     progress,
@@ -36,13 +37,19 @@ class JobNotes(Protocol):
 
     def load_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]: ...
 
-    def replace(self, key: str, document: dict[str, Any], step: int) -> bool: ...
+    def replace(self, key: str, document: dict[str, Any], version: int) -> bool: ...
 
     def members(self, key: str) -> set[str]: ...
 
     def add_member(self, key: str, member: str) -> None: ...
 
     def remove_member(self, key: str, member: str) -> None: ...
+
+
+class Tasks(Protocol):
+    """The tasks queue (`chalicelib.task_queue.TaskQueue`)."""
+
+    def send(self, tasks: Sequence[Task], delay_s: int = 0) -> None: ...
 
 
 class TooManyJobsError(Exception):
@@ -98,6 +105,20 @@ class Jobs:
         self._notes.add_member(active_jobs_key(), job["id"])  # listed once it exists
         return self.get(job["id"]) or job
 
+    def start(
+        self, kind: str, destinations: Sequence[str], parts: int, spec: dict[str, Any], tasks: Tasks
+    ) -> dict[str, Any]:
+        """`create` the job and queue the first task of each part; if the tasks cannot be queued,
+        the job is cancelled (nothing would ever work it) and the error raised."""
+        job = self.create(kind, destinations, parts, spec)
+        try:
+            tasks.send([Task(job["id"], n, 0) for n in range(parts)])
+        except Exception:
+            self.cancel(job["id"])
+            raise
+        log.info("job started", extra={"job": job["id"], "kind": kind, "destinations": list(destinations)})
+        return job
+
     def get(self, job_id: str) -> dict[str, Any] | None:
         return self._notes.load(job_key(job_id)) if is_job_id(job_id) else None
 
@@ -109,10 +130,12 @@ class Jobs:
         keys = {job_part_key(job["id"], n): n for n in range(job["parts"])}
         return {keys[key]: note for key, note in self._notes.load_many(list(keys)).items()}
 
-    def checkpoint(self, job_id: str, part: dict[str, Any]) -> bool:
-        """Write the part as its next step, if it is still at the step it was read at; False: a
-        duplicate of its task wrote first, and this one must stop."""
-        return self._notes.replace(job_part_key(job_id, part["part"]), part, part["step"])
+    def checkpoint(self, job_id: str, part: dict[str, Any]) -> dict[str, Any] | None:
+        """Write the part, if it is still at the version it was read at: the part as now stored
+        (its next version), or None if another task's worker wrote first and this one must stop."""
+        if not self._notes.replace(job_part_key(job_id, part["part"]), part, part["version"]):
+            return None
+        return part | {"version": part["version"] + 1}
 
     def view(self, job_id: str, kind: str) -> dict[str, Any] | None:
         """The job of that kind with its progress (`job_plan.progress`), or None."""
@@ -122,13 +145,14 @@ class Jobs:
         return progress(job, self.parts(job))
 
     def active(self) -> list[dict[str, Any]]:
-        """The running jobs with their progress, oldest first (reads only: an id whose note expired
-        is left for the next finish or cancel to take out)."""
+        """The running jobs with their progress (their parts summed), oldest first. Reads only: an id
+        whose note expired is left for the next finish or cancel to take out."""
         ids = sorted(self._notes.members(active_jobs_key()))
         jobs = self._notes.load_many([job_key(i) for i in ids if is_job_id(i)])
         running = [job for job in jobs.values() if job["state"] == RUNNING]
         running.sort(key=lambda job: (job["created_at"], job["id"]))
-        return [progress(job, self.parts(job)) for job in running]
+        shown = [progress(job, self.parts(job)) for job in running]
+        return [{k: v for k, v in job.items() if k != "part_states"} for job in shown]
 
     def cancel(self, job_id: str) -> dict[str, Any] | None:
         """Mark a running job cancelled (its workers stop at their next page) and unlist it; a job
@@ -138,7 +162,7 @@ class Jobs:
             if job is None or job["state"] != RUNNING:
                 return job
             if self._notes.replace(
-                job_key(job_id), job | {"state": CANCELLED, "finished_at": self._clock()}, job["step"]
+                job_key(job_id), job | {"state": CANCELLED, "finished_at": self._clock()}, job["version"]
             ):
                 self._notes.remove_member(active_jobs_key(), job_id)
                 return self.get(job_id)
@@ -153,7 +177,7 @@ class Jobs:
             return False
         if job["state"] == RUNNING:
             done = job | {"state": DONE, "finished_at": self._clock()}
-            if self._notes.replace(job_key(job_id), done, job["step"]):
+            if self._notes.replace(job_key(job_id), done, job["version"]):
                 log.info("job done", extra={"job": job_id, "kind": job["kind"]})
         self._notes.remove_member(active_jobs_key(), job_id)
         return True

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 NOTE_KEY = "note_id"
 MEMBERS = "members"  # the string set of a note `add_member` keeps
-STEP = "step"  # the number of times `replace` wrote a note, kept beside its document
+VERSION = "version"  # the number of times `replace` wrote a note, kept beside its document
 BATCH_GET_KEYS = 100  # BatchGetItem's limit
 
 
@@ -107,21 +107,28 @@ class Notes:
         ).get("Item")
         return dict(json.loads(item["doc"]["S"])) if item and "doc" in item else None
 
-    def replace(self, key: str, document: dict[str, Any], step: int) -> bool:
-        """Write `document` as step `step + 1` of the note, if the note is still at step `step` (0: it
-        does not exist yet); False if another writer got there first. Two workers holding the same
-        step (a task delivered twice) cannot both write: the one that loses knows it is stale. The
-        document is stored with its `step`, which `load` gives back."""
-        # `step = :step` is false for a note that does not exist: step 0 asks for exactly that
-        condition = f"attribute_not_exists({NOTE_KEY})" if step == 0 else f"{STEP} = :step"
-        values: Any = {"ExpressionAttributeValues": {":step": {"N": str(step)}}} if step else {}
+    def replace(self, key: str, document: dict[str, Any], version: int) -> bool:
+        """Write `document` as version `version + 1` of the note, if the note is still at version
+        `version` (0: it does not exist yet); False if another writer got there first. Two workers
+        holding the same version (a task delivered twice) cannot both write: the one that loses knows
+        it is stale. The document is stored with its `version`, which `load` gives back."""
+        # `version = :v` is false for a note that does not exist: version 0 asks for exactly that
+        condition = f"attribute_not_exists({NOTE_KEY})" if version == 0 else "#v = :v"
+        values: Any = (
+            {
+                "ExpressionAttributeNames": {"#v": VERSION},
+                "ExpressionAttributeValues": {":v": {"N": str(version)}},
+            }
+            if version
+            else {}
+        )
         try:
             self._client.put_item(
                 TableName=self._table,
                 Item={
                     NOTE_KEY: {"S": key},
-                    "doc": {"S": json.dumps(document | {STEP: step + 1}, default=str)},
-                    STEP: {"N": str(step + 1)},
+                    "doc": {"S": json.dumps(document | {VERSION: version + 1}, default=str)},
+                    VERSION: {"N": str(version + 1)},
                     "expires_at": {"N": str(int(self._clock()) + self._ttl_s)},
                 },
                 ConditionExpression=condition,

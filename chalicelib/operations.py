@@ -17,6 +17,7 @@ from typing import Any
 from chalicelib import health, totals
 from chalicelib.archive import ResponseArchive
 from chalicelib.fifo_queue import FifoQueue
+from chalicelib.jobs import Jobs
 from chalicelib.ledger import STATUS_INDEX, Ledger, status_key
 from chalicelib.model import LedgerRecord, Status, dead_at
 from chalicelib.naming import pause_key, run_note_key, totals_key
@@ -188,6 +189,7 @@ class Operations:
         unrouted: str = "count",
         clock: Callable[[], float] = time.time,
         metrics: Callable[[str], Metrics] = lambda destination: _emf(destination),
+        jobs: Jobs | None = None,
     ) -> None:
         """`metrics`: a destination's figures (EMF lines, as its drain writes them)."""
         self._queues = queues
@@ -199,6 +201,7 @@ class Operations:
         self._unrouted = unrouted
         self._clock = clock
         self._metrics = metrics
+        self._jobs = jobs
 
     def pick(self, name: str | None) -> str:
         """The destination a request names, or the only one; ValueError says what to send."""
@@ -222,7 +225,8 @@ class Operations:
         """Per destination its queues, last run, running totals, next run (`schedules`: each
         destination's drain schedule, as app.py declares it), circuit, pause and halted groups; and
         the records no route took, as ingest counted them in their note (`unrouted.count` since
-        `since`; `last_batch` the latest batch with any)."""
+        `since`; `last_batch` the latest batch with any); and the backfill and replay jobs running, with
+        their progress (`job_plan.progress`)."""
         counted = self._notes.counts(UNROUTED_NOTE_KEY, ("unrouted",))
         notes = {name: self._notes.load(run_note_key(name)) for name in self._queues}
         now = self._clock()
@@ -242,6 +246,7 @@ class Operations:
                 }
                 for name, queue in self._queues.items()
             },
+            "jobs": self._jobs.active() if self._jobs is not None else [],
         }
 
     def _health(

@@ -19,6 +19,7 @@ from typing import TypeVar
 from urllib.parse import urlparse
 
 from chalicelib import enrichers, naming
+from chalicelib.job_plan import MIN_MAX_QUEUED, default_max_queued
 from chalicelib.request_shape import PathTemplate, header_problems, reserved_headers
 from chalicelib.routing import Expression, Route
 
@@ -127,6 +128,9 @@ class Destination:
     batch_results: Expression | None = None
     batch_failed: Expression | None = None
     batch_id_field: str = "id"
+    # A backfill or replay queues for it only while its queue holds fewer messages (issue #26):
+    # live items wait behind at most about this many. Default: a minute of its rate limit, >= 300.
+    backfill_max_queued: int = MIN_MAX_QUEUED
 
     @property
     def drain_function(self) -> str:
@@ -197,6 +201,11 @@ class Settings:
     @property
     def table_name(self) -> str:
         return table_name_from_stream_arn(self.stream_arn)
+
+    @property
+    def jobs_queue_name(self) -> str:
+        """The tasks queue's name, as the `jobs` function's trigger names it."""
+        return urlparse(self.jobs_queue_url).path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def table_name_from_stream_arn(arn: str) -> str:
@@ -311,6 +320,7 @@ _DESTINATION_FIELDS = frozenset(
         "headers_parameter",
         "batch_max_items",
         *_BATCH_FIELDS,
+        "backfill_max_queued",
     }
 )
 _ROUTE_FIELDS = frozenset({"name", "events", "filter", "transform", "enrich", "destinations"})
@@ -487,6 +497,8 @@ def _destination(
             f"{d.where('batch_id_field')} must name the field each item carries its message id in"
         )
 
+    rate_limit_per_s = d.number("rate_limit_per_s", 10.0, float, 0.01, 10_000.0)
+
     def parameter(field: str, default: Callable[[str, str], str], needed: bool) -> str:
         """A parameter's name, by default the stage's name for it (required without a stage)."""
         return d.text(field, default(stage, name) if stage else None) if needed else ""
@@ -516,7 +528,7 @@ def _destination(
         read_timeout_s=d.number("read_timeout_s", 10.0, float, 0.1, 600.0),
         ordering=d.choice("ordering", "skip", ORDERING_CHOICES),
         max_attempts=d.number("max_attempts", 5, int, 1, 100),
-        rate_limit_per_s=d.number("rate_limit_per_s", 10.0, float, 0.01, 10_000.0),
+        rate_limit_per_s=rate_limit_per_s,
         rate_limit_burst=d.number("rate_limit_burst", 5, int, 1, 10_000),
         backoff_base_s=d.number("backoff_base_s", 30, int, 1, 43_200),
         backoff_cap_s=d.number("backoff_cap_s", 900, int, 1, 43_200),
@@ -535,6 +547,9 @@ def _destination(
         batch_results=_compile(r, d.where("batch_results"), results_text, Expression.compile),
         batch_failed=_compile(r, d.where("batch_failed"), failed_text, Expression.compile),
         batch_id_field=batch_id_field,
+        backfill_max_queued=d.number(
+            "backfill_max_queued", default_max_queued(rate_limit_per_s), int, 10, 10_000_000
+        ),
     )
     if destination.backoff_cap_s < destination.backoff_base_s:
         r.errors.append(f"destination {name!r}: backoff_cap_s must be at least backoff_base_s")

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from chalicelib.drain import Drainer
     from chalicelib.fifo_queue import FifoQueue
     from chalicelib.ingest import Ingestor
+    from chalicelib.job_worker import JobWorker, Pages
     from chalicelib.jobs import Jobs
     from chalicelib.ledger import Ledger
     from chalicelib.notes import Notes
@@ -150,6 +151,72 @@ def tasks() -> TaskQueue:
 
 
 @functools.cache
+def job_worker() -> JobWorker:
+    """The `jobs` function's worker: every destination's queue, mark and rate (a job paces by those
+    it queues for), and each kind's pages (`job_pages`)."""
+    from chalicelib.job_worker import JobWorker
+    from chalicelib.metrics import RunMetrics
+
+    s = settings()
+    return JobWorker(
+        jobs(),
+        tasks(),
+        queues(),
+        marks={name: d.backfill_max_queued for name, d in s.destinations.items()},
+        rates={name: d.rate_limit_per_s for name, d in s.destinations.items()},
+        pages=job_pages,
+        metrics=lambda destination: RunMetrics({"destination": destination}),
+    )
+
+
+def job_pages(job: dict[str, Any], part: int) -> Pages:
+    """A part of a job, read page by page, by the job's kind."""
+    import time
+
+    from chalicelib import backfill
+
+    s = settings()
+    if job["kind"] == backfill.KIND:
+
+        def dead_letter(rejected: Any) -> None:
+            backfill.dead_letter(rejected, dead_letter_queues(), ledgers(), s)
+
+        return backfill.ScanPages(client("dynamodb"), s, job, part, dead_letter, time.time)
+    raise ValueError(f"no worker for jobs of kind {job['kind']!r}")
+
+
+def start_backfill(raw_body: str | bytes | None) -> dict[str, Any]:
+    """`POST /backfills` and `operate backfill`: a job of the request's segments, their first tasks
+    queued (BackfillError names what is wrong with the request)."""
+    from chalicelib import backfill
+
+    return backfill.start(backfill.parse_body(raw_body), settings(), jobs(), tasks())
+
+
+def cancel_job(job_id: str, kind: str) -> dict[str, Any] | None:
+    """Cancel a job of that kind (its workers stop at their next page); None: no such job."""
+    if jobs().view(job_id, kind) is None:
+        return None
+    jobs().cancel(job_id)
+    return jobs().view(job_id, kind)
+
+
+def work_job(body: str, context: Any) -> dict[str, Any]:
+    """One task of the tasks queue, within the Lambda's remaining time; a task that is not one is
+    logged and dropped (sent again, it would fail again)."""
+    import logging
+
+    from chalicelib.job_plan import Task, TaskError
+
+    try:
+        task = Task.parse(body)
+    except TaskError as exc:
+        logging.getLogger(__name__).error("task dropped", extra={"error": str(exc)})
+        return {"outcome": "malformed"}
+    return job_worker().work(task, context.get_remaining_time_in_millis)
+
+
+@functools.cache
 def archive() -> ResponseArchive | None:
     from chalicelib.archive import ResponseArchive
 
@@ -180,7 +247,9 @@ def auth_token() -> SecretCache:
 def operations() -> Operations:
     from chalicelib.operations import Operations
 
-    return Operations(queues(), dead_letter_queues(), ledgers(), notes(), archive(), settings().unrouted)
+    return Operations(
+        queues(), dead_letter_queues(), ledgers(), notes(), archive(), settings().unrouted, jobs=jobs()
+    )
 
 
 @functools.cache
@@ -260,6 +329,7 @@ def reset() -> None:
         notes,
         jobs,
         tasks,
+        job_worker,
         archive,
         delivered_archive,
         auth_token,

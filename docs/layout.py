@@ -69,8 +69,10 @@ ADAPTERS = (
 )
 SERVICES = (
     "auth",
+    "backfill",
     "batch_retry",
     "ingest",
+    "job_worker",
     "jobs",
     "operations",
     "records",

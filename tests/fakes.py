@@ -513,11 +513,11 @@ class FakeNotes:
     def load_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         return {key: note for key in keys if (note := self.load(key)) is not None}
 
-    def replace(self, key: str, document: dict[str, Any], step: int) -> bool:
-        """As `Notes.replace`: written as step `step + 1` only if the note is at step `step`."""
-        if (self.saved.get(key) or {}).get("step", 0) != step:
+    def replace(self, key: str, document: dict[str, Any], version: int) -> bool:
+        """As `Notes.replace`: written as version `version + 1` only if the note is at `version`."""
+        if (self.saved.get(key) or {}).get("version", 0) != version:
             return False
-        self.save(key, document | {"step": step + 1})
+        self.save(key, document | {"version": version + 1})
         return True
 
     def members(self, key: str) -> set[str]:

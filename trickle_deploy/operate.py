@@ -7,6 +7,9 @@ and resume a destination.
     python -m trickle_deploy.operate --stage prod console            # the console, calls signed by you
     python -m trickle_deploy.operate --stage prod pause DESTINATION [--reason TEXT]  # receive nothing
     python -m trickle_deploy.operate --stage prod resume DESTINATION  # deliver again, in order
+    python -m trickle_deploy.operate --stage prod backfill DESTINATION|--all [--filter F] [--segments N]
+    python -m trickle_deploy.operate --stage prod backfill-status ID  # its progress, per part
+    python -m trickle_deploy.operate --stage prod backfill-cancel ID  # its parts stop at their next page
 
 `--endpoint URL` points at a local endpoint (the local stage's is used by default for `--stage local`).
 A stage deployed with the merge template names no resources in its config: `--stack-name NAME` reads
@@ -63,6 +66,34 @@ def pause_or_resume(dynamodb: Any, settings: Settings, destination: str, pause: 
         note = None
         notes.remove(key)
     print(json.dumps({"destination": destination, "paused": note}))
+    return 0
+
+
+def backfill(sqs: Any, dynamodb: Any, settings: Settings, args: argparse.Namespace) -> int:
+    """`backfill`, `backfill-status` and `backfill-cancel`, with the same code as the routes."""
+    from chalicelib import backfill as backfills
+    from chalicelib.jobs import Jobs, TooManyJobsError
+    from chalicelib.task_queue import TaskQueue, TaskQueueError
+
+    jobs = Jobs(Notes(dynamodb, settings.notes_table, settings.ledger_ttl_s))
+    if args.command == "backfill":
+        body: dict[str, Any] = {"segments": args.segments, "dry_run": args.dry_run}
+        body |= {"destination": args.destination} if args.destination else {}
+        body |= {"filter": args.filter} if args.filter is not None else {}
+        tasks = TaskQueue(sqs, settings.jobs_queue_url, attempts=settings.send_attempts)
+        try:
+            print(json.dumps(backfills.start(body, settings, jobs, tasks), default=str))
+        except (backfills.BackfillError, TooManyJobsError, TaskQueueError) as exc:
+            print(f"backfill not started: {exc}", file=sys.stderr)
+            return 2 if isinstance(exc, backfills.BackfillError) else 1
+        return 0
+    if args.command == "backfill-cancel" and jobs.view(args.id, backfills.KIND) is not None:
+        jobs.cancel(args.id)
+    job = jobs.view(args.id, backfills.KIND)
+    if job is None:
+        print(f"no backfill {args.id}", file=sys.stderr)
+        return 1
+    print(json.dumps(job, default=str))
     return 0
 
 
@@ -142,7 +173,23 @@ def main(argv: list[str] | None = None) -> int:
     pause_cmd.add_argument("--reason", default="", help="why, shown by /status")
     resume_cmd = commands.add_parser("resume", help="its drain receives and delivers again")
     resume_cmd.add_argument("destination", help="a destination of the routes file")
+    backfill_cmd = commands.add_parser(
+        "backfill", help="queue what the table holds through the routes, as a job of parallel Scan segments"
+    )
+    backfill_cmd.add_argument("destination", nargs="?", help="a destination a route sends to (or --all)")
+    backfill_cmd.add_argument("--all", action="store_true", help="every destination a route sends to")
+    backfill_cmd.add_argument("--filter", help="JMESPath over the item, as a route's filter sees it")
+    backfill_cmd.add_argument(
+        "--segments", type=int, default=4, help="parallel Scan segments, 1 to 64 (default 4)"
+    )
+    backfill_cmd.add_argument(
+        "--dry-run", action="store_true", help="count what it would queue; queue nothing"
+    )
+    for name, text in (("backfill-status", "a backfill's progress"), ("backfill-cancel", "stop a backfill")):
+        commands.add_parser(name, help=text).add_argument("id", help="the backfill's id")
     args = parser.parse_args(argv)
+    if args.command == "backfill" and bool(args.destination) == args.all:
+        parser.error("backfill: give a DESTINATION or --all (every destination a route sends to)")
     if args.command == "console":
         return console(parser, args)
 
@@ -169,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(redrive(sqs, env, args.destination, wanted, use_move_task=not args.copy).as_dict()))
         return 0
     settings = load_settings(env)
+    if args.command.startswith("backfill"):
+        return backfill(sqs, dynamodb, settings, args)
     if args.command in ("pause", "resume"):
         if args.destination not in settings.destinations:
             parser.error(

@@ -43,6 +43,8 @@ ACTIONS: dict[tuple[str, str], str] = {
     ("dynamodb", "BatchGetItem"): "dynamodb:BatchGetItem",
     ("dynamodb", "BatchWriteItem"): "dynamodb:BatchWriteItem",
     ("dynamodb", "Query"): "dynamodb:Query",
+    ("dynamodb", "Scan"): "dynamodb:Scan",
+    ("dynamodb", "DescribeTable"): "dynamodb:DescribeTable",
     ("s3", "PutObject"): "s3:PutObject",
     ("s3", "GetObject"): "s3:GetObject",
     ("sqs", "StartMessageMoveTask"): "sqs:StartMessageMoveTask",
@@ -84,6 +86,7 @@ class StageResources:
     notes_arn: Arn
     ledger_index_arns: tuple[Arn, ...]  # the ledger's indexes (the routes list pages of them)
     ingest_failure_queue_arn: Arn
+    jobs_queue_arn: Arn
     ssm_service: Arn
     token_parameter_arn: Arn | None
     archive_objects_arn: Arn | None
@@ -159,6 +162,7 @@ def template_resources(env: Mapping[str, str]) -> StageResources:
         notes_arn={"Fn::GetAtt": ["NotesTable", "Arn"]},
         ledger_index_arns=tuple(_sub(f"${{LedgerTable.Arn}}/index/{index}") for index in INDEXES),
         ingest_failure_queue_arn={"Fn::GetAtt": ["IngestFailureQueue", "Arn"]},
+        jobs_queue_arn={"Fn::GetAtt": ["JobTasks", "Arn"]},
         ssm_service=_sub("ssm.${AWS::Region}.amazonaws.com"),
         token_parameter_arn=_arn("ssm", "parameter/" + token.lstrip("/")) if token else None,
         archive_objects_arn=_sub("${ResponseArchive.Arn}/responses/*"),
@@ -209,6 +213,7 @@ def stage_resources(env: Mapping[str, str]) -> StageResources:
             for index in INDEXES
         ),
         ingest_failure_queue_arn=queue_arn(failure_queue, partition, region),
+        jobs_queue_arn=queue_arn(settings.jobs_queue_url, partition, region),
         ssm_service=f"ssm.{region}.amazonaws.com",
         token_parameter_arn=(
             parameter_arn(settings.auth_token_parameter, partition, region, account)
@@ -372,6 +377,36 @@ def _drain_policy(
     }
 
 
+def _jobs_policy(r: StageResources, logs: dict[str, Any]) -> dict[str, Any]:
+    """The `jobs` function works backfill and replay tasks: it scans the source table, queues on the
+    destinations' queues (reading their depths to pace itself), dead-letters what the routes reject
+    as ingest does (its dead-letter queue and the ledger's record), keeps its job notes and hands a
+    part on to its next task. Nothing else: it receives no message and calls no API."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            logs,
+            _statement("ScanSource", ["dynamodb:DescribeTable", "dynamodb:Scan"], [r.table_arn]),
+            _statement("Enqueue", ["sqs:GetQueueAttributes", "sqs:SendMessage"], r.queue_arns),
+            _statement("DeadLetter", ["sqs:SendMessage"], r.dlq_arns),
+            _statement("RecordRejected", ["dynamodb:PutItem"], [r.ledger_arn]),
+            _statement(
+                "Jobs",
+                ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem"],
+                [r.notes_arn],
+                _leading_keys("StringLike", [naming.job_key("*")]),
+            ),
+            _statement(
+                "ActiveJobs",
+                ["dynamodb:UpdateItem"],
+                [r.notes_arn],
+                _leading_keys("StringEquals", [naming.active_jobs_key()]),
+            ),
+            _statement("HandOn", ["sqs:SendMessage"], [r.jobs_queue_arn]),
+        ],
+    }
+
+
 def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """One policy per function of the stage; `token_auth` exists only in stages with token auth."""
     r = stage_resources(env)
@@ -405,6 +440,7 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             ],
         },
         **{d.destination.drain_function: _drain_policy(env, r, d, logs) for d in r.destinations},
+        "jobs": _jobs_policy(r, logs),
         "api_handler": {
             "Version": "2012-10-17",
             "Statement": [
@@ -455,6 +491,20 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 ),
                 # dead letters, halted groups, messages by status (the ledger's indexes)
                 _statement("ListLedgerIndexes", ["dynamodb:Query"], list(r.ledger_index_arns)),
+                # start, read and cancel backfill and replay jobs (the `jobs` function works them)
+                _statement("StartJobs", ["sqs:SendMessage"], [r.jobs_queue_arn]),
+                _statement(
+                    "Jobs",
+                    ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem"],
+                    [r.notes_arn],
+                    _leading_keys("StringLike", [naming.job_key("*")]),
+                ),
+                _statement(
+                    "ActiveJobs",
+                    ["dynamodb:GetItem", "dynamodb:UpdateItem"],
+                    [r.notes_arn],
+                    _leading_keys("StringEquals", [naming.active_jobs_key()]),
+                ),
                 *(
                     [_statement("PresignResponses", ["s3:GetObject"], [r.archive_objects_arn])]
                     if r.archive_objects_arn

@@ -622,7 +622,7 @@ def function_environment(destinations: Sequence[Destination]) -> dict[str, Any]:
 def stage_functions(settings: Settings) -> list[str]:
     """The logical ids Chalice gives the stage's functions."""
     drains = [naming.logical_id(d.drain_function) for d in settings.destinations.values()]
-    return ["Ingest", *drains, "APIHandler"] + (["TokenAuth"] if settings.auth == "token" else [])
+    return ["Ingest", "Jobs", *drains, "APIHandler"] + (["TokenAuth"] if settings.auth == "token" else [])
 
 
 def merge_template(stage: str, project_dir: Path = PROJECT_DIR) -> dict[str, Any]:
@@ -654,6 +654,12 @@ def merge_template(stage: str, project_dir: Path = PROJECT_DIR) -> dict[str, Any
     functions: dict[str, Any] = {name: {"Properties": environment} for name in stage_functions(settings)}
     functions["Ingest"] = {
         "Properties": environment | {"Events": {"IngestDynamodbEventSource": {"Properties": event_source}}}
+    }
+    # The stack's queue, not the packaging name: Chalice writes an Fn::Sub, which the merge replaces
+    # only with another (a merge adds the keys of a map to the ones there are).
+    tasks_source = {"Queue": {"Fn::Sub": f"${{{JOB_TASKS}.Arn}}"}}
+    functions["Jobs"] = {
+        "Properties": environment | {"Events": {"JobsSqsEventSource": {"Properties": tasks_source}}}
     }
     token_decrypt = (
         {

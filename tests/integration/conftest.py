@@ -209,6 +209,36 @@ class Stack:
         for item in items:
             self.aws["dynamodb"].put_item(TableName=TABLE, Item=item)
 
+    def work_jobs(self, on_error: Callable[[BaseException], None] | None = None) -> list[dict[str, Any]]:
+        """Hand the tasks queue's visible tasks to `jobs` one by one until none is left, as its
+        trigger would (issue #26): a task whose invocation fails stays (visible again at once, as
+        after its visibility timeout; `on_error` hears why, or the error is raised), one that
+        succeeds is deleted. Returns the tasks worked."""
+        sqs, url = self.aws["sqs"], self.env["TRICKLE_JOBS_QUEUE_URL"]
+        worked: list[dict[str, Any]] = []
+        while True:
+            got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=60).get(
+                "Messages"
+            )
+            if not got:
+                return worked
+            (message,) = got
+            event = self.client.events.generate_sqs_event(
+                [message["Body"]], queue_name=url.rsplit("/", 1)[-1]
+            )
+            try:
+                self.invoke("jobs", event)
+            except Exception as exc:  # the worker died: its task comes back
+                sqs.change_message_visibility(
+                    QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                )
+                if on_error is None:
+                    raise
+                on_error(exc)
+                continue
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            worked.append(json.loads(message["Body"]))
+
     def queue_backfill(self, destination: str, job: str = "job-1") -> list[OutboundMessage]:
         """What a backfill of `destination` queues for the table as it stands (issue #26), built as
         the backfill builds it: each scanned item as a synthetic INSERT through the routes, its

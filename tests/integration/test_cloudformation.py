@@ -152,7 +152,7 @@ def test_every_function_names_only_its_own_account_and_region(
     for place, _ in stacks:
         sqs, dynamodb = place.client("sqs"), place.client("dynamodb")
         functions = place.client("lambda").list_functions()["Functions"]
-        assert len(functions) == 6  # ingest, four drains, API handler: no token authorizer with IAM auth
+        assert len(functions) == 7  # ingest, jobs, four drains, API handler: no token authorizer (IAM auth)
         for function in functions:
             env = function["Environment"]["Variables"]
             settings = load_settings(env)
@@ -179,7 +179,7 @@ def test_every_role_statement_names_only_its_own_account_and_region(
 ) -> None:
     for place, _ in stacks:
         documents = every_role_documents(place.client("iam"))
-        assert len(documents) == 6  # ingest, a drain per destination (four), the API handler
+        assert len(documents) == 7  # ingest, jobs, a drain per destination (four), the API handler
         for role, policies in documents.items():
             resources = [r for p in policies for s in p["Statement"] for r in arns_in(s.get("Resource"))]
             conditions = [
@@ -210,10 +210,10 @@ def test_the_queue_outlives_the_drain_and_the_stream_mapping_has_its_settings(
                 FunctionName=drain["FunctionName"]
             )
         mappings = lambda_client.list_event_source_mappings()["EventSourceMappings"]
-        (mapping,) = [
-            m for m in mappings if m["EventSourceArn"] == settings.stream_arn
-        ]  # the jobs' has its own
-        assert mapping["EventSourceArn"] == settings.stream_arn
+        (mapping,) = [m for m in mappings if m["EventSourceArn"] == settings.stream_arn]
+        (tasks_mapping,) = [m for m in mappings if m is not mapping]  # the jobs function's, on its tasks
+        assert tasks_mapping["EventSourceArn"] == f"arn:aws:sqs:{place.region}:{place.id}:{STACK}-jobs"
+        assert tasks_mapping["BatchSize"] == 1
         assert mapping["BisectBatchOnFunctionError"] is True
         assert mapping["MaximumRetryAttempts"] == 10
         assert mapping["MaximumRecordAgeInSeconds"] == 86_400

@@ -23,6 +23,7 @@ from chalicelib.model import Authorization, Settlement, Status
 from chalicelib.secrets import SecretCache
 from chalicelib.settings import ROUTES_FILE, load_settings
 from chalicelib.submissions import parse_submission
+from tests.fakes import until
 from tests.integration.conftest import API_KEY, Stack
 from trickle_deploy.iam_check import AwsCall, CallRecorder, allows, denied
 from trickle_deploy.policies import function_policies
@@ -181,6 +182,7 @@ def test_no_statement_grants_an_action_the_code_never_uses(
         TRICKLE_DEST_ORDERS_BULK_URL=f"{bulk_api.url}/v1/orders/bulk",
         TRICKLE_DEST_ORDERS_BULK_BACKOFF_BASE_S="1",
         TRICKLE_DEST_ORDERS_BULK_BACKOFF_CAP_S="2",
+        TRICKLE_DEST_ORDERS_BACKFILL_MAX_QUEUED="10",  # a backfill waits while orders holds 10
     )
     billing = load_settings(stack.env).destination("billing")
     for name, value in ((billing.api_key_parameter, BILLING_CLIENT), (billing.signing_parameter, SIGNING)):
@@ -216,6 +218,8 @@ def test_no_statement_grants_an_action_the_code_never_uses(
                 wiring.operations().submit(parse_submission(json.dumps(body), wiring.settings()))
             else:
                 stack.http("POST", "/messages", body)
+    backfill = json.loads(stack.http("POST", "/backfills", {"segments": 2}).body)  # every destination
+    stack.work_jobs()  # orders holds 10 or more: each part waits, its task sent again delayed
     big = Reply(200, json.dumps({"rows": ["x" * 1000] * 300}))  # over 256 KB: its task gets a URL
 
     def reply(body: str, headers: dict[str, str] | None = None) -> Reply | None:
@@ -236,6 +240,13 @@ def test_no_statement_grants_an_action_the_code_never_uses(
         stack.drain(destination)
     stack.api.responder = stack.crm_api.responder = billing_api.responder = bulk_api.responder = None
     stack.ingest(stack.stream_event())  # a replay: the ledger answers "already delivered"
+
+    def backfilled() -> bool:  # once its delay is over, it goes on: queued, rejected items dead-lettered
+        stack.work_jobs()
+        stack.drain("orders")  # what one part queued for orders makes the other wait again
+        return bool(json.loads(stack.http("GET", backfill["progress_url"]).body)["state"] == "done")
+
+    until(backfilled, 30)
     for destination in destinations:  # a backfill's: each drain reads their items back (BatchGetItem)
         stack.queue_backfill(destination)
     # drain until the released message's backoff (2 s at most in tests) has passed and it is delivered

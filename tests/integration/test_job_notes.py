@@ -17,11 +17,11 @@ def test_a_note_is_replaced_only_at_the_step_it_was_read_at(stack: Stack) -> Non
     kept = notes(stack)
     assert kept.replace("job#a", {"n": 1}, 0)
     assert not kept.replace("job#a", {"n": 2}, 0)  # a second writer from step 0 loses
-    assert kept.load("job#a") == {"n": 1, "step": 1}
+    assert kept.load("job#a") == {"n": 1, "version": 1}
     assert kept.replace("job#a", {"n": 3}, 1)
     assert not kept.replace("job#a", {"n": 4}, 1)
     assert not kept.replace("job#a", {"n": 5}, 7)
-    assert kept.load("job#a") == {"n": 3, "step": 2}
+    assert kept.load("job#a") == {"n": 3, "version": 2}
 
 
 def test_notes_are_read_many_at_a_time(stack: Stack) -> None:

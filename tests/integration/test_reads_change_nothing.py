@@ -54,7 +54,13 @@ def test_no_get_route_receives_moves_or_writes_anything(stack: Stack, app: Chali
     submit(stack, {"n": 3}, "b")
     started = stack.http("POST", "/dead-letters/redrive?destination=orders", {})
     job = json.loads(started.body)
-    values = {"message_id": poisoned, "job_id": job["id"], "asset": "console.js"}
+    backfill = json.loads(stack.http("POST", "/backfills", {"destination": "orders", "dry_run": True}).body)
+    values = {
+        "message_id": poisoned,
+        "job_id": job["id"],
+        "asset": "console.js",
+        "backfill_id": backfill["id"],
+    }
     before = (stack.queue_depth(ORDERS_QUEUE), stack.queue_depth(ORDERS_DLQ))
     assert before == (2, 1)
 
@@ -71,7 +77,14 @@ def test_no_get_route_receives_moves_or_writes_anything(stack: Stack, app: Chali
         changes = [c.operation for c in calls if c.operation in CHANGES.get(c.service, ())]
         assert changes == [], f"GET {route} changed something: {changes}"
 
-    expected = {"/status", "/dead-letters/redrive/{job_id}", "/console", "/console/{asset}", "/halted"}
+    expected = {
+        "/status",
+        "/dead-letters/redrive/{job_id}",
+        "/console",
+        "/console/{asset}",
+        "/halted",
+        "/backfills/{backfill_id}",
+    }
     assert expected <= set(called)
     assert (stack.queue_depth(ORDERS_QUEUE), stack.queue_depth(ORDERS_DLQ)) == before
     progress = json.loads(stack.http("GET", job["progress_url"]).body)

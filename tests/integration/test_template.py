@@ -96,7 +96,12 @@ def test_every_function_gets_its_resources_from_the_stack(
     sam, _ = prod
     functions = {k: r for k, r in sam["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
     # IAM auth: no token authorizer; a drain per destination of the routes file
-    assert set(functions) == {"Ingest", "APIHandler", *(f"Drain{naming.logical_id(d)}" for d in DESTINATIONS)}
+    assert set(functions) == {
+        "Ingest",
+        "Jobs",
+        "APIHandler",
+        *(f"Drain{naming.logical_id(d)}" for d in DESTINATIONS),
+    }
     for name, function in functions.items():
         variables = function["Properties"]["Environment"]["Variables"]
         for destination in DESTINATIONS:
@@ -181,7 +186,11 @@ def test_stream_event_source_has_what_chalice_cannot_set(prod: tuple[dict[str, A
     env = load_config()["stages"]["prod"]["environment_variables"]
     partial = env.get("TRICKLE_PARTIAL_BATCH_RESPONSE", "false") == "true"
     assert ("FunctionResponseTypes" in properties) is partial
-    (mapping,) = [r for r in cfn["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    (mapping,) = [
+        r
+        for r in cfn["Resources"].values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping" and "BisectBatchOnFunctionError" in r["Properties"]
+    ]
     assert mapping["Properties"]["EventSourceArn"]["Fn::If"][0] == "CreatesSourceTable"
     assert mapping["Properties"]["BisectBatchOnFunctionError"] is True
 
@@ -227,6 +236,24 @@ def test_the_jobs_tasks_queue_outlives_a_task_and_dead_letters_one_that_keeps_fa
     assert sam["Outputs"]["JobTasksUrl"] == {"Value": {"Ref": "JobTasks"}}
     assert sam["Outputs"]["JobTasksDeadLettersUrl"] == {"Value": {"Ref": "JobTasksDeadLetters"}}
     assert naming.queue_id("jobs") == "JobsQueue"  # what a destination named jobs gets
+
+
+def test_the_jobs_function_is_triggered_by_the_stack_s_tasks_queue_one_task_at_a_time(
+    prod: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    """Issue #26: no packaging placeholder left in the `jobs` function's trigger."""
+    sam, cfn = prod
+    source = sam["Resources"]["Jobs"]["Properties"]["Events"]["JobsSqsEventSource"]
+    assert source["Type"] == "SQS"
+    assert source["Properties"]["Queue"] == {"Fn::Sub": "${JobTasks.Arn}"}
+    assert source["Properties"]["BatchSize"] == 1
+    (mapping,) = [
+        r
+        for r in cfn["Resources"].values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+        and "BisectBatchOnFunctionError" not in r["Properties"]
+    ]
+    assert mapping["Properties"]["EventSourceArn"] == {"Fn::Sub": "${JobTasks.Arn}"}
 
 
 def alarms_of(template: dict[str, Any]) -> list[dict[str, Any]]:

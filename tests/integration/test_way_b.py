@@ -109,6 +109,7 @@ def test_bootstrap_deploy_stream_settings_delete_teardown(
     # a drain per destination; no token_auth: IAM auth
     assert functions == {
         "trickle-dev-ingest",
+        "trickle-dev-jobs",
         "trickle-dev-drain_orders",
         "trickle-dev-drain_crm",
         "trickle-dev-drain_billing",

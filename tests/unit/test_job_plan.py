@@ -13,6 +13,7 @@ from chalicelib.job_plan import (
     MAX_DELAY_S,
     MIN_DELAY_S,
     RUNNING,
+    STALL_S,
     Start,
     Task,
     TaskError,
@@ -20,6 +21,7 @@ from chalicelib.job_plan import (
     advanced,
     default_max_queued,
     finished,
+    handed_on,
     new_part,
     pace,
     progress,
@@ -61,29 +63,36 @@ def job(state: str = RUNNING, parts: int = 2) -> dict[str, Any]:
     return {"id": JOB, "kind": "backfill", "state": state, "destinations": ["orders"], "parts": parts}
 
 
-def part(step: int = 0, state: str = RUNNING) -> dict[str, Any]:
-    return new_part(0) | {"step": step, "state": state}
+NOW = 1_767_225_600.0
+
+
+def part(step: int = 0, state: str = RUNNING, idle_s: float = 1.0) -> dict[str, Any]:
+    return new_part(0) | {"step": step, "state": state, "version": step + 3, "updated_at": NOW - idle_s}
 
 
 @pytest.mark.parametrize(
     ("job_note", "part_note", "task_step", "expected"),
     [
-        (job(), part(0), 0, Start.WORK),  # the first task: no checkpoint yet
-        (job(), part(4), 4, Start.WORK),  # a continuation, at the step it expects
-        (job(), part(5), 4, Start.STALE),  # a duplicate of a task whose twin got further
-        (job(), part(4), 5, Start.STALE),  # a task from the future: not ours to trust
+        (job(), new_part(0), 0, Start.WORK),  # the first task: no checkpoint yet
+        (job(), part(4), 4, Start.WORK),  # a continuation, at the step it was sent for
+        (job(), part(4, idle_s=STALL_S * 9), 4, Start.WORK),  # delivered again after its worker died
+        (job(), part(5), 4, Start.WATCH),  # an older task while the part moves on: kept, in case
+        (job(), part(5, idle_s=STALL_S - 1), 4, Start.WATCH),
+        (job(), part(5, idle_s=STALL_S), 4, Start.WORK),  # the part lost its task: taken over
+        (job(), part(4), 5, Start.STALE),  # a task from no step the part had
         (job(), part(4, DONE), 4, Start.STALE),  # the part finished: a late duplicate
+        (job(), part(5, DONE, idle_s=STALL_S * 9), 4, Start.STALE),
         (job(), part(4, CANCELLED), 4, Start.STALE),
         (job(CANCELLED), part(4), 4, Start.CANCEL),  # stop, and say so in the part
-        (job(CANCELLED), part(3), 4, Start.STALE),
+        (job(CANCELLED), part(5), 4, Start.CANCEL),
         (job(DONE), part(4), 4, Start.STALE),
-        (None, part(0), 0, Start.GONE),  # expired, or never ours
+        (None, new_part(0), 0, Start.GONE),  # expired, or never ours
     ],
 )
-def test_a_worker_works_only_a_running_part_at_the_step_its_task_names(
+def test_a_worker_works_a_running_part_at_the_step_its_task_names_or_one_that_stalled(
     job_note: dict[str, Any] | None, part_note: dict[str, Any], task_step: int, expected: Start
 ) -> None:
-    assert start(job_note, part_note, Task(JOB, 0, task_step)) is expected
+    assert start(job_note, part_note, Task(JOB, 0, task_step), NOW) is expected
 
 
 @pytest.mark.parametrize(
@@ -137,18 +146,25 @@ def test_counts_add_up_name_by_name(a: dict[str, Any], b: dict[str, Any], expect
     assert add_counts(a, b) == expected
 
 
-def test_a_page_moves_the_part_on_and_adds_its_counts_keeping_the_step_it_was_read_at() -> None:
+def test_a_page_moves_the_part_on_and_adds_its_counts_keeping_its_step_and_version() -> None:
     first = advanced(new_part(1), {"pk": {"S": "a"}}, {"scanned": 2}, False, 10.0)
     assert first == {
         "part": 1,
         "state": RUNNING,
         "step": 0,
+        "version": 0,
         "position": {"pk": {"S": "a"}},
         "counts": {"scanned": 2},
         "updated_at": 10.0,
     }
-    last = advanced(first | {"step": 1}, None, {"scanned": 1}, True, 11.0)
-    assert (last["state"], last["step"], last["position"], last["counts"]) == (DONE, 1, None, {"scanned": 3})
+    last = advanced(first | {"version": 1}, None, {"scanned": 1}, True, 11.0)
+    assert (last["state"], last["version"], last["position"], last["counts"]) == (
+        DONE,
+        1,
+        None,
+        {"scanned": 3},
+    )
+    assert handed_on(first, 12.0) == first | {"step": 1, "updated_at": 12.0}
 
 
 @pytest.mark.parametrize(

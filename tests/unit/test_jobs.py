@@ -30,7 +30,7 @@ def jobs(notes: FakeNotes) -> Jobs:
 
 def test_a_new_job_is_running_listed_and_none_of_its_parts_started(jobs: Jobs, notes: FakeNotes) -> None:
     job = jobs.create("backfill", ["orders", "crm"], 3, {"filter": None, "dry_run": False})
-    assert job["state"] == RUNNING and job["parts"] == 3 and job["step"] == 1
+    assert job["state"] == RUNNING and job["parts"] == 3 and job["version"] == 1
     assert notes.members(active_jobs_key()) == {job["id"]}
     assert jobs.get(job["id"]) == job
     assert jobs.part(job["id"], 2) == new_part(2)
@@ -57,14 +57,17 @@ def test_only_so_many_jobs_run_at_once(jobs: Jobs) -> None:
         jobs.create("backfill", ["orders"], 1, {})
 
 
-def test_a_checkpoint_is_written_once_per_step(jobs: Jobs) -> None:
+def test_a_checkpoint_is_written_once_per_version(jobs: Jobs) -> None:
     job = jobs.create("backfill", ["orders"], 1, {})
     read = jobs.part(job["id"], 0)
-    twin = jobs.part(job["id"], 0)  # a duplicate task read the same step
-    assert jobs.checkpoint(job["id"], advanced(read, {"k": 1}, {"scanned": 1}, False, 1.0))
-    assert not jobs.checkpoint(job["id"], advanced(twin, {"k": 9}, {"scanned": 9}, False, 1.0))
+    twin = jobs.part(job["id"], 0)  # a duplicate task read the same version
+    written = jobs.checkpoint(job["id"], advanced(read, {"k": 1}, {"scanned": 1}, False, 1.0))
+    assert written is not None and written == jobs.part(job["id"], 0)
+    assert jobs.checkpoint(job["id"], advanced(twin, {"k": 9}, {"scanned": 9}, False, 1.0)) is None
     now = jobs.part(job["id"], 0)
-    assert (now["step"], now["position"], now["counts"]) == (1, {"k": 1}, {"scanned": 1})
+    assert (now["version"], now["position"], now["counts"]) == (1, {"k": 1}, {"scanned": 1})
+    assert jobs.checkpoint(job["id"], advanced(written, {"k": 2}, {"scanned": 1}, False, 2.0)) is not None
+    assert jobs.part(job["id"], 0)["counts"] == {"scanned": 2}
 
 
 def test_the_last_part_to_stop_finishes_the_job(jobs: Jobs, notes: FakeNotes) -> None:
