@@ -209,14 +209,16 @@ class Stack:
         for item in items:
             self.aws["dynamodb"].put_item(TableName=TABLE, Item=item)
 
-    def work_jobs(self, on_error: Callable[[BaseException], None] | None = None) -> list[dict[str, Any]]:
-        """Hand the tasks queue's visible tasks to `jobs` one by one until none is left, as its
-        trigger would (issue #26): a task whose invocation fails stays (visible again at once, as
-        after its visibility timeout; `on_error` hears why, or the error is raised), one that
-        succeeds is deleted. Returns the tasks worked."""
+    def work_jobs(
+        self, on_error: Callable[[BaseException], None] | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Hand the tasks queue's visible tasks to `jobs` one by one until none is left (or `limit`
+        were worked), as its trigger would (issue #26): a task whose invocation fails stays (visible
+        again at once, as after its visibility timeout; `on_error` hears why, or the error is
+        raised), one that succeeds is deleted. Returns the tasks worked."""
         sqs, url = self.aws["sqs"], self.env["TRICKLE_JOBS_QUEUE_URL"]
         worked: list[dict[str, Any]] = []
-        while True:
+        while limit is None or len(worked) < limit:
             got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=60).get(
                 "Messages"
             )
@@ -238,6 +240,7 @@ class Stack:
                 continue
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
             worked.append(json.loads(message["Body"]))
+        return worked
 
     def queue_backfill(self, destination: str, job: str = "job-1") -> list[OutboundMessage]:
         """What a backfill of `destination` queues for the table as it stands (issue #26), built as
