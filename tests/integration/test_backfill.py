@@ -87,12 +87,16 @@ def test_a_segment_killed_midway_resumes_nothing_missed_nothing_queued_twice(
     monkeypatch.setattr(Jobs, "checkpoint", dies_once)
     job = start(stack, destination="orders", segments=4)
     killed: list[BaseException] = []
+    first = len(stack.recorder.calls)
     stack.work_jobs(killed.append)
+    calls = Counter(c.operation for c in stack.recorder.calls[first:] if c.function == "jobs")
 
     assert [str(k) for k in killed] == ["worker killed before its checkpoint"]
     # The queue keeps one message per deduplication id, and every id is one item's: 2,000 messages
     # are every item once (the resent page was dropped; without deduplication there would be more).
     assert stack.queue_depth(ORDERS_QUEUE) == 2000
+    # The goal: at most 0.15 AWS requests per item for the scan and the queueing (a resent page too)
+    assert (calls["Scan"] + calls["SendMessageBatch"]) / 2000 <= 0.15, calls
     shown = progress(stack, job["id"])
     assert shown["state"] == "done" and shown["parts_done"] == 4
     assert shown["counts"]["scanned"] == 2000 and shown["counts"]["queued"] == {"orders": 2000}

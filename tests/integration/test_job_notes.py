@@ -1,5 +1,5 @@
-"""Job notes and the tasks queue on the emulator (issue #26): a note written only at the step it was
-read at, notes read many at a time, tasks queued with a delay on the stage's standard queue."""
+"""Job notes and the tasks queue on the emulator (issue #26): a note written only at the version it
+was read at, notes read many at a time, tasks queued with a delay on the stage's standard queue."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ def notes(stack: Stack) -> Notes:
     return Notes(stack.aws["dynamodb"], stack.env["TRICKLE_NOTES_TABLE"], 3600)
 
 
-def test_a_note_is_replaced_only_at_the_step_it_was_read_at(stack: Stack) -> None:
+def test_a_note_is_replaced_only_at_the_version_it_was_read_at(stack: Stack) -> None:
     kept = notes(stack)
     assert kept.replace("job#a", {"n": 1}, 0)
-    assert not kept.replace("job#a", {"n": 2}, 0)  # a second writer from step 0 loses
+    assert not kept.replace("job#a", {"n": 2}, 0)  # a second writer from version 0 loses
     assert kept.load("job#a") == {"n": 1, "version": 1}
     assert kept.replace("job#a", {"n": 3}, 1)
     assert not kept.replace("job#a", {"n": 4}, 1)

@@ -247,6 +247,7 @@ def test_the_jobs_function_is_triggered_by_the_stack_s_tasks_queue_one_task_at_a
     assert source["Type"] == "SQS"
     assert source["Properties"]["Queue"] == {"Fn::Sub": "${JobTasks.Arn}"}
     assert source["Properties"]["BatchSize"] == 1
+    assert source["Properties"]["ScalingConfig"] == {"MaximumConcurrency": 10}  # parts worked at once
     (mapping,) = [
         r
         for r in cfn["Resources"].values()
