@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.notes import NOTE_KEY
-from trickle_deploy.policies import ACTIONS, parameter_arn, queue_arn
+from trickle_deploy.policies import ACTIONS, SQS_TRIGGER_ACTIONS, parameter_arn, queue_arn
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,14 @@ class AwsCall:
     # The partition keys of the items a DynamoDB call names (IAM's `dynamodb:LeadingKeys`); None when
     # not known (another service, or a table whose key the recorder was not told).
     leading_keys: tuple[str, ...] | None = None
+
+
+def trigger_calls(function: str, queue_arn: str) -> list[AwsCall]:
+    """The calls Lambda's SQS event source mapping makes on `queue_arn` for `function`, with that
+    function's role: no handler makes them, so no recording sees them."""
+    return [
+        AwsCall(function, "sqs", action.split(":", 1)[1], action, queue_arn) for action in SQS_TRIGGER_ACTIONS
+    ]
 
 
 def partition_keys(env: Mapping[str, str]) -> dict[str, str]:

@@ -52,6 +52,9 @@ ACTIONS: dict[tuple[str, str], str] = {
     ("stepfunctions", "SendTaskFailure"): "states:SendTaskFailure",
     ("stepfunctions", "SendTaskHeartbeat"): "states:SendTaskHeartbeat",
 }
+# What Lambda's SQS event source mapping does with the role of the function it triggers
+# (AWSLambdaSQSQueueExecutionRole grants these, and nothing more on the queue).
+SQS_TRIGGER_ACTIONS = ("sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage")
 CALLBACK_ACTIONS = ["states:SendTaskFailure", "states:SendTaskHeartbeat", "states:SendTaskSuccess"]
 
 
@@ -381,11 +384,14 @@ def _jobs_policy(r: StageResources, logs: dict[str, Any]) -> dict[str, Any]:
     """The `jobs` function works backfill and replay tasks: it scans the source table, queues on the
     destinations' queues (reading their depths to pace itself), dead-letters what the routes reject
     as ingest does (its dead-letter queue and the ledger's record), keeps its job notes and hands a
-    part on to its next task. Nothing else: it receives no message and calls no API."""
+    part on to its next task. Nothing else: its code receives no message and calls no API.
+    `ReadTasks` is its trigger's: Lambda's SQS event source mapping polls the tasks queue with the
+    function's own role, and AWS refuses to create the mapping unless the role allows it."""
     return {
         "Version": "2012-10-17",
         "Statement": [
             logs,
+            _statement("ReadTasks", list(SQS_TRIGGER_ACTIONS), [r.jobs_queue_arn]),
             _statement("ScanSource", ["dynamodb:DescribeTable", "dynamodb:Scan"], [r.table_arn]),
             _statement("Enqueue", ["sqs:GetQueueAttributes", "sqs:SendMessage"], r.queue_arns),
             _statement("DeadLetter", ["sqs:SendMessage"], r.dlq_arns),

@@ -29,7 +29,14 @@ from tests.fakes import until
 from tests.integration.conftest import API_KEY
 from tests.integration.deployment import package_stage
 from trickle_deploy.emulator_shims import LEFT_OUT_ON_MOTO
-from trickle_deploy.iam_check import CallRecorder, denied, partition_keys, role_documents
+from trickle_deploy.iam_check import (
+    CallRecorder,
+    denied,
+    deployed_policies,
+    partition_keys,
+    role_documents,
+    trigger_calls,
+)
 from trickle_deploy.operate import stack_env
 from trickle_deploy.sam import create_stack
 from trickle_local.endpoint import MotoEndpoint
@@ -211,9 +218,6 @@ def test_the_queue_outlives_the_drain_and_the_stream_mapping_has_its_settings(
             )
         mappings = lambda_client.list_event_source_mappings()["EventSourceMappings"]
         (mapping,) = [m for m in mappings if m["EventSourceArn"] == settings.stream_arn]
-        (tasks_mapping,) = [m for m in mappings if m is not mapping]  # the jobs function's, on its tasks
-        assert tasks_mapping["EventSourceArn"] == f"arn:aws:sqs:{place.region}:{place.id}:{STACK}-jobs"
-        assert tasks_mapping["BatchSize"] == 1
         assert mapping["BisectBatchOnFunctionError"] is True
         assert mapping["MaximumRetryAttempts"] == 10
         assert mapping["MaximumRecordAgeInSeconds"] == 86_400
@@ -224,6 +228,24 @@ def test_the_queue_outlives_the_drain_and_the_stream_mapping_has_its_settings(
         )["Attributes"]
         dead_tasks = f"arn:aws:sqs:{place.region}:{place.id}:{STACK}-jobs-dead-letters"
         assert json.loads(tasks["RedrivePolicy"]) == {"deadLetterTargetArn": dead_tasks, "maxReceiveCount": 5}
+
+
+def test_the_jobs_trigger_reads_the_stack_s_tasks_queue_as_the_jobs_role_allows(
+    stacks: list[tuple[Account, dict[str, Any]]],
+) -> None:
+    """Issue #26: the stack's one SQS event source mapping hands the tasks queue's tasks to `jobs`
+    one at a time, and that function's role (which Lambda polls with) allows what the mapping does
+    there: AWS refuses to create the mapping otherwise."""
+    for place, _ in stacks:
+        lambda_client = place.client("lambda")
+        mappings = lambda_client.list_event_source_mappings()["EventSourceMappings"]
+        (tasks_mapping,) = [m for m in mappings if m["EventSourceArn"].split(":")[2] == "sqs"]
+        assert tasks_mapping["EventSourceArn"] == f"arn:aws:sqs:{place.region}:{place.id}:{STACK}-jobs"
+        assert tasks_mapping["BatchSize"] == 1
+        function = tasks_mapping["FunctionArn"].rsplit(":", 1)[1]
+        policies = deployed_policies(lambda_client, place.client("iam"), [function])
+        assert set(policies) == {"jobs"}
+        assert denied(trigger_calls("jobs", tasks_mapping["EventSourceArn"]), policies) == []
 
 
 def test_the_archive_bucket_encrypts_at_rest(stacks: list[tuple[Account, dict[str, Any]]]) -> None:

@@ -25,8 +25,8 @@ from chalicelib.settings import ROUTES_FILE, load_settings
 from chalicelib.submissions import parse_submission
 from tests.fakes import until
 from tests.integration.conftest import API_KEY, Stack
-from trickle_deploy.iam_check import AwsCall, CallRecorder, allows, denied
-from trickle_deploy.policies import function_policies
+from trickle_deploy.iam_check import AwsCall, CallRecorder, allows, denied, trigger_calls
+from trickle_deploy.policies import function_policies, queue_arn
 from trickle_local.emulators import Emulator
 from trickle_local.standin_api import Faults, Reply, StandInApi
 from trickle_local.standin_bulk import Bulk
@@ -79,6 +79,24 @@ def test_a_call_outside_the_packaged_policy_is_reported(stack: Stack) -> None:
     assert denied(calls, stack.policies) == calls[1:]
 
 
+def test_the_jobs_role_lets_its_trigger_poll_the_tasks_queue_and_no_other_queue(stack: Stack) -> None:
+    """Issue #26: Lambda's SQS event source mapping receives, deletes and reads the attributes of
+    the `jobs` function's tasks with that function's role (AWS refuses to create the mapping
+    otherwise); the role takes or deletes messages of the tasks queue only (it reads the
+    destinations' depths to pace itself)."""
+    settings = load_settings(stack.env)
+    orders = settings.destination("orders")
+    tasks, queue, dead = (
+        queue_arn(url, "aws", "us-east-1")
+        for url in (settings.jobs_queue_url, orders.queue_url, orders.dlq_url)
+    )
+    assert denied(trigger_calls("jobs", tasks), stack.policies) == []
+    for other in (queue, dead):
+        refused = {c.operation for c in denied(trigger_calls("jobs", other), stack.policies)}
+        assert refused >= {"ReceiveMessage", "DeleteMessage"}, other
+    assert len(denied(trigger_calls("ingest", tasks), stack.policies)) == 3  # nor any other function's
+
+
 WAITING_STATE_MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:trickle-local-wait"
 
 
@@ -117,9 +135,10 @@ def test_policy_files_match_the_stage_configuration() -> None:
 
 
 # Statements the Lambda service uses on the function's behalf, not the code: CloudWatch Logs, the
-# stream reads of the event source mapping, and its on-failure destination.
+# stream reads of the event source mapping, and its on-failure destination; the jobs' trigger's reads
+# of their tasks queue.
 # PresignResponses: the API function signs S3 URLs with its credentials and never calls S3 itself.
-SERVICE_USED = {"Logs", "ReadStream", "OnFailureDestination", "PresignResponses"}
+SERVICE_USED = {"Logs", "ReadStream", "ReadTasks", "OnFailureDestination", "PresignResponses"}
 
 
 SIGNING = "whsec_" + base64.b64encode(b"billing-signing-secret-32-bytes!").decode()
