@@ -359,6 +359,39 @@
     );
   }
 
+  // Counters as the jobs keep them, nested per destination: "scanned 1,200 · orders: queued 1,100".
+  function counters(counts, prefix) {
+    return Object.entries(counts || {}).flatMap(([name, value]) =>
+      value && typeof value === "object" ? counters(value, `${prefix}${name}: `) : [`${prefix}${name} ${count(value)}`],
+    );
+  }
+
+  function jobs(list) {
+    if (!Array.isArray(list)) return null;
+    if (!list.length) return el("p", { id: "jobs", class: "small" }, "No backfill or replay job running.");
+    return el(
+      "div",
+      {},
+      el("h2", {}, "Backfill and replay jobs"),
+      table(
+        "jobs",
+        ["Job", "Kind", "Destinations", "Parts done", "Counts", "Started"],
+        list.map((job) =>
+          el(
+            "tr",
+            { "data-job": job.id },
+            el("td", { class: "id" }, job.id),
+            el("td", {}, job.kind),
+            el("td", {}, (job.destinations || []).join(", ")),
+            el("td", { class: "num" }, `${count(job.parts_done)} of ${count(job.parts)}`),
+            el("td", {}, el("div", {}, counters(job.counts, "").join(" · ") || "—")),
+            el("td", { class: "when" }, relative(job.created_at)),
+          ),
+        ),
+      ),
+    );
+  }
+
   const BASIC = ["Destination", "Queued", "In flight", "Oldest message", "Dead letters"];
   const SPANS = el("div", { class: "small" }, "1 h / 24 h");
   const EXTENDED = [["Delivered", SPANS], ["Failed attempts", SPANS], ["Dead-lettered", SPANS], "Health", "Next run"];
@@ -405,6 +438,7 @@
         holder.replaceChildren(
           table("overview", headings, names.map((name) => destinationRow(name, status.destinations[name], extended, act))),
           unrouted(status.unrouted),
+          jobs(status.jobs),
         );
         updated.replaceChildren(
           `Updated ${new Date().toLocaleTimeString("en-GB")}; refreshed every ${OVERVIEW_POLL_MS / 1000} s from /status, which never touches the queues' messages.`,

@@ -61,6 +61,18 @@ def status(names: list[str]) -> dict[str, Any]:
     return {
         "unrouted": {"handling": "count", "count": 3, "since": NOW - 3600, "last_batch": None},
         "destinations": {name: destination(n, time.time()) for n, name in enumerate(names)},
+        "jobs": [
+            {
+                "id": "j-1",
+                "kind": "backfill",
+                "state": "running",
+                "destinations": names[:2],
+                "parts": 4,
+                "parts_done": 1,
+                "counts": {"scanned": 1200, names[0]: {"queued": 1100}} if names else {},
+                "created_at": time.time() - 600,
+            }
+        ],
     }
 
 
@@ -132,6 +144,14 @@ def test_the_overview_of_20_destinations_is_one_status_call_and_shows_every_figu
     crm_like = values(browser, 'tr[data-destination="dest01"] [data-figure="health"]')[0]
     assert crm_like.startswith("circuit open since ") and crm_like.endswith("2 halted groups")
     assert "Stream records no route took: 3" in found(browser, "#unrouted")[0].text
+    assert values(browser, "#jobs tbody td") == [
+        "j-1",
+        "backfill",
+        "dest00, dest01",
+        "1 of 4",
+        "scanned 1,200 · dest00: queued 1,100",
+        "10 min ago",
+    ]
     assert again == ["/console", "/status"]  # the script and the sheet come from the browser's cache
     assert seconds < 10, seconds  # measured: docs/console.md
     print(f"\noverview of 20 destinations: {seconds * 1000:.0f} ms, requests: {again}")
