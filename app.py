@@ -68,9 +68,15 @@ def ingest(event: DynamoDBEvent) -> dict[str, Any]:
 
 
 # Backfill and replay jobs: one task (a part of a job) per invocation, from the stage's tasks queue
-# (chalicelib.job_plan says why a queue of tasks); at most 10 parts worked at once, whatever the
-# number of jobs and segments (each part also waits while its destinations' queues are full).
-@app.on_sqs_message(queue=settings.jobs_queue_name, batch_size=1, name="jobs", maximum_concurrency=10)
+# (chalicelib.job_plan says why a queue of tasks); at most TRICKLE_JOBS_MAX_CONCURRENCY parts worked
+# at once, whatever the number of jobs and segments (each part also waits while its destinations'
+# queues are full).
+@app.on_sqs_message(
+    queue=settings.jobs_queue_name,
+    batch_size=1,
+    name="jobs",
+    maximum_concurrency=settings.jobs_max_concurrency,
+)
 def jobs(event: SQSEvent) -> None:
     for record in event:
         wiring.work_job(record.body, event.context)

@@ -41,6 +41,11 @@ BATCH_MAX_ITEMS = 100
 BATCH_MAX_BYTES = 6_291_456
 _BATCH_FIELDS = ("batch_max_bytes", "batch_wrapper", "batch_results", "batch_failed", "batch_id_field")
 UNROUTED_DEAD_LETTER = "dead_letter:"
+# The `jobs` function's parts at once by default: a backfill's default segments all run together,
+# and an account whose Lambda concurrency quota is still 10 keeps most of it for ingest, the drains
+# and the routes. Lambda refuses an SQS trigger's maximum concurrency below 2.
+JOBS_MAX_CONCURRENCY = 4
+SQS_TRIGGER_MIN_CONCURRENCY = 2
 
 
 _STREAM_ARN = re.compile(r"^arn:aws[\w-]*:dynamodb:[a-z0-9-]+:\d{12}:table/[A-Za-z0-9_.-]{3,255}/stream/.+$")
@@ -148,6 +153,9 @@ class Settings:
     notes_table: str
     # The standard queue of backfill and replay tasks (chalicelib.job_plan), worked by `jobs`.
     jobs_queue_url: str
+    # How many of its tasks (parts of jobs) the `jobs` function works at once at most: its trigger's
+    # maximum concurrency (TRICKLE_JOBS_MAX_CONCURRENCY; Lambda takes 2 to 1000).
+    jobs_max_concurrency: int
     destinations: Mapping[str, Destination]
     routes: tuple[Route, ...]
     partition_key: str | None
@@ -809,6 +817,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ledger_ttl_s=r.number("TRICKLE_LEDGER_TTL_DAYS", 30, int, 1, 3650) * 86_400,
         notes_table=r.text("TRICKLE_NOTES_TABLE"),
         jobs_queue_url=_jobs_queue_url(r),
+        jobs_max_concurrency=r.number(
+            "TRICKLE_JOBS_MAX_CONCURRENCY", JOBS_MAX_CONCURRENCY, int, SQS_TRIGGER_MIN_CONCURRENCY, 1000
+        ),
         destinations=destinations,
         routes=routes,
         partition_key=partition_key,

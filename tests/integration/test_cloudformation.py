@@ -24,7 +24,7 @@ from botocore.parsers import ResponseParserError
 
 from chalicelib import naming, wiring
 from chalicelib.model import TASK_TOKEN_ATTRIBUTE
-from chalicelib.settings import load_settings
+from chalicelib.settings import JOBS_MAX_CONCURRENCY, load_settings
 from tests.fakes import until
 from tests.integration.conftest import API_KEY
 from tests.integration.deployment import package_stage
@@ -234,14 +234,16 @@ def test_the_jobs_trigger_reads_the_stack_s_tasks_queue_as_the_jobs_role_allows(
     stacks: list[tuple[Account, dict[str, Any]]],
 ) -> None:
     """Issue #26: the stack's one SQS event source mapping hands the tasks queue's tasks to `jobs`
-    one at a time, and that function's role (which Lambda polls with) allows what the mapping does
-    there: AWS refuses to create the mapping otherwise."""
+    one at a time, at most TRICKLE_JOBS_MAX_CONCURRENCY at once (prod's default), and that
+    function's role (which Lambda polls with) allows what the mapping does there: AWS refuses to
+    create the mapping otherwise."""
     for place, _ in stacks:
         lambda_client = place.client("lambda")
         mappings = lambda_client.list_event_source_mappings()["EventSourceMappings"]
         (tasks_mapping,) = [m for m in mappings if m["EventSourceArn"].split(":")[2] == "sqs"]
         assert tasks_mapping["EventSourceArn"] == f"arn:aws:sqs:{place.region}:{place.id}:{STACK}-jobs"
         assert tasks_mapping["BatchSize"] == 1
+        assert tasks_mapping["ScalingConfig"] == {"MaximumConcurrency": JOBS_MAX_CONCURRENCY}
         function = tasks_mapping["FunctionArn"].rsplit(":", 1)[1]
         policies = deployed_policies(lambda_client, place.client("iam"), [function])
         assert set(policies) == {"jobs"}

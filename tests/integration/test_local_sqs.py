@@ -16,10 +16,12 @@ import pytest
 from chalice import Chalice
 from chalice.app import SQSEvent
 
+from chalicelib import wiring
 from tests.fakes import until
 from trickle_local.emulators import Emulator
 from trickle_local.runtime import Invoker, LocalRuntime
 from trickle_project.aws import clients
+from trickle_project.stage import load_config
 
 QUEUE = "local-tasks"
 CONFIG = {
@@ -189,6 +191,12 @@ def test_batches_run_at_once_up_to_the_mappings_maximum_concurrency(
     worker.hold.set()
     until(lambda: len(worker.seen) == 5)
     assert worker.most_at_once == 2
+
+
+def test_the_app_s_jobs_run_up_to_the_stage_s_jobs_maximum_concurrency(app: Chalice) -> None:
+    """The local runtime takes the `jobs` function's limit from its decorator, which reads
+    TRICKLE_JOBS_MAX_CONCURRENCY, as Lambda's mapping does from the packaged ScalingConfig."""
+    assert Invoker(app, load_config(), "local").concurrency("jobs") == wiring.settings().jobs_max_concurrency
 
 
 def test_a_batch_of_several_messages_is_one_invocation(sqs: Any, running: list[LocalRuntime]) -> None:

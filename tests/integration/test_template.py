@@ -14,14 +14,22 @@ from typing import Any
 import pytest
 
 from chalicelib import naming
+from chalicelib.settings import JOBS_MAX_CONCURRENCY
 from tests.integration.deployment import BIN, package_stage, write
 from trickle_deploy import template as merge
 from trickle_deploy.iam_check import packaged_policies
-from trickle_deploy.policies import refresh
+from trickle_deploy.policies import SQS_TRIGGER_ACTIONS, refresh
 from trickle_deploy.sam import sam_transform
 from trickle_deploy.template import drain_timeout, function_timeout, visibility_for
 from trickle_project.secret_parameters import needed
-from trickle_project.stage import PACKAGING_ENV, copy_project, load_config, packaging_env, stage_settings
+from trickle_project.stage import (
+    PACKAGING_ENV,
+    copy_project,
+    load_config,
+    packaging_env,
+    stage_env,
+    stage_settings,
+)
 from trickle_project.workflows import wait_definition
 
 DESTINATIONS = ("orders", "crm", "billing", "orders_bulk")  # chalicelib/routes.toml
@@ -238,16 +246,34 @@ def test_the_jobs_tasks_queue_outlives_a_task_and_dead_letters_one_that_keeps_fa
     assert naming.queue_id("jobs") == "JobsQueue"  # what a destination named jobs gets
 
 
+def stack_queue(expression: Any) -> str | None:
+    """The logical id of the resource an ARN expression of the stack names (`GetAtt X.Arn` or
+    `Sub ${X.Arn}`), else None."""
+    if not isinstance(expression, dict):
+        return None
+    if "Fn::GetAtt" in expression and expression["Fn::GetAtt"][1] == "Arn":
+        return str(expression["Fn::GetAtt"][0])
+    found = re.fullmatch(r"\$\{(\w+)\.Arn\}", str(expression.get("Fn::Sub", "")))
+    return found.group(1) if found else None
+
+
 def test_the_jobs_function_is_triggered_by_the_stack_s_tasks_queue_one_task_at_a_time(
     prod: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:
-    """Issue #26: no packaging placeholder left in the `jobs` function's trigger."""
+    """Issue #26: no packaging placeholder left in the `jobs` function's trigger; at most the stage's
+    TRICKLE_JOBS_MAX_CONCURRENCY parts worked at once; and the `jobs` role, which Lambda polls the
+    queue with, allows what the trigger does there (AWS refuses to create the mapping otherwise)."""
     sam, cfn = prod
+    limit = {
+        "MaximumConcurrency": stage_settings(
+            load_config()["stages"]["prod"]["environment_variables"]
+        ).jobs_max_concurrency
+    }
     source = sam["Resources"]["Jobs"]["Properties"]["Events"]["JobsSqsEventSource"]
     assert source["Type"] == "SQS"
     assert source["Properties"]["Queue"] == {"Fn::Sub": "${JobTasks.Arn}"}
     assert source["Properties"]["BatchSize"] == 1
-    assert source["Properties"]["ScalingConfig"] == {"MaximumConcurrency": 10}  # parts worked at once
+    assert source["Properties"]["ScalingConfig"] == limit == {"MaximumConcurrency": JOBS_MAX_CONCURRENCY}
     (mapping,) = [
         r
         for r in cfn["Resources"].values()
@@ -255,6 +281,46 @@ def test_the_jobs_function_is_triggered_by_the_stack_s_tasks_queue_one_task_at_a
         and "BisectBatchOnFunctionError" not in r["Properties"]
     ]
     assert mapping["Properties"]["EventSourceArn"] == {"Fn::Sub": "${JobTasks.Arn}"}
+    assert mapping["Properties"]["ScalingConfig"] == limit
+    for template in (sam, cfn):
+        statements = packaged_policies(template)["jobs"]["Statement"]
+        polled = {
+            action
+            for s in statements
+            if [stack_queue(r) for r in s["Resource"]] == ["JobTasks"]
+            for action in s["Action"]
+        }
+        assert polled >= set(SQS_TRIGGER_ACTIONS)
+        elsewhere = {  # receives and deletes nothing else
+            stack_queue(r)
+            for s in statements
+            if {"sqs:ReceiveMessage", "sqs:DeleteMessage"} & set(s["Action"])
+            for r in s["Resource"]
+        }
+        assert elsewhere == {"JobTasks"}
+
+
+def test_every_stage_s_jobs_trigger_carries_its_maximum_concurrency(
+    artifacts: tuple[str, Path, dict[str, Any], dict[str, Any]],
+) -> None:
+    stage, _, sam, cfn = artifacts
+    limit = stage_settings(stage_env(stage)).jobs_max_concurrency
+    source = sam["Resources"]["Jobs"]["Properties"]["Events"]["JobsSqsEventSource"]["Properties"]
+    assert source["ScalingConfig"] == {"MaximumConcurrency": limit}, stage
+    mappings = [r for r in cfn["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    assert {"MaximumConcurrency": limit} in [m["Properties"].get("ScalingConfig") for m in mappings], stage
+
+
+def test_the_jobs_maximum_concurrency_is_the_stage_s_setting(tmp_path: Path) -> None:
+    """TRICKLE_JOBS_MAX_CONCURRENCY reaches the packaged trigger (the decorator reads it)."""
+    project = copy_project(tmp_path / "project")
+    config_path = project / ".chalice" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["stages"]["prod"]["environment_variables"]["TRICKLE_JOBS_MAX_CONCURRENCY"] = "7"
+    config_path.write_text(json.dumps(config, indent=2))
+    sam = json.loads(merge.package("prod", tmp_path / "package", project_dir=project).read_text())
+    source = sam["Resources"]["Jobs"]["Properties"]["Events"]["JobsSqsEventSource"]["Properties"]
+    assert source["ScalingConfig"] == {"MaximumConcurrency": 7}
 
 
 def alarms_of(template: dict[str, Any]) -> list[dict[str, Any]]:

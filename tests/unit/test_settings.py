@@ -505,6 +505,30 @@ def test_archive_days_default_to_thirty_and_a_wrong_value_names_the_variable_and
 
 
 @pytest.mark.parametrize(
+    ("raw", "limit", "error"),
+    [
+        (None, 4, None),
+        ("2", 2, None),
+        ("1000", 1000, None),
+        ("1", None, "TRICKLE_JOBS_MAX_CONCURRENCY='1' must be between 2 and 1000"),
+        ("1001", None, "TRICKLE_JOBS_MAX_CONCURRENCY='1001' must be between 2 and 1000"),
+        ("four", None, "TRICKLE_JOBS_MAX_CONCURRENCY='four' is not an integer"),
+    ],
+)
+def test_jobs_max_concurrency_defaults_to_four_within_what_lambda_takes_and_names_the_stage(
+    base_env: dict[str, str], raw: str | None, limit: int | None, error: str | None
+) -> None:
+    """Issue #26: the `jobs` function's trigger's maximum concurrency (Lambda refuses one below 2)."""
+    env = {**base_env, "TRICKLE_STAGE": "dev"} | (
+        {"TRICKLE_JOBS_MAX_CONCURRENCY": raw} if raw is not None else {}
+    )
+    if error is None:
+        assert load_settings(env).jobs_max_concurrency == limit
+    else:
+        assert error_of(env) == f"invalid Trickle settings for stage 'dev': {error}"
+
+
+@pytest.mark.parametrize(
     ("name", "raw"),
     [
         ("TRICKLE_SEND_ATTEMPTS", "three"),
