@@ -61,6 +61,7 @@ from bench.figures import (
     bulk_goal_rows,
     bulk_pooled,
     bulk_rows,
+    bulk_turns,
     cost_per_million,
     goal_rows,
     per_message,
@@ -71,6 +72,7 @@ from bench.figures import (
     token_requests_due,
     token_rows,
     within_goal,
+    write_orders,
 )
 from bench.harness import (
     API_KEY,
@@ -84,7 +86,7 @@ from bench.harness import (
     OAuth2Signing,
     harness_ceiling,
 )
-from bench.stream import mixed_records, order_records
+from bench.stream import WRITE_ORDERS, WriteOrder, mixed_records, order_records
 from chalicelib import wiring
 from trickle_local.emulators import EMULATORS, EmulatorName
 from trickle_local.endpoint import use_local_credentials
@@ -264,20 +266,26 @@ def auth_section(bench: Bench, inputs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def bulk_run(
-    bench: Bench, inputs: Mapping[str, Any], workers: int, standin: BulkStandIn, batch: int
+    bench: Bench,
+    inputs: Mapping[str, Any],
+    workers: int,
+    standin: BulkStandIn,
+    batch: int,
+    order: WriteOrder = "interleaved",
 ) -> dict[str, Any]:
-    """One drain of a fresh backlog to `standin`: one message per request to its plain path (batch
-    1, the single-item relay), or up to `batch` per request to its bulk endpoint; with the requests
-    it received and the items they carried, and the AWS requests of the drain and the ingest."""
+    """One drain of a fresh backlog, written in `order`, to `standin`: one message per request to
+    its plain path (batch 1, the single-item relay), or up to `batch` per request to its bulk
+    endpoint; with the requests it received and the items they carried, and the AWS requests of the
+    drain and the ingest."""
     count = inputs["messages"]
     bench.reset(workers, bulk=standin, batch=batch)
-    ingest = bench.ingest(order_records(count, inputs["groups"], bench.stream_arn))
+    ingest = bench.ingest(order_records(count, inputs["groups"], bench.stream_arn, order))
     standin.take()
     try:
         run = bench.relay(count)
     except ClientError as exc:  # an emulator's failure is a finding too (moto's TransactWriteItems, 500)
         error = str(exc).split("\n", 1)[0][:200]  # its first line: an emulator may answer a page of HTML
-        log(f"  {workers} workers, batch {batch:2d}: failed: {error}")
+        log(f"  {order}, {workers} workers, batch {batch:2d}: failed: {error}")
         return {"error": error}
     api_requests, api_items = standin.take()
     kept = ("delivered", "seconds", "throughput_msgs_per_s", "drain_cpu_ms_per_message")
@@ -290,16 +298,18 @@ def bulk_run(
         "requests_by_api": run["requests_by_api"],
     }
     log(
-        f"  {workers} workers, batch {batch:2d}: {figures['throughput_msgs_per_s']:7.1f} msg/s,"
+        f"  {order}, {workers} workers, batch {batch:2d}: {figures['throughput_msgs_per_s']:7.1f} msg/s,"
         f" {api_requests} requests, {api_items} items"
     )
     return figures
 
 
 def bulk_section(bench: Bench, inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """At each worker count, each batch size in turns, the order flipped each round so none always
-    runs first on a busy machine; each batch size's runs pooled (messages over seconds)."""
+    """At each worker count, each write order's each batch size in turns (`bulk_turns`), the order
+    flipped each round so none always runs first on a busy machine; each one's runs pooled (messages
+    over seconds), and the goals judged in each write order against its own single-item relay."""
     standin = bench.bulk_standin()
+    orders: tuple[WriteOrder, ...] = inputs["write_orders"]
     out: dict[str, Any] = {
         "inputs": {
             "messages": inputs["messages"],
@@ -307,26 +317,34 @@ def bulk_section(bench: Bench, inputs: Mapping[str, Any]) -> dict[str, Any]:
             "api_latency_ms": API_LATENCY_S * 1000,
             "rounds": inputs["bulk_rounds"],
             "batches": list(BULK_BATCHES),
+            "write_orders": list(orders),
             "bulk_path": standin.bulk.path,
             **BULK_VARIABLES,
-        }
+        },
+        "orders": {order: {} for order in orders},
     }
     for workers in BULK_WORKERS:
-        runs: dict[int, list[dict[str, Any]]] = {batch: [] for batch in BULK_BATCHES}
-        for n in range(inputs["bulk_rounds"]):
-            for batch in BULK_BATCHES if n % 2 == 0 else reversed(BULK_BATCHES):
-                runs[batch].append(bulk_run(bench, inputs, workers, standin, batch))
-        out[f"workers_{workers}"] = {f"batch_{batch}": bulk_pooled(each) for batch, each in runs.items()}
-    figures = bulk_goal_figures(out)
-    out["goals"] = {
-        goal.key: {
-            "label": goal.label,
-            "target": goal.text,
-            "value": figures[goal.key],
-            "met": goal.holds(figures[goal.key]),
+        runs: dict[tuple[WriteOrder, int], list[dict[str, Any]]] = {
+            (order, batch): [] for order in orders for batch in BULK_BATCHES
         }
-        for goal in BULK_GOALS
-    }
+        for n in range(inputs["bulk_rounds"]):
+            for order, batch in bulk_turns(n, orders, BULK_BATCHES):
+                runs[order, batch].append(bulk_run(bench, inputs, workers, standin, batch, order))
+        for order in orders:
+            out["orders"][order][f"workers_{workers}"] = {
+                f"batch_{batch}": bulk_pooled(runs[order, batch]) for batch in BULK_BATCHES
+            }
+    for section in out["orders"].values():
+        figures = bulk_goal_figures(section)
+        section["goals"] = {
+            goal.key: {
+                "label": goal.label,
+                "target": goal.text,
+                "value": figures[goal.key],
+                "met": goal.holds(figures[goal.key]),
+            }
+            for goal in BULK_GOALS
+        }
     return out
 
 
@@ -337,6 +355,7 @@ def run_emulator(
     model: LatencyModel | None,
     sections: tuple[str, ...] = SECTIONS,
     quick: bool = False,
+    orders: tuple[WriteOrder, ...] = WRITE_ORDERS,
 ) -> dict[str, Any]:
     log(f"{name}:")
     bench = Bench(name, API_LATENCY_S, calls)
@@ -349,8 +368,12 @@ def run_emulator(
             rounds = 1 if quick else 3  # on a shared machine one run at 16 workers varies by a fifth
             out["auth"] = auth_section(bench, {**inputs, "auth_rounds": rounds})
         if "bulk" in sections:
-            log("  bulk (batches of 10 and 50 beside the single-item relay):")
-            out["bulk"] = bulk_section(bench, {**inputs, "bulk_rounds": 1 if quick else 3})
+            log(
+                f"  bulk (batches of 10 and 50 beside the single-item relay, written {' and '.join(orders)}):"
+            )
+            out["bulk"] = bulk_section(
+                bench, {**inputs, "bulk_rounds": 1 if quick else 3, "write_orders": orders}
+            )
         if "archive" in sections:
             log("  archive (the drain with the delivered archive beside without it):")
             passes = {"archive_rounds": 1 if quick else 3, "writer_repeat": 5 if quick else 10}
@@ -465,6 +488,13 @@ def main(argv: list[str] | None = None) -> int:
         " (token requests, API key beside OAuth2 + signing) or bulk (batches to a bulk endpoint beside"
         " the single-item relay) or archive (the delivered archive's cost per million, its drain CPU)",
     )
+    parser.add_argument(
+        "--write-order",
+        choices=[*WRITE_ORDERS, "both"],
+        default="both",
+        help="the bulk section's backlog: each group's orders written interleaved with the others',"
+        " grouped (each group's one after another), or both side by side (the default)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
     try:
@@ -478,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     calls = Calls()
     calls.register(boto3.DEFAULT_SESSION.events)  # type: ignore[union-attr]
     quick = args.quick
+    orders: tuple[WriteOrder, ...] = WRITE_ORDERS if args.write_order == "both" else (args.write_order,)
     inputs = {
         "messages": 200 if quick else 1000,
         "groups": 20 if quick else 50,
@@ -506,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         "emulators": dict(earlier.get("emulators", {})),
     }
     for name in names:
-        ran = run_emulator(name, inputs, calls, model, sections, quick)
+        ran = run_emulator(name, inputs, calls, model, sections, quick, orders)
         for section in ("auth", "bulk", "archive"):
             if section in ran:
                 ran[section] |= {"command": command, "machine": machine}
@@ -561,7 +592,8 @@ def render(results: Mapping[str, Any], sections: tuple[str, ...] = SECTIONS) -> 
 
 
 def render_bulk(sections: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The bulk goals for every emulator side by side, then each emulator's table."""
+    """The bulk goals for every emulator and write order side by side, then each emulator's table,
+    its write orders one after the other."""
     first = next(iter(sections.values()))
     inputs, machine = first["inputs"], first.get("machine", {})
     rounds = inputs["rounds"]
@@ -579,11 +611,19 @@ def render_bulk(sections: Mapping[str, Mapping[str, Any]]) -> list[str]:
         f" {inputs['api_latency_ms']:g} ms per request; batch 1 is the single-item relay"
         f" (batch_max_items = 1, one message per request to the plain endpoint), batches of more go to"
         f" {inputs['bulk_path']} (batch_wrapper {inputs['batch_wrapper']!r}, batch_results"
-        f" {inputs['batch_results']!r}); {runs}.",
+        f" {inputs['batch_results']!r}); {runs}. Write order: how the backlog went into the stream,"
+        " interleaved (one group after another) or grouped (each group's messages one after another);"
+        " each order's ratios are to its own single-item relay.",
         "",
     ]
-    out += _table(["Goal (issue 25)", "target", *sections], bulk_goal_rows(sections))
+    columns = {
+        f"{name}, {order}": runs
+        for name, section in sections.items()
+        for order, runs in write_orders(section).items()
+    }
+    out += _table(["Goal (issue 25)", "target", *columns], bulk_goal_rows(columns))
     header = [
+        "write order",
         "workers",
         "batch",
         "msg/s",
@@ -596,8 +636,10 @@ def render_bulk(sections: Mapping[str, Mapping[str, Any]]) -> list[str]:
         "stand-in CPU ms/msg",
     ]
     for name, section in sections.items():
-        out += ["", f"{name}:", "", *_table(header, bulk_rows(section))]
-        errors = bulk_errors(section)
+        orders = write_orders(section)
+        rows = [[order, *row] for order, runs in orders.items() for row in bulk_rows(runs)]
+        out += ["", f"{name}:", "", *_table(header, rows)]
+        errors = [f"{order}, {error}" for order, runs in orders.items() for error in bulk_errors(runs)]
         if errors:
             out += ["", "Runs that failed (not pooled):", *(f"- {error}" for error in errors)]
     return out

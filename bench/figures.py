@@ -8,9 +8,11 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from chalicelib.credentials import refresh_at
+
+T = TypeVar("T")
 
 # Public us-east-1 prices (USD), checked 2026: SQS FIFO $0.50 per million requests; DynamoDB on-demand
 # $0.625 per million write units and $0.125 per million read units (items here are under 1 KB, and
@@ -413,6 +415,22 @@ BULK_GOALS = (
     Goal("drain_cpu_50", f"{_CPU}: batch 50, 4 workers", 1.0, at_most=True),
     Goal("drain_cpu", f"{_CPU}: highest batched run", 1.0, at_most=True),
 )
+
+
+def bulk_turns(round_: int, orders: Sequence[T], batches: Sequence[int]) -> list[tuple[T, int]]:
+    """A round's runs at one worker count: every write order's every batch size, in turns, the order
+    flipped each round so that none always runs first (or last) on a busy machine."""
+    turns = [(order, batch) for order in orders for batch in batches]
+    return turns if round_ % 2 == 0 else turns[::-1]
+
+
+def write_orders(section: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """A bulk section's runs by write order (`bench.stream.WRITE_ORDERS`); a section measured before
+    the option had its runs at the top, written interleaved."""
+    orders = section.get("orders")
+    if isinstance(orders, Mapping):
+        return dict(orders)
+    return {"interleaved": section}
 
 
 def bulk_pooled(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -5,8 +5,9 @@ stand-in API in processes of their own) and prints the drain's own CPU per deliv
 `--cprofile FILE` profiles the drain's CPU time (`time.thread_time`, so waiting on a socket counts
 for nothing) in its main thread and in every worker, merged into one pstats file; read it with
 `python -m pstats FILE` (docs/benchmarks.md, "Where the drain's time goes"). `--batch N` (issue 25)
-sends up to N messages per request to the bulk section's stand-in, a bulk endpoint. Reports figures;
-asserts nothing.
+sends up to N messages per request to the bulk section's stand-in, a bulk endpoint; `--write-order
+grouped` writes each group's messages one after another (`bench.stream.WRITE_ORDERS`). Reports
+figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 import boto3
 
 from bench.harness import Bench, Calls
-from bench.stream import order_records
+from bench.stream import WRITE_ORDERS, order_records
 from chalicelib import drain_group, wiring
 from chalicelib.drain_group import GroupEffects
 from chalicelib.drain_state import GroupResult, GroupRun
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch", type=int, default=1, help="messages per request; over 1, to a bulk endpoint (issue 25)"
     )
+    parser.add_argument(
+        "--write-order", choices=WRITE_ORDERS, default="interleaved", help="how the backlog is written"
+    )
     parser.add_argument("--cprofile", type=Path, help="write the drain's CPU profile (pstats) here")
     parser.add_argument(
         "--log-level", default="ERROR", help="Trickle's log level while draining (lines go to /dev/null)"
@@ -114,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         bulk = bench.bulk_standin() if args.batch > 1 else None
         for _ in range(args.repeat):
             bench.reset(args.workers, bulk=bulk, batch=args.batch)
-            bench.ingest(order_records(args.messages, args.groups, bench.stream_arn))
+            bench.ingest(order_records(args.messages, args.groups, bench.stream_arn, args.write_order))
             bench.calls.take()
             cpu, started = time.process_time(), time.perf_counter()
             delivered = 0

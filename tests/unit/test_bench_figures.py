@@ -6,6 +6,7 @@ section's pooled runs, goals, table and stage variables."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections import Counter
@@ -30,6 +31,7 @@ from bench.figures import (
     bulk_goal_rows,
     bulk_pooled,
     bulk_rows,
+    bulk_turns,
     cost_per_million,
     goal_figures,
     goal_rows,
@@ -47,9 +49,10 @@ from bench.figures import (
     token_requests_due,
     token_rows,
     within_goal,
+    write_orders,
 )
 from bench.harness import BULK_FIELDS, Calls, bench_env, bulk_endpoint, bulk_variables, cpu_seconds
-from bench.stream import batches, mixed_records, order_records
+from bench.stream import WRITE_ORDERS, WriteOrder, batches, group_of, mixed_records, order_records
 from chalicelib import naming
 from chalicelib.records import build_messages
 from chalicelib.request_shape import with_path
@@ -706,9 +709,68 @@ def test_the_bulk_section_renders_alone_with_its_goals_and_command() -> None:
     text = render(results, ("bulk",))
     assert text.startswith("### Bulk delivery (issue 25): batches beside the single-item relay")
     assert "`python -m bench --only bulk`" in text
-    assert "| Goal (issue 25) | target | ministack |" in text
-    assert "| 4 | 50 | 2000.0 | 10.00 | 20 | 50.00 | 0.250 | 0.350 | 1.00 | 0.30 |" in text
+    # a section measured before the write orders: its backlog was written interleaved
+    assert "| Goal (issue 25) | target | ministack, interleaved |" in text
+    assert "| interleaved | 4 | 50 | 2000.0 | 10.00 | 20 | 50.00 | 0.250 | 0.350 | 1.00 | 0.30 |" in text
     assert "Goal (issue 17)" not in text and "Auth" not in text
+
+
+def test_the_bulk_section_puts_each_write_order_beside_its_own_single_item_relay() -> None:
+    interleaved = bulk_section(workers_4__batch_50=bulk_run(1.6, requests=20, aws=268))
+    grouped = bulk_section(workers_4__batch_50=bulk_run(0.4, requests=20, aws=250))
+    grouped["workers_4"]["batch_1"] = bulk_pooled([bulk_run(4.0, requests=1000, aws=310)])
+    section = {"inputs": interleaved["inputs"], "orders": {"interleaved": interleaved, "grouped": grouped}}
+    assert write_orders(section) == {"interleaved": interleaved, "grouped": grouped}
+    assert write_orders(interleaved) == {"interleaved": interleaved}  # measured before the option
+    text = render({"emulators": {"ministack": {"bulk": section}}}, ("bulk",))
+    header = "| Goal (issue 25) | target | ministack, interleaved | ministack, grouped |"
+    assert header in text
+    speedup = text.split(header)[1].splitlines()[2]
+    assert speedup.endswith("| >= 10 | 3.12 (missed) | 10.00 (met) |")  # 250 / 625 x 2,500 / 250
+    assert "| interleaved | 4 | 50 | 625.0 | 3.12 | 20 |" in text
+    assert "| grouped | 4 | 1 (single-item relay) | 250.0 | 1.00 | 1,000 |" in text
+    assert "| grouped | 4 | 50 | 2500.0 | 10.00 | 20 |" in text
+
+
+@pytest.mark.parametrize(
+    ("round_", "expected"),
+    [
+        (0, [("interleaved", 1), ("interleaved", 50), ("grouped", 1), ("grouped", 50)]),
+        (1, [("grouped", 50), ("grouped", 1), ("interleaved", 50), ("interleaved", 1)]),
+        (2, [("interleaved", 1), ("interleaved", 50), ("grouped", 1), ("grouped", 50)]),
+    ],
+)
+def test_bulk_runs_take_turns_over_write_orders_and_batches_flipped_each_round(
+    round_: int, expected: list[tuple[str, int]]
+) -> None:
+    assert bulk_turns(round_, ("interleaved", "grouped"), (1, 50)) == expected
+
+
+@pytest.mark.parametrize(
+    ("order", "count", "groups", "expected"),
+    [
+        ("interleaved", 6, 3, [0, 1, 2, 0, 1, 2]),
+        ("grouped", 6, 3, [0, 0, 1, 1, 2, 2]),
+        ("grouped", 7, 3, [0, 0, 0, 1, 1, 2, 2]),  # runs as even as the division allows
+        ("grouped", 3, 3, [0, 1, 2]),
+    ],
+)
+def test_a_backlog_is_written_interleaved_or_each_group_in_one_run(
+    order: WriteOrder, count: int, groups: int, expected: list[int]
+) -> None:
+    assert [group_of(i, count, groups, order) for i in range(count)] == expected
+
+
+@pytest.mark.parametrize("order", WRITE_ORDERS)
+def test_either_write_order_gives_every_group_the_same_share_of_the_backlog(
+    order: WriteOrder, make_settings: Any
+) -> None:
+    settings: Settings = make_settings(TRICKLE_ROUTES_FILE=str(BENCH_ROUTES))
+    built = build_messages(order_records(1000, groups=50, stream_arn=ARN, order=order), settings)
+    in_order = [m.group_id for m in built.messages]
+    assert set(Counter(in_order).values()) == {20}
+    runs = 1 + sum(a != b for a, b in itertools.pairwise(in_order))
+    assert runs == (50 if order == "grouped" else 1000)  # grouped: each group's 20 one after another
 
 
 @pytest.mark.parametrize(
