@@ -180,8 +180,9 @@ def receive_size(held: int, in_hand: int, target: int, budget_left: int, visible
     """How many messages a round's next receive asks for; 0 ends the round: it holds `target`
     (`held` received so far), the budget is spent, or the queue has given all it can (`visible`
     0) while the earlier rounds' `in_hand` and this one's make a round's worth to deliver. Then
-    another receive would come back empty, a request for nothing (the emulators give one message
-    per group per receive, so with every group in flight a round of ten asks once more). With less
+    another receive would come back empty, a request for nothing (with a backlog interleaved over
+    many groups the emulators give one message per group per receive, so with every group in flight
+    a round of ten asks once more). With less
     than that in hand it asks anyway: the estimate may be short (new messages, a short poll that
     missed some), and a run that trusted it then would starve its workers."""
     if held >= target or budget_left <= 0:
