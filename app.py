@@ -186,6 +186,18 @@ def submit() -> Response:
     return Response(body=wiring.operations().submit(submission), status_code=202)
 
 
+@app.route("/messages", methods=["GET"], authorizer=operator)
+def search_messages() -> dict[str, Any]:
+    """The messages of one item (`?key=&sort_key=`), or of a status in a time window
+    (`?status=&since=&until=`), from the ledger's indexes, paged (`next`)."""
+    from chalicelib.operations import search_query
+
+    try:
+        return wiring.operations().search(search_query(_request().query_params or {}))
+    except ValueError as exc:
+        raise BadRequestError(str(exc)) from None
+
+
 @app.route("/messages/{message_id}", methods=["GET"], authorizer=operator)
 def message(message_id: str) -> dict[str, Any]:
     from chalicelib.operations import missing_message

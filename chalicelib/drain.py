@@ -101,6 +101,7 @@ class Drainer:
             callbacks,
             delivered,
             source,
+            settings.partition_key,
         )
         self._settings = settings
         self._destination = destination

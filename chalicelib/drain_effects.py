@@ -13,7 +13,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import bulk, freshness, health, oldest, totals
+from chalicelib import bulk, freshness, health, item_keys, oldest, totals
 from chalicelib.bulk import Shape
 from chalicelib.dead_letter_entries import dead_letter
 from chalicelib.drain_group import Came, Feedback, arrival
@@ -34,7 +34,9 @@ from chalicelib.model import (
     Unsent,
     UnsentKind,
     Verdict,
+    attempt,
     delivered,
+    logged,
     settled,
     verdict,
 )
@@ -73,9 +75,11 @@ class Effects:
         callbacks: Callbacks | None = None,
         delivered: DeliveryArchive | None = None,
         source: SourceItems | None = None,
+        partition_key: str | None = None,
     ) -> None:
         """`source`: the table backfilled items are read back from (None: none is, so a backfilled
-        message is never sent, for want of a check)."""
+        message is never sent, for want of a check); `partition_key`: the table's
+        (`TRICKLE_PARTITION_KEY`), which tells a backfilled message's item key apart."""
         self._queue = queue
         self._dead_letters = dead_letters
         self._ledger = ledger
@@ -86,6 +90,7 @@ class Effects:
         self._enrich = enrich
         self._tasks = Tasks(callbacks, ledger, archive, destination)
         self._source = source
+        self._partition_key = partition_key
         self._requests = itertools.count(1)  # batch requests, told apart for the breaker
         self._delivery_archive = delivered
         # message id -> its enriched body as last sent, for the delivery archive (a run's, emptied at
@@ -299,9 +304,9 @@ class Effects:
             excerpt = response.body_excerpt if response else ""
             if self._dead_letters.send([dead_letter(message, action.reason, excerpt, record)]):
                 return Feedback(Came.REFUSED, record, response)
-            record, answered = self._dead(action, message, record, run.state)
+            record, answered = self._dead(action, message, record, run)
         elif move is Move.HALT:
-            self._halt(action, message, attempts)
+            self._halt(action, message, attempts, run.clock.time())
         elif move is Move.DELIVERED:
             assert record is not None and response is not None  # an attempt was made and recorded
             record, answered = self._delivered(action, message, record, response, run)
@@ -363,11 +368,13 @@ class Effects:
         step(message, self._destination, attempts + 1, answer.outcome.value, response)
         if answer.outcome is not Outcome.DELIVERED:
             run.state.failed_attempt()
+        now = run.clock.time()
+        made = attempt(now, response.status, response.elapsed_ms, answer.reason)
         if written is not None:
             done = written
         elif answer.outcome is Outcome.DELIVERED:
-            now = run.clock.time()
-            done = delivered(record, message.message_id, message.group_id, response.status, now)
+            item = self._item_index(message, now)
+            done = delivered(record, message.message_id, message.group_id, response.status, now, made, item)
         else:
             failure = Settlement(
                 message.message_id,
@@ -376,8 +383,9 @@ class Effects:
                 response.status,
                 answer.reason,
                 counted=answer.counted,
+                timeline=logged(record, made),
             )
-            done = self._ledger.settle(failure)
+            done = self._ledger.settle(self._filed(failure, message, now))
         return Feedback(Came.ANSWERED, done, response, answer, request)
 
     def _call(self, message: ReceivedMessage, attempts: int, run: GroupRun) -> tuple[ApiResponse, Decision]:
@@ -461,10 +469,9 @@ class Effects:
         attempts = record.attempts if record else 0
         responses, answers = self._send_batch(pairs, message, attempts, run)
         now = run.clock.time()
-        settlements = bulk.written(
-            [(m.message_id, m.group_id, r, a) for m, r, a in zip(members, responses, answers, strict=True)],
-            now,
-        )
+        answered = {m.message_id: (m, r, a) for m, r, a in zip(members, responses, answers, strict=True)}
+        written = bulk.written([(m.message_id, m.group_id, r, a) for m, r, a in answered.values()], now)
+        settlements = [self._attempted(s, *answered[s.message_id], run, now) for s in written]
         if all(s.status is Status.DELIVERED for s in settlements):
             job.settling.append(settlements)  # written with the round's deliveries, before their deletes
         else:  # before any later write of its failures (dead, halted) or their release
@@ -480,6 +487,22 @@ class Effects:
             )
         first = records.get(message.message_id)
         return self._answered(message, record, responses[0], answers[0], run, first, request)
+
+    def _attempted(
+        self,
+        settlement: Settlement,
+        message: ReceivedMessage,
+        response: ApiResponse,
+        answer: Decision,
+        run: GroupRun,
+        now: float,
+    ) -> Settlement:
+        """A batch item's settlement with its attempt in its timeline, and its item, as a single
+        request's failure is written."""
+        made = attempt(now, response.status, response.elapsed_ms, answer.reason)
+        return self._filed(
+            replace(settlement, timeline=logged(run.records.get(message.message_id), made)), message, now
+        )
 
     def _plain(self, messages: Sequence[ReceivedMessage], run: GroupRun, job: Job) -> list[ReceivedMessage]:
         """The leading messages of a group that would be attempted on arrival as things stand (no
@@ -539,7 +562,7 @@ class Effects:
         return responses, answers
 
     def _dead(
-        self, action: Action, message: ReceivedMessage, record: LedgerRecord | None, state: RunState
+        self, action: Action, message: ReceivedMessage, record: LedgerRecord | None, run: GroupRun
     ) -> tuple[LedgerRecord, CallbackResult | None]:
         """A dead letter the queue took: the ledger's dead record, then the task's failure."""
         attempts = record.attempts if record else 0
@@ -552,9 +575,9 @@ class Effects:
             counted=False,
             dead_copy=message.copy_id,
         )
-        dead = self._ledger.settle(death)
+        dead = self._ledger.settle(self._filed(death, message, run.clock.time()))
         log.error("message dead-lettered", extra=fields(message, self._destination, attempts, action.reason))
-        return dead, self._tasks.answer(action, message, dead, None, state)[0]
+        return dead, self._tasks.answer(action, message, dead, None, run.state)[0]
 
     def _superseded(
         self, action: Action, message: ReceivedMessage, record: LedgerRecord | None, run: GroupRun
@@ -566,18 +589,30 @@ class Effects:
         )
         attempts = record.attempts if record else 0
         log.info("message not sent", extra=fields(message, self._destination, attempts, action.reason))
-        return settled(record, settlement, run.clock.time())
+        now = run.clock.time()
+        return settled(record, self._filed(settlement, message, now), now)
 
-    def _halt(self, action: Action, message: ReceivedMessage, attempts: int) -> None:
+    def _halt(self, action: Action, message: ReceivedMessage, attempts: int, now: float) -> None:
         """Strict ordering: the message waits, and its group behind it, for an operator."""
         halt = Settlement(
             message.message_id, message.group_id, Status.HALTED, None, action.reason, counted=False
         )
-        self._ledger.settle(halt)
+        self._ledger.settle(self._filed(halt, message, now))
         log.error(
             "group halted by a poison message",
             extra=fields(message, self._destination, attempts, action.reason),
         )
+
+    def _item_index(self, message: ReceivedMessage, now: float) -> tuple[str, str]:
+        """The index keys of the item `message` was built from (`chalicelib.item_keys`), as of `now`."""
+        key = item_keys.from_attributes(message.attributes, self._partition_key)
+        return item_keys.index_values(key, now, message.message_id)
+
+    def _filed(self, settlement: Settlement, message: ReceivedMessage, now: float) -> Settlement:
+        """`settlement` with its message's item, which the ledger files the record under if it has
+        not yet."""
+        item_key, item_sort = self._item_index(message, now)
+        return replace(settlement, item_key=item_key, item_sort=item_sort)
 
     def _delivered(
         self,

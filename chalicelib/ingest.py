@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib import item_keys
 from chalicelib.metrics import RunMetrics
 from chalicelib.model import OutboundMessage, SendFailure
 from chalicelib.notes import UNROUTED_NOTE_KEY
@@ -112,10 +113,15 @@ class Ingestor:
         queued = [m for m in built.messages if m.message_id not in unsent]
         # Queued messages get no ledger record here: the drain writes one at the first attempt (a
         # record per message would be most of the relay's requests and cost; docs/benchmarks.md).
+        now = time.time()
         for rejected in built.rejected:  # listed like every dead letter; a failed write fails the batch
             if rejected.message_id not in unsent:
+                key = item_keys.of_keys(rejected.keys, self._settings.partition_key)
                 self._ledgers[rejected.destination].record_dead(
-                    rejected.message_id, rejected.group_id, rejected.reason
+                    rejected.message_id,
+                    rejected.group_id,
+                    rejected.reason,
+                    item_keys.index_values(key, now, rejected.message_id),
                 )
         report = IngestReport(
             len(records),

@@ -11,10 +11,14 @@ the sparse index `dead-letters`: operators page through a destination's dead let
 the order they died, without touching the dead-letter queue. Every write that sets a status also
 sets `status_key` (`<destination>#<status>`) and `status_at` (`<written at, ISO UTC>#<message id>`),
 the keys of the index `by-status` (keys only): a destination's halted groups, and its messages by
-status and time window, are listed from there (issue #27)."""
+status and time window, are listed from there (issue #27). The first write that knows a message's
+item (`chalicelib.item_keys`) sets `item_key` and `item_sort`, the keys of the index `by-item` (keys
+only), which later writes keep; and each write after an attempt keeps the record's last attempts in
+`timeline`, computed by the drain from the record it read, in the write it makes anyway."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from chalicelib.batch_retry import retry_unprocessed
-from chalicelib.model import MAX_TRANSACTION_ITEMS, LedgerRecord, Settlement, Status, iso_utc
+from chalicelib.model import MAX_TRANSACTION_ITEMS, Attempt, LedgerRecord, Settlement, Status, iso_utc
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -39,11 +43,15 @@ DEAD_SORT_KEY = "dead_key"
 STATUS_INDEX = "by-status"
 STATUS_PARTITION_KEY = "status_key"
 STATUS_SORT_KEY = "status_at"
+ITEM_INDEX = "by-item"
+ITEM_PARTITION_KEY = "item_key"
+ITEM_SORT_KEY = "item_sort"
 # index -> (its partition key, its sort key, what it holds of a record)
 INDEXES = {
     DEAD_INDEX: (DEAD_PARTITION_KEY, DEAD_SORT_KEY, "ALL"),
     # Keys only: a record's other changes cost the index nothing; a page reads its records back.
     STATUS_INDEX: (STATUS_PARTITION_KEY, STATUS_SORT_KEY, "KEYS_ONLY"),
+    ITEM_INDEX: (ITEM_PARTITION_KEY, ITEM_SORT_KEY, "KEYS_ONLY"),
 }
 
 
@@ -118,7 +126,31 @@ def record_from_item(item: dict[str, Any]) -> LedgerRecord:
         retry_at=number("retry_at"),
         destination=item.get("destination", {}).get("S", ""),
         status_at=item.get(STATUS_SORT_KEY, {}).get("S", ""),
+        item_key=item.get(ITEM_PARTITION_KEY, {}).get("S", ""),
+        item_sort=item.get(ITEM_SORT_KEY, {}).get("S", ""),
+        timeline=read_timeline(item.get("timeline", {}).get("S", "")),
     )
+
+
+def timeline_text(timeline: Sequence[Attempt]) -> str:
+    """A timeline as the record keeps it: compact JSON, `[[at, status code, ms, reason], ...]`."""
+    entries = [[a.at, a.status_code, a.duration_ms, a.reason] for a in timeline]
+    return json.dumps(entries, ensure_ascii=False, separators=(",", ":"))
+
+
+def read_timeline(text: str) -> tuple[Attempt, ...]:
+    """The timeline a record keeps; () for none (or for one this code did not write)."""
+    try:
+        entries = json.loads(text) if text else []
+        return tuple(
+            Attempt(float(at), None if c is None else int(c), int(ms), str(r)) for at, c, ms, r in entries
+        )
+    except (ValueError, TypeError):
+        return ()
+
+
+def _item_values(item_key: str, item_sort: str) -> dict[str, Any]:
+    return {ITEM_PARTITION_KEY: {"S": item_key}, ITEM_SORT_KEY: {"S": item_sort}} if item_key else {}
 
 
 def record_item(record: LedgerRecord, expires_at: int, destination: str, now: float) -> dict[str, Any]:
@@ -141,6 +173,9 @@ def record_item(record: LedgerRecord, expires_at: int, destination: str, now: fl
         item["callback"] = {"S": record.callback}
     if record.callback_output:
         item["callback_output"] = {"S": record.callback_output}
+    if record.timeline:
+        item["timeline"] = {"S": timeline_text(record.timeline)}
+    item |= _item_values(record.item_key, record.item_sort)
     if record.last_status_code is not None:
         item["last_status_code"] = {"N": str(record.last_status_code)}
     for name in ("first_attempt_at", "last_attempt_at", "updated_at", "retry_at"):
@@ -185,9 +220,10 @@ class Ledger:
         ).get("Item")
         return record_from_item(item) if item else None
 
-    def record_queued(self, message_id: str, group_id: str) -> bool:
-        """First sight of a message; an existing record (any status) is left alone."""
-        return self._put_new(message_id, group_id, Status.QUEUED, {})
+    def record_queued(self, message_id: str, group_id: str, item: tuple[str, str] = ("", "")) -> bool:
+        """First sight of a message (`item`: its item's index keys, `item_keys.index_values`); an
+        existing record (any status) is left alone."""
+        return self._put_new(message_id, group_id, Status.QUEUED, _item_values(*item))
 
     def _put_new(self, message_id: str, group_id: str, status: Status, extra: dict[str, Any]) -> bool:
         """Write a first record; False (and nothing written) if the message has one already."""
@@ -369,6 +405,15 @@ class Ledger:
         if settlement.dead_copy:
             values[":copy"] = {"S": settlement.dead_copy}
             update += ", dead_copy = :copy"
+        if settlement.item_key:  # filed once, under the first time it was known
+            values |= {":item_key": {"S": settlement.item_key}, ":item_sort": {"S": settlement.item_sort}}
+            update += (
+                f", {ITEM_PARTITION_KEY} = if_not_exists({ITEM_PARTITION_KEY}, :item_key),"
+                f" {ITEM_SORT_KEY} = if_not_exists({ITEM_SORT_KEY}, :item_sort)"
+            )
+        if settlement.timeline is not None:
+            values[":timeline"] = {"S": timeline_text(settlement.timeline)}
+            update += ", timeline = :timeline"
         if status is Status.DEAD:
             values[":dest"] = {"S": self._destination}
             values[":dead"] = {"S": dead_key(float(values[":now"]["N"]), message_id)}
@@ -421,10 +466,14 @@ class Ledger:
             },
         )
 
-    def record_dead(self, message_id: str, group_id: str, reason: str) -> None:
+    def record_dead(
+        self, message_id: str, group_id: str, reason: str, item: tuple[str, str] = ("", "")
+    ) -> None:
         """A record rejected at ingest (undecodable, oversize): never queued, so it has no record yet;
-        this one makes its dead letter listable. A record that exists already is left alone."""
+        this one makes its dead letter listable (and findable by its item, `item`). A record that
+        exists already is left alone."""
         extra = {
+            **_item_values(*item),
             "last_error": {"S": reason[:500] or "rejected at ingest"},
             "dead_origin": {"S": "ingest"},
             DEAD_PARTITION_KEY: {"S": self._destination},

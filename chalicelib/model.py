@@ -86,6 +86,35 @@ class Status(enum.StrEnum):
     SUPERSEDED = "superseded"
 
 
+# A record keeps its last attempts (issue #27), each reason cut short: a record over 1 KB costs
+# DynamoDB a second write unit, and a whole timeline of short reasons ("HTTP 503") stays under it.
+ATTEMPTS_KEPT = 10
+ATTEMPT_REASON_CHARS = 100
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One request for a message, as its record's timeline keeps it: when its answer came, the
+    API's status (None: no answer, a timeout or connection error), how long it took, and why."""
+
+    at: float
+    status_code: int | None
+    duration_ms: int
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": iso_utc(self.at),
+            "status_code": self.status_code,
+            "duration_ms": self.duration_ms,
+            "reason": self.reason,
+        }
+
+
+def attempt(at: float, status_code: int | None, elapsed_ms: float, reason: str) -> Attempt:
+    return Attempt(at, status_code, max(0, round(elapsed_ms)), reason[:ATTEMPT_REASON_CHARS])
+
+
 @dataclass(frozen=True)
 class LedgerRecord:
     message_id: str
@@ -108,6 +137,11 @@ class LedgerRecord:
     # before the ledger said), `<when its status was written, ISO UTC>#<message id>` (status index).
     destination: str = field(default="", compare=False)
     status_at: str = field(default="", compare=False)
+    # The item it was built from, as the index `by-item` files it (`chalicelib.item_keys`), kept
+    # from the first write that knew it; "" when none did.
+    item_key: str = field(default="", compare=False)
+    item_sort: str = field(default="", compare=False)
+    timeline: tuple[Attempt, ...] = ()  # its last `ATTEMPTS_KEPT` attempts, oldest first
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +158,7 @@ class LedgerRecord:
             "dead_at": dead_at(self.dead_key),
             "status_since": dead_at(self.status_at),
             "callback": self.callback or None,
+            "timeline": [a.as_dict() for a in self.timeline],
         }
 
 
@@ -148,6 +183,16 @@ class Settlement:
     counted: bool
     dead_copy: str = ""
     at: float | None = None
+    # The item it was built from (`LedgerRecord.item_key`, `item_sort`), filed with the record's first
+    # write that has it ("": unknown); and its timeline after this settlement (None: unchanged).
+    item_key: str = ""
+    item_sort: str = ""
+    timeline: tuple[Attempt, ...] | None = None
+
+
+def logged(record: LedgerRecord | None, made: Attempt) -> tuple[Attempt, ...]:
+    """The record's timeline with the attempt just made: the last `ATTEMPTS_KEPT`, oldest first."""
+    return ((record.timeline if record else ()) + (made,))[-ATTEMPTS_KEPT:]
 
 
 class Verdict(enum.Enum):
@@ -178,10 +223,18 @@ def verdict(record: LedgerRecord | None, copy_id: str) -> Verdict:
 
 
 def delivered(
-    record: LedgerRecord | None, message_id: str, group_id: str, status_code: int | None, now: float
+    record: LedgerRecord | None,
+    message_id: str,
+    group_id: str,
+    status_code: int | None,
+    now: float,
+    made: Attempt | None = None,
+    item: tuple[str, str] = ("", ""),
 ) -> LedgerRecord:
     """The record after a 2xx, computed from the one read at the start of the round (written in a
-    batch with the rest of the round's deliveries, before their deletes)."""
+    batch with the rest of the round's deliveries, before their deletes): `made` joins its timeline;
+    `item` (key, sort) files it under its item unless it is filed already."""
+    item_key, item_sort = (record.item_key, record.item_sort) if record and record.item_key else item
     return LedgerRecord(
         message_id=message_id,
         status=Status.DELIVERED,
@@ -192,6 +245,9 @@ def delivered(
         last_attempt_at=now,
         updated_at=now,
         callback=record.callback if record else "",  # a task already gone stays gone
+        item_key=item_key,
+        item_sort=item_sort,
+        timeline=logged(record, made) if made else (record.timeline if record else ()),
     )
 
 
@@ -215,6 +271,9 @@ def settled(record: LedgerRecord | None, settlement: Settlement, now: float) -> 
         last_attempt_at=now if attempted else prior.last_attempt_at,
         updated_at=now,
         dead_copy=s.dead_copy or prior.dead_copy,
+        item_key=prior.item_key or s.item_key,
+        item_sort=prior.item_sort if prior.item_key else s.item_sort,
+        timeline=prior.timeline if s.timeline is None else s.timeline,
     )
 
 

@@ -6,20 +6,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from chalicelib import health, totals
+from chalicelib import health, item_keys, totals
 from chalicelib.archive import ResponseArchive
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.jobs import Jobs
-from chalicelib.ledger import STATUS_INDEX, Ledger, status_key
-from chalicelib.model import LedgerRecord, Status, dead_at
+from chalicelib.ledger import ITEM_INDEX, STATUS_INDEX, Ledger, status_key
+from chalicelib.model import LedgerRecord, Status, dead_at, iso_utc
 from chalicelib.naming import pause_key, run_note_key, totals_key
 from chalicelib.notes import UNROUTED_NOTE_KEY, Notes
 from chalicelib.oldest import NOTE_FIELD, oldest_figures
@@ -31,7 +34,7 @@ from chalicelib.submissions import Submission
 log = logging.getLogger(__name__)
 MAX_PAGE = 50
 _CURSOR_VERSION = 1
-_CURSOR_CHARS = re.compile(r"[A-Za-z0-9_-]{1,400}")
+_CURSOR_CHARS = re.compile(r"[A-Za-z0-9_-]{1,2048}")  # an item's sort key (1 KB) fits
 _DEAD_KEY = re.compile(
     r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z#[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 )
@@ -77,16 +80,92 @@ def pause_reason(body: str | bytes | None) -> str:
     return reason
 
 
+SEARCH_PARAMETERS = ("destination", "key", "sort_key", "status", "since", "until", "limit", "next")
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+
+
+@dataclass(frozen=True)
+class Search:
+    """`GET /messages`' question: the messages of one item (`key`, `sort_key`; of one destination or
+    of all), or a destination's messages of one `status` last written between `since` and `until`
+    (epoch seconds, either open); a page of `limit` after the cursor `next`."""
+
+    limit: int = 10
+    next: str | None = None
+    destination: str | None = None
+    key: str | None = None
+    sort_key: str | None = None
+    status: Status | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+def search_query(query: Mapping[str, str]) -> Search:
+    """`GET /messages`' query -> a Search; ValueError says what to fix."""
+    unknown = sorted(set(query) - set(SEARCH_PARAMETERS))
+    if unknown:
+        shown = ", ".join(json.dumps(name)[:40] for name in unknown[:5])
+        raise ValueError(f"unknown parameter(s): {shown}; allowed: {', '.join(SEARCH_PARAMETERS)}")
+    if ("key" in query) == ("status" in query):
+        raise ValueError(
+            "give key (an item's partition key value, and sort_key for one item) or status (with since"
+            " and until for a time window), not both"
+        )
+    limit = query.get("limit", "10")
+    if not (limit.isascii() and limit.isdigit() and len(limit) <= 3 and 1 <= int(limit) <= MAX_PAGE):
+        raise ValueError(f"limit must be a whole number from 1 to {MAX_PAGE}")
+    search = Search(int(limit), query.get("next"), query.get("destination"))
+    if "key" in query:
+        misplaced = sorted({"since", "until"} & set(query))
+        if misplaced:
+            raise ValueError(f"{' and '.join(misplaced)} go with status, not key")
+        for name in ("key", "sort_key"):
+            if name in query and not 1 <= len(query[name]) <= 2048:
+                raise ValueError(f"{name} must be 1 to 2048 characters: the item's key value as text")
+        return Search(search.limit, search.next, search.destination, query["key"], query.get("sort_key"))
+    if "sort_key" in query:
+        raise ValueError("sort_key goes with key, not status")
+    try:
+        status = Status(query["status"])
+    except ValueError:
+        raise ValueError(f"status must be one of: {', '.join(s.value for s in Status)}") from None
+    since, until = (_moment(query[n], n) if n in query else None for n in ("since", "until"))
+    if since is not None and until is not None and since > until:
+        raise ValueError("since must not be after until")
+    return Search(search.limit, search.next, search.destination, status=status, since=since, until=until)
+
+
+def _moment(text: str, name: str) -> float:
+    """A time as ISO 8601 with its zone (`2026-12-04T10:00:00Z`, `...+02:00`) or epoch seconds."""
+    said = f"{name} must be an ISO 8601 time with its zone (2026-12-04T10:00:00Z) or epoch seconds"
+    if len(text) > 40 or not text.isascii():
+        raise ValueError(said)
+    try:
+        moment = float(text) if text.replace(".", "", 1).isdigit() else None
+        if moment is None:
+            parsed = datetime.fromisoformat(text)
+            if parsed.tzinfo is None:
+                raise ValueError(said)
+            moment = parsed.timestamp()
+    except (ValueError, OverflowError):
+        raise ValueError(said) from None
+    if not 0 <= moment <= _LATEST:
+        raise ValueError(said)
+    return moment
+
+
 def encode_cursor(scope: str, after: str) -> str:
     """Opaque to callers: base64url (unpadded) of a small JSON document naming where a page ended;
     `scope` names the listing it pages (a destination's dead letters: the destination)."""
-    document = json.dumps({"v": _CURSOR_VERSION, "d": scope, "k": after}, separators=(",", ":"))
+    document = json.dumps(
+        {"v": _CURSOR_VERSION, "d": scope, "k": after}, separators=(",", ":"), ensure_ascii=False
+    )
     return base64.urlsafe_b64encode(document.encode()).decode().rstrip("=")
 
 
-def decode_cursor(token: str, scope: str) -> str:
+def decode_cursor(token: str, scope: str, form: re.Pattern[str] = _DEAD_KEY) -> str:
     """The index key a page starts after; anything but a cursor `encode_cursor` made for `scope` is
-    a CursorError (checked strictly: characters, length, JSON shape, key form)."""
+    a CursorError (checked strictly: characters, length, JSON shape, key `form`)."""
     if not _CURSOR_CHARS.fullmatch(token):
         raise CursorError()
     try:
@@ -100,7 +179,7 @@ def decode_cursor(token: str, scope: str) -> str:
         or document["v"] != _CURSOR_VERSION
         or document["d"] != scope
         or not isinstance(document["k"], str)
-        or not _DEAD_KEY.fullmatch(document["k"])
+        or not form.fullmatch(document["k"])
     ):
         raise CursorError()
     return document["k"]
@@ -297,9 +376,10 @@ class Operations:
         failures = self._queues[submission.message.destination].send([submission.message])
         if failures:
             raise RuntimeError(f"message not queued: {failures[0].reason}")
-        self._ledgers[submission.message.destination].record_queued(
-            submission.message.message_id, submission.message.group_id
-        )
+        message = submission.message
+        key = item_keys.from_attributes(message.attributes, None)
+        item = item_keys.index_values(key, self._clock(), message.message_id)
+        self._ledgers[message.destination].record_queued(message.message_id, message.group_id, item)
         return {
             "message_id": submission.message.message_id,
             "status_url": f"/messages/{submission.message.message_id}",
@@ -309,12 +389,7 @@ class Operations:
         if not is_message_id(message_id):
             return None
         record = self._ledger.get(message_id)
-        if record is None:
-            return None
-        answer = record.as_dict()
-        if record.status is Status.DELIVERED and self._archive is not None:
-            answer["response_url"] = self._archive.url(message_id)
-        return answer
+        return self._message(record) if record is not None else None
 
     def dead_letters(
         self, limit: int, page_token: str | None, destination: str | None = None
@@ -359,6 +434,64 @@ class Operations:
         log.warning("halted message released", extra=released | {"choice": choice, "by": by})
         return released
 
+    def search(self, search: Search) -> dict[str, Any]:
+        """A page of messages from the ledger's indexes, each as `GET /messages/{id}` shows it: of
+        one item (by its key, oldest first; one destination's or all), or of a destination's status
+        written within a time window (newest first). The index gives the page and its cursor (its
+        own key: stable however the ledger changes meanwhile), a consistent read its records; a
+        record whose status moved on since the index was written is left out of a status page."""
+        if search.key is not None:
+            destination = self.pick(search.destination) if search.destination is not None else None
+            scope = _scope("key", destination or "", search.key, search.sort_key or "")
+            after = (
+                decode_cursor(search.next, scope, item_keys.SORT_FORM) if search.next is not None else None
+            )
+            low = item_keys.sort_prefix(search.sort_key) if search.sort_key is not None else None
+            high = f"{low}~" if low is not None else None  # `~` sorts after the time that follows
+            listed, more = self._ledger.listed(
+                ITEM_INDEX, search.key, search.limit, low=low, high=high, after=after
+            )
+        else:
+            assert search.status is not None
+            destination = self.pick(search.destination)
+            since, until = search.since, search.until
+            scope = _scope("status", destination, search.status.value, repr(since), repr(until))
+            after = decode_cursor(search.next, scope) if search.next is not None else None
+            listed, more = self._ledger.listed(
+                STATUS_INDEX,
+                status_key(destination, search.status),
+                search.limit,
+                low=iso_utc(since) if since is not None else None,
+                high=f"{iso_utc(until)}#~" if until is not None else None,
+                after=after,
+                newest_first=True,
+            )
+        records = self._ledger.read([message_id for message_id, _ in listed])
+        found = [records.get(message_id) for message_id, _ in listed]
+        return {
+            "messages": [
+                self._message(r)
+                for r in found
+                if r is not None
+                and (destination is None or r.destination in ("", destination))
+                and (search.status is None or r.status is search.status)
+            ],
+            "next": encode_cursor(scope, listed[-1][1]) if more else None,
+        }
+
+    def _message(self, record: LedgerRecord) -> dict[str, Any]:
+        """A record as the routes show it: with its item, timeline, and archived answer's link."""
+        answer = record.as_dict()
+        answer["item"] = (
+            {"key": record.item_key, "sort_key": item_keys.read_sort(record.item_sort)}
+            if record.item_key
+            else None
+        )
+        if record.status is Status.DELIVERED and self._archive is not None:
+            answer["response_url"] = self._archive.url(record.message_id)
+        answer["status_url"] = f"/messages/{record.message_id}"
+        return answer
+
     def start_redrive(self, destination: str, description: dict[str, Any]) -> dict[str, Any]:
         """A redrive job for the destination's drain to carry on from its next run (the request moves
         nothing: one runner, the drain under its lease, copies a destination's dead letters back);
@@ -391,6 +524,11 @@ def _dead_letter(record: LedgerRecord) -> dict[str, Any]:
         "redrivable": not record.rejected_at_ingest,
         "status_url": f"/messages/{record.message_id}",
     }
+
+
+def _scope(*parts: str) -> str:
+    """What a search cursor is bound to: its question, digested (a key may be 2 KB)."""
+    return "s:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
 def _halted(record: LedgerRecord, destination: str) -> dict[str, Any]:

@@ -56,7 +56,9 @@ class Counts(Protocol):
 class RejectionLedger(Protocol):
     """The ledger as ingest writes it: only the records it rejected, so their dead letters are listed."""
 
-    def record_dead(self, message_id: str, group_id: str, reason: str) -> None: ...
+    def record_dead(
+        self, message_id: str, group_id: str, reason: str, item: tuple[str, str] = ("", "")
+    ) -> None: ...
 
 
 class DeliveryLedger(Protocol):

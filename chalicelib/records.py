@@ -20,6 +20,7 @@ from typing import Any
 
 from boto3.dynamodb.types import Binary, TypeDeserializer
 
+from chalicelib import item_keys
 from chalicelib.model import (
     DESTINATION_ATTRIBUTE,
     MESSAGE_ID_ATTRIBUTE,
@@ -409,6 +410,7 @@ def _build(
             MESSAGE_ID_ATTRIBUTE: message_id,
             DESTINATION_ATTRIBUTE: destination.name,
             ROUTE_ATTRIBUTE: route.name,
+            **_item_attribute(decoded.keys, settings.partition_key),
         },
         sequence_number=decoded.sequence,
         keys=decoded.keys,
@@ -425,6 +427,12 @@ def _build(
             destination.name,
         )
     return message
+
+
+def _item_attribute(keys: Mapping[str, JsonValue], partition_key: str | None) -> dict[str, str]:
+    """The item the message is built from, for search by item key (`chalicelib.item_keys`)."""
+    key = item_keys.of_keys(keys, partition_key)
+    return {item_keys.ITEM_KEY_ATTRIBUTE: item_keys.attribute(key)} if key else {}
 
 
 def build_messages(records: Iterable[Mapping[str, Any]], settings: Settings) -> BuildResult:

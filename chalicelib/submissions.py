@@ -6,9 +6,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
-from chalicelib import strict_json
+from chalicelib import item_keys, strict_json
 from chalicelib.callbacks import MAX_TOKEN_CHARS
 from chalicelib.model import (
     DESTINATION_ATTRIBUTE,
@@ -86,6 +87,7 @@ def parse_submission(raw: bytes | str | None, settings: Settings, now: datetime 
             DESTINATION_ATTRIBUTE: destination,
             ROUTE_ATTRIBUTE: "submit",
             **({TASK_TOKEN_ATTRIBUTE: token} if token else {}),
+            **_item_attribute(item, settings.partition_key),
         },
         sequence_number="",
         destination=destination,
@@ -95,6 +97,16 @@ def parse_submission(raw: bytes | str | None, settings: Settings, now: datetime 
             f"the message would be {message.size_bytes()} bytes; the queue takes {settings.max_message_bytes}"
         )
     return Submission(message, key)
+
+
+def _item_attribute(item: dict[str, Any], partition_key: str | None) -> dict[str, str]:
+    """A submitted item that holds the table's partition key attribute (a string or a number) is
+    found by it, as a stream item is (`chalicelib.item_keys`); it has no sort key to be found by."""
+    value = item.get(partition_key) if partition_key else None
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        return {}
+    key = item_keys.of_keys({"partition": value}, "partition")
+    return {item_keys.ITEM_KEY_ATTRIBUTE: item_keys.attribute(key)} if key else {}
 
 
 def _destination(body: dict[str, Any], settings: Settings) -> str:

@@ -47,6 +47,7 @@ CORE = (
     "totals",
     "health",
     "schedules",
+    "item_keys",
 )
 DRAIN = ("drain", "drain_effects", "drain_tasks", "drain_log")
 ADAPTERS = (

@@ -247,6 +247,7 @@ class FakeLedger:
             dead_copy=s.dead_copy or (prior.dead_copy if prior else ""),
             callback=prior.callback if prior else "",
             retry_at=prior.retry_at if prior else None,
+            timeline=(prior.timeline if prior else ()) if s.timeline is None else s.timeline,
         )
         self.records[s.message_id] = record
         self.settles.append((s.message_id, s.status, s.counted))
@@ -278,7 +279,9 @@ class FakeLedger:
         record = self.records.get(message_id)
         return record.status if record else None
 
-    def record_dead(self, message_id: str, group_id: str, reason: str) -> None:
+    def record_dead(
+        self, message_id: str, group_id: str, reason: str, item: tuple[str, str] = ("", "")
+    ) -> None:
         """Ingest's write for a record it rejected; a record that exists already is left alone."""
         if message_id not in self.records:
             self.records[message_id] = LedgerRecord(

@@ -283,6 +283,9 @@ def test_no_statement_grants_an_action_the_code_never_uses(
     wiring.ledgers()["orders"].settle(Settlement(halted, "g", Status.HALTED, None, "poison", counted=False))
     assert json.loads(stack.http("GET", "/halted?destination=orders").body)["halted"]
     assert stack.http("POST", f"/halted/{halted}/skip?destination=orders", {}).status_code == 200
+    # message search: by item key (every destination's), by status in a window
+    assert json.loads(stack.http("GET", "/messages?key=a&sort_key=1").body)["messages"]
+    assert json.loads(stack.http("GET", "/messages?destination=orders&status=delivered").body)["messages"]
     for destination in destinations:  # each drain carries its redrive on (its ingest rejections stay)
         redrive = json.loads(stack.http("POST", f"/dead-letters/redrive?destination={destination}", {}).body)
         stack.http("GET", redrive["progress_url"])

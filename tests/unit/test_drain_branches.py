@@ -666,6 +666,25 @@ def test_skip_poison_in_a_batch_is_dead_lettered_and_its_group_goes_on(make_sett
     assert sorted(rig.queue.deleted) == ["g0-0", "g0-1", "g0-2", "g0-3"]
 
 
+def test_each_batched_item_s_timeline_has_its_own_answer_as_a_single_request_s_would(
+    make_settings: MakeSettings,
+) -> None:
+    """Issue #27: the request's write (g0-0 delivered, g0-1 refused) and the round's (g0-2, g0-3,
+    on their own answers, at their turns) each keep the item's attempt: its status and reason."""
+    rig = Rig(make_settings, per_item(g0_1=400), *items(1, 4), **BULK)
+
+    rig.run()
+
+    timelines = {m: rig.ledger.records[m].timeline for m in ("g0-0", "g0-1", "g0-2", "g0-3")}
+    assert {m: [(a.status_code, a.reason) for a in t] for m, t in timelines.items()} == {
+        "g0-0": [(200, "HTTP 200")],
+        "g0-1": [(400, "HTTP 400: refused by the API")],
+        "g0-2": [(200, "HTTP 200")],
+        "g0-3": [(200, "HTTP 200")],
+    }
+    assert timelines["g0-0"][0].at == timelines["g0-1"][0].at  # the request's write, the request's time
+
+
 def test_strict_poison_in_a_batch_halts_and_its_later_items_go_back_unsettled(
     make_settings: MakeSettings,
 ) -> None:

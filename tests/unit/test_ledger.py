@@ -12,8 +12,18 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from chalicelib.ledger import STATUS_INDEX, Ledger, LedgerUnavailableError, table_definition
-from chalicelib.model import LedgerRecord, Settlement, Status, Verdict, delivered, iso_utc, settled, verdict
+from chalicelib.ledger import ITEM_INDEX, STATUS_INDEX, Ledger, LedgerUnavailableError, table_definition
+from chalicelib.model import (
+    Attempt,
+    LedgerRecord,
+    Settlement,
+    Status,
+    Verdict,
+    delivered,
+    iso_utc,
+    settled,
+    verdict,
+)
 
 TABLE = "trickle-test-ledger"
 DESTINATION = "default"
@@ -546,6 +556,7 @@ def test_record_as_dict(ledger: Ledger) -> None:
         "dead_at": None,
         "status_since": "2026-01-01T00:00:00.250Z",
         "callback": None,
+        "timeline": [],
     }
 
 
@@ -699,6 +710,93 @@ def test_listed_pages_a_status_in_time_order_within_bounds_and_backwards(
     assert listed_pages(ledger, 1, newest_first=True, **window) == [["m3"], ["m2"]]
     assert listed_pages(ledger, 10, low="9999") == [[]]  # above everything
     assert listed_pages(ledger, 10, low="b", high="a") == [[]]  # an empty window asks nothing
+
+
+# --- the item index and the attempts timeline (issue #27) -----------------------------------------
+
+
+def item_entry(client: Any, message_id: str = "m1") -> tuple[str, str] | None:
+    item = raw_item(client, message_id)
+    return (item["item_key"]["S"], item["item_sort"]["S"]) if "item_key" in item else None
+
+
+def test_the_first_write_that_knows_the_item_files_the_record_and_later_ones_keep_it(
+    ledger: Ledger, client: Any, clock: FakeClock
+) -> None:
+    settle(ledger, Status.FAILED, 503, "HTTP 503", counted=True)
+    assert item_entry(client) is None  # no item known: not filed
+    first = ("c1", f'"PROFILE"{at(START)}')
+    ledger.settle(
+        Settlement("m1", "g1", Status.FAILED, 503, "HTTP 503", True, item_key=first[0], item_sort=first[1])
+    )
+    clock.advance(60)
+    later = ("c1", f'"PROFILE"{at(START + 60)}')
+    ledger.settle(
+        Settlement("m1", "g1", Status.HALTED, None, "poison", False, item_key=later[0], item_sort=later[1])
+    )
+    assert item_entry(client) == first
+    ledger.write([delivered(record_of(ledger), "m1", "g1", 200, clock(), item=later)])  # a whole record
+    assert item_entry(client) == first
+    ledger.write([delivered(None, "m2", "g1", 200, clock(), item=later)])
+    assert item_entry(client, "m2") == later
+
+
+def test_queued_and_dead_at_ingest_records_are_filed_under_their_item(ledger: Ledger, client: Any) -> None:
+    ledger.record_queued("m1", "g1", ("c1", f"null{at(START)}"))
+    ledger.record_dead("r1", "g1", "undecodable", ("c1", f"null{at(START, 'r1')}"))
+    assert item_entry(client) == ("c1", f"null{at(START)}")
+    assert item_entry(client, "r1") == ("c1", f"null{at(START, 'r1')}")
+
+
+def test_listed_pages_one_item_s_messages_by_sort_key_then_time(ledger: Ledger, clock: FakeClock) -> None:
+    for n, sort in enumerate(["A", "B", "A", "AB", "A"]):
+        sort_text = f'"{sort}"{at(clock(), f"m{n}")}'
+        ledger.settle(
+            Settlement(f"m{n}", "g", Status.FAILED, 500, "x", True, item_key="c1", item_sort=sort_text)
+        )
+        clock.advance(1)
+    ledger.settle(
+        Settlement("other", "g", Status.FAILED, 500, "x", True, item_key="c2", item_sort=f'"A"{at(START)}')
+    )
+
+    def pages(limit: int, low: str | None = None, high: str | None = None) -> list[list[str]]:
+        found: list[list[str]] = []
+        after: str | None = None
+        while True:
+            listed, more = ledger.listed(ITEM_INDEX, "c1", limit, low=low, high=high, after=after)
+            found.append([m for m, _ in listed])
+            if not more:
+                return found
+            after = listed[-1][1]
+
+    assert pages(2) == [["m0", "m2"], ["m4", "m3"], ["m1"]]  # "A" < "AB" < "B", each by time
+    assert pages(2, low='"A"', high='"A"~') == [["m0", "m2"], ["m4"]]  # one sort key, not "AB"
+
+
+def test_a_timeline_is_written_with_the_settlement_and_read_back(ledger: Ledger, clock: FakeClock) -> None:
+    made = (Attempt(START, 503, 12, "HTTP 503"), Attempt(START + 1, None, 3000, "timed out: é"))
+    record = ledger.settle(Settlement("m1", "g1", Status.FAILED, None, "timed out", True, timeline=made))
+    assert record.timeline == made == record_of(ledger).timeline
+    settle(ledger, Status.HALTED, None, "poison", counted=False)  # no attempt: the timeline stays
+    assert record_of(ledger).timeline == made
+    third = Attempt(START + 2, 200, 5, "HTTP 200")
+    done = delivered(record_of(ledger), "m1", "g1", 200, START + 2, third)
+    ledger.write([done])
+    assert record_of(ledger).timeline == (*made, third) == done.timeline
+    assert record_of(ledger).as_dict()["timeline"][-1] == third.as_dict()
+
+
+def test_what_settle_many_leaves_with_timelines_is_what_the_drain_computes(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    made = Attempt(START, 503, 7, "HTTP 503")
+    many = [
+        replace(s, timeline=(made,), item_key="c1", item_sort=f"null{at(START, s.message_id)}") for s in MANY
+    ]
+    ledger.settle_many(many)
+    after = ledger.read([s.message_id for s in many])
+    assert all(settled(None, s, clock()) == after[s.message_id] for s in many)
+    assert all(after[s.message_id].timeline == (made,) for s in many)
 
 
 # --- Step Functions callbacks ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
+from chalicelib.item_keys import ITEM_KEY_ATTRIBUTE
 from chalicelib.model import (
     DESTINATION_ATTRIBUTE,
     MESSAGE_ID_ATTRIBUTE,
@@ -551,6 +552,7 @@ def test_insert_becomes_a_complete_envelope(settings: Settings, make_record: Mak
         MESSAGE_ID_ATTRIBUTE: expected_id,
         DESTINATION_ATTRIBUTE: "orders",
         ROUTE_ATTRIBUTE: "everything",
+        ITEM_KEY_ATTRIBUTE: '["user-1","7"]',  # for search by item key: the partition's, then the sort's
     }
     assert_same(
         body_of(message),
@@ -596,11 +598,13 @@ def test_a_customer_item_fans_out_to_both_destinations(settings: Settings, make_
         MESSAGE_ID_ATTRIBUTE: orders.message_id,
         DESTINATION_ATTRIBUTE: "orders",
         ROUTE_ATTRIBUTE: "everything",
+        ITEM_KEY_ATTRIBUTE: '["user-1","1"]',
     }
     assert crm.attributes == {
         MESSAGE_ID_ATTRIBUTE: crm.message_id,
         DESTINATION_ATTRIBUTE: "crm",
         ROUTE_ATTRIBUTE: "customers",
+        ITEM_KEY_ATTRIBUTE: '["user-1","1"]',
     }
     assert body_of(orders)["message_id"] == orders.message_id
     assert body_of(crm) == {
