@@ -332,6 +332,39 @@ def cancel_backfill(backfill_id: str) -> dict[str, Any]:
     return job
 
 
+@app.route("/replays", methods=["POST"], authorizer=operator, content_types=["application/json"])
+def start_replay() -> Response:
+    """Starts a replay job (the `jobs` function reads the archive and queues); queues nothing itself."""
+    from chalicelib.jobs import TooManyJobsError
+    from chalicelib.replay_plan import ReplayError
+
+    try:
+        job = wiring.start_replay(_request().raw_body)
+    except ReplayError as exc:
+        raise BadRequestError(str(exc)) from None
+    except TooManyJobsError as exc:
+        raise ConflictError(str(exc)) from None
+    return Response(body=job | {"progress_url": f"/replays/{job['id']}"}, status_code=202)
+
+
+@app.route("/replays/{replay_id}", methods=["GET"], authorizer=operator)
+def replay_progress(replay_id: str) -> dict[str, Any]:
+    """The replay as its worker last left it (its checkpoint and counts): reading it moves nothing."""
+    job = wiring.jobs().view(replay_id, "replay")
+    if job is None:
+        raise NotFoundError(f"no replay {replay_id}")
+    return job
+
+
+@app.route("/replays/{replay_id}/cancel", methods=["POST"], authorizer=operator)
+def cancel_replay(replay_id: str) -> dict[str, Any]:
+    """Its worker stops at its next page; what it queued stays queued."""
+    job = wiring.cancel_job(replay_id, "replay")
+    if job is None:
+        raise NotFoundError(f"no replay {replay_id}")
+    return job
+
+
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="drain_billing")
 def drain_billing(event: CloudWatchEvent) -> dict[str, Any]:
     return wiring.drain("billing", event.context)

@@ -11,7 +11,7 @@ that resumes from a checkpoint lists from that object and reads it again."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -38,8 +38,8 @@ def start() -> dict[str, Any]:
 @dataclass(frozen=True)
 class Page:
     """What one page found: the messages to queue in order, where the next page starts, the
-    counts (records `read` in the window, `selected` by the replay, archive `objects` opened) and
-    whether the window is read to its end."""
+    counts (records `read` in the window, `selected` by the replay, `queued` (none in a dry run),
+    archive `objects` opened) and whether the window is read to its end."""
 
     messages: list[OutboundMessage]
     position: dict[str, Any]
@@ -67,7 +67,7 @@ class ReplayPages:
             self._object = None
         after, key, index = at["after"], at["key"], at["index"]
         messages: list[OutboundMessage] = []
-        counts = {"read": 0, "selected": 0, "objects": 0}
+        counts = {"read": 0, "selected": 0, "queued": 0, "objects": 0}
         finished = False
         while not self._full(messages, counts):
             if key is None:
@@ -90,6 +90,7 @@ class ReplayPages:
                 after, key, index = key, None, 0
                 self._object = None
         self._expected = {"after": after, "key": key, "index": index}
+        counts["queued"] = len(messages)
         return Page(messages, dict(self._expected), counts, finished)
 
     def _full(self, messages: list[OutboundMessage], counts: Mapping[str, int]) -> bool:
@@ -106,3 +107,21 @@ class ReplayPages:
             window = self.replay.window
             self._object = (key, self.reader.read(key, window.since, window.until))
         return self._object[1]
+
+
+PREVIEW_ID = "00000000-0000-0000-0000-000000000000"  # a dry run builds no message: no id is formed
+
+
+def preview(reader: Reader, replay: Replay) -> dict[str, int]:
+    """What the replay would queue, counted over the whole window without queueing (the command's
+    preview, before it asks): `selected` of the `read` records, in `objects` archive objects."""
+    pages = ReplayPages(reader, replace(replay, dry_run=True), PREVIEW_ID)
+    total = {"read": 0, "selected": 0, "objects": 0}
+    position: dict[str, Any] | None = None
+    while True:
+        page = pages.next(position)
+        for name in total:
+            total[name] += page.counts[name]
+        if page.finished:
+            return total
+        position = page.position

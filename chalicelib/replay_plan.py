@@ -36,6 +36,7 @@ from chalicelib.freshness import API_ID_ATTRIBUTE, JOB_ATTRIBUTE
 from chalicelib.model import DESTINATION_ATTRIBUTE, MESSAGE_ID_ATTRIBUTE, OutboundMessage, iso_utc
 from chalicelib.routing import Expression
 
+KIND = "replay"  # the job kind (`job_plan.KINDS`)
 FIELDS = ("destination", "since", "until", "filter", "group", "to", "same_keys", "dry_run")
 MAX_FILTER_CHARS = 2000
 MAX_GROUP_CHARS = 128  # SQS's limit on a message group id
@@ -221,6 +222,26 @@ def parse_request(body: object, destinations: Collection[str], now: datetime, ar
         same_keys=flags["same_keys"] is True,
         dry_run=flags["dry_run"] is True,
     )
+
+
+def parse_body(
+    raw: str | bytes | None,
+    destinations: Collection[str],
+    now: datetime,
+    archive_days: int,
+    archived: bool,
+) -> Replay:
+    """`POST /replays`' raw body (`archived`: the stage keeps a delivered archive)."""
+    if not archived:
+        raise ReplayError(
+            "this stage keeps no delivered archive (TRICKLE_ARCHIVE_BUCKET is not set), so there is"
+            " nothing to replay"
+        )
+    try:
+        body = strict_json.loads((raw.encode() if isinstance(raw, str) else raw) or b"{}")
+    except ValueError as exc:
+        raise ReplayError(f"the body is not JSON: {exc}") from None
+    return parse_request(body, destinations, now, archive_days)
 
 
 def _filter(value: object, problems: list[str]) -> Expression | None:

@@ -173,7 +173,7 @@ def job_pages(job: dict[str, Any], part: int) -> Pages:
     """A part of a job, read page by page, by the job's kind."""
     import time
 
-    from chalicelib import backfill
+    from chalicelib import backfill, replay_plan
 
     s = settings()
     if job["kind"] == backfill.KIND:
@@ -182,6 +182,12 @@ def job_pages(job: dict[str, Any], part: int) -> Pages:
             backfill.dead_letter(rejected, dead_letter_queues(), ledgers(), s)
 
         return backfill.ScanPages(client("dynamodb"), s, job, part, dead_letter, time.time)
+    if job["kind"] == replay_plan.KIND and s.archive_bucket:  # one part: the archive's order
+        from chalicelib.delivered_archive import DeliveredReader
+        from chalicelib.replay_pages import ReplayPages
+
+        reader = DeliveredReader(client("s3"), s.archive_bucket)
+        return ReplayPages(reader, replay_plan.Replay.from_spec(job["spec"]), job["id"])
     raise ValueError(f"no worker for jobs of kind {job['kind']!r}")
 
 
@@ -191,6 +197,20 @@ def start_backfill(raw_body: str | bytes | None) -> dict[str, Any]:
     from chalicelib import backfill
 
     return backfill.start(backfill.parse_body(raw_body), settings(), jobs(), tasks())
+
+
+def start_replay(raw_body: str | bytes | None) -> dict[str, Any]:
+    """`POST /replays`: a job of one part (a replay keeps the archive's order, so one worker reads
+    it), its first task queued (ReplayError names what is wrong with the request)."""
+    from datetime import UTC, datetime
+
+    from chalicelib import replay_plan
+
+    s = settings()
+    asked = replay_plan.parse_body(
+        raw_body, s.destinations, datetime.now(UTC), s.archive_days, bool(s.archive_bucket)
+    )
+    return jobs().start(replay_plan.KIND, [asked.target], 1, asked.spec(), tasks())
 
 
 def cancel_job(job_id: str, kind: str) -> dict[str, Any] | None:

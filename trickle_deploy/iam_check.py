@@ -30,6 +30,8 @@ class AwsCall:
     # The partition keys of the items a DynamoDB call names (IAM's `dynamodb:LeadingKeys`); None when
     # not known (another service, or a table whose key the recorder was not told).
     leading_keys: tuple[str, ...] | None = None
+    # The prefix an S3 listing asks for (IAM's `s3:prefix`); None for any other call.
+    prefix: str | None = None
 
 
 def trigger_calls(function: str, queue_arn: str) -> list[AwsCall]:
@@ -71,6 +73,8 @@ def call_resource(service: str, params: Mapping[str, Any], region: str, account:
     if service == "ssm":
         return parameter_arn(str(params["Name"]), "aws", region, account)
     if service == "s3":
+        if "Key" not in params:  # a listing acts on the bucket
+            return f"arn:aws:s3:::{params['Bucket']}"
         return f"arn:aws:s3:::{params['Bucket']}/{params['Key']}"
     if service == "dynamodb":
         tables = [params["TableName"]] if "TableName" in params else list(params["RequestItems"])
@@ -128,11 +132,12 @@ class CallRecorder:
         else:
             resource = call_resource(service, params, self.region, self.account)
         keys = None
+        prefix = str(params.get("Prefix", "")) if (service, model.name) == ("s3", "ListObjectsV2") else None
         if service == "dynamodb":
             table = resource.split(":table/", 1)[1]
             attribute = self.partition_keys.get(table)
             keys = leading_keys(params, attribute) if attribute and "IndexName" not in params else None
-        self.calls.append(AwsCall(self.function, service, model.name, action, resource, keys))
+        self.calls.append(AwsCall(self.function, service, model.name, action, resource, keys, prefix))
 
     def _on_transaction(self, params: Mapping[str, Any]) -> None:
         """IAM has no action for a transaction: each of its writes is authorised as the single call
@@ -162,11 +167,18 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def _condition_holds(condition: Mapping[str, Any], keys: tuple[str, ...] | None) -> bool:
+def _condition_holds(
+    condition: Mapping[str, Any], keys: tuple[str, ...] | None, prefix: str | None = None
+) -> bool:
     """The conditions Trickle writes on calls the code makes: `ForAllValues:StringEquals` or
-    `ForAllValues:StringLike` on `dynamodb:LeadingKeys`. Any other condition is not evaluated here,
-    so the statement is taken not to allow the call (the check errs towards "denied")."""
+    `ForAllValues:StringLike` on `dynamodb:LeadingKeys`, and `StringLike` on an S3 listing's
+    `s3:prefix`. Any other condition is not evaluated here, so the statement is taken not to allow
+    the call (the check errs towards "denied")."""
     for operator, tests in condition.items():
+        if operator == "StringLike" and set(tests) == {"s3:prefix"}:
+            if prefix is None or not any(fnmatchcase(prefix, p) for p in _as_list(tests["s3:prefix"])):
+                return False
+            continue
         if operator not in ("ForAllValues:StringEquals", "ForAllValues:StringLike") or set(tests) != {
             "dynamodb:LeadingKeys"
         }:
@@ -181,14 +193,18 @@ def _condition_holds(condition: Mapping[str, Any], keys: tuple[str, ...] | None)
 
 
 def allows(
-    policy: Mapping[str, Any], action: str, resource: str, keys: tuple[str, ...] | None = None
+    policy: Mapping[str, Any],
+    action: str,
+    resource: str,
+    keys: tuple[str, ...] | None = None,
+    prefix: str | None = None,
 ) -> bool:
     """Allow statements only (Trickle writes no Deny); IAM matches actions case-insensitively.
-    `keys`: the call's leading keys, for statements conditioned on them."""
+    `keys`: the call's leading keys, `prefix` an S3 listing's, for statements conditioned on them."""
     for statement in _as_list(policy.get("Statement", [])):
         if statement.get("Effect") != "Allow":
             continue
-        if "Condition" in statement and not _condition_holds(statement["Condition"], keys):
+        if "Condition" in statement and not _condition_holds(statement["Condition"], keys, prefix):
             continue
         actions = [str(a).lower() for a in _as_list(statement.get("Action", []))]
         resources = [r for r in _as_list(statement.get("Resource", [])) if isinstance(r, str)]
@@ -252,5 +268,7 @@ def load_template(package_dir: Path) -> dict[str, Any]:
 def denied(calls: list[AwsCall], policies: Mapping[str, Mapping[str, Any]]) -> list[AwsCall]:
     """The calls whose function's packaged policy does not allow them."""
     return [
-        c for c in calls if not allows(policies.get(c.function, {}), c.action, c.resource, c.leading_keys)
+        c
+        for c in calls
+        if not allows(policies.get(c.function, {}), c.action, c.resource, c.leading_keys, c.prefix)
     ]

@@ -4,6 +4,9 @@ and resume a destination.
     python -m trickle_deploy.operate --stage prod redrive DESTINATION [--group G ...] [--message-id ID ...]
     python -m trickle_deploy.operate --stage prod retry MESSAGE_ID   # try a halted message again
     python -m trickle_deploy.operate --stage prod skip MESSAGE_ID    # dead-letter it, let its group go on
+    python -m trickle_deploy.operate --stage prod replay DESTINATION --since T --until T [--filter F]
+        [--group G] [--to D] [--same-keys] [--dry-run] [--yes]   # deliver again what was delivered
+    python -m trickle_deploy.operate --stage prod replay-status ID   # and replay-cancel ID
     python -m trickle_deploy.operate --stage prod console            # the console, calls signed by you
     python -m trickle_deploy.operate --stage prod pause DESTINATION [--reason TEXT]  # receive nothing
     python -m trickle_deploy.operate --stage prod resume DESTINATION  # deliver again, in order
@@ -23,6 +26,7 @@ import getpass
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -35,6 +39,7 @@ from chalicelib.ledger import Ledger
 from chalicelib.notes import Notes
 from chalicelib.operations import MAX_REASON_CHARS, ReleaseError, release
 from chalicelib.settings import Settings, load_settings
+from trickle_deploy import replay_command
 from trickle_deploy.session import configured_session
 from trickle_project import stage
 
@@ -187,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, text in (("backfill-status", "a backfill's progress"), ("backfill-cancel", "stop a backfill")):
         commands.add_parser(name, help=text).add_argument("id", help="the backfill's id")
+    replay_command.add_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "backfill" and bool(args.destination) == args.all:
         parser.error("backfill: give a DESTINATION or --all (every destination a route sends to)")
@@ -218,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(env)
     if args.command.startswith("backfill"):
         return backfill(sqs, dynamodb, settings, args)
+    if args.command.startswith("replay"):
+        clients = {"sqs": sqs, "dynamodb": dynamodb, "s3": make("s3", endpoint_url=endpoint)}
+        if args.command == "replay":
+            ask = input if sys.stdin.isatty() else None
+            return replay_command.replay(settings, clients.__getitem__, args, datetime.now(UTC), ask)
+        return replay_command.replay_job(settings, clients.__getitem__, args.command, args.job_id)
     if args.command in ("pause", "resume"):
         if args.destination not in settings.destinations:
             parser.error(

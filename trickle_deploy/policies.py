@@ -47,6 +47,7 @@ ACTIONS: dict[tuple[str, str], str] = {
     ("dynamodb", "DescribeTable"): "dynamodb:DescribeTable",
     ("s3", "PutObject"): "s3:PutObject",
     ("s3", "GetObject"): "s3:GetObject",
+    ("s3", "ListObjectsV2"): "s3:ListBucket",
     ("sqs", "StartMessageMoveTask"): "sqs:StartMessageMoveTask",
     ("stepfunctions", "SendTaskSuccess"): "states:SendTaskSuccess",
     ("stepfunctions", "SendTaskFailure"): "states:SendTaskFailure",
@@ -93,6 +94,7 @@ class StageResources:
     ssm_service: Arn
     token_parameter_arn: Arn | None
     archive_objects_arn: Arn | None
+    archive_bucket_arn: Arn | None  # the bucket itself (a replay lists its delivered archive)
     state_machine_arns: tuple[Arn, ...]  # whose tasks the drains may answer
 
     @property
@@ -169,6 +171,7 @@ def template_resources(env: Mapping[str, str]) -> StageResources:
         ssm_service=_sub("ssm.${AWS::Region}.amazonaws.com"),
         token_parameter_arn=_arn("ssm", "parameter/" + token.lstrip("/")) if token else None,
         archive_objects_arn=_sub("${ResponseArchive.Arn}/responses/*"),
+        archive_bucket_arn={"Fn::GetAtt": ["ResponseArchive", "Arn"]},
         state_machine_arns=tuple(
             _arn("states", f"stateMachine:{name}") for name in settings.callback_state_machines
         ),
@@ -226,6 +229,9 @@ def stage_resources(env: Mapping[str, str]) -> StageResources:
         archive_objects_arn=(
             f"arn:{partition}:s3:::{settings.archive_bucket}/responses/*" if settings.archive_bucket else None
         ),
+        archive_bucket_arn=f"arn:{partition}:s3:::{settings.archive_bucket}"
+        if settings.archive_bucket
+        else None,
         state_machine_arns=tuple(
             f"arn:{partition}:states:{region}:{account}:stateMachine:{name}"
             for name in settings.callback_state_machines
@@ -409,8 +415,31 @@ def _jobs_policy(r: StageResources, logs: dict[str, Any]) -> dict[str, Any]:
                 _leading_keys("StringEquals", [naming.active_jobs_key()]),
             ),
             _statement("HandOn", ["sqs:SendMessage"], [r.jobs_queue_arn]),
+            *_read_delivered(r),
         ],
     }
+
+
+def _read_delivered(r: StageResources) -> list[dict[str, Any]]:
+    """A replay reads the delivered archive (`chalicelib.delivered_archive.DeliveredReader`): lists
+    and gets objects under `delivered/` only, none of the response archive's."""
+    if r.archive_bucket_arn is None:
+        return []
+    bucket = r.archive_bucket_arn
+    objects = (
+        f"{bucket}/{naming.DELIVERED_PREFIX}*"
+        if isinstance(bucket, str)
+        else _sub(f"${{ResponseArchive.Arn}}/{naming.DELIVERED_PREFIX}*")
+    )
+    return [
+        _statement(
+            "ListDelivered",
+            ["s3:ListBucket"],
+            [bucket],
+            {"StringLike": {"s3:prefix": [f"{naming.DELIVERED_PREFIX}*"]}},
+        ),
+        _statement("ReadDelivered", ["s3:GetObject"], [objects]),
+    ]
 
 
 def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:

@@ -15,7 +15,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -242,6 +242,13 @@ class StandInApi:
                 }
             )
         return entries
+
+    def forget(self, keys: Collection[str]) -> None:
+        """The API lost what it applied under these Idempotency-Keys or item ids (data lost on its
+        side): a request carrying one of them is applied again."""
+        with self._lock:
+            self._applied_keys.difference_update(keys)
+            self._applied_ids.difference_update(keys)
 
     def clear(self) -> None:
         with self._lock:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalice import Chalice
 
+from chalicelib.model import iso_utc
 from tests.integration.conftest import Stack
 
 # The calls that take, hide, move or send a message, and every DynamoDB write.
@@ -57,11 +59,17 @@ def test_no_get_route_receives_moves_or_writes_anything(stack: Stack, app: Chali
     started = stack.http("POST", "/dead-letters/redrive?destination=orders", {})
     job = json.loads(started.body)
     backfill = json.loads(stack.http("POST", "/backfills", {"destination": "orders", "dry_run": True}).body)
+    now = datetime.now(UTC)
+    window = {"since": iso_utc(now - timedelta(hours=1)), "until": iso_utc(now)}
+    replay = json.loads(
+        stack.http("POST", "/replays", {"destination": "orders", "dry_run": True} | window).body
+    )
     values = {
         "message_id": poisoned,
         "job_id": job["id"],
         "asset": "console.js",
         "backfill_id": backfill["id"],
+        "replay_id": replay["id"],
     }
     before = (stack.queue_depth(ORDERS_QUEUE), stack.queue_depth(ORDERS_DLQ))
     assert before == (2, 1)
@@ -88,6 +96,7 @@ def test_no_get_route_receives_moves_or_writes_anything(stack: Stack, app: Chali
         "/halted",
         "/backfills/{backfill_id}",
         "/messages",
+        "/replays/{replay_id}",
     }
     assert expected <= set(called)
     assert (stack.queue_depth(ORDERS_QUEUE), stack.queue_depth(ORDERS_DLQ)) == before

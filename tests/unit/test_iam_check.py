@@ -143,3 +143,51 @@ def test_a_transaction_is_checked_as_the_writes_it_holds() -> None:
         True,
         False,
     ]
+
+
+BUCKET_ARN = "arn:aws:s3:::archive"
+LIST_DELIVERED = {
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": [BUCKET_ARN],
+            "Condition": {"StringLike": {"s3:prefix": ["delivered/*"]}},
+        }
+    ]
+}
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expected"),
+    [
+        ("delivered/orders/2026/12/04/10/", True),
+        ("delivered/", True),
+        ("responses/", False),  # the response archive is not a replay's to list
+        ("", False),  # the whole bucket
+        (None, False),  # not known
+    ],
+)
+def test_an_s3_listing_is_allowed_only_under_the_prefix_its_condition_names(
+    prefix: str | None, expected: bool
+) -> None:
+    assert allows(LIST_DELIVERED, "s3:ListBucket", BUCKET_ARN, None, prefix) is expected
+
+
+def test_an_s3_listing_is_recorded_as_list_bucket_on_the_bucket_with_its_prefix() -> None:
+    session = boto3.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1")
+    recorder = CallRecorder()
+    recorder.register(session.events)
+    s3 = session.client("s3")
+    params = {"Bucket": "archive", "Prefix": "delivered/orders/"}
+    stubber = Stubber(s3)
+    stubber.add_response("list_objects_v2", {"IsTruncated": False}, params)
+    stubber.activate()
+    recorder.function = "jobs"
+    try:
+        s3.list_objects_v2(**params)
+    finally:
+        recorder.function = None
+    assert [(c.action, c.resource, c.prefix) for c in recorder.calls] == [
+        ("s3:ListBucket", BUCKET_ARN, "delivered/orders/")
+    ]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from chalicelib.delivered_archive import Delivered
-from chalicelib.replay_pages import Page, ReplayPages, start
+from chalicelib.replay_pages import Page, ReplayPages, preview, start
 from chalicelib.replay_plan import Replay, Window, replayed_id
 from chalicelib.routing import Expression
 from tests.fakes import FakeArchiveReader
@@ -154,3 +154,12 @@ def test_a_dry_run_counts_what_it_would_queue_and_builds_no_message() -> None:
     assert [p.messages for p in pages] == [[], [], []]
     assert [p.counts["read"] for p in pages] == [5, 5, 2]
     assert sum(p.counts["selected"] for p in pages) == 9
+
+
+def test_a_preview_counts_the_whole_window_and_queues_nothing() -> None:
+    reader = archive(5, 3, 4, before=2, after=2)
+
+    counted = preview(reader, replay("body.n > `2`"))
+
+    assert counted == {"read": 12, "selected": 9, "objects": 3}
+    assert (reader.listings, reader.reads) == ([""], ["o0", "o1", "o2"])
