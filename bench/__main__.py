@@ -1,5 +1,6 @@
 """`python -m bench [--quick] [--emulator moto|ministack|both] [--aws-latency [OVERRIDES]]
-[--only relay|auth|bulk|archive]`: Trickle's relay against the literal seed design it grew from, on each
+[--only relay|auth|bulk|archive|replay]`:
+Trickle's relay against the literal seed design it grew from, on each
 emulator, in the same run: drain throughput at 1, 4 and 16 workers and at 16 under a 100/s rate limit,
 each beside its bound min(rate, W / L) and the harness's own ceiling; AWS requests and dollars per
 message (ingest + drain); the CPU per message of the drain, the emulator and the stand-in API (from
@@ -13,7 +14,9 @@ the single-item relay, at 1 and 4 workers, in the same run: msg/s, API requests 
 AWS requests and drain CPU per message, against the issue's goals (met or missed). The `archive`
 section (issue 26): the delivered archive's cost per million delivered messages (S3 PUTs and
 GB-months at the default expiry, by messages per run) and the drain's CPU per message with it
-beside without it (`bench/archive.py`). Prints markdown
+beside without it (`bench/archive.py`). The `replay` section (issue 26): 10,000 archived messages
+replayed by the jobs worker (msg/s, AWS requests per message by API), then delivered
+(`bench/replay.py`). Prints markdown
 tables and writes bench/results.json (a run on one emulator, or of one section, keeps the others'
 results when the inputs match). Reports figures; asserts nothing.
 
@@ -86,6 +89,7 @@ from bench.harness import (
     OAuth2Signing,
     harness_ceiling,
 )
+from bench.replay import render_replay, replay_section
 from bench.stream import WRITE_ORDERS, WriteOrder, mixed_records, order_records
 from chalicelib import wiring
 from trickle_local.emulators import EMULATORS, EmulatorName
@@ -98,7 +102,7 @@ WORKERS = (1, 4, 16)
 API_LATENCY_S = 0.02
 DRAIN_BUDGET_PER_INVOCATION = 500  # messages a scheduled drain takes per Lambda invocation, for the bill
 VARIANTS = {"emulator": "on the emulator as is", "aws_model": "with the AWS round-trip model"}
-SECTIONS = ("relay", "auth", "bulk", "archive")
+SECTIONS = ("relay", "auth", "bulk", "archive", "replay")
 # The auth section's token lifetimes: TokenEndpoint's default (an hour, as many real endpoints issue)
 # and 2 s, renewed after 1 s: shorter than the local runtime's 5 s (--token-lifetime) so that even a
 # 16-worker run of two seconds sees a refresh.
@@ -378,6 +382,9 @@ def run_emulator(
             log("  archive (the drain with the delivered archive beside without it):")
             passes = {"archive_rounds": 1 if quick else 3, "writer_repeat": 5 if quick else 10}
             out["archive"] = archive_section(bench, {**inputs, **passes})
+        if "replay" in sections:
+            log("  replay (10,000 messages from the delivered archive, then delivered):")
+            out["replay"] = replay_section(bench, {**inputs, "replay_messages": 1000 if quick else 10_000})
     finally:
         bench.stop()
     return out
@@ -486,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=SECTIONS,
         help="one section: relay (throughput, requests, cost, ingest, backlog, import), auth"
         " (token requests, API key beside OAuth2 + signing) or bulk (batches to a bulk endpoint beside"
-        " the single-item relay) or archive (the delivered archive's cost per million, its drain CPU)",
+        " the single-item relay) or archive (the delivered archive's cost per million, its drain CPU)"
+        " or replay (10,000 messages from the archive back to the queue, then delivered)",
     )
     parser.add_argument(
         "--write-order",
@@ -538,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name in names:
         ran = run_emulator(name, inputs, calls, model, sections, quick, orders)
-        for section in ("auth", "bulk", "archive"):
+        for section in ("auth", "bulk", "archive", "replay"):
             if section in ran:
                 ran[section] |= {"command": command, "machine": machine}
         results["emulators"][name] = {**results["emulators"].get(name, {}), **ran}
@@ -588,6 +596,10 @@ def render(results: Mapping[str, Any], sections: tuple[str, ...] = SECTIONS) -> 
         for name, em in results["emulators"].items():
             if "archive" in em:
                 out += [*([""] if out else []), *render_archive(name, em["archive"])]
+    if "replay" in sections:
+        for name, em in results["emulators"].items():
+            if "replay" in em:
+                out += [*([""] if out else []), *render_replay(name, em["replay"])]
     return "\n".join(out)
 
 

@@ -429,13 +429,15 @@ class Bench:
         bulk: BulkStandIn | None = None,
         batch: int = 1,
         archive: bool = False,
+        extra: Mapping[str, str] | None = None,
     ) -> None:
         """A fresh account; a rate-limited run gets a burst of 10 so the limit, not the burst, shows.
         With `auth`, the orders destination sends to that stand-in with OAuth2 + signing; with
         `bulk`, to that one, up to `batch` messages per request; without either, to the API-key
         stand-in (the variables of an earlier auth or bulk run are taken back). With `archive`, the
         stage has a bucket and the drain archives what it delivered (`relay` leaves the response
-        archive off: its one PUT per message is not the delivered archive's cost)."""
+        archive off: its one PUT per message is not the delivered archive's cost). `extra`: more
+        stage variables (a replay's high-water mark)."""
         self.emulator.reset()
         env, secrets = dict(self.base), None
         self.archive = archive
@@ -448,6 +450,7 @@ class Bench:
             env |= auth.stage_variables("orders", env)
         if bulk is not None:
             env |= bulk_variables("orders", env, bulk.url, batch)
+        env |= extra or {}
         self._api_pid = auth.pid if auth is not None else bulk.pid if bulk is not None else self._api.pid
         self.env = provision(clients(self.emulator.endpoint_url), env, API_KEY, secrets=secrets) | {
             "TRICKLE_DRAIN_WORKERS": str(workers),
