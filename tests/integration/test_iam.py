@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
 
 from chalicelib import wiring
 from chalicelib.credentials import RequestCredentials
-from chalicelib.model import Authorization, Settlement, Status
+from chalicelib.model import Authorization, Settlement, Status, iso_utc
 from chalicelib.secrets import SecretCache
 from chalicelib.settings import ROUTES_FILE, load_settings
 from chalicelib.submissions import parse_submission
@@ -189,7 +190,8 @@ def test_no_statement_grants_an_action_the_code_never_uses(
     """With the shipped routes: invoices go to orders, crm and billing (billing refuses those without
     an invoice id: dead letters), one order is enriched (GetItem) and also sent to orders_bulk in a
     batch, a note no route takes is counted; billing reads its OAuth2 client and its signing secret;
-    a backfill of every destination is checked against the table."""
+    a backfill of every destination is checked against the table; a replay (a dry run) reads orders'
+    delivered archive."""
     stack: Stack = stack_factory(
         TRICKLE_MAX_MESSAGE_BYTES="4096",
         TRICKLE_ROUTES_FILE=str(ROUTES_FILE),
@@ -221,6 +223,7 @@ def test_no_statement_grants_an_action_the_code_never_uses(
         + [stack.item("a", "10", type={"S": "note"})]
     )
     start = len(stack.recorder.calls)
+    began = datetime.now(UTC)
     stack.ingest_new()
     destinations = ("orders", "crm", "billing", "orders_bulk")
     for destination in destinations:  # tasks waiting: answered (success, failure, a URL), kept alive
@@ -274,6 +277,12 @@ def test_no_statement_grants_an_action_the_code_never_uses(
     while time.monotonic() < deadline and any(stack.queue_depth(queue) for queue in queues):
         for destination in destinations:
             stack.drain(destination)
+    window = {"since": iso_utc(began), "until": iso_utc(datetime.now(UTC))}
+    replay = json.loads(
+        stack.http("POST", "/replays", {"destination": "orders", "dry_run": True} | window).body
+    )
+    stack.work_jobs()  # the jobs function lists and reads orders' archive
+    assert json.loads(stack.http("GET", replay["progress_url"]).body)["counts"]["selected"] > 0
     submitted = json.loads(stack.http("POST", "/messages", {"item": {"n": 1}, "destination": "orders"}).body)
     stack.http("GET", "/status")
     stack.http("GET", submitted["status_url"])
@@ -317,7 +326,7 @@ def test_no_statement_grants_an_action_the_code_never_uses(
         if not any(
             c.function == function
             and c.action == action
-            and allows({"Statement": [statement]}, c.action, c.resource, c.leading_keys)
+            and allows({"Statement": [statement]}, c.action, c.resource, c.leading_keys, c.prefix)
             for c in calls
         )
     ]

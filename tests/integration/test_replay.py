@@ -17,7 +17,6 @@ from chalicelib import wiring
 from chalicelib.model import iso_utc
 from chalicelib.replay_plan import replayed_id
 from tests.integration.conftest import API_KEY, Stack
-from tests.integration.test_backfill import run_tasks
 from trickle_deploy.operate import main as operate
 
 GROUPS = {f"g{g}": [f"{i:03}" for i in range(4)] for g in range(3)}
@@ -78,7 +77,7 @@ def test_a_replay_with_new_keys_is_applied_again_and_with_the_same_keys_only_whe
 
     # New keys (the default): every message queued again, in its group's order, and applied again.
     job = start(stack, destination="orders", since=since, until=until)
-    run_tasks(stack)
+    stack.work_jobs()
     first = len(stack.api.requests)
     assert stack.drain()["delivered"] == 12
 
@@ -97,7 +96,7 @@ def test_a_replay_with_new_keys_is_applied_again_and_with_the_same_keys_only_whe
     # and the API applies only the four it lost, in order.
     stack.api.forget([ids[f"g1/{sk}"] for sk in GROUPS["g1"]])
     again = start(stack, destination="orders", since=since, until=until, same_keys=True)
-    run_tasks(stack)
+    stack.work_jobs()
     first = len(stack.api.requests)
     assert stack.drain()["delivered"] == 12
 
@@ -113,7 +112,7 @@ def test_a_replay_to_another_destination_goes_through_its_auth(stack: Stack) -> 
     originals = [r.body for r in stack.api.requests]
 
     start(stack, destination="orders", since=since, until=until, to="crm")
-    run_tasks(stack)
+    stack.work_jobs()
     report = stack.drain("crm")
 
     assert report["delivered"] == 12
@@ -128,7 +127,7 @@ def test_a_dry_run_counts_what_it_would_queue_and_queues_nothing(stack: Stack) -
 
     group = group_of(ids["g2/000"])
     job = start(stack, destination="orders", since=since, until=until, group=group, dry_run=True)
-    run_tasks(stack)
+    stack.work_jobs()
 
     counted = progress(stack, job["id"])
     assert counted["state"] == "done"
@@ -180,7 +179,7 @@ def test_the_command_previews_asks_then_starts_the_job(
 
     assert operate([*base, *window, "--yes"]) == 0
     job = json.loads(capsys.readouterr().out.splitlines()[-1])
-    run_tasks(stack)
+    stack.work_jobs()
     first = len(stack.api.requests)
     assert stack.drain()["delivered"] == 4
     assert applied_since(stack, first) == {"g0": GROUPS["g0"]}
@@ -196,7 +195,7 @@ def test_a_cancelled_replay_queues_nothing_more(stack: Stack) -> None:
 
     cancelled = stack.http("POST", f"/replays/{job['id']}/cancel")
     assert cancelled.status_code == 200 and json.loads(cancelled.body)["state"] == "cancelled"
-    run_tasks(stack)
+    stack.work_jobs()
 
     assert progress(stack, job["id"])["state"] == "cancelled"
     assert stack.queue_depth() == 0
