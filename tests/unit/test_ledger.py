@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -24,6 +25,7 @@ from chalicelib.model import (
     settled,
     verdict,
 )
+from trickle_project.resources import ensure_ledger
 
 TABLE = "trickle-test-ledger"
 DESTINATION = "default"
@@ -853,3 +855,29 @@ def test_hold_until_keeps_the_record_and_a_redrive_forgets_it(ledger: Ledger, cl
     assert (fresh.status, fresh.attempts, fresh.retry_at) == (Status.QUEUED, 0, START + 30)
     assert (held.status, held.attempts, held.retry_at) == (Status.FAILED, 1, START + 60)
     assert restarted is not None and restarted.retry_at is None
+
+
+# --- a ledger made before its indexes (trickle_project.resources) -----------------------------------
+
+
+def test_the_bootstrap_adds_the_indexes_a_ledger_made_before_them_lacks(aws_client: Any) -> None:
+    """A ledger with only the dead-letter index (as stages made before issue #27 have) gets
+    `by-status` and `by-item`, one at a time; a second run changes nothing."""
+    definition = table_definition()
+    old = {
+        "KeySchema": definition["KeySchema"],
+        "AttributeDefinitions": definition["AttributeDefinitions"][:3],
+        "GlobalSecondaryIndexes": definition["GlobalSecondaryIndexes"][:1],
+    }
+    aws_client.create_table(TableName="old-ledger", BillingMode="PAY_PER_REQUEST", **old)
+    names = SimpleNamespace(ledger_table="old-ledger")
+    updates: list[str] = []
+    aws_client.meta.events.register("before-call.dynamodb.UpdateTable", lambda **_: updates.append("u"))
+    try:
+        ensure_ledger(aws_client, names)  # type: ignore[arg-type]
+        ensure_ledger(aws_client, names)  # type: ignore[arg-type]
+        indexes = aws_client.describe_table(TableName="old-ledger")["Table"]["GlobalSecondaryIndexes"]
+    finally:
+        aws_client.delete_table(TableName="old-ledger")
+    assert sorted(i["IndexName"] for i in indexes) == ["by-item", "by-status", "dead-letters"]
+    assert len(updates) == 2
