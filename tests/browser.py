@@ -120,8 +120,10 @@ def screenshot(driver: WebDriver, name: str, elsewhere: Path) -> Path:
     where = SCREENSHOTS if os.environ.get("CONSOLE_SCREENSHOTS") == "1" else elsewhere
     where.mkdir(parents=True, exist_ok=True)
     path = where / f"{name}.png"
-    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
-    driver.set_window_size(1280, max(500, min(height + 20, 1400)))
+    height, chrome = driver.execute_script(  # the page's height, and what the window adds to it
+        "return [document.documentElement.scrollHeight, window.outerHeight - window.innerHeight]"
+    )
+    driver.set_window_size(1280, max(500, min(int(height) + int(chrome) + 8, 1600)))
     try:
         assert driver.save_screenshot(str(path)), path
     finally:

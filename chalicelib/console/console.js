@@ -794,9 +794,11 @@
   // --- messages ------------------------------------------------------------------------------
 
   const FIELDS = [
+    ["destination", "Destination"],
     ["status", "Status"],
     ["attempts", "Attempts"],
     ["group_id", "Group"],
+    ["item", "Item"],
     ["last_status_code", "Last status code"],
     ["last_error", "Last error"],
     ["first_attempt_at", "First attempt"],
@@ -805,6 +807,12 @@
     ["dead_at", "Dead at"],
     ["callback", "Step Functions answer"],
   ];
+  const STATUSES = ["queued", "delivered", "failed", "dead", "halted", "skip", "superseded"];
+
+  function itemText(item) {
+    if (!item || typeof item !== "object") return "—";
+    return item.sort_key === null || item.sort_key === undefined ? `${item.key}` : `${item.key} / ${item.sort_key}`;
+  }
 
   function lookupForm(value) {
     const input = el("input", {
@@ -841,25 +849,177 @@
     return String(url);
   }
 
+  function timeline(attempts) {
+    if (!Array.isArray(attempts)) return "";
+    return el(
+      "div",
+      { id: "attempts" },
+      el("h3", {}, "Attempts"),
+      attempts.length
+        ? table(
+            "timeline",
+            ["At", "Status code", "Duration", "Reason"],
+            attempts.map((a) =>
+              el(
+                "tr",
+                {},
+                el("td", { class: "when" }, moment(a.at)),
+                el("td", { class: "num" }, a.status_code ?? "no answer"),
+                el("td", { class: "num" }, typeof a.duration_ms === "number" ? `${count(a.duration_ms)} ms` : "—"),
+                el("td", { class: "reason" }, el("div", {}, a.reason)),
+              ),
+            ),
+          )
+        : el("p", { class: "small" }, "No attempt yet."),
+    );
+  }
+
   async function drawMessage(current, id) {
     const holder = el("div", {}, el("p", {}, "Loading…"));
-    show(el("h1", {}, "Messages"), lookupForm(id), holder);
-    if (!id) return;
+    show(el("h1", {}, "Message"), lookupForm(id), holder);
     try {
       const record = await api("GET", `/messages/${encodeURIComponent(id)}`);
       if (current !== view) return;
-      const rows = FIELDS.map(([key, label]) => {
+      const rows = FIELDS.filter(([key]) => key in record || !["destination", "item"].includes(key)).map(([key, label]) => {
         let value = record[key];
         if (key.endsWith("_at")) value = moment(value);
+        if (key === "item") value = itemText(value);
         return [el("dt", {}, label), el("dd", { "data-field": key }, value ?? "—")];
       });
       if (record.response_url) {
         rows.push([el("dt", {}, "Archived response"), el("dd", { "data-field": "response_url" }, archived(record.response_url))]);
       }
-      holder.replaceChildren(el("h2", { id: "message" }, record.message_id), el("dl", { id: "record" }, rows));
+      holder.replaceChildren(
+        el("h2", { id: "message" }, record.message_id),
+        el("dl", { id: "record" }, rows),
+        timeline(record.timeline),
+      );
     } catch (error) {
       if (current === view) holder.replaceChildren(failure(error));
     }
+  }
+
+  // The search forms: the messages of one item, or of a destination's status in a time window.
+  async function drawMessages(current) {
+    const results = el("div", { id: "results", "aria-live": "polite" });
+    const state = { query: "", cursors: [null], page: 0 };
+    const previous = el("button", { type: "button", id: "previous", disabled: true }, "Previous page");
+    const next = el("button", { type: "button", id: "next", disabled: true }, "Next page");
+    const pager = el("div", { class: "controls", hidden: true }, previous, next);
+    const destinations = (id, anyone) =>
+      el(
+        "select",
+        { id, "aria-label": "Destination" },
+        anyone ? el("option", { value: "" }, "every destination") : null,
+        known.map((name) => el("option", { value: name }, name)),
+      );
+    const body = el("div", {}, el("p", {}, "Loading…"));
+    show(el("h1", {}, "Messages"), lookupForm(""), body);
+    try {
+      if (!known.length) known = Object.keys((await api("GET", "/status")).destinations || {});
+    } catch (error) {
+      if (current === view) body.replaceChildren(failure(error));
+      return;
+    }
+    if (current !== view) return;
+
+    const load = async () => {
+      const cursor = state.cursors[state.page];
+      try {
+        const answer = await api("GET", `/messages?${state.query}` + (cursor ? `&next=${encodeURIComponent(cursor)}` : ""));
+        if (current !== view) return;
+        state.cursors[state.page + 1] = answer.next;
+        previous.disabled = state.page === 0;
+        next.disabled = !answer.next;
+        pager.hidden = false;
+        const messages = answer.messages || [];
+        results.replaceChildren(
+          messages.length
+            ? table(
+                "messages",
+                ["Message", "Destination", "Status", "Attempts", "Item", "Last status", "Updated"],
+                messages.map((m) =>
+                  el(
+                    "tr",
+                    { "data-message-id": m.message_id },
+                    el("td", { class: "id" }, link(["messages", m.message_id], m.message_id)),
+                    el("td", {}, m.destination || "—"),
+                    el("td", { class: "status" }, m.status),
+                    el("td", { class: "num" }, count(m.attempts)),
+                    el("td", { class: "group" }, el("div", {}, itemText(m.item))),
+                    el("td", { class: "num" }, m.last_status_code ?? "—"),
+                    el("td", { class: "when" }, moment(m.updated_at)),
+                  ),
+                ),
+              )
+            : el("p", { id: "no-messages" }, "No message on this page."),
+        );
+      } catch (error) {
+        if (current === view) results.replaceChildren(failure(error));
+      }
+    };
+    const search = (params) => {
+      state.query = new URLSearchParams(Object.entries(params).filter(([, v]) => v)).toString();
+      state.cursors = [null];
+      state.page = 0;
+      load();
+    };
+    previous.addEventListener("click", () => {
+      state.page -= 1;
+      load();
+    });
+    next.addEventListener("click", () => {
+      state.page += 1;
+      load();
+    });
+
+    const itemDestination = destinations("item-destination", true);
+    const key = el("input", { id: "item-key", type: "search", placeholder: "partition key value", "aria-label": "Partition key" });
+    const sortKey = el("input", { id: "item-sort-key", type: "search", placeholder: "sort key value (optional)", "aria-label": "Sort key" });
+    const byItem = el(
+      "form",
+      {
+        id: "by-item",
+        class: "controls",
+        onsubmit: (event) => {
+          event.preventDefault();
+          search({ key: key.value, sort_key: sortKey.value, destination: itemDestination.value });
+        },
+      },
+      el("strong", {}, "By item"),
+      itemDestination,
+      key,
+      sortKey,
+      el("button", { type: "submit" }, "Find"),
+    );
+    const statusDestination = destinations("status-destination", false);
+    const status = el("select", { id: "status", "aria-label": "Status" }, STATUSES.map((v) => el("option", { value: v }, v)));
+    const since = el("input", { id: "since", type: "text", placeholder: "since: 2026-12-04T10:00:00Z", "aria-label": "Since" });
+    const until = el("input", { id: "until", type: "text", placeholder: "until (optional)", "aria-label": "Until" });
+    const byStatus = el(
+      "form",
+      {
+        id: "by-status",
+        class: "controls",
+        onsubmit: (event) => {
+          event.preventDefault();
+          search({ destination: statusDestination.value, status: status.value, since: since.value.trim(), until: until.value.trim() });
+        },
+      },
+      el("strong", {}, "By status"),
+      statusDestination,
+      status,
+      since,
+      until,
+      el("button", { type: "submit" }, "Find"),
+    );
+    body.replaceChildren(
+      byItem,
+      byStatus,
+      el("p", { class: "small" }, "Times as ISO 8601 with their zone, or epoch seconds. From the ledger's indexes: a page at a time, the queues untouched."),
+      results,
+      pager,
+    );
   }
 
   // --- routing -------------------------------------------------------------------------------
@@ -895,7 +1055,8 @@
     if (page === "dead-letters") return pickDestination(current, "dead-letters", "Dead letters");
     if (page === "halted" && arg) return drawHalted(current, arg);
     if (page === "halted") return pickDestination(current, "halted", "Halted groups");
-    if (page === "messages") return drawMessage(current, arg);
+    if (page === "messages" && arg) return drawMessage(current, arg);
+    if (page === "messages") return drawMessages(current);
     return drawOverview(current);
   }
 

@@ -129,7 +129,6 @@ def test_overview_dead_letters_redrive_to_delivery_and_lookup_in_a_browser(
     wait(browser, lambda: values(browser, 'dd[data-field="status"]') == ["dead"])
     assert values(browser, 'dd[data-field="group_id"]') == [group(SCRIPT_KEY)]
     assert values(browser, 'dd[data-field="last_error"]') == ["HTTP 400: refused by the API"]
-    screenshot(browser, "message", tmp_path)
 
     assert found(browser, "main img, main script") == []
     assert alerted(browser) is None
@@ -279,3 +278,35 @@ def test_a_halted_group_is_released_from_the_console_and_delivered_in_order(
     until(lambda: wiring.drainer("orders").run(lambda: 60_000) and len(stack.delivered_by_group()["g0"]) == 3)
     assert stack.delivered_by_group()["g0"] == ["000", "001", "002"]
     assert alerted(browser) is None
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_message_is_found_by_its_item_s_key_with_its_attempts(
+    browser: WebDriver, routes: str, stack: Stack, tmp_path: Path
+) -> None:
+    stack.api.faults.error_rate = 1.0  # the first attempt of each is a 503
+    stack.put_items([stack.item("CUSTOMER#9", "ORDER#1"), stack.item("CUSTOMER#9", "ORDER#2")])
+    stack.ingest_new()
+    stack.drain()
+    stack.api.faults.error_rate = 0.0
+    stack.drain_until(lambda _: len(stack.api.applied()) == 2)
+
+    browser.get(f"{routes}/console#/messages")
+    enter_token(browser, OPERATOR_TOKEN)
+    wait(browser, lambda: found(browser, "#by-item"))
+    found(browser, "#item-key")[0].send_keys("CUSTOMER#9")
+    found(browser, "#item-sort-key")[0].send_keys("ORDER#1")
+    found(browser, "#by-item button")[0].click()
+    wait(browser, lambda: values(browser, "#messages td.status") == ["delivered"])
+    assert values(browser, "#messages td.group") == ["CUSTOMER#9 / ORDER#1"]
+    screenshot(browser, "search", tmp_path)
+
+    found(browser, "#messages td.id a")[0].click()
+    wait(browser, lambda: len(found(browser, "#timeline tbody tr")) == 2)
+    assert [code for code in values(browser, "#timeline td.num") if not code.endswith(" ms")] == [
+        "503",
+        "200",
+    ]
+    assert values(browser, 'dd[data-field="item"]') == ["CUSTOMER#9 / ORDER#1"]
+    screenshot(browser, "message", tmp_path)

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from botocore.credentials import ReadOnlyCredentials
 from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select
 
 from tests.browser import HOSTILE, WIDE, Answer, FakeOperatorApi, alerted, enter_token, found, values, wait
 from trickle_deploy.console_proxy import ConsoleProxy
@@ -450,3 +451,106 @@ def test_halted_groups_are_listed_from_the_overview_and_retried_or_skipped_after
     one, two = (g["message_id"] for g in (halted_group(1), halted_group(2)))
     assert released == [f"/halted/{one}/retry?destination=orders", f"/halted/{two}/skip?destination=orders"]
     assert alerted(browser) is None
+
+
+def searched(n: int, destination: str, key: str = "CUSTOMER#9") -> dict[str, Any]:
+    message_id = f"00000000-0000-4000-a000-{n:012d}"
+    return {
+        "message_id": message_id,
+        "destination": destination,
+        "status": "delivered",
+        "attempts": 2,
+        "group_id": f'trickle-local-items#"{key}"',
+        "item": {"key": key, "sort_key": "ORDER#1"},
+        "last_status_code": 200,
+        "last_error": "",
+        "first_attempt_at": NOW - 120,
+        "last_attempt_at": NOW - 60,
+        "updated_at": NOW - 60,
+        "dead_at": None,
+        "callback": None,
+        "timeline": [
+            {"at": "2026-12-04T10:00:00.000Z", "status_code": 503, "duration_ms": 1250, "reason": "HTTP 503"},
+            {"at": "2026-12-04T10:00:02.000Z", "status_code": 200, "duration_ms": 80, "reason": "HTTP 200"},
+        ],
+        "response_url": "https://bucket.s3.amazonaws.com/responses/x?X-Amz-Signature=abc",
+        "status_url": f"/messages/{message_id}",
+    }
+
+
+def test_messages_are_found_by_item_key_or_by_status_and_time_and_show_their_attempts(
+    browser: WebDriver, served: list[FakeOperatorApi]
+) -> None:
+    asked: list[dict[str, str]] = []
+    hostile = searched(3, "orders", key=HOSTILE[0]) | {
+        "timeline": [{"at": None, "status_code": None, "duration_ms": 30000, "reason": HOSTILE[1]}]
+    }
+    pages = {None: ([searched(1, "orders"), searched(2, "orders_bulk")], "c2"), "c2": ([hostile], None)}
+
+    def answer(method: str, path: str, body: bytes) -> Answer | None:
+        parts = urlsplit(path)
+        if parts.path == "/status":
+            return 200, status(["orders", "orders_bulk"])
+        if parts.path == "/messages":
+            query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+            asked.append(query)
+            if query.get("since") == "yesterday":
+                return 400, {
+                    "Code": "BadRequestError",
+                    "Message": "since must be an ISO 8601 time with its zone",
+                }
+            page, more = pages[query.get("next")]
+            return 200, {"messages": page, "next": more}
+        if parts.path.startswith("/messages/"):
+            return 200, next(
+                m for m in (searched(1, "orders"), hostile) if m["message_id"] == parts.path[10:]
+            )
+        return None
+
+    open_console(browser, served, answer, "#/messages")
+    wait(browser, lambda: found(browser, "#by-item"))
+    found(browser, "#item-key")[0].send_keys("CUSTOMER#9")
+    found(browser, "#item-sort-key")[0].send_keys("ORDER#1")
+    found(browser, "#by-item button")[0].click()
+    wait(browser, lambda: len(found(browser, "#messages tbody tr")) == 2)
+    assert values(browser, "#messages tbody tr td:nth-child(2)") == ["orders", "orders_bulk"]
+    assert values(browser, "#messages td.group") == ["CUSTOMER#9 / ORDER#1"] * 2
+    found(browser, "#next")[0].click()
+    wait(browser, lambda: values(browser, "#messages td.group") == [f"{HOSTILE[0]} / ORDER#1"])
+    assert asked[:2] == [
+        {"key": "CUSTOMER#9", "sort_key": "ORDER#1"},
+        {"key": "CUSTOMER#9", "sort_key": "ORDER#1", "next": "c2"},
+    ]
+
+    Select(found(browser, "#status")[0]).select_by_value("dead")
+    found(browser, "#since")[0].send_keys("yesterday")
+    found(browser, "#by-status button")[0].click()
+    wait(browser, lambda: "since must be an ISO 8601 time" in " ".join(values(browser, "#results .error")))
+    assert asked[-1] == {"destination": "orders", "status": "dead", "since": "yesterday"}
+
+    found(browser, "#since")[0].clear()
+    found(browser, "#since")[0].send_keys("2026-12-04T10:00:00Z")
+    found(browser, "#by-status button")[0].click()
+    wait(browser, lambda: len(found(browser, "#messages tbody tr")) == 2)
+    assert asked[-1] == {"destination": "orders", "status": "dead", "since": "2026-12-04T10:00:00Z"}
+
+    found(browser, "#messages td.id a")[0].click()
+    wait(browser, lambda: found(browser, "#timeline tbody tr"))
+    assert [when.split(" (")[0] for when in values(browser, "#timeline td.when")] == [
+        "2026-12-04 10:00:00Z",
+        "2026-12-04 10:00:02Z",
+    ]
+    assert values(browser, "#timeline td.num") == ["503", "1,250 ms", "200", "80 ms"]
+    assert values(browser, "#timeline td.reason") == ["HTTP 503", "HTTP 200"]
+    assert values(browser, 'dd[data-field="item"]') == ["CUSTOMER#9 / ORDER#1"]
+    assert values(browser, 'dd[data-field="destination"]') == ["orders"]
+    assert (
+        found(browser, 'dd[data-field="response_url"] a')[0]
+        .get_attribute("href")
+        .startswith("https://bucket.")
+    )
+
+    browser.get(browser.current_url.split("#")[0] + f"#/messages/{hostile['message_id']}")
+    wait(browser, lambda: values(browser, "#timeline td.reason") == [HOSTILE[1]])
+    assert values(browser, "#timeline tbody tr td:nth-child(2)") == ["no answer"]
+    assert found(browser, "main img, main script") == [] and alerted(browser) is None
