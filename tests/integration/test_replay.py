@@ -157,8 +157,15 @@ def test_a_replay_asked_wrongly_is_a_400_that_says_what_to_fix(
     assert answer.status_code == 400 and says in json.loads(answer.body)["Message"]
 
 
+class Terminal:
+    """Standard input on a terminal (the command asks there)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 def test_the_command_previews_asks_then_starts_the_job(
-    stack: Stack, capsys: pytest.CaptureFixture[str]
+    stack: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     since, until, ids = delivered_window(stack)
     base = ["--stage", "local", "--endpoint", stack.env["AWS_ENDPOINT_URL"], "replay", "orders"]
@@ -177,7 +184,16 @@ def test_the_command_previews_asks_then_starts_the_job(
     assert operate([*base, "--since", until, "--until", since]) == 2
     assert capsys.readouterr().err.startswith("operate replay: until (")
 
+    # On a terminal it asks: anything but "y" starts nothing. --yes asks nothing.
+    monkeypatch.setattr("sys.stdin", Terminal())
+    asked: list[str] = []
+    monkeypatch.setattr("builtins.input", lambda question: asked.append(question) or "n")
+    assert operate([*base, *window]) == 1
+    assert asked == ["Queue 4 message(s) for orders? [y/N] "]
+    assert capsys.readouterr().out.splitlines()[-1] == "not replayed"
+    assert stack.work_jobs() == []  # no job, no task
     assert operate([*base, *window, "--yes"]) == 0
+    assert len(asked) == 1
     job = json.loads(capsys.readouterr().out.splitlines()[-1])
     stack.work_jobs()
     first = len(stack.api.requests)
