@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from typing import Any, Protocol
 
 from chalicelib.job_plan import (
@@ -144,10 +144,11 @@ class Jobs:
             return None
         return progress(job, self.parts(job))
 
-    def active(self) -> list[dict[str, Any]]:
-        """The running jobs with their progress (their parts summed), oldest first. Reads only: an id
-        whose note expired is left for the next finish or cancel to take out."""
-        ids = sorted(self._notes.members(active_jobs_key()))
+    def active(self, listed: Set[str] | None = None) -> list[dict[str, Any]]:
+        """The running jobs with their progress (their parts summed), oldest first; `listed`: the
+        members of `jobs#active` if the caller read them already (`/status` reads it with its other
+        notes). Reads only: an id whose note expired is left for the next finish or cancel to take out."""
+        ids = sorted(self._notes.members(active_jobs_key()) if listed is None else listed)
         jobs = self._notes.load_many([job_key(i) for i in ids if is_job_id(i)])
         running = [job for job in jobs.values() if job["state"] == RUNNING]
         running.sort(key=lambda job: (job["created_at"], job["id"]))

@@ -96,16 +96,16 @@ class Notes:
 
     def numbers(self, key: str) -> dict[str, float] | None:
         """A note's number attributes (`tally`'s counters and `since`), or None if there is none."""
-        item = self._client.get_item(
-            TableName=self._table, Key={NOTE_KEY: {"S": key}}, ConsistentRead=True
-        ).get("Item")
-        return _numbers(item) if item else None
+        return numbers_of(self._item(key))
 
     def load(self, key: str) -> dict[str, Any] | None:
-        item = self._client.get_item(
+        return document_of(self._item(key))
+
+    def _item(self, key: str) -> dict[str, Any] | None:
+        item: dict[str, Any] | None = self._client.get_item(
             TableName=self._table, Key={NOTE_KEY: {"S": key}}, ConsistentRead=True
         ).get("Item")
-        return dict(json.loads(item["doc"]["S"])) if item and "doc" in item else None
+        return item
 
     def replace(self, key: str, document: dict[str, Any], version: int) -> bool:
         """Write `document` as version `version + 1` of the note, if the note is still at version
@@ -141,9 +141,15 @@ class Notes:
         return True
 
     def load_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The documents of the notes among `keys` that exist, by key: consistent reads, 100 keys a
-        call; keys DynamoDB leaves unprocessed are asked again (`batch_retry`), and any still left
-        after that are an error, not a note missing."""
+        """The documents of the notes among `keys` that exist, by key (`items_many`)."""
+        documents = {key: document_of(item) for key, item in self.items_many(keys).items()}
+        return {key: document for key, document in documents.items() if document is not None}
+
+    def items_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored items of the notes among `keys` that exist, by key, for `document_of`,
+        `numbers_of`, `counts_of` and `members_of`: consistent reads, 100 keys a call; keys
+        DynamoDB leaves unprocessed are asked again (`batch_retry`), and any still left after that
+        are an error, not a note missing."""
         found: dict[str, dict[str, Any]] = {}
 
         def get(batch: Sequence[str]) -> list[str]:
@@ -153,8 +159,7 @@ class Notes:
                 }
             )
             for item in response.get("Responses", {}).get(self._table, []):
-                if "doc" in item:
-                    found[item[NOTE_KEY]["S"]] = dict(json.loads(item["doc"]["S"]))
+                found[item[NOTE_KEY]["S"]] = item
             left = response.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
             return [k[NOTE_KEY]["S"] for k in left]
 
@@ -187,23 +192,11 @@ class Notes:
 
     def counts(self, key: str, names: tuple[str, ...]) -> dict[str, Any] | None:
         """A note `add` keeps: its counters `names`, `since`, and its document as `last`."""
-        item = self._client.get_item(
-            TableName=self._table, Key={NOTE_KEY: {"S": key}}, ConsistentRead=True
-        ).get("Item")
-        if not item:
-            return None
-        return {
-            **{name: int(item[name]["N"]) if name in item else 0 for name in names},
-            "since": float(item["since"]["N"]) if "since" in item else None,
-            "last": json.loads(item["doc"]["S"]) if "doc" in item else None,
-        }
+        return counts_of(self._item(key), names)
 
     def members(self, key: str) -> set[str]:
         """The strings `add_member` put in a note and `remove_member` did not take out."""
-        item = self._client.get_item(
-            TableName=self._table, Key={NOTE_KEY: {"S": key}}, ConsistentRead=True
-        ).get("Item")
-        return set(item[MEMBERS]["SS"]) if item and MEMBERS in item else set()
+        return members_of(self._item(key))
 
     def add_member(self, key: str, member: str) -> None:
         """Put `member` in a note's set, in one write: a writer at the same time loses nothing, as
@@ -228,3 +221,30 @@ class Notes:
 
 def _numbers(item: Mapping[str, Any]) -> dict[str, float]:
     return {name: float(value["N"]) for name, value in item.items() if "N" in value and name != "expires_at"}
+
+
+# A stored note (`Notes.items_many`; None: there is none) read as each kind of note is written.
+def document_of(item: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What `save` or `replace` wrote."""
+    return dict(json.loads(item["doc"]["S"])) if item and "doc" in item else None
+
+
+def numbers_of(item: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """`tally`'s counters and `since`."""
+    return _numbers(item) if item else None
+
+
+def counts_of(item: Mapping[str, Any] | None, names: tuple[str, ...]) -> dict[str, Any] | None:
+    """`add`'s counters `names`, `since`, and its document as `last`."""
+    if not item:
+        return None
+    return {
+        **{name: int(item[name]["N"]) if name in item else 0 for name in names},
+        "since": float(item["since"]["N"]) if "since" in item else None,
+        "last": json.loads(item["doc"]["S"]) if "doc" in item else None,
+    }
+
+
+def members_of(item: Mapping[str, Any] | None) -> set[str]:
+    """`add_member`'s set."""
+    return set(item[MEMBERS]["SS"]) if item and MEMBERS in item else set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import hashlib
 import json
 import logging
@@ -13,6 +14,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,8 +25,8 @@ from chalicelib.fifo_queue import FifoQueue
 from chalicelib.jobs import Jobs
 from chalicelib.ledger import ITEM_INDEX, STATUS_INDEX, Ledger, status_key
 from chalicelib.model import LedgerRecord, Status, dead_at, iso_utc
-from chalicelib.naming import pause_key, run_note_key, totals_key
-from chalicelib.notes import UNROUTED_NOTE_KEY, Notes
+from chalicelib.naming import active_jobs_key, pause_key, run_note_key, totals_key
+from chalicelib.notes import UNROUTED_NOTE_KEY, Notes, counts_of, document_of, members_of, numbers_of
 from chalicelib.oldest import NOTE_FIELD, oldest_figures
 from chalicelib.ports import Metrics
 from chalicelib.redrive_jobs import RedriveJobs
@@ -290,61 +292,54 @@ class Operations:
             raise ValueError(f"destination must be one of: {', '.join(self._queues)} (?destination=NAME)")
         return name
 
-    def _depths(self, queue: FifoQueue) -> dict[str, int]:
-        queued, in_flight = queue.counts()
-        return {"queued": queued, "in_flight": in_flight}
-
-    def _queue(self, queue: FifoQueue, run_note: dict[str, Any] | None) -> dict[str, Any]:
-        """Its depths now (SQS's counts, no receive) and its oldest message as the last drain run saw
-        it (`chalicelib.oldest`): the age now of the oldest message it left, when it looked."""
-        depths = self._depths(queue)
-        return depths | oldest_figures(run_note, self._clock(), depths["queued"] + depths["in_flight"])
-
     def status(self, schedules: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Per destination its queues, last run, running totals, next run (`schedules`: each
         destination's drain schedule, as app.py declares it), circuit, pause and halted groups; and
         the records no route took, as ingest counted them in their note (`unrouted.count` since
         `since`; `last_batch` the latest batch with any); and the backfill and replay jobs running, with
-        their progress (`job_plan.progress`)."""
-        counted = self._notes.counts(UNROUTED_NOTE_KEY, ("unrouted",))
-        notes = {name: self._notes.load(run_note_key(name)) for name in self._queues}
+        their progress (`job_plan.progress`). Every note in one BatchGetItem (up to 33 destinations)
+        and the queues' depths at the same time: a console polls this."""
+        names = list(self._queues)
+        keys = [UNROUTED_NOTE_KEY] + ([active_jobs_key()] if self._jobs is not None else [])
+        keys += [key(name) for name in names for key in (run_note_key, totals_key, pause_key)]
+        with ThreadPoolExecutor(min(2 * len(names) + 1, MAX_STATUS_READS), "status") as pool:
+            # each in a copy of this thread's context: log lines keep the invocation's keys
+            read = pool.submit(contextvars.copy_context().run, self._notes.items_many, keys)
+            queued, dead = (
+                [pool.submit(contextvars.copy_context().run, _depths, queues[name]) for name in names]
+                for queues in (self._queues, self._dead_letters)
+            )
+            items = read.result()
+            depths = {n: (q.result(), d.result()) for n, q, d in zip(names, queued, dead, strict=True)}
+        unrouted = counts_of(items.get(UNROUTED_NOTE_KEY), ("unrouted",))
+        notes = {name: document_of(items.get(run_note_key(name))) for name in names}
         now = self._clock()
         return {
             "unrouted": {
                 "handling": self._unrouted,
-                "count": counted["unrouted"] if counted else 0,
-                "since": counted["since"] if counted else None,
-                "last_batch": counted["last"] if counted else None,
+                "count": unrouted["unrouted"] if unrouted else 0,
+                "since": unrouted["since"] if unrouted else None,
+                "last_batch": unrouted["last"] if unrouted else None,
             },
             "destinations": {
                 name: {
-                    "queue": self._queue(queue, notes[name]),
-                    "dead_letters": self._depths(self._dead_letters[name]),
+                    "queue": self._queue(depths[name][0], notes[name], now),
+                    "dead_letters": depths[name][1],
                     "last_run": _without(notes[name], _KEPT_FOR_THE_DRAIN),
-                    **self._health(name, notes[name], (schedules or {}).get(name), now),
+                    **_health(name, notes[name], items, (schedules or {}).get(name), now),
                 }
-                for name, queue in self._queues.items()
+                for name in names
             },
-            "jobs": self._jobs.active() if self._jobs is not None else [],
+            "jobs": (
+                self._jobs.active(members_of(items.get(active_jobs_key()))) if self._jobs is not None else []
+            ),
         }
 
-    def _health(
-        self, name: str, note: dict[str, Any] | None, schedule: str | None, now: float
-    ) -> dict[str, Any]:
-        """Its running totals, when its drain runs next, its circuit, its pause, its halted groups:
-        from its notes, as its drain runs and the pause routes leave them."""
-        numbers = self._notes.numbers(totals_key(name))
-        since = numbers.pop("since", None) if numbers else None
-        started = (note or {}).get("started_at", (note or {}).get("finished_at"))
-        next_at = next_run(schedule, started, now) if schedule else None
-        return {
-            "totals": totals.figures(numbers, since, now),
-            "schedule": schedule,
-            "next_run": next_at,
-            "circuit": health.circuit_view((note or {}).get(health.CIRCUIT_FIELD), next_at, now),
-            "paused": self._notes.load(pause_key(name)),
-            "halted_groups": len(health.carried_halted(note)),
-        }
+    @staticmethod
+    def _queue(depths: dict[str, int], run_note: dict[str, Any] | None, now: float) -> dict[str, Any]:
+        """Its depths now (SQS's counts, no receive) and its oldest message as the last drain run saw
+        it (`chalicelib.oldest`): the age now of the oldest message it left, when it looked."""
+        return depths | oldest_figures(run_note, now, depths["queued"] + depths["in_flight"])
 
     def pause(self, destination: str, by: str, reason: str) -> dict[str, Any]:
         """Pause a destination from its drain's next run: it receives nothing (its messages wait),
@@ -504,6 +499,34 @@ class Operations:
 
 
 # What a run note keeps for the next run and `/status` shows otherwise (figures) or never (tokens).
+# `/status`'s reads at once: botocore keeps 10 connections per client, more threads would wait for one.
+MAX_STATUS_READS = 10
+
+
+def _depths(queue: FifoQueue) -> dict[str, int]:
+    queued, in_flight = queue.counts()
+    return {"queued": queued, "in_flight": in_flight}
+
+
+def _health(
+    name: str, note: dict[str, Any] | None, items: Mapping[str, Any], schedule: str | None, now: float
+) -> dict[str, Any]:
+    """Its running totals, when its drain runs next, its circuit, its pause, its halted groups:
+    from its notes (`items`: the notes read, by key), as its drain runs and the pause routes leave them."""
+    numbers = numbers_of(items.get(totals_key(name)))
+    since = numbers.pop("since", None) if numbers else None
+    started = (note or {}).get("started_at", (note or {}).get("finished_at"))
+    next_at = next_run(schedule, started, now) if schedule else None
+    return {
+        "totals": totals.figures(numbers, since, now),
+        "schedule": schedule,
+        "next_run": next_at,
+        "circuit": health.circuit_view((note or {}).get(health.CIRCUIT_FIELD), next_at, now),
+        "paused": document_of(items.get(pause_key(name))),
+        "halted_groups": len(health.carried_halted(note)),
+    }
+
+
 _KEPT_FOR_THE_DRAIN = frozenset({NOTE_FIELD, health.CIRCUIT_FIELD, health.HALTED_FIELD, health.TASKS_FIELD})
 
 

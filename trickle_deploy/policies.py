@@ -489,18 +489,26 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                     ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
                     [r.ledger_arn],
                 ),
+                # `/status` reads every note it shows in one BatchGetItem: one statement allows all its keys
                 _statement(
-                    "ReadRunNotes",
-                    ["dynamodb:GetItem"],
+                    "ReadStatusNotes",
+                    ["dynamodb:BatchGetItem"],
                     [r.notes_arn],
                     _leading_keys(
-                        "StringLike", [naming.run_note_key("*"), naming.totals_key("*"), UNROUTED_NOTE_KEY]
+                        "StringLike",
+                        [
+                            naming.run_note_key("*"),
+                            naming.totals_key("*"),
+                            *(naming.pause_key(d.destination.name) for d in r.destinations),
+                            UNROUTED_NOTE_KEY,
+                            naming.active_jobs_key(),
+                        ],
                     ),
                 ),
                 # pause and resume a destination (its drain reads the note at each run)
                 _statement(
                     "Pauses",
-                    ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem"],
+                    ["dynamodb:DeleteItem", "dynamodb:PutItem"],
                     [r.notes_arn],
                     _leading_keys(
                         "StringEquals", [naming.pause_key(d.destination.name) for d in r.destinations]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,46 @@ def twenty_destinations(api_url: str) -> str:
     return "\n".join(
         [*blocks, f'[[routes]]\nname = "everything"\nevents = ["INSERT"]\ndestinations = [{listed}]\n']
     )
+
+
+def test_status_reads_every_note_in_one_call_whatever_the_number_of_destinations(
+    stack_factory: Any, tmp_path: Path
+) -> None:
+    """What a page view of the overview costs in AWS calls: one BatchGetItem for every
+    destination's run, totals and pause notes, the unrouted count and the running jobs' list, and
+    the two queues' depths per destination (SQS has no batch for them), asked at once; no receive."""
+    routes_file = tmp_path / "twenty.toml"
+    routes_file.write_text(twenty_destinations("http://127.0.0.1:9"))
+    stack: Stack = stack_factory(TRICKLE_ROUTES_FILE=str(routes_file))
+    stack.policies = function_policies(stack.env)
+    stack.put_items([stack.item("g", f"{i:03}") for i in range(2)])
+    stack.ingest_new()
+    assert stack.drain("orders")["delivered"] == 2
+    wiring.operations().pause("d05", "operator", "maintenance")  # app.py's routes know the suite's two
+
+    stack.http("GET", "/status")  # the authorizer's first run, its token read
+    took_s = []
+    for _ in range(5):
+        first = len(stack.recorder.calls)
+        started = time.perf_counter()
+        answer = stack.http("GET", "/status")
+        took_s.append(time.perf_counter() - started)
+    made = Counter(c.operation for c in stack.recorder.calls[first:] if c.function == "api_handler")
+    print(
+        f"\n/status with 20 destinations on {EMULATOR} (test client): median"
+        f" {statistics.median(took_s) * 1000:.0f} ms of {[round(s * 1000) for s in took_s]};"
+        f" AWS calls {dict(made)}"
+    )
+
+    assert answer.status_code == 200, answer.body
+    shown = json.loads(answer.body)["destinations"]
+    assert list(shown) == TWENTY
+    assert shown["orders"]["totals"]["since_start"]["delivered"] == 2
+    assert shown["orders"]["last_run"]["delivered"] == 2 and shown["crm"]["last_run"] is None
+    assert shown["d05"]["paused"]["reason"] == "maintenance"
+    assert [name for name, d in shown.items() if d["paused"]] == ["d05"]
+    assert {d["queue"]["queued"] for name, d in shown.items() if name != "orders"} == {2}
+    assert made == {"BatchGetItem": 1, "GetQueueAttributes": 2 * len(TWENTY)}
 
 
 @pytest.mark.browser

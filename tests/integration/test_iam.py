@@ -394,15 +394,32 @@ def test_each_drain_archives_what_it_delivered_under_its_own_prefix_only(stack: 
 
 
 def test_the_routes_read_run_notes_and_open_redrive_jobs_only(stack: Stack) -> None:
+    status_notes = (
+        "ingest#unrouted",
+        "jobs#active",
+        "run#orders",
+        "totals#orders",
+        "pause#orders",
+        "run#crm",
+    )
     allowed = [
-        note_call("api_handler", "GetItem", "run#orders"),
-        note_call("api_handler", "GetItem", "run#crm"),
+        # `/status`: every note it shows in one BatchGetItem, which one statement must allow whole
+        AwsCall("api_handler", "dynamodb", "BatchGetItem", "dynamodb:BatchGetItem", NOTES, status_notes),
         note_call("api_handler", "GetItem", "redrive#orders#6f1c"),
         note_call("api_handler", "PutItem", "redrive#crm#6f1c"),
         note_call("api_handler", "GetItem", "redrive#orders"),
         note_call("api_handler", "UpdateItem", "redrive#crm"),
     ]
     refused = [
+        AwsCall(
+            "api_handler",
+            "dynamodb",
+            "BatchGetItem",
+            "dynamodb:BatchGetItem",
+            NOTES,
+            (*status_notes, "lease#orders"),
+        ),
+        note_call("api_handler", "GetItem", "run#orders"),
         note_call("api_handler", "PutItem", "run#orders"),
         note_call("api_handler", "PutItem", "lease#orders"),
         note_call("api_handler", "DeleteItem", "lease#orders"),
@@ -440,7 +457,7 @@ def test_the_routes_may_read_queue_depths_and_submit_but_never_take_or_move_a_me
 def test_ingest_adds_only_to_its_unrouted_count_which_the_routes_only_read(stack: Stack) -> None:
     allowed = [
         note_call("ingest", "UpdateItem", "ingest#unrouted"),
-        note_call("api_handler", "GetItem", "ingest#unrouted"),
+        note_call("api_handler", "BatchGetItem", "ingest#unrouted"),
     ]
     refused = [
         note_call("ingest", "UpdateItem", "run#orders"),
