@@ -1,5 +1,5 @@
 """`python -m bench [--quick] [--emulator moto|ministack|both] [--aws-latency [OVERRIDES]]
-[--only relay|auth|bulk|archive|replay]`:
+[--only relay|auth|bulk|archive|replay|backfill] [--items N]`:
 Trickle's relay against the literal seed design it grew from, on each
 emulator, in the same run: drain throughput at 1, 4 and 16 workers and at 16 under a 100/s rate limit,
 each beside its bound min(rate, W / L) and the harness's own ceiling; AWS requests and dollars per
@@ -16,7 +16,11 @@ section (issue 26): the delivered archive's cost per million delivered messages 
 GB-months at the default expiry, by messages per run) and the drain's CPU per message with it
 beside without it (`bench/archive.py`). The `replay` section (issue 26): 10,000 archived messages
 replayed by the jobs worker (msg/s, AWS requests per message by API), then delivered
-(`bench/replay.py`). Prints markdown
+(`bench/replay.py`). The `backfill` section (issue 26, ministack only unless
+`--emulator moto`): a backfill of `--items` items (default 100,000) at 1, 4 and 8 segments, items
+queued per second and AWS requests per item; a subset delivered at a stated rate while live items
+are written, their delay beside the same live load alone, and what pacing did (`bench/backfill.py`).
+Prints markdown
 tables and writes bench/results.json (a run on one emulator, or of one section, keeps the others'
 results when the inputs match). Reports figures; asserts nothing.
 
@@ -48,6 +52,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from bench.archive import archive_section, render_archive
+from bench.backfill import DEFAULT_ITEMS, DELIVERY_ITEMS, backfill_section, render_backfill
 from bench.figures import (
     AUTH_GOAL,
     AUTH_RUNS,
@@ -102,7 +107,7 @@ WORKERS = (1, 4, 16)
 API_LATENCY_S = 0.02
 DRAIN_BUDGET_PER_INVOCATION = 500  # messages a scheduled drain takes per Lambda invocation, for the bill
 VARIANTS = {"emulator": "on the emulator as is", "aws_model": "with the AWS round-trip model"}
-SECTIONS = ("relay", "auth", "bulk", "archive", "replay")
+SECTIONS = ("relay", "auth", "bulk", "archive", "replay", "backfill")
 # The auth section's token lifetimes: TokenEndpoint's default (an hour, as many real endpoints issue)
 # and 2 s, renewed after 1 s: shorter than the local runtime's 5 s (--token-lifetime) so that even a
 # 16-worker run of two seconds sees a refresh.
@@ -385,6 +390,9 @@ def run_emulator(
         if "replay" in sections:
             log("  replay (10,000 messages from the delivered archive, then delivered):")
             out["replay"] = replay_section(bench, {**inputs, "replay_messages": 1000 if quick else 10_000})
+        if "backfill" in sections:
+            log("  backfill (queueing at 1, 4 and 8 segments; delivery beside live items):")
+            out["backfill"] = backfill_section(bench, inputs)
     finally:
         bench.stop()
     return out
@@ -494,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
         help="one section: relay (throughput, requests, cost, ingest, backlog, import), auth"
         " (token requests, API key beside OAuth2 + signing) or bulk (batches to a bulk endpoint beside"
         " the single-item relay) or archive (the delivered archive's cost per million, its drain CPU)"
-        " or replay (10,000 messages from the archive back to the queue, then delivered)",
+        " or replay (10,000 messages from the archive back to the queue, then delivered) or backfill"
+        " (queueing, delivery, pacing and live items' delay; on ministack only unless --emulator moto)",
     )
     parser.add_argument(
         "--write-order",
@@ -503,6 +512,14 @@ def main(argv: list[str] | None = None) -> int:
         help="the bulk section's backlog: each group's orders written interleaved with the others',"
         " grouped (each group's one after another), or both side by side (the default)",
     )
+    parser.add_argument(
+        "--items",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"the backfill section's table, items (default {DEFAULT_ITEMS:,}; --quick 5,000); a"
+        f" subset of at most {DELIVERY_ITEMS:,} is delivered",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
     try:
@@ -510,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     sections: tuple[str, ...] = SECTIONS if args.only is None else (args.only,)
+    if args.items is not None and not 1 <= args.items <= 1_000_000:
+        parser.error("--items must be from 1 to 1,000,000")
     os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"  # the handlers' EMF lines would flood the table
     use_local_credentials()
     boto3.setup_default_session()
@@ -528,6 +547,11 @@ def main(argv: list[str] | None = None) -> int:
         "import_runs": 5 if quick else 11,
         "quick": quick,
     }
+    # the backfill section's own, kept apart so a section's results match the others' inputs
+    backfill_inputs = {
+        "backfill_items": args.items or (5_000 if quick else DEFAULT_ITEMS),
+        "delivery_items": 1_000 if quick else DELIVERY_ITEMS,
+    }
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
     names: list[EmulatorName] = list(EMULATORS) if args.emulator == "both" else [args.emulator]
@@ -545,8 +569,10 @@ def main(argv: list[str] | None = None) -> int:
         "emulators": dict(earlier.get("emulators", {})),
     }
     for name in names:
-        ran = run_emulator(name, inputs, calls, model, sections, quick, orders)
-        for section in ("auth", "bulk", "archive", "replay"):
+        # the backfill section runs on ministack (the issue's emulator) unless moto is asked for alone
+        only = tuple(s for s in sections if s != "backfill" or name == "ministack" or len(names) == 1)
+        ran = run_emulator(name, {**inputs, **backfill_inputs}, calls, model, only, quick, orders)
+        for section in ("auth", "bulk", "archive", "replay", "backfill"):
             if section in ran:
                 ran[section] |= {"command": command, "machine": machine}
         results["emulators"][name] = {**results["emulators"].get(name, {}), **ran}
@@ -600,6 +626,10 @@ def render(results: Mapping[str, Any], sections: tuple[str, ...] = SECTIONS) -> 
         for name, em in results["emulators"].items():
             if "replay" in em:
                 out += [*([""] if out else []), *render_replay(name, em["replay"])]
+    if "backfill" in sections:
+        for name, em in results["emulators"].items():
+            if "backfill" in em:
+                out += [*([""] if out else []), *render_backfill(name, em["backfill"])]
     return "\n".join(out)
 
 

@@ -437,13 +437,13 @@ class Bench:
         stand-in (the variables of an earlier auth or bulk run are taken back). With `archive`, the
         stage has a bucket and the drain archives what it delivered (`relay` leaves the response
         archive off: its one PUT per message is not the delivered archive's cost). `extra`: more
-        stage variables (a replay's high-water mark)."""
+        stage variables (a replay's or a backfill's high-water mark)."""
         self.emulator.reset()
         env, secrets = dict(self.base), None
         self.archive = archive
         if archive:
             env["TRICKLE_ARCHIVE_BUCKET"] = ARCHIVE_BUCKET
-        for field in (*AUTH_FIELDS, *BULK_FIELDS):  # load_app sets the stage's variables in os.environ
+        for field in (*AUTH_FIELDS, *BULK_FIELDS, "backfill_max_queued"):  # load_app sets them in os.environ
             os.environ.pop(naming.destination_variable("orders", field), None)
         if auth is not None:
             secrets = auth.secrets("orders", env)

@@ -66,6 +66,11 @@ def _record(i: int, event: str, keys: dict[str, Any], new: Any, old: Any, stream
     }
 
 
+def insert_record(i: int, image: dict[str, Any], stream_arn: str) -> dict[str, Any]:
+    """The stream record of item `image`'s insert, event number `i`."""
+    return _record(i, "INSERT", {"pk": image["pk"], "sk": image["sk"]}, image, None, stream_arn)
+
+
 # How the bench writes a backlog's orders to the stream (issue 25's bulk section): `interleaved`, one
 # customer after another (each run of `groups` orders holds one of each), or `grouped`, each
 # customer's orders one after another. A FIFO queue keeps the send order; ministack's and moto's
@@ -89,12 +94,10 @@ def order_records(
 ) -> list[dict[str, Any]]:
     """New orders only, spread over `groups` customers in the write `order`: every one is a message
     to the orders API."""
-    out = []
-    for i in range(count):
-        image = order_image(i, customer(group_of(i, count, groups, order), groups))
-        keys = {"pk": image["pk"], "sk": image["sk"]}
-        out.append(_record(i, "INSERT", keys, image, None, stream_arn))
-    return out
+    return [
+        insert_record(i, order_image(i, customer(group_of(i, count, groups, order), groups)), stream_arn)
+        for i in range(count)
+    ]
 
 
 def mixed_records(count: int, customers: int, stream_arn: str) -> list[dict[str, Any]]:
