@@ -29,7 +29,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
+from botocore.exceptions import EndpointConnectionError
 
 from chalicelib import naming
 from chalicelib.dead_letters import RedriveFilter, Redriver, RedriveReport
@@ -40,7 +40,7 @@ from chalicelib.notes import Notes
 from chalicelib.operations import MAX_REASON_CHARS, ReleaseError, release
 from chalicelib.settings import Settings, load_settings
 from trickle_deploy import replay_command
-from trickle_deploy.session import configured_session
+from trickle_deploy.session import configured_session, local_session
 from trickle_project import stage
 
 
@@ -201,8 +201,25 @@ def main(argv: list[str] | None = None) -> int:
 
     env = stage.stage_env(args.stage)
     endpoint = args.endpoint or env.get("AWS_ENDPOINT_URL")
-    # Real AWS: a region and credentials, or one message saying what to set (no botocore traceback).
-    make: Any = boto3.client if endpoint else configured_session(args.region).client
+    # A local endpoint: the emulator's credentials and region, as `./dev run` has. Real AWS: a region
+    # and credentials, or one message saying what to set (no botocore traceback).
+    make: Any = (local_session if endpoint else configured_session)(args.region).client
+    try:
+        return act(parser, args, env, endpoint, make)
+    except EndpointConnectionError as exc:
+        local = " (is the local stack running? ./dev run)" if endpoint else ""
+        print(f"cannot reach {exc.kwargs['endpoint_url']}{local}", file=sys.stderr)
+        return 1
+
+
+def act(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    endpoint: str | None,
+    make: Any,
+) -> int:
+    """The command, with clients from `make` (the stage's endpoint's, or AWS's)."""
     if args.stack_name:
         env = stack_env(
             make("cloudformation", endpoint_url=endpoint),

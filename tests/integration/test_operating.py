@@ -5,14 +5,19 @@ stand-in API answering over real HTTP: the running totals after a few runs, paus
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.fakes import environment_outside_the_suite
 from tests.integration.conftest import Stack
 from trickle_deploy.operate import main as operate
 from trickle_local.standin_api import Reply
+from trickle_project.stage import PROJECT_DIR
 
 
 def submit(stack: Stack, n: int, group: str = "g", **extra: Any) -> str:
@@ -183,3 +188,32 @@ def test_operate_pauses_and_resumes_as_the_routes_do(
     with pytest.raises(SystemExit):
         operate([*endpoint, "pause", "nowhere"])
     assert "no destination nowhere; destinations: orders, crm" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["--stage", "local"], ["--stage", "local", "--region", "us-east-1"], []],
+    ids=["local", "region", "default-stage"],
+)
+def test_operate_on_a_local_endpoint_needs_no_aws_configuration(
+    stack: Stack, tmp_path: Path, options: list[str]
+) -> None:
+    """A new user's shell (no AWS_* variables, no AWS configuration): the emulator's test credentials
+    and us-east-1, as `./dev run` has, not a botocore traceback."""
+    env = {k: v for k, v in environment_outside_the_suite().items() if not k.startswith("AWS_")}
+    endpoint = ["--endpoint", stack.env["AWS_ENDPOINT_URL"]]
+    for command, code, shown in (
+        (["resume", "orders"], 0, '{"destination": "orders", "paused": null}\n'),
+        (["backfill-status", "6f1c2a9e-0000-4000-8000-000000000001"], 1, ""),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "trickle_deploy.operate", *options, *endpoint, *command],
+            cwd=PROJECT_DIR,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env | {"HOME": str(tmp_path)},
+        )
+        assert "Traceback" not in done.stderr, done.stderr
+        assert (done.returncode, done.stdout) == (code, shown), done.stderr
+    assert done.stderr == "no backfill 6f1c2a9e-0000-4000-8000-000000000001\n"

@@ -7,6 +7,7 @@ configuration, so neither a region nor credentials come from the machine the sui
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,15 @@ def test_an_operator_command_without_region_or_credentials_says_what_to_set(
     assert done.returncode != 0
     assert "Traceback" not in done.stdout + done.stderr
     assert done.stderr.splitlines() == [NO_REGION, NO_CREDENTIALS]
+
+
+def test_an_operator_command_on_a_local_endpoint_that_is_down_says_so(tmp_path: Path) -> None:
+    """No AWS configuration and nothing listening (a port bound, never listened on: refused)."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        done = run(
+            [sys.executable, "-m", "trickle_deploy.operate", "--endpoint", url, "resume", "orders"], tmp_path
+        )
+    assert done.returncode == 1
+    assert done.stderr == f"cannot reach {url}/ (is the local stack running? ./dev run)\n"
