@@ -104,6 +104,9 @@ def console() -> Response:
     """The operator console's page: static, no data, so no authorizer; its calls carry the operator's."""
     from chalicelib import console as files
 
+    request = app.current_request
+    if request is not None and str(request.context.get("path", "")).endswith("/"):  # /console/
+        return Response(body="", status_code=302, headers=files.FROM_SLASH)
     return Response(body=files.page(settings.auth), headers=files.page_headers())
 
 

@@ -101,6 +101,8 @@ class ConsoleProxy:
                 if path == "/console":
                     page = console.page("proxy", proxy.session).encode()
                     return self._send(200, page, console.page_headers())
+                if path == "/console/":
+                    return self._send(302, b"", console.FROM_SLASH)
                 if path.startswith("/console/"):
                     found = console.asset(path.removeprefix("/console/"))
                     if found is None:

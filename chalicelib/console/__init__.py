@@ -19,6 +19,9 @@ PAGE = "console.html"
 ASSETS = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
 AUTH_MODES = ("token", "iam", "proxy")
 Headers = dict[str, str | list[str]]  # as chalice.Response takes them
+# Where /console/ sends the browser: the page names its files relative to /console (they work under
+# any stage prefix, /api/console), which from /console/ would resolve to /console/console/...
+FROM_SLASH: Headers = {"Location": "../console"}
 _SESSION = re.compile(r"[A-Za-z0-9]{0,128}")
 
 # The page runs only its own script and talks only to its own origin: even a bug that put API data

@@ -45,6 +45,9 @@ def test_the_console_s_files_are_served_without_credentials_and_nothing_else_is(
     for name, kind in (("console.js", "text/javascript"), ("console.css", "text/css")):
         asset = requests.get(f"{routes}/console/{name}?v=1", timeout=10)
         assert asset.status_code == 200 and asset.headers["Content-Type"].startswith(kind)
+    slash = requests.get(f"{routes}/console/", timeout=10)  # its files named relative to /console
+    assert (slash.status_code, slash.url, slash.history[0].status_code) == (200, f"{routes}/console", 302)
+    assert '<meta name="trickle-auth" content="token">' in slash.text
     missing = requests.get(f"{routes}/console/app.py", timeout=10)
     assert missing.status_code == 404 and "the console is at /console" in missing.text
     assert requests.get(f"{routes}/status", timeout=10).status_code == 401  # the data is not open

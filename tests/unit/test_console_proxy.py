@@ -125,6 +125,8 @@ def test_the_console_s_files_are_served_naming_the_proxy_and_its_session(proxy: 
     assert f'<meta name="trickle-session" content="{SESSION}">'.encode() in page
     assert call(proxy, "GET", "/console/console.js?v=1")[0] == 200
     assert call(proxy, "GET", "/console/console.html")[0] == 404
+    status, headers, _ = call(proxy, "GET", "/console/")  # its relative links would miss from there
+    assert (status, headers["Location"]) == (302, "../console")
 
 
 def test_a_call_from_the_console_is_signed_for_execute_api_and_answered_as_the_api_answered(
