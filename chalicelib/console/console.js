@@ -39,8 +39,10 @@
     return el("a", { href: "#/" + hash.map(encodeURIComponent).join("/"), ...props }, text);
   }
 
+  // The page's content; null, undefined and false among the nodes are left out, as el() does.
   function show(...nodes) {
-    main.replaceChildren(...nodes);
+    const shown = nodes.filter((node) => node !== null && node !== undefined && node !== false);
+    main.replaceChildren(...shown);
   }
 
   function every(ms, fn) {

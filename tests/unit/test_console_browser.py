@@ -230,7 +230,12 @@ def test_the_token_travels_only_in_the_authorization_header_and_a_refusal_asks_a
     def answer(method: str, path: str, body: bytes) -> Answer | None:
         return (200, status(["orders"])) if path == "/status" else None
 
-    api = open_console(browser, served, answer)
+    api = FakeOperatorApi(answer, TOKEN).start()
+    served.append(api)
+    browser.get(f"{api.url}/console")
+    wait(browser, lambda: found(browser, "#token-form"))
+    assert "null" not in found(browser, "main")[0].text  # no message yet: nothing in its place
+    enter_token(browser, TOKEN)
     wait(browser, lambda: found(browser, "#overview tbody tr"))
 
     calls = [seen for seen in api.requests() if seen.path == "/status"]
