@@ -3,8 +3,10 @@ or `POST /messages` with `task_token`) has a task waiting for it. The drain answ
 `SendTaskSuccess` with the API's answer, `SendTaskFailure` when the message is dead-lettered, and
 `SendTaskHeartbeat` while it is retried or held.
 
-The token travels only on the destination's queue (`trickle-task-token`); dead letters never carry
-it, since their task has been answered (or is answered from the source copy) by the time they exist.
+The token travels on the destination's queue (`trickle-task-token`); a submission's is also kept in
+its ledger record until its task is answered or gone, so a paused drain can heartbeat it before any
+run has received it (`Ledger.queued_tasks`). Dead letters never carry it, since their task has been
+answered (or is answered from the source copy) by the time they exist.
 What the answers say, the task's output and its failure's cause, is `chalicelib.task_answers`.
 """
 

@@ -179,7 +179,8 @@ class Effects:
         return self._notes.load(pause_key(self._destination)) if self._notes is not None else None
 
     def keep_waiting(self, state: RunState) -> None:
-        """A paused run: heartbeats to the tasks the last runs left waiting, read from its run note."""
+        """A paused run: heartbeats to the tasks the last runs left waiting, read from its run note,
+        and to those of messages queued with a token since, read from the ledger."""
         if self._notes is not None:
             self._tasks.keep_waiting(
                 health.carried_tasks(self._notes.load(run_note_key(self._destination))), state

@@ -1,12 +1,15 @@
 """The drain's side of Step Functions, for the drain's effects (`chalicelib.drain_effects`): the
 task token a message carries, the answer its task gets (success with the API's answer, failure with
-the reason), and the heartbeats that keep the tasks of a held group waiting."""
+the reason), and the heartbeats that keep the tasks of a held group (or a paused destination) waiting."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
 
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib import health
 from chalicelib.drain_log import fields, log
 from chalicelib.drain_state import GroupRun, Records, RunState
 from chalicelib.model import TASK_TOKEN_ATTRIBUTE, ApiResponse, CallbackResult, LedgerRecord, ReceivedMessage
@@ -15,6 +18,9 @@ from chalicelib.ports import Archive, Callbacks, DeliveryLedger
 from chalicelib.task_answers import BODY_URL_EXPIRES_S, failure_cause, success_output
 
 TASK_GONE = "rejected"  # the ledger's callback state for a task that refused a call
+# How many of a destination's newest queued ledger records a paused run looks through for task
+# tokens (`Ledger.queued_tasks`): at most 5 BatchGetItem calls of 100 a run.
+QUEUED_SCANNED = 500
 
 
 class Tasks:
@@ -103,14 +109,26 @@ class Tasks:
             if result is CallbackResult.REJECTED:
                 self._ledger.note_callback(message.message_id, message.group_id, TASK_GONE)
 
-    def keep_waiting(self, tokens: Mapping[str, str], state: RunState) -> None:
-        """A paused destination's run: a heartbeat to each task its runs left waiting in the queue
-        (`chalicelib.health.waiting_tasks`), without receiving a message; one that refuses it is
-        gone (`state.gone`) and never called again."""
+    def keep_waiting(self, carried: Mapping[str, str], state: RunState) -> None:
+        """A paused destination's run, without receiving a message: a heartbeat to each task its runs
+        left waiting in the queue (`carried`, the run note's) and to each the ledger holds for a
+        message queued since (`health.paused_heartbeats`). One that refuses it is gone (`state.gone`
+        drops it from the note; the ledger records it, `callback: rejected`) and never called again."""
         if self._callbacks is None:
             return
-        for token in tokens.values():
-            state.callback(Callback.HEARTBEAT, self._callbacks.heartbeat(token), token)
+        try:
+            queued = self._ledger.queued_tasks(QUEUED_SCANNED)
+        except (ClientError, BotoCoreError) as exc:  # the note's still get theirs
+            log.warning(
+                "queued tasks not read: only those of the run note get a heartbeat",
+                extra={"destination": self._destination, "error": str(exc)},
+            )
+            queued = []
+        for task in health.paused_heartbeats(carried, queued):
+            result = self._callbacks.heartbeat(task.token)
+            state.callback(Callback.HEARTBEAT, result, task.token)
+            if result is CallbackResult.REJECTED and task.message_id:
+                self._ledger.note_callback(task.message_id, task.group_id, TASK_GONE)
 
     def _waiting(self, message: ReceivedMessage, records: Records) -> str:
         """The token of the task waiting for a message: none once the ledger shows it answered or gone."""

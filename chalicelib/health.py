@@ -1,13 +1,15 @@
 """A destination's health as its drain runs leave it in their run note, and what `/status` shows of
 it: the circuit (open while runs end on the breaker), the groups halted in strict ordering, the
 Step Functions tasks waiting on messages left in the queue (a paused drain keeps them alive with
-heartbeats without receiving a message), and a pause. No I/O: the drain and the routes read and
-write the notes."""
+heartbeats without receiving a message, and the tasks of messages queued since, from the ledger),
+and a pause. No I/O: the drain and the routes read and write the notes."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
+
+from chalicelib.model import QueuedTask, Status
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
 CIRCUIT_FIELD = "circuit"
@@ -93,6 +95,23 @@ def waiting_tasks(
     left |= {copy: token for copy, token in seen.items() if copy not in removed}
     kept = [(copy, token) for copy, token in left.items() if token not in gone]
     return dict(kept[:MAX_TASKS_KEPT])
+
+
+def paused_heartbeats(carried: Mapping[str, str], queued: Iterable[QueuedTask]) -> list[QueuedTask]:
+    """The tasks a paused run heartbeats, each token once: those its runs left waiting (the run
+    note's, `waiting_tasks`; no message id: a refusal only drops them from the note), then those
+    the ledger holds for messages queued with a token (`Ledger.queued_tasks`: none received yet,
+    e.g. submitted while paused) that are still queued and whose task was neither answered nor is
+    gone; at most `MAX_TASKS_KEPT` of each."""
+    tasks = [QueuedTask("", "", token) for token in dict.fromkeys(carried.values())][:MAX_TASKS_KEPT]
+    known = {task.token for task in tasks}
+    waiting = [
+        task
+        for task in queued
+        if task.status is Status.QUEUED and not task.callback and task.token and task.token not in known
+    ]
+    unique = {task.token: task for task in reversed(waiting)}  # the first of a token's records
+    return tasks + [task for task in waiting if unique[task.token] is task][:MAX_TASKS_KEPT]
 
 
 def carried_tasks(note: Mapping[str, Any] | None) -> dict[str, str]:

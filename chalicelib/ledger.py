@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from chalicelib.batch_retry import retry_unprocessed
-from chalicelib.model import MAX_TRANSACTION_ITEMS, Attempt, LedgerRecord, Settlement, Status, iso_utc
+from chalicelib.model import (
+    MAX_TRANSACTION_ITEMS,
+    Attempt,
+    LedgerRecord,
+    QueuedTask,
+    Settlement,
+    Status,
+    iso_utc,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -46,6 +54,7 @@ STATUS_SORT_KEY = "status_at"
 ITEM_INDEX = "by-item"
 ITEM_PARTITION_KEY = "item_key"
 ITEM_SORT_KEY = "item_sort"
+TASK_TOKEN = "task_token"  # a queued message's waiting task (`Ledger.record_queued`); never shown
 # index -> (its partition key, its sort key, what it holds of a record)
 INDEXES = {
     DEAD_INDEX: (DEAD_PARTITION_KEY, DEAD_SORT_KEY, "ALL"),
@@ -220,10 +229,16 @@ class Ledger:
         ).get("Item")
         return record_from_item(item) if item else None
 
-    def record_queued(self, message_id: str, group_id: str, item: tuple[str, str] = ("", "")) -> bool:
+    def record_queued(
+        self, message_id: str, group_id: str, item: tuple[str, str] = ("", ""), task_token: str = ""
+    ) -> bool:
         """First sight of a message (`item`: its item's index keys, `item_keys.index_values`); an
-        existing record (any status) is left alone."""
-        return self._put_new(message_id, group_id, Status.QUEUED, _item_values(*item))
+        existing record (any status) is left alone. `task_token`: the Step Functions task waiting for
+        it, kept until the task is answered or gone (`note_callback`, or a delivery's whole record),
+        so a paused drain can heartbeat it before any run has received the message (`queued_tasks`);
+        never read back into a `LedgerRecord`, so never shown."""
+        extra = _item_values(*item) | ({TASK_TOKEN: {"S": task_token}} if task_token else {})
+        return self._put_new(message_id, group_id, Status.QUEUED, extra)
 
     def _put_new(self, message_id: str, group_id: str, status: Status, extra: dict[str, Any]) -> bool:
         """Write a first record; False (and nothing written) if the message has one already."""
@@ -251,17 +266,53 @@ class Ledger:
 
     def read(self, message_ids: Collection[str]) -> dict[str, LedgerRecord]:
         """The records of a whole receive round in one consistent BatchGetItem per 100 ids."""
-        found: dict[str, LedgerRecord] = {}
+        records = (record_from_item(item) for item in self._get_many(message_ids))
+        return {record.message_id: record for record in records}
+
+    def queued_tasks(self, scanned: int) -> list[QueuedTask]:
+        """The destination's queued messages with a task token (`record_queued`), newest first,
+        among the newest `scanned` of its status index's queued partition (keys only, eventually
+        consistent: one queued a moment ago may show on the next call), each record read back for
+        what a heartbeat needs (consistent BatchGetItem calls of 100, only those attributes).
+        Whether each still waits is the caller's decision (`chalicelib.health.paused_heartbeats`)."""
+        listed, _ = self.listed(
+            STATUS_INDEX, status_key(self._destination, Status.QUEUED), scanned, newest_first=True
+        )
+        items = self._get_many(
+            [message_id for message_id, _ in listed],
+            {
+                "ProjectionExpression": "message_id, group_id, #status, callback, #token",
+                "ExpressionAttributeNames": {"#status": "status", "#token": TASK_TOKEN},
+            },
+        )
+        order = {message_id: n for n, (message_id, _) in enumerate(listed)}  # BatchGetItem keeps none
+        items.sort(key=lambda item: order[item["message_id"]["S"]])
+        return [
+            QueuedTask(
+                item["message_id"]["S"],
+                item.get("group_id", {}).get("S", ""),
+                item[TASK_TOKEN]["S"],
+                Status(item["status"]["S"]),
+                item.get("callback", {}).get("S", ""),
+            )
+            for item in items
+            if TASK_TOKEN in item and "status" in item
+        ]
+
+    def _get_many(
+        self, message_ids: Collection[str], projection: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """The items of `message_ids` (those that exist), in consistent BatchGetItem calls of 100;
+        `projection`: only those attributes (a ProjectionExpression and its names)."""
+        found: list[dict[str, Any]] = []
         ids = sorted(set(message_ids))
 
         def get(keys: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             request: dict[str, KeysAndAttributesTypeDef] = {
-                self.table: {"Keys": list(keys), "ConsistentRead": True}
+                self.table: {"Keys": list(keys), "ConsistentRead": True, **(projection or {})}  # type: ignore[typeddict-item]
             }
             response = self._client.batch_get_item(RequestItems=request)
-            for item in response.get("Responses", {}).get(self.table, []):
-                record = record_from_item(item)
-                found[record.message_id] = record
+            found.extend(response.get("Responses", {}).get(self.table, []))
             left = (response.get("UnprocessedKeys") or {}).get(self.table)
             return list(left.get("Keys", [])) if left else []
 
@@ -423,7 +474,8 @@ class Ledger:
 
     def note_callback(self, message_id: str, group_id: str, state: str) -> None:
         """The message's task was answered ("success", "failure") or is gone ("rejected"): it is
-        never answered again, whatever copy of the message comes back. A message never seen
+        never answered again, whatever copy of the message comes back, and its token (if the ledger
+        kept it, `record_queued`) is forgotten. A message never seen
         before (sent by a state machine, its task gone at the first heartbeat) gets a queued record."""
         stamp = self._stamp()
         self._client.update_item(
@@ -433,7 +485,7 @@ class Ledger:
                 "SET callback = :state, updated_at = :now, #status = if_not_exists(#status, :queued),"
                 " group_id = if_not_exists(group_id, :group), attempts = if_not_exists(attempts, :zero),"
                 " expires_at = if_not_exists(expires_at, :expires)"
-                " REMOVE callback_output"
+                f" REMOVE callback_output, {TASK_TOKEN}"
             ),
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues={

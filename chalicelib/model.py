@@ -116,6 +116,19 @@ def attempt(at: float, status_code: int | None, elapsed_ms: float, reason: str) 
 
 
 @dataclass(frozen=True)
+class QueuedTask:
+    """A message queued with a Step Functions task token, as its ledger record keeps it until its task
+    is answered or gone (`Ledger.queued_tasks`): what a paused drain needs to heartbeat a task no run
+    has received the message of. The token is left out of the repr, so no log line carries it."""
+
+    message_id: str
+    group_id: str
+    token: str = field(repr=False)
+    status: Status = Status.QUEUED
+    callback: str = ""  # the task was answered or is gone (`LedgerRecord.callback`)
+
+
+@dataclass(frozen=True)
 class LedgerRecord:
     message_id: str
     status: Status

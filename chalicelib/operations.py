@@ -24,7 +24,7 @@ from chalicelib.archive import ResponseArchive
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.jobs import Jobs
 from chalicelib.ledger import ITEM_INDEX, STATUS_INDEX, Ledger, status_key
-from chalicelib.model import LedgerRecord, Status, dead_at, iso_utc
+from chalicelib.model import TASK_TOKEN_ATTRIBUTE, LedgerRecord, Status, dead_at, iso_utc
 from chalicelib.naming import active_jobs_key, pause_key, run_note_key, totals_key
 from chalicelib.notes import UNROUTED_NOTE_KEY, Notes, counts_of, document_of, members_of, numbers_of
 from chalicelib.oldest import NOTE_FIELD, oldest_figures
@@ -374,7 +374,8 @@ class Operations:
         message = submission.message
         key = item_keys.from_attributes(message.attributes, None)
         item = item_keys.index_values(key, self._clock(), message.message_id)
-        self._ledgers[message.destination].record_queued(message.message_id, message.group_id, item)
+        token = message.attributes.get(TASK_TOKEN_ATTRIBUTE, "")  # heartbeats while paused
+        self._ledgers[message.destination].record_queued(message.message_id, message.group_id, item, token)
         return {
             "message_id": submission.message.message_id,
             "status_url": f"/messages/{submission.message.message_id}",

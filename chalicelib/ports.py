@@ -18,6 +18,7 @@ from chalicelib.model import (
     EnrichmentFailure,
     LedgerRecord,
     OutboundMessage,
+    QueuedTask,
     ReceivedMessage,
     SendFailure,
     Settlement,
@@ -77,6 +78,11 @@ class DeliveryLedger(Protocol):
     def note_callback(self, message_id: str, group_id: str, state: str) -> None: ...
 
     def hold_until(self, message_id: str, group_id: str, until: float) -> None: ...
+
+    def queued_tasks(self, scanned: int) -> list[QueuedTask]:
+        """The task tokens of the destination's queued messages, among its newest `scanned` queued
+        records (`chalicelib.ledger.Ledger.queued_tasks`)."""
+        ...
 
 
 class Callbacks(Protocol):

@@ -32,6 +32,7 @@ from chalicelib.model import (
     CredentialsFailure,
     LedgerRecord,
     OutboundMessage,
+    QueuedTask,
     ReceivedMessage,
     SendFailure,
     Settlement,
@@ -214,6 +215,7 @@ class FakeLedger:
         self.writes: list[int] = []  # records written, per call that wrote any
         self.transactions: list[list[tuple[str, Status, bool]]] = []  # settle_many's, each call's settles
         self.unavailable = 0  # transactions still to refuse, as DynamoDB does when busy: nothing written
+        self.tokens: dict[str, str] = {}  # message id -> the task token its record keeps (`record_queued`)
 
     def read(self, message_ids: Collection[str]) -> dict[str, LedgerRecord]:
         self.reads.append(len(message_ids))
@@ -223,6 +225,28 @@ class FakeLedger:
         if records:
             self.writes.append(len(records))
         self.records.update((r.message_id, r) for r in records)
+        for record in records:  # a whole record replaces the item, its token with it
+            self.tokens.pop(record.message_id, None)
+
+    def record_queued(
+        self, message_id: str, group_id: str, item: tuple[str, str] = ("", ""), task_token: str = ""
+    ) -> bool:
+        """A submission's first record, with its task's token if it has one."""
+        if message_id in self.records:
+            return False
+        self.records[message_id] = LedgerRecord(message_id, Status.QUEUED, group_id=group_id)
+        if task_token:
+            self.tokens[message_id] = task_token
+        return True
+
+    def queued_tasks(self, scanned: int) -> list[QueuedTask]:
+        """The newest `scanned` queued records' tokens, as the status index files them."""
+        queued = [r for r in self.records.values() if r.status is Status.QUEUED][::-1][:scanned]
+        return [
+            QueuedTask(r.message_id, r.group_id, self.tokens[r.message_id], r.status, r.callback)
+            for r in queued
+            if r.message_id in self.tokens
+        ]
 
     def restart(self, message_id: str) -> LedgerRecord | None:
         prior = self.records.get(message_id)
@@ -270,6 +294,7 @@ class FakeLedger:
     def note_callback(self, message_id: str, group_id: str, state: str) -> None:
         prior = self.records.get(message_id) or LedgerRecord(message_id, Status.QUEUED, group_id=group_id)
         self.records[message_id] = replace(prior, callback=state, callback_output="")
+        self.tokens.pop(message_id, None)
 
     def hold_until(self, message_id: str, group_id: str, until: float) -> None:
         prior = self.records.get(message_id) or LedgerRecord(message_id, Status.QUEUED, group_id=group_id)

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from chalicelib import naming
-from chalicelib.ledger import INDEXES
+from chalicelib.ledger import INDEXES, STATUS_INDEX
 from chalicelib.notes import UNROUTED_NOTE_KEY
 from chalicelib.settings import Destination, Settings, SettingsError, load_settings
 from trickle_project.secret_parameters import CREDENTIALS, HEADERS, SIGNING, SecretParameter, needed
@@ -96,6 +96,10 @@ class StageResources:
     archive_objects_arn: Arn | None
     archive_bucket_arn: Arn | None  # the bucket itself (a replay lists its delivered archive)
     state_machine_arns: tuple[Arn, ...]  # whose tasks the drains may answer
+
+    @property
+    def status_index_arn(self) -> Arn:
+        return self.ledger_index_arns[list(INDEXES).index(STATUS_INDEX)]
 
     @property
     def queue_arns(self) -> list[Arn]:
@@ -373,6 +377,13 @@ def _drain_policy(
             ),
             *(
                 [_statement("AnswerWaitingTasks", CALLBACK_ACTIONS, list(r.state_machine_arns))]
+                if r.state_machine_arns
+                else []
+            ),
+            *(
+                # a paused run finds the tasks of messages queued with a token since its last run
+                # (`Ledger.queued_tasks`: its queued records' keys; the index holds keys only)
+                [_statement("FindQueuedTasks", ["dynamodb:Query"], [r.status_index_arn])]
                 if r.state_machine_arns
                 else []
             ),

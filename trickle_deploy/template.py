@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib import naming
-from chalicelib.ledger import table_definition
+from chalicelib.ledger import STATUS_INDEX, table_definition
 from chalicelib.notes import notes_table_definition
 from chalicelib.settings import Destination, Settings
 from trickle_deploy.policies import (
@@ -586,6 +586,12 @@ def _example_resources(destinations: Sequence[Destination]) -> dict[str, Any]:
                             "Effect": "Allow",
                             "Action": "s3:GetObject",
                             "Resource": {"Fn::Sub": "${ResponseArchive.Arn}/responses/*"},
+                        },
+                        {  # a paused run finds the tasks of messages submitted since (`Ledger.queued_tasks`)
+                            "Sid": "FindQueuedTasks",
+                            "Effect": "Allow",
+                            "Action": "dynamodb:Query",
+                            "Resource": {"Fn::Sub": f"${{LedgerTable.Arn}}/index/{STATUS_INDEX}"},
                         },
                     ],
                 },

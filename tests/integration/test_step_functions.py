@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from typing import Any
 
 import boto3
@@ -25,10 +26,14 @@ TOKENS_HOOK = "test-step-functions-task-tokens"
 
 
 class Workflow:
-    def __init__(self, stack: Stack, heartbeat_s: int = 60, timeout_s: int = 120) -> None:
+    def __init__(
+        self, stack: Stack, heartbeat_s: int = 60, timeout_s: int = 120, queue_url: str = ""
+    ) -> None:
+        """`queue_url`: where the task sends its item and token (the orders queue by default)."""
         self.stack = stack
         self.sfn = stack.aws["stepfunctions"]
-        definition = wait_definition(stack.env["TRICKLE_DEST_ORDERS_QUEUE_URL"], heartbeat_s, timeout_s)
+        queue_url = queue_url or stack.env["TRICKLE_DEST_ORDERS_QUEUE_URL"]
+        definition = wait_definition(queue_url, heartbeat_s, timeout_s)
         self.arn = self.sfn.create_state_machine(
             name=STATE_MACHINE,
             definition=json.dumps(definition),
@@ -167,3 +172,58 @@ def test_a_callback_to_a_timed_out_execution_is_counted_and_the_message_deleted(
     assert (described["status"], described["error"]) == ("FAILED", "States.Timeout")  # its heartbeat lapsed
     assert (report["delivered"], report["callbacks_rejected"], report["callbacks"]) == (1, 1, 0)
     assert stack.queue_depth() == 0 and len(stack.api.requests) == 1
+
+
+@pytest.mark.slow
+def test_a_task_submitted_while_paused_is_kept_alive_and_answered_after_resume(stack: Stack) -> None:
+    """A workflow hands its token to `POST /messages` while the destination is paused: no run has
+    received the message, so paused runs find its task in the ledger and keep it alive well past
+    its HeartbeatSeconds, without a receive; resumed, the message is delivered and the execution
+    resumes with the API's answer."""
+    heartbeat_s = 6
+    sqs = stack.aws["sqs"]
+    handoff = sqs.create_queue(QueueName="trickle-local-handoff.fifo", Attributes={"FifoQueue": "true"})
+    flow = Workflow(stack, heartbeat_s=heartbeat_s, queue_url=handoff["QueueUrl"])
+    stack.api.responder = lambda body, headers: Reply(200, '{"order":"A-23"}')
+    assert stack.http("POST", "/destinations/orders/pause", {"reason": "maintenance"}).status_code == 200
+
+    execution = flow.sfn.start_execution(
+        stateMachineArn=flow.arn, input=json.dumps({"item": {"order": 23}, "group": "g1"})
+    )["executionArn"]
+
+    def handed_over() -> str | None:
+        got = sqs.receive_message(
+            QueueUrl=handoff["QueueUrl"], MessageAttributeNames=["All"], WaitTimeSeconds=1
+        ).get("Messages", [])
+        attributes = got[0]["MessageAttributes"] if got else {}
+        return str(attributes[TASK_TOKEN_ATTRIBUTE]["StringValue"]) if attributes else None
+
+    token = until(handed_over)
+    stack.recorder.task_tokens[token] = flow.arn
+    submitted = stack.http(
+        "POST", "/messages", {"item": {"order": 23}, "destination": "orders", "task_token": token}
+    )
+    assert submitted.status_code == 202, submitted.body
+    first = len(stack.recorder.calls)
+    began = time.monotonic()
+    paused: list[dict[str, Any]] = []
+
+    def outlived_heartbeats() -> bool:  # runs back to back, each sooner than HeartbeatSeconds
+        paused.append(stack.drain())
+        assert flow.describe(execution)["status"] == "RUNNING"
+        return time.monotonic() - began > 2 * heartbeat_s + 1
+
+    until(outlived_heartbeats, 60, every_s=0.5)
+
+    drain_calls = [c.operation for c in stack.recorder.calls[first:] if c.function == "drain_orders"]
+    assert {r["stopped_by"] for r in paused} == {"paused"} and stack.api.requests == []
+    assert "ReceiveMessage" not in drain_calls and "SendTaskHeartbeat" in drain_calls
+    assert sum(r["heartbeats"] for r in paused) >= len(paused) and not any(
+        r["callbacks_rejected"] for r in paused
+    )
+    assert stack.http("POST", "/destinations/orders/resume").status_code == 200
+    described, reports = flow.finish(execution)
+    assert described["status"] == "SUCCEEDED", described
+    assert json.loads(described["output"])["body"] == {"order": "A-23"}
+    assert [json.loads(r.body)["item"] for r in stack.api.requests] == [{"order": 23}]  # the envelope
+    assert sum(r["callbacks"] for r in reports) == 1 and stack.queue_depth() == 0

@@ -1,15 +1,18 @@
 """A drain run's part in its destination's health (issue #27), against the in-memory fakes: a
-paused destination receives nothing and keeps its waiting tasks alive from its run note, the run
+paused destination receives nothing and keeps its waiting tasks alive from its run note and the
+ledger, the run
 note carries the halted groups and the circuit, and the running totals get one write a run."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from botocore.exceptions import ClientError
+
 from chalicelib.drain import Drainer
 from chalicelib.drain_state import DrainReport
 from chalicelib.health import pause_note
-from chalicelib.model import ApiResponse, CallbackResult, Status
+from chalicelib.model import ApiResponse, CallbackResult, QueuedTask, Status
 from chalicelib.naming import pause_key, run_note_key, totals_key
 from tests.fakes import (
     FakeCallbacks,
@@ -115,6 +118,54 @@ def test_a_paused_run_receives_nothing_and_heartbeats_the_tasks_left_waiting(
     resumed = rig.run()
     assert resumed.delivered == 2 and rig.callbacks.kinds("t0")[-1] == "success"
     assert rig.note()["waiting_tasks"] == {}
+
+
+def test_a_token_message_queued_while_paused_gets_heartbeats_from_the_ledger(
+    make_settings: MakeSettings,
+) -> None:
+    """No run has received a message submitted while paused, so its token is not in the run note:
+    paused runs find it in the ledger (`record_queued` kept it), without a receive; a task that
+    refuses a heartbeat is recorded gone and never called again; on resume the message is
+    delivered and its task answered."""
+
+    def script(kind: str, token: str, nth: int) -> CallbackResult:
+        return CallbackResult.REJECTED if token == "t-late" and kind == "heartbeat" else CallbackResult.SENT
+
+    rig = Rig(make_settings, failing_first(), FakeCallbacks(script))
+    rig.pause()
+    for group, token in (("g0", "t0"), ("g1", "t-late"), ("g2", "")):
+        rig.queue.put(message(group, 0, token=token))
+        rig.ledger.record_queued(f"{group}-0", group, task_token=token)
+
+    paused = [rig.run(), rig.run()]
+
+    assert rig.queue.receives == [] and rig.api.requests == []
+    assert [(r.heartbeats, r.callbacks_rejected) for r in paused] == [(1, 1), (1, 0)]
+    assert rig.callbacks.kinds("t0") == ["heartbeat"] * 2 and rig.callbacks.kinds("t-late") == ["heartbeat"]
+    assert rig.ledger.records["g1-0"].callback == "rejected" and "g1-0" not in rig.ledger.tokens
+    rig.notes.saved.pop(pause_key("orders"))
+    resumed = rig.run()
+    assert resumed.delivered == 3 and rig.callbacks.kinds("t0")[-1] == "success"
+    assert rig.callbacks.kinds("t-late") == ["heartbeat"]  # gone: no answer either
+    assert rig.ledger.tokens == {}
+
+
+def test_a_paused_run_that_cannot_read_the_ledger_still_heartbeats_the_run_notes_tasks(
+    make_settings: MakeSettings,
+) -> None:
+    rig = Rig(make_settings, failing_first("g0:0"), FakeCallbacks(), TRICKLE_DEST_ORDERS_HEARTBEAT_S="2")
+    rig.queue.put(message("g0", 0, token="t0"))
+    rig.run()  # g0 held by its backoff: its task noted
+    rig.pause()
+
+    def unreadable(scanned: int) -> list[QueuedTask]:
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "Query")
+
+    rig.ledger.queued_tasks = unreadable  # type: ignore[method-assign]
+    report = rig.run()
+    assert (report.stopped_by, report.heartbeats) == ("paused", 1) and rig.callbacks.kinds("t0")[
+        -1
+    ] == "heartbeat"
 
 
 def test_the_run_note_carries_the_halted_groups_until_they_move_on(make_settings: MakeSettings) -> None:

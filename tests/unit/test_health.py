@@ -1,6 +1,6 @@
 """A destination's health across drain runs (issue #27), as tables: the circuit, what `/status` shows
 of it, the changes logged and counted, the halted groups and the waiting tasks carried from run to
-run in the run note."""
+run in the run note, and the tasks a paused run heartbeats."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from chalicelib.health import (
     halted_groups,
     next_circuit,
     open_for_s,
+    paused_heartbeats,
     waiting_tasks,
 )
+from chalicelib.model import QueuedTask, Status
 
 NOW = 1_000.0
 WAS_OPEN = {"state": OPEN, "since": 400.0}
@@ -137,3 +139,40 @@ def test_waiting_tasks(
 def test_waiting_tasks_are_capped_to_fit_the_run_note() -> None:
     seen = {f"c{n}": f"t{n}" for n in range(MAX_TASKS_KEPT + 5)}
     assert len(waiting_tasks({}, seen, set(), set(), None)) == MAX_TASKS_KEPT
+
+
+def queued(message_id: str, token: str, status: Status = Status.QUEUED, callback: str = "") -> QueuedTask:
+    return QueuedTask(message_id, "g", token, status, callback)
+
+
+@pytest.mark.parametrize(
+    ("carried", "found", "heartbeats"),
+    [
+        ({"c1": "t1"}, [], [("", "t1")]),  # left waiting by a run: from the note
+        ({}, [queued("m2", "t2")], [("m2", "t2")]),  # queued with a token since: from the ledger
+        ({"c1": "t1"}, [queued("m1", "t1"), queued("m2", "t2")], [("", "t1"), ("m2", "t2")]),  # each once
+        ({}, [queued("m2", "t2", callback="rejected")], []),  # its task refused a heartbeat before
+        ({}, [queued("m2", "t2", callback="success")], []),  # answered
+        ({}, [queued("m2", "t2", Status.DELIVERED)], []),  # delivered since the index was read
+        ({}, [queued("m2", "t2", Status.FAILED)], []),  # attempted: a run received it (the note has it)
+        ({}, [queued("m2", ""), queued("m3", "t3")], [("m3", "t3")]),  # no token
+        ({}, [queued("m2", "t2"), queued("m3", "t2")], [("m2", "t2")]),  # one token, two records
+    ],
+    ids=["note", "ledger", "both", "gone", "answered", "delivered", "attempted", "no token", "same token"],
+)
+def test_paused_heartbeats(
+    carried: dict[str, str], found: list[QueuedTask], heartbeats: list[tuple[str, str]]
+) -> None:
+    assert [(t.message_id, t.token) for t in paused_heartbeats(carried, found)] == heartbeats
+
+
+def test_paused_heartbeats_take_at_most_the_cap_from_the_note_and_from_the_ledger() -> None:
+    carried = {f"c{n}": f"t{n}" for n in range(MAX_TASKS_KEPT + 5)}
+    found = [queued(f"m{n}", f"q{n}") for n in range(MAX_TASKS_KEPT + 5)]
+    tasks = paused_heartbeats(carried, found)
+    assert len(tasks) == 2 * MAX_TASKS_KEPT
+    assert tasks[-1].token == f"q{MAX_TASKS_KEPT - 1}"  # the newest first, as the ledger lists them
+
+
+def test_a_queued_task_never_shows_its_token() -> None:
+    assert "secret-token" not in repr(queued("m1", "secret-token"))

@@ -3,6 +3,7 @@ against moto's in-process DynamoDB (chalicelib/ledger.py)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from types import SimpleNamespace
@@ -127,6 +128,32 @@ def test_record_queued_never_overwrites_a_delivered_record(ledger: Ledger) -> No
     assert record.status is Status.DELIVERED
     assert record.attempts == 1
     assert seen(ledger, copy_id="copy-2") is Verdict.DELIVERED
+
+
+def test_a_queued_task_token_is_found_until_its_task_is_answered_and_never_shown(
+    ledger: Ledger, client: Any, clock: FakeClock
+) -> None:
+    """`record_queued` keeps a submission's task token for a paused drain (`queued_tasks`, newest
+    first, within `scanned`); the record as read, shown or listed never carries it; an answer (or a
+    task gone) and a delivery's whole record forget it."""
+    for n, token in enumerate(["t0", "", "t2", "t3"]):
+        ledger.record_queued(f"m{n}", f"g{n}", task_token=token)
+        clock.advance(1)
+    ledger.record_queued("m0", "g0", task_token="t-other")  # an existing record is left alone
+    found = ledger.queued_tasks(10)
+    assert [(t.message_id, t.group_id, t.token, t.status, t.callback) for t in found] == [
+        ("m3", "g3", "t3", Status.QUEUED, ""),
+        ("m2", "g2", "t2", Status.QUEUED, ""),
+        ("m0", "g0", "t0", Status.QUEUED, ""),
+    ]
+    assert [t.message_id for t in ledger.queued_tasks(2)] == ["m3", "m2"]  # the newest 2 records
+    assert "t0" not in repr(record_of(ledger, "m0")) and "t0" not in json.dumps(
+        record_of(ledger, "m0").as_dict()
+    )
+    ledger.note_callback("m3", "g3", "rejected")
+    ledger.write([delivered(None, "m2", "g2", 200, START)])
+    assert "task_token" not in raw_item(client, "m3") and "task_token" not in raw_item(client, "m2")
+    assert [t.message_id for t in ledger.queued_tasks(10)] == ["m0"]
 
 
 def test_get_of_an_unknown_id_is_none(ledger: Ledger) -> None:
