@@ -31,7 +31,7 @@ from chalicelib.freshness import (
 from chalicelib.job_plan import MAX_PARTS
 from chalicelib.model import OutboundMessage, iso_utc
 from chalicelib.records import RecordError, RejectedRecord, decode_image, rejection_message, route_record
-from chalicelib.routing import Expression, record_view
+from chalicelib.routing import Expression, record_view, requested_filter
 from chalicelib.settings import Settings
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 KIND = "backfill"
 FIELDS = ("destination", "filter", "segments", "dry_run")
 DEFAULT_SEGMENTS = 4
-MAX_FILTER_CHARS = 1000
 PAGE_ITEMS = 200  # items a Scan page reads: 20 SendMessageBatch calls a destination, then a checkpoint
 DRY_RUN_PAGE_ITEMS = 1000  # a dry run queues nothing: its pages are as large as a Scan page may be
 # Below any stream sequence number (those are 21 digits and more): a scanned state is older than
@@ -103,7 +102,7 @@ def parse_request(body: object, settings: Settings) -> Backfill:
     dry_run = body.get("dry_run", False)
     if not isinstance(dry_run, bool):
         problems.append("dry_run must be true or false")
-    expression = _filter(body.get("filter"), problems)
+    expression = requested_filter(body.get("filter"), problems)
     if problems:
         raise BackfillError("; ".join(problems))
     return Backfill(
@@ -136,19 +135,6 @@ def parse_body(raw: str | bytes | None) -> object:
         return strict_json.loads((raw.encode() if isinstance(raw, str) else raw) or b"{}")
     except ValueError as exc:
         raise BackfillError(f"the body is not JSON: {exc}") from None
-
-
-def _filter(value: object, problems: list[str]) -> Expression | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_FILTER_CHARS:
-        problems.append(f"filter must be a JMESPath expression of at most {MAX_FILTER_CHARS} characters")
-        return None
-    try:
-        return Expression.compile(value)
-    except ValueError as exc:
-        problems.append(f"filter {exc}")
-        return None
 
 
 # --- from a scanned item to messages ---------------------------------------------------------------

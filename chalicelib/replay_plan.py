@@ -34,11 +34,10 @@ from jmespath.exceptions import JMESPathError
 from chalicelib import strict_json
 from chalicelib.freshness import API_ID_ATTRIBUTE, JOB_ATTRIBUTE
 from chalicelib.model import DESTINATION_ATTRIBUTE, MESSAGE_ID_ATTRIBUTE, OutboundMessage, iso_utc
-from chalicelib.routing import Expression
+from chalicelib.routing import Expression, requested_filter
 
 KIND = "replay"  # the job kind (`job_plan.KINDS`)
 FIELDS = ("destination", "since", "until", "filter", "group", "to", "same_keys", "dry_run")
-MAX_FILTER_CHARS = 2000
 MAX_GROUP_CHARS = 128  # SQS's limit on a message group id
 EXAMPLE_TIME = "2026-12-04T09:30:00Z"
 
@@ -202,7 +201,7 @@ def parse_request(body: object, destinations: Collection[str], now: datetime, ar
         found_window = window(body.get("since"), body.get("until"), now, archive_days)
     except ReplayError as exc:
         problems.append(str(exc))
-    expression = _filter(body.get("filter"), problems)
+    expression = requested_filter(body.get("filter"), problems)
     group = body.get("group")
     if group is not None and (not isinstance(group, str) or not 1 <= len(group) <= MAX_GROUP_CHARS):
         problems.append(f"group must be a message group id (1 to {MAX_GROUP_CHARS} characters)")
@@ -242,19 +241,6 @@ def parse_body(
     except ValueError as exc:
         raise ReplayError(f"the body is not JSON: {exc}") from None
     return parse_request(body, destinations, now, archive_days)
-
-
-def _filter(value: object, problems: list[str]) -> Expression | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_FILTER_CHARS:
-        problems.append(f"filter must be a JMESPath expression of at most {MAX_FILTER_CHARS} characters")
-        return None
-    try:
-        return Expression.compile(value)
-    except ValueError as exc:
-        problems.append(f"filter {exc}")
-        return None
 
 
 # --- what is queued --------------------------------------------------------------------------------

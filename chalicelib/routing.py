@@ -40,6 +40,26 @@ class Expression:
         return self.compiled.search(view)
 
 
+MAX_REQUESTED_FILTER_CHARS = 2000  # a filter an operator sends with a backfill or a replay
+
+
+def requested_filter(value: object, problems: list[str]) -> Expression | None:
+    """The `filter` of a backfill's or a replay's request, compiled; None when none was given, or
+    when it is wrong (the problem is added to `problems`, so a request names all of its at once)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_REQUESTED_FILTER_CHARS:
+        problems.append(
+            f"filter must be a JMESPath expression of at most {MAX_REQUESTED_FILTER_CHARS} characters"
+        )
+        return None
+    try:
+        return Expression.compile(value)
+    except ValueError as exc:
+        problems.append(f"filter {exc}")
+        return None
+
+
 @dataclass(frozen=True)
 class Route:
     name: str

@@ -67,8 +67,8 @@ def test_a_request_names_its_destinations_segments_and_filter(
         ({"segments": True}, "segments must be a whole number from 1 to 64"),
         ({"segments": 4.0}, "segments must be a whole number from 1 to 64"),
         ({"dry_run": 1}, "dry_run must be true or false"),
-        ({"filter": ""}, "filter must be a JMESPath expression of at most 1000 characters"),
-        ({"filter": "x" * 1001}, "filter must be a JMESPath expression of at most 1000 characters"),
+        ({"filter": ""}, "filter must be a JMESPath expression of at most 2000 characters"),
+        ({"filter": "x" * 2001}, "filter must be a JMESPath expression of at most 2000 characters"),
         (
             {"segments": 0, "dry_run": "no", "extra": 1},
             'unknown field(s) "extra"; a backfill takes destination, filter, segments, dry_run;'
