@@ -11,6 +11,7 @@ and resume a destination.
     python -m trickle_deploy.operate --stage prod pause DESTINATION [--reason TEXT]  # receive nothing
     python -m trickle_deploy.operate --stage prod resume DESTINATION  # deliver again, in order
     python -m trickle_deploy.operate --stage prod backfill DESTINATION|--all [--filter F] [--segments N]
+        [--dry-run] [--wait S]   # a dry run waits for its counts, per destination
     python -m trickle_deploy.operate --stage prod backfill-status ID  # its progress, per part
     python -m trickle_deploy.operate --stage prod backfill-cancel ID  # its parts stop at their next page
 
@@ -26,6 +27,7 @@ import getpass
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +37,7 @@ from chalicelib import naming
 from chalicelib.dead_letters import RedriveFilter, Redriver, RedriveReport
 from chalicelib.fifo_queue import FifoQueue
 from chalicelib.health import pause_note
+from chalicelib.job_plan import RUNNING
 from chalicelib.ledger import Ledger
 from chalicelib.notes import Notes
 from chalicelib.operations import MAX_REASON_CHARS, ReleaseError, release
@@ -42,6 +45,9 @@ from chalicelib.settings import Settings, load_settings
 from trickle_deploy import replay_command
 from trickle_deploy.session import configured_session, local_session
 from trickle_project import stage
+
+DRY_RUN_WAIT_S = 600  # a dry run's counts are its answer: the command waits for them this long
+FOLLOW_EVERY_S = 2.0  # between looks at a followed job (a GetItem and a BatchGetItem each)
 
 
 def redrive(
@@ -87,10 +93,33 @@ def backfill(sqs: Any, dynamodb: Any, settings: Settings, args: argparse.Namespa
         body |= {"filter": args.filter} if args.filter is not None else {}
         tasks = TaskQueue(sqs, settings.jobs_queue_url, attempts=settings.send_attempts)
         try:
-            print(json.dumps(backfills.start(body, settings, jobs, tasks), default=str))
+            started = backfills.start(body, settings, jobs, tasks)
         except (backfills.BackfillError, TooManyJobsError, TaskQueueError) as exc:
             print(f"backfill not started: {exc}", file=sys.stderr)
             return 2 if isinstance(exc, backfills.BackfillError) else 1
+        wait_s = args.wait if args.wait is not None else (DRY_RUN_WAIT_S if args.dry_run else 0)
+        if wait_s <= 0:
+            print(json.dumps(started, default=str))
+            return 0
+        job_id = started["id"]
+        print(
+            f"backfill {job_id} started{' (dry run)' if args.dry_run else ''}: following it until it"
+            f" ends, at most {wait_s:g} s (Ctrl-C stops following, not the job)",
+            file=sys.stderr,
+        )
+        try:
+            followed = follow(lambda: jobs.view(job_id, backfills.KIND), wait_s)
+        except KeyboardInterrupt:
+            print(f"not followed further; the job goes on: backfill-status {job_id}", file=sys.stderr)
+            return 130
+        print(json.dumps(followed, default=str))
+        if followed["state"] == RUNNING:
+            print(
+                f"backfill {job_id} still running after {wait_s:g} s ({followed['parts_done']} of"
+                f" {followed['parts']} parts done): follow it with backfill-status {job_id}",
+                file=sys.stderr,
+            )
+            return 1
         return 0
     if args.command == "backfill-cancel" and jobs.view(args.id, backfills.KIND) is not None:
         jobs.cancel(args.id)
@@ -100,6 +129,25 @@ def backfill(sqs: Any, dynamodb: Any, settings: Settings, args: argparse.Namespa
         return 1
     print(json.dumps(job, default=str))
     return 0
+
+
+def follow(
+    view: Callable[[], dict[str, Any] | None],
+    wait_s: float,
+    clock: Callable[[], float] = time.monotonic,
+    pause: Callable[[float], None] = time.sleep,
+    every_s: float = FOLLOW_EVERY_S,
+) -> dict[str, Any]:
+    """The job as `view` shows it once it is no longer running, or as it is after `wait_s`."""
+    deadline = clock() + wait_s
+    while True:
+        job = view()
+        if job is None:
+            raise RuntimeError("the job's note is gone")  # notes expire after days, not seconds
+        left = deadline - clock()
+        if job["state"] != RUNNING or left <= 0:
+            return job
+        pause(min(every_s, left))
 
 
 def stack_env(cloudformation: Any, lambda_client: Any, stack: str) -> dict[str, str]:
@@ -188,7 +236,16 @@ def main(argv: list[str] | None = None) -> int:
         "--segments", type=int, default=4, help="parallel Scan segments, 1 to 64 (default 4)"
     )
     backfill_cmd.add_argument(
-        "--dry-run", action="store_true", help="count what it would queue; queue nothing"
+        "--dry-run",
+        action="store_true",
+        help=f"count what it would queue; queue nothing (follows the job: --wait {DRY_RUN_WAIT_S})",
+    )
+    backfill_cmd.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="follow the job until it ends, at most this long, and print it with its counts"
+        f" (default: {DRY_RUN_WAIT_S} for a dry run, 0 otherwise: print the started job)",
     )
     for name, text in (("backfill-status", "a backfill's progress"), ("backfill-cancel", "stop a backfill")):
         commands.add_parser(name, help=text).add_argument("id", help="the backfill's id")

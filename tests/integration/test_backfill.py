@@ -6,6 +6,7 @@ counts; a cancel stops the parts; a full destination queue makes the part wait."
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -260,8 +261,8 @@ def test_the_operate_commands_start_follow_and_cancel_a_backfill(
     stage on the suite's emulator)."""
     put_all(stack, items(30))
     base = ["--stage", "local", "--endpoint", stack.env["AWS_ENDPOINT_URL"]]
-    assert operate([*base, "backfill", "orders", "--dry-run", "--segments", "2"]) == 0
-    job = json.loads(capsys.readouterr().out)
+    assert operate([*base, "backfill", "orders", "--dry-run", "--segments", "2", "--wait", "0"]) == 0
+    job = json.loads(capsys.readouterr().out)  # started, not followed
     assert (job["destinations"], job["parts"], job["spec"]["dry_run"]) == (["orders"], 2, True)
     stack.work_jobs()
     assert operate([*base, "backfill-status", job["id"]]) == 0
@@ -277,3 +278,43 @@ def test_the_operate_commands_start_follow_and_cancel_a_backfill(
     with pytest.raises(SystemExit):
         operate([*base, "backfill"])
     assert "give a DESTINATION or --all" in capsys.readouterr().err
+
+
+def test_the_operate_dry_run_waits_for_its_counts_per_destination(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dry run's counts are its answer: the command follows its job (as the jobs function works
+    it, here by this test) and prints it done, with what it would queue per destination."""
+    put_all(stack, items(30))
+    base = ["--stage", "local", "--endpoint", stack.env["AWS_ENDPOINT_URL"]]
+    code: list[int] = []
+    command = threading.Thread(target=lambda: code.append(operate([*base, "backfill", "--all", "--dry-run"])))
+    command.start()
+
+    def worked_until_it_ends() -> bool:
+        stack.work_jobs()
+        return not command.is_alive()
+
+    until(worked_until_it_ends, deadline_s=120)
+    command.join()
+    out, err = capsys.readouterr()
+    job = json.loads(out.strip().splitlines()[-1])
+    assert code == [0]
+    assert (job["state"], job["counts"]["would_queue"]) == ("done", {"orders": 30, "crm": 5})
+    assert f"backfill {job['id']} started (dry run): following it until it ends, at most 600 s" in err
+    assert stack.queue_depth(ORDERS_QUEUE) == stack.queue_depth(CRM_QUEUE) == 0
+
+
+def test_the_operate_command_says_when_its_wait_ends_before_the_job(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing works the job here: after --wait, the job as it stands and how to follow it (exit 1)."""
+    base = ["--stage", "local", "--endpoint", stack.env["AWS_ENDPOINT_URL"]]
+    assert operate([*base, "backfill", "orders", "--dry-run", "--segments", "2", "--wait", "0.1"]) == 1
+    out, err = capsys.readouterr()
+    job = json.loads(out)
+    assert (job["state"], job["parts_done"]) == ("running", 0)
+    assert err.splitlines()[-1] == (
+        f"backfill {job['id']} still running after 0.1 s (0 of 2 parts done): follow it with"
+        f" backfill-status {job['id']}"
+    )

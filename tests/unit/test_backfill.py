@@ -29,6 +29,7 @@ from chalicelib.records import message_id_for, route_record
 from chalicelib.routing import Expression
 from chalicelib.settings import Settings
 from tests.unit.conftest import TABLE, MakeSettings, stream_record
+from trickle_deploy.operate import follow
 
 JOB = "6f1c2a9e-0000-4000-8000-000000000001"
 OTHER_JOB = "6f1c2a9e-0000-4000-8000-000000000002"
@@ -230,3 +231,28 @@ def test_a_message_too_large_with_its_origin_is_rejected(make_settings: MakeSett
     assert built.messages == []
     (rejected,) = built.rejected
     assert "(with its backfill attributes) exceeds the queue limit of 1024" in rejected.reason
+
+
+@pytest.mark.parametrize(
+    ("states", "wait_s", "shown", "pauses"),
+    [
+        (["done"], 600, "done", []),  # ended before the first look
+        (["running", "running", "done"], 600, "done", [2.0, 2.0]),
+        (["running", "cancelled"], 600, "cancelled", [2.0]),
+        (["running"] * 10, 5, "running", [2.0, 2.0, 1.0]),  # the wait's end, however it stands
+    ],
+)
+def test_the_command_follows_a_job_until_it_ends_or_the_wait_does(
+    states: list[str], wait_s: float, shown: str, pauses: list[float]
+) -> None:
+    """`operate backfill --dry-run` (or `--wait`): looks every 2 s, never past the wait."""
+    now = [0.0]
+    looks = iter(states)
+    waited: list[float] = []
+
+    def pause(seconds: float) -> None:
+        waited.append(seconds)
+        now[0] += seconds
+
+    job = follow(lambda: {"state": next(looks)}, wait_s, clock=lambda: now[0], pause=pause)
+    assert (job["state"], waited) == (shown, pauses)
