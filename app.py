@@ -1,6 +1,7 @@
 """Trickle: DynamoDB stream -> SQS FIFO -> scheduled, rate-kept delivery to a third-party API."""
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from chalice import (
@@ -299,73 +300,66 @@ def redrive_progress(job_id: str) -> dict[str, Any]:
     return job
 
 
-@app.route("/backfills", methods=["POST"], authorizer=operator, content_types=["application/json"])
-def start_backfill() -> Response:
-    """Starts a backfill job (its parts are worked by `jobs`); queues nothing itself."""
-    from chalicelib.backfill import BackfillError
+def _job_started(start: Callable[[], dict[str, Any]], refused: type[Exception], path: str) -> Response:
+    """202 with the job and where to follow it; the request's mistakes are a 400, an eleventh job a
+    409, a tasks queue that would not take its first task a 503 (the job is cancelled)."""
     from chalicelib.jobs import TooManyJobsError
     from chalicelib.task_queue import TaskQueueError
 
     try:
-        job = wiring.start_backfill(_request().raw_body)
-    except BackfillError as exc:
+        job = start()
+    except refused as exc:
         raise BadRequestError(str(exc)) from None
     except TooManyJobsError as exc:
         raise ConflictError(str(exc)) from None
-    except TaskQueueError as exc:  # the job was cancelled: nothing would work it
+    except TaskQueueError as exc:
         return Response(body={"Code": "ServiceUnavailable", "Message": str(exc)}, status_code=503)
-    return Response(body=job, status_code=202)
+    return Response(body=job | {"progress_url": f"/{path}/{job['id']}"}, status_code=202)
+
+
+def _job(job_id: str, kind: str, cancel: bool = False) -> dict[str, Any]:
+    """A backfill or replay as its workers last left it (reading it moves nothing), or cancelled:
+    its workers stop at their next page, and what they queued stays queued."""
+    job = wiring.cancel_job(job_id, kind) if cancel else wiring.jobs().view(job_id, kind)
+    if job is None:
+        raise NotFoundError(f"no {kind} {job_id}")
+    return job
+
+
+@app.route("/backfills", methods=["POST"], authorizer=operator, content_types=["application/json"])
+def start_backfill() -> Response:
+    """Starts a backfill job (its parts are worked by `jobs`); queues nothing itself."""
+    from chalicelib.backfill import BackfillError
+
+    return _job_started(lambda: wiring.start_backfill(_request().raw_body), BackfillError, "backfills")
 
 
 @app.route("/backfills/{backfill_id}", methods=["GET"], authorizer=operator)
 def backfill_progress(backfill_id: str) -> dict[str, Any]:
-    """The job as its workers last left it, each part's checkpoint and counts: reading it moves nothing."""
-    job = wiring.jobs().view(backfill_id, "backfill")
-    if job is None:
-        raise NotFoundError(f"no backfill {backfill_id}")
-    return job
+    return _job(backfill_id, "backfill")
 
 
 @app.route("/backfills/{backfill_id}/cancel", methods=["POST"], authorizer=operator)
 def cancel_backfill(backfill_id: str) -> dict[str, Any]:
-    """Its workers stop at their next page; what they queued stays queued."""
-    job = wiring.cancel_job(backfill_id, "backfill")
-    if job is None:
-        raise NotFoundError(f"no backfill {backfill_id}")
-    return job
+    return _job(backfill_id, "backfill", cancel=True)
 
 
 @app.route("/replays", methods=["POST"], authorizer=operator, content_types=["application/json"])
 def start_replay() -> Response:
     """Starts a replay job (the `jobs` function reads the archive and queues); queues nothing itself."""
-    from chalicelib.jobs import TooManyJobsError
     from chalicelib.replay_plan import ReplayError
 
-    try:
-        job = wiring.start_replay(_request().raw_body)
-    except ReplayError as exc:
-        raise BadRequestError(str(exc)) from None
-    except TooManyJobsError as exc:
-        raise ConflictError(str(exc)) from None
-    return Response(body=job | {"progress_url": f"/replays/{job['id']}"}, status_code=202)
+    return _job_started(lambda: wiring.start_replay(_request().raw_body), ReplayError, "replays")
 
 
 @app.route("/replays/{replay_id}", methods=["GET"], authorizer=operator)
 def replay_progress(replay_id: str) -> dict[str, Any]:
-    """The replay as its worker last left it (its checkpoint and counts): reading it moves nothing."""
-    job = wiring.jobs().view(replay_id, "replay")
-    if job is None:
-        raise NotFoundError(f"no replay {replay_id}")
-    return job
+    return _job(replay_id, "replay")
 
 
 @app.route("/replays/{replay_id}/cancel", methods=["POST"], authorizer=operator)
 def cancel_replay(replay_id: str) -> dict[str, Any]:
-    """Its worker stops at its next page; what it queued stays queued."""
-    job = wiring.cancel_job(replay_id, "replay")
-    if job is None:
-        raise NotFoundError(f"no replay {replay_id}")
-    return job
+    return _job(replay_id, "replay", cancel=True)
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="drain_billing")

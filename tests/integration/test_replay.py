@@ -216,3 +216,31 @@ def test_a_cancelled_replay_queues_nothing_more(stack: Stack) -> None:
     assert progress(stack, job["id"])["state"] == "cancelled"
     assert stack.queue_depth() == 0
     assert stack.http("POST", "/replays/5f0c7d3e-0000-4000-8000-000000000000/cancel").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/backfills", {"destination": "orders"}),
+        (
+            "/replays",
+            {
+                "destination": "orders",
+                "since": iso_utc(datetime.now(UTC) - timedelta(minutes=5)),
+                "until": iso_utc(datetime.now(UTC) - timedelta(minutes=1)),
+            },
+        ),
+    ],
+)
+def test_a_job_whose_first_task_the_tasks_queue_refuses_is_a_503_never_a_500(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, path: str, body: dict[str, Any]
+) -> None:
+    from chalicelib.task_queue import TaskQueue, TaskQueueError
+
+    def refuse(self: TaskQueue, tasks: Any, delay_s: int = 0) -> None:
+        raise TaskQueueError("1 task(s) not queued; first: ServiceUnavailable: injected")
+
+    monkeypatch.setattr(TaskQueue, "send", refuse)
+    answer = stack.http("POST", path, body)
+    assert answer.status_code == 503, answer.body
+    assert "not queued" in json.loads(answer.body)["Message"]
