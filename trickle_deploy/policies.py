@@ -413,22 +413,27 @@ def _jobs_policy(r: StageResources, logs: dict[str, Any]) -> dict[str, Any]:
             _statement("Enqueue", ["sqs:GetQueueAttributes", "sqs:SendMessage"], r.queue_arns),
             _statement("DeadLetter", ["sqs:SendMessage"], r.dlq_arns),
             _statement("RecordRejected", ["dynamodb:PutItem"], [r.ledger_arn]),
-            _statement(
-                "Jobs",
-                ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem"],
-                [r.notes_arn],
-                _leading_keys("StringLike", [naming.job_key("*")]),
-            ),
-            _statement(
-                "ActiveJobs",
-                ["dynamodb:UpdateItem"],
-                [r.notes_arn],
-                _leading_keys("StringEquals", [naming.active_jobs_key()]),
-            ),
+            *_job_notes(r, ["dynamodb:UpdateItem"]),
             _statement("HandOn", ["sqs:SendMessage"], [r.jobs_queue_arn]),
             *_read_delivered(r),
         ],
     }
+
+
+def _job_notes(r: StageResources, active: list[str]) -> list[dict[str, Any]]:
+    """Backfill and replay jobs' notes (`job#...`), which the routes start and read and the `jobs`
+    function works, and the set of active jobs (`active`: what the function may do with it)."""
+    return [
+        _statement(
+            "Jobs",
+            ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem"],
+            [r.notes_arn],
+            _leading_keys("StringLike", [naming.job_key("*")]),
+        ),
+        _statement(
+            "ActiveJobs", active, [r.notes_arn], _leading_keys("StringEquals", [naming.active_jobs_key()])
+        ),
+    ]
 
 
 def _read_delivered(r: StageResources) -> list[dict[str, Any]]:
@@ -547,18 +552,7 @@ def function_policies(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 _statement("ListLedgerIndexes", ["dynamodb:Query"], list(r.ledger_index_arns)),
                 # start, read and cancel backfill and replay jobs (the `jobs` function works them)
                 _statement("StartJobs", ["sqs:SendMessage"], [r.jobs_queue_arn]),
-                _statement(
-                    "Jobs",
-                    ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem"],
-                    [r.notes_arn],
-                    _leading_keys("StringLike", [naming.job_key("*")]),
-                ),
-                _statement(
-                    "ActiveJobs",
-                    ["dynamodb:GetItem", "dynamodb:UpdateItem"],
-                    [r.notes_arn],
-                    _leading_keys("StringEquals", [naming.active_jobs_key()]),
-                ),
+                *_job_notes(r, ["dynamodb:GetItem", "dynamodb:UpdateItem"]),
                 *(
                     [_statement("PresignResponses", ["s3:GetObject"], [r.archive_objects_arn])]
                     if r.archive_objects_arn
