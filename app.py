@@ -336,12 +336,16 @@ def start_backfill() -> Response:
 
 @app.route("/backfills/{backfill_id}", methods=["GET"], authorizer=operator)
 def backfill_progress(backfill_id: str) -> dict[str, Any]:
-    return _job(backfill_id, "backfill")
+    from chalicelib.backfill import shown
+
+    return shown(_job(backfill_id, "backfill"))  # with its warnings, if any
 
 
 @app.route("/backfills/{backfill_id}/cancel", methods=["POST"], authorizer=operator)
 def cancel_backfill(backfill_id: str) -> dict[str, Any]:
-    return _job(backfill_id, "backfill", cancel=True)
+    from chalicelib.backfill import shown
+
+    return shown(_job(backfill_id, "backfill", cancel=True))
 
 
 @app.route("/replays", methods=["POST"], authorizer=operator, content_types=["application/json"])

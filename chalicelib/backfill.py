@@ -48,6 +48,7 @@ DRY_RUN_PAGE_ITEMS = 1000  # a dry run queues nothing: its pages are as large as
 # Below any stream sequence number (those are 21 digits and more): a scanned state is older than
 # every change the stream carries after it.
 SEQUENCE_NUMBER = "0"
+MAX_ERROR_CHARS = 300  # a filter error's text, as the job's counts keep the first
 
 
 class BackfillError(ValueError):
@@ -170,9 +171,10 @@ class Built:
     counts: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def selected(expression: Expression | None, record: Mapping[str, Any], table: str) -> bool:
-    """Whether the backfill's filter is true for the item (what a route's filter sees of it); an
-    item it cannot be evaluated on, or gives anything but true for, is left out."""
+def selected(expression: Expression | None, record: Mapping[str, Any], table: str) -> bool | str:
+    """Whether the backfill's filter is true for the item (what a route's filter sees of it): True,
+    False for anything but true, or the error's text when it cannot be evaluated on the item (the
+    item is left out, and counted apart: a filter that fails on every item is a mistake to show)."""
     if expression is None:
         return True
     ddb = record["dynamodb"]
@@ -185,8 +187,8 @@ def selected(expression: Expression | None, record: Mapping[str, Any], table: st
             "approximate_creation_time": iso_utc(ddb["ApproximateCreationDateTime"]),
         }
         return expression.search(record_view("INSERT", keys, item, None, {"source": source})) is True
-    except (RecordError, JMESPathError):
-        return False
+    except (RecordError, JMESPathError) as exc:
+        return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:MAX_ERROR_CHARS]
 
 
 def build(
@@ -200,16 +202,22 @@ def build(
     """Each item through the routes as a live insert, kept for the backfill's destinations only;
     each message carries the item's key, fingerprint and the job. Counts: `scanned`, `skipped`
     (the backfill's filter left it out), `unrouted` (no route takes it to these destinations),
-    `queued` (`would_queue` in a dry run) and `rejected` per destination."""
+    `queued` (`would_queue` in a dry run) and `rejected` per destination, `filter_errors` (the
+    filter could not be evaluated on the item: left out too) and the first one's `filter_error`."""
     quiet = dataclasses.replace(settings, unrouted_dead_letters=None)  # an untaken item is not an error
     wanted = set(backfill.destinations)
     built = Built(counts={"scanned": len(items)})
     queued: dict[str, int] = {}
     rejected: dict[str, int] = {}
-    skipped = unrouted = 0
+    skipped = unrouted = filter_errors = 0
     for item in items:
         record = synthetic_record(job_id, key_names, item, at)
-        if not selected(backfill.filter, record, settings.table_name):
+        verdict = selected(backfill.filter, record, settings.table_name)
+        if isinstance(verdict, str):
+            filter_errors += 1
+            built.counts.setdefault("filter_error", verdict)
+            continue
+        if not verdict:
             skipped += 1
             continue
         routed = route_record(record, quiet)
@@ -230,10 +238,35 @@ def build(
                 built.rejected.append(rejection)
                 rejected[rejection.destination] = rejected.get(rejection.destination, 0) + 1
         unrouted += not taken
-    built.counts |= {"skipped": skipped, "unrouted": unrouted}
+    built.counts |= {"skipped": skipped, "unrouted": unrouted, "filter_errors": filter_errors}
     built.counts["would_queue" if backfill.dry_run else "queued"] = queued
     built.counts["rejected"] = rejected
     return built
+
+
+def warnings(job: Mapping[str, Any]) -> list[str]:
+    """What a backfill's progress should tell its operator: a filter that failed on items, or one
+    that took none of what a finished job scanned (everything `skipped`: most likely a mistake)."""
+    counts = job["counts"]
+    scanned, errors = counts.get("scanned", 0), counts.get("filter_errors", 0)
+    out = []
+    if errors:
+        out.append(
+            f"the filter failed on {errors} of {scanned} items scanned, left out (first:"
+            f" {counts.get('filter_error')}): check its functions' argument types"
+        )
+    if job["state"] != "running" and scanned and counts.get("skipped", 0) == scanned:
+        out.append(
+            f"the filter took none of the {scanned} items scanned: check it (in JMESPath 'order' is a"
+            ' string, "order" a field name)'
+        )
+    return out
+
+
+def shown(job: dict[str, Any]) -> dict[str, Any]:
+    """A backfill's progress as the route and the command show it: with its `warnings`, if any."""
+    found = warnings(job)
+    return job | {"warnings": found} if found else job
 
 
 def _with_origin(

@@ -138,11 +138,14 @@ def handed_on(part: Mapping[str, Any], now: float) -> dict[str, Any]:
 
 
 def add_counts(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    """Counters added name by name, nested maps (per destination) alike."""
+    """Counters added name by name, nested maps (per destination) alike; a text (the first error
+    seen) is kept as it was first given."""
     out: dict[str, Any] = dict(a)
     for name, value in b.items():
         if isinstance(value, Mapping):
             out[name] = add_counts(out.get(name) or {}, value)
+        elif isinstance(value, str):
+            out.setdefault(name, value)
         else:
             out[name] = out.get(name, 0) + value
     return out

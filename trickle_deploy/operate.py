@@ -112,7 +112,7 @@ def backfill(sqs: Any, dynamodb: Any, settings: Settings, args: argparse.Namespa
         except KeyboardInterrupt:
             print(f"not followed further; the job goes on: backfill-status {job_id}", file=sys.stderr)
             return 130
-        print(json.dumps(followed, default=str))
+        print_backfill(followed)
         if followed["state"] == RUNNING:
             print(
                 f"backfill {job_id} still running after {wait_s:g} s ({followed['parts_done']} of"
@@ -127,8 +127,18 @@ def backfill(sqs: Any, dynamodb: Any, settings: Settings, args: argparse.Namespa
     if job is None:
         print(f"no backfill {args.id}", file=sys.stderr)
         return 1
-    print(json.dumps(job, default=str))
+    print_backfill(job)
     return 0
+
+
+def print_backfill(job: dict[str, Any]) -> None:
+    """A backfill's progress as `GET /backfills/{id}` shows it; its warnings on stderr too."""
+    from chalicelib.backfill import shown
+
+    with_warnings = shown(job)
+    print(json.dumps(with_warnings, default=str))
+    for warning in with_warnings.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def follow(

@@ -146,6 +146,7 @@ def test_a_backfill_for_one_destination_queues_only_what_its_routes_take(stack: 
         "scanned": 70,
         "skipped": 35,
         "unrouted": 30,
+        "filter_errors": 0,
         "queued": {"crm": 5},
         "rejected": {},
     }
@@ -318,3 +319,35 @@ def test_the_operate_command_says_when_its_wait_ends_before_the_job(
         f"backfill {job['id']} still running after 0.1 s (0 of 2 parts done): follow it with"
         f" backfill-status {job['id']}"
     )
+
+
+@pytest.mark.parametrize(
+    ("wrong", "counts", "warning"),
+    [
+        (
+            "abs(item.type)",
+            {"filter_errors": 20, "skipped": 0},
+            "the filter failed on 20 of 20 items scanned, left out (first: JMESPathTypeError: In function"
+            " abs(), invalid type for value:",
+        ),
+        ('item.type == "order"', {"filter_errors": 0, "skipped": 20}, "the filter took none of the 20"),
+    ],
+    ids=["fails-on-every-item", "double-quoted-string"],
+)
+def test_a_filter_that_fails_or_takes_nothing_is_counted_and_warned_of(
+    stack: Stack, capsys: pytest.CaptureFixture[str], wrong: str, counts: dict[str, int], warning: str
+) -> None:
+    """Not a quiet `done` with everything skipped: the route's progress and the command say why."""
+    put_all(stack, items(20))
+    job = start(stack, destination="orders", filter=wrong, dry_run=True)
+    stack.work_jobs()
+    done = progress(stack, job["id"])
+    assert done["state"] == "done"
+    assert {k: done["counts"][k] for k in counts} == counts
+    assert [w[: len(warning)] for w in done["warnings"]] == [warning]
+    base = ["--stage", "local", "--endpoint", stack.env["AWS_ENDPOINT_URL"]]
+    capsys.readouterr()  # the workers' log lines
+    assert operate([*base, "backfill-status", job["id"]]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["warnings"] == done["warnings"]
+    assert err.startswith(f"warning: {warning}")

@@ -17,6 +17,7 @@ from chalicelib.backfill import (
     build,
     parse_request,
     synthetic_record,
+    warnings,
 )
 from chalicelib.freshness import (
     FINGERPRINT_ATTRIBUTE,
@@ -173,6 +174,7 @@ def test_items_take_the_live_path_and_carry_their_origin(settings: Settings) -> 
         "scanned": 2,
         "skipped": 0,
         "unrouted": 0,
+        "filter_errors": 0,
         "queued": {"orders": 2, "crm": 1},
         "rejected": {},
     }
@@ -194,13 +196,28 @@ def test_items_take_the_live_path_and_carry_their_origin(settings: Settings) -> 
             {"skipped": 2, "unrouted": 0, "queued": {}},
         ),  # not true
         (Backfill(("orders",), dry_run=True), {"skipped": 0, "unrouted": 0, "would_queue": {"orders": 2}}),
+        (
+            Backfill(("orders",), Expression.compile('item.type == "order"')),
+            {"skipped": 2, "unrouted": 0, "queued": {}},
+        ),  # "order" is a field name in JMESPath: no item has it
+        (
+            Backfill(("orders",), Expression.compile("abs(item.name)")),
+            {
+                "skipped": 0,
+                "unrouted": 0,
+                "queued": {},
+                "filter_errors": 2,  # not said no to: it cannot be evaluated on a text
+                "filter_error": "JMESPathTypeError: In function abs(), invalid type for value: Ada,"
+                " expected one of: ['number'], received: \"string\"",
+            },
+        ),
     ],
 )
 def test_only_the_asked_destinations_and_the_items_the_filter_takes(
     settings: Settings, asked: Backfill, counts: dict[str, Any]
 ) -> None:
     built = build(JOB, asked, settings, KEYS, [item("c1", "1", "customer"), item("o1", "2", "order")], 0.0)
-    assert built.counts == {"scanned": 2, "rejected": {}} | counts
+    assert built.counts == {"scanned": 2, "rejected": {}, "filter_errors": 0} | counts
     assert {m.destination for m in built.messages} <= set(asked.destinations)
 
 
@@ -256,3 +273,34 @@ def test_the_command_follows_a_job_until_it_ends_or_the_wait_does(
 
     job = follow(lambda: {"state": next(looks)}, wait_s, clock=lambda: now[0], pause=pause)
     assert (job["state"], waited) == (shown, pauses)
+
+
+@pytest.mark.parametrize(
+    ("state", "counts", "shown"),
+    [
+        ("done", {"scanned": 10, "skipped": 4, "filter_errors": 0, "queued": {"orders": 6}}, []),
+        ("done", {"scanned": 0, "skipped": 0, "filter_errors": 0}, []),  # an empty table
+        ("done", {}, []),  # no part had read a page
+        ("running", {"scanned": 10, "skipped": 10, "filter_errors": 0}, []),  # it may take some later
+        (
+            "done",
+            {"scanned": 10, "skipped": 10, "filter_errors": 0},
+            [
+                "the filter took none of the 10 items scanned: check it (in JMESPath 'order' is a"
+                ' string, "order" a field name)'
+            ],
+        ),
+        (
+            "running",
+            {"scanned": 10, "skipped": 0, "filter_errors": 10, "filter_error": "JMESPathTypeError: x"},
+            [
+                "the filter failed on 10 of 10 items scanned, left out (first: JMESPathTypeError: x):"
+                " check its functions' argument types"
+            ],
+        ),
+    ],
+)
+def test_a_backfill_warns_of_a_filter_that_fails_or_takes_nothing(
+    state: str, counts: dict[str, Any], shown: list[str]
+) -> None:
+    assert warnings({"state": state, "counts": counts}) == shown

@@ -140,6 +140,8 @@ def test_pacing_waits_at_least_a_few_seconds() -> None:
         ({"scanned": 3}, {"scanned": 2, "filtered": 1}, {"scanned": 5, "filtered": 1}),
         ({"queued": {"orders": 2}}, {"queued": {"orders": 1, "crm": 4}}, {"queued": {"orders": 3, "crm": 4}}),
         ({"queued": {"orders": 2}}, {}, {"queued": {"orders": 2}}),
+        ({"filter_error": "first"}, {"filter_error": "second"}, {"filter_error": "first"}),  # text: kept
+        ({}, {"filter_error": "second"}, {"filter_error": "second"}),
     ],
 )
 def test_counts_add_up_name_by_name(a: dict[str, Any], b: dict[str, Any], expected: dict[str, Any]) -> None:
