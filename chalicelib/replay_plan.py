@@ -101,8 +101,18 @@ def parse_time(value: object, field: str) -> datetime:
 
 def window(since: object, until: object, now: datetime, archive_days: int) -> Window:
     """The window `since`..`until` asks for, checked against `now` and the archive's expiry of
-    `archive_days` days (`TRICKLE_ARCHIVE_DAYS`); ReplayError names what to change."""
-    start, end = parse_time(since, "since"), parse_time(until, "until")
+    `archive_days` days (`TRICKLE_ARCHIVE_DAYS`); ReplayError names what to change (both times'
+    problems at once)."""
+    problems: list[str] = []
+    times: list[datetime] = []
+    for value, field in ((since, "since"), (until, "until")):
+        try:
+            times.append(parse_time(value, field))
+        except ReplayError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ReplayError("; ".join(problems))
+    start, end = times
     if end <= start:
         raise ReplayError(f"until ({iso_utc(end)}) must be later than since ({iso_utc(start)})")
     if end > now:

@@ -143,6 +143,10 @@ def test_a_dry_run_counts_what_it_would_queue_and_queues_nothing(stack: Stack) -
     ("body", "says"),
     [
         ({"destination": "orders", "since": "2026-12-04T10:00:00Z"}, "until is required"),
+        (
+            {"destination": "orders"},  # both at once, not one per try
+            "since is required: an ISO 8601 time in UTC, like 2026-12-04T09:30:00Z; until is required",
+        ),
         ({"destination": "nope", "since": "x", "until": "y"}, "destination must be one of: crm, orders"),
         (
             {"destination": "orders", "since": "2000-01-01T00:00:00Z", "until": "2000-01-01T01:00:00Z"},

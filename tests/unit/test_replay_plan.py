@@ -186,6 +186,34 @@ def test_every_problem_of_a_request_is_named_at_once() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("body", "problems"),
+    [
+        (
+            {"destination": "orders"},
+            [
+                "since is required: an ISO 8601 time in UTC, like 2026-12-04T09:30:00Z",
+                "until is required: an ISO 8601 time in UTC, like 2026-12-04T09:30:00Z",
+            ],
+        ),
+        (
+            {"since": "09:00", "until": "2026-12-04T10:00:00"},
+            [
+                "destination must be one of: crm, orders",
+                "since '09:00' is not an ISO 8601 time: give one like 2026-12-04T09:30:00Z",
+                "until '2026-12-04T10:00:00' has no time zone: add Z for UTC (like 2026-12-04T09:30:00Z)"
+                " or an offset",
+            ],
+        ),
+    ],
+)
+def test_both_times_problems_are_named_at_once(body: dict[str, Any], problems: list[str]) -> None:
+    """Not "since is required", then once since is given "until is required"."""
+    with pytest.raises(ReplayError) as raised:
+        parse_request(body, DESTINATIONS, NOW, 30)
+    assert str(raised.value).split("; ") == problems
+
+
 def test_a_replay_kept_in_its_jobs_note_reads_back_the_same() -> None:
     replay = parse_request(
         GOOD | {"filter": "group == 'g0'", "group": "g0", "to": "crm", "same_keys": True},
