@@ -40,6 +40,8 @@ DEPLOY_GUIDE = PROJECT_DIR / "docs" / "deploying.md"
 SHELL_BLOCK = re.compile(r"^```(?:sh|bash|shell)?\n(.*?)^```", re.M | re.S)
 # With arguments: a bare `python -m trickle_deploy.guide` in prose names the program, not a command.
 MODULE_SPAN = re.compile(r"`((?:\.venv/bin/)?python -m trickle_deploy\.\w+ [^`]+)`")
+FENCED_BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)  # (language, text), fence by fence
+MODULE_LINE = re.compile(r"(?:\.venv/bin/)?python -m trickle_deploy\.\w+ ")
 OPERATE_SPAN = re.compile(r"`((?:\.venv/bin/)?python -m trickle_deploy\.operate [^`]*)`")
 SUBSTITUTION = "SUBSTITUTION"
 OPTIONAL = re.compile(r"\s+\[(--[^\[\]]*)\]")  # `[--group G]`, not a JMESPath index
@@ -601,6 +603,14 @@ def check(stacks: Mapping[str, Stack], guide: str, others: list[str]) -> list[st
         checker.block(block)
     pages = [guide, *others]
     spans = [span for page in pages for span in MODULE_SPAN.findall(page) + OPERATE_SPAN.findall(page)]
+    spans += [  # the other pages' shell blocks: their deploy and operator commands
+        line
+        for page in others
+        for language, block in FENCED_BLOCK.findall(page)
+        if language in ("", "sh", "bash", "shell")
+        for line in shell_lines(block)
+        if MODULE_LINE.match(line)
+    ]
     for span in dict.fromkeys(spans):
         checker.block(span)
     return checker.problems

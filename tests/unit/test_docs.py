@@ -301,3 +301,17 @@ def test_the_destinations_setup_loads_and_its_commands_are_the_guides(tmp_path: 
     shapes = [json_shape(CREDENTIAL_FIELDS.get(p.shape, p.header_names)) for p in shown if p.form]
     shapes = [s for s in shapes if s != "{}"] + [f"{signing.SECRET_PREFIX}<base64>"]
     assert [s for s in shapes if f"`{s}`" not in text] == []
+
+
+def test_the_readme_s_commands_run_with_the_project_s_python() -> None:
+    """A command the README shows runs as written after `./dev setup`: `.venv/bin/python -m ...`,
+    as its quick start does (a bare `python` is the system's, without the project's packages)."""
+    readme = (PROJECT_DIR / "README.md").read_text()
+    commands = [
+        line.strip()
+        for block in re.findall(r"^```(\w*)\n(.*?)^```", readme, re.M | re.S)
+        if block[0] in ("", "sh", "bash", "shell")
+        for line in block[1].splitlines()
+    ] + re.findall(r"`([^`\n]+)`", readme)
+    bare = [c for c in commands if re.match(r"python3? -m (trickle|bench)", c) and " " in c.split(" -m ")[1]]
+    assert bare == []
