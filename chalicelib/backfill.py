@@ -31,7 +31,7 @@ from chalicelib.freshness import (
 from chalicelib.job_plan import MAX_PARTS
 from chalicelib.model import OutboundMessage, iso_utc
 from chalicelib.records import RecordError, RejectedRecord, decode_image, rejection_message, route_record
-from chalicelib.routing import Expression, record_view, requested_filter
+from chalicelib.routing import Expression, record_view, requested_filter, unknown_fields
 from chalicelib.settings import Settings
 
 if TYPE_CHECKING:
@@ -88,11 +88,7 @@ def parse_request(body: object, settings: Settings) -> Backfill:
     """`POST /backfills`' body (the command builds the same): every problem is named at once."""
     if not isinstance(body, dict):
         raise BackfillError(f"the body must be a JSON object with some of {', '.join(FIELDS)}")
-    problems: list[str] = []
-    unknown = sorted(set(body) - set(FIELDS))
-    if unknown:
-        shown = ", ".join(strict_json.dumps(name)[:40] for name in unknown[:5])
-        problems.append(f"unknown field(s) {shown}; a backfill takes {', '.join(FIELDS)}")
+    problems = unknown_fields(body, FIELDS, "backfill")
     routed = routed_destinations(settings)
     destination = body.get("destination")
     if destination is not None and destination not in routed:

@@ -34,7 +34,7 @@ from jmespath.exceptions import JMESPathError
 from chalicelib import strict_json
 from chalicelib.freshness import API_ID_ATTRIBUTE, JOB_ATTRIBUTE
 from chalicelib.model import DESTINATION_ATTRIBUTE, MESSAGE_ID_ATTRIBUTE, OutboundMessage, iso_utc
-from chalicelib.routing import Expression, requested_filter
+from chalicelib.routing import Expression, requested_filter, unknown_fields
 
 KIND = "replay"  # the job kind (`job_plan.KINDS`)
 FIELDS = ("destination", "since", "until", "filter", "group", "to", "same_keys", "dry_run")
@@ -194,11 +194,7 @@ def parse_request(body: object, destinations: Collection[str], now: datetime, ar
     in the ReplayError, one clause each."""
     if not isinstance(body, dict):
         raise ReplayError(f"the body must be a JSON object with {', '.join(FIELDS)}")
-    problems: list[str] = []
-    unknown = sorted(set(body) - set(FIELDS))
-    if unknown:
-        shown = ", ".join(strict_json.dumps(name)[:40] for name in unknown[:5])
-        problems.append(f"unknown field(s) {shown}; a replay takes {', '.join(FIELDS)}")
+    problems = unknown_fields(body, FIELDS, "replay")
     choices = ", ".join(sorted(destinations))
     destination = body.get("destination")
     if not isinstance(destination, str) or destination not in destinations:

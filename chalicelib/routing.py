@@ -8,13 +8,15 @@ one that does not compile stops the import with an error naming the route.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jmespath
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
+
+from chalicelib.strict_json import dumps
 
 
 class RouteError(ValueError):
@@ -41,6 +43,16 @@ class Expression:
 
 
 MAX_REQUESTED_FILTER_CHARS = 2000  # a filter an operator sends with a backfill or a replay
+
+
+def unknown_fields(body: Mapping[str, Any], fields: Sequence[str], what: str) -> list[str]:
+    """The problem of a backfill's or replay's request naming fields it does not take (at most five
+    names, each cut short: they come from the caller), or none."""
+    unknown = sorted(set(body) - set(fields))
+    if not unknown:
+        return []
+    shown = ", ".join(dumps(name)[:40] for name in unknown[:5])
+    return [f"unknown field(s) {shown}; a {what} takes {', '.join(fields)}"]
 
 
 def requested_filter(value: object, problems: list[str]) -> Expression | None:
