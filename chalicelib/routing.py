@@ -8,6 +8,7 @@ one that does not compile stops the import with an error naming the route.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +16,6 @@ from typing import Any
 import jmespath
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
-
-from chalicelib.strict_json import dumps
 
 
 class RouteError(ValueError):
@@ -51,7 +50,7 @@ def unknown_fields(body: Mapping[str, Any], fields: Sequence[str], what: str) ->
     unknown = sorted(set(body) - set(fields))
     if not unknown:
         return []
-    shown = ", ".join(dumps(name)[:40] for name in unknown[:5])
+    shown = ", ".join(json.dumps(name)[:40] for name in unknown[:5])
     return [f"unknown field(s) {shown}; a {what} takes {', '.join(fields)}"]
 
 
