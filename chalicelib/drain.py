@@ -102,6 +102,7 @@ class Drainer:
             delivered,
             source,
             settings.partition_key,
+            destination.queue_url,
         )
         self._settings = settings
         self._destination = destination

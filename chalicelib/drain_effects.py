@@ -76,10 +76,12 @@ class Effects:
         delivered: DeliveryArchive | None = None,
         source: SourceItems | None = None,
         partition_key: str | None = None,
+        queue_url: str = "",
     ) -> None:
         """`source`: the table backfilled items are read back from (None: none is, so a backfilled
         message is never sent, for want of a check); `partition_key`: the table's
-        (`TRICKLE_PARTITION_KEY`), which tells a backfilled message's item key apart."""
+        (`TRICKLE_PARTITION_KEY`), which tells a backfilled message's item key apart; `queue_url`:
+        the queue's, which state machines name when they send to it (heartbeats while paused)."""
         self._queue = queue
         self._dead_letters = dead_letters
         self._ledger = ledger
@@ -88,7 +90,7 @@ class Effects:
         self._notes = notes
         self._archive = archive
         self._enrich = enrich
-        self._tasks = Tasks(callbacks, ledger, archive, destination)
+        self._tasks = Tasks(callbacks, ledger, archive, destination, queue_url)
         self._source = source
         self._partition_key = partition_key
         self._requests = itertools.count(1)  # batch requests, told apart for the breaker

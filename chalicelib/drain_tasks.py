@@ -28,9 +28,16 @@ class Tasks:
     without state machines, whose messages carry no token the drain would read)."""
 
     def __init__(
-        self, callbacks: Callbacks | None, ledger: DeliveryLedger, archive: Archive | None, destination: str
+        self,
+        callbacks: Callbacks | None,
+        ledger: DeliveryLedger,
+        archive: Archive | None,
+        destination: str,
+        queue_url: str = "",
     ) -> None:
+        """`queue_url`: the destination's queue, where state machines send messages with their token."""
         self._callbacks = callbacks
+        self._queue_url = queue_url
         self._ledger = ledger
         self._archive = archive
         self._destination = destination
@@ -111,9 +118,11 @@ class Tasks:
 
     def keep_waiting(self, carried: Mapping[str, str], state: RunState) -> None:
         """A paused destination's run, without receiving a message: a heartbeat to each task its runs
-        left waiting in the queue (`carried`, the run note's) and to each the ledger holds for a
-        message queued since (`health.paused_heartbeats`). One that refuses it is gone (`state.gone`
-        drops it from the note; the ledger records it, `callback: rejected`) and never called again."""
+        left waiting in the queue (`carried`, the run note's), to each the ledger holds for a
+        message queued since, and to each a running execution's history shows waiting on a message
+        it sent straight to the queue (`health.paused_heartbeats`). One that refuses it is gone
+        (`state.gone` drops it from the note; the ledger records it, `callback: rejected`; its
+        history shows it ended) and never called again."""
         if self._callbacks is None:
             return
         try:
@@ -124,7 +133,8 @@ class Tasks:
                 extra={"destination": self._destination, "error": str(exc)},
             )
             queued = []
-        for task in health.paused_heartbeats(carried, queued):
+        sent = self._callbacks.sent_tokens(self._queue_url) if self._queue_url else []
+        for task in health.paused_heartbeats(carried, queued, sent):
             result = self._callbacks.heartbeat(task.token)
             state.callback(Callback.HEARTBEAT, result, task.token)
             if result is CallbackResult.REJECTED and task.message_id:

@@ -97,12 +97,15 @@ def waiting_tasks(
     return dict(kept[:MAX_TASKS_KEPT])
 
 
-def paused_heartbeats(carried: Mapping[str, str], queued: Iterable[QueuedTask]) -> list[QueuedTask]:
+def paused_heartbeats(
+    carried: Mapping[str, str], queued: Iterable[QueuedTask], sent: Iterable[str] = ()
+) -> list[QueuedTask]:
     """The tasks a paused run heartbeats, each token once: those its runs left waiting (the run
     note's, `waiting_tasks`; no message id: a refusal only drops them from the note), then those
     the ledger holds for messages queued with a token (`Ledger.queued_tasks`: none received yet,
     e.g. submitted while paused) that are still queued and whose task was neither answered nor is
-    gone; at most `MAX_TASKS_KEPT` of each."""
+    gone, then those of messages a state machine sent straight to the queue, from its executions'
+    histories (`callbacks.open_sent_tokens`; no message id either); at most `MAX_TASKS_KEPT` of each."""
     tasks = [QueuedTask("", "", token) for token in dict.fromkeys(carried.values())][:MAX_TASKS_KEPT]
     known = {task.token for task in tasks}
     waiting = [
@@ -111,7 +114,10 @@ def paused_heartbeats(carried: Mapping[str, str], queued: Iterable[QueuedTask]) 
         if task.status is Status.QUEUED and not task.callback and task.token and task.token not in known
     ]
     unique = {task.token: task for task in reversed(waiting)}  # the first of a token's records
-    return tasks + [task for task in waiting if unique[task.token] is task][:MAX_TASKS_KEPT]
+    tasks += [task for task in waiting if unique[task.token] is task][:MAX_TASKS_KEPT]
+    known = {task.token for task in tasks}
+    fresh = [token for token in dict.fromkeys(sent) if token and token not in known]
+    return tasks + [QueuedTask("", "", token) for token in fresh[:MAX_TASKS_KEPT]]
 
 
 def carried_tasks(note: Mapping[str, Any] | None) -> dict[str, str]:

@@ -94,6 +94,11 @@ class Callbacks(Protocol):
 
     def heartbeat(self, token: str) -> CallbackResult: ...
 
+    def sent_tokens(self, queue_url: str) -> list[str]:
+        """The tokens of tasks waiting on messages their state machine sent straight to the queue,
+        read from the executions' histories (`chalicelib.callbacks.StepFunctionsCallbacks`)."""
+        ...
+
 
 class Api(Protocol):
     """The destination's API with its credentials (`chalicelib.api_client.ApiClient`)."""

@@ -316,9 +316,11 @@ def drainer(destination: str) -> Drainer:
 @functools.cache
 def callbacks() -> StepFunctionsCallbacks | None:
     """Answers to waiting Step Functions tasks, in stages that name the state machines allowed to wait."""
-    from chalicelib.callbacks import StepFunctionsCallbacks
+    from chalicelib.callbacks import StepFunctionsCallbacks, state_machine_arns
 
-    return StepFunctionsCallbacks(client("stepfunctions")) if settings().callback_state_machines else None
+    s = settings()
+    machines = state_machine_arns(s.stream_arn, s.callback_state_machines)
+    return StepFunctionsCallbacks(client("stepfunctions"), machines) if machines else None
 
 
 def drain(destination: str, context: Any) -> dict[str, Any]:

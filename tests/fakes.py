@@ -629,6 +629,8 @@ class FakeCallbacks:
     def __init__(self, script: Callable[[str, str, int], CallbackResult] | None = None) -> None:
         self._script = script or (lambda kind, token, nth: CallbackResult.SENT)
         self.calls: list[tuple[str, str, dict[str, str]]] = []  # (kind, token, details)
+        # queue URL -> the tokens its executions' histories show waiting on a message sent there
+        self.sent: dict[str, list[str]] = {}
         self._lock = threading.Lock()
 
     def _record(self, kind: str, token: str, details: dict[str, str]) -> CallbackResult:
@@ -645,6 +647,9 @@ class FakeCallbacks:
 
     def heartbeat(self, token: str) -> CallbackResult:
         return self._record("heartbeat", token, {})
+
+    def sent_tokens(self, queue_url: str) -> list[str]:
+        return list(self.sent.get(queue_url, []))
 
     def kinds(self, token: str) -> list[str]:
         return [kind for kind, t, _ in self.calls if t == token]

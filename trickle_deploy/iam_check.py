@@ -127,8 +127,10 @@ class CallRecorder:
             self._on_transaction(params)
             return
         action = ACTIONS.get((service, model.name), f"{service}:{model.name}")
-        if service == "stepfunctions":
+        if service == "stepfunctions" and "taskToken" in params:
             resource = self.task_tokens.get(str(params.get("taskToken")), "unknown task token")
+        elif service == "stepfunctions":  # ListExecutions, GetExecutionHistory
+            resource = str(params.get("stateMachineArn") or params.get("executionArn"))
         else:
             resource = call_resource(service, params, self.region, self.account)
         keys = None

@@ -52,6 +52,8 @@ ACTIONS: dict[tuple[str, str], str] = {
     ("stepfunctions", "SendTaskSuccess"): "states:SendTaskSuccess",
     ("stepfunctions", "SendTaskFailure"): "states:SendTaskFailure",
     ("stepfunctions", "SendTaskHeartbeat"): "states:SendTaskHeartbeat",
+    ("stepfunctions", "ListExecutions"): "states:ListExecutions",
+    ("stepfunctions", "GetExecutionHistory"): "states:GetExecutionHistory",
 }
 # What Lambda's SQS event source mapping does with the role of the function it triggers
 # (AWSLambdaSQSQueueExecutionRole grants these, and nothing more on the queue).
@@ -96,6 +98,7 @@ class StageResources:
     archive_objects_arn: Arn | None
     archive_bucket_arn: Arn | None  # the bucket itself (a replay lists its delivered archive)
     state_machine_arns: tuple[Arn, ...]  # whose tasks the drains may answer
+    execution_arns: tuple[Arn, ...] = ()  # their executions (a paused drain reads their histories)
 
     @property
     def status_index_arn(self) -> Arn:
@@ -179,6 +182,9 @@ def template_resources(env: Mapping[str, str]) -> StageResources:
         state_machine_arns=tuple(
             _arn("states", f"stateMachine:{name}") for name in settings.callback_state_machines
         ),
+        execution_arns=tuple(
+            _arn("states", f"execution:{name}:*") for name in settings.callback_state_machines
+        ),
     )
 
 
@@ -238,6 +244,10 @@ def stage_resources(env: Mapping[str, str]) -> StageResources:
         else None,
         state_machine_arns=tuple(
             f"arn:{partition}:states:{region}:{account}:stateMachine:{name}"
+            for name in settings.callback_state_machines
+        ),
+        execution_arns=tuple(
+            f"arn:{partition}:states:{region}:{account}:execution:{name}:*"
             for name in settings.callback_state_machines
         ),
     )
@@ -384,6 +394,16 @@ def _drain_policy(
                 # a paused run finds the tasks of messages queued with a token since its last run
                 # (`Ledger.queued_tasks`: its queued records' keys; the index holds keys only)
                 [_statement("FindQueuedTasks", ["dynamodb:Query"], [r.status_index_arn])]
+                if r.state_machine_arns
+                else []
+            ),
+            *(
+                # and those of messages a state machine sent straight to its queue, from the
+                # histories of their running executions (`StepFunctionsCallbacks.sent_tokens`)
+                [
+                    _statement("FindRunningTasks", ["states:ListExecutions"], list(r.state_machine_arns)),
+                    _statement("ReadRunningTasks", ["states:GetExecutionHistory"], list(r.execution_arns)),
+                ]
                 if r.state_machine_arns
                 else []
             ),

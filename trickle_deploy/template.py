@@ -593,6 +593,21 @@ def _example_resources(destinations: Sequence[Destination]) -> dict[str, Any]:
                             "Action": "dynamodb:Query",
                             "Resource": {"Fn::Sub": f"${{LedgerTable.Arn}}/index/{STATUS_INDEX}"},
                         },
+                        {  # and those of the example's tasks (`StepFunctionsCallbacks.sent_tokens`)
+                            "Sid": "FindTheExamplesRunningTasks",
+                            "Effect": "Allow",
+                            "Action": "states:ListExecutions",
+                            "Resource": {"Ref": "ExampleStateMachine"},
+                        },
+                        {
+                            "Sid": "ReadTheExamplesRunningTasks",
+                            "Effect": "Allow",
+                            "Action": "states:GetExecutionHistory",
+                            "Resource": {
+                                "Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}"
+                                f":execution:{EXAMPLE_NAME}:*"
+                            },
+                        },
                     ],
                 },
             },

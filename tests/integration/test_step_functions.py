@@ -14,6 +14,7 @@ import boto3
 import pytest
 import requests
 
+from chalicelib.callbacks import open_sent_tokens
 from chalicelib.model import TASK_TOKEN_ATTRIBUTE
 from chalicelib.task_answers import MAX_OUTPUT_BYTES
 from tests.fakes import until
@@ -226,4 +227,46 @@ def test_a_task_submitted_while_paused_is_kept_alive_and_answered_after_resume(s
     assert described["status"] == "SUCCEEDED", described
     assert json.loads(described["output"])["body"] == {"order": "A-23"}
     assert [json.loads(r.body)["item"] for r in stack.api.requests] == [{"order": 23}]  # the envelope
+    assert sum(r["callbacks"] for r in reports) == 1 and stack.queue_depth() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.only_on("moto", reason="ministack's execution history records a task without its parameters")
+def test_a_task_that_sent_its_message_straight_to_the_paused_queue_is_kept_alive_and_answered_after_resume(
+    stack: Stack,
+) -> None:
+    """A state machine sends its token message straight to the paused destination's queue (entry
+    point 1): no run receives it, so paused runs find its task in the execution's history and keep
+    it alive well past its HeartbeatSeconds, without a receive; resumed, the message is delivered and
+    the execution resumes with the API's answer."""
+    heartbeat_s = 6
+    flow = Workflow(stack, heartbeat_s=heartbeat_s)
+    stack.api.responder = lambda body, headers: Reply(200, '{"order":"A-24"}')
+    assert stack.http("POST", "/destinations/orders/pause", {"reason": "maintenance"}).status_code == 200
+    execution = flow.start({"order": 24})
+    history = flow.sfn.get_execution_history(executionArn=execution)["events"]
+    (token,) = open_sent_tokens(history, stack.env["TRICKLE_DEST_ORDERS_QUEUE_URL"])
+    stack.recorder.task_tokens[token] = flow.arn  # no run receives it: the IAM check's, from the history
+    first = len(stack.recorder.calls)
+    began = time.monotonic()
+    paused: list[dict[str, Any]] = []
+
+    def outlived_heartbeats() -> bool:  # runs back to back, each sooner than HeartbeatSeconds
+        paused.append(stack.drain())
+        assert flow.describe(execution)["status"] == "RUNNING"
+        return time.monotonic() - began > 2 * heartbeat_s + 1
+
+    until(outlived_heartbeats, 60, every_s=0.5)
+
+    drain_calls = [c.operation for c in stack.recorder.calls[first:] if c.function == "drain_orders"]
+    assert {r["stopped_by"] for r in paused} == {"paused"} and stack.api.requests == []
+    assert "ReceiveMessage" not in drain_calls
+    assert {"ListExecutions", "GetExecutionHistory", "SendTaskHeartbeat"} <= set(drain_calls)
+    assert sum(r["heartbeats"] for r in paused) >= len(paused) and not any(
+        r["callbacks_rejected"] for r in paused
+    )
+    assert stack.http("POST", "/destinations/orders/resume").status_code == 200
+    described, reports = flow.finish(execution)
+    assert described["status"] == "SUCCEEDED", described
+    assert json.loads(described["output"])["body"] == {"order": "A-24"}
     assert sum(r["callbacks"] for r in reports) == 1 and stack.queue_depth() == 0

@@ -18,7 +18,7 @@ import pytest
 from botocore.stub import Stubber
 
 from chalicelib import wiring
-from chalicelib.callbacks import StepFunctionsCallbacks
+from chalicelib.callbacks import EXECUTIONS_READ, StepFunctionsCallbacks, open_sent_tokens, state_machine_arns
 from chalicelib.drain import Drainer
 from chalicelib.drain_state import DrainReport
 from chalicelib.model import TASK_TOKEN_ATTRIBUTE, ApiResponse, CallbackResult, LedgerRecord, Status, Verdict
@@ -790,3 +790,127 @@ def test_state_machines_are_named_not_given_as_arns(make_settings: MakeSettings)
     with pytest.raises(SettingsError, match="TRICKLE_CALLBACK_STATE_MACHINES: 'arn:aws:states"):
         make_settings(TRICKLE_CALLBACK_STATE_MACHINES="ok-one, arn:aws:states:us-east-1:1:stateMachine:x")
     assert make_settings(TRICKLE_CALLBACK_STATE_MACHINES="a, b_2").callback_state_machines == ("a", "b_2")
+
+
+QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/trickle-orders.fifo"
+
+
+def scheduled(
+    at: int, token: str, queue: str = QUEUE, resource: str = "sendMessage.waitForTaskToken"
+) -> dict[str, Any]:
+    parameters = {
+        "QueueUrl": queue,
+        "MessageBody": {},
+        "MessageAttributes": {TASK_TOKEN_ATTRIBUTE: {"DataType": "String", "StringValue": token}},
+    }
+    details = {
+        "resourceType": "sqs",
+        "resource": resource,
+        "region": "us-east-1",
+        "parameters": json.dumps(parameters),
+    }
+    return {
+        "id": at,
+        "previousEventId": at - 1,
+        "type": "TaskScheduled",
+        "taskScheduledEventDetails": details,
+    }
+
+
+def then(at: int, kind: str, after: int | None = None) -> dict[str, Any]:
+    return {"id": at, "previousEventId": at - 1 if after is None else after, "type": kind}
+
+
+OPEN_SENT: list[tuple[str, list[dict[str, Any]], list[str]]] = [
+    ("waiting", [scheduled(3, "t1"), then(4, "TaskStarted"), then(5, "TaskSubmitted")], ["t1"]),
+    ("newest first, as read", [then(5, "TaskSubmitted"), then(4, "TaskStarted"), scheduled(3, "t1")], ["t1"]),
+    (
+        "succeeded",
+        [scheduled(3, "t1"), then(4, "TaskStarted"), then(5, "TaskSubmitted"), then(6, "TaskSucceeded")],
+        [],
+    ),
+    ("failed", [scheduled(3, "t1"), then(4, "TaskFailed")], []),
+    (
+        "timed out on its heartbeat",
+        [scheduled(3, "t1"), then(4, "TaskSubmitted"), then(5, "TaskTimedOut")],
+        [],
+    ),
+    ("another queue", [scheduled(3, "t1", QUEUE.replace("orders", "crm"))], []),
+    (
+        "the queue by another host",
+        [scheduled(3, "t1", "http://127.0.0.1:5000/123456789012/trickle-orders.fifo")],
+        ["t1"],
+    ),
+    ("not a send with a token", [scheduled(3, "t1", resource="sendMessage")], []),
+    ("no token", [scheduled(3, "")], []),
+    (
+        "a retried task: the first timed out, the second waits",
+        [scheduled(3, "t1"), then(4, "TaskTimedOut"), scheduled(5, "t2")],
+        ["t2"],
+    ),
+    (
+        "parallel branches: one ended",
+        [scheduled(3, "t1"), scheduled(4, "t2"), then(5, "TaskSucceeded", after=4)],
+        ["t1"],
+    ),
+    (
+        "unreadable parameters",
+        [
+            {
+                "id": 3,
+                "previousEventId": 2,
+                "type": "TaskScheduled",
+                "taskScheduledEventDetails": {
+                    "resourceType": "sqs",
+                    "resource": "sendMessage.waitForTaskToken",
+                    "parameters": "{trunc",
+                },
+            }
+        ],
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(("events", "tokens"), [r[1:] for r in OPEN_SENT], ids=[r[0] for r in OPEN_SENT])
+def test_open_sent_tokens(events: list[dict[str, Any]], tokens: list[str]) -> None:
+    assert open_sent_tokens(events, QUEUE) == tokens
+
+
+def test_state_machine_arns_are_in_the_tables_account_and_region() -> None:
+    stream = "arn:aws-cn:dynamodb:cn-north-1:111122223333:table/items/stream/2026-01-01T00:00:00.000"
+    assert state_machine_arns(stream, ["wait"]) == (
+        "arn:aws-cn:states:cn-north-1:111122223333:stateMachine:wait",
+    )
+
+
+def test_adapter_reads_the_running_executions_histories_and_skips_what_it_cannot_read() -> None:
+    client, stub = sfn()
+    machines = [
+        "arn:aws:states:us-east-1:123456789012:stateMachine:a",
+        "arn:aws:states:us-east-1:123456789012:stateMachine:b",
+    ]
+    ended = "arn:aws:states:us-east-1:123456789012:execution:a:ended"
+    waiting = "arn:aws:states:us-east-1:123456789012:execution:a:waiting"
+    started = {"stateMachineArn": machines[0], "status": "RUNNING", "startDate": 0}
+    stub.add_response(
+        "list_executions",
+        {
+            "executions": [
+                {"executionArn": ended, **started, "name": "ended"},
+                {"executionArn": waiting, **started, "name": "waiting"},
+            ]
+        },
+        {"stateMachineArn": machines[0], "statusFilter": "RUNNING", "maxResults": EXECUTIONS_READ},
+    )
+    stub.add_client_error("get_execution_history", "ExecutionDoesNotExist")
+    events = [{**event, "timestamp": 0} for event in [then(4, "TaskSubmitted"), scheduled(3, "t1")]]
+    stub.add_response(
+        "get_execution_history",
+        {"events": events},
+        {"executionArn": waiting, "reverseOrder": True, "maxResults": 100},
+    )
+    stub.add_client_error("list_executions", "AccessDeniedException")
+    with stub:
+        assert StepFunctionsCallbacks(client, machines).sent_tokens(QUEUE) == ["t1"]
+    stub.assert_no_pending_responses()

@@ -218,3 +218,26 @@ def test_a_breaker_run_opens_the_circuit_and_counts_how_long(make_settings: Make
     assert rig.note()["circuit"]["state"] == "open"  # type: ignore[index]
     names = [name for name, _ in rig.metrics[-1].values]
     assert "CircuitOpened" in names and "CircuitOpenSeconds" in names
+
+
+def test_a_paused_run_heartbeats_the_tasks_a_state_machine_sent_straight_to_the_queue(
+    make_settings: MakeSettings,
+) -> None:
+    """No run has received a message a state machine sent to the queue itself, and no ledger record
+    holds its token: paused runs find its task in the execution's history (`sent_tokens`), each
+    token once with the ledger's; on resume the message is delivered and its task answered."""
+    rig = Rig(make_settings, failing_first(), FakeCallbacks())
+    rig.pause()
+    rig.queue.put(message("g0", 0, token="t-sent"))
+    rig.queue.put(message("g1", 0, token="t-both"))
+    rig.ledger.record_queued("g1-0", "g1", task_token="t-both")
+    rig.callbacks.sent[rig.settings.destination("orders").queue_url] = ["t-sent", "t-both"]
+
+    paused = rig.run()
+
+    assert rig.queue.receives == [] and rig.api.requests == []
+    assert (paused.stopped_by, paused.heartbeats) == ("paused", 2)
+    assert rig.callbacks.kinds("t-sent") == ["heartbeat"] and rig.callbacks.kinds("t-both") == ["heartbeat"]
+    rig.notes.saved.pop(pause_key("orders"))
+    rig.callbacks.sent.clear()
+    assert rig.run().delivered == 2 and rig.callbacks.kinds("t-sent")[-1] == "success"

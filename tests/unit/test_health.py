@@ -166,9 +166,31 @@ def test_paused_heartbeats(
     assert [(t.message_id, t.token) for t in paused_heartbeats(carried, found)] == heartbeats
 
 
+@pytest.mark.parametrize(
+    ("carried", "found", "sent", "heartbeats"),
+    [
+        ({}, [], ["t3"], [("", "t3")]),  # sent straight to the queue: from the execution's history
+        (
+            {"c1": "t1"},
+            [queued("m2", "t2")],
+            ["t2", "t1", "t3", "t3", ""],
+            [("", "t1"), ("m2", "t2"), ("", "t3")],
+        ),
+    ],
+    ids=["history", "each token once"],
+)
+def test_paused_heartbeats_of_tasks_sent_straight_to_the_queue(
+    carried: dict[str, str], found: list[QueuedTask], sent: list[str], heartbeats: list[tuple[str, str]]
+) -> None:
+    assert [(t.message_id, t.token) for t in paused_heartbeats(carried, found, sent)] == heartbeats
+
+
 def test_paused_heartbeats_take_at_most_the_cap_from_the_note_and_from_the_ledger() -> None:
     carried = {f"c{n}": f"t{n}" for n in range(MAX_TASKS_KEPT + 5)}
     found = [queued(f"m{n}", f"q{n}") for n in range(MAX_TASKS_KEPT + 5)]
+    sent = [f"s{n}" for n in range(MAX_TASKS_KEPT + 5)]
+    tasks = paused_heartbeats(carried, found, sent)
+    assert len(tasks) == 3 * MAX_TASKS_KEPT and tasks[-1].token == f"s{MAX_TASKS_KEPT - 1}"
     tasks = paused_heartbeats(carried, found)
     assert len(tasks) == 2 * MAX_TASKS_KEPT
     assert tasks[-1].token == f"q{MAX_TASKS_KEPT - 1}"  # the newest first, as the ledger lists them
