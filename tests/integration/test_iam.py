@@ -299,6 +299,15 @@ def test_no_statement_grants_an_action_the_code_never_uses(
         redrive = json.loads(stack.http("POST", f"/dead-letters/redrive?destination={destination}", {}).body)
         stack.http("GET", redrive["progress_url"])
         stack.drain(destination)
+    # a task waiting on a paused destination: its execution is read for the token (no receive)
+    waiting = stack.aws["stepfunctions"].create_state_machine(
+        name=WAITING_STATE_MACHINE.rsplit(":", 1)[1],
+        definition=json.dumps(
+            {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 600, "End": True}}}
+        ),
+        roleArn="arn:aws:iam::123456789012:role/trickle-local-wait",
+    )["stateMachineArn"]
+    stack.aws["stepfunctions"].start_execution(stateMachineArn=waiting, input="{}")
     gone = Reply(410, "{}")
     for api in (stack.api, stack.crm_api, billing_api, bulk_api):
         api.responder = lambda body, headers: gone
