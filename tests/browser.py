@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +26,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
 from chalicelib import console
+from tests.fakes import until
 from trickle_project.stage import PROJECT_DIR
 
 INSTALL = (
@@ -76,13 +76,12 @@ def start_browser() -> WebDriver:
 
 def wait(driver: WebDriver, condition: Callable[[], Any], deadline_s: float = 30.0) -> Any:
     """`condition()` once truthy (polled every 20 ms), else fail naming what the page shows."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"not true within {deadline_s} s; the page shows: {main_text(driver)[:600]!r}")
+    try:
+        return until(condition, deadline_s, every_s=0.02)
+    except AssertionError:
+        raise AssertionError(
+            f"not true within {deadline_s} s; the page shows: {main_text(driver)[:600]!r}"
+        ) from None
 
 
 def main_text(driver: WebDriver) -> str:

@@ -221,6 +221,18 @@
 
   // An in-page question with a confirm and a cancel button (and, if asked, a reason to give);
   // `yes(reason)` runs only on the confirm button.
+  // Previous and Next of a cursor-paged list: `state.cursors[page]` is the cursor of each page seen.
+  function pageButtons(state, previous, next, load) {
+    previous.addEventListener("click", () => {
+      state.page -= 1;
+      load();
+    });
+    next.addEventListener("click", () => {
+      state.page += 1;
+      load();
+    });
+  }
+
   function confirmation(box, question, label, yes, withReason) {
     const reason = withReason
       ? el("input", { id: "confirm-reason", type: "text", maxlength: 500, placeholder: "reason (optional)" })
@@ -659,14 +671,7 @@
       state.page = 0;
       load();
     });
-    previous.addEventListener("click", () => {
-      state.page -= 1;
-      load();
-    });
-    next.addEventListener("click", () => {
-      state.page += 1;
-      load();
-    });
+    pageButtons(state, previous, next, load);
     redriveSome.addEventListener("click", () => {
       const ids = [...state.selected].sort();
       ask(`Redrive ${ids.length} dead letters of ${destination}?`, `${ids.length} dead letters`, {
@@ -770,14 +775,7 @@
       }
     };
 
-    previous.addEventListener("click", () => {
-      state.page -= 1;
-      load();
-    });
-    next.addEventListener("click", () => {
-      state.page += 1;
-      load();
-    });
+    pageButtons(state, previous, next, load);
     show(
       el("h1", {}, "Halted groups of ", el("span", { id: "destination" }, destination)),
       el(
@@ -966,14 +964,7 @@
       state.page = 0;
       load();
     };
-    previous.addEventListener("click", () => {
-      state.page -= 1;
-      load();
-    });
-    next.addEventListener("click", () => {
-      state.page += 1;
-      load();
-    });
+    pageButtons(state, previous, next, load);
 
     const itemDestination = destinations("item-destination", true);
     const key = el("input", { id: "item-key", type: "search", placeholder: "partition key value", "aria-label": "Partition key" });
