@@ -358,12 +358,16 @@ def start_replay() -> Response:
 
 @app.route("/replays/{replay_id}", methods=["GET"], authorizer=operator)
 def replay_progress(replay_id: str) -> dict[str, Any]:
-    return _job(replay_id, "replay")
+    from chalicelib.replay_plan import shown
+
+    return shown(_job(replay_id, "replay"))  # with its warnings, if any
 
 
 @app.route("/replays/{replay_id}/cancel", methods=["POST"], authorizer=operator)
 def cancel_replay(replay_id: str) -> dict[str, Any]:
-    return _job(replay_id, "replay", cancel=True)
+    from chalicelib.replay_plan import shown
+
+    return shown(_job(replay_id, "replay", cancel=True))
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="drain_billing")

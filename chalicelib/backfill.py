@@ -28,7 +28,7 @@ from chalicelib.freshness import (
     fingerprint,
     key_text,
 )
-from chalicelib.job_plan import MAX_PARTS
+from chalicelib.job_plan import MAX_PARTS, filter_error, filter_warnings
 from chalicelib.model import OutboundMessage, iso_utc
 from chalicelib.records import RecordError, RejectedRecord, decode_image, rejection_message, route_record
 from chalicelib.routing import Expression, record_view, requested_filter, unknown_fields
@@ -48,7 +48,6 @@ DRY_RUN_PAGE_ITEMS = 1000  # a dry run queues nothing: its pages are as large as
 # Below any stream sequence number (those are 21 digits and more): a scanned state is older than
 # every change the stream carries after it.
 SEQUENCE_NUMBER = "0"
-MAX_ERROR_CHARS = 300  # a filter error's text, as the job's counts keep the first
 
 
 class BackfillError(ValueError):
@@ -184,7 +183,7 @@ def selected(expression: Expression | None, record: Mapping[str, Any], table: st
         }
         return expression.search(record_view("INSERT", keys, item, None, {"source": source})) is True
     except (RecordError, JMESPathError) as exc:
-        return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:MAX_ERROR_CHARS]
+        return filter_error(exc)
 
 
 def build(
@@ -244,13 +243,8 @@ def warnings(job: Mapping[str, Any]) -> list[str]:
     """What a backfill's progress should tell its operator: a filter that failed on items, or one
     that took none of what a finished job scanned (everything `skipped`: most likely a mistake)."""
     counts = job["counts"]
-    scanned, errors = counts.get("scanned", 0), counts.get("filter_errors", 0)
-    out = []
-    if errors:
-        out.append(
-            f"the filter failed on {errors} of {scanned} items scanned, left out (first:"
-            f" {counts.get('filter_error')}): check its functions' argument types"
-        )
+    scanned = counts.get("scanned", 0)
+    out = filter_warnings(counts, "scanned", "items scanned")
     if job["state"] != "running" and scanned and counts.get("skipped", 0) == scanned:
         out.append(
             f"the filter took none of the {scanned} items scanned: check it (in JMESPath 'order' is a"

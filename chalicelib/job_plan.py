@@ -38,6 +38,7 @@ MIN_MAX_QUEUED = 300
 # sending the next task): an older task of it takes it over (`start`). Longer than a worker's slice
 # and a paced wait, both of which write the part.
 STALL_S = 1800
+MAX_ERROR_CHARS = 300  # a filter error's text, as the job's counts keep the first
 
 
 class TaskError(ValueError):
@@ -197,3 +198,20 @@ def progress(job: Mapping[str, Any], parts: Mapping[int, Mapping[str, Any]]) -> 
             for part in each
         ],
     }
+
+
+def filter_error(exc: Exception) -> str:
+    """A job filter's failure on one record, as its counts keep the first (one line, bounded)."""
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:MAX_ERROR_CHARS]
+
+
+def filter_warnings(counts: Mapping[str, Any], seen: str, noun: str) -> list[str]:
+    """What a job's operator should hear of its filter: it failed on records (they are left out,
+    counted in `filter_errors`, the first error in `filter_error`), out of those `seen`."""
+    errors = counts.get("filter_errors", 0)
+    if not errors:
+        return []
+    return [
+        f"the filter failed on {errors} of {counts.get(seen, 0)} {noun}, left out (first:"
+        f" {counts.get('filter_error')}): check its functions' argument types"
+    ]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
+from chalicelib.job_plan import add_counts
 from chalicelib.model import OutboundMessage
 from chalicelib.replay_plan import Delivery, Replay, replayed
 
@@ -39,11 +40,12 @@ def start() -> dict[str, Any]:
 class Page:
     """What one page found: the messages to queue in order, where the next page starts, the
     counts (records `read` in the window, `selected` by the replay, `queued` (none in a dry run),
-    archive `objects` opened) and whether the window is read to its end."""
+    archive `objects` opened, `filter_errors` and the first one's `filter_error`) and whether the
+    window is read to its end."""
 
     messages: list[OutboundMessage]
     position: dict[str, Any]
-    counts: dict[str, int]
+    counts: dict[str, Any]
     finished: bool
 
 
@@ -67,7 +69,7 @@ class ReplayPages:
             self._object = None
         after, key, index = at["after"], at["key"], at["index"]
         messages: list[OutboundMessage] = []
-        counts = {"read": 0, "selected": 0, "queued": 0, "objects": 0}
+        counts: dict[str, Any] = {"read": 0, "selected": 0, "queued": 0, "objects": 0, "filter_errors": 0}
         finished = False
         while not self._full(messages, counts):
             if key is None:
@@ -82,7 +84,11 @@ class ReplayPages:
                 record = records[index]
                 index += 1
                 counts["read"] += 1
-                if self.replay.takes(record):
+                taken = self.replay.takes(record)
+                if isinstance(taken, str):
+                    counts["filter_errors"] += 1
+                    counts.setdefault("filter_error", taken)
+                elif taken:
                     counts["selected"] += 1
                     if not self.replay.dry_run:
                         messages.append(replayed(record, self.replay, self.replay_id))
@@ -93,9 +99,9 @@ class ReplayPages:
         counts["queued"] = len(messages)
         return Page(messages, dict(self._expected), counts, finished)
 
-    def _full(self, messages: list[OutboundMessage], counts: Mapping[str, int]) -> bool:
+    def _full(self, messages: list[OutboundMessage], counts: Mapping[str, Any]) -> bool:
         if self.replay.dry_run:
-            return counts["read"] >= self.page_records
+            return bool(counts["read"] >= self.page_records)
         return len(messages) >= self.page_messages
 
     def _listing(self, after: str) -> Iterator[str]:
@@ -112,16 +118,16 @@ class ReplayPages:
 PREVIEW_ID = "00000000-0000-0000-0000-000000000000"  # a dry run builds no message: no id is formed
 
 
-def preview(reader: Reader, replay: Replay) -> dict[str, int]:
+def preview(reader: Reader, replay: Replay) -> dict[str, Any]:
     """What the replay would queue, counted over the whole window without queueing (the command's
-    preview, before it asks): `selected` of the `read` records, in `objects` archive objects."""
+    preview, before it asks): `selected` of the `read` records, in `objects` archive objects, and
+    `filter_errors` (the first in `filter_error`, when any)."""
     pages = ReplayPages(reader, replace(replay, dry_run=True), PREVIEW_ID)
-    total = {"read": 0, "selected": 0, "objects": 0}
+    total: dict[str, Any] = {"read": 0, "selected": 0, "objects": 0, "filter_errors": 0}
     position: dict[str, Any] | None = None
     while True:
         page = pages.next(position)
-        for name in total:
-            total[name] += page.counts[name]
+        total = add_counts(total, {name: n for name, n in page.counts.items() if name != "queued"})
         if page.finished:
             return total
         position = page.position

@@ -8,8 +8,9 @@ reads the archive and queues the messages, the route and the command call these.
   objects are gone: the error gives the earliest start there is).
 - **The selection** is the archived deliveries of the window, of one `group` if given, that the
   JMESPath `filter` (if given) answers `true` for over `{id, group, delivered_at, body}`, the body
-  as JSON when it is JSON (its text otherwise). Anything but `true` (false, null, a string, a
-  filter that fails on this record) does not take the record.
+  as JSON when it is JSON (its text otherwise). Anything but `true` (false, null, a string) does
+  not take the record; a filter that fails on a record does not take it either, and the failure is
+  counted (`filter_errors`, the first in `filter_error`) and shown as the job's warning.
 - **Order** is the archive's: each group's deliveries in the order they were delivered, which is
   the order they were queued in (one FIFO group), and a replay queues them into that same group.
 - **Ids**: each replayed message's id is uuid5(replay id, original id): stable, so a resumed or
@@ -33,6 +34,7 @@ from jmespath.exceptions import JMESPathError
 
 from chalicelib import strict_json
 from chalicelib.freshness import API_ID_ATTRIBUTE, JOB_ATTRIBUTE
+from chalicelib.job_plan import filter_error, filter_warnings
 from chalicelib.model import DESTINATION_ATTRIBUTE, MESSAGE_ID_ATTRIBUTE, OutboundMessage, iso_utc
 from chalicelib.routing import Expression, requested_filter, unknown_fields
 
@@ -149,8 +151,9 @@ class Replay:
     def target(self) -> str:
         return self.to or self.destination
 
-    def takes(self, delivery: Delivery) -> bool:
-        """Whether the replay re-sends this archived delivery (see the module's doc)."""
+    def takes(self, delivery: Delivery) -> bool | str:
+        """Whether the replay re-sends this archived delivery (see the module's doc): True, False,
+        or the filter's error text when it cannot be evaluated on the record (left out, counted)."""
         if not self.window.holds(delivery.delivered_at):
             return False
         if self.group is not None and delivery.group_id != self.group:
@@ -159,8 +162,8 @@ class Replay:
             return True
         try:
             return self.filter.search(view(delivery)) is True
-        except JMESPathError:
-            return False
+        except JMESPathError as exc:
+            return filter_error(exc)
 
     def spec(self) -> dict[str, Any]:
         """As the job's note keeps it (`from_spec` reads it back)."""
@@ -294,3 +297,9 @@ def replayed(delivery: Delivery, replay: Replay, replay_id: str) -> OutboundMess
         sequence_number="",
         destination=replay.target,
     )
+
+
+def shown(job: dict[str, Any]) -> dict[str, Any]:
+    """A replay's progress as the route and the command show it: with its `warnings`, if any."""
+    found = filter_warnings(job["counts"], "read", "archived deliveries read")
+    return job | {"warnings": found} if found else job

@@ -13,10 +13,11 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.delivered_archive import DeliveredReader
+from chalicelib.job_plan import filter_warnings
 from chalicelib.jobs import Jobs, TooManyJobsError
 from chalicelib.notes import Notes
 from chalicelib.replay_pages import preview
-from chalicelib.replay_plan import KIND, ReplayError, parse_body
+from chalicelib.replay_plan import KIND, ReplayError, parse_body, shown
 from chalicelib.settings import Settings
 from chalicelib.task_queue import TaskQueue
 
@@ -81,6 +82,8 @@ def replay(
         f" {args.until} would be queued for {chosen.target} with {keys}; {counted['read']} read in"
         f" {counted['objects']} archive object(s){unreadable}"
     )
+    for warning in filter_warnings(counted, "read", "archived deliveries read"):
+        print(f"warning: {warning}")
     if chosen.dry_run:
         print(json.dumps({"dry_run": True} | counted))
         return 0
@@ -111,12 +114,14 @@ def replay_job(settings: Settings, clients: Callable[[str], Any], command: str, 
     """`replay-status ID` and `replay-cancel ID`: the job as `GET /replays/{id}` shows it (after the
     cancel: its worker stops at its next page, what it queued stays queued)."""
     found = jobs(settings, clients)
-    if found.view(job_id, KIND) is None:
+    job = found.view(job_id, KIND)
+    if job is not None and command == "replay-cancel":
+        found.cancel(job_id)
+        job = found.view(job_id, KIND)
+    if job is None:
         print(f"operate {command}: no replay {job_id}", file=sys.stderr)
         return 1
-    if command == "replay-cancel":
-        found.cancel(job_id)
-    print(json.dumps(found.view(job_id, KIND)))
+    print(json.dumps(shown(job)))  # with its warnings, if any
     return 0
 
 

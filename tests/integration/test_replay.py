@@ -179,7 +179,13 @@ def test_the_command_previews_asks_then_starts_the_job(
     assert operate([*base, *window, "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"4 message(s) delivered to orders from {since} until {until} would be queued")
-    assert json.loads(out[-1]) == {"dry_run": True, "read": 12, "selected": 4, "objects": 1}
+    assert json.loads(out[-1]) == {
+        "dry_run": True,
+        "read": 12,
+        "selected": 4,
+        "objects": 1,
+        "filter_errors": 0,
+    }
 
     assert operate([*base, *window]) == 2  # not on a terminal: nothing asked, nothing started
     captured = capsys.readouterr()

@@ -10,7 +10,7 @@ import pytest
 
 from chalicelib.delivered_archive import Delivered
 from chalicelib.replay_pages import Page, ReplayPages, preview, start
-from chalicelib.replay_plan import Replay, Window, replayed_id
+from chalicelib.replay_plan import Replay, Window, replayed_id, shown
 from chalicelib.routing import Expression
 from tests.fakes import FakeArchiveReader
 
@@ -161,5 +161,34 @@ def test_a_preview_counts_the_whole_window_and_queues_nothing() -> None:
 
     counted = preview(reader, replay("body.n > `2`"))
 
-    assert counted == {"read": 12, "selected": 9, "objects": 3}
+    assert counted == {"read": 12, "selected": 9, "objects": 3, "filter_errors": 0}
     assert (reader.listings, reader.reads) == ([""], ["o0", "o1", "o2"])
+
+
+FAILS_ON_G0 = "group == 'g1' || abs(id) > `0`"  # g1's records are taken; on g0's, abs() of a text fails
+
+
+def test_records_the_filter_fails_on_are_left_out_counted_and_the_first_error_kept() -> None:
+    pages = every_page(ReplayPages(archive(5, 3, 4), replay(FAILS_ON_G0), REPLAY_ID, page_messages=4))
+
+    assert bodies(pages) == n_bodies(1, 3, 5, 7, 9, 11)
+    assert sum(p.counts["filter_errors"] for p in pages) == 6
+    assert pages[0].counts["filter_error"].startswith("JMESPathTypeError: In function abs()")
+
+
+def test_a_preview_counts_the_records_the_filter_fails_on_and_the_job_warns_of_them() -> None:
+    counted = preview(archive(5, 3, 4), replay(FAILS_ON_G0))
+
+    assert {name: counted[name] for name in ("read", "selected", "filter_errors")} == {
+        "read": 12,
+        "selected": 6,
+        "filter_errors": 6,
+    }
+    warned = shown({"id": REPLAY_ID, "state": "done", "counts": counted})["warnings"]
+    assert warned == [
+        f"the filter failed on 6 of 12 archived deliveries read, left out (first: {counted['filter_error']}):"
+        " check its functions' argument types"
+    ]
+    assert "warnings" not in shown(
+        {"id": REPLAY_ID, "state": "done", "counts": {"read": 12, "filter_errors": 0}}
+    )
