@@ -21,7 +21,7 @@ from urllib3.exceptions import HTTPError, NewConnectionError
 from urllib3.exceptions import TimeoutError as HttpTimeoutError
 
 from chalicelib import bulk, strict_json
-from chalicelib.model import ApiResponse, Authorization, CredentialsFailure, Unsent, UnsentKind
+from chalicelib.model import ApiResponse, Authorization, BatchItem, CredentialsFailure, Unsent, UnsentKind
 from chalicelib.request_shape import Refusal, with_path
 from chalicelib.settings import Destination
 from chalicelib.signing import signing_headers
@@ -104,27 +104,22 @@ class ApiClient:
             return ApiResponse(None, error=target.reason, unsent=target)
         return self._request(target, body.encode(), api_id)
 
-    def send_batch(self, items: Sequence[tuple[str, str]]) -> list[ApiResponse]:
-        """One request for several messages (issue #25), `items` their (API id, body), distinct ids:
-        the body `bulk.build` makes of them, its Idempotency-Key (and webhook-id) derived from the
-        ids. One answer per item, in order: its status as the destination's `batch_results` reads
-        the answer, or as its `batch_failed` lists the failed items (or the request's); an answer
-        that cannot be mapped to the items fails every item, never a success; an item that cannot
-        be one is refused (unsent) and the rest go."""
-        destination = self.destination
-        built = bulk.build(items, destination.batch_wrapper, destination.batch_id_field)
-        answers = {
-            message_id: ApiResponse(None, error=reason, unsent=Unsent(UnsentKind.REFUSED, reason))
-            for message_id, reason in built.refused.items()
-        }
-        if built.ids:
-            target = self._target(None)
-            if isinstance(target, Unsent):
-                response = ApiResponse(None, error=target.reason, unsent=target)
-            else:
-                response = self._request(target, built.body.encode(), built.key)
-            answers |= zip(built.ids, self._per_item(response, len(built.ids)), strict=True)
-        return [answers[message_id] for message_id, _ in items]
+    def send_batch(self, items: Sequence[BatchItem]) -> list[ApiResponse]:
+        """One request for several messages (issue #25), `items` their batch items (`bulk.item`),
+        distinct ids: the body `bulk.build` makes of them, its Idempotency-Key (and webhook-id)
+        derived from the ids. One answer per item, in order: its status as the destination's
+        `batch_results` reads the answer, or as its `batch_failed` lists the failed items (or the
+        request's); an answer that cannot be mapped to the items fails every item, never a success;
+        a wrapper that cannot wrap them refuses every item (unsent)."""
+        built = bulk.build(items, self.destination.batch_wrapper)
+        if isinstance(built, bulk.Failure):
+            refused = Unsent(UnsentKind.REFUSED, built.reason)
+            return [ApiResponse(None, error=built.reason, unsent=refused)] * len(items)
+        target = self._target(None)
+        if isinstance(target, Unsent):
+            return [ApiResponse(None, error=target.reason, unsent=target)] * len(items)
+        response = self._request(target, built.body.encode(), built.key)
+        return self._per_item(response, len(items))
 
     def _per_item(self, response: ApiResponse, n: int) -> list[ApiResponse]:
         """A batch's answer as each of its `n` items' answer."""

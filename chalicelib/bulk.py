@@ -12,7 +12,7 @@ is recognisable and any other batch (a retry after a partial failure) differs.""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 from jmespath.exceptions import JMESPathError
 
 from chalicelib import strict_json
-from chalicelib.model import MAX_TRANSACTION_ITEMS, ApiResponse, Settlement, Status
+from chalicelib.model import MAX_TRANSACTION_ITEMS, ApiResponse, BatchItem, Settlement, Status
 from chalicelib.policy import Decision, Outcome
 
 C = TypeVar("C")
@@ -58,9 +58,10 @@ def batch_key(message_ids: Iterable[str]) -> str:
     return "batch-" + hashlib.sha256("\n".join(message_ids).encode()).hexdigest()
 
 
-def item(message_id: str, body: str, id_field: str) -> dict[str, Any]:
+def item(message_id: str, body: str, id_field: str) -> BatchItem:
     """The body as a batch carries it: its JSON object (numbers kept exact) with the message id in
-    `id_field`. A body of its own with another value there is refused rather than overwritten."""
+    `id_field`. A body of its own with another value there is refused rather than overwritten
+    (raises `ItemRefusedError`)."""
     try:
         document = strict_json.loads(body.encode())
     except ValueError:
@@ -73,47 +74,16 @@ def item(message_id: str, body: str, id_field: str) -> dict[str, Any]:
             " (set the destination's batch_id_field to a field the bodies lack)"
         )
     document[id_field] = message_id
-    return document
-
-
-def item_text(message_id: str, body: str, id_field: str) -> str:
-    """The item as it appears in the request's array (raises `ItemRefusedError`)."""
-    return strict_json.dumps(item(message_id, body, id_field))
+    return BatchItem(message_id, body, document, strict_json.dumps(document))
 
 
 @dataclass(frozen=True)
 class Built:
-    """A request's body and key, the ids it carries in order, and the items refused (id -> why)."""
+    """A request's body and key, and the ids it carries in order."""
 
     body: str
     key: str
     ids: tuple[str, ...]
-    refused: Mapping[str, str]
-
-
-def build(items: Sequence[tuple[str, str]], wrapper: Query | None, id_field: str) -> Built:
-    """The request for `items` (message id, body text): each body an object with its id, the list
-    through `wrapper` (None: the bare array), written as strict JSON. A wrapper that fails or gives
-    null refuses every item."""
-    documents: list[dict[str, Any]] = []
-    ids: list[str] = []
-    refused: dict[str, str] = {}
-    for message_id, body in items:
-        try:
-            documents.append(item(message_id, body, id_field))
-        except ItemRefusedError as exc:
-            refused[message_id] = str(exc)
-        else:
-            ids.append(message_id)
-    wrapped = wrap(documents, wrapper)
-    if isinstance(wrapped, Failure):
-        return Built("", batch_key(()), (), refused | dict.fromkeys(ids, wrapped.reason))
-    return Built(wrapped.text, batch_key(ids), tuple(ids), refused)
-
-
-@dataclass(frozen=True)
-class Wrapped:
-    text: str
 
 
 @dataclass(frozen=True)
@@ -121,23 +91,29 @@ class Failure:
     reason: str
 
 
-def wrap(documents: list[dict[str, Any]], wrapper: Query | None) -> Wrapped | Failure:
-    """The request body for a list of items."""
+def build(items: Sequence[BatchItem], wrapper: Query | None) -> Built | Failure:
+    """The request for `items`: their list through `wrapper` (None: the bare array), written as
+    strict JSON from the items' texts: the list wherever the wrapper's value holds it is the texts
+    joined, not written again (`strict_json.dumps`); a wrapper that builds something else from the
+    items is written whole. A wrapper that fails or gives null fails the request."""
+    ids = tuple(i.id for i in items)
+    array = "[" + ",".join(i.text for i in items) + "]"
     if wrapper is None:
-        return Wrapped(strict_json.dumps(documents))
+        return Built(array, batch_key(ids), ids)
+    documents = [i.document for i in items]
     try:
         value = wrapper.search(documents)
     except JMESPathError as exc:
         return Failure(f"batch_wrapper {wrapper.text!r} failed: {_said(exc)}")
     if value is None:
         return Failure(f"batch_wrapper {wrapper.text!r} gave null")
-    return Wrapped(strict_json.dumps(value))
+    return Built(strict_json.dumps(value, written=(documents, array)), batch_key(ids), ids)
 
 
 def overhead(wrapper: Query | None) -> int:
     """The bytes of a body around its items' array: the wrapper's text around an empty list."""
-    wrapped = wrap([], wrapper)
-    return len(wrapped.text.encode()) if isinstance(wrapped, Wrapped) else 2
+    built = build([], wrapper)
+    return len(built.body.encode()) if isinstance(built, Built) else 2
 
 
 def fill(

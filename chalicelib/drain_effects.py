@@ -24,6 +24,7 @@ from chalicelib.freshness import Check, Claim, Freshness, api_id
 from chalicelib.model import (
     ROUTE_ATTRIBUTE,
     ApiResponse,
+    BatchItem,
     CallbackResult,
     EnrichmentFailure,
     LedgerRecord,
@@ -437,7 +438,7 @@ class Effects:
         refuse it."""
         message, shape = rest[0], job.shape
         room = shape.max_bytes - bulk.overhead(shape.wrapper) + 1  # the first item has no comma
-        items: list[tuple[ReceivedMessage, str, str, int]] = []  # (message, API id, body, bytes with comma)
+        items: list[tuple[ReceivedMessage, BatchItem, int]] = []  # (message, its item, bytes with comma)
         seen: set[str] = set()
         cut: set[str] = set()
         for candidate in [message, *self._plain(rest[1:], run, job), *self._pending(run, job)]:
@@ -459,18 +460,15 @@ class Effects:
                 job.prefetched[candidate.message_id] = prepared
                 cut.add(candidate.group_id)
                 continue
-            items.append((candidate, key, *prepared))
-        taken = bulk.fill(items, shape.max_items, room, lambda i: i[3], lambda i: i[0].group_id)
-        pairs = [(key, body) for _, key, body, _ in taken]
+            items.append((candidate, *prepared))
+        taken = bulk.fill(items, shape.max_items, room, lambda i: i[2], lambda i: i[0].group_id)
+        sent = [i for _, i, _ in taken]
         if shape.wrapper is not None:  # a wrapper may add more than its text around an empty list
-            while (
-                len(pairs) > 1
-                and len(bulk.build(pairs, shape.wrapper, shape.id_field).body.encode()) > shape.max_bytes
-            ):
-                pairs.pop()
-        members = [m for m, _, _, _ in taken[: len(pairs)]]
+            while len(sent) > 1 and len(_body_of(bulk.build(sent, shape.wrapper)).encode()) > shape.max_bytes:
+                sent.pop()
+        members = [m for m, _, _ in taken[: len(sent)]]
         attempts = record.attempts if record else 0
-        responses, answers = self._send_batch(pairs, message, attempts, run)
+        responses, answers = self._send_batch(sent, message, attempts, run)
         now = run.clock.time()
         answered = {m.message_id: (m, r, a) for m, r, a in zip(members, responses, answers, strict=True)}
         written = bulk.written([(m.message_id, m.group_id, r, a) for m, r, a in answered.values()], now)
@@ -529,36 +527,37 @@ class Effects:
 
     def _item(
         self, message: ReceivedMessage, key: str, shape: Shape, room: int
-    ) -> tuple[str, int] | Prefetched:
-        """The body a batch carries for `message` (its item id `key`, the id the API sees) and its
+    ) -> tuple[BatchItem, int] | Prefetched:
+        """The item a batch carries for `message` (its item id `key`, the id the API sees) and its
         size in the request (with its comma), or the answer it gets without a request: its
         enrichment failed, or it cannot be an item."""
         body = self._body(message)
         if not isinstance(body, str):
             return Prefetched(*body, None)
         try:
-            size = len(bulk.item_text(key, body, shape.id_field).encode()) + 1
+            prepared = bulk.item(key, body, shape.id_field)
         except bulk.ItemRefusedError as exc:
             return _refused(str(exc))
+        size = len(prepared.text.encode()) + 1
         if size > room:
             return _refused(
                 f"the message is {size - 1} bytes as a batched item, more than a request of at most"
                 f" batch_max_bytes={shape.max_bytes} can carry"
             )
-        return body, size
+        return prepared, size
 
     def _send_batch(
-        self, pairs: list[tuple[str, str]], message: ReceivedMessage, attempts: int, run: GroupRun
+        self, items: list[BatchItem], message: ReceivedMessage, attempts: int, run: GroupRun
     ) -> tuple[list[ApiResponse], list[Decision]]:
         """Send the batch and classify each item's answer; refused as a whole with 401/403, renew the
         credentials and send it once more, as a single request."""
-        responses = self._api.send_batch(pairs)
+        responses = self._api.send_batch(items)
         answers = [classify(r, _utc(run.clock.time())) for r in responses]
         if all(a.outcome is Outcome.AUTH for a in answers) and self._api.renew(
             responses[0], run.state.claim_key_refresh()
         ):
             step(message, self._destination, attempts + 1, "auth-retry", responses[0])
-            responses = self._api.send_batch(pairs)
+            responses = self._api.send_batch(items)
             answers = [classify(r, _utc(run.clock.time())) for r in responses]
         if any(a.sent for a in answers):
             run.state.metrics.milliseconds("ApiLatency", max(r.elapsed_ms for r in responses))
@@ -660,6 +659,11 @@ def _refused(reason: str) -> Prefetched:
         Decision(Outcome.UNSENDABLE, reason),
         None,
     )
+
+
+def _body_of(built: bulk.Built | bulk.Failure) -> str:
+    """A request's body; none when its wrapper fails (the request then refuses its items)."""
+    return built.body if isinstance(built, bulk.Built) else ""
 
 
 def _utc(epoch: float) -> datetime:

@@ -330,6 +330,19 @@ class Unsent:
 
 
 @dataclass(frozen=True)
+class BatchItem:
+    """A message as a batch request carries it (issue #25, `bulk.item`): the id the API knows it by,
+    the body it was made from, its JSON object with that id in the destination's `batch_id_field`,
+    and that object written as strict JSON, once: its size is checked and the request's body
+    assembled from that text (`bulk.build`)."""
+
+    id: str
+    body: str
+    document: dict[str, Any]
+    text: str
+
+
+@dataclass(frozen=True)
 class ApiResponse:
     """What the API said, or why it said nothing (`status` None: timeout or connection error, or
     `unsent`: the request never left)."""

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from chalicelib.model import (
     ApiResponse,
+    BatchItem,
     CallbackResult,
     EnrichmentFailure,
     LedgerRecord,
@@ -108,9 +109,10 @@ class Api(Protocol):
         webhook-id: `freshness.api_id`), or the reason it could not leave (`ApiResponse.unsent`)."""
         ...
 
-    def send_batch(self, items: Sequence[tuple[str, str]]) -> list[ApiResponse]:
-        """One request for several messages, `items` their (API id, body): an answer per item,
-        in order (an answer that cannot be mapped to the items fails each, never a success)."""
+    def send_batch(self, items: Sequence[BatchItem]) -> list[ApiResponse]:
+        """One request for several messages, `items` their batch items (`bulk.item`: API id, body,
+        its text in the request): an answer per item, in order (an answer that cannot be mapped to
+        the items fails each, never a success)."""
         ...
 
     def renew(self, refused: ApiResponse, reread_secrets: bool) -> bool:

@@ -67,23 +67,31 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def dumps(value: Any) -> str:
+def dumps(value: Any, written: tuple[object, str] | None = None) -> str:
     """Compact JSON in which Decimals appear as exact JSON numbers (json would need a float).
-    U+FFFE and U+FFFF, which SQS refuses in a body, are written as escapes (the same JSON value)."""
-    return _dumps(value).replace("\ufffe", "\\ufffe").replace("\uffff", "\\uffff")
+    U+FFFE and U+FFFF, which SQS refuses in a body, are written as escapes (the same JSON value).
+    `written`: an object within `value` and its text as `dumps` wrote it, used as is wherever that
+    very object (not an equal one) appears, so a batch's items are written once (`bulk.build`):
+    the text is the same, as `dumps` of a list is its items' texts joined and the escapes above
+    leave text already escaped unchanged."""
+    return _dumps(value, written).replace("\ufffe", "\\ufffe").replace("\uffff", "\\uffff")
 
 
-def _dumps(value: Any) -> str:
+def _dumps(value: Any, written: tuple[object, str] | None) -> str:
+    if written is not None and value is written[0]:
+        return written[1]
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, dict):
         return (
             "{"
-            + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{_dumps(v)}" for k, v in value.items())
+            + ",".join(
+                f"{json.dumps(str(k), ensure_ascii=False)}:{_dumps(v, written)}" for k, v in value.items()
+            )
             + "}"
         )
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_dumps(v) for v in value) + "]"
+        return "[" + ",".join(_dumps(v, written) for v in value) + "]"
     return json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 

@@ -28,6 +28,7 @@ from chalicelib.model import (
     TASK_TOKEN_ATTRIBUTE,
     ApiResponse,
     Authorization,
+    BatchItem,
     CallbackResult,
     CredentialsFailure,
     LedgerRecord,
@@ -338,14 +339,14 @@ class ScriptedApi:
             self.requests.append((time.monotonic(), body, idempotency_key))
         return self._script(body, nth)
 
-    def send_batch(self, items: Sequence[tuple[str, str]]) -> list[ApiResponse]:
+    def send_batch(self, items: Sequence[BatchItem]) -> list[ApiResponse]:
         with self._lock:
-            self.batches.append((batch_key(i for i, _ in items), [body for _, body in items]))
+            self.batches.append((batch_key(i.id for i in items), [i.body for i in items]))
             nths = []
-            for message_id, body in items:
-                nths.append(sum(1 for _, b, _ in self.requests if b == body))
-                self.requests.append((time.monotonic(), body, message_id))
-        return [self._script(body, nth) for (_, body), nth in zip(items, nths, strict=True)]
+            for item in items:
+                nths.append(sum(1 for _, b, _ in self.requests if b == item.body))
+                self.requests.append((time.monotonic(), item.body, item.id))
+        return [self._script(i.body, nth) for i, nth in zip(items, nths, strict=True)]
 
     def bodies(self) -> list[str]:
         return [body for _, body, _ in self.requests]
@@ -389,10 +390,10 @@ class SlowApi:
             self.ended.append((self._now(), body))
         return ApiResponse(status=200)
 
-    def send_batch(self, items: Sequence[tuple[str, str]]) -> list[ApiResponse]:
+    def send_batch(self, items: Sequence[BatchItem]) -> list[ApiResponse]:
         """One request (of the first item's latency) for all the items: each is recorded as started
         and ended with it; `overlap` does not hold it."""
-        bodies = [body for _, body in items]
+        bodies = [i.body for i in items]
         with self._lock:
             self.started += [(self._now(), body) for body in bodies]
             self.in_flight += 1

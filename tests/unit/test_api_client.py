@@ -443,7 +443,9 @@ BATCHED = {
     "TRICKLE_DEST_ORDERS_BATCH_WRAPPER": "{records: @}",
 }
 PER_ITEM = {**BATCHED, "TRICKLE_DEST_ORDERS_BATCH_RESULTS": "results[].status"}
-THREE = [("m1", '{"n": 1.50}'), ("m2", '{"n": 2}'), ("m3", '{"n": 3}')]
+THREE = [
+    bulk.item(i, body, "id") for i, body in [("m1", '{"n": 1.50}'), ("m2", '{"n": 2}'), ("m3", '{"n": 3}')]
+]
 
 
 def bulk_client(
@@ -557,28 +559,17 @@ def test_a_failed_request_is_every_items_answer(
     assert [a.status for a in answers] == [503, 503, 503]
 
 
-def test_an_item_that_is_no_object_is_refused_and_the_rest_go(
-    make_settings: MakeSettings, bulk_server: Any, no_proxy_env: Any
+def test_a_batch_its_wrapper_cannot_wrap_sends_nothing_and_refuses_every_item(
+    make_settings: MakeSettings,
 ) -> None:
-    bulk_server.answer = lambda body: (200, results_of(201, 202))
-    api = bulk_client(make_settings, bulk_server, **PER_ITEM)
-
-    answers = api.send_batch([("m1", '{"n": 1}'), ("m2", "[2]"), ("m3", '{"n": 3}')])
-
-    assert [a.status for a in answers] == [201, None, 202]
-    assert answers[1].unsent == Unsent(UnsentKind.REFUSED, bulk.NOT_AN_OBJECT)
-    ((_, headers, body),) = bulk_server.seen
-    assert body == b'{"records":[{"n":1,"id":"m1"},{"n":3,"id":"m3"}]}'
-    assert headers["Idempotency-Key"] == bulk.batch_key(["m1", "m3"])
-
-
-def test_a_batch_of_only_refused_items_sends_nothing(make_settings: MakeSettings) -> None:
-    settings = make_settings(**BATCHED)
+    settings = make_settings(**BATCHED | {"TRICKLE_DEST_ORDERS_BATCH_WRAPPER": "abs(@)"})
     transport = FakeTransport(FakeResponse(200))
     api = ApiClient(Endpoint(transport, "/items"), settings.destination("orders"), KeySource())
-    answers = api.send_batch([("m1", "1"), ("m2", "null")])
+    answers = api.send_batch(THREE)
     assert transport.calls == []
-    assert [a.unsent for a in answers] == [Unsent(UnsentKind.REFUSED, bulk.NOT_AN_OBJECT)] * 2
+    reason = answers[0].error
+    assert reason is not None and reason.startswith("batch_wrapper 'abs(@)' failed: In function abs()")
+    assert [a.unsent for a in answers] == [Unsent(UnsentKind.REFUSED, reason)] * 3
 
 
 @pytest.mark.parametrize(

@@ -4,15 +4,17 @@ of each item."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from chalicelib import bulk
-from chalicelib.model import ApiResponse, Settlement, Status, Unsent, UnsentKind
+from chalicelib import bulk, strict_json
+from chalicelib.model import ApiResponse, BatchItem, Settlement, Status, Unsent, UnsentKind
 from chalicelib.policy import Decision, classify
 from chalicelib.routing import Expression
 
@@ -48,16 +50,18 @@ def test_any_other_batch_has_another_key(one: list[str], other: list[str]) -> No
 ITEMS = [("m1", '{"a": 1.50, "big": 12345678901234567890123}'), ("m2", '{"b": [1, 2]}')]
 
 
+def items_of(pairs: list[tuple[str, str]], id_field: str = "id") -> list[BatchItem]:
+    return [bulk.item(message_id, body, id_field) for message_id, body in pairs]
+
+
 @pytest.mark.parametrize(
-    ("items", "wrapper", "id_field", "body", "ids", "refused"),
+    ("items", "wrapper", "id_field", "body"),
     [
         pytest.param(
             ITEMS,
             None,
             "id",
             '[{"a":1.50,"big":12345678901234567890123,"id":"m1"},{"b":[1,2],"id":"m2"}]',
-            ("m1", "m2"),
-            {},
             id="bare-array-numbers-exact",
         ),
         pytest.param(
@@ -65,8 +69,6 @@ ITEMS = [("m1", '{"a": 1.50, "big": 12345678901234567890123}'), ("m2", '{"b": [1
             "{records: @}",
             "event_id",
             '{"records":[{"a":1.50,"big":12345678901234567890123,"event_id":"m1"},{"b":[1,2],"event_id":"m2"}]}',
-            ("m1", "m2"),
-            {},
             id="wrapped-other-id-field",
         ),
         pytest.param(
@@ -74,79 +76,56 @@ ITEMS = [("m1", '{"a": 1.50, "big": 12345678901234567890123}'), ("m2", '{"b": [1
             None,
             "id",
             '[{"id":"m1","x":1}]',
-            ("m1",),
-            {},
-            id="a-body-carrying-its-own-id-already",
+            id="a-body-carrying-its-own-id",
         ),
+        pytest.param([], "{records: @}", "id", '{"records":[]}', id="none"),
+    ],
+)
+def test_build(items: list[tuple[str, str]], wrapper: str | None, id_field: str, body: str) -> None:
+    built = bulk.build(items_of(items, id_field), query(wrapper) if wrapper else None)
+    ids = tuple(message_id for message_id, _ in items)
+    assert built == bulk.Built(body, bulk.batch_key(ids), ids)
+    json.loads(body)  # never invalid JSON
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "reason"),
+    [
+        pytest.param("nothing_here", "batch_wrapper 'nothing_here' gave null", id="null"),
         pytest.param(
-            [("m1", "[1, 2]"), ("m2", '{"b": 2}'), ("m3", '"text"')],
-            None,
-            "id",
-            '[{"b":2,"id":"m2"}]',
-            ("m2",),
-            {"m1": bulk.NOT_AN_OBJECT, "m3": bulk.NOT_AN_OBJECT},
-            id="not-objects-refused",
-        ),
-        pytest.param(
-            [("m1", "{not json"), ("m2", '{"a": 1, "a": 2}')],
-            None,
-            "id",
-            "[]",
-            (),
-            {
-                "m1": f"{bulk.NOT_AN_OBJECT} (the body is not JSON)",
-                "m2": f"{bulk.NOT_AN_OBJECT} (the body is not JSON)",
-            },
-            id="not-json-refused",
-        ),
-        pytest.param(
-            [("m1", '{"id": 7}')],
-            None,
-            "id",
-            "[]",
-            (),
-            {
-                "m1": "the body has a field 'id' of its own, where a batched item carries its message id"
-                " (set the destination's batch_id_field to a field the bodies lack)"
-            },
-            id="a-field-of-its-own-is-never-overwritten",
-        ),
-        pytest.param(
-            ITEMS,
-            "nothing_here",
-            "id",
-            "",
-            (),
-            {"m1": "batch_wrapper 'nothing_here' gave null", "m2": "batch_wrapper 'nothing_here' gave null"},
-            id="a-wrapper-giving-null-refuses-all",
-        ),
-        pytest.param(
-            [("m1", '{"a": 1}')],
             "abs(@)",
-            "id",
-            "",
-            (),
-            {
-                "m1": "batch_wrapper 'abs(@)' failed: In function abs(), invalid type for value:"
-                " [{'a': 1, 'id': 'm1'}], expected one of: ['number'], received: \"array\""
-            },
-            id="a-wrapper-failing-refuses-all",
+            "batch_wrapper 'abs(@)' failed: In function abs(), invalid type for value:"
+            " [{'a': 1, 'id': 'm1'}], expected one of: ['number'], received: \"array\"",
+            id="failing",
         ),
     ],
 )
-def test_build(
-    items: list[tuple[str, str]],
-    wrapper: str | None,
-    id_field: str,
-    body: str,
-    ids: tuple[str, ...],
-    refused: dict[str, str],
-) -> None:
-    built = bulk.build(items, query(wrapper) if wrapper else None, id_field)
-    assert (built.body, built.ids, dict(built.refused)) == (body, ids, refused)
-    assert built.key == bulk.batch_key(ids)
-    if body:
-        json.loads(body)  # never invalid JSON
+def test_a_wrapper_that_gives_no_body_fails_the_request(wrapper: str, reason: str) -> None:
+    assert bulk.build(items_of([("m1", '{"a": 1}')]), query(wrapper)) == bulk.Failure(reason)
+
+
+@pytest.mark.parametrize(
+    ("body", "id_field", "why"),
+    [
+        pytest.param("[1, 2]", "id", bulk.NOT_AN_OBJECT, id="an-array"),
+        pytest.param('"text"', "id", bulk.NOT_AN_OBJECT, id="a-string"),
+        pytest.param("{not json", "id", f"{bulk.NOT_AN_OBJECT} (the body is not JSON)", id="not-json"),
+        pytest.param(
+            '{"a": 1, "a": 2}', "id", f"{bulk.NOT_AN_OBJECT} (the body is not JSON)", id="a-key-twice"
+        ),
+        pytest.param(
+            '{"id": 7}',
+            "id",
+            "the body has a field 'id' of its own, where a batched item carries its message id"
+            " (set the destination's batch_id_field to a field the bodies lack)",
+            id="a-field-of-its-own-is-never-overwritten",
+        ),
+    ],
+)
+def test_a_body_that_cannot_be_an_item_is_refused(body: str, id_field: str, why: str) -> None:
+    with pytest.raises(bulk.ItemRefusedError) as refused:
+        bulk.item("m1", body, id_field)
+    assert str(refused.value) == why
 
 
 @pytest.mark.parametrize(
@@ -158,8 +137,68 @@ def test_overhead_is_the_body_around_an_empty_array(wrapper: str | None, expecte
 
 
 def test_an_item_is_as_long_as_it_is_in_the_body() -> None:
-    texts = [bulk.item_text(message_id, body, "id") for message_id, body in ITEMS]
-    assert bulk.build(ITEMS, None, "id").body == "[" + ",".join(texts) + "]"
+    texts = [i.text for i in items_of(ITEMS)]
+    assert bulk.build(items_of(ITEMS), None) == bulk.Built(
+        "[" + ",".join(texts) + "]", bulk.batch_key(["m1", "m2"]), ("m1", "m2")
+    )
+
+
+# The body as it was written before items were written once: the wrapper's value written whole.
+WRAPPERS = [
+    None,
+    "@",
+    "{records: @}",
+    '{data: {items: @, count: length(@)}, meta: `{"v": 1}`}',
+    "[@, @]",
+    "{records: @, first: [0]}",
+    "{ids: [*].id}",
+    "[?a].{x: a}",
+    "[0]",
+    "length(@)",
+    "{records: [*]}",
+]
+BODIES = [
+    '{"a": 1.50, "b": "x"}',
+    '{"a": null, "n": [1, {"deep": [true, false]}], "e": 1E+400}',
+    r'{"s": "caf\u00e9 \ud83d\ude00 \ufffe\uffff \\ \"q\"", ' + '"raw": "\ufffe\uffff"}',
+    '{"big": 123456789012345678901234567890, "f": -0.0, "x": 1e-7}',
+    "{}",
+]
+
+
+@pytest.mark.parametrize("wrapper", WRAPPERS, ids=lambda w: w or "bare")
+@pytest.mark.parametrize("count", [0, 1, 2, 5])
+def test_the_body_is_the_wrapped_items_written_whole(wrapper: str | None, count: int) -> None:
+    """Items written once give the very text (and so the same JSON) the wrapper's value written whole
+    gives, for a wrapper that keeps the list (once, twice, nested) or builds another value."""
+    pairs = [(f"m{n}", BODIES[n % len(BODIES)]) for n in range(count)]
+    items = items_of(pairs)
+    expression = query(wrapper) if wrapper else None
+    documents = [i.document for i in items]
+    value = expression.search(documents) if expression else documents
+    built = bulk.build(items, expression)
+    if value is None:
+        assert isinstance(built, bulk.Failure)
+        return
+    assert isinstance(built, bulk.Built)
+    assert built.body == strict_json.dumps(copy.deepcopy(value))
+    assert json.loads(built.body) == json.loads(strict_json.dumps(copy.deepcopy(value)))
+    assert "\ufffe" not in built.body and "\uffff" not in built.body  # SQS refuses them raw
+
+
+class Unwritable(dict[str, Any]):
+    """An item's document that must not be written again: its text is."""
+
+    def items(self) -> Any:
+        raise AssertionError("an item's document was written again")
+
+
+@pytest.mark.parametrize("wrapper", [None, "@", "{records: @}", "{data: {items: @}}", "[@]"])
+def test_a_wrapper_that_keeps_the_list_takes_the_items_texts_as_written(wrapper: str | None) -> None:
+    items = [replace(i, document=Unwritable(i.document)) for i in items_of(ITEMS)]
+    built = bulk.build(items, query(wrapper) if wrapper else None)
+    assert isinstance(built, bulk.Built)
+    assert "[" + ",".join(i.text for i in items) + "]" in built.body
 
 
 # --- which candidates a request takes -------------------------------------------------------------
