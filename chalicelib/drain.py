@@ -1,5 +1,6 @@
 """The scheduled drain run: receive in rounds, hand each group to a worker of the pool (its turn is
-`chalicelib.drain_group`'s loop), finish the groups done (releases, ledger, deletes), report. Delete
+`chalicelib.drain_group`'s loop), finish the groups done (releases, ledger, deletes; a batched job
+that settled a transaction's worth finishes on its own worker), report. Delete
 only after a 2xx (or once the ledger shows the message delivered). Every call to a port goes
 through the run's `Effects` (`chalicelib.drain_effects`); the clock and the backoff's jitter are
 injected, so a test can hold both still."""
@@ -18,10 +19,12 @@ from chalicelib.bulk import Shape
 from chalicelib.drain_effects import Effects
 from chalicelib.drain_state import (
     DrainReport,
+    GroupResult,
     GroupRun,
     InFlight,
     Job,
     RunState,
+    finishes_on_worker,
     receive_size,
     visible_after,
     visible_freed,
@@ -207,7 +210,7 @@ class Drainer:
             task = contextvars.copy_context().run
             size = sum(map(len, job))  # before the worker takes its groups from `job`
             work = Job(job, self._rules, self._shape)
-            in_flight.add(pool.submit(task, drain_group.deliver_job, work, self._effects, run), size)
+            in_flight.add(pool.submit(task, deliver_job, work, self._effects, run), size)
 
     def _receive_round(self, state: RunState, target: int, in_hand: int) -> list[ReceivedMessage]:
         """Enough messages to keep every worker busy for a while: receives (10 at a time) until the
@@ -240,6 +243,15 @@ class Drainer:
             self._effects.finish(in_flight.take_finished(), state)
         except Exception as exc:  # the original error is the one to raise
             log.error("groups in flight could not be finished", extra={"error": str(exc)})
+
+
+def deliver_job(job: Job, effects: Effects, run: GroupRun) -> GroupResult:
+    """A batched job on its worker (`drain_group.deliver_job`), finished there when its requests
+    settled enough items (`finishes_on_worker`), else by the run's thread."""
+    result = drain_group.deliver_job(job, effects, run)
+    if finishes_on_worker(result.settlements):
+        effects.finish_own(result)
+    return result
 
 
 def group_in_order(batch: list[ReceivedMessage]) -> dict[str, list[ReceivedMessage]]:

@@ -160,22 +160,34 @@ class Effects:
         return checks
 
     def finish(self, results: list[GroupResult], state: RunState) -> None:
+        """On the run's thread: finishes the results their workers did not (`finish_own`), all
+        together, then counts every result's releases and deletes in the run's state."""
+        kept = self._finish([r for r in results if r.kept is None])
+        kept |= {copy_id for r in results if r.kept is not None for copy_id in r.kept}
+        state.released += sum(len(r.releases) for r in results)
+        state.delete_failures += len(kept)
+        state.removed.update(m.copy_id for r in results for m in r.delete if m.copy_id not in kept)
+
+    def finish_own(self, result: GroupResult) -> None:
+        """On a batched job's worker, once its groups are done (`drain_state.finishes_on_worker`):
+        the job finished as the run's thread would (`_finish`); that thread counts it when it takes
+        the result (`finish`)."""
+        result.kept = frozenset(self._finish([result]))
+
+    def _finish(self, results: list[GroupResult]) -> set[str]:
         """Releases, then the finished groups' deliveries (and messages superseded since their
         backfill) into the ledger, then deletes: a message is deleted only once the ledger says
         delivered, so if the run dies before the deletes, the ledger turns the return of a delivered
         message into a delete without a second delivery. Batch requests' writes go first, several
         requests to a transaction (issue #25): a record written whole after them (its task's answer
-        changed it) is the last word."""
-        deletes = [m for r in results for m in r.delete]
-        releases = [change for r in results for change in r.releases]
-        state.released += len(releases)
-        self._queue.change_visibility(releases)
+        changed it) is the last word. Returns the copy ids of the messages not deleted."""
+        if not results:
+            return set()
+        self._queue.change_visibility([change for r in results for change in r.releases])
         for transaction in bulk.transactions(s for r in results for s in r.settlements):
             self._ledger.settle_many(transaction)
         self._ledger.write([record for r in results for record in r.delivered])
-        kept = {m.copy_id for m in self._queue.delete(deletes)}
-        state.delete_failures += len(kept)
-        state.removed.update(m.copy_id for m in deletes if m.copy_id not in kept)
+        return {m.copy_id for m in self._queue.delete([m for r in results for m in r.delete])}
 
     def pause(self) -> dict[str, Any] | None:
         """The destination's pause note (`chalicelib.health.pause_note`), or None: not paused."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
@@ -253,12 +253,31 @@ class GroupRun:
 class GroupResult:
     """What a group's worker hands back to the run: messages to delete, visibility changes, and what
     to write to the ledger before those deletes: records (deliveries, and messages superseded) and
-    batch requests' writes (each request's settlements, all or none: `bulk.transactions` packs them)."""
+    batch requests' writes (each request's settlements, all or none: `bulk.transactions` packs them).
+    `kept`: set once the job's own worker has finished it (`finishes_on_worker`), the copy ids its
+    deletes left in the queue; None while the run's thread is to finish it."""
 
     delete: list[ReceivedMessage] = field(default_factory=list)
     releases: Releases = field(default_factory=list)
     delivered: list[LedgerRecord] = field(default_factory=list)
     settlements: list[list[Settlement]] = field(default_factory=list)
+    kept: frozenset[str] | None = None
+
+
+# A batched job whose requests leave at least this many settlements to write finishes on its own
+# worker: one transaction for them (a job is at most a request's worth, so a few), then its
+# deletes. Fewer are written by the run's thread with the round's others, several requests to a
+# transaction: a job of 10 writing its own would cost 0.1 transactions per message where the
+# single-item relay's BatchWriteItem costs 0.05 (20 records to a finish).
+WORKER_FINISH_SETTLEMENTS = 20
+
+
+def finishes_on_worker(settlements: Sequence[Sequence[Settlement]]) -> bool:
+    """Whether a batched job's worker writes its requests' deliveries and deletes its messages
+    itself, rather than the run's thread, which receives, reads the ledger and hands jobs out
+    between finishes: with many settlements, a transaction and its deletes are the run's longest
+    calls, made one after another, so the workers waited on it (issue #25, docs/benchmarks.md)."""
+    return sum(map(len, settlements)) >= WORKER_FINISH_SETTLEMENTS
 
 
 class InFlight:

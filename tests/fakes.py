@@ -217,17 +217,19 @@ class FakeLedger:
         self.transactions: list[list[tuple[str, Status, bool]]] = []  # settle_many's, each call's settles
         self.unavailable = 0  # transactions still to refuse, as DynamoDB does when busy: nothing written
         self.tokens: dict[str, str] = {}  # message id -> the task token its record keeps (`record_queued`)
+        self._lock = threading.RLock()  # batched jobs' workers write their own transactions
 
     def read(self, message_ids: Collection[str]) -> dict[str, LedgerRecord]:
         self.reads.append(len(message_ids))
         return {i: self.records[i] for i in message_ids if i in self.records}
 
     def write(self, records: Sequence[LedgerRecord]) -> None:
-        if records:
-            self.writes.append(len(records))
-        self.records.update((r.message_id, r) for r in records)
-        for record in records:  # a whole record replaces the item, its token with it
-            self.tokens.pop(record.message_id, None)
+        with self._lock:
+            if records:
+                self.writes.append(len(records))
+            self.records.update((r.message_id, r) for r in records)
+            for record in records:  # a whole record replaces the item, its token with it
+                self.tokens.pop(record.message_id, None)
 
     def record_queued(
         self, message_id: str, group_id: str, item: tuple[str, str] = ("", ""), task_token: str = ""
@@ -257,6 +259,10 @@ class FakeLedger:
         return record
 
     def settle(self, settlement: Settlement) -> LedgerRecord:
+        with self._lock:
+            return self._settle(settlement)
+
+    def _settle(self, settlement: Settlement) -> LedgerRecord:
         s = settlement
         prior = self.records.get(s.message_id)
         attempts = (prior.attempts if prior else 0) + (1 if s.counted else 0)
@@ -283,14 +289,15 @@ class FakeLedger:
         of them (LedgerUnavailableError) while `unavailable` lasts."""
         assert len({s.message_id for s in settlements}) == len(settlements), "one action per item"
         assert len(settlements) <= MAX_TRANSACTION_ITEMS
-        if self.unavailable:
-            self.unavailable -= 1
-            raise LedgerUnavailableError("DynamoDB did not take a transaction: HTTP 500")
-        before = len(self.settles)
-        for settlement in settlements:
-            self.settle(settlement)
-        self.transactions.append(self.settles[before:])
-        del self.settles[before:]
+        with self._lock:
+            if self.unavailable:
+                self.unavailable -= 1
+                raise LedgerUnavailableError("DynamoDB did not take a transaction: HTTP 500")
+            before = len(self.settles)
+            for settlement in settlements:
+                self._settle(settlement)
+            self.transactions.append(self.settles[before:])
+            del self.settles[before:]
 
     def note_callback(self, message_id: str, group_id: str, state: str) -> None:
         prior = self.records.get(message_id) or LedgerRecord(message_id, Status.QUEUED, group_id=group_id)

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 
 from chalicelib import bulk
 from chalicelib.drain import Drainer
@@ -491,6 +492,11 @@ def items(groups: int, per_group: int) -> list[ReceivedMessage]:
     return [item(f"g{g}", i) for i in range(per_group) for g in range(groups)]
 
 
+def grouped(groups: int, per_group: int) -> list[ReceivedMessage]:
+    """Each group's messages one after another: a receive gives ten of one or two groups."""
+    return [item(f"g{g}", i) for g in range(groups) for i in range(per_group)]
+
+
 def per_item(**by_id: int | ApiResponse) -> ScriptedApi:
     """An API answering each item (named by its message id, `g0_1` for g0-1) with the given status
     or response, and 200 otherwise."""
@@ -622,6 +628,100 @@ def test_a_ledger_write_dynamodb_did_not_take_ends_the_run_and_loses_or_counts_n
     )
     assert len(rig.api.batches) == 2 and rig.api.batches[0] == rig.api.batches[1]
     assert {m: r.attempts for m, r in rig.ledger.records.items()} == dict.fromkeys(rig.queue.deleted, 1)
+
+
+def calls_by_thread(rig: Rig) -> list[tuple[str, str, int]]:
+    """Records (call, thread name, size) for each transaction and each delete, in order."""
+    calls: list[tuple[str, str, int]] = []
+    settle_many, delete = rig.ledger.settle_many, rig.queue.delete
+
+    def settling(settlements: Any) -> None:
+        settle_many(settlements)
+        calls.append(("transaction", threading.current_thread().name, len(settlements)))
+
+    def deleting(messages: Any) -> list[ReceivedMessage]:
+        assert {rig.ledger.status(m.message_id) for m in messages} <= {Status.DELIVERED}
+        calls.append(("delete", threading.current_thread().name, len(messages)))
+        return delete(messages)
+
+    rig.ledger.settle_many = settling  # type: ignore[method-assign]
+    rig.queue.delete = deleting  # type: ignore[method-assign]
+    return calls
+
+
+def test_a_job_that_settles_a_transactions_worth_writes_it_and_deletes_on_its_worker(
+    make_settings: MakeSettings,
+) -> None:
+    """Batch 50: the job of 25 (five groups of five) writes its transaction and deletes its messages
+    on its own worker, the ledger first; the run's thread only counts them."""
+    rig = Rig(make_settings, per_item(), *grouped(5, 5), TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS="50")
+    calls = calls_by_thread(rig)
+
+    report = rig.run()
+
+    assert (report.delivered, report.delete_failures, report.stopped_by) == (25, 0, "empty")
+    worker = calls[0][1]
+    assert worker.startswith("deliver")
+    assert calls == [("transaction", worker, 25), ("delete", worker, 25)]
+    assert sorted(rig.queue.deleted) == sorted(f"g{g}-{i}" for g in range(5) for i in range(5))
+    assert rig.ledger.writes == []
+
+
+def test_jobs_that_settle_fewer_share_the_run_threads_transaction(make_settings: MakeSettings) -> None:
+    """Batch 10: two jobs of ten, written by the run's thread with the round's others (several
+    requests to a transaction when they finish together: as few as the single-item relay's writes)."""
+    rig = Rig(make_settings, per_item(), *grouped(4, 5), **BULK)
+    calls = calls_by_thread(rig)
+
+    report = rig.run()
+
+    assert report.delivered == 20 and len(rig.api.batches) == 2
+    assert {thread for _, thread, _ in calls} == {"MainThread"}
+    assert sum(n for call, _, n in calls if call == "transaction") == 20
+
+
+def test_a_workers_transaction_dynamodb_did_not_take_ends_the_run_and_loses_nothing(
+    make_settings: MakeSettings,
+) -> None:
+    """The job's own transaction refused on its worker: nothing of it written or deleted, the run
+    raises; the messages come back and the next run sends the same batch and settles it."""
+    rig = Rig(make_settings, per_item(), *grouped(5, 5), TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS="50")
+    rig.ledger.unavailable = 1
+
+    with pytest.raises(LedgerUnavailableError, match="did not take a transaction"):
+        rig.run()
+
+    assert rig.queue.deleted == [] and rig.ledger.records == {} and rig.ledger.transactions == []
+    rig.queue.lapse()
+
+    report = rig.run()
+
+    assert report.delivered == 25 and len(rig.queue.deleted) == 25
+    assert len(rig.api.batches) == 2 and rig.api.batches[0] == rig.api.batches[1]
+    assert {m: r.attempts for m, r in rig.ledger.records.items()} == dict.fromkeys(rig.queue.deleted, 1)
+
+
+def test_a_run_that_dies_while_a_job_finishes_on_its_worker_still_finishes_it(
+    make_settings: MakeSettings,
+) -> None:
+    """The run's next receive fails while its job of 25 is delivered: the run raises once the job
+    has written its transaction and deleted its messages on its worker (`_salvage`), nothing lost."""
+    rig = Rig(make_settings, per_item(), *grouped(5, 5), TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS="50")
+    receive = rig.queue.receive
+
+    def failing(max_messages: int, visibility_timeout_s: int) -> list[ReceivedMessage]:
+        if len(rig.queue.receives) >= 3:  # the first round took three: 10, 10 and the last 5
+            raise EndpointConnectionError(endpoint_url="https://sqs.invalid")
+        return receive(max_messages, visibility_timeout_s)
+
+    rig.queue.receive = failing  # type: ignore[method-assign]
+
+    with pytest.raises(EndpointConnectionError):
+        rig.run()
+
+    assert sorted(rig.queue.deleted) == sorted(f"g{g}-{i}" for g in range(5) for i in range(5))
+    assert {rig.ledger.status(m) for m in rig.queue.deleted} == {Status.DELIVERED}
+    assert [len(t) for t in rig.ledger.transactions] == [25]
 
 
 def test_one_rate_limit_token_per_request(make_settings: MakeSettings) -> None:

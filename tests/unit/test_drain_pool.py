@@ -15,8 +15,15 @@ from typing import Any
 import pytest
 
 from chalicelib.drain import FINISH_MESSAGES, Drainer
-from chalicelib.drain_state import GroupResult, InFlight, receive_size, visible_after, visible_freed
-from chalicelib.model import Status
+from chalicelib.drain_state import (
+    GroupResult,
+    InFlight,
+    finishes_on_worker,
+    receive_size,
+    visible_after,
+    visible_freed,
+)
+from chalicelib.model import Settlement, Status
 from tests.fakes import FakeClock, FakeDeadLetters, FakeFifo, FakeLedger, FakeMetrics, SlowApi
 from tests.unit.conftest import MakeSettings
 
@@ -399,3 +406,28 @@ def test_a_group_whose_worker_raised_raises_and_the_others_are_still_finished() 
         assert in_flight.messages == 5  # nothing was taken
         assert len(in_flight.take_finished()) == 1
         assert in_flight.messages == 0 and not in_flight
+
+
+@pytest.mark.parametrize(
+    ("requests", "on_worker"),
+    [
+        pytest.param([], False, id="nothing-to-write"),
+        pytest.param([10], False, id="a-request-of-ten"),
+        pytest.param([10, 9], False, id="nineteen"),
+        pytest.param([10, 10], True, id="twenty-over-two-requests"),
+        pytest.param([20], True, id="a-request-of-twenty"),
+        pytest.param([50], True, id="a-request-of-fifty"),
+        pytest.param([0, 0], False, id="requests-with-nothing-to-write"),
+    ],
+)
+def test_a_batched_job_with_a_transactions_worth_to_write_finishes_on_its_worker(
+    requests: list[int], on_worker: bool
+) -> None:
+    """Settlements per request of the job -> whether its worker writes and deletes them itself: a
+    job of fewer shares the run's thread's transactions (as many AWS requests per message as the
+    single-item relay's writes)."""
+    written = [
+        [Settlement(f"m{r}-{i}", "g", Status.DELIVERED, 200, "", counted=True) for i in range(n)]
+        for r, n in enumerate(requests)
+    ]
+    assert finishes_on_worker(written) is on_worker
