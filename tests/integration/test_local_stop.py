@@ -37,9 +37,11 @@ def descendants(pid: int) -> set[int]:
 
 
 def emulator(pid: int) -> bool:
-    """The ministack server the run starts (its command line names it)."""
+    """The ministack server the run starts: its program is in ministack's own venv. Not "ministack"
+    anywhere in the command line: a child forked but not yet exec'd (the `file -b` the app's
+    imports run, before the run handles signals) still shows the run's `--emulator ministack`."""
     try:
-        return b"ministack" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b".venv-ministack/" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 
