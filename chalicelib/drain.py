@@ -206,11 +206,12 @@ class Drainer:
                     len(group),
                 )
             return
+        workers = self._settings.drain_workers
         for job in bulk.jobs(groups, self._shape.max_items):
             task = contextvars.copy_context().run
             size = sum(map(len, job))  # before the worker takes its groups from `job`
             work = Job(job, self._rules, self._shape)
-            in_flight.add(pool.submit(task, deliver_job, work, self._effects, run), size)
+            in_flight.add(pool.submit(task, deliver_job, work, self._effects, run, workers), size)
 
     def _receive_round(self, state: RunState, target: int, in_hand: int) -> list[ReceivedMessage]:
         """Enough messages to keep every worker busy for a while: receives (10 at a time) until the
@@ -245,11 +246,12 @@ class Drainer:
             log.error("groups in flight could not be finished", extra={"error": str(exc)})
 
 
-def deliver_job(job: Job, effects: Effects, run: GroupRun) -> GroupResult:
+def deliver_job(job: Job, effects: Effects, run: GroupRun, workers: int) -> GroupResult:
     """A batched job on its worker (`drain_group.deliver_job`), finished there when its requests
-    settled enough items (`finishes_on_worker`), else by the run's thread."""
+    settled enough items and the run has other workers (`finishes_on_worker`), else by the run's
+    thread."""
     result = drain_group.deliver_job(job, effects, run)
-    if finishes_on_worker(result.settlements):
+    if finishes_on_worker(result.settlements, workers):
         effects.finish_own(result)
     return result
 

@@ -272,12 +272,14 @@ class GroupResult:
 WORKER_FINISH_SETTLEMENTS = 20
 
 
-def finishes_on_worker(settlements: Sequence[Sequence[Settlement]]) -> bool:
+def finishes_on_worker(settlements: Sequence[Sequence[Settlement]], workers: int) -> bool:
     """Whether a batched job's worker writes its requests' deliveries and deletes its messages
     itself, rather than the run's thread, which receives, reads the ledger and hands jobs out
-    between finishes: with many settlements, a transaction and its deletes are the run's longest
-    calls, made one after another, so the workers waited on it (issue #25, docs/benchmarks.md)."""
-    return sum(map(len, settlements)) >= WORKER_FINISH_SETTLEMENTS
+    between finishes. With several workers, a transaction and its deletes were the run's longest
+    calls, made one after another for every job, and the workers waited on it; with one, the run's
+    thread finishing a job overlaps the worker's next request, which finishing on the worker would
+    put off (10% slower at batch 50, measured: issue #25, docs/benchmarks.md)."""
+    return workers > 1 and sum(map(len, settlements)) >= WORKER_FINISH_SETTLEMENTS
 
 
 class InFlight:

@@ -480,6 +480,7 @@ def test_a_message_whose_path_cannot_be_filled_is_dead_lettered_with_the_reason_
 # --- bulk delivery (issue #25) -----------------------------------------------------------------------
 
 BULK = {"TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS": "10"}
+BULK50 = {"TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS": "50"}
 
 
 def item(group: str, index: int, token: str = "") -> ReceivedMessage:
@@ -652,9 +653,9 @@ def calls_by_thread(rig: Rig) -> list[tuple[str, str, int]]:
 def test_a_job_that_settles_a_transactions_worth_writes_it_and_deletes_on_its_worker(
     make_settings: MakeSettings,
 ) -> None:
-    """Batch 50: the job of 25 (five groups of five) writes its transaction and deletes its messages
-    on its own worker, the ledger first; the run's thread only counts them."""
-    rig = Rig(make_settings, per_item(), *grouped(5, 5), TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS="50")
+    """Batch 50, two workers: the job of 25 (five groups of five) writes its transaction and deletes
+    its messages on its own worker, the ledger first; the run's thread only counts them."""
+    rig = Rig(make_settings, per_item(), *grouped(5, 5), **BULK50, TRICKLE_DRAIN_WORKERS="2")
     calls = calls_by_thread(rig)
 
     report = rig.run()
@@ -667,10 +668,21 @@ def test_a_job_that_settles_a_transactions_worth_writes_it_and_deletes_on_its_wo
     assert rig.ledger.writes == []
 
 
+def test_with_one_worker_the_run_thread_finishes_every_job(make_settings: MakeSettings) -> None:
+    """The run's thread finishing a job overlaps the only worker's next request."""
+    rig = Rig(make_settings, per_item(), *grouped(5, 5), **BULK50)
+    calls = calls_by_thread(rig)
+
+    report = rig.run()
+
+    assert report.delivered == 25
+    assert calls == [("transaction", "MainThread", 25), ("delete", "MainThread", 25)]
+
+
 def test_jobs_that_settle_fewer_share_the_run_threads_transaction(make_settings: MakeSettings) -> None:
     """Batch 10: two jobs of ten, written by the run's thread with the round's others (several
     requests to a transaction when they finish together: as few as the single-item relay's writes)."""
-    rig = Rig(make_settings, per_item(), *grouped(4, 5), **BULK)
+    rig = Rig(make_settings, per_item(), *grouped(4, 5), **BULK, TRICKLE_DRAIN_WORKERS="2")
     calls = calls_by_thread(rig)
 
     report = rig.run()
@@ -685,7 +697,7 @@ def test_a_workers_transaction_dynamodb_did_not_take_ends_the_run_and_loses_noth
 ) -> None:
     """The job's own transaction refused on its worker: nothing of it written or deleted, the run
     raises; the messages come back and the next run sends the same batch and settles it."""
-    rig = Rig(make_settings, per_item(), *grouped(5, 5), TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS="50")
+    rig = Rig(make_settings, per_item(), *grouped(5, 5), **BULK50, TRICKLE_DRAIN_WORKERS="2")
     rig.ledger.unavailable = 1
 
     with pytest.raises(LedgerUnavailableError, match="did not take a transaction"):
@@ -706,7 +718,7 @@ def test_a_run_that_dies_while_a_job_finishes_on_its_worker_still_finishes_it(
 ) -> None:
     """The run's next receive fails while its job of 25 is delivered: the run raises once the job
     has written its transaction and deleted its messages on its worker (`_salvage`), nothing lost."""
-    rig = Rig(make_settings, per_item(), *grouped(5, 5), TRICKLE_DEST_ORDERS_BATCH_MAX_ITEMS="50")
+    rig = Rig(make_settings, per_item(), *grouped(5, 5), **BULK50, TRICKLE_DRAIN_WORKERS="2")
     receive = rig.queue.receive
 
     def failing(max_messages: int, visibility_timeout_s: int) -> list[ReceivedMessage]:

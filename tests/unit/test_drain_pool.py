@@ -409,25 +409,27 @@ def test_a_group_whose_worker_raised_raises_and_the_others_are_still_finished() 
 
 
 @pytest.mark.parametrize(
-    ("requests", "on_worker"),
+    ("requests", "workers", "on_worker"),
     [
-        pytest.param([], False, id="nothing-to-write"),
-        pytest.param([10], False, id="a-request-of-ten"),
-        pytest.param([10, 9], False, id="nineteen"),
-        pytest.param([10, 10], True, id="twenty-over-two-requests"),
-        pytest.param([20], True, id="a-request-of-twenty"),
-        pytest.param([50], True, id="a-request-of-fifty"),
-        pytest.param([0, 0], False, id="requests-with-nothing-to-write"),
+        pytest.param([], 4, False, id="nothing-to-write"),
+        pytest.param([10], 4, False, id="a-request-of-ten"),
+        pytest.param([10, 9], 4, False, id="nineteen"),
+        pytest.param([10, 10], 4, True, id="twenty-over-two-requests"),
+        pytest.param([20], 2, True, id="a-request-of-twenty"),
+        pytest.param([50], 4, True, id="a-request-of-fifty"),
+        pytest.param([50], 1, False, id="the-only-worker"),
+        pytest.param([0, 0], 4, False, id="requests-with-nothing-to-write"),
     ],
 )
 def test_a_batched_job_with_a_transactions_worth_to_write_finishes_on_its_worker(
-    requests: list[int], on_worker: bool
+    requests: list[int], workers: int, on_worker: bool
 ) -> None:
-    """Settlements per request of the job -> whether its worker writes and deletes them itself: a
-    job of fewer shares the run's thread's transactions (as many AWS requests per message as the
-    single-item relay's writes)."""
+    """Settlements per request of the job, the run's workers -> whether the job's worker writes and
+    deletes them itself: a job of fewer shares the run's thread's transactions (as many AWS requests
+    per message as the single-item relay's writes); the only worker goes on to its next request
+    while the run's thread finishes."""
     written = [
         [Settlement(f"m{r}-{i}", "g", Status.DELIVERED, 200, "", counted=True) for i in range(n)]
         for r, n in enumerate(requests)
     ]
-    assert finishes_on_worker(written) is on_worker
+    assert finishes_on_worker(written, workers) is on_worker
