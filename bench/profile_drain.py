@@ -29,6 +29,7 @@ import boto3
 from bench.harness import Bench, Calls
 from bench.stream import WRITE_ORDERS, order_records
 from chalicelib import drain_group, wiring
+from chalicelib.drain_effects import Effects
 from chalicelib.drain_group import GroupEffects
 from chalicelib.drain_state import GroupResult, GroupRun
 from chalicelib.logs import configure_logging
@@ -57,6 +58,7 @@ class ThreadProfiles:
     @contextlib.contextmanager
     def watching(self) -> Iterator[None]:
         original = drain_group.deliver_group
+        finish_own = Effects.finish_own
 
         def deliver_group(
             messages: list[ReceivedMessage], effects: GroupEffects, run: GroupRun, rules: Rules
@@ -68,7 +70,17 @@ class ThreadProfiles:
             finally:
                 profile.disable()
 
+        def finished_on_worker(effects: Effects, result: GroupResult) -> None:
+            profile = self._mine()
+            profile.enable()
+            try:
+                finish_own(effects, result)
+            finally:
+                profile.disable()
+
         drain_group.deliver_group = deliver_group  # what the run hands each group's worker
+        # a batched job's finish on its worker
+        Effects.finish_own = finished_on_worker  # type: ignore[method-assign, assignment]
         main = self._mine()
         main.enable()
         try:
@@ -76,6 +88,7 @@ class ThreadProfiles:
         finally:
             main.disable()
             drain_group.deliver_group = original
+            Effects.finish_own = finish_own  # type: ignore[method-assign]
 
     def save(self, path: Path) -> None:
         stats = pstats.Stats(self.profiles[0])
