@@ -77,22 +77,25 @@ def dumps(value: Any, written: tuple[object, str] | None = None) -> str:
     return _dumps(value, written).replace("\ufffe", "\\ufffe").replace("\uffff", "\\uffff")
 
 
+# What `json.dumps(value, ensure_ascii=False, allow_nan=False)` writes, without building an encoder
+# for each value (`json.dumps` makes one per call when given options): a string as JSONEncoder
+# writes it, any other value through one encoder made once.
+_string = json.encoder.encode_basestring
+_scalar = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+
+
 def _dumps(value: Any, written: tuple[object, str] | None) -> str:
     if written is not None and value is written[0]:
         return written[1]
+    if isinstance(value, str):
+        return _string(value)
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, dict):
-        return (
-            "{"
-            + ",".join(
-                f"{json.dumps(str(k), ensure_ascii=False)}:{_dumps(v, written)}" for k, v in value.items()
-            )
-            + "}"
-        )
+        return "{" + ",".join(f"{_string(str(k))}:{_dumps(v, written)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_dumps(v, written) for v in value) + "]"
-    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    return _scalar(value)
 
 
 def sqs_text(value: str) -> str:

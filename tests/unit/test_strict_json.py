@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
+from chalicelib import strict_json
 from chalicelib.model import OutboundMessage
 from chalicelib.records import RejectedRecord, rejection_message, route_record
 from chalicelib.settings import Settings
@@ -300,3 +301,48 @@ def test_any_stream_record_becomes_strict_json_with_its_values_or_a_dead_letter_
     sent = strict(built.body)
     same(sent["keys"], {"pk": expected_value(key)})
     same(sent["item"], {"pk": expected_value(key)} | {k: expected_value(v) for k, v in item.items()})
+
+
+def written_value_by_value(value: Any) -> str:
+    """`strict_json.dumps` as it was written before 2026-12-05: `json.dumps` called for each value."""
+
+    def write(v: Any) -> str:
+        if isinstance(v, Decimal):
+            return str(v)
+        if isinstance(v, dict):
+            return (
+                "{"
+                + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{write(x)}" for k, x in v.items())
+                + "}"
+            )
+        if isinstance(v, (list, tuple)):
+            return "[" + ",".join(write(x) for x in v) + "]"
+        return json.dumps(v, ensure_ascii=False, allow_nan=False)
+
+    return write(value).replace("\ufffe", "\\ufffe").replace("\uffff", "\\uffff")
+
+
+def python_value(value: Any) -> Any:
+    """A drawn value as Python holds it: objects as dicts (a key drawn twice keeps its last)."""
+    if isinstance(value, tuple):
+        return {k: python_value(v) for k, v in value}
+    if isinstance(value, list):
+        return [python_value(v) for v in value]
+    return value
+
+
+@PROPERTY
+@given(value=VALUES)
+def test_any_value_is_written_as_json_dumps_writes_it_value_by_value(value: Any) -> None:
+    """The same text, or the same refusal (NaN and Infinity floats), as before the writer stopped
+    calling `json.dumps` for each value."""
+    python = python_value(value)
+    try:
+        expected: str | type[Exception] = written_value_by_value(python)
+    except ValueError as exc:
+        expected = type(exc)
+    try:
+        got: str | type[Exception] = strict_json.dumps(python)
+    except ValueError as exc:
+        got = type(exc)
+    assert got == expected
