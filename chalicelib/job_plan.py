@@ -2,11 +2,13 @@
 each worked by its own invocation of the `jobs` function from a task on the stage's tasks queue (a
 standard SQS queue: AWS retries a task whose worker died or timed out, caps how many run at once,
 and dead-letters one that keeps failing; no scheduler of ours). Pure, no I/O: a task's shape, what a
-worker does with a task given what the notes say, how long it waits while a destination's queue is
-full, and a job's progress. `chalicelib.jobs` keeps the notes, `chalicelib.job_worker` works a part.
+worker does with a task given what the notes say, how much of a page it queues now and how long it
+waits for the rest (its share of the rate limit, the room below the high-water mark), and a job's
+progress. `chalicelib.jobs` keeps the notes, `chalicelib.job_worker` works a part.
 
 A job's note holds what it does and its state; each part's note its checkpoint (`position`, the
-kind's own: a Scan's last evaluated key, a replay's place in the archive), its counts, its `step`
+kind's own: a Scan's last evaluated key, a replay's place in the archive), what of the page after it
+was queued when a worker handed the part on mid-page (`sent`), its counts, its `step`
 (how many times a worker handed the part on to the next task) and its `version` (how many times it
 was written: every write is conditional on the version read, `Notes.replace`, so of two workers on
 one part the second to write stops). A task names the step it was sent for: a worker finding the
@@ -18,7 +20,7 @@ from __future__ import annotations
 import enum
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +31,26 @@ MAX_ACTIVE = 10  # jobs running at once in a stage
 # SQS's longest DelaySeconds; the shortest wait is long enough for a drain run to have taken some.
 MAX_DELAY_S = 900
 MIN_DELAY_S = 5
-# A destination's queue holds at most about a minute of its rate limit of a job's messages
-# (`backfill_max_queued`, docs/routes.md), and never less than this: live items queued behind the
-# job wait at most about that minute.
-BACKLOG_WINDOW_S = 60
-MIN_MAX_QUEUED = 300
+# A job keeps at most about a second of a destination's rate limit in its queue, waiting and in
+# flight (`backfill_max_queued`, docs/routes.md), and never less than two SendMessageBatch calls: a
+# live item queued meanwhile waits behind that second, not behind the job (docs/benchmarks.md,
+# "Backfill"). A part queues a page in portions as room appears below that mark, at its share of
+# the rate limit (a token bucket: a depth read that lags, as SQS's approximate count can, lets the
+# backlog grow at the rate at most, never flood it).
+BACKLOG_WINDOW_S = 1.0
+MIN_MAX_QUEUED = 20
+QUEUE_BATCH = 10  # SendMessageBatch's most entries: a portion is whole calls
+MIN_PORTION = 2 * QUEUE_BATCH  # a part waits for this much room (or the page's rest): a depth read per 20
+# A part's bucket holds this long of its share: what a page's read (a Scan page is a second or two
+# on a loaded emulator) would otherwise lose, and no more at once.
+BUCKET_S = 2.0
+# How often a part of a job of several reads how many are still running (one BatchGetItem), so the
+# last ones take the rate the finished ones leave.
+PARTS_READ_S = 5.0
+STEP_MIN_S, STEP_MAX_S = 0.25, 1.0  # a part waiting for tokens or room looks again after this long
+# A part held this long by the mark (the drain is not taking: paused, or between scheduled runs)
+# hands its task on, delayed (`pace`), rather than keep an invocation waiting.
+HOLD_S = float(MIN_DELAY_S)
 # A part not written for this long has lost its task (a worker killed between handing it on and
 # sending the next task): an older task of it takes it over (`start`). Longer than a worker's slice
 # and a paced wait, both of which write the part.
@@ -115,6 +132,7 @@ def new_part(part: int) -> dict[str, Any]:
         "version": 0,
         "position": None,
         "counts": {},
+        "sent": {},
         "updated_at": None,
     }
 
@@ -123,19 +141,21 @@ def advanced(
     part: Mapping[str, Any], position: Any, counts: Mapping[str, Any], finished: bool, now: float
 ) -> dict[str, Any]:
     """The part after one more page: its new position, its counts with the page's added, done when
-    the page was its last. Its `version` stays the one it was read at (`Notes.replace` writes the
-    next), its `step` the task's."""
+    the page was its last, nothing of the next page `sent`. Its `version` stays the one it was read
+    at (`Notes.replace` writes the next), its `step` the task's."""
     return dict(part) | {
         "position": position,
         "counts": add_counts(part["counts"], counts),
+        "sent": {},
         "state": DONE if finished else RUNNING,
         "updated_at": now,
     }
 
 
-def handed_on(part: Mapping[str, Any], now: float) -> dict[str, Any]:
-    """The part as its worker leaves it for the next task (`step` + 1)."""
-    return dict(part) | {"step": part["step"] + 1, "updated_at": now}
+def handed_on(part: Mapping[str, Any], now: float, sent: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The part as its worker leaves it for the next task (`step` + 1); mid-page, with the id of the
+    last message of the page it queued for each destination (`sent`, `resume_at`)."""
+    return dict(part) | {"step": part["step"] + 1, "updated_at": now, "sent": dict(sent or {})}
 
 
 def add_counts(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
@@ -153,22 +173,86 @@ def add_counts(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def default_max_queued(rate_limit_per_s: float) -> int:
-    """A destination's high-water mark when the routes file sets no `backfill_max_queued`."""
+    """A destination's high-water mark when the routes file sets no `backfill_max_queued`: a second
+    of its rate limit, at least two SendMessageBatch calls."""
     return max(MIN_MAX_QUEUED, math.ceil(rate_limit_per_s * BACKLOG_WINDOW_S))
 
 
-def pace(backlogs: Mapping[str, int], marks: Mapping[str, int], rates: Mapping[str, float]) -> int | None:
-    """None: queue the next page now. Otherwise how long to wait (the task comes back after that
-    many seconds): while any destination's queue holds its mark or more, the time its rate limit
-    takes to bring the fullest down to half its mark, at least MIN_DELAY_S, at most MAX_DELAY_S."""
-    waits = [
-        (backlog - marks[name] / 2) / rates[name]
-        for name, backlog in backlogs.items()
-        if backlog >= marks[name]
-    ]
-    if not waits:
+def pace(backlogs: Mapping[str, int], marks: Mapping[str, int], rates: Mapping[str, float]) -> int:
+    """How long a part the mark holds (`look_again`) leaves its task delayed: the time the rate limit
+    takes to bring the fullest of its destinations' queues down to half its mark, at least
+    MIN_DELAY_S, at most MAX_DELAY_S."""
+    longest = max(
+        ((backlog - marks[name] / 2) / rates[name] for name, backlog in backlogs.items()), default=0.0
+    )
+    return min(MAX_DELAY_S, max(MIN_DELAY_S, math.ceil(longest)))
+
+
+def running_parts(job: Mapping[str, Any], parts: Mapping[int, Mapping[str, Any]], at_once: int) -> int:
+    """Among how many of the job's parts each destination's rate limit is shared: those still
+    running (a part not started yet is), but no more than the `jobs` function works at once (its
+    maximum concurrency: the others' tasks wait for a turn), and at least the one asking."""
+    each = (parts.get(n) or new_part(n) for n in range(job["parts"]))
+    return max(1, min(at_once, sum(1 for part in each if part["state"] == RUNNING)))
+
+
+def bucket(share: float) -> float:
+    """A part's tokens at most, at `share` messages a second: a portion, or BUCKET_S of its share."""
+    return max(float(MIN_PORTION), share * BUCKET_S)
+
+
+def refill(tokens: float, elapsed_s: float, share: float) -> float:
+    """A part's tokens for a destination after `elapsed_s` at its share of the rate limit."""
+    return min(bucket(share), tokens + elapsed_s * share)
+
+
+def least(pending: int, mark: int) -> int:
+    """The smallest portion worth a look at the queue's depth: two calls' worth (the page's rest if
+    less), and no more than half the mark in whole calls (one call at least), so a part adds to a
+    queue that still holds some for the drain rather than waiting for it to run dry."""
+    return min(pending, MIN_PORTION, max(QUEUE_BATCH, mark // 2 // QUEUE_BATCH * QUEUE_BATCH))
+
+
+def portion(pending: int, tokens: float, backlog: int, mark: int) -> int:
+    """How many of a page's `pending` messages for a destination the part queues now: as many as its
+    tokens and the room below the mark (`backlog`: the queue's depth) allow, in whole
+    SendMessageBatch calls, and none until that is at least `least`."""
+    allowed = min(math.floor(tokens), mark - backlog)
+    if allowed >= pending:
+        return pending
+    if allowed < least(pending, mark):
+        return 0
+    return allowed // QUEUE_BATCH * QUEUE_BATCH
+
+
+def wait_s(pending: int, tokens: float, share: float, backlog: int, mark: int, rate: float) -> float:
+    """How long until `least` could go: the tokens refill at the part's share, the drain makes room
+    at the rate limit."""
+    need = least(pending, mark)
+    return max(max(0.0, need - tokens) / share, max(0, need - (mark - backlog)) / rate)
+
+
+def held(pending: int, backlog: int, mark: int) -> bool:
+    """The mark, not the tokens, keeps the destination's next portion back."""
+    return mark - backlog < least(pending, mark)
+
+
+def look_again(wait: float, held_s: float | None) -> float | None:
+    """How long a part waits before it looks at the queues again (a short step), or None: it hands
+    its task on, delayed (`pace`), because the mark holds it (`held_s`: for that long, None: it does
+    not) and has for HOLD_S, or room is further off than that."""
+    if held_s is not None and (held_s >= HOLD_S or wait > HOLD_S):
         return None
-    return min(MAX_DELAY_S, max(MIN_DELAY_S, math.ceil(max(waits))))
+    return min(STEP_MAX_S, max(STEP_MIN_S, wait))
+
+
+def resume_at(ids: Sequence[str], last: str | None) -> int:
+    """Where a page's messages for a destination start: after the last one a part handed on
+    mid-page had queued (by id: the page read again may hold other items than it did), from the
+    start if none was or it is not there (the queue's deduplication drops a message sent again)."""
+    if last is None or last not in ids:
+        return 0
+    return ids.index(last) + 1
 
 
 def finished(job: Mapping[str, Any], parts: Mapping[int, Mapping[str, Any]]) -> bool:

@@ -1,13 +1,18 @@
 """The `jobs` function's work (issue #26): one task, one part of a backfill or a replay, carried on
 from its checkpoint for a slice of the invocation's remaining time, then handed on to the next task.
 
-Page by page: unless a dry run, the destinations' queues are read first (GetQueueAttributes: depths,
-no message received) and above a destination's high-water mark the part waits, its task sent again
-with a delay (`job_plan.pace`); the page's messages are queued (FIFO deduplication by their stable
-ids makes a page queued again harmless); the checkpoint is written, conditional on the version read,
-so of two workers on one part the later stops; and the job is read again, so a cancel stops the part
-at its next page. A worker that dies anywhere leaves its task to come back (SQS's visibility
-timeout) and resume from the last checkpoint. The decisions are `chalicelib.job_plan`'s."""
+Page by page: the page is read, then queued for each destination in portions (`job_plan.portion`):
+no faster than the part's share of the destination's rate limit (a token bucket, so a depth read
+that lags cannot let it flood the queue), and only while the queue holds fewer messages than its
+high-water mark (GetQueueAttributes: waiting and in flight, no message received), waiting short
+steps in between; the mark holding it for a while (a drain not running), the part hands its task on
+delayed (`job_plan.pace`), as it does undelayed when its slice ends, mid-page with the last message
+queued for each destination kept in its note. FIFO deduplication by the messages' stable ids makes
+a page queued again after a worker died harmless. Once the whole page is queued, the checkpoint is
+written, conditional on the version read, so of two workers on one part the later stops; and the
+job is read again, so a cancel stops the part at its next page. A worker that dies anywhere leaves
+its task to come back (SQS's visibility timeout) and resume from the last checkpoint. The decisions
+are `chalicelib.job_plan`'s."""
 
 from __future__ import annotations
 
@@ -20,13 +25,25 @@ from typing import Any, Protocol
 from chalicelib.job_plan import (
     CANCELLED,
     MAX_DELAY_S,
+    MAX_PARTS,
+    MIN_PORTION,
+    PARTS_READ_S,
     RUNNING,
     Start,
     Task,
     advanced,
+    bucket,
     handed_on,
+    held,
+    least,
+    look_again,
     pace,
+    portion,
+    refill,
+    resume_at,
+    running_parts,
     start,
+    wait_s,
 )
 from chalicelib.jobs import Jobs, Tasks
 from chalicelib.model import OutboundMessage, SendFailure
@@ -79,6 +96,35 @@ class JobError(RuntimeError):
 
 
 @dataclass
+class Queued:
+    """What a page's queueing did: each destination's messages queued, and, when it stopped short of
+    the page's end, the last one queued for each (`sent`) and how long the part's task waits (`delay`:
+    0 when the slice ended, else the mark held it)."""
+
+    counts: dict[str, int]
+    sent: dict[str, str]
+    delay: int | None = None
+
+
+@dataclass
+class Allowance:
+    """A part's tokens for each destination (`job_plan.refill`), as of `at`; how many of the job's
+    parts share the destinations' rates (`running`), as read at `read_at`."""
+
+    tokens: dict[str, float]
+    at: float
+    running: int = 1
+    read_at: float | None = None
+
+    def refill(self, now: float, shares: Mapping[str, float]) -> None:
+        for destination, share in shares.items():
+            self.tokens[destination] = refill(
+                self.tokens.get(destination, bucket(share)), now - self.at, share
+            )
+        self.at = now
+
+
+@dataclass
 class JobWorker:
     jobs: Jobs
     tasks: Tasks
@@ -87,8 +133,10 @@ class JobWorker:
     rates: Mapping[str, float]  # and its rate limit, per second
     pages: Callable[[dict[str, Any], int], Pages]  # the part's pages, by the job's kind
     metrics: Callable[[str], Metrics]  # a destination's metrics for this invocation
+    at_once: int = MAX_PARTS  # parts the `jobs` function works at once (its maximum concurrency)
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
 
     def work(self, task: Task, remaining_ms: Callable[[], int]) -> dict[str, Any]:
         """Work the task's part for a slice of `remaining_ms()`; a report of what was done."""
@@ -108,6 +156,7 @@ class JobWorker:
             return report
         pages = self.pages(job, task.part)
         dry_run = bool(job["spec"].get("dry_run"))
+        allowance = Allowance({}, started)
         longest_s = 0.0
         metrics: dict[str, Metrics] = {}
         try:
@@ -120,22 +169,28 @@ class JobWorker:
                         return report
                     if self.clock() + longest_s > deadline:
                         return self._hand_on(task, part, report, 0)
-                delay = None if dry_run else self._pace(job["destinations"])
-                if delay is not None:
-                    return self._hand_on(task, part, report, delay)
+                backlogs = None
+                if not dry_run:  # room first: a part the mark holds reads no page (a Scan) for nothing
+                    ahead = dict.fromkeys(job["destinations"], MIN_PORTION)
+                    room = self._room(job, ahead, allowance, deadline, room_only=True)
+                    if isinstance(room, int):
+                        return self._hand_on(task, part, report, room)
+                    backlogs = room
                 began = self.clock()
                 page = pages.next(part["position"])
-                queued = self._queue(page.messages, context)
+                longest_s = max(longest_s, self.clock() - began)
+                queued = self._queue_page(job, part, page.messages, allowance, deadline, context, backlogs)
+                report["queued"] += sum(queued.counts.values())
+                for destination, count in queued.counts.items():
+                    metrics.setdefault(destination, self.metrics(destination)).count(
+                        f"{job['kind'].capitalize()}Queued", count
+                    )
+                if queued.delay is not None:
+                    return self._hand_on(task, part | {"sent": queued.sent}, report, queued.delay)
                 written = self.jobs.checkpoint(
                     task.job, advanced(part, page.position, page.counts, page.finished, self.wall())
                 )
                 report["pages"] += 1
-                report["queued"] += sum(queued.values())
-                for destination, count in queued.items():
-                    metrics.setdefault(destination, self.metrics(destination)).count(
-                        f"{job['kind'].capitalize()}Queued", count
-                    )
-                longest_s = max(longest_s, self.clock() - began)
                 if written is None:
                     report["outcome"] = "stale"  # another task's worker holds the part now
                     return report
@@ -149,38 +204,128 @@ class JobWorker:
                 each.flush()
             log.info("job task worked", extra=report)
 
-    def _pace(self, destinations: Sequence[str]) -> int | None:
-        backlogs = {d: self.queues[d].depth() for d in destinations}
-        return pace(
-            backlogs, {d: self.marks[d] for d in destinations}, {d: self.rates[d] for d in destinations}
-        )
-
-    def _queue(self, messages: Sequence[OutboundMessage], context: dict[str, Any]) -> dict[str, int]:
-        """Each destination's messages, in order; a failure fails the page (JobError)."""
-        queued: dict[str, int] = {}
+    def _queue_page(
+        self,
+        job: dict[str, Any],
+        part: dict[str, Any],
+        messages: Sequence[OutboundMessage],
+        allowance: Allowance,
+        deadline: float,
+        context: dict[str, Any],
+        backlogs: dict[str, int] | None,
+    ) -> Queued:
+        """The page's messages for each destination, in order, from where a part handed on mid-page
+        left them (`resume_at`), in portions (`portion`: the part's tokens, the room below the mark)
+        as `_room` finds room for them (`backlogs`: the depths read before the page, for the first);
+        stopped short when the slice ends or the mark holds the part."""
+        sent: dict[str, str] = dict(part.get("sent") or {})
+        pending: dict[str, list[OutboundMessage]] = {}
         for destination in dict.fromkeys(m.destination for m in messages):
             mine = [m for m in messages if m.destination == destination]
-            failures = self.queues[destination].send(mine)
-            if failures:
-                log.error(
-                    "job page not queued",
-                    extra=context | {"destination": destination, "failed": len(failures)},
+            rest = mine[resume_at([m.message_id for m in mine], sent.get(destination)) :]
+            if rest:
+                pending[destination] = rest
+        counts: dict[str, int] = {}
+        while pending:
+            room = (
+                backlogs
+                if backlogs is not None
+                else self._room(job, {d: len(r) for d, r in pending.items()}, allowance, deadline)
+            )
+            backlogs = None
+            if isinstance(room, int):
+                return Queued(counts, sent, room)
+            for destination, backlog in room.items():
+                rest = pending.get(destination, [])
+                n = portion(
+                    len(rest), allowance.tokens.get(destination, 0.0), backlog, self.marks[destination]
                 )
-                first = failures[0]
-                raise JobError(
-                    f"{len(failures)} message(s) for {destination} not queued; first"
-                    f" {first.message.message_id}: {first.reason}"
+                if not n:
+                    continue
+                self._send(destination, rest[:n], context)
+                allowance.tokens[destination] -= n
+                counts[destination] = counts.get(destination, 0) + n
+                sent[destination] = rest[n - 1].message_id
+                if n == len(rest):
+                    del pending[destination]
+                else:
+                    pending[destination] = rest[n:]
+        return Queued(counts, sent)
+
+    def _room(
+        self,
+        job: dict[str, Any],
+        pending: Mapping[str, int],
+        allowance: Allowance,
+        deadline: float,
+        room_only: bool = False,
+    ) -> dict[str, int] | int:
+        """Waits in short steps (`look_again`) until the part's tokens and the room below the mark
+        let a portion of some destination's `pending` messages go (`room_only`: the room, before a
+        page is read, while the tokens fill), then gives the depths read; or the delay its task
+        should wait instead: `pace`'s when the mark held it, 0 when the slice ends."""
+        held_since: float | None = None
+        while True:
+            now = self.clock()
+            if job["parts"] > 1 and (allowance.read_at is None or now - allowance.read_at >= PARTS_READ_S):
+                allowance.running, allowance.read_at = (
+                    running_parts(job, self.jobs.parts(job), self.at_once),
+                    now,
                 )
-            queued[destination] = len(mine)
-            log.info("job page queued", extra=context | {"destination": destination, "queued": len(mine)})
-        return queued
+            allowance.refill(
+                now, {d: self.rates[d] / allowance.running for d in [*job["destinations"], *pending]}
+            )
+            tokens = {d: float(n) for d, n in pending.items()} if room_only else allowance.tokens
+            backlogs: dict[str, int] = {}
+            for destination, count in pending.items():
+                if tokens[destination] >= least(count, self.marks[destination]):
+                    backlogs[destination] = self.queues[destination].depth()  # none for too few tokens
+            if any(portion(pending[d], tokens[d], b, self.marks[d]) for d, b in backlogs.items()):
+                return backlogs
+            waits = [
+                wait_s(
+                    count,
+                    tokens[d],
+                    self.rates[d] / allowance.running,
+                    backlogs.get(d, 0),
+                    self.marks[d],
+                    self.rates[d],
+                )
+                for d, count in pending.items()
+            ]
+            if all(d in backlogs and held(n, backlogs[d], self.marks[d]) for d, n in pending.items()):
+                held_since = now if held_since is None else held_since
+            else:
+                held_since = None
+            step = look_again(min(waits), None if held_since is None else now - held_since)
+            if step is None:
+                return pace(backlogs, self.marks, self.rates)
+            if self.clock() + step > deadline:
+                return 0
+            self.sleep(step)
+
+    def _send(self, destination: str, messages: Sequence[OutboundMessage], context: dict[str, Any]) -> None:
+        """A portion of a destination's messages, in order; a failure fails the page (JobError)."""
+        failures = self.queues[destination].send(messages)
+        if failures:
+            log.error(
+                "job page not queued",
+                extra=context | {"destination": destination, "failed": len(failures)},
+            )
+            first = failures[0]
+            raise JobError(
+                f"{len(failures)} message(s) for {destination} not queued; first"
+                f" {first.message.message_id}: {first.reason}"
+            )
+        log.info("job page queued", extra=context | {"destination": destination, "queued": len(messages)})
 
     def _hand_on(
         self, task: Task, part: dict[str, Any], report: dict[str, Any], delay: int
     ) -> dict[str, Any]:
-        """Leave the part for its next task (after `delay` seconds when paced): written first, then
-        sent, so a task whose worker dies in between is taken over by the older one (`start`)."""
-        written = self.jobs.checkpoint(task.job, handed_on(part, self.wall()))
+        """Leave the part for its next task (after `delay` seconds when the mark held it): written
+        first, then sent, so a task whose worker dies in between is taken over by the older one
+        (`start`)."""
+        written = self.jobs.checkpoint(task.job, handed_on(part, self.wall(), part.get("sent")))
         if written is None:
             report["outcome"] = "stale"
             return report

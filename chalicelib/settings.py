@@ -133,8 +133,9 @@ class Destination:
     batch_results: Expression | None = None
     batch_failed: Expression | None = None
     batch_id_field: str = "id"
-    # A backfill or replay queues for it only while its queue holds fewer messages (issue #26):
-    # live items wait behind at most about this many. Default: a minute of its rate limit, >= 300.
+    # A backfill or replay queues for it only while its queue holds fewer messages (issue #26), at
+    # most at its rate limit: live items wait behind about this many. Default: a second of its rate
+    # limit, at least 20 (job_plan.default_max_queued).
     backfill_max_queued: int = MIN_MAX_QUEUED
 
     @property

@@ -153,7 +153,7 @@ def tasks() -> TaskQueue:
 @functools.cache
 def job_worker() -> JobWorker:
     """The `jobs` function's worker: every destination's queue, mark and rate (a job paces by those
-    it queues for), and each kind's pages (`job_pages`)."""
+    it queues for), each kind's pages (`job_pages`), and how many parts run at once."""
     from chalicelib.job_worker import JobWorker
     from chalicelib.metrics import RunMetrics
 
@@ -166,6 +166,7 @@ def job_worker() -> JobWorker:
         rates={name: d.rate_limit_per_s for name, d in s.destinations.items()},
         pages=job_pages,
         metrics=lambda destination: RunMetrics({"destination": destination}),
+        at_once=s.jobs_max_concurrency,
     )
 
 

@@ -29,6 +29,18 @@ from trickle_deploy.operate import main as operate
 JOBS_QUEUE = "TRICKLE_JOBS_QUEUE_URL"
 ORDERS_QUEUE = "TRICKLE_DEST_ORDERS_QUEUE_URL"
 CRM_QUEUE = "TRICKLE_DEST_CRM_QUEUE_URL"
+# No drain takes what these tests queue (but one's): the destinations' rate limits and high-water
+# marks are far above it, so pacing (the last test, and tests/unit/test_job_worker.py) holds nothing.
+FAST = {"TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S": "1000", "TRICKLE_DEST_CRM_RATE_LIMIT_PER_S": "1000"}
+UNPACED = FAST | {
+    "TRICKLE_DEST_ORDERS_BACKFILL_MAX_QUEUED": "100000",
+    "TRICKLE_DEST_CRM_BACKFILL_MAX_QUEUED": "100000",
+}
+
+
+@pytest.fixture
+def stack(stack_factory: Callable[..., Stack]) -> Stack:
+    return stack_factory(**UNPACED)
 
 
 def item(n: int, kind: str = "order", **extra: Any) -> dict[str, Any]:
@@ -206,14 +218,16 @@ def test_a_cancel_stops_every_part_at_its_next_page(stack: Stack, monkeypatch: p
 
 
 def test_a_full_destination_queue_makes_the_part_wait(stack_factory: Callable[..., Stack]) -> None:
-    """orders' high-water mark at 150: the worker queues while its queue holds fewer, then sends
-    its task again with a delay; once the drain has taken the queue down, the part goes on."""
-    stack = stack_factory(TRICKLE_DEST_ORDERS_BACKFILL_MAX_QUEUED="150")
+    """orders' high-water mark at 150: the worker queues until its queue holds that many (its first
+    page of 200 in part), waits for room, and with no drain taking any sends its task again with a
+    delay, the page's progress in its note; once the drain has taken the queue down, the part goes
+    on from there."""
+    stack = stack_factory(**FAST, TRICKLE_DEST_ORDERS_BACKFILL_MAX_QUEUED="150")
     put_all(stack, [item(n) for n in range(300)])
     job = start(stack, destination="orders", segments=1)
     stack.work_jobs()
 
-    assert stack.queue_depth(ORDERS_QUEUE) == 200  # a page; the second waits
+    assert stack.queue_depth(ORDERS_QUEUE) == 150  # the mark; the rest waits
     paced = progress(stack, job["id"])
     assert paced["state"] == "running" and paced["part_states"][0]["step"] == 1
     assert json.loads(stack.http("GET", "/status").body)["jobs"][0]["id"] == job["id"]
@@ -224,6 +238,7 @@ def test_a_full_destination_queue_makes_the_part_wait(stack_factory: Callable[..
     stack.work_jobs()
     assert progress(stack, job["id"])["state"] == "done"
     stack.drain_until(lambda report: len(stack.api.applied()) >= 300, deadline_s=60)
+    assert len(stack.api.applied()) == 300  # each item once
 
 
 @pytest.mark.parametrize(

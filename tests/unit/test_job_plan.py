@@ -1,5 +1,6 @@
 """The decisions of backfill and replay jobs (issue #26), as tables: a task's shape, whether a worker
-works a task, how long it waits while a destination's queue is full, and a job's progress."""
+works a task, how much of a page it queues now and how long it waits for the rest, and a job's
+progress."""
 
 from __future__ import annotations
 
@@ -10,22 +11,34 @@ import pytest
 from chalicelib.job_plan import (
     CANCELLED,
     DONE,
+    HOLD_S,
     MAX_DELAY_S,
     MIN_DELAY_S,
     RUNNING,
     STALL_S,
+    STEP_MAX_S,
+    STEP_MIN_S,
     Start,
     Task,
     TaskError,
     add_counts,
     advanced,
+    bucket,
     default_max_queued,
     finished,
     handed_on,
+    held,
+    least,
+    look_again,
     new_part,
     pace,
+    portion,
     progress,
+    refill,
+    resume_at,
+    running_parts,
     start,
+    wait_s,
 )
 
 JOB = "6f1c2a9e-0000-4000-8000-000000000001"
@@ -97,9 +110,9 @@ def test_a_worker_works_a_running_part_at_the_step_its_task_names_or_one_that_st
 
 @pytest.mark.parametrize(
     ("rate", "mark"),
-    [(0.5, 300), (1.0, 300), (5.0, 300), (10.0, 600), (200.0, 12_000), (2.5, 300), (5.01, 301)],
+    [(0.5, 20), (1.0, 20), (10.0, 20), (20.0, 20), (20.5, 21), (100.0, 100), (200.0, 200), (2500.0, 2500)],
 )
-def test_the_default_high_water_mark_is_a_minute_of_the_rate_limit_and_at_least_300(
+def test_the_default_high_water_mark_is_a_second_of_the_rate_limit_and_at_least_two_batches(
     rate: float, mark: int
 ) -> None:
     assert default_max_queued(rate) == mark
@@ -108,11 +121,11 @@ def test_the_default_high_water_mark_is_a_minute_of_the_rate_limit_and_at_least_
 @pytest.mark.parametrize(
     ("backlogs", "expected"),
     [
-        ({"orders": 0}, None),
-        ({"orders": 599}, None),  # below the mark: queue the next page now
         ({"orders": 600}, 30),  # at the mark: (600 - 300) / 10 per second
         ({"orders": 700}, 40),
-        ({"orders": 301}, None),
+        ({"orders": 599}, 30),  # just below it (the room is short of a portion): 29.9 s
+        ({"orders": 301}, MIN_DELAY_S),  # 0.1 s: a few seconds at least
+        ({"orders": 0}, MIN_DELAY_S),
         ({"orders": 100_000}, MAX_DELAY_S),  # SQS delays 900 s at most
         ({"orders": 600, "crm": 10}, 30),
         ({"orders": 0, "crm": 100}, 75),  # the fullest destination decides: (100 - 25) / 1
@@ -120,8 +133,8 @@ def test_the_default_high_water_mark_is_a_minute_of_the_rate_limit_and_at_least_
         ({"orders": 0, "crm": 52}, 27),
     ],
 )
-def test_pacing_waits_while_a_destination_queue_holds_its_mark(
-    backlogs: dict[str, int], expected: int | None
+def test_a_part_the_mark_holds_waits_for_the_fullest_queue_to_come_down_to_half_its_mark(
+    backlogs: dict[str, int], expected: int
 ) -> None:
     marks, rates = {"orders": 600, "crm": 50}, {"orders": 10.0, "crm": 1.0}
     assert pace(backlogs, marks, rates) == expected
@@ -130,6 +143,148 @@ def test_pacing_waits_while_a_destination_queue_holds_its_mark(
 def test_pacing_waits_at_least_a_few_seconds() -> None:
     """A fast destination just over its mark: the task does not spin."""
     assert pace({"orders": 300}, {"orders": 300}, {"orders": 10_000.0}) == MIN_DELAY_S
+
+
+@pytest.mark.parametrize(
+    ("states", "at_once", "running"),
+    [
+        ({}, 10, 3),  # no part has written its note yet: all running
+        ({0: DONE}, 10, 2),
+        ({0: DONE, 1: CANCELLED}, 10, 1),
+        ({0: DONE, 1: DONE, 2: DONE}, 10, 1),  # the part asking counts, whatever the notes say
+        ({0: RUNNING, 2: RUNNING}, 10, 3),
+        ({}, 2, 2),  # the jobs function works 2 at once: the third's task waits its turn
+        ({0: DONE}, 2, 2),
+        ({0: DONE, 1: DONE}, 2, 1),
+    ],
+)
+def test_a_destination_s_rate_is_shared_among_the_parts_running_at_once(
+    states: dict[int, str], at_once: int, running: int
+) -> None:
+    parts = {n: part(1, state) for n, state in states.items()}
+    assert running_parts(job(parts=3), parts, at_once) == running
+
+
+@pytest.mark.parametrize(
+    ("tokens", "elapsed_s", "share", "expected"),
+    [
+        (0.0, 0.5, 100.0, 50.0),  # half a second of a 100/s share
+        (150.0, 1.0, 100.0, 200.0),  # never more than two seconds' worth
+        (0.0, 1.0, 12.5, 12.5),
+        (15.0, 10.0, 12.5, 25.0),
+        (15.0, 10.0, 5.0, 20.0),  # a small share: a portion's worth (20) at most
+        (-3.0, 0.1, 10.0, -2.0),
+        (5.0, 0.0, 1.0, 5.0),
+    ],
+)
+def test_a_part_s_tokens_refill_at_its_share_up_to_a_portion_or_two_seconds_of_it(
+    tokens: float, elapsed_s: float, share: float, expected: float
+) -> None:
+    assert refill(tokens, elapsed_s, share) == pytest.approx(expected)
+    assert bucket(share) == max(20.0, 2 * share)
+
+
+@pytest.mark.parametrize(
+    ("pending", "mark", "expected"),
+    [
+        (200, 100, 20),
+        (7, 100, 7),  # the page's rest
+        (20, 100, 20),
+        (200, 40, 20),
+        (200, 39, 10),  # half the mark in whole calls
+        (200, 20, 10),  # the smallest default mark: a call's worth while it still holds 10
+        (200, 15, 10),
+        (200, 10, 10),  # one call at least
+        (5, 10, 5),
+    ],
+)
+def test_a_portion_is_two_send_calls_or_the_page_s_rest_at_most_half_the_mark(
+    pending: int, mark: int, expected: int
+) -> None:
+    assert least(pending, mark) == expected
+
+
+@pytest.mark.parametrize(
+    ("pending", "tokens", "backlog", "mark", "expected"),
+    [
+        (200, 100.0, 0, 100, 100),  # a 100/s share's full bucket, an empty queue
+        (200, 100.0, 40, 100, 60),  # the room below the mark
+        (200, 100.0, 45, 100, 50),  # in whole SendMessageBatch calls
+        (200, 100.0, 85, 100, 0),  # room for less than a portion (20): wait
+        (200, 19.9, 0, 100, 0),  # tokens for less than a portion: wait
+        (200, 37.5, 0, 100, 30),
+        (15, 16.0, 80, 100, 15),  # the page's rest, whole
+        (15, 14.0, 80, 100, 0),
+        (200, 100.0, 100, 100, 0),  # at the mark
+        (200, 100.0, 250, 100, 0),  # above it
+        (200, 100.0, 3, 15, 10),  # a mark below a portion: a call's worth
+        (200, 100.0, 0, 10_000, 100),  # a far mark: the tokens decide
+    ],
+)
+def test_a_part_queues_what_its_tokens_and_the_room_below_the_mark_allow(
+    pending: int, tokens: float, backlog: int, mark: int, expected: int
+) -> None:
+    assert portion(pending, tokens, backlog, mark) == expected
+
+
+@pytest.mark.parametrize(
+    ("pending", "tokens", "share", "backlog", "mark", "rate", "expected", "mark_holds"),
+    [
+        (200, 10.0, 12.5, 0, 100, 100.0, 0.8, False),  # 10 tokens short at 12.5/s
+        (200, 20.0, 12.5, 90, 100, 100.0, 0.1, True),  # 10 of room short, the drain takes 100/s
+        (200, 5.0, 12.5, 90, 100, 100.0, 1.2, True),  # both short: the longer
+        (200, 50.0, 100.0, 250, 100, 100.0, 1.7, True),  # above the mark: down to it and a portion
+        (5, 0.0, 1.0, 0, 100, 1.0, 5.0, False),  # the page's last 5 at 1/s
+        (200, 100.0, 100.0, 100, 100, 100.0, 0.2, True),  # at the mark: a portion of room
+    ],
+)
+def test_a_part_looks_again_when_tokens_or_room_for_a_portion_should_be_there(
+    pending: int,
+    tokens: float,
+    share: float,
+    backlog: int,
+    mark: int,
+    rate: float,
+    expected: float,
+    mark_holds: bool,
+) -> None:
+    assert wait_s(pending, tokens, share, backlog, mark, rate) == pytest.approx(expected)
+    assert held(pending, backlog, mark) is mark_holds
+
+
+@pytest.mark.parametrize(
+    ("wait", "held_s", "expected"),
+    [
+        (0.8, None, 0.8),
+        (0.01, None, STEP_MIN_S),  # not a spin
+        (30.0, None, STEP_MAX_S),  # tokens only: a look each second (no AWS call until they are there)
+        (0.1, 0.0, STEP_MIN_S),  # the mark holds it, room should come soon
+        (0.1, HOLD_S - 0.5, STEP_MIN_S),
+        (0.1, HOLD_S, None),  # held that long: the drain is not taking; the task waits, not the worker
+        (HOLD_S + 1, 0.0, None),  # room is further off than that: at once
+        (HOLD_S + 1, None, STEP_MAX_S),
+    ],
+)
+def test_a_part_waits_short_steps_unless_the_mark_holds_it_long(
+    wait: float, held_s: float | None, expected: float | None
+) -> None:
+    assert look_again(wait, held_s) == expected
+
+
+@pytest.mark.parametrize(
+    ("ids", "last", "expected"),
+    [
+        (["a", "b", "c"], None, 0),  # nothing of the page queued yet
+        (["a", "b", "c"], "b", 2),
+        (["a", "b", "c"], "c", 3),
+        (["a", "c"], "b", 0),  # the page read again differs: all of it (deduplication drops the sent)
+        (["x", "a", "b", "c"], "b", 3),  # an item written since, before it: the stream carries it
+    ],
+)
+def test_a_page_resumes_after_the_last_message_a_handed_on_part_queued(
+    ids: list[str], last: str | None, expected: int
+) -> None:
+    assert resume_at(ids, last) == expected
 
 
 @pytest.mark.parametrize(
@@ -157,6 +312,7 @@ def test_a_page_moves_the_part_on_and_adds_its_counts_keeping_its_step_and_versi
         "version": 0,
         "position": {"pk": {"S": "a"}},
         "counts": {"scanned": 2},
+        "sent": {},
         "updated_at": 10.0,
     }
     last = advanced(first | {"version": 1}, None, {"scanned": 1}, True, 11.0)
@@ -167,6 +323,9 @@ def test_a_page_moves_the_part_on_and_adds_its_counts_keeping_its_step_and_versi
         {"scanned": 3},
     )
     assert handed_on(first, 12.0) == first | {"step": 1, "updated_at": 12.0}
+    midway = handed_on(first, 12.0, {"orders": "m7"})
+    assert midway == first | {"step": 1, "updated_at": 12.0, "sent": {"orders": "m7"}}
+    assert advanced(midway, None, {}, True, 13.0)["sent"] == {}  # the next page starts whole
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
-"""The jobs worker's loop (issue #26) on fakes: page by page it paces, queues, checkpoints and reads
-the job again; it hands the part on when its slice ends or a destination's queue is full; a twin
-task, a cancel and an older task each stop it where they should."""
+"""The jobs worker's loop (issue #26) on fakes: page by page it queues in portions (its share of the
+rate limit, the room below the mark), checkpoints and reads the job again; it hands the part on when
+its slice ends (mid-page too, resumed where it stopped) or the mark holds it; a twin task, a cancel
+and an older task each stop it where they should."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.job_plan import CANCELLED, DONE, MAX_DELAY_S, RUNNING, STALL_S, Task
+from chalicelib.job_plan import CANCELLED, DONE, HOLD_S, MAX_DELAY_S, RUNNING, STALL_S, Task
 from chalicelib.job_worker import SLICE_S, JobError, JobWorker
 from chalicelib.jobs import Jobs
 from chalicelib.model import OutboundMessage, SendFailure
@@ -34,13 +35,16 @@ class Page:
 
 @dataclass
 class Pages:
-    """Pages of three messages each, `pages` of them; `took` records the positions asked for."""
+    """Pages of `size` messages each (none in a dry run, as a backfill's and a replay's pages),
+    `pages` of them; `took` records the positions asked for."""
 
     pages: int
     clock: FakeClock
     page_s: float = 1.0
     took: list[Any] = field(default_factory=list)
     hook: Any = None
+    size: int = 3
+    dry_run: bool = False
 
     def next(self, position: Any) -> Page:
         self.took.append(position)
@@ -48,30 +52,51 @@ class Pages:
         n = (position or 0) + 1
         if self.hook:
             self.hook(n)
-        return Page(
-            [message(3 * n + i) for i in range(3)],
-            n,
-            {"scanned": 3, "queued": {"orders": 3}},
-            n == self.pages,
-        )
+        messages = [] if self.dry_run else [message(self.size * n + i) for i in range(self.size)]
+        return Page(messages, n, {"scanned": self.size, "queued": {"orders": len(messages)}}, n == self.pages)
 
 
 @dataclass
 class Queue:
+    """A destination's queue: `backlog` more than what was sent to it, taken at `drain_per_s` by a
+    drain on `clock` (none: nothing taken); `sent_at` when each message was sent, `peak` the most it
+    held right after a send."""
+
     backlog: int = 0
     refuse: bool = False
     sent: list[OutboundMessage] = field(default_factory=list)
     depth_reads: int = 0
+    clock: FakeClock | None = None
+    drain_per_s: float = 0.0
+    sent_at: list[float] = field(default_factory=list)
+    peak: float = 0.0
+    stale: bool = False  # the depth read says the queue is empty, whatever it holds
+    on_send: Any = None
+    _level: float = 0.0
+    _at: float = 0.0
 
     def send(self, messages: Sequence[OutboundMessage]) -> list[SendFailure]:
         if self.refuse:
             return [SendFailure(m, "throttled") for m in messages]
+        if self.on_send:
+            self.on_send()
         self.sent += messages
+        now = self._drained()
+        self.sent_at += [now] * len(messages)
+        self._level += len(messages)
+        self.peak = max(self.peak, self.backlog + self._level)
         return []
 
     def depth(self) -> int:
         self.depth_reads += 1
-        return self.backlog
+        self._drained()
+        return 0 if self.stale else self.backlog + round(self._level)
+
+    def _drained(self) -> float:
+        now = self.clock.now if self.clock else 0.0
+        self._level = max(0.0, self._level - (now - self._at) * self.drain_per_s)
+        self._at = now
+        return now
 
 
 @dataclass
@@ -102,17 +127,19 @@ class World:
     queue: Queue
     metrics: Counted
 
-    def worker(self, pages: Pages) -> JobWorker:
+    def worker(self, pages: Pages, mark: int = 300, rate: float = 10.0, at_once: int = 10) -> JobWorker:
         return JobWorker(
             self.jobs,
             self.tasks,
             {"orders": self.queue},
-            marks={"orders": 300},
-            rates={"orders": 10.0},
+            marks={"orders": mark},
+            rates={"orders": rate},
             pages=lambda job, part: pages,
             metrics=lambda destination: self.metrics,
+            at_once=at_once,
             clock=self.clock.monotonic,
             wall=self.clock.time,
+            sleep=self.clock.sleep,
         )
 
     def job(self, dry_run: bool = False, parts: int = 1) -> dict[str, Any]:
@@ -148,23 +175,132 @@ def test_a_part_is_worked_page_by_page_to_its_end_and_the_job_finishes(world: Wo
     assert world.metrics.counts == {"BackfillQueued": 9}
 
 
-def test_a_full_queue_makes_the_part_wait_its_task_sent_again_delayed(world: World) -> None:
+@pytest.mark.parametrize(
+    ("backlog", "delay_s", "held_s"),
+    [
+        (700, 55, 0.0),  # room 42 s off at 10/s: the task waits (700 - 150) / 10, at once
+        (300, 15, HOLD_S),  # room 2 s off: short looks until HOLD_S has passed with none
+    ],
+)
+def test_a_full_queue_holds_the_part_then_its_task_is_sent_again_delayed(
+    world: World, backlog: int, delay_s: int, held_s: float
+) -> None:
+    """No drain takes from a queue at its mark (300): the part reads no page (a Scan for nothing)
+    and sends its task again delayed by the time the rate takes to halve the backlog; only when
+    room should come soon does the invocation wait for it, HOLD_S at most."""
     job = world.job()
-    world.queue.backlog = 700
+    world.queue.backlog = backlog
     pages = Pages(3, world.clock)
     report = world.worker(pages).work(Task(job["id"], 0, 0), plenty)
-    assert (report["outcome"], report["pages"], report["delay_s"]) == ("paced", 0, 55)  # (700 - 150) / 10
+    assert (report["outcome"], report["pages"], report["delay_s"]) == ("paced", 0, delay_s)
     assert pages.took == [] and world.queue.sent == []
-    assert world.tasks.sent == [(Task(job["id"], 0, 1), 55)]
+    assert world.tasks.sent == [(Task(job["id"], 0, 1), delay_s)]
     part = world.jobs.part(job["id"], 0)
-    assert (part["step"], part["state"], part["updated_at"]) == (1, RUNNING, NOW)
+    assert (part["step"], part["state"], part["updated_at"]) == (1, RUNNING, NOW + held_s)
 
 
-def test_a_dry_run_reads_no_queue_depth(world: World) -> None:
-    job = world.job(dry_run=True)
-    world.queue.backlog = 10_000
-    assert world.worker(Pages(2, world.clock)).work(Task(job["id"], 0, 0), plenty)["outcome"] == "done"
-    assert world.queue.depth_reads == 0
+def test_a_drain_stopping_mid_page_holds_the_part_there(world: World) -> None:
+    """The drain takes 100/s, then stops after 1.5 s: the part queues 150 or so of a 300-message
+    page up to the mark, is held HOLD_S, and leaves the page's progress to its delayed task."""
+    job = world.job()
+    world.queue.clock, world.queue.drain_per_s = world.clock, 100.0
+
+    def drain_stops() -> None:
+        if world.clock.now - NOW >= 1.5:
+            world.queue.drain_per_s = 0.0
+
+    world.queue.on_send = drain_stops
+    pages = Pages(1, world.clock, page_s=0.0, size=300)
+    report = world.worker(pages, mark=100, rate=100.0).work(Task(job["id"], 0, 0), plenty)
+    assert report["outcome"] == "paced" and report["delay_s"] >= HOLD_S
+    assert 100 <= report["queued"] < 300 and world.queue.peak <= 100
+    part = world.jobs.part(job["id"], 0)
+    assert (part["position"], part["sent"]) == (None, {"orders": world.queue.sent[-1].message_id})
+
+
+def test_a_page_is_queued_in_portions_as_the_drain_makes_room(world: World) -> None:
+    """A 200-message page, a mark of 100, a drain taking 100/s: the backlog never passes the mark,
+    the page is queued whole in about the time the drain takes the rest, and checkpointed once."""
+    job = world.job()
+    world.queue.clock, world.queue.drain_per_s = world.clock, 100.0
+    pages = Pages(1, world.clock, page_s=0.0, size=200)
+    report = world.worker(pages, mark=100, rate=100.0).work(Task(job["id"], 0, 0), plenty)
+    assert (report["outcome"], report["pages"], report["queued"]) == ("done", 1, 200)
+    assert [m.message_id for m in world.queue.sent] == [f"m{n}" for n in range(200, 400)]
+    assert world.queue.peak <= 100
+    assert 1.0 <= world.clock.now - NOW <= 1.5  # 100 at once, the other 100 as the drain took them
+    assert world.jobs.part(job["id"], 0)["version"] == 1  # one checkpoint, after the whole page
+
+
+def test_a_stale_depth_lets_a_part_queue_no_faster_than_its_share_of_the_rate(world: World) -> None:
+    """The depth read says empty (SQS's approximate count lagging): the tokens still hold the part
+    to the rate (10/s, its bucket a portion: 20), so the queue grows at the rate, not at once."""
+    job = world.job()
+    world.queue.clock, world.queue.stale = world.clock, True
+    report = world.worker(Pages(1, world.clock, page_s=0.0, size=120)).work(Task(job["id"], 0, 0), plenty)
+    assert (report["outcome"], report["queued"]) == ("done", 120)
+    for n, at in enumerate(world.queue.sent_at):
+        assert n < 20 + (at - NOW) * 10.0 + 1e-9  # by then: the bucket, and 10 a second since
+    assert world.clock.now - NOW >= 10.0  # (120 - 20) / 10
+
+
+@pytest.mark.parametrize(
+    ("done", "at_once"),
+    [
+        ((1, 3), 10),  # of 4 parts, 2 done: 2 running
+        ((), 2),  # none done, but the jobs function works 2 at once: the others wait their turn
+    ],
+)
+def test_the_rate_is_shared_among_the_job_s_parts_running_at_once(
+    world: World, done: tuple[int, ...], at_once: int
+) -> None:
+    """This part queues at half the rate (10/s over 2: 5/s)."""
+    job = world.job(parts=4)
+    for n in done:
+        world.jobs.checkpoint(job["id"], world.jobs.part(job["id"], n) | {"state": DONE})
+    world.queue.clock, world.queue.stale = world.clock, True
+    pages = Pages(1, world.clock, page_s=0.0, size=70)
+    world.worker(pages, at_once=at_once).work(Task(job["id"], 0, 0), plenty)
+    assert world.clock.now - NOW == pytest.approx(10.0, abs=STEP_TOLERANCE_S)  # (70 - 20) / 5
+
+
+STEP_TOLERANCE_S = 1.0  # a part looks again in steps of up to a second
+
+
+def test_a_part_takes_up_the_rate_another_leaves_when_it_finishes(world: World) -> None:
+    """Of 2 parts, the other finishes as this one starts a 100-message page at 10/s: 5/s until it
+    reads the parts again (PARTS_READ_S), then 10/s; not 5/s to the page's end (16 s)."""
+    job = world.job(parts=2)
+
+    def other_finishes() -> None:
+        world.jobs.checkpoint(job["id"], world.jobs.part(job["id"], 1) | {"state": DONE})
+
+    world.queue.clock, world.queue.stale, world.queue.on_send = world.clock, True, other_finishes
+    world.worker(Pages(1, world.clock, page_s=0.0, size=100)).work(Task(job["id"], 0, 0), plenty)
+    # 20 at once, 25 in 5 s at 5/s, the other 55 at 10/s
+    assert world.clock.now - NOW == pytest.approx(10.5, abs=STEP_TOLERANCE_S)
+
+
+def test_a_slice_ending_mid_page_hands_on_and_the_next_task_resumes_after_what_was_queued(
+    world: World,
+) -> None:
+    """At 10/s a 200-message page takes 18 s; the slice is 5 s (half of 10 s remaining): the part
+    is handed on mid-page with the last id queued in its note, not its position; the next task reads
+    the page again and queues only the rest, then checkpoints."""
+    job = world.job()
+    world.queue.clock, world.queue.drain_per_s = world.clock, 10.0
+    pages = Pages(1, world.clock, page_s=0.0, size=200)
+    first = world.worker(pages).work(Task(job["id"], 0, 0), lambda: 10_000)
+    assert (first["outcome"], first["pages"], first["delay_s"]) == ("continued", 0, 0)
+    assert 20 <= first["queued"] < 200
+    part = world.jobs.part(job["id"], 0)
+    assert (part["position"], part["sent"]) == (None, {"orders": world.queue.sent[-1].message_id})
+    (next_task, _), *_ = world.tasks.sent
+    second = world.worker(pages).work(next_task, plenty)
+    assert (second["outcome"], first["queued"] + second["queued"]) == ("done", 200)
+    assert [m.message_id for m in world.queue.sent] == [f"m{n}" for n in range(200, 400)]  # once each
+    assert pages.took == [None, None]
+    assert world.jobs.part(job["id"], 0)["sent"] == {}
 
 
 @pytest.mark.parametrize(
