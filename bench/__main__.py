@@ -298,17 +298,27 @@ def bulk_run(
         return {"error": error}
     api_requests, api_items = standin.take()
     kept = ("delivered", "seconds", "throughput_msgs_per_s", "drain_cpu_ms_per_message")
-    figures = {key: run[key] for key in kept} | {
-        "standin_api_cpu_ms_per_message": run.get("standin_api_cpu_ms_per_message"),
-        "api_requests": api_requests,
-        "api_items": api_items,
-        "aws_requests": sum(run["requests_by_api"].values()),
-        "ingest_aws_requests": sum(requests_only(ingest["requests"]).values()),
-        "requests_by_api": run["requests_by_api"],
-    }
+    read = (
+        "emulator_cpu_ms_per_message",
+        "standin_api_cpu_ms_per_message",
+        "cores_busy",
+        "machine_busy_share",
+    )
+    figures = (
+        {key: run[key] for key in kept}
+        | {key: run.get(key) for key in read}
+        | {
+            "api_requests": api_requests,
+            "api_items": api_items,
+            "aws_requests": sum(run["requests_by_api"].values()),
+            "ingest_aws_requests": sum(requests_only(ingest["requests"]).values()),
+            "requests_by_api": run["requests_by_api"],
+        }
+    )
     log(
         f"  {order}, {workers} workers, batch {batch:2d}: {figures['throughput_msgs_per_s']:7.1f} msg/s,"
-        f" {api_requests} requests, {api_items} items"
+        f" {api_requests} requests, {api_items} items, {_cell(figures['cores_busy'])} cores busy,"
+        f" machine {_cell(figures['machine_busy_share'])}"
     )
     return figures
 
@@ -675,7 +685,10 @@ def render_bulk(sections: Mapping[str, Mapping[str, Any]]) -> list[str]:
         "AWS req/msg (drain)",
         "AWS req/msg (ingest + drain)",
         "drain CPU ms/msg",
+        "emulator CPU ms/msg",
         "stand-in CPU ms/msg",
+        f"cores busy (drain + emulator + stand-in, of {machine.get('cpus', '?')})",
+        "machine busy (all processes)",
     ]
     for name, section in sections.items():
         orders = write_orders(section)

@@ -288,14 +288,31 @@ def token_requests_due(seconds: float, lifetime_s: float, skew_s: float) -> int:
     return 1 + math.floor(seconds / refresh_interval(lifetime_s, skew_s))
 
 
+def stat_jiffies(line: str) -> tuple[int, int]:
+    """(busy, total) clock ticks of the aggregate `cpu` line of /proc/stat: user, nice, system, idle,
+    iowait, irq, softirq and steal make the total (guest time is already in user), idle and iowait
+    the time no process ran."""
+    fields = [int(f) for f in line.split()[1:9]]
+    total = sum(fields)
+    return total - fields[3] - (fields[4] if len(fields) > 4 else 0), total
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """The whole machine's busy share between two `stat_jiffies` samples (1.0: every CPU busy, any
+    process's); None when no tick passed between them."""
+    ticks = after[1] - before[1]
+    return round((after[0] - before[0]) / ticks, 3) if ticks > 0 else None
+
+
 def per_thousand(count: int, messages: int) -> float | None:
     return round(count * 1000 / messages, 2) if messages > 0 else None
 
 
 def pooled(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Runs of one kind at one worker count as one: messages and seconds summed (the throughput is
-    their ratio), CPU per message weighted by messages, token requests and refusals summed; each
-    run's own throughput kept, to show the spread."""
+    their ratio), CPU per message weighted by messages, the cores busy and the machine's busy share
+    weighted by seconds, token requests and refusals summed; each run's own throughput kept, to show
+    the spread."""
     delivered = sum(int(r["delivered"]) for r in runs)
     seconds = sum(float(r["seconds"]) for r in runs)
     out: dict[str, Any] = {
@@ -305,11 +322,16 @@ def pooled(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "throughput_msgs_per_s": round(delivered / seconds, 2) if seconds > 0 else 0.0,
         "each_msgs_per_s": [r["throughput_msgs_per_s"] for r in runs],
     }
-    for key in ("drain_cpu_ms_per_message", "standin_api_cpu_ms_per_message"):
+    for key in ("drain_cpu_ms_per_message", "emulator_cpu_ms_per_message", "standin_api_cpu_ms_per_message"):
         weighed = [(float(r[key]), int(r["delivered"])) for r in runs if r.get(key) is not None]
         count = sum(n for _, n in weighed)
         if count:
             out[key] = round(sum(v * n for v, n in weighed) / count, 2)
+    for key in ("cores_busy", "machine_busy_share"):  # shares of the wall: weighed by seconds
+        timed = [(float(r[key]), float(r["seconds"])) for r in runs if r.get(key) is not None]
+        wall = sum(s for _, s in timed)
+        if wall > 0:
+            out[key] = round(sum(v * s for v, s in timed) / wall, 3)
     for key in ("token_requests", "token_requests_due", "auth_failures"):
         if any(key in r for r in runs):
             out[key] = sum(int(r.get(key, 0)) for r in runs)
@@ -521,8 +543,9 @@ def _figure(run: Mapping[str, Any], key: str, digits: int) -> str:
 def bulk_rows(section: Mapping[str, Any]) -> list[list[str]]:
     """A row per worker count and batch size: msg/s (with the slowest and fastest run) and its ratio
     to the single-item relay's at those workers, API requests and items per request, AWS requests
-    per delivered message (drain, and ingest + drain), drain and stand-in CPU per message; runs
-    that failed are said in the msg/s cell."""
+    per delivered message (drain, and ingest + drain), drain, emulator and stand-in CPU per message,
+    the cores those three kept busy (their CPU seconds over the wall's) and the whole machine's busy
+    share (every process's, from /proc/stat); runs that failed are said in the msg/s cell."""
     rows = []
     for workers, runs in _workers(section):
         single = runs.get("batch_1", {})
@@ -544,7 +567,10 @@ def bulk_rows(section: Mapping[str, Any]) -> list[list[str]]:
                     _figure(run, "aws_requests_per_message", 3),
                     _figure(run, "requests_per_message", 3),
                     _figure(run, "drain_cpu_ms_per_message", 2),
+                    _figure(run, "emulator_cpu_ms_per_message", 2),
                     _figure(run, "standin_api_cpu_ms_per_message", 2),
+                    _figure(run, "cores_busy", 2),
+                    "-" if run.get("machine_busy_share") is None else f"{run['machine_busy_share']:.0%}",
                 ]
             )
     return rows

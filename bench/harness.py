@@ -27,7 +27,15 @@ from urllib.parse import urlsplit
 import boto3
 import requests
 
-from bench.figures import BATCH_OPERATIONS, LatencyModel, batch_items, ingest_figures, requests_only
+from bench.figures import (
+    BATCH_OPERATIONS,
+    LatencyModel,
+    batch_items,
+    busy_share,
+    ingest_figures,
+    requests_only,
+    stat_jiffies,
+)
 from bench.stream import batches
 from chalicelib import naming, wiring
 from chalicelib.records import build_messages
@@ -54,6 +62,16 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_jiffies() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of every CPU since boot (Linux /proc/stat), to read the whole
+    machine's load during a run, other processes' included."""
+    try:
+        with Path("/proc/stat").open() as stat:
+            return stat_jiffies(stat.readline())
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class Calls:
@@ -399,6 +417,7 @@ class Bench:
         self._auth_standins: list[AuthStandIn] = []
         self._bulk_standins: list[BulkStandIn] = []
         self._cpu_marks: tuple[float, float | None, float | None] = (0.0, None, None)
+        self._machine_mark: tuple[int, int] | None = None
         self.archive = False  # the stage of the last reset has an archive bucket
 
     @property
@@ -550,13 +569,18 @@ class Bench:
 
     def _mark(self) -> None:
         self._cpu_marks = (time.process_time(), cpu_seconds(self.emulator.pid), cpu_seconds(self._api_pid))
+        self._machine_mark = machine_jiffies()
 
     def _result(self, delivered: int, seconds: float) -> dict[str, Any]:
         """Throughput and requests, and the CPU seconds this process (the drain), the emulator and
-        the stand-in API spent while it ran, per delivered message."""
+        the stand-in API spent while it ran, per delivered message; the cores those three kept busy
+        (their CPU seconds over the wall's: a run near os.cpu_count() is CPU-bound), and the whole
+        machine's busy share, other processes included."""
         taken = self.calls.take()
         own, emulator, api = self._cpu_marks
+        own_spent = time.process_time() - own
         emulator_now, api_now = cpu_seconds(self.emulator.pid), cpu_seconds(self._api_pid)
+        machine_now = machine_jiffies()
         per = 1000 / max(1, delivered)
         made = requests_only(taken.counts)
         result: dict[str, Any] = {
@@ -575,13 +599,18 @@ class Bench:
             # The relay's AWS calls are made by the run's main thread (the workers only POST), so
             # this is about the share of the run during which the workers could not be fed.
             "aws_wait_share": round(taken.seconds / max(0.001, seconds), 3),
-            "drain_cpu_ms_per_message": round((time.process_time() - own) * per, 2),
+            "drain_cpu_ms_per_message": round(own_spent * per, 2),
         }
+        wall = max(0.001, seconds)
         if emulator is not None and emulator_now is not None:
             result["emulator_cpu_ms_per_message"] = round((emulator_now - emulator) * per, 2)
-            result["emulator_busy_share"] = round((emulator_now - emulator) / max(0.001, seconds), 3)
+            result["emulator_busy_share"] = round((emulator_now - emulator) / wall, 3)
         if api is not None and api_now is not None:
             result["standin_api_cpu_ms_per_message"] = round((api_now - api) * per, 2)
+        if emulator is not None and emulator_now is not None and api is not None and api_now is not None:
+            result["cores_busy"] = round((own_spent + emulator_now - emulator + api_now - api) / wall, 3)
+        if self._machine_mark is not None and machine_now is not None:
+            result["machine_busy_share"] = busy_share(self._machine_mark, machine_now)
         return result
 
     def stop(self) -> None:

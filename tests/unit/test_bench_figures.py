@@ -32,6 +32,7 @@ from bench.figures import (
     bulk_pooled,
     bulk_rows,
     bulk_turns,
+    busy_share,
     cost_per_million,
     goal_figures,
     goal_rows,
@@ -45,13 +46,22 @@ from bench.figures import (
     requests_only,
     share,
     spread,
+    stat_jiffies,
     throughput_cell,
     token_requests_due,
     token_rows,
     within_goal,
     write_orders,
 )
-from bench.harness import BULK_FIELDS, Calls, bench_env, bulk_endpoint, bulk_variables, cpu_seconds
+from bench.harness import (
+    BULK_FIELDS,
+    Calls,
+    bench_env,
+    bulk_endpoint,
+    bulk_variables,
+    cpu_seconds,
+    machine_jiffies,
+)
 from bench.stream import WRITE_ORDERS, WriteOrder, batches, group_of, mixed_records, order_records
 from chalicelib import naming
 from chalicelib.records import build_messages
@@ -335,6 +345,46 @@ def test_cpu_seconds_of_a_process_grows_with_its_work() -> None:
     assert cpu_seconds(2**22 + 12345) is None  # no such process
 
 
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # user nice system idle iowait irq softirq steal guest guest_nice: guest is already in user
+        ("cpu  100 5 40 800 30 2 3 20 50 0", (170, 1000)),
+        ("cpu  0 0 0 500 0 0 0 0 0 0", (0, 500)),  # idle throughout
+        ("cpu  10 0 10 0 0 0 0 0", (20, 20)),  # an older kernel's eight fields
+    ],
+)
+def test_stat_jiffies_count_busy_and_total_ticks_without_idle_or_iowait(
+    line: str, expected: tuple[int, int]
+) -> None:
+    assert stat_jiffies(line) == expected
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        ((1000, 4000), (1900, 5000), 0.9),  # 900 of 1,000 ticks busy: both CPUs nearly full
+        ((1000, 4000), (1100, 5000), 0.1),
+        ((1000, 4000), (2000, 5000), 1.0),
+        ((1000, 4000), (1000, 4000), None),  # no tick passed
+    ],
+)
+def test_busy_share_is_the_busy_ticks_over_all_ticks_between_two_samples(
+    before: tuple[int, int], after: tuple[int, int], expected: float | None
+) -> None:
+    assert busy_share(before, after) == expected
+
+
+def test_machine_jiffies_read_this_machine_and_grow() -> None:
+    before = machine_jiffies()
+    assert before is not None and 0 <= before[0] <= before[1]
+    deadline = time.process_time() + 0.1
+    while time.process_time() < deadline:
+        pass
+    after = machine_jiffies()
+    assert after is not None and after[0] > before[0] and after[1] > before[1]
+
+
 def test_goal_rows_put_emulators_side_by_side_and_add_the_modelled_ratio_when_it_ran() -> None:
     as_is = {"relay": {"workers_16": relay_run(ratio_vs_baseline=8.0), "workers_4": relay_run()}}
     modelled = {"relay": {"workers_16": relay_run(ratio_vs_baseline=12.25)}}
@@ -542,7 +592,10 @@ def bulk_run(seconds: float, requests: int, aws: int, **more: Any) -> dict[str, 
         "seconds": seconds,
         "throughput_msgs_per_s": round(1000 / seconds, 2),
         "drain_cpu_ms_per_message": 1.0,
+        "emulator_cpu_ms_per_message": 1.2,
         "standin_api_cpu_ms_per_message": 0.3,
+        "cores_busy": 1.5,
+        "machine_busy_share": 0.9,
         "api_requests": requests,
         "api_items": 1000,
         "aws_requests": aws,
@@ -574,6 +627,27 @@ def test_bulk_runs_pool_requests_items_and_aws_requests_per_delivered_message() 
         "sqs:ReceiveMessage": 0.06,
     }
     assert bulk_pooled([bulk_run(2.0, requests=0, aws=0, delivered=0)])["items_per_request"] is None
+
+
+def test_bulk_runs_pool_cpu_per_message_by_messages_and_the_cores_busy_by_seconds() -> None:
+    runs = [
+        bulk_run(1.0, requests=20, aws=250, emulator_cpu_ms_per_message=1.0, cores_busy=1.9),
+        bulk_run(
+            3.0,
+            requests=20,
+            aws=250,
+            delivered=3000,
+            emulator_cpu_ms_per_message=2.0,
+            cores_busy=1.1,
+            machine_busy_share=0.7,
+        ),
+    ]
+    figures = bulk_pooled(runs)
+    assert figures["emulator_cpu_ms_per_message"] == 1.75  # (1,000 x 1.0 + 3,000 x 2.0) / 4,000
+    assert figures["cores_busy"] == 1.3  # (1 s x 1.9 + 3 s x 1.1) / 4 s
+    assert figures["machine_busy_share"] == 0.75  # (1 s x 0.9 + 3 s x 0.7) / 4 s
+    older = bulk_pooled([bulk_run(2.0, requests=20, aws=250, cores_busy=None, machine_busy_share=None)])
+    assert "cores_busy" not in older and "machine_busy_share" not in older  # measured before they were
 
 
 MOTO_500 = "An error occurred (500) when calling the TransactWriteItems operation (reached max retries: 3)"
@@ -681,11 +755,12 @@ def test_bulk_rows_are_per_worker_count_and_batch_beside_the_single_item_relay()
         workers_1__batch_50=bulk_run(4.0, requests=20, aws=255, drain_cpu_ms_per_message=0.7),
         workers_4__batch_50=bulk_run(2.0, requests=25, aws=264, standin_api_cpu_ms_per_message=None),
     )
+    single = ["1.00", "1,000", "1.00", "0.310", "0.410", "1.00", "1.20", "0.30", "1.50", "90%"]
     assert bulk_rows(section) == [
-        ["1", "1 (single-item relay)", "50.0", "1.00", "1,000", "1.00", "0.310", "0.410", "1.00", "0.30"],
-        ["1", "50", "250.0", "5.00", "20", "50.00", "0.255", "0.355", "0.70", "0.30"],
-        ["4", "1 (single-item relay)", "200.0", "1.00", "1,000", "1.00", "0.310", "0.410", "1.00", "0.30"],
-        ["4", "50", "500.0", "2.50", "25", "40.00", "0.264", "0.364", "1.00", "-"],
+        ["1", "1 (single-item relay)", "50.0", *single],
+        ["1", "50", "250.0", "5.00", "20", "50.00", "0.255", "0.355", "0.70", "1.20", "0.30", "1.50", "90%"],
+        ["4", "1 (single-item relay)", "200.0", *single],
+        ["4", "50", "500.0", "2.50", "25", "40.00", "0.264", "0.364", "1.00", "1.20", "-", "1.50", "90%"],
     ]
 
 
@@ -695,7 +770,7 @@ def test_bulk_rows_say_the_runs_that_failed_and_leave_a_figure_no_run_gave_empty
         workers_4__batch_50=[bulk_run(2.0, requests=20, aws=264), {"error": MOTO_500}],
     )
     rows = bulk_rows(section)
-    assert rows[2] == ["4", "10", "(2 of 2 runs failed)", "-", "-", "-", "-", "-", "-", "-"]
+    assert rows[2] == ["4", "10", "(2 of 2 runs failed)", *["-"] * 10]
     assert rows[3][:4] == ["4", "50", "500.0 (1 of 2 runs failed)", "2.50"]
     assert bulk_errors(section) == [f"4 workers, batch 10: {MOTO_500}", f"4 workers, batch 50: {MOTO_500}"]
     figures = bulk_goal_figures(section)  # judged on the runs that gave figures
@@ -711,7 +786,11 @@ def test_the_bulk_section_renders_alone_with_its_goals_and_command() -> None:
     assert "`python -m bench --only bulk`" in text
     # a section measured before the write orders: its backlog was written interleaved
     assert "| Goal (issue 25) | target | ministack, interleaved |" in text
-    assert "| interleaved | 4 | 50 | 2000.0 | 10.00 | 20 | 50.00 | 0.250 | 0.350 | 1.00 | 0.30 |" in text
+    assert (
+        "| interleaved | 4 | 50 | 2000.0 | 10.00 | 20 | 50.00 | 0.250 | 0.350"
+        " | 1.00 | 1.20 | 0.30 | 1.50 | 90% |" in text
+    )
+    assert "| cores busy (drain + emulator + stand-in, of ?) | machine busy (all processes) |" in text
     assert "Goal (issue 17)" not in text and "Auth" not in text
 
 
