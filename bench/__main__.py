@@ -317,8 +317,11 @@ def bulk_run(
     )
     log(
         f"  {order}, {workers} workers, batch {batch:2d}: {figures['throughput_msgs_per_s']:7.1f} msg/s,"
-        f" {api_requests} requests, {api_items} items, {_cell(figures['cores_busy'])} cores busy,"
-        f" machine {_cell(figures['machine_busy_share'])}"
+        f" {api_requests} requests, {api_items} items; CPU ms/msg drain"
+        f" {_cell(figures['drain_cpu_ms_per_message'])},"
+        f" emulator {_cell(figures['emulator_cpu_ms_per_message'])},"
+        f" stand-in {_cell(figures['standin_api_cpu_ms_per_message'])}; {_cell(figures['cores_busy'])}"
+        f" cores busy, machine {_cell(figures['machine_busy_share'])}"
     )
     return figures
 
