@@ -80,7 +80,7 @@ def ingest(event: DynamoDBEvent) -> dict[str, Any]:
 )
 def jobs(event: SQSEvent) -> None:
     for record in event:
-        wiring.work_job(record.body, event.context)
+        wiring.work_job(record.body, event.context, _schedules())
 
 
 # One drain per destination of chalicelib/routes.toml, named drain_<destination>: change a
@@ -128,7 +128,8 @@ def status() -> dict[str, Any]:
 
 
 def _schedules() -> dict[str, str]:
-    """Each destination's drain schedule as declared in this file (`/status`'s next run)."""
+    """Each destination's drain schedule as declared in this file (`/status`'s next run, and a
+    backfill's default high-water mark: a run's worth)."""
     from chalicelib.naming import drain_function
 
     declared = {

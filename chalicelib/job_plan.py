@@ -31,12 +31,13 @@ MAX_ACTIVE = 10  # jobs running at once in a stage
 # SQS's longest DelaySeconds; the shortest wait is long enough for a drain run to have taken some.
 MAX_DELAY_S = 900
 MIN_DELAY_S = 5
-# A job keeps at most about a second of a destination's rate limit in its queue, waiting and in
-# flight (`backfill_max_queued`, docs/routes.md), and never less than two SendMessageBatch calls: a
-# live item queued meanwhile waits behind that second, not behind the job (docs/benchmarks.md,
-# "Backfill"). A part queues a page in portions as room appears below that mark, at its share of
-# the rate limit (a token bucket: a depth read that lags, as SQS's approximate count can, lets the
-# backlog grow at the rate at most, never flood it).
+# A job keeps at most about one drain run's worth of a destination's messages in its queue, waiting
+# and in flight (`backfill_max_queued`, docs/routes.md; `default_max_queued`): its rate limit over the
+# time between runs, a second for a drain that runs back to back, never more than a run's budget
+# and never less than two SendMessageBatch calls: a live item queued meanwhile waits about one run
+# more, not behind the job (docs/benchmarks.md, "Backfill"). A part queues a page in portions as
+# room appears below that mark, at its share of the rate limit (a token bucket: a depth read that
+# lags, as SQS's approximate count can, lets the backlog grow at the rate at most, never flood it).
 BACKLOG_WINDOW_S = 1.0
 MIN_MAX_QUEUED = 20
 QUEUE_BATCH = 10  # SendMessageBatch's most entries: a portion is whole calls
@@ -172,10 +173,14 @@ def add_counts(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def default_max_queued(rate_limit_per_s: float) -> int:
-    """A destination's high-water mark when the routes file sets no `backfill_max_queued`: a second
-    of its rate limit, at least two SendMessageBatch calls."""
-    return max(MIN_MAX_QUEUED, math.ceil(rate_limit_per_s * BACKLOG_WINDOW_S))
+def default_max_queued(rate_limit_per_s: float, drain_period_s: float | None, drain_budget: int) -> int:
+    """A destination's high-water mark when the routes file sets no `backfill_max_queued`: what one
+    run of its drain takes, its rate limit over the time between runs (`drain_period_s`, from its
+    schedule; None: unknown, or runs back to back: a second), no more than a run's budget, at least
+    two SendMessageBatch calls. A live item waits behind at most about one run's worth; a smaller
+    mark would leave a scheduled drain's runs ending early on an empty queue."""
+    window_s = max(BACKLOG_WINDOW_S, drain_period_s or 0.0)
+    return max(MIN_MAX_QUEUED, min(drain_budget, math.ceil(rate_limit_per_s * window_s)))
 
 
 def pace(backlogs: Mapping[str, int], marks: Mapping[str, int], rates: Mapping[str, float]) -> int:

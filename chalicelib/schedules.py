@@ -55,6 +55,17 @@ def next_run(expression: str, last_started_at: float | None, now: float) -> floa
     return _next_cron(sets, now)
 
 
+def period_s(expression: str, now: float) -> float | None:
+    """The time between two runs: a rate's period; for a cron, the gap between its next two runs
+    after `now`; None when it cannot be told."""
+    rate = _RATE.fullmatch(expression.strip())
+    if rate:
+        return float(int(rate[1]) * _UNIT_S[rate[2]])
+    first = next_run(expression, None, now)
+    second = next_run(expression, None, first) if first is not None else None
+    return None if first is None or second is None else second - first
+
+
 def _expand(field: str, low: int, high: int, names: dict[str, int]) -> set[int] | None:
     """The values a cron field allows; None for any (`*`, `?`); ValueError for what is not handled."""
     if field in ("*", "?"):

@@ -19,7 +19,6 @@ from typing import TypeVar
 from urllib.parse import urlparse
 
 from chalicelib import enrichers, naming
-from chalicelib.job_plan import MIN_MAX_QUEUED, default_max_queued
 from chalicelib.request_shape import PathTemplate, header_problems, reserved_headers
 from chalicelib.routing import Expression, Route
 
@@ -134,9 +133,9 @@ class Destination:
     batch_failed: Expression | None = None
     batch_id_field: str = "id"
     # A backfill or replay queues for it only while its queue holds fewer messages (issue #26), at
-    # most at its rate limit: live items wait behind about this many. Default: a second of its rate
-    # limit, at least 20 (job_plan.default_max_queued).
-    backfill_max_queued: int = MIN_MAX_QUEUED
+    # most at its rate limit: live items wait behind about this many. None: not set, so one run of
+    # its drain's worth, from its schedule (job_plan.default_max_queued, `wiring.job_worker`).
+    backfill_max_queued: int | None = None
 
     @property
     def drain_function(self) -> str:
@@ -556,9 +555,7 @@ def _destination(
         batch_results=_compile(r, d.where("batch_results"), results_text, Expression.compile),
         batch_failed=_compile(r, d.where("batch_failed"), failed_text, Expression.compile),
         batch_id_field=batch_id_field,
-        backfill_max_queued=d.number(
-            "backfill_max_queued", default_max_queued(rate_limit_per_s), int, 10, 10_000_000
-        ),
+        backfill_max_queued=d.number("backfill_max_queued", None, int, 10, 10_000_000),
     )
     if destination.backoff_cap_s < destination.backoff_base_s:
         r.errors.append(f"destination {name!r}: backoff_cap_s must be at least backoff_base_s")

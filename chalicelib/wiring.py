@@ -14,6 +14,8 @@ from chalicelib.settings import Settings, load_settings
 # function's cold start) compiles and runs only what decorating the handlers takes, and each
 # function loads the modules of its own work (docs/benchmarks.md, "Import time").
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
 
     from chalicelib.archive import ResponseArchive
@@ -151,9 +153,12 @@ def tasks() -> TaskQueue:
 
 
 @functools.cache
-def job_worker() -> JobWorker:
+def job_worker(schedules: tuple[tuple[str, str], ...] = ()) -> JobWorker:
     """The `jobs` function's worker: every destination's queue, mark and rate (a job paces by those
-    it queues for), each kind's pages (`job_pages`), and how many parts run at once."""
+    it queues for), each kind's pages (`job_pages`), and how many parts run at once. `schedules`:
+    each destination's drain schedule as app.py declares it (a mark not set is a run's worth)."""
+    import time
+
     from chalicelib.job_worker import JobWorker
     from chalicelib.metrics import RunMetrics
 
@@ -162,12 +167,27 @@ def job_worker() -> JobWorker:
         jobs(),
         tasks(),
         queues(),
-        marks={name: d.backfill_max_queued for name, d in s.destinations.items()},
+        marks=backfill_marks(s, dict(schedules), time.time()),
         rates={name: d.rate_limit_per_s for name, d in s.destinations.items()},
         pages=job_pages,
         metrics=lambda destination: RunMetrics({"destination": destination}),
         at_once=s.jobs_max_concurrency,
     )
+
+
+def backfill_marks(s: Settings, schedules: Mapping[str, str], now: float) -> dict[str, int]:
+    """Each destination's high-water mark for jobs: its `backfill_max_queued` if set, else what one
+    run of its drain takes (`job_plan.default_max_queued`), from its schedule in `schedules`."""
+    from chalicelib.job_plan import default_max_queued
+    from chalicelib.schedules import period_s
+
+    return {
+        name: d.backfill_max_queued
+        or default_max_queued(
+            d.rate_limit_per_s, period_s(schedules[name], now) if name in schedules else None, s.drain_budget
+        )
+        for name, d in s.destinations.items()
+    }
 
 
 def job_pages(job: dict[str, Any], part: int) -> Pages:
@@ -222,9 +242,9 @@ def cancel_job(job_id: str, kind: str) -> dict[str, Any] | None:
     return jobs().view(job_id, kind)
 
 
-def work_job(body: str, context: Any) -> dict[str, Any]:
+def work_job(body: str, context: Any, schedules: Mapping[str, str] | None = None) -> dict[str, Any]:
     """One task of the tasks queue, within the Lambda's remaining time; a task that is not one is
-    logged and dropped (sent again, it would fail again)."""
+    logged and dropped (sent again, it would fail again). `schedules`: the drains' (`job_worker`)."""
     import logging
 
     from chalicelib.job_plan import Task, TaskError
@@ -234,7 +254,8 @@ def work_job(body: str, context: Any) -> dict[str, Any]:
     except TaskError as exc:
         logging.getLogger(__name__).error("task dropped", extra={"error": str(exc)})
         return {"outcome": "malformed"}
-    return job_worker().work(task, context.get_remaining_time_in_millis)
+    worker = job_worker(tuple(sorted((schedules or {}).items())))
+    return worker.work(task, context.get_remaining_time_in_millis)
 
 
 @functools.cache

@@ -109,13 +109,24 @@ def test_a_worker_works_a_running_part_at_the_step_its_task_names_or_one_that_st
 
 
 @pytest.mark.parametrize(
-    ("rate", "mark"),
-    [(0.5, 20), (1.0, 20), (10.0, 20), (20.0, 20), (20.5, 21), (100.0, 100), (200.0, 200), (2500.0, 2500)],
-)
-def test_the_default_high_water_mark_is_a_second_of_the_rate_limit_and_at_least_two_batches(
-    rate: float, mark: int
+    ("rate", "period_s", "budget", "mark"),
+    [
+        (100.0, None, 500, 100),  # runs back to back (or no schedule known): a second of the rate
+        (100.0, 0.5, 500, 100),  # never less than a second
+        (0.5, None, 500, 20),  # never less than two SendMessageBatch calls
+        (10.0, None, 500, 20),
+        (20.5, None, 500, 21),
+        (2500.0, None, 500, 500),  # a run takes no more than its budget
+        (100.0, 60.0, 500, 500),  # Rate(1 minute): a run's worth, the budget
+        (5.0, 60.0, 500, 300),  # a minute of a slow API
+        (5.0, 120.0, 100_000, 600),  # Rate(2 minutes), a large budget: the rate over the period
+        (0.1, 60.0, 500, 20),
+    ],
+)  # fmt: skip
+def test_the_default_high_water_mark_is_what_one_run_of_the_drain_takes(
+    rate: float, period_s: float | None, budget: int, mark: int
 ) -> None:
-    assert default_max_queued(rate) == mark
+    assert default_max_queued(rate, period_s, budget) == mark
 
 
 @pytest.mark.parametrize(

@@ -105,7 +105,6 @@ def test_importing_the_app_loads_only_what_its_decorators_need() -> None:
         for m in (
             "auth",
             "enrichers",
-            "job_plan",
             "logs",
             "naming",
             "request_shape",

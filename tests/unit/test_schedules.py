@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chalicelib.schedules import next_run
+from chalicelib.schedules import next_run, period_s
 from trickle_local.schedules import ScheduleError, parse
 
 BASE = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # a Monday
@@ -129,3 +129,23 @@ def test_next_run_agrees_with_the_local_scheduler(expression: str, start: dateti
 )
 def test_next_run(expression: str, last_started_at: float | None, now: float, expected: float | None) -> None:
     assert next_run(expression, last_started_at, now) == expected
+
+
+NOON = datetime(2026, 12, 4, 12, 0, 30, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("rate(1 minute)", 60.0),
+        ("rate(2 minutes)", 120.0),
+        ("rate(3 hours)", 10_800.0),
+        ("cron(0/5 * * * ? *)", 300.0),
+        ("cron(0 9 * * ? *)", 86_400.0),
+        ("cron(0 9,17 * * ? *)", 57_600.0),  # from noon its next two: 17:00, then 09:00 the next day
+        ("cron(0 9 L * ? *)", None),  # what next_run cannot tell
+        ("every minute", None),
+    ],
+)  # fmt: skip
+def test_the_time_between_two_runs(expression: str, expected: float | None) -> None:
+    assert period_s(expression, NOON) == expected

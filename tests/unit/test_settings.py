@@ -119,7 +119,7 @@ def test_defaults_from_the_suite_env(settings: Settings) -> None:
         heartbeat_s=60,
         group_by="partition_key",
         group_expression=None,
-        backfill_max_queued=20,
+        backfill_max_queued=None,
     )
     crm = settings.destination("crm")
     assert (crm.url, crm.api_key_parameter) == ("https://crm.example.com/contacts", "/trickle/test/crm-key")
@@ -205,12 +205,12 @@ def test_the_shipped_routes_file_loads(base_env: dict[str, str]) -> None:
     assert (bulk.batch_wrapper.text, bulk.batch_results.text) == ("{records: @}", "results[].status")
 
 
-@pytest.mark.parametrize(("rate", "mark"), [("0.5", 20), ("10", 20), ("100", 100), ("200", 200)])
-def test_the_backfill_mark_defaults_to_a_second_of_the_rate_limit_and_at_least_20(
-    make_settings: MakeSettings, rate: str, mark: int
+def test_the_backfill_mark_is_unset_unless_given_the_worker_makes_it_a_drain_runs_worth(
+    make_settings: MakeSettings,
 ) -> None:
-    orders = make_settings(TRICKLE_DEST_ORDERS_RATE_LIMIT_PER_S=rate).destination("orders")
-    assert orders.backfill_max_queued == mark
+    assert make_settings().destination("orders").backfill_max_queued is None
+    given = make_settings(TRICKLE_DEST_ORDERS_BACKFILL_MAX_QUEUED="150").destination("orders")
+    assert given.backfill_max_queued == 150
 
 
 def test_unknown_destination_lookup_names_the_known_ones(settings: Settings) -> None:
@@ -258,7 +258,7 @@ def test_unknown_destination_lookup_names_the_known_ones(settings: Settings) -> 
             id="url-stage",
         ),
         pytest.param("key_parameter", '"/from/file"', None, "/from/file", id="key-file"),
-        pytest.param("backfill_max_queued", None, None, 20, id="backfill-mark-default"),  # 10/s: at least 20
+        pytest.param("backfill_max_queued", None, None, None, id="backfill-mark-default"),  # a run's worth
         pytest.param("backfill_max_queued", "2000", None, 2000, id="backfill-mark-file"),
         pytest.param("backfill_max_queued", "2000", "50", 50, id="backfill-mark-stage-over-file"),
     ],
