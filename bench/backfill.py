@@ -19,7 +19,7 @@ part's hand-ons that waited on the high-water mark (`backfill_max_queued`), and 
 asked to wait. The default high-water mark is a run of the drain's worth (`job_plan.default_max_queued`):
 here the drain runs back to back, so its runs' worth is a second of the rate (`BACK_TO_BACK_MARK`,
 set as the routes file would); one run at the mark app.py's once-a-minute schedule gives by default
-(a run's budget, `scheduled_mark`) shows what that costs live items with this drain.
+(half a run's budget, `SCHEDULED_MARK`) shows what that costs live items with this drain.
 
 The `jobs` trigger is played as Lambda's event source mapping plays it (`trickle_local.sqs_poller`,
 up to the function's maximum concurrency at once), in threads of this process: the segments share its
@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 import boto3
 import requests
 
-from bench.harness import UNLIMITED, Bench, LambdaContext, cpu_seconds
+from bench.harness import Bench, LambdaContext, cpu_seconds
 from bench.stream import customer, insert_record, order_image
 from chalicelib import naming, wiring
 from chalicelib.job_plan import Task, default_max_queued
@@ -61,8 +61,10 @@ DRAIN_IDLE_S = 1.0  # the drain runs again this long after a run that found the 
 LIVE_PER_S = 4.0  # live orders written per second, with and without a backfill
 BASELINE_S = 20.0  # the live load alone
 # The default mark for this drain, which runs back to back (no time between runs): a second of the rate.
-BACK_TO_BACK_MARK = default_max_queued(RATE_PER_S, None, 500)
-SCHEDULED_PERIOD_S = 60.0  # app.py's drain_orders: Rate(1 minute)
+DRAIN_BUDGET = 500  # TRICKLE_DRAIN_BUDGET's default: messages a drain run takes at most
+BACK_TO_BACK_MARK = default_max_queued(RATE_PER_S, None, DRAIN_BUDGET)
+# What app.py's drain_orders, Rate(1 minute), gives by default: a run's worth, half its budget.
+SCHEDULED_MARK = default_max_queued(RATE_PER_S, 60.0, DRAIN_BUDGET)
 TUNED_SEGMENTS = 4
 GOAL_REQUESTS_PER_ITEM = 0.15
 GOAL_DELAY_RATIO = 2.0
@@ -335,11 +337,6 @@ class Arrivals:
         return len(self.at)
 
 
-def scheduled_mark() -> int:
-    """The default mark app.py's Rate(1 minute) gives the orders destination at `RATE_PER_S`."""
-    return default_max_queued(RATE_PER_S, SCHEDULED_PERIOD_S, wiring.settings().drain_budget)
-
-
 # --- the runs --------------------------------------------------------------------------------------
 
 
@@ -351,7 +348,7 @@ def start_backfill(segments: int) -> str:
 def queueing_runs(bench: Bench, items: int, groups: int) -> dict[str, Any]:
     """One table of `items` orders; at each segment count, a backfill of all of it onto an empty
     orders queue (emptied with a client the bench does not count; each job's ids are its own)."""
-    bench.reset(1, extra={MARK_VARIABLE: str(max(items, default_max_queued(UNLIMITED, None, 500)))})
+    bench.reset(1, extra={MARK_VARIABLE: str(2 * items)})  # above every item: nothing paces it
     seeded = seed(bench.emulator.endpoint_url, wiring.settings().table_name, items, groups)
     log(f"  {items:,} items written to the table in {seeded:.0f} s")
     sqs = boto3.session.Session().client("sqs", endpoint_url=bench.emulator.endpoint_url)
@@ -437,14 +434,13 @@ def delivery_run(
     bench: Bench,
     inputs: Mapping[str, Any],
     segments: int,
-    mark: int | None,
+    mark: int,
     baseline: Mapping[str, Any],
     live_first: int,
 ) -> dict[str, Any]:
     """A backfill of the delivery subset, delivered at the rate limit while the live load runs."""
     items = inputs["delivery_items"]
-    extra = {MARK_VARIABLE: str(mark)} if mark is not None else {}
-    bench.reset(DRAIN_WORKERS, RATE_PER_S, extra=extra)
+    bench.reset(DRAIN_WORKERS, RATE_PER_S, extra={MARK_VARIABLE: str(mark)})
     seed(bench.emulator.endpoint_url, wiring.settings().table_name, items, inputs["groups"])
     trigger = JobsTrigger(bench)
     arrivals = Arrivals(bench.api_url)
@@ -469,7 +465,7 @@ def delivery_run(
     out = {
         "segments": segments,
         "items": items,
-        "backfill_max_queued": mark if mark is not None else scheduled_mark(),
+        "backfill_max_queued": mark,
         "queued_seconds": round(queued_s, 2),
         "queued_per_s": round(items / queued_s, 1),
         "delivered": delivered,
@@ -508,7 +504,7 @@ def backfill_section(bench: Bench, inputs: Mapping[str, Any]) -> dict[str, Any]:
             "live_per_s": LIVE_PER_S,
             "baseline_s": BASELINE_S,
             "default_mark": BACK_TO_BACK_MARK,
-            "scheduled_mark": scheduled_mark(),
+            "scheduled_mark": SCHEDULED_MARK,
         }
     }
     out["queueing"] = queueing_runs(bench, items, CUSTOMERS)
@@ -518,8 +514,10 @@ def backfill_section(bench: Bench, inputs: Mapping[str, Any]) -> dict[str, Any]:
     delivery = {
         f"segments_{s}": delivery_run(bench, run_inputs, s, BACK_TO_BACK_MARK, baseline, next(firsts))
         for s in SEGMENTS
-    }  # the scheduled default: no mark set, app.py's schedule gives it
-    delivery["tuned"] = delivery_run(bench, run_inputs, TUNED_SEGMENTS, None, baseline, next(firsts))
+    }  # the default app.py's schedule gives with TRICKLE_DRAIN_BUDGET's default (the bench sets its own)
+    delivery["tuned"] = delivery_run(
+        bench, run_inputs, TUNED_SEGMENTS, SCHEDULED_MARK, baseline, next(firsts)
+    )
     out["delivery"] = delivery
     out["goals"] = goals(out)
     return out

@@ -33,9 +33,9 @@ MAX_DELAY_S = 900
 MIN_DELAY_S = 5
 # A job keeps at most about one drain run's worth of a destination's messages in its queue, waiting
 # and in flight (`backfill_max_queued`, docs/routes.md; `default_max_queued`): its rate limit over the
-# time between runs, a second for a drain that runs back to back, never more than a run's budget
-# and never less than two SendMessageBatch calls: a live item queued meanwhile waits about one run
-# more, not behind the job (docs/benchmarks.md, "Backfill"). A part queues a page in portions as
+# time between runs, a second for a drain that runs back to back, never more than half a run's
+# budget and never less than two SendMessageBatch calls: a live item queued meanwhile is taken by
+# the next run, not left behind the job (docs/benchmarks.md, "Backfill"). A part queues a page in portions as
 # room appears below that mark, at its share of the rate limit (a token bucket: a depth read that
 # lags, as SQS's approximate count can, lets the backlog grow at the rate at most, never flood it).
 BACKLOG_WINDOW_S = 1.0
@@ -176,11 +176,11 @@ def add_counts(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
 def default_max_queued(rate_limit_per_s: float, drain_period_s: float | None, drain_budget: int) -> int:
     """A destination's high-water mark when the routes file sets no `backfill_max_queued`: what one
     run of its drain takes, its rate limit over the time between runs (`drain_period_s`, from its
-    schedule; None: unknown, or runs back to back: a second), no more than a run's budget, at least
-    two SendMessageBatch calls. A live item waits behind at most about one run's worth; a smaller
-    mark would leave a scheduled drain's runs ending early on an empty queue."""
+    schedule; None: unknown, or runs back to back: a second), but no more than half a run's budget,
+    so the live items queued behind it are taken by the same run; at least two SendMessageBatch
+    calls. A smaller mark would leave a scheduled drain's runs ending early on an empty queue."""
     window_s = max(BACKLOG_WINDOW_S, drain_period_s or 0.0)
-    return max(MIN_MAX_QUEUED, min(drain_budget, math.ceil(rate_limit_per_s * window_s)))
+    return max(MIN_MAX_QUEUED, min(drain_budget // 2, math.ceil(rate_limit_per_s * window_s)))
 
 
 def pace(backlogs: Mapping[str, int], marks: Mapping[str, int], rates: Mapping[str, float]) -> int:

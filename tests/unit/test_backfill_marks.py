@@ -14,16 +14,16 @@ NOW = 1_796_385_600.0  # 2026-12-04T12:00:00Z
 @pytest.mark.parametrize(
     ("env", "schedules", "expected"),
     [
-        # orders at 100/s, crm at 2/s; a run's budget of 500
-        ({}, {"orders": "rate(1 minute)", "crm": "rate(2 minutes)"}, {"orders": 500, "crm": 240}),
+        # orders at 100/s, crm at 2/s; a run's budget of 500: half of it at most
+        ({}, {"orders": "rate(1 minute)", "crm": "rate(2 minutes)"}, {"orders": 250, "crm": 240}),
         ({}, {}, {"orders": 100, "crm": 20}),  # no schedule known: a second of the rate, at least 20
-        ({"TRICKLE_DRAIN_BUDGET": "2000"}, {"orders": "rate(1 minute)"}, {"orders": 2000, "crm": 20}),
+        ({"TRICKLE_DRAIN_BUDGET": "2000"}, {"orders": "rate(1 minute)"}, {"orders": 1000, "crm": 20}),
         (  # set: as set
             {"TRICKLE_DEST_ORDERS_BACKFILL_MAX_QUEUED": "150"},
             {"orders": "rate(1 minute)"},
             {"orders": 150, "crm": 20},
         ),
-        ({}, {"orders": "cron(0/5 * * * ? *)", "crm": "cron(0 9 L * ? *)"}, {"orders": 500, "crm": 20}),
+        ({}, {"orders": "cron(0/5 * * * ? *)", "crm": "cron(0 9 L * ? *)"}, {"orders": 250, "crm": 20}),
     ],
 )  # fmt: skip
 def test_a_mark_not_set_is_a_drain_runs_worth(

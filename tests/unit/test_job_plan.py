@@ -116,9 +116,9 @@ def test_a_worker_works_a_running_part_at_the_step_its_task_names_or_one_that_st
         (0.5, None, 500, 20),  # never less than two SendMessageBatch calls
         (10.0, None, 500, 20),
         (20.5, None, 500, 21),
-        (2500.0, None, 500, 500),  # a run takes no more than its budget
-        (100.0, 60.0, 500, 500),  # Rate(1 minute): a run's worth, the budget
-        (5.0, 60.0, 500, 300),  # a minute of a slow API
+        (2500.0, None, 500, 250),  # no more than half a run's budget: live items fit in the run
+        (100.0, 60.0, 500, 250),  # Rate(1 minute): a run's worth, at most half its budget
+        (4.0, 60.0, 500, 240),  # a minute of a slow API
         (5.0, 120.0, 100_000, 600),  # Rate(2 minutes), a large budget: the rate over the period
         (0.1, 60.0, 500, 20),
     ],
