@@ -128,20 +128,10 @@ def status() -> dict[str, Any]:
 
 
 def _schedules() -> dict[str, str]:
-    """Each destination's drain schedule as declared in this file (`/status`'s next run, and a
-    backfill's default high-water mark: a run's worth)."""
-    from chalicelib.naming import drain_function
+    """Each destination's drain schedule as declared in this file (`/status`, the jobs' marks)."""
+    from chalicelib.schedules import drain_schedules
 
-    declared = {
-        source.name: source.schedule_expression
-        for source in app.event_sources
-        if hasattr(source, "schedule_expression")
-    }
-    return {
-        name: expression if isinstance(expression, str) else expression.to_string()
-        for name in settings.destinations
-        if (expression := declared.get(drain_function(name))) is not None
-    }
+    return drain_schedules(app.event_sources, settings.destinations)
 
 
 @app.route(

@@ -10,7 +10,10 @@ or `#` gets no answer (None), nor does one that does not fire in the next five y
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
+
+from chalicelib.naming import drain_function
 
 _RATE = re.compile(r"rate\((\d+) (minute|hour|day)s?\)")
 _UNIT_S = {"minute": 60, "hour": 3600, "day": 86400}
@@ -31,6 +34,22 @@ _FIELDS: tuple[tuple[int, int, dict[str, int]], ...] = (
     (1970, 2199, {}),
 )
 _SEARCH_DAYS = 5 * 366
+
+
+def drain_schedules(event_sources: Iterable[object], destinations: Iterable[str]) -> dict[str, str]:
+    """Each destination's drain schedule as app.py declares it (`app.event_sources`: a scheduled
+    source has `schedule_expression`, a text or Chalice's Rate/Cron), for the destinations that have
+    one: `/status`'s next run and a backfill's default high-water mark."""
+    declared = {
+        getattr(source, "name", ""): source.schedule_expression
+        for source in event_sources
+        if hasattr(source, "schedule_expression")
+    }
+    return {
+        name: expression if isinstance(expression, str) else expression.to_string()
+        for name in destinations
+        if (expression := declared.get(drain_function(name))) is not None
+    }
 
 
 def next_run(expression: str, last_started_at: float | None, now: float) -> float | None:

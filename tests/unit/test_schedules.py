@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from chalice import Rate
 
-from chalicelib.schedules import next_run, period_s
+from chalicelib.schedules import drain_schedules, next_run, period_s
 from trickle_local.schedules import ScheduleError, parse
 
 BASE = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # a Monday
@@ -149,3 +150,25 @@ NOON = datetime(2026, 12, 4, 12, 0, 30, tzinfo=UTC).timestamp()
 )  # fmt: skip
 def test_the_time_between_two_runs(expression: str, expected: float | None) -> None:
     assert period_s(expression, NOON) == expected
+
+
+class Source:
+    """An event source as Chalice's app keeps it: a name, and a schedule if it is scheduled."""
+
+    def __init__(self, name: str, schedule: object = None) -> None:
+        self.name = name
+        if schedule is not None:
+            self.schedule_expression = schedule
+
+
+def test_each_destinations_drain_schedule_is_read_from_the_apps_event_sources() -> None:
+    sources = [
+        Source("drain_orders", Rate(1, unit=Rate.MINUTES)),
+        Source("drain_crm", "cron(0/5 * * * ? *)"),
+        Source("ingest"),  # a stream handler: no schedule
+        Source("drain_ghost", "rate(1 minute)"),  # no such destination
+    ]
+    assert drain_schedules(sources, ["orders", "crm", "billing"]) == {
+        "orders": "rate(1 minute)",
+        "crm": "cron(0/5 * * * ? *)",
+    }
