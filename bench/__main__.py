@@ -52,7 +52,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from bench.archive import archive_section, render_archive
-from bench.backfill import DEFAULT_ITEMS, DELIVERY_ITEMS, backfill_section, render_backfill
+from bench.backfill import DEFAULT_ITEMS, DELIVERY_ITEMS, SCHEDULED_ITEMS, backfill_section, render_backfill
 from bench.figures import (
     AUTH_GOAL,
     AUTH_RUNS,
@@ -530,8 +530,17 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         metavar="N",
-        help=f"the backfill section's table, items (default {DEFAULT_ITEMS:,}; --quick 5,000); a"
-        f" subset of at most {DELIVERY_ITEMS:,} is delivered",
+        help=f"the backfill section's table for queueing with nothing pacing it, items (default"
+        f" {DEFAULT_ITEMS:,}; --quick 5,000)",
+    )
+    parser.add_argument(
+        "--delivery-items",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"the backfill section's table for delivery beside live items at each segment count, paced"
+        f" as deployed (default {DELIVERY_ITEMS:,}; --quick 1,000); the run at app.py's scheduled"
+        f" default takes at most {DELIVERY_ITEMS:,}, the run under a schedule {SCHEDULED_ITEMS:,}",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
@@ -540,8 +549,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     sections: tuple[str, ...] = SECTIONS if args.only is None else (args.only,)
-    if args.items is not None and not 1 <= args.items <= 1_000_000:
-        parser.error("--items must be from 1 to 1,000,000")
+    for flag, value in (("--items", args.items), ("--delivery-items", args.delivery_items)):
+        if value is not None and not 1 <= value <= 1_000_000:
+            parser.error(f"{flag} must be from 1 to 1,000,000")
     os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"  # the handlers' EMF lines would flood the table
     use_local_credentials()
     boto3.setup_default_session()
@@ -563,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
     # the backfill section's own, kept apart so a section's results match the others' inputs
     backfill_inputs = {
         "backfill_items": args.items or (5_000 if quick else DEFAULT_ITEMS),
-        "delivery_items": 1_000 if quick else DELIVERY_ITEMS,
+        "delivery_items": args.delivery_items or (1_000 if quick else DELIVERY_ITEMS),
+        "scheduled_items": 300 if quick else SCHEDULED_ITEMS,
     }
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}

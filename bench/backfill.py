@@ -35,8 +35,9 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 from unittest import mock
 from urllib.parse import urlsplit
@@ -52,6 +53,19 @@ from chalicelib.job_worker import JobWorker
 from trickle_local.runtime import sqs_concurrency, sqs_sources
 from trickle_local.sqs_poller import SqsPoller
 
+
+@dataclass(frozen=True)
+class Schedule:
+    """A drain on a schedule: a run every `period_s`, each taking at most `budget` messages
+    (`TRICKLE_DRAIN_BUDGET`), so at most `budget / period_s` messages a second move."""
+
+    period_s: float
+    budget: int
+
+    def env(self) -> dict[str, str]:
+        return {"TRICKLE_DRAIN_BUDGET": str(self.budget)}
+
+
 SEGMENTS = (1, 4, 8)
 DEFAULT_ITEMS = 100_000
 DELIVERY_ITEMS = 4_000  # delivered with the live load, per segment count (at most --items)
@@ -66,6 +80,13 @@ BACK_TO_BACK_MARK = default_max_queued(RATE_PER_S, None, DRAIN_BUDGET)
 # What app.py's drain_orders, Rate(1 minute), gives by default: a run's worth, half its budget.
 SCHEDULED_MARK = default_max_queued(RATE_PER_S, 60.0, DRAIN_BUDGET)
 TUNED_SEGMENTS = 4
+# A drain on a schedule, as app.py's Rate(1 minute) with TRICKLE_DRAIN_BUDGET's default 500 (at most
+# 500 a minute, 8.3/s), scaled so the section stays within minutes: a run every 12 s of at most 200
+# (16.7/s). Its default mark is half a run's budget (100): more than the live load writes between
+# two runs (48), so the live items queued behind it fit in the same run.
+SCHEDULE = Schedule(12.0, 200)
+SCHEDULE_MARK = default_max_queued(RATE_PER_S, SCHEDULE.period_s, SCHEDULE.budget)
+SCHEDULED_ITEMS = 1_000  # backfilled under that schedule (about a minute at what its runs leave)
 GOAL_REQUESTS_PER_ITEM = 0.15
 GOAL_DELAY_RATIO = 2.0
 SCAN_AND_QUEUE = ("dynamodb:Scan", "sqs:SendMessageBatch")
@@ -128,9 +149,11 @@ def delay_ratio(with_backfill: Mapping[str, Any], without: Mapping[str, Any], ke
 
 def goals(section: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The issue's two goals, each against its worst run; the live delay at this drain's default
-    mark and at the scheduled drain's apart."""
-    worst_requests = max(run["scan_and_queue_per_item"] for run in section["queueing"].values())
+    mark, at app.py's scheduled default drained back to back, and under a schedule apart."""
     delivery = section["delivery"]
+    runs = [*section["queueing"].values(), *delivery.values()]
+    worst_requests = max(r["scan_and_queue_per_item"] for r in runs if "scan_and_queue_per_item" in r)
+    timed = section.get("scheduled", {}).get("run")
     default = [run["ratio_p95"] for key, run in delivery.items() if key != "tuned"]
     worst = None if None in default or not default else max(default)
     tuned = delivery["tuned"]["ratio_p95"] if "tuned" in delivery else None
@@ -158,6 +181,18 @@ def goals(section: Mapping[str, Any]) -> list[dict[str, Any]]:
             f"the same, at app.py's Rate(1 minute) default ({scheduled}), drained back to back",
             f"<= {GOAL_DELAY_RATIO:g}x",
             tuned,
+            GOAL_DELAY_RATIO,
+        ),
+        goal(
+            "the same, the drain on a schedule, at its default mark"
+            + (
+                f" (a run every {timed['schedule']['period_s']:g} s of at most"
+                f" {timed['schedule']['budget']}, mark {timed['backfill_max_queued']})"
+                if timed
+                else ""
+            ),
+            f"<= {GOAL_DELAY_RATIO:g}x",
+            timed["ratio_p95"] if timed else None,
             GOAL_DELAY_RATIO,
         ),
     ]
@@ -283,11 +318,13 @@ class LiveLoad:
 
 class DrainLoop:
     """The orders drain, run again at once after a run that received anything, `DRAIN_IDLE_S`
-    after one that found the queue empty."""
+    after one that found the queue empty; with `period_s`, on a schedule instead: a run every
+    `period_s` (each taking at most `TRICKLE_DRAIN_BUDGET` messages), as EventBridge starts them."""
 
-    def __init__(self) -> None:
+    def __init__(self, period_s: float | None = None) -> None:
         with mock.patch.object(wiring, "archive", lambda: None):
             self._drainer = wiring.drainer("orders")
+        self._period_s = period_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="drain", daemon=True)
         self.errors: list[str] = []
@@ -301,13 +338,17 @@ class DrainLoop:
         self._thread.join(timeout=120)
 
     def _loop(self) -> None:
+        due = time.monotonic()
         while not self._stop.is_set():
             try:
                 report = self._drainer.run(lambda: 10**9)
             except Exception as exc:  # an emulator's hiccup: a finding, and the loop goes on
                 self.errors.append(str(exc).split("\n", 1)[0][:200])
                 report = None
-            if report is None or not report.received:
+            if self._period_s is not None:
+                due += self._period_s  # the next tick; a run longer than the period starts the next at once
+                self._stop.wait(max(0.0, due - time.monotonic()))
+            elif report is None or not report.received:
                 self._stop.wait(DRAIN_IDLE_S)
 
 
@@ -414,63 +455,76 @@ def live_delays(live: LiveLoad, arrivals: Arrivals, deadline_s: float) -> dict[s
     return percentiles(delays) | {"written": len(live.written), "missing": len(live.written) - len(delays)}
 
 
-def baseline_run(bench: Bench, inputs: Mapping[str, Any], live_first: int) -> dict[str, Any]:
-    """The live load alone, for `BASELINE_S`."""
-    bench.reset(DRAIN_WORKERS, RATE_PER_S)
+def baseline_run(
+    bench: Bench, inputs: Mapping[str, Any], live_first: int, schedule: Schedule | None = None
+) -> dict[str, Any]:
+    """The live load alone, for `BASELINE_S` (under a schedule, three of its periods)."""
+    bench.reset(DRAIN_WORKERS, RATE_PER_S, extra=schedule.env() if schedule else None)
     arrivals = Arrivals(bench.api_url)
     arrivals.skip()
+    seconds = BASELINE_S if schedule is None else 3 * schedule.period_s
     with contextlib.redirect_stdout(io.StringIO()):
-        drain = DrainLoop().start()
+        drain = DrainLoop(schedule.period_s if schedule else None).start()
         live = LiveLoad(bench, inputs["groups"], LIVE_PER_S, live_first).start()
-        time.sleep(BASELINE_S)
+        time.sleep(seconds)
         live.stop()
-        out = live_delays(live, arrivals, 120)
+        out = live_delays(live, arrivals, 120 + (schedule.period_s if schedule else 0))
         drain.stop()
-    log(f"  live load alone: p50 {out['p50_s']} s, p95 {out['p95_s']} s, max {out['max_s']} s")
-    return {"live": out, "drain_errors": drain.errors}
+    label = "alone" if schedule is None else f"alone, a drain run every {schedule.period_s:g} s"
+    log(f"  live load {label}: p50 {out['p50_s']} s, p95 {out['p95_s']} s, max {out['max_s']} s")
+    return {"live": out, "drain_errors": drain.errors, "seconds": seconds}
 
 
 def delivery_run(
     bench: Bench,
     inputs: Mapping[str, Any],
-    segments: int,
-    mark: int,
+    run: tuple[int, int, int],
     baseline: Mapping[str, Any],
     live_first: int,
+    schedule: Schedule | None = None,
 ) -> dict[str, Any]:
-    """A backfill of the delivery subset, delivered at the rate limit while the live load runs."""
-    items = inputs["delivery_items"]
-    bench.reset(DRAIN_WORKERS, RATE_PER_S, extra={MARK_VARIABLE: str(mark)})
+    """A backfill of `items` (`run`: segments, mark, items), delivered while the live load runs, by
+    the drain back to back at the rate limit or on `schedule`. The jobs function's own requests
+    are counted apart (its threads'): the live items' ingest queues with SendMessageBatch too."""
+    segments, mark, items = run
+    extra = {MARK_VARIABLE: str(mark)} | (schedule.env() if schedule else {})
+    bench.reset(DRAIN_WORKERS, RATE_PER_S, extra=extra)
     seed(bench.emulator.endpoint_url, wiring.settings().table_name, items, inputs["groups"])
     trigger = JobsTrigger(bench)
     arrivals = Arrivals(bench.api_url)
     arrivals.skip()
     backfilled = {order_item(n, inputs["groups"])["sk"]["S"] for n in range(items)}
+    per_s = RATE_PER_S if schedule is None else min(RATE_PER_S, schedule.budget / schedule.period_s)
+    bench.calls.take()
     with contextlib.redirect_stdout(io.StringIO()):
-        drain = DrainLoop().start()
+        drain = DrainLoop(schedule.period_s if schedule else None).start()
         live = LiveLoad(bench, inputs["groups"], LIVE_PER_S, live_first).start()
         started, started_at = time.perf_counter(), time.time()
         job = start_backfill(segments)
         trigger.run(job, segments)
         queued_s = time.perf_counter() - started
-        deadline = time.monotonic() + 10 * items / RATE_PER_S + 120
+        deadline = time.monotonic() + 10 * items / per_s + 120
         while not backfilled <= set(arrivals.at) and time.monotonic() < deadline:
             arrivals.read()
             time.sleep(0.5)
         delivered_s = max(arrivals.at.get(sk, started_at) for sk in backfilled) - started_at
         live.stop()
-        out_live = live_delays(live, arrivals, 120)
+        out_live = live_delays(live, arrivals, 120 + (schedule.period_s if schedule else 0))
         drain.stop()
+    jobs_calls = bench.calls.take().by_thread.get("jobs", {})
     delivered = len(backfilled & set(arrivals.at))
-    out = {
+    out: dict[str, Any] = {
         "segments": segments,
         "items": items,
         "backfill_max_queued": mark,
+        "schedule": None if schedule is None else {"period_s": schedule.period_s, "budget": schedule.budget},
         "queued_seconds": round(queued_s, 2),
         "queued_per_s": round(items / queued_s, 1),
         "delivered": delivered,
         "delivered_seconds": round(delivered_s, 2),
         "delivered_per_s": round(delivered / delivered_s, 1),
+        "scan_and_queue_per_item": per_item(jobs_calls, items, SCAN_AND_QUEUE),
+        "jobs_calls_per_item": per_item(jobs_calls, items),
         "pacing": pacing([r for r in trigger.reports if r["job"] == job]),
         "live": out_live,
         "drain_errors": drain.errors,
@@ -478,9 +532,13 @@ def delivery_run(
     out["ratio_p50"] = delay_ratio(out_live, baseline["live"], "p50_s")
     out["ratio_p95"] = delay_ratio(out_live, baseline["live"], "p95_s")
     p = out["pacing"]
+    drained = (
+        "back to back" if schedule is None else f"a run every {schedule.period_s:g} s of {schedule.budget}"
+    )
     log(
-        f"  delivery, {segments} segment(s), mark {out['backfill_max_queued']}:"
-        f" {out['queued_per_s']:.1f} items/s queued, {out['delivered_per_s']:.1f} delivered;"
+        f"  delivery, {segments} segment(s), {items:,} items, mark {mark}, drain {drained}:"
+        f" {out['queued_per_s']:.1f} items/s queued, {out['delivered_per_s']:.1f} delivered,"
+        f" {out['scan_and_queue_per_item']} Scan + SendMessageBatch per item;"
         f" paced {p['paced']} times ({p['paced_seconds']} s asked); live p50 {out_live['p50_s']} s,"
         f" p95 {out_live['p95_s']} s, max {out_live['max_s']} s (x{out['ratio_p95']} at p95)"
     )
@@ -488,13 +546,16 @@ def delivery_run(
 
 
 def backfill_section(bench: Bench, inputs: Mapping[str, Any]) -> dict[str, Any]:
-    items = inputs["backfill_items"]
-    delivery_items = min(items, inputs["delivery_items"])
-    run_inputs = {**inputs, "delivery_items": delivery_items, "groups": CUSTOMERS}
+    items, delivery_items = inputs["backfill_items"], inputs["delivery_items"]
+    tuned_items = min(delivery_items, DELIVERY_ITEMS)
+    scheduled_items = inputs["scheduled_items"]
+    run_inputs = {**inputs, "groups": CUSTOMERS}
     out: dict[str, Any] = {
         "inputs": {
             "items": items,
             "delivery_items": delivery_items,
+            "tuned_items": tuned_items,
+            "scheduled_items": scheduled_items,
             "groups": CUSTOMERS,
             "segments": list(SEGMENTS),
             "api_latency_ms": inputs["api_latency_ms"],
@@ -505,20 +566,35 @@ def backfill_section(bench: Bench, inputs: Mapping[str, Any]) -> dict[str, Any]:
             "baseline_s": BASELINE_S,
             "default_mark": BACK_TO_BACK_MARK,
             "scheduled_mark": SCHEDULED_MARK,
+            "schedule": {"period_s": SCHEDULE.period_s, "budget": SCHEDULE.budget, "mark": SCHEDULE_MARK},
         }
     }
     out["queueing"] = queueing_runs(bench, items, CUSTOMERS)
-    firsts = (LIVE_OFFSET + n * LIVE_RUN_SPAN for n in range(len(SEGMENTS) + 2))
+    firsts = (LIVE_OFFSET + n * LIVE_RUN_SPAN for n in range(len(SEGMENTS) + 4))
     baseline = baseline_run(bench, run_inputs, next(firsts))
     out["baseline"] = baseline
     delivery = {
-        f"segments_{s}": delivery_run(bench, run_inputs, s, BACK_TO_BACK_MARK, baseline, next(firsts))
+        f"segments_{s}": delivery_run(
+            bench, run_inputs, (s, BACK_TO_BACK_MARK, delivery_items), baseline, next(firsts)
+        )
         for s in SEGMENTS
     }  # the default app.py's schedule gives with TRICKLE_DRAIN_BUDGET's default (the bench sets its own)
     delivery["tuned"] = delivery_run(
-        bench, run_inputs, TUNED_SEGMENTS, SCHEDULED_MARK, baseline, next(firsts)
+        bench, run_inputs, (TUNED_SEGMENTS, SCHEDULED_MARK, tuned_items), baseline, next(firsts)
     )
     out["delivery"] = delivery
+    scheduled_baseline = baseline_run(bench, run_inputs, next(firsts), SCHEDULE)
+    out["scheduled"] = {
+        "baseline": scheduled_baseline,
+        "run": delivery_run(
+            bench,
+            run_inputs,
+            (TUNED_SEGMENTS, SCHEDULE_MARK, scheduled_items),
+            scheduled_baseline,
+            next(firsts),
+            SCHEDULE,
+        ),
+    }
     out["goals"] = goals(out)
     return out
 
@@ -553,9 +629,9 @@ def render_backfill(name: str, section: Mapping[str, Any]) -> list[str]:
         "",
         f"`{section.get('command', 'python -m bench --only backfill')}` on {machine.get('cpus', '?')}"
         f" CPUs: {inputs['items']:,} new orders over {inputs['groups']} customers queued at each"
-        f" segment count with no drain and no rate limit; {inputs['delivery_items']:,} of them"
-        f" delivered at {inputs['rate_limit_per_s']}/s ({inputs['drain_workers']} drain workers, API"
-        f" latency {inputs['api_latency_ms']:g} ms, the drain run again at once, or"
+        f" segment count with no drain and no rate limit; a table of {inputs['delivery_items']:,}"
+        f" backfilled and delivered at {inputs['rate_limit_per_s']}/s ({inputs['drain_workers']} drain"
+        f" workers, API latency {inputs['api_latency_ms']:g} ms, the drain run again at once, or"
         f" {inputs['drain_idle_s']:g} s after a run that found the queue empty) while live orders are"
         f" written at {inputs['live_per_s']:g}/s; the live load alone for {inputs['baseline_s']:g} s.",
         "",
@@ -590,16 +666,25 @@ def render_backfill(name: str, section: Mapping[str, Any]) -> list[str]:
     )
     first = next(iter(section["queueing"].values()))
     out += ["", f"Calls at {first['segments']} segment(s): {first['requests']}."]
-    base = section["baseline"]["live"]
-    out += ["", "Delivery beside live items:", ""]
+    out += ["", "Delivery beside live items, the drain run back to back:", ""]
+    out += _delivery_table(section["baseline"]["live"], section["delivery"].values())
+    scheduled = section.get("scheduled")
+    if scheduled:
+        plan = scheduled["run"]["schedule"]
+        out += [
+            "",
+            f"The drain on a schedule, a run every {plan['period_s']:g} s of at most {plan['budget']}:",
+            "",
+        ]
+        out += _delivery_table(scheduled["baseline"]["live"], [scheduled["run"]])
+    return out
+
+
+def _delivery_table(base: Mapping[str, Any], runs: Iterable[Mapping[str, Any]]) -> list[str]:
     rows = [
         [
             "live load alone",
-            "-",
-            "-",
-            "-",
-            "-",
-            "-",
+            *["-"] * 6,
             f"{base['count']:,} / {base['written']:,}",
             _cell(base["p50_s"], 3),
             _cell(base["p95_s"], 3),
@@ -607,7 +692,7 @@ def render_backfill(name: str, section: Mapping[str, Any]) -> list[str]:
             "-",
         ]
     ]
-    for run in section["delivery"].values():
+    for run in runs:
         live, p = run["live"], run["pacing"]
         rows.append(
             [
@@ -615,6 +700,7 @@ def render_backfill(name: str, section: Mapping[str, Any]) -> list[str]:
                 _cell(run["queued_per_s"], 0),
                 f"{run['delivered']:,} in {run['delivered_seconds']:.0f} s",
                 _cell(run["delivered_per_s"], 1),
+                _cell(run.get("scan_and_queue_per_item"), 4),
                 f"{p['paced']} ({p['paced_seconds']} s)",
                 f"{p['pages']} / {p['tasks']}",
                 f"{live['count']:,} / {live['written']:,}",
@@ -624,12 +710,13 @@ def render_backfill(name: str, section: Mapping[str, Any]) -> list[str]:
                 f"{_cell(run['ratio_p50'])} / {_cell(run['ratio_p95'])}",
             ]
         )
-    out += table(
+    return table(
         [
             "run",
             "items/s queued",
             "backfill delivered",
             "items/s delivered",
+            "Scan + SendMessageBatch per item",
             "paced (s asked)",
             "pages / tasks",
             "live items arrived / written",
@@ -640,4 +727,3 @@ def render_backfill(name: str, section: Mapping[str, Any]) -> list[str]:
         ],
         rows,
     )
-    return out

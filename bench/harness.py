@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +83,7 @@ class Calls:
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.by_thread: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.seconds = 0.0
         self.modelled_seconds = 0.0
         self.padded_seconds = 0.0
@@ -100,8 +101,11 @@ class Calls:
 
     def _before(self, model: Any, **_: Any) -> None:
         self._local.started = time.perf_counter()
+        operation = f"{model.service_model.service_name}:{model.name}"
+        threads = threading.current_thread().name.split("_", 1)[0]  # a pool's prefix: "jobs_3" -> "jobs"
         with self._lock:
-            self.counts[f"{model.service_model.service_name}:{model.name}"] += 1
+            self.counts[operation] += 1
+            self.by_thread[threads][operation] += 1
 
     def _items(self, params: dict[str, Any], model: Any, **_: Any) -> None:
         with self._lock:
@@ -138,8 +142,15 @@ class Calls:
     def take(self) -> Taken:
         """What was counted since the last take, and a fresh start."""
         with self._lock:
-            taken = Taken(dict(self.counts), self.seconds, self.modelled_seconds, self.padded_seconds)
+            taken = Taken(
+                dict(self.counts),
+                self.seconds,
+                self.modelled_seconds,
+                self.padded_seconds,
+                {name: dict(counts) for name, counts in self.by_thread.items()},
+            )
             self.counts, self.seconds = Counter(), 0.0
+            self.by_thread = defaultdict(Counter)
             self.modelled_seconds = self.padded_seconds = 0.0
         return taken
 
@@ -150,6 +161,8 @@ class Taken:
     seconds: float  # waiting on AWS, summed over threads
     modelled_seconds: float  # what the latency model says those round trips take
     padded_seconds: float  # what was slept to draw the emulator's round trips out to that
+    # the requests (not batch items) by the thread that made them, a pool's threads under its prefix
+    by_thread: dict[str, dict[str, int]]
 
 
 STANDIN = (

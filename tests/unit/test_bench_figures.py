@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -241,6 +242,28 @@ def test_calls_count_requests_and_batch_items() -> None:
     }
     assert taken.modelled_seconds == taken.padded_seconds == 0.0  # no model, nothing drawn out
     assert calls.take().counts == {}  # a take starts afresh
+
+
+def test_calls_are_also_counted_by_the_pool_whose_thread_made_them() -> None:
+    calls = Calls()
+
+    def call(name: str) -> None:
+        calls._before(Operation("sqs", name))
+        calls._after()
+
+    for thread in ("jobs_0", "jobs_3", "live"):
+        worker = threading.Thread(target=call, args=("SendMessageBatch",), name=thread)
+        worker.start()
+        worker.join()
+    call("GetQueueAttributes")
+    taken = calls.take()
+    assert taken.counts == {"sqs:SendMessageBatch": 3, "sqs:GetQueueAttributes": 1}
+    assert taken.by_thread == {
+        "jobs": {"sqs:SendMessageBatch": 2},
+        "live": {"sqs:SendMessageBatch": 1},
+        "MainThread": {"sqs:GetQueueAttributes": 1},
+    }
+    assert calls.take().by_thread == {}
 
 
 def test_each_http_attempt_is_drawn_out_to_the_models_figure_for_its_operation() -> None:
