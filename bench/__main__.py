@@ -17,9 +17,11 @@ GB-months at the default expiry, by messages per run) and the drain's CPU per me
 beside without it (`bench/archive.py`). The `replay` section (issue 26): 10,000 archived messages
 replayed by the jobs worker (msg/s, AWS requests per message by API), then delivered
 (`bench/replay.py`). The `backfill` section (issue 26, ministack only unless
-`--emulator moto`): a backfill of `--items` items (default 100,000) at 1, 4 and 8 segments, items
-queued per second and AWS requests per item; a subset delivered at a stated rate while live items
-are written, their delay beside the same live load alone, and what pacing did (`bench/backfill.py`).
+`--emulator moto`): a backfill of `--items` items (default 100,000) at 1, 4 and 8 segments with
+nothing pacing it, items queued per second and AWS requests per item; a table of `--delivery-items`
+(default 4,000) backfilled as deployed at each segment count while live items are written, and one
+under a drain on a schedule: delivered per second, the jobs function's requests per item, the live
+items' delay beside the same live load alone, and what pacing did (`bench/backfill.py`).
 Prints markdown
 tables and writes bench/results.json (a run on one emulator, or of one section, keeps the others'
 results when the inputs match). Reports figures; asserts nothing.

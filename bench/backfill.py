@@ -1,25 +1,33 @@
 """The `backfill` section (issue 26): a backfill of the table's items on the emulator, through
 `POST /backfills`' code and the `jobs` function as its trigger hands it tasks, at 1, 4 and 8 segments.
 
-Queueing (every item, `--items`, default 100,000): a fresh account's table holds that many new
-orders; the backfill queues them for the orders destination with no drain running and no rate
-limit (its high-water mark set above them: nothing paces it), so the
-figure is the Scan and the queueing alone: items queued per second and AWS requests per item, the
-Scan and the SendMessageBatch calls (the issue's goal: at most 0.15) and every call the `jobs`
-function made.
+Queueing (`--items`, default 100,000): a fresh account's table holds that many new orders; the
+backfill queues them for the orders destination with no drain running and no rate limit (its
+high-water mark set above them: nothing paces it), so the figure is the Scan and the queueing
+alone: items queued per second and AWS requests per item, the Scan and the SendMessageBatch calls
+(the issue's goal: at most 0.15) and every call the `jobs` function made. On ministack a large
+table is slow here for the emulator's sake: each message sent prunes its whole five-minute
+deduplication window, so queueing n items at once costs it in proportion to n squared.
 
-Delivery and live items (a subset, `DELIVERY_ITEMS`, so the section stays within minutes: at the
-stated rate a 100,000-item delivery would take over a quarter of an hour per segment count): the
-drain runs back to back (again at once after a run that delivered, a second after one that found
-the queue empty) at `RATE_PER_S` with `DRAIN_WORKERS` workers, while live orders are written at
-`LIVE_PER_S` (PutItem, then the ingest handler with the stream record the write makes, as the stream
-would hand it: the stream's own lag is not in the figure). Each live item's delay is from its write
-to its arrival at the stand-in API; beside it the same live load without a backfill. Pacing: each
-part's hand-ons that waited on the high-water mark (`backfill_max_queued`), and the seconds they
-asked to wait. The default high-water mark is a run of the drain's worth (`job_plan.default_max_queued`):
-here the drain runs back to back, so its runs' worth is a second of the rate (`BACK_TO_BACK_MARK`,
-set as the routes file would); one run at the mark app.py's once-a-minute schedule gives by default
-(half a run's budget, `SCHEDULED_MARK`) shows what that costs live items with this drain.
+Delivery beside live items (`--delivery-items`, default `DELIVERY_ITEMS`; the issue's 100,000 takes
+about 17 minutes per segment count at the rate): a table of that many, backfilled at each segment
+count as deployed, paced by the mark and the rate, while the drain runs back to back (again at once
+after a run that delivered, a second after one that found the queue empty) at `RATE_PER_S` with
+`DRAIN_WORKERS` workers and live orders are written at `LIVE_PER_S` (PutItem, then the ingest
+handler with the stream record the write makes, as the stream would hand it: the stream's own lag
+is not in the figure). Each live item's delay is from its write to its arrival at the stand-in API;
+beside it the same live load without a backfill. The jobs function's own requests per item are
+counted by its threads. Pacing: each part's hand-ons that waited on the high-water mark
+(`backfill_max_queued`), and the seconds they asked to wait. The default high-water mark is a run of
+the drain's worth (`job_plan.default_max_queued`): here the drain runs back to back, so its runs'
+worth is a second of the rate (`BACK_TO_BACK_MARK`, set as the routes file would); one run at the
+mark app.py's once-a-minute schedule gives by default (half a run's budget, `SCHEDULED_MARK`) shows
+what that costs live items with this drain.
+
+Under a schedule (`SCHEDULE`, `SCHEDULED_ITEMS`): the drain run every 12 s, each run taking at most
+200 messages (app.py's once a minute with its default budget of 500, scaled down in time), the
+mark its default for that schedule (half a run's budget); the live load alone under the same
+schedule beside it.
 
 The `jobs` trigger is played as Lambda's event source mapping plays it (`trickle_local.sqs_poller`,
 up to the function's maximum concurrency at once), in threads of this process: the segments share its
@@ -525,6 +533,7 @@ def delivery_run(
         "delivered_per_s": round(delivered / delivered_s, 1),
         "scan_and_queue_per_item": per_item(jobs_calls, items, SCAN_AND_QUEUE),
         "jobs_calls_per_item": per_item(jobs_calls, items),
+        "jobs_requests": dict(sorted(jobs_calls.items())),
         "pacing": pacing([r for r in trigger.reports if r["job"] == job]),
         "live": out_live,
         "drain_errors": drain.errors,
@@ -684,7 +693,7 @@ def _delivery_table(base: Mapping[str, Any], runs: Iterable[Mapping[str, Any]]) 
     rows = [
         [
             "live load alone",
-            *["-"] * 6,
+            *["-"] * 7,
             f"{base['count']:,} / {base['written']:,}",
             _cell(base["p50_s"], 3),
             _cell(base["p95_s"], 3),
@@ -701,6 +710,7 @@ def _delivery_table(base: Mapping[str, Any], runs: Iterable[Mapping[str, Any]]) 
                 f"{run['delivered']:,} in {run['delivered_seconds']:.0f} s",
                 _cell(run["delivered_per_s"], 1),
                 _cell(run.get("scan_and_queue_per_item"), 4),
+                _cell(run.get("jobs_calls_per_item"), 4),
                 f"{p['paced']} ({p['paced_seconds']} s)",
                 f"{p['pages']} / {p['tasks']}",
                 f"{live['count']:,} / {live['written']:,}",
@@ -717,6 +727,7 @@ def _delivery_table(base: Mapping[str, Any], runs: Iterable[Mapping[str, Any]]) 
             "backfill delivered",
             "items/s delivered",
             "Scan + SendMessageBatch per item",
+            "every call per item",
             "paced (s asked)",
             "pages / tasks",
             "live items arrived / written",

@@ -90,6 +90,7 @@ def section(ratios: dict[str, float | None], scheduled: float | None = None) -> 
             "ratio_p50": ratio,
             "ratio_p95": ratio,
             "scan_and_queue_per_item": 0.2 if key == "segments_8" else 0.104,
+            "jobs_calls_per_item": 0.25,
         }
 
     delivery = {key: run(key, ratio) for key, ratio in ratios.items()}
@@ -134,11 +135,13 @@ def test_the_section_renders_its_goals_and_runs() -> None:
         in text
     )
     assert "| 8 | 1,000 | 10.0 | 100 | 0.1600 | 0.1800 | 0 |" in text
-    assert "| 4 segment(s), mark 300 | 300 | 1,000 in 10 s | 100.0 | 0.1040 | 1 (5 s) |" in text
+    assert "| 4 segment(s), mark 300 | 300 | 1,000 in 10 s | 100.0 | 0.1040 | 0.2500 | 1 (5 s) |" in text
     assert (
         "| the same, the drain on a schedule, at its default mark (a run every 12 s of at most 200,"
         " mark 100) | <= 2x | 1.200 | met |" in text
     )
     scheduled = text[text.index("The drain on a schedule, a run every 12 s of at most 200:") :]
-    assert "| live load alone | - | - | - | - | - | - | 10 / 10 | 1.000 | 11.500 | 3.000 | - |" in scheduled
-    assert "| 4 segment(s), mark 100 | 300 | 1,000 in 10 s | 100.0 | 0.1040 |" in scheduled
+    assert (
+        "| live load alone | - | - | - | - | - | - | - | 10 / 10 | 1.000 | 11.500 | 3.000 | - |" in scheduled
+    )
+    assert "| 4 segment(s), mark 100 | 300 | 1,000 in 10 s | 100.0 | 0.1040 | 0.2500 |" in scheduled
