@@ -107,7 +107,10 @@ def section(ratios: dict[str, float | None], scheduled: float | None = None) -> 
     }
     out = {"inputs": inputs, "queueing": queueing, "delivery": delivery, "baseline": {"live": live}}
     if scheduled is not None:
-        timed = run("scheduled", scheduled) | {"schedule": {"period_s": 12.0, "budget": 200}}
+        timed = run("scheduled", scheduled) | {
+            "schedule": {"period_s": 12.0, "budget": 200},
+            "scan_and_queue_per_item": 0.17,  # a held part's page read again at each hand-on
+        }
         out["scheduled"] = {
             "baseline": {"live": live | {"p95_s": 11.5}},
             "run": timed | {"backfill_max_queued": 100},
@@ -123,17 +126,19 @@ def test_each_goal_is_judged_on_its_worst_run() -> None:
     # the requests' worst is a delivery run's (the jobs function's own calls), the queueing runs' 0.16 below
     assert verdicts == [(0.2, False), (30.0, False), (1.9, True), (None, None)]
     verdicts = [(g["value"], g["met"]) for g in section({"segments_1": 1.5}, scheduled=2.5)["goals"]]
-    assert verdicts == [(0.16, False), (1.5, True), (None, None), (2.5, False)]
+    assert verdicts == [
+        (0.17, False),
+        (1.5, True),
+        (None, None),
+        (2.5, False),
+    ]  # the scheduled run's requests too
     verdicts = [(g["value"], g["met"]) for g in section({"segments_1": 1.5, "segments_8": None})["goals"]]
     assert verdicts[1:] == [(None, None), (None, None), (None, None)]  # no live item arrived: no verdict
 
 
 def test_the_section_renders_its_goals_and_runs() -> None:
     text = "\n".join(render_backfill("ministack", section({"segments_1": 1.5, "tuned": 1.9}, scheduled=1.2)))
-    assert (
-        "| AWS requests per item, Scan + SendMessageBatch (worst segment count) | <= 0.15 | 0.160 | missed |"
-        in text
-    )
+    assert "| AWS requests per item, Scan + SendMessageBatch (worst run) | <= 0.15 | 0.170 | missed |" in text
     assert "| 8 | 1,000 | 10.0 | 100 | 0.1600 | 0.1800 | 0 |" in text
     assert "| 4 segment(s), mark 300 | 300 | 1,000 in 10 s | 100.0 | 0.1040 | 0.2500 | 1 (5 s) |" in text
     assert (
@@ -144,4 +149,4 @@ def test_the_section_renders_its_goals_and_runs() -> None:
     assert (
         "| live load alone | - | - | - | - | - | - | - | 10 / 10 | 1.000 | 11.500 | 3.000 | - |" in scheduled
     )
-    assert "| 4 segment(s), mark 100 | 300 | 1,000 in 10 s | 100.0 | 0.1040 | 0.2500 |" in scheduled
+    assert "| 4 segment(s), mark 100 | 300 | 1,000 in 10 s | 100.0 | 0.1700 | 0.2500 |" in scheduled
