@@ -10,19 +10,19 @@ table is slow here for the emulator's sake: each message sent prunes its whole f
 deduplication window, so queueing n items at once costs it in proportion to n squared.
 
 Delivery beside live items (`--delivery-items`, default `DELIVERY_ITEMS`; the issue's 100,000 takes
-about 17 minutes per segment count at the rate): a table of that many, backfilled at each segment
-count as deployed, paced by the mark and the rate, while the drain runs back to back (again at once
-after a run that delivered, a second after one that found the queue empty) at `RATE_PER_S` with
-`DRAIN_WORKERS` workers and live orders are written at `LIVE_PER_S` (PutItem, then the ingest
-handler with the stream record the write makes, as the stream would hand it: the stream's own lag
-is not in the figure). Each live item's delay is from its write to its arrival at the stand-in API;
-beside it the same live load without a backfill. The jobs function's own requests per item are
-counted by its threads. Pacing: each part's hand-ons that waited on the high-water mark
-(`backfill_max_queued`), and the seconds they asked to wait. The default high-water mark is a run of
-the drain's worth (`job_plan.default_max_queued`): here the drain runs back to back, so its runs'
-worth is a second of the rate (`BACK_TO_BACK_MARK`, set as the routes file would); one run at the
-mark app.py's once-a-minute schedule gives by default (half a run's budget, `SCHEDULED_MARK`) shows
-what that costs live items with this drain.
+17 minutes per segment count at the rate at least, 26 to 30 on ministack): a table of that many,
+backfilled at each segment count as deployed, paced by the mark and the rate, while the drain runs
+back to back (again at once after a run that delivered, a second after one that found the queue
+empty) at `RATE_PER_S` with `DRAIN_WORKERS` workers and live orders are written at `LIVE_PER_S`
+(PutItem, then the ingest handler with the stream record the write makes, as the stream would hand
+it: the stream's own lag is not in the figure). Each live item's delay is from its write to its
+arrival at the stand-in API; beside it the same live load without a backfill. The jobs function's
+own requests per item are counted by its threads. Pacing: each part's hand-ons that waited on the
+high-water mark (`backfill_max_queued`), and the seconds they asked to wait. The default high-water
+mark is a run of the drain's worth (`job_plan.default_max_queued`): here the drain runs back to
+back, so its runs' worth is a second of the rate (`BACK_TO_BACK_MARK`, set as the routes file
+would); one run at the mark app.py's once-a-minute schedule gives by default (half a run's budget,
+`SCHEDULED_MARK`) shows what that costs live items with this drain.
 
 Under a schedule (`SCHEDULE`, `SCHEDULED_ITEMS`): the drain run every 12 s, each run taking at most
 200 messages (app.py's once a minute with its default budget of 500, scaled down in time), the
@@ -94,7 +94,7 @@ TUNED_SEGMENTS = 4
 # two runs (48), so the live items queued behind it fit in the same run.
 SCHEDULE = Schedule(12.0, 200)
 SCHEDULE_MARK = default_max_queued(RATE_PER_S, SCHEDULE.period_s, SCHEDULE.budget)
-SCHEDULED_ITEMS = 1_000  # backfilled under that schedule (about a minute at what its runs leave)
+SCHEDULED_ITEMS = 1_000  # backfilled under that schedule (85 s on ministack, at what its runs leave)
 GOAL_REQUESTS_PER_ITEM = 0.15
 GOAL_DELAY_RATIO = 2.0
 SCAN_AND_QUEUE = ("dynamodb:Scan", "sqs:SendMessageBatch")
