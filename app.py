@@ -79,8 +79,9 @@ def ingest(event: DynamoDBEvent) -> dict[str, Any]:
     maximum_concurrency=settings.jobs_max_concurrency,
 )
 def jobs(event: SQSEvent) -> None:
+    schedules = _schedules()  # read once per batch, not per record
     for record in event:
-        wiring.work_job(record.body, event.context, _schedules())
+        wiring.work_job(record.body, event.context, schedules)
 
 
 # One drain per destination of chalicelib/routes.toml, named drain_<destination>: change a
