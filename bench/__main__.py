@@ -54,7 +54,14 @@ import boto3
 from botocore.exceptions import ClientError
 
 from bench.archive import archive_section, render_archive
-from bench.backfill import DEFAULT_ITEMS, DELIVERY_ITEMS, SCHEDULED_ITEMS, backfill_section, render_backfill
+from bench.backfill import (
+    DEFAULT_ITEMS,
+    DELIVERY_ITEMS,
+    SCHEDULED_ITEMS,
+    SEGMENTS,
+    backfill_section,
+    render_backfill,
+)
 from bench.figures import (
     AUTH_GOAL,
     AUTH_RUNS,
@@ -99,6 +106,7 @@ from bench.harness import (
 from bench.replay import render_replay, replay_section
 from bench.stream import WRITE_ORDERS, WriteOrder, mixed_records, order_records
 from chalicelib import wiring
+from chalicelib.job_plan import MAX_PARTS
 from trickle_local.emulators import EMULATORS, EmulatorName
 from trickle_local.endpoint import use_local_credentials
 from trickle_project import stage
@@ -497,6 +505,17 @@ def previous(path: Path, inputs: Mapping[str, Any]) -> dict[str, Any]:
     return earlier
 
 
+def _segment_counts(text: str) -> tuple[int, ...]:
+    """`--segments`: distinct counts of 1 to MAX_PARTS, comma-separated."""
+    try:
+        counts = tuple(dict.fromkeys(int(part) for part in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+    if not counts or not all(1 <= n <= MAX_PARTS for n in counts):
+        raise argparse.ArgumentTypeError(f"segment counts are 1 to {MAX_PARTS}: {text!r}")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -544,6 +563,14 @@ def main(argv: list[str] | None = None) -> int:
         f" as deployed (default {DELIVERY_ITEMS:,}; --quick 1,000); the run at app.py's scheduled"
         f" default takes at most {DELIVERY_ITEMS:,}, the run under a schedule {SCHEDULED_ITEMS:,}",
     )
+    parser.add_argument(
+        "--segments",
+        type=_segment_counts,
+        default=None,
+        metavar="N,N,...",
+        help=f"the backfill section's segment counts for queueing and delivery (default"
+        f" {','.join(map(str, SEGMENTS))})",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
     try:
@@ -577,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
         "backfill_items": args.items or (5_000 if quick else DEFAULT_ITEMS),
         "delivery_items": args.delivery_items or (1_000 if quick else DELIVERY_ITEMS),
         "scheduled_items": 300 if quick else SCHEDULED_ITEMS,
+        "segments": list(args.segments or SEGMENTS),
     }
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}

@@ -253,12 +253,16 @@ class JobsTrigger:
             finished = {r["part"] for r in self.reports if r["job"] == job_id and r["outcome"] == "done"}
         return len(finished) == parts
 
-    def run(self, job_id: str, parts: int, stop: threading.Event | None = None) -> None:
-        """Work tasks until every part of the job is done (or `stop` is set)."""
+    def run(
+        self, job_id: str, parts: int, stop: threading.Event | None = None, period_s: float | None = None
+    ) -> None:
+        """Work tasks until every part of the job is done (or `stop` is set). The worker holds by
+        the bench's drain (`period_s`: a run that often, None: back to back), not app.py's schedule."""
         work = JobWorker.work
         reports, lock = self.reports, self._lock
 
         def recorded(worker: JobWorker, task: Task, remaining_ms: Callable[[], int]) -> dict[str, Any]:
+            worker.periods = dict.fromkeys(worker.marks, period_s)
             report = work(worker, task, remaining_ms)
             with lock:
                 reports.append(report)
@@ -394,7 +398,7 @@ def start_backfill(segments: int) -> str:
     return str(wiring.start_backfill(body)["id"])
 
 
-def queueing_runs(bench: Bench, items: int, groups: int) -> dict[str, Any]:
+def queueing_runs(bench: Bench, items: int, groups: int, counts: Sequence[int]) -> dict[str, Any]:
     """One table of `items` orders; at each segment count, a backfill of all of it onto an empty
     orders queue (emptied with a client the bench does not count; each job's ids are its own)."""
     bench.reset(1, extra={MARK_VARIABLE: str(2 * items)})  # above every item: nothing paces it
@@ -402,7 +406,7 @@ def queueing_runs(bench: Bench, items: int, groups: int) -> dict[str, Any]:
     log(f"  {items:,} items written to the table in {seeded:.0f} s")
     sqs = boto3.session.Session().client("sqs", endpoint_url=bench.emulator.endpoint_url)
     out: dict[str, Any] = {}
-    for segments in SEGMENTS:
+    for segments in counts:
         sqs.purge_queue(QueueUrl=wiring.settings().destination("orders").queue_url)
         run = queueing_run(bench, items, segments)
         out[f"segments_{segments}"] = run | {"seed_seconds": round(seeded, 1)}
@@ -509,7 +513,7 @@ def delivery_run(
         live = LiveLoad(bench, inputs["groups"], LIVE_PER_S, live_first).start()
         started, started_at = time.perf_counter(), time.time()
         job = start_backfill(segments)
-        trigger.run(job, segments)
+        trigger.run(job, segments, period_s=schedule.period_s if schedule else None)
         queued_s = time.perf_counter() - started
         deadline = time.monotonic() + 10 * items / per_s + 120
         while not backfilled <= set(arrivals.at) and time.monotonic() < deadline:
@@ -558,6 +562,7 @@ def backfill_section(bench: Bench, inputs: Mapping[str, Any]) -> dict[str, Any]:
     items, delivery_items = inputs["backfill_items"], inputs["delivery_items"]
     tuned_items = min(delivery_items, DELIVERY_ITEMS)
     scheduled_items = inputs["scheduled_items"]
+    counts = tuple(inputs.get("segments") or SEGMENTS)
     run_inputs = {**inputs, "groups": CUSTOMERS}
     out: dict[str, Any] = {
         "inputs": {
@@ -566,7 +571,7 @@ def backfill_section(bench: Bench, inputs: Mapping[str, Any]) -> dict[str, Any]:
             "tuned_items": tuned_items,
             "scheduled_items": scheduled_items,
             "groups": CUSTOMERS,
-            "segments": list(SEGMENTS),
+            "segments": list(counts),
             "api_latency_ms": inputs["api_latency_ms"],
             "rate_limit_per_s": RATE_PER_S,
             "drain_workers": DRAIN_WORKERS,
@@ -578,15 +583,15 @@ def backfill_section(bench: Bench, inputs: Mapping[str, Any]) -> dict[str, Any]:
             "schedule": {"period_s": SCHEDULE.period_s, "budget": SCHEDULE.budget, "mark": SCHEDULE_MARK},
         }
     }
-    out["queueing"] = queueing_runs(bench, items, CUSTOMERS)
-    firsts = (LIVE_OFFSET + n * LIVE_RUN_SPAN for n in range(len(SEGMENTS) + 4))
+    out["queueing"] = queueing_runs(bench, items, CUSTOMERS, counts)
+    firsts = (LIVE_OFFSET + n * LIVE_RUN_SPAN for n in range(len(counts) + 4))
     baseline = baseline_run(bench, run_inputs, next(firsts))
     out["baseline"] = baseline
     delivery = {
         f"segments_{s}": delivery_run(
             bench, run_inputs, (s, BACK_TO_BACK_MARK, delivery_items), baseline, next(firsts)
         )
-        for s in SEGMENTS
+        for s in counts
     }  # the default app.py's schedule gives with TRICKLE_DRAIN_BUDGET's default (the bench sets its own)
     delivery["tuned"] = delivery_run(
         bench, run_inputs, (TUNED_SEGMENTS, SCHEDULED_MARK, tuned_items), baseline, next(firsts)

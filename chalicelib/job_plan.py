@@ -50,8 +50,16 @@ BUCKET_S = 2.0
 PARTS_READ_S = 5.0
 STEP_MIN_S, STEP_MAX_S = 0.25, 1.0  # a part waiting for tokens or room looks again after this long
 # A part held this long by the mark (the drain is not taking: paused, or between scheduled runs)
-# hands its task on, delayed (`pace`), rather than keep an invocation waiting.
+# hands its task on, delayed (`pace`), rather than keep an invocation waiting; between a scheduled
+# drain's runs, at once, until the next is due (`next_run_in`, `look_again`).
 HOLD_S = float(MIN_DELAY_S)
+# A scheduled run may start this long after it is due (Lambda's start) and takes its budget over
+# seconds: a part looks in short steps meanwhile, a quarter period at most (`run_grace`).
+RUN_GRACE_S = 15.0
+RUN_GRACE_SHARE = 0.25
+# A part holding the rest of a page waits in its invocation this long at most for the next run: a
+# Lambda waiting costs less than the page's Scan again, and the worker's slice bounds it too.
+MID_PAGE_WAIT_S = 120.0
 # A part not written for this long has lost its task (a worker killed between handing it on and
 # sending the next task): an older task of it takes it over (`start`). Longer than a worker's slice
 # and a paced wait, both of which write the part.
@@ -183,14 +191,20 @@ def default_max_queued(rate_limit_per_s: float, drain_period_s: float | None, dr
     return max(MIN_MAX_QUEUED, min(drain_budget // 2, math.ceil(rate_limit_per_s * window_s)))
 
 
-def pace(backlogs: Mapping[str, int], marks: Mapping[str, int], rates: Mapping[str, float]) -> int:
+def pace(
+    backlogs: Mapping[str, int],
+    marks: Mapping[str, int],
+    rates: Mapping[str, float],
+    next_run_s: float | None = None,
+) -> int:
     """How long a part the mark holds (`look_again`) leaves its task delayed: the time the rate limit
-    takes to bring the fullest of its destinations' queues down to half its mark, at least
+    takes to bring the fullest of its destinations' queues down to half its mark, and at least until
+    a scheduled drain's next run is due (`next_run_s`: nothing makes room before it); at least
     MIN_DELAY_S, at most MAX_DELAY_S."""
     longest = max(
         ((backlog - marks[name] / 2) / rates[name] for name, backlog in backlogs.items()), default=0.0
     )
-    return min(MAX_DELAY_S, max(MIN_DELAY_S, math.ceil(longest)))
+    return min(MAX_DELAY_S, max(MIN_DELAY_S, math.ceil(longest), math.ceil(next_run_s or 0.0)))
 
 
 def running_parts(job: Mapping[str, Any], parts: Mapping[int, Mapping[str, Any]], at_once: int) -> int:
@@ -211,41 +225,87 @@ def refill(tokens: float, elapsed_s: float, share: float) -> float:
     return min(bucket(share), tokens + elapsed_s * share)
 
 
-def least(pending: int, mark: int) -> int:
+def part_mark(mark: int, running: int) -> int:
+    """A part's share of a destination's mark: the mark over the job's parts running at once (several
+    reading the queue's depth together would otherwise each fill the same room), one
+    SendMessageBatch call's worth at least."""
+    return max(QUEUE_BATCH, math.ceil(mark / running))
+
+
+def room(backlog: int, mark: int, running: int = 1) -> int:
+    """How many a part may add to a queue holding `backlog`: its share of the mark less its share of
+    the backlog (all of the room when it runs alone)."""
+    return part_mark(mark, running) - math.ceil(backlog / running)
+
+
+def least(pending: int, mark: int, running: int = 1) -> int:
     """The smallest portion worth a look at the queue's depth: two calls' worth (the page's rest if
-    less), and no more than half the mark in whole calls (one call at least), so a part adds to a
-    queue that still holds some for the drain rather than waiting for it to run dry."""
-    return min(pending, MIN_PORTION, max(QUEUE_BATCH, mark // 2 // QUEUE_BATCH * QUEUE_BATCH))
+    less), and no more than half the part's share of the mark in whole calls (one call at least), so
+    a part adds to a queue that still holds some for the drain rather than waiting for it to run dry."""
+    half = part_mark(mark, running) // 2 // QUEUE_BATCH * QUEUE_BATCH
+    return min(pending, MIN_PORTION, max(QUEUE_BATCH, half))
 
 
-def portion(pending: int, tokens: float, backlog: int, mark: int) -> int:
+def portion(pending: int, tokens: float, backlog: int, mark: int, running: int = 1) -> int:
     """How many of a page's `pending` messages for a destination the part queues now: as many as its
-    tokens and the room below the mark (`backlog`: the queue's depth) allow, in whole
+    tokens and its room below the mark (`backlog`: the queue's depth; `room`) allow, in whole
     SendMessageBatch calls, and none until that is at least `least`."""
-    allowed = min(math.floor(tokens), mark - backlog)
+    allowed = min(math.floor(tokens), room(backlog, mark, running))
     if allowed >= pending:
         return pending
-    if allowed < least(pending, mark):
+    if allowed < least(pending, mark, running):
         return 0
     return allowed // QUEUE_BATCH * QUEUE_BATCH
 
 
-def wait_s(pending: int, tokens: float, share: float, backlog: int, mark: int, rate: float) -> float:
+def wait_s(
+    pending: int, tokens: float, share: float, backlog: int, mark: int, rate: float, running: int = 1
+) -> float:
     """How long until `least` could go: the tokens refill at the part's share, the drain makes room
-    at the rate limit."""
-    need = least(pending, mark)
-    return max(max(0.0, need - tokens) / share, max(0, need - (mark - backlog)) / rate)
+    at the rate limit (the part's room grows by one for every `running` taken)."""
+    need = least(pending, mark, running)
+    short = max(0, need - room(backlog, mark, running))
+    return max(max(0.0, need - tokens) / share, short * running / rate)
 
 
-def held(pending: int, backlog: int, mark: int) -> bool:
+def held(pending: int, backlog: int, mark: int, running: int = 1) -> bool:
     """The mark, not the tokens, keeps the destination's next portion back."""
-    return mark - backlog < least(pending, mark)
+    return room(backlog, mark, running) < least(pending, mark, running)
 
 
-def look_again(wait: float, held_s: float | None) -> float | None:
-    """How long a part waits before it looks at the queues again (a short step), or None: it hands
-    its task on, delayed (`pace`), because the mark holds it (`held_s`: for that long, None: it does
-    not) and has for HOLD_S, or room is further off than that."""
+def next_run_in(last_started: float | None, period_s: float | None, now: float) -> float | None:
+    """How long until a scheduled drain's next run is due, from when its last run started (its run
+    note, written as the run ends) and the time between runs: 0 while a run due since is not in the
+    note yet (under way, or starting late) for `run_grace`; None when that cannot be told (no run
+    yet, or no schedule)."""
+    if last_started is None or not period_s:
+        return None
+    since = (now - last_started) % period_s
+    if now - last_started >= period_s and since < run_grace(period_s):
+        return 0.0
+    return period_s - since
+
+
+def run_grace(period_s: float) -> float:
+    """How long after a run is due a held part keeps looking in short steps: a run may start late
+    (Lambda's cold start) and takes its budget over seconds; RUN_GRACE_S, a quarter period at most."""
+    return min(RUN_GRACE_S, period_s * RUN_GRACE_SHARE)
+
+
+def look_again(
+    wait: float, held_s: float | None, next_run_s: float | None = None, mid_page: bool = False
+) -> float | None:
+    """How long a part waits before it looks at the queues again, or None: it hands its task on,
+    delayed (`pace`). Not held by the mark (`held_s` None), a short step. Held: between a scheduled
+    drain's runs (`next_run_s`: the next is due in that long, `next_run_in`), it sleeps until the
+    run is due if that is within HOLD_S, or within MID_PAGE_WAIT_S when it holds the rest of a page
+    it read (`mid_page`: handed on, it would read the page again); else it hands on at once, its
+    task coming back when the run is due. Otherwise (a run under way, or none known) it looks in
+    short steps for HOLD_S, or hands on at once if room is further off than that."""
+    if held_s is not None and next_run_s:
+        if held_s + next_run_s <= HOLD_S or (mid_page and next_run_s <= MID_PAGE_WAIT_S):
+            return max(STEP_MIN_S, next_run_s)
+        return None
     if held_s is not None and (held_s >= HOLD_S or wait > HOLD_S):
         return None
     return min(STEP_MAX_S, max(STEP_MIN_S, wait))

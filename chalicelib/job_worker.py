@@ -3,23 +3,25 @@ from its checkpoint for a slice of the invocation's remaining time, then handed 
 
 Page by page: the page is read, then queued for each destination in portions (`job_plan.portion`):
 no faster than the part's share of the destination's rate limit (a token bucket, so a depth read
-that lags cannot let it flood the queue), and only while the queue holds fewer messages than its
-high-water mark (GetQueueAttributes: waiting and in flight, no message received), waiting short
-steps in between; the mark holding it for a while (a drain not running), the part hands its task on
+that lags cannot let it flood the queue), and only into its share of the room below the
+destination's high-water mark (`job_plan.room`: the mark over the job's parts running, against the
+queue's depth from GetQueueAttributes: waiting and in flight, no message received), waiting short
+steps in between. The mark holding it for a while (a drain not taking: paused), or between a
+scheduled drain's runs until the next is due (from the drain's run note), the part hands its task on
 delayed (`job_plan.pace`), as it does undelayed when its slice ends, mid-page with the last message
-queued for each destination kept in its note. FIFO deduplication by the messages' stable ids makes
-a page queued again after a worker died harmless. Once the whole page is queued, the checkpoint is
-written, conditional on the version read, so of two workers on one part the later stops; and the
-job is read again, so a cancel stops the part at its next page. A worker that dies anywhere leaves
-its task to come back (SQS's visibility timeout) and resume from the last checkpoint. The decisions
-are `chalicelib.job_plan`'s."""
+queued for each destination kept in its note. FIFO deduplication by the messages' stable ids makes a
+page queued again after a worker died harmless. Once the whole page is queued, the checkpoint is
+written, conditional on the version read, so of two workers on one part the later stops; and the job
+is read again, so a cancel stops the part at its next page. A worker that dies anywhere leaves its
+task to come back (SQS's visibility timeout) and resume from the last checkpoint. The decisions are
+`chalicelib.job_plan`'s."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chalicelib.job_plan import (
@@ -37,6 +39,7 @@ from chalicelib.job_plan import (
     held,
     least,
     look_again,
+    next_run_in,
     pace,
     portion,
     refill,
@@ -134,6 +137,11 @@ class JobWorker:
     pages: Callable[[dict[str, Any], int], Pages]  # the part's pages, by the job's kind
     metrics: Callable[[str], Metrics]  # a destination's metrics for this invocation
     at_once: int = MAX_PARTS  # parts the `jobs` function works at once (its maximum concurrency)
+    # the time between runs of each destination's drain (None or absent: back to back), its schedule's
+    periods: Mapping[str, float | None] = field(default_factory=dict)
+    # when a destination's drain last started a run (its run note; None: no run yet, or not known)
+    last_run: Callable[[str], float | None] = lambda destination: None
+    _last_runs: dict[str, float | None] = field(default_factory=dict, init=False)  # as last read
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
@@ -238,7 +246,11 @@ class JobWorker:
             for destination, backlog in room.items():
                 rest = pending.get(destination, [])
                 n = portion(
-                    len(rest), allowance.tokens.get(destination, 0.0), backlog, self.marks[destination]
+                    len(rest),
+                    allowance.tokens.get(destination, 0.0),
+                    backlog,
+                    self.marks[destination],
+                    allowance.running,
                 )
                 if not n:
                     continue
@@ -265,6 +277,7 @@ class JobWorker:
         page is read, while the tokens fill), then gives the depths read; or the delay its task
         should wait instead: `pace`'s when the mark held it, 0 when the slice ends."""
         held_since: float | None = None
+        waited = False  # for a run, since the mark last let a portion go
         while True:
             now = self.clock()
             if job["parts"] > 1 and (allowance.read_at is None or now - allowance.read_at >= PARTS_READ_S):
@@ -276,33 +289,57 @@ class JobWorker:
                 now, {d: self.rates[d] / allowance.running for d in [*job["destinations"], *pending]}
             )
             tokens = {d: float(n) for d, n in pending.items()} if room_only else allowance.tokens
+            running = allowance.running
             backlogs: dict[str, int] = {}
             for destination, count in pending.items():
-                if tokens[destination] >= least(count, self.marks[destination]):
+                if tokens[destination] >= least(count, self.marks[destination], running):
                     backlogs[destination] = self.queues[destination].depth()  # none for too few tokens
-            if any(portion(pending[d], tokens[d], b, self.marks[d]) for d, b in backlogs.items()):
+            if any(portion(pending[d], tokens[d], b, self.marks[d], running) for d, b in backlogs.items()):
                 return backlogs
             waits = [
                 wait_s(
                     count,
                     tokens[d],
-                    self.rates[d] / allowance.running,
+                    self.rates[d] / running,
                     backlogs.get(d, 0),
                     self.marks[d],
                     self.rates[d],
+                    running,
                 )
                 for d, count in pending.items()
             ]
-            if all(d in backlogs and held(n, backlogs[d], self.marks[d]) for d, n in pending.items()):
+            marks = self.marks
+            if all(d in backlogs and held(n, backlogs[d], marks[d], running) for d, n in pending.items()):
                 held_since = now if held_since is None else held_since
             else:
-                held_since = None
-            step = look_again(min(waits), None if held_since is None else now - held_since)
+                held_since, waited = None, False
+            next_run = self._next_run(pending) if held_since is not None else None
+            held_s = None if held_since is None else now - held_since
+            # a run waited for that made no room: the drain is not taking, the part waits no more
+            step = look_again(min(waits), held_s, next_run, mid_page=not (room_only or waited))
             if step is None:
-                return pace(backlogs, self.marks, self.rates)
-            if self.clock() + step > deadline:
-                return 0
+                return pace(backlogs, self.marks, self.rates, next_run)
+            if self.clock() + step > deadline:  # held, the task waits for the drain as above
+                return 0 if held_since is None else pace(backlogs, self.marks, self.rates, next_run)
             self.sleep(step)
+            if next_run:  # asleep until a run was due: held from then on, if it makes no room
+                held_since, waited = self.clock(), True
+
+    def _next_run(self, destinations: Mapping[str, int]) -> float | None:
+        """How long until the first of the destinations' scheduled drains is due to run (from their
+        run notes, `next_run_in`); None when one runs back to back, or has not run yet."""
+        now = self.wall()
+        due: list[float | None] = []
+        for destination in destinations:
+            period = self.periods.get(destination)
+            if not period:
+                due.append(None)
+                continue
+            last = self._last_runs.get(destination)
+            if last is None or now - last >= period:  # a run due since may have written its note
+                last = self._last_runs[destination] = self.last_run(destination)
+            due.append(next_run_in(last, period, now))
+        return None if None in due else min(d for d in due if d is not None)
 
     def _send(self, destination: str, messages: Sequence[OutboundMessage], context: dict[str, Any]) -> None:
         """A portion of a destination's messages, in order; a failure fails the page (JobError)."""

@@ -163,29 +163,45 @@ def job_worker(schedules: tuple[tuple[str, str], ...] = ()) -> JobWorker:
     from chalicelib.metrics import RunMetrics
 
     s = settings()
+    periods = drain_periods(s, dict(schedules), time.time())
     return JobWorker(
         jobs(),
         tasks(),
         queues(),
-        marks=backfill_marks(s, dict(schedules), time.time()),
+        marks=backfill_marks(s, periods),
         rates={name: d.rate_limit_per_s for name, d in s.destinations.items()},
+        periods=periods,
+        last_run=last_run_started,
         pages=job_pages,
         metrics=lambda destination: RunMetrics({"destination": destination}),
         at_once=s.jobs_max_concurrency,
     )
 
 
-def backfill_marks(s: Settings, schedules: Mapping[str, str], now: float) -> dict[str, int]:
-    """Each destination's high-water mark for jobs: its `backfill_max_queued` if set, else what one
-    run of its drain takes (`job_plan.default_max_queued`), from its schedule in `schedules`."""
-    from chalicelib.job_plan import default_max_queued
+def last_run_started(destination: str) -> float | None:
+    """When the destination's drain last started a run, as its run note says (None: no run yet)."""
+    from chalicelib.naming import run_note_key
+
+    started = (notes().load(run_note_key(destination)) or {}).get("started_at")
+    return float(started) if isinstance(started, int | float) else None
+
+
+def drain_periods(s: Settings, schedules: Mapping[str, str], now: float) -> dict[str, float | None]:
+    """The time between runs of each destination's drain, from its schedule in `schedules` (None:
+    not there, or a cron whose next runs cannot be told)."""
     from chalicelib.schedules import period_s
+
+    return {name: period_s(schedules[name], now) if name in schedules else None for name in s.destinations}
+
+
+def backfill_marks(s: Settings, periods: Mapping[str, float | None]) -> dict[str, int]:
+    """Each destination's high-water mark for jobs: its `backfill_max_queued` if set, else what one
+    run of its drain takes (`job_plan.default_max_queued`), from the time between its runs."""
+    from chalicelib.job_plan import default_max_queued
 
     return {
         name: d.backfill_max_queued
-        or default_max_queued(
-            d.rate_limit_per_s, period_s(schedules[name], now) if name in schedules else None, s.drain_budget
-        )
+        or default_max_queued(d.rate_limit_per_s, periods.get(name), s.drain_budget)
         for name, d in s.destinations.items()
     }
 

@@ -420,10 +420,11 @@ def _drain_policy(
 def _jobs_policy(r: StageResources, logs: dict[str, Any]) -> dict[str, Any]:
     """The `jobs` function works backfill and replay tasks: it scans the source table, queues on the
     destinations' queues (reading their depths to pace itself), dead-letters what the routes reject
-    as ingest does (its dead-letter queue and the ledger's record), keeps its job notes and hands a
-    part on to its next task. Nothing else: its code receives no message and calls no API.
-    `ReadTasks` is its trigger's: Lambda's SQS event source mapping polls the tasks queue with the
-    function's own role, and AWS refuses to create the mapping unless the role allows it."""
+    as ingest does (its dead-letter queue and the ledger's record), keeps its job notes, reads when
+    each drain last ran (its run note) and hands a part on to its next task. Nothing else: its code
+    receives no message and calls no API. `ReadTasks` is its trigger's: Lambda's SQS event source
+    mapping polls the tasks queue with the function's own role, and AWS refuses to create the
+    mapping unless the role allows it."""
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -434,6 +435,13 @@ def _jobs_policy(r: StageResources, logs: dict[str, Any]) -> dict[str, Any]:
             _statement("DeadLetter", ["sqs:SendMessage"], r.dlq_arns),
             _statement("RecordRejected", ["dynamodb:PutItem"], [r.ledger_arn]),
             *_job_notes(r, ["dynamodb:UpdateItem"]),
+            # when each drain last ran (its run note), so a part held between runs sleeps until the next
+            _statement(
+                "DrainRuns",
+                ["dynamodb:GetItem"],
+                [r.notes_arn],
+                _leading_keys("StringLike", [naming.run_note_key("*")]),
+            ),
             _statement("HandOn", ["sqs:SendMessage"], [r.jobs_queue_arn]),
             *_read_delivered(r),
         ],

@@ -13,6 +13,7 @@ from chalicelib.job_plan import (
     DONE,
     HOLD_S,
     MAX_DELAY_S,
+    MID_PAGE_WAIT_S,
     MIN_DELAY_S,
     RUNNING,
     STALL_S,
@@ -31,11 +32,13 @@ from chalicelib.job_plan import (
     least,
     look_again,
     new_part,
+    next_run_in,
     pace,
     portion,
     progress,
     refill,
     resume_at,
+    room,
     running_parts,
     start,
     wait_s,
@@ -213,6 +216,52 @@ def test_a_portion_is_two_send_calls_or_the_page_s_rest_at_most_half_the_mark(
     pending: int, mark: int, expected: int
 ) -> None:
     assert least(pending, mark) == expected
+    assert least(pending, mark, 1) == expected  # a part running alone has the whole mark
+
+
+@pytest.mark.parametrize(
+    ("pending", "mark", "running", "expected"),
+    [
+        (200, 100, 4, 10),  # a share of 25: half of it in whole calls, a call at least
+        (200, 160, 4, 20),  # a share of 40
+        (200, 20, 4, 10),  # a share below a call's worth is a call's worth
+        (7, 100, 4, 7),
+    ],
+)
+def test_parts_running_together_each_look_for_half_their_share_of_the_mark(
+    pending: int, mark: int, running: int, expected: int
+) -> None:
+    assert least(pending, mark, running) == expected
+
+
+@pytest.mark.parametrize(
+    ("backlog", "mark", "running", "expected"),
+    [
+        (0, 100, 1, 100),
+        (40, 100, 1, 60),
+        (130, 100, 1, -30),
+        (0, 100, 4, 25),  # four parts: a quarter of the mark each, so together they fill it, not 4x
+        (60, 100, 4, 10),  # and a quarter of the backlog each
+        (61, 100, 4, 9),
+        (100, 100, 4, 0),
+        (0, 20, 4, 10),  # a mark of fewer than a call per part: a call's worth each
+        (0, 100, 3, 34),
+    ],
+)
+def test_a_part_s_room_is_its_share_of_the_mark_less_its_share_of_the_backlog(
+    backlog: int, mark: int, running: int, expected: int
+) -> None:
+    assert room(backlog, mark, running) == expected
+
+
+def test_parts_sharing_a_queue_fill_it_to_the_mark_not_past_it() -> None:
+    """Four parts reading the same depth, one after another, each queueing what its room allows:
+    the queue ends at the mark, where each alone would have been allowed the whole room."""
+    mark, backlog = 100, 20
+    depth_read = backlog
+    for _ in range(4):
+        backlog += portion(200, 100.0, depth_read, mark, 4)
+    assert backlog == mark
 
 
 @pytest.mark.parametrize(
@@ -236,6 +285,23 @@ def test_a_part_queues_what_its_tokens_and_the_room_below_the_mark_allow(
     pending: int, tokens: float, backlog: int, mark: int, expected: int
 ) -> None:
     assert portion(pending, tokens, backlog, mark) == expected
+    assert portion(pending, tokens, backlog, mark, 1) == expected
+
+
+@pytest.mark.parametrize(
+    ("pending", "tokens", "backlog", "mark", "running", "expected"),
+    [
+        (200, 100.0, 0, 100, 4, 20),  # its room of 25 in whole calls
+        (200, 100.0, 60, 100, 4, 10),  # room 10: a call (its least)
+        (200, 100.0, 61, 100, 4, 0),  # room 9: wait
+        (5, 100.0, 80, 100, 4, 5),  # the page's rest fits its room
+        (200, 100.0, 0, 20, 4, 10),  # a small mark: a call's worth each
+    ],
+)
+def test_a_part_running_with_others_queues_into_its_share_of_the_room(
+    pending: int, tokens: float, backlog: int, mark: int, running: int, expected: int
+) -> None:
+    assert portion(pending, tokens, backlog, mark, running) == expected
 
 
 @pytest.mark.parametrize(
@@ -264,6 +330,22 @@ def test_a_part_looks_again_when_tokens_or_room_for_a_portion_should_be_there(
 
 
 @pytest.mark.parametrize(
+    ("backlog", "expected", "mark_holds"),
+    [
+        (0, 0.0, False),  # room of 25
+        (70, 0.12, True),  # room 7 of the 10 it looks for: 3 short, 12 to be taken at 100/s (4 parts)
+        (100, 0.4, True),
+        (60, 0.0, False),
+    ],
+)
+def test_a_part_running_with_others_waits_for_room_in_its_share(
+    backlog: int, expected: float, mark_holds: bool
+) -> None:
+    assert wait_s(200, 100.0, 25.0, backlog, 100, 100.0, 4) == pytest.approx(expected)
+    assert held(200, backlog, 100, 4) is mark_holds
+
+
+@pytest.mark.parametrize(
     ("wait", "held_s", "expected"),
     [
         (0.8, None, 0.8),
@@ -280,6 +362,86 @@ def test_a_part_waits_short_steps_unless_the_mark_holds_it_long(
     wait: float, held_s: float | None, expected: float | None
 ) -> None:
     assert look_again(wait, held_s) == expected
+    assert look_again(wait, held_s, None) == expected  # a drain run back to back, or not yet run
+
+
+@pytest.mark.parametrize(
+    ("last_started", "period_s", "now", "expected"),
+    [
+        (None, 60.0, 1000.0, None),  # no run yet
+        (900.0, None, 1000.0, None),  # back to back
+        (970.0, 60.0, 1000.0, 30.0),  # due at 1030
+        (995.0, 60.0, 1000.0, 55.0),  # the run due at 995 has run (its note): asleep until the next
+        (940.0, 60.0, 1000.0, 0.0),  # due now, not in the note yet
+        (930.0, 60.0, 1000.0, 0.0),  # due 10 s ago: a run may start late, and takes a while
+        (926.0, 60.0, 1000.0, 0.0),
+        (925.0, 60.0, 1000.0, 45.0),  # 15 s: the grace is over
+        (924.0, 60.0, 1000.0, 44.0),
+        (700.0, 60.0, 1000.0, 0.0),  # runs since that the note does not show (each tick counts)
+        (995.0, 12.0, 1000.0, 7.0),
+        (988.0, 12.0, 1000.0, 0.0),
+        (985.0, 12.0, 1000.0, 9.0),  # a quarter period's grace (3 s) for a short period
+    ],
+)
+def test_a_scheduled_drain_s_next_run_is_due_a_period_after_its_last_started(
+    last_started: float | None, period_s: float | None, now: float, expected: float | None
+) -> None:
+    assert next_run_in(last_started, period_s, now) == expected
+
+
+@pytest.mark.parametrize(
+    ("wait", "held_s", "next_run_s", "expected"),
+    [
+        (0.1, None, 30.0, STEP_MIN_S),  # not held: as ever
+        (0.1, 0.0, 30.0, None),  # held, the next run 30 s off: the task comes back then (`pace`)
+        (0.1, 0.0, 3.0, 3.0),  # due within HOLD_S: asleep until then
+        (0.1, 1.0, 3.0, 3.0),
+        (0.1, 3.0, 3.0, None),  # that would be past HOLD_S
+        (0.1, 0.0, 0.01, STEP_MIN_S),
+        (0.1, 0.0, 0.0, STEP_MIN_S),  # a run due or under way: short steps, HOLD_S at most
+        (0.1, HOLD_S, 0.0, None),
+        (0.1, 2.0, None, STEP_MIN_S),  # no run yet: as back to back
+        (30.0, 0.0, 3.0, 3.0),  # the run makes room sooner than the rate says
+    ],
+)
+def test_a_part_held_between_scheduled_runs_comes_back_when_the_next_is_due(
+    wait: float, held_s: float | None, next_run_s: float | None, expected: float | None
+) -> None:
+    assert look_again(wait, held_s, next_run_s) == expected
+
+
+@pytest.mark.parametrize(
+    ("held_s", "next_run_s", "expected"),
+    [
+        (0.0, 30.0, 30.0),  # holding the rest of a page: asleep until the run, not its Scan again
+        (50.0, 30.0, 30.0),
+        (0.0, MID_PAGE_WAIT_S, MID_PAGE_WAIT_S),
+        (0.0, MID_PAGE_WAIT_S + 1, None),  # the run too far off: handed on, the page read again then
+        (0.0, 0.0, STEP_MIN_S),  # a run under way: short steps, HOLD_S at most
+        (HOLD_S, 0.0, None),
+        (HOLD_S, None, None),
+    ],
+)
+def test_a_part_holding_the_rest_of_a_page_waits_for_the_next_run(
+    held_s: float, next_run_s: float | None, expected: float | None
+) -> None:
+    assert look_again(0.1, held_s, next_run_s, mid_page=True) == expected
+
+
+@pytest.mark.parametrize(
+    ("next_run_s", "expected"),
+    [
+        (None, MIN_DELAY_S),
+        (0.0, MIN_DELAY_S),
+        (42.3, 43),  # no sooner than the run that makes the room
+        (5000.0, MAX_DELAY_S),
+    ],
+)
+def test_a_part_between_scheduled_runs_is_paced_until_the_next_is_due(
+    next_run_s: float | None, expected: int
+) -> None:
+    assert pace({"orders": 100}, {"orders": 100}, {"orders": 100.0}, next_run_s) == expected
+    assert pace({"orders": 6000}, {"orders": 100}, {"orders": 100.0}, next_run_s) == max(expected, 60)
 
 
 @pytest.mark.parametrize(

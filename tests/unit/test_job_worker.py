@@ -5,7 +5,7 @@ and an older task each stop it where they should."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,7 +127,15 @@ class World:
     queue: Queue
     metrics: Counted
 
-    def worker(self, pages: Pages, mark: int = 300, rate: float = 10.0, at_once: int = 10) -> JobWorker:
+    def worker(
+        self,
+        pages: Pages,
+        mark: int = 300,
+        rate: float = 10.0,
+        at_once: int = 10,
+        period_s: float | None = None,
+        last_run: Callable[[str], float | None] = lambda destination: None,
+    ) -> JobWorker:
         return JobWorker(
             self.jobs,
             self.tasks,
@@ -137,6 +145,8 @@ class World:
             pages=lambda job, part: pages,
             metrics=lambda destination: self.metrics,
             at_once=at_once,
+            periods={"orders": period_s},
+            last_run=last_run,
             clock=self.clock.monotonic,
             wall=self.clock.time,
             sleep=self.clock.sleep,
@@ -216,6 +226,103 @@ def test_a_drain_stopping_mid_page_holds_the_part_there(world: World) -> None:
     assert 100 <= report["queued"] < 300 and world.queue.peak <= 100
     part = world.jobs.part(job["id"], 0)
     assert (part["position"], part["sent"]) == (None, {"orders": world.queue.sent[-1].message_id})
+
+
+class Runs:
+    """A drain on a schedule: a run every `period_s` from `first` takes up to `budget` of the queue;
+    its run note says when the last one started (`last`)."""
+
+    def __init__(self, world: World, period_s: float, budget: int, first: float) -> None:
+        self.queue, self.clock = world.queue, world.clock
+        self.period_s, self.budget, self.first = period_s, budget, first
+        self.ran = 0
+        depth = world.queue.depth
+
+        def read() -> int:  # the runs due by now have taken before the depth is read
+            while self.clock.now >= self.first + self.ran * self.period_s:
+                self.ran += 1
+                self.queue._level = max(0.0, self.queue._level - self.budget)
+            return depth()
+
+        world.queue.depth = read  # type: ignore[method-assign]
+
+    def last(self, destination: str) -> float | None:
+        done = (self.clock.now - self.first) // self.period_s
+        return self.first + done * self.period_s if done >= 0 else self.first - self.period_s
+
+
+def test_between_a_scheduled_drain_s_runs_a_part_holding_a_page_waits_for_the_next_run(world: World) -> None:
+    """A run every 12 s (the last 1 s ago, as its run note says) takes 100, the mark is 100: the part
+    queues a 300-message page a mark at a time, one run after another, in one invocation: handed
+    on, it would read the page again (a Scan); it reads the depth when a run is due, not between."""
+    job = world.job()
+    runs = Runs(world, 12.0, 100, first=NOW - 1.0)
+    pages = Pages(1, world.clock, page_s=0.0, size=300)
+    notes_read: list[float] = []
+
+    def last_run(destination: str) -> float | None:
+        notes_read.append(world.clock.now)
+        return runs.last(destination)
+
+    worker = world.worker(pages, mark=100, rate=100.0, period_s=12.0, last_run=last_run)
+    report = worker.work(Task(job["id"], 0, 0), plenty)
+    assert (report["outcome"], report["pages"], report["queued"]) == ("done", 1, 300)
+    assert pages.took == [None] and world.tasks.sent == [] and runs.ran == 3
+    assert world.queue.peak <= 100 and world.queue.depth_reads <= 6
+    assert len(notes_read) == 2  # the run note once a run: it changes no more often
+    assert 23.0 <= world.clock.now - NOW < 24.0  # the runs at 11 s and 23 s
+
+
+def test_between_a_scheduled_drain_s_runs_a_part_with_no_page_comes_back_when_the_next_is_due(
+    world: World,
+) -> None:
+    """The queue is at the mark before the part reads a page: it reads none and hands its task on at
+    once, delayed until the next run is due (11 s), rather than wait in its invocation."""
+    job = world.job()
+    world.queue.backlog = 100
+    runs = Runs(world, 12.0, 100, first=NOW - 1.0)
+    pages = Pages(1, world.clock, page_s=0.0, size=300)
+    worker = world.worker(pages, mark=100, rate=100.0, period_s=12.0, last_run=runs.last)
+    report = worker.work(Task(job["id"], 0, 0), plenty)
+    assert (report["outcome"], report["pages"], report["delay_s"]) == ("paced", 0, 11)
+    assert pages.took == [] and world.tasks.sent == [(Task(job["id"], 0, 1), 11)]
+    assert world.clock.now - NOW < 1.0
+
+
+def test_a_scheduled_run_due_within_the_hold_is_waited_for_in_the_invocation(world: World) -> None:
+    """The next run is due in 3 s: the part sleeps until then and queues the rest as it takes."""
+    job = world.job()
+    runs = Runs(world, 12.0, 100, first=NOW - 9.0)
+    pages = Pages(1, world.clock, page_s=0.0, size=200)
+    worker = world.worker(pages, mark=100, rate=100.0, period_s=12.0, last_run=runs.last)
+    report = worker.work(Task(job["id"], 0, 0), plenty)
+    assert (report["outcome"], report["queued"]) == ("done", 200)
+    assert world.tasks.sent == [] and runs.ran == 2  # the one 9 s ago, and the one it waited for
+    assert 3.0 <= world.clock.now - NOW < 4.0
+
+
+def test_a_scheduled_drain_not_taking_leaves_the_part_to_its_delayed_task(world: World) -> None:
+    """Paused: its runs take nothing (the note says the last started long ago); the part waits for
+    the next run due (8 s) and while it may be under way (3 s, a quarter period), then hands its
+    task on until the one after: no invocation held longer."""
+    job = world.job()
+    pages = Pages(1, world.clock, page_s=0.0, size=300)
+    worker = world.worker(
+        pages, mark=100, rate=100.0, period_s=12.0, last_run=lambda destination: NOW - 100.0
+    )
+    report = worker.work(Task(job["id"], 0, 0), plenty)
+    assert (report["outcome"], report["queued"], report["delay_s"]) == ("paced", 100, 9)
+    assert 11.0 <= world.clock.now - NOW < 12.0
+
+
+def test_a_part_of_several_queues_into_its_share_of_the_room(world: World) -> None:
+    """Four parts running: one alone at an untaken queue stops short of the mark (70 of 100), so the
+    four reading the same depth together would not push it past the mark."""
+    job = world.job(parts=4)
+    pages = Pages(1, world.clock, page_s=0.0, size=300)
+    report = world.worker(pages, mark=100, rate=100.0).work(Task(job["id"], 0, 0), plenty)
+    assert (report["outcome"], report["queued"]) == ("paced", 70)
+    assert world.queue.peak == 70
 
 
 def test_a_page_is_queued_in_portions_as_the_drain_makes_room(world: World) -> None:
