@@ -328,16 +328,12 @@ def start_backfill() -> Response:
 
 @app.route("/backfills/{backfill_id}", methods=["GET"], authorizer=operator)
 def backfill_progress(backfill_id: str) -> dict[str, Any]:
-    from chalicelib.backfill import shown
-
-    return shown(_job(backfill_id, "backfill"))  # with its warnings, if any
+    return wiring.shown_backfill(_job(backfill_id, "backfill"), _schedules())  # warnings, estimate
 
 
 @app.route("/backfills/{backfill_id}/cancel", methods=["POST"], authorizer=operator)
 def cancel_backfill(backfill_id: str) -> dict[str, Any]:
-    from chalicelib.backfill import shown
-
-    return shown(_job(backfill_id, "backfill", cancel=True))
+    return wiring.shown_backfill(_job(backfill_id, "backfill", cancel=True), _schedules())
 
 
 @app.route("/replays", methods=["POST"], authorizer=operator, content_types=["application/json"])

@@ -28,7 +28,7 @@ from chalicelib.freshness import (
     fingerprint,
     key_text,
 )
-from chalicelib.job_plan import MAX_PARTS, filter_error, filter_warnings
+from chalicelib.job_plan import MAX_PARTS, estimate, filter_error, filter_warnings
 from chalicelib.model import OutboundMessage, iso_utc
 from chalicelib.records import RecordError, RejectedRecord, decode_image, rejection_message, route_record
 from chalicelib.routing import Expression, record_view, requested_filter, unknown_fields
@@ -253,10 +253,13 @@ def warnings(job: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def shown(job: dict[str, Any]) -> dict[str, Any]:
-    """A backfill's progress as the route and the command show it: with its `warnings`, if any."""
+def shown(job: dict[str, Any], paces: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """A backfill's progress as the route and the command show it: with its `warnings`, if any, and
+    a dry run's `estimate` at its destinations' drains' `paces` (`job_plan.estimate`)."""
     found = warnings(job)
-    return job | {"warnings": found} if found else job
+    out = job | {"warnings": found} if found else job
+    would = job["counts"].get("would_queue")
+    return out | {"estimate": estimate(would, paces)} if would and paces else out
 
 
 def _with_origin(

@@ -207,6 +207,26 @@ def pace(
     return min(MAX_DELAY_S, max(MIN_DELAY_S, math.ceil(longest), math.ceil(next_run_s or 0.0)))
 
 
+def drain_pace(rate_limit_per_s: float, period_s: float | None, drain_budget: int) -> float:
+    """The most messages a second a destination's drain takes: its rate limit, and on a schedule
+    (`period_s`) a run's budget over the time between runs. A backfill goes no faster."""
+    return rate_limit_per_s if not period_s else min(rate_limit_per_s, drain_budget / period_s)
+
+
+def estimate(messages: Mapping[str, int], paces: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+    """How long a dry run's messages (`would_queue` per destination) take to deliver at least, at
+    their drains' `paces` (`drain_pace`), live items not counted."""
+    return {
+        name: {
+            "messages": count,
+            "at_most_per_s": round(paces[name], 2),
+            "seconds_at_least": math.ceil(count / paces[name]),
+        }
+        for name, count in messages.items()
+        if paces.get(name, 0) > 0
+    }
+
+
 def running_parts(job: Mapping[str, Any], parts: Mapping[int, Mapping[str, Any]], at_once: int) -> int:
     """Among how many of the job's parts each destination's rate limit is shared: those still
     running (a part not started yet is), but no more than the `jobs` function works at once (its

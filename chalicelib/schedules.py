@@ -10,7 +10,7 @@ or `#` gets no answer (None), nor does one that does not fire in the next five y
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 
 from chalicelib.naming import drain_function
@@ -45,11 +45,18 @@ def drain_schedules(event_sources: Iterable[object], destinations: Iterable[str]
         for source in event_sources
         if hasattr(source, "schedule_expression")
     }
-    return {
-        name: expression if isinstance(expression, str) else expression.to_string()
-        for name in destinations
-        if (expression := declared.get(drain_function(name))) is not None
-    }
+    return destination_schedules(
+        {
+            name: expression if isinstance(expression, str) else expression.to_string()
+            for name, expression in declared.items()
+        },
+        destinations,
+    )
+
+
+def destination_schedules(declared: Mapping[str, str], destinations: Iterable[str]) -> dict[str, str]:
+    """Each destination's drain schedule, of the scheduled functions' `declared` (name: expression)."""
+    return {name: declared[drain_function(name)] for name in destinations if drain_function(name) in declared}
 
 
 def next_run(expression: str, last_started_at: float | None, now: float) -> float | None:

@@ -186,6 +186,28 @@ def last_run_started(destination: str) -> float | None:
     return float(started) if isinstance(started, int | float) else None
 
 
+def drain_paces(s: Settings, schedules: Mapping[str, str], now: float) -> dict[str, float]:
+    """The most messages a second each destination's drain takes (`job_plan.drain_pace`): its rate
+    limit, and on its schedule in `schedules` a run's budget over the time between runs."""
+    from chalicelib.job_plan import drain_pace
+
+    periods = drain_periods(s, schedules, now)
+    return {
+        name: drain_pace(d.rate_limit_per_s, periods[name], s.drain_budget)
+        for name, d in s.destinations.items()
+    }
+
+
+def shown_backfill(job: dict[str, Any], schedules: Mapping[str, str]) -> dict[str, Any]:
+    """A backfill as `GET /backfills/{id}` shows it: its warnings, and a dry run's estimate at the
+    drains' paces under their `schedules` (app.py's)."""
+    import time
+
+    from chalicelib.backfill import shown
+
+    return shown(job, drain_paces(settings(), schedules, time.time()))
+
+
 def drain_periods(s: Settings, schedules: Mapping[str, str], now: float) -> dict[str, float | None]:
     """The time between runs of each destination's drain, from its schedule in `schedules` (None:
     not there, or a cron whose next runs cannot be told)."""

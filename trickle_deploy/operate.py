@@ -11,7 +11,7 @@ and resume a destination.
     python -m trickle_deploy.operate --stage prod pause DESTINATION [--reason TEXT]  # receive nothing
     python -m trickle_deploy.operate --stage prod resume DESTINATION  # deliver again, in order
     python -m trickle_deploy.operate --stage prod backfill DESTINATION|--all [--filter F] [--segments N]
-        [--dry-run] [--wait S]   # a dry run waits for its counts, per destination
+        [--dry-run] [--wait S]   # a dry run waits for its counts and how long they take, per destination
     python -m trickle_deploy.operate --stage prod backfill-status ID  # its progress, per part
     python -m trickle_deploy.operate --stage prod backfill-cancel ID  # its parts stop at their next page
 
@@ -27,7 +27,7 @@ import getpass
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,6 +87,7 @@ def backfill(sqs: Any, dynamodb: Any, settings: Settings, args: argparse.Namespa
     from chalicelib.task_queue import TaskQueue, TaskQueueError
 
     jobs = Jobs(Notes(dynamodb, settings.notes_table, settings.ledger_ttl_s))
+    paces = backfill_paces(settings)
     if args.command == "backfill":
         body: dict[str, Any] = {"segments": args.segments, "dry_run": args.dry_run}
         body |= {"destination": args.destination} if args.destination else {}
@@ -112,7 +113,7 @@ def backfill(sqs: Any, dynamodb: Any, settings: Settings, args: argparse.Namespa
         except KeyboardInterrupt:
             print(f"not followed further; the job goes on: backfill-status {job_id}", file=sys.stderr)
             return 130
-        print_backfill(followed)
+        print_backfill(followed, paces)
         if followed["state"] == RUNNING:
             print(
                 f"backfill {job_id} still running after {wait_s:g} s ({followed['parts_done']} of"
@@ -127,18 +128,48 @@ def backfill(sqs: Any, dynamodb: Any, settings: Settings, args: argparse.Namespa
     if job is None:
         print(f"no backfill {args.id}", file=sys.stderr)
         return 1
-    print_backfill(job)
+    print_backfill(job, paces)
     return 0
 
 
-def print_backfill(job: dict[str, Any]) -> None:
-    """A backfill's progress as `GET /backfills/{id}` shows it; its warnings on stderr too."""
+def print_backfill(job: dict[str, Any], paces: Mapping[str, float]) -> None:
+    """A backfill's progress as `GET /backfills/{id}` shows it; its warnings on stderr too, and a
+    dry run's estimate of how long delivering it takes."""
     from chalicelib.backfill import shown
 
-    with_warnings = shown(job)
+    with_warnings = shown(job, paces)
     print(json.dumps(with_warnings, default=str))
     for warning in with_warnings.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
+    for destination, figures in with_warnings.get("estimate", {}).items():
+        print(
+            f"{destination}: {figures['messages']:,} messages take at least"
+            f" {spoken_duration(figures['seconds_at_least'])} to deliver, at most"
+            f" {figures['at_most_per_s']:g}/s (its rate limit, and a run's budget under its schedule),"
+            " shared with its live items",
+            file=sys.stderr,
+        )
+
+
+def backfill_paces(settings: Settings) -> dict[str, float]:
+    """Each destination's drain's pace under its schedule as app.py declares it (read from its
+    source: importing it would need the stage's settings in this process's environment)."""
+    from chalicelib.schedules import destination_schedules
+    from chalicelib.wiring import drain_paces
+    from trickle_project.declared import app_schedules
+
+    schedules = destination_schedules(app_schedules(), settings.destinations)
+    return drain_paces(settings, schedules, time.time())
+
+
+def spoken_duration(seconds: int) -> str:
+    """`3 h 20 min`, `2 d 19 h`, `45 s`: the largest unit and the next (down to the next unit)."""
+    units = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
+    for (name, size), (smaller, smaller_size) in zip(units, [*units[1:], ("", 1)], strict=True):
+        if seconds >= size or name == "s":
+            rest = seconds % size // smaller_size if smaller else 0
+            return f"{seconds // size} {name}" + (f" {rest} {smaller}" if rest else "")
+    raise AssertionError("the last unit always answers")
 
 
 def follow(

@@ -6,6 +6,7 @@ counts; a cancel stops the parts; a full destination queue makes the part wait."
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -22,9 +23,11 @@ from chalicelib.freshness import (
 )
 from chalicelib.job_plan import Task
 from chalicelib.jobs import Jobs
+from chalicelib.settings import load_settings
 from tests.fakes import until
 from tests.integration.conftest import TABLE, Stack
 from trickle_deploy.operate import main as operate
+from trickle_deploy.operate import spoken_duration
 
 JOBS_QUEUE = "TRICKLE_JOBS_QUEUE_URL"
 ORDERS_QUEUE = "TRICKLE_DEST_ORDERS_QUEUE_URL"
@@ -184,6 +187,23 @@ def test_a_dry_run_counts_what_it_would_queue_and_queues_nothing(stack: Stack) -
     assert shown["state"] == "done" and shown["spec"]["dry_run"] is True
     assert shown["counts"]["would_queue"] == {"orders": 300, "crm": 43}
     assert "queued" not in shown["counts"]
+    assert shown["estimate"] == expected_estimate(stack, {"orders": 300, "crm": 43})
+
+
+def expected_estimate(stack: Stack, messages: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """At least: each destination's messages at its rate limit, or its drain's budget over its
+    schedule in app.py (orders every minute, crm every two) if that is less."""
+    settings = load_settings(stack.env)
+    periods = {"orders": 60.0, "crm": 120.0}
+    out = {}
+    for name, count in messages.items():
+        pace = min(settings.destination(name).rate_limit_per_s, settings.drain_budget / periods[name])
+        out[name] = {
+            "messages": count,
+            "at_most_per_s": round(pace, 2),
+            "seconds_at_least": math.ceil(count / pace),
+        }
+    return out
 
 
 def test_a_cancel_stops_every_part_at_its_next_page(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -318,6 +338,13 @@ def test_the_operate_dry_run_waits_for_its_counts_per_destination(
     assert code == [0]
     assert (job["state"], job["counts"]["would_queue"]) == ("done", {"orders": 30, "crm": 5})
     assert f"backfill {job['id']} started (dry run): following it until it ends, at most 600 s" in err
+    estimated = expected_estimate(stack, {"orders": 30, "crm": 5})
+    assert job["estimate"] == estimated  # as the route shows it, app.py's schedules read from its source
+    orders = estimated["orders"]
+    assert (
+        f"orders: 30 messages take at least {spoken_duration(orders['seconds_at_least'])} to deliver, at"
+        f" most {orders['at_most_per_s']:g}/s"
+    ) in err
     assert stack.queue_depth(ORDERS_QUEUE) == stack.queue_depth(CRM_QUEUE) == 0
 
 

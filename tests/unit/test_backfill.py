@@ -16,6 +16,7 @@ from chalicelib.backfill import (
     as_text,
     build,
     parse_request,
+    shown,
     synthetic_record,
     warnings,
 )
@@ -30,7 +31,7 @@ from chalicelib.records import message_id_for, route_record
 from chalicelib.routing import Expression
 from chalicelib.settings import Settings
 from tests.unit.conftest import TABLE, MakeSettings, stream_record
-from trickle_deploy.operate import follow
+from trickle_deploy.operate import follow, spoken_duration
 
 JOB = "6f1c2a9e-0000-4000-8000-000000000001"
 OTHER_JOB = "6f1c2a9e-0000-4000-8000-000000000002"
@@ -304,3 +305,30 @@ def test_a_backfill_warns_of_a_filter_that_fails_or_takes_nothing(
     state: str, counts: dict[str, Any], shown: list[str]
 ) -> None:
     assert warnings({"state": state, "counts": counts}) == shown
+
+
+def test_a_dry_run_is_shown_with_how_long_its_messages_take_at_least() -> None:
+    """A real run, or a dry run with no paces known, is shown as it is."""
+    dry = {"state": "done", "counts": {"scanned": 9, "would_queue": {"orders": 600}}}
+    paces = {"orders": 10.0}
+    assert shown(dry, paces)["estimate"] == {
+        "orders": {"messages": 600, "at_most_per_s": 10.0, "seconds_at_least": 60}
+    }
+    assert "estimate" not in shown(dry)
+    real = {"state": "running", "counts": {"scanned": 9, "queued": {"orders": 600}}}
+    assert shown(real, paces) == real
+
+
+@pytest.mark.parametrize(
+    ("seconds", "spoken"),
+    [
+        (0, "0 s"),
+        (45, "45 s"),
+        (61, "1 min 1 s"),
+        (3601, "1 h"),  # down to the next unit
+        (12_000, "3 h 20 min"),  # 100,000 at app.py's 500 a minute
+        (242_000, "2 d 19 h"),
+    ],
+)
+def test_the_command_says_a_duration_in_its_two_largest_units(seconds: int, spoken: str) -> None:
+    assert spoken_duration(seconds) == spoken

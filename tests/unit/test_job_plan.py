@@ -26,6 +26,8 @@ from chalicelib.job_plan import (
     advanced,
     bucket,
     default_max_queued,
+    drain_pace,
+    estimate,
     finished,
     handed_on,
     held,
@@ -530,3 +532,26 @@ def test_progress_sums_the_parts_and_shows_each() -> None:
         (2, RUNNING, 0),  # not started yet
     ]
     assert shown["state"] == RUNNING and shown["id"] == JOB
+
+
+@pytest.mark.parametrize(
+    ("rate", "period_s", "budget", "expected"),
+    [
+        (100.0, None, 500, 100.0),  # back to back: the rate limit
+        (100.0, 60.0, 500, 500 / 60),  # app.py's Rate(1 minute): 500 a minute at most
+        (2.0, 60.0, 500, 2.0),  # a slow API: its rate limit still
+        (100.0, 60.0, 20_000, 100.0),
+    ],
+)
+def test_a_drain_takes_its_rate_limit_and_on_a_schedule_a_run_s_budget_a_period(
+    rate: float, period_s: float | None, budget: int, expected: float
+) -> None:
+    assert drain_pace(rate, period_s, budget) == pytest.approx(expected)
+
+
+def test_a_dry_run_s_estimate_is_its_messages_at_their_drain_s_pace() -> None:
+    paces = {"orders": 500 / 60, "crm": 2.0, "idle": 0.0}
+    assert estimate({"orders": 100_000, "crm": 7, "idle": 3, "gone": 5}, paces) == {
+        "orders": {"messages": 100_000, "at_most_per_s": 8.33, "seconds_at_least": 12_000},  # 3 h 20 min
+        "crm": {"messages": 7, "at_most_per_s": 2.0, "seconds_at_least": 4},
+    }

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
 from chalice import Rate
 
-from chalicelib.schedules import drain_schedules, next_run, period_s
+from chalicelib.schedules import destination_schedules, drain_schedules, next_run, period_s
 from trickle_local.schedules import ScheduleError, parse
+from trickle_project import stage
+from trickle_project.declared import app_schedules, declared_schedules
 
 BASE = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # a Monday
 
@@ -172,3 +178,53 @@ def test_each_destinations_drain_schedule_is_read_from_the_apps_event_sources() 
         "orders": "rate(1 minute)",
         "crm": "cron(0/5 * * * ? *)",
     }
+
+
+def test_app_py_s_schedules_read_from_its_source_are_those_chalice_registers() -> None:
+    """`operate backfill` reads app.py's schedules without importing it: what it reads is what the
+    app registers (imported in a fresh interpreter, as Lambda imports it, with the local stage)."""
+    code = (
+        "import json, app; from chalicelib.schedules import drain_schedules;"
+        " print(json.dumps({s.name: s.schedule_expression.to_string() if not isinstance("
+        "s.schedule_expression, str) else s.schedule_expression for s in app.app.event_sources"
+        " if hasattr(s, 'schedule_expression')}))"
+    )
+    env = {**os.environ, **stage.stage_env("local")}
+    found = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=stage.PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    registered = json.loads(found.stdout.strip().splitlines()[-1])
+    assert registered and app_schedules() == registered
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ('Rate(5, unit=Rate.MINUTES), name="drain_a"', {"drain_a": "rate(5 minutes)"}),
+        ("Rate(1, unit=Rate.HOURS)", {"f": "rate(1 hour)"}),  # no name: the function's
+        ('"cron(0 9 * * ? *)", name="drain_c"', {"drain_c": "cron(0 9 * * ? *)"}),
+        ('Cron(0, 9, "*", "*", "?", "*"), name="drain_d"', {"drain_d": "cron(0 9 * * ? *)"}),
+        ('Rate(n, unit=Rate.MINUTES), name="drain_e"', {}),  # not a literal: no answer, not a guess
+        ('every, name="drain_f"', {}),
+        ('Rate(1), name="drain_g"', {}),  # not Chalice's arguments (no unit)
+    ],
+)
+def test_a_schedule_is_read_from_source_only_when_it_is_written_out(
+    arguments: str, expected: dict[str, str]
+) -> None:
+    assert declared_schedules(f"@app.schedule({arguments})\ndef f(e): pass\n") == expected
+    assert declared_schedules('@app.route("/x")\ndef f(): pass\n') == {}
+
+
+def test_each_destination_s_schedule_of_the_functions_declared() -> None:
+    declared = {
+        "drain_orders": "rate(1 minute)",
+        "ingest_x": "rate(2 minutes)",
+        "drain_ghost": "rate(1 minute)",
+    }
+    assert destination_schedules(declared, ["orders", "crm"]) == {"orders": "rate(1 minute)"}
